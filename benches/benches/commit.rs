@@ -1,0 +1,117 @@
+//! Group commit vs one write per request, on the memory engine with a
+//! simulated fsync, so the benchmark measures the pipeline and not the disk.
+//!
+//! Baseline (same run): every request calls `Store::write` alone and pays the
+//! simulated sync each time, which is what a server without group commit does.
+//! `cargo bench -p ringpost-benches --bench commit` prints both; the ratio is
+//! the gain of batching.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringpost_storage::{
+    CommitPipeline, Family, MemoryStore, PipelineConfig, Store, StoreError, WriteBatch,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Memory store whose synced writes cost a fixed time, like an fsync of one
+/// write-ahead log: syncs happen one at a time.
+struct SlowSync {
+    inner: MemoryStore,
+    sync_cost: Duration,
+    wal: Mutex<()>,
+}
+
+impl Store for SlowSync {
+    fn write(&self, batches: &[WriteBatch], sync: bool) -> Result<(), StoreError> {
+        self.inner.write(batches, false)?;
+        if sync {
+            let _wal = self.wal.lock().unwrap();
+            let until = Instant::now() + self.sync_cost;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(family, key)
+    }
+    fn scan(
+        &self,
+        family: Family,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan(family, start, end, visit)
+    }
+}
+
+const BODY: usize = 2048;
+const COMMITTERS: usize = 64;
+const PER_COMMITTER: usize = 32;
+
+fn batch(n: u64) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put(Family::Blobs, n.to_be_bytes().to_vec(), vec![b'x'; BODY]);
+    b.put(Family::Envelopes, n.to_be_bytes().to_vec(), vec![b'e'; 64]);
+    b
+}
+
+fn store() -> Arc<SlowSync> {
+    Arc::new(SlowSync {
+        inner: MemoryStore::new(),
+        sync_cost: Duration::from_micros(50),
+        wal: Mutex::new(()),
+    })
+}
+
+fn commit(c: &mut Criterion) {
+    let total = (COMMITTERS * PER_COMMITTER) as u64;
+    let mut group = c.benchmark_group("commit_2k_50us_sync");
+    group.throughput(Throughput::Elements(total));
+    group.sample_size(10);
+
+    group.bench_function(BenchmarkId::new("one_write_per_request", COMMITTERS), |b| {
+        b.iter(|| {
+            let store = store();
+            std::thread::scope(|s| {
+                for t in 0..COMMITTERS {
+                    let store = store.clone();
+                    s.spawn(move || {
+                        for i in 0..PER_COMMITTER {
+                            store
+                                .write(&[batch((t * PER_COMMITTER + i) as u64)], true)
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+        })
+    });
+
+    group.bench_function(BenchmarkId::new("group_commit", COMMITTERS), |b| {
+        b.iter(|| {
+            let (pipeline, handle) =
+                CommitPipeline::start(store(), PipelineConfig::default(), None);
+            std::thread::scope(|s| {
+                for t in 0..COMMITTERS {
+                    let handle = handle.clone();
+                    s.spawn(move || {
+                        for i in 0..PER_COMMITTER {
+                            futures::executor::block_on(
+                                handle.commit(batch((t * PER_COMMITTER + i) as u64)),
+                            )
+                            .unwrap();
+                        }
+                    });
+                }
+            });
+            pipeline.shutdown();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, commit);
+criterion_main!(benches);

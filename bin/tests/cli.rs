@@ -1,0 +1,243 @@
+//! The `ringpost` command as operators use it: a real process on loopback,
+//! SIGKILL in the middle of a load (nothing acknowledged may be lost),
+//! SIGTERM for a clean stop, `spool stats` and `config check`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const RINGPOST: &str = env!("CARGO_BIN_EXE_ringpost");
+
+/// Start `ringpost serve` on ephemeral loopback ports; return it and its SMTP address.
+fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(RINGPOST)
+        .args([
+            "serve",
+            "--smtp",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ringpost starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let line = lines
+            .next()
+            .expect("server prints its start-up lines")
+            .unwrap();
+        if let Some(addr) = line.trim().strip_prefix("smtp") {
+            let addr = addr.trim().parse().expect("smtp line has an address");
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    panic!("server did not print its SMTP address in time");
+}
+
+fn read_reply(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(all);
+        }
+    }
+}
+
+/// Send messages until the server goes away; record (seq, queue id) of each 250.
+fn blast(
+    addr: SocketAddr,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+) {
+    let Ok(stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut run = || -> std::io::Result<()> {
+        read_reply(&mut r)?;
+        w.write_all(b"EHLO blaster.example\r\n")?;
+        read_reply(&mut r)?;
+        for n in 0.. {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let seq = format!("{worker}-{n}");
+            let body = format!(
+                "Subject: crash test {seq}\r\nX-Seq: {seq}\r\n\r\n{}\r\n.\r\n",
+                "x".repeat(1500)
+            );
+            w.write_all(b"MAIL FROM:<load@example.org>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")?;
+            for _ in 0..3 {
+                read_reply(&mut r)?;
+            }
+            w.write_all(body.as_bytes())?;
+            let reply = read_reply(&mut r)?;
+            if let Some(id) = reply.trim().strip_prefix("250 2.0.0 Ok: queued as ") {
+                acked.lock().unwrap().push((seq, id.to_owned()));
+            }
+        }
+        Ok(())
+    };
+    let _ = run();
+}
+
+fn spool_stats(data_dir: &Path) -> (u64, String) {
+    let out = Command::new(RINGPOST)
+        .args(["spool", "stats", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "spool stats failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages = text
+        .lines()
+        .find_map(|l| l.strip_prefix("messages "))
+        .expect("messages line")
+        .parse()
+        .unwrap();
+    (messages, text)
+}
+
+#[test]
+fn sigkill_during_load_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = spawn_server(&data);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || blast(addr, w, stop, acked))
+        })
+        .collect();
+    // Let load build up, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.lock().unwrap().len() < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 100, "load ran: {} acknowledged", acked.len());
+
+    // spool stats reads the crashed store read-only.
+    let (messages, text) = spool_stats(&data);
+    assert!(
+        messages >= acked.len() as u64,
+        "lost messages: acked {} but {text}",
+        acked.len()
+    );
+
+    // Every acknowledged message is there with its own content.
+    let store = ringpost_storage::RocksStore::open(
+        &data,
+        ringpost_storage::RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (seq, id) in &acked {
+        let id =
+            ringpost_storage::spool::MessageId::from_hex(id).expect("queue id is a message id");
+        let body = ringpost_storage::spool::read_body(&store, &id)
+            .unwrap()
+            .expect("acknowledged message stored");
+        assert!(String::from_utf8_lossy(&body).contains(&format!("X-Seq: {seq}\r\n")));
+    }
+    drop(store);
+
+    // The crashed store opens again for a new server, which stops cleanly on SIGTERM.
+    let (mut server, addr) = spawn_server(&data);
+    let mut c = TcpStream::connect(addr).unwrap();
+    let mut greeting = [0u8; 3];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220");
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = server.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(spool_stats(&data).0 >= acked.len() as u64);
+}
+
+#[test]
+fn config_check_names_the_problem_and_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "shards = 2\n[smtp]\nlisten = \"127.0.0.1:2526\"\n").unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "shards = 2\n[smtp]\nlisten = \"127.0.0.1:2526\"\nmax_recipient = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 4") && err.contains("max_recipient"),
+        "{err}"
+    );
+
+    let out = Command::new(RINGPOST)
+        .args(["config", "check", "/nonexistent/ringpost.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn spool_stats_on_a_missing_store_fails_clearly() {
+    let out = Command::new(RINGPOST)
+        .args(["spool", "stats", "--data-dir", "/nonexistent/ringpost"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+}

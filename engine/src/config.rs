@@ -1,0 +1,356 @@
+//! Server configuration: every setting has a default, so `ringpost serve` with
+//! no file gives a working server on loopback; a TOML file overrides any of it.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default),
+//! and [`Config::parse`] reports where in the file a problem is.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which storage engine holds the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// Embedded RocksDB in `data_dir` (the default).
+    Rocksdb,
+    /// In memory only: nothing survives a restart (tests, benchmarks).
+    Memory,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name this server gives itself in greetings and trace headers.
+    pub hostname: String,
+    /// Number of shards (executor threads); 0 means one per CPU.
+    pub shards: usize,
+    /// Pin each shard to its own CPU.
+    pub pin_shards: bool,
+    /// Where the embedded store lives.
+    pub data_dir: PathBuf,
+    /// Storage settings.
+    pub store: StoreConfig,
+    /// SMTP listener settings.
+    pub smtp: SmtpConfig,
+    /// Prometheus endpoint settings.
+    pub metrics: MetricsConfig,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Engine.
+    pub engine: StoreEngine,
+    /// fsync every group commit before acknowledging (never turn off in production).
+    pub sync: bool,
+    /// Most commit requests waiting for the writer before sessions wait too.
+    pub commit_queue: usize,
+}
+
+/// SMTP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Address the MX/relay listener binds.
+    pub listen: SocketAddr,
+    /// Largest message accepted, bytes (advertised with SIZE).
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest command line, bytes including CRLF.
+    pub max_line_length: usize,
+    /// Bad commands tolerated before a session is closed.
+    pub max_errors: usize,
+    /// Concurrent connections per shard; more are answered 421 and closed.
+    pub max_connections_per_shard: usize,
+    /// Seconds to wait for a command (RFC 5321 §4.5.3.2.7 says at least 300).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each block of message data (RFC 5321: 180).
+    pub data_timeout_secs: u64,
+    /// Clients in these networks may relay to any domain.
+    pub relay_networks: Vec<IpNet>,
+    /// Domains this server receives mail for from anyone.
+    pub local_domains: Vec<String>,
+}
+
+/// Prometheus endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` HTTP endpoint; none disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: default_hostname(),
+            shards: 0,
+            pin_shards: true,
+            data_dir: PathBuf::from("./ringpost-data"),
+            store: StoreConfig::default(),
+            smtp: SmtpConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            engine: StoreEngine::Rocksdb,
+            sync: true,
+            commit_queue: 8192,
+        }
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 2048,
+            max_errors: 20,
+            max_connections_per_shard: 2000,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            relay_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            local_domains: Vec::new(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        }
+    }
+}
+
+/// A configuration problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key; the text names line and column.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value is out of range or inconsistent.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// Dotted key path.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Read and check a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax(s) => ConfigError::Syntax(format!("{}: {s}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parse and check TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return invalid("hostname", "must be a non-empty name without spaces");
+        }
+        if self.shards > 1024 {
+            return invalid("shards", format!("{} is more than 1024", self.shards));
+        }
+        if self.store.commit_queue == 0 {
+            return invalid("store.commit_queue", "must be at least 1");
+        }
+        let s = &self.smtp;
+        if s.max_message_size < 1024 {
+            return invalid("smtp.max_message_size", "must be at least 1024 bytes");
+        }
+        if s.max_recipients == 0 {
+            return invalid(
+                "smtp.max_recipients",
+                "must be at least 1 (RFC 5321 asks for 100)",
+            );
+        }
+        if s.max_line_length < 512 {
+            return invalid(
+                "smtp.max_line_length",
+                "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            );
+        }
+        if s.max_connections_per_shard == 0 {
+            return invalid("smtp.max_connections_per_shard", "must be at least 1");
+        }
+        if s.command_timeout_secs == 0 || s.data_timeout_secs == 0 {
+            return invalid(
+                "smtp.command_timeout_secs",
+                "timeouts must be at least 1 second",
+            );
+        }
+        if let Some(m) = self.metrics.listen {
+            if m == s.listen && m.port() != 0 {
+                return invalid("metrics.listen", format!("{m} is also smtp.listen"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Shards to start: the configured count, or one per CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// Whether a client at `ip` may relay to domains that are not local.
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.smtp.relay_networks.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether `domain` (any case) is one of ours.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.smtp
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// SMTP command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp.command_timeout_secs)
+    }
+
+    /// SMTP data timeout.
+    pub fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp.data_timeout_secs)
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:2525".parse().unwrap());
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.data_dir, PathBuf::from("./ringpost-data"));
+        assert_eq!(c.store.engine, StoreEngine::Rocksdb);
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c = Config::parse(
+            "shards = 3\n[smtp]\nlisten = \"127.0.0.1:2626\"\nlocal_domains = [\"Example.Test\"]\n[store]\nengine = \"memory\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.shard_count(), 3);
+        assert_eq!(c.smtp.listen.port(), 2626);
+        assert!(c.is_local_domain("example.test"));
+        assert_eq!(c.store.engine, StoreEngine::Memory);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err =
+            Config::parse("shards = 1\n[smtp]\nlisten = \"127.0.0.1:1\"\nmax_mesage_size = 5\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("max_mesage_size"), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = Config::parse("[smtp]\nmax_recipients = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("line 2") && text.contains("max_recipients"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_address_is_rejected() {
+        let text = Config::parse("[smtp]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("listen"), "{text}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let text = Config::parse("[smtp]\nmax_line_length = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("smtp.max_line_length:"), "{text}");
+        let text = Config::parse("[metrics]\nlisten = \"127.0.0.1:2525\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("metrics.listen:"), "{text}");
+    }
+
+    #[test]
+    fn relay_networks_cover_loopback_only_by_default() {
+        let c = Config::default();
+        assert!(c.may_relay("127.0.0.1".parse().unwrap()));
+        assert!(c.may_relay("::1".parse().unwrap()));
+        assert!(c.may_relay("::ffff:127.0.0.9".parse().unwrap()));
+        assert!(!c.may_relay("192.0.2.1".parse().unwrap()));
+    }
+}

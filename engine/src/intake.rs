@@ -1,0 +1,238 @@
+//! Intake: what happens to a message between "end of data" and "250".
+//!
+//! A finished SMTP transaction becomes one [`NewMessage`]: a time-ordered id,
+//! the body with a `Received:` trace header prepended (RFC 5321 §4.4), an
+//! envelope, and one queue entry per recipient domain. It is committed as one
+//! batch, so a crash leaves either all of it or none of it.
+
+use ringpost_protocols::smtp::{replies, Reply, Transaction};
+use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Hands out message ids on one shard: unix micros ‖ shard ‖ sequence.
+/// The sequence makes ids unique even within one microsecond.
+pub struct IdGenerator {
+    shard: u16,
+    seq: u64,
+}
+
+impl IdGenerator {
+    /// A generator for `shard`.
+    pub fn new(shard: u16) -> Self {
+        IdGenerator { shard, seq: 0 }
+    }
+
+    /// The next id, stamped with `now_micros`.
+    pub fn next(&mut self, now_micros: u64) -> MessageId {
+        self.seq = self.seq.wrapping_add(1);
+        MessageId::new(now_micros, self.shard, self.seq)
+    }
+}
+
+/// Who handed us the message, for the trace header.
+pub struct Origin<'a> {
+    /// Client IP address.
+    pub ip: IpAddr,
+    /// Our name.
+    pub hostname: &'a str,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Build the records for an accepted transaction.
+///
+/// The transaction is borrowed so the session can recycle its data buffer.
+pub fn new_message(
+    id: MessageId,
+    tx: &Transaction,
+    origin: &Origin<'_>,
+    now_micros: u64,
+) -> NewMessage {
+    let trace = received_header(tx, origin, &id, now_micros);
+    let mut body = Vec::with_capacity(trace.len() + tx.data.len());
+    body.extend_from_slice(trace.as_bytes());
+    body.extend_from_slice(&tx.data);
+
+    let due = now_micros / 1000;
+    let queue = recipients_by_domain(&tx.recipients, origin.hostname)
+        .into_iter()
+        .map(|(domain, recipients)| QueueEntry {
+            due,
+            id,
+            domain,
+            recipients,
+            attempts: 0,
+            last_error: None,
+        })
+        .collect();
+    let envelope = Envelope {
+        sender: tx.mail_from.clone(),
+        received_at: now_micros,
+        size: body.len() as u64,
+        recipients: tx.recipients.clone(),
+    };
+    NewMessage {
+        id,
+        body,
+        envelope,
+        queue,
+    }
+}
+
+/// Group recipients by lowercased domain; a bare `postmaster` belongs to us.
+fn recipients_by_domain(recipients: &[String], hostname: &str) -> BTreeMap<String, Vec<String>> {
+    let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rcpt in recipients {
+        let domain = domain_of(rcpt).unwrap_or(hostname).to_ascii_lowercase();
+        by_domain.entry(domain).or_default().push(rcpt.clone());
+    }
+    by_domain
+}
+
+/// The domain part of an address, if it has one.
+pub fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, d)| d)
+}
+
+/// `Received:` header per RFC 5321 §4.4, folded, CRLF-terminated.
+fn received_header(
+    tx: &Transaction,
+    origin: &Origin<'_>,
+    id: &MessageId,
+    now_micros: u64,
+) -> String {
+    let protocol = match (tx.smtputf8, tx.esmtp) {
+        (true, _) => "UTF8SMTP",
+        (false, true) => "ESMTP",
+        (false, false) => "SMTP",
+    };
+    let date = chrono::DateTime::from_timestamp_micros(now_micros as i64)
+        .unwrap_or_default()
+        .to_rfc2822();
+    let helo = sanitize(&tx.helo);
+    let mut h = String::with_capacity(160);
+    let _ = write!(
+        h,
+        "Received: from {helo} ([{ip}])\r\n\tby {host} (ringpost) with {protocol} id {qid}",
+        ip = origin.ip,
+        host = origin.hostname,
+        qid = id.to_hex()
+    );
+    if let [only] = tx.recipients.as_slice() {
+        let _ = write!(h, "\r\n\tfor <{}>", sanitize(only));
+    }
+    let _ = write!(h, ";\r\n\t{date}\r\n");
+    h
+}
+
+/// Keep header text on one line and free of control characters.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Recipient policy: never an open relay.
+///
+/// Local domains accept mail from anyone; other domains only from clients in
+/// `relay_networks` (authentication comes with the submission port).
+pub fn check_recipient(
+    address: &str,
+    client_may_relay: bool,
+    is_local: impl Fn(&str) -> bool,
+) -> Result<(), Reply> {
+    let Some(domain) = domain_of(address) else {
+        // RFC 5321 §4.5.1: <postmaster> must always be accepted.
+        return Ok(());
+    };
+    if client_may_relay || is_local(domain) {
+        Ok(())
+    } else {
+        Err(replies::RELAYING_DENIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(rcpts: &[&str]) -> Transaction {
+        Transaction {
+            helo: "client.example".into(),
+            esmtp: true,
+            mail_from: "a@example.org".into(),
+            recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+            data: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_queue_entry_per_domain_and_trace_header_first() {
+        let origin = Origin {
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+        };
+        let mut ids = IdGenerator::new(3);
+        let id = ids.next(1_700_000_000_000_000);
+        let m = new_message(
+            id,
+            &tx(&["x@B.test", "y@b.test", "z@c.test"]),
+            &origin,
+            1_700_000_000_000_000,
+        );
+        let domains: Vec<_> = m
+            .queue
+            .iter()
+            .map(|q| (q.domain.as_str(), q.recipients.len()))
+            .collect();
+        assert_eq!(domains, vec![("b.test", 2), ("c.test", 1)]);
+        let text = String::from_utf8(m.body.clone()).unwrap();
+        assert!(text.starts_with(
+            "Received: from client.example ([127.0.0.1])\r\n\tby mx.test (ringpost) with ESMTP id "
+        ));
+        assert!(
+            text.ends_with("+0000\r\nSubject: hi\r\n\r\nbody\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\tfor <"),
+            "several recipients are not named"
+        );
+        assert_eq!(m.envelope.size, m.body.len() as u64);
+        assert_eq!(m.queue[0].due, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn single_recipient_is_named_and_ids_are_unique() {
+        let origin = Origin {
+            ip: "::1".parse().unwrap(),
+            hostname: "mx.test",
+        };
+        let mut ids = IdGenerator::new(0);
+        let (a, b) = (ids.next(5), ids.next(5));
+        assert!(a < b);
+        let m = new_message(a, &tx(&["postmaster"]), &origin, 5);
+        assert!(String::from_utf8_lossy(&m.body).contains("\tfor <postmaster>;"));
+        assert_eq!(m.queue[0].domain, "mx.test");
+    }
+
+    #[test]
+    fn relay_policy() {
+        let local = |d: &str| d == "ours.test";
+        assert!(check_recipient("a@ours.test", false, local).is_ok());
+        assert!(check_recipient("postmaster", false, local).is_ok());
+        assert!(check_recipient("a@else.test", true, local).is_ok());
+        let err = check_recipient("a@else.test", false, local).unwrap_err();
+        assert_eq!((err.code, err.status), (554, "5.7.1"));
+    }
+}

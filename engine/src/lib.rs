@@ -1,0 +1,27 @@
+//! ringpost's engine: the running server.
+//!
+//! One glommio executor per core (a *shard*) accepts SMTP connections on its
+//! own SO_REUSEPORT socket and drives each session's sans-IO state machine
+//! from `ringpost-protocols`. At end of data a shard builds the message's
+//! records and hands them to the group-commit writer of `ringpost-storage`;
+//! the client hears 250 only once they are on disk. Shards share no locks:
+//! each has its own counters, id sequence and sessions.
+//!
+//! # Layout
+//! - [`config`]: every setting, its default and its checks.
+//! - [`server`]: start and stop the whole thing; read this first.
+//! - `shard`: one executor's accept loop and state.
+//! - `session`: one SMTP connection.
+//! - [`intake`]: from finished transaction to stored records.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod intake;
+pub mod metrics;
+pub mod server;
+mod session;
+mod shard;
+
+pub use config::{Config, ConfigError};
+pub use server::{start, RunningServer, StartError};

@@ -1,0 +1,370 @@
+//! Prometheus metrics.
+//!
+//! Each shard owns its own counter and histogram instances (a `shard` label),
+//! so the hot path only touches memory no other thread writes; a scrape reads
+//! them all. The `/metrics` endpoint runs on its own small thread so that a
+//! slow scraper can never stall a shard.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use ringpost_storage::CommitReport;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    smtp_connections: Family<Labels, Counter>,
+    smtp_connections_active: Family<Labels, Gauge>,
+    smtp_connections_refused: Family<Labels, Counter>,
+    smtp_messages: Family<Labels, Counter>,
+    smtp_bytes: Family<Labels, Counter>,
+    smtp_store_failures: Family<Labels, Counter>,
+    smtp_timeouts: Family<Labels, Counter>,
+    smtp_commit_wait: HistogramFamily,
+    store_commits: Counter,
+    store_commit_errors: Counter,
+    store_commit_requests: Histogram,
+    store_commit_bytes: Counter,
+    store_commit_seconds: Histogram,
+}
+
+/// One shard's handles: clones of the shard's own metric instances.
+#[derive(Clone)]
+pub struct ShardMetrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections refused because the shard was full.
+    pub connections_refused: Counter,
+    /// Messages acknowledged with 250.
+    pub messages: Counter,
+    /// Bytes stored for acknowledged messages.
+    pub bytes: Counter,
+    /// Messages refused because the store failed.
+    pub store_failures: Counter,
+    /// Sessions closed for idleness.
+    pub timeouts: Counter,
+    /// Time from end of data to durable commit, as the session saw it.
+    pub commit_wait: Histogram,
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ringpost");
+        let m = Metrics {
+            smtp_connections: Family::default(),
+            smtp_connections_active: Family::default(),
+            smtp_connections_refused: Family::default(),
+            smtp_messages: Family::default(),
+            smtp_bytes: Family::default(),
+            smtp_store_failures: Family::default(),
+            smtp_timeouts: Family::default(),
+            smtp_commit_wait: Family::new_with_constructor(latency_histogram),
+            store_commits: Counter::default(),
+            store_commit_errors: Counter::default(),
+            store_commit_requests: batch_histogram(),
+            store_commit_bytes: Counter::default(),
+            store_commit_seconds: latency_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "smtp_connections",
+            "SMTP connections accepted",
+            m.smtp_connections.clone(),
+        );
+        registry.register(
+            "smtp_connections_active",
+            "SMTP connections open now",
+            m.smtp_connections_active.clone(),
+        );
+        registry.register(
+            "smtp_connections_refused",
+            "SMTP connections refused with 421 because the shard was full",
+            m.smtp_connections_refused.clone(),
+        );
+        registry.register(
+            "smtp_messages_accepted",
+            "Messages acknowledged with 250 after a durable commit",
+            m.smtp_messages.clone(),
+        );
+        registry.register(
+            "smtp_bytes_accepted",
+            "Stored bytes of acknowledged messages",
+            m.smtp_bytes.clone(),
+        );
+        registry.register(
+            "smtp_store_failures",
+            "Messages refused with 451 because the store failed",
+            m.smtp_store_failures.clone(),
+        );
+        registry.register(
+            "smtp_timeouts",
+            "SMTP sessions closed for idleness",
+            m.smtp_timeouts.clone(),
+        );
+        registry.register(
+            "smtp_commit_wait_seconds",
+            "Time from end of message data to durable commit, per shard",
+            m.smtp_commit_wait.clone(),
+        );
+        registry.register(
+            "store_commits",
+            "Physical group-commit writes",
+            m.store_commits.clone(),
+        );
+        registry.register(
+            "store_commit_errors",
+            "Group-commit writes that failed",
+            m.store_commit_errors.clone(),
+        );
+        registry.register(
+            "store_commit_batch_requests",
+            "Logical commits merged into one physical write (group commit batch size)",
+            m.store_commit_requests.clone(),
+        );
+        registry.register(
+            "store_commit_bytes",
+            "Key and value bytes written by group commits",
+            m.store_commit_bytes.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Time of one physical write including fsync",
+            m.store_commit_seconds.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The handles one shard updates.
+    pub fn shard(&self, shard: usize) -> ShardMetrics {
+        let labels: Labels = vec![("shard", shard.to_string())];
+        ShardMetrics {
+            connections: self.smtp_connections.get_or_create(&labels).clone(),
+            connections_active: self.smtp_connections_active.get_or_create(&labels).clone(),
+            connections_refused: self.smtp_connections_refused.get_or_create(&labels).clone(),
+            messages: self.smtp_messages.get_or_create(&labels).clone(),
+            bytes: self.smtp_bytes.get_or_create(&labels).clone(),
+            store_failures: self.smtp_store_failures.get_or_create(&labels).clone(),
+            timeouts: self.smtp_timeouts.get_or_create(&labels).clone(),
+            commit_wait: self.smtp_commit_wait.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Record one physical write of the commit pipeline (called on the writer thread).
+    pub fn observe_commit(&self, report: &CommitReport) {
+        self.store_commits.inc();
+        if !report.ok {
+            self.store_commit_errors.inc();
+        }
+        self.store_commit_requests.observe(report.requests as f64);
+        self.store_commit_bytes.inc_by(report.bytes as u64);
+        self.store_commit_seconds
+            .observe(report.latency.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The `/metrics` HTTP endpoint on its own thread.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Largest request head we read; scrapers send a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+impl MetricsServer {
+    /// Bind `addr` and serve `metrics` until [`MetricsServer::stop`].
+    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringpost-metrics".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop_flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Ok(conn) = conn {
+                        if let Err(e) = serve_one(conn, &metrics) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
+                    }
+                }
+            })?;
+        Ok(MetricsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop serving and join the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocking accept with one connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn serve_one(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > MAX_REQUEST_HEAD {
+            return respond(
+                &mut conn,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+            );
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" {
+        return respond(
+            &mut conn,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"only GET\n",
+        );
+    }
+    if path != b"/metrics" {
+        return respond(&mut conn, "404 Not Found", "text/plain", b"try /metrics\n");
+    }
+    let body = metrics.render();
+    respond(
+        &mut conn,
+        "200 OK",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body.as_bytes(),
+    )
+}
+
+fn respond(
+    conn: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_includes_shard_labels_and_commit_histogram() {
+        let m = Metrics::new();
+        let s = m.shard(1);
+        s.messages.inc();
+        s.commit_wait.observe(0.001);
+        m.observe_commit(&CommitReport {
+            requests: 7,
+            ops: 21,
+            bytes: 14000,
+            latency: Duration::from_millis(1),
+            ok: true,
+        });
+        let text = m.render();
+        assert!(
+            text.contains("ringpost_smtp_messages_accepted_total{shard=\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringpost_store_commit_batch_requests_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringpost_store_commit_bytes_total 14000"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn http_endpoint_serves_metrics_and_404() {
+        let m = Metrics::new();
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), m).unwrap();
+        let get = |path: &str| {
+            let mut c = TcpStream::connect(server.local_addr()).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s
+        };
+        let ok = get("/metrics");
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(ok.contains("ringpost_store_commits_total"));
+        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+        server.stop();
+    }
+}

@@ -1,0 +1,251 @@
+//! Starting and stopping the whole server: store, commit pipeline, metrics
+//! endpoint, and one shard per core.
+//!
+//! Read it top to bottom: [`start`] opens the store, starts the group-commit
+//! writer, binds one listening socket per shard (all on one port with
+//! SO_REUSEPORT), then starts the shards. [`RunningServer::shutdown`] undoes it
+//! in reverse: shards stop accepting and finish in-flight transactions, the
+//! writer commits what is queued, the store is flushed and closed.
+
+use crate::config::{Config, StoreEngine};
+use crate::metrics::{Metrics, MetricsServer};
+use crate::shard::{self, Shard};
+use futures::channel::oneshot;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use ringpost_storage::{
+    CommitPipeline, MemoryStore, PipelineConfig, RocksOptions, RocksStore, Store,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Pending connections the kernel queues per shard socket.
+const LISTEN_BACKLOG: i32 = 1024;
+/// io_uring registered buffer memory per shard; shards do network I/O only.
+const SHARD_IO_MEMORY: usize = 512 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open store at {path}: {source}")]
+    Store {
+        /// Data directory.
+        path: String,
+        /// Engine error.
+        source: ringpost_storage::StoreError,
+    },
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A shard thread could not be started.
+    #[error("cannot start shard {shard}: {detail}")]
+    Shard {
+        /// Shard number.
+        shard: usize,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A started server; call [`RunningServer::shutdown`] to stop it cleanly.
+pub struct RunningServer {
+    smtp_addr: SocketAddr,
+    store_description: String,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    metrics_server: Option<MetricsServer>,
+    pipeline: Option<CommitPipeline>,
+    stops: Vec<oneshot::Sender<()>>,
+    shards: Vec<ExecutorJoinHandle<()>>,
+}
+
+/// Start everything `config` describes.
+pub fn start(config: Config) -> Result<RunningServer, StartError> {
+    let config = Arc::new(config);
+    let (store, store_description) = open_store(&config)?;
+
+    let metrics = Metrics::new();
+    let observer_metrics = metrics.clone();
+    let (pipeline, commits) = CommitPipeline::start(
+        store.clone(),
+        PipelineConfig {
+            queue_capacity: config.store.commit_queue,
+            sync: config.store.sync,
+            ..PipelineConfig::default()
+        },
+        Some(Box::new(move |report| {
+            observer_metrics.observe_commit(report)
+        })),
+    );
+
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => Some(
+            MetricsServer::start(addr, metrics.clone())
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+
+    let shard_count = config.shard_count();
+    let (smtp_addr, sockets) =
+        bind_reuseport(config.smtp.listen, shard_count).map_err(|source| StartError::Bind {
+            addr: config.smtp.listen,
+            source,
+        })?;
+
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut stops = Vec::with_capacity(shard_count);
+    let mut shards = Vec::with_capacity(shard_count);
+    for (id, socket) in sockets.into_iter().enumerate() {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        stops.push(stop_tx);
+        let placement = if config.pin_shards {
+            Placement::Fixed(id % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let (config, commits, shard_metrics) = (config.clone(), commits.clone(), metrics.shard(id));
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard{id}"))
+            .io_memory(SHARD_IO_MEMORY)
+            .spawn(move || async move {
+                // SAFETY: the fd is a listening TCP socket we own and hand over exactly once.
+                let listener =
+                    unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
+                let shard = Rc::new(Shard::new(id, config, commits, shard_metrics));
+                shard::run(shard, listener, shard::shutdown_signal(stop_rx)).await;
+            })
+            .map_err(|e| StartError::Shard {
+                shard: id,
+                detail: e.to_string(),
+            })?;
+        shards.push(handle);
+    }
+
+    tracing::info!(%smtp_addr, shards = shard_count, store = %store_description, "ringpost started");
+    Ok(RunningServer {
+        smtp_addr,
+        store_description,
+        store,
+        metrics,
+        metrics_server,
+        pipeline: Some(pipeline),
+        stops,
+        shards,
+    })
+}
+
+fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
+    match config.store.engine {
+        StoreEngine::Memory => Ok((
+            Arc::new(MemoryStore::new()),
+            "memory (nothing survives a restart)".into(),
+        )),
+        StoreEngine::Rocksdb => {
+            let path = &config.data_dir;
+            let store = RocksStore::open(path, RocksOptions::default()).map_err(|source| {
+                StartError::Store {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+            Ok((Arc::new(store), format!("rocksdb at {}", path.display())))
+        }
+    }
+}
+
+/// One listening socket per shard, all bound to the same address with
+/// SO_REUSEPORT so the kernel spreads connections. Port 0 is resolved by the
+/// first socket and reused by the rest.
+///
+/// SO_REUSEPORT would also let a second server silently share the port, so a
+/// fixed port is first probed with a plain bind: if someone holds it, we fail.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
+    if addr.port() != 0 {
+        drop(StdTcpListener::bind(addr)?);
+    }
+    let mut bound = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        bound = socket
+            .local_addr()?
+            .as_socket()
+            .expect("an IP socket has an IP address");
+        sockets.push(OwnedFd::from(socket));
+    }
+    Ok((bound, sockets))
+}
+
+impl RunningServer {
+    /// Where SMTP listens (with the real port when 0 was configured).
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.smtp_addr
+    }
+
+    /// Where `/metrics` is served, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|m| m.local_addr())
+    }
+
+    /// Number of shards running.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Which store is in use, in words.
+    pub fn store_description(&self) -> &str {
+        &self.store_description
+    }
+
+    /// The store (tests and tools read it).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stop accepting, let in-flight transactions finish (bounded), commit
+    /// everything queued, flush and close the store.
+    pub fn shutdown(mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for (id, shard) in self.shards.drain(..).enumerate() {
+            if let Err(e) = shard.join() {
+                tracing::error!(shard = id, error = %e, "shard ended abnormally");
+            }
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.shutdown();
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+        if let Some(m) = self.metrics_server.take() {
+            m.stop();
+        }
+        tracing::info!("ringpost stopped");
+    }
+}

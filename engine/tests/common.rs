@@ -1,0 +1,106 @@
+//! Helpers shared by the engine's integration tests: a server on loopback
+//! port 0 with its own data dir, and a tiny line-based SMTP client.
+#![allow(dead_code)]
+
+use ringpost_engine::{Config, RunningServer};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A server on 127.0.0.1 with ephemeral ports and a fresh RocksDB dir.
+pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.hostname = "mx.test".into();
+    config.data_dir = dir.path().join("data");
+    config.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.shards = 2;
+    config.pin_shards = false;
+    tweak(&mut config);
+    (ringpost_engine::start(config).expect("server starts"), dir)
+}
+
+/// A blocking SMTP client for tests: send lines, read replies.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connect and read the greeting; returns the client and the greeting.
+    pub fn connect(addr: std::net::SocketAddr) -> (Client, String) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = c.reply();
+        (c, greeting)
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Read one whole reply (all lines); empty string on EOF.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// Send a command line and return its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// True once the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
+
+/// Fetch a URL path from a local HTTP server.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+/// Split a stored message into its leading Received: header and the rest.
+pub fn split_trace_header(stored: &[u8]) -> (&[u8], &[u8]) {
+    assert!(
+        stored.starts_with(b"Received: "),
+        "stored message starts with a trace header"
+    );
+    let mut end = 0;
+    loop {
+        let nl = stored[end..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("header line ends")
+            + end
+            + 1;
+        end = nl;
+        if !matches!(stored.get(end), Some(b' ') | Some(b'\t')) {
+            return stored.split_at(end);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! End to end: independent clients (Python's smtplib, raw pipelined sockets,
+//! BDAT) send mail to a real server on loopback with a real RocksDB store;
+//! every message is then found in the store byte for byte, behind one
+//! Received: header, and survives a restart.
+
+mod common;
+
+use common::{split_trace_header, start_server, Client};
+use ringpost_storage::{spool, RocksOptions, RocksStore};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+#[test]
+fn python_clients_messages_are_stored_byte_for_byte() {
+    let (server, dir) = start_server(|_| {});
+    let sent_dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/smtp_send.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.smtp_addr().port().to_string())
+        .arg(sent_dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut sent = BTreeMap::new();
+    for entry in std::fs::read_dir(sent_dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let id = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let envelope = std::fs::read_to_string(path.with_extension("env")).unwrap();
+            sent.insert(id, (std::fs::read(&path).unwrap(), envelope));
+        }
+    }
+    assert_eq!(sent.len(), 13, "the script sends 13 messages");
+
+    let check = |store: &dyn ringpost_storage::Store| {
+        let envelopes = spool::list_envelopes(store).unwrap();
+        assert_eq!(envelopes.len(), sent.len());
+        let mut found = 0;
+        for (id, envelope) in envelopes {
+            let stored = spool::read_body(store, &id)
+                .unwrap()
+                .expect("body stored with envelope");
+            let (trace, content) = split_trace_header(&stored);
+            let trace = String::from_utf8_lossy(trace);
+            assert!(
+                trace.contains(&format!(
+                    "by mx.test (ringpost) with ESMTP id {}",
+                    id.to_hex()
+                )),
+                "{trace}"
+            );
+            let test_id = String::from_utf8_lossy(content)
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Test-Id: ").map(str::to_owned))
+                .expect("X-Test-Id header");
+            let (expected, env) = &sent[&test_id];
+            assert!(
+                content == expected.as_slice(),
+                "{test_id}: stored content differs from what was sent"
+            );
+            let mut env_lines = env.lines();
+            assert_eq!(
+                envelope.sender,
+                env_lines.next().unwrap_or(""),
+                "{test_id} sender"
+            );
+            assert_eq!(
+                envelope.recipients,
+                env_lines.map(str::to_owned).collect::<Vec<_>>(),
+                "{test_id} rcpts"
+            );
+            assert_eq!(envelope.size, stored.len() as u64);
+            found += 1;
+        }
+        assert_eq!(found, sent.len());
+    };
+    check(&*server.store());
+
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let accepted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringpost_smtp_messages_accepted_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(accepted, 13, "{metrics}");
+    assert!(
+        metrics.contains("ringpost_store_commit_batch_requests_count"),
+        "{metrics}"
+    );
+
+    server.shutdown();
+    // Everything is still there after a clean stop, read-only as the tools read it.
+    let store = RocksStore::open(
+        &dir.path().join("data"),
+        RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(&store);
+}
+
+#[test]
+fn smuggled_end_of_data_is_not_obeyed() {
+    let (server, _dir) = start_server(|_| {});
+    let (mut c, greeting) = Client::connect(server.smtp_addr());
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    assert!(c.cmd("EHLO smuggler.example").starts_with("250"));
+    c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    for _ in 0..2 {
+        assert!(c.reply().starts_with("250"));
+    }
+    assert!(c.reply().starts_with("354"));
+    // "\n.\n" followed by a smuggled transaction, then the real end of data.
+    c.send(b"Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nsmuggled\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("550 5.6.0"), "bare LF refused: {reply}");
+    // Nothing else was answered: the smuggled commands were message content.
+    assert!(c.cmd("NOOP").starts_with("250"));
+    assert_eq!(spool::stats(&*server.store()).unwrap().messages, 0);
+    server.shutdown();
+}
+
+#[test]
+fn relay_is_refused_for_clients_outside_relay_networks() {
+    let (server, _dir) = start_server(|c| {
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+    });
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO outsider.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    let reply = c.cmd("RCPT TO:<someone@elsewhere.test>");
+    assert!(reply.starts_with("554 5.7.1"), "{reply}");
+    assert!(
+        c.cmd("RCPT TO:<someone@Ours.Test>").starts_with("250"),
+        "local domains accept anyone"
+    );
+    assert!(c.cmd("RCPT TO:<postmaster>").starts_with("250"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    server.shutdown();
+}
+
+#[test]
+fn idle_client_gets_421_timeout() {
+    let (server, _dir) = start_server(|c| c.smtp.command_timeout_secs = 1);
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    let reply = c.reply(); // say nothing; the server gives up
+    assert!(reply.starts_with("421 4.4.2"), "{reply}");
+    assert!(c.closed());
+    server.shutdown();
+}
+
+#[test]
+fn connections_over_the_shard_limit_are_refused_with_421() {
+    let (server, _dir) = start_server(|c| {
+        c.shards = 1;
+        c.smtp.max_connections_per_shard = 1;
+    });
+    let (mut first, greeting) = Client::connect(server.smtp_addr());
+    assert!(greeting.starts_with("220 "));
+    let (mut second, refused) = Client::connect(server.smtp_addr());
+    assert!(refused.starts_with("421 4.7.0"), "{refused}");
+    assert!(second.closed());
+    assert!(first.cmd("QUIT").starts_with("221"));
+    server.shutdown();
+}
+
+#[test]
+fn shutdown_finishes_the_transaction_in_flight_then_says_421() {
+    let (server, dir) = start_server(|c| c.shards = 1);
+    let (mut idle, _) = Client::connect(server.smtp_addr());
+    let (mut busy, _) = Client::connect(server.smtp_addr());
+    assert!(busy.cmd("EHLO busy.example").starts_with("250"));
+    busy.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    for expected in ["250", "250", "354"] {
+        assert!(busy.reply().starts_with(expected));
+    }
+    busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n");
+
+    let stopper = std::thread::spawn(move || server.shutdown());
+    // The idle session is told at once.
+    let reply = idle.reply();
+    assert!(reply.starts_with("421 4.3.2"), "{reply}");
+    // The busy one may finish its message, which is stored, then is told.
+    busy.send(b"second half\r\n.\r\n");
+    let stored = busy.reply();
+    assert!(stored.starts_with("250 2.0.0"), "{stored}");
+    let bye = busy.reply();
+    assert!(bye.starts_with("421 4.3.2"), "{bye}");
+    stopper.join().unwrap();
+
+    let store = RocksStore::open(&dir.path().join("data"), RocksOptions::default()).unwrap();
+    assert_eq!(spool::stats(&store).unwrap().messages, 1);
+}

@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# bench-accept.sh — the accept benchmark: how fast does a server take mail in
+# (SMTP in, durably queued, 250 out), ringpost against Postfix, same load,
+# same generator (ringpost-blast), same machine, loopback only.
+#
+#   loadtest/bench-accept.sh                  # 50000 x 2 KB over 100 pipelined connections
+#   MESSAGES=20000 CONNECTIONS=20 loadtest/bench-accept.sh
+#
+# Environment (all optional):
+#   MESSAGES=50000      messages per server
+#   CONNECTIONS=100     concurrent SMTP connections
+#   SIZE=2048           message size in bytes
+#   PIPELINING=on       ringpost-blast --pipelining (on|off)
+#   BLAST_THREADS=      ringpost-blast --threads (default: its own, = CPUs)
+#   RINGPOST_PORT= POSTFIX_PORT= METRICS_PORT=   fixed ports (default: free ones)
+#   SKIP_RINGPOST=1 / SKIP_POSTFIX=1            run only one half
+#   BLAST_TIMEOUT=600   seconds one blast may take before it is killed
+#
+# What each side does:
+# * ringpost: `ringpost serve` on a fresh data dir; every 250 means the
+#   message was committed (fsync) to its store.
+# * Postfix 3.x: a private instance (`postfix -c DIR`, its own queue under the
+#   same temp dir) that accepts, writes and fsyncs each message into its queue
+#   but never delivers: an end-of-data `HOLD` action sends every message to
+#   the hold queue, which the queue manager never schedules. `in_flow_delay = 0`
+#   because Postfix's inflow control hands out tokens only when qmgr moves
+#   mail out of `incoming`, which held mail never enters; left at 1s it would
+#   throttle smtpd to a crawl. Logging goes to a file through postlogd, as on
+#   a real installation. The script checks afterwards that every accepted
+#   message is in the hold queue and that nothing was delivered.
+#
+# Both data directories live under one mktemp dir (on $TMPDIR or /tmp), so
+# both servers fsync to the same filesystem; its type is printed. Everything
+# binds 127.0.0.1. Every wait is bounded; an EXIT trap stops what was started
+# and deletes the temp dir. Postfix is installed with apt-get if missing
+# (needs root). Exit status: 0 if both halves ran without errors, else 1.
+
+set -euo pipefail
+
+MESSAGES=${MESSAGES:-50000}
+CONNECTIONS=${CONNECTIONS:-100}
+SIZE=${SIZE:-2048}
+PIPELINING=${PIPELINING:-on}
+BLAST_THREADS=${BLAST_THREADS:-}
+BLAST_TIMEOUT=${BLAST_TIMEOUT:-600}
+SKIP_RINGPOST=${SKIP_RINGPOST:-}
+SKIP_POSTFIX=${SKIP_POSTFIX:-}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# cargo's own override is honoured, so the binaries are found where cargo put them.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RINGPOST=$TARGET_DIR/release/ringpost
+BLAST=$TARGET_DIR/release/ringpost-blast
+
+log() { printf '[bench-accept] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-accept.XXXXXX")
+# Postfix daemons run as user postfix and must traverse to their queue.
+chmod 755 "$WORK"
+
+RINGPOST_PID=""
+PF_CONF=""     # set while a private Postfix instance may be running
+
+# True while $1 is a live (not zombie) process.
+alive() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ $stat != Z* ]]
+}
+
+# wait_gone PID SECONDS: bounded wait for a process to exit.
+wait_gone() {
+    local pid=$1 deadline=$((SECONDS + $2))
+    while alive "$pid"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+stop_ringpost() {
+    [[ -n $RINGPOST_PID ]] || return 0
+    local pid=$RINGPOST_PID
+    RINGPOST_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 30; then
+        log "ringpost did not exit within 30 s of SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# Postfix admin commands print their errors only to a terminal; `script`
+# gives them one so that failures are visible.
+pf_admin() {
+    if command -v script >/dev/null; then
+        timeout 60 script -qec "postfix -c $PF_CONF $*" /dev/null
+    else
+        timeout 60 postfix -c "$PF_CONF" "$@"
+    fi
+}
+
+stop_postfix() {
+    [[ -n $PF_CONF ]] || return 0
+    local pidfile=$WORK/postfix/spool/pid/master.pid master=""
+    [[ -r $pidfile ]] && master=$(tr -dc '0-9' <"$pidfile")
+    pf_admin stop >/dev/null 2>&1 || true
+    if [[ -n $master ]] && ! wait_gone "$master" 30; then
+        log "postfix master $master still running after 30 s; killing it"
+        pf_admin abort >/dev/null 2>&1 || kill -KILL "$master" 2>/dev/null || true
+        wait_gone "$master" 5 || true
+    fi
+    PF_CONF=""
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    # Whoever read our output may be gone; cleaning up matters more.
+    trap '' PIPE
+    stop_ringpost
+    stop_postfix
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 141' PIPE
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local p _
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# wait_port PORT SECONDS [PID]: until something accepts on 127.0.0.1:PORT;
+# fails early if PID (the server) dies.
+wait_port() {
+    local port=$1 deadline=$((SECONDS + $2)) pid=${3:-}
+    until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; do
+        if [[ -n $pid ]] && ! alive "$pid"; then
+            return 1
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# Pulls a number out of ringpost-blast's one-line JSON report.
+json_num() { grep -o "\"$1\":[0-9.eE+-]*" "$2" | head -1 | cut -d: -f2; }
+json_errors() { grep -o '"errors":{[^}]*}' "$1" | cut -d: -f2- ; }
+
+# blast LABEL PORT: runs the load; leaves LABEL's results in R_<label>_*.
+blast() {
+    local label=$1 port=$2 out=$WORK/$1.json rc=0
+    local args=(send --to-addr "127.0.0.1:$port" --messages "$MESSAGES"
+        --connections "$CONNECTIONS" --size "$SIZE" --pipelining "$PIPELINING" --json)
+    [[ -n $BLAST_THREADS ]] && args+=(--threads "$BLAST_THREADS")
+    log "$label: ringpost-blast ${args[*]}"
+    timeout "$BLAST_TIMEOUT" "$BLAST" "${args[@]}" >"$out" || rc=$?
+    if [[ ! -s $out ]]; then
+        log "$label: ringpost-blast produced no report (exit $rc)"
+        printf -v "R_${label}_rate" '%s' "n/a"
+        printf -v "R_${label}_errors" '%s' "blast failed (exit $rc)"
+        printf -v "R_${label}_ok" '%s' 0
+        return 1
+    fi
+    cat "$out" >&2
+    printf -v "R_${label}_rate" '%s' "$(json_num msg_per_s "$out")"
+    printf -v "R_${label}_ok" '%s' "$(json_num messages_ok "$out")"
+    local errors
+    errors=$(json_errors "$out")
+    [[ $errors == "{}" ]] && errors=none
+    printf -v "R_${label}_errors" '%s' "$errors (failed $(json_num messages_failed "$out"))"
+    return "$rc"
+}
+
+# Results, filled in by blast() through printf -v.
+R_ringpost_rate="n/a"; R_ringpost_errors="not run"
+R_postfix_rate="n/a";  R_postfix_errors="not run";  R_postfix_ok=0
+STATUS=0
+
+# --- build ------------------------------------------------------------------
+RINGPOST_BUILT=1
+if [[ -z $SKIP_RINGPOST ]]; then
+    log "building release: ringpost + ringpost-loadtest"
+    if ! cargo build --release -p ringpost -p ringpost-loadtest; then
+        log "building ringpost failed; the ringpost half is skipped"
+        RINGPOST_BUILT=""
+        cargo build --release -p ringpost-loadtest
+    fi
+else
+    cargo build --release -p ringpost-loadtest
+fi
+[[ -x $BLAST ]] || die "missing $BLAST"
+
+FS_TYPE=$(df -PT "$WORK" | awk 'NR==2 {print $2}')
+log "load: $MESSAGES x $SIZE B over $CONNECTIONS connections, pipelining $PIPELINING; data on $FS_TYPE ($WORK); $(nproc) CPUs"
+
+# --- ringpost ----------------------------------------------------------------
+start_ringpost() {
+    local port=$1 mport=$2
+    "$RINGPOST" serve --data-dir "$WORK/ringpost-data" \
+        --smtp "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
+        >"$WORK/ringpost.log" 2>&1 &
+    RINGPOST_PID=$!
+}
+
+run_ringpost() {
+    if [[ -z $RINGPOST_BUILT ]]; then
+        R_ringpost_errors="build failed"
+        return 1
+    fi
+    local port=${RINGPOST_PORT:-$(free_port)} mport=${METRICS_PORT:-$(free_port)}
+    mkdir -p "$WORK/ringpost-data"
+    log "ringpost: serve on 127.0.0.1:$port (metrics :$mport), data $WORK/ringpost-data"
+    start_ringpost "$port" "$mport"
+    if ! wait_port "$port" 60 "$RINGPOST_PID"; then
+        log "ringpost exited or did not listen within 60 s; its log:"
+        tail -n 30 "$WORK/ringpost.log" >&2 || true
+        stop_ringpost
+        R_ringpost_errors="did not start"
+        return 1
+    fi
+    local rc=0
+    blast ringpost "$port" || rc=1
+    stop_ringpost
+    log "ringpost log (tail):"
+    tail -c 4000 "$WORK/ringpost.log" | tr '\r' '\n' | tail -n 5 | cut -c1-300 >&2 || true
+    return "$rc"
+}
+
+# --- Postfix -----------------------------------------------------------------
+ensure_postfix() {
+    command -v postfix >/dev/null && return 0
+    [[ -x /usr/sbin/postfix ]] && { PATH=$PATH:/usr/sbin; return 0; }
+    [[ $(id -u) == 0 ]] || { log "postfix is not installed and we are not root"; return 1; }
+    log "installing postfix (apt-get; 'No configuration', so the system instance stays inert)"
+    timeout 300 apt-get update -qq || return 1
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive timeout 600 \
+        apt-get install -y -qq --no-install-recommends postfix >/dev/null || return 1
+    PATH=$PATH:/usr/sbin
+    command -v postfix >/dev/null
+}
+
+write_postfix_config() {
+    local pf=$1 port=$2
+    mkdir -p "$pf/etc" "$pf/spool" "$pf/data"
+    chown postfix:postfix "$pf/data"
+    chmod 755 "$pf"
+    # compatibility/no-local-delivery/no-DNS settings as in
+    # shared/external-tools.md §2; the accept-only part is the HOLD line.
+    cat >"$pf/etc/main.cf" <<EOF
+compatibility_level = 3.6
+config_directory = $pf/etc
+queue_directory  = $pf/spool
+data_directory   = $pf/data
+maillog_file     = $pf/maillog
+maillog_file_prefixes = $pf
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.example.test
+mydomain   = example.test
+myorigin   = \$myhostname
+inet_interfaces = 127.0.0.1
+inet_protocols  = ipv4
+mydestination =
+local_recipient_maps =
+local_transport = error:local delivery disabled
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions =
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+biff = no
+# Accept and queue (cleanup fsyncs every queue file), never deliver: every
+# message goes to the hold queue, which qmgr does not touch.
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+# Should anything escape the hold queue, it would go nowhere (discard port).
+relayhost = [127.0.0.1]:9
+# Inflow tokens come from qmgr taking mail out of incoming; held mail never
+# gets there, so without this smtpd would sleep 1 s per message.
+in_flow_delay = 0
+# One smtpd process per connection, plus headroom.
+default_process_limit = $((CONNECTIONS + 50))
+EOF
+    # Only the services this setup needs; none chrooted (no /etc copies).
+    cat >"$pf/etc/master.cf" <<EOF
+127.0.0.1:$port inet n   -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+}
+
+run_postfix() {
+    if ! ensure_postfix; then
+        R_postfix_errors="postfix not available"
+        return 1
+    fi
+    local pf=$WORK/postfix port=${POSTFIX_PORT:-$(free_port)}
+    write_postfix_config "$pf" "$port"
+    PF_CONF=$pf/etc
+    log "postfix $(postconf -c "$PF_CONF" -h mail_version 2>/dev/null): private instance on 127.0.0.1:$port, queue $pf/spool"
+    # `check` also creates the queue directories with the right owners.
+    if ! pf_admin check >&2 || ! pf_admin start >&2; then
+        log "postfix failed to start"
+        R_postfix_errors="did not start"
+        return 1
+    fi
+    if ! wait_port "$port" 60; then
+        log "postfix did not listen within 60 s; maillog:"
+        tail -n 30 "$pf/maillog" >&2 || true
+        R_postfix_errors="did not start"
+        return 1
+    fi
+    local rc=0
+    blast postfix "$port" || rc=1
+    stop_postfix
+    # Verify what "accepted" meant: queued (held), not delivered.
+    local held delivered
+    held=$(find "$pf/spool/hold" -type f | wc -l)
+    delivered=$(grep -c 'status=sent' "$pf/maillog" || true)
+    log "postfix: $held messages in the hold queue, $delivered delivered"
+    if [[ $held != "$R_postfix_ok" || $delivered != 0 ]]; then
+        log "postfix: expected $R_postfix_ok held and 0 delivered"
+        R_postfix_errors="$R_postfix_errors; queue check failed (held $held, delivered $delivered)"
+        rc=1
+    fi
+    return "$rc"
+}
+
+if [[ -z $SKIP_RINGPOST ]]; then
+    run_ringpost || STATUS=1
+fi
+if [[ -z $SKIP_POSTFIX ]]; then
+    # Let the first half's dirty pages reach the disk now rather than during
+    # the Postfix measurement.
+    timeout 120 sync || true
+    run_postfix || STATUS=1
+fi
+
+# --- report ------------------------------------------------------------------
+ratio="n/a"
+if [[ $R_ringpost_rate =~ ^[0-9.eE+-]+$ && $R_postfix_rate =~ ^[0-9.eE+-]+$ ]]; then
+    ratio=$(awk -v a="$R_ringpost_rate" -v b="$R_postfix_rate" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+fi
+fmt_rate() { [[ $1 =~ ^[0-9.eE+-]+$ ]] && printf '%.1f msg/s' "$1" || printf '%s' "$1"; }
+
+echo
+echo "accept benchmark: $MESSAGES x $SIZE B, $CONNECTIONS connections, pipelining $PIPELINING, fsync to $FS_TYPE, $(nproc) CPUs"
+echo "  ringpost: $(fmt_rate "$R_ringpost_rate")   errors: $R_ringpost_errors"
+echo "  postfix:  $(fmt_rate "$R_postfix_rate")   errors: $R_postfix_errors"
+echo "  ratio ringpost/postfix: $ratio"
+echo "SUMMARY accept ringpost=$(fmt_rate "$R_ringpost_rate") postfix=$(fmt_rate "$R_postfix_rate") ratio=$ratio status=$([[ $STATUS == 0 ]] && echo ok || echo errors)"
+exit "$STATUS"

@@ -1,0 +1,209 @@
+//! Command line: the `send` and `sink` subcommands and every option they take.
+//!
+//! Parsing only. Cross-option checks that clap cannot express live in
+//! [`SendArgs::validate`], so that the load generator itself can assume sane
+//! values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Messages sent when neither `--messages` nor `--duration` is given.
+pub const DEFAULT_MESSAGES: u64 = 10_000;
+
+/// Largest sequence number the fixed-width `X-Blast-Seq` field can hold.
+pub const MAX_SEQ: u64 = 999_999_999_999;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringpost-blast",
+    version,
+    about = "SMTP load generator for ringpost (and any other SMTP server).",
+    long_about = "SMTP load generator for ringpost (and any other SMTP server).\n\n\
+        Exit status: 0 = every message accepted and no error seen; \
+        1 = the run finished but some message failed or some error was counted; \
+        2 = the run could not start (bad usage, unresolvable address, \
+        unwritable ack log, io_uring unavailable) or the subcommand is not implemented."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Blast SMTP transactions at a server and report throughput, latency and errors.
+    Send(SendArgs),
+    /// Fast SMTP sink (not implemented yet: exits with status 2).
+    Sink(SinkArgs),
+}
+
+/// `on` / `off` switch, spelled the way the benchmark scripts use it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    /// SMTP server to load, as host:port.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2525")]
+    pub to_addr: String,
+
+    /// Concurrent SMTP connections, spread round-robin over the threads.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub connections: usize,
+
+    /// Total messages to send over all connections [default: 10000 unless --duration is given].
+    #[arg(long, short = 'n', conflicts_with = "duration")]
+    pub messages: Option<u64>,
+
+    /// Send for this many seconds instead of a fixed message count (fractions allowed).
+    #[arg(long, short = 'd', value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Message size in bytes as sent inside DATA (headers + body, CRLF line
+    /// ends, without the final ".\r\n"). Sizes below the header block give
+    /// headers plus one short body line.
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 2048)]
+    pub size: usize,
+
+    /// Recipients per message: user1@DOMAIN .. userN@DOMAIN.
+    #[arg(long, default_value_t = 1)]
+    pub rcpts: usize,
+
+    /// Envelope sender (MAIL FROM) and From: header.
+    #[arg(long, default_value = "blast@example.test")]
+    pub from: String,
+
+    /// Domain of the recipients user<k>@DOMAIN.
+    #[arg(long, default_value = "example.test")]
+    pub rcpt_domain: String,
+
+    /// on: MAIL+RCPT*+DATA in one write, then the body in one write (RFC 2920);
+    /// off: one command at a time, waiting for each reply.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub pipelining: OnOff,
+
+    /// QUIT and reconnect after this many messages on one connection (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub messages_per_connection: u64,
+
+    /// OS threads, each running its own tokio-uring runtime [default: number of CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Name sent with EHLO (also the right-hand side of the Message-IDs).
+    #[arg(long, default_value = "blast.example.test")]
+    pub helo: String,
+
+    /// Seconds to wait for any reply (or for a write to drain) before counting a "timeout".
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub read_timeout: f64,
+
+    /// Seconds to wait for a TCP connect before counting a "connect-timeout".
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub connect_timeout: f64,
+
+    /// A connection gives up after this many failed attempts in a row (connect
+    /// refused, bad greeting, session lost before any message got through), so
+    /// that a dead server ends the run in bounded time.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub max_connect_failures: u32,
+
+    /// Append one line per accepted message to FILE:
+    /// "<X-Blast-Seq value> <final reply text>" (the reply carries the queue id).
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<PathBuf>,
+
+    /// First X-Blast-Seq number, so that consecutive runs can use disjoint ranges.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seq_start: u64,
+
+    /// Print the report as one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Accepts and ignores anything, so that `sink` can say "not implemented"
+/// instead of a usage error whatever options a script passes it.
+#[derive(Args, Debug)]
+pub struct SinkArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+impl SendArgs {
+    /// Checks what clap cannot; returns a message for the user on failure.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.rcpts == 0 {
+            return Err("--rcpts must be at least 1".into());
+        }
+        if self.threads == Some(0) {
+            return Err("--threads must be at least 1".into());
+        }
+        if let Some(d) = self.duration {
+            if !(d.is_finite() && d > 0.0) {
+                return Err("--duration must be a positive number of seconds".into());
+            }
+        }
+        for (name, v) in [
+            ("--read-timeout", self.read_timeout),
+            ("--connect-timeout", self.connect_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        if self.max_connect_failures == 0 {
+            return Err("--max-connect-failures must be at least 1".into());
+        }
+        let last = self.seq_start.checked_add(self.messages.unwrap_or(0));
+        if last.is_none_or(|l| l > MAX_SEQ) {
+            return Err(format!(
+                "--seq-start + --messages must stay below {MAX_SEQ}"
+            ));
+        }
+        for (name, v) in [
+            ("--from", &self.from),
+            ("--rcpt-domain", &self.rcpt_domain),
+            ("--helo", &self.helo),
+        ] {
+            if v.is_empty()
+                || v.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(format!(
+                    "{name} must be non-empty without spaces or control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The message budget: `--messages`, or the default when no `--duration`.
+    pub fn message_limit(&self) -> Option<u64> {
+        match (self.messages, self.duration) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_MESSAGES),
+        }
+    }
+
+    pub fn run_duration(&self) -> Option<Duration> {
+        self.duration.map(Duration::from_secs_f64)
+    }
+
+    pub fn threads(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // More threads than connections would only start idle runtimes.
+        self.threads.unwrap_or(cpus).min(self.connections).max(1)
+    }
+}

@@ -1,0 +1,25 @@
+//! ringpost-blast: the load generator used to measure ringpost (and, for
+//! comparison, Postfix or any other SMTP server).
+//!
+//! It deliberately shares no code with the server it measures: its SMTP
+//! client, reply parser and message builder are its own, so a bug in the
+//! server's protocol code cannot hide itself by being mirrored here. It runs
+//! on tokio-uring (one runtime per OS thread) to keep the generator cheap
+//! enough that the server under test, not the blaster, is the bottleneck.
+//!
+//! Modules, one concept each:
+//! - [`cli`]: command-line options;
+//! - [`message`]: the message template, patched per message;
+//! - [`reply`]: the SMTP reply parser;
+//! - [`client`]: one client connection and its send loop;
+//! - [`acklog`]: the per-acknowledged-message log for crash tests;
+//! - [`stats`]: counters, latency histograms and the final report;
+//! - [`send`]: the `send` subcommand, wiring threads and runtimes together.
+
+pub mod acklog;
+pub mod cli;
+pub mod client;
+pub mod message;
+pub mod reply;
+pub mod send;
+pub mod stats;

@@ -1,0 +1,362 @@
+//! End-to-end tests of the `ringpost-blast` binary against a tiny fake SMTP
+//! server (std threads, 127.0.0.1, port 0) that accepts everything, checks
+//! what it receives and counts it; variants refuse every third DATA.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where (if anywhere) the fake server says 451 to every third message.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fail {
+    None,
+    /// `451` instead of `354` to the DATA command.
+    DataCommand,
+    /// `451` instead of `250` after the final dot.
+    FinalDot,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    data_commands: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    /// X-Blast-Seq values of accepted messages.
+    seqs: Mutex<HashSet<String>>,
+    /// Anything the server found wrong with what it received.
+    problems: Mutex<Vec<String>>,
+}
+
+struct FakeServer {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+}
+
+impl FakeServer {
+    fn start(fail: Fail) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        // The accept loop lives until the test process exits.
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let c = c.clone();
+                thread::spawn(move || {
+                    c.sessions.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = serve(stream, &c, fail) {
+                        c.problems.lock().unwrap().push(format!("session: {e}"));
+                    }
+                });
+            }
+        });
+        Self { addr, counters }
+    }
+}
+
+/// One SMTP session. Replies are written per command, so pipelined input is
+/// answered in order just like a real server would.
+fn serve(stream: TcpStream, c: &Counters, fail: Fail) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut rd = BufReader::new(stream);
+    out.write_all(b"220 fake.test ESMTP ready\r\n")?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let cmd = String::from_utf8_lossy(&line).to_ascii_uppercase();
+        let verb = cmd.get(..4).unwrap_or("");
+        match verb {
+            "EHLO" => out.write_all(
+                b"250-fake.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 8BITMIME\r\n",
+            )?,
+            "HELO" => out.write_all(b"250 fake.test\r\n")?,
+            "MAIL" => out.write_all(b"250 2.1.0 Ok\r\n")?,
+            "RCPT" => out.write_all(b"250 2.1.5 Ok\r\n")?,
+            "RSET" | "NOOP" => out.write_all(b"250 2.0.0 Ok\r\n")?,
+            "QUIT" => {
+                out.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            "DATA" => {
+                let n = c.data_commands.fetch_add(1, Ordering::Relaxed) + 1;
+                let refuse = n % 3 == 0;
+                if refuse && fail == Fail::DataCommand {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                    out.write_all(b"451 4.3.0 Try again later\r\n")?;
+                    continue;
+                }
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                let seq = read_message(&mut rd, c)?;
+                if refuse && fail == Fail::FinalDot {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                    out.write_all(b"451 4.3.0 Try again later\r\n")?;
+                } else {
+                    c.accepted.fetch_add(1, Ordering::Relaxed);
+                    if !c.seqs.lock().unwrap().insert(seq.clone()) {
+                        c.problems
+                            .lock()
+                            .unwrap()
+                            .push(format!("duplicate seq {seq}"));
+                    }
+                    out.write_all(format!("250 2.0.0 Ok: queued as Q{n}\r\n").as_bytes())?;
+                }
+            }
+            _ => out.write_all(b"500 5.5.2 Error: command not recognized\r\n")?,
+        }
+    }
+}
+
+/// Reads a message up to its final dot, checking line ends; returns its
+/// X-Blast-Seq value.
+fn read_message(rd: &mut impl BufRead, c: &Counters) -> std::io::Result<String> {
+    let mut seq = None;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', &mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" {
+            break;
+        }
+        if !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r') {
+            c.problems.lock().unwrap().push("bad line end".into());
+        }
+        if let Some(v) = line.strip_prefix(b"X-Blast-Seq: ") {
+            seq = Some(String::from_utf8_lossy(&v[..v.len() - 2]).into_owned());
+        }
+    }
+    Ok(seq.unwrap_or_else(|| {
+        c.problems.lock().unwrap().push("no X-Blast-Seq".into());
+        String::new()
+    }))
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("blast-test-{}-{n}-{name}", std::process::id()))
+}
+
+fn blast(args: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringpost-blast"))
+        .arg("send")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run ringpost-blast");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, json)
+}
+
+/// Runs 200 messages over 4 connections and checks the report against what
+/// the server saw.
+fn run_case(fail: Fail, pipelining: &str) {
+    let server = FakeServer::start(fail);
+    let ack = temp_path("ack.log");
+    let addr = server.addr.to_string();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &addr,
+        "--messages",
+        "200",
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--size",
+        "1500",
+        "--pipelining",
+        pipelining,
+        "--ack-log",
+        ack.to_str().unwrap(),
+    ]);
+    let c = &server.counters;
+    let ok = json["messages_ok"].as_u64().unwrap();
+    let failed = json["messages_failed"].as_u64().unwrap();
+    let ctx = format!("{fail:?}/{pipelining}: {json}");
+
+    assert_eq!(ok + failed, 200, "{ctx}");
+    assert_eq!(ok, c.accepted.load(Ordering::Relaxed), "{ctx}");
+    assert_eq!(failed, c.refused.load(Ordering::Relaxed), "{ctx}");
+    assert_eq!(
+        c.seqs.lock().unwrap().len() as u64,
+        ok,
+        "unique seqs: {ctx}"
+    );
+    assert!(
+        c.problems.lock().unwrap().is_empty(),
+        "{:?}",
+        c.problems.lock().unwrap()
+    );
+    assert_eq!(json["size"], 1500, "{ctx}");
+    assert_eq!(json["pipelining"], pipelining == "on", "{ctx}");
+
+    // One ack-log line per accepted message, naming the seq the server saw.
+    let log = std::fs::read_to_string(&ack).unwrap();
+    std::fs::remove_file(&ack).unwrap();
+    let logged: HashSet<String> = log
+        .lines()
+        .map(|l| {
+            let (seq, reply) = l.split_once(' ').expect("seq and reply");
+            assert!(reply.starts_with("250 2.0.0 Ok: queued as Q"), "{l}");
+            seq.to_owned()
+        })
+        .collect();
+    assert_eq!(log.lines().count() as u64, ok, "{ctx}");
+    assert_eq!(logged, *c.seqs.lock().unwrap(), "{ctx}");
+
+    if fail == Fail::None {
+        assert_eq!(out.status.code(), Some(0), "{ctx}");
+        assert_eq!(failed, 0);
+        assert_eq!(json["errors"].as_object().unwrap().len(), 0, "{ctx}");
+    } else {
+        // Every third DATA of 200 (plus retries of nothing: failed
+        // messages are not resent) is refused.
+        assert_eq!(out.status.code(), Some(1), "{ctx}");
+        assert!(failed >= 60, "{ctx}");
+        assert_eq!(json["errors"]["451"].as_u64(), Some(failed), "{ctx}");
+        assert_eq!(json["errors"].as_object().unwrap().len(), 1, "{ctx}");
+    }
+    assert!(json["latency_ms"]["p50"].as_f64().unwrap() > 0.0 || ok == 0);
+}
+
+#[test]
+fn clean_run_pipelined() {
+    run_case(Fail::None, "on");
+}
+
+#[test]
+fn clean_run_lockstep() {
+    run_case(Fail::None, "off");
+}
+
+#[test]
+fn refused_data_command_pipelined() {
+    run_case(Fail::DataCommand, "on");
+}
+
+#[test]
+fn refused_data_command_lockstep() {
+    run_case(Fail::DataCommand, "off");
+}
+
+#[test]
+fn refused_after_final_dot_pipelined() {
+    run_case(Fail::FinalDot, "on");
+}
+
+#[test]
+fn refused_after_final_dot_lockstep() {
+    run_case(Fail::FinalDot, "off");
+}
+
+#[test]
+fn reconnects_after_messages_per_connection() {
+    let server = FakeServer::start(Fail::None);
+    let addr = server.addr.to_string();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &addr,
+        "--messages",
+        "100",
+        "--connections",
+        "2",
+        "--messages-per-connection",
+        "10",
+        "--rcpts",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert_eq!(json["messages_ok"], 100);
+    // 10 full sessions; a connection may race the other one for the last
+    // message and open one more session that finds the budget spent.
+    let sessions = server.counters.sessions.load(Ordering::Relaxed);
+    assert!((10..=11).contains(&sessions), "{sessions} sessions");
+}
+
+#[test]
+fn dead_server_ends_in_bounded_time_with_errors() {
+    // Bind and drop: nothing listens on this port any more.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t0 = Instant::now();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &addr.to_string(),
+        "--messages",
+        "1000",
+        "--connections",
+        "4",
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json["messages_ok"], 0);
+    // 4 connections × 5 attempts each.
+    assert_eq!(json["errors"]["connect"], 20, "{json}");
+}
+
+#[test]
+fn duration_mode_stops() {
+    let server = FakeServer::start(Fail::None);
+    let t0 = Instant::now();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &server.addr.to_string(),
+        "--duration",
+        "0.5",
+        "--connections",
+        "2",
+    ]);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert!(json["messages_ok"].as_u64().unwrap() > 0);
+    assert_eq!(
+        json["messages_ok"].as_u64().unwrap(),
+        server.counters.accepted.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn sink_is_not_implemented_yet() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringpost-blast"))
+        .args(["sink", "--listen", "127.0.0.1:2526"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringpost-blast"))
+        .args(["send", "--connections", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,16 @@
+//! Sans-IO mail protocol state machines for ringpost.
+//!
+//! Bytes go in through `feed`, replies come out through `output`, and anything
+//! that needs the outside world (a policy decision, a durable commit) comes out
+//! as an event the driver must answer. No sockets, no runtime, no clock: the
+//! engine drives these machines over io_uring; tests, benches and fuzzers drive
+//! them with plain byte slices.
+//!
+//! # Layout
+//! - [`smtp`]: the SMTP server session (RFC 5321 with PIPELINING, SIZE,
+//!   8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES) and its reply table.
+//!   With the `fuzzing` feature, `smtp::check` drives sessions and checks
+//!   their invariants (used by `fuzz/` and by this crate's tests).
+#![deny(missing_docs)]
+
+pub mod smtp;

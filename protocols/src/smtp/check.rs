@@ -1,0 +1,344 @@
+//! The session's promises, checked on any input: the engine's driving loop in
+//! miniature, with assertions. The fuzz target, the fuzz smoke test and the
+//! unit tests all drive sessions through [`drive`].
+//!
+//! Compiled for tests and with the `fuzzing` feature only.
+//!
+//! # What is checked (a violation panics)
+//! - `feed` consumes no more than it was given, and stops early only at a
+//!   question for the driver or at the end of the session;
+//! - at most one question is out at a time, and nothing is consumed until it
+//!   is answered;
+//! - a closed session consumes nothing and says nothing more;
+//! - every output line is a well-formed reply line ([`check_replies`]).
+
+use std::sync::Arc;
+
+use super::replies;
+use super::{Event, ServerConfig, ServerSession};
+
+/// How the driver answers the session's questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answers {
+    /// Accept every recipient; store every message as `Q1`, `Q2`…
+    Accept,
+    /// Accept or store the 1st, 3rd… question; refuse the 2nd, 4th…
+    Alternate,
+}
+
+/// Everything a session said while driven.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// All reply bytes, greeting included.
+    pub output: Vec<u8>,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// Input bytes consumed.
+    pub consumed: usize,
+    /// The session closed.
+    pub closed: bool,
+}
+
+/// Drive a new session with `pieces` of input, one `feed` (or more) per
+/// piece, answering its questions as `answers` says. Panics if the session
+/// breaks a promise.
+pub fn drive<'a>(
+    config: Arc<ServerConfig>,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+    answers: Answers,
+) -> Trace {
+    let mut session = ServerSession::new(config);
+    let mut trace = Trace::default();
+    take_output(&mut session, &mut trace);
+    // Bytes given to the session but not consumed yet, as a driver keeps them.
+    let mut unread: Vec<u8> = Vec::new();
+    for piece in pieces {
+        unread.extend_from_slice(piece);
+        loop {
+            let used = session.feed(&unread);
+            assert!(
+                used <= unread.len(),
+                "consumed {used} of {} bytes",
+                unread.len()
+            );
+            let stopped_early = used < unread.len();
+            unread.drain(..used);
+            trace.consumed += used;
+            take_output(&mut session, &mut trace);
+            let Some(event) = session.poll_event() else {
+                assert!(
+                    !stopped_early || session.is_closed(),
+                    "feed stopped early with no question and no close"
+                );
+                break;
+            };
+            assert!(session.poll_event().is_none(), "two questions out at once");
+            assert_eq!(session.feed(&unread), 0, "consumed input before the answer");
+            answer(&mut session, &event, &trace, answers);
+            trace.events.push(event);
+            take_output(&mut session, &mut trace);
+        }
+        if session.is_closed() {
+            break;
+        }
+    }
+    if session.is_closed() {
+        trace.closed = true;
+        assert_eq!(session.feed(b"NOOP\r\n"), 0, "a closed session read input");
+        assert!(session.output().is_empty(), "a closed session replied");
+        assert!(!session.in_transaction() && !session.in_data());
+    }
+    trace
+}
+
+/// Cut `input` at `cuts` (positions out of order or range are skipped).
+pub fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for &cut in cuts {
+        if cut > start && cut < input.len() {
+            pieces.push(&input[start..cut]);
+            start = cut;
+        }
+    }
+    pieces.push(&input[start..]);
+    pieces
+}
+
+/// Check that `output` is a sequence of complete, well-formed reply lines:
+/// a code 200..=599, `-` or space, text without CR or LF, CRLF; an enhanced
+/// status code, where present, of the code's class; a multi-line reply keeps
+/// its code and ends.
+pub fn check_replies(output: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(output).map_err(|e| format!("output not UTF-8: {e}"))?;
+    let Some(body) = text.strip_suffix("\r\n") else {
+        return if text.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("output does not end in CRLF: {text:?}"))
+        };
+    };
+    let mut continued: Option<&str> = None;
+    for line in body.split("\r\n") {
+        if line.contains(['\r', '\n']) {
+            return Err(format!("bare CR or LF in {line:?}"));
+        }
+        let (code, rest) = line
+            .split_at_checked(3)
+            .ok_or_else(|| format!("short line {line:?}"))?;
+        if !code.bytes().all(|b| b.is_ascii_digit()) || !(b'2'..=b'5').contains(&code.as_bytes()[0])
+        {
+            return Err(format!("bad code in {line:?}"));
+        }
+        if continued.is_some_and(|c| c != code) {
+            return Err(format!(
+                "code changed inside a multi-line reply at {line:?}"
+            ));
+        }
+        continued = match rest.as_bytes().first() {
+            Some(b'-') => Some(code),
+            Some(b' ') | None => None,
+            Some(_) => return Err(format!("no separator after the code in {line:?}")),
+        };
+        let status = rest.get(1..).unwrap_or("").split(' ').next().unwrap_or("");
+        let looks_like_status = status.len() >= 5 && status.as_bytes()[1] == b'.';
+        if looks_like_status && status.as_bytes()[0] != code.as_bytes()[0] {
+            return Err(format!("status class differs from the code in {line:?}"));
+        }
+    }
+    match continued {
+        Some(_) => Err("multi-line reply never ends".into()),
+        None => Ok(()),
+    }
+}
+
+/// Drive `input` whole, cut at pseudo-random points chosen by `seed`, and
+/// byte by byte, answering [`Answers::Alternate`]; panics unless all three
+/// traces are identical (and each run keeps every promise). Returns the trace.
+pub fn check_input(config: Arc<ServerConfig>, input: &[u8], seed: u64) -> Trace {
+    let whole = drive(config.clone(), [input], Answers::Alternate);
+    let mut rng = XorShift::new(seed);
+    let mut cuts: Vec<usize> = (0..rng.below(8))
+        .map(|_| rng.below(input.len() + 1))
+        .collect();
+    cuts.sort_unstable();
+    assert_eq!(
+        drive(config.clone(), split_at(input, &cuts), Answers::Alternate),
+        whole,
+        "cuts {cuts:?}"
+    );
+    assert_eq!(
+        drive(config, input.chunks(1), Answers::Alternate),
+        whole,
+        "byte by byte"
+    );
+    whole
+}
+
+/// Limits small enough that short random inputs reach them, chosen by `seed`.
+pub fn small_config(seed: u64) -> ServerConfig {
+    let pick = |options: &[usize], shift: u32| options[(seed >> shift) as usize % options.len()];
+    ServerConfig {
+        hostname: "fuzz.test".into(),
+        max_line_len: pick(&[16, 64, 512], 0),
+        max_message_size: pick(&[0, 10, 100, 100_000], 8),
+        max_recipients: pick(&[1, 2, 100], 16),
+        max_errors: pick(&[1, 5, 1000], 24),
+    }
+}
+
+/// Pieces of SMTP that random bytes are mapped onto by [`smtp_like`].
+const TOKENS: &[&[u8]] = &[
+    b"EHLO c\r\n",
+    b"HELO c\r\n",
+    b"MAIL FROM:<a@b.test>\r\n",
+    b"MAIL FROM:<> SIZE=10 BODY=8BITMIME SMTPUTF8\r\n",
+    b"MAIL FROM:<a@b.test> SIZE=99999\r\n",
+    b"RCPT TO:<c@d.test>\r\n",
+    b"RCPT TO:<postmaster>\r\n",
+    b"RCPT TO:<\xc3\xbc@d.test>\r\n",
+    b"DATA\r\n",
+    b"BDAT 3\r\n",
+    b"BDAT 5 LAST\r\n",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 99 LAST\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"QUIT\r\n",
+    b"VRFY x\r\n",
+    b"HELP\r\n",
+    b"STARTTLS\r\n",
+    b"\r\n",
+    b"\r\n.\r\n",
+    b".\r\n",
+    b"..",
+    b".",
+    b"\r",
+    b"\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"text",
+    b" ",
+    b"<",
+    b">",
+    b"@",
+    b"\xff",
+    b"\xc3",
+    b"\x00",
+    b"x",
+    // The common path, several times over so that random picks follow it often.
+    ENVELOPE,
+    ENVELOPE,
+    ENVELOPE,
+    ENVELOPE,
+    MESSAGE,
+    MESSAGE,
+    MESSAGE,
+    CHUNK,
+    CHUNK,
+    CHUNK,
+];
+const ENVELOPE: &[u8] = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n";
+const MESSAGE: &[u8] = b"DATA\r\nSubject: s\r\n\r\nbody\r\n.\r\n";
+const CHUNK: &[u8] = b"BDAT 6 LAST\r\nbody\r\n";
+
+/// Map each byte to a piece of SMTP (a command, a whole envelope or message,
+/// a line ending, a dot, a stray byte). Random bytes mapped this way reach
+/// deep into a session; raw random bytes rarely get past the first command.
+pub fn smtp_like(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 16);
+    for &b in bytes {
+        out.extend_from_slice(TOKENS[b as usize % TOKENS.len()]);
+    }
+    out
+}
+
+/// A tiny deterministic pseudo-random generator (xorshift64), so tests and
+/// fuzz targets need no dependency.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from any seed (zero included).
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+}
+
+fn take_output(session: &mut ServerSession, trace: &mut Trace) {
+    if let Err(problem) = check_replies(session.output()) {
+        panic!("{problem}");
+    }
+    trace.output.extend_from_slice(session.output());
+    session.clear_output();
+}
+
+fn answer(session: &mut ServerSession, event: &Event, trace: &Trace, answers: Answers) {
+    let yes = answers == Answers::Accept || trace.events.len() % 2 == 0;
+    match (event, yes) {
+        (Event::Recipient { .. }, true) => session.accept_recipient(),
+        (Event::Recipient { .. }, false) => session.reject_recipient(replies::NO_SUCH_USER),
+        (Event::Message(_), true) => {
+            let stored = trace
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Message(_)))
+                .count()
+                + 1;
+            session.message_stored(&format!("Q{stored}"));
+        }
+        (Event::Message(_), false) => session.message_failed(replies::STORAGE_FAILED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_formed_replies_pass() {
+        assert_eq!(check_replies(b""), Ok(()));
+        assert_eq!(
+            check_replies(b"250-a\r\n250 b\r\n354 go\r\n250 2.0.0 ok\r\n"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn malformed_replies_fail() {
+        for bad in [
+            &b"250 ok"[..],
+            b"250 o\rk\r\n",
+            b"25 ok\r\n",
+            b"650 ok\r\n",
+            b"250-a\r\n",
+            b"250-a\r\n251 b\r\n",
+            b"250x\r\n",
+            b"250 5.0.0 mismatch\r\n",
+        ] {
+            assert!(check_replies(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn split_at_skips_useless_cuts() {
+        assert_eq!(split_at(b"abcd", &[0, 2, 1, 9]), [&b"ab"[..], b"cd"]);
+    }
+}

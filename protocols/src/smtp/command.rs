@@ -1,0 +1,265 @@
+//! Parsing one command line into a [`Command`].
+//!
+//! This layer knows verbs and argument shapes only. Addresses and ESMTP
+//! parameters are parsed later by the session, after it has checked that the
+//! command is allowed now, so that a client out of sequence hears 503 rather
+//! than a syntax complaint about an argument that would not matter.
+//!
+//! Verbs are case-insensitive (RFC 5321 §2.4). Trailing spaces are ignored;
+//! `MAIL FROM: <a@b>` (space after the colon) is accepted, as most servers do.
+
+use super::replies::{self, Reply};
+
+/// One parsed command line, borrowing its arguments from the line.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Command<'a> {
+    /// `EHLO domain`
+    Ehlo(&'a str),
+    /// `HELO domain`
+    Helo(&'a str),
+    /// `MAIL FROM:<path> [params]`: the text after `FROM:`.
+    Mail(&'a str),
+    /// `RCPT TO:<path> [params]`: the text after `TO:`.
+    Rcpt(&'a str),
+    /// `DATA`
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030).
+    Bdat {
+        /// Octets that follow the command line.
+        size: u64,
+        /// This chunk ends the message.
+        last: bool,
+    },
+    /// `RSET`
+    Rset,
+    /// `NOOP [string]`
+    Noop,
+    /// `QUIT`
+    Quit,
+    /// `VRFY string`
+    Vrfy,
+    /// `EXPN string`
+    Expn,
+    /// `HELP [string]`
+    Help,
+    /// `STARTTLS` (RFC 3207), not offered yet.
+    StartTls,
+    /// `AUTH mechanism` (RFC 4954), not offered yet.
+    Auth,
+}
+
+/// Why a line is not a command we can run.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ParseError {
+    /// The line is not UTF-8.
+    NotUtf8,
+    /// A verb we do not know.
+    Unknown,
+    /// A known verb with bad arguments; the reply says which.
+    Syntax(Reply),
+}
+
+impl ParseError {
+    /// The reply this error earns.
+    pub(super) fn into_reply(self) -> Reply {
+        match self {
+            ParseError::NotUtf8 => replies::NOT_UTF8,
+            ParseError::Unknown => replies::UNKNOWN_COMMAND,
+            ParseError::Syntax(reply) => reply,
+        }
+    }
+}
+
+/// Longest BDAT size we parse: 20 digits is `u64::MAX`'s width.
+const MAX_SIZE_DIGITS: usize = 20;
+
+/// Parse a command line, terminator already stripped.
+pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
+    let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
+    let line = line.trim_end_matches([' ', '\t']);
+    let (verb, arg) = match line.split_once(' ') {
+        Some((verb, arg)) => (verb, arg.trim_start_matches(' ')),
+        None => (line, ""),
+    };
+    let is = |name: &str| verb.eq_ignore_ascii_case(name);
+    let syntax = |reply: Reply| Err(ParseError::Syntax(reply));
+
+    if is("EHLO") || is("HELO") {
+        let esmtp = is("EHLO");
+        if arg.is_empty() {
+            return syntax(if esmtp {
+                replies::EHLO_SYNTAX
+            } else {
+                replies::HELO_SYNTAX
+            });
+        }
+        Ok(if esmtp {
+            Command::Ehlo(arg)
+        } else {
+            Command::Helo(arg)
+        })
+    } else if is("MAIL") {
+        after_prefix(arg, "FROM:")
+            .map(Command::Mail)
+            .ok_or(ParseError::Syntax(replies::MAIL_SYNTAX))
+    } else if is("RCPT") {
+        after_prefix(arg, "TO:")
+            .map(Command::Rcpt)
+            .ok_or(ParseError::Syntax(replies::RCPT_SYNTAX))
+    } else if is("DATA") {
+        no_argument(arg, Command::Data, replies::DATA_SYNTAX)
+    } else if is("BDAT") {
+        parse_bdat(arg).ok_or(ParseError::Syntax(replies::BDAT_SYNTAX))
+    } else if is("RSET") {
+        no_argument(arg, Command::Rset, replies::RSET_SYNTAX)
+    } else if is("NOOP") {
+        Ok(Command::Noop)
+    } else if is("QUIT") {
+        no_argument(arg, Command::Quit, replies::QUIT_SYNTAX)
+    } else if is("VRFY") {
+        if arg.is_empty() {
+            return syntax(replies::VRFY_SYNTAX);
+        }
+        Ok(Command::Vrfy)
+    } else if is("EXPN") {
+        Ok(Command::Expn)
+    } else if is("HELP") {
+        Ok(Command::Help)
+    } else if is("STARTTLS") {
+        Ok(Command::StartTls)
+    } else if is("AUTH") {
+        Ok(Command::Auth)
+    } else {
+        Err(ParseError::Unknown)
+    }
+}
+
+/// `arg` without its case-insensitive `prefix` and the spaces after it.
+fn after_prefix<'a>(arg: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = arg.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| arg[prefix.len()..].trim_start_matches(' '))
+}
+
+fn no_argument<'a>(
+    arg: &str,
+    command: Command<'a>,
+    usage: Reply,
+) -> Result<Command<'a>, ParseError> {
+    if arg.is_empty() {
+        Ok(command)
+    } else {
+        Err(ParseError::Syntax(usage))
+    }
+}
+
+/// `size [LAST]` of BDAT; `None` for anything else.
+fn parse_bdat(arg: &str) -> Option<Command<'static>> {
+    let (size, rest) = match arg.split_once(' ') {
+        Some((size, rest)) => (size, rest.trim_start_matches(' ')),
+        None => (arg, ""),
+    };
+    let last = match rest {
+        "" => false,
+        _ if rest.eq_ignore_ascii_case("LAST") => true,
+        _ => return None,
+    };
+    Some(Command::Bdat {
+        size: parse_decimal(size)?,
+        last,
+    })
+}
+
+/// A decimal number of ASCII digits only: no sign, no spaces, no overflow.
+fn parse_decimal(digits: &str) -> Option<u64> {
+    if digits.is_empty()
+        || digits.len() > MAX_SIZE_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command<'_> {
+        parse(line.as_bytes()).unwrap()
+    }
+
+    fn err(line: &[u8]) -> Reply {
+        parse(line).unwrap_err().into_reply()
+    }
+
+    #[test]
+    fn verbs_are_case_insensitive() {
+        assert_eq!(ok("ehlo a.b"), Command::Ehlo("a.b"));
+        assert_eq!(ok("HeLo a.b"), Command::Helo("a.b"));
+        assert_eq!(ok("mail from:<a@b> SIZE=1"), Command::Mail("<a@b> SIZE=1"));
+        assert_eq!(ok("MAIL FROM: <a@b>"), Command::Mail("<a@b>"));
+        assert_eq!(ok("rcpt To:<a@b>"), Command::Rcpt("<a@b>"));
+        assert_eq!(ok("data"), Command::Data);
+        assert_eq!(ok("Quit "), Command::Quit);
+        assert_eq!(ok("noop anything"), Command::Noop);
+        assert_eq!(ok("starttls"), Command::StartTls);
+    }
+
+    #[test]
+    fn bdat_arguments() {
+        assert_eq!(
+            ok("BDAT 0 LAST"),
+            Command::Bdat {
+                size: 0,
+                last: true
+            }
+        );
+        assert_eq!(
+            ok("bdat 12  last"),
+            Command::Bdat {
+                size: 12,
+                last: true
+            }
+        );
+        assert_eq!(
+            ok("BDAT 18446744073709551615"),
+            Command::Bdat {
+                size: u64::MAX,
+                last: false
+            }
+        );
+        for bad in [
+            "BDAT",
+            "BDAT -1",
+            "BDAT +1",
+            "BDAT 1x",
+            "BDAT 18446744073709551616",
+            "BDAT 1 LATER",
+            "BDAT 1 LAST x",
+        ] {
+            assert_eq!(err(bad.as_bytes()), replies::BDAT_SYNTAX, "{bad}");
+        }
+    }
+
+    #[test]
+    fn argument_errors() {
+        assert_eq!(err(b"EHLO"), replies::EHLO_SYNTAX);
+        assert_eq!(err(b"HELO  "), replies::HELO_SYNTAX);
+        assert_eq!(err(b"MAIL TO:<a@b>"), replies::MAIL_SYNTAX);
+        assert_eq!(err(b"MAIL"), replies::MAIL_SYNTAX);
+        assert_eq!(err(b"RCPT FROM:<a@b>"), replies::RCPT_SYNTAX);
+        assert_eq!(err(b"DATA now"), replies::DATA_SYNTAX);
+        assert_eq!(err(b"RSET x"), replies::RSET_SYNTAX);
+        assert_eq!(err(b"QUIT x"), replies::QUIT_SYNTAX);
+        assert_eq!(err(b"VRFY"), replies::VRFY_SYNTAX);
+    }
+
+    #[test]
+    fn unknown_and_not_utf8() {
+        assert_eq!(err(b"FROB"), replies::UNKNOWN_COMMAND);
+        assert_eq!(err(b""), replies::UNKNOWN_COMMAND);
+        assert_eq!(err(b"MAILFROM:<a@b>"), replies::UNKNOWN_COMMAND);
+        assert_eq!(err(b"NOOP \xff"), replies::NOT_UTF8);
+    }
+}

@@ -1,0 +1,158 @@
+//! ESMTP parameters after the path of MAIL and RCPT (RFC 5321 §4.1.2).
+//!
+//! # Format
+//! `keyword[=value] *(SP keyword[=value])`, keyword = alphanumeric start then
+//! alphanumerics and hyphens, value = printable ASCII except `=` (or, with
+//! SMTPUTF8, any non-ASCII character; RFC 6531 §3.3).
+//!
+//! MAIL understands `SIZE=n` (RFC 1870), `BODY=7BIT|8BITMIME` (RFC 6152) and
+//! `SMTPUTF8` (RFC 6531). RCPT understands none yet (DSN's NOTIFY/ORCPT come
+//! with RFC 3461). A malformed parameter earns 501; a well-formed unknown one
+//! earns 555 (RFC 5321 §4.1.1.11).
+
+use super::replies::{self, Reply};
+use super::BodyType;
+
+/// What MAIL FROM's parameters asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct MailParams {
+    /// SIZE=: the client's estimate of the message size.
+    pub(super) size: Option<usize>,
+    /// BODY=.
+    pub(super) body: BodyType,
+    /// SMTPUTF8 was given.
+    pub(super) smtputf8: bool,
+}
+
+impl MailParams {
+    /// Parse MAIL's parameter text; `max_size` is the SIZE we advertise.
+    pub(super) fn parse(text: &str, max_size: usize) -> Result<Self, Reply> {
+        let mut params = MailParams::default();
+        let mut seen_body = false;
+        for param in split(text) {
+            let (keyword, value) = param?;
+            if keyword.eq_ignore_ascii_case("SIZE") {
+                if params.size.is_some() {
+                    return Err(replies::PARAM_SYNTAX);
+                }
+                let digits = value
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or(replies::SIZE_SYNTAX)?;
+                // All digits but too big for usize is certainly over the limit.
+                match digits.parse::<usize>() {
+                    Ok(size) if size <= max_size => params.size = Some(size),
+                    _ => return Err(replies::MESSAGE_TOO_BIG),
+                }
+            } else if keyword.eq_ignore_ascii_case("BODY") {
+                if seen_body {
+                    return Err(replies::PARAM_SYNTAX);
+                }
+                seen_body = true;
+                params.body = match value {
+                    Some(v) if v.eq_ignore_ascii_case("7BIT") => BodyType::SevenBit,
+                    Some(v) if v.eq_ignore_ascii_case("8BITMIME") => BodyType::EightBitMime,
+                    _ => return Err(replies::BODY_SYNTAX),
+                };
+            } else if keyword.eq_ignore_ascii_case("SMTPUTF8") {
+                if params.smtputf8 {
+                    return Err(replies::PARAM_SYNTAX);
+                }
+                if value.is_some() {
+                    return Err(replies::SMTPUTF8_SYNTAX);
+                }
+                params.smtputf8 = true;
+            } else {
+                return Err(replies::UNKNOWN_PARAM);
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// Check RCPT's parameter text: every well-formed parameter is unknown.
+pub(super) fn check_rcpt(text: &str) -> Result<(), Reply> {
+    match split(text).next() {
+        None => Ok(()),
+        Some(Err(reply)) => Err(reply),
+        Some(Ok(_)) => Err(replies::UNKNOWN_PARAM),
+    }
+}
+
+/// The `(keyword, value)` pairs of a parameter text, or 501 for the first
+/// malformed one.
+fn split(text: &str) -> impl Iterator<Item = Result<(&str, Option<&str>), Reply>> {
+    text.split(' ').filter(|p| !p.is_empty()).map(|param| {
+        let (keyword, value) = match param.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (param, None),
+        };
+        let keyword_ok = keyword
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+            && keyword
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let value_ok = value.is_none_or(|v| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| matches!(b, 33..=60 | 62..=126) || b >= 0x80)
+        });
+        if keyword_ok && value_ok {
+            Ok((keyword, value))
+        } else {
+            Err(replies::PARAM_SYNTAX)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_params() {
+        let p = MailParams::parse("SIZE=100 body=8bitmime SMTPUTF8", 1000).unwrap();
+        assert_eq!(
+            p,
+            MailParams {
+                size: Some(100),
+                body: BodyType::EightBitMime,
+                smtputf8: true
+            }
+        );
+        assert_eq!(MailParams::parse("", 1000).unwrap(), MailParams::default());
+        assert_eq!(
+            MailParams::parse("BODY=7BIT", 1000).unwrap().body,
+            BodyType::SevenBit
+        );
+    }
+
+    #[test]
+    fn mail_param_errors() {
+        let err = |text| MailParams::parse(text, 1000).unwrap_err();
+        assert_eq!(err("SIZE=1001"), replies::MESSAGE_TOO_BIG);
+        assert_eq!(
+            err("SIZE=99999999999999999999999"),
+            replies::MESSAGE_TOO_BIG
+        );
+        assert_eq!(err("SIZE=abc"), replies::SIZE_SYNTAX);
+        assert_eq!(err("SIZE"), replies::SIZE_SYNTAX);
+        assert_eq!(err("SIZE=-1"), replies::SIZE_SYNTAX);
+        assert_eq!(err("BODY=BINARYMIME"), replies::BODY_SYNTAX);
+        assert_eq!(err("BODY"), replies::BODY_SYNTAX);
+        assert_eq!(err("SMTPUTF8=yes"), replies::SMTPUTF8_SYNTAX);
+        assert_eq!(err("SIZE=1 SIZE=2"), replies::PARAM_SYNTAX);
+        assert_eq!(err("RET=FULL"), replies::UNKNOWN_PARAM);
+        assert_eq!(err("=x"), replies::PARAM_SYNTAX);
+        assert_eq!(err("SIZE="), replies::PARAM_SYNTAX);
+        assert_eq!(err("-X"), replies::PARAM_SYNTAX);
+    }
+
+    #[test]
+    fn rcpt_params() {
+        assert_eq!(check_rcpt(""), Ok(()));
+        assert_eq!(check_rcpt("NOTIFY=NEVER"), Err(replies::UNKNOWN_PARAM));
+        assert_eq!(check_rcpt("NOT=IFY=x"), Err(replies::PARAM_SYNTAX));
+    }
+}

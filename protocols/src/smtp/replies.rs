@@ -1,0 +1,308 @@
+//! Every SMTP reply the server sends, with its enhanced status code (RFC 3463).
+//! No other module writes a bare reply code.
+//!
+//! # Enhanced status codes
+//! RFC 2034 §3 puts an enhanced code on every reply except the greeting and
+//! the replies to EHLO and HELO; RFC 3463 defines no class 3, so 354 has none
+//! either. Those replies carry an empty [`Reply::status`]. Everything else has
+//! one, in HELO sessions too: clients that did not ask for them ignore them.
+//!
+//! # Which replies count as errors
+//! The session counts the replies that say the client broke the protocol
+//! ([`Reply::is_protocol_error`]: unknown verb, bad syntax, bad sequence)
+//! toward [`ServerConfig::max_errors`](super::ServerConfig::max_errors).
+//! Policy answers (size limits, too many recipients, no valid recipients,
+//! refused content) and the driver's own refusals do not count.
+
+use std::borrow::Cow;
+
+/// One SMTP reply: a code, an enhanced status code and human text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Three-digit reply code (RFC 5321 §4.2).
+    pub code: u16,
+    /// Enhanced status code such as `"5.1.1"` (RFC 3463).
+    pub status: &'static str,
+    /// Free text after the codes.
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    /// A reply with static or owned text.
+    pub fn new(code: u16, status: &'static str, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply {
+            code,
+            status,
+            text: text.into(),
+        }
+    }
+
+    /// A reply usable in `const` items: static text only.
+    pub const fn fixed(code: u16, status: &'static str, text: &'static str) -> Self {
+        Reply {
+            code,
+            status,
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    /// True for 500, 501, 503 and 555: the codes that mean the client sent
+    /// something malformed or out of order.
+    pub fn is_protocol_error(&self) -> bool {
+        matches!(self.code, 500 | 501 | 503 | 555)
+    }
+
+    /// Append the reply in wire format.
+    ///
+    /// Each `\n`-separated line of [`Self::text`] becomes one reply line; all
+    /// but the last use the `250-` continuation form (RFC 5321 §4.2.1) and
+    /// every line repeats the enhanced code (RFC 2034 §4). Carriage returns
+    /// in the text are dropped, so text from the driver can never end a line
+    /// early or inject a reply. The code is written as its last three digits:
+    /// codes outside 200..=599 are a bug in the caller.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let code = self.code % 1000;
+        let digits = [
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+        ];
+        let mut lines = self.text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            out.extend_from_slice(&digits);
+            out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+            if !self.status.is_empty() {
+                out.extend_from_slice(self.status.as_bytes());
+                out.push(b' ');
+            }
+            let line = line.as_bytes();
+            if line.contains(&b'\r') {
+                out.extend(line.iter().filter(|&&b| b != b'\r'));
+            } else {
+                out.extend_from_slice(line);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session-level replies: greeting, closing, HELO/EHLO.
+
+/// `220 <hostname> ESMTP ringpost`, queued when the session starts.
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::new(220, "", format!("{hostname} ESMTP ringpost"))
+}
+
+/// The 250 reply to HELO.
+pub fn helo(hostname: &str) -> Reply {
+    Reply::new(250, "", hostname.to_owned())
+}
+
+/// The multi-line 250 reply to EHLO: our name, then the extensions we
+/// offer, one per line. STARTTLS (RFC 3207) and AUTH (RFC 4954) join this
+/// list when the session implements them; until then they get 502.
+pub fn ehlo(hostname: &str, max_message_size: usize) -> Reply {
+    Reply::new(
+        250,
+        "",
+        format!(
+            "{hostname}\nPIPELINING\nSIZE {max_message_size}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES"
+        ),
+    )
+}
+
+/// `221 2.0.0 Bye`, the answer to QUIT.
+pub const BYE: Reply = Reply::fixed(221, "2.0.0", "Bye");
+
+/// `421 4.3.2 <hostname> Service shutting down`.
+pub fn shutting_down(hostname: &str) -> Reply {
+    Reply::new(421, "4.3.2", format!("{hostname} Service shutting down"))
+}
+
+/// `421 4.4.2 <hostname> Timeout`: the client was silent too long.
+pub fn timeout(hostname: &str) -> Reply {
+    Reply::new(421, "4.4.2", format!("{hostname} Timeout"))
+}
+
+/// `421 4.7.0 <hostname> Too many errors`: the error budget is spent.
+pub fn too_many_errors(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} Too many errors"))
+}
+
+/// 421 4.7.0 at the greeting: the server is at its connection limit.
+pub fn too_many_connections(hostname: &str) -> Reply {
+    Reply::new(421, "4.7.0", format!("{hostname} Too many connections, try again later"))
+}
+
+// ---------------------------------------------------------------------------
+// Positive replies to commands.
+
+/// Generic success: RSET, NOOP.
+pub const OK: Reply = Reply::fixed(250, "2.0.0", "Ok");
+/// MAIL FROM accepted.
+pub const SENDER_OK: Reply = Reply::fixed(250, "2.1.0", "Sender ok");
+/// RCPT TO accepted (by the driver).
+pub const RECIPIENT_OK: Reply = Reply::fixed(250, "2.1.5", "Recipient ok");
+/// Go ahead with the message content.
+pub const START_DATA: Reply = Reply::fixed(354, "", "End data with <CR><LF>.<CR><LF>");
+/// VRFY is answered without looking anything up (RFC 5321 §3.5.3).
+pub const CANNOT_VRFY: Reply = Reply::fixed(
+    252,
+    "2.1.5",
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
+/// The answer to HELP.
+pub const HELP: Reply = Reply::fixed(
+    214,
+    "2.0.0",
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+);
+
+/// `250 2.0.0 Ok: queued as <queue_id>`: the message is durable.
+pub fn queued(queue_id: &str) -> Reply {
+    Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
+}
+
+/// `250 2.0.0 <n> octets received`: a non-LAST BDAT chunk arrived.
+pub fn chunk_received(octets: u64) -> Reply {
+    Reply::new(250, "2.0.0", format!("{octets} octets received"))
+}
+
+// ---------------------------------------------------------------------------
+// Unknown, unimplemented and malformed command lines.
+
+/// A verb we do not know.
+pub const UNKNOWN_COMMAND: Reply = Reply::fixed(500, "5.5.1", "Command unrecognized");
+/// A command line over `max_line_len`.
+pub const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.2", "Line too long");
+/// A command line that is not UTF-8.
+pub const NOT_UTF8: Reply = Reply::fixed(500, "5.5.2", "Command line is not valid UTF-8");
+/// A verb we know but do not offer (STARTTLS, AUTH for now).
+pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1", "Command not implemented");
+/// EXPN is refused: expanding lists leaks their members (RFC 5321 §7.3).
+pub const EXPN_DISABLED: Reply = Reply::fixed(502, "5.5.1", "EXPN not available");
+
+/// EHLO without a domain.
+pub const EHLO_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: EHLO domain");
+/// HELO without a domain.
+pub const HELO_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: HELO domain");
+/// MAIL not followed by `FROM:`.
+pub const MAIL_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+/// RCPT not followed by `TO:`.
+pub const RCPT_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: RCPT TO:<address>");
+/// DATA with an argument.
+pub const DATA_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: DATA");
+/// BDAT with a bad size or trailing junk.
+pub const BDAT_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: BDAT size [LAST]");
+/// RSET with an argument.
+pub const RSET_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: RSET");
+/// QUIT with an argument.
+pub const QUIT_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: QUIT");
+/// VRFY without an argument.
+pub const VRFY_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: VRFY address");
+
+// ---------------------------------------------------------------------------
+// Addresses and ESMTP parameters.
+
+/// The reverse-path does not parse.
+pub const BAD_SENDER: Reply = Reply::fixed(501, "5.1.7", "Bad sender address syntax");
+/// The reverse-path is over the RFC 5321 §4.5.3.1 length limits.
+pub const SENDER_TOO_LONG: Reply = Reply::fixed(501, "5.1.7", "Sender address too long");
+/// The forward-path does not parse.
+pub const BAD_RECIPIENT: Reply = Reply::fixed(501, "5.1.3", "Bad recipient address syntax");
+/// The forward-path is over the RFC 5321 §4.5.3.1 length limits.
+pub const RECIPIENT_TOO_LONG: Reply = Reply::fixed(501, "5.1.3", "Recipient address too long");
+/// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.6).
+pub const NEEDS_SMTPUTF8: Reply = Reply::fixed(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+
+/// A parameter that is not `keyword[=value]`, or given twice.
+pub const PARAM_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Malformed or repeated parameter");
+/// SIZE= that is not a decimal number.
+pub const SIZE_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "SIZE= needs a decimal number");
+/// BODY= other than 7BIT or 8BITMIME.
+pub const BODY_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "BODY= must be 7BIT or 8BITMIME");
+/// SMTPUTF8 given a value.
+pub const SMTPUTF8_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "SMTPUTF8 takes no value");
+/// A parameter we do not support.
+pub const UNKNOWN_PARAM: Reply = Reply::fixed(555, "5.5.4", "Unsupported parameter");
+/// Parameters after HELO: they are an ESMTP feature (RFC 5321 §4.1.1.11).
+pub const PARAMS_NEED_EHLO: Reply = Reply::fixed(555, "5.5.4", "Parameters need EHLO");
+
+// ---------------------------------------------------------------------------
+// Command sequence.
+
+/// MAIL before HELO/EHLO.
+pub const NEED_HELO: Reply = Reply::fixed(503, "5.5.1", "Send HELO or EHLO first");
+/// MAIL inside a transaction.
+pub const NESTED_MAIL: Reply = Reply::fixed(503, "5.5.1", "Sender already given");
+/// RCPT, DATA or BDAT outside a transaction.
+pub const NEED_MAIL: Reply = Reply::fixed(503, "5.5.1", "Send MAIL first");
+/// DATA in a transaction that began its body with BDAT (RFC 3030 §3).
+pub const DATA_AFTER_BDAT: Reply = Reply::fixed(503, "5.5.1", "DATA not allowed after BDAT");
+/// RCPT once the message content has begun (BDAT): the envelope is closed.
+pub const RCPT_AFTER_BDAT: Reply = Reply::fixed(503, "5.5.1", "RCPT not allowed after BDAT");
+/// DATA or BDAT LAST with no accepted recipient.
+pub const NO_VALID_RECIPIENTS: Reply = Reply::fixed(554, "5.5.1", "No valid recipients");
+
+// ---------------------------------------------------------------------------
+// Limits and message content.
+
+/// More RCPTs than `max_recipients`.
+pub const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3", "Too many recipients");
+/// SIZE= or the message itself is over `max_message_size`.
+pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(
+    552,
+    "5.3.4",
+    "Message size exceeds fixed maximum message size",
+);
+/// The message had a bare CR or bare LF: refused so that no other server can
+/// read a different message end out of it (SMTP smuggling).
+pub const BARE_LINE_ENDING: Reply = Reply::fixed(
+    550,
+    "5.6.0",
+    "Message contains bare CR or LF; line endings must be CRLF",
+);
+
+// ---------------------------------------------------------------------------
+// Refusals the driver gives through `reject_recipient` and `message_failed`.
+
+/// RCPT for a local user that does not exist.
+pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
+/// RCPT for a remote domain from a client that may not relay.
+pub const RELAYING_DENIED: Reply = Reply::fixed(554, "5.7.1", "Relay access denied");
+/// The message could not be made durable; the client should try again.
+pub const STORAGE_FAILED: Reply =
+    Reply::fixed(451, "4.3.0", "Temporary storage failure, try again later");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(reply: &Reply) -> String {
+        let mut out = Vec::new();
+        reply.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn single_line_with_and_without_status() {
+        assert_eq!(wire(&OK), "250 2.0.0 Ok\r\n");
+        assert_eq!(wire(&greeting("mx")), "220 mx ESMTP ringpost\r\n");
+        assert_eq!(wire(&START_DATA), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    }
+
+    #[test]
+    fn multi_line_uses_continuations() {
+        assert!(wire(&ehlo("mx", 10)).starts_with("250-mx\r\n250-PIPELINING\r\n250-SIZE 10\r\n"));
+        assert_eq!(
+            wire(&Reply::new(550, "5.1.1", "no\nsuch")),
+            "550-5.1.1 no\r\n550 5.1.1 such\r\n"
+        );
+    }
+
+    #[test]
+    fn carriage_returns_in_text_are_dropped() {
+        assert_eq!(wire(&queued("a\rb\r")), "250 2.0.0 Ok: queued as ab\r\n");
+    }
+}

@@ -1,0 +1,30 @@
+use std::fmt;
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption, full disk): the text says how.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {family}: {detail}")]
+    Corrupt {
+        /// Family name.
+        family: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The commit pipeline has stopped (shutdown or writer died).
+    #[error("commit pipeline is closed")]
+    Closed,
+    /// The store is opened read-only.
+    #[error("store is read-only")]
+    ReadOnly,
+}
+
+impl StoreError {
+    /// Wrap any displayable engine error.
+    pub fn engine(e: impl fmt::Display) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}

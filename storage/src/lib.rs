@@ -1,0 +1,167 @@
+//! The ringpost store.
+//!
+//! Everything ringpost keeps lives behind the engine-neutral [`Store`] trait:
+//! ordered key/value families written in atomic batches. Two engines implement
+//! it: RocksDB (the default, embedded, feature `rocksdb`) and memory (tests and
+//! benchmarks). No RocksDB type appears in the trait, so an engine on a
+//! distributed database can slot in later.
+//!
+//! Durability comes from the [`CommitPipeline`]: many writers hand over their
+//! batches; one writer thread drains everything pending into one physical
+//! write with `sync = true` (group commit) and then wakes every waiter.
+//!
+//! The typed records that SMTP, the queue and (later) mailboxes share live in
+//! [`spool`]: message ids, envelopes, queue entries and their key layouts.
+//!
+//! # Layout
+//! - [`Store`], [`Family`], [`WriteBatch`]: the seam.
+//! - [`memory`]: the in-memory engine.
+//! - `rocks` (feature `rocksdb`): the RocksDB engine.
+//! - [`pipeline`]: group commit.
+//! - [`spool`]: typed records.
+//! - [`conformance`]: the test suite every engine passes.
+#![deny(missing_docs)]
+
+pub mod conformance;
+mod error;
+pub mod memory;
+pub mod pipeline;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
+pub mod spool;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use pipeline::{CommitHandle, CommitPipeline, CommitReport, PipelineConfig};
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksOptions, RocksStore};
+
+/// A kind of record; each is its own ordered key space (a RocksDB column family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// Message id → raw message bytes.
+    Blobs,
+    /// Message id → envelope.
+    Envelopes,
+    /// Due time ‖ message id ‖ domain → queue entry.
+    Queue,
+    /// User ‖ mailbox ‖ uid → mailbox row (later issue).
+    Mailboxes,
+    /// User ‖ mailbox → mailbox metadata (later issue).
+    MailboxMeta,
+    /// User name → account (later issue).
+    Users,
+}
+
+impl Family {
+    /// Every family, in a fixed order.
+    pub const ALL: [Family; 6] = [
+        Family::Blobs,
+        Family::Envelopes,
+        Family::Queue,
+        Family::Mailboxes,
+        Family::MailboxMeta,
+        Family::Users,
+    ];
+
+    /// Stable name (used as the RocksDB column family name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Blobs => "blobs",
+            Family::Envelopes => "envelopes",
+            Family::Queue => "queue",
+            Family::Mailboxes => "mailboxes",
+            Family::MailboxMeta => "mailbox_meta",
+            Family::Users => "users",
+        }
+    }
+}
+
+/// One change inside a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// Family written.
+        family: Family,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` (no error when absent).
+    Delete {
+        /// Family written.
+        family: Family,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// Changes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+    bytes: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Add a put.
+    pub fn put(&mut self, family: Family, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.ops.push(Op::Put { family, key, value });
+    }
+    /// Add a delete.
+    pub fn delete(&mut self, family: Family, key: Vec<u8>) {
+        self.bytes += key.len();
+        self.ops.push(Op::Delete { family, key });
+    }
+    /// The changes, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    /// Key and value bytes carried.
+    pub fn byte_size(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// An ordered, durable key/value store with families and atomic batches.
+///
+/// Implementations are shared between threads; `write` may block (it is
+/// called from the commit pipeline's writer thread, never from a shard).
+pub trait Store: Send + Sync + 'static {
+    /// Apply every batch atomically, as one unit; with `sync`, return only once
+    /// the data would survive a crash (fsync).
+    fn write(&self, batches: &[WriteBatch], sync: bool) -> Result<(), StoreError>;
+
+    /// The value at `key`, if any.
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Visit keys in `[start, end)` (no end: to the last key) in ascending order
+    /// until `visit` returns false.
+    fn scan(
+        &self,
+        family: Family,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Flush whatever is buffered so a clean reopen is fast. Called at shutdown.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! Group commit.
+//!
+//! Every shard that needs something durable sends its [`WriteBatch`] to one
+//! writer thread through a [`CommitHandle`] and awaits the answer. The writer
+//! blocks for the first request, then takes whatever else is already queued
+//! (up to [`PipelineConfig::max_batch_requests`] requests and
+//! [`PipelineConfig::max_batch_bytes`] bytes), hands all of it to
+//! [`Store::write`] as one atomic, synced write, and only then answers every
+//! waiter. One fsync thus acknowledges as many commits as arrived while the
+//! previous one ran: the busier the server, the bigger the groups.
+//!
+//! A waiter is told `Ok` only after the write that carried its batch returned
+//! `Ok`. When a write fails, every waiter in it gets the error; none is
+//! acknowledged.
+//!
+//! The queue is a bounded flume channel: when the writer falls behind,
+//! `commit` waits for room (back-pressure) instead of buffering without limit.
+//! Both the send and the reply (a `futures` oneshot) are runtime-agnostic
+//! futures, so glommio executors, tokio or `block_on` can all await them.
+
+use crate::{Store, StoreError, WriteBatch};
+use futures::channel::oneshot;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tuning of the commit pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Most requests waiting for the writer; senders wait (back-pressure) beyond it.
+    pub queue_capacity: usize,
+    /// Most requests merged into one physical write.
+    pub max_batch_requests: usize,
+    /// Most key+value bytes merged into one physical write (a single larger request still goes alone).
+    pub max_batch_bytes: usize,
+    /// Write with fsync (true in production; benchmarks may compare).
+    pub sync: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: 8192,
+            max_batch_requests: 1024,
+            max_batch_bytes: 32 << 20,
+            sync: true,
+        }
+    }
+}
+
+/// What one physical write carried, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Requests (logical commits) in this write.
+    pub requests: usize,
+    /// Operations in this write.
+    pub ops: usize,
+    /// Key+value bytes in this write.
+    pub bytes: usize,
+    /// Time the engine took to write and sync.
+    pub latency: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// Called on the writer thread after every physical write (metrics).
+///
+/// It runs before the waiters are answered, so keep it short.
+pub type Observer = Box<dyn Fn(&CommitReport) + Send>;
+
+/// What travels from the handles to the writer.
+enum Message {
+    /// Commit this batch, then answer on `done`.
+    Commit {
+        /// The changes.
+        batch: WriteBatch,
+        /// Where the outcome goes.
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Sent by [`CommitPipeline::shutdown`]: commit what is queued, then stop.
+    Shutdown,
+}
+
+/// The writer thread and its queue. Dropping it or calling [`CommitPipeline::shutdown`]
+/// commits everything already queued, then stops.
+///
+/// Both block until the writer thread has exited, so call them from a thread
+/// that may block (not from inside an executor task).
+pub struct CommitPipeline {
+    /// Used to send [`Message::Shutdown`]; `None` once that happened.
+    sender: Option<flume::Sender<Message>>,
+    /// The writer thread; `None` once joined.
+    writer: Option<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable, `Send` handle that shards use to commit.
+#[derive(Clone)]
+pub struct CommitHandle {
+    sender: flume::Sender<Message>,
+}
+
+impl CommitPipeline {
+    /// Start the writer thread over `store`. `observer` is called on the writer
+    /// thread after every physical write.
+    ///
+    /// # Panics
+    /// When the operating system refuses to start the thread.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: PipelineConfig,
+        observer: Option<Observer>,
+    ) -> (CommitPipeline, CommitHandle) {
+        let (sender, receiver) = flume::bounded(config.queue_capacity.max(1));
+        let writer = Writer {
+            receiver,
+            store,
+            config,
+            observer,
+            stopping: false,
+            held: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ringpost-commit".into())
+            .spawn(move || writer.run())
+            .expect("spawn the commit writer thread");
+        let handle = CommitHandle {
+            sender: sender.clone(),
+        };
+        (
+            CommitPipeline {
+                sender: Some(sender),
+                writer: Some(thread),
+            },
+            handle,
+        )
+    }
+
+    /// Commit what is queued, stop the writer and wait for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Shared by `shutdown` and `Drop` (where it finds nothing left to do after `shutdown`).
+    fn stop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            // The marker queues behind every request already sent. An error
+            // means the writer is gone already (it panicked): nothing to drain.
+            let _ = sender.send(Message::Shutdown);
+        }
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("commit writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for CommitPipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl CommitHandle {
+    /// Commit `batch` durably; resolves once it is on disk (or failed).
+    /// Works on any executor (glommio, tokio, block_on): runtime-agnostic wakers.
+    ///
+    /// Waits for room when the queue is full. Returns [`StoreError::Closed`]
+    /// once the pipeline has shut down (or its writer died), and the engine's
+    /// error when the write carrying `batch` failed.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let (done, outcome) = oneshot::channel();
+        self.sender
+            .send_async(Message::Commit { batch, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        // A dropped `done` means the writer stopped without answering: the
+        // batch may or may not be on disk, but it was never acknowledged.
+        outcome.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// [`CommitHandle::commit`] for plain threads (tools, tests): blocks the caller.
+    pub fn commit_blocking(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        futures::executor::block_on(self.commit(batch))
+    }
+
+    /// Requests waiting for the writer right now (a queue-depth gauge).
+    pub fn queued(&self) -> usize {
+        self.sender.len()
+    }
+}
+
+/// State of the writer thread.
+struct Writer {
+    receiver: flume::Receiver<Message>,
+    store: Arc<dyn Store>,
+    config: PipelineConfig,
+    observer: Option<Observer>,
+    /// A shutdown marker arrived: finish what is queued without blocking, then exit.
+    stopping: bool,
+    /// A request taken off the queue that did not fit the previous group
+    /// (byte limit); it starts the next one.
+    held: Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let max_requests = self.config.max_batch_requests.max(1);
+        let mut batches: Vec<WriteBatch> = Vec::with_capacity(max_requests);
+        let mut waiters = Vec::with_capacity(max_requests);
+        while let Some((batch, done)) = self.first() {
+            let mut bytes = batch.byte_size();
+            batches.push(batch);
+            waiters.push(done);
+            while batches.len() < max_requests && bytes < self.config.max_batch_bytes {
+                let Some((batch, done)) = self.next_queued() else {
+                    break;
+                };
+                if bytes + batch.byte_size() > self.config.max_batch_bytes {
+                    self.held = Some((batch, done));
+                    break;
+                }
+                bytes += batch.byte_size();
+                batches.push(batch);
+                waiters.push(done);
+            }
+            self.commit(&batches, bytes, &mut waiters);
+            batches.clear();
+        }
+        // Dropping the receiver now makes every later `commit` fail with
+        // `Closed`; requests that slipped in after the marker are dropped
+        // unanswered, which their senders also read as `Closed`.
+    }
+
+    /// The request that opens the next group: blocks while idle, `None` when it is time to exit.
+    fn first(&mut self) -> Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
+        if self.stopping {
+            return self.next_queued();
+        }
+        match self.receiver.recv() {
+            Ok(Message::Commit { batch, done }) => Some((batch, done)),
+            Ok(Message::Shutdown) => {
+                self.stopping = true;
+                self.next_queued()
+            }
+            // Unreachable while the pipeline holds a sender; harmless anyway.
+            Err(flume::RecvError::Disconnected) => None,
+        }
+    }
+
+    /// A request already queued, without waiting.
+    fn next_queued(&mut self) -> Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Message::Commit { batch, done }) => return Some((batch, done)),
+                Ok(Message::Shutdown) => self.stopping = true,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// One physical write for the group, then every answer.
+    fn commit(
+        &self,
+        batches: &[WriteBatch],
+        bytes: usize,
+        waiters: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+    ) {
+        let started = Instant::now();
+        let outcome = self.store.write(batches, self.config.sync);
+        let report = CommitReport {
+            requests: batches.len(),
+            ops: batches.iter().map(WriteBatch::len).sum(),
+            bytes,
+            latency: started.elapsed(),
+            ok: outcome.is_ok(),
+        };
+        if let Err(error) = &outcome {
+            tracing::error!(%error, requests = report.requests, "group commit failed");
+        }
+        if let Some(observer) = &self.observer {
+            observer(&report);
+        }
+        for done in waiters.drain(..) {
+            // The waiter may have given up (its future dropped): nothing to tell.
+            let _ = done.send(outcome.clone());
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The RocksDB engine.
+//!
+//! One database, one column family per [`Family`] (named by [`Family::name`]).
+//! A call to [`Store::write`] becomes exactly one RocksDB write: every batch the
+//! commit pipeline drained is merged into one `rocksdb::WriteBatch`, so one
+//! WAL append and (with `sync`) one fsync acknowledge them all.
+//!
+//! # Tuning, and why
+//! - Every family compresses with LZ4 (cheap enough for the write path); the
+//!   bottommost level, which holds most of the data, uses Zstd.
+//! - The `blobs` family keeps message bodies of at least
+//!   [`RocksOptions::min_blob_size`] bytes in blob files. The WAL still carries
+//!   the whole value, so this changes nothing on the commit path; it keeps big
+//!   bodies out of compactions, which then only move keys and small records.
+//!   Blob garbage collection reclaims the bodies of deleted messages.
+//!
+//! # Read-only mode
+//! [`RocksOptions::read_only`] opens without taking the database lock, replaying
+//! the WAL into memory without writing anything. That lets `ringpost spool
+//! stats` look at a store a running server holds, or one left behind by a
+//! crash. It sees the data as of the moment it opened.
+
+use crate::{Family, Op, Store, StoreError, WriteBatch};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, FlushOptions,
+    Options, ReadOptions, WriteOptions, DB,
+};
+use std::path::Path;
+
+/// WAL bytes kept before RocksDB flushes the families holding the oldest WAL file.
+const MAX_TOTAL_WAL_SIZE: u64 = 256 << 20;
+
+/// RocksDB store.
+pub struct RocksStore {
+    db: DB,
+    read_only: bool,
+}
+
+/// Options for opening a RocksDB store.
+///
+/// Build it with `..Default::default()` so that new fields do not break callers.
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    /// Open read-only (no lock; works beside a running server and after a crash).
+    pub read_only: bool,
+    /// Values in the `blobs` family of at least this many bytes go to RocksDB
+    /// blob files instead of SST files; `None` keeps every value inline.
+    /// Default: 4 KiB.
+    pub min_blob_size: Option<u64>,
+    /// Size of each family's memtable in bytes (RocksDB's `write_buffer_size`).
+    /// Default: 64 MiB, RocksDB's own default.
+    pub write_buffer_size: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            read_only: false,
+            min_blob_size: Some(4096),
+            write_buffer_size: 64 << 20,
+        }
+    }
+}
+
+impl RocksStore {
+    /// Open (creating when missing, unless read-only) the database at `path`.
+    pub fn open(path: &Path, opts: RocksOptions) -> Result<RocksStore, StoreError> {
+        // The bindings create the directory before opening, even read-only;
+        // a mistyped path given to a read-only tool must not leave one behind.
+        if opts.read_only && !path.join("CURRENT").is_file() {
+            return Err(StoreError::Engine(format!(
+                "no RocksDB store at {}",
+                path.display()
+            )));
+        }
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(!opts.read_only);
+        db_opts.create_missing_column_families(!opts.read_only);
+        // Old info logs pile up otherwise: one per open.
+        db_opts.set_keep_log_file_num(4);
+        // A WAL file lives until every family with data in it is flushed, and
+        // rarely written families (users) would keep gigabytes of WAL around
+        // that a restart, or a read-only open, must replay. Past this total
+        // RocksDB flushes those families.
+        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_SIZE);
+
+        let families = Family::ALL.iter().map(|&family| {
+            ColumnFamilyDescriptor::new(family.name(), family_options(family, &opts))
+        });
+        let db = if opts.read_only {
+            // `false`: a WAL left behind by a running or crashed server is
+            // expected; replay it (in memory) rather than refuse to open.
+            DB::open_cf_descriptors_read_only(&db_opts, path, families, false)
+        } else {
+            DB::open_cf_descriptors(&db_opts, path, families)
+        }
+        .map_err(StoreError::engine)?;
+        Ok(RocksStore {
+            db,
+            read_only: opts.read_only,
+        })
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn cf(&self, family: Family) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(family.name()).ok_or_else(|| {
+            StoreError::Engine(format!("column family {} is missing", family.name()))
+        })
+    }
+}
+
+/// Column family options for `family`.
+fn family_options(family: Family, opts: &RocksOptions) -> Options {
+    let mut cf = Options::default();
+    cf.set_compression_type(DBCompressionType::Lz4);
+    cf.set_bottommost_compression_type(DBCompressionType::Zstd);
+    cf.set_write_buffer_size(opts.write_buffer_size);
+    let mut table = BlockBasedOptions::default();
+    // Point lookups (`get` by message id) dominate reads outside the queue:
+    // a bloom filter spares a disk read for every level without the key.
+    table.set_bloom_filter(10.0, false);
+    cf.set_block_based_table_factory(&table);
+    if family == Family::Blobs {
+        if let Some(min) = opts.min_blob_size {
+            cf.set_enable_blob_files(true);
+            cf.set_min_blob_size(min);
+            cf.set_blob_compression_type(DBCompressionType::Lz4);
+            cf.set_enable_blob_gc(true);
+        }
+    }
+    cf
+}
+
+impl Store for RocksStore {
+    fn write(&self, batches: &[WriteBatch], sync: bool) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        // Size the merged batch up front: one allocation instead of regrowth.
+        // Each op also costs a few bytes of RocksDB framing.
+        let ops: usize = batches.iter().map(WriteBatch::len).sum();
+        let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
+        let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
+        for op in batches.iter().flat_map(WriteBatch::ops) {
+            match op {
+                Op::Put { family, key, value } => merged.put_cf(self.cf(*family)?, key, value),
+                Op::Delete { family, key } => merged.delete_cf(self.cf(*family)?, key),
+            }
+        }
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync);
+        self.db
+            .write_opt(merged, &write_opts)
+            .map_err(StoreError::engine)
+    }
+
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(family)?, key)
+            .map_err(StoreError::engine)
+    }
+
+    fn scan(
+        &self,
+        family: Family,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        if matches!(end, Some(end) if end <= start) {
+            return Ok(());
+        }
+        let mut read_opts = ReadOptions::default();
+        if let Some(end) = end {
+            // Lets RocksDB stop at the bound itself instead of stepping over
+            // the deleted queue entries that pile up past it.
+            read_opts.set_iterate_upper_bound(end);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(family)?, read_opts);
+        iter.seek(start);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !visit(key, value) {
+                return Ok(());
+            }
+            iter.next();
+        }
+        // An iterator also stops on an I/O error or corruption: tell them apart.
+        iter.status().map_err(StoreError::engine)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.flush_wal(true).map_err(StoreError::engine)?;
+        let families = Family::ALL
+            .iter()
+            .map(|&family| self.cf(family))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut flush_opts = FlushOptions::default();
+        flush_opts.set_wait(true);
+        self.db
+            .flush_cfs_opt(&families, &flush_opts)
+            .map_err(StoreError::engine)
+    }
+}

@@ -1,0 +1,826 @@
+//! Typed spool records: message ids, envelopes, queue entries.
+//!
+//! This module is the only place that knows how these records are laid out in
+//! the store, so SMTP, the delivery scheduler and the tools agree on them.
+//!
+//! # Keys
+//! - `blobs`, `envelopes`: the 16-byte [`MessageId`]. Ids start with the
+//!   accept time, so both families are in arrival order.
+//! - `queue`: due time (unix millis, `u64` big-endian) ‖ message id (16) ‖
+//!   domain (UTF-8). Big-endian makes byte order equal numeric order, so a
+//!   scan from the start of the family yields entries in due order and
+//!   [`due_queue_entries`] is one range scan.
+//!
+//! # Values
+//! Values use a small private binary codec: a format version byte, then the
+//! fields in order. Integers are LEB128 varints; strings and lists carry a
+//! varint length first. Decoding checks every length against the bytes left
+//! and never panics: bad input becomes [`StoreError::Corrupt`].
+//!
+//! - envelope: version ‖ sender ‖ received_at ‖ size ‖ recipient count ‖ recipients
+//! - queue entry (the key holds due, id and domain): version ‖ recipient count ‖
+//!   recipients ‖ attempts ‖ has-error flag (0/1) ‖ [last error]
+//!
+//! # Changing the queue
+//! A scheduler changes an entry by rewriting it in one batch: [`reschedule`]
+//! deletes the old key and puts the new one (new due time, fewer recipients,
+//! more attempts); [`delete_queue_entry`] drops a finished one and
+//! [`delete_message`] the body and envelope once no entry needs them.
+
+use crate::{Family, Store, StoreError, WriteBatch};
+use std::fmt;
+
+/// Version byte that opens every encoded value; bump it when a layout changes.
+const FORMAT_V1: u8 = 1;
+
+/// Bytes of a queue key before the domain: due (8) ‖ id (16).
+const QUEUE_KEY_PREFIX: usize = 8 + 16;
+
+/// 16-byte, time-ordered message id: unix micros (8, big-endian) ‖ shard (2) ‖ per-shard sequence (6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    /// Build an id. `seq` is truncated to 48 bits.
+    pub fn new(unix_micros: u64, shard: u16, seq: u64) -> Self {
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&unix_micros.to_be_bytes());
+        id[8..10].copy_from_slice(&shard.to_be_bytes());
+        // The low 6 bytes of the big-endian sequence are its low 48 bits.
+        id[10..].copy_from_slice(&seq.to_be_bytes()[2..]);
+        MessageId(id)
+    }
+
+    /// The id stored as a key: exactly 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(MessageId)
+    }
+
+    /// When the message was accepted (unix micros).
+    pub fn unix_micros(&self) -> u64 {
+        u64::from_be_bytes(self.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// The shard that accepted it.
+    pub fn shard(&self) -> u16 {
+        u16::from_be_bytes([self.0[8], self.0[9]])
+    }
+
+    /// Its per-shard sequence number (48 bits).
+    pub fn seq(&self) -> u64 {
+        let mut seq = [0; 8];
+        seq[2..].copy_from_slice(&self.0[10..]);
+        u64::from_be_bytes(seq)
+    }
+
+    /// 32 lowercase hex characters (the queue id shown to clients and operators).
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parse 32 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.as_bytes();
+        if s.len() != 32 {
+            return None;
+        }
+        let mut id = [0; 16];
+        for (byte, pair) in id.iter_mut().zip(s.chunks_exact(2)) {
+            *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(MessageId(id))
+    }
+}
+
+/// Value of one hex digit (either case).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for MessageId {
+    /// The hex form, as [`MessageId::to_hex`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+/// Who sent a message to whom, and how big it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// Reverse path; empty for the null sender.
+    pub sender: String,
+    /// Unix micros when accepted.
+    pub received_at: u64,
+    /// Stored body size in bytes (trace header included).
+    pub size: u64,
+    /// Recipients still to be handled.
+    pub recipients: Vec<String>,
+}
+
+impl Envelope {
+    /// The stored value (see the module docs for the layout).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            16 + self.sender.len() + self.recipients.iter().map(|r| r.len() + 2).sum::<usize>(),
+        );
+        out.push(FORMAT_V1);
+        put_str(&mut out, &self.sender);
+        put_varint(&mut out, self.received_at);
+        put_varint(&mut out, self.size);
+        put_strs(&mut out, &self.recipients);
+        out
+    }
+
+    /// Read a stored value back.
+    pub fn decode(value: &[u8]) -> Result<Envelope, StoreError> {
+        let mut r = Reader::new(Family::Envelopes, value);
+        r.version()?;
+        let envelope = Envelope {
+            sender: r.string()?,
+            received_at: r.varint()?,
+            size: r.varint()?,
+            recipients: r.strings()?,
+        };
+        r.finish()?;
+        Ok(envelope)
+    }
+}
+
+/// One queue entry: the recipients of one message at one destination domain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueEntry {
+    /// Unix millis when it is due.
+    pub due: u64,
+    /// The message.
+    pub id: MessageId,
+    /// Destination domain (lowercase).
+    pub domain: String,
+    /// Recipients at that domain.
+    pub recipients: Vec<String>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Last temporary error, if any.
+    pub last_error: Option<String>,
+}
+
+impl QueueEntry {
+    /// Its key in the `queue` family: due ‖ id ‖ domain.
+    pub fn key(&self) -> Vec<u8> {
+        queue_key(self.due, &self.id, &self.domain)
+    }
+
+    /// Its value in the `queue` family (what the key does not hold).
+    pub fn encode_value(&self) -> Vec<u8> {
+        let error_len = self.last_error.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(
+            16 + error_len + self.recipients.iter().map(|r| r.len() + 2).sum::<usize>(),
+        );
+        out.push(FORMAT_V1);
+        put_strs(&mut out, &self.recipients);
+        put_varint(&mut out, u64::from(self.attempts));
+        match &self.last_error {
+            None => out.push(0),
+            Some(error) => {
+                out.push(1);
+                put_str(&mut out, error);
+            }
+        }
+        out
+    }
+
+    /// Rebuild an entry from its key and value.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<QueueEntry, StoreError> {
+        let corrupt = |detail: &str| StoreError::Corrupt {
+            family: Family::Queue.name(),
+            detail: detail.into(),
+        };
+        if key.len() < QUEUE_KEY_PREFIX {
+            return Err(corrupt("queue key shorter than due and id"));
+        }
+        let (due, rest) = key.split_at(8);
+        let (id, domain) = rest.split_at(16);
+        let due = u64::from_be_bytes(due.try_into().expect("8 bytes"));
+        let id = MessageId::from_bytes(id).expect("16 bytes");
+        let domain = std::str::from_utf8(domain)
+            .map_err(|_| corrupt("queue key domain is not UTF-8"))?
+            .to_owned();
+
+        let mut r = Reader::new(Family::Queue, value);
+        r.version()?;
+        let recipients = r.strings()?;
+        let attempts = u32::try_from(r.varint()?).map_err(|_| corrupt("attempts exceed u32"))?;
+        let last_error = match r.byte()? {
+            0 => None,
+            1 => Some(r.string()?),
+            _ => return Err(corrupt("bad last-error flag")),
+        };
+        r.finish()?;
+        Ok(QueueEntry {
+            due,
+            id,
+            domain,
+            recipients,
+            attempts,
+            last_error,
+        })
+    }
+}
+
+/// The `queue` key for `(due, id, domain)`.
+pub fn queue_key(due: u64, id: &MessageId, domain: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(QUEUE_KEY_PREFIX + domain.len());
+    key.extend_from_slice(&due.to_be_bytes());
+    key.extend_from_slice(&id.0);
+    key.extend_from_slice(domain.as_bytes());
+    key
+}
+
+/// Add `entry` to `batch`.
+pub fn put_queue_entry(batch: &mut WriteBatch, entry: &QueueEntry) {
+    batch.put(Family::Queue, entry.key(), entry.encode_value());
+}
+
+/// Remove `entry` (found by its due time, id and domain) in `batch`.
+pub fn delete_queue_entry(batch: &mut WriteBatch, entry: &QueueEntry) {
+    batch.delete(Family::Queue, entry.key());
+}
+
+/// Replace `old` by `new` in `batch`: a new due time, fewer recipients, one
+/// more attempt. Both changes land in the same commit, so a crash never leaves
+/// the entry twice or not at all.
+pub fn reschedule(batch: &mut WriteBatch, old: &QueueEntry, new: &QueueEntry) {
+    let old_key = old.key();
+    let new_key = new.key();
+    if old_key != new_key {
+        batch.delete(Family::Queue, old_key);
+    }
+    batch.put(Family::Queue, new_key, new.encode_value());
+}
+
+/// Store (or replace) the envelope of `id` in `batch`, e.g. with fewer recipients left.
+pub fn put_envelope(batch: &mut WriteBatch, id: &MessageId, envelope: &Envelope) {
+    batch.put(Family::Envelopes, id.0.to_vec(), envelope.encode());
+}
+
+/// Remove the body and envelope of `id` in `batch` (its queue entries are the caller's).
+pub fn delete_message(batch: &mut WriteBatch, id: &MessageId) {
+    batch.delete(Family::Blobs, id.0.to_vec());
+    batch.delete(Family::Envelopes, id.0.to_vec());
+}
+
+/// Counts reported by `ringpost spool stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    /// Stored messages (envelopes).
+    pub messages: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// Queue entries.
+    pub queue_entries: u64,
+}
+
+/// A freshly accepted message: everything written in its one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Full stored bytes (trace header included).
+    pub body: Vec<u8>,
+    /// Its envelope.
+    pub envelope: Envelope,
+    /// One entry per recipient domain.
+    pub queue: Vec<QueueEntry>,
+}
+
+impl NewMessage {
+    /// The batch that stores body, envelope and queue entries together.
+    pub fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        // The body moves into the batch: it is the one big value.
+        batch.put(Family::Blobs, self.id.0.to_vec(), self.body);
+        put_envelope(&mut batch, &self.id, &self.envelope);
+        for entry in &self.queue {
+            put_queue_entry(&mut batch, entry);
+        }
+        batch
+    }
+}
+
+/// Read a message's stored bytes.
+pub fn read_body(store: &dyn Store, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+    store.get(Family::Blobs, &id.0)
+}
+
+/// Read a message's envelope.
+pub fn read_envelope(store: &dyn Store, id: &MessageId) -> Result<Option<Envelope>, StoreError> {
+    store
+        .get(Family::Envelopes, &id.0)?
+        .map(|value| Envelope::decode(&value))
+        .transpose()
+}
+
+/// Every envelope with its id, in id order (tests, tools).
+pub fn list_envelopes(store: &dyn Store) -> Result<Vec<(MessageId, Envelope)>, StoreError> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    store.scan(Family::Envelopes, &[], None, &mut |key, value| {
+        match decode_envelope_row(key, value) {
+            Ok(row) => out.push(row),
+            Err(error) => failure = Some(error),
+        }
+        failure.is_none()
+    })?;
+    failure.map_or(Ok(out), Err)
+}
+
+/// An `envelopes` row: id key and envelope value.
+fn decode_envelope_row(key: &[u8], value: &[u8]) -> Result<(MessageId, Envelope), StoreError> {
+    let id = MessageId::from_bytes(key).ok_or_else(|| StoreError::Corrupt {
+        family: Family::Envelopes.name(),
+        detail: "key is not a 16-byte id".into(),
+    })?;
+    Ok((id, Envelope::decode(value)?))
+}
+
+/// Queue entries due at or before `due_before` (unix millis), at most `limit`, in due order.
+pub fn due_queue_entries(
+    store: &dyn Store,
+    due_before: u64,
+    limit: usize,
+) -> Result<Vec<QueueEntry>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    // Keys start with the due time, so "due <= due_before" is every key below
+    // the first one due a millisecond later.
+    let end = due_before.checked_add(1).map(u64::to_be_bytes);
+    let mut failure = None;
+    store.scan(
+        Family::Queue,
+        &[],
+        end.as_ref().map(|end| &end[..]),
+        &mut |key, value| {
+            match QueueEntry::decode(key, value) {
+                Ok(entry) => out.push(entry),
+                Err(error) => failure = Some(error),
+            }
+            failure.is_none() && out.len() < limit
+        },
+    )?;
+    failure.map_or(Ok(out), Err)
+}
+
+/// Count messages, bytes and queue entries.
+pub fn stats(store: &dyn Store) -> Result<SpoolStats, StoreError> {
+    let mut stats = SpoolStats::default();
+    let mut failure = None;
+    store.scan(Family::Envelopes, &[], None, &mut |_, value| {
+        match Envelope::decode(value) {
+            Ok(envelope) => {
+                stats.messages += 1;
+                stats.bytes += envelope.size;
+            }
+            Err(error) => failure = Some(error),
+        }
+        failure.is_none()
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    store.scan(Family::Queue, &[], None, &mut |_, _| {
+        stats.queue_entries += 1;
+        true
+    })?;
+    Ok(stats)
+}
+
+// ---- the value codec ----
+
+/// Append `value` as an LEB128 varint: 7 bits per byte, high bit = more follow.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_strs(out: &mut Vec<u8>, list: &[String]) {
+    put_varint(out, list.len() as u64);
+    for s in list {
+        put_str(out, s);
+    }
+}
+
+/// Reads one encoded value, front to back, turning every problem into
+/// [`StoreError::Corrupt`] for its family.
+struct Reader<'a> {
+    family: Family,
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(family: Family, value: &'a [u8]) -> Self {
+        Reader {
+            family,
+            rest: value,
+        }
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            family: self.family.name(),
+            detail: detail.into(),
+        }
+    }
+
+    fn version(&mut self) -> Result<(), StoreError> {
+        match self.byte()? {
+            FORMAT_V1 => Ok(()),
+            other => Err(self.corrupt(format!("unknown format version {other}"))),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, StoreError> {
+        let (&first, rest) = self
+            .rest
+            .split_first()
+            .ok_or_else(|| self.corrupt("truncated"))?;
+        self.rest = rest;
+        Ok(first)
+    }
+
+    fn varint(&mut self) -> Result<u64, StoreError> {
+        let mut value = 0u64;
+        // A u64 needs at most 10 groups of 7 bits; the tenth may carry only 1 bit.
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(self.corrupt("varint overflows u64"));
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.corrupt("varint overflows u64"))
+    }
+
+    /// A length that must fit in what is left (so a bad length can neither
+    /// read past the end nor make us allocate a huge buffer).
+    fn len(&mut self) -> Result<usize, StoreError> {
+        let len = self.varint()?;
+        match usize::try_from(len) {
+            Ok(len) if len <= self.rest.len() => Ok(len),
+            _ => Err(self.corrupt(format!(
+                "length {len} exceeds the {} bytes left",
+                self.rest.len()
+            ))),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        let len = self.len()?;
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("string is not UTF-8"))
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, StoreError> {
+        // Every string takes at least one byte (its length), so the count
+        // is bounded by what is left, like any other length.
+        let count = self.len()?;
+        (0..count).map(|_| self.string()).collect()
+    }
+
+    /// Everything must have been read: trailing bytes mean a layout mismatch.
+    fn finish(&self) -> Result<(), StoreError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.corrupt(format!("{} trailing bytes", self.rest.len())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            sender: "alice@example.org".into(),
+            received_at: 1_700_000_000_123_456,
+            size: 2048,
+            recipients: vec![
+                "bob@example.com".into(),
+                "carol@example.net".into(),
+                "".into(),
+            ],
+        }
+    }
+
+    fn entry() -> QueueEntry {
+        QueueEntry {
+            due: 1_700_000_000_123,
+            id: MessageId::new(1_700_000_000_123_456, 3, 42),
+            domain: "example.com".into(),
+            recipients: vec!["bob@example.com".into(), "dave@example.com".into()],
+            attempts: 7,
+            last_error: Some("451 4.7.1 try later".into()),
+        }
+    }
+
+    /// A small deterministic generator, so "garbage" tests are repeatable.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn message_id_fields_round_trip() {
+        let id = MessageId::new(0x0102_0304_0506_0708, 0x090a, 0xffff_0b0c_0d0e_0f10);
+        assert_eq!(
+            id.0,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        );
+        assert_eq!(id.unix_micros(), 0x0102_0304_0506_0708);
+        assert_eq!(id.shard(), 0x090a);
+        assert_eq!(id.seq(), 0x0b0c_0d0e_0f10, "seq is truncated to 48 bits");
+        assert_eq!(MessageId::from_bytes(&id.0), Some(id));
+        assert_eq!(MessageId::from_bytes(&id.0[..15]), None);
+    }
+
+    #[test]
+    fn message_id_orders_by_time_then_shard_then_seq() {
+        let ids = [
+            MessageId::new(1, 9, 9),
+            MessageId::new(2, 0, 0),
+            MessageId::new(2, 0, 1),
+            MessageId::new(2, 0, 256),
+            MessageId::new(2, 1, 0),
+            MessageId::new(256, 0, 0),
+            MessageId::new(u64::MAX, u16::MAX, u64::MAX),
+        ];
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} < {:?}", pair[0], pair[1]);
+            assert!(pair[0].0 < pair[1].0, "byte order matches");
+            assert!(pair[0].to_hex() < pair[1].to_hex(), "hex order matches");
+        }
+    }
+
+    #[test]
+    fn message_id_hex() {
+        let id = MessageId::new(0x0102_0304_0506_0708, 0x090a, 0x0b0c_0d0e_0fff);
+        assert_eq!(id.to_hex(), "0102030405060708090a0b0c0d0e0fff");
+        assert_eq!(id.to_string(), id.to_hex());
+        assert_eq!(MessageId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(
+            MessageId::from_hex("0102030405060708090A0B0C0D0E0FFF"),
+            Some(id)
+        );
+        assert_eq!(MessageId::from_hex(""), None);
+        assert_eq!(MessageId::from_hex("0102030405060708090a0b0c0d0e0ff"), None);
+        assert_eq!(
+            MessageId::from_hex("0102030405060708090a0b0c0d0e0fff0"),
+            None
+        );
+        assert_eq!(
+            MessageId::from_hex("0102030405060708090a0b0c0d0e0fgf"),
+            None
+        );
+        // 32 bytes but not 32 characters: must not panic on a char boundary.
+        assert_eq!(MessageId::from_hex("éééééééééééééééé"), None);
+        assert_eq!(MessageId::default().to_hex(), "0".repeat(32));
+    }
+
+    #[test]
+    fn varint_edges_round_trip() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            255,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            let mut r = Reader::new(Family::Queue, &out);
+            assert_eq!(r.varint().unwrap(), value);
+            r.finish().unwrap();
+        }
+        // Eleven continuation bytes, and a tenth byte carrying more than one bit.
+        let too_long = [0xff; 11];
+        assert!(matches!(
+            Reader::new(Family::Queue, &too_long).varint(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut overflow = vec![0xff; 9];
+        overflow.push(0x02);
+        assert!(matches!(
+            Reader::new(Family::Queue, &overflow).varint(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        for envelope in [envelope(), Envelope::default()] {
+            assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn queue_entry_round_trip() {
+        let mut e = entry();
+        assert_eq!(QueueEntry::decode(&e.key(), &e.encode_value()).unwrap(), e);
+        e.last_error = None;
+        e.attempts = u32::MAX;
+        e.domain = String::new();
+        e.recipients.clear();
+        assert_eq!(QueueEntry::decode(&e.key(), &e.encode_value()).unwrap(), e);
+    }
+
+    #[test]
+    fn queue_key_layout() {
+        let e = entry();
+        let key = e.key();
+        assert_eq!(&key[..8], &e.due.to_be_bytes());
+        assert_eq!(&key[8..24], &e.id.0);
+        assert_eq!(&key[24..], b"example.com");
+        assert_eq!(key, queue_key(e.due, &e.id, &e.domain));
+    }
+
+    #[test]
+    fn truncated_values_are_corrupt() {
+        let envelope = envelope().encode();
+        for len in 0..envelope.len() {
+            let err = Envelope::decode(&envelope[..len]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Corrupt {
+                        family: "envelopes",
+                        ..
+                    }
+                ),
+                "{len}: {err:?}"
+            );
+        }
+        let e = entry();
+        let (key, value) = (e.key(), e.encode_value());
+        for len in 0..value.len() {
+            let err = QueueEntry::decode(&key, &value[..len]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Corrupt {
+                        family: "queue",
+                        ..
+                    }
+                ),
+                "{len}: {err:?}"
+            );
+        }
+        for len in 0..QUEUE_KEY_PREFIX {
+            assert!(QueueEntry::decode(&key[..len], &value).is_err());
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_and_bad_fields_are_corrupt() {
+        let mut value = envelope().encode();
+        value.push(0);
+        assert!(Envelope::decode(&value).is_err());
+
+        let mut value = envelope().encode();
+        value[0] = 2;
+        assert!(Envelope::decode(&value).is_err(), "unknown version");
+
+        let e = entry();
+        let mut value = e.encode_value();
+        let flag = value.len() - e.last_error.as_ref().unwrap().len() - 2;
+        value[flag] = 2;
+        assert!(QueueEntry::decode(&e.key(), &value).is_err(), "bad flag");
+
+        let mut key = e.key();
+        key.push(0xff);
+        assert!(
+            QueueEntry::decode(&key, &e.encode_value()).is_err(),
+            "non-UTF-8 domain"
+        );
+
+        let mut value = vec![FORMAT_V1, 1, 2, 0xc3, 0x28]; // one recipient, invalid UTF-8
+        assert!(QueueEntry::decode(&e.key(), &value).is_err());
+        value = vec![FORMAT_V1, 0, 0x80, 0x80, 0x80, 0x80, 0x10, 0]; // attempts > u32
+        assert!(QueueEntry::decode(&e.key(), &value).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let valid = [envelope().encode(), entry().encode_value()];
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (rng.next() % 64) as usize;
+                (0..len).map(|_| rng.next() as u8).collect()
+            } else {
+                // Flip a few bytes of a valid value: reaches deeper than pure noise.
+                let mut bytes = valid[round % 4 / 2].clone();
+                for _ in 0..1 + rng.next() % 3 {
+                    let at = (rng.next() as usize) % bytes.len();
+                    bytes[at] = rng.next() as u8;
+                }
+                bytes
+            };
+            let _ = Envelope::decode(&bytes);
+            let _ = QueueEntry::decode(&bytes, &bytes);
+            let _ = QueueEntry::decode(&entry().key(), &bytes);
+        }
+    }
+
+    #[test]
+    fn reschedule_replaces_the_key() {
+        let old = entry();
+        let new = QueueEntry {
+            due: old.due + 60_000,
+            attempts: old.attempts + 1,
+            ..old.clone()
+        };
+        let mut batch = WriteBatch::new();
+        reschedule(&mut batch, &old, &new);
+        assert_eq!(
+            batch.ops(),
+            &[
+                crate::Op::Delete {
+                    family: Family::Queue,
+                    key: old.key()
+                },
+                crate::Op::Put {
+                    family: Family::Queue,
+                    key: new.key(),
+                    value: new.encode_value()
+                },
+            ]
+        );
+        // Same key (only recipients changed): a plain overwrite.
+        let fewer = QueueEntry {
+            recipients: vec!["bob@example.com".into()],
+            ..old.clone()
+        };
+        let mut batch = WriteBatch::new();
+        reschedule(&mut batch, &old, &fewer);
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn new_message_batch_holds_everything() {
+        let id = MessageId::new(5, 1, 1);
+        let message = NewMessage {
+            id,
+            body: b"Subject: hi\r\n\r\nhello\r\n".to_vec(),
+            envelope: envelope(),
+            queue: vec![
+                QueueEntry { id, ..entry() },
+                QueueEntry {
+                    id,
+                    domain: "example.net".into(),
+                    ..entry()
+                },
+            ],
+        };
+        let batch = message.clone().into_batch();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(
+            batch.ops()[0],
+            crate::Op::Put {
+                family: Family::Blobs,
+                key: id.0.to_vec(),
+                value: message.body.clone()
+            }
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! RocksDB-specific behaviour: persistence across reopen, read-only opens
+//! beside a writer, blob files.
+#![cfg(feature = "rocksdb")]
+
+use ringpost_storage::spool::{self, Envelope, MessageId, NewMessage, QueueEntry};
+use ringpost_storage::{Family, RocksOptions, RocksStore, Store, StoreError, WriteBatch};
+use std::path::Path;
+
+fn read_only() -> RocksOptions {
+    RocksOptions {
+        read_only: true,
+        ..Default::default()
+    }
+}
+
+fn put(family: Family, key: &[u8], value: Vec<u8>) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(family, key.to_vec(), value);
+    batch
+}
+
+fn message(seq: u64) -> NewMessage {
+    let id = MessageId::new(1_700_000_000_000_000 + seq, 0, seq);
+    NewMessage {
+        id,
+        body: vec![b'x'; 3000],
+        envelope: Envelope {
+            sender: "a@example.org".into(),
+            received_at: 1,
+            size: 3000,
+            recipients: vec!["b@example.com".into()],
+        },
+        queue: vec![QueueEntry {
+            due: 5,
+            id,
+            domain: "example.com".into(),
+            recipients: vec!["b@example.com".into()],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Files in `dir` whose name ends with `suffix`.
+fn count_files(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        })
+        .count()
+}
+
+#[test]
+fn synced_writes_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        store
+            .write(&[put(Family::Users, b"alice", b"hash".to_vec())], true)
+            .unwrap();
+        store.write(&[message(1).into_batch()], true).unwrap();
+        // Dropped without flush: the data lives only in the WAL.
+    }
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    assert_eq!(
+        store.get(Family::Users, b"alice").unwrap(),
+        Some(b"hash".to_vec())
+    );
+    assert_eq!(
+        spool::read_body(&store, &message(1).id).unwrap(),
+        Some(vec![b'x'; 3000])
+    );
+    assert_eq!(spool::stats(&store).unwrap().queue_entries, 1);
+}
+
+#[test]
+fn read_only_open_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    assert!(!writer.is_read_only());
+    for seq in 0..10 {
+        writer.write(&[message(seq).into_batch()], true).unwrap();
+    }
+
+    // The writer still holds the database (and its lock).
+    let reader = RocksStore::open(dir.path(), read_only()).unwrap();
+    assert!(reader.is_read_only());
+    let stats = spool::stats(&reader).unwrap();
+    assert_eq!(
+        (stats.messages, stats.bytes, stats.queue_entries),
+        (10, 30_000, 10)
+    );
+    assert_eq!(
+        spool::read_body(&reader, &message(3).id).unwrap(),
+        Some(vec![b'x'; 3000])
+    );
+
+    // Writes are refused; flush has nothing to do.
+    assert_eq!(
+        reader.write(&[put(Family::Users, b"x", vec![])], true),
+        Err(StoreError::ReadOnly)
+    );
+    assert_eq!(reader.write(&[], true), Err(StoreError::ReadOnly));
+    assert_eq!(reader.flush(), Ok(()));
+
+    // A second read-write open is refused while the writer holds the lock.
+    assert!(matches!(
+        RocksStore::open(dir.path(), RocksOptions::default()),
+        Err(StoreError::Engine(_))
+    ));
+
+    // A reader sees the store as it was when it opened; a new one sees more.
+    writer.write(&[message(10).into_batch()], true).unwrap();
+    writer.flush().unwrap();
+    let later = RocksStore::open(dir.path(), read_only()).unwrap();
+    assert_eq!(spool::stats(&later).unwrap().messages, 11);
+    assert_eq!(spool::list_envelopes(&later).unwrap().len(), 11);
+}
+
+#[test]
+fn read_only_open_of_a_missing_store_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    assert!(matches!(
+        RocksStore::open(&missing, read_only()),
+        Err(StoreError::Engine(_))
+    ));
+    assert!(!missing.exists(), "read-only must not create the store");
+}
+
+#[test]
+fn large_bodies_go_to_blob_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![7u8; 100_000];
+    {
+        let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+        store
+            .write(&[put(Family::Blobs, b"big", big.clone())], true)
+            .unwrap();
+        store
+            .write(&[put(Family::Blobs, b"small", vec![1; 100])], true)
+            .unwrap();
+        store.flush().unwrap();
+        assert!(
+            count_files(dir.path(), ".blob") >= 1,
+            "flush wrote a blob file"
+        );
+    }
+    let store = RocksStore::open(dir.path(), read_only()).unwrap();
+    assert!(store.get(Family::Blobs, b"big").unwrap() == Some(big));
+    assert_eq!(
+        store.get(Family::Blobs, b"small").unwrap(),
+        Some(vec![1; 100])
+    );
+
+    // Blob files off: nothing goes to blob files.
+    let inline = tempfile::tempdir().unwrap();
+    let opts = RocksOptions {
+        min_blob_size: None,
+        ..Default::default()
+    };
+    let store = RocksStore::open(inline.path(), opts).unwrap();
+    store
+        .write(&[put(Family::Blobs, b"big", vec![7; 100_000])], true)
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(count_files(inline.path(), ".blob"), 0);
+}
