@@ -1,12 +1,25 @@
-# The two quick-start commands are `make run` and `make test`; both install
-# what a fresh Debian machine lacks first (scripts/setup.sh).
+# The two quick-start commands are `make run` and `make test`; both first
+# install what a fresh Debian machine with Rust lacks (`make setup`).
 
 CARGO ?= cargo
 
 .PHONY: run test lint setup bench-accept
 
+# RocksDB's bindings are generated at build time and need libclang; RocksDB
+# itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
+# Only what is missing is installed (root, or sudo).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
 setup:
-	@./scripts/setup.sh
+	@need=""; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need="$$need libclang-dev"; \
+	command -v c++ >/dev/null 2>&1 || need="$$need g++"; \
+	command -v python3 >/dev/null 2>&1 || need="$$need python3"; \
+	if [ -n "$$need" ]; then \
+	  echo "setup: installing$$need"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
+	fi
 
 ## Start the server on its embedded store (./ringpost-data), SMTP on 127.0.0.1:2525.
 run: setup

@@ -92,7 +92,7 @@ fn serve(stream: TcpStream, c: &Counters, fail: Fail) -> std::io::Result<()> {
             }
             "DATA" => {
                 let n = c.data_commands.fetch_add(1, Ordering::Relaxed) + 1;
-                let refuse = n % 3 == 0;
+                let refuse = n.is_multiple_of(3);
                 if refuse && fail == Fail::DataCommand {
                     c.refused.fetch_add(1, Ordering::Relaxed);
                     out.write_all(b"451 4.3.0 Try again later\r\n")?;

@@ -13,6 +13,8 @@
 //!   the whole value, so this changes nothing on the commit path; it keeps big
 //!   bodies out of compactions, which then only move keys and small records.
 //!   Blob garbage collection reclaims the bodies of deleted messages.
+//! - The WAL is capped at 256 MiB in total, so a restart (or a read-only
+//!   open) never replays more than that.
 //!
 //! # Read-only mode
 //! [`RocksOptions::read_only`] opens without taking the database lock, replaying

@@ -38,15 +38,7 @@ fn value(n: u64) -> Vec<u8> {
         2 => (n as usize).wrapping_mul(37) % 8192,
         _ => 1 + (n as usize).wrapping_mul(7919) % (64 << 10),
     };
-    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    ringpost_storage::conformance::pattern(n, len)
 }
 
 /// Record `n`: its blob plus a small row in another family, in one batch, so

@@ -291,7 +291,7 @@ fn take_output(session: &mut ServerSession, trace: &mut Trace) {
 }
 
 fn answer(session: &mut ServerSession, event: &Event, trace: &Trace, answers: Answers) {
-    let yes = answers == Answers::Accept || trace.events.len() % 2 == 0;
+    let yes = answers == Answers::Accept || trace.events.len().is_multiple_of(2);
     match (event, yes) {
         (Event::Recipient { .. }, true) => session.accept_recipient(),
         (Event::Recipient { .. }, false) => session.reject_recipient(replies::NO_SUCH_USER),

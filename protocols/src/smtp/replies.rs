@@ -132,7 +132,11 @@ pub fn too_many_errors(hostname: &str) -> Reply {
 
 /// 421 4.7.0 at the greeting: the server is at its connection limit.
 pub fn too_many_connections(hostname: &str) -> Reply {
-    Reply::new(421, "4.7.0", format!("{hostname} Too many connections, try again later"))
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{hostname} Too many connections, try again later"),
+    )
 }
 
 // ---------------------------------------------------------------------------

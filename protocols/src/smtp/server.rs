@@ -189,6 +189,7 @@ impl ServerSession {
     /// driver (see [`Self::poll_event`]) or closes; the driver keeps the rest
     /// and feeds it again after answering. Incomplete command lines are kept
     /// inside the session (at most `max_line_len` bytes).
+    #[must_use = "unconsumed input must be fed again"]
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
         while used < input.len() {
