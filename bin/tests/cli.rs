@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const RINGPOST: &str = env!("CARGO_BIN_EXE_ringpost");
 
 /// Start `ringpost serve` on ephemeral loopback ports; return it and its SMTP address.
+/// The caller waits for the child; if start-up fails, the test fails right here.
+#[allow(clippy::zombie_processes)]
 fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(RINGPOST)
         .args([

@@ -64,7 +64,6 @@ impl Shard {
             max_message_size: config.smtp.max_message_size,
             max_recipients: config.smtp.max_recipients,
             max_errors: config.smtp.max_errors,
-            ..ServerConfig::default()
         });
         Shard {
             id,

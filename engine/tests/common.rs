@@ -10,13 +10,15 @@ use std::time::Duration;
 /// A server on 127.0.0.1 with ephemeral ports and a fresh RocksDB dir.
 pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.hostname = "mx.test".into();
-    config.data_dir = dir.path().join("data");
+    let mut config = Config {
+        hostname: "mx.test".into(),
+        data_dir: dir.path().join("data"),
+        shards: 2,
+        pin_shards: false,
+        ..Config::default()
+    };
     config.smtp.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.shards = 2;
-    config.pin_shards = false;
     tweak(&mut config);
     (ringpost_engine::start(config).expect("server starts"), dir)
 }
