@@ -63,6 +63,12 @@ struct ServeArgs {
     /// Keep the spool in memory only (nothing survives a restart).
     #[arg(long)]
     memory_store: bool,
+    /// Accept and keep mail, deliver nothing (config: relay.enabled = false).
+    #[arg(long)]
+    no_relay: bool,
+    /// Deliver everything to this host:port instead of MX hosts (config: relay.smarthost).
+    #[arg(long)]
+    smarthost: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +144,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.memory_store {
         config.store.engine = StoreEngine::Memory;
     }
+    if args.no_relay {
+        config.relay.enabled = false;
+    }
+    if args.smarthost.is_some() {
+        config.relay.smarthost = args.smarthost;
+    }
     if let Err(e) = config.validate() {
         eprintln!("ringpost: {e}");
         return ExitCode::FAILURE;
@@ -155,6 +167,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let relay = config.relay.clone();
     let server = match ringpost_engine::start(config) {
         Ok(s) => s,
         Err(e) => {
@@ -170,6 +183,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     println!("  store    {}", server.store_description());
     println!("  shards   {}", server.shard_count());
+    println!("  relay    {}", relay_line(&relay));
     let signal = signals.forever().next();
     println!(
         "ringpost: signal {} received, shutting down",
@@ -178,6 +192,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     server.shutdown();
     println!("ringpost: stopped");
     ExitCode::SUCCESS
+}
+
+/// How outbound mail is routed, in words.
+fn relay_line(relay: &ringpost_engine::config::RelayConfig) -> String {
+    if !relay.enabled {
+        return "off (mail is accepted and kept)".into();
+    }
+    match &relay.smarthost {
+        Some(host) => format!("via smarthost {host}"),
+        None => format!("to MX hosts, port {}", relay.mx_port),
+    }
 }
 
 fn spool_stats(data_dir: &std::path::Path) -> ExitCode {

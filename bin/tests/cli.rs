@@ -25,6 +25,7 @@ fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
             "127.0.0.1:0",
             "--shards",
             "2",
+            "--no-relay",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -6,6 +6,7 @@
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// SMTP listener settings.
     pub smtp: SmtpConfig,
+    /// Outbound delivery settings.
+    pub relay: RelayConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
 }
@@ -78,6 +81,58 @@ pub struct SmtpConfig {
     pub local_domains: Vec<String>,
 }
 
+/// Outbound delivery: routing, limits, retries and timeouts.
+///
+/// Defaults follow Postfix where it has an equivalent (concurrency 20 per
+/// destination, first retry after 5 minutes, at most an hour between
+/// retries, 5 days before a message bounces).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Deliver queued mail at all (off: mail is only accepted and kept).
+    pub enabled: bool,
+    /// TCP port of MX hosts (25; tests point it elsewhere).
+    pub mx_port: u16,
+    /// DNS servers to ask (`ip:port`); empty means the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Seconds before one DNS query is given up.
+    pub dns_timeout_secs: u64,
+    /// Send everything (except statically routed domains) to this `host:port`.
+    pub smarthost: Option<String>,
+    /// Per-domain static routes: domain → `host:port`, instead of MX lookup.
+    pub routes: BTreeMap<String, String>,
+    /// Simultaneous connections to one destination domain.
+    pub max_connections_per_destination: usize,
+    /// Simultaneous outbound connections of one shard.
+    pub max_connections_per_shard: usize,
+    /// Messages sent over one connection before it is closed and reopened.
+    pub max_messages_per_connection: usize,
+    /// Seconds an idle outbound connection waits for more mail before QUIT.
+    pub idle_connection_secs: u64,
+    /// Queue entries one shard keeps in memory; the rest wait in the store.
+    pub max_queued_per_shard: usize,
+    /// First retry delay, seconds; each later one doubles (with jitter).
+    pub retry_initial_secs: u64,
+    /// Longest delay between retries, seconds.
+    pub retry_max_secs: u64,
+    /// A message still undelivered this long after arrival bounces, seconds.
+    pub max_lifetime_secs: u64,
+    /// Use BDAT (RFC 3030) when the server offers CHUNKING and PIPELINING.
+    pub use_chunking: bool,
+    /// Seconds to wait for a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
+    pub greeting_timeout_secs: u64,
+    /// Seconds to wait for EHLO, MAIL, RCPT, RSET and QUIT replies (RFC: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for the 354 after DATA (RFC: 2 minutes).
+    pub data_init_timeout_secs: u64,
+    /// Seconds one write of message data may take (RFC: 3 minutes).
+    pub data_block_timeout_secs: u64,
+    /// Seconds to wait for the reply after the final dot (RFC: 10 minutes).
+    pub data_done_timeout_secs: u64,
+}
+
 /// Prometheus endpoint settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +150,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./ringpost-data"),
             store: StoreConfig::default(),
             smtp: SmtpConfig::default(),
+            relay: RelayConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -123,6 +179,34 @@ impl Default for SmtpConfig {
             data_timeout_secs: 180,
             relay_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             local_domains: Vec::new(),
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            mx_port: 25,
+            nameservers: Vec::new(),
+            dns_timeout_secs: 5,
+            smarthost: None,
+            routes: BTreeMap::new(),
+            max_connections_per_destination: 20,
+            max_connections_per_shard: 1000,
+            max_messages_per_connection: 1000,
+            idle_connection_secs: 2,
+            max_queued_per_shard: 200_000,
+            retry_initial_secs: 300,
+            retry_max_secs: 3600,
+            max_lifetime_secs: 5 * 24 * 3600,
+            use_chunking: true,
+            connect_timeout_secs: 30,
+            greeting_timeout_secs: 300,
+            command_timeout_secs: 300,
+            data_init_timeout_secs: 120,
+            data_block_timeout_secs: 180,
+            data_done_timeout_secs: 600,
         }
     }
 }
@@ -221,6 +305,51 @@ impl Config {
                 "smtp.command_timeout_secs",
                 "timeouts must be at least 1 second",
             );
+        }
+        let r = &self.relay;
+        if r.max_connections_per_destination == 0
+            || r.max_connections_per_shard == 0
+            || r.max_messages_per_connection == 0
+        {
+            return invalid(
+                "relay.max_connections_per_destination",
+                "connection and message limits must be at least 1",
+            );
+        }
+        if r.max_queued_per_shard < 16 {
+            return invalid("relay.max_queued_per_shard", "must be at least 16");
+        }
+        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
+            return invalid(
+                "relay.retry_max_secs",
+                "retry_initial_secs must be at least 1 and at most retry_max_secs",
+            );
+        }
+        if [
+            r.dns_timeout_secs,
+            r.connect_timeout_secs,
+            r.greeting_timeout_secs,
+            r.command_timeout_secs,
+            r.data_init_timeout_secs,
+            r.data_block_timeout_secs,
+            r.data_done_timeout_secs,
+        ]
+        .contains(&0)
+        {
+            return invalid(
+                "relay.command_timeout_secs",
+                "timeouts must be at least 1 second",
+            );
+        }
+        if let Some(host) = &r.smarthost {
+            if let Err(problem) = crate::relay::route::parse_host_port(host) {
+                return invalid("relay.smarthost", problem);
+            }
+        }
+        for (domain, target) in &r.routes {
+            if let Err(problem) = crate::relay::route::parse_host_port(target) {
+                return invalid("relay.routes", format!("{domain}: {problem}"));
+            }
         }
         if let Some(m) = self.metrics.listen {
             if m == s.listen && m.port() != 0 {
@@ -343,6 +472,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("metrics.listen:"), "{text}");
+    }
+
+    #[test]
+    fn relay_section_parses_and_checks_routes() {
+        let c = Config::parse(
+            "[relay]\nmx_port = 2626\nnameservers = [\"127.0.0.1:5353\"]\n[relay.routes]\n\"a.test\" = \"127.0.0.1:2700\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.relay.mx_port, 2626);
+        assert_eq!(c.relay.routes["a.test"], "127.0.0.1:2700");
+        let text = Config::parse("[relay.routes]\n\"a.test\" = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("relay.routes: a.test:"), "{text}");
+        let text = Config::parse("[relay]\nretry_initial_secs = 10\nretry_max_secs = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("relay.retry_max_secs:"), "{text}");
     }
 
     #[test]

@@ -92,10 +92,18 @@ pub fn new_message(
 fn recipients_by_domain(recipients: &[String], hostname: &str) -> BTreeMap<String, Vec<String>> {
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for rcpt in recipients {
-        let domain = domain_of(rcpt).unwrap_or(hostname).to_ascii_lowercase();
-        by_domain.entry(domain).or_default().push(rcpt.clone());
+        by_domain
+            .entry(recipient_domain(rcpt, hostname))
+            .or_default()
+            .push(rcpt.clone());
     }
     by_domain
+}
+
+/// The queue domain of a recipient: its domain, lowercased; a bare
+/// `postmaster` belongs to us (`hostname`).
+pub fn recipient_domain(rcpt: &str, hostname: &str) -> String {
+    domain_of(rcpt).unwrap_or(hostname).to_ascii_lowercase()
 }
 
 /// The domain part of an address, if it has one.

@@ -4,8 +4,10 @@
 //! own SO_REUSEPORT socket and drives each session's sans-IO state machine
 //! from `ringpost-protocols`. At end of data a shard builds the message's
 //! records and hands them to the group-commit writer of `ringpost-storage`;
-//! the client hears 250 only once they are on disk. Shards share no locks:
-//! each has its own counters, id sequence and sessions.
+//! the client hears 250 only once they are on disk. Then each queue entry
+//! goes to the shard that owns its domain, which delivers it to the domain's
+//! MX hosts. Shards share no locks: each has its own counters, id sequence,
+//! sessions and destinations.
 //!
 //! # Layout
 //! - [`config`]: every setting, its default and its checks.
@@ -13,12 +15,14 @@
 //! - `shard`: one executor's accept loop and state.
 //! - `session`: one SMTP connection.
 //! - [`intake`]: from finished transaction to stored records.
+//! - [`relay`]: outbound delivery: ownership, schedule, MX, SMTP client, bounces.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod intake;
 pub mod metrics;
+pub mod relay;
 pub mod server;
 mod session;
 mod shard;

@@ -27,6 +27,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 17))
 }
 
+fn delivery_histogram() -> Histogram {
+    // 1 ms .. ~9 h: from a sink on loopback to a week of retries' worth of hours
+    Histogram::new(exponential_buckets(0.001, 4.0, 13))
+}
+
 fn batch_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 12))
 }
@@ -47,6 +52,67 @@ pub struct Metrics {
     store_commit_requests: Histogram,
     store_commit_bytes: Counter,
     store_commit_seconds: Histogram,
+    relay: RelayFamilies,
+}
+
+/// The relay's metric families, one series per shard.
+struct RelayFamilies {
+    recipients: Family<Labels, Counter>,
+    transactions: Family<Labels, Counter>,
+    dsns: Family<Labels, Counter>,
+    connections_opened: Family<Labels, Counter>,
+    connection_failures: Family<Labels, Counter>,
+    connections_active: Family<Labels, Gauge>,
+    queued: Family<Labels, Gauge>,
+    deferred: Family<Labels, Gauge>,
+    left_in_store: Family<Labels, Counter>,
+    delivery_seconds: HistogramFamily,
+}
+
+impl RelayFamilies {
+    fn new() -> Self {
+        RelayFamilies {
+            recipients: Family::default(),
+            transactions: Family::default(),
+            dsns: Family::default(),
+            connections_opened: Family::default(),
+            connection_failures: Family::default(),
+            connections_active: Family::default(),
+            queued: Family::default(),
+            deferred: Family::default(),
+            left_in_store: Family::default(),
+            delivery_seconds: Family::new_with_constructor(delivery_histogram),
+        }
+    }
+}
+
+/// One shard's relay metric handles.
+#[derive(Clone)]
+pub struct RelayMetrics {
+    /// Recipients accepted by the receiving server.
+    pub delivered: Counter,
+    /// Recipients deferred for a later retry.
+    pub deferred_recipients: Counter,
+    /// Recipients that failed permanently (or expired).
+    pub bounced: Counter,
+    /// SMTP transactions completed (one per queue entry attempt).
+    pub transactions: Counter,
+    /// Delivery status notifications queued.
+    pub dsns: Counter,
+    /// Outbound connections that reached the ready state.
+    pub connections_opened: Counter,
+    /// Hosts that could not be used (refused, timed out, error greeting).
+    pub connection_failures: Counter,
+    /// Outbound connection tasks running now.
+    pub connections_active: Gauge,
+    /// Queue entries held in memory (ready, deferred and in flight).
+    pub queued: Gauge,
+    /// Queue entries waiting for their retry time.
+    pub deferred: Gauge,
+    /// Entries left in the store for lack of memory (swept in later).
+    pub left_in_store: Counter,
+    /// Time from arrival to delivery.
+    pub delivery_seconds: Histogram,
 }
 
 /// One shard's handles: clones of the shard's own metric instances.
@@ -88,6 +154,7 @@ impl Metrics {
             store_commit_requests: batch_histogram(),
             store_commit_bytes: Counter::default(),
             store_commit_seconds: latency_histogram(),
+            relay: RelayFamilies::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,7 +222,86 @@ impl Metrics {
             "Time of one physical write including fsync",
             m.store_commit_seconds.clone(),
         );
+        let r = &m.relay;
+        registry.register(
+            "relay_recipients",
+            "Recipients by delivery attempt result (delivered, deferred, bounced)",
+            r.recipients.clone(),
+        );
+        registry.register(
+            "relay_transactions",
+            "Outbound SMTP transactions completed",
+            r.transactions.clone(),
+        );
+        registry.register(
+            "relay_dsns",
+            "Delivery status notifications queued to senders",
+            r.dsns.clone(),
+        );
+        registry.register(
+            "relay_connections_opened",
+            "Outbound SMTP connections that reached the ready state",
+            r.connections_opened.clone(),
+        );
+        registry.register(
+            "relay_connection_failures",
+            "Outbound hosts that could not be used (refused, timed out, error greeting)",
+            r.connection_failures.clone(),
+        );
+        registry.register(
+            "relay_connections_active",
+            "Outbound connection tasks running now",
+            r.connections_active.clone(),
+        );
+        registry.register(
+            "relay_queue_entries",
+            "Queue entries held in memory by the scheduler",
+            r.queued.clone(),
+        );
+        registry.register(
+            "relay_queue_deferred",
+            "Queue entries waiting for their retry time",
+            r.deferred.clone(),
+        );
+        registry.register(
+            "relay_queue_left_in_store",
+            "Queue entries left in the store for lack of memory, swept in later",
+            r.left_in_store.clone(),
+        );
+        registry.register(
+            "relay_delivery_seconds",
+            "Time from arrival to delivery",
+            r.delivery_seconds.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The relay handles one shard updates.
+    pub fn relay_shard(&self, shard: usize) -> RelayMetrics {
+        let r = &self.relay;
+        let labels: Labels = vec![("shard", shard.to_string())];
+        let result = |result: &str| -> Labels {
+            vec![("shard", shard.to_string()), ("result", result.to_owned())]
+        };
+        // Each guard from `get_or_create` must be dropped before the next
+        // call on the same family, or the insert would wait on our own lock.
+        let delivered = r.recipients.get_or_create(&result("delivered")).clone();
+        let deferred_recipients = r.recipients.get_or_create(&result("deferred")).clone();
+        let bounced = r.recipients.get_or_create(&result("bounced")).clone();
+        RelayMetrics {
+            delivered,
+            deferred_recipients,
+            bounced,
+            transactions: r.transactions.get_or_create(&labels).clone(),
+            dsns: r.dsns.get_or_create(&labels).clone(),
+            connections_opened: r.connections_opened.get_or_create(&labels).clone(),
+            connection_failures: r.connection_failures.get_or_create(&labels).clone(),
+            connections_active: r.connections_active.get_or_create(&labels).clone(),
+            queued: r.queued.get_or_create(&labels).clone(),
+            deferred: r.deferred.get_or_create(&labels).clone(),
+            left_in_store: r.left_in_store.get_or_create(&labels).clone(),
+            delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
+        }
     }
 
     /// The handles one shard updates.

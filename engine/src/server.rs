@@ -9,6 +9,9 @@
 
 use crate::config::{Config, StoreEngine};
 use crate::metrics::{Metrics, MetricsServer};
+use crate::relay::queue::Relay;
+use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
+use crate::relay::Hub;
 use crate::shard::{self, Shard};
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
@@ -25,6 +28,11 @@ use std::sync::Arc;
 const LISTEN_BACKLOG: i32 = 1024;
 /// io_uring registered buffer memory per shard; shards do network I/O only.
 const SHARD_IO_MEMORY: usize = 512 * 1024;
+/// Messages one shard's relay inbox holds; entries that do not fit stay in
+/// the store and are swept in by their owner.
+const RELAY_INBOX: usize = 16 * 1024;
+/// DNS answers cached by the resolver thread.
+const DNS_CACHE: usize = 16 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +53,9 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The DNS resolver thread could not be started.
+    #[error("cannot start the DNS resolver: {0}")]
+    Resolver(std::io::Error),
     /// A shard thread could not be started.
     #[error("cannot start shard {shard}: {detail}")]
     Shard {
@@ -65,6 +76,7 @@ pub struct RunningServer {
     pipeline: Option<CommitPipeline>,
     stops: Vec<oneshot::Sender<()>>,
     shards: Vec<ExecutorJoinHandle<()>>,
+    resolver: Option<ResolverThread>,
 }
 
 /// Start everything `config` describes.
@@ -101,6 +113,22 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             source,
         })?;
 
+    // Outbound delivery: one DNS thread for everyone, one inbox per shard.
+    let (resolver, resolver_thread, hub, mut inboxes) = if config.relay.enabled {
+        let (resolver, thread) = resolver::start(ResolverConfig {
+            nameservers: config.relay.nameservers.clone(),
+            timeout: std::time::Duration::from_secs(config.relay.dns_timeout_secs),
+            attempts: 2,
+            cache_size: DNS_CACHE,
+        })
+        .map_err(StartError::Resolver)?;
+        let (hub, inboxes) = Hub::new(shard_count, RELAY_INBOX);
+        let inboxes: Vec<_> = inboxes.into_iter().map(Some).collect();
+        (Some(resolver), Some(thread), Some(Arc::new(hub)), inboxes)
+    } else {
+        (None, None, None, Vec::new())
+    };
+
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -115,6 +143,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             Placement::Unbound
         };
         let (config, commits, shard_metrics) = (config.clone(), commits.clone(), metrics.shard(id));
+        let relay_metrics = metrics.relay_shard(id);
+        let (store, hub, resolver) = (store.clone(), hub.clone(), resolver.clone());
+        let inbox = inboxes.get_mut(id).and_then(Option::take);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
             .io_memory(SHARD_IO_MEMORY)
@@ -122,8 +153,25 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 // SAFETY: the fd is a listening TCP socket we own and hand over exactly once.
                 let listener =
                     unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
-                let shard = Rc::new(Shard::new(id, config, commits, shard_metrics));
-                shard::run(shard, listener, shard::shutdown_signal(stop_rx)).await;
+                let shutdown = shard::shutdown_signal(stop_rx);
+                let relay = match (hub.clone(), resolver, inbox) {
+                    (Some(hub), Some(resolver), Some(inbox)) => {
+                        let relay = Rc::new(Relay::new(
+                            id,
+                            config.clone(),
+                            store,
+                            commits.clone(),
+                            hub,
+                            resolver,
+                            relay_metrics,
+                        ));
+                        glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
+                        Some(relay)
+                    }
+                    _ => None,
+                };
+                let shard = Rc::new(Shard::new(id, config, commits, shard_metrics, hub));
+                shard::run(shard, listener, shutdown, relay).await;
             })
             .map_err(|e| StartError::Shard {
                 shard: id,
@@ -142,6 +190,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         pipeline: Some(pipeline),
         stops,
         shards,
+        resolver: resolver_thread,
     })
 }
 
@@ -240,6 +289,7 @@ impl RunningServer {
         if let Some(pipeline) = self.pipeline.take() {
             pipeline.shutdown();
         }
+        drop(self.resolver.take());
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }

@@ -146,9 +146,14 @@ async fn accept_message(
     let message = intake::new_message(id, &tx, origin, now);
     smtp.recycle(tx.data);
     let size = message.body.len() as u64;
+    // The owners of the entries hear of them once they are durable.
+    let queue = shard.hub.is_some().then(|| message.queue.clone());
     let started = Instant::now();
     match shard.commits.commit(message.into_batch()).await {
         Ok(()) => {
+            if let (Some(hub), Some(queue)) = (&shard.hub, queue) {
+                hub.route(queue);
+            }
             shard
                 .metrics
                 .commit_wait

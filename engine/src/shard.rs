@@ -6,6 +6,8 @@
 use crate::config::Config;
 use crate::intake::IdGenerator;
 use crate::metrics::ShardMetrics;
+use crate::relay::queue::Relay;
+use crate::relay::Hub;
 use crate::session;
 use futures::channel::oneshot;
 use futures::future::{FutureExt as _, Shared};
@@ -37,6 +39,8 @@ pub(crate) struct Shard {
     pub commits: CommitHandle,
     /// This shard's metric handles.
     pub metrics: ShardMetrics,
+    /// Where accepted queue entries go to be delivered (None: relay off).
+    pub hub: Option<Arc<Hub>>,
     ids: RefCell<IdGenerator>,
     active: Cell<usize>,
 }
@@ -57,6 +61,7 @@ impl Shard {
         config: Arc<Config>,
         commits: CommitHandle,
         metrics: ShardMetrics,
+        hub: Option<Arc<Hub>>,
     ) -> Shard {
         let smtp = Arc::new(ServerConfig {
             hostname: config.hostname.clone(),
@@ -71,6 +76,7 @@ impl Shard {
             smtp,
             commits,
             metrics,
+            hub,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             active: Cell::new(0),
         }
@@ -95,8 +101,14 @@ enum Wake {
     Shutdown,
 }
 
-/// Accept connections until shutdown, then wait (bounded) for sessions to finish.
-pub(crate) async fn run(shard: Rc<Shard>, listener: TcpListener, shutdown: ShutdownSignal) {
+/// Accept connections until shutdown, then wait (bounded) for sessions and
+/// outbound deliveries to finish.
+pub(crate) async fn run(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    shutdown: ShutdownSignal,
+    relay: Option<Rc<Relay>>,
+) {
     let max = shard.config.smtp.max_connections_per_shard;
     loop {
         let accept = async { Wake::Accepted(listener.accept().await) };
@@ -133,7 +145,8 @@ pub(crate) async fn run(shard: Rc<Shard>, listener: TcpListener, shutdown: Shutd
     }
     drop(listener);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shard.active.get() > 0 && Instant::now() < deadline {
+    let busy = || shard.active.get() > 0 || relay.as_ref().is_some_and(|r| r.busy());
+    while busy() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     if shard.active.get() > 0 {

@@ -1,8 +1,8 @@
 //! Command line: the `send` and `sink` subcommands and every option they take.
 //!
 //! Parsing only. Cross-option checks that clap cannot express live in
-//! [`SendArgs::validate`], so that the load generator itself can assume sane
-//! values.
+//! [`SendArgs::validate`] and [`SinkArgs::validate`], so that the load
+//! generator and the sink can assume sane values.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,16 +15,23 @@ pub const DEFAULT_MESSAGES: u64 = 10_000;
 /// Largest sequence number the fixed-width `X-Blast-Seq` field can hold.
 pub const MAX_SEQ: u64 = 999_999_999_999;
 
+/// Most recipient domains `--domains` may ask for (their envelopes are built
+/// up front, about 100 bytes each).
+pub const MAX_DOMAINS: u32 = 100_000;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ringpost-blast",
     version,
     about = "SMTP load generator for ringpost (and any other SMTP server).",
     long_about = "SMTP load generator for ringpost (and any other SMTP server).\n\n\
-        Exit status: 0 = every message accepted and no error seen; \
+        Exit status (send): 0 = every message accepted and no error seen; \
         1 = the run finished but some message failed or some error was counted; \
         2 = the run could not start (bad usage, unresolvable address, \
-        unwritable ack log, io_uring unavailable) or the subcommand is not implemented."
+        unwritable ack log, io_uring unavailable).\n\n\
+        Exit status (sink): 0 = stopped by SIGINT/SIGTERM or --exit-after, report printed; \
+        2 = it could not start (bad usage, address in use, unwritable dump dir or id log, \
+        io_uring unavailable)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,7 +44,7 @@ pub struct Cli {
 pub enum Command {
     /// Blast SMTP transactions at a server and report throughput, latency and errors.
     Send(SendArgs),
-    /// Fast SMTP sink (not implemented yet: exits with status 2).
+    /// Fast SMTP sink with fault injection: accept (or fail) messages and report.
     Sink(SinkArgs),
 }
 
@@ -84,6 +91,11 @@ pub struct SendArgs {
     #[arg(long, default_value = "example.test")]
     pub rcpt_domain: String,
 
+    /// Spread messages over N recipient domains: with N > 1, message SEQ goes
+    /// to user<k>@d<SEQ % N>.DOMAIN (envelope only; the To: header keeps DOMAIN).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub domains: u32,
+
     /// on: MAIL+RCPT*+DATA in one write, then the body in one write (RFC 2920);
     /// off: one command at a time, waiting for each reply.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -129,12 +141,92 @@ pub struct SendArgs {
     pub json: bool,
 }
 
-/// Accepts and ignores anything, so that `sink` can say "not implemented"
-/// instead of a usage error whatever options a script passes it.
-#[derive(Args, Debug)]
+/// Options of `ringpost-blast sink`. Percentages are 0..=100; each decides
+/// independently per RCPT, message or connection (see `sink::faults`).
+#[derive(Args, Debug, Clone)]
 pub struct SinkArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Address to listen on, as host:port (port 0: any free port; the
+    /// "listening on" line names it).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2526")]
+    pub listen: String,
+
+    /// OS threads, each with its own tokio-uring runtime and SO_REUSEPORT listener.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Name in the greeting and the EHLO reply.
+    #[arg(long, default_value = "sink.test")]
+    pub hostname: String,
+
+    /// Answer this share of RCPTs with 450 4.2.0.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub tempfail_rcpt: f64,
+
+    /// Answer this share of RCPTs with 550 5.1.1.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub permfail_rcpt: f64,
+
+    /// Answer this share of messages with 451 4.3.0 after the final dot.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub tempfail_data: f64,
+
+    /// Answer this share of messages with 554 5.6.0 after the final dot.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub permfail_data: f64,
+
+    /// Answer the first N messages (sink-wide) with 451 4.3.0, then judge normally.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tempfail_data_first: u64,
+
+    /// Greet this share of connections with 554 5.3.2 and close them.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub refuse: f64,
+
+    /// Wait this long before every reply to the end of a message.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Seed for the random fault decisions (same seed, same decisions).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Write accepted message number N as DIR/N.eml (exact bytes) and its envelope as DIR/N.json.
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+
+    /// Append one line per accepted message to FILE: its Message-ID, a space, its X-Blast-Seq (or "-").
+    #[arg(long, value_name = "FILE")]
+    pub id_log: Option<PathBuf>,
+
+    /// Stop after N accepted messages (the last one is answered first) and report.
+    #[arg(long, value_name = "N")]
+    pub exit_after: Option<u64>,
+
+    /// Print the report as one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SinkArgs {
+    /// Checks what clap cannot; returns a message for the user on failure.
+    /// (Fault percentages are checked by the sink itself.)
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if self.exit_after == Some(0) {
+            return Err("--exit-after must be at least 1".into());
+        }
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("--hostname must be non-empty without spaces or control characters".into());
+        }
+        Ok(())
+    }
 }
 
 impl SendArgs {
@@ -145,6 +237,9 @@ impl SendArgs {
         }
         if self.rcpts == 0 {
             return Err("--rcpts must be at least 1".into());
+        }
+        if self.domains == 0 || self.domains > MAX_DOMAINS {
+            return Err(format!("--domains must be between 1 and {MAX_DOMAINS}"));
         }
         if self.threads == Some(0) {
             return Err("--threads must be at least 1".into());

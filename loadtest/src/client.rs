@@ -12,9 +12,10 @@
 //! and reused, or dropped when that is impossible (I/O error, timeout, 421,
 //! or a 354 we cannot honour).
 //!
-//! Buffers are owned by the connection and reused: the envelope is one
-//! static byte string for the whole run, the body is this connection's copy
-//! of the template with the sequence digits patched in.
+//! Buffers are owned by the connection and reused: the envelopes (one per
+//! `--domains` recipient domain) are static byte strings built once for the
+//! whole run, the body is this connection's copy of the template with the
+//! sequence digits patched in.
 
 use std::cell::RefCell;
 use std::io;
@@ -42,10 +43,9 @@ pub struct ClientConfig {
     pub ehlo: &'static [u8],
     /// `HELO <name>\r\n`, for servers that refuse EHLO.
     pub helo: &'static [u8],
-    /// MAIL, RCPT×n and DATA back to back: the pipelined envelope.
-    pub envelope: &'static [u8],
-    /// The same commands one by one (MAIL, RCPTs, DATA), for lock-step mode.
-    pub commands: Vec<&'static [u8]>,
+    /// One envelope per recipient domain (`--domains`); message `seq` uses
+    /// `envelopes[seq % len]` (see [`ClientConfig::envelope`]).
+    pub envelopes: Vec<Envelope>,
     pub template: MessageTemplate,
     pub pipelining: bool,
     /// 0 = unlimited.
@@ -53,6 +53,23 @@ pub struct ClientConfig {
     pub io_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_connect_failures: u32,
+}
+
+/// The commands of one transaction's envelope, built once per run.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// MAIL, RCPT×n and DATA back to back: the pipelined envelope.
+    pub pipelined: &'static [u8],
+    /// The same commands one by one (MAIL, RCPTs, DATA), for lock-step mode.
+    pub commands: Vec<&'static [u8]>,
+}
+
+impl ClientConfig {
+    /// The envelope of message `seq`: recipient domain `seq % domains`.
+    /// A lookup, no allocation.
+    pub fn envelope(&self, seq: u64) -> &Envelope {
+        &self.envelopes[(seq % self.envelopes.len() as u64) as usize]
+    }
 }
 
 /// Per-thread tallies, shared by the connection tasks of one runtime.
@@ -240,10 +257,11 @@ async fn transaction(
     body: &mut Option<Vec<u8>>,
 ) -> Txn {
     let start = Instant::now();
+    let env = cfg.envelope(seq);
     let envelope = if cfg.pipelining {
-        pipelined_envelope(cfg, conn).await
+        pipelined_envelope(env, conn).await
     } else {
-        lockstep_envelope(cfg, conn).await
+        lockstep_envelope(env, conn).await
     };
     let state = match envelope {
         Ok(Ok(())) => send_body(cfg, tally, conn, seq, body, start).await,
@@ -270,15 +288,12 @@ async fn transaction(
 /// recover the connection). The outer `Err` is an I/O-level failure.
 type EnvelopeVerdict = Result<(), (Failure, bool)>;
 
-async fn pipelined_envelope(
-    cfg: &ClientConfig,
-    conn: &mut Conn,
-) -> Result<EnvelopeVerdict, Failure> {
-    conn.write(cfg.envelope).await?;
+async fn pipelined_envelope(env: &Envelope, conn: &mut Conn) -> Result<EnvelopeVerdict, Failure> {
+    conn.write(env.pipelined).await?;
     // Replies come back in command order: MAIL, each RCPT, DATA. Read them
     // all even after a refusal, so the connection stays in step.
     let mut first_bad = None;
-    for _ in 0..cfg.commands.len() - 1 {
+    for _ in 0..env.commands.len() - 1 {
         let code = conn.next_reply().await?;
         if !is_2xx(code) {
             first_bad.get_or_insert(code);
@@ -295,11 +310,8 @@ async fn pipelined_envelope(
     })
 }
 
-async fn lockstep_envelope(
-    cfg: &ClientConfig,
-    conn: &mut Conn,
-) -> Result<EnvelopeVerdict, Failure> {
-    let (data, mail_rcpts) = cfg.commands.split_last().expect("envelope has DATA");
+async fn lockstep_envelope(env: &Envelope, conn: &mut Conn) -> Result<EnvelopeVerdict, Failure> {
+    let (data, mail_rcpts) = env.commands.split_last().expect("envelope has DATA");
     for &cmd in mail_rcpts {
         conn.write(cmd).await?;
         let code = conn.next_reply().await?;

@@ -1,5 +1,7 @@
 //! ringpost-blast: the load generator used to measure ringpost (and, for
-//! comparison, Postfix or any other SMTP server).
+//! comparison, Postfix or any other SMTP server), and the SMTP sink that
+//! ringpost relays to when its outbound side is measured or its retry
+//! logic tested.
 //!
 //! It deliberately shares no code with the server it measures: its SMTP
 //! client, reply parser and message builder are its own, so a bug in the
@@ -14,7 +16,9 @@
 //! - [`client`]: one client connection and its send loop;
 //! - [`acklog`]: the per-acknowledged-message log for crash tests;
 //! - [`stats`]: counters, latency histograms and the final report;
-//! - [`send`]: the `send` subcommand, wiring threads and runtimes together.
+//! - [`send`]: the `send` subcommand, wiring threads and runtimes together;
+//! - [`sink`]: the SMTP sink with fault injection, as a library (in-process
+//!   sinks for tests) and as the `sink` subcommand.
 
 pub mod acklog;
 pub mod cli;
@@ -22,4 +26,5 @@ pub mod client;
 pub mod message;
 pub mod reply;
 pub mod send;
+pub mod sink;
 pub mod stats;

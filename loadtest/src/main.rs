@@ -1,15 +1,16 @@
 //! `ringpost-blast`: command-line entry point of the SMTP load generator.
 //!
 //! Parses the command line, runs the subcommand and maps the outcome to the
-//! exit status: 0 = clean run, 1 = the run finished with failed messages or
-//! errors, 2 = the run could not start (or `sink`, which is not implemented
-//! yet). All the work lives in the library crate.
+//! exit status. `send`: 0 = clean run, 1 = the run finished with failed
+//! messages or errors, 2 = the run could not start. `sink`: 0 = stopped by
+//! SIGINT/SIGTERM or `--exit-after` and reported, 2 = it could not start.
+//! All the work lives in the library crate.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use ringpost_loadtest::cli::{Cli, Command};
-use ringpost_loadtest::send;
+use ringpost_loadtest::{send, sink};
 
 // The generator must cost the machine as little as possible; mimalloc's
 // thread-local heaps keep the few allocations it does make off any lock.
@@ -37,12 +38,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Sink(_) => {
-            eprintln!(
-                "ringpost-blast sink: not implemented yet (planned: a fast SMTP sink \
-                 for relay benchmarks; use Postfix's smtp-sink meanwhile)"
-            );
-            ExitCode::from(2)
-        }
+        Command::Sink(args) => match sink::command::run(&args) {
+            Ok(stats) => {
+                if args.json {
+                    println!("{}", stats.to_json());
+                } else {
+                    print!("{}", stats.to_text());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringpost-blast sink: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

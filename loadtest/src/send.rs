@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acklog::AckLog;
 use crate::cli::{OnOff, SendArgs};
-use crate::client::{run_connection, ClientConfig, Tally};
+use crate::client::{run_connection, ClientConfig, Envelope, Tally};
 use crate::message::{MessageSpec, MessageTemplate};
 use crate::stats::{Report, RunInfo, ThreadStats};
 
@@ -177,25 +177,20 @@ fn resolve(target: &str) -> Result<SocketAddr, SetupError> {
         .ok_or_else(|| SetupError(format!("{target} resolves to no address")))
 }
 
-/// Builds the per-run constants: commands, envelope and message template.
+/// Builds the per-run constants: commands, envelopes and message template.
 /// They live for the whole process, so they are leaked into `&'static`
 /// slices, which tokio-uring can write without copying or refcounting.
 fn client_config(args: &SendArgs, addr: SocketAddr) -> ClientConfig {
     let leak = |s: String| -> &'static [u8] { Box::leak(s.into_bytes().into_boxed_slice()) };
-    let rcpts: Vec<String> = (1..=args.rcpts)
-        .map(|k| format!("user{k}@{}", args.rcpt_domain))
+    // The To: header names the base domain whatever the envelope says, so
+    // that every message has the same size.
+    let rcpts = recipients(args.rcpts, &args.rcpt_domain);
+    let envelopes = (0..args.domains)
+        .map(|d| {
+            let domain = recipient_domain(&args.rcpt_domain, d, args.domains);
+            build_envelope(&args.from, &recipients(args.rcpts, &domain), leak)
+        })
         .collect();
-
-    let mut envelope = format!("MAIL FROM:<{}>\r\n", args.from);
-    let mut bounds = vec![0, envelope.len()];
-    for r in &rcpts {
-        envelope.push_str(&format!("RCPT TO:<{r}>\r\n"));
-        bounds.push(envelope.len());
-    }
-    envelope.push_str("DATA\r\n");
-    bounds.push(envelope.len());
-    let envelope = leak(envelope);
-    let commands = bounds.windows(2).map(|w| &envelope[w[0]..w[1]]).collect();
 
     let template = MessageTemplate::new(&MessageSpec {
         size: args.size,
@@ -208,14 +203,51 @@ fn client_config(args: &SendArgs, addr: SocketAddr) -> ClientConfig {
         addr,
         ehlo: leak(format!("EHLO {}\r\n", args.helo)),
         helo: leak(format!("HELO {}\r\n", args.helo)),
-        envelope,
-        commands,
+        envelopes,
         template,
         pipelining: args.pipelining == OnOff::On,
         messages_per_connection: args.messages_per_connection,
         io_timeout: Duration::from_secs_f64(args.read_timeout),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         max_connect_failures: args.max_connect_failures,
+    }
+}
+
+/// `user1@DOMAIN` .. `userN@DOMAIN`.
+fn recipients(n: usize, domain: &str) -> Vec<String> {
+    (1..=n).map(|k| format!("user{k}@{domain}")).collect()
+}
+
+/// Recipient domain number `d` of `domains`: the base domain itself when
+/// there is only one, else `d<d>.<base>`.
+fn recipient_domain(base: &str, d: u32, domains: u32) -> String {
+    if domains <= 1 {
+        base.to_owned()
+    } else {
+        format!("d{d}.{base}")
+    }
+}
+
+/// MAIL, one RCPT per recipient and DATA, as one pipelined write and as the
+/// separate commands (slices of the same leaked bytes).
+fn build_envelope(
+    from: &str,
+    rcpts: &[String],
+    leak: impl Fn(String) -> &'static [u8],
+) -> Envelope {
+    let mut envelope = format!("MAIL FROM:<{from}>\r\n");
+    let mut bounds = vec![0, envelope.len()];
+    for r in rcpts {
+        envelope.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        bounds.push(envelope.len());
+    }
+    envelope.push_str("DATA\r\n");
+    bounds.push(envelope.len());
+    let pipelined = leak(envelope);
+    let commands = bounds.windows(2).map(|w| &pipelined[w[0]..w[1]]).collect();
+    Envelope {
+        pipelined,
+        commands,
     }
 }
 
@@ -239,6 +271,88 @@ mod tests {
         assert_eq!(got, [100, 101, 102, 103, 104]);
         assert!(b.exhausted());
         assert_eq!(b.claim(), None);
+    }
+
+    fn send_args(extra: &[&str]) -> SendArgs {
+        use clap::Parser;
+        let argv = ["ringpost-blast", "send"].iter().chain(extra);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("valid arguments")
+            .command
+        {
+            crate::cli::Command::Send(a) => a,
+            other => panic!("not send: {other:?}"),
+        }
+    }
+
+    fn config(extra: &[&str]) -> ClientConfig {
+        let args = send_args(extra);
+        args.validate().expect("valid");
+        client_config(&args, "127.0.0.1:25".parse().unwrap())
+    }
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn one_domain_keeps_the_plain_envelope() {
+        let cfg = config(&["--rcpts", "2"]);
+        assert_eq!(cfg.envelopes.len(), 1);
+        let want = "MAIL FROM:<blast@example.test>\r\n\
+                    RCPT TO:<user1@example.test>\r\n\
+                    RCPT TO:<user2@example.test>\r\n\
+                    DATA\r\n";
+        for seq in [0, 1, 7, 999_999] {
+            assert_eq!(text(cfg.envelope(seq).pipelined), want);
+        }
+        let cmds: Vec<&str> = cfg.envelope(0).commands.iter().map(|c| text(c)).collect();
+        assert_eq!(
+            cmds,
+            [
+                "MAIL FROM:<blast@example.test>\r\n",
+                "RCPT TO:<user1@example.test>\r\n",
+                "RCPT TO:<user2@example.test>\r\n",
+                "DATA\r\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn domains_spread_messages_by_seq() {
+        let cfg = config(&["--domains", "3", "--rcpts", "2", "--rcpt-domain", "r.test"]);
+        assert_eq!(cfg.envelopes.len(), 3);
+        for seq in 0..10u64 {
+            let d = format!("d{}.r.test", seq % 3);
+            let env = cfg.envelope(seq);
+            assert_eq!(
+                text(env.pipelined),
+                format!(
+                    "MAIL FROM:<blast@example.test>\r\n\
+                     RCPT TO:<user1@{d}>\r\nRCPT TO:<user2@{d}>\r\nDATA\r\n"
+                )
+            );
+            // The lock-step commands are the same bytes, split per command.
+            assert_eq!(env.commands.len(), 4);
+            assert_eq!(env.commands.concat(), env.pipelined);
+            assert_eq!(text(env.commands[2]), format!("RCPT TO:<user2@{d}>\r\n"));
+        }
+        // seq_start does not matter: the domain follows the seq itself.
+        assert!(text(cfg.envelope(1_000_001).pipelined).contains("@d2.r.test>"));
+        // The message (and so its size) is the same whatever the domain.
+        let body = text(&cfg.template.instance()).to_owned();
+        assert!(
+            body.contains("To: <user1@r.test>,\r\n <user2@r.test>\r\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn domains_are_validated() {
+        assert!(send_args(&["--domains", "0"]).validate().is_err());
+        assert!(send_args(&["--domains", "100001"]).validate().is_err());
+        assert!(send_args(&["--domains", "100000"]).validate().is_ok());
+        assert_eq!(send_args(&[]).domains, 1);
     }
 
     #[test]

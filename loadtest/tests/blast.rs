@@ -1,6 +1,8 @@
 //! End-to-end tests of the `ringpost-blast` binary against a tiny fake SMTP
 //! server (std threads, 127.0.0.1, port 0) that accepts everything, checks
-//! what it receives and counts it; variants refuse every third DATA.
+//! what it receives and counts it; variants refuse every third DATA. One
+//! test sends to the blaster's own sink instead (see tests/sink.rs for the
+//! sink itself).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -342,14 +344,125 @@ fn duration_mode_stops() {
     );
 }
 
+/// The blaster against its own sink: every acknowledged message is in the
+/// sink's id log with the same X-Blast-Seq, and the sink's 250 (which
+/// names the message number) is what the ack log recorded.
 #[test]
-fn sink_is_not_implemented_yet() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringpost-blast"))
-        .args(["sink", "--listen", "127.0.0.1:2526"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+fn send_to_the_sink_with_faults() {
+    use ringpost_loadtest::sink::{self, Faults, SinkConfig};
+
+    let dir = temp_path("sink");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ack, ids) = (dir.join("ack.log"), dir.join("ids.log"));
+    let sink = sink::start(SinkConfig {
+        threads: 2,
+        id_log: Some(ids.clone()),
+        faults: Faults {
+            tempfail_data_first: 5,
+            permfail_rcpt_pct: 10.0,
+            seed: 3,
+            ..Faults::default()
+        },
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &sink.addr().to_string(),
+        "--messages",
+        "300",
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--ack-log",
+        ack.to_str().unwrap(),
+    ]);
+    let stats = sink.stop();
+    let ok = json["messages_ok"].as_u64().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(
+        ok + json["messages_failed"].as_u64().unwrap(),
+        300,
+        "{json}"
+    );
+    assert_eq!(ok, stats.messages, "{json} {stats:?}");
+    assert_eq!(json["errors"]["451"], 5, "{json}");
+    assert_eq!(
+        json["errors"]["550"].as_u64(),
+        Some(stats.permfails),
+        "{json}"
+    );
+
+    let acked: HashSet<String> = std::fs::read_to_string(&ack)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (seq, reply) = l.split_once(' ').unwrap();
+            assert!(reply.starts_with("250 2.0.0 Ok: "), "{l}");
+            seq.to_owned()
+        })
+        .collect();
+    let logged: HashSet<String> = std::fs::read_to_string(&ids)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (id, seq) = l.split_once(' ').unwrap();
+            assert!(id.starts_with('<') && id.ends_with('>'), "{l}");
+            seq.to_owned()
+        })
+        .collect();
+    assert_eq!(acked.len() as u64, ok);
+    assert_eq!(acked, logged);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--domains N`: each message's recipients are at `d<seq % N>.DOMAIN`.
+#[test]
+fn domains_spread_recipients_over_domains() {
+    use ringpost_loadtest::sink::{self, SinkConfig};
+
+    let sink = sink::start(SinkConfig {
+        keep_messages: 100,
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &sink.addr().to_string(),
+        "--messages",
+        "40",
+        "--connections",
+        "3",
+        "--domains",
+        "4",
+        "--rcpts",
+        "2",
+        "--seq-start",
+        "1001",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    let messages = sink.messages();
+    sink.stop();
+    assert_eq!(messages.len(), 40);
+    let mut per_domain = [0u32; 4];
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.data);
+        let seq: u64 = text
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("X-Blast-Seq: "))
+            .expect("X-Blast-Seq")
+            .parse()
+            .unwrap();
+        let d = seq % 4;
+        let want = [
+            format!("user1@d{d}.example.test"),
+            format!("user2@d{d}.example.test"),
+        ];
+        assert_eq!(m.recipients, want, "seq {seq}");
+        per_domain[d as usize] += 1;
+    }
+    assert_eq!(per_domain, [10; 4]);
 }
 
 #[test]

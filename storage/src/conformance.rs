@@ -656,6 +656,17 @@ pub fn spool_round_trip(store: Arc<dyn Store>) {
         "due <= 10"
     );
     assert_eq!(spool::due_queue_entries(store, 9, 100).unwrap(), vec![]);
+    let mut scanned = Vec::new();
+    spool::scan_queue_entries(store, &mut |entry| {
+        scanned.push(entry);
+        scanned.len() < 4
+    })
+    .unwrap();
+    assert_eq!(
+        scanned,
+        expect[..4].to_vec(),
+        "scan in due order, early stop"
+    );
     assert_eq!(
         spool::due_queue_entries(store, 30, 2).unwrap(),
         expect[..2].to_vec(),

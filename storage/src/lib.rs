@@ -120,6 +120,13 @@ impl WriteBatch {
         self.bytes += key.len();
         self.ops.push(Op::Delete { family, key });
     }
+    /// Move every change of `other` to the end of this batch, so records
+    /// built separately (a delivery outcome and the bounce it causes) commit
+    /// together.
+    pub fn append(&mut self, other: WriteBatch) {
+        self.bytes += other.bytes;
+        self.ops.extend(other.ops);
+    }
     /// The changes, in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops

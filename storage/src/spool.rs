@@ -376,6 +376,31 @@ pub fn due_queue_entries(
     failure.map_or(Ok(out), Err)
 }
 
+/// Visit every queue entry in due order until `visit` returns false.
+///
+/// The delivery scheduler rebuilds its schedule with this one range scan at
+/// start-up (and again when entries had to stay in the store for lack of
+/// memory); bodies are never read.
+pub fn scan_queue_entries(
+    store: &dyn Store,
+    visit: &mut dyn FnMut(QueueEntry) -> bool,
+) -> Result<(), StoreError> {
+    let mut failure = None;
+    store.scan(
+        Family::Queue,
+        &[],
+        None,
+        &mut |key, value| match QueueEntry::decode(key, value) {
+            Ok(entry) => visit(entry),
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}
+
 /// Count messages, bytes and queue entries.
 pub fn stats(store: &dyn Store) -> Result<SpoolStats, StoreError> {
     let mut stats = SpoolStats::default();

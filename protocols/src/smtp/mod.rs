@@ -26,8 +26,10 @@ mod bdat;
 mod body;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
+pub mod client;
 mod command;
 mod data;
+pub mod dsn;
 mod line;
 mod params;
 pub mod replies;

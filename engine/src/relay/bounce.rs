@@ -1,0 +1,101 @@
+//! Bounces: a delivery status notification (RFC 3464) for recipients that
+//! failed, queued like any other message to the original sender.
+//!
+//! A DSN is sent with the null sender, so a DSN that cannot be delivered is
+//! never answered with another one: no bounce loops.
+
+use crate::intake;
+use ringpost_protocols::smtp::dsn::{self, RecipientStatus, Report};
+use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
+
+/// The records of a DSN about `original` for the `failed` recipients.
+pub fn new_bounce(
+    id: MessageId,
+    hostname: &str,
+    original: &MessageId,
+    envelope: &Envelope,
+    body: &[u8],
+    failed: &[RecipientStatus],
+    now_micros: u64,
+) -> NewMessage {
+    let date = rfc2822(now_micros);
+    let queue_id = original.to_hex();
+    let message_id = format!("{}@{hostname}", id.to_hex());
+    let text = dsn::compose(&Report {
+        reporting_mta: hostname,
+        to: &envelope.sender,
+        date: &date,
+        arrival_date: &rfc2822(envelope.received_at),
+        message_id: &message_id,
+        queue_id: &queue_id,
+        recipients: failed,
+        original: body,
+    });
+    let domain = intake::recipient_domain(&envelope.sender, hostname);
+    NewMessage {
+        id,
+        envelope: Envelope {
+            sender: String::new(),
+            received_at: now_micros,
+            size: text.len() as u64,
+            recipients: vec![envelope.sender.clone()],
+        },
+        queue: vec![QueueEntry {
+            due: now_micros / 1000,
+            id,
+            domain,
+            recipients: vec![envelope.sender.clone()],
+            attempts: 0,
+            last_error: None,
+        }],
+        body: text,
+    }
+}
+
+fn rfc2822(micros: u64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros as i64)
+        .unwrap_or_default()
+        .to_rfc2822()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringpost_protocols::smtp::dsn::Action;
+
+    #[test]
+    fn bounce_goes_to_the_sender_from_the_null_sender() {
+        let envelope = Envelope {
+            sender: "alice@Origin.test".into(),
+            received_at: 1_700_000_000_000_000,
+            size: 10,
+            recipients: vec!["bob@dest.test".into()],
+        };
+        let failed = [RecipientStatus {
+            recipient: "bob@dest.test".into(),
+            action: Action::Failed,
+            status: "5.1.1".into(),
+            remote_mta: Some("mx.dest.test".into()),
+            diagnostic: Some("smtp; 550 5.1.1 no such user".into()),
+        }];
+        let id = MessageId::new(1_700_000_001_000_000, 0x8001, 1);
+        let original = MessageId::new(1_700_000_000_000_000, 1, 1);
+        let m = new_bounce(
+            id,
+            "relay.test",
+            &original,
+            &envelope,
+            b"Subject: hello\r\n\r\nbody\r\n",
+            &failed,
+            1_700_000_001_000_000,
+        );
+        assert_eq!(m.envelope.sender, "");
+        assert_eq!(m.envelope.recipients, vec!["alice@Origin.test"]);
+        assert_eq!(m.queue.len(), 1);
+        assert_eq!(m.queue[0].domain, "origin.test");
+        let text = String::from_utf8_lossy(&m.body);
+        assert!(text.contains("Status: 5.1.1"), "{text}");
+        assert!(text.contains("Subject: hello"), "{text}");
+        assert!(text.contains(&original.to_hex()), "{text}");
+    }
+}

@@ -1,0 +1,332 @@
+//! One outbound connection task: find the destination's hosts, connect to
+//! the first that answers, and send the destination's ready entries over it,
+//! one transaction per entry (all of its recipients at once), until the
+//! queue stays empty for the idle time or the per-connection limit is hit.
+//!
+//! A host that cannot be reached, greets with an error, or fails the session
+//! before a transaction gets an answer is skipped for the next one; only when
+//! every host has failed is the work deferred.
+
+use super::queue::{Loaded, Relay};
+use super::route::{NoRoute, Target};
+use crate::config::RelayConfig;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+use ringpost_protocols::smtp::client::{
+    ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
+};
+use ringpost_storage::spool::QueueEntry;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Bytes read from a server at a time; more than the client's reply limit,
+/// so a full buffer always means the session has already failed.
+const READ_BUFFER: usize = 32 * 1024;
+/// Longest wait for the reply to QUIT: the work is done, the slot is wanted.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Frees the connection slot however the task ends.
+struct Slot<'a> {
+    relay: &'a Rc<Relay>,
+    domain: &'a str,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.relay.connection_closed(self.domain);
+    }
+}
+
+/// How delivery over one host ended.
+enum HostEnd {
+    /// Done with this destination for now (idle, limit reached, or the
+    /// connection broke after its transaction was recorded).
+    Done,
+    /// The host failed before answering the pending entry: try the next one.
+    Failed(ServerReply),
+}
+
+/// Deliver `domain`'s ready work over one connection (to the first host that
+/// works), then give the slot back.
+pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
+    let _slot = Slot {
+        relay: &relay,
+        domain: &domain,
+    };
+    let Some(first) = relay.take_work(&domain) else {
+        return;
+    };
+    let targets = match relay.router.targets(&relay.resolver, &domain).await {
+        Ok(targets) => targets,
+        Err(why) => {
+            tracing::info!(shard = relay.shard, %domain, status = why.status, reason = %why.text, "no route");
+            fail_destination(&relay, &domain, first, &why, None);
+            return;
+        }
+    };
+    let mut pending = Some(first);
+    let mut last_failure = None;
+    for target in &targets {
+        match Connection::open(&relay, target).await {
+            Ok(mut connection) => {
+                relay.metrics.connections_opened.inc();
+                match deliver_over(&relay, &domain, target, &mut connection, &mut pending).await {
+                    HostEnd::Done => return,
+                    HostEnd::Failed(reply) => {
+                        tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "host failed; trying the next");
+                        last_failure = Some((target.host.clone(), reply));
+                    }
+                }
+            }
+            Err(reply) => {
+                relay.metrics.connection_failures.inc();
+                tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "cannot use host; trying the next");
+                last_failure = Some((target.host.clone(), reply));
+            }
+        }
+    }
+    if let Some(entry) = pending {
+        let (host, reply) = last_failure.expect("targets are never empty");
+        let why = NoRoute {
+            permanent: false,
+            status: "4.4.1",
+            text: format!("no host of {domain} took the message; last: {host} said {reply}"),
+        };
+        fail_destination(&relay, &domain, entry, &why, Some(host));
+    }
+}
+
+/// Defer (or bounce) `entry` and every other ready entry of `domain`.
+fn fail_destination(
+    relay: &Rc<Relay>,
+    domain: &str,
+    entry: QueueEntry,
+    why: &NoRoute,
+    host: Option<String>,
+) {
+    let mut entries = vec![entry];
+    entries.extend(relay.drain_ready(domain));
+    relay.fail_all(entries, why, host);
+}
+
+/// Send entries over an open connection until there is no more work.
+async fn deliver_over(
+    relay: &Rc<Relay>,
+    domain: &str,
+    target: &Target,
+    connection: &mut Connection,
+    pending: &mut Option<QueueEntry>,
+) -> HostEnd {
+    let limits = &relay.config.relay;
+    let idle = Duration::from_secs(limits.idle_connection_secs);
+    let mut sent = 0;
+    loop {
+        let entry = match pending.take() {
+            Some(entry) => entry,
+            None if sent >= limits.max_messages_per_connection => {
+                connection.quit(limits).await;
+                return HostEnd::Done;
+            }
+            None => match relay.next_work(domain, idle).await {
+                Some(entry) => entry,
+                None => {
+                    connection.quit(limits).await;
+                    return HostEnd::Done;
+                }
+            },
+        };
+        let Loaded { envelope, body } = match relay.load(entry.id).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                // The message is gone (removed by an operator): forget the entry.
+                glommio::spawn_local(relay.clone().finish(entry, Vec::new(), None, None)).detach();
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(shard = relay.shard, queue_id = %entry.id, error = %e, "cannot read message for delivery");
+                let why = NoRoute {
+                    permanent: false,
+                    status: "4.3.0",
+                    text: format!("cannot read the message from the store: {e}"),
+                };
+                relay.fail_all(vec![entry], &why, None);
+                continue;
+            }
+        };
+        let smtputf8 =
+            !envelope.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii());
+        connection.session.send(OutgoingMessage {
+            mail_from: envelope.sender.clone(),
+            recipients: entry.recipients.clone(),
+            body,
+            smtputf8,
+        });
+        let results = match connection.next_event(limits).await {
+            ClientEvent::Finished(results) => results,
+            ClientEvent::Failed(reply) => {
+                *pending = Some(entry);
+                return HostEnd::Failed(reply);
+            }
+            other => {
+                *pending = Some(entry);
+                return HostEnd::Failed(unexpected(other));
+            }
+        };
+        sent += 1;
+        relay.metrics.transactions.inc();
+        let broken = match connection.session.poll_event() {
+            Some(ClientEvent::Failed(reply)) => Some(reply),
+            _ => None,
+        };
+        if let Some(reply) = &broken {
+            // The host dropped us mid-transaction with nothing decided: the
+            // next host may do better, as with a failure before it.
+            if results.iter().all(|r| r.reply.is_transient()) {
+                *pending = Some(entry);
+                return HostEnd::Failed(reply.clone());
+            }
+        }
+        // Delivered everywhere: the outcome needs only the envelope. Anything
+        // else may bounce, and a bounce quotes the original: re-read it then.
+        let loaded = all_delivered(&results).then(|| Loaded {
+            envelope,
+            body: Vec::new(),
+        });
+        glommio::spawn_local(relay.clone().finish(
+            entry,
+            results,
+            Some(target.host.clone()),
+            loaded,
+        ))
+        .detach();
+        if broken.is_some() {
+            return HostEnd::Done;
+        }
+    }
+}
+
+fn all_delivered(results: &[RecipientResult]) -> bool {
+    results.iter().all(|r| r.reply.is_positive())
+}
+
+fn unexpected(event: ClientEvent) -> ServerReply {
+    ServerReply {
+        code: 421,
+        status: Some("4.5.0".into()),
+        text: format!("unexpected client event {event:?}"),
+        local: true,
+    }
+}
+
+/// A socket and the client session driven over it.
+struct Connection {
+    stream: TcpStream,
+    session: ClientSession,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Connection {
+    /// Connect, read the greeting, say EHLO: a session ready to send.
+    async fn open(relay: &Relay, target: &Target) -> Result<Connection, ServerReply> {
+        let limits = &relay.config.relay;
+        let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
+        let stream = TcpStream::connect_timeout(target.addr, connect_timeout)
+            .await
+            .map_err(|e| ServerReply {
+                code: 421,
+                status: Some("4.4.1".into()),
+                text: format!("cannot connect to {}: {e}", target.addr),
+                local: true,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut connection = Connection {
+            stream,
+            session: ClientSession::new(relay.client.clone()),
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+        };
+        match connection.next_event(limits).await {
+            ClientEvent::Ready => Ok(connection),
+            ClientEvent::Failed(reply) => Err(reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Write what the session has to say and read replies until it has an event.
+    async fn next_event(&mut self, limits: &RelayConfig) -> ClientEvent {
+        loop {
+            if let Some(event) = self.session.poll_event() {
+                return event;
+            }
+            if !self.session.output().is_empty() {
+                let _ = self
+                    .stream
+                    .set_write_timeout(Some(Duration::from_secs(limits.data_block_timeout_secs)));
+                let written = self.stream.write_all(self.session.output()).await;
+                self.session.clear_output();
+                if written.is_err() {
+                    self.session.eof();
+                }
+                continue;
+            }
+            if self.session.is_closed() {
+                return ClientEvent::Closed;
+            }
+            let _ = self
+                .stream
+                .set_read_timeout(Some(phase_timeout(limits, self.session.phase())));
+            match self.stream.read(&mut self.buf[self.end..]).await {
+                Ok(0) | Err(_) => self.session.eof(),
+                Ok(n) => {
+                    self.end += n;
+                    self.start += self.session.feed(&self.buf[self.start..self.end]);
+                    if self.start == self.end {
+                        (self.start, self.end) = (0, 0);
+                    } else if self.end == self.buf.len() {
+                        self.buf.copy_within(self.start..self.end, 0);
+                        (self.start, self.end) = (0, self.end - self.start);
+                        if self.end == self.buf.len() {
+                            // Cannot happen: the session bounds a reply below the buffer.
+                            self.session.eof();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Say QUIT and wait briefly for the answer.
+    async fn quit(&mut self, limits: &RelayConfig) {
+        self.session.quit();
+        let answer = async {
+            self.next_event(limits).await;
+        };
+        answer
+            .or(async {
+                glommio::timer::sleep(QUIT_WAIT).await;
+            })
+            .await;
+        let _ = self.stream.close().await;
+    }
+}
+
+/// RFC 5321 §4.5.3.2: how long to wait for each kind of reply.
+fn phase_timeout(limits: &RelayConfig, phase: Phase) -> Duration {
+    Duration::from_secs(match phase {
+        Phase::Greeting => limits.greeting_timeout_secs,
+        Phase::DataInit => limits.data_init_timeout_secs,
+        Phase::DataBlock => limits.data_block_timeout_secs,
+        Phase::DataDone => limits.data_done_timeout_secs,
+        Phase::Ehlo
+        | Phase::StartTls
+        | Phase::Idle
+        | Phase::Mail
+        | Phase::Rcpt
+        | Phase::Rset
+        | Phase::Quit
+        | Phase::Closed => limits.command_timeout_secs,
+    })
+}

@@ -1,0 +1,160 @@
+//! Outbound delivery: from a committed queue entry to the right MX host.
+//!
+//! Every recipient domain belongs to one shard, `owner_of(domain)`. The shard
+//! that accepts a message hands each new queue entry to its owner through the
+//! [`Hub`]'s bounded channels; no lock is shared. The owner keeps, per
+//! destination domain, a ready queue and deferred entries on a timer
+//! ([`queue`]), opens connections to the domain's MX hosts ([`route`],
+//! [`resolver`]) and drives the sans-IO SMTP client over them ([`deliver`]).
+//! Each attempt's outcome is committed atomically: finished recipients leave
+//! the queue, deferred ones get a later due time, failed ones produce a
+//! delivery status notification ([`bounce`]) in the same commit.
+//!
+//! The store stays the source of truth. Memory holds a bounded cache of
+//! entries; whatever does not fit stays in the store and is swept in later,
+//! and on start every shard rebuilds its schedule with one range scan of the
+//! due-time index.
+//!
+//! A message with recipients at several domains has one entry per domain,
+//! possibly on several shards. Its body may go only when all of them are
+//! done, so finished domains are reported to the message's *home* shard (the
+//! one that accepted it), which alone rewrites the envelope's list of
+//! recipients left and deletes the message when it is empty.
+
+pub(crate) mod bounce;
+pub(crate) mod deliver;
+pub(crate) mod queue;
+pub mod resolver;
+pub mod route;
+
+use ringpost_storage::spool::{MessageId, QueueEntry};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The shard that owns `domain` (lowercase): FNV-1a, so every shard and every
+/// restart agree without any shared state.
+pub fn owner_of(domain: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in domain.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// Ids of messages the relay creates itself (bounces) carry this bit in their
+/// shard field, so they never collide with ids the SMTP intake hands out.
+pub(crate) const RELAY_ID_BIT: u16 = 0x8000;
+
+/// The home shard of a message: the one that accepted (or created) it.
+pub fn home_of(id: &MessageId, shards: usize) -> usize {
+    usize::from(id.shard() & !RELAY_ID_BIT) % shards.max(1)
+}
+
+/// What one shard sends another.
+#[derive(Debug)]
+pub(crate) enum Inbox {
+    /// A committed queue entry the receiving shard owns.
+    Entry(QueueEntry),
+    /// Every recipient of `domain` of this message is done; the receiving
+    /// shard is the message's home and updates its envelope.
+    DomainDone {
+        /// The message.
+        id: MessageId,
+        /// The finished domain (lowercase).
+        domain: String,
+    },
+}
+
+/// The cross-shard channels, one bounded inbox per shard.
+pub(crate) struct Hub {
+    inboxes: Vec<flume::Sender<Inbox>>,
+    /// Set when an entry did not fit its owner's inbox: it stays in the store
+    /// and the owner sweeps it in.
+    overflowed: Vec<AtomicBool>,
+}
+
+impl Hub {
+    /// A hub for `shards` shards with inboxes of `capacity` messages, and
+    /// each shard's receiving end.
+    pub fn new(shards: usize, capacity: usize) -> (Hub, Vec<flume::Receiver<Inbox>>) {
+        let (inboxes, receivers) = (0..shards).map(|_| flume::bounded(capacity)).unzip();
+        let hub = Hub {
+            inboxes,
+            overflowed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        };
+        (hub, receivers)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Hand committed entries to their owners. Never waits: an entry that does
+    /// not fit is already durable, and its owner will sweep it in.
+    pub fn route(&self, entries: impl IntoIterator<Item = QueueEntry>) {
+        for entry in entries {
+            let owner = owner_of(&entry.domain, self.shards());
+            if self.inboxes[owner].try_send(Inbox::Entry(entry)).is_err() {
+                self.overflowed[owner].store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tell a message's home shard that one of its domains is done. Waits for
+    /// room: dropping this would keep the body forever.
+    pub async fn domain_done(&self, id: MessageId, domain: String) {
+        let home = home_of(&id, self.shards());
+        // Err only when the home shard has stopped; the body then stays until
+        // the next start sweeps (a leak, never a loss).
+        let _ = self.inboxes[home]
+            .send_async(Inbox::DomainDone { id, domain })
+            .await;
+    }
+
+    /// Whether entries for `shard` had to stay in the store; clears the flag.
+    pub fn take_overflow(&self, shard: usize) -> bool {
+        self.overflowed[shard].swap(false, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_stable_and_spread() {
+        assert_eq!(owner_of("example.test", 1), 0);
+        let a = owner_of("example.test", 8);
+        assert_eq!(a, owner_of("example.test", 8));
+        let mut seen = [0usize; 4];
+        for i in 0..1000 {
+            seen[owner_of(&format!("d{i}.test"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+
+    #[test]
+    fn home_ignores_the_relay_bit() {
+        let id = MessageId::new(1, 3 | RELAY_ID_BIT, 1);
+        assert_eq!(home_of(&id, 4), 3);
+        assert_eq!(home_of(&MessageId::new(1, 5, 1), 4), 1);
+    }
+
+    #[test]
+    fn full_inbox_sets_the_overflow_flag() {
+        let (hub, receivers) = Hub::new(1, 1);
+        let entry = |n| QueueEntry {
+            due: 0,
+            id: MessageId::new(n, 0, n),
+            domain: "a.test".into(),
+            recipients: vec!["x@a.test".into()],
+            attempts: 0,
+            last_error: None,
+        };
+        hub.route([entry(1), entry(2)]);
+        assert_eq!(receivers[0].len(), 1);
+        assert!(hub.take_overflow(0));
+        assert!(!hub.take_overflow(0));
+    }
+}

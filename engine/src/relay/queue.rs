@@ -1,0 +1,769 @@
+//! One shard's delivery schedule and the outcome of every attempt.
+//!
+//! Per destination domain the shard keeps a ready queue, its open
+//! connections and the connections waiting idle for more mail. Deferred
+//! entries wait in one due-ordered map (a `BTreeMap`: a million entries cost
+//! a few dozen comparisons per insert). `known` names every entry held in
+//! memory, in flight included, so an entry reached twice (through the inbox
+//! and through a sweep of the store) is scheduled once. Memory holds at most
+//! `relay.max_queued_per_shard` entries; the rest stay in the store and
+//! [`Relay::sweep`] brings them in when there is room.
+//!
+//! All of it lives on one executor thread: `RefCell`s, no locks. Borrows are
+//! never held across an `.await`.
+
+use super::bounce;
+use super::resolver::Resolver;
+use super::route::{NoRoute, Router};
+use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
+use crate::config::Config;
+use crate::intake::{self, IdGenerator};
+use crate::metrics::RelayMetrics;
+use crate::shard::ShutdownSignal;
+use futures::channel::oneshot;
+use futures_lite::FutureExt;
+use ringpost_protocols::smtp::client::{ClientConfig, RecipientResult, ServerReply};
+use ringpost_protocols::smtp::dsn::{Action, RecipientStatus};
+use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
+use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often due entries are moved to their ready queues.
+const TICK: Duration = Duration::from_millis(50);
+/// Least time between two sweeps of the store.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Retry delay after the store refused to record an outcome.
+const STORE_RETRY: Duration = Duration::from_secs(30);
+
+/// An entry's identity, stable across reschedules (its due time changes).
+type EntryKey = (MessageId, String);
+
+/// A message read back from the store for delivery.
+pub(crate) struct Loaded {
+    /// Sender, arrival and recipients left.
+    pub envelope: Envelope,
+    /// The stored bytes, trace header included.
+    pub body: Vec<u8>,
+}
+
+/// One shard's outbound side.
+pub(crate) struct Relay {
+    /// Shard number.
+    pub shard: usize,
+    /// Server configuration.
+    pub config: Arc<Config>,
+    /// The store, for reading messages.
+    pub store: Arc<dyn Store>,
+    /// Where outcomes are committed.
+    pub commits: CommitHandle,
+    /// Channels to the other shards.
+    pub hub: Arc<Hub>,
+    /// DNS.
+    pub resolver: Resolver,
+    /// Static routes, smarthost, MX.
+    pub router: Router,
+    /// Settings of every outbound SMTP session.
+    pub client: Arc<ClientConfig>,
+    /// This shard's relay metrics.
+    pub metrics: RelayMetrics,
+    ids: RefCell<IdGenerator>,
+    rng: Cell<u64>,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    destinations: HashMap<String, Destination>,
+    known: HashSet<EntryKey>,
+    deferred: BTreeMap<(u64, MessageId, String), QueueEntry>,
+    /// Domains that wanted a connection when the shard had none left.
+    starved: VecDeque<String>,
+    connections: usize,
+    pending_commits: usize,
+    /// Some owned entries are in the store but not in memory.
+    overflow: bool,
+    last_sweep: Option<Instant>,
+    stopping: bool,
+    /// Envelope updates of messages this shard is home to, newest first
+    /// while their commit is in flight.
+    home: HashMap<MessageId, (Envelope, u64)>,
+    home_generation: u64,
+}
+
+#[derive(Default)]
+struct Destination {
+    ready: VecDeque<QueueEntry>,
+    connections: usize,
+    /// Connections waiting for work; a send wakes one.
+    idle: VecDeque<oneshot::Sender<()>>,
+}
+
+/// How the recipients of one attempt ended.
+struct Sorted {
+    delivered: usize,
+    deferred: Vec<String>,
+    failed: Vec<RecipientStatus>,
+    last_error: Option<String>,
+}
+
+impl Relay {
+    /// The relay of shard `shard`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shard: usize,
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        commits: CommitHandle,
+        hub: Arc<Hub>,
+        resolver: Resolver,
+        metrics: RelayMetrics,
+    ) -> Relay {
+        let client = Arc::new(ClientConfig {
+            hostname: config.hostname.clone(),
+            // STARTTLS needs the TLS layer of the engine, which is not there yet.
+            try_starttls: false,
+            use_chunking: config.relay.use_chunking,
+            ..ClientConfig::default()
+        });
+        Relay {
+            shard,
+            router: Router::new(&config.relay),
+            config,
+            store,
+            commits,
+            hub,
+            resolver,
+            client,
+            metrics,
+            ids: RefCell::new(IdGenerator::new(shard as u16 | RELAY_ID_BIT)),
+            rng: Cell::new(intake::unix_micros() | 1),
+            state: RefCell::new(State {
+                overflow: true, // nothing is loaded yet: the first tick sweeps
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Schedule until shutdown: take entries from the inbox, move due ones to
+    /// their ready queues, sweep the store when entries were left there.
+    pub async fn run(self: Rc<Self>, inbox: flume::Receiver<Inbox>, shutdown: ShutdownSignal) {
+        let inbox_loop = {
+            let relay = self.clone();
+            async move {
+                while let Ok(message) = inbox.recv_async().await {
+                    match message {
+                        Inbox::Entry(entry) => relay.admit(entry),
+                        Inbox::DomainDone { id, domain } => relay.domain_done(id, domain),
+                    }
+                }
+            }
+        };
+        let timer_loop = {
+            let relay = self.clone();
+            async move {
+                loop {
+                    relay.tick().await;
+                    glommio::timer::sleep(TICK).await;
+                }
+            }
+        };
+        let stop = async {
+            shutdown.await.ok();
+        };
+        inbox_loop.or(timer_loop).or(stop).await;
+        self.stop();
+    }
+
+    /// Stop handing out work; idle connections wake and say QUIT.
+    fn stop(&self) {
+        let mut state = self.state.borrow_mut();
+        state.stopping = true;
+        for dest in state.destinations.values_mut() {
+            dest.idle.clear();
+        }
+    }
+
+    /// Whether connections or commits of this relay are still running.
+    pub fn busy(&self) -> bool {
+        let state = self.state.borrow();
+        state.connections > 0 || state.pending_commits > 0
+    }
+
+    /// Mail for our own domains waits for local delivery; the relay leaves it.
+    fn is_local(&self, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(&self.config.hostname) || self.config.is_local_domain(domain)
+    }
+
+    /// Take an entry into memory (once), ready or deferred by its due time.
+    pub fn admit(self: &Rc<Self>, entry: QueueEntry) {
+        if self.is_local(&entry.domain) {
+            return;
+        }
+        let now = now_millis();
+        {
+            let mut state = self.state.borrow_mut();
+            let key = (entry.id, entry.domain.clone());
+            if state.known.contains(&key) {
+                return;
+            }
+            if state.known.len() >= self.config.relay.max_queued_per_shard {
+                state.overflow = true;
+                self.metrics.left_in_store.inc();
+                return;
+            }
+            state.known.insert(key);
+            self.metrics.queued.set(state.known.len() as i64);
+            if entry.due > now {
+                state
+                    .deferred
+                    .insert((entry.due, entry.id, entry.domain.clone()), entry);
+                self.metrics.deferred.set(state.deferred.len() as i64);
+                return;
+            }
+        }
+        self.make_ready(entry);
+    }
+
+    fn make_ready(self: &Rc<Self>, entry: QueueEntry) {
+        let domain = entry.domain.clone();
+        self.state
+            .borrow_mut()
+            .destinations
+            .entry(domain.clone())
+            .or_default()
+            .ready
+            .push_back(entry);
+        self.dispatch(&domain);
+    }
+
+    /// Give the destination's work to an idle connection, or open another
+    /// connection if the limits allow and the work outnumbers the connections.
+    fn dispatch(self: &Rc<Self>, domain: &str) {
+        let limits = &self.config.relay;
+        let mut state = self.state.borrow_mut();
+        if state.stopping {
+            return;
+        }
+        let shard_full = state.connections >= limits.max_connections_per_shard;
+        let Some(dest) = state.destinations.get_mut(domain) else {
+            return;
+        };
+        while let Some(waiter) = dest.idle.pop_front() {
+            if waiter.send(()).is_ok() {
+                return;
+            }
+        }
+        if dest.ready.len() <= dest.connections
+            || dest.connections >= limits.max_connections_per_destination
+        {
+            return;
+        }
+        if shard_full {
+            state.starved.push_back(domain.to_owned());
+            return;
+        }
+        dest.connections += 1;
+        state.connections += 1;
+        self.metrics.connections_active.inc();
+        drop(state);
+        glommio::spawn_local(super::deliver::run(self.clone(), domain.to_owned())).detach();
+    }
+
+    /// A connection task ended: free its slot and let waiting work use it.
+    pub fn connection_closed(self: &Rc<Self>, domain: &str) {
+        let starved = {
+            let mut state = self.state.borrow_mut();
+            state.connections -= 1;
+            self.metrics.connections_active.dec();
+            if let Some(dest) = state.destinations.get_mut(domain) {
+                dest.connections -= 1;
+                if dest.ready.is_empty() && dest.connections == 0 {
+                    // Forget empty destinations so many domains cost no memory.
+                    state.destinations.remove(domain);
+                }
+            }
+            state.starved.pop_front()
+        };
+        self.dispatch(domain);
+        if let Some(other) = starved {
+            self.dispatch(&other);
+        }
+    }
+
+    /// The next entry for `domain`, if any and if not stopping.
+    pub fn take_work(&self, domain: &str) -> Option<QueueEntry> {
+        let mut state = self.state.borrow_mut();
+        if state.stopping {
+            return None;
+        }
+        state.destinations.get_mut(domain)?.ready.pop_front()
+    }
+
+    /// The next entry for `domain`, waiting up to `idle` for one to arrive.
+    pub async fn next_work(&self, domain: &str, idle: Duration) -> Option<QueueEntry> {
+        if let Some(entry) = self.take_work(domain) {
+            return Some(entry);
+        }
+        let (wake, woken) = oneshot::channel();
+        {
+            let mut state = self.state.borrow_mut();
+            if state.stopping {
+                return None;
+            }
+            state.destinations.get_mut(domain)?.idle.push_back(wake);
+        }
+        let woken = async { woken.await.is_ok() };
+        let timeout = async {
+            glommio::timer::sleep(idle).await;
+            false
+        };
+        if woken.or(timeout).await {
+            self.take_work(domain)
+        } else {
+            None
+        }
+    }
+
+    /// Every ready entry of `domain` (a destination that cannot be reached
+    /// fails them all at once, as Postfix does with a dead destination).
+    pub fn drain_ready(&self, domain: &str) -> Vec<QueueEntry> {
+        let mut state = self.state.borrow_mut();
+        match state.destinations.get_mut(domain) {
+            Some(dest) => dest.ready.drain(..).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Read a message's envelope and body, off the executor thread.
+    pub async fn load(&self, id: MessageId) -> Result<Option<Loaded>, StoreError> {
+        let store = self.store.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                let Some(envelope) = spool::read_envelope(&*store, &id)? else {
+                    return Ok(None);
+                };
+                let Some(body) = spool::read_body(&*store, &id)? else {
+                    return Ok(None);
+                };
+                Ok(Some(Loaded { envelope, body }))
+            })
+            .await
+    }
+
+    /// Move due entries to their ready queues; sweep the store if needed.
+    async fn tick(self: &Rc<Self>) {
+        let now = now_millis();
+        loop {
+            let due = {
+                let mut state = self.state.borrow_mut();
+                match state.deferred.first_key_value() {
+                    Some(((due, _, _), _)) if *due <= now => state.deferred.pop_first(),
+                    _ => None,
+                }
+            };
+            match due {
+                Some((_, entry)) => self.make_ready(entry),
+                None => break,
+            }
+        }
+        self.metrics
+            .deferred
+            .set(self.state.borrow().deferred.len() as i64);
+        if self.hub.take_overflow(self.shard) {
+            self.state.borrow_mut().overflow = true;
+        }
+        let sweep = {
+            let state = self.state.borrow();
+            state.overflow
+                && !state.stopping
+                && state.known.len() < self.config.relay.max_queued_per_shard / 2 + 1
+                && state
+                    .last_sweep
+                    .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
+        };
+        if sweep {
+            self.sweep().await;
+        }
+    }
+
+    /// Load owned entries the store has and memory lacks, in due order, up to
+    /// the memory limit. One range scan of the due-time index, run off the
+    /// executor; bodies are not read.
+    async fn sweep(self: &Rc<Self>) {
+        let (known, room) = {
+            let mut state = self.state.borrow_mut();
+            state.last_sweep = Some(Instant::now());
+            state.overflow = false;
+            let room = self.config.relay.max_queued_per_shard - state.known.len();
+            (state.known.clone(), room)
+        };
+        let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
+        let hostname = self.config.hostname.clone();
+        let locals = self.config.smtp.local_domains.clone();
+        let scanned = glommio::executor()
+            .spawn_blocking(move || {
+                let mut found = Vec::new();
+                let mut more = false;
+                let result = spool::scan_queue_entries(&*store, &mut |entry| {
+                    let ours = owner_of(&entry.domain, shards) == shard
+                        && !entry.domain.eq_ignore_ascii_case(&hostname)
+                        && !locals.iter().any(|d| d.eq_ignore_ascii_case(&entry.domain));
+                    if ours && !known.contains(&(entry.id, entry.domain.clone())) {
+                        if found.len() == room {
+                            more = true;
+                            return false;
+                        }
+                        found.push(entry);
+                    }
+                    true
+                });
+                result.map(|()| (found, more))
+            })
+            .await;
+        match scanned {
+            Ok((found, more)) => {
+                if !found.is_empty() {
+                    tracing::info!(
+                        shard = self.shard,
+                        entries = found.len(),
+                        more,
+                        "queue entries loaded from the store"
+                    );
+                }
+                for entry in found {
+                    self.admit(entry);
+                }
+                if more {
+                    self.state.borrow_mut().overflow = true;
+                }
+            }
+            Err(e) => {
+                tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
+                self.state.borrow_mut().overflow = true;
+            }
+        }
+    }
+
+    /// Record the outcome of one delivery attempt of `entry`: finished
+    /// recipients leave the queue, deferred ones get a later due time, failed
+    /// ones a DSN to the sender, all in one commit.
+    ///
+    /// `host` is who answered (None when no host was reached); `loaded` is the
+    /// message if the caller already read it.
+    pub async fn finish(
+        self: Rc<Self>,
+        entry: QueueEntry,
+        results: Vec<RecipientResult>,
+        host: Option<String>,
+        loaded: Option<Loaded>,
+    ) {
+        self.state.borrow_mut().pending_commits += 1;
+        self.record(entry, results, host, loaded).await;
+        self.state.borrow_mut().pending_commits -= 1;
+    }
+
+    async fn record(
+        self: &Rc<Self>,
+        entry: QueueEntry,
+        results: Vec<RecipientResult>,
+        host: Option<String>,
+        loaded: Option<Loaded>,
+    ) {
+        let now_micros = intake::unix_micros();
+        let age = Duration::from_micros(now_micros.saturating_sub(entry.id.unix_micros()));
+        let expired = age >= Duration::from_secs(self.config.relay.max_lifetime_secs);
+        let sorted = sort_results(&results, host.as_deref(), expired);
+        log_attempt(self.shard, &entry, host.as_deref(), &results, &sorted);
+        self.metrics.delivered.inc_by(sorted.delivered as u64);
+        self.metrics
+            .deferred_recipients
+            .inc_by(sorted.deferred.len() as u64);
+        self.metrics.bounced.inc_by(sorted.failed.len() as u64);
+        if sorted.delivered > 0 {
+            self.metrics.delivery_seconds.observe(age.as_secs_f64());
+        }
+
+        let finished = sorted.deferred.is_empty();
+        let loaded = match loaded {
+            Some(loaded) => Some(loaded),
+            // Only bounces and the end of a message need the message itself.
+            None if finished || !sorted.failed.is_empty() => match self.load(entry.id).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
+                    self.retry_later(entry);
+                    return;
+                }
+            },
+            None => None,
+        };
+
+        let mut batch = WriteBatch::new();
+        let next = if finished {
+            spool::delete_queue_entry(&mut batch, &entry);
+            None
+        } else {
+            let attempts = entry.attempts.saturating_add(1);
+            let next = QueueEntry {
+                due: now_micros / 1000 + self.backoff(attempts).as_millis() as u64,
+                recipients: sorted.deferred,
+                attempts,
+                last_error: sorted.last_error,
+                ..entry.clone()
+            };
+            spool::reschedule(&mut batch, &entry, &next);
+            Some(next)
+        };
+        let mut bounce_entries = Vec::new();
+        let mut tell_home = false;
+        if let Some(Loaded { envelope, body }) = &loaded {
+            if !sorted.failed.is_empty() {
+                if envelope.sender.is_empty() {
+                    tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
+                } else {
+                    let id = self.ids.borrow_mut().next(now_micros);
+                    let dsn = bounce::new_bounce(
+                        id,
+                        &self.config.hostname,
+                        &entry.id,
+                        envelope,
+                        body,
+                        &sorted.failed,
+                        now_micros,
+                    );
+                    tracing::info!(shard = self.shard, queue_id = %entry.id, dsn_id = %id, to = %envelope.sender, "DSN queued");
+                    self.metrics.dsns.inc();
+                    bounce_entries = dsn.queue.clone();
+                    batch.append(dsn.into_batch());
+                }
+            }
+            if finished {
+                let hostname = &self.config.hostname;
+                let only_domain = envelope
+                    .recipients
+                    .iter()
+                    .all(|r| intake::recipient_domain(r, hostname) == entry.domain);
+                if only_domain {
+                    spool::delete_message(&mut batch, &entry.id);
+                } else {
+                    tell_home = true;
+                }
+            }
+        }
+
+        match self.commits.commit(batch).await {
+            Ok(()) => {
+                self.hub.route(bounce_entries);
+                let key = (entry.id, entry.domain.clone());
+                match next {
+                    Some(next) => {
+                        let mut state = self.state.borrow_mut();
+                        state
+                            .deferred
+                            .insert((next.due, next.id, next.domain.clone()), next);
+                    }
+                    None => {
+                        let mut state = self.state.borrow_mut();
+                        state.known.remove(&key);
+                        self.metrics.queued.set(state.known.len() as i64);
+                    }
+                }
+                if tell_home {
+                    self.hub.domain_done(entry.id, entry.domain).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot record delivery outcome; the attempt will be repeated");
+                self.retry_later(entry);
+            }
+        }
+    }
+
+    /// Keep an unchanged entry in memory and try it again after a pause.
+    fn retry_later(&self, mut entry: QueueEntry) {
+        entry.due = now_millis() + STORE_RETRY.as_millis() as u64;
+        self.state
+            .borrow_mut()
+            .deferred
+            .insert((entry.due, entry.id, entry.domain.clone()), entry);
+    }
+
+    /// A destination with no usable host: every entry in `entries` gets the
+    /// same answer (deferred or, if permanent, bounced).
+    pub fn fail_all(
+        self: &Rc<Self>,
+        entries: Vec<QueueEntry>,
+        why: &NoRoute,
+        host: Option<String>,
+    ) {
+        let code = if why.permanent { 550 } else { 451 };
+        for entry in entries {
+            let reply = ServerReply {
+                code,
+                status: Some(why.status.to_owned()),
+                text: why.text.clone(),
+                local: true,
+            };
+            let results = entry
+                .recipients
+                .iter()
+                .map(|r| RecipientResult {
+                    recipient: r.clone(),
+                    reply: reply.clone(),
+                })
+                .collect();
+            glommio::spawn_local(self.clone().finish(entry, results, host.clone(), None)).detach();
+        }
+    }
+
+    /// Retry delay before attempt `attempts + 1`: doubling from the initial
+    /// delay up to the maximum, then ±25 % jitter so that entries deferred
+    /// together do not all come back together.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let relay = &self.config.relay;
+        let doublings = attempts.saturating_sub(1).min(30);
+        let base = relay
+            .retry_initial_secs
+            .saturating_mul(1 << doublings)
+            .min(relay.retry_max_secs) as f64;
+        let jitter = 0.75 + 0.5 * self.random_unit();
+        Duration::from_secs_f64(base * jitter)
+    }
+
+    /// A number in [0, 1) from a per-shard xorshift generator.
+    fn random_unit(&self) -> f64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Home-shard bookkeeping: the recipients of `domain` of message `id` are
+    /// done. Drop them from the envelope; delete the message when none is left.
+    fn domain_done(self: &Rc<Self>, id: MessageId, domain: String) {
+        let pending = self.state.borrow().home.get(&id).map(|(e, _)| e.clone());
+        // A point read of a recent record; usually served from memory.
+        let envelope = match pending {
+            Some(envelope) => envelope,
+            None => match spool::read_envelope(&*self.store, &id) {
+                Ok(Some(envelope)) => envelope,
+                Ok(None) => return, // already gone
+                Err(e) => {
+                    tracing::error!(shard = self.shard, queue_id = %id, error = %e, "cannot read envelope; the message stays");
+                    return;
+                }
+            },
+        };
+        let hostname = &self.config.hostname;
+        let mut left = envelope;
+        left.recipients
+            .retain(|r| intake::recipient_domain(r, hostname) != domain);
+        let mut batch = WriteBatch::new();
+        if left.recipients.is_empty() {
+            spool::delete_message(&mut batch, &id);
+        } else {
+            spool::put_envelope(&mut batch, &id, &left);
+        }
+        let generation = {
+            let mut state = self.state.borrow_mut();
+            state.home_generation += 1;
+            let generation = state.home_generation;
+            state.home.insert(id, (left, generation));
+            state.pending_commits += 1;
+            generation
+        };
+        let relay = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = relay.commits.commit(batch).await {
+                tracing::error!(shard = relay.shard, queue_id = %id, error = %e, "cannot update envelope; the body stays");
+            }
+            let mut state = relay.state.borrow_mut();
+            if state.home.get(&id).is_some_and(|(_, g)| *g == generation) {
+                state.home.remove(&id);
+            }
+            state.pending_commits -= 1;
+        })
+        .detach();
+    }
+}
+
+/// Split results into delivered, deferred and failed recipients.
+fn sort_results(results: &[RecipientResult], host: Option<&str>, expired: bool) -> Sorted {
+    let mut sorted = Sorted {
+        delivered: 0,
+        deferred: Vec::new(),
+        failed: Vec::new(),
+        last_error: None,
+    };
+    for result in results {
+        let reply = &result.reply;
+        if reply.is_positive() {
+            sorted.delivered += 1;
+            continue;
+        }
+        sorted.last_error = Some(reply.to_string());
+        if reply.is_permanent() || expired {
+            let status = reply.status.clone().unwrap_or_else(|| {
+                if reply.is_permanent() {
+                    "5.0.0"
+                } else {
+                    "4.4.7"
+                }
+                .to_owned()
+            });
+            sorted.failed.push(RecipientStatus {
+                recipient: result.recipient.clone(),
+                action: Action::Failed,
+                status,
+                remote_mta: (!reply.local).then(|| host.map(str::to_owned)).flatten(),
+                diagnostic: Some(if reply.local {
+                    format!("x-ringpost; {reply}")
+                } else {
+                    format!("smtp; {reply}")
+                }),
+            });
+        } else {
+            sorted.deferred.push(result.recipient.clone());
+        }
+    }
+    sorted
+}
+
+/// One log line per attempt: queue id, domain, host, and the deciding reply.
+fn log_attempt(
+    shard: usize,
+    entry: &QueueEntry,
+    host: Option<&str>,
+    results: &[RecipientResult],
+    sorted: &Sorted,
+) {
+    let reply = results
+        .iter()
+        .find(|r| !r.reply.is_positive())
+        .or(results.first())
+        .map(|r| r.reply.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        shard,
+        queue_id = %entry.id,
+        domain = %entry.domain,
+        host = host.unwrap_or("-"),
+        attempt = entry.attempts + 1,
+        delivered = sorted.delivered,
+        deferred = sorted.deferred.len(),
+        bounced = sorted.failed.len(),
+        %reply,
+        "delivery attempt"
+    );
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> u64 {
+    intake::unix_micros() / 1000
+}

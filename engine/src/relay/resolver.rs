@@ -1,0 +1,818 @@
+//! MX resolution for outbound delivery.
+//!
+//! Shards run on glommio and must never block, while hickory-resolver wants
+//! tokio. So DNS lives on one small std thread ([`ResolverThread`]) that hosts
+//! a tokio current-thread runtime and one hickory resolver (with its cache).
+//! A shard holds a cheap [`Resolver`] handle: [`Resolver::mx`] sends the
+//! request over a bounded flume channel and awaits the answer on a
+//! `futures::channel::oneshot`, both of which work from any executor.
+//!
+//! Every request runs as its own task on the DNS thread, so slow domains do
+//! not hold up fast ones; at most [`MAX_IN_FLIGHT`] run at once, and callers
+//! beyond that wait (asynchronously) for room in the channel.
+//!
+//! The answer is an [`MxLookup`]: either the hosts to try, in order (RFC 5321
+//! §5.1: MX by preference, random among equals, else the implicit MX), or a
+//! failure already sorted into permanent and temporary, with its enhanced
+//! status code. This module never connects to a mail host; it only says where
+//! to go.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::future::{self, Either};
+use hickory_resolver::config::{
+    NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig as HickoryConfig,
+    ResolverOpts,
+};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{Name, ResolveError, TokioResolver};
+use tokio::sync::Semaphore;
+
+/// Most lookups running at once on the DNS thread; also the request channel's
+/// capacity. A caller past this waits for room instead of growing a queue.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// Most MX hosts of one domain whose addresses are looked up. A domain with
+/// more (rare, and never useful to a sender) must not fan one request out into
+/// hundreds of queries; the hosts past the cut are the least preferred.
+pub const MAX_MX_HOSTS: usize = 16;
+
+/// How the DNS thread finds and queries name servers.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    /// Recursive name servers, each asked over UDP (TCP when a reply is
+    /// truncated). Empty means the ones in the system's `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long to wait for one reply from one server.
+    pub timeout: Duration,
+    /// How many times one query is sent before giving up (at least 1); like
+    /// resolv.conf's `attempts`, this counts the first try.
+    pub attempts: usize,
+    /// Records kept in the resolver's cache (positive and negative answers,
+    /// each kept for its TTL).
+    pub cache_size: usize,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            cache_size: 4096,
+        }
+    }
+}
+
+/// One mail host to try, with the addresses to connect to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MxHost {
+    /// The host's name, lowercase and without a trailing dot (the domain
+    /// itself for an implicit MX; the bracketed literal for an address
+    /// literal).
+    pub name: String,
+    /// The MX preference (0 for an implicit MX or an address literal).
+    pub preference: u16,
+    /// IPv4 addresses first, then IPv6, each in the order the server gave.
+    /// Never empty.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The answer to "where does mail for this domain go?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum MxLookup {
+    /// Hosts in the order to try: preference ascending, shuffled among equal
+    /// preference. Hosts whose addresses could not be found are left out. No
+    /// MX records but A/AAAA records (the implicit MX, RFC 5321 §5.1) gives
+    /// one host: the domain itself, preference 0. Never empty.
+    Hosts(Vec<MxHost>),
+    /// RFC 7505 null MX (a lone MX record whose exchange is "."): the domain
+    /// accepts no mail. Permanent, 5.1.10.
+    NullMx,
+    /// The domain does not exist (NXDOMAIN), or the name is not a valid
+    /// domain or address literal. Permanent, 5.1.2.
+    NoSuchDomain,
+    /// The domain exists but has neither MX nor A/AAAA records, or none of
+    /// its MX hosts has an address. Permanent, 5.4.4.
+    NoAddress(String),
+    /// SERVFAIL, REFUSED, a timeout or a network error, or some MX hosts
+    /// failing temporarily while none resolved. Retry later, 4.4.3.
+    TempFail(String),
+}
+
+impl MxLookup {
+    /// The enhanced status code (RFC 3463) for a failed lookup; `None` for
+    /// [`MxLookup::Hosts`]. Codes starting with 5 are permanent, 4 temporary.
+    pub fn status(&self) -> Option<&'static str> {
+        match self {
+            MxLookup::Hosts(_) => None,
+            MxLookup::NullMx => Some("5.1.10"),
+            MxLookup::NoSuchDomain => Some("5.1.2"),
+            MxLookup::NoAddress(_) => Some("5.4.4"),
+            MxLookup::TempFail(_) => Some("4.4.3"),
+        }
+    }
+}
+
+/// One lookup on its way to the DNS thread.
+struct Request {
+    /// Lowercase and fully qualified, so hickory applies no search list.
+    domain: Name,
+    /// Where the answer goes; dropped unanswered if the thread stops.
+    reply: oneshot::Sender<MxLookup>,
+}
+
+/// A handle to the DNS thread; cheap to clone, one per shard or task.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    requests: flume::Sender<Request>,
+}
+
+impl Resolver {
+    /// Finds the hosts to deliver mail for `domain` to.
+    ///
+    /// `domain` is a domain name (any case, trailing dot allowed) or an
+    /// address literal such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`, which is
+    /// answered at once without DNS. The future is runtime-agnostic: it only
+    /// awaits channels, so a glommio task can await it. It waits for room when
+    /// [`MAX_IN_FLIGHT`] lookups are already running, and gives
+    /// [`MxLookup::TempFail`] if the DNS thread has stopped.
+    pub async fn mx(&self, domain: &str) -> MxLookup {
+        let domain = match parse_target(domain) {
+            Target::Name(name) => name,
+            Target::Literal(text, ip) => {
+                return MxLookup::Hosts(vec![MxHost {
+                    name: text,
+                    preference: 0,
+                    addrs: vec![ip],
+                }])
+            }
+            Target::Invalid => return MxLookup::NoSuchDomain,
+        };
+        let (reply, answer) = oneshot::channel();
+        if self
+            .requests
+            .send_async(Request { domain, reply })
+            .await
+            .is_err()
+        {
+            return stopped();
+        }
+        // Canceled means the thread stopped with this request queued or running.
+        answer.await.unwrap_or_else(|_| stopped())
+    }
+}
+
+fn stopped() -> MxLookup {
+    MxLookup::TempFail("DNS resolver stopped".into())
+}
+
+/// The DNS thread. Dropping it (or calling [`ResolverThread::shutdown`]) stops
+/// the thread: lookups running or queued then answer
+/// [`MxLookup::TempFail`], as do later calls on any [`Resolver`].
+pub struct ResolverThread {
+    /// Dropping or firing this ends the thread's serve loop.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ResolverThread {
+    /// Stops the thread and waits for it to exit.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The loop may already have ended (all handles dropped): fine.
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("DNS resolver thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ResolverThread {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts the DNS thread.
+///
+/// Fails if the runtime or thread cannot be created, or if `nameservers` is
+/// empty and the system configuration cannot be read or names no server.
+pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (resolver, servers) = {
+        // hickory may look for the current runtime while it is built.
+        let _context = runtime.enter();
+        build_resolver(&config)?
+    };
+    let deadline = lookup_deadline(&config, servers);
+
+    let (requests, incoming) = flume::bounded(MAX_IN_FLIGHT);
+    let (stop, stopped) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("ringpost-dns".into())
+        .spawn(move || {
+            runtime.block_on(serve(resolver, incoming, stopped, deadline));
+            // Dropping the runtime here cancels running lookups; their reply
+            // senders drop with them, which callers see as TempFail.
+        })?;
+
+    Ok((
+        Resolver { requests },
+        ResolverThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        },
+    ))
+}
+
+/// Builds the hickory resolver; also returns how many servers it asks.
+fn build_resolver(config: &ResolverConfig) -> io::Result<(TokioResolver, usize)> {
+    let servers: Vec<NameServerConfig> = if config.nameservers.is_empty() {
+        let (system, _) = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| io::Error::other(format!("reading system DNS configuration: {e}")))?;
+        // Only the servers: our own options replace the system's, and names
+        // are always fully qualified, so its search list would be unused.
+        system.name_servers().to_vec()
+    } else {
+        config
+            .nameservers
+            .iter()
+            .flat_map(|&addr| [Protocol::Udp, Protocol::Tcp].map(|p| server(addr, p)))
+            .collect()
+    };
+    let count = servers
+        .iter()
+        .filter(|s| s.protocol == Protocol::Udp)
+        .count();
+    if count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no DNS name servers configured",
+        ));
+    }
+
+    let mut opts = ResolverOpts::default();
+    opts.timeout = config.timeout;
+    // hickory counts retries after the first try.
+    opts.attempts = config.attempts.max(1) - 1;
+    opts.cache_size = config.cache_size;
+    // /etc/hosts is for local programs, not for where a domain's mail goes,
+    // and it would make results differ from one machine to the next.
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.ndots = 0;
+    // Large MX and AAAA sets fit one UDP reply instead of falling back to TCP.
+    opts.edns0 = true;
+
+    let hickory_config =
+        HickoryConfig::from_parts(None, vec![], NameServerConfigGroup::from(servers));
+    let resolver =
+        TokioResolver::builder_with_config(hickory_config, TokioConnectionProvider::default())
+            .with_options(opts)
+            .build();
+    Ok((resolver, count))
+}
+
+fn server(addr: SocketAddr, protocol: Protocol) -> NameServerConfig {
+    let mut server = NameServerConfig::new(addr, protocol);
+    // These are our own recursive resolvers: an NXDOMAIN from one is the
+    // answer, not a reason to ask the next.
+    server.trust_negative_responses = true;
+    server
+}
+
+/// A hard cap on one lookup, so every request is answered even if a query
+/// hangs past hickory's own timeouts. A lookup is two rounds (MX, then all
+/// addresses in parallel); each query may try every server, two at a time,
+/// `attempts` times; one timeout more is slack.
+fn lookup_deadline(config: &ResolverConfig, servers: usize) -> Duration {
+    let rounds_per_try = servers.div_ceil(2).max(1);
+    let tries = config.attempts.max(1) * rounds_per_try;
+    let timeouts = u32::try_from(2 * tries + 1).unwrap_or(u32::MAX);
+    config.timeout.saturating_mul(timeouts)
+}
+
+/// The DNS thread's loop: takes requests until stopped or until every
+/// [`Resolver`] handle is gone, each running as its own task.
+async fn serve(
+    resolver: TokioResolver,
+    incoming: flume::Receiver<Request>,
+    mut stop: oneshot::Receiver<()>,
+    deadline: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        // Take a slot before a request, so that a request is only taken off
+        // the channel when it can start.
+        let next = pin!(async {
+            let slot = slots.clone().acquire_owned().await.ok()?;
+            let request = incoming.recv_async().await.ok()?;
+            Some((slot, request))
+        });
+        let (slot, request) = match future::select(next, &mut stop).await {
+            Either::Left((Some(next), _)) => next,
+            // All handles dropped, or told to stop (or the stop handle dropped).
+            _ => return,
+        };
+        if request.reply.is_canceled() {
+            continue; // the caller gave up while the request was queued
+        }
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let answer = tokio::time::timeout(deadline, lookup_mx(&resolver, request.domain))
+                .await
+                .unwrap_or_else(|_| MxLookup::TempFail("DNS lookup timed out".into()));
+            // The caller may have stopped waiting; nothing to do then.
+            let _ = request.reply.send(answer);
+        });
+    }
+}
+
+/// Resolves `domain` (fully qualified) to the hosts to try.
+async fn lookup_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
+    let records: Vec<(u16, Name)> = match resolver.mx_lookup(domain.clone()).await {
+        Ok(mx) => mx
+            .iter()
+            .map(|mx| (mx.preference(), mx.exchange().clone()))
+            .collect(),
+        Err(e) => match classify(&e) {
+            Failure::NoSuchName => return MxLookup::NoSuchDomain,
+            // Checked below as the implicit MX.
+            Failure::NoRecords => Vec::new(),
+            Failure::Temporary(why) => return MxLookup::TempFail(format!("MX lookup: {why}")),
+        },
+    };
+
+    let hosts = match order_mx(records, &mut fastrand::Rng::new()) {
+        MxSet::Null => return MxLookup::NullMx,
+        MxSet::Implicit => return implicit_mx(resolver, domain).await,
+        MxSet::Hosts(hosts) => hosts,
+    };
+
+    let resolved = future::join_all(
+        hosts
+            .iter()
+            .map(|(_, name)| lookup_addrs(resolver, name.clone())),
+    )
+    .await;
+
+    let mut found = Vec::with_capacity(hosts.len());
+    let mut temporary = None;
+    for ((preference, name), addrs) in hosts.into_iter().zip(resolved) {
+        match addrs {
+            Addrs::Found(addrs) => found.push(MxHost {
+                name: display_name(&name),
+                preference,
+                addrs,
+            }),
+            Addrs::None => {}
+            Addrs::Temporary(why) => {
+                temporary.get_or_insert_with(|| format!("{}: {why}", display_name(&name)));
+            }
+        }
+    }
+    match (found.is_empty(), temporary) {
+        (false, _) => MxLookup::Hosts(found),
+        (true, Some(why)) => MxLookup::TempFail(format!("MX host address lookup: {why}")),
+        (true, None) => MxLookup::NoAddress("no MX host has an address".into()),
+    }
+}
+
+/// RFC 5321 §5.1: with no MX records, the domain itself is the mail host.
+async fn implicit_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
+    match lookup_addrs(resolver, domain.clone()).await {
+        Addrs::Found(addrs) => MxLookup::Hosts(vec![MxHost {
+            name: display_name(&domain),
+            preference: 0,
+            addrs,
+        }]),
+        Addrs::None => MxLookup::NoAddress("no MX, A or AAAA records".into()),
+        Addrs::Temporary(why) => MxLookup::TempFail(format!("address lookup: {why}")),
+    }
+}
+
+/// What an address lookup of one host found.
+#[derive(Debug, PartialEq)]
+enum Addrs {
+    Found(Vec<IpAddr>),
+    /// Definitively none: no A and no AAAA records (or no such name).
+    None,
+    /// No address, and at least one of the two queries failed temporarily.
+    Temporary(String),
+}
+
+/// Looks up A and AAAA of `host` in parallel.
+async fn lookup_addrs(resolver: &TokioResolver, host: Name) -> Addrs {
+    let (v4, v6) = future::join(
+        resolver.ipv4_lookup(host.clone()),
+        resolver.ipv6_lookup(host),
+    )
+    .await;
+    let mut addrs = Vec::new();
+    let mut temporary = None;
+    match v4 {
+        Ok(found) => addrs.extend(found.iter().map(|a| IpAddr::V4(a.0))),
+        Err(e) => note_failure(&e, &mut temporary),
+    }
+    match v6 {
+        Ok(found) => addrs.extend(found.iter().map(|a| IpAddr::V6(a.0))),
+        Err(e) => note_failure(&e, &mut temporary),
+    }
+    // Addresses from one family are enough to try the host now.
+    match (addrs.is_empty(), temporary) {
+        (false, _) => Addrs::Found(addrs),
+        (true, Some(why)) => Addrs::Temporary(why),
+        (true, None) => Addrs::None,
+    }
+}
+
+fn note_failure(e: &ResolveError, temporary: &mut Option<String>) {
+    if let Failure::Temporary(why) = classify(e) {
+        temporary.get_or_insert(why);
+    }
+}
+
+/// A failed query, sorted by what it means for delivery.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    /// NXDOMAIN: the name does not exist.
+    NoSuchName,
+    /// The name exists but has no records of the asked type.
+    NoRecords,
+    /// Anything that may work later: SERVFAIL, REFUSED, timeouts, I/O.
+    Temporary(String),
+}
+
+/// hickory reports every non-answer as an error; sort it. Only NXDOMAIN and
+/// an empty NOERROR say something about the domain; every other response
+/// code (SERVFAIL, REFUSED, ...) comes as the same error kind but says only
+/// that this server could not answer now.
+fn classify(e: &ResolveError) -> Failure {
+    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind())
+    {
+        match *response_code {
+            ResponseCode::NXDomain => return Failure::NoSuchName,
+            ResponseCode::NoError => return Failure::NoRecords,
+            code => return Failure::Temporary(format!("server answered {code}")),
+        }
+    }
+    Failure::Temporary(e.to_string())
+}
+
+/// A domain's MX records, sorted out.
+#[derive(Debug, PartialEq)]
+enum MxSet {
+    /// RFC 7505: the only MX is ".".
+    Null,
+    /// No usable MX records: fall back to the domain's own addresses.
+    Implicit,
+    /// Exchanges to try, in order, at most [`MAX_MX_HOSTS`].
+    Hosts(Vec<(u16, Name)>),
+}
+
+/// Orders MX records: preference ascending, shuffled among equal preference
+/// (RFC 5321 §5.1, to spread load), duplicates removed.
+fn order_mx(mut records: Vec<(u16, Name)>, rng: &mut fastrand::Rng) -> MxSet {
+    if records.is_empty() {
+        return MxSet::Implicit;
+    }
+    // RFC 7505 requires a null MX to stand alone with preference 0; we take
+    // any lone "." as null, since no mail can go to the root anyway. A "."
+    // beside real hosts is a misconfiguration; those hosts are still tried.
+    if records.iter().all(|(_, name)| name.is_root()) {
+        return MxSet::Null;
+    }
+    records.retain(|(_, name)| !name.is_root());
+    for (_, name) in &mut records {
+        *name = name.to_lowercase();
+    }
+
+    // Shuffle all, then sort stably: equal preferences end up shuffled.
+    rng.shuffle(&mut records);
+    records.sort_by_key(|&(preference, _)| preference);
+    // Keep the first (best) occurrence of a host listed twice.
+    let mut seen = Vec::with_capacity(records.len());
+    records.retain(|(_, name)| {
+        let fresh = !seen.contains(name);
+        if fresh {
+            seen.push(name.clone());
+        }
+        fresh
+    });
+    records.truncate(MAX_MX_HOSTS);
+    MxSet::Hosts(records)
+}
+
+/// A name as shown to users and used for TLS: lowercase, no trailing dot.
+fn display_name(name: &Name) -> String {
+    let text = name.to_lowercase().to_ascii();
+    match text.strip_suffix('.') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
+        _ => text,
+    }
+}
+
+/// What the caller asked to resolve.
+#[derive(Debug, PartialEq)]
+enum Target {
+    /// A domain name: lowercase, fully qualified.
+    Name(Name),
+    /// An address literal (RFC 5321 §4.1.3): its text (lowercase), and the address.
+    Literal(String, IpAddr),
+    /// Neither a valid name nor a valid literal.
+    Invalid,
+}
+
+/// Parses a recipient domain: `example.com`, `Example.COM.`, `[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]` (and, leniently, `[2001:db8::1]`).
+fn parse_target(domain: &str) -> Target {
+    let domain = domain.trim();
+    if let Some(inner) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        let ip = match inner.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => {
+                inner[5..].parse::<Ipv6Addr>().map(IpAddr::V6).ok()
+            }
+            _ => inner
+                .parse::<Ipv4Addr>()
+                .map(IpAddr::V4)
+                .or_else(|_| inner.parse::<Ipv6Addr>().map(IpAddr::V6))
+                .ok(),
+        };
+        return match ip {
+            Some(ip) => Target::Literal(domain.to_ascii_lowercase(), ip),
+            None => Target::Invalid,
+        };
+    }
+
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    // A bare address is not a domain (RFC 5321 wants brackets); refuse it
+    // rather than look it up as a name.
+    if domain.is_empty() || domain.parse::<IpAddr>().is_ok() {
+        return Target::Invalid;
+    }
+    // from_utf8 also turns an internationalised name into its A-label form.
+    match Name::from_utf8(domain.to_lowercase()) {
+        Ok(mut name) => {
+            name.set_fqdn(true);
+            Target::Name(name.to_lowercase())
+        }
+        Err(_) => Target::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::op::Query;
+    use hickory_resolver::proto::rr::RecordType;
+    use hickory_resolver::proto::ProtoError;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(MxLookup::Hosts(vec![]).status(), None);
+        assert_eq!(MxLookup::NullMx.status(), Some("5.1.10"));
+        assert_eq!(MxLookup::NoSuchDomain.status(), Some("5.1.2"));
+        assert_eq!(MxLookup::NoAddress("x".into()).status(), Some("5.4.4"));
+        assert_eq!(MxLookup::TempFail("x".into()).status(), Some("4.4.3"));
+    }
+
+    #[test]
+    fn names_are_lowercased_and_qualified() {
+        for input in ["Example.COM", "example.com.", " example.com "] {
+            match parse_target(input) {
+                Target::Name(n) => {
+                    assert!(n.is_fqdn());
+                    assert_eq!(n.to_ascii(), "example.com.");
+                }
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn internationalised_names_become_a_labels() {
+        match parse_target("Bücher.example") {
+            Target::Name(n) => assert_eq!(n.to_ascii(), "xn--bcher-kva.example."),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn address_literals() {
+        let v4 = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            parse_target("[127.0.0.1]"),
+            Target::Literal("[127.0.0.1]".into(), v4)
+        );
+        assert_eq!(
+            parse_target("[IPv6:2001:DB8::1]"),
+            Target::Literal("[ipv6:2001:db8::1]".into(), v6)
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]"),
+            Target::Literal("[2001:db8::1]".into(), v6)
+        );
+    }
+
+    #[test]
+    fn invalid_targets() {
+        for input in [
+            "",
+            ".",
+            "[]",
+            "[300.0.0.1]",
+            "[IPv6:127.0.0.1]",
+            "[tag:stuff]",
+            "127.0.0.1",
+            "a..b",
+            &format!("{}.com", "a".repeat(64)),
+        ] {
+            assert_eq!(parse_target(input), Target::Invalid, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn lone_root_mx_is_null() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(order_mx(vec![(0, Name::root())], &mut rng), MxSet::Null);
+        assert_eq!(order_mx(vec![(10, Name::root())], &mut rng), MxSet::Null);
+        assert_eq!(order_mx(vec![], &mut rng), MxSet::Implicit);
+    }
+
+    #[test]
+    fn root_beside_real_hosts_is_dropped() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(
+            order_mx(vec![(0, Name::root()), (10, name("mx.test."))], &mut rng),
+            MxSet::Hosts(vec![(10, name("mx.test."))])
+        );
+    }
+
+    #[test]
+    fn mx_sorted_by_preference_and_deduplicated() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let records = vec![
+            (30, name("c.test.")),
+            (10, name("A.test.")),
+            (20, name("b.test.")),
+            (40, name("a.test.")),
+        ];
+        assert_eq!(
+            order_mx(records, &mut rng),
+            MxSet::Hosts(vec![
+                (10, name("a.test.")),
+                (20, name("b.test.")),
+                (30, name("c.test.")),
+            ])
+        );
+    }
+
+    #[test]
+    fn equal_preferences_are_shuffled() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let records = vec![
+            (10, name("x.test.")),
+            (10, name("y.test.")),
+            (5, name("first.test.")),
+        ];
+        let mut x_second = 0;
+        for _ in 0..200 {
+            let MxSet::Hosts(hosts) = order_mx(records.clone(), &mut rng) else {
+                panic!("hosts expected");
+            };
+            assert_eq!(hosts[0].1, name("first.test."));
+            if hosts[1].1 == name("x.test.") {
+                x_second += 1;
+            }
+        }
+        assert!((50..150).contains(&x_second), "{x_second} of 200");
+    }
+
+    #[test]
+    fn mx_host_count_is_capped() {
+        let records = (0..100)
+            .map(|i| (i, name(&format!("mx{i}.test."))))
+            .collect();
+        let MxSet::Hosts(hosts) = order_mx(records, &mut fastrand::Rng::with_seed(1)) else {
+            panic!("hosts expected");
+        };
+        assert_eq!(hosts.len(), MAX_MX_HOSTS);
+        assert_eq!(hosts[0].0, 0);
+    }
+
+    #[test]
+    fn display_names() {
+        assert_eq!(display_name(&name("MX1.Example.COM.")), "mx1.example.com");
+        assert_eq!(display_name(&Name::root()), ".");
+    }
+
+    fn no_records(code: ResponseCode) -> ResolveError {
+        ProtoError::from(ProtoErrorKind::NoRecordsFound {
+            query: Box::new(Query::query(name("x.test."), RecordType::MX)),
+            soa: None,
+            ns: None,
+            negative_ttl: None,
+            response_code: code,
+            trusted: true,
+            authorities: None,
+        })
+        .into()
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        assert_eq!(
+            classify(&no_records(ResponseCode::NXDomain)),
+            Failure::NoSuchName
+        );
+        assert_eq!(
+            classify(&no_records(ResponseCode::NoError)),
+            Failure::NoRecords
+        );
+        for code in [ResponseCode::ServFail, ResponseCode::Refused] {
+            assert!(matches!(classify(&no_records(code)), Failure::Temporary(_)));
+        }
+        let timeout: ResolveError = ProtoError::from(ProtoErrorKind::Timeout).into();
+        assert!(matches!(classify(&timeout), Failure::Temporary(_)));
+    }
+
+    #[test]
+    fn deadline_covers_every_try() {
+        let config = ResolverConfig {
+            timeout: Duration::from_millis(300),
+            attempts: 1,
+            ..ResolverConfig::default()
+        };
+        assert_eq!(lookup_deadline(&config, 1), Duration::from_millis(900));
+        let config = ResolverConfig {
+            attempts: 2,
+            ..config
+        };
+        assert_eq!(lookup_deadline(&config, 3), Duration::from_millis(300 * 9));
+    }
+
+    fn unused_server() -> ResolverConfig {
+        // Nothing is sent in these tests; the address only has to be valid.
+        ResolverConfig {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..ResolverConfig::default()
+        }
+    }
+
+    #[test]
+    fn literals_and_invalid_names_need_no_dns() {
+        let (resolver, thread) = start(unused_server()).unwrap();
+        let answer = futures::executor::block_on(resolver.mx("[192.0.2.7]"));
+        assert_eq!(
+            answer,
+            MxLookup::Hosts(vec![MxHost {
+                name: "[192.0.2.7]".into(),
+                preference: 0,
+                addrs: vec!["192.0.2.7".parse().unwrap()],
+            }])
+        );
+        let answer = futures::executor::block_on(resolver.mx("bad..name"));
+        assert_eq!(answer, MxLookup::NoSuchDomain);
+        thread.shutdown();
+    }
+
+    #[test]
+    fn lookups_after_shutdown_fail_temporarily() {
+        let (resolver, thread) = start(unused_server()).unwrap();
+        drop(thread);
+        let answer = futures::executor::block_on(resolver.mx("example.test"));
+        assert!(matches!(answer, MxLookup::TempFail(_)), "{answer:?}");
+    }
+
+    #[test]
+    fn thread_ends_when_every_handle_is_gone() {
+        let (resolver, thread) = start(unused_server()).unwrap();
+        drop(resolver);
+        // Joins; would hang if the loop ignored the closed channel.
+        thread.shutdown();
+    }
+}

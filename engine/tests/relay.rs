@@ -1,0 +1,396 @@
+//! Relay end to end, on loopback: ringpost takes mail over SMTP, finds the
+//! destination through a real DNS server (hickory, in process) and delivers
+//! to real SMTP sinks (ringpost-blast's, in process), several of them on one
+//! port at different loopback addresses, as MX hosts of a domain would be.
+
+mod common;
+mod support;
+
+use common::{start_server, Client};
+use ringpost_engine::{Config, RunningServer};
+use ringpost_loadtest::sink::{self, Faults, SinkConfig, SinkHandle};
+use ringpost_storage::spool;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::dns::{silent_dns, TestDns, TestRecord};
+
+/// Nothing listens here: connections are refused at once.
+const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+const SINK_A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const SINK_B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const WAIT: Duration = Duration::from_secs(30);
+
+fn sink_config(addr: SocketAddr, faults: Faults) -> SinkConfig {
+    SinkConfig {
+        listen: addr,
+        threads: 1,
+        hostname: "sink.test".into(),
+        faults,
+        keep_messages: 10_000,
+        dump_dir: None,
+        id_log: None,
+        exit_after: None,
+    }
+}
+
+/// Sinks on one port (the relay's MX port) at different loopback addresses.
+fn sinks_on_one_port(specs: &[(Ipv4Addr, Faults)]) -> (u16, Vec<SinkHandle>) {
+    'retry: for _ in 0..20 {
+        let (ip, faults) = &specs[0];
+        let first = sink::start(sink_config((*ip, 0).into(), faults.clone())).expect("sink starts");
+        let port = first.addr().port();
+        let mut sinks = vec![first];
+        for (ip, faults) in &specs[1..] {
+            match sink::start(sink_config((*ip, port).into(), faults.clone())) {
+                Ok(s) => sinks.push(s),
+                Err(_) => continue 'retry, // port taken on that address: pick another
+            }
+        }
+        return (port, sinks);
+    }
+    panic!("no common free port for the sinks");
+}
+
+/// Relay settings for tests: our DNS, our port, quick retries.
+fn relay_to(dns: SocketAddr, port: u16) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        c.relay.enabled = true;
+        c.relay.nameservers = vec![dns];
+        c.relay.mx_port = port;
+        c.relay.dns_timeout_secs = 2;
+        c.relay.retry_initial_secs = 1;
+        c.relay.retry_max_secs = 2;
+        c.relay.idle_connection_secs = 1;
+        c.relay.connect_timeout_secs = 2;
+    }
+}
+
+/// Send one message; returns the final reply.
+fn send(addr: SocketAddr, from: &str, rcpts: &[&str], body: &str) -> String {
+    let (mut c, greeting) = Client::connect(addr);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for rcpt in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    // Dot-stuffing (RFC 5321 §4.5.2): the server removes it again.
+    c.send(body.replace("\r\n.", "\r\n..").as_bytes());
+    let reply = c.cmd(".");
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    reply
+}
+
+fn message(n: usize) -> String {
+    format!(
+        "From: a@origin.test\r\nTo: b@dest.test\r\nSubject: relay test {n}\r\nMessage-ID: <{n}@origin.test>\r\n\r\nline one\r\n.leading dot\r\nmessage {n}\r\n"
+    )
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spool_messages(server: &RunningServer) -> u64 {
+    spool::stats(&*server.store()).unwrap().messages
+}
+
+fn without_trace(data: &[u8]) -> &[u8] {
+    common::split_trace_header(data).1
+}
+
+fn dest_zone(primary: Ipv4Addr) -> Vec<TestRecord> {
+    vec![
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::mx("dest.test", 20, "mx2.dest.test"),
+        TestRecord::a("mx1.dest.test", primary),
+        TestRecord::a("mx2.dest.test", SINK_A),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_B),
+    ]
+}
+
+#[test]
+fn secondary_mx_takes_over_when_primary_is_down() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(DEAD));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    for n in 0..5 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    assert!(sinks[0].wait_for_messages(5, WAIT), "all 5 arrive via mx2");
+    let mut got: Vec<Vec<u8>> = sinks[0]
+        .messages()
+        .iter()
+        .map(|m| without_trace(&m.data).to_vec())
+        .collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..5).map(|n| message(n).into_bytes()).collect();
+    want.sort();
+    assert_eq!(got, want, "byte for byte, dot-stuffing undone");
+    let m = &sinks[0].messages()[0];
+    assert_eq!(m.mail_from, "a@origin.test");
+    assert_eq!(m.recipients, vec!["b@dest.test"]);
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_relay_connection_failures_total"),
+        "{metrics}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn tempfail_then_success_is_delivered_once() {
+    let faults = Faults {
+        tempfail_data_first: 1,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults)]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test"],
+        &message(1),
+    );
+    assert!(
+        sinks[0].wait_for_messages(1, WAIT),
+        "delivered after a retry"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = sinks[0].stats();
+    assert_eq!((stats.messages, stats.tempfails), (1, 1), "{stats:?}");
+    server.shutdown();
+}
+
+#[test]
+fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
+    let refuse_all = Faults {
+        permfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, refuse_all), (SINK_B, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["bob@dest.test"],
+        &message(1),
+    );
+    assert!(
+        sinks[1].wait_for_messages(1, WAIT),
+        "the DSN reaches the sender's MX"
+    );
+    let dsn = &sinks[1].messages()[0];
+    assert_eq!(dsn.mail_from, "", "DSNs use the null sender");
+    assert_eq!(dsn.recipients, vec!["alice@origin.test"]);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("multipart/report"), "{text}");
+    assert!(text.contains("report-type=delivery-status"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822;bob@dest.test"),
+        "{text}"
+    );
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(
+        text.contains("Subject: relay test 1"),
+        "original headers: {text}"
+    );
+
+    // A failing message from the null sender is dropped without a DSN.
+    send(server.smtp_addr(), "", &["bob@dest.test"], &message(2));
+    wait_until("both originals to be gone", || {
+        sinks[0].stats().permfails >= 2 && spool_messages(&server) == 0
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sinks[1].stats().messages, 1, "exactly one DSN");
+    server.shutdown();
+}
+
+#[test]
+fn null_mx_and_nxdomain_bounce_with_their_codes() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
+    let mut zone = dest_zone(SINK_A);
+    zone.push(TestRecord::mx("nullmx.test", 0, "."));
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["x@nullmx.test"],
+        &message(1),
+    );
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["y@gone.test"],
+        &message(2),
+    );
+    assert!(sinks[0].wait_for_messages(2, WAIT), "two DSNs");
+    let texts: Vec<String> = sinks[0]
+        .messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    let about = |rcpt: &str| {
+        texts
+            .iter()
+            .find(|t| t.contains(&format!("Final-Recipient: rfc822;{rcpt}")))
+            .unwrap_or_else(|| panic!("a DSN about {rcpt}: {texts:?}"))
+    };
+    assert!(about("x@nullmx.test").contains("Status: 5.1.10"));
+    assert!(about("y@gone.test").contains("Status: 5.1.2"));
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
+#[test]
+fn implicit_mx_from_an_a_record() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let mut zone = dest_zone(SINK_A);
+    zone.push(TestRecord::a("plain.test", SINK_A));
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["c@plain.test"],
+        &message(1),
+    );
+    assert!(sinks[0].wait_for_messages(1, WAIT));
+    assert_eq!(sinks[0].messages()[0].recipients, vec!["c@plain.test"]);
+    server.shutdown();
+}
+
+#[test]
+fn recipients_of_one_domain_share_one_transaction() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    let rcpts = [
+        "r1@dest.test",
+        "r2@dest.test",
+        "r3@DEST.test",
+        "r4@dest.test",
+    ];
+    send(server.smtp_addr(), "a@origin.test", &rcpts, &message(1));
+    assert!(sinks[0].wait_for_messages(1, WAIT));
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let messages = sinks[0].messages();
+    assert_eq!(messages.len(), 1, "one transaction");
+    assert_eq!(messages[0].recipients, rcpts);
+    server.shutdown();
+}
+
+#[test]
+fn message_for_two_domains_reaches_both_then_leaves_the_spool() {
+    let (port, sinks) =
+        sinks_on_one_port(&[(SINK_A, Faults::default()), (SINK_B, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    for n in 0..10 {
+        send(
+            server.smtp_addr(),
+            "a@else.test",
+            &["b@dest.test", "c@origin.test"],
+            &message(n),
+        );
+    }
+    assert!(sinks[0].wait_for_messages(10, WAIT));
+    assert!(sinks[1].wait_for_messages(10, WAIT));
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
+#[test]
+fn dns_timeout_defers_and_keeps_the_message() {
+    let (dns, _silent) = silent_dns();
+    let (server, _dir) = start_server(relay_to(dns, 25));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test"],
+        &message(1),
+    );
+    let metrics_addr = server.metrics_addr().unwrap();
+    wait_until("a deferral", || {
+        common::http_get(metrics_addr, "/metrics").lines().any(|l| {
+            l.starts_with("ringpost_relay_recipients_total")
+                && l.contains("deferred")
+                && !l.ends_with(" 0")
+        })
+    });
+    assert_eq!(spool_messages(&server), 1, "deferred, not lost");
+    let entries = spool::due_queue_entries(&*server.store(), u64::MAX, 10).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].attempts, 1);
+    assert!(
+        entries[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("451 4.4.3"),
+        "{entries:?}"
+    );
+    server.shutdown();
+}
+
+/// A server on an existing data dir.
+fn start_on(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> RunningServer {
+    let mut config = Config {
+        hostname: "mx.test".into(),
+        data_dir: data_dir.to_owned(),
+        shards: 2,
+        pin_shards: false,
+        ..Config::default()
+    };
+    config.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = None;
+    config.relay.enabled = false;
+    tweak(&mut config);
+    ringpost_engine::start(config).expect("server starts")
+}
+
+#[test]
+fn restart_with_a_loaded_queue_delivers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_on(&data, |_| {});
+    for n in 0..30 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    server.shutdown();
+
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let server = start_on(&data, relay_to(dns.addr(), port));
+    assert!(
+        sinks[0].wait_for_messages(30, WAIT),
+        "the queue was rebuilt from the store"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    assert_eq!(sinks[0].stats().messages, 30);
+    server.shutdown();
+}

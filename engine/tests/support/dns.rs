@@ -1,0 +1,226 @@
+//! DNS servers for tests: an authoritative one serving the records a test
+//! gives ([`TestDns`]), and one that never answers ([`silent_dns`]).
+//!
+//! Both listen on 127.0.0.1 with UDP and TCP on the same port, so a resolver
+//! pointed at `addr()` can fall back to TCP as it would in production. Each
+//! [`TestDns`] runs hickory-server on its own thread and tokio runtime, so it
+//! serves whatever runtime (or none) the test itself uses.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryAuthority;
+use hickory_server::ServerFuture;
+
+/// TTL of every record served; long enough that nothing expires mid-test.
+const TTL: u32 = 300;
+
+/// Negative answers (NXDOMAIN, no data) are cached for the SOA minimum;
+/// 0 keeps them from sticking if a resolver is shared between cases.
+const NEGATIVE_TTL: u32 = 0;
+
+/// How long the server keeps an idle TCP connection.
+const TCP_IDLE: Duration = Duration::from_secs(5);
+
+/// A record for [`TestDns`] to serve. Names may be given with or without the
+/// trailing dot; they must lie inside the zone.
+#[derive(Debug, Clone)]
+pub enum TestRecord {
+    /// `name MX preference exchange`; exchange "." makes a null MX (RFC 7505).
+    Mx {
+        name: String,
+        preference: u16,
+        exchange: String,
+    },
+    /// `name A ip`.
+    A { name: String, ip: Ipv4Addr },
+    /// `name AAAA ip`.
+    Aaaa { name: String, ip: Ipv6Addr },
+}
+
+impl TestRecord {
+    /// An MX record.
+    pub fn mx(name: impl Into<String>, preference: u16, exchange: impl Into<String>) -> Self {
+        TestRecord::Mx {
+            name: name.into(),
+            preference,
+            exchange: exchange.into(),
+        }
+    }
+
+    /// An A record.
+    pub fn a(name: impl Into<String>, ip: Ipv4Addr) -> Self {
+        TestRecord::A {
+            name: name.into(),
+            ip,
+        }
+    }
+
+    /// An AAAA record.
+    pub fn aaaa(name: impl Into<String>, ip: Ipv6Addr) -> Self {
+        TestRecord::Aaaa {
+            name: name.into(),
+            ip,
+        }
+    }
+
+    fn to_record(&self) -> Record {
+        match self {
+            TestRecord::Mx {
+                name,
+                preference,
+                exchange,
+            } => Record::from_rdata(
+                fqdn(name),
+                TTL,
+                RData::MX(MX::new(*preference, fqdn(exchange))),
+            ),
+            TestRecord::A { name, ip } => Record::from_rdata(fqdn(name), TTL, RData::A(A(*ip))),
+            TestRecord::Aaaa { name, ip } => {
+                Record::from_rdata(fqdn(name), TTL, RData::AAAA(AAAA(*ip)))
+            }
+        }
+    }
+}
+
+/// Parses a name, making it fully qualified; "." is the root.
+fn fqdn(name: &str) -> Name {
+    let mut name = Name::from_str(name).unwrap_or_else(|e| panic!("bad test name {name:?}: {e}"));
+    name.set_fqdn(true);
+    name
+}
+
+/// An authoritative DNS server for one zone, on 127.0.0.1 (UDP and TCP, one
+/// port). Names in the zone without records answer NXDOMAIN (a name with
+/// records but not of the asked type answers NOERROR with no data); names
+/// outside it answer REFUSED. Stops when dropped.
+pub struct TestDns {
+    addr: SocketAddr,
+    /// Dropping it ends the server's thread.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestDns {
+    /// Starts serving `records` as zone `zone` (e.g. "test."), with an SOA
+    /// at the apex added. Panics on a bad name or if no port can be bound.
+    pub fn start(zone: &str, records: &[TestRecord]) -> TestDns {
+        let origin = fqdn(zone);
+        let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
+        let serial = 1;
+        let soa = SOA::new(
+            fqdn(&format!("ns.{origin}")),
+            fqdn(&format!("hostmaster.{origin}")),
+            serial,
+            3600,
+            600,
+            86400,
+            NEGATIVE_TTL,
+        );
+        authority.upsert_mut(
+            Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
+            serial,
+        );
+        for record in records {
+            let record = record.to_record();
+            assert!(
+                origin.zone_of(record.name()),
+                "{} is outside zone {origin}",
+                record.name()
+            );
+            authority.upsert_mut(record, serial);
+        }
+        let mut catalog = Catalog::new();
+        let authority: Arc<dyn AuthorityObject> = Arc::new(authority);
+        catalog.upsert(LowerName::new(&origin), vec![authority]);
+
+        let (udp, tcp) = bind_pair().expect("binding the test DNS server");
+        let addr = udp.local_addr().expect("test DNS address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("test-dns".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("test DNS runtime");
+                runtime.block_on(async move {
+                    let mut server = ServerFuture::new(catalog);
+                    server.register_socket_std(udp).expect("test DNS UDP");
+                    server
+                        .register_listener_std(tcp, TCP_IDLE)
+                        .expect("test DNS TCP");
+                    // Ok (told to stop) or Err (TestDns dropped): both mean stop.
+                    let _ = stopped.await;
+                    // Dropping the runtime after this ends the server's tasks.
+                });
+            })
+            .expect("test DNS thread");
+        TestDns {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Where the server listens (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // Don't turn a failing test's panic into an abort.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Keeps a [`silent_dns`] server's sockets open; they close on drop.
+pub struct SilentDns {
+    _udp: UdpSocket,
+    _tcp: TcpListener,
+}
+
+/// A "server" on 127.0.0.1 that never answers: queries over UDP sit unread,
+/// TCP connections are accepted by the kernel and never served. For timeout
+/// tests. Keep the guard alive as long as the address is used.
+pub fn silent_dns() -> (SocketAddr, SilentDns) {
+    let (udp, tcp) = bind_pair().expect("binding the silent DNS server");
+    let addr = udp.local_addr().expect("silent DNS address");
+    (
+        addr,
+        SilentDns {
+            _udp: udp,
+            _tcp: tcp,
+        },
+    )
+}
+
+/// Binds UDP and TCP on one free port of 127.0.0.1. The UDP port is picked
+/// by the kernel; its TCP twin may be taken, so try a few.
+fn bind_pair() -> io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..32 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        match TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free port")))
+}

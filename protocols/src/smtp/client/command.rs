@@ -1,0 +1,151 @@
+//! What the client writes: command lines and message content.
+//!
+//! # Message content after DATA
+//! The stored message is written with every line ending made CRLF (a bare CR
+//! or LF becomes CRLF), a `.` doubled at the start of each line (RFC 5321
+//! §4.5.2), a CRLF added if the last line lacks one, then `.` CRLF. Making
+//! line endings CRLF first means no byte sequence in a message can be read as
+//! the end of data by a server that also treats a bare LF or CR as a line end
+//! (SMTP smuggling). BDAT content is length-delimited and goes out raw.
+
+use memchr::memchr2;
+
+/// `RSET`.
+pub(super) const RSET: &[u8] = b"RSET\r\n";
+/// `DATA`.
+pub(super) const DATA: &[u8] = b"DATA\r\n";
+/// `QUIT`.
+pub(super) const QUIT: &[u8] = b"QUIT\r\n";
+/// `STARTTLS`.
+pub(super) const STARTTLS: &[u8] = b"STARTTLS\r\n";
+/// The end-of-data line.
+pub(super) const END_OF_DATA: &[u8] = b".\r\n";
+
+/// The ESMTP parameters of MAIL FROM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct MailParams {
+    /// `SIZE=n` (RFC 1870).
+    pub(super) size: Option<u64>,
+    /// `BODY=8BITMIME` (RFC 6152).
+    pub(super) eight_bit: bool,
+    /// `SMTPUTF8` (RFC 6531).
+    pub(super) smtputf8: bool,
+}
+
+/// True if `text` holds a control character: writing it into a command line
+/// could end the line early and inject a command.
+pub(super) fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+/// `EHLO name` or `HELO name`. Control characters are dropped from the name
+/// (it comes from configuration and cannot be refused per message).
+pub(super) fn hello(out: &mut Vec<u8>, verb: &str, name: &str) {
+    out.extend_from_slice(verb.as_bytes());
+    out.push(b' ');
+    out.extend(name.bytes().filter(|b| !b.is_ascii_control()));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `MAIL FROM:<from>` and its parameters; `from` holds no control characters.
+pub(super) fn mail(out: &mut Vec<u8>, from: &str, params: MailParams) {
+    out.extend_from_slice(b"MAIL FROM:<");
+    out.extend_from_slice(from.as_bytes());
+    out.push(b'>');
+    if let Some(size) = params.size {
+        out.extend_from_slice(format!(" SIZE={size}").as_bytes());
+    }
+    if params.eight_bit {
+        out.extend_from_slice(b" BODY=8BITMIME");
+    }
+    if params.smtputf8 {
+        out.extend_from_slice(b" SMTPUTF8");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `RCPT TO:<to>`; `to` holds no control characters.
+pub(super) fn rcpt(out: &mut Vec<u8>, to: &str) {
+    out.extend_from_slice(b"RCPT TO:<");
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(b">\r\n");
+}
+
+/// `BDAT <len> LAST` and the body, raw.
+pub(super) fn bdat_last(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The body as DATA content, end-of-data line included (see the module doc).
+pub(super) fn data_content(out: &mut Vec<u8>, body: &[u8]) {
+    // One extra byte per 64 covers the dots of a typical message.
+    out.reserve(body.len() + body.len() / 64 + 5);
+    let mut rest = body;
+    let mut line_start = true;
+    while let Some(&first) = rest.first() {
+        if line_start && first == b'.' {
+            out.push(b'.');
+        }
+        let Some(end) = memchr2(b'\r', b'\n', rest) else {
+            out.extend_from_slice(rest);
+            line_start = false;
+            break;
+        };
+        out.extend_from_slice(&rest[..end]);
+        out.extend_from_slice(b"\r\n");
+        let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+        rest = &rest[end + if crlf { 2 } else { 1 }..];
+        line_start = true;
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(END_OF_DATA);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        data_content(&mut out, body);
+        out
+    }
+
+    #[test]
+    fn dots_are_stuffed_at_line_starts_only() {
+        assert_eq!(
+            content(b".a\r\nb.c\r\n.\r\n..\r\n"),
+            b"..a\r\nb.c\r\n..\r\n...\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn last_line_gets_its_crlf() {
+        assert_eq!(content(b""), b".\r\n");
+        assert_eq!(content(b"a"), b"a\r\n.\r\n");
+        assert_eq!(content(b"a\r\n."), b"a\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn bare_line_endings_become_crlf() {
+        assert_eq!(
+            content(b"a\n.\nb\r.\r\r\n"),
+            b"a\r\n..\r\nb\r\n..\r\n\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn mail_parameters() {
+        let mut out = Vec::new();
+        let params = MailParams {
+            size: Some(12),
+            eight_bit: true,
+            smtputf8: true,
+        };
+        mail(&mut out, "", params);
+        assert_eq!(out, b"MAIL FROM:<> SIZE=12 BODY=8BITMIME SMTPUTF8\r\n");
+    }
+}
