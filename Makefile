@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup bench-accept
+.PHONY: run test lint setup bench-accept bench-relay crash-relay
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -38,3 +38,14 @@ lint: setup
 ## Durable accept rate, ringpost vs Postfix on this machine (installs Postfix).
 bench-accept: setup
 	./loadtest/bench-accept.sh
+
+## Relay throughput end to end (blaster -> relay -> sink), ringpost vs Postfix
+## on this machine (installs Postfix).
+bench-relay: setup
+	$(CARGO) build --release -p ringpost -p ringpost-loadtest
+	SKIP_BUILD=1 ./loadtest/bench-relay.sh
+
+## SIGKILL ringpost mid-blast while it relays, restart it: nothing acked is lost.
+crash-relay: setup
+	$(CARGO) build --release -p ringpost -p ringpost-loadtest
+	SKIP_BUILD=1 ./loadtest/crash-relay.sh

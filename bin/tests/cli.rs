@@ -1,5 +1,6 @@
 //! The `ringpost` command as operators use it: a real process on loopback,
-//! SIGKILL in the middle of a load (nothing acknowledged may be lost),
+//! SIGKILL in the middle of a load (nothing acknowledged may be lost) and in
+//! the middle of relaying to a sink (everything acknowledged arrives),
 //! SIGTERM for a clean stop, `spool stats` and `config check`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +16,7 @@ const RINGPOST: &str = env!("CARGO_BIN_EXE_ringpost");
 /// Start `ringpost serve` on ephemeral loopback ports; return it and its SMTP address.
 /// The caller waits for the child; if start-up fails, the test fails right here.
 #[allow(clippy::zombie_processes)]
-fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
+fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(RINGPOST)
         .args([
             "serve",
@@ -25,10 +26,10 @@ fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
             "127.0.0.1:0",
             "--shards",
             "2",
-            "--no-relay",
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -132,29 +133,9 @@ fn spool_stats(data_dir: &Path) -> (u64, String) {
 fn sigkill_during_load_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut server, addr) = spawn_server(&data);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || blast(addr, w, stop, acked))
-        })
-        .collect();
+    let (mut server, addr) = spawn_server(&data, &["--no-relay"]);
     // Let load build up, then kill without warning.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while acked.lock().unwrap().len() < 500 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
-    server.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = load_then_kill(&mut server, addr, 500);
     assert!(acked.len() >= 100, "load ran: {} acknowledged", acked.len());
 
     // spool stats reads the crashed store read-only.
@@ -185,7 +166,7 @@ fn sigkill_during_load_loses_no_acknowledged_message() {
     drop(store);
 
     // The crashed store opens again for a new server, which stops cleanly on SIGTERM.
-    let (mut server, addr) = spawn_server(&data);
+    let (mut server, addr) = spawn_server(&data, &["--no-relay"]);
     let mut c = TcpStream::connect(addr).unwrap();
     let mut greeting = [0u8; 3];
     c.read_exact(&mut greeting).unwrap();
@@ -194,6 +175,88 @@ fn sigkill_during_load_loses_no_acknowledged_message() {
     let status = server.wait().unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     assert!(spool_stats(&data).0 >= acked.len() as u64);
+}
+
+/// Start load, SIGKILL the server once `min_acked` messages were acknowledged.
+fn load_then_kill(server: &mut Child, addr: SocketAddr, min_acked: usize) -> Vec<(String, String)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || blast(addr, w, stop, acked))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.lock().unwrap().len() < min_acked && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+/// The X-Seq of every message a sink received, with repeats.
+fn seqs_at(sink: &ringpost_loadtest::sink::SinkHandle) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(&m.data);
+            let start = text.find("X-Seq: ")? + "X-Seq: ".len();
+            let len = text[start..].find("\r\n")?;
+            Some(text[start..start + len].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_while_relaying_delivers_every_acknowledged_message() {
+    use ringpost_loadtest::sink::{self, SinkConfig};
+    use std::collections::HashSet;
+
+    let sink = sink::start(SinkConfig {
+        keep_messages: 1_000_000,
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let smarthost = sink.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = spawn_server(&data, &["--smarthost", &smarthost]);
+    let acked = load_then_kill(&mut server, addr, 1000);
+    assert!(acked.len() >= 100, "load ran: {} acknowledged", acked.len());
+
+    // Restarted on the crashed store, the server finds what it had not
+    // delivered yet (including what was in flight) and delivers it.
+    let (mut server, _) = spawn_server(&data, &["--smarthost", &smarthost]);
+    let wanted: HashSet<String> = acked.iter().map(|(seq, _)| seq.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let got: HashSet<String> = seqs_at(&sink).into_iter().collect();
+        let missing = wanted.difference(&got).count();
+        if missing == 0 || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let received = seqs_at(&sink);
+    let unique: HashSet<&String> = received.iter().collect();
+    eprintln!(
+        "relay crash: acked {}, received {} ({} unique, {} duplicates), lost {missing}",
+        acked.len(),
+        received.len(),
+        unique.len(),
+        received.len() - unique.len()
+    );
+    assert_eq!(missing, 0, "acknowledged messages never reached the sink");
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
 }
 
 #[test]

@@ -119,6 +119,14 @@ pub struct RelayConfig {
     pub max_lifetime_secs: u64,
     /// Use BDAT (RFC 3030) when the server offers CHUNKING and PIPELINING.
     pub use_chunking: bool,
+    /// Use STARTTLS when a server offers it.
+    pub starttls: bool,
+    /// Check server certificates (web PKI roots, or `ca_file`); a failed
+    /// check defers the mail. Off: opportunistic TLS, and a failed handshake
+    /// falls back to a plain connection, as Postfix's `may` level does.
+    pub verify_certificates: bool,
+    /// PEM file of extra trusted CA certificates (with `verify_certificates`).
+    pub ca_file: Option<PathBuf>,
     /// Seconds to wait for a TCP connection.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
@@ -201,6 +209,9 @@ impl Default for RelayConfig {
             retry_max_secs: 3600,
             max_lifetime_secs: 5 * 24 * 3600,
             use_chunking: true,
+            starttls: true,
+            verify_certificates: false,
+            ca_file: None,
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,
@@ -339,6 +350,12 @@ impl Config {
             return invalid(
                 "relay.command_timeout_secs",
                 "timeouts must be at least 1 second",
+            );
+        }
+        if r.ca_file.is_some() && !(r.starttls && r.verify_certificates) {
+            return invalid(
+                "relay.ca_file",
+                "is only used with starttls = true and verify_certificates = true",
             );
         }
         if let Some(host) = &r.smarthost {

@@ -63,6 +63,8 @@ struct RelayFamilies {
     connections_opened: Family<Labels, Counter>,
     connection_failures: Family<Labels, Counter>,
     connections_active: Family<Labels, Gauge>,
+    tls_connections: Family<Labels, Counter>,
+    tls_failures: Family<Labels, Counter>,
     queued: Family<Labels, Gauge>,
     deferred: Family<Labels, Gauge>,
     left_in_store: Family<Labels, Counter>,
@@ -78,6 +80,8 @@ impl RelayFamilies {
             connections_opened: Family::default(),
             connection_failures: Family::default(),
             connections_active: Family::default(),
+            tls_connections: Family::default(),
+            tls_failures: Family::default(),
             queued: Family::default(),
             deferred: Family::default(),
             left_in_store: Family::default(),
@@ -105,6 +109,10 @@ pub struct RelayMetrics {
     pub connection_failures: Counter,
     /// Outbound connection tasks running now.
     pub connections_active: Gauge,
+    /// STARTTLS handshakes that succeeded.
+    pub tls_connections: Counter,
+    /// STARTTLS handshakes that failed (or certificates refused).
+    pub tls_failures: Counter,
     /// Queue entries held in memory (ready, deferred and in flight).
     pub queued: Gauge,
     /// Queue entries waiting for their retry time.
@@ -254,6 +262,16 @@ impl Metrics {
             r.connections_active.clone(),
         );
         registry.register(
+            "relay_tls_connections",
+            "Outbound STARTTLS handshakes that succeeded",
+            r.tls_connections.clone(),
+        );
+        registry.register(
+            "relay_tls_failures",
+            "Outbound STARTTLS handshakes that failed or whose certificate was refused",
+            r.tls_failures.clone(),
+        );
+        registry.register(
             "relay_queue_entries",
             "Queue entries held in memory by the scheduler",
             r.queued.clone(),
@@ -297,6 +315,8 @@ impl Metrics {
             connections_opened: r.connections_opened.get_or_create(&labels).clone(),
             connection_failures: r.connection_failures.get_or_create(&labels).clone(),
             connections_active: r.connections_active.get_or_create(&labels).clone(),
+            tls_connections: r.tls_connections.get_or_create(&labels).clone(),
+            tls_failures: r.tls_failures.get_or_create(&labels).clone(),
             queued: r.queued.get_or_create(&labels).clone(),
             deferred: r.deferred.get_or_create(&labels).clone(),
             left_in_store: r.left_in_store.get_or_create(&labels).clone(),

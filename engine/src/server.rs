@@ -53,6 +53,9 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The outbound TLS settings are unusable (e.g. a bad `relay.ca_file`).
+    #[error("cannot set up outbound TLS: {0}")]
+    Tls(String),
     /// The DNS resolver thread could not be started.
     #[error("cannot start the DNS resolver: {0}")]
     Resolver(std::io::Error),
@@ -114,6 +117,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
+    let tls = match config.relay.enabled && config.relay.starttls {
+        true => Some(crate::relay::tls::client_config(&config.relay).map_err(StartError::Tls)?),
+        false => None,
+    };
     let (resolver, resolver_thread, hub, mut inboxes) = if config.relay.enabled {
         let (resolver, thread) = resolver::start(ResolverConfig {
             nameservers: config.relay.nameservers.clone(),
@@ -144,7 +151,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         };
         let (config, commits, shard_metrics) = (config.clone(), commits.clone(), metrics.shard(id));
         let relay_metrics = metrics.relay_shard(id);
-        let (store, hub, resolver) = (store.clone(), hub.clone(), resolver.clone());
+        let (store, hub, resolver, tls) =
+            (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
@@ -164,6 +172,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                             hub,
                             resolver,
                             relay_metrics,
+                            tls,
                         ));
                         glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
                         Some(relay)

@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::dns::{silent_dns, TestDns, TestRecord};
+use support::tls_mx::{TlsMode, TlsMx};
 
 /// Nothing listens here: connections are refused at once.
 const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -392,5 +393,162 @@ fn restart_with_a_loaded_queue_delivers_everything() {
     );
     wait_until("the spool to empty", || spool_messages(&server) == 0);
     assert_eq!(sinks[0].stats().messages, 30);
+    server.shutdown();
+}
+
+#[test]
+fn undeliverable_past_its_lifetime_bounces_with_a_dsn() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
+    let zone = vec![
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", DEAD),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_lifetime_secs = 2;
+    });
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["b@dest.test"],
+        &message(1),
+    );
+    assert!(
+        sinks[0].wait_for_messages(1, WAIT),
+        "a DSN after the lifetime"
+    );
+    let text = String::from_utf8_lossy(&sinks[0].messages()[0].data).into_owned();
+    assert!(text.contains("Action: failed"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822;b@dest.test"),
+        "{text}"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
+#[test]
+fn more_entries_than_memory_allows_are_swept_in_from_the_store() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Queue 200 messages for 40 domains with delivery off...
+    let server = start_on(&data, |_| {});
+    let mut zone = dest_zone(SINK_A);
+    for n in 0..200 {
+        let rcpt = format!("u{n}@d{}.test", n % 40);
+        send(server.smtp_addr(), "a@origin.test", &[&rcpt], &message(n));
+    }
+    server.shutdown();
+    for d in 0..40 {
+        zone.push(TestRecord::a(format!("d{d}.test"), SINK_A));
+    }
+    drop(dns);
+    let dns = TestDns::start("test.", &zone);
+    // ...then deliver with room for only 16 entries per shard in memory.
+    let server = start_on(&data, |c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_queued_per_shard = 16;
+    });
+    assert!(
+        sinks[0].wait_for_messages(200, WAIT),
+        "all delivered in bounded memory"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    assert_eq!(sinks[0].stats().messages, 200);
+    server.shutdown();
+}
+
+/// Relay `tls.test` to `mx` by a static route (no DNS).
+fn route_to_tls(mx: &TlsMx) -> impl FnOnce(&mut Config) + '_ {
+    move |c: &mut Config| {
+        relay_to("127.0.0.1:9".parse().unwrap(), 25)(c);
+        c.relay
+            .routes
+            .insert("tls.test".into(), mx.addr().to_string());
+    }
+}
+
+#[test]
+fn starttls_is_used_when_offered() {
+    let mx = TlsMx::start("127.0.0.1", TlsMode::Working);
+    let (server, _dir) = start_server(route_to_tls(&mx));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        &message(1),
+    );
+    wait_until("delivery over TLS", || mx.received().len() == 1);
+    let got = &mx.received()[0];
+    assert!(got.tls, "the message went over TLS");
+    assert_eq!(got.mail_from, "a@origin.test");
+    assert_eq!(without_trace(&got.data), message(1).as_bytes());
+    server.shutdown();
+}
+
+#[test]
+fn failed_opportunistic_tls_falls_back_to_plain() {
+    let mx = TlsMx::start("127.0.0.1", TlsMode::Broken);
+    let (server, _dir) = start_server(route_to_tls(&mx));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        &message(1),
+    );
+    wait_until("delivery in the clear", || mx.received().len() == 1);
+    assert!(!mx.received()[0].tls);
+    server.shutdown();
+}
+
+#[test]
+fn verified_tls_trusts_the_configured_ca_only() {
+    let mx = TlsMx::start("127.0.0.1", TlsMode::Working);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &mx.cert_pem).unwrap();
+    let (server, _data) = start_server(|c| {
+        route_to_tls(&mx)(c);
+        c.relay.verify_certificates = true;
+        c.relay.ca_file = Some(ca);
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        &message(1),
+    );
+    wait_until("verified delivery", || mx.received().len() == 1);
+    assert!(mx.received()[0].tls);
+    server.shutdown();
+
+    // Without our CA the certificate is refused, and the mail waits rather
+    // than going out in the clear.
+    let (server, _data) = start_server(|c| {
+        route_to_tls(&mx)(c);
+        c.relay.verify_certificates = true;
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        &message(2),
+    );
+    let store = server.store();
+    wait_until("a deferral", || {
+        spool::due_queue_entries(&*store, u64::MAX, 10)
+            .unwrap()
+            .first()
+            .is_some_and(|e| e.attempts == 1)
+    });
+    let entry = &spool::due_queue_entries(&*store, u64::MAX, 10).unwrap()[0];
+    let error = entry.last_error.clone().unwrap_or_default();
+    assert!(error.contains("4.7.5") && error.contains("TLS"), "{error}");
+    assert_eq!(mx.received().len(), 1, "nothing sent in the clear");
     server.shutdown();
 }

@@ -5,10 +5,13 @@
 //!
 //! A host that cannot be reached, greets with an error, or fails the session
 //! before a transaction gets an answer is skipped for the next one; only when
-//! every host has failed is the work deferred.
+//! every host has failed is the work deferred. STARTTLS is used when offered
+//! (see [`super::tls`]); if an opportunistic handshake fails, the same host
+//! is tried once more without it.
 
 use super::queue::{Loaded, Relay};
 use super::route::{NoRoute, Target};
+use super::tls;
 use crate::config::RelayConfig;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
@@ -67,7 +70,15 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     let mut pending = Some(first);
     let mut last_failure = None;
     for target in &targets {
-        match Connection::open(&relay, target).await {
+        let opened = match Connection::open(&relay, target, true).await {
+            Err(Refused::Tls(reply)) if !relay.config.relay.verify_certificates => {
+                // Opportunistic TLS: better in the clear than not at all.
+                tracing::info!(shard = relay.shard, %domain, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
+                Connection::open(&relay, target, false).await
+            }
+            other => other,
+        };
+        match opened.map_err(Refused::into_reply) {
             Ok(mut connection) => {
                 relay.metrics.connections_opened.inc();
                 match deliver_over(&relay, &domain, target, &mut connection, &mut pending).await {
@@ -218,9 +229,70 @@ fn unexpected(event: ClientEvent) -> ServerReply {
     }
 }
 
+/// Why a connection could not be made ready.
+enum Refused {
+    /// The STARTTLS handshake failed (or the certificate was refused).
+    Tls(ServerReply),
+    /// Anything else: connect, greeting, EHLO.
+    Other(ServerReply),
+}
+
+impl Refused {
+    fn into_reply(self) -> ServerReply {
+        match self {
+            Refused::Tls(reply) | Refused::Other(reply) => reply,
+        }
+    }
+}
+
+/// The socket, in the clear or inside TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    /// Only while the socket moves into TLS.
+    Upgrading,
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(tcp) => Some(tcp),
+            Stream::Tls(tls) => Some(tls.get_ref().0),
+            Stream::Upgrading => None,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf).await,
+            Stream::Tls(tls) => tls.read(buf).await,
+            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = match self {
+            Stream::Plain(tcp) => tcp.close().await,
+            Stream::Tls(tls) => tls.close().await,
+            Stream::Upgrading => Ok(()),
+        };
+    }
+}
+
 /// A socket and the client session driven over it.
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     session: ClientSession,
     buf: Vec<u8>,
     start: usize,
@@ -228,30 +300,70 @@ struct Connection {
 }
 
 impl Connection {
-    /// Connect, read the greeting, say EHLO: a session ready to send.
-    async fn open(relay: &Relay, target: &Target) -> Result<Connection, ServerReply> {
+    /// Connect, read the greeting, say EHLO (and with `tls`, STARTTLS when
+    /// offered, then EHLO again): a session ready to send.
+    async fn open(relay: &Relay, target: &Target, tls: bool) -> Result<Connection, Refused> {
         let limits = &relay.config.relay;
         let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
         let stream = TcpStream::connect_timeout(target.addr, connect_timeout)
             .await
-            .map_err(|e| ServerReply {
-                code: 421,
-                status: Some("4.4.1".into()),
-                text: format!("cannot connect to {}: {e}", target.addr),
-                local: true,
+            .map_err(|e| {
+                Refused::Other(ServerReply::local(
+                    421,
+                    "4.4.1",
+                    format!("cannot connect to {}: {e}", target.addr),
+                ))
             })?;
         let _ = stream.set_nodelay(true);
+        let client = match (tls, relay.tls.is_some()) {
+            (true, true) => relay.client.clone(),
+            _ => relay.client_plain.clone(),
+        };
         let mut connection = Connection {
-            stream,
-            session: ClientSession::new(relay.client.clone()),
+            stream: Stream::Plain(stream),
+            session: ClientSession::new(client),
             buf: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
         };
-        match connection.next_event(limits).await {
-            ClientEvent::Ready => Ok(connection),
-            ClientEvent::Failed(reply) => Err(reply),
-            other => Err(unexpected(other)),
+        loop {
+            match connection.next_event(limits).await {
+                ClientEvent::Ready => return Ok(connection),
+                ClientEvent::StartTls => connection.start_tls(relay, target).await?,
+                ClientEvent::Failed(reply) => return Err(Refused::Other(reply)),
+                other => return Err(Refused::Other(unexpected(other))),
+            }
+        }
+    }
+
+    /// The server said 220 to STARTTLS: run the handshake over the socket.
+    async fn start_tls(&mut self, relay: &Relay, target: &Target) -> Result<(), Refused> {
+        let failed = |why: String| {
+            relay.metrics.tls_failures.inc();
+            Refused::Tls(ServerReply::local(421, "4.7.5", why))
+        };
+        let (Some(config), Some(name)) = (relay.tls.clone(), tls::server_name(&target.host)) else {
+            return Err(failed(format!("no TLS name for {}", target.host)));
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(failed("STARTTLS on a stream already in TLS".into()));
+        };
+        let limits = &relay.config.relay;
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(limits.command_timeout_secs)));
+        let connector = futures_rustls::TlsConnector::from(config);
+        match connector.connect(name, tcp).await {
+            Ok(tls) => {
+                let (_, state) = tls.get_ref();
+                tracing::debug!(shard = relay.shard, host = %target.host, version = ?state.protocol_version(), cipher = ?state.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
+                relay.metrics.tls_connections.inc();
+                self.stream = Stream::Tls(Box::new(tls));
+                self.session.tls_established();
+                Ok(())
+            }
+            Err(e) => Err(failed(format!(
+                "TLS handshake with {} failed: {e}",
+                target.host
+            ))),
         }
     }
 
@@ -261,10 +373,17 @@ impl Connection {
             if let Some(event) = self.session.poll_event() {
                 return event;
             }
+            let Some(tcp) = self.stream.tcp() else {
+                // No socket (a failed TLS upgrade): the session ends here.
+                if self.session.is_closed() {
+                    return ClientEvent::Closed;
+                }
+                self.session.eof();
+                continue;
+            };
             if !self.session.output().is_empty() {
-                let _ = self
-                    .stream
-                    .set_write_timeout(Some(Duration::from_secs(limits.data_block_timeout_secs)));
+                let block = Duration::from_secs(limits.data_block_timeout_secs);
+                let _ = tcp.set_write_timeout(Some(block));
                 let written = self.stream.write_all(self.session.output()).await;
                 self.session.clear_output();
                 if written.is_err() {
@@ -275,9 +394,7 @@ impl Connection {
             if self.session.is_closed() {
                 return ClientEvent::Closed;
             }
-            let _ = self
-                .stream
-                .set_read_timeout(Some(phase_timeout(limits, self.session.phase())));
+            let _ = tcp.set_read_timeout(Some(phase_timeout(limits, self.session.phase())));
             match self.stream.read(&mut self.buf[self.end..]).await {
                 Ok(0) | Err(_) => self.session.eof(),
                 Ok(n) => {
@@ -309,7 +426,7 @@ impl Connection {
                 glommio::timer::sleep(QUIT_WAIT).await;
             })
             .await;
-        let _ = self.stream.close().await;
+        self.stream.close().await;
     }
 }
 

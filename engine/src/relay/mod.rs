@@ -26,6 +26,7 @@ pub(crate) mod deliver;
 pub(crate) mod queue;
 pub mod resolver;
 pub mod route;
+pub mod tls;
 
 use ringpost_storage::spool::{MessageId, QueueEntry};
 use std::sync::atomic::{AtomicBool, Ordering};

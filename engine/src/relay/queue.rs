@@ -16,7 +16,7 @@ use super::bounce;
 use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
-use crate::config::Config;
+use crate::config::{Config, RelayConfig};
 use crate::intake::{self, IdGenerator};
 use crate::metrics::RelayMetrics;
 use crate::shard::ShutdownSignal;
@@ -68,6 +68,11 @@ pub(crate) struct Relay {
     pub router: Router,
     /// Settings of every outbound SMTP session.
     pub client: Arc<ClientConfig>,
+    /// The same without STARTTLS: for the plain retry after a failed
+    /// opportunistic handshake.
+    pub client_plain: Arc<ClientConfig>,
+    /// TLS client settings (None: STARTTLS off).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// This shard's relay metrics.
     pub metrics: RelayMetrics,
     ids: RefCell<IdGenerator>,
@@ -121,15 +126,21 @@ impl Relay {
         hub: Arc<Hub>,
         resolver: Resolver,
         metrics: RelayMetrics,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Relay {
-        let client = Arc::new(ClientConfig {
+        let client_plain = ClientConfig {
             hostname: config.hostname.clone(),
-            // STARTTLS needs the TLS layer of the engine, which is not there yet.
             try_starttls: false,
             use_chunking: config.relay.use_chunking,
             ..ClientConfig::default()
+        };
+        let client = Arc::new(ClientConfig {
+            try_starttls: tls.is_some(),
+            ..client_plain.clone()
         });
         Relay {
+            client_plain: Arc::new(client_plain),
+            tls,
             shard,
             router: Router::new(&config.relay),
             config,
@@ -620,18 +631,9 @@ impl Relay {
         }
     }
 
-    /// Retry delay before attempt `attempts + 1`: doubling from the initial
-    /// delay up to the maximum, then ±25 % jitter so that entries deferred
-    /// together do not all come back together.
+    /// Retry delay before attempt `attempts + 1`, with this shard's jitter.
     fn backoff(&self, attempts: u32) -> Duration {
-        let relay = &self.config.relay;
-        let doublings = attempts.saturating_sub(1).min(30);
-        let base = relay
-            .retry_initial_secs
-            .saturating_mul(1 << doublings)
-            .min(relay.retry_max_secs) as f64;
-        let jitter = 0.75 + 0.5 * self.random_unit();
-        Duration::from_secs_f64(base * jitter)
+        retry_delay(&self.config.relay, attempts, self.random_unit())
     }
 
     /// A number in [0, 1) from a per-shard xorshift generator.
@@ -691,6 +693,18 @@ impl Relay {
         })
         .detach();
     }
+}
+
+/// Retry delay before attempt `attempts + 1`: doubling from the initial
+/// delay up to the maximum, then ±25 % jitter (`unit` in [0, 1)) so that
+/// entries deferred together do not all come back together.
+fn retry_delay(relay: &RelayConfig, attempts: u32, unit: f64) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    let base = relay
+        .retry_initial_secs
+        .saturating_mul(1 << doublings)
+        .min(relay.retry_max_secs) as f64;
+    Duration::from_secs_f64(base * (0.75 + 0.5 * unit))
 }
 
 /// Split results into delivered, deferred and failed recipients.
@@ -766,4 +780,76 @@ fn log_attempt(
 /// Milliseconds since the Unix epoch.
 fn now_millis() -> u64 {
     intake::unix_micros() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(recipient: &str, code: u16, status: Option<&str>, local: bool) -> RecipientResult {
+        RecipientResult {
+            recipient: recipient.into(),
+            reply: ServerReply {
+                code,
+                status: status.map(str::to_owned),
+                text: "text".into(),
+                local,
+            },
+        }
+    }
+
+    #[test]
+    fn results_sort_into_delivered_deferred_and_failed() {
+        let results = [
+            result("a@x.test", 250, Some("2.0.0"), false),
+            result("b@x.test", 451, Some("4.3.0"), false),
+            result("c@x.test", 550, Some("5.1.1"), false),
+            result("d@x.test", 552, None, true),
+        ];
+        let sorted = sort_results(&results, Some("mx.x.test"), false);
+        assert_eq!(sorted.delivered, 1);
+        assert_eq!(sorted.deferred, vec!["b@x.test"]);
+        assert_eq!(sorted.failed.len(), 2);
+        assert_eq!(sorted.failed[0].status, "5.1.1");
+        assert_eq!(sorted.failed[0].remote_mta.as_deref(), Some("mx.x.test"));
+        assert_eq!(
+            sorted.failed[0].diagnostic.as_deref(),
+            Some("smtp; 550 5.1.1 text")
+        );
+        assert_eq!(
+            sorted.failed[1].status, "5.0.0",
+            "a missing status is filled in"
+        );
+        assert_eq!(
+            sorted.failed[1].remote_mta, None,
+            "our own verdict names no host"
+        );
+        assert_eq!(sorted.last_error.as_deref(), Some("552 text"));
+    }
+
+    #[test]
+    fn retries_double_up_to_the_cap_with_jitter() {
+        let relay = RelayConfig {
+            retry_initial_secs: 300,
+            retry_max_secs: 3600,
+            ..RelayConfig::default()
+        };
+        let secs = |attempts, unit| retry_delay(&relay, attempts, unit).as_secs();
+        assert_eq!(secs(1, 0.5), 300);
+        assert_eq!(secs(2, 0.5), 600);
+        assert_eq!(secs(4, 0.5), 2400);
+        assert_eq!(secs(5, 0.5), 3600, "capped");
+        assert_eq!(secs(500, 0.5), 3600, "no overflow");
+        assert_eq!(secs(1, 0.0), 225, "-25 %");
+        assert_eq!(secs(1, 0.999_999), 374, "just under +25 %");
+    }
+
+    #[test]
+    fn expired_messages_fail_instead_of_deferring() {
+        let results = [result("b@x.test", 451, None, false)];
+        let sorted = sort_results(&results, None, true);
+        assert!(sorted.deferred.is_empty());
+        assert_eq!(sorted.failed[0].status, "4.4.7");
+        assert_eq!(sorted.failed[0].action, Action::Failed);
+    }
 }
