@@ -161,8 +161,14 @@ fn tempfail_then_success_is_delivered_once() {
         ..Faults::default()
     };
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults)]);
-    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    // One MX host, so the 451 cannot be taken to another host at once.
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+    ];
+    let dns = TestDns::start("test.", &zone);
     let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    let started = Instant::now();
     send(
         server.smtp_addr(),
         "a@origin.test",
@@ -172,6 +178,10 @@ fn tempfail_then_success_is_delivered_once() {
     assert!(
         sinks[0].wait_for_messages(1, WAIT),
         "delivered after a retry"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "the retry waited for its backoff (1 s, -25 % jitter at most)"
     );
     wait_until("the spool to empty", || spool_messages(&server) == 0);
     std::thread::sleep(Duration::from_millis(1500));
@@ -550,5 +560,37 @@ fn verified_tls_trusts_the_configured_ca_only() {
     let error = entry.last_error.clone().unwrap_or_default();
     assert!(error.contains("4.7.5") && error.contains("TLS"), "{error}");
     assert_eq!(mx.received().len(), 1, "nothing sent in the clear");
+    server.shutdown();
+}
+
+#[test]
+fn a_4xx_from_the_primary_moves_on_to_the_secondary_at_once() {
+    let tempfail_all = Faults {
+        tempfail_data_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, tempfail_all), (SINK_B, Faults::default())]);
+    let zone = vec![
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::mx("dest.test", 20, "mx2.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+        TestRecord::a("mx2.dest.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        // A retry would take an hour: only the move to mx2 can deliver now.
+        c.relay.retry_initial_secs = 3600;
+        c.relay.retry_max_secs = 3600;
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test"],
+        &message(1),
+    );
+    assert!(sinks[1].wait_for_messages(1, WAIT), "delivered by mx2");
+    assert!(sinks[0].stats().tempfails >= 1, "mx1 was tried first");
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
     server.shutdown();
 }

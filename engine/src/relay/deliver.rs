@@ -5,7 +5,8 @@
 //!
 //! A host that cannot be reached, greets with an error, or fails the session
 //! before a transaction gets an answer is skipped for the next one; only when
-//! every host has failed is the work deferred. STARTTLS is used when offered
+//! every host has failed is the work deferred. So is a message every one of
+//! whose recipients got a 4xx while another host is left. STARTTLS is used when offered
 //! (see [`super::tls`]); if an opportunistic handshake fails, the same host
 //! is tried once more without it.
 
@@ -69,7 +70,8 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     };
     let mut pending = Some(first);
     let mut last_failure = None;
-    for target in &targets {
+    for (index, target) in targets.iter().enumerate() {
+        let has_next = index + 1 < targets.len();
         let opened = match Connection::open(&relay, target, true).await {
             Err(Refused::Tls(reply)) if !relay.config.relay.verify_certificates => {
                 // Opportunistic TLS: better in the clear than not at all.
@@ -81,7 +83,16 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
         match opened.map_err(Refused::into_reply) {
             Ok(mut connection) => {
                 relay.metrics.connections_opened.inc();
-                match deliver_over(&relay, &domain, target, &mut connection, &mut pending).await {
+                match deliver_over(
+                    &relay,
+                    &domain,
+                    target,
+                    has_next,
+                    &mut connection,
+                    &mut pending,
+                )
+                .await
+                {
                     HostEnd::Done => return,
                     HostEnd::Failed(reply) => {
                         tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "host failed; trying the next");
@@ -125,6 +136,7 @@ async fn deliver_over(
     relay: &Rc<Relay>,
     domain: &str,
     target: &Target,
+    has_next: bool,
     connection: &mut Connection,
     pending: &mut Option<QueueEntry>,
 ) -> HostEnd {
@@ -189,13 +201,18 @@ async fn deliver_over(
             Some(ClientEvent::Failed(reply)) => Some(reply),
             _ => None,
         };
-        if let Some(reply) = &broken {
-            // The host dropped us mid-transaction with nothing decided: the
-            // next host may do better, as with a failure before it.
-            if results.iter().all(|r| r.reply.is_transient()) {
-                *pending = Some(entry);
-                return HostEnd::Failed(reply.clone());
+        // A temporary failure for every recipient (4xx, or the host dropped
+        // us mid-transaction) is this host's problem: the next host, if any,
+        // gets the message in the same attempt. The last host's answer is
+        // recorded like any other.
+        let all_transient = !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
+        if all_transient && has_next {
+            let reply = broken.clone().unwrap_or_else(|| results[0].reply.clone());
+            if broken.is_none() {
+                connection.quit(limits).await;
             }
+            *pending = Some(entry);
+            return HostEnd::Failed(reply);
         }
         // Delivered everywhere: the outcome needs only the envelope. Anything
         // else may bounce, and a bounce quotes the original: re-read it then.
