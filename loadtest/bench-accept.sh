@@ -46,15 +46,11 @@ BLAST_TIMEOUT=${BLAST_TIMEOUT:-600}
 SKIP_RINGPOST=${SKIP_RINGPOST:-}
 SKIP_POSTFIX=${SKIP_POSTFIX:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=bench-accept
+# log, die, process/port/Postfix helpers, on_exit; ROOT, RINGPOST, BLAST
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-# cargo's own override is honoured, so the binaries are found where cargo put them.
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGPOST=$TARGET_DIR/release/ringpost
-BLAST=$TARGET_DIR/release/ringpost-blast
-
-log() { printf '[bench-accept] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-accept.XXXXXX")
 # Postfix daemons run as user postfix and must traverse to their queue.
@@ -63,102 +59,16 @@ chmod 755 "$WORK"
 RINGPOST_PID=""
 PF_CONF=""     # set while a private Postfix instance may be running
 
-# True while $1 is a live (not zombie) process.
-alive() {
-    local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ $stat != Z* ]]
-}
-
-# wait_gone PID SECONDS: bounded wait for a process to exit.
-wait_gone() {
-    local pid=$1 deadline=$((SECONDS + $2))
-    while alive "$pid"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
-stop_ringpost() {
-    [[ -n $RINGPOST_PID ]] || return 0
-    local pid=$RINGPOST_PID
-    RINGPOST_PID=""
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 30; then
-        log "ringpost did not exit within 30 s of SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-# Postfix admin commands print their errors only to a terminal; `script`
-# gives them one so that failures are visible.
-pf_admin() {
-    if command -v script >/dev/null; then
-        timeout 60 script -qec "postfix -c $PF_CONF $*" /dev/null
-    else
-        timeout 60 postfix -c "$PF_CONF" "$@"
-    fi
-}
-
-stop_postfix() {
-    [[ -n $PF_CONF ]] || return 0
-    local pidfile=$WORK/postfix/spool/pid/master.pid master=""
-    [[ -r $pidfile ]] && master=$(tr -dc '0-9' <"$pidfile")
-    pf_admin stop >/dev/null 2>&1 || true
-    if [[ -n $master ]] && ! wait_gone "$master" 30; then
-        log "postfix master $master still running after 30 s; killing it"
-        pf_admin abort >/dev/null 2>&1 || kill -KILL "$master" 2>/dev/null || true
-        wait_gone "$master" 5 || true
-    fi
-    PF_CONF=""
-}
-
+# Run by on_exit, before the temp dir is deleted.
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
-    local rc=$?
-    # Whoever read our output may be gone; cleaning up matters more.
-    trap '' PIPE
     stop_ringpost
     stop_postfix
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 141' PIPE
-
-# A TCP port on 127.0.0.1 that nothing listens on.
-free_port() {
-    local p _
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# wait_port PORT SECONDS [PID]: until something accepts on 127.0.0.1:PORT;
-# fails early if PID (the server) dies.
-wait_port() {
-    local port=$1 deadline=$((SECONDS + $2)) pid=${3:-}
-    until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; do
-        if [[ -n $pid ]] && ! alive "$pid"; then
-            return 1
-        fi
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
-# Pulls a number out of ringpost-blast's one-line JSON report.
-json_num() { grep -o "\"$1\":[0-9.eE+-]*" "$2" | head -1 | cut -d: -f2; }
-json_errors() { grep -o '"errors":{[^}]*}' "$1" | cut -d: -f2- ; }
 
 # blast LABEL PORT: runs the load; leaves LABEL's results in R_<label>_*.
 blast() {
@@ -192,16 +102,7 @@ STATUS=0
 
 # --- build ------------------------------------------------------------------
 RINGPOST_BUILT=1
-if [[ -z $SKIP_RINGPOST ]]; then
-    log "building release: ringpost + ringpost-loadtest"
-    if ! cargo build --release -p ringpost -p ringpost-loadtest; then
-        log "building ringpost failed; the ringpost half is skipped"
-        RINGPOST_BUILT=""
-        cargo build --release -p ringpost-loadtest
-    fi
-else
-    cargo build --release -p ringpost-loadtest
-fi
+build_release
 [[ -x $BLAST ]] || die "missing $BLAST"
 
 FS_TYPE=$(df -PT "$WORK" | awk 'NR==2 {print $2}')
@@ -241,48 +142,13 @@ run_ringpost() {
 }
 
 # --- Postfix -----------------------------------------------------------------
-ensure_postfix() {
-    command -v postfix >/dev/null && return 0
-    [[ -x /usr/sbin/postfix ]] && { PATH=$PATH:/usr/sbin; return 0; }
-    [[ $(id -u) == 0 ]] || { log "postfix is not installed and we are not root"; return 1; }
-    log "installing postfix (apt-get; 'No configuration', so the system instance stays inert)"
-    timeout 300 apt-get update -qq || return 1
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive timeout 600 \
-        apt-get install -y -qq --no-install-recommends postfix >/dev/null || return 1
-    PATH=$PATH:/usr/sbin
-    command -v postfix >/dev/null
-}
-
 write_postfix_config() {
     local pf=$1 port=$2
-    mkdir -p "$pf/etc" "$pf/spool" "$pf/data"
-    chown postfix:postfix "$pf/data"
-    chmod 755 "$pf"
     # compatibility/no-local-delivery/no-DNS settings as in
-    # shared/external-tools.md §2; the accept-only part is the HOLD line.
-    cat >"$pf/etc/main.cf" <<EOF
-compatibility_level = 3.6
-config_directory = $pf/etc
-queue_directory  = $pf/spool
-data_directory   = $pf/data
-maillog_file     = $pf/maillog
-maillog_file_prefixes = $pf
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = bench.example.test
-mydomain   = example.test
-myorigin   = \$myhostname
-inet_interfaces = 127.0.0.1
-inet_protocols  = ipv4
-mydestination =
-local_recipient_maps =
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions =
+    # shared/external-tools.md §2 (the common head from pf_init, the rest
+    # here); the accept-only part is the HOLD line.
+    pf_init "$pf" bench.example.test
+    cat >>"$pf/etc/main.cf" <<EOF
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 biff = no

@@ -80,14 +80,11 @@ SKIP_POSTFIX=${SKIP_POSTFIX:-}
 SKIP_BUILD=${SKIP_BUILD:-}
 LOG_DIR=${LOG_DIR:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=bench-relay
+# log, die, process/port/Postfix helpers, on_exit; ROOT, RINGPOST, BLAST
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGPOST=$TARGET_DIR/release/ringpost
-BLAST=$TARGET_DIR/release/ringpost-blast
-
-log() { printf '[bench-relay] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-relay.XXXXXX")
 # Postfix daemons run as user postfix and must traverse to their queue.
@@ -97,40 +94,6 @@ RINGPOST_PID=""
 SINK_PID=""
 PF_CONF=""     # set while a private Postfix instance may be running
 
-alive() {
-    local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ $stat != Z* ]]
-}
-
-# wait_gone PID SECONDS: bounded wait for a process to exit.
-wait_gone() {
-    local pid=$1 deadline=$((SECONDS + $2))
-    while alive "$pid"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
-# stop_pid PID NAME: SIGTERM, bounded wait, then SIGKILL.
-stop_pid() {
-    local pid=$1 name=$2
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 30; then
-        log "$name did not exit within 30 s of SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-stop_ringpost() {
-    [[ -n $RINGPOST_PID ]] || return 0
-    local pid=$RINGPOST_PID
-    RINGPOST_PID=""
-    stop_pid "$pid" ringpost
-}
-
 stop_sink() {
     [[ -n $SINK_PID ]] || return 0
     local pid=$SINK_PID
@@ -138,99 +101,39 @@ stop_sink() {
     stop_pid "$pid" sink
 }
 
-# Postfix admin commands print their errors only to a terminal; `script`
-# gives them one so that failures are visible.
-pf_admin() {
-    if command -v script >/dev/null; then
-        timeout 60 script -qec "postfix -c $PF_CONF $*" /dev/null
-    else
-        timeout 60 postfix -c "$PF_CONF" "$@"
-    fi
-}
-
-stop_postfix() {
-    [[ -n $PF_CONF ]] || return 0
-    local pidfile=$WORK/postfix/spool/pid/master.pid master=""
-    [[ -r $pidfile ]] && master=$(tr -dc '0-9' <"$pidfile")
-    pf_admin stop >/dev/null 2>&1 || true
-    if [[ -n $master ]] && ! wait_gone "$master" 30; then
-        log "postfix master $master still running after 30 s; killing it"
-        pf_admin abort >/dev/null 2>&1 || kill -KILL "$master" 2>/dev/null || true
-        wait_gone "$master" 5 || true
-    fi
-    PF_CONF=""
-}
-
+# Run by on_exit, before the temp dir is deleted.
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
-    local rc=$?
-    trap '' PIPE
     stop_ringpost
     stop_postfix
     stop_sink
     if [[ -n $LOG_DIR ]]; then
         mkdir -p "$LOG_DIR"
         cp "$WORK"/*.log "$WORK"/*.json "$WORK"/*.out "$WORK"/*.err "$WORK"/*.toml "$LOG_DIR"/ 2>/dev/null || true
-        [[ -f $WORK/postfix/maillog ]] && cp "$WORK/postfix/maillog" "$LOG_DIR/postfix.maillog"
-        [[ -f $WORK/postfix/etc/main.cf ]] && cp "$WORK/postfix/etc/main.cf" "$LOG_DIR/postfix.main.cf"
+        if [[ -f $WORK/postfix/maillog ]]; then cp "$WORK/postfix/maillog" "$LOG_DIR/postfix.maillog"; fi
+        if [[ -f $WORK/postfix/etc/main.cf ]]; then cp "$WORK/postfix/etc/main.cf" "$LOG_DIR/postfix.main.cf"; fi
     fi
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 141' PIPE
 
-# A TCP port on 127.0.0.1 that nothing listens on.
-free_port() {
-    local p _
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# wait_port PORT SECONDS: until something accepts on 127.0.0.1:PORT.
-wait_port() {
-    local port=$1 deadline=$((SECONDS + $2))
-    until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
-# Numbers out of ringpost-blast's one-line JSON report.
-json_num() { grep -o "\"$1\":[0-9.eE+-]*" "$2" | head -1 | cut -d: -f2 || true; }
-json_errors() { grep -o '"errors":{[^}]*}' "$1" | cut -d: -f2- || true; }
-
 now() { echo "$EPOCHREALTIME"; }
-lines_of() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
-# Unique X-Blast-Seq values in a sink id log ("<Message-ID> <seq>"), sorted.
-sink_seqs() { [[ -f $1 ]] || return 0; awk '$2 != "-" {print $2}' "$1" | sort -u; }
-# Unique seqs in a blaster ack log ("<seq> <reply>"), sorted.
-acked_seqs() { [[ -f $1 ]] || return 0; awk '{print $1}' "$1" | sort -u; }
 
 # start_sink LABEL: a fresh sink; sets SINK_PID and SINK_ADDR.
 start_sink() {
-    local label=$1 i
+    local label=$1
     local args=(sink --listen 127.0.0.1:0 --threads "$SINK_THREADS"
         --tempfail-data "$SINK_TEMPFAIL" --seed 1 --id-log "$WORK/$label.ids" --json)
     log "$label: ringpost-blast ${args[*]}"
     "$BLAST" "${args[@]}" >"$WORK/$label-sink.out" 2>"$WORK/$label-sink.err" &
     SINK_PID=$!
-    SINK_ADDR=""
-    for i in $(seq 300); do
-        SINK_ADDR=$(awk '$1 == "listening" {print $3; exit}' "$WORK/$label-sink.out" 2>/dev/null || true)
-        [[ -n $SINK_ADDR ]] && return 0
-        alive "$SINK_PID" || break
-        sleep 0.1
-    done
-    log "$label: the sink did not start (tried ${i}x):"
+    # shellcheck disable=SC2016  # an awk program
+    if await_output SINK_ADDR "$WORK/$label-sink.out" '$1 == "listening" {print $3; exit}' "$SINK_PID" 300; then
+        return 0
+    fi
+    log "$label: the sink did not start (tried ${AWAIT_TRIES}x):"
     cat "$WORK/$label-sink.err" >&2 || true
     return 1
 }
@@ -345,16 +248,7 @@ STATUS=0
 # --- build ------------------------------------------------------------------
 RINGPOST_BUILT=1
 if [[ -z $SKIP_BUILD ]]; then
-    if [[ -z $SKIP_RINGPOST ]]; then
-        log "building release: ringpost + ringpost-loadtest"
-        if ! cargo build --release -p ringpost -p ringpost-loadtest; then
-            log "building ringpost failed; the ringpost half is skipped"
-            RINGPOST_BUILT=""
-            cargo build --release -p ringpost-loadtest
-        fi
-    else
-        cargo build --release -p ringpost-loadtest
-    fi
+    build_release
 fi
 [[ -x $BLAST ]] || die "missing $BLAST"
 [[ -n $SKIP_RINGPOST || -x $RINGPOST ]] || RINGPOST_BUILT=""
@@ -391,13 +285,8 @@ EOF
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$RINGPOST" "${args[@]}" >"$WORK/ringpost.log" 2>&1 &
     RINGPOST_PID=$!
     local addr="" metrics=""
-    for _ in $(seq 600); do
-        addr=$(awk '$1 == "smtp" {print $2}' "$WORK/ringpost.log" 2>/dev/null || true)
-        [[ -n $addr ]] && break
-        alive "$RINGPOST_PID" || break
-        sleep 0.1
-    done
-    if [[ -z $addr ]]; then
+    # shellcheck disable=SC2016  # an awk program
+    if ! await_output addr "$WORK/ringpost.log" '$1 == "smtp" {print $2}' "$RINGPOST_PID" 600; then
         log "ringpost exited or did not start within 60 s; its output:"
         tail -n 30 "$WORK/ringpost.log" >&2 || true
         stop_ringpost
@@ -427,47 +316,12 @@ EOF
 }
 
 # --- Postfix -----------------------------------------------------------------
-ensure_postfix() {
-    command -v postfix >/dev/null && return 0
-    [[ -x /usr/sbin/postfix ]] && { PATH=$PATH:/usr/sbin; return 0; }
-    [[ $(id -u) == 0 ]] || { log "postfix is not installed and we are not root"; return 1; }
-    log "installing postfix (apt-get; 'No configuration', so the system instance stays inert)"
-    timeout 300 apt-get update -qq || return 1
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive timeout 600 \
-        apt-get install -y -qq --no-install-recommends postfix >/dev/null || return 1
-    PATH=$PATH:/usr/sbin
-    command -v postfix >/dev/null
-}
-
 write_postfix_config() {
     local pf=$1 port=$2 sink_port=$3
-    mkdir -p "$pf/etc" "$pf/spool" "$pf/data"
-    chown postfix:postfix "$pf/data"
-    chmod 755 "$pf"
-    # shared/external-tools.md §2, plus the retry timing of this benchmark.
-    cat >"$pf/etc/main.cf" <<EOF
-compatibility_level = 3.6
-config_directory = $pf/etc
-queue_directory  = $pf/spool
-data_directory   = $pf/data
-maillog_file     = $pf/maillog
-maillog_file_prefixes = $pf
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.example.test
-mydomain   = example.test
-myorigin   = \$myhostname
-inet_interfaces = 127.0.0.1
-inet_protocols  = ipv4
-mydestination =
-local_recipient_maps =
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions =
+    # shared/external-tools.md §2 (the common head from pf_init, the rest
+    # here), plus the retry timing of this benchmark.
+    pf_init "$pf" relay.example.test
+    cat >>"$pf/etc/main.cf" <<EOF
 relayhost = [127.0.0.1]:$sink_port
 smtp_dns_support_level = disabled
 smtp_host_lookup = native

@@ -16,19 +16,18 @@ CONNECTIONS=${CONNECTIONS:-100}
 SIZE=${SIZE:-2048}
 KILL_AFTER=${KILL_AFTER:-3}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=crash-accept
+# log; ROOT, RINGPOST, BLAST
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGPOST=$TARGET_DIR/release/ringpost
-BLAST=$TARGET_DIR/release/ringpost-blast
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-crash.XXXXXX")
 SERVER=""
 cleanup() {
-  [ -n "$SERVER" ] && kill -KILL "$SERVER" 2>/dev/null || true
+  if [ -n "$SERVER" ]; then kill -KILL "$SERVER" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-log() { printf '[crash-accept] %s\n' "$*" >&2; }
 
 cargo build --release -q -p ringpost -p ringpost-loadtest
 

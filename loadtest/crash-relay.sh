@@ -42,23 +42,15 @@ RECOVER_TIMEOUT=${RECOVER_TIMEOUT:-600}
 SKIP_BUILD=${SKIP_BUILD:-}
 LOG_DIR=${LOG_DIR:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=crash-relay
+# log, alive, await_output, on_exit, seq-log helpers; ROOT, RINGPOST, BLAST
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGPOST=$TARGET_DIR/release/ringpost
-BLAST=$TARGET_DIR/release/ringpost-blast
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-crash-relay.XXXXXX")
 SERVER=""
 SINK=""
 BLASTER=""
-
-log() { printf '[crash-relay] %s\n' "$*" >&2; }
-
-alive() {
-    local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ $stat != Z* ]]
-}
 
 # stop PID: SIGTERM, bounded wait, SIGKILL.
 stop() {
@@ -75,10 +67,9 @@ stop() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Run by on_exit, before the temp dir is deleted.
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
-    local rc=$?
-    trap '' PIPE
     if [[ -n $BLASTER ]]; then kill -KILL "$BLASTER" 2>/dev/null || true; fi
     if [[ -n $SERVER ]]; then kill -KILL "$SERVER" 2>/dev/null || true; fi
     if [[ -n $SINK ]]; then stop "$SINK"; fi
@@ -86,32 +77,22 @@ cleanup() {
         mkdir -p "$LOG_DIR"
         cp "$WORK"/*.log "$WORK"/*.out "$WORK"/*.err "$WORK"/*.json "$WORK"/*.toml "$LOG_DIR"/ 2>/dev/null || true
     fi
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 [[ -n $SKIP_BUILD ]] || cargo build --release -q -p ringpost -p ringpost-loadtest
 
-lines_of() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
-sink_seqs() { [[ -f $1 ]] || return 0; awk '$2 != "-" {print $2}' "$1" | sort -u; }
-acked_seqs() { [[ -f $1 ]] || return 0; awk '{print $1}' "$1" | sort -u; }
 missing() { comm -23 <(acked_seqs "$WORK/acks") <(sink_seqs "$WORK/ids") | wc -l; }
 
 # --- the sink ------------------------------------------------------------------
 "$BLAST" sink --listen 127.0.0.1:0 --tempfail-data "$SINK_TEMPFAIL" --seed 1 \
     --id-log "$WORK/ids" --json >"$WORK/sink.out" 2>"$WORK/sink.err" &
 SINK=$!
-SINK_ADDR=""
-for _ in $(seq 300); do
-    SINK_ADDR=$(awk '$1 == "listening" {print $3; exit}' "$WORK/sink.out" 2>/dev/null || true)
-    [[ -n $SINK_ADDR ]] && break
-    alive "$SINK" || break
-    sleep 0.1
-done
-[[ -n $SINK_ADDR ]] || { log "the sink did not start:"; cat "$WORK/sink.err" >&2; exit 1; }
+# shellcheck disable=SC2016  # an awk program
+await_output SINK_ADDR "$WORK/sink.out" '$1 == "listening" {print $3; exit}' "$SINK" 300 ||
+    { log "the sink did not start:"; cat "$WORK/sink.err" >&2; exit 1; }
 
 cat >"$WORK/ringpost.toml" <<EOF
 hostname = "relay.example.test"
@@ -135,13 +116,10 @@ start_server() {
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$RINGPOST" serve --config "$WORK/ringpost.toml" \
         >"$WORK/server$n.log" 2>&1 &
     SERVER=$!
-    ADDR=""
-    for _ in $(seq 600); do
-        ADDR=$(awk '$1 == "smtp" {print $2}' "$WORK/server$n.log" 2>/dev/null || true)
-        [[ -n $ADDR ]] && return 0
-        alive "$SERVER" || break
-        sleep 0.1
-    done
+    # shellcheck disable=SC2016  # an awk program
+    if await_output ADDR "$WORK/server$n.log" '$1 == "smtp" {print $2}' "$SERVER" 600; then
+        return 0
+    fi
     log "ringpost (run $n) did not start:"
     tail -n 30 "$WORK/server$n.log" >&2 || true
     return 1
