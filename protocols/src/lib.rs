@@ -11,6 +11,12 @@
 //!   8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES) and its reply table.
 //!   With the `fuzzing` feature, `smtp::check` drives sessions and checks
 //!   their invariants (used by `fuzz/` and by this crate's tests).
+//! - [`pop3`]: the POP3 server session (RFC 1939 with CAPA, RESP-CODES,
+//!   PIPELINING, AUTH PLAIN and STLS) and its response table; with
+//!   `fuzzing`, `pop3::check` does the same job as `smtp::check`.
+//! - `line`: the command-line receiver both servers share.
 #![deny(missing_docs)]
 
+mod line;
+pub mod pop3;
 pub mod smtp;

@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! One concept per module, in the order bytes meet them:
-//! - `line`: splits the stream into command lines, bounded by `max_line_len`.
+//! - `crate::line` (shared with POP3): splits the stream into command lines,
+//!   bounded by `max_line_len`.
 //! - `command`: a command line into a `Command` (verb and argument shape).
 //! - `address`, `params`: the paths and ESMTP parameters of MAIL and RCPT.
 //! - `data`: the DATA receiver (end marker, dot-unstuffing, bare CR/LF).
@@ -30,7 +31,6 @@ pub mod client;
 mod command;
 mod data;
 pub mod dsn;
-mod line;
 mod params;
 pub mod replies;
 mod server;

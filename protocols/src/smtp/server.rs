@@ -34,9 +34,9 @@ use super::bdat::{Chunk, LineEndings};
 use super::body::Body;
 use super::command::{self, Command};
 use super::data::DataReceiver;
-use super::line::{Line, LineReader};
 use super::params::{self, MailParams};
 use super::replies::{self, Reply};
+use crate::line::{Line, LineReader};
 
 /// Limits and identity for server sessions; shared by every session of a listener.
 #[derive(Debug, Clone)]

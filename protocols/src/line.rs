@@ -1,11 +1,11 @@
-//! The command-line receiver: splits the byte stream into command lines
-//! without ever holding more than `max_line_len` bytes.
+//! The command-line receiver both SMTP and POP3 use: splits the byte stream
+//! into command lines without ever holding more than `max_line_len` bytes.
 //!
 //! A command line ends at LF. A CR right before it is part of the terminator;
 //! a line ended by a bare LF is accepted as well, as Postfix does: being
 //! lenient here is harmless, because commands are never relayed. The strict
 //! CRLF rules that stop SMTP smuggling apply to message content (see
-//! [`super::data`]).
+//! `smtp::data`).
 
 use memchr::memchr;
 

@@ -1,0 +1,112 @@
+//! Message content in a RETR or TOP response: CRLF line endings, dot-stuffed
+//! (RFC 1939 §3), cut after the header and `n` body lines for TOP, and ended
+//! by the terminator line.
+//!
+//! Stored messages should already end every line in CRLF, but the session
+//! must never send a bare CR or LF whatever the store holds: a client that
+//! splits lines differently could read the end of the response, and then
+//! commands of its own, out of a message's content. So a bare LF and a bare
+//! CR each end a line here, and a last line without an ending gets CRLF.
+
+use memchr::memchr2;
+
+use super::replies;
+
+/// Append `message` as the body of a multi-line response, then the
+/// terminator. With `top`, only the header, the blank line after it and the
+/// first `top` body lines are sent (RFC 1939 §7); a message without a blank
+/// line is all header and is sent whole.
+pub(super) fn write(out: &mut Vec<u8>, message: &[u8], top: Option<usize>) {
+    // Room for the content, a little stuffing and the terminator.
+    out.reserve(message.len() + message.len() / 64 + replies::END.len());
+    let mut rest = message;
+    let mut in_header = true;
+    let mut body_lines_left = top;
+    while !rest.is_empty() {
+        if !in_header && body_lines_left == Some(0) {
+            break;
+        }
+        let (line, next) = split_line(rest);
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        if in_header {
+            in_header = !line.is_empty();
+        } else if let Some(left) = &mut body_lines_left {
+            *left -= 1;
+        }
+        rest = next;
+    }
+    out.extend_from_slice(replies::END);
+}
+
+/// The first line of `text` without its ending (CRLF, LF or CR), and what
+/// follows the ending.
+fn split_line(text: &[u8]) -> (&[u8], &[u8]) {
+    match memchr2(b'\r', b'\n', text) {
+        None => (text, &[]),
+        Some(at) => {
+            let ending = if text[at..].starts_with(b"\r\n") {
+                2
+            } else {
+                1
+            };
+            (&text[..at], &text[at + ending..])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(message: &[u8], top: Option<usize>) -> String {
+        let mut out = Vec::new();
+        write(&mut out, message, top);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn whole_message_is_stuffed_and_terminated() {
+        assert_eq!(
+            sent(b"A: b\r\n\r\n.hidden\r\n..two\r\nx.\r\n", None),
+            "A: b\r\n\r\n..hidden\r\n...two\r\nx.\r\n.\r\n"
+        );
+        assert_eq!(sent(b".\r\n", None), "..\r\n.\r\n");
+        assert_eq!(sent(b"", None), ".\r\n");
+        assert_eq!(sent(b"\r\n", None), "\r\n.\r\n");
+    }
+
+    #[test]
+    fn line_endings_become_crlf() {
+        assert_eq!(sent(b"a\nb\rc\r\nd", None), "a\r\nb\r\nc\r\nd\r\n.\r\n");
+        // A bare LF before a dot cannot end the response early.
+        assert_eq!(sent(b"a\n.\nb", None), "a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(sent(b"a\r\r\n", None), "a\r\n\r\n.\r\n");
+    }
+
+    #[test]
+    fn top_cuts_after_header_and_n_lines() {
+        let message = b"A: 1\r\nB: 2\r\n\r\none\r\n.two\r\nthree\r\n";
+        assert_eq!(sent(message, Some(0)), "A: 1\r\nB: 2\r\n\r\n.\r\n");
+        assert_eq!(sent(message, Some(1)), "A: 1\r\nB: 2\r\n\r\none\r\n.\r\n");
+        assert_eq!(
+            sent(message, Some(2)),
+            "A: 1\r\nB: 2\r\n\r\none\r\n..two\r\n.\r\n"
+        );
+        assert_eq!(sent(message, Some(usize::MAX)), sent(message, None));
+        // Blank lines in the body are body lines.
+        assert_eq!(
+            sent(b"A: 1\n\n\n\nx\n", Some(2)),
+            "A: 1\r\n\r\n\r\n\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn top_of_a_message_without_body() {
+        assert_eq!(sent(b"A: 1\r\nB: 2", Some(0)), "A: 1\r\nB: 2\r\n.\r\n");
+        assert_eq!(sent(b"A: 1\r\n\r\n", Some(5)), "A: 1\r\n\r\n.\r\n");
+    }
+}
