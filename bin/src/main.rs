@@ -4,6 +4,7 @@
 //! - `ringpost serve [--config FILE] [overrides]`: run the server until SIGTERM/SIGINT.
 //! - `ringpost config check FILE`: validate a configuration file.
 //! - `ringpost spool stats [--data-dir DIR]`: count stored messages, read-only.
+//! - `ringpost user add|passwd|del|list`: accounts (see `user`).
 
 use clap::{Parser, Subcommand};
 use ringpost_engine::config::StoreEngine;
@@ -12,6 +13,8 @@ use ringpost_storage::{spool, RocksOptions, RocksStore};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod user;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,6 +43,11 @@ enum Command {
     Spool {
         #[command(subcommand)]
         command: SpoolCommand,
+    },
+    #[command(about = user::ABOUT, long_about = user::LONG_ABOUT)]
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
 }
 
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Stats { data_dir },
         } => spool_stats(&data_dir),
+        Command::User { command } => user::run(command),
     }
 }
 

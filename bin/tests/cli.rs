@@ -1,7 +1,7 @@
 //! The `ringpost` command as operators use it: a real process on loopback,
 //! SIGKILL in the middle of a load (nothing acknowledged may be lost) and in
 //! the middle of relaying to a sink (everything acknowledged arrives),
-//! SIGTERM for a clean stop, `spool stats` and `config check`.
+//! SIGTERM for a clean stop, `spool stats`, `config check` and `user`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -306,4 +306,267 @@ fn spool_stats_on_a_missing_store_fails_clearly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+}
+
+/// Run `ringpost ARGS` with `stdin` as standard input; return (success, stdout, stderr).
+fn ringpost(args: &[&str], data_dir: &Path, stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(RINGPOST)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The tool may refuse before it reads: a closed pipe is no failure here.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The stored account `name`, read as the tools read the store.
+fn stored_user(data_dir: &Path, name: &str) -> Option<ringpost_storage::users::User> {
+    let store = ringpost_storage::RocksStore::open(
+        data_dir,
+        ringpost_storage::RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ringpost_storage::users::get_user(&store, name).unwrap()
+}
+
+fn config_with_local_domains(dir: &Path) -> String {
+    let path = dir.join("ringpost.toml");
+    std::fs::write(
+        &path,
+        "hostname = \"mx.example.test\"\n[smtp]\nlocal_domains = [\"example.test\"]\n",
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn user_add_list_passwd_del() {
+    use ringpost_engine::users::verify_password;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_with_local_domains(dir.path());
+    let cfg = ["--config", config.as_str()];
+
+    let (ok, out, err) = ringpost(
+        &[
+            &["user", "add", "Alice@Example.Test", "--password-stdin"][..],
+            &cfg[..],
+        ]
+        .concat(),
+        &data,
+        "first pw\n",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("added alice@example.test"), "{out}");
+    let (ok, out, _) = ringpost(&["user", "list"], &data, "");
+    assert!(ok);
+    assert!(out.starts_with("alice@example.test  created 20"), "{out}");
+    let alice = stored_user(&data, "alice@example.test").expect("stored");
+    assert!(alice.password_hash.starts_with("$argon2id$"));
+    assert_eq!(verify_password("first pw", &alice.password_hash), Ok(true));
+
+    let (ok, _, err) = ringpost(
+        &[
+            &["user", "add", "alice@example.test", "--password-stdin"][..],
+            &cfg[..],
+        ]
+        .concat(),
+        &data,
+        "other\n",
+    );
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    // passwd: a new hash, the rest kept; a CRLF line ending is not part of it.
+    let (ok, out, err) = ringpost(
+        &["user", "passwd", "ALICE@example.test", "--password-stdin"],
+        &data,
+        "second pw\r\n",
+    );
+    assert!(ok, "{out}{err}");
+    let changed = stored_user(&data, "alice@example.test").unwrap();
+    assert_ne!(changed.password_hash, alice.password_hash);
+    assert_eq!(
+        verify_password("second pw", &changed.password_hash),
+        Ok(true)
+    );
+    assert_eq!(
+        verify_password("first pw", &changed.password_hash),
+        Ok(false)
+    );
+    assert_eq!(changed.created, alice.created);
+
+    let (ok, _, err) = ringpost(
+        &["user", "passwd", "nobody@example.test", "--password-stdin"],
+        &data,
+        "x\n",
+    );
+    assert!(
+        !ok && err.contains("no account nobody@example.test"),
+        "{err}"
+    );
+
+    let (ok, out, _) = ringpost(&["user", "del", "alice@example.test"], &data, "");
+    assert!(ok && out.contains("deleted alice@example.test"), "{out}");
+    assert_eq!(stored_user(&data, "alice@example.test"), None);
+    let (ok, out, err) = ringpost(&["user", "list"], &data, "");
+    assert!(
+        ok && out.is_empty() && err.contains("no accounts"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = ringpost(&["user", "del", "alice@example.test"], &data, "");
+    assert!(!ok && err.contains("no account"), "{err}");
+}
+
+#[test]
+fn user_add_refuses_bad_names_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_with_local_domains(dir.path());
+    let add = |name: &str, stdin: &str| {
+        ringpost(
+            &["user", "add", name, "--password-stdin", "--config", &config],
+            &data,
+            stdin,
+        )
+    };
+    let (ok, _, err) = add("alice", "pw\n");
+    assert!(!ok && err.contains("local@domain"), "{err}");
+    let (ok, _, err) = add("alice@elsewhere.test", "pw\n");
+    assert!(
+        !ok && err.contains("elsewhere.test") && err.contains("smtp.local_domains"),
+        "{err}"
+    );
+    let (ok, _, err) = add("al ice@example.test", "pw\n");
+    assert!(!ok && err.contains("whitespace"), "{err}");
+    let (ok, _, err) = add("alice@example.test", "\n");
+    assert!(!ok && err.contains("password is empty"), "{err}");
+    let (ok, _, err) = add("alice@example.test", &format!("{}\n", "x".repeat(1025)));
+    assert!(!ok && err.contains("1024"), "{err}");
+    // No --password-stdin and no terminal: told how to do it.
+    let (ok, _, err) = ringpost(
+        &["user", "add", "alice@example.test", "--config", &config],
+        &data,
+        "pw\n",
+    );
+    assert!(!ok && err.contains("--password-stdin"), "{err}");
+    assert_eq!(stored_user(&data, "alice@example.test"), None);
+
+    // Without a configuration any domain will do, and the tool says so.
+    let (ok, out, err) = ringpost(
+        &["user", "add", "x@anywhere.test", "--password-stdin"],
+        &data,
+        "pw\n",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("not checked against smtp.local_domains"),
+        "{err}"
+    );
+
+    let out = Command::new(RINGPOST)
+        .args(["user", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("stopped") && help.contains("read-only"),
+        "{help}"
+    );
+}
+
+/// Accounts made with the tool decide RCPT on the server; while it runs,
+/// only `list` can open its store.
+#[test]
+fn user_accounts_and_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_with_local_domains(dir.path());
+    let (ok, _, err) = ringpost(
+        &[
+            "user",
+            "add",
+            "alice@example.test",
+            "--password-stdin",
+            "--config",
+            &config,
+        ],
+        &data,
+        "pw\n",
+    );
+    assert!(ok, "{err}");
+
+    let (mut server, addr) = spawn_server(&data, &["--no-relay", "--config", &config]);
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    assert!(read_reply(&mut r).unwrap().starts_with("220"));
+    let mut cmd = |line: &str| {
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        read_reply(&mut r).unwrap()
+    };
+    assert!(cmd("EHLO client.example").starts_with("250"));
+    assert!(cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    assert!(cmd("RCPT TO:<Alice@Example.Test>").starts_with("250"));
+    let reply = cmd("RCPT TO:<bob@example.test>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
+    assert!(cmd("QUIT").starts_with("221"));
+
+    let (ok, _, err) = ringpost(
+        &[
+            "user",
+            "add",
+            "bob@example.test",
+            "--password-stdin",
+            "--config",
+            &config,
+        ],
+        &data,
+        "pw\n",
+    );
+    assert!(!ok, "a second writer must be refused");
+    assert!(
+        err.contains("in use by a running ringpost; stop it first")
+            && err.contains("not supported yet"),
+        "{err}"
+    );
+    let (ok, _, err) = ringpost(&["user", "del", "alice@example.test"], &data, "");
+    assert!(!ok && err.contains("in use by a running ringpost"), "{err}");
+    let (ok, out, _) = ringpost(&["user", "list"], &data, "");
+    assert!(
+        ok && out.contains("alice@example.test"),
+        "list works beside the server: {out}"
+    );
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+    let (ok, _, err) = ringpost(
+        &[
+            "user",
+            "add",
+            "bob@example.test",
+            "--password-stdin",
+            "--config",
+            &config,
+        ],
+        &data,
+        "pw\n",
+    );
+    assert!(ok, "stopped: {err}");
 }

@@ -510,6 +510,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let c = Config::parse(&readme[start..end]).unwrap();
+        assert_eq!(c.relay.routes["partner.example"], "10.1.2.3:25");
+        assert!(c.relay.starttls && !c.relay.verify_certificates);
+    }
+
+    #[test]
     fn relay_networks_cover_loopback_only_by_default() {
         let c = Config::default();
         assert!(c.may_relay("127.0.0.1".parse().unwrap()));

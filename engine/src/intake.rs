@@ -7,6 +7,7 @@
 
 use ringpost_protocols::smtp::{replies, Reply, Transaction};
 use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
+use ringpost_storage::StoreError;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -149,20 +150,38 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Recipient policy: never an open relay.
+/// Recipient policy: never an open relay, and no mail for nobody.
 ///
-/// Local domains accept mail from anyone; other domains only from clients in
-/// `relay_networks` (authentication comes with the submission port).
+/// A recipient at one of our local domains must be an account
+/// (`user_exists`, given the address as written; the store lowercases it),
+/// whoever the client is: an unknown one gets `550 5.1.1` at RCPT time, so
+/// no bounce is ever owed for it. `postmaster` at a local domain is always
+/// accepted, as is a bare `<postmaster>` (RFC 5321 §4.5.1). A lookup that
+/// fails gets `451 4.3.0`: the client tries again later.
+///
+/// Other domains are accepted only from clients in `relay_networks`
+/// (authentication comes with the submission port).
 pub fn check_recipient(
     address: &str,
     client_may_relay: bool,
     is_local: impl Fn(&str) -> bool,
+    user_exists: impl FnOnce(&str) -> Result<bool, StoreError>,
 ) -> Result<(), Reply> {
-    let Some(domain) = domain_of(address) else {
+    let Some((local_part, domain)) = address.rsplit_once('@') else {
         // RFC 5321 §4.5.1: <postmaster> must always be accepted.
         return Ok(());
     };
-    if client_may_relay || is_local(domain) {
+    if is_local(domain) {
+        if local_part.eq_ignore_ascii_case("postmaster") {
+            return Ok(());
+        }
+        return match user_exists(address) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(replies::NO_SUCH_USER),
+            Err(_) => Err(replies::STORAGE_FAILED),
+        };
+    }
+    if client_may_relay {
         Ok(())
     } else {
         Err(replies::RELAYING_DENIED)
@@ -236,11 +255,30 @@ mod tests {
 
     #[test]
     fn relay_policy() {
-        let local = |d: &str| d == "ours.test";
-        assert!(check_recipient("a@ours.test", false, local).is_ok());
-        assert!(check_recipient("postmaster", false, local).is_ok());
-        assert!(check_recipient("a@else.test", true, local).is_ok());
-        let err = check_recipient("a@else.test", false, local).unwrap_err();
+        let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
+        let nobody = |_: &str| -> Result<bool, StoreError> { panic!("no lookup expected") };
+        assert!(check_recipient("postmaster", false, local, nobody).is_ok());
+        assert!(check_recipient("a@else.test", true, local, nobody).is_ok());
+        let err = check_recipient("a@else.test", false, local, nobody).unwrap_err();
         assert_eq!((err.code, err.status), (554, "5.7.1"));
+    }
+
+    #[test]
+    fn local_recipients_must_be_accounts() {
+        let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
+        let known = |name: &str| Ok(name.eq_ignore_ascii_case("alice@ours.test"));
+        for may_relay in [false, true] {
+            assert!(check_recipient("alice@ours.test", may_relay, local, known).is_ok());
+            assert!(check_recipient("ALICE@Ours.Test", may_relay, local, known).is_ok());
+            let err = check_recipient("bob@ours.test", may_relay, local, known).unwrap_err();
+            assert_eq!((err.code, err.status), (550, "5.1.1"), "relay: {may_relay}");
+        }
+        // postmaster at a local domain needs no account.
+        let nobody = |_: &str| -> Result<bool, StoreError> { panic!("no lookup expected") };
+        assert!(check_recipient("PostMaster@ours.test", false, local, nobody).is_ok());
+        // A failed lookup is temporary.
+        let broken = |_: &str| Err(StoreError::Engine("disk on fire".into()));
+        let err = check_recipient("alice@ours.test", false, local, broken).unwrap_err();
+        assert_eq!((err.code, err.status), (451, "4.3.0"));
     }
 }

@@ -14,7 +14,8 @@
 //! - [`server`]: start and stop the whole thing; read this first.
 //! - `shard`: one executor's accept loop and state.
 //! - `session`: one SMTP connection.
-//! - [`intake`]: from finished transaction to stored records.
+//! - [`intake`]: recipient policy; from finished transaction to stored records.
+//! - [`users`]: password hashing, account name and password rules.
 //! - [`relay`]: outbound delivery: ownership, schedule, MX, SMTP client, bounces.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod relay;
 pub mod server;
 mod session;
 mod shard;
+pub mod users;
 
 pub use config::{Config, ConfigError};
 pub use server::{start, RunningServer, StartError};

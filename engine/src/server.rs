@@ -167,7 +167,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                         let relay = Rc::new(Relay::new(
                             id,
                             config.clone(),
-                            store,
+                            store.clone(),
                             commits.clone(),
                             hub,
                             resolver,
@@ -179,7 +179,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     }
                     _ => None,
                 };
-                let shard = Rc::new(Shard::new(id, config, commits, shard_metrics, hub));
+                let shard = Rc::new(Shard::new(id, config, commits, store, shard_metrics, hub));
                 shard::run(shard, listener, shutdown, relay).await;
             })
             .map_err(|e| StartError::Shard {

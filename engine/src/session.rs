@@ -1,15 +1,16 @@
 //! One SMTP connection: drives the sans-IO [`ServerSession`] over a socket.
 //!
 //! The loop is: feed what we have read, answer the session's questions
-//! (recipient policy, durable commit), write its replies, read more. Replies
-//! to pipelined commands go out in one write. The `250` for a message is
-//! written only after its commit is on disk.
+//! (recipient policy and account lookup, durable commit), write its replies,
+//! read more. Replies to pipelined commands go out in one write. The `250`
+//! for a message is written only after its commit is on disk.
 
 use crate::intake::{self, Origin};
 use crate::shard::{Shard, ShutdownSignal};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use ringpost_protocols::smtp::{replies, Event, ServerSession};
+use ringpost_storage::{users, StoreError};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -67,9 +68,12 @@ async fn drive(
                 asked = true;
                 match event {
                     Event::Recipient { address } => {
-                        match intake::check_recipient(&address, may_relay, |d| {
-                            shard.config.is_local_domain(d)
-                        }) {
+                        match intake::check_recipient(
+                            &address,
+                            may_relay,
+                            |d| shard.config.is_local_domain(d),
+                            |name| account_exists(shard, name),
+                        ) {
                             Ok(()) => smtp.accept_recipient(),
                             Err(reply) => smtp.reject_recipient(reply),
                         }
@@ -131,6 +135,18 @@ async fn drive(
             Wake::Read(Err(e)) => return Err(e),
         }
     }
+}
+
+/// Whether a local recipient is an account: one point read of the `users`
+/// family, run right here on the shard's executor. The family is small and
+/// hot (memtable, block cache, bloom filter), so the read takes microseconds;
+/// should it ever show in RCPT latency, it moves to the blocking pool like
+/// the relay's reads.
+fn account_exists(shard: &Shard, name: &str) -> Result<bool, StoreError> {
+    users::user_exists(&*shard.store, name).inspect_err(|e| {
+        shard.metrics.store_failures.inc();
+        tracing::error!(shard = shard.id, error = %e, "recipient lookup failed; answered 451");
+    })
 }
 
 /// Make the message durable, then let the session say 250 (or 451).

@@ -1,7 +1,8 @@
 //! One shard: a glommio executor pinned to a core, with its own listening
 //! socket (SO_REUSEPORT; the kernel spreads connections), its own sessions,
 //! counters and id sequence. Nothing here is shared with other shards except
-//! the commit handle, which is a channel.
+//! the commit handle, which is a channel, and the store, which sessions read
+//! (the recipient check).
 
 use crate::config::Config;
 use crate::intake::IdGenerator;
@@ -15,7 +16,7 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpListener;
 use ringpost_protocols::smtp::{replies, ServerConfig};
 use ringpost_storage::spool::MessageId;
-use ringpost_storage::CommitHandle;
+use ringpost_storage::{CommitHandle, Store};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub(crate) struct Shard {
     pub smtp: Arc<ServerConfig>,
     /// Where messages are made durable.
     pub commits: CommitHandle,
+    /// The store, for reads on the shard itself (the recipient check: one
+    /// point read of the `users` family).
+    pub store: Arc<dyn Store>,
     /// This shard's metric handles.
     pub metrics: ShardMetrics,
     /// Where accepted queue entries go to be delivered (None: relay off).
@@ -60,6 +64,7 @@ impl Shard {
         id: usize,
         config: Arc<Config>,
         commits: CommitHandle,
+        store: Arc<dyn Store>,
         metrics: ShardMetrics,
         hub: Option<Arc<Hub>>,
     ) -> Shard {
@@ -75,6 +80,7 @@ impl Shard {
             config,
             smtp,
             commits,
+            store,
             metrics,
             hub,
             ids: RefCell::new(IdGenerator::new(id as u16)),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use ringpost_engine::{Config, RunningServer};
+use ringpost_storage::{users, WriteBatch};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -23,6 +24,22 @@ pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile
     config.relay.enabled = false;
     tweak(&mut config);
     (ringpost_engine::start(config).expect("server starts"), dir)
+}
+
+/// Create the account `name` (password "secret") in a running server's store,
+/// as `ringpost user add` would on a stopped one.
+pub fn add_user(server: &RunningServer, name: &str) {
+    let user = ringpost_engine::users::new_account(name, "secret", None, 1).unwrap();
+    let mut batch = WriteBatch::new();
+    users::put_user(&mut batch, &user);
+    server.store().write(&[batch], true).unwrap();
+}
+
+/// Remove the account `name` from a running server's store.
+pub fn delete_user(server: &RunningServer, name: &str) {
+    let mut batch = WriteBatch::new();
+    users::delete_user(&mut batch, name);
+    server.store().write(&[batch], true).unwrap();
 }
 
 /// A blocking SMTP client for tests: send lines, read replies.

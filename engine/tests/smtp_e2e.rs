@@ -135,6 +135,7 @@ fn relay_is_refused_for_clients_outside_relay_networks() {
         c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
         c.smtp.local_domains = vec!["ours.test".into()];
     });
+    common::add_user(&server, "someone@ours.test");
     let (mut c, _) = Client::connect(server.smtp_addr());
     assert!(c.cmd("EHLO outsider.example").starts_with("250"));
     assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
@@ -145,6 +146,58 @@ fn relay_is_refused_for_clients_outside_relay_networks() {
         "local domains accept anyone"
     );
     assert!(c.cmd("RCPT TO:<postmaster>").starts_with("250"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    server.shutdown();
+}
+
+#[test]
+fn local_recipients_must_be_accounts() {
+    // Loopback may relay, and still gets 550 for a local domain's unknown user.
+    let (server, _dir) = start_server(|c| c.smtp.local_domains = vec!["ours.test".into()]);
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    let reply = c.cmd("RCPT TO:<alice@ours.test>");
+    assert!(
+        reply.starts_with("550 5.1.1"),
+        "unknown local user: {reply}"
+    );
+
+    // The check reads the store live: an account added now counts at once.
+    common::add_user(&server, "Alice@Ours.Test");
+    for rcpt in ["alice@ours.test", "ALICE@ours.TEST"] {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    let reply = c.cmd("RCPT TO:<bob@Ours.Test>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
+    for rcpt in ["postmaster@ours.test", "postmaster", "far@remote.test"] {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let reply = c.cmd("Subject: hi\r\n\r\nhello\r\n.");
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+
+    // Only the accepted recipients are in the envelope.
+    let envelopes = spool::list_envelopes(&*server.store()).unwrap();
+    assert_eq!(envelopes.len(), 1);
+    assert_eq!(
+        envelopes[0].1.recipients,
+        [
+            "alice@ours.test",
+            "ALICE@ours.TEST",
+            "postmaster@ours.test",
+            "postmaster",
+            "far@remote.test"
+        ]
+    );
+
+    // A deleted account is refused again.
+    common::delete_user(&server, "alice@ours.test");
+    assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    let reply = c.cmd("RCPT TO:<alice@ours.test>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
     assert!(c.cmd("QUIT").starts_with("221"));
     server.shutdown();
 }

@@ -12,12 +12,13 @@
 //! ```
 //!
 //! The cases cover the [`Store`] contract (ordering, bounds, atomic batches,
-//! odd keys and values), the [`spool`] records on top of it, and the
+//! odd keys and values), the [`spool`] and [`users`] records on top of it, and the
 //! [`CommitPipeline`] over it. Pipeline cases that need a precise interleaving
 //! wrap the engine in a store whose writes wait at a gate (and can be made to
 //! fail), so they never depend on timing.
 
 use crate::spool::{self, Envelope, MessageId, NewMessage, QueueEntry, SpoolStats};
+use crate::users::{self, User};
 use crate::{
     CommitHandle, CommitPipeline, CommitReport, Family, PipelineConfig, Store, StoreError,
     WriteBatch,
@@ -51,6 +52,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("spool_round_trip", spool_round_trip),
     ("spool_queue_changes", spool_queue_changes),
     ("queue_due_order", queue_due_order),
+    ("users_round_trip", users_round_trip),
+    ("users_list_and_delete", users_list_and_delete),
     ("pipeline_many_committers", pipeline_many_committers),
     (
         "pipeline_batches_queued_requests",
@@ -784,6 +787,128 @@ pub fn queue_due_order(store: Arc<dyn Store>) {
         spool::stats(store).unwrap().queue_entries,
         all.len() as u64 + 1
     );
+}
+
+// ---- accounts ----
+
+fn account(name: &str, hash: &str, created: u64) -> User {
+    User {
+        name: name.into(),
+        password_hash: hash.into(),
+        created,
+        settings: Default::default(),
+    }
+}
+
+/// Put, get in any case, existence checks, a password change that keeps the
+/// rest of the record.
+pub fn users_round_trip(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(users::get_user(store, "alice@example.test").unwrap(), None);
+    assert!(!users::user_exists(store, "alice@example.test").unwrap());
+
+    let mut alice = account("Alice@Example.Test", "$argon2id$v=19$first", 1_700_000_000);
+    alice.settings.insert(7, b"kept".to_vec());
+    let mut batch = WriteBatch::new();
+    users::put_user(&mut batch, &alice);
+    write(store, batch);
+
+    let expect = User {
+        name: "alice@example.test".into(),
+        ..alice.clone()
+    };
+    for name in [
+        "alice@example.test",
+        "ALICE@EXAMPLE.TEST",
+        "Alice@Example.Test",
+    ] {
+        assert_eq!(
+            users::get_user(store, name).unwrap().as_ref(),
+            Some(&expect),
+            "{name}"
+        );
+        assert!(users::user_exists(store, name).unwrap(), "{name}");
+    }
+    assert_eq!(
+        get(store, Family::Users, b"alice@example.test"),
+        Some(alice.encode_value()),
+        "keyed by the lowercased name"
+    );
+    assert!(!users::user_exists(store, "alice@example.tes").unwrap());
+    assert!(!users::user_exists(store, "alice@example.test.").unwrap());
+    assert!(!users::user_exists(store, "bob@example.test").unwrap());
+
+    // A password change rewrites the record; created and settings stay.
+    let changed = User {
+        password_hash: "$argon2id$v=19$second".into(),
+        ..users::get_user(store, "alice@example.test")
+            .unwrap()
+            .unwrap()
+    };
+    let mut batch = WriteBatch::new();
+    users::put_user(&mut batch, &changed);
+    write(store, batch);
+    let read = users::get_user(store, "alice@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.password_hash, "$argon2id$v=19$second");
+    assert_eq!(read.created, 1_700_000_000);
+    assert_eq!(read.settings.get(&7).map(Vec::as_slice), Some(&b"kept"[..]));
+    assert_eq!(users::list_users(store).unwrap(), vec![read]);
+}
+
+/// Listing is in name order; deleting removes exactly one account; other
+/// families never show up as accounts.
+pub fn users_list_and_delete(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert!(users::list_users(store).unwrap().is_empty());
+    let names = [
+        "zoe@example.test",
+        "bob@b.test",
+        "bob@a.test",
+        "éloïse@bücher.test",
+        "a@example.test",
+    ];
+    let mut batch = WriteBatch::new();
+    for (i, name) in names.iter().enumerate() {
+        users::put_user(&mut batch, &account(name, &format!("hash-{i}"), i as u64));
+    }
+    write(store, batch);
+    // Something in another family under an account-like key is not an account.
+    write(store, put(Family::MailboxMeta, b"carol@example.test", b"x"));
+
+    let listed: Vec<String> = users::list_users(store)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    sorted.sort();
+    assert_eq!(listed, sorted, "byte (name) order");
+    assert!(!users::user_exists(store, "carol@example.test").unwrap());
+
+    let mut batch = WriteBatch::new();
+    users::delete_user(&mut batch, "BOB@A.TEST");
+    users::delete_user(&mut batch, "nobody@example.test");
+    write(store, batch);
+    assert_eq!(users::get_user(store, "bob@a.test").unwrap(), None);
+    assert!(users::user_exists(store, "bob@b.test").unwrap());
+    assert_eq!(users::list_users(store).unwrap().len(), names.len() - 1);
+
+    // A damaged record is reported, not skipped or panicked on.
+    write(
+        store,
+        put(Family::Users, b"broken@example.test", &[1, 0, 200]),
+    );
+    assert!(matches!(
+        users::list_users(store),
+        Err(StoreError::Corrupt {
+            family: "users",
+            ..
+        })
+    ));
+    assert!(users::get_user(store, "broken@example.test").is_err());
+    assert!(users::user_exists(store, "broken@example.test").unwrap());
 }
 
 // ---- the commit pipeline ----

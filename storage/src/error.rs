@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The store is opened read-only.
     #[error("store is read-only")]
     ReadOnly,
+    /// Another opener holds the store for writing (RocksDB's `LOCK` file):
+    /// typically a running server. The text is the engine's.
+    #[error("store is locked by another process: {0}")]
+    Locked(String),
 }
 
 impl StoreError {

@@ -12,16 +12,19 @@
 //!
 //! The typed records that SMTP, the queue and (later) mailboxes share live in
 //! [`spool`]: message ids, envelopes, queue entries and their key layouts.
+//! Accounts live in [`users`].
 //!
 //! # Layout
 //! - [`Store`], [`Family`], [`WriteBatch`]: the seam.
 //! - [`memory`]: the in-memory engine.
 //! - `rocks` (feature `rocksdb`): the RocksDB engine.
 //! - [`pipeline`]: group commit.
-//! - [`spool`]: typed records.
+//! - [`spool`]: typed records of the spool.
+//! - [`users`]: accounts (name, password hash, settings).
 //! - [`conformance`]: the test suite every engine passes.
 #![deny(missing_docs)]
 
+mod codec;
 pub mod conformance;
 mod error;
 pub mod memory;
@@ -29,6 +32,7 @@ pub mod pipeline;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod spool;
+pub mod users;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
@@ -49,7 +53,7 @@ pub enum Family {
     Mailboxes,
     /// User ‖ mailbox → mailbox metadata (later issue).
     MailboxMeta,
-    /// User name → account (later issue).
+    /// Account name → account ([`users`]).
     Users,
 }
 

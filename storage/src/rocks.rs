@@ -96,7 +96,7 @@ impl RocksStore {
         } else {
             DB::open_cf_descriptors(&db_opts, path, families)
         }
-        .map_err(StoreError::engine)?;
+        .map_err(open_error)?;
         Ok(RocksStore {
             db,
             read_only: opts.read_only,
@@ -112,6 +112,20 @@ impl RocksStore {
         self.db.cf_handle(family.name()).ok_or_else(|| {
             StoreError::Engine(format!("column family {} is missing", family.name()))
         })
+    }
+}
+
+/// An open failure, with "someone holds the lock" told apart: tools that
+/// need to write say "stop the server first" instead of an engine message.
+fn open_error(e: rocksdb::Error) -> StoreError {
+    let text = e.to_string();
+    // RocksDB's POSIX env reports a held lock as "IO error: While lock file:
+    // <dir>/LOCK: Resource temporarily unavailable", or, when this process
+    // holds it already, "IO error: lock hold by current process ...".
+    if text.contains("While lock file") || text.contains("lock hold by current process") {
+        StoreError::Locked(text)
+    } else {
+        StoreError::Engine(text)
     }
 }
 

@@ -12,10 +12,11 @@
 //!   [`due_queue_entries`] is one range scan.
 //!
 //! # Values
-//! Values use a small private binary codec: a format version byte, then the
-//! fields in order. Integers are LEB128 varints; strings and lists carry a
-//! varint length first. Decoding checks every length against the bytes left
-//! and never panics: bad input becomes [`StoreError::Corrupt`].
+//! Values use the store's small private binary codec (the `codec` module,
+//! shared with [`crate::users`]): a format version byte, then the fields in
+//! order. Integers are LEB128 varints; strings and lists carry a varint
+//! length first. Decoding checks every length against the bytes left and
+//! never panics: bad input becomes [`StoreError::Corrupt`].
 //!
 //! - envelope: version ‖ sender ‖ received_at ‖ size ‖ recipient count ‖ recipients
 //! - queue entry (the key holds due, id and domain): version ‖ recipient count ‖
@@ -27,11 +28,9 @@
 //! more attempts); [`delete_queue_entry`] drops a finished one and
 //! [`delete_message`] the body and envelope once no entry needs them.
 
+use crate::codec::{put_str, put_strs, put_varint, Reader, FORMAT_V1};
 use crate::{Family, Store, StoreError, WriteBatch};
 use std::fmt;
-
-/// Version byte that opens every encoded value; bump it when a layout changes.
-const FORMAT_V1: u8 = 1;
 
 /// Bytes of a queue key before the domain: due (8) ‖ id (16).
 const QUEUE_KEY_PREFIX: usize = 8 + 16;
@@ -425,121 +424,6 @@ pub fn stats(store: &dyn Store) -> Result<SpoolStats, StoreError> {
     Ok(stats)
 }
 
-// ---- the value codec ----
-
-/// Append `value` as an LEB128 varint: 7 bits per byte, high bit = more follow.
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_strs(out: &mut Vec<u8>, list: &[String]) {
-    put_varint(out, list.len() as u64);
-    for s in list {
-        put_str(out, s);
-    }
-}
-
-/// Reads one encoded value, front to back, turning every problem into
-/// [`StoreError::Corrupt`] for its family.
-struct Reader<'a> {
-    family: Family,
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(family: Family, value: &'a [u8]) -> Self {
-        Reader {
-            family,
-            rest: value,
-        }
-    }
-
-    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            family: self.family.name(),
-            detail: detail.into(),
-        }
-    }
-
-    fn version(&mut self) -> Result<(), StoreError> {
-        match self.byte()? {
-            FORMAT_V1 => Ok(()),
-            other => Err(self.corrupt(format!("unknown format version {other}"))),
-        }
-    }
-
-    fn byte(&mut self) -> Result<u8, StoreError> {
-        let (&first, rest) = self
-            .rest
-            .split_first()
-            .ok_or_else(|| self.corrupt("truncated"))?;
-        self.rest = rest;
-        Ok(first)
-    }
-
-    fn varint(&mut self) -> Result<u64, StoreError> {
-        let mut value = 0u64;
-        // A u64 needs at most 10 groups of 7 bits; the tenth may carry only 1 bit.
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(self.corrupt("varint overflows u64"));
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.corrupt("varint overflows u64"))
-    }
-
-    /// A length that must fit in what is left (so a bad length can neither
-    /// read past the end nor make us allocate a huge buffer).
-    fn len(&mut self) -> Result<usize, StoreError> {
-        let len = self.varint()?;
-        match usize::try_from(len) {
-            Ok(len) if len <= self.rest.len() => Ok(len),
-            _ => Err(self.corrupt(format!(
-                "length {len} exceeds the {} bytes left",
-                self.rest.len()
-            ))),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, StoreError> {
-        let len = self.len()?;
-        let (bytes, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("string is not UTF-8"))
-    }
-
-    fn strings(&mut self) -> Result<Vec<String>, StoreError> {
-        // Every string takes at least one byte (its length), so the count
-        // is bounded by what is left, like any other length.
-        let count = self.len()?;
-        (0..count).map(|_| self.string()).collect()
-    }
-
-    /// Everything must have been read: trailing bytes mean a layout mismatch.
-    fn finish(&self) -> Result<(), StoreError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(self.corrupt(format!("{} trailing bytes", self.rest.len())))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,41 +518,6 @@ mod tests {
         // 32 bytes but not 32 characters: must not panic on a char boundary.
         assert_eq!(MessageId::from_hex("éééééééééééééééé"), None);
         assert_eq!(MessageId::default().to_hex(), "0".repeat(32));
-    }
-
-    #[test]
-    fn varint_edges_round_trip() {
-        for value in [
-            0,
-            1,
-            127,
-            128,
-            255,
-            300,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            let mut r = Reader::new(Family::Queue, &out);
-            assert_eq!(r.varint().unwrap(), value);
-            r.finish().unwrap();
-        }
-        // Eleven continuation bytes, and a tenth byte carrying more than one bit.
-        let too_long = [0xff; 11];
-        assert!(matches!(
-            Reader::new(Family::Queue, &too_long).varint(),
-            Err(StoreError::Corrupt { .. })
-        ));
-        let mut overflow = vec![0xff; 9];
-        overflow.push(0x02);
-        assert!(matches!(
-            Reader::new(Family::Queue, &overflow).varint(),
-            Err(StoreError::Corrupt { .. })
-        ));
     }
 
     #[test]

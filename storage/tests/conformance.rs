@@ -63,6 +63,8 @@ per_engine!(
     spool_round_trip,
     spool_queue_changes,
     queue_due_order,
+    users_round_trip,
+    users_list_and_delete,
     pipeline_many_committers,
     pipeline_batches_queued_requests,
     pipeline_respects_byte_limit,

@@ -105,10 +105,11 @@ fn read_only_open_beside_a_writer() {
     assert_eq!(reader.write(&[], true), Err(StoreError::ReadOnly));
     assert_eq!(reader.flush(), Ok(()));
 
-    // A second read-write open is refused while the writer holds the lock.
+    // A second read-write open is refused while the writer holds the lock,
+    // and the error says so.
     assert!(matches!(
         RocksStore::open(dir.path(), RocksOptions::default()),
-        Err(StoreError::Engine(_))
+        Err(StoreError::Locked(_))
     ));
 
     // A reader sees the store as it was when it opened; a new one sees more.
