@@ -15,8 +15,13 @@
 //!   PIPELINING, AUTH PLAIN and STLS) and its response table; with
 //!   `fuzzing`, `pop3::check` does the same job as `smtp::check`.
 //! - `line`: the command-line receiver both servers share.
+//! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
+//!   for a server session, the trace, the cut comparison, the token mapping,
+//!   the pseudo-random generator and the smoke tests' case loop.
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check;
 mod line;
 pub mod pop3;
 pub mod smtp;

@@ -1,6 +1,7 @@
 //! The session's promises, checked on any input: the engine's driving loop
-//! in miniature, with assertions. The fuzz target, the fuzz smoke test and
-//! the unit tests all drive sessions through [`drive`].
+//! in miniature ([`crate::check::drive`]), with assertions. The fuzz target,
+//! the fuzz smoke test and the unit tests all drive sessions through
+//! [`drive`].
 //!
 //! Compiled for tests and with the `fuzzing` feature only.
 //!
@@ -17,8 +18,10 @@
 use std::sync::Arc;
 
 use super::{Event, MessageInfo, Pop3Config, Pop3Session};
+use crate::check as shared;
+pub use crate::check::{split_at, XorShift};
 
-pub use crate::smtp::check::XorShift;
+shared::impl_session!(Pop3Session, Event);
 
 /// How the driver answers one question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +83,7 @@ pub fn maildrop(messages: &[&[u8]]) -> Vec<MessageInfo> {
 }
 
 /// Everything a session said while driven.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Trace {
-    /// All response bytes, greeting included.
-    pub output: Vec<u8>,
-    /// Every event, in order.
-    pub events: Vec<Event>,
-    /// Input bytes consumed.
-    pub consumed: usize,
-    /// The session closed.
-    pub closed: bool,
-}
+pub type Trace = shared::Trace<Event>;
 
 /// Drive a new session with `pieces` of input, one `feed` (or more) per
 /// piece, answering its questions as `driver` says. Panics if the session
@@ -101,33 +94,13 @@ pub fn drive<'a>(
     driver: &Driver,
 ) -> Trace {
     let mut session = Pop3Session::new(config);
-    let mut trace = Trace::default();
-    take_output(&mut session, &mut trace);
-    // Bytes given to the session but not consumed yet, as a driver keeps them.
-    let mut unread: Vec<u8> = Vec::new();
-    for piece in pieces {
-        unread.extend_from_slice(piece);
-        loop {
-            let used = session.feed(&unread);
-            assert!(
-                used <= unread.len(),
-                "consumed {used} of {} bytes",
-                unread.len()
-            );
-            let stopped_early = used < unread.len();
-            unread.drain(..used);
-            trace.consumed += used;
-            take_output(&mut session, &mut trace);
-            let Some(event) = session.poll_event() else {
-                assert!(
-                    !stopped_early || session.is_closed(),
-                    "feed stopped early with no question and no close"
-                );
-                break;
-            };
-            assert!(session.poll_event().is_none(), "two questions out at once");
-            check_event(&session, &event, driver);
-            if event == Event::StartTls {
+    let trace = shared::drive(
+        &mut session,
+        pieces,
+        check_responses,
+        |session, event, earlier, unread| {
+            check_event(session, event, driver);
+            if *event == Event::StartTls {
                 let plaintext = b"USER smuggled\r\n";
                 assert_eq!(
                     session.feed(plaintext),
@@ -139,28 +112,15 @@ pub fn drive<'a>(
                     "plaintext after STLS got a reply"
                 );
             } else {
-                assert_eq!(session.feed(&unread), 0, "consumed input before the answer");
+                shared::assert_waits(session, unread);
             }
-            answer(&mut session, &event, trace.events.len(), driver);
-            trace.events.push(event);
-            take_output(&mut session, &mut trace);
-        }
-        if session.is_closed() {
-            break;
-        }
-    }
-    if session.is_closed() {
-        trace.closed = true;
-        assert_eq!(session.feed(b"NOOP\r\n"), 0, "a closed session read input");
-        assert!(session.output().is_empty(), "a closed session replied");
+            answer(session, event, earlier.len(), driver);
+        },
+    );
+    if trace.closed {
         assert!(!session.in_transaction());
     }
     trace
-}
-
-/// Cut `input` at `cuts` (positions out of order or range are skipped).
-pub fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    crate::smtp::check::split_at(input, cuts)
 }
 
 /// Check that `output` is a sequence of complete, well-formed responses: a
@@ -245,23 +205,9 @@ fn check_code(rest: &[u8]) -> Result<(), String> {
 /// byte by byte, with [`ALTERNATE`]; panics unless all three traces are
 /// identical (and each run keeps every promise). Returns the trace.
 pub fn check_input(config: Arc<Pop3Config>, input: &[u8], seed: u64) -> Trace {
-    let whole = drive(config.clone(), [input], &ALTERNATE);
-    let mut rng = XorShift::new(seed);
-    let mut cuts: Vec<usize> = (0..rng.below(8))
-        .map(|_| rng.below(input.len() + 1))
-        .collect();
-    cuts.sort_unstable();
-    assert_eq!(
-        drive(config.clone(), split_at(input, &cuts), &ALTERNATE),
-        whole,
-        "cuts {cuts:?}"
-    );
-    assert_eq!(
-        drive(config, input.chunks(1), &ALTERNATE),
-        whole,
-        "byte by byte"
-    );
-    whole
+    shared::assert_same_when_cut(input, seed, |pieces| {
+        drive(config.clone(), pieces, &ALTERNATE)
+    })
 }
 
 /// Limits small enough that short random inputs reach them, and the TLS
@@ -332,19 +278,7 @@ const LOGIN: &[u8] = b"USER alice\r\nPASS secret\r\n";
 /// line ending, a stray byte). Random bytes mapped this way reach deep into
 /// a session; raw random bytes rarely get past the first command.
 pub fn pop3_like(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() * 16);
-    for &b in bytes {
-        out.extend_from_slice(TOKENS[b as usize % TOKENS.len()]);
-    }
-    out
-}
-
-fn take_output(session: &mut Pop3Session, trace: &mut Trace) {
-    if let Err(problem) = check_responses(session.output()) {
-        panic!("{problem}");
-    }
-    trace.output.extend_from_slice(session.output());
-    session.clear_output();
+    shared::map_tokens(TOKENS, bytes)
 }
 
 /// The promises an event itself makes.

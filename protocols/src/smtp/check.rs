@@ -1,6 +1,6 @@
 //! The session's promises, checked on any input: the engine's driving loop in
-//! miniature, with assertions. The fuzz target, the fuzz smoke test and the
-//! unit tests all drive sessions through [`drive`].
+//! miniature ([`crate::check::drive`]), with assertions. The fuzz target, the
+//! fuzz smoke test and the unit tests all drive sessions through [`drive`].
 //!
 //! Compiled for tests and with the `fuzzing` feature only.
 //!
@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 use super::replies;
 use super::{Event, ServerConfig, ServerSession};
+use crate::check as shared;
+pub use crate::check::{split_at, XorShift};
+
+shared::impl_session!(ServerSession, Event);
 
 /// How the driver answers the session's questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,17 +31,7 @@ pub enum Answers {
 }
 
 /// Everything a session said while driven.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Trace {
-    /// All reply bytes, greeting included.
-    pub output: Vec<u8>,
-    /// Every event, in order.
-    pub events: Vec<Event>,
-    /// Input bytes consumed.
-    pub consumed: usize,
-    /// The session closed.
-    pub closed: bool,
-}
+pub type Trace = shared::Trace<Event>;
 
 /// Drive a new session with `pieces` of input, one `feed` (or more) per
 /// piece, answering its questions as `answers` says. Panics if the session
@@ -48,61 +42,19 @@ pub fn drive<'a>(
     answers: Answers,
 ) -> Trace {
     let mut session = ServerSession::new(config);
-    let mut trace = Trace::default();
-    take_output(&mut session, &mut trace);
-    // Bytes given to the session but not consumed yet, as a driver keeps them.
-    let mut unread: Vec<u8> = Vec::new();
-    for piece in pieces {
-        unread.extend_from_slice(piece);
-        loop {
-            let used = session.feed(&unread);
-            assert!(
-                used <= unread.len(),
-                "consumed {used} of {} bytes",
-                unread.len()
-            );
-            let stopped_early = used < unread.len();
-            unread.drain(..used);
-            trace.consumed += used;
-            take_output(&mut session, &mut trace);
-            let Some(event) = session.poll_event() else {
-                assert!(
-                    !stopped_early || session.is_closed(),
-                    "feed stopped early with no question and no close"
-                );
-                break;
-            };
-            assert!(session.poll_event().is_none(), "two questions out at once");
-            assert_eq!(session.feed(&unread), 0, "consumed input before the answer");
-            answer(&mut session, &event, &trace, answers);
-            trace.events.push(event);
-            take_output(&mut session, &mut trace);
-        }
-        if session.is_closed() {
-            break;
-        }
-    }
-    if session.is_closed() {
-        trace.closed = true;
-        assert_eq!(session.feed(b"NOOP\r\n"), 0, "a closed session read input");
-        assert!(session.output().is_empty(), "a closed session replied");
+    let trace = shared::drive(
+        &mut session,
+        pieces,
+        check_replies,
+        |session, event, earlier, unread| {
+            shared::assert_waits(session, unread);
+            answer(session, event, earlier, answers);
+        },
+    );
+    if trace.closed {
         assert!(!session.in_transaction() && !session.in_data());
     }
     trace
-}
-
-/// Cut `input` at `cuts` (positions out of order or range are skipped).
-pub fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut pieces = Vec::with_capacity(cuts.len() + 1);
-    let mut start = 0;
-    for &cut in cuts {
-        if cut > start && cut < input.len() {
-            pieces.push(&input[start..cut]);
-            start = cut;
-        }
-    }
-    pieces.push(&input[start..]);
-    pieces
 }
 
 /// Check that `output` is a sequence of complete, well-formed reply lines:
@@ -156,23 +108,9 @@ pub fn check_replies(output: &[u8]) -> Result<(), String> {
 /// byte by byte, answering [`Answers::Alternate`]; panics unless all three
 /// traces are identical (and each run keeps every promise). Returns the trace.
 pub fn check_input(config: Arc<ServerConfig>, input: &[u8], seed: u64) -> Trace {
-    let whole = drive(config.clone(), [input], Answers::Alternate);
-    let mut rng = XorShift::new(seed);
-    let mut cuts: Vec<usize> = (0..rng.below(8))
-        .map(|_| rng.below(input.len() + 1))
-        .collect();
-    cuts.sort_unstable();
-    assert_eq!(
-        drive(config.clone(), split_at(input, &cuts), Answers::Alternate),
-        whole,
-        "cuts {cuts:?}"
-    );
-    assert_eq!(
-        drive(config, input.chunks(1), Answers::Alternate),
-        whole,
-        "byte by byte"
-    );
-    whole
+    shared::assert_same_when_cut(input, seed, |pieces| {
+        drive(config.clone(), pieces, Answers::Alternate)
+    })
 }
 
 /// Limits small enough that short random inputs reach them, chosen by `seed`.
@@ -246,58 +184,16 @@ const CHUNK: &[u8] = b"BDAT 6 LAST\r\nbody\r\n";
 /// a line ending, a dot, a stray byte). Random bytes mapped this way reach
 /// deep into a session; raw random bytes rarely get past the first command.
 pub fn smtp_like(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() * 16);
-    for &b in bytes {
-        out.extend_from_slice(TOKENS[b as usize % TOKENS.len()]);
-    }
-    out
+    shared::map_tokens(TOKENS, bytes)
 }
 
-/// A tiny deterministic pseudo-random generator (xorshift64), so tests and
-/// fuzz targets need no dependency.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from any seed (zero included).
-    pub fn new(seed: u64) -> Self {
-        XorShift(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
-}
-
-fn take_output(session: &mut ServerSession, trace: &mut Trace) {
-    if let Err(problem) = check_replies(session.output()) {
-        panic!("{problem}");
-    }
-    trace.output.extend_from_slice(session.output());
-    session.clear_output();
-}
-
-fn answer(session: &mut ServerSession, event: &Event, trace: &Trace, answers: Answers) {
-    let yes = answers == Answers::Accept || trace.events.len().is_multiple_of(2);
+fn answer(session: &mut ServerSession, event: &Event, earlier: &[Event], answers: Answers) {
+    let yes = answers == Answers::Accept || earlier.len().is_multiple_of(2);
     match (event, yes) {
         (Event::Recipient { .. }, true) => session.accept_recipient(),
         (Event::Recipient { .. }, false) => session.reject_recipient(replies::NO_SUCH_USER),
         (Event::Message(_), true) => {
-            let stored = trace
-                .events
+            let stored = earlier
                 .iter()
                 .filter(|e| matches!(e, Event::Message(_)))
                 .count()
@@ -335,10 +231,5 @@ mod tests {
         ] {
             assert!(check_replies(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn split_at_skips_useless_cuts() {
-        assert_eq!(split_at(b"abcd", &[0, 2, 1, 9]), [&b"ab"[..], b"cd"]);
     }
 }

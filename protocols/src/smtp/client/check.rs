@@ -18,18 +18,13 @@
 use std::sync::Arc;
 
 use super::{ClientConfig, ClientEvent, ClientSession, OutgoingMessage};
-use crate::smtp::check::{split_at, XorShift};
+use crate::check::{self as shared, XorShift};
 
-/// Everything a session did while driven.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Trace {
-    /// All bytes the client wrote.
-    pub output: Vec<u8>,
-    /// Every event, in order.
-    pub events: Vec<ClientEvent>,
-    /// Input bytes consumed.
-    pub consumed: usize,
-}
+shared::impl_session!(ClientSession, ClientEvent);
+
+/// Everything a session did while driven (`closed` is always true: a run
+/// that ends open panics).
+pub type Trace = shared::Trace<ClientEvent>;
 
 /// Drive a new session with `pieces` of server input, as an engine would:
 /// each `Ready` or `Finished` is answered by sending the next of `messages`,
@@ -95,6 +90,7 @@ pub fn drive<'a>(
         "the session outlived the stream"
     );
     assert!(driver.done, "the session closed without Failed or Closed");
+    driver.trace.closed = true;
     assert_eq!(driver.session.feed(b"250 ok\r\n"), 8);
     driver.session.quit();
     driver.session.eof();
@@ -183,9 +179,7 @@ impl Driver<'_> {
     }
 
     fn take_output(&mut self) {
-        let output = self.session.output();
-        self.trace.output.extend_from_slice(output);
-        self.session.clear_output();
+        self.trace.take_output(&mut self.session);
         assert!(
             self.trace.output.len() <= self.bound,
             "wrote {} bytes, bound {}",
@@ -209,33 +203,21 @@ pub fn check_input(
     input: &[u8],
     seed: u64,
 ) -> Trace {
-    let whole = drive(config.clone(), messages, [input]);
-    let mut rng = XorShift::new(seed);
-    let mut cuts: Vec<usize> = (0..rng.below(8))
-        .map(|_| rng.below(input.len() + 1))
-        .collect();
-    cuts.sort_unstable();
-    let runs = [
-        (
-            format!("cuts {cuts:?}"),
-            drive(config.clone(), messages, split_at(input, &cuts)),
-        ),
-        (
-            "byte by byte".to_owned(),
-            drive(config, messages, input.chunks(1)),
-        ),
-    ];
-    let tls = whole
-        .events
-        .iter()
-        .position(|e| *e == ClientEvent::StartTls);
-    for (how, trace) in runs {
-        match tls {
-            None => assert_eq!(trace, whole, "{how}"),
-            Some(at) => assert_eq!(trace.events[..=at], whole.events[..=at], "{how}"),
-        }
-    }
-    whole
+    shared::check_cuts(
+        input,
+        seed,
+        |pieces| drive(config.clone(), messages, pieces),
+        |trace, whole, how| {
+            let tls = whole
+                .events
+                .iter()
+                .position(|e| *e == ClientEvent::StartTls);
+            match tls {
+                None => assert_eq!(trace, whole, "{how}"),
+                Some(at) => assert_eq!(trace.events[..=at], whole.events[..=at], "{how}"),
+            }
+        },
+    )
 }
 
 /// Limits and options chosen by `seed`, small enough that short random
@@ -324,9 +306,5 @@ const TOKENS: &[&[u8]] = &[
 /// keyword line, a stray byte). Random bytes mapped this way get past the
 /// greeting; raw random bytes rarely do.
 pub fn server_like(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() * 16);
-    for &b in bytes {
-        out.extend_from_slice(TOKENS[b as usize % TOKENS.len()]);
-    }
-    out
+    shared::map_tokens(TOKENS, bytes)
 }

@@ -5,51 +5,40 @@
 use std::sync::Arc;
 
 use super::check::{self, XorShift};
+use crate::check::{check_random_case, random_cases};
 
 const SEED: u64 = 0x5EED_2025;
 
+/// `check_input` with a config and a cut seed drawn from `rng`.
+fn check_case(case: usize, input: &[u8], rng: &mut XorShift) {
+    check_random_case(case, input, rng, check::small_config, check::check_input);
+}
+
+fn smtp_like(bytes: &[u8]) -> Vec<u8> {
+    [&b"EHLO c\r\n"[..], &check::smtp_like(bytes)].concat()
+}
+
 #[test]
 fn smtp_like_inputs_keep_every_promise() {
-    let mut rng = XorShift::new(SEED);
-    for case in 0..3000 {
-        let len = rng.below(48);
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        let input = [&b"EHLO c\r\n"[..], &check::smtp_like(&bytes)].concat();
-        let config = Arc::new(check::small_config(rng.next_u64()));
-        let seed = rng.next_u64();
-        // A failure message names the case; rerun it with these values.
-        let result = std::panic::catch_unwind(|| check::check_input(config.clone(), &input, seed));
-        assert!(
-            result.is_ok(),
-            "case {case}: config {config:?}, seed {seed}, input {:?}",
-            String::from_utf8_lossy(&input)
-        );
-    }
+    random_cases(SEED, 3000, 48, |case, bytes, rng| {
+        check_case(case, &smtp_like(&bytes), rng)
+    });
 }
 
 #[test]
 fn raw_inputs_keep_every_promise() {
-    let mut rng = XorShift::new(SEED ^ 1);
-    for _ in 0..1000 {
-        let len = rng.below(200);
-        let input: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        check::check_input(
-            Arc::new(check::small_config(rng.next_u64())),
-            &input,
-            rng.next_u64(),
-        );
-    }
+    random_cases(SEED ^ 1, 1000, 200, |case, input, rng| {
+        check_case(case, &input, rng)
+    });
 }
 
 #[test]
 fn smtp_like_inputs_reach_deep_states() {
     // Guard against the generator silently going shallow: over the corpus,
     // messages must get stored by both DATA and BDAT.
-    let mut rng = XorShift::new(SEED);
     let (mut data, mut chunked) = (0, 0);
-    for _ in 0..500 {
-        let bytes: Vec<u8> = (0..rng.below(48)).map(|_| rng.next_u64() as u8).collect();
-        let input = [&b"EHLO c\r\n"[..], &check::smtp_like(&bytes)].concat();
+    random_cases(SEED, 500, 48, |_, bytes, _| {
+        let input = smtp_like(&bytes);
         let trace = check::drive(
             Arc::new(super::config()),
             [&input[..]],
@@ -64,6 +53,6 @@ fn smtp_like_inputs_reach_deep_states() {
                 }
             }
         }
-    }
+    });
     assert!(data > 50 && chunked > 50, "data {data}, chunked {chunked}");
 }

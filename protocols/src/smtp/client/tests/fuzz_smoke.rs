@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::super::check;
 use super::*;
-use crate::smtp::check::XorShift;
+use crate::check::{random_cases, reproducible, XorShift};
 
 const SEED: u64 = 0x5EED_C11E;
 
@@ -15,34 +15,29 @@ const SEED: u64 = 0x5EED_C11E;
 fn check_case(case: usize, seed: u64, input: &[u8]) -> check::Trace {
     let config = Arc::new(check::small_config(seed));
     let messages = check::messages(seed >> 8);
-    let result = std::panic::catch_unwind(|| {
-        check::check_input(config.clone(), &messages, input, seed >> 16)
-    });
-    match result {
-        Ok(trace) => trace,
-        Err(_) => panic!(
-            "case {case}: seed {seed}, input {:?}",
-            String::from_utf8_lossy(input)
-        ),
-    }
+    reproducible(
+        || {
+            format!(
+                "case {case}: seed {seed}, input {:?}",
+                String::from_utf8_lossy(input)
+            )
+        },
+        || check::check_input(config.clone(), &messages, input, seed >> 16),
+    )
 }
 
 #[test]
 fn server_like_inputs_keep_every_promise() {
-    let mut rng = XorShift::new(SEED);
-    for case in 0..3000 {
-        let bytes: Vec<u8> = (0..rng.below(48)).map(|_| rng.next_u64() as u8).collect();
+    random_cases(SEED, 3000, 48, |case, bytes, rng| {
         check_case(case, rng.next_u64(), &check::server_like(&bytes));
-    }
+    });
 }
 
 #[test]
 fn raw_inputs_keep_every_promise() {
-    let mut rng = XorShift::new(SEED ^ 1);
-    for case in 0..1000 {
-        let input: Vec<u8> = (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect();
+    random_cases(SEED ^ 1, 1000, 200, |case, input, rng| {
         check_case(case, rng.next_u64(), &input);
-    }
+    });
 }
 
 /// What a well-behaved server would answer to `messages`, one line in
@@ -116,15 +111,15 @@ fn dialogues_reach_delivery_by_data_and_bdat() {
         let input = dialogue(&mut rng, &config, &messages);
         let seed = rng.next_u64();
         let config = Arc::new(config);
-        let result = std::panic::catch_unwind(|| {
-            check::check_input(config.clone(), &messages, &input, seed)
-        });
-        let Ok(trace) = result else {
-            panic!(
-                "case {case}: {config:?}, seed {seed}, input {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        };
+        let trace = reproducible(
+            || {
+                format!(
+                    "case {case}: {config:?}, seed {seed}, input {:?}",
+                    String::from_utf8_lossy(&input)
+                )
+            },
+            || check::check_input(config.clone(), &messages, &input, seed),
+        );
         let delivered = trace.events.iter().any(|event| {
             matches!(event, ClientEvent::Finished(results)
                 if results.iter().any(|r| r.reply.is_positive()))
