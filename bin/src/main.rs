@@ -62,6 +62,9 @@ struct ServeArgs {
     /// SMTP listen address (config: smtp.listen).
     #[arg(long)]
     smtp: Option<SocketAddr>,
+    /// POP3 listen address (config: pop3.listen).
+    #[arg(long)]
+    pop3: Option<SocketAddr>,
     /// Metrics listen address (config: metrics.listen).
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -147,6 +150,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(a) = args.smtp {
         config.smtp.listen = a;
     }
+    if let Some(a) = args.pop3 {
+        config.pop3.listen = a;
+    }
     if let Some(a) = args.metrics {
         config.metrics.listen = Some(a);
     }
@@ -189,6 +195,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     println!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     println!("  smtp     {}", server.smtp_addr());
+    match server.pop3_addr() {
+        Some(a) => println!("  pop3     {a}"),
+        None => println!("  pop3     off"),
+    }
     match server.metrics_addr() {
         Some(a) => println!("  metrics  http://{a}/metrics"),
         None => println!("  metrics  off"),

@@ -39,8 +39,29 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// Outbound delivery settings.
     pub relay: RelayConfig,
+    /// POP3 listener settings.
+    pub pop3: Pop3ListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
+}
+
+/// POP3 listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3ListenerConfig {
+    /// Serve POP3 at all.
+    pub enabled: bool,
+    /// Address the POP3 listener binds.
+    pub listen: SocketAddr,
+    /// Concurrent POP3 connections per shard; more are refused.
+    pub max_connections_per_shard: usize,
+    /// Seconds of client silence before the session is closed (RFC 1939
+    /// §3: at least 600).
+    pub idle_timeout_secs: u64,
+    /// Bad commands and failed logins tolerated before a session is closed.
+    pub max_errors: usize,
+    /// Seconds a failed login waits before it is answered (slows guessing).
+    pub auth_failure_delay_secs: u64,
 }
 
 /// Storage settings.
@@ -159,6 +180,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
+            pop3: Pop3ListenerConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -218,6 +240,19 @@ impl Default for RelayConfig {
             data_init_timeout_secs: 120,
             data_block_timeout_secs: 180,
             data_done_timeout_secs: 600,
+        }
+    }
+}
+
+impl Default for Pop3ListenerConfig {
+    fn default() -> Self {
+        Pop3ListenerConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1110)),
+            max_connections_per_shard: 1000,
+            idle_timeout_secs: 600,
+            max_errors: 10,
+            auth_failure_delay_secs: 1,
         }
     }
 }
@@ -368,9 +403,33 @@ impl Config {
                 return invalid("relay.routes", format!("{domain}: {problem}"));
             }
         }
-        if let Some(m) = self.metrics.listen {
-            if m == s.listen && m.port() != 0 {
-                return invalid("metrics.listen", format!("{m} is also smtp.listen"));
+        let p = &self.pop3;
+        if p.max_connections_per_shard == 0 {
+            return invalid("pop3.max_connections_per_shard", "must be at least 1");
+        }
+        if p.idle_timeout_secs < 600 {
+            return invalid(
+                "pop3.idle_timeout_secs",
+                "must be at least 600 (RFC 1939 §3: ten minutes)",
+            );
+        }
+        if p.max_errors == 0 {
+            return invalid("pop3.max_errors", "must be at least 1");
+        }
+        if p.auth_failure_delay_secs > 60 {
+            return invalid("pop3.auth_failure_delay_secs", "must be at most 60");
+        }
+        let listeners = [
+            ("smtp.listen", Some(s.listen)),
+            ("pop3.listen", p.enabled.then_some(p.listen)),
+            ("metrics.listen", self.metrics.listen),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr.filter(|a| a.port() != 0) else {
+                continue;
+            };
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| *a == Some(addr)) {
+                return invalid(key, format!("{addr} is also {other}"));
             }
         }
         Ok(())
@@ -398,17 +457,25 @@ impl Config {
         self.smtp.relay_networks.iter().any(|net| net.contains(&ip))
     }
 
-    /// Whether `domain` (any case) is one of ours.
+    /// Whether `domain` (any case) is one of ours: our `hostname` or one of
+    /// `local_domains`. Mail for it goes into mailboxes, never to the relay.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.smtp
-            .local_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
+        domain.eq_ignore_ascii_case(&self.hostname)
+            || self
+                .smtp
+                .local_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     /// SMTP command timeout.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.smtp.command_timeout_secs)
+    }
+
+    /// POP3 autologout timer.
+    pub fn pop3_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.pop3.idle_timeout_secs)
     }
 
     /// SMTP data timeout.
@@ -489,6 +556,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("metrics.listen:"), "{text}");
+        let text = Config::parse("[pop3]\nlisten = \"127.0.0.1:2525\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(text, "pop3.listen: 127.0.0.1:2525 is also smtp.listen");
+        let text = Config::parse("[pop3]\nidle_timeout_secs = 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("pop3.idle_timeout_secs:"), "{text}");
+        // Port 0 never clashes, and a POP3 that is off clashes with nothing.
+        let c =
+            Config::parse("[pop3]\nlisten = \"127.0.0.1:0\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n")
+                .unwrap();
+        assert_eq!(c.pop3.listen, "127.0.0.1:0".parse().unwrap());
+        let c = Config::parse("[pop3]\nenabled = false\nlisten = \"127.0.0.1:2525\"\n").unwrap();
+        assert!(!c.pop3.enabled);
     }
 
     #[test]

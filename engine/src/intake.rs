@@ -1,9 +1,10 @@
 //! Intake: what happens to a message between "end of data" and "250".
 //!
 //! A finished SMTP transaction becomes one [`NewMessage`]: a time-ordered id,
-//! the body with a `Received:` trace header prepended (RFC 5321 §4.4), an
-//! envelope, and one queue entry per recipient domain. It is committed as one
-//! batch, so a crash leaves either all of it or none of it.
+//! the body with a `Received:` trace header prepended (RFC 5321 §4.4), one
+//! INBOX row per local account, and for remote recipients an envelope and
+//! one queue entry per domain. It is committed as one batch, so a crash
+//! leaves either all of it or none of it, and the body is stored once.
 
 use ringpost_protocols::smtp::{replies, Reply, Transaction};
 use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
@@ -33,12 +34,14 @@ impl IdGenerator {
     }
 }
 
-/// Who handed us the message, for the trace header.
+/// Who handed us the message, for the trace header, and which domains are ours.
 pub struct Origin<'a> {
     /// Client IP address.
     pub ip: IpAddr,
     /// Our name.
     pub hostname: &'a str,
+    /// Whether a domain is local: its mail goes into mailboxes.
+    pub is_local: &'a dyn Fn(&str) -> bool,
 }
 
 /// Microseconds since the Unix epoch.
@@ -63,8 +66,48 @@ pub fn new_message(
     body.extend_from_slice(trace.as_bytes());
     body.extend_from_slice(&tx.data);
 
+    let to = Recipients {
+        hostname: origin.hostname,
+        is_local: origin.is_local,
+    };
+    stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros)
+}
+
+/// How recipients are told apart: our name and which domains are local.
+pub struct Recipients<'a> {
+    /// Our name: where a bare `postmaster` belongs.
+    pub hostname: &'a str,
+    /// Whether a domain is local: its mail goes into mailboxes.
+    pub is_local: &'a dyn Fn(&str) -> bool,
+}
+
+/// The records of a message stored for `recipients`: INBOX rows for the
+/// local ones, an envelope and queue entries for the others. The
+/// envelope lists only the recipients the relay delivers.
+pub fn stored(
+    id: MessageId,
+    body: Vec<u8>,
+    sender: &str,
+    recipients: &[String],
+    to: &Recipients<'_>,
+    now_micros: u64,
+) -> NewMessage {
     let due = now_micros / 1000;
-    let queue = recipients_by_domain(&tx.recipients, origin.hostname)
+    let split = split_recipients(recipients, to);
+    // In the order the client gave them, as the relay and DSNs report them.
+    let remote = recipients
+        .iter()
+        .filter(|r| !(to.is_local)(&recipient_domain(r, to.hostname)))
+        .cloned()
+        .collect();
+    let envelope = Envelope {
+        sender: sender.to_owned(),
+        received_at: now_micros,
+        size: body.len() as u64,
+        recipients: remote,
+    };
+    let queue = split
+        .remote
         .into_iter()
         .map(|(domain, recipients)| QueueEntry {
             due,
@@ -75,30 +118,44 @@ pub fn new_message(
             last_error: None,
         })
         .collect();
-    let envelope = Envelope {
-        sender: tx.mail_from.clone(),
-        received_at: now_micros,
-        size: body.len() as u64,
-        recipients: tx.recipients.clone(),
-    };
     NewMessage {
         id,
         body,
         envelope,
         queue,
+        mailboxes: split.local,
     }
 }
 
-/// Group recipients by lowercased domain; a bare `postmaster` belongs to us.
-fn recipients_by_domain(recipients: &[String], hostname: &str) -> BTreeMap<String, Vec<String>> {
-    let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// Where a message's recipients go.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Split {
+    /// Accounts (lowercased, each once) whose INBOX gets it.
+    local: Vec<String>,
+    /// Remote recipients by lowercased domain, for the relay.
+    remote: BTreeMap<String, Vec<String>>,
+}
+
+/// Sort recipients into local accounts and remote domains. A bare
+/// `postmaster` is `postmaster@hostname`; if no such account exists the
+/// mail waits in that mailbox until the operator creates it.
+fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
+    let mut split = Split::default();
     for rcpt in recipients {
-        by_domain
-            .entry(recipient_domain(rcpt, hostname))
-            .or_default()
-            .push(rcpt.clone());
+        let domain = recipient_domain(rcpt, to.hostname);
+        if (to.is_local)(&domain) {
+            let account = match rcpt.contains('@') {
+                true => rcpt.to_ascii_lowercase(),
+                false => format!("postmaster@{domain}"),
+            };
+            if !split.local.contains(&account) {
+                split.local.push(account);
+            }
+        } else {
+            split.remote.entry(domain).or_default().push(rcpt.clone());
+        }
     }
-    by_domain
+    split
 }
 
 /// The queue domain of a recipient: its domain, lowercased; a bare
@@ -208,6 +265,7 @@ mod tests {
         let origin = Origin {
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
+            is_local: &|_| false,
         };
         let mut ids = IdGenerator::new(3);
         let id = ids.next(1_700_000_000_000_000);
@@ -244,13 +302,47 @@ mod tests {
         let origin = Origin {
             ip: "::1".parse().unwrap(),
             hostname: "mx.test",
+            is_local: &|d| d.eq_ignore_ascii_case("mx.test"),
         };
         let mut ids = IdGenerator::new(0);
         let (a, b) = (ids.next(5), ids.next(5));
         assert!(a < b);
         let m = new_message(a, &tx(&["postmaster"]), &origin, 5);
         assert!(String::from_utf8_lossy(&m.body).contains("\tfor <postmaster>;"));
-        assert_eq!(m.queue[0].domain, "mx.test");
+        assert!(m.queue.is_empty());
+        assert_eq!(m.mailboxes, vec!["postmaster@mx.test"]);
+    }
+
+    #[test]
+    fn local_recipients_get_mailboxes_and_the_rest_the_queue() {
+        let origin = Origin {
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            is_local: &|d| d.eq_ignore_ascii_case("ours.test"),
+        };
+        let m = new_message(
+            MessageId::default(),
+            &tx(&[
+                "Ann@Ours.test",
+                "x@far.test",
+                "ann@ours.test",
+                "bo@OURS.TEST",
+                "y@far.test",
+            ]),
+            &origin,
+            1_000,
+        );
+        assert_eq!(m.mailboxes, vec!["ann@ours.test", "bo@ours.test"]);
+        assert_eq!(m.queue.len(), 1);
+        assert_eq!(m.queue[0].recipients, vec!["x@far.test", "y@far.test"]);
+        assert_eq!(m.envelope.recipients, vec!["x@far.test", "y@far.test"]);
+        let local_only = new_message(
+            MessageId::default(),
+            &tx(&["ann@ours.test"]),
+            &origin,
+            1_000,
+        );
+        assert!(local_only.queue.is_empty() && local_only.envelope.recipients.is_empty());
     }
 
     #[test]

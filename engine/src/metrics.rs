@@ -47,12 +47,54 @@ pub struct Metrics {
     smtp_store_failures: Family<Labels, Counter>,
     smtp_timeouts: Family<Labels, Counter>,
     smtp_commit_wait: HistogramFamily,
+    local_deliveries: Family<Labels, Counter>,
     store_commits: Counter,
     store_commit_errors: Counter,
     store_commit_requests: Histogram,
     store_commit_bytes: Counter,
     store_commit_seconds: Histogram,
     relay: RelayFamilies,
+    pop3: Pop3Families,
+}
+
+/// POP3's metric families, one series per shard.
+#[derive(Default)]
+struct Pop3Families {
+    connections: Family<Labels, Counter>,
+    connections_active: Family<Labels, Gauge>,
+    connections_refused: Family<Labels, Counter>,
+    logins: Family<Labels, Counter>,
+    retrieved: Family<Labels, Counter>,
+    retrieved_bytes: Family<Labels, Counter>,
+    deleted: Family<Labels, Counter>,
+    timeouts: Family<Labels, Counter>,
+}
+
+/// One shard's POP3 metric handles.
+#[derive(Clone)]
+pub struct Pop3Metrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections refused because the shard was full.
+    pub connections_refused: Counter,
+    /// Logins that opened the maildrop.
+    pub logins_ok: Counter,
+    /// Logins refused for bad credentials.
+    pub logins_failed: Counter,
+    /// Logins refused because another session held the maildrop.
+    pub logins_in_use: Counter,
+    /// Logins that failed because the store failed.
+    pub logins_unavailable: Counter,
+    /// Messages sent for RETR or TOP.
+    pub retrieved: Counter,
+    /// Message bytes read from the store for RETR or TOP.
+    pub retrieved_bytes: Counter,
+    /// Messages removed at QUIT.
+    pub deleted: Counter,
+    /// Sessions closed by the autologout timer.
+    pub timeouts: Counter,
 }
 
 /// The relay's metric families, one series per shard.
@@ -142,6 +184,8 @@ pub struct ShardMetrics {
     pub timeouts: Counter,
     /// Time from end of data to durable commit, as the session saw it.
     pub commit_wait: Histogram,
+    /// INBOX rows written for local accounts.
+    pub local_deliveries: Counter,
 }
 
 impl Metrics {
@@ -157,12 +201,14 @@ impl Metrics {
             smtp_store_failures: Family::default(),
             smtp_timeouts: Family::default(),
             smtp_commit_wait: Family::new_with_constructor(latency_histogram),
+            local_deliveries: Family::default(),
             store_commits: Counter::default(),
             store_commit_errors: Counter::default(),
             store_commit_requests: batch_histogram(),
             store_commit_bytes: Counter::default(),
             store_commit_seconds: latency_histogram(),
             relay: RelayFamilies::new(),
+            pop3: Pop3Families::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -204,6 +250,11 @@ impl Metrics {
             "smtp_commit_wait_seconds",
             "Time from end of message data to durable commit, per shard",
             m.smtp_commit_wait.clone(),
+        );
+        registry.register(
+            "local_deliveries",
+            "Messages put into a local user's INBOX on arrival (one per account)",
+            m.local_deliveries.clone(),
         );
         registry.register(
             "store_commits",
@@ -291,7 +342,79 @@ impl Metrics {
             "Time from arrival to delivery",
             r.delivery_seconds.clone(),
         );
+        let p = &m.pop3;
+        for (name, help, family) in [
+            (
+                "pop3_connections",
+                "POP3 connections accepted",
+                &p.connections,
+            ),
+            (
+                "pop3_connections_refused",
+                "POP3 connections refused because the shard was full",
+                &p.connections_refused,
+            ),
+            (
+                "pop3_logins",
+                "POP3 logins by result (ok, failed, in_use, unavailable)",
+                &p.logins,
+            ),
+            (
+                "pop3_messages_retrieved",
+                "Messages sent for RETR or TOP",
+                &p.retrieved,
+            ),
+            (
+                "pop3_retrieved_bytes",
+                "Message bytes read from the store for RETR or TOP",
+                &p.retrieved_bytes,
+            ),
+            (
+                "pop3_messages_deleted",
+                "Messages removed at QUIT",
+                &p.deleted,
+            ),
+            (
+                "pop3_timeouts",
+                "POP3 sessions closed by the autologout timer",
+                &p.timeouts,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "pop3_connections_active",
+            "POP3 connections open now",
+            p.connections_active.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The POP3 handles one shard updates.
+    pub fn pop3_shard(&self, shard: usize) -> Pop3Metrics {
+        let p = &self.pop3;
+        let labels: Labels = vec![("shard", shard.to_string())];
+        let result = |result: &str| -> Labels {
+            vec![("shard", shard.to_string()), ("result", result.to_owned())]
+        };
+        // One guard at a time per family (see `relay_shard`).
+        let logins_ok = p.logins.get_or_create(&result("ok")).clone();
+        let logins_failed = p.logins.get_or_create(&result("failed")).clone();
+        let logins_in_use = p.logins.get_or_create(&result("in_use")).clone();
+        let logins_unavailable = p.logins.get_or_create(&result("unavailable")).clone();
+        Pop3Metrics {
+            connections: p.connections.get_or_create(&labels).clone(),
+            connections_active: p.connections_active.get_or_create(&labels).clone(),
+            connections_refused: p.connections_refused.get_or_create(&labels).clone(),
+            logins_ok,
+            logins_failed,
+            logins_in_use,
+            logins_unavailable,
+            retrieved: p.retrieved.get_or_create(&labels).clone(),
+            retrieved_bytes: p.retrieved_bytes.get_or_create(&labels).clone(),
+            deleted: p.deleted.get_or_create(&labels).clone(),
+            timeouts: p.timeouts.get_or_create(&labels).clone(),
+        }
     }
 
     /// The relay handles one shard updates.
@@ -336,6 +459,7 @@ impl Metrics {
             store_failures: self.smtp_store_failures.get_or_create(&labels).clone(),
             timeouts: self.smtp_timeouts.get_or_create(&labels).clone(),
             commit_wait: self.smtp_commit_wait.get_or_create(&labels).clone(),
+            local_deliveries: self.local_deliveries.get_or_create(&labels).clone(),
         }
     }
 

@@ -2,17 +2,18 @@
 //! endpoint, and one shard per core.
 //!
 //! Read it top to bottom: [`start`] opens the store, starts the group-commit
-//! writer, binds one listening socket per shard (all on one port with
-//! SO_REUSEPORT), then starts the shards. [`RunningServer::shutdown`] undoes it
+//! writer, binds one listening socket per shard and service (each service on
+//! one port with SO_REUSEPORT), then starts the shards. [`RunningServer::shutdown`] undoes it
 //! in reverse: shards stop accepting and finish in-flight transactions, the
 //! writer commits what is queued, the store is flushed and closed.
 
+use crate::access::Access;
 use crate::config::{Config, StoreEngine};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::relay::queue::Relay;
 use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
 use crate::relay::Hub;
-use crate::shard::{self, Shard};
+use crate::shard::{self, Service, Shard};
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use ringpost_storage::{
@@ -72,6 +73,7 @@ pub enum StartError {
 /// A started server; call [`RunningServer::shutdown`] to stop it cleanly.
 pub struct RunningServer {
     smtp_addr: SocketAddr,
+    pop3_addr: Option<SocketAddr>,
     store_description: String,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -89,7 +91,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let metrics = Metrics::new();
     let observer_metrics = metrics.clone();
-    let (pipeline, commits) = CommitPipeline::start(
+    let access = Arc::new(Access::default());
+    let notify = access.clone();
+    let (pipeline, commits) = CommitPipeline::start_with_listener(
         store.clone(),
         PipelineConfig {
             queue_capacity: config.store.commit_queue,
@@ -99,6 +103,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         Some(Box::new(move |report| {
             observer_metrics.observe_commit(report)
         })),
+        Some(Box::new(move |user| notify.mailbox_changed(user))),
     );
 
     let metrics_server = match config.metrics.listen {
@@ -110,11 +115,17 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     };
 
     let shard_count = config.shard_count();
-    let (smtp_addr, sockets) =
-        bind_reuseport(config.smtp.listen, shard_count).map_err(|source| StartError::Bind {
-            addr: config.smtp.listen,
-            source,
-        })?;
+    let bind = |addr| {
+        bind_reuseport(addr, shard_count).map_err(|source| StartError::Bind { addr, source })
+    };
+    let (smtp_addr, sockets) = bind(config.smtp.listen)?;
+    let (pop3_addr, mut pop3_sockets) = match config.pop3.enabled {
+        true => {
+            let (addr, sockets) = bind(config.pop3.listen)?;
+            (Some(addr), sockets.into_iter().map(Some).collect())
+        }
+        false => (None, Vec::new()),
+    };
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
     let tls = match config.relay.enabled && config.relay.starttls {
@@ -149,8 +160,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         } else {
             Placement::Unbound
         };
-        let (config, commits, shard_metrics) = (config.clone(), commits.clone(), metrics.shard(id));
+        let (config, commits, metrics) = (config.clone(), commits.clone(), metrics.clone());
         let relay_metrics = metrics.relay_shard(id);
+        let access = access.clone();
+        let pop3_socket = pop3_sockets.get_mut(id).and_then(Option::take);
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
@@ -158,9 +171,12 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .name(&format!("shard{id}"))
             .io_memory(SHARD_IO_MEMORY)
             .spawn(move || async move {
-                // SAFETY: the fd is a listening TCP socket we own and hand over exactly once.
-                let listener =
-                    unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
+                // SAFETY: each fd is a listening TCP socket we own and hand over exactly once.
+                let listen = |fd: OwnedFd| unsafe {
+                    glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd())
+                };
+                let mut listeners = vec![(Service::Smtp, listen(socket))];
+                listeners.extend(pop3_socket.map(|fd| (Service::Pop3, listen(fd))));
                 let shutdown = shard::shutdown_signal(stop_rx);
                 let relay = match (hub.clone(), resolver, inbox) {
                     (Some(hub), Some(resolver), Some(inbox)) => {
@@ -179,8 +195,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     }
                     _ => None,
                 };
-                let shard = Rc::new(Shard::new(id, config, commits, store, shard_metrics, hub));
-                shard::run(shard, listener, shutdown, relay).await;
+                let shard = Rc::new(Shard::new(
+                    id, config, commits, store, &metrics, hub, access,
+                ));
+                shard::run(shard, listeners, shutdown, relay).await;
             })
             .map_err(|e| StartError::Shard {
                 shard: id,
@@ -189,9 +207,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         shards.push(handle);
     }
 
-    tracing::info!(%smtp_addr, shards = shard_count, store = %store_description, "ringpost started");
+    tracing::info!(%smtp_addr, ?pop3_addr, shards = shard_count, store = %store_description, "ringpost started");
     Ok(RunningServer {
         smtp_addr,
+        pop3_addr,
         store_description,
         store,
         metrics,
@@ -257,6 +276,11 @@ impl RunningServer {
     /// Where SMTP listens (with the real port when 0 was configured).
     pub fn smtp_addr(&self) -> SocketAddr {
         self.smtp_addr
+    }
+
+    /// Where POP3 listens, if enabled (with the real port when 0 was configured).
+    pub fn pop3_addr(&self) -> Option<SocketAddr> {
+        self.pop3_addr
     }
 
     /// Where `/metrics` is served, if enabled.

@@ -27,7 +27,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     shutdown: ShutdownSignal,
 ) {
-    let _active = shard.enter();
+    let _active = shard.enter(crate::shard::Service::Smtp);
     let _ = stream.set_nodelay(true);
     match drive(&shard, &mut stream, peer, shutdown).await {
         Ok(()) => tracing::debug!(shard = shard.id, %peer, "session closed"),
@@ -51,9 +51,11 @@ async fn drive(
 ) -> io::Result<()> {
     let mut smtp = ServerSession::new(shard.smtp.clone());
     let may_relay = shard.config.may_relay(peer.ip());
+    let is_local = |domain: &str| shard.config.is_local_domain(domain);
     let origin = Origin {
         ip: peer.ip(),
         hostname: &shard.config.hostname,
+        is_local: &is_local,
     };
     let mut buf = vec![0u8; READ_BUFFER];
     let (mut start, mut end) = (0usize, 0usize);
@@ -162,6 +164,7 @@ async fn accept_message(
     let message = intake::new_message(id, &tx, origin, now);
     smtp.recycle(tx.data);
     let size = message.body.len() as u64;
+    let local = message.mailboxes.len();
     // The owners of the entries hear of them once they are durable.
     let queue = shard.hub.is_some().then(|| message.queue.clone());
     let started = Instant::now();
@@ -176,8 +179,9 @@ async fn accept_message(
                 .observe(started.elapsed().as_secs_f64());
             shard.metrics.messages.inc();
             shard.metrics.bytes.inc_by(size);
+            shard.metrics.local_deliveries.inc_by(local as u64);
             let queue_id = id.to_hex();
-            tracing::debug!(shard = shard.id, %queue_id, size, recipients, "message accepted");
+            tracing::debug!(shard = shard.id, %queue_id, size, recipients, local, "message accepted");
             smtp.message_stored(&queue_id);
         }
         Err(e) => {

@@ -1,19 +1,21 @@
 //! One shard: a glommio executor pinned to a core, with its own listening
-//! socket (SO_REUSEPORT; the kernel spreads connections), its own sessions,
-//! counters and id sequence. Nothing here is shared with other shards except
-//! the commit handle, which is a channel, and the store, which sessions read
-//! (the recipient check).
+//! sockets (SMTP, POP3; SO_REUSEPORT, so the kernel spreads connections),
+//! its own sessions, counters and id sequence. Nothing here is shared with
+//! other shards except the commit handle, which is a channel, the store,
+//! which sessions read, and the mail-access state ([`Access`]).
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::intake::IdGenerator;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{Metrics, Pop3Metrics, ShardMetrics};
 use crate::relay::queue::Relay;
 use crate::relay::Hub;
-use crate::session;
+use crate::{pop3, session};
 use futures::channel::oneshot;
 use futures::future::{FutureExt as _, Shared};
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpListener;
+use ringpost_protocols::pop3::{replies as pop3_replies, Pop3Config};
 use ringpost_protocols::smtp::{replies, ServerConfig};
 use ringpost_storage::spool::MessageId;
 use ringpost_storage::{CommitHandle, Store};
@@ -28,6 +30,15 @@ pub(crate) type ShutdownSignal = Shared<oneshot::Receiver<()>>;
 /// How long in-flight transactions may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// The services a shard listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    /// SMTP: mail in.
+    Smtp,
+    /// POP3: mail out to its owner.
+    Pop3,
+}
+
 /// State owned by one shard's executor.
 pub(crate) struct Shard {
     /// Shard number (0-based).
@@ -36,26 +47,34 @@ pub(crate) struct Shard {
     pub config: Arc<Config>,
     /// Limits handed to every SMTP session.
     pub smtp: Arc<ServerConfig>,
+    /// Limits handed to every POP3 session.
+    pub pop3: Arc<Pop3Config>,
     /// Where messages are made durable.
     pub commits: CommitHandle,
-    /// The store, for reads on the shard itself (the recipient check: one
-    /// point read of the `users` family).
+    /// The store, for reads on the shard itself (the recipient check,
+    /// mailbox listings, message bodies).
     pub store: Arc<dyn Store>,
-    /// This shard's metric handles.
+    /// This shard's SMTP metric handles.
     pub metrics: ShardMetrics,
+    /// This shard's POP3 metric handles.
+    pub pop3_metrics: Pop3Metrics,
     /// Where accepted queue entries go to be delivered (None: relay off).
     pub hub: Option<Arc<Hub>>,
+    /// Logins, maildrop locks and change notifications, shared by all shards.
+    pub access: Arc<Access>,
     ids: RefCell<IdGenerator>,
-    active: Cell<usize>,
+    smtp_active: Cell<usize>,
+    pop3_active: Cell<usize>,
 }
 
-/// Decrements the active-session count when a session ends, however it ends.
-pub(crate) struct ActiveSession<'a>(&'a Shard);
+/// Counts a session as active until it ends, however it ends.
+pub(crate) struct ActiveSession<'a>(&'a Shard, Service);
 
 impl Drop for ActiveSession<'_> {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-        self.0.metrics.connections_active.dec();
+        let (count, gauge) = self.0.active(self.1);
+        count.set(count.get() - 1);
+        gauge.dec();
     }
 }
 
@@ -65,8 +84,9 @@ impl Shard {
         config: Arc<Config>,
         commits: CommitHandle,
         store: Arc<dyn Store>,
-        metrics: ShardMetrics,
+        metrics: &Metrics,
         hub: Option<Arc<Hub>>,
+        access: Arc<Access>,
     ) -> Shard {
         let smtp = Arc::new(ServerConfig {
             hostname: config.hostname.clone(),
@@ -75,47 +95,111 @@ impl Shard {
             max_recipients: config.smtp.max_recipients,
             max_errors: config.smtp.max_errors,
         });
+        let pop3 = Arc::new(Pop3Config {
+            hostname: config.hostname.clone(),
+            max_errors: config.pop3.max_errors,
+            ..Pop3Config::default()
+        });
         Shard {
             id,
-            config,
             smtp,
+            pop3,
             commits,
             store,
-            metrics,
+            metrics: metrics.shard(id),
+            pop3_metrics: metrics.pop3_shard(id),
             hub,
+            access,
+            config,
             ids: RefCell::new(IdGenerator::new(id as u16)),
-            active: Cell::new(0),
+            smtp_active: Cell::new(0),
+            pop3_active: Cell::new(0),
         }
     }
 
-    /// Count a session in; the guard counts it out.
-    pub(crate) fn enter(&self) -> ActiveSession<'_> {
-        self.active.set(self.active.get() + 1);
-        self.metrics.connections.inc();
-        self.metrics.connections_active.inc();
-        ActiveSession(self)
+    /// The session count and gauge of `service`.
+    fn active(
+        &self,
+        service: Service,
+    ) -> (&Cell<usize>, &prometheus_client::metrics::gauge::Gauge) {
+        match service {
+            Service::Smtp => (&self.smtp_active, &self.metrics.connections_active),
+            Service::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
+        }
     }
 
-    /// A fresh message id.
+    /// Count a new session of `service` (and its connection).
+    pub(crate) fn enter(&self, service: Service) -> ActiveSession<'_> {
+        let (count, gauge) = self.active(service);
+        count.set(count.get() + 1);
+        gauge.inc();
+        match service {
+            Service::Smtp => self.metrics.connections.inc(),
+            Service::Pop3 => self.pop3_metrics.connections.inc(),
+        };
+        ActiveSession(self, service)
+    }
+
+    /// A fresh message id, unique on this shard.
     pub(crate) fn next_id(&self, now_micros: u64) -> MessageId {
         self.ids.borrow_mut().next(now_micros)
     }
+
+    /// Whether `service` has room for one more session.
+    fn has_room(&self, service: Service) -> bool {
+        let max = match service {
+            Service::Smtp => self.config.smtp.max_connections_per_shard,
+            Service::Pop3 => self.config.pop3.max_connections_per_shard,
+        };
+        self.active(service).0.get() < max
+    }
 }
 
+/// What woke the accept loop.
 enum Wake {
     Accepted(glommio::Result<glommio::net::TcpStream, ()>),
     Shutdown,
 }
 
-/// Accept connections until shutdown, then wait (bounded) for sessions and
-/// outbound deliveries to finish.
+/// Serve the shard's listeners until shutdown, then give in-flight work
+/// (sessions, relay connections and commits) a bounded time to finish.
 pub(crate) async fn run(
     shard: Rc<Shard>,
-    listener: TcpListener,
+    listeners: Vec<(Service, TcpListener)>,
     shutdown: ShutdownSignal,
     relay: Option<Rc<Relay>>,
 ) {
-    let max = shard.config.smtp.max_connections_per_shard;
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(service, listener)| {
+            glommio::spawn_local(accept(shard.clone(), service, listener, shutdown.clone()))
+        })
+        .collect();
+    for accept_loop in loops {
+        accept_loop.await;
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let sessions = || shard.smtp_active.get() + shard.pop3_active.get();
+    let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());
+    while busy() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if sessions() > 0 {
+        tracing::warn!(
+            shard = shard.id,
+            sessions = sessions(),
+            "sessions still open after the shutdown grace period"
+        );
+    }
+}
+
+/// Accept `service` connections until shutdown; each gets its own task.
+async fn accept(
+    shard: Rc<Shard>,
+    service: Service,
+    listener: TcpListener,
+    shutdown: ShutdownSignal,
+) {
     loop {
         let accept = async { Wake::Accepted(listener.accept().await) };
         let stop = async {
@@ -129,45 +213,43 @@ pub(crate) async fn run(
                     Ok(peer) => peer,
                     Err(_) => continue, // already gone
                 };
-                if shard.active.get() >= max {
-                    shard.metrics.connections_refused.inc();
-                    glommio::spawn_local(refuse(stream, shard.config.hostname.clone())).detach();
+                if !shard.has_room(service) {
+                    glommio::spawn_local(refuse(shard.clone(), service, stream)).detach();
                     continue;
                 }
-                glommio::spawn_local(session::serve(
-                    shard.clone(),
-                    stream,
-                    peer,
-                    shutdown.clone(),
-                ))
+                let (shard, shutdown) = (shard.clone(), shutdown.clone());
+                match service {
+                    Service::Smtp => {
+                        glommio::spawn_local(session::serve(shard, stream, peer, shutdown))
+                    }
+                    Service::Pop3 => {
+                        glommio::spawn_local(pop3::serve(shard, stream, peer, shutdown))
+                    }
+                }
                 .detach();
             }
             Wake::Accepted(Err(e)) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id, ?service, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    drop(listener);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    let busy = || shard.active.get() > 0 || relay.as_ref().is_some_and(|r| r.busy());
-    while busy() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    if shard.active.get() > 0 {
-        tracing::warn!(
-            shard = shard.id,
-            sessions = shard.active.get(),
-            "sessions still open after the shutdown grace period"
-        );
-    }
 }
 
-/// Tell a client we are full (RFC 5321 §3.8: 421 at the greeting) and hang up.
-async fn refuse(mut stream: glommio::net::TcpStream, hostname: String) {
+/// Tell a client we are full and hang up: SMTP's 421 at the greeting
+/// (RFC 5321 §3.8), POP3's `-ERR [SYS/TEMP]` greeting (RFC 2449 §8.1.2).
+async fn refuse(shard: Rc<Shard>, service: Service, mut stream: glommio::net::TcpStream) {
     let mut line = Vec::with_capacity(80);
-    replies::too_many_connections(&hostname).write_to(&mut line);
+    match service {
+        Service::Smtp => {
+            shard.metrics.connections_refused.inc();
+            replies::too_many_connections(&shard.config.hostname).write_to(&mut line);
+        }
+        Service::Pop3 => {
+            shard.pop3_metrics.connections_refused.inc();
+            pop3_replies::TOO_MANY_CONNECTIONS.write_to(&mut line);
+        }
+    }
     let _ = stream.write_all(&line).await;
     let _ = stream.close().await;
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{split_trace_header, start_server, Client};
-use ringpost_storage::{spool, RocksOptions, RocksStore};
+use ringpost_storage::{mailbox, spool, RocksOptions, RocksStore};
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -179,19 +179,24 @@ fn local_recipients_must_be_accounts() {
     let reply = c.cmd("Subject: hi\r\n\r\nhello\r\n.");
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
 
-    // Only the accepted recipients are in the envelope.
-    let envelopes = spool::list_envelopes(&*server.store()).unwrap();
+    // Only the accepted recipients got it: the remote one through the
+    // relay's envelope, the local ones in their INBOX, once each.
+    let store = server.store();
+    let envelopes = spool::list_envelopes(&*store).unwrap();
     assert_eq!(envelopes.len(), 1);
-    assert_eq!(
-        envelopes[0].1.recipients,
-        [
-            "alice@ours.test",
-            "ALICE@ours.TEST",
-            "postmaster@ours.test",
-            "postmaster",
-            "far@remote.test"
-        ]
-    );
+    assert_eq!(envelopes[0].1.recipients, ["far@remote.test"]);
+    for user in [
+        "alice@ours.test",
+        "postmaster@ours.test",
+        "postmaster@mx.test",
+    ] {
+        let inbox = mailbox::meta(&*store, user, mailbox::INBOX)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{user} has an INBOX"));
+        let rows = mailbox::all_rows(&*store, user, inbox.uidvalidity).unwrap();
+        assert_eq!(rows.len(), 1, "{user}");
+        assert_eq!(rows[0].1.message, envelopes[0].0);
+    }
 
     // A deleted account is refused again.
     common::delete_user(&server, "alice@ours.test");

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// typically a running server. The text is the engine's.
     #[error("store is locked by another process: {0}")]
     Locked(String),
+    /// The request's mailbox changes were refused; nothing of it was written.
+    #[error("refused: {0}")]
+    Refused(#[from] crate::mailbox::Refusal),
 }
 
 impl StoreError {

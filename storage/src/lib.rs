@@ -10,9 +10,9 @@
 //! batches; one writer thread drains everything pending into one physical
 //! write with `sync = true` (group commit) and then wakes every waiter.
 //!
-//! The typed records that SMTP, the queue and (later) mailboxes share live in
-//! [`spool`]: message ids, envelopes, queue entries and their key layouts.
-//! Accounts live in [`users`].
+//! The typed records that SMTP and the queue share live in [`spool`]:
+//! message ids, envelopes, queue entries and their key layouts. Accounts
+//! live in [`users`], mailboxes in [`mailbox`].
 //!
 //! # Layout
 //! - [`Store`], [`Family`], [`WriteBatch`]: the seam.
@@ -21,12 +21,15 @@
 //! - [`pipeline`]: group commit.
 //! - [`spool`]: typed records of the spool.
 //! - [`users`]: accounts (name, password hash, settings).
+//! - [`mailbox`]: mailboxes, their rows, and the changes the commit writer
+//!   sequences (UIDs, modseqs, body references).
 //! - [`conformance`]: the test suite every engine passes.
 #![deny(missing_docs)]
 
 mod codec;
 pub mod conformance;
 mod error;
+pub mod mailbox;
 pub mod memory;
 pub mod pipeline;
 #[cfg(feature = "rocksdb")]
@@ -35,8 +38,9 @@ pub mod spool;
 pub mod users;
 
 pub use error::StoreError;
+pub use mailbox::Change;
 pub use memory::MemoryStore;
-pub use pipeline::{CommitHandle, CommitPipeline, CommitReport, PipelineConfig};
+pub use pipeline::{CommitHandle, CommitPipeline, CommitReport, MailboxListener, PipelineConfig};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksOptions, RocksStore};
 
@@ -49,23 +53,26 @@ pub enum Family {
     Envelopes,
     /// Due time ‖ message id ‖ domain → queue entry.
     Queue,
-    /// User ‖ mailbox ‖ uid → mailbox row (later issue).
+    /// User ‖ UIDVALIDITY ‖ uid → mailbox row ([`mailbox`]).
     Mailboxes,
-    /// User ‖ mailbox → mailbox metadata (later issue).
+    /// User ‖ mailbox name → mailbox metadata ([`mailbox`]).
     MailboxMeta,
     /// Account name → account ([`users`]).
     Users,
+    /// Message id → how many mailbox rows point at its body ([`mailbox`]).
+    MessageRefs,
 }
 
 impl Family {
     /// Every family, in a fixed order.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Blobs,
         Family::Envelopes,
         Family::Queue,
         Family::Mailboxes,
         Family::MailboxMeta,
         Family::Users,
+        Family::MessageRefs,
     ];
 
     /// Stable name (used as the RocksDB column family name).
@@ -77,6 +84,7 @@ impl Family {
             Family::Mailboxes => "mailboxes",
             Family::MailboxMeta => "mailbox_meta",
             Family::Users => "users",
+            Family::MessageRefs => "message_refs",
         }
     }
 }
@@ -103,9 +111,15 @@ pub enum Op {
 }
 
 /// Changes applied all together or not at all.
+///
+/// Besides plain puts and deletes a batch may carry mailbox [`Change`]s,
+/// which only the [`CommitPipeline`] can apply: its writer turns them into
+/// puts and deletes in commit order (see [`mailbox`]). A [`Store`] refuses a
+/// batch that still carries some.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     ops: Vec<Op>,
+    changes: Vec<Change>,
     bytes: usize,
 }
 
@@ -130,23 +144,47 @@ impl WriteBatch {
     pub fn append(&mut self, other: WriteBatch) {
         self.bytes += other.bytes;
         self.ops.extend(other.ops);
+        self.changes.extend(other.changes);
+    }
+    /// Add a mailbox change, applied by the commit writer.
+    pub fn change(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+    /// The mailbox changes not yet turned into puts and deletes.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+    /// Take the mailbox changes out (the commit writer resolves them).
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
     /// The changes, in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
-    /// Number of changes.
+    /// Number of puts and deletes.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.changes.is_empty()
     }
     /// Key and value bytes carried.
     pub fn byte_size(&self) -> usize {
         self.bytes
     }
+}
+
+/// The error a [`Store`] gives for batches whose mailbox changes were not
+/// resolved by the commit pipeline, if any batch has some.
+pub fn unresolved_changes(batches: &[WriteBatch]) -> Result<(), StoreError> {
+    if batches.iter().any(|b| !b.changes.is_empty()) {
+        return Err(StoreError::Engine(
+            "mailbox changes must be committed through the commit pipeline".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An ordered, durable key/value store with families and atomic batches.
@@ -155,7 +193,8 @@ impl WriteBatch {
 /// called from the commit pipeline's writer thread, never from a shard).
 pub trait Store: Send + Sync + 'static {
     /// Apply every batch atomically, as one unit; with `sync`, return only once
-    /// the data would survive a crash (fsync).
+    /// the data would survive a crash (fsync). A batch that still carries
+    /// mailbox changes is refused ([`unresolved_changes`]).
     fn write(&self, batches: &[WriteBatch], sync: bool) -> Result<(), StoreError>;
 
     /// The value at `key`, if any.

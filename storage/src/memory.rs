@@ -40,6 +40,7 @@ fn slot(family: Family) -> usize {
         Family::Mailboxes => 3,
         Family::MailboxMeta => 4,
         Family::Users => 5,
+        Family::MessageRefs => 6,
     }
 }
 
@@ -66,6 +67,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn write(&self, batches: &[WriteBatch], _sync: bool) -> Result<(), StoreError> {
+        crate::unresolved_changes(batches)?;
         let mut trees = self.write_lock();
         // Applying ops cannot fail or panic (short of allocation failure), so
         // every batch lands completely once we hold the lock.

@@ -13,11 +13,18 @@
 //! `Ok`. When a write fails, every waiter in it gets the error; none is
 //! acknowledged.
 //!
+//! Mailbox [`Change`](crate::Change)s in a batch are resolved by the writer
+//! as the batch joins a group (the [`crate::mailbox`] sequencer): that single
+//! thread is what hands out UIDs and modseqs in commit order. A batch whose
+//! changes are refused is answered at once and written not at all. After a
+//! write the writer tells the [`MailboxListener`] whose mailboxes changed.
+//!
 //! The queue is a bounded flume channel: when the writer falls behind,
 //! `commit` waits for room (back-pressure) instead of buffering without limit.
 //! Both the send and the reply (a `futures` oneshot) are runtime-agnostic
 //! futures, so glommio executors, tokio or `block_on` can all await them.
 
+use crate::mailbox::{Applied, Sequencer};
 use crate::{Store, StoreError, WriteBatch};
 use futures::channel::oneshot;
 use std::sync::Arc;
@@ -68,6 +75,14 @@ pub struct CommitReport {
 /// It runs before the waiters are answered, so keep it short.
 pub type Observer = Box<dyn Fn(&CommitReport) + Send>;
 
+/// Called on the writer thread, after the waiters are answered, with each
+/// account whose mailboxes a write changed (lowercased). Sessions waiting
+/// in IMAP IDLE learn of new mail through it; keep it short.
+pub type MailboxListener = Box<dyn Fn(&str) + Send>;
+
+/// Where one request's outcome goes.
+type Done = oneshot::Sender<Result<Vec<Applied>, StoreError>>;
+
 /// What travels from the handles to the writer.
 enum Message {
     /// Commit this batch, then answer on `done`.
@@ -75,7 +90,7 @@ enum Message {
         /// The changes.
         batch: WriteBatch,
         /// Where the outcome goes.
-        done: oneshot::Sender<Result<(), StoreError>>,
+        done: Done,
     },
     /// Sent by [`CommitPipeline::shutdown`]: commit what is queued, then stop.
     Shutdown,
@@ -110,12 +125,24 @@ impl CommitPipeline {
         config: PipelineConfig,
         observer: Option<Observer>,
     ) -> (CommitPipeline, CommitHandle) {
+        Self::start_with_listener(store, config, observer, None)
+    }
+
+    /// [`CommitPipeline::start`], with a listener told whose mailboxes changed.
+    pub fn start_with_listener(
+        store: Arc<dyn Store>,
+        config: PipelineConfig,
+        observer: Option<Observer>,
+        listener: Option<MailboxListener>,
+    ) -> (CommitPipeline, CommitHandle) {
         let (sender, receiver) = flume::bounded(config.queue_capacity.max(1));
         let writer = Writer {
             receiver,
             store,
             config,
             observer,
+            listener,
+            sequencer: Sequencer::default(),
             stopping: false,
             held: None,
         };
@@ -169,6 +196,13 @@ impl CommitHandle {
     /// once the pipeline has shut down (or its writer died), and the engine's
     /// error when the write carrying `batch` failed.
     pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.commit_changes(batch).await.map(drop)
+    }
+
+    /// [`CommitHandle::commit`] for a batch with mailbox changes: also says
+    /// what each change did, in order. Refused changes come back as
+    /// [`StoreError::Refused`], with nothing of the batch written.
+    pub async fn commit_changes(&self, batch: WriteBatch) -> Result<Vec<Applied>, StoreError> {
         let (done, outcome) = oneshot::channel();
         self.sender
             .send_async(Message::Commit { batch, done })
@@ -184,6 +218,11 @@ impl CommitHandle {
         futures::executor::block_on(self.commit(batch))
     }
 
+    /// [`CommitHandle::commit_changes`] for plain threads: blocks the caller.
+    pub fn commit_changes_blocking(&self, batch: WriteBatch) -> Result<Vec<Applied>, StoreError> {
+        futures::executor::block_on(self.commit_changes(batch))
+    }
+
     /// Requests waiting for the writer right now (a queue-depth gauge).
     pub fn queued(&self) -> usize {
         self.sender.len()
@@ -196,11 +235,14 @@ struct Writer {
     store: Arc<dyn Store>,
     config: PipelineConfig,
     observer: Option<Observer>,
+    listener: Option<MailboxListener>,
+    /// Resolves mailbox changes (the only place they are resolved).
+    sequencer: Sequencer,
     /// A shutdown marker arrived: finish what is queued without blocking, then exit.
     stopping: bool,
     /// A request taken off the queue that did not fit the previous group
     /// (byte limit); it starts the next one.
-    held: Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)>,
+    held: Option<(WriteBatch, Done)>,
 }
 
 impl Writer {
@@ -209,9 +251,8 @@ impl Writer {
         let mut batches: Vec<WriteBatch> = Vec::with_capacity(max_requests);
         let mut waiters = Vec::with_capacity(max_requests);
         while let Some((batch, done)) = self.first() {
-            let mut bytes = batch.byte_size();
-            batches.push(batch);
-            waiters.push(done);
+            let mut bytes = 0;
+            self.join(batch, done, &mut batches, &mut waiters, &mut bytes);
             while batches.len() < max_requests && bytes < self.config.max_batch_bytes {
                 let Some((batch, done)) = self.next_queued() else {
                     break;
@@ -220,11 +261,11 @@ impl Writer {
                     self.held = Some((batch, done));
                     break;
                 }
-                bytes += batch.byte_size();
-                batches.push(batch);
-                waiters.push(done);
+                self.join(batch, done, &mut batches, &mut waiters, &mut bytes);
             }
-            self.commit(&batches, bytes, &mut waiters);
+            if !batches.is_empty() {
+                self.commit(&batches, bytes, &mut waiters);
+            }
             batches.clear();
         }
         // Dropping the receiver now makes every later `commit` fail with
@@ -232,8 +273,31 @@ impl Writer {
         // unanswered, which their senders also read as `Closed`.
     }
 
+    /// Add a request to the group: its mailbox changes are resolved now, in
+    /// order after every request already in it. A refused request is
+    /// answered here and left out.
+    fn join(
+        &mut self,
+        mut batch: WriteBatch,
+        done: Done,
+        batches: &mut Vec<WriteBatch>,
+        waiters: &mut Vec<(Done, Vec<Applied>)>,
+        bytes: &mut usize,
+    ) {
+        match self.sequencer.resolve(&*self.store, &mut batch) {
+            Ok(applied) => {
+                *bytes += batch.byte_size();
+                batches.push(batch);
+                waiters.push((done, applied));
+            }
+            Err(error) => {
+                let _ = done.send(Err(error));
+            }
+        }
+    }
+
     /// The request that opens the next group: blocks while idle, `None` when it is time to exit.
-    fn first(&mut self) -> Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)> {
+    fn first(&mut self) -> Option<(WriteBatch, Done)> {
         if let Some(held) = self.held.take() {
             return Some(held);
         }
@@ -252,7 +316,7 @@ impl Writer {
     }
 
     /// A request already queued, without waiting.
-    fn next_queued(&mut self) -> Option<(WriteBatch, oneshot::Sender<Result<(), StoreError>>)> {
+    fn next_queued(&mut self) -> Option<(WriteBatch, Done)> {
         loop {
             match self.receiver.try_recv() {
                 Ok(Message::Commit { batch, done }) => return Some((batch, done)),
@@ -264,10 +328,10 @@ impl Writer {
 
     /// One physical write for the group, then every answer.
     fn commit(
-        &self,
+        &mut self,
         batches: &[WriteBatch],
         bytes: usize,
-        waiters: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+        waiters: &mut Vec<(Done, Vec<Applied>)>,
     ) {
         let started = Instant::now();
         let outcome = self.store.write(batches, self.config.sync);
@@ -284,9 +348,15 @@ impl Writer {
         if let Some(observer) = &self.observer {
             observer(&report);
         }
-        for done in waiters.drain(..) {
+        let changed = self.sequencer.finish_group(outcome.is_ok());
+        for (done, applied) in waiters.drain(..) {
             // The waiter may have given up (its future dropped): nothing to tell.
-            let _ = done.send(outcome.clone());
+            let _ = done.send(outcome.clone().map(|()| applied));
+        }
+        if let Some(listener) = &self.listener {
+            for user in &changed {
+                listener(user);
+            }
         }
     }
 }

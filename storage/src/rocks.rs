@@ -156,6 +156,7 @@ impl Store for RocksStore {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
+        crate::unresolved_changes(batches)?;
         // Size the merged batch up front: one allocation instead of regrowth.
         // Each op also costs a few bytes of RocksDB framing.
         let ops: usize = batches.iter().map(WriteBatch::len).sum();

@@ -266,10 +266,11 @@ pub fn put_envelope(batch: &mut WriteBatch, id: &MessageId, envelope: &Envelope)
     batch.put(Family::Envelopes, id.0.to_vec(), envelope.encode());
 }
 
-/// Remove the body and envelope of `id` in `batch` (its queue entries are the caller's).
+/// The relay is done with `id`: its envelope goes in `batch`, and its body
+/// too unless a mailbox row still points at it (the commit writer decides,
+/// see [`crate::mailbox`]). Its queue entries are the caller's.
 pub fn delete_message(batch: &mut WriteBatch, id: &MessageId) {
-    batch.delete(Family::Blobs, id.0.to_vec());
-    batch.delete(Family::Envelopes, id.0.to_vec());
+    batch.change(crate::mailbox::Change::ReleaseSpooled { message: *id });
 }
 
 /// Counts reported by `ringpost spool stats`.
@@ -290,21 +291,40 @@ pub struct NewMessage {
     pub id: MessageId,
     /// Full stored bytes (trace header included).
     pub body: Vec<u8>,
-    /// Its envelope.
+    /// Its envelope; its recipients are those the relay delivers.
     pub envelope: Envelope,
-    /// One entry per recipient domain.
+    /// One entry per remote recipient domain.
     pub queue: Vec<QueueEntry>,
+    /// Local accounts whose INBOX gets the message, each once.
+    pub mailboxes: Vec<String>,
 }
 
 impl NewMessage {
-    /// The batch that stores body, envelope and queue entries together.
+    /// The batch that stores the body once, and with it the envelope and
+    /// queue entries (when the relay has recipients) and one INBOX row per
+    /// local account.
     pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::new();
+        let size = self.body.len() as u64;
         // The body moves into the batch: it is the one big value.
         batch.put(Family::Blobs, self.id.0.to_vec(), self.body);
-        put_envelope(&mut batch, &self.id, &self.envelope);
+        if !self.queue.is_empty() {
+            put_envelope(&mut batch, &self.id, &self.envelope);
+        }
         for entry in &self.queue {
             put_queue_entry(&mut batch, entry);
+        }
+        for user in self.mailboxes {
+            batch.change(crate::mailbox::Change::Append {
+                user,
+                mailbox: crate::mailbox::INBOX.to_owned(),
+                row: crate::mailbox::MailboxRow {
+                    message: self.id,
+                    internal_date: self.envelope.received_at,
+                    size,
+                    ..Default::default()
+                },
+            });
         }
         batch
     }
@@ -685,6 +705,7 @@ mod tests {
                     ..entry()
                 },
             ],
+            mailboxes: Vec::new(),
         };
         let batch = message.clone().into_batch();
         assert_eq!(batch.len(), 4);

@@ -71,6 +71,11 @@ per_engine!(
     pipeline_shutdown_drains_queue,
     pipeline_closed_after_shutdown,
     pipeline_failed_write_acknowledges_none,
+    mailbox_local_delivery_shares_one_body,
+    mailbox_body_goes_with_its_last_holder,
+    mailbox_uids_are_sequenced,
+    mailbox_folders,
+    mailbox_failed_write_reuses_nothing_seen,
 );
 
 #[test]

@@ -37,6 +37,7 @@ fn message(seq: u64) -> NewMessage {
             recipients: vec!["b@example.com".into()],
             ..Default::default()
         }],
+        mailboxes: Vec::new(),
     }
 }
 

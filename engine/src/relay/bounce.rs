@@ -6,18 +6,20 @@
 
 use crate::intake;
 use ringpost_protocols::smtp::dsn::{self, RecipientStatus, Report};
-use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
+use ringpost_storage::spool::{Envelope, MessageId, NewMessage};
 
-/// The records of a DSN about `original` for the `failed` recipients.
+/// The records of a DSN about `original` for the `failed` recipients. A
+/// sender at one of our domains gets it in their INBOX.
 pub fn new_bounce(
     id: MessageId,
-    hostname: &str,
+    to: &intake::Recipients<'_>,
     original: &MessageId,
     envelope: &Envelope,
     body: &[u8],
     failed: &[RecipientStatus],
     now_micros: u64,
 ) -> NewMessage {
+    let hostname = to.hostname;
     let date = rfc2822(now_micros);
     let queue_id = original.to_hex();
     let message_id = format!("{}@{hostname}", id.to_hex());
@@ -31,25 +33,14 @@ pub fn new_bounce(
         recipients: failed,
         original: body,
     });
-    let domain = intake::recipient_domain(&envelope.sender, hostname);
-    NewMessage {
+    intake::stored(
         id,
-        envelope: Envelope {
-            sender: String::new(),
-            received_at: now_micros,
-            size: text.len() as u64,
-            recipients: vec![envelope.sender.clone()],
-        },
-        queue: vec![QueueEntry {
-            due: now_micros / 1000,
-            id,
-            domain,
-            recipients: vec![envelope.sender.clone()],
-            attempts: 0,
-            last_error: None,
-        }],
-        body: text,
-    }
+        text,
+        "",
+        std::slice::from_ref(&envelope.sender),
+        to,
+        now_micros,
+    )
 }
 
 fn rfc2822(micros: u64) -> String {
@@ -80,9 +71,13 @@ mod tests {
         }];
         let id = MessageId::new(1_700_000_001_000_000, 0x8001, 1);
         let original = MessageId::new(1_700_000_000_000_000, 1, 1);
+        let to = intake::Recipients {
+            hostname: "relay.test",
+            is_local: &|d| d == "relay.test",
+        };
         let m = new_bounce(
             id,
-            "relay.test",
+            &to,
             &original,
             &envelope,
             b"Subject: hello\r\n\r\nbody\r\n",
@@ -97,5 +92,15 @@ mod tests {
         assert!(text.contains("Status: 5.1.1"), "{text}");
         assert!(text.contains("Subject: hello"), "{text}");
         assert!(text.contains(&original.to_hex()), "{text}");
+        assert!(m.mailboxes.is_empty());
+
+        // A local sender gets the DSN in their INBOX.
+        let local = Envelope {
+            sender: "Carol@Relay.test".into(),
+            ..envelope
+        };
+        let m = new_bounce(id, &to, &original, &local, b"\r\n", &failed, 1);
+        assert!(m.queue.is_empty());
+        assert_eq!(m.mailboxes, vec!["carol@relay.test"]);
     }
 }

@@ -204,14 +204,12 @@ impl Relay {
         state.connections > 0 || state.pending_commits > 0
     }
 
-    /// Mail for our own domains waits for local delivery; the relay leaves it.
-    fn is_local(&self, domain: &str) -> bool {
-        domain.eq_ignore_ascii_case(&self.config.hostname) || self.config.is_local_domain(domain)
-    }
-
     /// Take an entry into memory (once), ready or deferred by its due time.
     pub fn admit(self: &Rc<Self>, entry: QueueEntry) {
-        if self.is_local(&entry.domain) {
+        // Mail for our own domains goes into mailboxes when it is accepted.
+        // An entry for one can only be older than the domain's listing in
+        // `local_domains`; it stays in the store, untouched.
+        if self.config.is_local_domain(&entry.domain) {
             return;
         }
         let now = now_millis();
@@ -413,16 +411,14 @@ impl Relay {
             (state.known.clone(), room)
         };
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
-        let hostname = self.config.hostname.clone();
-        let locals = self.config.smtp.local_domains.clone();
+        let config = self.config.clone();
         let scanned = glommio::executor()
             .spawn_blocking(move || {
                 let mut found = Vec::new();
                 let mut more = false;
                 let result = spool::scan_queue_entries(&*store, &mut |entry| {
                     let ours = owner_of(&entry.domain, shards) == shard
-                        && !entry.domain.eq_ignore_ascii_case(&hostname)
-                        && !locals.iter().any(|d| d.eq_ignore_ascii_case(&entry.domain));
+                        && !config.is_local_domain(&entry.domain);
                     if ours && !known.contains(&(entry.id, entry.domain.clone())) {
                         if found.len() == room {
                             more = true;
@@ -537,9 +533,14 @@ impl Relay {
                     tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
                 } else {
                     let id = self.ids.borrow_mut().next(now_micros);
+                    let is_local = |d: &str| self.config.is_local_domain(d);
+                    let to = intake::Recipients {
+                        hostname: &self.config.hostname,
+                        is_local: &is_local,
+                    };
                     let dsn = bounce::new_bounce(
                         id,
-                        &self.config.hostname,
+                        &to,
                         &entry.id,
                         envelope,
                         body,

@@ -32,6 +32,8 @@ pub enum Answer {
     No,
     /// Maildrop locked for `Authenticate`; [`Answer::No`] for the others.
     Locked,
+    /// Store down for `Authenticate`; [`Answer::No`] for the others.
+    Unavailable,
 }
 
 /// The driver the session talks to: how it answers, and what the maildrop
@@ -318,6 +320,7 @@ fn answer(session: &mut Pop3Session, event: &Event, asked: usize, driver: &Drive
         }
         (Event::Authenticate { .. }, Answer::No) => session.auth_failed(),
         (Event::Authenticate { .. }, Answer::Locked) => session.maildrop_locked(),
+        (Event::Authenticate { .. }, Answer::Unavailable) => session.auth_unavailable(),
         (Event::Retrieve { number, .. }, Answer::Yes) => {
             session.message(driver.messages[number - 1]);
         }

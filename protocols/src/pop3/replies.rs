@@ -143,6 +143,11 @@ pub fn committed(hostname: &str, left: usize) -> Reply {
     }
 }
 
+/// The greeting of a server with no room for another session; the
+/// connection is closed after it.
+pub const TOO_MANY_CONNECTIONS: Reply =
+    Reply::refusal("SYS/TEMP", "too many connections, try again later");
+
 /// The deletions could not be made durable (RFC 1939 §6: "some deleted
 /// messages not removed"); the session closes anyway.
 pub const COMMIT_FAILED: Reply = Reply::refusal("SYS/TEMP", "some deleted messages not removed");

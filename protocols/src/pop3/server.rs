@@ -82,7 +82,8 @@ impl Default for Pop3Config {
 pub enum Event {
     /// Check these credentials (from USER and PASS, or AUTH PLAIN) and lock
     /// the maildrop. Answer with [`Pop3Session::auth_succeeded`],
-    /// [`Pop3Session::auth_failed`] or [`Pop3Session::maildrop_locked`].
+    /// [`Pop3Session::auth_failed`], [`Pop3Session::maildrop_locked`] or
+    /// [`Pop3Session::auth_unavailable`].
     Authenticate {
         /// The user name (PLAIN: the authentication identity).
         user: String,
@@ -257,6 +258,15 @@ impl Pop3Session {
     pub fn auth_failed(&mut self) {
         if self.answer(Phase::AwaitAuth) {
             self.reply(replies::INVALID_CREDENTIALS);
+        }
+    }
+
+    /// Answer `Authenticate`: the credentials could not be checked or the
+    /// maildrop not read, because the store failed (`-ERR [SYS/TEMP]`).
+    /// Not counted as an error: the client did nothing wrong.
+    pub fn auth_unavailable(&mut self) {
+        if self.answer(Phase::AwaitAuth) {
+            self.send(&replies::MAILDROP_UNUSABLE);
         }
     }
 

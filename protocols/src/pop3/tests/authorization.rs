@@ -122,6 +122,25 @@ fn locked_maildrop_gets_in_use() {
 }
 
 #[test]
+fn store_failure_at_login_is_temporary_and_not_counted() {
+    let config = Pop3Config {
+        max_errors: 1,
+        ..config()
+    };
+    let run = run_with(
+        config,
+        format!("{LOGIN}{LOGIN}STAT\r\n").as_bytes(),
+        &Driver {
+            answers: &[Answer::Unavailable, Answer::Yes],
+            ..ACCEPT
+        },
+    );
+    assert_eq!(run.lines()[2], "-ERR [SYS/TEMP] maildrop unavailable");
+    assert_eq!(run.kinds()[3..], ["+OK", "+OK", "+OK"], "the retry works");
+    assert!(!run.0.closed);
+}
+
+#[test]
 fn failed_logins_count_toward_max_errors() {
     let config = Pop3Config {
         max_errors: 2,

@@ -108,6 +108,7 @@ fn always(answer: Answer) -> Driver {
         Answer::Yes => &[Answer::Yes],
         Answer::No => &[Answer::No],
         Answer::Locked => &[Answer::Locked],
+        Answer::Unavailable => &[Answer::Unavailable],
     };
     Driver { answers, ..ACCEPT }
 }

@@ -203,6 +203,7 @@ fn answers_out_of_turn_are_ignored() {
     session.auth_succeeded(check::maildrop(check::MESSAGES));
     session.auth_failed();
     session.maildrop_locked();
+    session.auth_unavailable();
     session.message(b"x");
     session.message_missing();
     session.committed();

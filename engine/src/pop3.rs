@@ -1,0 +1,289 @@
+//! A POP3 connection: the sans-IO [`Pop3Session`] driven over a socket,
+//! with the store behind it.
+//!
+//! The maildrop is the account's INBOX as it was at login, numbered from 1
+//! in UID order. A message's UIDL is its mailbox's UIDVALIDITY and its UID,
+//! so it is the same in every session for as long as the message exists.
+//! Deletions happen only at QUIT, as one commit of IMAP-style expunges: IMAP
+//! sessions see them at once, and a connection that drops deletes nothing.
+//! One POP3 session per account at a time ([`Access::lock_maildrop`]).
+//!
+//! [`Access::lock_maildrop`]: crate::access::Access::lock_maildrop
+
+use crate::access::{self, LoginError, MaildropLock};
+use crate::shard::{Service, Shard, ShutdownSignal};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+use ringpost_protocols::pop3::{Event, MessageInfo, Pop3Session};
+use ringpost_storage::mailbox::{self, Change, INBOX};
+use ringpost_storage::spool::{self, MessageId};
+use ringpost_storage::{StoreError, WriteBatch};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Socket read buffer; POP3 commands are short.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Serve one POP3 connection until it ends.
+pub(crate) async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: ShutdownSignal,
+) {
+    let _active = shard.enter(Service::Pop3);
+    let _ = stream.set_nodelay(true);
+    match drive(&shard, &mut stream, peer, shutdown).await {
+        Ok(()) => tracing::debug!(shard = shard.id, %peer, "pop3 session closed"),
+        Err(e) => {
+            tracing::debug!(shard = shard.id, %peer, error = %e, "pop3 session ended by I/O error")
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// The maildrop a logged-in session works on.
+struct Maildrop {
+    user: String,
+    uidvalidity: u32,
+    /// (uid, body) by message number - 1.
+    messages: Vec<(u32, MessageId)>,
+    /// Released when the session ends, however it ends.
+    _lock: MaildropLock,
+}
+
+/// What woke the session.
+enum Wake {
+    Read(io::Result<usize>),
+    Shutdown,
+}
+
+async fn drive(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shutdown: ShutdownSignal,
+) -> io::Result<()> {
+    let mut pop3 = Pop3Session::new(shard.pop3.clone());
+    let mut maildrop: Option<Maildrop> = None;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut stopping = false;
+    loop {
+        loop {
+            start += pop3.feed(&buf[start..end]);
+            let Some(event) = pop3.poll_event() else {
+                break;
+            };
+            match event {
+                Event::Authenticate { user, password } => {
+                    maildrop = authenticate(shard, &mut pop3, &user, &password, peer).await;
+                }
+                Event::Retrieve { number, .. } => {
+                    retrieve(shard, &mut pop3, maildrop.as_ref(), number)
+                }
+                Event::Commit { deleted } => {
+                    commit(shard, &mut pop3, maildrop.as_ref(), &deleted, peer).await;
+                }
+                // STLS is not offered until the server has a certificate.
+                Event::StartTls => pop3.shutdown(),
+            }
+            // A response may be a whole message: write it before the next.
+            if !pop3.output().is_empty() {
+                stream.write_all(pop3.output()).await?;
+                pop3.clear_output();
+            }
+        }
+        if start == end {
+            (start, end) = (0, 0);
+        }
+        if stopping {
+            pop3.shutdown();
+        }
+        if !pop3.output().is_empty() {
+            stream.write_all(pop3.output()).await?;
+            pop3.clear_output();
+        }
+        if pop3.is_closed() {
+            return Ok(());
+        }
+        if end == buf.len() {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+        }
+
+        stream.set_read_timeout(Some(shard.config.pop3_idle_timeout()))?;
+        let read = async { Wake::Read(stream.read(&mut buf[end..]).await) };
+        let stop = async {
+            shutdown.clone().await.ok();
+            Wake::Shutdown
+        };
+        match read.or(stop).await {
+            Wake::Shutdown => stopping = true,
+            Wake::Read(Ok(0)) => return Ok(()),
+            Wake::Read(Ok(n)) => end += n,
+            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                shard.pop3_metrics.timeouts.inc();
+                tracing::debug!(shard = shard.id, %peer, "pop3 session timed out");
+                pop3.timed_out();
+                stream.write_all(pop3.output()).await?;
+                return Ok(());
+            }
+            Wake::Read(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Check the credentials, lock and list the maildrop, answer the session.
+async fn authenticate(
+    shard: &Shard,
+    pop3: &mut Pop3Session,
+    user: &str,
+    password: &str,
+    peer: SocketAddr,
+) -> Option<Maildrop> {
+    let metrics = &shard.pop3_metrics;
+    let account = match access::login(shard.store.clone(), user, password).await {
+        Ok(account) => account,
+        Err(LoginError::Rejected) => {
+            metrics.logins_failed.inc();
+            tracing::info!(shard = shard.id, %peer, user, "pop3 login failed");
+            let delay = Duration::from_secs(shard.config.pop3.auth_failure_delay_secs);
+            glommio::timer::sleep(delay).await;
+            pop3.auth_failed();
+            return None;
+        }
+        Err(LoginError::Unavailable(e)) => {
+            metrics.logins_unavailable.inc();
+            tracing::error!(shard = shard.id, %peer, user, error = %e, "pop3 login: store failed");
+            pop3.auth_unavailable();
+            return None;
+        }
+    };
+    let Some(lock) = shard.access.lock_maildrop(&account) else {
+        metrics.logins_in_use.inc();
+        tracing::info!(shard = shard.id, %peer, user = %account, "pop3 maildrop in use");
+        pop3.maildrop_locked();
+        return None;
+    };
+    match list_inbox(shard, &account) {
+        Ok((uidvalidity, rows)) => {
+            let listing = rows
+                .iter()
+                .map(|(uid, _, size)| MessageInfo {
+                    uid: uidl(uidvalidity, *uid),
+                    size: *size,
+                })
+                .collect();
+            metrics.logins_ok.inc();
+            tracing::info!(shard = shard.id, %peer, user = %account, messages = rows.len(), "pop3 login");
+            pop3.auth_succeeded(listing);
+            Some(Maildrop {
+                user: account,
+                uidvalidity,
+                messages: rows.into_iter().map(|(uid, id, _)| (uid, id)).collect(),
+                _lock: lock,
+            })
+        }
+        Err(e) => {
+            metrics.logins_unavailable.inc();
+            tracing::error!(shard = shard.id, %peer, user = %account, error = %e, "pop3 login: cannot list INBOX");
+            pop3.auth_unavailable();
+            None
+        }
+    }
+}
+
+/// One INBOX message as listed at login: (uid, body, size).
+type Listed = (u32, MessageId, u64);
+
+/// The INBOX: its UIDVALIDITY and its messages. An account that never got
+/// mail has no INBOX yet: an empty maildrop.
+fn list_inbox(shard: &Shard, user: &str) -> Result<(u32, Vec<Listed>), StoreError> {
+    let store = &*shard.store;
+    let Some(meta) = mailbox::meta(store, user, INBOX)? else {
+        return Ok((0, Vec::new()));
+    };
+    let mut rows = Vec::new();
+    mailbox::rows(store, user, meta.uidvalidity, &mut |uid, row| {
+        rows.push((uid, row.message, row.size));
+        true
+    })?;
+    Ok((meta.uidvalidity, rows))
+}
+
+/// A message's unique-id listing: UIDVALIDITY and UID, 16 hex digits.
+fn uidl(uidvalidity: u32, uid: u32) -> String {
+    format!("{uidvalidity:08x}{uid:08x}")
+}
+
+/// Serve RETR or TOP for message `number`.
+fn retrieve(shard: &Shard, pop3: &mut Pop3Session, maildrop: Option<&Maildrop>, number: usize) {
+    let Some(&(_, id)) = maildrop.and_then(|m| m.messages.get(number.wrapping_sub(1))) else {
+        return pop3.message_missing();
+    };
+    match spool::read_body(&*shard.store, &id) {
+        Ok(Some(body)) => {
+            shard.pop3_metrics.retrieved.inc();
+            shard.pop3_metrics.retrieved_bytes.inc_by(body.len() as u64);
+            pop3.message(&body);
+        }
+        // Expunged over IMAP since login.
+        Ok(None) => pop3.message_missing(),
+        Err(e) => {
+            tracing::error!(shard = shard.id, queue_id = %id, error = %e, "pop3: cannot read message");
+            pop3.message_missing();
+        }
+    }
+}
+
+/// QUIT in the TRANSACTION state: remove the marked messages in one commit.
+async fn commit(
+    shard: &Shard,
+    pop3: &mut Pop3Session,
+    maildrop: Option<&Maildrop>,
+    deleted: &[usize],
+    peer: SocketAddr,
+) {
+    let Some(maildrop) = maildrop else {
+        return pop3.commit_failed();
+    };
+    if deleted.is_empty() {
+        return pop3.committed();
+    }
+    let mut batch = WriteBatch::new();
+    for &number in deleted {
+        if let Some(&(uid, _)) = maildrop.messages.get(number - 1) {
+            batch.change(Change::Expunge {
+                user: maildrop.user.clone(),
+                mailbox: INBOX.to_owned(),
+                uidvalidity: maildrop.uidvalidity,
+                uid,
+            });
+        }
+    }
+    match shard.commits.commit_changes(batch).await {
+        Ok(_) => {
+            shard.pop3_metrics.deleted.inc_by(deleted.len() as u64);
+            tracing::info!(shard = shard.id, %peer, user = %maildrop.user, deleted = deleted.len(), "pop3 deletions committed");
+            pop3.committed();
+        }
+        Err(e) => {
+            tracing::error!(shard = shard.id, %peer, user = %maildrop.user, error = %e, "pop3 deletions failed");
+            pop3.commit_failed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uidl;
+
+    #[test]
+    fn uidl_is_uidvalidity_and_uid() {
+        assert_eq!(uidl(0x6553_f100, 7), "6553f10000000007");
+        assert_eq!(uidl(u32::MAX, u32::MAX).len(), 16);
+    }
+}

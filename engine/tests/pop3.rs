@@ -1,0 +1,237 @@
+//! Local delivery and POP3 end to end: mail for local accounts goes into
+//! their INBOX in the commit that acknowledges it, stored once however many
+//! accounts get it, and Python's poplib reads it back; the store then holds
+//! exactly what was not deleted.
+
+mod common;
+
+use common::{add_user, http_get, split_trace_header, start_server, Client};
+use ringpost_storage::mailbox::{self, INBOX};
+use ringpost_storage::{spool, Family, Store};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+fn local_config(config: &mut ringpost_engine::Config) {
+    config.smtp.local_domains = vec!["ours.test".into()];
+    config.pop3.listen = "127.0.0.1:0".parse().unwrap();
+    config.pop3.auth_failure_delay_secs = 0;
+}
+
+fn count(store: &dyn Store, family: Family) -> usize {
+    let mut n = 0;
+    store
+        .scan(family, &[], None, &mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+    n
+}
+
+/// Send one message over SMTP; return the 250 reply.
+fn send(addr: std::net::SocketAddr, rcpts: &[&str], data: &str) -> String {
+    let (mut c, _) = Client::connect(addr);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    for rcpt in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(data.as_bytes());
+    let reply = c.cmd(".");
+    c.cmd("QUIT");
+    reply
+}
+
+#[test]
+fn local_recipients_share_one_stored_body() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "ann@ours.test");
+    add_user(&server, "bo@ours.test");
+    let data = "Subject: shared\r\n\r\nfor two locals and a remote\r\n";
+    let reply = send(
+        server.smtp_addr(),
+        &[
+            "Ann@Ours.test",
+            "bo@ours.test",
+            "far@remote.test",
+            "ann@ours.test",
+        ],
+        data,
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+
+    let store = server.store();
+    let mut ids = Vec::new();
+    for user in ["ann@ours.test", "bo@ours.test"] {
+        let meta = mailbox::meta(&*store, user, INBOX).unwrap().expect("INBOX");
+        let rows = mailbox::all_rows(&*store, user, meta.uidvalidity).unwrap();
+        assert_eq!(rows.len(), 1, "{user}: one row, however often named");
+        assert_eq!(rows[0].0, 1);
+        ids.push(rows[0].1.message);
+    }
+    assert_eq!(ids[0], ids[1], "one body for both");
+    assert_eq!(count(&*store, Family::Blobs), 1);
+    let body = spool::read_body(&*store, &ids[0]).unwrap().unwrap();
+    assert_eq!(split_trace_header(&body).1, data.as_bytes());
+    // The relay keeps only the remote recipient.
+    let envelope = spool::read_envelope(&*store, &ids[0]).unwrap().unwrap();
+    assert_eq!(envelope.recipients, vec!["far@remote.test"]);
+    assert_eq!(mailbox::refs(&*store, &ids[0]).unwrap(), 2);
+
+    let metrics = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let delivered: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringpost_local_deliveries_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(delivered, 2, "{metrics}");
+    server.shutdown();
+}
+
+#[test]
+fn postmaster_mail_waits_in_its_mailbox() {
+    let (server, _dir) = start_server(local_config);
+    let reply = send(
+        server.smtp_addr(),
+        &["postmaster"],
+        "Subject: pm\r\n\r\nhi\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = send(
+        server.smtp_addr(),
+        &["PostMaster@ours.test"],
+        "Subject: pm\r\n\r\nhi\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let store = server.store();
+    for user in ["postmaster@mx.test", "postmaster@ours.test"] {
+        assert!(
+            mailbox::meta(&*store, user, INBOX).unwrap().is_some(),
+            "{user}"
+        );
+    }
+    assert_eq!(count(&*store, Family::Queue), 0, "nothing for the relay");
+    server.shutdown();
+}
+
+#[test]
+fn poplib_reads_what_smtplib_sent() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    add_user(&server, "bob@ours.test");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pop3_read.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.smtp_addr().port().to_string())
+        .arg(server.pop3_addr().unwrap().port().to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Deleted over POP3: messages 1 and 2, whose bodies nobody else held.
+    let store = server.store();
+    let alice = mailbox::meta(&*store, "alice@ours.test", INBOX)
+        .unwrap()
+        .unwrap();
+    let uids: Vec<u32> = mailbox::all_rows(&*store, "alice@ours.test", alice.uidvalidity)
+        .unwrap()
+        .into_iter()
+        .map(|(uid, _)| uid)
+        .collect();
+    assert_eq!(uids, vec![3, 4]);
+    assert_eq!(count(&*store, Family::Blobs), 2, "deleted bodies are gone");
+
+    let metrics = http_get(server.metrics_addr().unwrap(), "/metrics");
+    for needle in [
+        "ringpost_pop3_logins_total{shard=",
+        "ringpost_pop3_messages_deleted_total{",
+        "ringpost_pop3_messages_retrieved_total{",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    server.shutdown();
+}
+
+/// A minimal line client for the error paths poplib hides.
+struct Pop3 {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Pop3 {
+    fn connect(addr: std::net::SocketAddr) -> (Pop3, String) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Pop3 {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = c.line();
+        (c, greeting)
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap_or(0);
+        line
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.line()
+    }
+}
+
+#[test]
+fn pop3_limits_and_unknown_accounts() {
+    let (server, _dir) = start_server(|c| {
+        local_config(c);
+        c.pop3.max_connections_per_shard = 1;
+        c.shards = 1;
+    });
+    add_user(&server, "alice@ours.test");
+    let addr = server.pop3_addr().unwrap();
+    let (mut first, greeting) = Pop3::connect(addr);
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    // The shard is full: a second connection is turned away.
+    let (_, refused) = Pop3::connect(addr);
+    assert_eq!(
+        refused,
+        "-ERR [SYS/TEMP] too many connections, try again later\r\n"
+    );
+    // Unknown account and bad password look the same.
+    assert!(first.cmd("USER nobody@ours.test").starts_with("+OK"));
+    assert_eq!(
+        first.cmd("PASS secret"),
+        "-ERR [AUTH] invalid credentials\r\n"
+    );
+    assert!(first.cmd("USER alice@ours.test").starts_with("+OK"));
+    assert_eq!(
+        first.cmd("PASS nope"),
+        "-ERR [AUTH] invalid credentials\r\n"
+    );
+    // An account that never got mail has an empty maildrop.
+    assert!(first.cmd("USER Alice@Ours.Test").starts_with("+OK"));
+    assert_eq!(
+        first.cmd("PASS secret"),
+        "+OK maildrop has 0 messages (0 octets)\r\n"
+    );
+    assert_eq!(first.cmd("STAT"), "+OK 0 0\r\n");
+    assert!(first.cmd("RETR 1").starts_with("-ERR"));
+    // An oversized command line is refused without closing the session.
+    assert!(first.cmd(&"X".repeat(400)).starts_with("-ERR"));
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+    server.shutdown();
+}

@@ -1,0 +1,566 @@
+//! Mailboxes: each user's folders of messages, shared by local delivery,
+//! IMAP and POP3.
+//!
+//! A mailbox holds rows, one per message, that point at a body in `blobs`:
+//! a message for three local users and a remote one is stored once, with
+//! three rows and a queue entry pointing at it.
+//!
+//! # Keys
+//! - `mailbox_meta`: user ‖ `0x00` ‖ mailbox name → [`MailboxMeta`]. Account
+//!   names never contain `0x00`, so one user's mailboxes are one prefix.
+//!   One more key, [`NEXT_UIDVALIDITY_KEY`], starts with `0x00` and so
+//!   belongs to no user.
+//! - `mailboxes`: user ‖ `0x00` ‖ uidvalidity (`u32` BE) ‖ uid (`u32` BE) →
+//!   [`MailboxRow`]. Rows hang off the mailbox's UIDVALIDITY, not its name,
+//!   so RENAME rewrites one meta row and no message rows, and a mailbox
+//!   deleted and created again starts a fresh key range.
+//! - `message_refs`: message id → how many rows point at it (varint).
+//!
+//! # Who writes
+//! Only the commit pipeline's writer thread changes mailboxes: callers put
+//! [`Change`]s into their [`WriteBatch`] and the writer turns them into
+//! puts and deletes (the `sequencer` module), in commit order. That one
+//! thread is what makes UIDs strictly ascending per mailbox and modseqs
+//! ascending, without a lock anywhere else. Reads ([`list`], [`meta`],
+//! [`rows`], [`row`]) go straight to the store.
+//!
+//! # When a body goes
+//! A body is deleted when nothing needs it any more: no queue entry (the
+//! envelope is gone, [`Change::ReleaseSpooled`]) and no row
+//! (`message_refs` reaches zero, [`Change::Expunge`]). Whichever comes last
+//! deletes it, in the same commit.
+
+mod sequencer;
+
+pub(crate) use sequencer::Sequencer;
+
+use crate::codec::{put_strs, put_varint, Reader, FORMAT_V1};
+use crate::spool::MessageId;
+use crate::{Family, Store, StoreError};
+
+/// The one mailbox every user has; its name is case-insensitive.
+pub const INBOX: &str = "INBOX";
+
+/// The `mailbox_meta` key of the UIDVALIDITY counter (no user's key starts with `0x00`).
+pub const NEXT_UIDVALIDITY_KEY: &[u8] = b"\0next-uidvalidity";
+
+/// The IMAP system flags a row can carry, as bits (`\Recent` is per session).
+pub mod flag {
+    /// `\Seen`
+    pub const SEEN: u8 = 1;
+    /// `\Answered`
+    pub const ANSWERED: u8 = 2;
+    /// `\Flagged`
+    pub const FLAGGED: u8 = 4;
+    /// `\Deleted`
+    pub const DELETED: u8 = 8;
+    /// `\Draft`
+    pub const DRAFT: u8 = 16;
+    /// Every system flag.
+    pub const ALL: u8 = SEEN | ANSWERED | FLAGGED | DELETED | DRAFT;
+}
+
+/// A message's flags: system flags as bits ([`flag`]) and keywords.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// System flags, [`flag`] bits.
+    pub system: u8,
+    /// Keywords (IMAP atoms such as `$Forwarded`), as the client wrote them.
+    pub keywords: Vec<String>,
+}
+
+impl Flags {
+    /// Whether every bit of `bits` is set.
+    pub fn has(&self, bits: u8) -> bool {
+        self.system & bits == bits
+    }
+}
+
+/// One message in one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MailboxRow {
+    /// The body in `blobs`.
+    pub message: MessageId,
+    /// Its flags.
+    pub flags: Flags,
+    /// IMAP INTERNALDATE: when it arrived, unix micros.
+    pub internal_date: u64,
+    /// Body size in bytes (IMAP RFC822.SIZE, POP3 octets).
+    pub size: u64,
+    /// The modseq of its last change (RFC 7162 CONDSTORE).
+    pub modseq: u64,
+}
+
+impl MailboxRow {
+    /// The stored value: version ‖ id (16) ‖ system flags ‖ keywords ‖
+    /// internal date ‖ size ‖ modseq.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&self.message.0);
+        out.push(self.flags.system);
+        put_strs(&mut out, &self.flags.keywords);
+        put_varint(&mut out, self.internal_date);
+        put_varint(&mut out, self.size);
+        put_varint(&mut out, self.modseq);
+        out
+    }
+
+    /// Read a stored value back.
+    pub fn decode(value: &[u8]) -> Result<MailboxRow, StoreError> {
+        let mut r = Reader::new(Family::Mailboxes, value);
+        r.version()?;
+        let mut id = [0; 16];
+        for byte in &mut id {
+            *byte = r.byte()?;
+        }
+        let row = MailboxRow {
+            message: MessageId(id),
+            flags: Flags {
+                system: r.byte()? & flag::ALL,
+                keywords: r.strings()?,
+            },
+            internal_date: r.varint()?,
+            size: r.varint()?,
+            modseq: r.varint()?,
+        };
+        r.finish()?;
+        Ok(row)
+    }
+}
+
+/// What a mailbox is, apart from its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxMeta {
+    /// IMAP UIDVALIDITY; also the mailbox's key in `mailboxes`. Never reused.
+    pub uidvalidity: u32,
+    /// The UID the next message gets.
+    pub uidnext: u32,
+    /// The highest modseq any change to it has had.
+    pub highest_modseq: u64,
+    /// IMAP SUBSCRIBE.
+    pub subscribed: bool,
+}
+
+impl MailboxMeta {
+    /// The stored value: version ‖ uidvalidity ‖ uidnext ‖ highest modseq ‖ subscribed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.push(FORMAT_V1);
+        put_varint(&mut out, u64::from(self.uidvalidity));
+        put_varint(&mut out, u64::from(self.uidnext));
+        put_varint(&mut out, self.highest_modseq);
+        out.push(u8::from(self.subscribed));
+        out
+    }
+
+    /// Read a stored value back.
+    pub fn decode(value: &[u8]) -> Result<MailboxMeta, StoreError> {
+        let mut r = Reader::new(Family::MailboxMeta, value);
+        r.version()?;
+        let u32_field = |r: &mut Reader<'_>, what: &str| {
+            let v = r.varint()?;
+            u32::try_from(v).map_err(|_| r.corrupt(format!("{what} exceeds u32")))
+        };
+        let meta = MailboxMeta {
+            uidvalidity: u32_field(&mut r, "uidvalidity")?,
+            uidnext: u32_field(&mut r, "uidnext")?,
+            highest_modseq: r.varint()?,
+            subscribed: match r.byte()? {
+                0 => false,
+                1 => true,
+                _ => return Err(r.corrupt("bad subscribed flag")),
+            },
+        };
+        r.finish()?;
+        Ok(meta)
+    }
+}
+
+/// A mailbox by name, as [`list`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Its full name (`/` separates levels).
+    pub name: String,
+    /// Its state.
+    pub meta: MailboxMeta,
+}
+
+/// A change to mailboxes, resolved by the commit writer (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Put `message` into `mailbox` with the next UID. INBOX is created on
+    /// first use; any other mailbox must exist ([`Refusal::NoSuchMailbox`]).
+    /// Answered with [`Applied::Appended`].
+    Append {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// The row to add (its `modseq` is assigned).
+        row: MailboxRow,
+    },
+    /// Replace the flags of one message. A row already gone is no error
+    /// ([`Applied::Gone`]): another session expunged it first.
+    SetFlags {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// The mailbox the caller saw (refused if it was replaced since).
+        uidvalidity: u32,
+        /// The message.
+        uid: u32,
+        /// Its new flags.
+        flags: Flags,
+    },
+    /// Remove one message. Already gone is no error ([`Applied::Gone`]):
+    /// POP3 and IMAP may delete the same message.
+    Expunge {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// The mailbox the caller saw.
+        uidvalidity: u32,
+        /// The message.
+        uid: u32,
+    },
+    /// Create an empty mailbox.
+    Create {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+    },
+    /// Delete a mailbox and every row in it (not INBOX).
+    Delete {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+    },
+    /// Rename a mailbox. Renaming INBOX moves its messages to the new
+    /// name and leaves an empty INBOX (RFC 9051 §6.3.6).
+    Rename {
+        /// Account name.
+        user: String,
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// IMAP SUBSCRIBE / UNSUBSCRIBE.
+    Subscribe {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// Subscribe (true) or unsubscribe.
+        subscribed: bool,
+    },
+    /// The relay is done with `message`: its envelope goes, and its body
+    /// too unless a mailbox row still points at it.
+    ReleaseSpooled {
+        /// The message.
+        message: MessageId,
+    },
+}
+
+impl Change {
+    /// The account the change is for, if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Change::Append { user, .. }
+            | Change::SetFlags { user, .. }
+            | Change::Expunge { user, .. }
+            | Change::Create { user, .. }
+            | Change::Delete { user, .. }
+            | Change::Rename { user, .. }
+            | Change::Subscribe { user, .. } => Some(user),
+            Change::ReleaseSpooled { .. } => None,
+        }
+    }
+}
+
+/// What one [`Change`] did, in the order the changes were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The message got this UID in the mailbox with this UIDVALIDITY.
+    Appended {
+        /// The mailbox's UIDVALIDITY.
+        uidvalidity: u32,
+        /// The new UID.
+        uid: u32,
+        /// The row's modseq.
+        modseq: u64,
+    },
+    /// A row changed (flags set or expunged); this is its new modseq.
+    Changed {
+        /// The mailbox's new highest modseq.
+        modseq: u64,
+    },
+    /// The row was already gone: nothing to do.
+    Gone,
+    /// Done; nothing to report.
+    Done,
+}
+
+/// Why a request's changes were refused. Nothing of that request is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The mailbox does not exist (IMAP `[TRYCREATE]` / `[NONEXISTENT]`).
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    /// A mailbox of that name exists already (`[ALREADYEXISTS]`).
+    #[error("mailbox already exists")]
+    MailboxExists,
+    /// The mailbox was deleted or replaced since the caller looked
+    /// (its UIDVALIDITY differs).
+    #[error("mailbox was replaced")]
+    MailboxReplaced,
+    /// INBOX cannot be deleted.
+    #[error("INBOX cannot be deleted")]
+    InboxIsPermanent,
+    /// The mailbox has run out of UIDs (2^32 - 1 messages were ever added).
+    #[error("mailbox is out of UIDs")]
+    UidsExhausted,
+}
+
+/// INBOX in any case is INBOX; every other name is kept as given.
+pub fn normalize_name(name: &str) -> &str {
+    if name.eq_ignore_ascii_case(INBOX) {
+        INBOX
+    } else {
+        name
+    }
+}
+
+/// The `mailbox_meta` key of `user`'s `mailbox`.
+pub fn meta_key(user: &str, mailbox: &str) -> Vec<u8> {
+    let mailbox = normalize_name(mailbox);
+    let mut key = user_prefix(user);
+    key.extend_from_slice(mailbox.as_bytes());
+    key
+}
+
+/// The `mailboxes` key of one row.
+pub fn row_key(user: &str, uidvalidity: u32, uid: u32) -> Vec<u8> {
+    let mut key = rows_prefix(user, uidvalidity);
+    key.extend_from_slice(&uid.to_be_bytes());
+    key
+}
+
+/// The prefix every key of `user` starts with: name ‖ `0x00`.
+fn user_prefix(user: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.len() + 24);
+    key.extend_from_slice(user.to_ascii_lowercase().as_bytes());
+    key.push(0);
+    key
+}
+
+/// The prefix of every row of one mailbox.
+fn rows_prefix(user: &str, uidvalidity: u32) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    key.extend_from_slice(&uidvalidity.to_be_bytes());
+    key
+}
+
+/// The smallest key after every key that starts with `prefix`, or `None`
+/// when there is none (a prefix of only `0xff` bytes).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// One mailbox's state, if it exists.
+pub fn meta(
+    store: &dyn Store,
+    user: &str,
+    mailbox: &str,
+) -> Result<Option<MailboxMeta>, StoreError> {
+    store
+        .get(Family::MailboxMeta, &meta_key(user, mailbox))?
+        .map(|value| MailboxMeta::decode(&value))
+        .transpose()
+}
+
+/// Every mailbox of `user`, by name.
+pub fn list(store: &dyn Store, user: &str) -> Result<Vec<Mailbox>, StoreError> {
+    let prefix = user_prefix(user);
+    let end = prefix_end(&prefix);
+    let mut out = Vec::new();
+    let mut failure = None;
+    store.scan(
+        Family::MailboxMeta,
+        &prefix,
+        end.as_deref(),
+        &mut |key, value| {
+            let decoded = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| StoreError::Corrupt {
+                    family: Family::MailboxMeta.name(),
+                    detail: "mailbox name is not UTF-8".into(),
+                })
+                .and_then(|name| Ok((name.to_owned(), MailboxMeta::decode(value)?)));
+            match decoded {
+                Ok((name, meta)) => out.push(Mailbox { name, meta }),
+                Err(error) => failure = Some(error),
+            }
+            failure.is_none()
+        },
+    )?;
+    failure.map_or(Ok(out), Err)
+}
+
+/// Visit the rows of a mailbox in UID order until `visit` returns false.
+pub fn rows(
+    store: &dyn Store,
+    user: &str,
+    uidvalidity: u32,
+    visit: &mut dyn FnMut(u32, MailboxRow) -> bool,
+) -> Result<(), StoreError> {
+    let prefix = rows_prefix(user, uidvalidity);
+    let end = prefix_end(&prefix);
+    let mut failure = None;
+    store.scan(
+        Family::Mailboxes,
+        &prefix,
+        end.as_deref(),
+        &mut |key, value| {
+            let uid = key[prefix.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    family: Family::Mailboxes.name(),
+                    detail: "row key is not prefix ‖ uid".into(),
+                });
+            match uid.and_then(|uid| Ok((uid, MailboxRow::decode(value)?))) {
+                Ok((uid, row)) => visit(uid, row),
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Every row of a mailbox, in UID order.
+pub fn all_rows(
+    store: &dyn Store,
+    user: &str,
+    uidvalidity: u32,
+) -> Result<Vec<(u32, MailboxRow)>, StoreError> {
+    let mut out = Vec::new();
+    rows(store, user, uidvalidity, &mut |uid, row| {
+        out.push((uid, row));
+        true
+    })?;
+    Ok(out)
+}
+
+/// One row, if it exists.
+pub fn row(
+    store: &dyn Store,
+    user: &str,
+    uidvalidity: u32,
+    uid: u32,
+) -> Result<Option<MailboxRow>, StoreError> {
+    store
+        .get(Family::Mailboxes, &row_key(user, uidvalidity, uid))?
+        .map(|value| MailboxRow::decode(&value))
+        .transpose()
+}
+
+/// How many rows point at `message`.
+pub fn refs(store: &dyn Store, message: &MessageId) -> Result<u64, StoreError> {
+    match store.get(Family::MessageRefs, &message.0)? {
+        None => Ok(0),
+        Some(value) => decode_refs(&value),
+    }
+}
+
+/// A `message_refs` value: version ‖ count.
+pub(crate) fn encode_refs(count: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4);
+    out.push(FORMAT_V1);
+    put_varint(&mut out, count);
+    out
+}
+
+/// Read a `message_refs` value back.
+pub(crate) fn decode_refs(value: &[u8]) -> Result<u64, StoreError> {
+    let mut r = Reader::new(Family::MessageRefs, value);
+    r.version()?;
+    let count = r.varint()?;
+    r.finish()?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let row = MailboxRow {
+            message: MessageId::new(1_700_000_000_000_000, 2, 9),
+            flags: Flags {
+                system: flag::SEEN | flag::FLAGGED,
+                keywords: vec!["$Forwarded".into(), "work".into()],
+            },
+            internal_date: 1_700_000_000_000_000,
+            size: 12_345,
+            modseq: 77,
+        };
+        assert_eq!(MailboxRow::decode(&row.encode()).unwrap(), row);
+        let meta = MailboxMeta {
+            uidvalidity: u32::MAX,
+            uidnext: 1,
+            highest_modseq: u64::MAX,
+            subscribed: true,
+        };
+        assert_eq!(MailboxMeta::decode(&meta.encode()).unwrap(), meta);
+        assert_eq!(decode_refs(&encode_refs(3)).unwrap(), 3);
+    }
+
+    #[test]
+    fn truncated_or_garbled_values_are_corrupt_not_panics() {
+        let row = MailboxRow::default().encode();
+        for cut in 0..row.len() {
+            assert!(MailboxRow::decode(&row[..cut]).is_err(), "cut {cut}");
+        }
+        let meta = MailboxMeta::default().encode();
+        for cut in 0..meta.len() {
+            assert!(MailboxMeta::decode(&meta[..cut]).is_err(), "cut {cut}");
+        }
+        let mut bad = meta.clone();
+        *bad.last_mut().unwrap() = 7;
+        assert!(MailboxMeta::decode(&bad).is_err());
+        let mut long = MailboxMeta::default().encode();
+        long.push(0);
+        assert!(MailboxMeta::decode(&long).is_err());
+    }
+
+    #[test]
+    fn keys_group_by_user_and_mailbox() {
+        assert_eq!(meta_key("Bob@X.test", "inbox"), b"bob@x.test\0INBOX");
+        assert_eq!(meta_key("bob@x.test", "Sent"), b"bob@x.test\0Sent");
+        let key = row_key("bob@x.test", 0x0102_0304, 5);
+        assert_eq!(&key[..11], b"bob@x.test\0");
+        assert_eq!(&key[11..], &[1, 2, 3, 4, 0, 0, 0, 5]);
+        // Numeric order is key order.
+        assert!(row_key("b@x", 1, 255) < row_key("b@x", 1, 256));
+        assert!(row_key("b@x", 1, u32::MAX) < row_key("b@x", 2, 0));
+        assert_eq!(prefix_end(b"ab\xff"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert!(NEXT_UIDVALIDITY_KEY < meta_key("a@b", "INBOX").as_slice());
+    }
+}

@@ -1,0 +1,404 @@
+//! Mailbox changes become puts and deletes, in commit order, on the commit
+//! writer thread.
+//!
+//! The writer builds a group of requests, then writes it. Each request's
+//! [`Change`]s are resolved as the request joins the group: read what they
+//! need (a mailbox's UIDNEXT, a row, a reference count), decide, and record
+//! the writes. Reads see, newest first: this request's own writes, the
+//! writes of the requests already in the group (not on disk yet), a cache of
+//! committed `mailbox_meta` values, then the store. A request whose changes
+//! are refused leaves no trace in the group.
+//!
+//! Once the group is on disk its meta writes go into the cache; when the
+//! write fails, the group is forgotten and the cache cleared, so the next
+//! group reads the store again. UIDs handed out in a failed write may be
+//! handed out again: nobody was told about them.
+
+use super::{
+    decode_refs, encode_refs, meta_key, normalize_name, prefix_end, row_key, rows_prefix, Applied,
+    Change, MailboxMeta, MailboxRow, Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
+};
+use crate::codec::{put_varint, Reader, FORMAT_V1};
+use crate::spool::MessageId;
+use crate::{Family, Store, StoreError, WriteBatch};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Most committed meta values kept; past it the cache starts over.
+const CACHE_LIMIT: usize = 65_536;
+
+/// Pending writes: `None` is a delete.
+type Writes = BTreeMap<(Family, Vec<u8>), Option<Vec<u8>>>;
+
+/// The writer thread's mailbox state; see the module docs.
+#[derive(Default)]
+pub(crate) struct Sequencer {
+    /// Committed `mailbox_meta` values; `None`: known to be absent.
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Writes of the requests in the group being built.
+    group: Writes,
+    /// Accounts whose mailboxes the group changes.
+    users: BTreeSet<String>,
+}
+
+impl Sequencer {
+    /// Resolve the changes of one request into puts and deletes appended to
+    /// `batch`. On refusal nothing is recorded and the caller must leave the
+    /// whole request out of the write.
+    pub(crate) fn resolve(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let changes = batch.take_changes();
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut view = View {
+            store,
+            cache: &mut self.cache,
+            group: &self.group,
+            tx: Writes::new(),
+        };
+        let mut applied = Vec::with_capacity(changes.len());
+        for change in &changes {
+            applied.push(view.apply(change)?);
+        }
+        let tx = view.tx;
+        for ((family, key), value) in tx {
+            match &value {
+                Some(value) => batch.put(family, key.clone(), value.clone()),
+                None => batch.delete(family, key.clone()),
+            }
+            self.group.insert((family, key), value);
+        }
+        self.users.extend(
+            changes
+                .iter()
+                .filter_map(Change::user)
+                .map(str::to_ascii_lowercase),
+        );
+        Ok(applied)
+    }
+
+    /// The group's write is over. On success its meta values join the cache
+    /// and the accounts it changed are returned (for notifications).
+    pub(crate) fn finish_group(&mut self, written: bool) -> Vec<String> {
+        let group = std::mem::take(&mut self.group);
+        let users = std::mem::take(&mut self.users);
+        if !written {
+            self.cache.clear();
+            return Vec::new();
+        }
+        for ((family, key), value) in group {
+            if family == Family::MailboxMeta {
+                if self.cache.len() >= CACHE_LIMIT {
+                    self.cache.clear();
+                }
+                self.cache.insert(key, value);
+            }
+        }
+        users.into_iter().collect()
+    }
+}
+
+/// Reads and writes of one request: its own writes over the group's over
+/// the cache over the store.
+struct View<'a> {
+    store: &'a dyn Store,
+    cache: &'a mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    group: &'a Writes,
+    tx: Writes,
+}
+
+impl View<'_> {
+    fn get(&mut self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let slot = (family, key.to_vec());
+        if let Some(value) = self.tx.get(&slot).or_else(|| self.group.get(&slot)) {
+            return Ok(value.clone());
+        }
+        if family != Family::MailboxMeta {
+            return self.store.get(family, key);
+        }
+        if let Some(value) = self.cache.get(key) {
+            return Ok(value.clone());
+        }
+        let value = self.store.get(family, key)?;
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn put(&mut self, family: Family, key: Vec<u8>, value: Vec<u8>) {
+        self.tx.insert((family, key), Some(value));
+    }
+
+    fn delete(&mut self, family: Family, key: Vec<u8>) {
+        self.tx.insert((family, key), None);
+    }
+
+    /// Keys that start with `prefix`, as they will be once the pending
+    /// writes land.
+    fn keys_with_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let end = prefix_end(prefix);
+        let mut keys = BTreeSet::new();
+        self.store
+            .scan(family, prefix, end.as_deref(), &mut |key, _| {
+                keys.insert(key.to_vec());
+                true
+            })?;
+        for pending in [self.group, &self.tx] {
+            let start = (family, prefix.to_vec());
+            for ((f, key), value) in pending.range(start..) {
+                if *f != family || !key.starts_with(prefix) {
+                    break;
+                }
+                match value {
+                    Some(_) => keys.insert(key.clone()),
+                    None => keys.remove(key),
+                };
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    fn meta(&mut self, user: &str, mailbox: &str) -> Result<Option<MailboxMeta>, StoreError> {
+        self.get(Family::MailboxMeta, &meta_key(user, mailbox))?
+            .map(|value| MailboxMeta::decode(&value))
+            .transpose()
+    }
+
+    fn put_meta(&mut self, user: &str, mailbox: &str, meta: &MailboxMeta) {
+        self.put(Family::MailboxMeta, meta_key(user, mailbox), meta.encode());
+    }
+
+    /// The mailbox, which must exist and, when the caller names one, still
+    /// have the UIDVALIDITY it saw.
+    fn existing(
+        &mut self,
+        user: &str,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+    ) -> Result<MailboxMeta, StoreError> {
+        let meta = self
+            .meta(user, mailbox)?
+            .ok_or(StoreError::Refused(Refusal::NoSuchMailbox))?;
+        match uidvalidity {
+            Some(seen) if seen != meta.uidvalidity => {
+                Err(StoreError::Refused(Refusal::MailboxReplaced))
+            }
+            _ => Ok(meta),
+        }
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<Applied, StoreError> {
+        match change {
+            Change::Append { user, mailbox, row } => self.append(user, mailbox, row),
+            Change::SetFlags {
+                user,
+                mailbox,
+                uidvalidity,
+                uid,
+                flags,
+            } => {
+                let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
+                let key = row_key(user, meta.uidvalidity, *uid);
+                let Some(value) = self.get(Family::Mailboxes, &key)? else {
+                    return Ok(Applied::Gone);
+                };
+                let mut row = MailboxRow::decode(&value)?;
+                if row.flags == *flags {
+                    return Ok(Applied::Changed { modseq: row.modseq });
+                }
+                meta.highest_modseq += 1;
+                row.flags = flags.clone();
+                row.modseq = meta.highest_modseq;
+                self.put(Family::Mailboxes, key, row.encode());
+                self.put_meta(user, mailbox, &meta);
+                Ok(Applied::Changed {
+                    modseq: meta.highest_modseq,
+                })
+            }
+            Change::Expunge {
+                user,
+                mailbox,
+                uidvalidity,
+                uid,
+            } => {
+                let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
+                let key = row_key(user, meta.uidvalidity, *uid);
+                let Some(value) = self.get(Family::Mailboxes, &key)? else {
+                    return Ok(Applied::Gone);
+                };
+                let row = MailboxRow::decode(&value)?;
+                self.delete(Family::Mailboxes, key);
+                self.release_ref(&row.message)?;
+                meta.highest_modseq += 1;
+                self.put_meta(user, mailbox, &meta);
+                Ok(Applied::Changed {
+                    modseq: meta.highest_modseq,
+                })
+            }
+            Change::Create { user, mailbox } => {
+                if self.meta(user, mailbox)?.is_some() {
+                    return Err(StoreError::Refused(Refusal::MailboxExists));
+                }
+                self.create(user, mailbox)?;
+                Ok(Applied::Done)
+            }
+            Change::Delete { user, mailbox } => {
+                if normalize_name(mailbox) == INBOX {
+                    return Err(StoreError::Refused(Refusal::InboxIsPermanent));
+                }
+                let meta = self.existing(user, mailbox, None)?;
+                for key in
+                    self.keys_with_prefix(Family::Mailboxes, &rows_prefix(user, meta.uidvalidity))?
+                {
+                    if let Some(value) = self.get(Family::Mailboxes, &key)? {
+                        let row = MailboxRow::decode(&value)?;
+                        self.release_ref(&row.message)?;
+                    }
+                    self.delete(Family::Mailboxes, key);
+                }
+                self.delete(Family::MailboxMeta, meta_key(user, mailbox));
+                Ok(Applied::Done)
+            }
+            Change::Rename { user, from, to } => {
+                let meta = self.existing(user, from, None)?;
+                if self.meta(user, to)?.is_some() || normalize_name(to) == INBOX {
+                    return Err(StoreError::Refused(Refusal::MailboxExists));
+                }
+                self.put_meta(user, to, &meta);
+                if normalize_name(from) == INBOX {
+                    // The messages went with the old UIDVALIDITY; INBOX starts afresh.
+                    self.delete(Family::MailboxMeta, meta_key(user, from));
+                    self.create(user, INBOX)?;
+                } else {
+                    self.delete(Family::MailboxMeta, meta_key(user, from));
+                }
+                Ok(Applied::Done)
+            }
+            Change::Subscribe {
+                user,
+                mailbox,
+                subscribed,
+            } => {
+                let mut meta = self.existing(user, mailbox, None)?;
+                if meta.subscribed != *subscribed {
+                    meta.subscribed = *subscribed;
+                    self.put_meta(user, mailbox, &meta);
+                }
+                Ok(Applied::Done)
+            }
+            Change::ReleaseSpooled { message } => {
+                self.delete(Family::Envelopes, message.0.to_vec());
+                if self.ref_count(message)? == 0 {
+                    self.delete(Family::Blobs, message.0.to_vec());
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        user: &str,
+        mailbox: &str,
+        row: &MailboxRow,
+    ) -> Result<Applied, StoreError> {
+        let mut meta = match self.meta(user, mailbox)? {
+            Some(meta) => meta,
+            None if normalize_name(mailbox) == INBOX => self.create(user, INBOX)?,
+            None => return Err(StoreError::Refused(Refusal::NoSuchMailbox)),
+        };
+        // UIDs are non-zero u32s and UIDNEXT must stay above the last one.
+        if meta.uidnext == u32::MAX {
+            return Err(StoreError::Refused(Refusal::UidsExhausted));
+        }
+        let uid = meta.uidnext;
+        meta.uidnext += 1;
+        meta.highest_modseq += 1;
+        let mut row = row.clone();
+        row.modseq = meta.highest_modseq;
+        self.put(
+            Family::Mailboxes,
+            row_key(user, meta.uidvalidity, uid),
+            row.encode(),
+        );
+        self.put_meta(user, mailbox, &meta);
+        let refs = self.ref_count(&row.message)? + 1;
+        self.put(
+            Family::MessageRefs,
+            row.message.0.to_vec(),
+            encode_refs(refs),
+        );
+        Ok(Applied::Appended {
+            uidvalidity: meta.uidvalidity,
+            uid,
+            modseq: row.modseq,
+        })
+    }
+
+    /// A new, empty mailbox with a UIDVALIDITY never used before.
+    fn create(&mut self, user: &str, mailbox: &str) -> Result<MailboxMeta, StoreError> {
+        let meta = MailboxMeta {
+            uidvalidity: self.next_uidvalidity()?,
+            uidnext: 1,
+            highest_modseq: 1,
+            subscribed: false,
+        };
+        self.put_meta(user, mailbox, &meta);
+        Ok(meta)
+    }
+
+    /// UIDVALIDITY values only grow. They start from the clock (unix
+    /// seconds), so a store wiped and started again does not hand a client
+    /// the UIDVALIDITY of a mailbox it had cached.
+    fn next_uidvalidity(&mut self) -> Result<u32, StoreError> {
+        let stored = match self.get(Family::MailboxMeta, NEXT_UIDVALIDITY_KEY)? {
+            None => 0,
+            Some(value) => {
+                let mut r = Reader::new(Family::MailboxMeta, &value);
+                r.version()?;
+                let next = r.varint()?;
+                r.finish()?;
+                u32::try_from(next).map_err(|_| r.corrupt("next UIDVALIDITY exceeds u32"))?
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let uidvalidity = stored.max(now).max(1);
+        if uidvalidity == u32::MAX {
+            return Err(StoreError::Refused(Refusal::UidsExhausted));
+        }
+        let mut value = vec![FORMAT_V1];
+        put_varint(&mut value, u64::from(uidvalidity) + 1);
+        self.put(Family::MailboxMeta, NEXT_UIDVALIDITY_KEY.to_vec(), value);
+        Ok(uidvalidity)
+    }
+
+    fn ref_count(&mut self, message: &MessageId) -> Result<u64, StoreError> {
+        match self.get(Family::MessageRefs, &message.0)? {
+            None => Ok(0),
+            Some(value) => decode_refs(&value),
+        }
+    }
+
+    /// One row less points at `message`; the last one out deletes the body
+    /// unless the relay still holds it (its envelope exists).
+    fn release_ref(&mut self, message: &MessageId) -> Result<(), StoreError> {
+        let left = self.ref_count(message)?.saturating_sub(1);
+        if left > 0 {
+            self.put(Family::MessageRefs, message.0.to_vec(), encode_refs(left));
+            return Ok(());
+        }
+        self.delete(Family::MessageRefs, message.0.to_vec());
+        if self.get(Family::Envelopes, &message.0)?.is_none() {
+            self.delete(Family::Blobs, message.0.to_vec());
+        }
+        Ok(())
+    }
+}
