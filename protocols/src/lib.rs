@@ -23,5 +23,6 @@
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
 mod line;
+pub mod imap;
 pub mod pop3;
 pub mod smtp;

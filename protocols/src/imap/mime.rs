@@ -1,0 +1,1 @@
+//! ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message (to be written).

@@ -1,0 +1,1 @@
+//! SEARCH keys evaluated against one message (to be written).
