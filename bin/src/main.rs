@@ -65,6 +65,9 @@ struct ServeArgs {
     /// POP3 listen address (config: pop3.listen).
     #[arg(long)]
     pop3: Option<SocketAddr>,
+    /// IMAP listen address (config: imap.listen).
+    #[arg(long)]
+    imap: Option<SocketAddr>,
     /// Metrics listen address (config: metrics.listen).
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -153,6 +156,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(a) = args.pop3 {
         config.pop3.listen = a;
     }
+    if let Some(a) = args.imap {
+        config.imap.listen = a;
+    }
     if let Some(a) = args.metrics {
         config.metrics.listen = Some(a);
     }
@@ -198,6 +204,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     match server.pop3_addr() {
         Some(a) => println!("  pop3     {a}"),
         None => println!("  pop3     off"),
+    }
+    match server.imap_addr() {
+        Some(a) => println!("  imap     {a}"),
+        None => println!("  imap     off"),
     }
     match server.metrics_addr() {
         Some(a) => println!("  metrics  http://{a}/metrics"),

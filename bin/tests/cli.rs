@@ -26,6 +26,8 @@ fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
             "127.0.0.1:0",
             "--pop3",
             "127.0.0.1:0",
+            "--imap",
+            "127.0.0.1:0",
             "--shards",
             "2",
             "--data-dir",

@@ -41,6 +41,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// POP3 listener settings.
     pub pop3: Pop3ListenerConfig,
+    /// IMAP listener settings.
+    pub imap: ImapListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
 }
@@ -61,6 +63,27 @@ pub struct Pop3ListenerConfig {
     /// Bad commands and failed logins tolerated before a session is closed.
     pub max_errors: usize,
     /// Seconds a failed login waits before it is answered (slows guessing).
+    pub auth_failure_delay_secs: u64,
+}
+
+/// IMAP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapListenerConfig {
+    /// Serve IMAP at all.
+    pub enabled: bool,
+    /// Address the IMAP listener binds.
+    pub listen: SocketAddr,
+    /// Concurrent IMAP connections per shard; more are refused.
+    pub max_connections_per_shard: usize,
+    /// Seconds of client silence before autologout (RFC 9051 §5.4: at
+    /// least 1800; IDLE clients re-issue it within that).
+    pub idle_timeout_secs: u64,
+    /// Largest command in bytes, literals included: the largest APPEND.
+    pub max_command_size: u32,
+    /// BAD responses and failed logins tolerated before a session is closed.
+    pub max_errors: usize,
+    /// Seconds a failed login waits before it is answered.
     pub auth_failure_delay_secs: u64,
 }
 
@@ -181,6 +204,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
             pop3: Pop3ListenerConfig::default(),
+            imap: ImapListenerConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -252,6 +276,20 @@ impl Default for Pop3ListenerConfig {
             max_connections_per_shard: 1000,
             idle_timeout_secs: 600,
             max_errors: 10,
+            auth_failure_delay_secs: 1,
+        }
+    }
+}
+
+impl Default for ImapListenerConfig {
+    fn default() -> Self {
+        ImapListenerConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1143)),
+            max_connections_per_shard: 2000,
+            idle_timeout_secs: 1800,
+            max_command_size: 50 * 1024 * 1024 + 64 * 1024,
+            max_errors: 20,
             auth_failure_delay_secs: 1,
         }
     }
@@ -419,9 +457,29 @@ impl Config {
         if p.auth_failure_delay_secs > 60 {
             return invalid("pop3.auth_failure_delay_secs", "must be at most 60");
         }
+        let i = &self.imap;
+        if i.max_connections_per_shard == 0 || i.max_errors == 0 {
+            return invalid(
+                "imap.max_connections_per_shard",
+                "connection and error limits must be at least 1",
+            );
+        }
+        if i.idle_timeout_secs < 1800 {
+            return invalid(
+                "imap.idle_timeout_secs",
+                "must be at least 1800 (RFC 9051 §5.4: thirty minutes)",
+            );
+        }
+        if i.max_command_size < 64 * 1024 {
+            return invalid("imap.max_command_size", "must be at least 65536");
+        }
+        if i.auth_failure_delay_secs > 60 {
+            return invalid("imap.auth_failure_delay_secs", "must be at most 60");
+        }
         let listeners = [
             ("smtp.listen", Some(s.listen)),
             ("pop3.listen", p.enabled.then_some(p.listen)),
+            ("imap.listen", i.enabled.then_some(i.listen)),
             ("metrics.listen", self.metrics.listen),
         ];
         for (i, (key, addr)) in listeners.iter().enumerate() {
@@ -471,6 +529,11 @@ impl Config {
     /// SMTP command timeout.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.smtp.command_timeout_secs)
+    }
+
+    /// IMAP autologout timer.
+    pub fn imap_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.imap.idle_timeout_secs)
     }
 
     /// POP3 autologout timer.

@@ -17,6 +17,7 @@
 //! - `shard`: one executor's accept loop and state.
 //! - `session`: one SMTP connection.
 //! - `pop3`: one POP3 connection over the INBOX.
+//! - `imap`: one IMAP connection: mailbox commands against the store.
 //! - [`access`]: what POP3 and IMAP sessions share: logins, maildrop locks,
 //!   news of changed mailboxes.
 //! - [`intake`]: recipient policy; from finished transaction to stored records.
@@ -27,6 +28,7 @@
 
 pub mod access;
 pub mod config;
+mod imap;
 pub mod intake;
 pub mod metrics;
 mod pop3;

@@ -55,6 +55,42 @@ pub struct Metrics {
     store_commit_seconds: Histogram,
     relay: RelayFamilies,
     pop3: Pop3Families,
+    imap: ImapFamilies,
+}
+
+/// IMAP's metric families, one series per shard.
+#[derive(Default)]
+struct ImapFamilies {
+    connections: Family<Labels, Counter>,
+    connections_active: Family<Labels, Gauge>,
+    connections_refused: Family<Labels, Counter>,
+    logins: Family<Labels, Counter>,
+    commands: Family<Labels, Counter>,
+    fetched: Family<Labels, Counter>,
+    timeouts: Family<Labels, Counter>,
+}
+
+/// One shard's IMAP metric handles.
+#[derive(Clone)]
+pub struct ImapMetrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections refused because the shard was full.
+    pub connections_refused: Counter,
+    /// Logins that succeeded.
+    pub logins_ok: Counter,
+    /// Logins refused for bad credentials.
+    pub logins_failed: Counter,
+    /// Logins that failed because the store failed.
+    pub logins_unavailable: Counter,
+    /// Commands run against the store.
+    pub commands: Counter,
+    /// Messages sent in FETCH responses.
+    pub fetched: Counter,
+    /// Sessions closed by the autologout timer.
+    pub timeouts: Counter,
 }
 
 /// POP3's metric families, one series per shard.
@@ -209,6 +245,7 @@ impl Metrics {
             store_commit_seconds: latency_histogram(),
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
+            imap: ImapFamilies::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -382,12 +419,76 @@ impl Metrics {
         ] {
             registry.register(name, help, family.clone());
         }
+        let i = &m.imap;
+        for (name, help, family) in [
+            (
+                "imap_connections",
+                "IMAP connections accepted",
+                &i.connections,
+            ),
+            (
+                "imap_connections_refused",
+                "IMAP connections refused because the shard was full",
+                &i.connections_refused,
+            ),
+            (
+                "imap_logins",
+                "IMAP logins by result (ok, failed, unavailable)",
+                &i.logins,
+            ),
+            (
+                "imap_commands",
+                "IMAP commands run against the store",
+                &i.commands,
+            ),
+            (
+                "imap_messages_fetched",
+                "Messages sent in FETCH responses",
+                &i.fetched,
+            ),
+            (
+                "imap_timeouts",
+                "IMAP sessions closed by the autologout timer",
+                &i.timeouts,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "imap_connections_active",
+            "IMAP connections open now",
+            i.connections_active.clone(),
+        );
         registry.register(
             "pop3_connections_active",
             "POP3 connections open now",
             p.connections_active.clone(),
         );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The IMAP handles one shard updates.
+    pub fn imap_shard(&self, shard: usize) -> ImapMetrics {
+        let i = &self.imap;
+        let labels: Labels = vec![("shard", shard.to_string())];
+        let result = |result: &str| -> Labels {
+            vec![("shard", shard.to_string()), ("result", result.to_owned())]
+        };
+        // One guard at a time per family (see `relay_shard`).
+        let logins_ok = i.logins.get_or_create(&result("ok")).clone();
+        let logins_failed = i.logins.get_or_create(&result("failed")).clone();
+        let logins_unavailable = i.logins.get_or_create(&result("unavailable")).clone();
+        ImapMetrics {
+            connections: i.connections.get_or_create(&labels).clone(),
+            connections_active: i.connections_active.get_or_create(&labels).clone(),
+            connections_refused: i.connections_refused.get_or_create(&labels).clone(),
+            logins_ok,
+            logins_failed,
+            logins_unavailable,
+            commands: i.commands.get_or_create(&labels).clone(),
+            fetched: i.fetched.get_or_create(&labels).clone(),
+            timeouts: i.timeouts.get_or_create(&labels).clone(),
+        }
     }
 
     /// The POP3 handles one shard updates.

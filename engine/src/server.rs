@@ -74,6 +74,7 @@ pub enum StartError {
 pub struct RunningServer {
     smtp_addr: SocketAddr,
     pop3_addr: Option<SocketAddr>,
+    imap_addr: Option<SocketAddr>,
     store_description: String,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -126,6 +127,13 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         false => (None, Vec::new()),
     };
+    let (imap_addr, mut imap_sockets) = match config.imap.enabled {
+        true => {
+            let (addr, sockets) = bind(config.imap.listen)?;
+            (Some(addr), sockets.into_iter().map(Some).collect())
+        }
+        false => (None, Vec::new()),
+    };
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
     let tls = match config.relay.enabled && config.relay.starttls {
@@ -164,6 +172,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         let relay_metrics = metrics.relay_shard(id);
         let access = access.clone();
         let pop3_socket = pop3_sockets.get_mut(id).and_then(Option::take);
+        let imap_socket = imap_sockets.get_mut(id).and_then(Option::take);
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
@@ -177,6 +186,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 };
                 let mut listeners = vec![(Service::Smtp, listen(socket))];
                 listeners.extend(pop3_socket.map(|fd| (Service::Pop3, listen(fd))));
+                listeners.extend(imap_socket.map(|fd| (Service::Imap, listen(fd))));
                 let shutdown = shard::shutdown_signal(stop_rx);
                 let relay = match (hub.clone(), resolver, inbox) {
                     (Some(hub), Some(resolver), Some(inbox)) => {
@@ -207,10 +217,11 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         shards.push(handle);
     }
 
-    tracing::info!(%smtp_addr, ?pop3_addr, shards = shard_count, store = %store_description, "ringpost started");
+    tracing::info!(%smtp_addr, ?pop3_addr, ?imap_addr, shards = shard_count, store = %store_description, "ringpost started");
     Ok(RunningServer {
         smtp_addr,
         pop3_addr,
+        imap_addr,
         store_description,
         store,
         metrics,
@@ -281,6 +292,11 @@ impl RunningServer {
     /// Where POP3 listens, if enabled (with the real port when 0 was configured).
     pub fn pop3_addr(&self) -> Option<SocketAddr> {
         self.pop3_addr
+    }
+
+    /// Where IMAP listens, if enabled (with the real port when 0 was configured).
+    pub fn imap_addr(&self) -> Option<SocketAddr> {
+        self.imap_addr
     }
 
     /// Where `/metrics` is served, if enabled.

@@ -7,14 +7,15 @@
 use crate::access::Access;
 use crate::config::Config;
 use crate::intake::IdGenerator;
-use crate::metrics::{Metrics, Pop3Metrics, ShardMetrics};
+use crate::metrics::{ImapMetrics, Metrics, Pop3Metrics, ShardMetrics};
 use crate::relay::queue::Relay;
 use crate::relay::Hub;
-use crate::{pop3, session};
+use crate::{imap, pop3, session};
 use futures::channel::oneshot;
 use futures::future::{FutureExt as _, Shared};
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpListener;
+use ringpost_protocols::imap::ImapConfig;
 use ringpost_protocols::pop3::{replies as pop3_replies, Pop3Config};
 use ringpost_protocols::smtp::{replies, ServerConfig};
 use ringpost_storage::spool::MessageId;
@@ -37,6 +38,8 @@ pub(crate) enum Service {
     Smtp,
     /// POP3: mail out to its owner.
     Pop3,
+    /// IMAP: mailboxes kept on the server.
+    Imap,
 }
 
 /// State owned by one shard's executor.
@@ -49,6 +52,8 @@ pub(crate) struct Shard {
     pub smtp: Arc<ServerConfig>,
     /// Limits handed to every POP3 session.
     pub pop3: Arc<Pop3Config>,
+    /// Limits handed to every IMAP session.
+    pub imap: Arc<ImapConfig>,
     /// Where messages are made durable.
     pub commits: CommitHandle,
     /// The store, for reads on the shard itself (the recipient check,
@@ -58,6 +63,8 @@ pub(crate) struct Shard {
     pub metrics: ShardMetrics,
     /// This shard's POP3 metric handles.
     pub pop3_metrics: Pop3Metrics,
+    /// This shard's IMAP metric handles.
+    pub imap_metrics: ImapMetrics,
     /// Where accepted queue entries go to be delivered (None: relay off).
     pub hub: Option<Arc<Hub>>,
     /// Logins, maildrop locks and change notifications, shared by all shards.
@@ -65,6 +72,7 @@ pub(crate) struct Shard {
     ids: RefCell<IdGenerator>,
     smtp_active: Cell<usize>,
     pop3_active: Cell<usize>,
+    imap_active: Cell<usize>,
 }
 
 /// Counts a session as active until it ends, however it ends.
@@ -100,20 +108,28 @@ impl Shard {
             max_errors: config.pop3.max_errors,
             ..Pop3Config::default()
         });
+        let imap = Arc::new(ImapConfig {
+            hostname: config.hostname.clone(),
+            max_command_size: config.imap.max_command_size,
+            max_errors: config.imap.max_errors,
+        });
         Shard {
             id,
             smtp,
             pop3,
+            imap,
             commits,
             store,
             metrics: metrics.shard(id),
             pop3_metrics: metrics.pop3_shard(id),
+            imap_metrics: metrics.imap_shard(id),
             hub,
             access,
             config,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
             pop3_active: Cell::new(0),
+            imap_active: Cell::new(0),
         }
     }
 
@@ -125,6 +141,7 @@ impl Shard {
         match service {
             Service::Smtp => (&self.smtp_active, &self.metrics.connections_active),
             Service::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
+            Service::Imap => (&self.imap_active, &self.imap_metrics.connections_active),
         }
     }
 
@@ -136,6 +153,7 @@ impl Shard {
         match service {
             Service::Smtp => self.metrics.connections.inc(),
             Service::Pop3 => self.pop3_metrics.connections.inc(),
+            Service::Imap => self.imap_metrics.connections.inc(),
         };
         ActiveSession(self, service)
     }
@@ -150,6 +168,7 @@ impl Shard {
         let max = match service {
             Service::Smtp => self.config.smtp.max_connections_per_shard,
             Service::Pop3 => self.config.pop3.max_connections_per_shard,
+            Service::Imap => self.config.imap.max_connections_per_shard,
         };
         self.active(service).0.get() < max
     }
@@ -179,7 +198,7 @@ pub(crate) async fn run(
         accept_loop.await;
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    let sessions = || shard.smtp_active.get() + shard.pop3_active.get();
+    let sessions = || shard.smtp_active.get() + shard.pop3_active.get() + shard.imap_active.get();
     let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());
     while busy() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -225,6 +244,9 @@ async fn accept(
                     Service::Pop3 => {
                         glommio::spawn_local(pop3::serve(shard, stream, peer, shutdown))
                     }
+                    Service::Imap => {
+                        glommio::spawn_local(imap::serve(shard, stream, peer, shutdown))
+                    }
                 }
                 .detach();
             }
@@ -237,7 +259,8 @@ async fn accept(
 }
 
 /// Tell a client we are full and hang up: SMTP's 421 at the greeting
-/// (RFC 5321 §3.8), POP3's `-ERR [SYS/TEMP]` greeting (RFC 2449 §8.1.2).
+/// (RFC 5321 §3.8), POP3's `-ERR [SYS/TEMP]` greeting (RFC 2449 §8.1.2),
+/// IMAP's BYE greeting (RFC 9051 §7.1.5).
 async fn refuse(shard: Rc<Shard>, service: Service, mut stream: glommio::net::TcpStream) {
     let mut line = Vec::with_capacity(80);
     match service {
@@ -248,6 +271,12 @@ async fn refuse(shard: Rc<Shard>, service: Service, mut stream: glommio::net::Tc
         Service::Pop3 => {
             shard.pop3_metrics.connections_refused.inc();
             pop3_replies::TOO_MANY_CONNECTIONS.write_to(&mut line);
+        }
+        Service::Imap => {
+            shard.imap_metrics.connections_refused.inc();
+            line.extend_from_slice(
+                b"* BYE [UNAVAILABLE] too many connections, try again later\r\n",
+            );
         }
     }
     let _ = stream.write_all(&line).await;

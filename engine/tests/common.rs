@@ -21,6 +21,7 @@ pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile
     config.smtp.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     config.pop3.listen = "127.0.0.1:0".parse().unwrap();
+    config.imap.listen = "127.0.0.1:0".parse().unwrap();
     // Tests of the receiving side keep their mail; relay tests turn this on.
     config.relay.enabled = false;
     tweak(&mut config);

@@ -22,7 +22,7 @@
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
-mod line;
 pub mod imap;
+mod line;
 pub mod pop3;
 pub mod smtp;

@@ -3,8 +3,21 @@
 //! mail-parser's.
 //!
 //! # Layout
+//! - `server`: the session: framing, states, login, IDLE; every mailbox
+//!   command comes out as an event for the driver.
 //! - `mime`: ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message.
 //! - `search`: whether a message matches a SEARCH key.
+//! - `check` (tests and the `fuzzing` feature): a driver that checks the
+//!   session's promises, shared by the unit tests and `fuzz/`.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check;
 pub mod mime;
 pub mod search;
+mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use imap_codec::imap_types as types;
+pub use server::{Event, ImapConfig, ImapSession, CAPABILITIES};

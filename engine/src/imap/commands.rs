@@ -1,0 +1,739 @@
+//! The mailbox commands of RFC 9051 §6.3 and §6.4, run against the store.
+
+use super::convert::{
+    combine, flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern,
+    micros_of, to_mailbox,
+};
+use super::view::{send_flags, View};
+use super::{fetch, imap_tag::Tag, Conn};
+use glommio::net::TcpStream;
+use ringpost_protocols::imap::search::{self, Bounds, Candidate};
+use ringpost_protocols::imap::types::command::CommandBody;
+use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
+use ringpost_protocols::imap::types::flag::{FlagNameAttribute, StoreResponse, StoreType};
+use ringpost_protocols::imap::types::response::Data;
+use ringpost_protocols::imap::types::search::SearchKey;
+use ringpost_protocols::imap::types::sequence::SequenceSet;
+use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
+use ringpost_protocols::imap::ImapSession;
+use ringpost_storage::mailbox::{self, flag, Applied, Change, MailboxRow, Refusal, INBOX};
+use ringpost_storage::{spool, Family, StoreError, WriteBatch};
+use std::io;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The flags SELECT announces, and that clients may set.
+const FLAGS: &str = "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
+const PERMANENT_FLAGS: &str =
+    "OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags and keywords";
+
+impl Conn<'_> {
+    /// Run one command and write its tagged answer.
+    pub(super) async fn command(
+        &mut self,
+        imap: &mut ImapSession,
+        stream: &mut TcpStream,
+        tag: &Tag,
+        body: CommandBody<'static>,
+    ) -> io::Result<()> {
+        use CommandBody as C;
+        // RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE or SEARCH by number.
+        let allow_expunge = !matches!(
+            body,
+            C::Fetch { uid: false, .. }
+                | C::Store { uid: false, .. }
+                | C::Search { uid: false, .. }
+        );
+        let outcome = match body {
+            C::Noop | C::Check => Ok(Done::Ok("completed")),
+            C::Select { mailbox, .. } => self.select(imap, &mailbox_name(&mailbox), false).await,
+            C::Examine { mailbox, .. } => self.select(imap, &mailbox_name(&mailbox), true).await,
+            C::Unselect => {
+                self.view = None;
+                imap.unselected();
+                Ok(Done::Ok("UNSELECT completed"))
+            }
+            C::Close => {
+                let result = self.expunge_deleted(imap, None, false).await;
+                self.view = None;
+                imap.unselected();
+                result.map(|_| Done::Ok("CLOSE completed"))
+            }
+            C::Expunge => self
+                .expunge_deleted(imap, None, true)
+                .await
+                .map(|_| Done::Ok("EXPUNGE completed")),
+            C::ExpungeUid { sequence_set } => self
+                .expunge_deleted(imap, Some(&sequence_set), true)
+                .await
+                .map(|_| Done::Ok("UID EXPUNGE completed")),
+            C::Create { mailbox } => self.create(&mailbox_name(&mailbox)).await,
+            C::Delete { mailbox } => self.delete(imap, &mailbox_name(&mailbox)).await,
+            C::Rename { from, to } => self.rename(&mailbox_name(&from), &mailbox_name(&to)).await,
+            C::Subscribe { mailbox } => self.subscribe(&mailbox_name(&mailbox), true).await,
+            C::Unsubscribe { mailbox } => self.subscribe(&mailbox_name(&mailbox), false).await,
+            C::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(
+                imap,
+                &mailbox_name(&reference),
+                &list_pattern(&mailbox_wildcard),
+                false,
+            ),
+            C::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(
+                imap,
+                &mailbox_name(&reference),
+                &list_pattern(&mailbox_wildcard),
+                true,
+            ),
+            C::Status {
+                mailbox,
+                item_names,
+            } => self.status(imap, &mailbox_name(&mailbox), &item_names),
+            C::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let bytes = match &message {
+                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                let internal = date.as_ref().map(micros_of);
+                self.append(
+                    &mailbox_name(&mailbox),
+                    flags_from_imap(&flags),
+                    internal,
+                    bytes,
+                )
+                .await
+            }
+            // One key, so a message is read and parsed at most once.
+            C::Search { criteria, uid, .. } => self.search(imap, &SearchKey::And(criteria), uid),
+            C::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => fetch::run(self, imap, stream, &sequence_set, &macro_or_item_names, uid).await?,
+            C::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => {
+                self.store(
+                    imap,
+                    &sequence_set,
+                    kind,
+                    response,
+                    &flags_from_imap(&flags),
+                    uid,
+                )
+                .await
+            }
+            C::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, false)
+                    .await
+            }
+            C::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, true)
+                    .await
+            }
+            _ => Ok(Done::Bad("command not supported")),
+        };
+        self.sync(imap, allow_expunge);
+        match outcome {
+            Ok(Done::Ok(text)) => imap.ok(tag, None, text),
+            Ok(Done::OkCode(code, text)) => imap.ok(tag, Some(&code), text),
+            Ok(Done::No(code, text)) => imap.no(tag, code, text),
+            Ok(Done::Bad(text)) => imap.bad(tag, text),
+            Err(e) => {
+                let refused = matches!(e, StoreError::Refused(_));
+                if !refused {
+                    tracing::error!(shard = self.shard.id, error = %e, "imap command failed");
+                }
+                let (code, text) = refusal_text(&e);
+                imap.no(tag, Some(code), text);
+            }
+        }
+        Ok(())
+    }
+
+    async fn select(&mut self, imap: &mut ImapSession, name: &str, read_only: bool) -> Outcome {
+        if self.view.take().is_some() {
+            imap.unselected();
+            imap.untagged("OK [CLOSED] previous mailbox closed");
+        }
+        let store = &*self.shard.store;
+        let mut view = View::load(store, self.user(), name, read_only)?;
+        if view.is_none() && name == INBOX {
+            // An account that never got mail has no INBOX yet.
+            self.commit_one(Change::Create {
+                user: self.user().to_owned(),
+                mailbox: INBOX.to_owned(),
+            })
+            .await
+            .or_else(|e| match e {
+                StoreError::Refused(Refusal::MailboxExists) => Ok(Applied::Done),
+                e => Err(e),
+            })?;
+            view = View::load(store, self.user(), name, read_only)?;
+        }
+        let Some(view) = view else {
+            return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
+        };
+        // News from before now is in the view already.
+        self.take_news();
+        imap.untagged(FLAGS);
+        imap.untagged(PERMANENT_FLAGS);
+        imap.untagged(&format!("{} EXISTS", view.messages.len()));
+        imap.untagged("0 RECENT");
+        imap.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", view.uidvalidity));
+        imap.untagged(&format!("OK [UIDNEXT {}] predicted next UID", view.uidnext));
+        if let Some(first) = view
+            .messages
+            .iter()
+            .position(|m| !m.row.flags.has(flag::SEEN))
+        {
+            imap.untagged(&format!("OK [UNSEEN {}] first unseen", first + 1));
+        }
+        self.view = Some(view);
+        imap.selected();
+        Ok(if read_only {
+            Done::OkCode("READ-ONLY".into(), "EXAMINE completed")
+        } else {
+            Done::OkCode("READ-WRITE".into(), "SELECT completed")
+        })
+    }
+
+    async fn commit_one(&self, change: Change) -> Result<Applied, StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.change(change);
+        Ok(self.commit(batch).await?[0])
+    }
+
+    async fn create(&self, name: &str) -> Outcome {
+        if !valid_name(name) {
+            return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
+        }
+        // Superior names come into being too (RFC 9051 §6.3.4).
+        let mut batch = WriteBatch::new();
+        let store = &*self.shard.store;
+        let mut prefix = String::new();
+        let levels: Vec<&str> = name.split('/').collect();
+        for (i, level) in levels.iter().enumerate() {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(level);
+            let last = i + 1 == levels.len();
+            if last || mailbox::meta(store, self.user(), &prefix)?.is_none() {
+                batch.change(Change::Create {
+                    user: self.user().to_owned(),
+                    mailbox: prefix.clone(),
+                });
+            }
+        }
+        self.commit(batch).await?;
+        Ok(Done::Ok("CREATE completed"))
+    }
+
+    async fn delete(&mut self, imap: &mut ImapSession, name: &str) -> Outcome {
+        self.commit_one(Change::Delete {
+            user: self.user().to_owned(),
+            mailbox: name.to_owned(),
+        })
+        .await?;
+        if self.view.as_ref().is_some_and(|v| v.name == name) {
+            // The selected mailbox is gone: back to the authenticated state.
+            self.view = None;
+            imap.unselected();
+            imap.untagged("OK [CLOSED] the selected mailbox was deleted");
+        }
+        Ok(Done::Ok("DELETE completed"))
+    }
+
+    async fn rename(&mut self, from: &str, to: &str) -> Outcome {
+        if !valid_name(to) {
+            return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
+        }
+        let mut batch = WriteBatch::new();
+        batch.change(Change::Rename {
+            user: self.user().to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        // Inferior names move along (RFC 9051 §6.3.6), INBOX's excepted.
+        if from != INBOX {
+            let children = format!("{from}/");
+            for child in mailbox::list(&*self.shard.store, self.user())? {
+                if let Some(rest) = child.name.strip_prefix(&children) {
+                    batch.change(Change::Rename {
+                        user: self.user().to_owned(),
+                        from: child.name.clone(),
+                        to: format!("{to}/{rest}"),
+                    });
+                }
+            }
+        }
+        self.commit(batch).await?;
+        // The selected mailbox keeps its UIDs under its new name.
+        if let Some(view) = self.view.as_mut() {
+            if view.name == from && from != INBOX {
+                view.name = to.to_owned();
+            } else if let Some(rest) = view.name.strip_prefix(&format!("{from}/")) {
+                view.name = format!("{to}/{rest}");
+            }
+        }
+        Ok(Done::Ok("RENAME completed"))
+    }
+
+    async fn subscribe(&self, name: &str, subscribed: bool) -> Outcome {
+        self.commit_one(Change::Subscribe {
+            user: self.user().to_owned(),
+            mailbox: name.to_owned(),
+            subscribed,
+        })
+        .await?;
+        Ok(Done::Ok(if subscribed {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        }))
+    }
+
+    fn list(&self, imap: &mut ImapSession, reference: &str, pattern: &str, lsub: bool) -> Outcome {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        if pattern.is_empty() {
+            imap.untagged(&format!("{verb} (\\Noselect) \"/\" \"\""));
+            return Ok(Done::Ok("LIST completed"));
+        }
+        let mut all = mailbox::list(&*self.shard.store, self.user())?;
+        if !all.iter().any(|m| m.name == INBOX) {
+            all.insert(
+                0,
+                mailbox::Mailbox {
+                    name: INBOX.to_owned(),
+                    meta: Default::default(),
+                },
+            );
+        }
+        let full = format!("{reference}{pattern}");
+        for mailbox in &all {
+            let name = mailbox.name.as_str();
+            let matched = if name == INBOX {
+                matches_pattern(full.to_ascii_uppercase().as_bytes(), b"INBOX")
+            } else {
+                matches_pattern(full.as_bytes(), name.as_bytes())
+            };
+            if !matched || (lsub && !mailbox.meta.subscribed) {
+                continue;
+            }
+            let children = all.iter().any(|m| m.name.starts_with(&format!("{name}/")));
+            let attribute = if children {
+                FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
+                    "HasChildren",
+                ))
+            } else {
+                FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
+                    "HasNoChildren",
+                ))
+            };
+            let Some(mailbox) = to_mailbox(name) else {
+                continue;
+            };
+            let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
+            let data = if lsub {
+                Data::Lsub {
+                    items: vec![attribute],
+                    delimiter,
+                    mailbox,
+                }
+            } else {
+                Data::List {
+                    items: vec![attribute],
+                    delimiter,
+                    mailbox,
+                }
+            };
+            imap.data(data);
+        }
+        Ok(Done::Ok("LIST completed"))
+    }
+
+    fn status(&self, imap: &mut ImapSession, name: &str, items: &[StatusDataItemName]) -> Outcome {
+        let store = &*self.shard.store;
+        let Some(meta) = mailbox::meta(store, self.user(), name)? else {
+            if name == INBOX {
+                // No mail yet: an empty INBOX.
+                return self.status_of(imap, name, items, &mailbox::MailboxMeta::default(), &[]);
+            }
+            return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
+        };
+        let rows = mailbox::all_rows(store, self.user(), meta.uidvalidity)?;
+        self.status_of(imap, name, items, &meta, &rows)
+    }
+
+    fn status_of(
+        &self,
+        imap: &mut ImapSession,
+        name: &str,
+        items: &[StatusDataItemName],
+        meta: &mailbox::MailboxMeta,
+        rows: &[(u32, MailboxRow)],
+    ) -> Outcome {
+        let count = |bit| rows.iter().filter(|(_, r)| r.flags.has(bit)).count() as u32;
+        let mut out = Vec::new();
+        for item in items {
+            out.push(match item {
+                StatusDataItemName::Messages => StatusDataItem::Messages(rows.len() as u32),
+                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::UidNext => StatusDataItem::UidNext(
+                    NonZeroU32::new(meta.uidnext).unwrap_or(NonZeroU32::MIN),
+                ),
+                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(
+                    NonZeroU32::new(meta.uidvalidity).unwrap_or(NonZeroU32::MIN),
+                ),
+                StatusDataItemName::Unseen => {
+                    StatusDataItem::Unseen(rows.len() as u32 - count(flag::SEEN))
+                }
+                StatusDataItemName::Deleted => StatusDataItem::Deleted(count(flag::DELETED)),
+                _ => continue,
+            });
+        }
+        let Some(mailbox) = to_mailbox(name) else {
+            return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
+        };
+        imap.data(Data::Status {
+            mailbox,
+            items: out.into(),
+        });
+        Ok(Done::Ok("STATUS completed"))
+    }
+
+    async fn append(
+        &mut self,
+        name: &str,
+        flags: mailbox::Flags,
+        date: Option<u64>,
+        bytes: Vec<u8>,
+    ) -> Outcome {
+        let now = crate::intake::unix_micros();
+        let id = self.shard.next_id(now);
+        let size = bytes.len() as u64;
+        let mut batch = WriteBatch::new();
+        batch.put(Family::Blobs, id.0.to_vec(), bytes);
+        batch.change(Change::Append {
+            user: self.user().to_owned(),
+            mailbox: name.to_owned(),
+            row: MailboxRow {
+                message: id,
+                flags,
+                internal_date: date.unwrap_or(now),
+                size,
+                modseq: 0,
+            },
+        });
+        let applied = match self.commit(batch).await {
+            Err(StoreError::Refused(Refusal::NoSuchMailbox)) => {
+                return Ok(Done::No(Some("TRYCREATE"), "no such mailbox"));
+            }
+            other => other?,
+        };
+        match applied[0] {
+            Applied::Appended {
+                uidvalidity, uid, ..
+            } => Ok(Done::OkCode(
+                format!("APPENDUID {uidvalidity} {uid}"),
+                "APPEND completed",
+            )),
+            _ => Ok(Done::Ok("APPEND completed")),
+        }
+    }
+
+    fn search(&self, imap: &mut ImapSession, all_of: &SearchKey<'static>, uid: bool) -> Outcome {
+        let Some(view) = &self.view else {
+            return Ok(Done::Bad("no mailbox selected"));
+        };
+        let store = &*self.shard.store;
+        let bounds = Bounds {
+            max_seq: view.messages.len() as u32,
+            max_uid: view.messages.last().map_or(0, |m| m.uid),
+        };
+        let mut found = Vec::new();
+        for (index, message) in view.messages.iter().enumerate() {
+            let flags = flags_to_imap(&message.row.flags);
+            let candidate = Candidate {
+                seq: index as u32 + 1,
+                uid: message.uid,
+                flags: &flags,
+                internal_date: (message.row.internal_date / 1_000_000) as i64,
+                size: message.row.size,
+            };
+            let mut body: Option<Option<Arc<[u8]>>> = None;
+            let mut load = || {
+                body.get_or_insert_with(|| {
+                    spool::read_body(store, &message.row.message)
+                        .ok()
+                        .flatten()
+                        .map(Arc::from)
+                })
+                .clone()
+            };
+            if search::matches(all_of, &candidate, bounds, &mut load) {
+                found.push(if uid { message.uid } else { index as u32 + 1 });
+            }
+        }
+        let mut line = String::from("SEARCH");
+        for n in found {
+            line.push(' ');
+            line.push_str(&n.to_string());
+        }
+        imap.untagged(&line);
+        Ok(Done::Ok("SEARCH completed"))
+    }
+
+    async fn store(
+        &mut self,
+        imap: &mut ImapSession,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        change: &mailbox::Flags,
+        uid: bool,
+    ) -> Outcome {
+        let Some(view) = &self.view else {
+            return Ok(Done::Bad("no mailbox selected"));
+        };
+        if view.read_only {
+            return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
+        }
+        let picked = view.select(set, uid);
+        let mut batch = WriteBatch::new();
+        let mut targets = Vec::with_capacity(picked.len());
+        for &index in &picked {
+            let message = &view.messages[index];
+            let new = match kind {
+                StoreType::Replace => change.clone(),
+                StoreType::Add => combine(&message.row.flags, change, true),
+                StoreType::Remove => combine(&message.row.flags, change, false),
+            };
+            batch.change(Change::SetFlags {
+                user: self.user().to_owned(),
+                mailbox: view.name.clone(),
+                uidvalidity: view.uidvalidity,
+                uid: message.uid,
+                flags: new.clone(),
+            });
+            targets.push((index, new));
+        }
+        if targets.is_empty() {
+            return Ok(Done::Ok("STORE completed"));
+        }
+        let applied = self.commit(batch).await?;
+        let view = self.view.as_mut().expect("checked above");
+        for ((index, new), applied) in targets.into_iter().zip(applied) {
+            if applied == Applied::Gone {
+                continue;
+            }
+            view.messages[index].row.flags = new;
+            if response == StoreResponse::Answer {
+                send_flags(imap, index + 1, &view.messages[index], uid);
+            }
+        }
+        Ok(Done::Ok("STORE completed"))
+    }
+
+    async fn copy(
+        &mut self,
+        imap: &mut ImapSession,
+        set: &SequenceSet,
+        target: &str,
+        uid: bool,
+        remove: bool,
+    ) -> Outcome {
+        let Some(view) = &self.view else {
+            return Ok(Done::Bad("no mailbox selected"));
+        };
+        if remove && view.read_only {
+            return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
+        }
+        let picked = view.select(set, uid);
+        if picked.is_empty() {
+            return Ok(Done::Ok("nothing to copy"));
+        }
+        let mut batch = WriteBatch::new();
+        for &index in &picked {
+            let message = &view.messages[index];
+            batch.change(Change::Append {
+                user: self.user().to_owned(),
+                mailbox: target.to_owned(),
+                row: MailboxRow {
+                    modseq: 0,
+                    ..message.row.clone()
+                },
+            });
+        }
+        if remove {
+            for &index in &picked {
+                batch.change(self.expunge(view, view.messages[index].uid));
+            }
+        }
+        let applied = match self.commit(batch).await {
+            Err(StoreError::Refused(Refusal::NoSuchMailbox)) => {
+                return Ok(Done::No(Some("TRYCREATE"), "no such mailbox"));
+            }
+            other => other?,
+        };
+        let mut validity = 0;
+        let mut new_uids = Vec::new();
+        for applied in &applied[..picked.len()] {
+            if let Applied::Appended {
+                uidvalidity, uid, ..
+            } = applied
+            {
+                validity = *uidvalidity;
+                new_uids.push(*uid);
+            }
+        }
+        let old_uids: Vec<u32> = picked.iter().map(|&i| view.messages[i].uid).collect();
+        let code = format!(
+            "COPYUID {validity} {} {}",
+            uid_list(&old_uids),
+            uid_list(&new_uids)
+        );
+        if remove {
+            // RFC 6851 §4.3: COPYUID goes untagged, before the EXPUNGEs.
+            imap.untagged(&format!("OK [{code}] moved"));
+            self.refresh(imap, true);
+            return Ok(Done::Ok("MOVE completed"));
+        }
+        Ok(Done::OkCode(code, "COPY completed"))
+    }
+
+    /// Remove the messages flagged `\Deleted` (within `set`, for UID
+    /// EXPUNGE), telling the client when `report`.
+    async fn expunge_deleted(
+        &mut self,
+        imap: &mut ImapSession,
+        set: Option<&SequenceSet>,
+        report: bool,
+    ) -> Result<(), StoreError> {
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        if view.read_only {
+            return Ok(());
+        }
+        let candidates = match set {
+            Some(set) => view.select(set, true),
+            None => (0..view.messages.len()).collect(),
+        };
+        let mut batch = WriteBatch::new();
+        for index in candidates {
+            let message = &view.messages[index];
+            if message.row.flags.has(flag::DELETED) {
+                batch.change(self.expunge(view, message.uid));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit(batch).await?;
+        if report {
+            self.refresh(imap, true);
+        }
+        Ok(())
+    }
+}
+
+/// How a command ended, short of a store error.
+pub(super) enum Done {
+    Ok(&'static str),
+    OkCode(String, &'static str),
+    No(Option<&'static str>, &'static str),
+    Bad(&'static str),
+}
+
+pub(super) type Outcome = Result<Done, StoreError>;
+
+/// A store error as the response code and text of a NO.
+fn refusal_text(error: &StoreError) -> (&'static str, &'static str) {
+    match error {
+        StoreError::Refused(Refusal::NoSuchMailbox) => ("NONEXISTENT", "no such mailbox"),
+        StoreError::Refused(Refusal::MailboxExists) => ("ALREADYEXISTS", "mailbox exists"),
+        StoreError::Refused(Refusal::MailboxReplaced) => ("NONEXISTENT", "mailbox was replaced"),
+        StoreError::Refused(Refusal::InboxIsPermanent) => ("CANNOT", "INBOX cannot be deleted"),
+        StoreError::Refused(Refusal::UidsExhausted) => ("LIMIT", "mailbox is full"),
+        _ => ("UNAVAILABLE", "storage failure, try again later"),
+    }
+}
+
+/// A mailbox name the store and clients can live with.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 1024
+        && !name.starts_with('/')
+        && !name.contains("//")
+        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
+}
+
+/// UIDs as an IMAP set, runs folded (`1:3,7`).
+fn uid_list(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_lists_fold_runs() {
+        assert_eq!(uid_list(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(uid_list(&[5]), "5");
+        assert_eq!(uid_list(&[]), "");
+    }
+
+    #[test]
+    fn mailbox_names() {
+        assert!(valid_name("Work/2026"));
+        for bad in ["", "/x", "a//b", "a*", "a%b", "a\nb"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}

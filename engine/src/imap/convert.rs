@@ -1,0 +1,169 @@
+//! Between the store's records and imap-types values: flags, mailbox
+//! names, dates.
+
+use chrono::{DateTime as ChronoDateTime, FixedOffset};
+use ringpost_protocols::imap::types::core::Atom;
+use ringpost_protocols::imap::types::datetime::DateTime;
+use ringpost_protocols::imap::types::flag::Flag;
+use ringpost_protocols::imap::types::mailbox::{ListMailbox, Mailbox};
+use ringpost_storage::mailbox::{flag, Flags, INBOX};
+
+/// The store's flags as IMAP flags (system flags first, then keywords).
+pub(crate) fn flags_to_imap(flags: &Flags) -> Vec<Flag<'static>> {
+    let mut out = Vec::with_capacity(5 + flags.keywords.len());
+    for (bit, imap) in [
+        (flag::SEEN, Flag::Seen),
+        (flag::ANSWERED, Flag::Answered),
+        (flag::FLAGGED, Flag::Flagged),
+        (flag::DELETED, Flag::Deleted),
+        (flag::DRAFT, Flag::Draft),
+    ] {
+        if flags.has(bit) {
+            out.push(imap);
+        }
+    }
+    out.extend(
+        flags
+            .keywords
+            .iter()
+            .filter_map(|k| Atom::try_from(k.clone()).ok().map(Flag::Keyword)),
+    );
+    out
+}
+
+/// IMAP flags as the store keeps them. `\Recent` and unknown
+/// backslash-flags are dropped: they cannot be stored (RFC 9051 §2.3.2).
+pub(crate) fn flags_from_imap(flags: &[Flag<'_>]) -> Flags {
+    let mut out = Flags::default();
+    for f in flags {
+        match f {
+            Flag::Seen => out.system |= flag::SEEN,
+            Flag::Answered => out.system |= flag::ANSWERED,
+            Flag::Flagged => out.system |= flag::FLAGGED,
+            Flag::Deleted => out.system |= flag::DELETED,
+            Flag::Draft => out.system |= flag::DRAFT,
+            Flag::Keyword(atom) => {
+                let keyword = atom.inner().to_owned();
+                if !out
+                    .keywords
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&keyword))
+                {
+                    out.keywords.push(keyword);
+                }
+            }
+            Flag::Extension(_) => {}
+        }
+    }
+    out
+}
+
+/// `flags` with `change` added or removed (STORE +FLAGS / -FLAGS).
+pub(crate) fn combine(flags: &Flags, change: &Flags, add: bool) -> Flags {
+    let mut out = flags.clone();
+    if add {
+        out.system |= change.system;
+        for k in &change.keywords {
+            if !out.keywords.iter().any(|have| have.eq_ignore_ascii_case(k)) {
+                out.keywords.push(k.clone());
+            }
+        }
+    } else {
+        out.system &= !change.system;
+        out.keywords
+            .retain(|have| !change.keywords.iter().any(|k| k.eq_ignore_ascii_case(have)));
+    }
+    out
+}
+
+/// A mailbox name as the store keys it: INBOX in any case is INBOX; other
+/// names as the client wrote them (modified UTF-7 or UTF-8), without a
+/// trailing hierarchy delimiter.
+pub(crate) fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => INBOX.to_owned(),
+        Mailbox::Other(other) => {
+            let name = String::from_utf8_lossy(other.as_ref());
+            let name = name.trim_end_matches('/');
+            if name.eq_ignore_ascii_case(INBOX) {
+                INBOX.to_owned()
+            } else {
+                name.to_owned()
+            }
+        }
+    }
+}
+
+/// A LIST pattern's text.
+pub(crate) fn list_pattern(pattern: &ListMailbox<'_>) -> String {
+    match pattern {
+        ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+/// A mailbox for a response.
+pub(crate) fn to_mailbox(name: &str) -> Option<Mailbox<'static>> {
+    Mailbox::try_from(name.to_owned()).ok()
+}
+
+/// Unix micros as an IMAP date-time (UTC).
+pub(crate) fn internal_date(micros: u64) -> DateTime {
+    let utc = FixedOffset::east_opt(0).expect("UTC is a valid offset");
+    // IMAP dates have whole seconds.
+    let time = ChronoDateTime::from_timestamp((micros / 1_000_000) as i64, 0)
+        .unwrap_or_default()
+        .with_timezone(&utc);
+    DateTime::try_from(time)
+        .unwrap_or_else(|_| DateTime::unvalidated(ChronoDateTime::UNIX_EPOCH.with_timezone(&utc)))
+}
+
+/// An IMAP date-time as unix micros.
+pub(crate) fn micros_of(date: &DateTime) -> u64 {
+    u64::try_from(date.as_ref().timestamp_micros()).unwrap_or(0)
+}
+
+/// Does `name` match a LIST pattern (`*` anything, `%` anything but `/`)?
+pub(crate) fn matches_pattern(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| matches_pattern(rest, &name[i..])),
+        Some((b'%', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != b'/')
+            .any(|i| matches_pattern(rest, &name[i..])),
+        Some((&c, rest)) => name
+            .split_first()
+            .is_some_and(|(&n, name)| n == c && matches_pattern(rest, name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_and_combine() {
+        let imap = vec![
+            Flag::Seen,
+            Flag::Deleted,
+            Flag::Keyword(Atom::try_from("Work").unwrap()),
+        ];
+        let stored = flags_from_imap(&imap);
+        assert_eq!(stored.system, flag::SEEN | flag::DELETED);
+        assert_eq!(flags_to_imap(&stored), imap);
+        let minus = flags_from_imap(&[Flag::Seen, Flag::Keyword(Atom::try_from("work").unwrap())]);
+        let left = combine(&stored, &minus, false);
+        assert_eq!(left.system, flag::DELETED);
+        assert!(left.keywords.is_empty());
+    }
+
+    #[test]
+    fn list_patterns() {
+        assert!(matches_pattern(b"*", b"a/b/c"));
+        assert!(matches_pattern(b"%", b"Sent"));
+        assert!(!matches_pattern(b"%", b"a/b"));
+        assert!(matches_pattern(b"a/%", b"a/b"));
+        assert!(matches_pattern(b"a*c", b"abbc"));
+        assert!(!matches_pattern(b"INBOX", b"INBOX2"));
+    }
+}

@@ -1,0 +1,219 @@
+//! FETCH: the data items of RFC 9051 §6.4.5 for each message of a set,
+//! written as they are rendered so a whole mailbox never sits in memory.
+
+use super::commands::{Done, Outcome};
+use super::convert::{flags_to_imap, internal_date};
+use super::{Conn, FLUSH_AT};
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use ringpost_protocols::imap::types::core::{IString, Literal, NString};
+use ringpost_protocols::imap::types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
+};
+use ringpost_protocols::imap::types::flag::FlagFetch;
+use ringpost_protocols::imap::types::response::Data;
+use ringpost_protocols::imap::types::sequence::SequenceSet;
+use ringpost_protocols::imap::{mime, ImapSession};
+use ringpost_storage::mailbox::{flag, Change};
+use ringpost_storage::{spool, WriteBatch};
+use std::io;
+use std::num::NonZeroU32;
+
+/// Run a FETCH (or UID FETCH) and return how it ended.
+pub(super) async fn run(
+    conn: &mut Conn<'_>,
+    imap: &mut ImapSession,
+    stream: &mut TcpStream,
+    set: &SequenceSet,
+    names: &MacroOrMessageDataItemNames<'static>,
+    uid: bool,
+) -> io::Result<Outcome> {
+    let Some(view) = &conn.view else {
+        return Ok(Ok(Done::Bad("no mailbox selected")));
+    };
+    let mut items: Vec<MessageDataItemName<'static>> = match names {
+        MacroOrMessageDataItemNames::Macro(m) => expand(m.clone()),
+        MacroOrMessageDataItemNames::MessageDataItemNames(items) => items.clone(),
+    };
+    if uid && !items.contains(&MessageDataItemName::Uid) {
+        items.insert(0, MessageDataItemName::Uid);
+    }
+    let needs_body = items.iter().any(|i| {
+        !matches!(
+            i,
+            MessageDataItemName::Uid
+                | MessageDataItemName::Flags
+                | MessageDataItemName::InternalDate
+                | MessageDataItemName::Rfc822Size
+        )
+    });
+    // Reading the body (not its header) sets \Seen, in a writable mailbox.
+    let sets_seen = !view.read_only
+        && items.iter().any(|i| {
+            matches!(
+                i,
+                MessageDataItemName::BodyExt { peek: false, .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+    let store = conn.shard.store.clone();
+    let picked = view.select(set, uid);
+    let mut seen = Vec::new();
+    let mut missing = false;
+    for &index in &picked {
+        let message = &view.messages[index];
+        let body = if needs_body {
+            match spool::read_body(&*store, &message.row.message) {
+                Ok(Some(body)) => Some(body),
+                Ok(None) => {
+                    // Expunged elsewhere; the client hears of it later.
+                    missing = true;
+                    continue;
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut flags_sent = false;
+        for item in &items {
+            let body = body.as_deref().unwrap_or_default();
+            out.push(match item {
+                MessageDataItemName::Uid => match NonZeroU32::new(message.uid) {
+                    Some(uid) => MessageDataItem::Uid(uid),
+                    None => continue,
+                },
+                MessageDataItemName::Flags => {
+                    flags_sent = true;
+                    let mut flags = message.row.flags.clone();
+                    if sets_seen {
+                        flags.system |= flag::SEEN;
+                    }
+                    MessageDataItem::Flags(
+                        flags_to_imap(&flags)
+                            .into_iter()
+                            .map(FlagFetch::Flag)
+                            .collect(),
+                    )
+                }
+                MessageDataItemName::InternalDate => {
+                    MessageDataItem::InternalDate(internal_date(message.row.internal_date))
+                }
+                MessageDataItemName::Rfc822Size => {
+                    MessageDataItem::Rfc822Size(u32::try_from(message.row.size).unwrap_or(u32::MAX))
+                }
+                MessageDataItemName::Envelope => MessageDataItem::Envelope(mime::envelope(body)),
+                MessageDataItemName::BodyStructure => {
+                    MessageDataItem::BodyStructure(mime::body_structure(body, true))
+                }
+                MessageDataItemName::Body => {
+                    MessageDataItem::Body(mime::body_structure(body, false))
+                }
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => {
+                    let cut = partial.map(|(start, len)| (start, len.get()));
+                    MessageDataItem::BodyExt {
+                        section: section.clone(),
+                        origin: partial.map(|(start, _)| start),
+                        data: literal(mime::section(body, section.as_ref(), cut)),
+                    }
+                }
+                MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(body.to_vec())),
+                MessageDataItemName::Rfc822Header => {
+                    let header = mime::section(
+                        body,
+                        Some(&ringpost_protocols::imap::types::fetch::Section::Header(
+                            None,
+                        )),
+                        None,
+                    );
+                    MessageDataItem::Rfc822Header(literal(header))
+                }
+                MessageDataItemName::Rfc822Text => {
+                    let text = mime::section(
+                        body,
+                        Some(&ringpost_protocols::imap::types::fetch::Section::Text(None)),
+                        None,
+                    );
+                    MessageDataItem::Rfc822Text(literal(text))
+                }
+                _ => continue,
+            });
+        }
+        let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
+        if newly_seen {
+            seen.push(index);
+            if !flags_sent {
+                let mut flags = message.row.flags.clone();
+                flags.system |= flag::SEEN;
+                out.push(MessageDataItem::Flags(
+                    flags_to_imap(&flags)
+                        .into_iter()
+                        .map(FlagFetch::Flag)
+                        .collect(),
+                ));
+            }
+        }
+        if let Ok(data) = Data::fetch(index as u32 + 1, out) {
+            imap.data(data);
+        }
+        if imap.output().len() >= FLUSH_AT {
+            stream.write_all(imap.output()).await?;
+            imap.clear_output();
+        }
+    }
+    conn.shard.imap_metrics.fetched.inc_by(picked.len() as u64);
+    if !seen.is_empty() {
+        let view = conn.view.as_ref().expect("checked above");
+        let mut batch = WriteBatch::new();
+        for &index in &seen {
+            let message = &view.messages[index];
+            let mut flags = message.row.flags.clone();
+            flags.system |= flag::SEEN;
+            batch.change(Change::SetFlags {
+                user: view.user.clone(),
+                mailbox: view.name.clone(),
+                uidvalidity: view.uidvalidity,
+                uid: message.uid,
+                flags,
+            });
+        }
+        if let Err(e) = conn.commit(batch).await {
+            return Ok(Err(e));
+        }
+        let view = conn.view.as_mut().expect("checked above");
+        for index in seen {
+            view.messages[index].row.flags.system |= flag::SEEN;
+        }
+    }
+    Ok(Ok(if missing {
+        Done::No(None, "some messages were expunged")
+    } else {
+        Done::Ok("FETCH completed")
+    }))
+}
+
+/// The items a FETCH macro stands for.
+fn expand(m: Macro) -> Vec<MessageDataItemName<'static>> {
+    let mut items = vec![
+        MessageDataItemName::Flags,
+        MessageDataItemName::InternalDate,
+        MessageDataItemName::Rfc822Size,
+    ];
+    if matches!(m, Macro::All | Macro::Full) {
+        items.push(MessageDataItemName::Envelope);
+    }
+    if m == Macro::Full {
+        items.push(MessageDataItemName::Body);
+    }
+    items
+}
+
+/// Bytes as a literal (a message may hold anything but a NUL; one that
+/// does is still sent as stored).
+fn literal(bytes: Vec<u8>) -> NString<'static> {
+    NString(Some(IString::Literal(Literal::unvalidated(bytes))))
+}

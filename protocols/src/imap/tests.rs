@@ -1,0 +1,216 @@
+//! The IMAP session: every state, framing and error path, with input split
+//! at every byte where it matters.
+
+use super::check::Run;
+use super::server::Event;
+
+const LOGIN: &str = "a LOGIN alice secret\r\n";
+
+#[test]
+fn greeting_and_capability_before_login() {
+    let mut run = Run::new();
+    let greeting = run.take();
+    assert!(
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev2 IMAP4rev1 "),
+        "{greeting}"
+    );
+    assert!(greeting.ends_with("imap.test IMAP4rev2 server ready\r\n"));
+    run.feed("c1 CAPABILITY\r\nc2 ID NIL\r\nc3 NOOP\r\n");
+    let lines = run.lines();
+    assert!(lines[0].starts_with("* CAPABILITY IMAP4rev2 "), "{lines:?}");
+    assert!(lines[0].contains(" IDLE ") && lines[0].contains(" AUTH=PLAIN "));
+    assert_eq!(lines[1], "c1 OK CAPABILITY completed\r\n");
+    assert_eq!(lines[2], "* ID (\"name\" \"ringpost\")\r\n");
+    assert_eq!(lines[4], "c3 BAD log in first\r\n");
+}
+
+#[test]
+fn login_and_states() {
+    let mut run = Run::new();
+    run.take();
+    run.feed("s1 SELECT INBOX\r\nx LOGIN bob pw\r\n");
+    assert_eq!(
+        run.take(),
+        "s1 BAD log in first\r\nx NO [AUTHENTICATIONFAILED] invalid credentials\r\n"
+    );
+    run.feed(LOGIN);
+    assert!(run.take().starts_with("a OK [CAPABILITY IMAP4rev2"));
+    run.feed("b LOGIN alice secret\r\nf1 FETCH 1 FLAGS\r\nn NAMESPACE\r\ne ENABLE IMAP4rev2\r\n");
+    assert_eq!(
+        run.take(),
+        "b BAD already authenticated\r\nf1 BAD no mailbox selected\r\n\
+         * NAMESPACE ((\"\" \"/\")) NIL NIL\r\nn OK NAMESPACE completed\r\n\
+         * ENABLED\r\ne OK ENABLE completed\r\n"
+    );
+    run.feed("s2 SELECT INBOX\r\nf2 FETCH 1:* (FLAGS BODY.PEEK[])\r\n");
+    assert_eq!(run.take(), "s2 OK done\r\nf2 OK done\r\n");
+    let commands: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Command { tag, .. } => Some(tag.as_ref().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commands, ["s2", "f2"]);
+    run.session.unselected();
+    assert!(!run.session.is_selected());
+    run.feed("l LOGOUT\r\nn NOOP\r\n");
+    assert_eq!(run.take(), "* BYE logging out\r\nl OK LOGOUT completed\r\n");
+    assert!(run.session.is_closed());
+}
+
+#[test]
+fn split_at_every_byte_means_the_same() {
+    let input = format!("{LOGIN}c CREATE {{4+}}\r\nWork\r\ns SELECT \"INBOX\"\r\nl LOGOUT\r\n");
+    let mut whole = Run::new();
+    whole.feed(&input);
+    for step in 1..8 {
+        let mut split = Run::new();
+        split.feed_in(input.as_bytes(), step);
+        assert_eq!(split.out, whole.out, "step {step}");
+        assert_eq!(split.events, whole.events, "step {step}");
+    }
+}
+
+#[test]
+fn literals() {
+    let mut run = Run::new();
+    run.feed(LOGIN);
+    run.take();
+    // A synchronizing literal gets a continuation first.
+    run.feed("c CREATE {4}\r\n");
+    assert_eq!(run.take(), "+ go ahead\r\n");
+    run.feed("Work\r\n");
+    assert_eq!(run.take(), "c OK done\r\n");
+    // Too big: refused before it is sent, and the session goes on.
+    run.feed("d CREATE {5000}\r\nn NOOP\r\n");
+    assert_eq!(run.take(), "d NO [TOOBIG] literal too big\r\nn OK done\r\n");
+    // Too big and non-synchronizing: read, dropped, refused.
+    let big = format!("e CREATE {{5000+}}\r\n{}\r\nn2 NOOP\r\n", "x".repeat(5000));
+    run.feed(&big);
+    assert_eq!(run.take(), "e BAD command too long\r\nn2 OK done\r\n");
+}
+
+#[test]
+fn authenticate_plain() {
+    // With SASL-IR.
+    let mut run = Run::new();
+    run.feed("a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    assert!(run.out.contains("a OK [CAPABILITY"), "{}", run.out);
+    // By continuation.
+    let mut run = Run::new();
+    run.take();
+    run.feed("a AUTHENTICATE PLAIN\r\n");
+    assert_eq!(run.take(), "+ \r\n");
+    run.feed("AGFsaWNlAHNlY3JldA==\r\n");
+    assert!(run.take().starts_with("a OK"));
+    // Cancelled, bad base64, bad PLAIN, another identity, other mechanisms.
+    let mut run = Run::new();
+    run.take();
+    run.feed("a AUTHENTICATE PLAIN\r\n*\r\n");
+    assert_eq!(run.take(), "+ \r\na BAD authentication cancelled\r\n");
+    run.feed("b AUTHENTICATE PLAIN\r\n!!!\r\n");
+    assert_eq!(run.take(), "+ \r\nb BAD invalid base64\r\n");
+    run.feed("c AUTHENTICATE PLAIN YWxpY2U=\r\n");
+    assert_eq!(run.take(), "c BAD malformed PLAIN response\r\n");
+    run.feed("d AUTHENTICATE PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n");
+    assert_eq!(
+        run.take(),
+        "d NO [AUTHORIZATIONFAILED] cannot act for another user\r\n"
+    );
+    run.feed("e AUTHENTICATE CRAM-MD5\r\n");
+    assert_eq!(run.take(), "e NO unsupported mechanism\r\n");
+    let logins = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Login { .. }))
+        .count();
+    assert_eq!(logins, 0);
+}
+
+#[test]
+fn idle_until_done() {
+    let mut run = Run::new();
+    run.feed(LOGIN);
+    run.take();
+    run.feed("i IDLE\r\n");
+    assert_eq!(run.take(), "+ idling\r\n");
+    assert!(run.session.is_idling());
+    // Updates may be written while idling.
+    run.session.untagged("3 EXISTS");
+    run.feed("DONE\r\nn NOOP\r\n");
+    assert_eq!(
+        run.take(),
+        "* 3 EXISTS\r\ni OK IDLE terminated\r\nn OK done\r\n"
+    );
+    assert!(!run.session.is_idling());
+    // Anything but DONE ends the session.
+    run.feed("j IDLE\r\nFETCH\r\n");
+    assert_eq!(
+        run.take(),
+        "+ idling\r\n* BAD expected DONE\r\n* BYE protocol error in IDLE\r\n"
+    );
+    assert!(run.session.is_closed());
+}
+
+#[test]
+fn errors_are_bad_and_too_many_close() {
+    let mut run = Run::new();
+    run.take();
+    run.feed("a1 FROB\r\n\r\n* junk\r\na2 LOGIN\r\n");
+    assert_eq!(
+        run.take(),
+        "a1 BAD syntax error\r\n* BAD syntax error\r\n* BAD syntax error\r\n\
+         a2 BAD syntax error\r\n"
+    );
+    run.feed("a3 FETCH\r\n");
+    assert_eq!(
+        run.take(),
+        "a3 BAD syntax error\r\n* BYE too many errors\r\n"
+    );
+    assert!(run.session.is_closed());
+    // Nothing is read after the end.
+    run.feed("a4 NOOP\r\n");
+    assert_eq!(run.take(), "");
+}
+
+#[test]
+fn a_long_line_is_refused_without_buffering_it() {
+    let mut run = Run::new();
+    run.take();
+    let long = format!("a1 LOGIN {} x\r\nc CAPABILITY\r\n", "u".repeat(10_000));
+    run.feed(&long);
+    let lines = run.lines();
+    assert_eq!(lines[0], "a1 BAD command too long\r\n");
+    assert!(lines[1].starts_with("* CAPABILITY"));
+}
+
+#[test]
+fn timeout_and_shutdown_say_bye() {
+    let mut run = Run::new();
+    run.take();
+    run.session.timed_out();
+    run.answer();
+    assert_eq!(run.take(), "* BYE autologout; idle for too long\r\n");
+    assert!(run.session.is_closed());
+    let mut run = Run::new();
+    run.take();
+    run.session.shutdown();
+    run.session.shutdown();
+    run.answer();
+    assert_eq!(run.take(), "* BYE server shutting down\r\n");
+}
+
+#[test]
+fn garbage_never_panics_and_cuts_change_nothing() {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..300 {
+        let mut input = Vec::new();
+        for _ in 0..200 {
+            seed = super::check::next(seed);
+            input.push((seed >> 24) as u8);
+        }
+        super::check::check_input(&super::check::imap_like(&input), seed);
+    }
+}
