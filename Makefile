@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup bench-accept bench-relay crash-relay
+.PHONY: run test lint setup bench-accept bench-relay crash-relay bench-fetch sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -49,3 +49,13 @@ bench-relay: setup
 crash-relay: setup
 	$(CARGO) build --release -p ringpost -p ringpost-loadtest
 	SKIP_BUILD=1 ./loadtest/crash-relay.sh
+
+## A whole mailbox (10,000 mixed messages) over IMAP and POP3, ringpost vs
+## Dovecot on this machine (installs Dovecot).
+bench-fetch: setup
+	./loadtest/bench-fetch.sh
+
+## mbsync (IMAP) and fetchmail (POP3) sync a ringpost mailbox; every message
+## must arrive intact (installs isync and fetchmail).
+sync-clients: setup
+	./loadtest/sync-clients.sh

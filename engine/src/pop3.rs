@@ -25,6 +25,8 @@ use std::time::Duration;
 
 /// Socket read buffer; POP3 commands are short.
 const READ_BUFFER: usize = 4 * 1024;
+/// Output past this is written before the next command is answered.
+const FLUSH_AT: usize = 256 * 1024;
 
 /// Serve one POP3 connection until it ends.
 pub(crate) async fn serve(
@@ -90,8 +92,8 @@ async fn drive(
                 // STLS is not offered until the server has a certificate.
                 Event::StartTls => pop3.shutdown(),
             }
-            // A response may be a whole message: write it before the next.
-            if !pop3.output().is_empty() {
+            // Pipelined RETRs share writes, but a mailbox never sits in memory.
+            if pop3.output().len() >= FLUSH_AT {
                 stream.write_all(pop3.output()).await?;
                 pop3.clear_output();
             }

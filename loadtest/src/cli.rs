@@ -46,6 +46,37 @@ pub enum Command {
     Send(SendArgs),
     /// Fast SMTP sink with fault injection: accept (or fail) messages and report.
     Sink(SinkArgs),
+    /// Download a whole mailbox over IMAP or POP3 and report the rate.
+    Fetch(FetchArgs),
+}
+
+/// Which mail-access protocol `fetch` speaks.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchProtocol {
+    Imap,
+    Pop3,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FetchArgs {
+    /// Protocol.
+    #[arg(long, value_enum)]
+    pub protocol: FetchProtocol,
+    /// Server, as host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Login name.
+    #[arg(long)]
+    pub user: String,
+    /// Password.
+    #[arg(long)]
+    pub password: String,
+    /// Seconds to wait for any one read.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `on` / `off` switch, spelled the way the benchmark scripts use it.

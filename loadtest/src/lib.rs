@@ -17,12 +17,15 @@
 //! - [`acklog`]: the per-acknowledged-message log for crash tests;
 //! - [`stats`]: counters, latency histograms and the final report;
 //! - [`send`]: the `send` subcommand, wiring threads and runtimes together;
+//! - [`fetch`]: the `fetch` subcommand: a whole mailbox over IMAP or POP3,
+//!   timed, to compare mail-access servers;
 //! - [`sink`]: the SMTP sink with fault injection, as a library (in-process
 //!   sinks for tests) and as the `sink` subcommand.
 
 pub mod acklog;
 pub mod cli;
 pub mod client;
+pub mod fetch;
 pub mod message;
 pub mod reply;
 pub mod send;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringpost_loadtest::cli::{Cli, Command};
-use ringpost_loadtest::{send, sink};
+use ringpost_loadtest::{fetch, send, sink};
 
 // The generator must cost the machine as little as possible; mimalloc's
 // thread-local heaps keep the few allocations it does make off any lock.
@@ -50,6 +50,31 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("ringpost-blast sink: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Fetch(args) => match fetch::run(&args) {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&report).expect("report serializes")
+                    );
+                } else {
+                    println!(
+                        "{}: {} messages, {} bytes in {:.3} s: {:.0} msg/s, {:.1} MB/s",
+                        report.protocol,
+                        report.messages,
+                        report.bytes,
+                        report.seconds,
+                        report.messages_per_sec,
+                        report.mb_per_sec
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringpost-blast fetch: {e}");
+                ExitCode::from(1)
             }
         },
     }

@@ -37,6 +37,7 @@ impl Conn<'_> {
         body: CommandBody<'static>,
     ) -> io::Result<()> {
         use CommandBody as C;
+        self.shard.imap_metrics.commands.inc();
         // RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE or SEARCH by number.
         let allow_expunge = !matches!(
             body,

@@ -3,6 +3,7 @@
 
 use super::commands::{Done, Outcome};
 use super::convert::{flags_to_imap, internal_date};
+use super::view::Message;
 use super::{Conn, FLUSH_AT};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -59,6 +60,7 @@ pub(super) async fn run(
         });
     let store = conn.shard.store.clone();
     let picked = view.select(set, uid);
+    let plain = plain_items(&items);
     let mut seen = Vec::new();
     let mut missing = false;
     for &index in &picked {
@@ -76,6 +78,19 @@ pub(super) async fn run(
         } else {
             None
         };
+        let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
+        if let (Some(plain), Some(body)) = (&plain, &body) {
+            // The common sync case, written by hand: one copy of the body.
+            plain.write(imap, index + 1, message, body, sets_seen || newly_seen);
+            if newly_seen {
+                seen.push(index);
+            }
+            if imap.output().len() >= FLUSH_AT {
+                stream.write_all(imap.output()).await?;
+                imap.clear_output();
+            }
+            continue;
+        }
         let mut out = Vec::with_capacity(items.len());
         let mut flags_sent = false;
         for item in &items {
@@ -143,7 +158,6 @@ pub(super) async fn run(
                 _ => continue,
             });
         }
-        let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
         if newly_seen {
             seen.push(index);
             if !flags_sent {
@@ -194,6 +208,98 @@ pub(super) async fn run(
     } else {
         Done::Ok("FETCH completed")
     }))
+}
+
+/// A FETCH of nothing but UID, FLAGS, RFC822.SIZE and the whole message
+/// (BODY[], BODY.PEEK[], RFC822): what a client syncing a mailbox asks for.
+/// Such responses are written directly, without building imap-codec values.
+struct Plain {
+    /// The items, in the order asked.
+    items: Vec<PlainItem>,
+}
+
+#[derive(Clone, Copy)]
+enum PlainItem {
+    Uid,
+    Flags,
+    Size,
+    /// The whole message, under this name.
+    Body(&'static str),
+}
+
+/// The [`Plain`] form of `items`, if they all have one.
+fn plain_items(items: &[MessageDataItemName<'_>]) -> Option<Plain> {
+    let items = items
+        .iter()
+        .map(|item| match item {
+            MessageDataItemName::Uid => Some(PlainItem::Uid),
+            MessageDataItemName::Flags => Some(PlainItem::Flags),
+            MessageDataItemName::Rfc822Size => Some(PlainItem::Size),
+            MessageDataItemName::BodyExt {
+                section: None,
+                partial: None,
+                ..
+            } => Some(PlainItem::Body("BODY[]")),
+            MessageDataItemName::Rfc822 => Some(PlainItem::Body("RFC822")),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    // Exactly one body: the response is then head, body, tail.
+    let bodies = items
+        .iter()
+        .filter(|i| matches!(i, PlainItem::Body(_)))
+        .count();
+    (bodies == 1).then_some(Plain { items })
+}
+
+impl Plain {
+    /// `* seq FETCH (...)` for one message, straight into the output: the
+    /// items before the body, the body (its one copy), the items after it.
+    fn write(
+        &self,
+        imap: &mut ImapSession,
+        seq: usize,
+        message: &Message,
+        body: &[u8],
+        seen: bool,
+    ) {
+        let mut flags = message.row.flags.clone();
+        if seen {
+            flags.system |= flag::SEEN;
+        }
+        let mut flags_written = false;
+        let (mut pre, mut post) = (format!("{seq} FETCH ("), String::new());
+        let mut text = &mut pre;
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            match item {
+                PlainItem::Uid => text.push_str(&format!("UID {}", message.uid)),
+                PlainItem::Size => text.push_str(&format!("RFC822.SIZE {}", message.row.size)),
+                PlainItem::Flags => {
+                    flags_written = true;
+                    text.push_str(&flags_text(&flags));
+                }
+                PlainItem::Body(name) => {
+                    text.push_str(&format!("{name} {{{}}}\r\n", body.len()));
+                    text = &mut post;
+                }
+            }
+        }
+        if seen && !flags_written {
+            post.push(' ');
+            post.push_str(&flags_text(&flags));
+        }
+        post.push(')');
+        imap.untagged_parts(&[pre.as_bytes(), body, post.as_bytes()]);
+    }
+}
+
+/// `FLAGS (...)` as IMAP writes it.
+fn flags_text(flags: &ringpost_storage::mailbox::Flags) -> String {
+    let names: Vec<String> = flags_to_imap(flags).iter().map(|f| f.to_string()).collect();
+    format!("FLAGS ({})", names.join(" "))
 }
 
 /// The items a FETCH macro stands for.

@@ -189,3 +189,55 @@ pub(crate) fn send_flags(session: &mut ImapSession, seq: usize, message: &Messag
         session.data(data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(uids: &[u32]) -> View {
+        View {
+            user: "a@x.test".into(),
+            name: "INBOX".into(),
+            uidvalidity: 7,
+            uidnext: uids.last().map_or(1, |u| u + 1),
+            read_only: false,
+            messages: uids
+                .iter()
+                .map(|&uid| Message {
+                    uid,
+                    row: MailboxRow::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn sequence_sets_pick_messages() {
+        let v = view(&[3, 5, 9, 10, 20]);
+        assert_eq!(v.select(&set("1:3"), false), [0, 1, 2]);
+        assert_eq!(v.select(&set("4:*"), false), [3, 4]);
+        assert_eq!(v.select(&set("*:4"), false), [3, 4]);
+        assert_eq!(
+            v.select(&set("2,2,5,9"), false),
+            [1, 4],
+            "duplicates once, 9 is past the end"
+        );
+        assert_eq!(v.select(&set("*"), false), [4]);
+    }
+
+    #[test]
+    fn uid_sets_pick_messages() {
+        let v = view(&[3, 5, 9, 10, 20]);
+        assert_eq!(v.select(&set("5:10"), true), [1, 2, 3]);
+        assert_eq!(v.select(&set("10:5"), true), [1, 2, 3]);
+        assert_eq!(v.select(&set("4,6:8"), true), Vec::<usize>::new());
+        // n:* always includes the highest UID, even above it (RFC 9051 §6.4.8).
+        assert_eq!(v.select(&set("100:*"), true), [4]);
+        assert_eq!(v.select(&set("1:*"), true), [0, 1, 2, 3, 4]);
+        assert!(view(&[]).select(&set("1:*"), true).is_empty());
+    }
+}

@@ -19,6 +19,13 @@ use super::replies;
 pub(super) fn write(out: &mut Vec<u8>, message: &[u8], top: Option<usize>) {
     // Room for the content, a little stuffing and the terminator.
     out.reserve(message.len() + message.len() / 64 + replies::END.len());
+    if top.is_none() && sendable_as_is(message) {
+        // Stored mail is CRLF throughout and rarely has a line that starts
+        // with a dot: then the response is the message itself.
+        out.extend_from_slice(message);
+        out.extend_from_slice(replies::END);
+        return;
+    }
     let mut rest = message;
     let mut in_header = true;
     let mut body_lines_left = top;
@@ -44,6 +51,23 @@ pub(super) fn write(out: &mut Vec<u8>, message: &[u8], top: Option<usize>) {
 
 /// The first line of `text` without its ending (CRLF, LF or CR), and what
 /// follows the ending.
+/// Whether `message` needs no stuffing and no line-end repair: every line
+/// ends in CRLF (the last one too), no CR or LF stands alone, and no line
+/// starts with a dot. Two vectorised scans instead of one per line.
+fn sendable_as_is(message: &[u8]) -> bool {
+    if message.is_empty() || message[0] == b'.' || !message.ends_with(b"\r\n") {
+        return false;
+    }
+    let mut lf = 0;
+    for at in memchr::memchr_iter(b'\n', message) {
+        if at == 0 || message[at - 1] != b'\r' || message.get(at + 1) == Some(&b'.') {
+            return false;
+        }
+        lf += 1;
+    }
+    memchr::memchr_iter(b'\r', message).count() == lf
+}
+
 fn split_line(text: &[u8]) -> (&[u8], &[u8]) {
     match memchr2(b'\r', b'\n', text) {
         None => (text, &[]),
@@ -77,6 +101,23 @@ mod tests {
         assert_eq!(sent(b".\r\n", None), "..\r\n.\r\n");
         assert_eq!(sent(b"", None), ".\r\n");
         assert_eq!(sent(b"\r\n", None), "\r\n.\r\n");
+    }
+
+    #[test]
+    fn clean_messages_go_out_as_they_are() {
+        assert!(sendable_as_is(b"A: b\r\n\r\nbody\r\n"));
+        for needs_work in [
+            &b""[..],
+            b".x\r\n",
+            b"a\r\n.b\r\n",
+            b"a\nb\r\n",
+            b"a\rb\r\n",
+            b"a\r\nb",
+            b"\n",
+        ] {
+            assert!(!sendable_as_is(needs_work), "{needs_work:?}");
+        }
+        assert_eq!(sent(b"A: b\r\n\r\nx\r\n", None), "A: b\r\n\r\nx\r\n.\r\n");
     }
 
     #[test]

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# bench-fetch.sh — the mail-access benchmark: how fast does a server hand a
+# whole mailbox to its owner, over IMAP and over POP3, ringpost against
+# Dovecot, same messages, same client, same machine, loopback only.
+#
+#   loadtest/bench-fetch.sh                  # 10000 mixed-size messages, 3 rounds
+#   MESSAGES=2000 ROUNDS=5 loadtest/bench-fetch.sh
+#
+# Environment (all optional):
+#   MESSAGES=10000   messages in the mailbox (loadtest/mailbox.py: 1 KB to
+#                    256 KB, a quarter multipart; seeded, so every run and
+#                    both servers get the same bytes)
+#   ROUNDS=3         timed downloads per server and protocol, after one
+#                    untimed warm-up; the median is reported
+#   SETTLE=10        seconds between loading ringpost and timing it
+#
+# What each side does:
+# * ringpost: `ringpost serve` on a fresh RocksDB data dir with the account
+#   bench@ours.test; the mailbox is loaded with IMAP APPEND.
+# * Dovecot 2.3 (installed with apt-get if missing): its own config under the
+#   temp dir, a passwd-file user, Maildir; the messages are written into the
+#   Maildir as files, and the warm-up builds its index.
+# The client is `ringpost-blast fetch`: one connection; IMAP `FETCH 1:*
+# (BODY.PEEK[])`, POP3 `RETR 1..n` pipelined 64 deep. It counts every byte;
+# both servers must return the same messages and bytes.
+#
+# Everything binds 127.0.0.1 on free ports; every wait is bounded; an EXIT
+# trap stops what was started and deletes the temp dir. Exit status: 0 if
+# both servers served everything, else 1.
+
+set -euo pipefail
+
+MESSAGES=${MESSAGES:-10000}
+ROUNDS=${ROUNDS:-3}
+SKIP_RINGPOST=""
+
+LOG_TAG=bench-fetch
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-fetch.XXXXXX")
+chmod 755 "$WORK"
+RINGPOST_PID=""
+PF_CONF=""
+DOVECOT_PID=""
+cleanup() {
+    stop_ringpost
+    if [[ -n $DOVECOT_PID ]]; then
+        stop_pid "$DOVECOT_PID" dovecot
+        DOVECOT_PID=""
+    fi
+}
+trap on_exit EXIT
+
+ensure_dovecot() {
+    command -v dovecot >/dev/null && return 0
+    [[ -x /usr/sbin/dovecot ]] && { PATH=$PATH:/usr/sbin; return 0; }
+    [[ $(id -u) == 0 ]] || { log "dovecot is not installed and we are not root"; return 1; }
+    log "installing dovecot-imapd and dovecot-pop3d (apt-get)"
+    timeout 300 apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive timeout 600 \
+        apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d >/dev/null || return 1
+    PATH=$PATH:/usr/sbin
+    command -v dovecot >/dev/null
+}
+
+# fetch_rounds NAME PROTOCOL ADDR: a warm-up, then ROUNDS timed runs; prints
+# the median line "msg/s MB/s messages bytes".
+fetch_rounds() {
+    local name=$1 protocol=$2 addr=$3 out=$WORK/$1-$2 i
+    "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$4" --password secret \
+        --json >"$out.warm" || die "$name $protocol warm-up failed"
+    for ((i = 1; i <= ROUNDS; i++)); do
+        "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$4" --password secret \
+            --json >"$out.$i" || die "$name $protocol round $i failed"
+    done
+    for ((i = 1; i <= ROUNDS; i++)); do
+        echo "$(json_num messages_per_sec "$out.$i") $(json_num mb_per_sec "$out.$i")" \
+            "$(json_num messages "$out.$i") $(json_num bytes "$out.$i")"
+    done | sort -n | awk -v mid=$(((ROUNDS + 1) / 2)) 'NR == mid'
+}
+
+build_release
+ensure_dovecot || die "no dovecot"
+
+log "generating $MESSAGES messages"
+python3 loadtest/mailbox.py generate "$WORK/mail" "$MESSAGES" >&2
+
+# --- ringpost --------------------------------------------------------------
+cat >"$WORK/ringpost.toml" <<CONF
+hostname = "bench.test"
+[smtp]
+local_domains = ["ours.test"]
+CONF
+echo secret | "$RINGPOST" user add bench@ours.test --password-stdin \
+    --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" >/dev/null
+"$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" --no-relay \
+    --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
+    >"$WORK/ringpost.out" 2>"$WORK/ringpost.log" &
+RINGPOST_PID=$!
+await_output RP_IMAP "$WORK/ringpost.out" '$1 == "imap" {print $2; exit}' "$RINGPOST_PID" 600 ||
+    die "ringpost did not start; $(tail -5 "$WORK/ringpost.log")"
+await_output RP_POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
+    die "ringpost printed no pop3 address"
+log "ringpost: imap $RP_IMAP, pop3 $RP_POP3; loading with APPEND"
+python3 loadtest/mailbox.py append "$WORK/mail" "${RP_IMAP%:*}" "${RP_IMAP##*:}" bench@ours.test secret
+# Let RocksDB's background flush and compaction of the load finish, so they
+# do not share the two cores with the timed runs.
+sleep "${SETTLE:-10}"
+read -r RP_IMAP_RATE RP_IMAP_MB RP_IMAP_N RP_IMAP_BYTES <<<"$(fetch_rounds ringpost imap "$RP_IMAP" bench@ours.test)"
+read -r RP_POP3_RATE RP_POP3_MB RP_POP3_N RP_POP3_BYTES <<<"$(fetch_rounds ringpost pop3 "$RP_POP3" bench@ours.test)"
+stop_ringpost
+
+# --- Dovecot ---------------------------------------------------------------
+DV=$WORK/dv
+DV_IMAP=$(free_port)
+DV_POP3=$(free_port)
+mkdir -p "$DV/run" "$DV/state" "$DV/mail"
+printf 'bench:{PLAIN}secret\n' >"$DV/users"
+cat >"$DV/dovecot.conf" <<CONF
+base_dir  = $DV/run
+state_dir = $DV/state
+log_path  = $DV/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:$DV/mail/%u/Maildir
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DV/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$DV/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DV_IMAP
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $DV_POP3
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+pop3_uidl_format = %08Xu%08Xv
+CONF
+python3 loadtest/mailbox.py maildir "$WORK/mail" "$DV/mail/bench/Maildir"
+chown -R nobody:nogroup "$DV/mail"
+dovecot -F -c "$DV/dovecot.conf" >"$DV/fg.out" 2>&1 &
+DOVECOT_PID=$!
+wait_port "$DV_IMAP" 60 "$DOVECOT_PID" || die "dovecot did not start: $(cat "$DV/fg.out" "$DV/dovecot.log" 2>/dev/null | tail -5)"
+log "dovecot $(dovecot --version): imap 127.0.0.1:$DV_IMAP, pop3 127.0.0.1:$DV_POP3"
+read -r DV_IMAP_RATE DV_IMAP_MB DV_IMAP_N DV_IMAP_BYTES <<<"$(fetch_rounds dovecot imap "127.0.0.1:$DV_IMAP" bench)"
+read -r DV_POP3_RATE DV_POP3_MB DV_POP3_N DV_POP3_BYTES <<<"$(fetch_rounds dovecot pop3 "127.0.0.1:$DV_POP3" bench)"
+
+# --- report ----------------------------------------------------------------
+status=0
+for pair in "IMAP $RP_IMAP_N $RP_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
+    "POP3 $RP_POP3_N $RP_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES"; do
+    read -r proto rn rb dn db <<<"$pair"
+    if [[ $rn != "$MESSAGES" || $dn != "$MESSAGES" || $rb != "$db" ]]; then
+        log "$proto: ringpost $rn messages / $rb bytes, dovecot $dn / $db: they differ"
+        status=1
+    fi
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b > 0) ? a / b : 0 }'; }
+printf '\n%s messages (%s bytes), median of %s rounds, one connection\n' \
+    "$MESSAGES" "$RP_IMAP_BYTES" "$ROUNDS"
+printf '| protocol | ringpost msg/s (MB/s) | Dovecot msg/s (MB/s) | ratio |\n|---|---|---|---|\n'
+printf '| IMAP FETCH 1:* BODY.PEEK[] | %.0f (%.0f) | %.0f (%.0f) | %s× |\n' \
+    "$RP_IMAP_RATE" "$RP_IMAP_MB" "$DV_IMAP_RATE" "$DV_IMAP_MB" "$(ratio "$RP_IMAP_RATE" "$DV_IMAP_RATE")"
+printf '| POP3 RETR 1..n (pipelined) | %.0f (%.0f) | %.0f (%.0f) | %s× |\n' \
+    "$RP_POP3_RATE" "$RP_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB" "$(ratio "$RP_POP3_RATE" "$DV_POP3_RATE")"
+exit "$status"

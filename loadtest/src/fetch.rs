@@ -1,0 +1,211 @@
+//! `fetch`: download a whole mailbox over IMAP or POP3 and time it, to
+//! compare mail-access servers (ringpost, Dovecot) on the same messages.
+//!
+//! One connection, as a mail client syncing a mailbox does. IMAP: LOGIN,
+//! SELECT INBOX, then one `FETCH 1:* (BODY.PEEK[])`; every literal is read
+//! and counted, nothing is parsed further. POP3: USER/PASS, STAT, then
+//! `RETR 1..n` pipelined (a window of commands in flight, RFC 2449
+//! PIPELINING), each response read to its terminating dot line. The clock
+//! runs from the first FETCH/RETR to the last byte, so login and listing
+//! are not in the figure. Plain blocking sockets: the client only reads.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::cli::{FetchArgs, FetchProtocol};
+
+/// RETR commands in flight at once.
+const POP3_WINDOW: usize = 64;
+
+/// What one fetch run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct FetchReport {
+    /// `imap` or `pop3`.
+    pub protocol: &'static str,
+    /// Messages downloaded.
+    pub messages: u64,
+    /// Message bytes downloaded (literal or dot-stuffed body octets).
+    pub bytes: u64,
+    /// Seconds from the first download command to the last byte.
+    pub seconds: f64,
+    /// Messages per second.
+    pub messages_per_sec: f64,
+    /// Megabytes (10^6) per second.
+    pub mb_per_sec: f64,
+}
+
+/// Run the `fetch` subcommand.
+pub fn run(args: &FetchArgs) -> io::Result<FetchReport> {
+    let stream = TcpStream::connect(&args.addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(args.timeout_secs)))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+    let mut writer = stream;
+    let (protocol, messages, bytes, seconds) = match args.protocol {
+        FetchProtocol::Imap => {
+            let (m, b, s) = imap(&mut reader, &mut writer, args)?;
+            ("imap", m, b, s)
+        }
+        FetchProtocol::Pop3 => {
+            let (m, b, s) = pop3(&mut reader, &mut writer, args)?;
+            ("pop3", m, b, s)
+        }
+    };
+    Ok(FetchReport {
+        protocol,
+        messages,
+        bytes,
+        seconds,
+        messages_per_sec: messages as f64 / seconds.max(1e-9),
+        mb_per_sec: bytes as f64 / 1e6 / seconds.max(1e-9),
+    })
+}
+
+fn line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    if reader.read_until(b'\n', buf)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn fail(what: &str, got: &[u8]) -> io::Error {
+    io::Error::other(format!(
+        "{what}: {}",
+        String::from_utf8_lossy(got).trim_end()
+    ))
+}
+
+/// Read IMAP responses up to the tagged one; count literals. Returns
+/// (literals, literal bytes).
+fn imap_until(reader: &mut impl BufRead, tag: &str, buf: &mut Vec<u8>) -> io::Result<(u64, u64)> {
+    let (mut literals, mut bytes) = (0, 0);
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        line(reader, buf)?;
+        // A line ending in {n} announces n literal octets, then more line.
+        while let Some(n) = literal_length(buf) {
+            let mut left = n;
+            while left > 0 {
+                let take = left.min(sink.len() as u64) as usize;
+                reader.read_exact(&mut sink[..take])?;
+                left -= take as u64;
+            }
+            literals += 1;
+            bytes += n;
+            line(reader, buf)?;
+        }
+        if buf.starts_with(tag.as_bytes()) && buf.get(tag.len()) == Some(&b' ') {
+            if buf[tag.len() + 1..].starts_with(b"OK") {
+                return Ok((literals, bytes));
+            }
+            return Err(fail("IMAP command failed", buf));
+        }
+    }
+}
+
+/// `{n}` (or `{n+}`) at the end of a line.
+fn literal_length(line: &[u8]) -> Option<u64> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))?;
+    let line = line.strip_suffix(b"}")?;
+    let open = line.iter().rposition(|&b| b == b'{')?;
+    let digits = line[open + 1..]
+        .strip_suffix(b"+")
+        .unwrap_or(&line[open + 1..]);
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn imap(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    args: &FetchArgs,
+) -> io::Result<(u64, u64, f64)> {
+    let mut buf = Vec::with_capacity(1024);
+    line(reader, &mut buf)?;
+    if !buf.starts_with(b"* OK") {
+        return Err(fail("IMAP greeting", &buf));
+    }
+    write!(
+        writer,
+        "a LOGIN \"{}\" \"{}\"\r\n",
+        args.user, args.password
+    )?;
+    imap_until(reader, "a", &mut buf)?;
+    writer.write_all(b"b SELECT INBOX\r\n")?;
+    imap_until(reader, "b", &mut buf)?;
+    let started = Instant::now();
+    writer.write_all(b"c FETCH 1:* (BODY.PEEK[])\r\n")?;
+    let (messages, bytes) = imap_until(reader, "c", &mut buf)?;
+    let seconds = started.elapsed().as_secs_f64();
+    writer.write_all(b"d LOGOUT\r\n")?;
+    Ok((messages, bytes, seconds))
+}
+
+fn pop3_ok(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
+    line(reader, buf)?;
+    if buf.starts_with(b"+OK") {
+        Ok(())
+    } else {
+        Err(fail("POP3 command failed", buf))
+    }
+}
+
+fn pop3(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    args: &FetchArgs,
+) -> io::Result<(u64, u64, f64)> {
+    let mut buf = Vec::with_capacity(1024);
+    pop3_ok(reader, &mut buf)?;
+    write!(writer, "USER {}\r\n", args.user)?;
+    pop3_ok(reader, &mut buf)?;
+    write!(writer, "PASS {}\r\n", args.password)?;
+    pop3_ok(reader, &mut buf)?;
+    writer.write_all(b"STAT\r\n")?;
+    pop3_ok(reader, &mut buf)?;
+    let count: usize = std::str::from_utf8(&buf[4..])
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| fail("STAT", &buf))?;
+    let started = Instant::now();
+    let (mut sent, mut bytes) = (0usize, 0u64);
+    let mut pending = String::new();
+    for done in 0..count {
+        // Keep a window of RETRs in flight.
+        while sent < count && sent < done + POP3_WINDOW {
+            sent += 1;
+            pending.push_str(&format!("RETR {sent}\r\n"));
+        }
+        if !pending.is_empty() {
+            writer.write_all(pending.as_bytes())?;
+            pending.clear();
+        }
+        pop3_ok(reader, &mut buf)?;
+        loop {
+            line(reader, &mut buf)?;
+            if buf == b".\r\n" {
+                break;
+            }
+            bytes += buf.len() as u64;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    writer.write_all(b"QUIT\r\n")?;
+    Ok((count as u64, bytes, seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_length;
+
+    #[test]
+    fn literal_lengths() {
+        assert_eq!(literal_length(b"* 1 FETCH (BODY[] {123}\r\n"), Some(123));
+        assert_eq!(literal_length(b"x {7+}\r\n"), Some(7));
+        assert_eq!(literal_length(b"* 1 FETCH (FLAGS ())\r\n"), None);
+        assert_eq!(literal_length(b"{x}\r\n"), None);
+    }
+}

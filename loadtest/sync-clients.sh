@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# sync-clients.sh — real mail synchronisers read a ringpost mailbox: mbsync
+# (isync) over IMAP into a Maildir, fetchmail over POP3 into an mbox-style
+# spool, and every message must arrive intact (byte for byte).
+#
+#   loadtest/sync-clients.sh             # 500 mixed-size messages
+#   MESSAGES=2000 loadtest/sync-clients.sh
+#
+# The mailbox is loadtest/mailbox.py's (seeded, 1 KB to 256 KB, a quarter
+# multipart), loaded into a fresh ringpost with IMAP APPEND. isync and
+# fetchmail are installed with apt-get if missing (needs root). Everything
+# binds 127.0.0.1 on free ports; every wait is bounded; an EXIT trap stops
+# ringpost and deletes the temp dir. Exit status: 0 if both clients got
+# every message intact, else 1.
+
+set -euo pipefail
+
+MESSAGES=${MESSAGES:-500}
+
+LOG_TAG=sync-clients
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-sync.XXXXXX")
+RINGPOST_PID=""
+PF_CONF=""
+cleanup() { stop_ringpost; }
+trap on_exit EXIT
+
+ensure_package() {
+    command -v "$1" >/dev/null && return 0
+    [[ $(id -u) == 0 ]] || { log "$1 is not installed and we are not root"; return 1; }
+    log "installing $2 (apt-get)"
+    timeout 300 apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive timeout 600 \
+        apt-get install -y -qq --no-install-recommends "$2" >/dev/null || return 1
+}
+
+ensure_package mbsync isync || die "no mbsync"
+ensure_package fetchmail fetchmail || die "no fetchmail"
+SKIP_RINGPOST=""
+build_release
+
+python3 loadtest/mailbox.py generate "$WORK/sent" "$MESSAGES" >&2
+cat >"$WORK/ringpost.toml" <<CONF
+hostname = "sync.test"
+[smtp]
+local_domains = ["ours.test"]
+CONF
+echo secret | "$RINGPOST" user add sync@ours.test --password-stdin \
+    --config "$WORK/ringpost.toml" --data-dir "$WORK/data" >/dev/null
+"$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/data" --no-relay \
+    --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
+    >"$WORK/ringpost.out" 2>"$WORK/ringpost.log" &
+RINGPOST_PID=$!
+await_output IMAP "$WORK/ringpost.out" '$1 == "imap" {print $2; exit}' "$RINGPOST_PID" 600 ||
+    die "ringpost did not start"
+await_output POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
+    die "no pop3 address"
+python3 loadtest/mailbox.py append "$WORK/sent" "${IMAP%:*}" "${IMAP##*:}" sync@ours.test secret
+
+# mbsync: pull INBOX into a Maildir.
+mkdir -p "$WORK/mbsync/Mail"
+cat >"$WORK/mbsync/mbsyncrc" <<CONF
+IMAPAccount ringpost
+Host ${IMAP%:*}
+Port ${IMAP##*:}
+User sync@ours.test
+Pass secret
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account ringpost
+
+MaildirStore local
+Path $WORK/mbsync/Mail/
+Inbox $WORK/mbsync/Mail/INBOX
+SubFolders Verbatim
+
+Channel sync
+Far :remote:
+Near :local:
+Patterns *
+Create Near
+Sync Pull
+SyncState *
+CONF
+timeout 600 mbsync -c "$WORK/mbsync/mbsyncrc" -a >"$WORK/mbsync/out" 2>&1 ||
+    die "mbsync failed: $(tail -5 "$WORK/mbsync/out")"
+
+# fetchmail: every message over POP3, kept on the server.
+mkdir -p "$WORK/fetchmail/spool"
+cat >"$WORK/fetchmail/rc" <<CONF
+set no syslog
+poll ${POP3%:*} service ${POP3##*:} protocol POP3 auth password
+  user "sync@ours.test" password "secret" is root here
+  sslproto '' keep fetchall
+  mda "/bin/sh -c 'cat > $WORK/fetchmail/spool/\$\$.\$(date +%s%N).eml'"
+CONF
+chmod 600 "$WORK/fetchmail/rc"
+FETCHMAILHOME=$WORK/fetchmail timeout 600 fetchmail -f "$WORK/fetchmail/rc" --nodetach \
+    >"$WORK/fetchmail/out" 2>&1 || die "fetchmail failed: $(tail -5 "$WORK/fetchmail/out")"
+
+# Compare: every sent message, by content, in each client's copy. Line ends
+# are compared as CRLF (mbsync stores LF, as Maildir tools do), and the
+# headers the clients add themselves (mbsync's X-TUID:, fetchmail's
+# Received:) are set aside.
+python3 - "$WORK/sent" "$WORK/mbsync/Mail/INBOX" "$WORK/fetchmail/spool" <<'PY'
+import hashlib, os, re, sys
+
+def digests(paths, strip_fetchmail=False):
+    out = {}
+    for p in paths:
+        data = open(p, "rb").read()
+        # mbsync writes Maildir files with LF line ends (CRLF on the wire)
+        # and adds its own X-TUID: header (a transaction id).
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        data = re.sub(rb"(?m)^X-TUID: [^\r]*\r\n", b"", data, count=1)
+        if strip_fetchmail:
+            # fetchmail hands the MDA LF line ends and a Received: line of its own.
+            lines = data.split(b"\n")
+            while lines and lines[0].startswith((b"Received:", b"\t", b" ")):
+                lines.pop(0)
+            data = b"\r\n".join(l.rstrip(b"\r") for l in lines)
+        out.setdefault(hashlib.sha256(data.rstrip(b"\r\n")).hexdigest(), []).append(p)
+    return out
+
+sent_dir, maildir, spool = sys.argv[1:]
+sent = digests([os.path.join(sent_dir, f) for f in os.listdir(sent_dir)])
+mb = digests([os.path.join(maildir, d, f) for d in ("cur", "new") for f in os.listdir(os.path.join(maildir, d))])
+fm = digests([os.path.join(spool, f) for f in os.listdir(spool)], strip_fetchmail=True)
+bad = 0
+for name, got in (("mbsync", mb), ("fetchmail", fm)):
+    missing = [v[0] for k, v in sent.items() if k not in got]
+    extra = sum(len(v) for k, v in got.items() if k not in sent)
+    print(f"{name}: {sum(len(v) for v in got.values())} messages, {len(missing)} missing, {extra} altered or unknown")
+    bad += len(missing) + extra
+sys.exit(1 if bad else 0)
+PY
+log "every message arrived intact with mbsync and fetchmail"
