@@ -53,18 +53,6 @@ cleanup() {
 }
 trap on_exit EXIT
 
-ensure_dovecot() {
-    command -v dovecot >/dev/null && return 0
-    [[ -x /usr/sbin/dovecot ]] && { PATH=$PATH:/usr/sbin; return 0; }
-    [[ $(id -u) == 0 ]] || { log "dovecot is not installed and we are not root"; return 1; }
-    log "installing dovecot-imapd and dovecot-pop3d (apt-get)"
-    timeout 300 apt-get update -qq || return 1
-    DEBIAN_FRONTEND=noninteractive timeout 600 \
-        apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d >/dev/null || return 1
-    PATH=$PATH:/usr/sbin
-    command -v dovecot >/dev/null
-}
-
 # fetch_rounds NAME PROTOCOL ADDR: a warm-up, then ROUNDS timed runs; prints
 # the median line "msg/s MB/s messages bytes".
 fetch_rounds() {
@@ -82,7 +70,7 @@ fetch_rounds() {
 }
 
 build_release
-ensure_dovecot || die "no dovecot"
+ensure_package dovecot dovecot-imapd dovecot-pop3d || die "no dovecot"
 
 log "generating $MESSAGES messages"
 python3 loadtest/mailbox.py generate "$WORK/mail" "$MESSAGES" >&2

@@ -25,6 +25,7 @@
 #            await_output VAR FILE AWK PID TRIES
 # Exit:      on_exit (the EXIT trap: the script's own `cleanup`, then rm $WORK)
 # Network:   free_port, wait_port PORT SECS [PID]
+# Packages:  ensure_package CMD PACKAGE...
 # Postfix:   ensure_postfix, pf_init DIR HOSTNAME, pf_admin ARGS..., stop_postfix
 # Reports:   json_num KEY FILE, json_errors FILE (ringpost-blast --json)
 # Seq logs:  lines_of FILE, sink_seqs IDLOG, acked_seqs ACKLOG
@@ -159,6 +160,23 @@ wait_port() {
         ((SECONDS < deadline)) || return 1
         sleep 0.1
     done
+}
+
+# --- packages ------------------------------------------------------------------
+# ensure_package CMD PACKAGE...: CMD on PATH (also /usr/sbin), installing the
+# Debian PACKAGEs with apt-get if it is missing (root only).
+ensure_package() {
+    local cmd=$1
+    shift
+    command -v "$cmd" >/dev/null && return 0
+    [[ -x /usr/sbin/$cmd ]] && { PATH=$PATH:/usr/sbin; return 0; }
+    [[ $(id -u) == 0 ]] || { log "$cmd is not installed and we are not root"; return 1; }
+    log "installing $* (apt-get)"
+    timeout 300 apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive timeout 600 \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || return 1
+    PATH=$PATH:/usr/sbin
+    command -v "$cmd" >/dev/null
 }
 
 # --- Postfix -------------------------------------------------------------------

@@ -28,15 +28,6 @@ PF_CONF=""
 cleanup() { stop_ringpost; }
 trap on_exit EXIT
 
-ensure_package() {
-    command -v "$1" >/dev/null && return 0
-    [[ $(id -u) == 0 ]] || { log "$1 is not installed and we are not root"; return 1; }
-    log "installing $2 (apt-get)"
-    timeout 300 apt-get update -qq || return 1
-    DEBIAN_FRONTEND=noninteractive timeout 600 \
-        apt-get install -y -qq --no-install-recommends "$2" >/dev/null || return 1
-}
-
 ensure_package mbsync isync || die "no mbsync"
 ensure_package fetchmail fetchmail || die "no fetchmail"
 SKIP_RINGPOST=""

@@ -127,3 +127,76 @@ pub fn split_trace_header(stored: &[u8]) -> (&[u8], &[u8]) {
         }
     }
 }
+
+/// Run one of the Python client scripts in `tests/clients/` (independent
+/// clients: smtplib, poplib, imaplib) with `args`; fail the test with its
+/// output unless it exits 0.
+pub fn run_python_client(script: &str, args: &[String]) {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A line-at-a-time client for the error paths real clients hide (POP3,
+/// IMAP): send a line, read lines back.
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    /// Connect; returns the client and the greeting line.
+    pub fn connect(addr: std::net::SocketAddr) -> (LineClient, String) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = LineClient {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = c.line();
+        (c, greeting)
+    }
+
+    /// One line, CRLF included; empty on EOF.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap_or(0);
+        line
+    }
+
+    /// Send bytes as they are.
+    pub fn send(&mut self, bytes: &str) {
+        self.writer.write_all(bytes.as_bytes()).unwrap();
+    }
+
+    /// Send `line` with CRLF; return the one line that answers it.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n"));
+        self.line()
+    }
+
+    /// Send an IMAP command; return every line up to the tagged one.
+    pub fn tagged(&mut self, tag: &str, line: &str) -> Vec<String> {
+        self.send(&format!("{tag} {line}\r\n"));
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            let done = line.starts_with(&format!("{tag} ")) || line.is_empty();
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+}

@@ -5,13 +5,11 @@
 
 mod common;
 
-use common::{add_user, http_get, split_trace_header, start_server, Client};
+use common::{
+    add_user, http_get, run_python_client, split_trace_header, start_server, Client, LineClient,
+};
 use ringpost_storage::mailbox::{self, INBOX};
 use ringpost_storage::{spool, Family, Store};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::Command;
-use std::time::Duration;
 
 fn local_config(config: &mut ringpost_engine::Config) {
     config.smtp.local_domains = vec!["ours.test".into()];
@@ -123,18 +121,12 @@ fn poplib_reads_what_smtplib_sent() {
     let (server, _dir) = start_server(local_config);
     add_user(&server, "alice@ours.test");
     add_user(&server, "bob@ours.test");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pop3_read.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.smtp_addr().port().to_string())
-        .arg(server.pop3_addr().unwrap().port().to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_python_client(
+        "pop3_read.py",
+        &[
+            server.smtp_addr().port().to_string(),
+            server.pop3_addr().unwrap().port().to_string(),
+        ],
     );
     // Deleted over POP3: messages 1 and 2, whose bodies nobody else held.
     let store = server.store();
@@ -160,40 +152,6 @@ fn poplib_reads_what_smtplib_sent() {
     server.shutdown();
 }
 
-/// A minimal line client for the error paths poplib hides.
-struct Pop3 {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Pop3 {
-    fn connect(addr: std::net::SocketAddr) -> (Pop3, String) {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut c = Pop3 {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
-        let greeting = c.line();
-        (c, greeting)
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap_or(0);
-        line
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        self.line()
-    }
-}
-
 #[test]
 fn pop3_limits_and_unknown_accounts() {
     let (server, _dir) = start_server(|c| {
@@ -203,10 +161,10 @@ fn pop3_limits_and_unknown_accounts() {
     });
     add_user(&server, "alice@ours.test");
     let addr = server.pop3_addr().unwrap();
-    let (mut first, greeting) = Pop3::connect(addr);
+    let (mut first, greeting) = LineClient::connect(addr);
     assert!(greeting.starts_with("+OK"), "{greeting}");
     // The shard is full: a second connection is turned away.
-    let (_, refused) = Pop3::connect(addr);
+    let (_, refused) = LineClient::connect(addr);
     assert_eq!(
         refused,
         "-ERR [SYS/TEMP] too many connections, try again later\r\n"

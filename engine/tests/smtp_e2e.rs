@@ -5,27 +5,20 @@
 
 mod common;
 
-use common::{split_trace_header, start_server, Client};
+use common::{run_python_client, split_trace_header, start_server, Client};
 use ringpost_storage::{mailbox, spool, RocksOptions, RocksStore};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 #[test]
 fn python_clients_messages_are_stored_byte_for_byte() {
     let (server, dir) = start_server(|_| {});
     let sent_dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/smtp_send.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.smtp_addr().port().to_string())
-        .arg(sent_dir.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_python_client(
+        "smtp_send.py",
+        &[
+            server.smtp_addr().port().to_string(),
+            sent_dir.path().display().to_string(),
+        ],
     );
 
     let mut sent = BTreeMap::new();
