@@ -200,6 +200,20 @@ pub trait Store: Send + Sync + 'static {
     /// The value at `key`, if any.
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Call `visit` with the value at `key` (`None` if absent), without
+    /// copying it out of the engine where the engine can: message bodies
+    /// on their way to a socket.
+    fn get_with(
+        &self,
+        family: Family,
+        key: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), StoreError> {
+        let value = self.get(family, key)?;
+        visit(value.as_deref());
+        Ok(())
+    }
+
     /// Visit keys in `[start, end)` (no end: to the last key) in ascending order
     /// until `visit` returns false.
     fn scan(

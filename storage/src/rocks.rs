@@ -181,6 +181,21 @@ impl Store for RocksStore {
             .map_err(StoreError::engine)
     }
 
+    fn get_with(
+        &self,
+        family: Family,
+        key: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), StoreError> {
+        // Pinned: the value is read where RocksDB has it, never copied out.
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(family)?, key)
+            .map_err(StoreError::engine)?;
+        visit(value.as_deref());
+        Ok(())
+    }
+
     fn scan(
         &self,
         family: Family,

@@ -335,6 +335,16 @@ pub fn read_body(store: &dyn Store, id: &MessageId) -> Result<Option<Vec<u8>>, S
     store.get(Family::Blobs, &id.0)
 }
 
+/// Call `visit` with a message's stored bytes (`None` if it is gone),
+/// without copying them out of the engine where it can.
+pub fn with_body(
+    store: &dyn Store,
+    id: &MessageId,
+    visit: &mut dyn FnMut(Option<&[u8]>),
+) -> Result<(), StoreError> {
+    store.get_with(Family::Blobs, &id.0, visit)
+}
+
 /// Read a message's envelope.
 pub fn read_envelope(store: &dyn Store, id: &MessageId) -> Result<Option<Envelope>, StoreError> {
     store

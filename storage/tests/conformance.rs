@@ -60,6 +60,7 @@ per_engine!(
     empty_values,
     large_values,
     binary_keys,
+    get_with_sees_what_get_sees,
     spool_round_trip,
     spool_queue_changes,
     queue_due_order,

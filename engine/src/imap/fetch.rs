@@ -65,6 +65,32 @@ pub(super) async fn run(
     let mut missing = false;
     for &index in &picked {
         let message = &view.messages[index];
+        let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
+        if let Some(plain) = &plain {
+            // The common sync case, written by hand straight from the
+            // engine's buffer: one copy of the body, into the output.
+            let mut found = true;
+            let read = spool::with_body(&*store, &message.row.message, &mut |body| match body {
+                Some(body) => plain.write(imap, index + 1, message, body, sets_seen),
+                None => found = false,
+            });
+            if let Err(e) = read {
+                return Ok(Err(e));
+            }
+            if !found {
+                // Expunged elsewhere; the client hears of it later.
+                missing = true;
+                continue;
+            }
+            if newly_seen {
+                seen.push(index);
+            }
+            if imap.output().len() >= FLUSH_AT {
+                stream.write_all(imap.output()).await?;
+                imap.clear_output();
+            }
+            continue;
+        }
         let body = if needs_body {
             match spool::read_body(&*store, &message.row.message) {
                 Ok(Some(body)) => Some(body),
@@ -78,19 +104,6 @@ pub(super) async fn run(
         } else {
             None
         };
-        let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
-        if let (Some(plain), Some(body)) = (&plain, &body) {
-            // The common sync case, written by hand: one copy of the body.
-            plain.write(imap, index + 1, message, body, sets_seen || newly_seen);
-            if newly_seen {
-                seen.push(index);
-            }
-            if imap.output().len() >= FLUSH_AT {
-                stream.write_all(imap.output()).await?;
-                imap.clear_output();
-            }
-            continue;
-        }
         let mut out = Vec::with_capacity(items.len());
         let mut flags_sent = false;
         for item in &items {

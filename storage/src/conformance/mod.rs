@@ -57,6 +57,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("empty_values", empty_values),
     ("large_values", large_values),
     ("binary_keys", binary_keys),
+    ("get_with_sees_what_get_sees", get_with_sees_what_get_sees),
     ("spool_round_trip", spool_round_trip),
     ("spool_queue_changes", spool_queue_changes),
     ("queue_due_order", queue_due_order),
@@ -603,6 +604,32 @@ pub fn binary_keys(store: Arc<dyn Store>) {
         keys(&scan(store, Family::Users, &[0x80], Some(&[0xff]))),
         keys_in_order[5..7].to_vec()
     );
+}
+
+/// `get_with` hands the visitor exactly what `get` returns, absent
+/// included, large values (blob files) too.
+pub fn get_with_sees_what_get_sees(store: Arc<dyn Store>) {
+    let store = &*store;
+    let big = pattern(7, 300_000);
+    let mut batch = WriteBatch::new();
+    batch.put(Family::Blobs, b"big".to_vec(), big.clone());
+    batch.put(Family::Blobs, b"small".to_vec(), b"x".to_vec());
+    batch.put(Family::Users, b"empty".to_vec(), Vec::new());
+    write(store, batch);
+    for (family, key) in [
+        (Family::Blobs, &b"big"[..]),
+        (Family::Blobs, b"small"),
+        (Family::Blobs, b"missing"),
+        (Family::Users, b"empty"),
+    ] {
+        let mut seen = None;
+        store
+            .get_with(family, key, &mut |value| {
+                seen = Some(value.map(<[u8]>::to_vec))
+            })
+            .expect("get_with");
+        assert_eq!(seen, Some(get(store, family, key)), "{key:?}");
+    }
 }
 
 // ---- spool records ----
