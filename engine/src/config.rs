@@ -97,6 +97,8 @@ pub struct StoreConfig {
     pub sync: bool,
     /// Most commit requests waiting for the writer before sessions wait too.
     pub commit_queue: usize,
+    /// LZ4-compress stored message bodies (less disk, more CPU per read).
+    pub compress_bodies: bool,
 }
 
 /// SMTP listener settings.
@@ -216,6 +218,7 @@ impl Default for StoreConfig {
             engine: StoreEngine::Rocksdb,
             sync: true,
             commit_queue: 8192,
+            compress_bodies: false,
         }
     }
 }

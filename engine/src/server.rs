@@ -241,7 +241,11 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
         )),
         StoreEngine::Rocksdb => {
             let path = &config.data_dir;
-            let store = RocksStore::open(path, RocksOptions::default()).map_err(|source| {
+            let options = RocksOptions {
+                compress_blobs: config.store.compress_bodies,
+                ..RocksOptions::default()
+            };
+            let store = RocksStore::open(path, options).map_err(|source| {
                 StartError::Store {
                     path: path.display().to_string(),
                     source,
