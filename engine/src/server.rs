@@ -245,11 +245,9 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
                 compress_blobs: config.store.compress_bodies,
                 ..RocksOptions::default()
             };
-            let store = RocksStore::open(path, options).map_err(|source| {
-                StartError::Store {
-                    path: path.display().to_string(),
-                    source,
-                }
+            let store = RocksStore::open(path, options).map_err(|source| StartError::Store {
+                path: path.display().to_string(),
+                source,
             })?;
             Ok((Arc::new(store), format!("rocksdb at {}", path.display())))
         }
