@@ -3,20 +3,22 @@
 # whole mailbox to its owner, over IMAP and over POP3, ringpost against
 # Dovecot, same messages, same client, same machine, loopback only.
 #
-#   loadtest/bench-fetch.sh                  # 10000 mixed-size messages, 3 rounds
-#   MESSAGES=2000 ROUNDS=5 loadtest/bench-fetch.sh
+#   loadtest/bench-fetch.sh                  # 10000 mixed-size messages, 5 rounds
+#   MESSAGES=2000 ROUNDS=9 loadtest/bench-fetch.sh
 #
 # Environment (all optional):
 #   MESSAGES=10000   messages in the mailbox (loadtest/mailbox.py: 1 KB to
 #                    256 KB, a quarter multipart; seeded, so every run and
 #                    both servers get the same bytes)
-#   ROUNDS=3         timed downloads per server and protocol, after one
+#   ROUNDS=5         timed downloads per server and protocol, after one
 #                    untimed warm-up; the median is reported
 #   SETTLE=10        seconds between loading ringpost and timing it
 #
 # What each side does:
 # * ringpost: `ringpost serve` on a fresh RocksDB data dir with the account
-#   bench@ours.test; the mailbox is loaded with IMAP APPEND.
+#   bench@ours.test; the mailbox is loaded with IMAP APPEND. Timed twice: in
+#   its default configuration, then restarted with its body cache off
+#   (`store.body_cache_mb = 0`), every body read from its blob file.
 # * Dovecot 2.3 (installed with apt-get if missing): its own config under the
 #   temp dir, a passwd-file user, Maildir; the messages are written into the
 #   Maildir as files, and the warm-up builds its index.
@@ -31,7 +33,7 @@
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-10000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SKIP_RINGPOST=""
 
 LOG_TAG=bench-fetch
@@ -76,21 +78,7 @@ log "generating $MESSAGES messages"
 python3 loadtest/mailbox.py generate "$WORK/mail" "$MESSAGES" >&2
 
 # --- ringpost --------------------------------------------------------------
-cat >"$WORK/ringpost.toml" <<CONF
-hostname = "bench.test"
-[smtp]
-local_domains = ["ours.test"]
-CONF
-echo secret | "$RINGPOST" user add bench@ours.test --password-stdin \
-    --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" >/dev/null
-"$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" --no-relay \
-    --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
-    >"$WORK/ringpost.out" 2>"$WORK/ringpost.log" &
-RINGPOST_PID=$!
-await_output RP_IMAP "$WORK/ringpost.out" '$1 == "imap" {print $2; exit}' "$RINGPOST_PID" 600 ||
-    die "ringpost did not start; $(tail -5 "$WORK/ringpost.log")"
-await_output RP_POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
-    die "ringpost printed no pop3 address"
+start_mail_server bench@ours.test
 log "ringpost: imap $RP_IMAP, pop3 $RP_POP3; loading with APPEND"
 python3 loadtest/mailbox.py append "$WORK/mail" "${RP_IMAP%:*}" "${RP_IMAP##*:}" bench@ours.test secret
 # Let RocksDB's background flush and compaction of the load finish, so they
@@ -98,6 +86,14 @@ python3 loadtest/mailbox.py append "$WORK/mail" "${RP_IMAP%:*}" "${RP_IMAP##*:}"
 sleep "${SETTLE:-10}"
 read -r RP_IMAP_RATE RP_IMAP_MB RP_IMAP_N RP_IMAP_BYTES <<<"$(fetch_rounds ringpost imap "$RP_IMAP" bench@ours.test)"
 read -r RP_POP3_RATE RP_POP3_MB RP_POP3_N RP_POP3_BYTES <<<"$(fetch_rounds ringpost pop3 "$RP_POP3" bench@ours.test)"
+stop_ringpost
+# The default body cache (store.body_cache_mb) holds this whole mailbox;
+# without it every body comes from its file, through the OS page cache, as
+# Dovecot's do.
+start_mail_server bench@ours.test $'[store]\nbody_cache_mb = 0'
+log "ringpost, body cache off: imap $RP_IMAP, pop3 $RP_POP3"
+read -r NC_IMAP_RATE NC_IMAP_MB NC_IMAP_N NC_IMAP_BYTES <<<"$(fetch_rounds ringpost-nocache imap "$RP_IMAP" bench@ours.test)"
+read -r NC_POP3_RATE NC_POP3_MB NC_POP3_N NC_POP3_BYTES <<<"$(fetch_rounds ringpost-nocache pop3 "$RP_POP3" bench@ours.test)"
 stop_ringpost
 
 # --- Dovecot ---------------------------------------------------------------
@@ -159,7 +155,9 @@ read -r DV_POP3_RATE DV_POP3_MB DV_POP3_N DV_POP3_BYTES <<<"$(fetch_rounds dovec
 # --- report ----------------------------------------------------------------
 status=0
 for pair in "IMAP $RP_IMAP_N $RP_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
-    "POP3 $RP_POP3_N $RP_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES"; do
+    "POP3 $RP_POP3_N $RP_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES" \
+    "IMAP-uncached $NC_IMAP_N $NC_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
+    "POP3-uncached $NC_POP3_N $NC_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES"; do
     read -r proto rn rb dn db <<<"$pair"
     if [[ $rn != "$MESSAGES" || $dn != "$MESSAGES" || $rb != "$db" ]]; then
         log "$proto: ringpost $rn messages / $rb bytes, dovecot $dn / $db: they differ"
@@ -167,11 +165,14 @@ for pair in "IMAP $RP_IMAP_N $RP_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
     fi
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b > 0) ? a / b : 0 }'; }
+row() { # label ringpost-rate ringpost-MB dovecot-rate dovecot-MB
+    printf '| %s | %.0f (%.0f) | %.0f (%.0f) | %s× |\n' "$1" "$2" "$3" "$4" "$5" "$(ratio "$2" "$4")"
+}
 printf '\n%s messages (%s bytes), median of %s rounds, one connection\n' \
     "$MESSAGES" "$RP_IMAP_BYTES" "$ROUNDS"
 printf '| protocol | ringpost msg/s (MB/s) | Dovecot msg/s (MB/s) | ratio |\n|---|---|---|---|\n'
-printf '| IMAP FETCH 1:* BODY.PEEK[] | %.0f (%.0f) | %.0f (%.0f) | %s× |\n' \
-    "$RP_IMAP_RATE" "$RP_IMAP_MB" "$DV_IMAP_RATE" "$DV_IMAP_MB" "$(ratio "$RP_IMAP_RATE" "$DV_IMAP_RATE")"
-printf '| POP3 RETR 1..n (pipelined) | %.0f (%.0f) | %.0f (%.0f) | %s× |\n' \
-    "$RP_POP3_RATE" "$RP_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB" "$(ratio "$RP_POP3_RATE" "$DV_POP3_RATE")"
+row "IMAP FETCH 1:* BODY.PEEK[]" "$RP_IMAP_RATE" "$RP_IMAP_MB" "$DV_IMAP_RATE" "$DV_IMAP_MB"
+row "POP3 RETR 1..n (pipelined)" "$RP_POP3_RATE" "$RP_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB"
+row "IMAP, ringpost body cache off" "$NC_IMAP_RATE" "$NC_IMAP_MB" "$DV_IMAP_RATE" "$DV_IMAP_MB"
+row "POP3, ringpost body cache off" "$NC_POP3_RATE" "$NC_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB"
 exit "$status"

@@ -105,6 +105,29 @@ stop_ringpost() {
     stop_pid "$pid" ringpost
 }
 
+# start_mail_server ACCOUNT [TOML]: starts `ringpost serve` on $WORK/rp-data
+# (creating the account ACCOUNT, password "secret", on first use) with SMTP,
+# IMAP and POP3 on free loopback ports and relay off; TOML is appended to
+# the config (tables, e.g. "[store]"). Sets RINGPOST_PID, RP_IMAP and RP_POP3
+# (HOST:PORT).
+start_mail_server() {
+    local account=$1 extra=${2:-}
+    printf 'hostname = "mail.test"\n[smtp]\nlocal_domains = ["%s"]\n%s\n' \
+        "${account#*@}" "$extra" >"$WORK/ringpost.toml"
+    if [[ ! -d $WORK/rp-data ]]; then
+        echo secret | "$RINGPOST" user add "$account" --password-stdin \
+            --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" >/dev/null
+    fi
+    "$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" --no-relay \
+        --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
+        >"$WORK/ringpost.out" 2>>"$WORK/ringpost.log" &
+    RINGPOST_PID=$!
+    await_output RP_IMAP "$WORK/ringpost.out" '$1 == "imap" {print $2; exit}' "$RINGPOST_PID" 600 ||
+        die "ringpost did not start: $(tail -5 "$WORK/ringpost.log")"
+    await_output RP_POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
+        die "ringpost printed no pop3 address"
+}
+
 # await_output VAR FILE AWK PID TRIES: waits for a process to announce
 # something (an address) in its output. Every 0.1 s, at most TRIES times, sets
 # VAR to what `awk AWK FILE` prints; returns 0 as soon as that is not empty,

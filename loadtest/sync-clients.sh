@@ -34,29 +34,15 @@ SKIP_RINGPOST=""
 build_release
 
 python3 loadtest/mailbox.py generate "$WORK/sent" "$MESSAGES" >&2
-cat >"$WORK/ringpost.toml" <<CONF
-hostname = "sync.test"
-[smtp]
-local_domains = ["ours.test"]
-CONF
-echo secret | "$RINGPOST" user add sync@ours.test --password-stdin \
-    --config "$WORK/ringpost.toml" --data-dir "$WORK/data" >/dev/null
-"$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/data" --no-relay \
-    --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
-    >"$WORK/ringpost.out" 2>"$WORK/ringpost.log" &
-RINGPOST_PID=$!
-await_output IMAP "$WORK/ringpost.out" '$1 == "imap" {print $2; exit}' "$RINGPOST_PID" 600 ||
-    die "ringpost did not start"
-await_output POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
-    die "no pop3 address"
-python3 loadtest/mailbox.py append "$WORK/sent" "${IMAP%:*}" "${IMAP##*:}" sync@ours.test secret
+start_mail_server sync@ours.test
+python3 loadtest/mailbox.py append "$WORK/sent" "${RP_IMAP%:*}" "${RP_IMAP##*:}" sync@ours.test secret
 
 # mbsync: pull INBOX into a Maildir.
 mkdir -p "$WORK/mbsync/Mail"
 cat >"$WORK/mbsync/mbsyncrc" <<CONF
 IMAPAccount ringpost
-Host ${IMAP%:*}
-Port ${IMAP##*:}
+Host ${RP_IMAP%:*}
+Port ${RP_IMAP##*:}
 User sync@ours.test
 Pass secret
 SSLType None
@@ -85,7 +71,7 @@ timeout 600 mbsync -c "$WORK/mbsync/mbsyncrc" -a >"$WORK/mbsync/out" 2>&1 ||
 mkdir -p "$WORK/fetchmail/spool"
 cat >"$WORK/fetchmail/rc" <<CONF
 set no syslog
-poll ${POP3%:*} service ${POP3##*:} protocol POP3 auth password
+poll ${RP_POP3%:*} service ${RP_POP3##*:} protocol POP3 auth password
   user "sync@ours.test" password "secret" is root here
   sslproto '' keep fetchall
   mda "/bin/sh -c 'cat > $WORK/fetchmail/spool/\$\$.\$(date +%s%N).eml'"

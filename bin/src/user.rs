@@ -8,10 +8,14 @@
 use ringpost_engine::config::StoreEngine;
 use ringpost_engine::{users as rules, Config};
 use ringpost_storage::users::{self, User};
-use ringpost_storage::{RocksOptions, RocksStore, Store, StoreError, WriteBatch};
+use ringpost_storage::{
+    mailbox, CommitPipeline, PipelineConfig, RocksOptions, RocksStore, Store, StoreError,
+    WriteBatch,
+};
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Help shown by `ringpost user --help`.
@@ -53,7 +57,7 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Delete an account.
+    /// Delete an account, with its mailboxes and the mail in them.
     Del {
         /// The account name.
         name: String,
@@ -150,12 +154,26 @@ fn passwd(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Fail
 
 fn del(name: &str, args: &StoreArgs) -> Result<(), Failed> {
     let (_, data_dir) = settings(args)?;
-    let store = open_writable(&data_dir, false)?;
-    let user = existing(&store, &data_dir, name)?;
-    write(&store, &data_dir, |batch| {
-        users::delete_user(batch, &user.name)
-    })?;
-    println!("deleted {}", user.name);
+    let store = Arc::new(open_writable(&data_dir, false)?);
+    let user = existing(&*store, &data_dir, name)?;
+    let mailboxes = mailbox::list(&*store, &user.name).map_err(|e| reading(&data_dir, e))?;
+    let mut batch = WriteBatch::new();
+    users::delete_user(&mut batch, &user.name);
+    // Mailboxes are changed by the commit writer only, as in the server:
+    // it resolves the deletion into rows, references and bodies.
+    let (pipeline, commits) = CommitPipeline::start(store.clone(), PipelineConfig::default(), None);
+    let written = commits.commit_blocking(batch);
+    drop(commits);
+    pipeline.shutdown();
+    written
+        .and_then(|()| store.flush())
+        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))?;
+    println!(
+        "deleted {} and its {} mailbox{}",
+        user.name,
+        mailboxes.len(),
+        if mailboxes.len() == 1 { "" } else { "es" }
+    );
     Ok(())
 }
 
@@ -227,7 +245,7 @@ fn open_writable(data_dir: &Path, create: bool) -> Result<RocksStore, Failed> {
 }
 
 /// The account `name`, which must exist.
-fn existing(store: &RocksStore, data_dir: &Path, name: &str) -> Result<User, Failed> {
+fn existing(store: &dyn Store, data_dir: &Path, name: &str) -> Result<User, Failed> {
     users::get_user(store, name)
         .map_err(|e| reading(data_dir, e))?
         .ok_or_else(|| {

@@ -334,6 +334,37 @@ fn ringpost(args: &[&str], data_dir: &Path, stdin: &str) -> (bool, String, Strin
 }
 
 /// The stored account `name`, read as the tools read the store.
+/// Store a message in `user`'s INBOX the way local delivery does (through
+/// a commit writer); returns its id.
+fn deliver_locally(data_dir: &Path, user: &str) -> ringpost_storage::spool::MessageId {
+    use ringpost_storage::spool::{Envelope, MessageId, NewMessage};
+    let store: Arc<dyn ringpost_storage::Store> =
+        Arc::new(ringpost_storage::RocksStore::open(data_dir, Default::default()).unwrap());
+    let (pipeline, commits) = ringpost_storage::CommitPipeline::start(
+        store,
+        ringpost_storage::PipelineConfig::default(),
+        None,
+    );
+    let id = MessageId::new(1_700_000_000_000_000, 0, 1);
+    let body = b"Subject: hi\r\n\r\nhello\r\n".to_vec();
+    let message = NewMessage {
+        id,
+        envelope: Envelope {
+            sender: "bob@example.org".into(),
+            received_at: 1_700_000_000_000_000,
+            size: body.len() as u64,
+            recipients: Vec::new(),
+        },
+        body,
+        queue: Vec::new(),
+        mailboxes: vec![user.to_owned()],
+    };
+    commits.commit_blocking(message.into_batch()).unwrap();
+    drop(commits);
+    pipeline.shutdown();
+    id
+}
+
 fn stored_user(data_dir: &Path, name: &str) -> Option<ringpost_storage::users::User> {
     let store = ringpost_storage::RocksStore::open(
         data_dir,
@@ -422,9 +453,29 @@ fn user_add_list_passwd_del() {
         "{err}"
     );
 
+    // Mail for alice, as the server's local delivery stores it.
+    let mail = deliver_locally(&data, "alice@example.test");
     let (ok, out, _) = ringpost(&["user", "del", "alice@example.test"], &data, "");
-    assert!(ok && out.contains("deleted alice@example.test"), "{out}");
+    assert!(
+        ok && out.contains("deleted alice@example.test and its 1 mailbox"),
+        "{out}"
+    );
     assert_eq!(stored_user(&data, "alice@example.test"), None);
+    let store = ringpost_storage::RocksStore::open(
+        &data,
+        ringpost_storage::RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mailboxes = ringpost_storage::mailbox::list(&store, "alice@example.test").unwrap();
+    assert!(mailboxes.is_empty(), "{mailboxes:?}");
+    assert_eq!(
+        ringpost_storage::spool::read_body(&store, &mail).unwrap(),
+        None
+    );
+    drop(store);
     let (ok, out, err) = ringpost(&["user", "list"], &data, "");
     assert!(
         ok && out.is_empty() && err.contains("no accounts"),

@@ -99,6 +99,9 @@ pub struct StoreConfig {
     pub commit_queue: usize,
     /// LZ4-compress stored message bodies (less disk, more CPU per read).
     pub compress_bodies: bool,
+    /// MiB of message bodies cached in memory for reading again (FETCH,
+    /// RETR, delivery); 0 turns the cache off.
+    pub body_cache_mb: usize,
 }
 
 /// SMTP listener settings.
@@ -219,6 +222,7 @@ impl Default for StoreConfig {
             sync: true,
             commit_queue: 8192,
             compress_bodies: false,
+            body_cache_mb: 256,
         }
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod config;
+mod gather;
 mod imap;
 pub mod intake;
 pub mod metrics;

@@ -11,11 +11,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use ringpost_storage::CommitReport;
+use ringpost_storage::{CommitReport, Store};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub struct Metrics {
     store_commit_requests: Histogram,
     store_commit_bytes: Counter,
     store_commit_seconds: Histogram,
+    body_cache_bytes: Gauge,
+    body_cache_capacity: Gauge,
+    /// The store whose caches are sampled at each scrape.
+    store: OnceLock<Arc<dyn Store>>,
     relay: RelayFamilies,
     pop3: Pop3Families,
     imap: ImapFamilies,
@@ -243,6 +247,9 @@ impl Metrics {
             store_commit_requests: batch_histogram(),
             store_commit_bytes: Counter::default(),
             store_commit_seconds: latency_histogram(),
+            body_cache_bytes: Gauge::default(),
+            body_cache_capacity: Gauge::default(),
+            store: OnceLock::new(),
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
             imap: ImapFamilies::default(),
@@ -297,6 +304,16 @@ impl Metrics {
             "store_commits",
             "Physical group-commit writes",
             m.store_commits.clone(),
+        );
+        registry.register(
+            "store_body_cache_bytes",
+            "Bytes of message bodies held in the in-memory body cache",
+            m.body_cache_bytes.clone(),
+        );
+        registry.register(
+            "store_body_cache_capacity_bytes",
+            "Capacity of the body cache (store.body_cache_mb); 0: off",
+            m.body_cache_capacity.clone(),
         );
         registry.register(
             "store_commit_errors",
@@ -576,8 +593,17 @@ impl Metrics {
             .observe(report.latency.as_secs_f64());
     }
 
+    /// Sample `store`'s cache use at every scrape (the first store given).
+    pub fn watch_store(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(usage) = self.store.get().and_then(|s| s.body_cache_usage()) {
+            self.body_cache_bytes.set(usage.used as i64);
+            self.body_cache_capacity.set(usage.capacity as i64);
+        }
         let mut out = String::with_capacity(16 * 1024);
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -226,17 +226,14 @@ fn retrieve(shard: &Shard, pop3: &mut Pop3Session, maildrop: Option<&Maildrop>, 
     let Some(&(_, id)) = maildrop.and_then(|m| m.messages.get(number.wrapping_sub(1))) else {
         return pop3.message_missing();
     };
-    let read = spool::with_body(&*shard.store, &id, &mut |body| match body {
-        Some(body) => {
+    match spool::read_body_pinned(&*shard.store, &id) {
+        Ok(Some(body)) => {
             shard.pop3_metrics.retrieved.inc();
             shard.pop3_metrics.retrieved_bytes.inc_by(body.len() as u64);
-            pop3.message(body);
+            pop3.message(&body);
         }
         // Expunged over IMAP since login.
-        None => pop3.message_missing(),
-    });
-    match read {
-        Ok(()) => {}
+        Ok(None) => pop3.message_missing(),
         Err(e) => {
             tracing::error!(shard = shard.id, queue_id = %id, error = %e, "pop3: cannot read message");
             pop3.message_missing();

@@ -17,7 +17,7 @@ use crate::shard::{self, Service, Shard};
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use ringpost_storage::{
-    CommitPipeline, MemoryStore, PipelineConfig, RocksOptions, RocksStore, Store,
+    CommitHandle, CommitPipeline, MemoryStore, PipelineConfig, RocksOptions, RocksStore, Store,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -80,6 +80,7 @@ pub struct RunningServer {
     metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
     pipeline: Option<CommitPipeline>,
+    commits: CommitHandle,
     stops: Vec<oneshot::Sender<()>>,
     shards: Vec<ExecutorJoinHandle<()>>,
     resolver: Option<ResolverThread>,
@@ -91,6 +92,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let (store, store_description) = open_store(&config)?;
 
     let metrics = Metrics::new();
+    metrics.watch_store(store.clone());
     let observer_metrics = metrics.clone();
     let access = Arc::new(Access::default());
     let notify = access.clone();
@@ -227,6 +229,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics,
         metrics_server,
         pipeline: Some(pipeline),
+        commits,
         stops,
         shards,
         resolver: resolver_thread,
@@ -243,6 +246,7 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
             let path = &config.data_dir;
             let options = RocksOptions {
                 compress_blobs: config.store.compress_bodies,
+                body_cache_bytes: config.store.body_cache_mb << 20,
                 ..RocksOptions::default()
             };
             let store = RocksStore::open(path, options).map_err(|source| StartError::Store {
@@ -324,6 +328,12 @@ impl RunningServer {
     /// The metrics registry.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// A handle on the server's commit writer: the one way to change its
+    /// store while it runs (mailbox changes, accounts; tests, tools).
+    pub fn commit_handle(&self) -> CommitHandle {
+        self.commits.clone()
     }
 
     /// Stop accepting, let in-flight transactions finish (bounded), commit

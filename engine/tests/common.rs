@@ -37,11 +37,12 @@ pub fn add_user(server: &RunningServer, name: &str) {
     server.store().write(&[batch], true).unwrap();
 }
 
-/// Remove the account `name` from a running server's store.
+/// Remove the account `name` (and its mailboxes) from a running server,
+/// through its commit writer.
 pub fn delete_user(server: &RunningServer, name: &str) {
     let mut batch = WriteBatch::new();
     users::delete_user(&mut batch, name);
-    server.store().write(&[batch], true).unwrap();
+    server.commit_handle().commit_blocking(batch).unwrap();
 }
 
 /// A blocking SMTP client for tests: send lines, read replies.
@@ -178,6 +179,18 @@ impl LineClient {
     /// Send bytes as they are.
     pub fn send(&mut self, bytes: &str) {
         self.writer.write_all(bytes.as_bytes()).unwrap();
+    }
+
+    /// Send raw bytes (literals).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Exactly `n` bytes (a literal's octets).
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        std::io::Read::read_exact(&mut self.reader, &mut out).unwrap();
+        out
     }
 
     /// Send `line` with CRLF; return the one line that answers it.

@@ -76,3 +76,73 @@ fn bad_input_gets_clear_answers() {
     assert_eq!(reply[0], "* BYE logging out\r\n");
     server.shutdown();
 }
+
+/// A whole-mailbox FETCH larger than the socket buffers, read by a client
+/// that starts late: the server meets a full socket mid-response (bodies
+/// are written straight from the store, without a copy) and every message
+/// still arrives whole and in order.
+#[test]
+fn a_late_reader_gets_a_large_fetch_whole() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    assert!(c
+        .tagged("a", "LOGIN alice@ours.test secret")
+        .last()
+        .unwrap()
+        .starts_with("a OK"));
+    // Sizes around the copy threshold, small ones, and large ones: 7 MB.
+    let sizes = [100, 8191, 8192, 8193, 300_000, 2_000, 1_000_000, 50_000];
+    let messages: Vec<Vec<u8>> = (0..24)
+        .map(|i| {
+            let size = sizes[i % sizes.len()];
+            let mut body = format!("Subject: m{i}\r\n\r\n").into_bytes();
+            while body.len() < size {
+                body.extend_from_slice(format!("{i:02} {:070}\r\n", body.len()).as_bytes());
+            }
+            body
+        })
+        .collect();
+    for (i, body) in messages.iter().enumerate() {
+        c.send(&format!("p{i} APPEND INBOX {{{}+}}\r\n", body.len()));
+        c.send_bytes(body);
+        c.send("\r\n");
+        let reply = c.line();
+        assert!(reply.starts_with(&format!("p{i} OK")), "{reply}");
+    }
+    // Bodies in blob files (not the memtable), as a mailbox of any age has.
+    server.store().flush().unwrap();
+    assert!(c
+        .tagged("s", "SELECT INBOX")
+        .last()
+        .unwrap()
+        .starts_with("s OK"));
+    c.send("f FETCH 1:* (UID BODY.PEEK[])\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (i, body) in messages.iter().enumerate() {
+        let head = c.line();
+        let expected = format!(
+            "* {} FETCH (UID {} BODY[] {{{}}}\r\n",
+            i + 1,
+            i + 1,
+            body.len()
+        );
+        assert_eq!(head, expected);
+        assert!(c.read_exact(body.len()) == *body, "message {i} differs");
+        assert_eq!(c.line(), ")\r\n");
+    }
+    assert!(c.line().starts_with("f OK"));
+    // The bodies just read from blob files are in the body cache now.
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let cached: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringpost_store_body_cache_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("body cache gauge");
+    assert!(cached >= 1_000_000, "{cached}");
+    assert!(metrics.contains(&format!(
+        "ringpost_store_body_cache_capacity_bytes {}",
+        256 << 20
+    )));
+    server.shutdown();
+}

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{FetchArgs, FetchProtocol};
 
+/// The client's receive buffer: large reads, few system calls.
+const READ_BUFFER: usize = 1024 * 1024;
+
 /// RETR commands in flight at once.
 const POP3_WINDOW: usize = 64;
 
@@ -40,7 +43,7 @@ pub fn run(args: &FetchArgs) -> io::Result<FetchReport> {
     let stream = TcpStream::connect(&args.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(args.timeout_secs)))?;
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
     let mut writer = stream;
     let (protocol, messages, bytes, seconds) = match args.protocol {
         FetchProtocol::Imap => {
@@ -81,17 +84,11 @@ fn fail(what: &str, got: &[u8]) -> io::Error {
 /// (literals, literal bytes).
 fn imap_until(reader: &mut impl BufRead, tag: &str, buf: &mut Vec<u8>) -> io::Result<(u64, u64)> {
     let (mut literals, mut bytes) = (0, 0);
-    let mut sink = vec![0u8; 64 * 1024];
     loop {
         line(reader, buf)?;
         // A line ending in {n} announces n literal octets, then more line.
         while let Some(n) = literal_length(buf) {
-            let mut left = n;
-            while left > 0 {
-                let take = left.min(sink.len() as u64) as usize;
-                reader.read_exact(&mut sink[..take])?;
-                left -= take as u64;
-            }
+            skip(reader, n)?;
             literals += 1;
             bytes += n;
             line(reader, buf)?;
@@ -101,6 +98,52 @@ fn imap_until(reader: &mut impl BufRead, tag: &str, buf: &mut Vec<u8>) -> io::Re
                 return Ok((literals, bytes));
             }
             return Err(fail("IMAP command failed", buf));
+        }
+    }
+}
+
+/// Pass over `n` octets where they lie in the reader's buffer: the client
+/// shares the machine with the server it measures, so it copies nothing it
+/// does not look at.
+fn skip(reader: &mut impl BufRead, n: u64) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let available = reader.fill_buf()?.len();
+        if available == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let take = left.min(available as u64) as usize;
+        reader.consume(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// Pass over a POP3 multi-line body up to its `.` line, in place like
+/// [`skip`]; returns the body's octets (dot-stuffed, terminator excluded).
+fn skip_dot_body(reader: &mut impl BufRead) -> io::Result<u64> {
+    let mut bytes = 0u64;
+    // The current line's length so far and its first three octets: enough
+    // to tell the terminator even when it straddles two reads.
+    let (mut line_len, mut head) = (0usize, [0u8; 3]);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let end = memchr::memchr(b'\n', chunk);
+        let taken = end.map_or(chunk.len(), |i| i + 1);
+        for (slot, &b) in head.iter_mut().skip(line_len).zip(&chunk[..taken]) {
+            *slot = b;
+        }
+        line_len += taken;
+        reader.consume(taken);
+        if end.is_some() {
+            if line_len == 3 && head == *b".\r\n" {
+                return Ok(bytes);
+            }
+            bytes += line_len as u64;
+            line_len = 0;
         }
     }
 }
@@ -184,13 +227,7 @@ fn pop3(
             pending.clear();
         }
         pop3_ok(reader, &mut buf)?;
-        loop {
-            line(reader, &mut buf)?;
-            if buf == b".\r\n" {
-                break;
-            }
-            bytes += buf.len() as u64;
-        }
+        bytes += skip_dot_body(reader)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     writer.write_all(b"QUIT\r\n")?;
@@ -199,7 +236,25 @@ fn pop3(
 
 #[cfg(test)]
 mod tests {
-    use super::literal_length;
+    use super::{literal_length, skip_dot_body};
+
+    #[test]
+    fn dot_bodies_end_at_the_dot_line_wherever_reads_split() {
+        let wire = b"a\r\n..b\r\n\r\n.\r\nnext";
+        for capacity in 1..wire.len() {
+            let mut reader = std::io::BufReader::with_capacity(capacity, &wire[..]);
+            assert_eq!(
+                skip_dot_body(&mut reader).unwrap(),
+                10,
+                "capacity {capacity}"
+            );
+            let mut rest = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut rest).unwrap();
+            assert_eq!(rest, b"next");
+        }
+        let mut truncated = &b"a\r\n.\r"[..];
+        assert!(skip_dot_body(&mut truncated).is_err());
+    }
 
     #[test]
     fn literal_lengths() {

@@ -187,6 +187,33 @@ pub fn unresolved_changes(batches: &[WriteBatch]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Bytes held by a cache, and the most it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Bytes held now.
+    pub used: usize,
+    /// Capacity in bytes.
+    pub capacity: usize,
+}
+
+/// A value lent by a [`Store`] without copying; see [`Store::get_pinned`].
+pub struct Pinned<'a>(Box<dyn AsRef<[u8]> + 'a>);
+
+impl<'a> Pinned<'a> {
+    /// Wrap whatever holds the bytes (an engine handle, or a plain `Vec`).
+    pub fn new(holder: impl AsRef<[u8]> + 'a) -> Pinned<'a> {
+        Pinned(Box::new(holder))
+    }
+}
+
+impl std::ops::Deref for Pinned<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
 /// An ordered, durable key/value store with families and atomic batches.
 ///
 /// Implementations are shared between threads; `write` may block (it is
@@ -200,18 +227,18 @@ pub trait Store: Send + Sync + 'static {
     /// The value at `key`, if any.
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Call `visit` with the value at `key` (`None` if absent), without
-    /// copying it out of the engine where the engine can: message bodies
-    /// on their way to a socket.
-    fn get_with(
-        &self,
-        family: Family,
-        key: &[u8],
-        visit: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Result<(), StoreError> {
-        let value = self.get(family, key)?;
-        visit(value.as_deref());
-        Ok(())
+    /// The value at `key`, lent where the engine holds it (RocksDB's block
+    /// or blob cache, a memtable) instead of copied out: message bodies on
+    /// their way to a socket. The engine keeps it while the [`Pinned`] lives,
+    /// so hold it only as long as the write that needs it.
+    fn get_pinned(&self, family: Family, key: &[u8]) -> Result<Option<Pinned<'_>>, StoreError> {
+        Ok(self.get(family, key)?.map(Pinned::new))
+    }
+
+    /// How full the engine's in-memory cache of message bodies is, if it
+    /// has one (for metrics).
+    fn body_cache_usage(&self) -> Option<CacheUsage> {
+        None
     }
 
     /// Visit keys in `[start, end)` (no end: to the last key) in ascending order

@@ -22,10 +22,10 @@
 //! stats` look at a store a running server holds, or one left behind by a
 //! crash. It sees the data as of the moment it opened.
 
-use crate::{Family, Op, Store, StoreError, WriteBatch};
+use crate::{CacheUsage, Family, Op, Pinned, Store, StoreError, WriteBatch};
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, FlushOptions,
-    Options, ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    FlushOptions, Options, ReadOptions, WriteOptions, DB,
 };
 use std::path::Path;
 
@@ -36,6 +36,8 @@ const MAX_TOTAL_WAL_SIZE: u64 = 256 << 20;
 pub struct RocksStore {
     db: DB,
     read_only: bool,
+    /// The blob cache of the `blobs` family and its capacity, when configured.
+    body_cache: Option<(Cache, usize)>,
 }
 
 /// Options for opening a RocksDB store.
@@ -56,6 +58,12 @@ pub struct RocksOptions {
     /// every read (IMAP FETCH, POP3 RETR, relay). Default: off, bodies are
     /// kept as received, as Maildir does.
     pub compress_blobs: bool,
+    /// Bytes of recently read or written message bodies kept in memory (an
+    /// LRU cache of blob-file values), so a body read again (FETCH after
+    /// FETCH, delivery right after receipt) skips the file read, its copy
+    /// and its checksum. 0: none, every read goes to the file (through the
+    /// OS page cache). Default: 0.
+    pub body_cache_bytes: usize,
 }
 
 impl Default for RocksOptions {
@@ -65,6 +73,7 @@ impl Default for RocksOptions {
             min_blob_size: Some(4096),
             write_buffer_size: 64 << 20,
             compress_blobs: false,
+            body_cache_bytes: 0,
         }
     }
 }
@@ -91,8 +100,18 @@ impl RocksStore {
         // RocksDB flushes those families.
         db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_SIZE);
 
+        let body_cache = (opts.body_cache_bytes > 0 && opts.min_blob_size.is_some()).then(|| {
+            (
+                Cache::new_lru_cache(opts.body_cache_bytes),
+                opts.body_cache_bytes,
+            )
+        });
         let families = Family::ALL.iter().map(|&family| {
-            ColumnFamilyDescriptor::new(family.name(), family_options(family, &opts))
+            let mut cf = family_options(family, &opts);
+            if let (Family::Blobs, Some((cache, _))) = (family, &body_cache) {
+                cf.set_blob_cache(cache);
+            }
+            ColumnFamilyDescriptor::new(family.name(), cf)
         });
         let db = if opts.read_only {
             // `false`: a WAL left behind by a running or crashed server is
@@ -105,6 +124,7 @@ impl RocksStore {
         Ok(RocksStore {
             db,
             read_only: opts.read_only,
+            body_cache,
         })
     }
 
@@ -190,19 +210,21 @@ impl Store for RocksStore {
             .map_err(StoreError::engine)
     }
 
-    fn get_with(
-        &self,
-        family: Family,
-        key: &[u8],
-        visit: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Result<(), StoreError> {
-        // Pinned: the value is read where RocksDB has it, never copied out.
-        let value = self
+    fn body_cache_usage(&self) -> Option<CacheUsage> {
+        self.body_cache
+            .as_ref()
+            .map(|(cache, capacity)| CacheUsage {
+                used: cache.get_usage(),
+                capacity: *capacity,
+            })
+    }
+
+    fn get_pinned(&self, family: Family, key: &[u8]) -> Result<Option<Pinned<'_>>, StoreError> {
+        Ok(self
             .db
             .get_pinned_cf(self.cf(family)?, key)
-            .map_err(StoreError::engine)?;
-        visit(value.as_deref());
-        Ok(())
+            .map_err(StoreError::engine)?
+            .map(Pinned::new))
     }
 
     fn scan(

@@ -29,7 +29,7 @@
 //! [`delete_message`] the body and envelope once no entry needs them.
 
 use crate::codec::{put_str, put_strs, put_varint, Reader, FORMAT_V1};
-use crate::{Family, Store, StoreError, WriteBatch};
+use crate::{Family, Pinned, Store, StoreError, WriteBatch};
 use std::fmt;
 
 /// Bytes of a queue key before the domain: due (8) ‖ id (16).
@@ -335,14 +335,13 @@ pub fn read_body(store: &dyn Store, id: &MessageId) -> Result<Option<Vec<u8>>, S
     store.get(Family::Blobs, &id.0)
 }
 
-/// Call `visit` with a message's stored bytes (`None` if it is gone),
-/// without copying them out of the engine where it can.
-pub fn with_body(
-    store: &dyn Store,
+/// A message's stored bytes, lent by the engine without a copy (`None` if
+/// it is gone): for writing straight to a socket.
+pub fn read_body_pinned<'a>(
+    store: &'a dyn Store,
     id: &MessageId,
-    visit: &mut dyn FnMut(Option<&[u8]>),
-) -> Result<(), StoreError> {
-    store.get_with(Family::Blobs, &id.0, visit)
+) -> Result<Option<Pinned<'a>>, StoreError> {
+    store.get_pinned(Family::Blobs, &id.0)
 }
 
 /// Read a message's envelope.

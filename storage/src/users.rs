@@ -120,9 +120,14 @@ pub fn put_user(batch: &mut WriteBatch, user: &User) {
     batch.put(Family::Users, user_key(&user.name), user.encode_value());
 }
 
-/// Remove the account `name` in `batch` (no error when there is none).
+/// Remove the account `name` in `batch`, and with it every mailbox it has
+/// (no error when there is none). The batch then carries a mailbox change:
+/// commit it through the [`CommitPipeline`](crate::CommitPipeline).
 pub fn delete_user(batch: &mut WriteBatch, name: &str) {
     batch.delete(Family::Users, user_key(name));
+    batch.change(crate::mailbox::Change::DeleteAccount {
+        user: name.to_lowercase(),
+    });
 }
 
 /// The account `name` (any case), if there is one.

@@ -35,6 +35,16 @@ macro_rules! per_engine {
             })*
         }
 
+        /// Bodies cached in memory, in a cache small enough to evict.
+        #[cfg(feature = "rocksdb")]
+        mod rocks_body_cache {
+            $(#[test] fn $case() {
+                let opts = ringpost_storage::RocksOptions { body_cache_bytes: 1 << 20, ..Default::default() };
+                let (_dir, store) = super::rocks(opts);
+                ringpost_storage::conformance::$case(store)
+            })*
+        }
+
         /// Blob files off: the blobs family then stores values inline.
         #[cfg(feature = "rocksdb")]
         mod rocks_inline_blobs {
@@ -60,7 +70,7 @@ per_engine!(
     empty_values,
     large_values,
     binary_keys,
-    get_with_sees_what_get_sees,
+    get_pinned_sees_what_get_sees,
     spool_round_trip,
     spool_queue_changes,
     queue_due_order,
@@ -74,6 +84,7 @@ per_engine!(
     pipeline_failed_write_acknowledges_none,
     mailbox_local_delivery_shares_one_body,
     mailbox_body_goes_with_its_last_holder,
+    mailbox_account_deletion_takes_its_mailboxes,
     mailbox_uids_are_sequenced,
     mailbox_folders,
     mailbox_failed_write_reuses_nothing_seen,

@@ -5,6 +5,7 @@ use super::commands::{Done, Outcome};
 use super::convert::{flags_to_imap, internal_date};
 use super::view::Message;
 use super::{Conn, FLUSH_AT};
+use crate::gather::Gather;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use ringpost_protocols::imap::types::core::{IString, Literal, NString};
@@ -16,7 +17,7 @@ use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::{mime, ImapSession};
 use ringpost_storage::mailbox::{flag, Change};
-use ringpost_storage::{spool, WriteBatch};
+use ringpost_storage::{spool, Pinned, WriteBatch};
 use std::io;
 use std::num::NonZeroU32;
 
@@ -63,31 +64,31 @@ pub(super) async fn run(
     let plain = plain_items(&items);
     let mut seen = Vec::new();
     let mut missing = false;
+    // The plain path's output: bodies go out as the store lends them.
+    let mut gathered = Gather::default();
+    if plain.is_some() && !imap.output().is_empty() {
+        gathered.text(imap.output());
+        imap.clear_output();
+    }
     for &index in &picked {
         let message = &view.messages[index];
         let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
         if let Some(plain) = &plain {
-            // The common sync case, written by hand straight from the
-            // engine's buffer: one copy of the body, into the output.
-            let mut found = true;
-            let read = spool::with_body(&*store, &message.row.message, &mut |body| match body {
-                Some(body) => plain.write(imap, index + 1, message, body, sets_seen),
-                None => found = false,
-            });
-            if let Err(e) = read {
-                return Ok(Err(e));
-            }
-            if !found {
+            // The common sync case, written by hand, the body never copied.
+            match spool::read_body_pinned(&*store, &message.row.message) {
+                Ok(Some(body)) => plain.write(&mut gathered, index + 1, message, body, sets_seen),
                 // Expunged elsewhere; the client hears of it later.
-                missing = true;
-                continue;
+                Ok(None) => {
+                    missing = true;
+                    continue;
+                }
+                Err(e) => return Ok(Err(e)),
             }
             if newly_seen {
                 seen.push(index);
             }
-            if imap.output().len() >= FLUSH_AT {
-                stream.write_all(imap.output()).await?;
-                imap.clear_output();
+            if gathered.len() >= FLUSH_AT {
+                gathered.write_to(stream).await?;
             }
             continue;
         }
@@ -192,6 +193,9 @@ pub(super) async fn run(
             imap.clear_output();
         }
     }
+    if gathered.len() > 0 {
+        gathered.write_to(stream).await?;
+    }
     conn.shard.imap_metrics.fetched.inc_by(picked.len() as u64);
     if !seen.is_empty() {
         let view = conn.view.as_ref().expect("checked above");
@@ -266,14 +270,14 @@ fn plain_items(items: &[MessageDataItemName<'_>]) -> Option<Plain> {
 }
 
 impl Plain {
-    /// `* seq FETCH (...)` for one message, straight into the output: the
-    /// items before the body, the body (its one copy), the items after it.
-    fn write(
+    /// `* seq FETCH (...)` for one message: the items before the body, the
+    /// body (lent by the store), the items after it.
+    fn write<'a>(
         &self,
-        imap: &mut ImapSession,
+        out: &mut Gather<'a>,
         seq: usize,
         message: &Message,
-        body: &[u8],
+        body: Pinned<'a>,
         seen: bool,
     ) {
         let mut flags = message.row.flags.clone();
@@ -281,7 +285,7 @@ impl Plain {
             flags.system |= flag::SEEN;
         }
         let mut flags_written = false;
-        let (mut pre, mut post) = (format!("{seq} FETCH ("), String::new());
+        let (mut pre, mut post) = (format!("* {seq} FETCH ("), String::new());
         let mut text = &mut pre;
         for (i, item) in self.items.iter().enumerate() {
             if i > 0 {
@@ -304,8 +308,10 @@ impl Plain {
             post.push(' ');
             post.push_str(&flags_text(&flags));
         }
-        post.push(')');
-        imap.untagged_parts(&[pre.as_bytes(), body, post.as_bytes()]);
+        post.push_str(")\r\n");
+        out.text(pre.as_bytes());
+        out.body(body);
+        out.text(post.as_bytes());
     }
 }
 

@@ -196,6 +196,74 @@ pub fn mailbox_body_goes_with_its_last_holder(store: Arc<dyn Store>) {
     pipeline.shutdown();
 }
 
+/// Deleting an account removes every mailbox and row it had, in one
+/// commit with its account row; a body another account still holds stays.
+pub fn mailbox_account_deletion_takes_its_mailboxes(store: Arc<dyn Store>) {
+    let (pipeline, commits, heard) = start(store.clone());
+    let store = &*store;
+    let shared = delivery(1, &["a@ours.test", "b@ours.test"], None);
+    let own = delivery(2, &["a@ours.test"], None);
+    for message in [&shared, &own] {
+        commits
+            .commit_blocking(message.clone().into_batch())
+            .unwrap();
+    }
+    for folder in ["Work", "Work/Old"] {
+        change(
+            &commits,
+            Change::Create {
+                user: "a@ours.test".into(),
+                mailbox: folder.into(),
+            },
+        )
+        .unwrap();
+    }
+    let copy = MailboxRow {
+        message: own.id,
+        flags: Flags::default(),
+        internal_date: 1,
+        size: own.body.len() as u64,
+        modseq: 0,
+    };
+    change(
+        &commits,
+        Change::Append {
+            user: "a@ours.test".into(),
+            mailbox: "Work".into(),
+            row: copy,
+        },
+    )
+    .unwrap();
+    assert_eq!(mailbox::list(store, "a@ours.test").unwrap().len(), 3);
+
+    let mut batch = WriteBatch::new();
+    crate::users::delete_user(&mut batch, "A@ours.test");
+    commits.commit_changes_blocking(batch).unwrap();
+    assert!(mailbox::list(store, "a@ours.test").unwrap().is_empty());
+    let mut rows = 0;
+    store
+        .scan(
+            Family::Mailboxes,
+            b"a@ours.test\0",
+            Some(b"a@ours.test\x01"),
+            &mut |_, _| {
+                rows += 1;
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert!(!body_exists(store, &own.id), "no one holds it any more");
+    assert!(body_exists(store, &shared.id), "b still holds it");
+    assert_eq!(uids(store, "b@ours.test", INBOX), [1]);
+    assert!(heard.lock().unwrap().contains(&"a@ours.test".to_owned()));
+    // Nothing left to delete is no error.
+    let mut batch = WriteBatch::new();
+    crate::users::delete_user(&mut batch, "a@ours.test");
+    commits.commit_changes_blocking(batch).unwrap();
+    pipeline.shutdown();
+}
+
 /// Concurrent deliveries to one mailbox get distinct, ascending UIDs with
 /// no gaps, however the writer groups them.
 pub fn mailbox_uids_are_sequenced(store: Arc<dyn Store>) {

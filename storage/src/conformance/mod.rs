@@ -21,8 +21,9 @@
 mod mailbox;
 
 pub use mailbox::{
-    mailbox_body_goes_with_its_last_holder, mailbox_failed_write_reuses_nothing_seen,
-    mailbox_folders, mailbox_local_delivery_shares_one_body, mailbox_uids_are_sequenced,
+    mailbox_account_deletion_takes_its_mailboxes, mailbox_body_goes_with_its_last_holder,
+    mailbox_failed_write_reuses_nothing_seen, mailbox_folders,
+    mailbox_local_delivery_shares_one_body, mailbox_uids_are_sequenced,
 };
 
 use crate::spool::{self, Envelope, MessageId, NewMessage, QueueEntry, SpoolStats};
@@ -57,7 +58,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("empty_values", empty_values),
     ("large_values", large_values),
     ("binary_keys", binary_keys),
-    ("get_with_sees_what_get_sees", get_with_sees_what_get_sees),
+    (
+        "get_pinned_sees_what_get_sees",
+        get_pinned_sees_what_get_sees,
+    ),
     ("spool_round_trip", spool_round_trip),
     ("spool_queue_changes", spool_queue_changes),
     ("queue_due_order", queue_due_order),
@@ -88,6 +92,10 @@ pub const CASES: &[(&str, Case)] = &[
     (
         "mailbox_body_goes_with_its_last_holder",
         mailbox_body_goes_with_its_last_holder,
+    ),
+    (
+        "mailbox_account_deletion_takes_its_mailboxes",
+        mailbox_account_deletion_takes_its_mailboxes,
     ),
     ("mailbox_uids_are_sequenced", mailbox_uids_are_sequenced),
     ("mailbox_folders", mailbox_folders),
@@ -606,9 +614,9 @@ pub fn binary_keys(store: Arc<dyn Store>) {
     );
 }
 
-/// `get_with` hands the visitor exactly what `get` returns, absent
-/// included, large values (blob files) too.
-pub fn get_with_sees_what_get_sees(store: Arc<dyn Store>) {
+/// `get_pinned` lends exactly what `get` returns, absent included, large
+/// values (blob files) too, and several loans may be held at once.
+pub fn get_pinned_sees_what_get_sees(store: Arc<dyn Store>) {
     let store = &*store;
     let big = pattern(7, 300_000);
     let mut batch = WriteBatch::new();
@@ -622,14 +630,25 @@ pub fn get_with_sees_what_get_sees(store: Arc<dyn Store>) {
         (Family::Blobs, b"missing"),
         (Family::Users, b"empty"),
     ] {
-        let mut seen = None;
-        store
-            .get_with(family, key, &mut |value| {
-                seen = Some(value.map(<[u8]>::to_vec))
-            })
-            .expect("get_with");
-        assert_eq!(seen, Some(get(store, family, key)), "{key:?}");
+        let pinned = store.get_pinned(family, key).expect("get_pinned");
+        assert_eq!(
+            pinned.as_deref().map(<[u8]>::to_vec),
+            get(store, family, key),
+            "{key:?}"
+        );
     }
+    let held: Vec<_> = [&b"big"[..], b"small"]
+        .iter()
+        .map(|key| store.get_pinned(Family::Blobs, key).expect("get_pinned"))
+        .collect();
+    // Overwritten while lent: the loans keep what they were given.
+    let mut batch = WriteBatch::new();
+    batch.put(Family::Blobs, b"big".to_vec(), b"new".to_vec());
+    write(store, batch);
+    assert_eq!(held[0].as_deref(), Some(&big[..]));
+    assert_eq!(held[1].as_deref(), Some(&b"x"[..]));
+    drop(held);
+    assert_eq!(get(store, Family::Blobs, b"big"), Some(b"new".to_vec()));
 }
 
 // ---- spool records ----
@@ -917,8 +936,8 @@ pub fn users_round_trip(store: Arc<dyn Store>) {
 
 /// Listing is in name order; deleting removes exactly one account; other
 /// families never show up as accounts.
-pub fn users_list_and_delete(store: Arc<dyn Store>) {
-    let store = &*store;
+pub fn users_list_and_delete(shared: Arc<dyn Store>) {
+    let store = &*shared;
     assert!(users::list_users(store).unwrap().is_empty());
     let names = [
         "zoe@example.test",
@@ -948,7 +967,12 @@ pub fn users_list_and_delete(store: Arc<dyn Store>) {
     let mut batch = WriteBatch::new();
     users::delete_user(&mut batch, "BOB@A.TEST");
     users::delete_user(&mut batch, "nobody@example.test");
-    write(store, batch);
+    // Deleting carries mailbox changes: only a commit writer applies them.
+    assert!(store.write(&[batch.clone()], true).is_err());
+    let (pipeline, commits) =
+        CommitPipeline::start(shared.clone(), PipelineConfig::default(), None);
+    commits.commit_blocking(batch).expect("delete");
+    pipeline.shutdown();
     assert_eq!(users::get_user(store, "bob@a.test").unwrap(), None);
     assert!(users::user_exists(store, "bob@b.test").unwrap());
     assert_eq!(users::list_users(store).unwrap().len(), names.len() - 1);

@@ -259,6 +259,12 @@ pub enum Change {
         /// Subscribe (true) or unsubscribe.
         subscribed: bool,
     },
+    /// Remove every mailbox of an account, INBOX included, with their rows
+    /// (`ringpost user del`); bodies no longer referenced go too.
+    DeleteAccount {
+        /// Account name.
+        user: String,
+    },
     /// The relay is done with `message`: its envelope goes, and its body
     /// too unless a mailbox row still points at it.
     ReleaseSpooled {
@@ -277,7 +283,8 @@ impl Change {
             | Change::Create { user, .. }
             | Change::Delete { user, .. }
             | Change::Rename { user, .. }
-            | Change::Subscribe { user, .. } => Some(user),
+            | Change::Subscribe { user, .. }
+            | Change::DeleteAccount { user } => Some(user),
             Change::ReleaseSpooled { .. } => None,
         }
     }

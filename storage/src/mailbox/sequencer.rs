@@ -15,8 +15,8 @@
 //! handed out again: nobody was told about them.
 
 use super::{
-    decode_refs, encode_refs, meta_key, normalize_name, prefix_end, row_key, rows_prefix, Applied,
-    Change, MailboxMeta, MailboxRow, Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
+    decode_refs, encode_refs, meta_key, normalize_name, prefix_end, row_key, rows_prefix,
+    user_prefix, Applied, Change, MailboxMeta, MailboxRow, Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
 };
 use crate::codec::{put_varint, Reader, FORMAT_V1};
 use crate::spool::MessageId;
@@ -289,6 +289,21 @@ impl View<'_> {
                 if meta.subscribed != *subscribed {
                     meta.subscribed = *subscribed;
                     self.put_meta(user, mailbox, &meta);
+                }
+                Ok(Applied::Done)
+            }
+            Change::DeleteAccount { user } => {
+                // Every row of every mailbox, then the mailboxes themselves.
+                let prefix = user_prefix(user);
+                for key in self.keys_with_prefix(Family::Mailboxes, &prefix)? {
+                    if let Some(value) = self.get(Family::Mailboxes, &key)? {
+                        let row = MailboxRow::decode(&value)?;
+                        self.release_ref(&row.message)?;
+                    }
+                    self.delete(Family::Mailboxes, key);
+                }
+                for key in self.keys_with_prefix(Family::MailboxMeta, &prefix)? {
+                    self.delete(Family::MailboxMeta, key);
                 }
                 Ok(Applied::Done)
             }
