@@ -151,14 +151,7 @@ fn sigkill_during_load_loses_no_acknowledged_message() {
     );
 
     // Every acknowledged message is there with its own content.
-    let store = ringpost_storage::RocksStore::open(
-        &data,
-        ringpost_storage::RocksOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = open_read_only(&data);
     for (seq, id) in &acked {
         let id =
             ringpost_storage::spool::MessageId::from_hex(id).expect("queue id is a message id");
@@ -366,15 +359,16 @@ fn deliver_locally(data_dir: &Path, user: &str) -> ringpost_storage::spool::Mess
 }
 
 fn stored_user(data_dir: &Path, name: &str) -> Option<ringpost_storage::users::User> {
-    let store = ringpost_storage::RocksStore::open(
-        data_dir,
-        ringpost_storage::RocksOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    ringpost_storage::users::get_user(&store, name).unwrap()
+    ringpost_storage::users::get_user(&open_read_only(data_dir), name).unwrap()
+}
+
+/// The store at `data_dir`, opened read-only (beside a running server too).
+fn open_read_only(data_dir: &Path) -> ringpost_storage::RocksStore {
+    let options = ringpost_storage::RocksOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    ringpost_storage::RocksStore::open(data_dir, options).unwrap()
 }
 
 fn config_with_local_domains(dir: &Path) -> String {
@@ -461,14 +455,7 @@ fn user_add_list_passwd_del() {
         "{out}"
     );
     assert_eq!(stored_user(&data, "alice@example.test"), None);
-    let store = ringpost_storage::RocksStore::open(
-        &data,
-        ringpost_storage::RocksOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = open_read_only(&data);
     let mailboxes = ringpost_storage::mailbox::list(&store, "alice@example.test").unwrap();
     assert!(mailboxes.is_empty(), "{mailboxes:?}");
     assert_eq!(

@@ -11,7 +11,7 @@
 //! [`Access::lock_maildrop`]: crate::access::Access::lock_maildrop
 
 use crate::access::{self, LoginError, MaildropLock};
-use crate::shard::{Service, Shard, ShutdownSignal};
+use crate::shard::{Shard, ShutdownSignal};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use ringpost_protocols::pop3::{Event, MessageInfo, Pop3Session};
@@ -20,31 +20,12 @@ use ringpost_storage::spool::{self, MessageId};
 use ringpost_storage::{StoreError, WriteBatch};
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 /// Socket read buffer; POP3 commands are short.
 const READ_BUFFER: usize = 4 * 1024;
 /// Output past this is written before the next command is answered.
 const FLUSH_AT: usize = 256 * 1024;
-
-/// Serve one POP3 connection until it ends.
-pub(crate) async fn serve(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shutdown: ShutdownSignal,
-) {
-    let _active = shard.enter(Service::Pop3);
-    let _ = stream.set_nodelay(true);
-    match drive(&shard, &mut stream, peer, shutdown).await {
-        Ok(()) => tracing::debug!(shard = shard.id, %peer, "pop3 session closed"),
-        Err(e) => {
-            tracing::debug!(shard = shard.id, %peer, error = %e, "pop3 session ended by I/O error")
-        }
-    }
-    let _ = stream.close().await;
-}
 
 /// The maildrop a logged-in session works on.
 struct Maildrop {
@@ -62,7 +43,8 @@ enum Wake {
     Shutdown,
 }
 
-async fn drive(
+/// Run one POP3 session over `stream` until it ends.
+pub(crate) async fn drive(
     shard: &Shard,
     stream: &mut TcpStream,
     peer: SocketAddr,

@@ -13,37 +13,19 @@ use ringpost_protocols::smtp::{replies, Event, ServerSession};
 use ringpost_storage::{users, StoreError};
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Instant;
 
 /// Bytes read from the socket at a time; the session buffers partial lines
 /// itself, so this only bounds one read.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Serve one client until it quits, times out, vanishes or the server stops.
-pub(crate) async fn serve(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shutdown: ShutdownSignal,
-) {
-    let _active = shard.enter(crate::shard::Service::Smtp);
-    let _ = stream.set_nodelay(true);
-    match drive(&shard, &mut stream, peer, shutdown).await {
-        Ok(()) => tracing::debug!(shard = shard.id, %peer, "session closed"),
-        Err(e) => {
-            tracing::debug!(shard = shard.id, %peer, error = %e, "session ended by I/O error")
-        }
-    }
-    let _ = stream.close().await;
-}
-
 enum Wake {
     Read(io::Result<usize>),
     Shutdown,
 }
 
-async fn drive(
+/// Run one SMTP session over `stream` until it ends.
+pub(crate) async fn drive(
     shard: &Shard,
     stream: &mut TcpStream,
     peer: SocketAddr,

@@ -21,6 +21,7 @@ use ringpost_protocols::smtp::{replies, ServerConfig};
 use ringpost_storage::spool::MessageId;
 use ringpost_storage::{CommitHandle, Store};
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,18 +238,7 @@ async fn accept(
                     continue;
                 }
                 let (shard, shutdown) = (shard.clone(), shutdown.clone());
-                match service {
-                    Service::Smtp => {
-                        glommio::spawn_local(session::serve(shard, stream, peer, shutdown))
-                    }
-                    Service::Pop3 => {
-                        glommio::spawn_local(pop3::serve(shard, stream, peer, shutdown))
-                    }
-                    Service::Imap => {
-                        glommio::spawn_local(imap::serve(shard, stream, peer, shutdown))
-                    }
-                }
-                .detach();
+                glommio::spawn_local(serve(shard, service, stream, peer, shutdown)).detach();
             }
             Wake::Accepted(Err(e)) => {
                 tracing::warn!(shard = shard.id, ?service, error = %e, "accept failed");
@@ -256,6 +246,31 @@ async fn accept(
             }
         }
     }
+}
+
+/// Serve one `service` client until it quits, times out, vanishes or the
+/// server stops.
+async fn serve(
+    shard: Rc<Shard>,
+    service: Service,
+    mut stream: glommio::net::TcpStream,
+    peer: SocketAddr,
+    shutdown: ShutdownSignal,
+) {
+    let _active = shard.enter(service);
+    let _ = stream.set_nodelay(true);
+    let ended = match service {
+        Service::Smtp => session::drive(&shard, &mut stream, peer, shutdown).await,
+        Service::Pop3 => pop3::drive(&shard, &mut stream, peer, shutdown).await,
+        Service::Imap => imap::drive(&shard, &mut stream, peer, shutdown).await,
+    };
+    match ended {
+        Ok(()) => tracing::debug!(shard = shard.id, ?service, %peer, "session closed"),
+        Err(e) => {
+            tracing::debug!(shard = shard.id, ?service, %peer, error = %e, "session ended by I/O error")
+        }
+    }
+    let _ = stream.close().await;
 }
 
 /// Tell a client we are full and hang up: SMTP's 421 at the greeting

@@ -14,14 +14,13 @@ mod fetch;
 mod view;
 
 use crate::access::{self, LoginError};
-use crate::shard::{Service, Shard, ShutdownSignal};
+use crate::shard::{Shard, ShutdownSignal};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use ringpost_protocols::imap::{Event, ImapSession};
 use ringpost_storage::Change;
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 use view::View;
 
@@ -31,29 +30,21 @@ const READ_BUFFER: usize = 64 * 1024;
 /// FETCH of a whole mailbox never sits in memory at once.
 const FLUSH_AT: usize = 256 * 1024;
 
-/// Serve one IMAP connection until it ends.
-pub(crate) async fn serve(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
+/// Run one IMAP session over `stream` until it ends.
+pub(crate) async fn drive(
+    shard: &Shard,
+    stream: &mut TcpStream,
     peer: SocketAddr,
     shutdown: ShutdownSignal,
-) {
-    let _active = shard.enter(Service::Imap);
-    let _ = stream.set_nodelay(true);
+) -> io::Result<()> {
     let mut conn = Conn {
-        shard: &shard,
+        shard,
         peer,
         user: None,
         changes: None,
         view: None,
     };
-    match conn.drive(&mut stream, shutdown).await {
-        Ok(()) => tracing::debug!(shard = shard.id, %peer, "imap session closed"),
-        Err(e) => {
-            tracing::debug!(shard = shard.id, %peer, error = %e, "imap session ended by I/O error")
-        }
-    }
-    let _ = stream.close().await;
+    conn.drive(stream, shutdown).await
 }
 
 /// One connection's state besides the protocol session.
