@@ -3,14 +3,14 @@
 # whole mailbox to its owner, over IMAP and over POP3, ringpost against
 # Dovecot, same messages, same client, same machine, loopback only.
 #
-#   loadtest/bench-fetch.sh                  # 10000 mixed-size messages, 5 rounds
-#   MESSAGES=2000 ROUNDS=9 loadtest/bench-fetch.sh
+#   loadtest/bench-fetch.sh                  # 10000 mixed-size messages, 9 rounds
+#   MESSAGES=2000 ROUNDS=15 loadtest/bench-fetch.sh
 #
 # Environment (all optional):
 #   MESSAGES=10000   messages in the mailbox (loadtest/mailbox.py: 1 KB to
 #                    256 KB, a quarter multipart; seeded, so every run and
 #                    both servers get the same bytes)
-#   ROUNDS=5         timed downloads per server and protocol, after one
+#   ROUNDS=9         timed downloads per server and protocol, after one
 #                    untimed warm-up; the median is reported
 #   SETTLE=10        seconds between loading ringpost and timing it
 #
@@ -33,7 +33,7 @@
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-10000}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-9}
 SKIP_RINGPOST=""
 
 LOG_TAG=bench-fetch
