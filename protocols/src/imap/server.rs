@@ -217,17 +217,6 @@ impl ImapSession {
         self.output.extend_from_slice(b"\r\n");
     }
 
-    /// An untagged response given as pieces of bytes (without the `* `
-    /// and CRLF), for responses the driver writes itself, literals
-    /// included: the pieces are copied once, into the output.
-    pub fn untagged_parts(&mut self, parts: &[&[u8]]) {
-        self.output.extend_from_slice(b"* ");
-        for part in parts {
-            self.output.extend_from_slice(part);
-        }
-        self.output.extend_from_slice(b"\r\n");
-    }
-
     /// Tagged OK, with an optional response code (e.g. `READ-WRITE`).
     pub fn ok(&mut self, tag: &Tag<'_>, code: Option<&str>, text: &str) {
         self.tagged(tag, "OK", code, text);
