@@ -7,26 +7,18 @@ CARGO ?= cargo
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
-# Only what is missing is installed (root, or sudo).
-SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-
+# scripts/setup.sh checks each the way the build will use it and installs
+# only what is missing (root, or sudo); scripts/test-setup.sh tests it.
 setup:
-	@need=""; \
-	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need="$$need libclang-dev"; \
-	command -v c++ >/dev/null 2>&1 || need="$$need g++"; \
-	command -v python3 >/dev/null 2>&1 || need="$$need python3"; \
-	if [ -n "$$need" ]; then \
-	  echo "setup: installing$$need"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
-	fi
+	@./scripts/setup.sh
 
 ## Start the server on its embedded store (./ringpost-data), SMTP on 127.0.0.1:2525.
 run: setup
 	$(CARGO) run --release -p ringpost -- serve
 
-## Every test of every crate.
+## Every test of every crate, and of the set-up script.
 test: setup
+	./scripts/test-setup.sh
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

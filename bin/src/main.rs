@@ -83,6 +83,20 @@ struct ServeArgs {
     /// Deliver everything to this host:port instead of MX hosts (config: relay.smarthost).
     #[arg(long)]
     smarthost: Option<String>,
+    /// Log lines on stderr as plain text (coloured only on a terminal) or as
+    /// one JSON object per line, for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal
+    /// (and `NO_COLOR` is unset), so a file gets plain text.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -128,15 +142,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    // Logs go to stderr, so stdout carries only the start-up summary that
-    // scripts and tests read.
-    tracing_subscriber::fmt()
+/// Logs go to stderr, so stdout carries only the start-up summary that
+/// scripts and tests read. `RUST_LOG` filters them (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
