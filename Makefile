@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup bench-accept bench-relay crash-relay bench-fetch sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -12,12 +12,16 @@ CARGO ?= cargo
 setup:
 	@./scripts/setup.sh
 
+# What `make test` adds: the mail clients it drives (swaks, openssl).
+setup-test:
+	@./scripts/setup.sh test
+
 ## Start the server on its embedded store (./ringpost-data), SMTP on 127.0.0.1:2525.
 run: setup
 	$(CARGO) run --release -p ringpost -- serve
 
 ## Every test of every crate, and of the set-up script.
-test: setup
+test: setup-test
 	./scripts/test-setup.sh
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc

@@ -2,8 +2,12 @@
 # setup.sh — installs what a fresh Debian machine with Rust lacks to build and
 # test ringpost (`make setup` runs it; `make run` and `make test` depend on it).
 #
-#   scripts/setup.sh           install what is missing (root, or sudo)
-#   scripts/setup.sh --check   only print the missing Debian packages, one a line
+#   scripts/setup.sh [test]           install what is missing (root, or sudo)
+#   scripts/setup.sh --check [test]   only print the missing Debian packages,
+#                                     one a line
+#
+# `test` adds what `make test` drives besides the build: the mail clients
+# swaks and openssl's s_client.
 #
 # Each check asks the question the build itself will ask, so that something
 # with a similar name cannot pass for the real thing:
@@ -16,6 +20,8 @@
 # - C++ compiler: the cc crate runs `$CXX` (default `c++`); it must compile
 #   C++17 with the standard library, as RocksDB's sources need.
 # - python3: the end-to-end tests drive smtplib, imaplib, poplib and ssl.
+# - swaks and openssl (test only): independent SMTP, IMAP and POP3 clients
+#   over TLS; each must run (`--version`), not merely be on PATH.
 #
 # SETUP_ROOT (default: empty) is prepended to every path searched for
 # libclang; the test (scripts/test-setup.sh) points it at fixture trees.
@@ -65,13 +71,13 @@ have_libclang() {
 }
 
 have_cxx() {
-    local cxx=${CXX:-c++} out
+    local cxx=${CXX:-c++} dir ok=0
     command -v "$cxx" >/dev/null 2>&1 || return 1
-    out=$(mktemp)
-    # shellcheck disable=SC2064
-    trap "rm -f '$out'" RETURN
-    printf '#include <atomic>\n#include <string>\nint main() { std::atomic<int> a{1}; std::string s = "ok"; return a.load() - 1 + int(s.size()) - 2; }\n' |
-        "$cxx" -std=c++17 -x c++ - -o "$out" >/dev/null 2>&1
+    dir=$(mktemp -d)
+    printf '#include <atomic>\n#include <string>\nint main() { std::atomic<int> a{1}; std::string s = "ok"; return a.load() - 1 + int(s.size()) - 2; }\n' >"$dir/probe.cc"
+    "$cxx" -std=c++17 "$dir/probe.cc" -o "$dir/probe" >/dev/null 2>&1 || ok=1
+    rm -rf "$dir"
+    return $ok
 }
 
 have_python() {
@@ -79,14 +85,36 @@ have_python() {
         python3 -c 'import smtplib, imaplib, poplib, ssl, email' >/dev/null 2>&1
 }
 
+have_swaks() {
+    command -v swaks >/dev/null 2>&1 && swaks --version >/dev/null 2>&1
+}
+
+have_openssl() {
+    command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1
+}
+
 missing() {
     have_libclang || echo libclang-dev
     have_cxx || echo g++
     have_python || echo python3
+    if [[ $for_tests == yes ]]; then
+        have_swaks || echo swaks
+        have_openssl || echo openssl
+    fi
     return 0
 }
 
-if [[ ${1:-} == --check ]]; then
+check_only=no
+for_tests=no
+for arg in "$@"; do
+    case $arg in
+        --check) check_only=yes ;;
+        test) for_tests=yes ;;
+        *) echo "usage: scripts/setup.sh [--check] [test]" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $check_only == yes ]]; then
     missing
     exit 0
 fi

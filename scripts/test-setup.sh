@@ -33,11 +33,12 @@ make_bin() {
     chmod +x "$1/$2"
 }
 
-# check NAME EXPECTED: run the check on $work/NAME and compare.
+# check NAME EXPECTED [MODE]: run the check on $work/NAME and compare.
 check() {
-    local name=$1 expected=$2 got
+    local name=$1 expected=$2 mode=${3:-} got
+    # shellcheck disable=SC2086
     got=$(env -i HOME="$HOME" PATH="$work/$name/bin:/usr/bin:/bin" SETUP_ROOT="$work/$name/root" \
-        bash "$setup" --check | tr '\n' ' ' | sed 's/ $//')
+        bash "$setup" --check $mode | tr '\n' ' ' | sed 's/ $//')
     if [[ $got == "$expected" ]]; then
         echo "ok    $name: missing [$got]"
     else
@@ -87,6 +88,15 @@ make_bin "$work/no-tools/bin" python3 1
 fake_so "$work/no-tools/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
 # /usr/bin stays on PATH for coreutils, so the stand-ins must shadow the real ones.
 check no-tools "g++ python3"
+
+# Test tools: swaks and openssl must run; stand-ins that fail count as missing.
+base test-tools
+fake_so "$work/test-tools/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
+make_bin "$work/test-tools/bin" swaks 1
+make_bin "$work/test-tools/bin" openssl 0
+check test-tools "swaks" test
+# The run set-up does not ask for them.
+check test-tools ""
 
 if ((failures > 0)); then
     echo "setup detection: $failures case(s) failed"
