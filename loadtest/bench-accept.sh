@@ -111,7 +111,7 @@ log "load: $MESSAGES x $SIZE B over $CONNECTIONS connections, pipelining $PIPELI
 # --- ringpost ----------------------------------------------------------------
 start_ringpost() {
     local port=$1 mport=$2
-    "$RINGPOST" serve --no-relay --data-dir "$WORK/ringpost-data" \
+    "$RINGPOST" serve --no-relay --data-dir "$WORK/ringpost-data" --ephemeral-ports 127.0.0.1 \
         --smtp "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
         >"$WORK/ringpost.log" 2>&1 &
     RINGPOST_PID=$!

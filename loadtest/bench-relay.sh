@@ -279,7 +279,7 @@ smarthost = "$SINK_ADDR"
 retry_initial_secs = 1
 retry_max_secs = 2
 EOF
-    local args=(serve --config "$conf")
+    local args=(serve --config "$conf" --ephemeral-ports 127.0.0.1)
     [[ -n $SHARDS ]] && args+=(--shards "$SHARDS")
     log "ringpost: ${args[*]} (smarthost $SINK_ADDR, data $WORK/ringpost-data)"
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$RINGPOST" "${args[@]}" >"$WORK/ringpost.log" 2>&1 &

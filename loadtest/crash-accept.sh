@@ -32,7 +32,7 @@ trap cleanup EXIT
 cargo build --release -q -p ringpost -p ringpost-loadtest
 
 start_server() {
-  "$RINGPOST" serve --no-relay --data-dir "$WORK/data" --smtp 127.0.0.1:0 --metrics 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
+  "$RINGPOST" serve --no-relay --data-dir "$WORK/data" --ephemeral-ports 127.0.0.1 --smtp 127.0.0.1:0 --metrics 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
   SERVER=$!
   for _ in $(seq 300); do
     ADDR=$(awk '$1 == "smtp" {print $2}' "$WORK/server.out" 2>/dev/null || true)

@@ -113,7 +113,7 @@ EOF
 # start_server N: ringpost run N on the shared store; sets SERVER and ADDR.
 start_server() {
     local n=$1
-    NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$RINGPOST" serve --config "$WORK/ringpost.toml" \
+    NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$RINGPOST" serve --config "$WORK/ringpost.toml" --ephemeral-ports 127.0.0.1 \
         >"$WORK/server$n.log" 2>&1 &
     SERVER=$!
     # shellcheck disable=SC2016  # an awk program

@@ -118,7 +118,7 @@ start_mail_server() {
         echo secret | "$RINGPOST" user add "$account" --password-stdin \
             --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" >/dev/null
     fi
-    "$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" --no-relay \
+    "$RINGPOST" serve --config "$WORK/ringpost.toml" --data-dir "$WORK/rp-data" --no-relay --ephemeral-ports 127.0.0.1 \
         --smtp 127.0.0.1:0 --pop3 127.0.0.1:0 --imap 127.0.0.1:0 --metrics 127.0.0.1:0 \
         >"$WORK/ringpost.out" 2>>"$WORK/ringpost.log" &
     RINGPOST_PID=$!

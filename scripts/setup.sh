@@ -21,7 +21,8 @@
 #   C++17 with the standard library, as RocksDB's sources need.
 # - python3: the end-to-end tests drive smtplib, imaplib, poplib and ssl.
 # - swaks and openssl (test only): independent SMTP, IMAP and POP3 clients
-#   over TLS; each must run (`--version`), not merely be on PATH.
+#   over TLS; each must run (`--version`), not merely be on PATH, and swaks
+#   must say it supports TLS (it needs Net::SSLeay for that).
 #
 # SETUP_ROOT (default: empty) is prepended to every path searched for
 # libclang; the test (scripts/test-setup.sh) points it at fixture trees.
@@ -89,6 +90,11 @@ have_swaks() {
     command -v swaks >/dev/null 2>&1 && swaks --version >/dev/null 2>&1
 }
 
+# swaks speaks TLS only with Net::SSLeay, which Debian merely recommends.
+have_swaks_tls() {
+    swaks --support 2>&1 | grep -q '^=== TLS supported'
+}
+
 have_openssl() {
     command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1
 }
@@ -98,7 +104,12 @@ missing() {
     have_cxx || echo g++
     have_python || echo python3
     if [[ $for_tests == yes ]]; then
-        have_swaks || echo swaks
+        if have_swaks; then
+            have_swaks_tls || echo libnet-ssleay-perl
+        else
+            echo swaks
+            echo libnet-ssleay-perl
+        fi
         have_openssl || echo openssl
     fi
     return 0

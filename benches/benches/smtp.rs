@@ -73,6 +73,8 @@ fn drive(config: &Arc<ServerConfig>, input: &[u8], read_size: usize) -> usize {
                     session.recycle(tx.data);
                     session.message_stored("BENCH0001");
                 }
+                // The bench input never says AUTH or STARTTLS.
+                Some(Event::Authenticate(_) | Event::StartTls) => unreachable!(),
                 None => break,
             }
         }

@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (with no options: SMTP on 127.0.0.1:2525, store in ./ringpost-data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -62,12 +62,31 @@ struct ServeArgs {
     /// SMTP listen address (config: smtp.listen).
     #[arg(long)]
     smtp: Option<SocketAddr>,
+    /// Submission (STARTTLS, AUTH required) listen address (config:
+    /// submission.listen).
+    #[arg(long)]
+    submission: Option<SocketAddr>,
+    /// Submission over implicit TLS listen address, or "off" (config:
+    /// submission.tls_listen).
+    #[arg(long, value_parser = optional_addr)]
+    submissions: Option<Option<SocketAddr>>,
     /// POP3 listen address (config: pop3.listen).
     #[arg(long)]
     pop3: Option<SocketAddr>,
+    /// POP3S listen address, or "off" (config: pop3.tls_listen).
+    #[arg(long, value_parser = optional_addr)]
+    pop3s: Option<Option<SocketAddr>>,
     /// IMAP listen address (config: imap.listen).
     #[arg(long)]
     imap: Option<SocketAddr>,
+    /// IMAPS listen address, or "off" (config: imap.tls_listen).
+    #[arg(long, value_parser = optional_addr)]
+    imaps: Option<Option<SocketAddr>>,
+    /// Every listener (SMTP, submission, IMAP, POP3, metrics) on this IP
+    /// with ports the OS picks (tests, side-by-side runs); the ready lines
+    /// say which.
+    #[arg(long)]
+    ephemeral_ports: Option<std::net::IpAddr>,
     /// Metrics listen address (config: metrics.listen).
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -122,7 +141,7 @@ enum SpoolCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match Config::load(&file) {
@@ -180,14 +199,29 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
+    if let Some(ip) = args.ephemeral_ports {
+        config.use_ephemeral_ports(ip);
+    }
     if let Some(a) = args.smtp {
         config.smtp.listen = a;
+    }
+    if let Some(a) = args.submission {
+        config.submission.listen = a;
+    }
+    if let Some(a) = args.submissions {
+        config.submission.tls_listen = a;
     }
     if let Some(a) = args.pop3 {
         config.pop3.listen = a;
     }
+    if let Some(a) = args.pop3s {
+        config.pop3.tls_listen = a;
+    }
     if let Some(a) = args.imap {
         config.imap.listen = a;
+    }
+    if let Some(a) = args.imaps {
+        config.imap.tls_listen = a;
     }
     if let Some(a) = args.metrics {
         config.metrics.listen = Some(a);
@@ -214,6 +248,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -230,23 +265,39 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     println!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
-    println!("  smtp     {}", server.smtp_addr());
-    match server.pop3_addr() {
-        Some(a) => println!("  pop3     {a}"),
-        None => println!("  pop3     off"),
-    }
-    match server.imap_addr() {
-        Some(a) => println!("  imap     {a}"),
-        None => println!("  imap     off"),
+    for (service, addr) in server.listeners() {
+        let note = match service {
+            "smtp" | "imap" | "pop3" if server.certificates().is_some() => "  (STARTTLS)",
+            "submission" if server.certificates().is_some() => "  (STARTTLS, AUTH required)",
+            "submission" => "  (AUTH required)",
+            "submissions" | "imaps" | "pop3s" => "  (TLS)",
+            _ => "",
+        };
+        println!("  {service:<12} {addr}{note}");
     }
     match server.metrics_addr() {
-        Some(a) => println!("  metrics  http://{a}/metrics"),
-        None => println!("  metrics  off"),
+        Some(a) => println!("  {:<12} http://{a}/metrics", "metrics"),
+        None => println!("  {:<12} off", "metrics"),
     }
-    println!("  store    {}", server.store_description());
-    println!("  shards   {}", server.shard_count());
-    println!("  relay    {}", relay_line(&relay));
-    let signal = signals.forever().next();
+    match server.certificates() {
+        Some(c) => println!("  {:<12} {c}", "tls"),
+        None => println!("  {:<12} off", "tls"),
+    }
+    println!("  {:<12} {}", "store", server.store_description());
+    println!("  {:<12} {}", "shards", server.shard_count());
+    println!("  {:<12} {}", "relay", relay_line(&relay));
+    let signal = loop {
+        match signals.forever().next() {
+            // SIGHUP: certificates again; connections already up keep theirs.
+            Some(signal_hook::consts::SIGHUP) => match server.reload_certificates() {
+                Ok(described) => println!("ringpost: certificates reloaded: {described}"),
+                Err(e) => {
+                    eprintln!("ringpost: certificate reload failed, keeping the old ones: {e}")
+                }
+            },
+            other => break other,
+        }
+    };
     println!(
         "ringpost: signal {} received, shutting down",
         signal.unwrap_or(0)
@@ -254,6 +305,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     server.shutdown();
     println!("ringpost: stopped");
     ExitCode::SUCCESS
+}
+
+/// A listen address, or "off".
+fn optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("`{text}` is not an address:port or \"off\""))
 }
 
 /// How outbound mail is routed, in words.

@@ -20,14 +20,8 @@ fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(RINGPOST)
         .args([
             "serve",
-            "--smtp",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--pop3",
-            "127.0.0.1:0",
-            "--imap",
-            "127.0.0.1:0",
+            "--ephemeral-ports",
+            "127.0.0.1",
             "--shards",
             "2",
             "--data-dir",
@@ -45,8 +39,12 @@ fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
             .next()
             .expect("server prints its start-up lines")
             .unwrap();
-        if let Some(addr) = line.trim().strip_prefix("smtp") {
-            let addr = addr.trim().parse().expect("smtp line has an address");
+        let mut words = line.split_whitespace();
+        if words.next() == Some("smtp") {
+            let addr = words
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("smtp line has an address");
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
             return (child, addr);

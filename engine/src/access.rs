@@ -1,21 +1,24 @@
-//! What the mail-access sessions (POP3, IMAP) share across shards: logins,
-//! POP3 maildrop locks, and news of changed mailboxes.
+//! What the mail-access sessions (POP3, IMAP) share across shards: POP3
+//! maildrop locks, IMAP session counts per account, and news of changed
+//! mailboxes. (Logins themselves are [`crate::auth`]'s.)
 //!
 //! A session on any shard may read a mailbox another shard just delivered
 //! into, so these live in one [`Access`] behind an `Arc`. Its locks are
 //! taken at login, logout and when a commit changed a mailbox, never per
 //! message read, so they stay off the SMTP and fetch hot paths.
 
-use crate::users::verify_password;
-use ringpost_storage::{users, Store, StoreError};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// State shared by every POP3 and IMAP session of the server.
 #[derive(Default)]
 pub struct Access {
     /// Accounts whose maildrop a POP3 session holds (RFC 1939 §8).
     pop3_locks: Mutex<HashSet<String>>,
+    /// IMAP sessions open per account.
+    sessions: Mutex<HashMap<String, usize>>,
+    /// Most IMAP sessions per account; 0: no limit.
+    max_sessions: usize,
     /// Per account, the sessions that want to hear of changes.
     watchers: Mutex<HashMap<String, Vec<flume::Sender<()>>>>,
 }
@@ -40,7 +43,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Held while an IMAP session is logged in; dropping it gives the
+/// account's slot back.
+pub struct AccountSession {
+    access: Arc<Access>,
+    user: String,
+}
+
+impl Drop for AccountSession {
+    fn drop(&mut self) {
+        let mut sessions = lock(&self.access.sessions);
+        if let Some(count) = sessions.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                sessions.remove(&self.user);
+            }
+        }
+    }
+}
+
 impl Access {
+    /// Shared state allowing `max_sessions` IMAP sessions per account.
+    pub fn new(max_sessions: usize) -> Access {
+        Access {
+            max_sessions,
+            ..Access::default()
+        }
+    }
+
+    /// Count one more IMAP session of `user`, unless it has the most
+    /// allowed: each selected mailbox costs memory, and a stolen password
+    /// should not pin gigabytes.
+    pub fn open_session(self: &Arc<Self>, user: &str) -> Option<AccountSession> {
+        let user = user.to_ascii_lowercase();
+        let mut sessions = lock(&self.sessions);
+        let count = sessions.entry(user.clone()).or_insert(0);
+        if self.max_sessions > 0 && *count >= self.max_sessions {
+            return None;
+        }
+        *count += 1;
+        Some(AccountSession {
+            access: self.clone(),
+            user,
+        })
+    }
+
     /// Take `user`'s maildrop for a POP3 session, unless another holds it.
     pub fn lock_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
         let user = user.to_ascii_lowercase();
@@ -80,56 +127,20 @@ impl Access {
     }
 }
 
-/// Why a login did not succeed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LoginError {
-    /// No such account, or the wrong password: the client is told no more.
-    Rejected,
-    /// The store could not be read: try again later.
-    Unavailable(StoreError),
-}
-
-/// Check `name` and `password` against the store; the account name
-/// (lowercased) on success. The Argon2 check takes tens of milliseconds of
-/// CPU, so it runs on the shard's blocking pool, never on the executor. An
-/// unknown name costs the same check against a dummy hash, so timing does
-/// not tell which accounts exist.
-pub async fn login(
-    store: Arc<dyn Store>,
-    name: &str,
-    password: &str,
-) -> Result<String, LoginError> {
-    let (name, password) = (name.to_ascii_lowercase(), password.to_owned());
-    glommio::executor()
-        .spawn_blocking(move || {
-            let account = users::get_user(&*store, &name).map_err(LoginError::Unavailable)?;
-            let hash = match &account {
-                Some(user) => user.password_hash.as_str(),
-                None => dummy_hash(),
-            };
-            match (account.is_some(), verify_password(&password, hash)) {
-                (true, Ok(true)) => Ok(name),
-                _ => Err(LoginError::Rejected),
-            }
-        })
-        .await
-}
-
-/// An Argon2id hash of a random password, made once.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let random = format!(
-            "{:x}",
-            crate::intake::unix_micros().wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        );
-        crate::users::hash_password(&random).unwrap_or_default()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imap_sessions_per_account_are_capped() {
+        let access = Arc::new(Access::new(2));
+        let a = access.open_session("ann@x.test").unwrap();
+        let _b = access.open_session("ANN@x.test").unwrap();
+        assert!(access.open_session("ann@x.test").is_none());
+        assert!(access.open_session("bob@x.test").is_some());
+        drop(a);
+        assert!(access.open_session("ann@x.test").is_some());
+    }
 
     #[test]
     fn one_pop3_session_per_maildrop() {

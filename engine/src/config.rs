@@ -5,11 +5,10 @@
 //! and [`Config::parse`] reports where in the file a problem is.
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Which storage engine holds the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -35,8 +34,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Storage settings.
     pub store: StoreConfig,
-    /// SMTP listener settings.
+    /// SMTP listener settings (the MX port).
     pub smtp: SmtpConfig,
+    /// Mail submission by mail clients (RFC 6409; ports 587 and 465).
+    pub submission: SubmissionConfig,
+    /// Certificates and TLS policy for every listener.
+    pub tls: TlsConfig,
+    /// Abuse limits shared by every listener.
+    pub limits: LimitsConfig,
     /// Outbound delivery settings.
     pub relay: RelayConfig,
     /// POP3 listener settings.
@@ -53,8 +58,11 @@ pub struct Config {
 pub struct Pop3ListenerConfig {
     /// Serve POP3 at all.
     pub enabled: bool,
-    /// Address the POP3 listener binds.
+    /// Address the POP3 listener binds (STLS offered).
     pub listen: SocketAddr,
+    /// Address of POP3S, TLS from the first byte (RFC 8314); `"off"`: none.
+    #[serde(deserialize_with = "optional_addr")]
+    pub tls_listen: Option<SocketAddr>,
     /// Concurrent POP3 connections per shard; more are refused.
     pub max_connections_per_shard: usize,
     /// Seconds of client silence before the session is closed (RFC 1939
@@ -64,6 +72,8 @@ pub struct Pop3ListenerConfig {
     pub max_errors: usize,
     /// Seconds a failed login waits before it is answered (slows guessing).
     pub auth_failure_delay_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    pub login_timeout_secs: u64,
 }
 
 /// IMAP listener settings.
@@ -72,8 +82,11 @@ pub struct Pop3ListenerConfig {
 pub struct ImapListenerConfig {
     /// Serve IMAP at all.
     pub enabled: bool,
-    /// Address the IMAP listener binds.
+    /// Address the IMAP listener binds (STARTTLS offered).
     pub listen: SocketAddr,
+    /// Address of IMAPS, TLS from the first byte (RFC 8314); `"off"`: none.
+    #[serde(deserialize_with = "optional_addr")]
+    pub tls_listen: Option<SocketAddr>,
     /// Concurrent IMAP connections per shard; more are refused.
     pub max_connections_per_shard: usize,
     /// Seconds of client silence before autologout (RFC 9051 §5.4: at
@@ -85,6 +98,10 @@ pub struct ImapListenerConfig {
     pub max_errors: usize,
     /// Seconds a failed login waits before it is answered.
     pub auth_failure_delay_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    pub login_timeout_secs: u64,
+    /// IMAP sessions one account may have open at once.
+    pub max_sessions_per_account: usize,
 }
 
 /// Storage settings.
@@ -122,12 +139,128 @@ pub struct SmtpConfig {
     pub max_connections_per_shard: usize,
     /// Seconds to wait for a command (RFC 5321 §4.5.3.2.7 says at least 300).
     pub command_timeout_secs: u64,
-    /// Seconds to wait for each block of message data (RFC 5321: 180).
+    /// Seconds message content may take, before the time it earns at
+    /// `min_data_rate` (RFC 5321: 180 per block).
     pub data_timeout_secs: u64,
+    /// Bytes per second message content must keep up beyond
+    /// `data_timeout_secs` (0: no extension); a trickle is cut.
+    pub min_data_rate: u32,
+    /// Seconds a session of a client that is neither in `relay_networks`
+    /// nor authenticated may last in all; 0: no cap.
+    pub max_session_secs: u64,
+    /// Recipients refused in one untrusted session before it is closed.
+    pub max_rejected_recipients: usize,
     /// Clients in these networks may relay to any domain.
     pub relay_networks: Vec<IpNet>,
     /// Domains this server receives mail for from anyone.
     pub local_domains: Vec<String>,
+}
+
+/// Mail submission (RFC 6409): mail clients send here, authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// Serve submission at all.
+    pub enabled: bool,
+    /// The STARTTLS port (587 in production).
+    pub listen: SocketAddr,
+    /// The implicit-TLS port (RFC 8314, 465 in production); `"off"`: none.
+    #[serde(deserialize_with = "optional_addr")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Which MAIL FROM an account may use: `own` (its address), `domain`
+    /// (any address at its domain) or `any`.
+    pub sender_policy: SenderPolicyConfig,
+    /// Messages one account may submit per hour (all ports together);
+    /// 0: no limit.
+    pub max_messages_per_hour: u32,
+    /// Seconds a client may stay connected without authenticating.
+    pub login_timeout_secs: u64,
+    /// Seconds a failed AUTH waits before it is answered (slows guessing).
+    pub auth_failure_delay_secs: u64,
+}
+
+/// [`SubmissionConfig::sender_policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderPolicyConfig {
+    /// The account's own address.
+    Own,
+    /// Any address at the account's domain.
+    Domain,
+    /// Any address.
+    Any,
+}
+
+/// Where passwords may be sent without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaintextAuth {
+    /// Only from loopback addresses (the default: local tools and tests).
+    Loopback,
+    /// Never: TLS first, everywhere.
+    Never,
+    /// From anywhere (only behind a trusted network; not recommended).
+    Always,
+}
+
+/// One certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// TLS on the listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Offer TLS at all (STARTTLS and the implicit-TLS ports).
+    pub enabled: bool,
+    /// Certificates; the first is the default, the others are chosen by
+    /// the name the client asks for (SNI). None: a self-signed certificate
+    /// made at first start in `data_dir/tls/`.
+    pub certificates: Vec<CertificatePair>,
+    /// Where AUTH, LOGIN and USER/PASS may be used before TLS.
+    pub plaintext_auth: PlaintextAuth,
+    /// Seconds a TLS handshake may take.
+    pub handshake_timeout_secs: u64,
+}
+
+/// Abuse limits, checked before any per-session work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections one client address may hold at once, all listeners
+    /// together; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections one client address may open per minute; 0: no limit.
+    pub connections_per_minute_per_ip: u32,
+    /// Clients the connection limits do not apply to (a webmail host);
+    /// `smtp.relay_networks` are exempt too. Password-guessing lockouts
+    /// apply to everyone.
+    pub exempt_networks: Vec<IpNet>,
+    /// MiB of client data (messages and literals being received) the
+    /// sessions of one shard may hold; a session that would go over waits
+    /// (its socket is not read). Untrusted clients get half.
+    pub session_memory_mb: usize,
+    /// Failed logins from one address within `auth_window_secs` before it
+    /// is locked out.
+    pub auth_failures_per_ip: u32,
+    /// Failed logins for one account within `auth_window_secs` before
+    /// addresses that failed for it are locked out of it.
+    pub auth_failures_per_account: u32,
+    /// The window failures are counted in, seconds.
+    pub auth_window_secs: u64,
+    /// How long a lockout lasts, seconds.
+    pub lockout_secs: u64,
+    /// Threads that check passwords (Argon2); 0: half the CPUs, at least one.
+    pub auth_threads: usize,
+    /// Seconds a checked password is remembered, so a client that logs in
+    /// every minute does not cost an Argon2 run each time; 0: never.
+    pub auth_cache_secs: u64,
 }
 
 /// Outbound delivery: routing, limits, retries and timeouts.
@@ -207,6 +340,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./ringpost-data"),
             store: StoreConfig::default(),
             smtp: SmtpConfig::default(),
+            submission: SubmissionConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
             relay: RelayConfig::default(),
             pop3: Pop3ListenerConfig::default(),
             imap: ImapListenerConfig::default(),
@@ -238,8 +374,53 @@ impl Default for SmtpConfig {
             max_connections_per_shard: 2000,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
+            min_data_rate: 1024,
+            max_session_secs: 3600,
+            max_rejected_recipients: 20,
             relay_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             local_domains: Vec::new(),
+        }
+    }
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        SubmissionConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2587)),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 2465))),
+            sender_policy: SenderPolicyConfig::Own,
+            max_messages_per_hour: 1000,
+            login_timeout_secs: 180,
+            auth_failure_delay_secs: 1,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            certificates: Vec::new(),
+            plaintext_auth: PlaintextAuth::Loopback,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections_per_ip: 50,
+            connections_per_minute_per_ip: 300,
+            exempt_networks: Vec::new(),
+            session_memory_mb: 256,
+            auth_failures_per_ip: 10,
+            auth_failures_per_account: 30,
+            auth_window_secs: 600,
+            lockout_secs: 900,
+            auth_threads: 0,
+            auth_cache_secs: 300,
         }
     }
 }
@@ -280,10 +461,12 @@ impl Default for Pop3ListenerConfig {
         Pop3ListenerConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1110)),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1995))),
             max_connections_per_shard: 1000,
             idle_timeout_secs: 600,
             max_errors: 10,
             auth_failure_delay_secs: 1,
+            login_timeout_secs: 180,
         }
     }
 }
@@ -293,11 +476,14 @@ impl Default for ImapListenerConfig {
         ImapListenerConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1143)),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1993))),
             max_connections_per_shard: 2000,
             idle_timeout_secs: 1800,
             max_command_size: 50 * 1024 * 1024 + 64 * 1024,
             max_errors: 20,
             auth_failure_delay_secs: 1,
+            login_timeout_secs: 180,
+            max_sessions_per_account: 20,
         }
     }
 }
@@ -464,7 +650,37 @@ impl Config {
         if p.auth_failure_delay_secs > 60 {
             return invalid("pop3.auth_failure_delay_secs", "must be at most 60");
         }
+        if p.login_timeout_secs == 0 {
+            return invalid("pop3.login_timeout_secs", "must be at least 1");
+        }
         let i = &self.imap;
+        if i.login_timeout_secs == 0 || i.max_sessions_per_account == 0 {
+            return invalid(
+                "imap.login_timeout_secs",
+                "login timeout and sessions per account must be at least 1",
+            );
+        }
+        if self.submission.login_timeout_secs == 0 {
+            return invalid("submission.login_timeout_secs", "must be at least 1");
+        }
+        if self.tls.handshake_timeout_secs == 0 {
+            return invalid("tls.handshake_timeout_secs", "must be at least 1");
+        }
+        if self.limits.session_memory_mb < 4 {
+            return invalid(
+                "limits.session_memory_mb",
+                "must be at least 4 (MiB per shard)",
+            );
+        }
+        if self.limits.auth_window_secs == 0 || self.limits.lockout_secs == 0 {
+            return invalid(
+                "limits.auth_window_secs",
+                "the failure window and the lockout must be at least 1 second",
+            );
+        }
+        if s.max_rejected_recipients == 0 {
+            return invalid("smtp.max_rejected_recipients", "must be at least 1");
+        }
         if i.max_connections_per_shard == 0 || i.max_errors == 0 {
             return invalid(
                 "imap.max_connections_per_shard",
@@ -483,10 +699,19 @@ impl Config {
         if i.auth_failure_delay_secs > 60 {
             return invalid("imap.auth_failure_delay_secs", "must be at most 60");
         }
+        let sub = &self.submission;
+        let tls = self.tls.enabled;
         let listeners = [
             ("smtp.listen", Some(s.listen)),
+            ("submission.listen", sub.enabled.then_some(sub.listen)),
+            (
+                "submission.tls_listen",
+                sub.tls_listen.filter(|_| sub.enabled && tls),
+            ),
             ("pop3.listen", p.enabled.then_some(p.listen)),
+            ("pop3.tls_listen", p.tls_listen.filter(|_| p.enabled && tls)),
             ("imap.listen", i.enabled.then_some(i.listen)),
+            ("imap.tls_listen", i.tls_listen.filter(|_| i.enabled && tls)),
             ("metrics.listen", self.metrics.listen),
         ];
         for (i, (key, addr)) in listeners.iter().enumerate() {
@@ -512,14 +737,31 @@ impl Config {
 
     /// Whether a client at `ip` may relay to domains that are not local.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        self.smtp.relay_networks.iter().any(|net| net.contains(&ip))
+        in_networks(&self.smtp.relay_networks, ip)
+    }
+
+    /// Every listener (SMTP, submission, IMAP, POP3, their TLS ports, the
+    /// metrics) on `ip` with a port the OS picks: tests, side-by-side runs.
+    /// Listeners that are off stay off.
+    pub fn use_ephemeral_ports(&mut self, ip: IpAddr) {
+        let any = SocketAddr::new(ip, 0);
+        self.smtp.listen = any;
+        self.submission.listen = any;
+        self.submission.tls_listen = self.submission.tls_listen.map(|_| any);
+        self.pop3.listen = any;
+        self.pop3.tls_listen = self.pop3.tls_listen.map(|_| any);
+        self.imap.listen = any;
+        self.imap.tls_listen = self.imap.tls_listen.map(|_| any);
+        self.metrics.listen = self.metrics.listen.map(|_| any);
+    }
+
+    /// Whether a client at `ip` may send passwords before TLS.
+    pub fn plaintext_auth_allowed(&self, ip: IpAddr) -> bool {
+        match self.tls.plaintext_auth {
+            PlaintextAuth::Always => true,
+            PlaintextAuth::Never => false,
+            PlaintextAuth::Loopback => canonical(ip).is_loopback(),
+        }
     }
 
     /// Whether `domain` (any case) is one of ours: our `hostname` or one of
@@ -532,26 +774,34 @@ impl Config {
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(domain))
     }
+}
 
-    /// SMTP command timeout.
-    pub fn command_timeout(&self) -> Duration {
-        Duration::from_secs(self.smtp.command_timeout_secs)
+/// `ip`, with an IPv4-mapped IPv6 address as the IPv4 address it maps.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
     }
+}
 
-    /// IMAP autologout timer.
-    pub fn imap_idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.imap.idle_timeout_secs)
-    }
+/// Whether `ip` is in one of `networks`.
+pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    networks.iter().any(|net| net.contains(&ip))
+}
 
-    /// POP3 autologout timer.
-    pub fn pop3_idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.pop3.idle_timeout_secs)
+/// A listen address, or `"off"` for none.
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
     }
-
-    /// SMTP data timeout.
-    pub fn data_timeout(&self) -> Duration {
-        Duration::from_secs(self.smtp.data_timeout_secs)
-    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("`{text}` is not an address:port or \"off\""))
+    })
 }
 
 fn default_hostname() -> String {
@@ -662,13 +912,66 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_example_is_valid() {
+    fn the_readme_examples_are_valid() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
-        let end = start + readme[start..].find("```").unwrap();
-        let c = Config::parse(&readme[start..end]).unwrap();
-        assert_eq!(c.relay.routes["partner.example"], "10.1.2.3:25");
-        assert!(c.relay.starttls && !c.relay.verify_certificates);
+        let mut examples = Vec::new();
+        let mut rest = readme;
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("a TOML example ends");
+            examples.push(Config::parse(&body[..end]).unwrap());
+            rest = &body[end..];
+        }
+        assert!(examples.len() >= 2, "{} examples", examples.len());
+        let full = examples
+            .iter()
+            .find(|c| !c.relay.routes.is_empty())
+            .expect("the configuration example");
+        assert_eq!(full.relay.routes["partner.example"], "10.1.2.3:25");
+        assert!(full.relay.starttls && !full.relay.verify_certificates);
+    }
+
+    #[test]
+    fn tls_and_submission_sections() {
+        let c = Config::default();
+        assert_eq!(c.submission.listen, "127.0.0.1:2587".parse().unwrap());
+        assert_eq!(
+            c.submission.tls_listen,
+            Some("127.0.0.1:2465".parse().unwrap())
+        );
+        assert_eq!(c.imap.tls_listen, Some("127.0.0.1:1993".parse().unwrap()));
+        assert_eq!(c.pop3.tls_listen, Some("127.0.0.1:1995".parse().unwrap()));
+        assert!(c.tls.enabled && c.tls.certificates.is_empty());
+        let c = Config::parse(
+            "[imap]\ntls_listen = \"off\"\n[submission]\nsender_policy = \"domain\"\n\
+             [tls]\nplaintext_auth = \"never\"\n[[tls.certificates]]\ncert = \"/a.pem\"\nkey = \"/a.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.imap.tls_listen, None);
+        assert_eq!(c.submission.sender_policy, SenderPolicyConfig::Domain);
+        assert_eq!(c.tls.certificates[0].key, PathBuf::from("/a.key"));
+        assert!(!c.plaintext_auth_allowed("127.0.0.1".parse().unwrap()));
+        let text = Config::parse("[pop3]\ntls_listen = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("nowhere") && text.contains("line 2"),
+            "{text}"
+        );
+        // Two listeners on one port are refused, TLS ones included.
+        let text = Config::parse("[imap]\ntls_listen = \"127.0.0.1:2525\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(text, "imap.tls_listen: 127.0.0.1:2525 is also smtp.listen");
+    }
+
+    #[test]
+    fn plaintext_passwords_only_from_loopback_by_default() {
+        let c = Config::default();
+        assert!(c.plaintext_auth_allowed("127.0.0.1".parse().unwrap()));
+        assert!(c.plaintext_auth_allowed("::1".parse().unwrap()));
+        assert!(c.plaintext_auth_allowed("::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!c.plaintext_auth_allowed("192.0.2.1".parse().unwrap()));
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! never copied in user space on its way out.
 //!
 //! Copying every body into one output buffer cost IMAP FETCH a sixth of its
-//! CPU (`make bench-fetch`, perf); the kernel copies it anyway.
+//! CPU (`make bench-fetch`, perf); the kernel copies it anyway. Under TLS
+//! the pieces go through rustls in order, which encrypts straight from
+//! them: still no copy of our own.
 
+use crate::conn::Connection;
 use glommio::net::TcpStream;
 use ringpost_storage::Pinned;
 use socket2::SockRef;
@@ -67,7 +70,33 @@ impl<'a> Gather<'a> {
     }
 
     /// Write everything queued, then forget it (keeping the buffers).
-    pub async fn write_to(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    /// In plaintext the bodies go to the socket straight from the store;
+    /// under TLS rustls encrypts from them into its records (kernel TLS,
+    /// which would keep the zero-copy path, is not available everywhere).
+    pub async fn write_to(&mut self, conn: &mut Connection) -> io::Result<()> {
+        if conn.is_tls() {
+            let pieces: Vec<&[u8]> = self
+                .parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text(range) => &self.text[range.clone()],
+                    Part::Body(index) => &self.bodies[*index][..],
+                })
+                .collect();
+            conn.write_pieces(&pieces).await?;
+        } else if let Some(stream) = conn.plain_socket() {
+            self.send_plain(stream).await?;
+        }
+        self.text.clear();
+        self.bodies.clear();
+        self.parts.clear();
+        self.len = 0;
+        Ok(())
+    }
+
+    /// One `sendmsg(2)` for many pieces, waiting on the reactor when the
+    /// socket is full.
+    async fn send_plain(&self, stream: &mut TcpStream) -> io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> = self
             .parts
             .iter()
@@ -100,11 +129,6 @@ impl<'a> Gather<'a> {
             }
             IoSlice::advance_slices(&mut left, sent);
         }
-        drop(slices);
-        self.text.clear();
-        self.bodies.clear();
-        self.parts.clear();
-        self.len = 0;
         Ok(())
     }
 }

@@ -176,11 +176,19 @@ fn received_header(
     id: &MessageId,
     now_micros: u64,
 ) -> String {
-    let protocol = match (tx.smtputf8, tx.esmtp) {
+    // RFC 3848 and RFC 6531: S for TLS, A for an authenticated client.
+    let base = match (tx.smtputf8, tx.esmtp) {
         (true, _) => "UTF8SMTP",
         (false, true) => "ESMTP",
         (false, false) => "SMTP",
     };
+    let suffix = match (tx.tls, tx.authenticated.is_some()) {
+        (false, false) => "",
+        (true, false) => "S",
+        (false, true) => "A",
+        (true, true) => "SA",
+    };
+    let protocol = format!("{base}{suffix}");
     let date = chrono::DateTime::from_timestamp_micros(now_micros as i64)
         .unwrap_or_default()
         .to_rfc2822();
@@ -216,8 +224,8 @@ fn sanitize(s: &str) -> String {
 /// accepted, as is a bare `<postmaster>` (RFC 5321 §4.5.1). A lookup that
 /// fails gets `451 4.3.0`: the client tries again later.
 ///
-/// Other domains are accepted only from clients in `relay_networks`
-/// (authentication comes with the submission port).
+/// Other domains are accepted only from clients that may relay: those in
+/// `relay_networks`, and authenticated ones.
 pub fn check_recipient(
     address: &str,
     client_may_relay: bool,

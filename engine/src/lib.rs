@@ -1,8 +1,9 @@
 //! ringpost's engine: the running server.
 //!
-//! One glommio executor per core (a *shard*) accepts SMTP connections on its
-//! own SO_REUSEPORT socket and drives each session's sans-IO state machine
-//! from `ringpost-protocols`. At end of data a shard builds the message's
+//! One glommio executor per core (a *shard*) accepts SMTP, submission, IMAP
+//! and POP3 connections (plain with STARTTLS, or implicit TLS) on its own
+//! SO_REUSEPORT sockets and drives each session's sans-IO state machine
+//! from `ringpost-protocols` over one connection driver. At end of data a shard builds the message's
 //! records and hands them to the group-commit writer of `ringpost-storage`;
 //! the client hears 250 only once they are on disk. Then each queue entry
 //! goes to the shard that owns its domain, which delivers it to the domain's
@@ -14,12 +15,20 @@
 //! # Layout
 //! - [`config`]: every setting, its default and its checks.
 //! - [`server`]: start and stop the whole thing; read this first.
-//! - `shard`: one executor's accept loop and state.
-//! - `session`: one SMTP connection.
+//! - `shard`: one executor's accept loop and state; every connection's way
+//!   from accept (limits first) to its protocol.
+//! - `conn`: the one connection driver (plain or TLS, STARTTLS in place,
+//!   deadlines, memory budget) that runs any protocol session.
+//! - `budget`: a shard's memory budget for client data.
+//! - [`tls`]: certificates by SNI, the self-signed one, reload.
+//! - `smtp`: the SMTP side of a connection (MX and submission).
 //! - `pop3`: one POP3 connection over the INBOX.
 //! - `imap`: one IMAP connection: mailbox commands against the store.
-//! - [`access`]: what POP3 and IMAP sessions share: logins, maildrop locks,
-//!   news of changed mailboxes.
+//! - [`auth`]: logins for every protocol: lockouts, a cache of verified
+//!   passwords, Argon2 on its own threads.
+//! - [`limits`]: per-address connection limits, lockouts, sending rates.
+//! - [`access`]: what POP3 and IMAP sessions share: maildrop locks, session
+//!   counts, news of changed mailboxes.
 //! - [`intake`]: recipient policy; from finished transaction to stored records.
 //! - [`users`]: password hashing, account name and password rules.
 //! - [`relay`]: outbound delivery: ownership, schedule, MX, SMTP client, bounces.
@@ -27,16 +36,21 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod auth;
+mod budget;
 pub mod config;
+mod conn;
 mod gather;
 mod imap;
 pub mod intake;
+pub mod limits;
 pub mod metrics;
 mod pop3;
 pub mod relay;
 pub mod server;
-mod session;
 mod shard;
+mod smtp;
+pub mod tls;
 pub mod users;
 
 pub use config::{Config, ConfigError};

@@ -60,6 +60,111 @@ pub struct Metrics {
     relay: RelayFamilies,
     pop3: Pop3Families,
     imap: ImapFamilies,
+    security: SecurityMetrics,
+}
+
+/// Counters of the listeners' defences, shared by all shards: TLS
+/// handshakes, logins, lockouts, refused connections. Each event looks its
+/// series up by label (a short read lock): they happen once per connection
+/// or login, never per command.
+#[derive(Clone, Default)]
+pub struct SecurityMetrics {
+    tls_handshakes: Family<Labels, Counter>,
+    auth_attempts: Family<Labels, Counter>,
+    lockouts: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
+    session_memory: Family<Labels, Gauge>,
+}
+
+impl SecurityMetrics {
+    /// A TLS handshake on `service` ended with `result` (`ok`, `timeout`,
+    /// `io`, `protocol`); `version` is empty when it failed.
+    pub fn tls_handshake(&self, service: &str, result: &str, version: &str) {
+        let labels = vec![
+            ("service", service.to_owned()),
+            ("result", result.to_owned()),
+            ("version", version.to_owned()),
+        ];
+        self.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// A login on `service` with `mechanism` ended with `result` (`ok`,
+    /// `failed`, `locked_out`, `unavailable`, `too_many_sessions`).
+    pub fn auth(&self, service: &str, mechanism: &str, result: &str) {
+        let labels = vec![
+            ("service", service.to_owned()),
+            ("mechanism", mechanism.to_owned()),
+            ("result", result.to_owned()),
+        ];
+        self.auth_attempts.get_or_create(&labels).inc();
+    }
+
+    /// A lockout started (`ip` or `account`).
+    pub fn lockout(&self, kind: &str) {
+        let labels = vec![("kind", kind.to_owned())];
+        self.lockouts.get_or_create(&labels).inc();
+    }
+
+    /// A connection to `service` was refused before its session started.
+    pub fn refused(&self, service: &str, reason: &str) {
+        let labels = vec![
+            ("service", service.to_owned()),
+            ("reason", reason.to_owned()),
+        ];
+        self.refused.get_or_create(&labels).inc();
+    }
+
+    /// A recipient was refused because its account is over its sending rate.
+    pub fn rate_limited(&self, service: &str) {
+        let labels = vec![("service", service.to_owned())];
+        self.rate_limited.get_or_create(&labels).inc();
+    }
+
+    /// Bytes of client data `shard`'s sessions hold beyond their free part.
+    pub fn session_memory(&self, shard: usize, bytes: u64) {
+        let labels = vec![("shard", shard.to_string())];
+        self.session_memory
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        for (name, help, family) in [
+            (
+                "tls_handshakes",
+                "TLS handshakes on the listeners, by service, result and protocol version",
+                &self.tls_handshakes,
+            ),
+            (
+                "auth_attempts",
+                "Logins by service, mechanism and result",
+                &self.auth_attempts,
+            ),
+            (
+                "auth_lockouts",
+                "Lockouts started after too many failed logins (kind: ip or account)",
+                &self.lockouts,
+            ),
+            (
+                "connections_refused",
+                "Connections refused before their session started, by service and reason",
+                &self.refused,
+            ),
+            (
+                "submission_rate_limited",
+                "Recipients refused because the account reached its sending rate",
+                &self.rate_limited,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "session_memory_bytes",
+            "Client data held by a shard's sessions beyond their free part (the memory budget in use)",
+            self.session_memory.clone(),
+        );
+    }
 }
 
 /// IMAP's metric families, one series per shard.
@@ -253,8 +358,10 @@ impl Metrics {
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
             imap: ImapFamilies::default(),
+            security: SecurityMetrics::default(),
             registry: Registry::default(),
         };
+        m.security.register(&mut registry);
         registry.register(
             "smtp_connections",
             "SMTP connections accepted",
@@ -482,6 +589,11 @@ impl Metrics {
             p.connections_active.clone(),
         );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The security counters (shared by all shards).
+    pub fn security(&self) -> SecurityMetrics {
+        self.security.clone()
     }
 
     /// The IMAP handles one shard updates.

@@ -10,20 +10,17 @@
 //!
 //! [`Access::lock_maildrop`]: crate::access::Access::lock_maildrop
 
-use crate::access::{self, LoginError, MaildropLock};
-use crate::shard::{Shard, ShutdownSignal};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use crate::access::MaildropLock;
+use crate::auth::LoginOutcome;
+use crate::conn::{Connection, Protocol};
+use crate::shard::{Service, Shard};
 use ringpost_protocols::pop3::{Event, MessageInfo, Pop3Session};
 use ringpost_storage::mailbox::{self, Change, INBOX};
 use ringpost_storage::spool::{self, MessageId};
 use ringpost_storage::{StoreError, WriteBatch};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-/// Socket read buffer; POP3 commands are short.
-const READ_BUFFER: usize = 4 * 1024;
 /// Output past this is written before the next command is answered.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -37,145 +34,149 @@ struct Maildrop {
     _lock: MaildropLock,
 }
 
-/// What woke the session.
-enum Wake {
-    Read(io::Result<usize>),
-    Shutdown,
+/// The POP3 side of one connection.
+pub(crate) struct Pop3<'a> {
+    pub shard: &'a Shard,
+    pub service: Service,
+    pub peer: SocketAddr,
+    maildrop: Option<Maildrop>,
 }
 
-/// Run one POP3 session over `stream` until it ends.
-pub(crate) async fn drive(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    shutdown: ShutdownSignal,
-) -> io::Result<()> {
-    let mut pop3 = Pop3Session::new(shard.pop3.clone());
-    let mut maildrop: Option<Maildrop> = None;
-    let mut buf = vec![0u8; READ_BUFFER];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut stopping = false;
-    loop {
-        loop {
-            start += pop3.feed(&buf[start..end]);
-            let Some(event) = pop3.poll_event() else {
-                break;
-            };
-            match event {
-                Event::Authenticate { user, password } => {
-                    maildrop = authenticate(shard, &mut pop3, &user, &password, peer).await;
-                }
-                Event::Retrieve { number, .. } => {
-                    retrieve(shard, &mut pop3, maildrop.as_ref(), number)
-                }
-                Event::Commit { deleted } => {
-                    commit(shard, &mut pop3, maildrop.as_ref(), &deleted, peer).await;
-                }
-                // STLS is not offered until the server has a certificate.
-                Event::StartTls => pop3.shutdown(),
-            }
-            // Pipelined RETRs share writes, but a mailbox never sits in memory.
-            if pop3.output().len() >= FLUSH_AT {
-                stream.write_all(pop3.output()).await?;
-                pop3.clear_output();
-            }
-        }
-        if start == end {
-            (start, end) = (0, 0);
-        }
-        if stopping {
-            pop3.shutdown();
-        }
-        if !pop3.output().is_empty() {
-            stream.write_all(pop3.output()).await?;
-            pop3.clear_output();
-        }
-        if pop3.is_closed() {
-            return Ok(());
-        }
-        if end == buf.len() {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-
-        stream.set_read_timeout(Some(shard.config.pop3_idle_timeout()))?;
-        let read = async { Wake::Read(stream.read(&mut buf[end..]).await) };
-        let stop = async {
-            shutdown.clone().await.ok();
-            Wake::Shutdown
-        };
-        match read.or(stop).await {
-            Wake::Shutdown => stopping = true,
-            Wake::Read(Ok(0)) => return Ok(()),
-            Wake::Read(Ok(n)) => end += n,
-            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                shard.pop3_metrics.timeouts.inc();
-                tracing::debug!(shard = shard.id, %peer, "pop3 session timed out");
-                pop3.timed_out();
-                stream.write_all(pop3.output()).await?;
-                return Ok(());
-            }
-            Wake::Read(Err(e)) => return Err(e),
+impl<'a> Pop3<'a> {
+    /// A connection from `peer` on `service` (POP3 or POP3S).
+    pub(crate) fn new(shard: &'a Shard, service: Service, peer: SocketAddr) -> Pop3<'a> {
+        Pop3 {
+            shard,
+            service,
+            peer,
+            maildrop: None,
         }
     }
 }
 
-/// Check the credentials, lock and list the maildrop, answer the session.
-async fn authenticate(
-    shard: &Shard,
-    pop3: &mut Pop3Session,
-    user: &str,
-    password: &str,
-    peer: SocketAddr,
-) -> Option<Maildrop> {
-    let metrics = &shard.pop3_metrics;
-    let account = match access::login(shard.store.clone(), user, password).await {
-        Ok(account) => account,
-        Err(LoginError::Rejected) => {
-            metrics.logins_failed.inc();
-            tracing::info!(shard = shard.id, %peer, user, "pop3 login failed");
-            let delay = Duration::from_secs(shard.config.pop3.auth_failure_delay_secs);
-            glommio::timer::sleep(delay).await;
-            pop3.auth_failed();
-            return None;
+impl Protocol for Pop3<'_> {
+    type Session = Pop3Session;
+
+    async fn handle(
+        &mut self,
+        pop3: &mut Pop3Session,
+        event: Event,
+        conn: &mut Connection,
+    ) -> io::Result<()> {
+        match event {
+            Event::Authenticate {
+                mechanism,
+                user,
+                password,
+            } => {
+                self.maildrop = self.authenticate(pop3, mechanism, &user, &password).await;
+            }
+            Event::Retrieve { number, .. } => {
+                retrieve(self.shard, pop3, self.maildrop.as_ref(), number);
+            }
+            Event::Commit { deleted } => {
+                commit(
+                    self.shard,
+                    pop3,
+                    self.maildrop.as_ref(),
+                    &deleted,
+                    self.peer,
+                )
+                .await;
+            }
+            Event::StartTls => {
+                conn.write_all(pop3.output()).await?;
+                pop3.clear_output();
+                if !self.shard.start_tls(conn, self.service).await {
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+                pop3.tls_established();
+            }
         }
-        Err(LoginError::Unavailable(e)) => {
-            metrics.logins_unavailable.inc();
-            tracing::error!(shard = shard.id, %peer, user, error = %e, "pop3 login: store failed");
-            pop3.auth_unavailable();
-            return None;
+        // Pipelined RETRs share writes, but a mailbox never sits in memory.
+        if pop3.output().len() >= FLUSH_AT {
+            conn.write_all(pop3.output()).await?;
+            pop3.clear_output();
         }
-    };
-    let Some(lock) = shard.access.lock_maildrop(&account) else {
-        metrics.logins_in_use.inc();
-        tracing::info!(shard = shard.id, %peer, user = %account, "pop3 maildrop in use");
-        pop3.maildrop_locked();
-        return None;
-    };
-    match list_inbox(shard, &account) {
-        Ok((uidvalidity, rows)) => {
-            let listing = rows
-                .iter()
-                .map(|(uid, _, size)| MessageInfo {
-                    uid: uidl(uidvalidity, *uid),
-                    size: *size,
+        Ok(())
+    }
+
+    fn on_timeout(&mut self) {
+        self.shard.pop3_metrics.timeouts.inc();
+        tracing::debug!(shard = self.shard.id, peer = %self.peer, "pop3 session timed out");
+    }
+}
+
+impl Pop3<'_> {
+    /// Check the credentials, lock and list the maildrop, answer the session.
+    async fn authenticate(
+        &self,
+        pop3: &mut Pop3Session,
+        mechanism: &'static str,
+        user: &str,
+        password: &str,
+    ) -> Option<Maildrop> {
+        let shard = self.shard;
+        let peer = self.peer;
+        let metrics = &shard.pop3_metrics;
+        let service = self.service.label();
+        let account = match shard.auth.login(peer.ip(), user, password).await {
+            LoginOutcome::Accepted(account) => account,
+            LoginOutcome::Rejected => {
+                metrics.logins_failed.inc();
+                shard.security.auth(service, mechanism, "failed");
+                tracing::info!(shard = shard.id, %peer, user, mechanism, "pop3 login failed");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                pop3.auth_failed();
+                return None;
+            }
+            LoginOutcome::LockedOut => {
+                metrics.logins_failed.inc();
+                shard.security.auth(service, mechanism, "locked_out");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                pop3.auth_locked_out();
+                return None;
+            }
+            LoginOutcome::Unavailable(e) => {
+                metrics.logins_unavailable.inc();
+                shard.security.auth(service, mechanism, "unavailable");
+                tracing::error!(shard = shard.id, %peer, user, error = %e, "pop3 login could not run");
+                pop3.auth_unavailable();
+                return None;
+            }
+        };
+        shard.security.auth(service, mechanism, "ok");
+        let Some(lock) = shard.access.lock_maildrop(&account) else {
+            metrics.logins_in_use.inc();
+            tracing::info!(shard = shard.id, %peer, user = %account, "pop3 maildrop in use");
+            pop3.maildrop_locked();
+            return None;
+        };
+        match list_inbox(shard, &account) {
+            Ok((uidvalidity, rows)) => {
+                let listing = rows
+                    .iter()
+                    .map(|(uid, _, size)| MessageInfo {
+                        uid: uidl(uidvalidity, *uid),
+                        size: *size,
+                    })
+                    .collect();
+                metrics.logins_ok.inc();
+                tracing::info!(shard = shard.id, %peer, user = %account, messages = rows.len(), "pop3 login");
+                pop3.auth_succeeded(listing);
+                Some(Maildrop {
+                    user: account,
+                    uidvalidity,
+                    messages: rows.into_iter().map(|(uid, id, _)| (uid, id)).collect(),
+                    _lock: lock,
                 })
-                .collect();
-            metrics.logins_ok.inc();
-            tracing::info!(shard = shard.id, %peer, user = %account, messages = rows.len(), "pop3 login");
-            pop3.auth_succeeded(listing);
-            Some(Maildrop {
-                user: account,
-                uidvalidity,
-                messages: rows.into_iter().map(|(uid, id, _)| (uid, id)).collect(),
-                _lock: lock,
-            })
-        }
-        Err(e) => {
-            metrics.logins_unavailable.inc();
-            tracing::error!(shard = shard.id, %peer, user = %account, error = %e, "pop3 login: cannot list INBOX");
-            pop3.auth_unavailable();
-            None
+            }
+            Err(e) => {
+                metrics.logins_unavailable.inc();
+                tracing::error!(shard = shard.id, %peer, user = %account, error = %e, "pop3 login: cannot list INBOX");
+                pop3.auth_unavailable();
+                None
+            }
         }
     }
 }

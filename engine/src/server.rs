@@ -8,12 +8,15 @@
 //! writer commits what is queued, the store is flushed and closed.
 
 use crate::access::Access;
+use crate::auth::Authenticator;
 use crate::config::{Config, StoreEngine};
+use crate::limits::{ConnectionLimits, Lockout, SendRate};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::relay::queue::Relay;
 use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
 use crate::relay::Hub;
-use crate::shard::{self, Service, Shard};
+use crate::shard::{self, Service, Shard, SharedState};
+use crate::tls::{self, CertStore};
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use ringpost_storage::{
@@ -57,6 +60,9 @@ pub enum StartError {
     /// The outbound TLS settings are unusable (e.g. a bad `relay.ca_file`).
     #[error("cannot set up outbound TLS: {0}")]
     Tls(String),
+    /// The listeners' certificates could not be loaded or made.
+    #[error("cannot set up TLS for the listeners: {0}")]
+    Certificates(String),
     /// The DNS resolver thread could not be started.
     #[error("cannot start the DNS resolver: {0}")]
     Resolver(std::io::Error),
@@ -72,9 +78,10 @@ pub enum StartError {
 
 /// A started server; call [`RunningServer::shutdown`] to stop it cleanly.
 pub struct RunningServer {
+    config: Arc<Config>,
     smtp_addr: SocketAddr,
-    pop3_addr: Option<SocketAddr>,
-    imap_addr: Option<SocketAddr>,
+    listening: Vec<(Service, SocketAddr)>,
+    certificates: Option<Arc<CertStore>>,
     store_description: String,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -94,7 +101,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Metrics::new();
     metrics.watch_store(store.clone());
     let observer_metrics = metrics.clone();
-    let access = Arc::new(Access::default());
+    // Mail-access sessions hear of changed mailboxes from the writer.
+    let access = Arc::new(Access::new(config.imap.max_sessions_per_account));
     let notify = access.clone();
     let (pipeline, commits) = CommitPipeline::start_with_listener(
         store.clone(),
@@ -117,25 +125,106 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
 
+    // TLS for the listeners: configured certificates, or a self-signed one.
+    let (certificates, acceptor) = if config.tls.enabled {
+        let loaded = tls::load(&config.tls, &config.data_dir, &config.hostname)
+            .map_err(StartError::Certificates)?;
+        if loaded.is_self_signed() {
+            tracing::warn!(
+                certificate = %loaded.describe(),
+                "no certificate configured (tls.certificates): serving a self-signed one; clients will not trust it"
+            );
+        }
+        let store = CertStore::new(loaded);
+        let server_config = tls::server_config(store.clone()).map_err(StartError::Certificates)?;
+        (
+            Some(store),
+            Some(futures_rustls::TlsAcceptor::from(server_config)),
+        )
+    } else {
+        (None, None)
+    };
+    let security = metrics.security();
+    let shared = SharedState {
+        access,
+        auth: Arc::new(Authenticator::new(
+            store.clone(),
+            &config.limits,
+            Box::new(move |lockout| {
+                let kind = match lockout {
+                    Lockout::Ip(ip) => {
+                        tracing::warn!(%ip, "too many failed logins: address locked out");
+                        "ip"
+                    }
+                    Lockout::Account(account) => {
+                        tracing::warn!(%account, "too many failed logins for the account: failing addresses locked out of it");
+                        "account"
+                    }
+                };
+                security.lockout(kind);
+            }),
+        )),
+        limits: ConnectionLimits::new(&config.limits, &config.smtp.relay_networks),
+        send_rate: Arc::new(SendRate::new(config.submission.max_messages_per_hour)),
+        tls: acceptor,
+    };
     let shard_count = config.shard_count();
     let bind = |addr| {
         bind_reuseport(addr, shard_count).map_err(|source| StartError::Bind { addr, source })
     };
-    let (smtp_addr, sockets) = bind(config.smtp.listen)?;
-    let (pop3_addr, mut pop3_sockets) = match config.pop3.enabled {
-        true => {
-            let (addr, sockets) = bind(config.pop3.listen)?;
-            (Some(addr), sockets.into_iter().map(Some).collect())
+    let tls_on = shared.tls.is_some();
+    let wanted = [
+        (Service::Smtp, Some(config.smtp.listen)),
+        (
+            Service::Submission,
+            config
+                .submission
+                .enabled
+                .then_some(config.submission.listen),
+        ),
+        (
+            Service::Submissions,
+            config
+                .submission
+                .tls_listen
+                .filter(|_| config.submission.enabled && tls_on),
+        ),
+        (
+            Service::Pop3,
+            config.pop3.enabled.then_some(config.pop3.listen),
+        ),
+        (
+            Service::Pop3s,
+            config
+                .pop3
+                .tls_listen
+                .filter(|_| config.pop3.enabled && tls_on),
+        ),
+        (
+            Service::Imap,
+            config.imap.enabled.then_some(config.imap.listen),
+        ),
+        (
+            Service::Imaps,
+            config
+                .imap
+                .tls_listen
+                .filter(|_| config.imap.enabled && tls_on),
+        ),
+    ];
+    let mut listening = Vec::new();
+    // Per shard, its socket of every service.
+    let mut per_shard: Vec<Vec<(Service, OwnedFd)>> =
+        (0..shard_count).map(|_| Vec::new()).collect();
+    for (service, addr) in wanted {
+        let Some(addr) = addr else { continue };
+        let (bound, sockets) = bind(addr)?;
+        listening.push((service, bound));
+        for (shard, socket) in sockets.into_iter().enumerate() {
+            per_shard[shard].push((service, socket));
         }
-        false => (None, Vec::new()),
-    };
-    let (imap_addr, mut imap_sockets) = match config.imap.enabled {
-        true => {
-            let (addr, sockets) = bind(config.imap.listen)?;
-            (Some(addr), sockets.into_iter().map(Some).collect())
-        }
-        false => (None, Vec::new()),
-    };
+    }
+    let smtp_addr = listening[0].1;
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
     let tls = match config.relay.enabled && config.relay.starttls {
@@ -160,9 +249,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let shared = Arc::new(shared);
     let mut stops = Vec::with_capacity(shard_count);
     let mut shards = Vec::with_capacity(shard_count);
-    for (id, socket) in sockets.into_iter().enumerate() {
+    for (id, sockets) in per_shard.into_iter().enumerate() {
         let (stop_tx, stop_rx) = oneshot::channel();
         stops.push(stop_tx);
         let placement = if config.pin_shards {
@@ -172,9 +262,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         };
         let (config, commits, metrics) = (config.clone(), commits.clone(), metrics.clone());
         let relay_metrics = metrics.relay_shard(id);
-        let access = access.clone();
-        let pop3_socket = pop3_sockets.get_mut(id).and_then(Option::take);
-        let imap_socket = imap_sockets.get_mut(id).and_then(Option::take);
+        let shared = shared.clone();
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
@@ -186,9 +274,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 let listen = |fd: OwnedFd| unsafe {
                     glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd())
                 };
-                let mut listeners = vec![(Service::Smtp, listen(socket))];
-                listeners.extend(pop3_socket.map(|fd| (Service::Pop3, listen(fd))));
-                listeners.extend(imap_socket.map(|fd| (Service::Imap, listen(fd))));
+                let listeners = sockets
+                    .into_iter()
+                    .map(|(service, fd)| (service, listen(fd)))
+                    .collect();
                 let shutdown = shard::shutdown_signal(stop_rx);
                 let relay = match (hub.clone(), resolver, inbox) {
                     (Some(hub), Some(resolver), Some(inbox)) => {
@@ -208,7 +297,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     _ => None,
                 };
                 let shard = Rc::new(Shard::new(
-                    id, config, commits, store, &metrics, hub, access,
+                    id, config, commits, store, &metrics, hub, &shared,
                 ));
                 shard::run(shard, listeners, shutdown, relay).await;
             })
@@ -219,11 +308,16 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         shards.push(handle);
     }
 
-    tracing::info!(%smtp_addr, ?pop3_addr, ?imap_addr, shards = shard_count, store = %store_description, "ringpost started");
+    let services: Vec<String> = listening
+        .iter()
+        .map(|(service, addr)| format!("{}={addr}", service.label()))
+        .collect();
+    tracing::info!(listening = %services.join(" "), shards = shard_count, store = %store_description, "ringpost started");
     Ok(RunningServer {
+        config,
         smtp_addr,
-        pop3_addr,
-        imap_addr,
+        listening,
+        certificates,
         store_description,
         store,
         metrics,
@@ -295,14 +389,72 @@ impl RunningServer {
         self.smtp_addr
     }
 
+    fn addr_of(&self, service: Service) -> Option<SocketAddr> {
+        self.listening
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Every listener: its service name (`smtp`, `submission`,
+    /// `submissions`, `pop3`, `pop3s`, `imap`, `imaps`) and address.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.listening
+            .iter()
+            .map(|(service, addr)| (service.label(), *addr))
+            .collect()
+    }
+
+    /// Where submission (STARTTLS, AUTH required) listens, if enabled.
+    pub fn submission_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::Submission)
+    }
+
+    /// Where submission over implicit TLS listens, if enabled.
+    pub fn submissions_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::Submissions)
+    }
+
     /// Where POP3 listens, if enabled (with the real port when 0 was configured).
     pub fn pop3_addr(&self) -> Option<SocketAddr> {
-        self.pop3_addr
+        self.addr_of(Service::Pop3)
+    }
+
+    /// Where POP3S listens, if enabled.
+    pub fn pop3s_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::Pop3s)
     }
 
     /// Where IMAP listens, if enabled (with the real port when 0 was configured).
     pub fn imap_addr(&self) -> Option<SocketAddr> {
-        self.imap_addr
+        self.addr_of(Service::Imap)
+    }
+
+    /// Where IMAPS listens, if enabled.
+    pub fn imaps_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::Imaps)
+    }
+
+    /// The certificates being served, in words (None: TLS is off).
+    pub fn certificates(&self) -> Option<String> {
+        self.certificates.as_ref().map(|c| c.current().describe())
+    }
+
+    /// Load the certificates again (SIGHUP): new handshakes get the new
+    /// set, connections already up keep theirs. On error the old set stays.
+    pub fn reload_certificates(&self) -> Result<String, String> {
+        let Some(store) = &self.certificates else {
+            return Err("TLS is off (tls.enabled = false)".into());
+        };
+        let loaded = tls::load(
+            &self.config.tls,
+            &self.config.data_dir,
+            &self.config.hostname,
+        )?;
+        let described = loaded.describe();
+        store.replace(loaded);
+        tracing::info!(certificates = %described, "certificates reloaded");
+        Ok(described)
     }
 
     /// Where `/metrics` is served, if enabled.

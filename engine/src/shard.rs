@@ -1,23 +1,35 @@
 //! One shard: a glommio executor pinned to a core, with its own listening
-//! sockets (SMTP, POP3; SO_REUSEPORT, so the kernel spreads connections),
-//! its own sessions, counters and id sequence. Nothing here is shared with
-//! other shards except the commit handle, which is a channel, the store,
-//! which sessions read, and the mail-access state ([`Access`]).
+//! sockets (one per service, SO_REUSEPORT, so the kernel spreads
+//! connections), its own sessions, counters, memory budget and id
+//! sequence. Shared with other shards: the commit handle (a channel), the
+//! store (read), the mail-access state ([`Access`]), the authenticator and
+//! the per-address limits (one lock each, taken once per connection or
+//! login).
+//!
+//! Every accepted connection goes the same way: the per-address limits and
+//! the shard's connection cap first (before any other work), then TLS for
+//! the implicit-TLS ports, then the protocol's session on the one driver
+//! in [`crate::conn`].
 
 use crate::access::Access;
+use crate::auth::Authenticator;
+use crate::budget::MemoryBudget;
 use crate::config::Config;
+use crate::conn::{self, Connection};
 use crate::intake::IdGenerator;
-use crate::metrics::{ImapMetrics, Metrics, Pop3Metrics, ShardMetrics};
+use crate::limits::{ConnectionLimits, Refusal, SendRate};
+use crate::metrics::{ImapMetrics, Metrics, Pop3Metrics, SecurityMetrics, ShardMetrics};
 use crate::relay::queue::Relay;
 use crate::relay::Hub;
-use crate::{imap, pop3, session};
+use crate::{imap, pop3, smtp};
 use futures::channel::oneshot;
 use futures::future::{FutureExt as _, Shared};
 use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
-use ringpost_protocols::imap::ImapConfig;
-use ringpost_protocols::pop3::{replies as pop3_replies, Pop3Config};
-use ringpost_protocols::smtp::{replies, ServerConfig};
+use ringpost_protocols::imap::{self as imap_proto, ImapConfig, ImapSession};
+use ringpost_protocols::pop3::{self as pop3_proto, replies as pop3_replies, Pop3Config};
+use ringpost_protocols::smtp::{self as smtp_proto, replies, ServerConfig, ServerSession};
 use ringpost_storage::spool::MessageId;
 use ringpost_storage::{CommitHandle, Store};
 use std::cell::{Cell, RefCell};
@@ -35,12 +47,70 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The services a shard listens for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Service {
-    /// SMTP: mail in.
+    /// SMTP on the MX port: mail in, STARTTLS offered.
     Smtp,
-    /// POP3: mail out to its owner.
+    /// Submission with STARTTLS (RFC 6409, port 587): AUTH required.
+    Submission,
+    /// Submission over implicit TLS (RFC 8314, port 465).
+    Submissions,
+    /// POP3 with STLS.
     Pop3,
-    /// IMAP: mailboxes kept on the server.
+    /// POP3 over implicit TLS.
+    Pop3s,
+    /// IMAP with STARTTLS.
     Imap,
+    /// IMAP over implicit TLS.
+    Imaps,
+}
+
+/// The protocol a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Smtp,
+    Pop3,
+    Imap,
+}
+
+impl Service {
+    /// The metric and log label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Service::Smtp | Service::Submission | Service::Submissions => Kind::Smtp,
+            Service::Pop3 | Service::Pop3s => Kind::Pop3,
+            Service::Imap | Service::Imaps => Kind::Imap,
+        }
+    }
+
+    /// TLS from the first byte.
+    fn implicit_tls(self) -> bool {
+        matches!(self, Service::Submissions | Service::Pop3s | Service::Imaps)
+    }
+}
+
+/// What all shards share besides the store and the commit handle.
+pub(crate) struct SharedState {
+    /// Logins, maildrop locks and change notifications.
+    pub access: Arc<Access>,
+    /// Password checks and lockouts.
+    pub auth: Arc<Authenticator>,
+    /// Connections per client address.
+    pub limits: Arc<ConnectionLimits>,
+    /// Messages per account per hour.
+    pub send_rate: Arc<SendRate>,
+    /// TLS for every listener, if on.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// State owned by one shard's executor.
@@ -66,10 +136,20 @@ pub(crate) struct Shard {
     pub pop3_metrics: Pop3Metrics,
     /// This shard's IMAP metric handles.
     pub imap_metrics: ImapMetrics,
+    /// TLS, AUTH, lockout and refusal counters.
+    pub security: SecurityMetrics,
     /// Where accepted queue entries go to be delivered (None: relay off).
     pub hub: Option<Arc<Hub>>,
     /// Logins, maildrop locks and change notifications, shared by all shards.
     pub access: Arc<Access>,
+    /// Password checks and lockouts, shared by all shards.
+    pub auth: Arc<Authenticator>,
+    /// Messages per account per hour, shared by all shards.
+    pub send_rate: Arc<SendRate>,
+    limits: Arc<ConnectionLimits>,
+    tls: Option<TlsAcceptor>,
+    /// Client data the shard's sessions hold.
+    budget: MemoryBudget,
     ids: RefCell<IdGenerator>,
     smtp_active: Cell<usize>,
     pop3_active: Cell<usize>,
@@ -77,7 +157,7 @@ pub(crate) struct Shard {
 }
 
 /// Counts a session as active until it ends, however it ends.
-pub(crate) struct ActiveSession<'a>(&'a Shard, Service);
+pub(crate) struct ActiveSession<'a>(&'a Shard, Kind);
 
 impl Drop for ActiveSession<'_> {
     fn drop(&mut self) {
@@ -95,24 +175,46 @@ impl Shard {
         store: Arc<dyn Store>,
         metrics: &Metrics,
         hub: Option<Arc<Hub>>,
-        access: Arc<Access>,
+        shared: &SharedState,
     ) -> Shard {
+        let tls = shared.tls.is_some();
+        let secs = Duration::from_secs;
         let smtp = Arc::new(ServerConfig {
             hostname: config.hostname.clone(),
             max_line_len: config.smtp.max_line_length,
             max_message_size: config.smtp.max_message_size,
             max_recipients: config.smtp.max_recipients,
             max_errors: config.smtp.max_errors,
+            max_rejected_recipients: config.smtp.max_rejected_recipients,
+            command_timeout: secs(config.smtp.command_timeout_secs),
+            data_timeout: secs(config.smtp.data_timeout_secs),
+            min_data_rate: config.smtp.min_data_rate,
+            max_session: (config.smtp.max_session_secs > 0)
+                .then(|| secs(config.smtp.max_session_secs)),
+            login_timeout: secs(config.submission.login_timeout_secs),
+            tls_available: tls,
+            sender_policy: match config.submission.sender_policy {
+                crate::config::SenderPolicyConfig::Own => smtp_proto::SenderPolicy::Own,
+                crate::config::SenderPolicyConfig::Domain => smtp_proto::SenderPolicy::Domain,
+                crate::config::SenderPolicyConfig::Any => smtp_proto::SenderPolicy::Any,
+            },
         });
         let pop3 = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
             max_errors: config.pop3.max_errors,
+            stls_available: tls,
+            plaintext_auth_allowed: false,
+            idle_timeout: secs(config.pop3.idle_timeout_secs),
+            login_timeout: secs(config.pop3.login_timeout_secs),
             ..Pop3Config::default()
         });
         let imap = Arc::new(ImapConfig {
             hostname: config.hostname.clone(),
             max_command_size: config.imap.max_command_size,
             max_errors: config.imap.max_errors,
+            tls_available: tls,
+            idle_timeout: secs(config.imap.idle_timeout_secs),
+            login_timeout: secs(config.imap.login_timeout_secs),
         });
         Shard {
             id,
@@ -124,8 +226,14 @@ impl Shard {
             metrics: metrics.shard(id),
             pop3_metrics: metrics.pop3_shard(id),
             imap_metrics: metrics.imap_shard(id),
+            security: metrics.security(),
             hub,
-            access,
+            access: shared.access.clone(),
+            auth: shared.auth.clone(),
+            send_rate: shared.send_rate.clone(),
+            limits: shared.limits.clone(),
+            tls: shared.tls.clone(),
+            budget: MemoryBudget::new(config.limits.session_memory_mb << 20),
             config,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
@@ -134,29 +242,27 @@ impl Shard {
         }
     }
 
-    /// The session count and gauge of `service`.
-    fn active(
-        &self,
-        service: Service,
-    ) -> (&Cell<usize>, &prometheus_client::metrics::gauge::Gauge) {
-        match service {
-            Service::Smtp => (&self.smtp_active, &self.metrics.connections_active),
-            Service::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
-            Service::Imap => (&self.imap_active, &self.imap_metrics.connections_active),
+    /// The session count and gauge of a protocol.
+    fn active(&self, kind: Kind) -> (&Cell<usize>, &prometheus_client::metrics::gauge::Gauge) {
+        match kind {
+            Kind::Smtp => (&self.smtp_active, &self.metrics.connections_active),
+            Kind::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
+            Kind::Imap => (&self.imap_active, &self.imap_metrics.connections_active),
         }
     }
 
     /// Count a new session of `service` (and its connection).
-    pub(crate) fn enter(&self, service: Service) -> ActiveSession<'_> {
-        let (count, gauge) = self.active(service);
+    fn enter(&self, service: Service) -> ActiveSession<'_> {
+        let kind = service.kind();
+        let (count, gauge) = self.active(kind);
         count.set(count.get() + 1);
         gauge.inc();
-        match service {
-            Service::Smtp => self.metrics.connections.inc(),
-            Service::Pop3 => self.pop3_metrics.connections.inc(),
-            Service::Imap => self.imap_metrics.connections.inc(),
+        match kind {
+            Kind::Smtp => self.metrics.connections.inc(),
+            Kind::Pop3 => self.pop3_metrics.connections.inc(),
+            Kind::Imap => self.imap_metrics.connections.inc(),
         };
-        ActiveSession(self, service)
+        ActiveSession(self, kind)
     }
 
     /// A fresh message id, unique on this shard.
@@ -166,12 +272,49 @@ impl Shard {
 
     /// Whether `service` has room for one more session.
     fn has_room(&self, service: Service) -> bool {
-        let max = match service {
-            Service::Smtp => self.config.smtp.max_connections_per_shard,
-            Service::Pop3 => self.config.pop3.max_connections_per_shard,
-            Service::Imap => self.config.imap.max_connections_per_shard,
+        let kind = service.kind();
+        let max = match kind {
+            Kind::Smtp => self.config.smtp.max_connections_per_shard,
+            Kind::Pop3 => self.config.pop3.max_connections_per_shard,
+            Kind::Imap => self.config.imap.max_connections_per_shard,
         };
-        self.active(service).0.get() < max
+        self.active(kind).0.get() < max
+    }
+
+    /// How long a failed login on `service` waits for its answer.
+    pub(crate) fn auth_failure_delay(&self, service: &str) -> Duration {
+        let secs = match service {
+            "pop3" | "pop3s" => self.config.pop3.auth_failure_delay_secs,
+            "imap" | "imaps" => self.config.imap.auth_failure_delay_secs,
+            _ => self.config.submission.auth_failure_delay_secs,
+        };
+        Duration::from_secs(secs)
+    }
+
+    /// Run the TLS handshake on `conn` (implicit TLS, or after STARTTLS),
+    /// counting and logging how it went; false if it failed.
+    pub(crate) async fn start_tls(&self, conn: &mut Connection, service: Service) -> bool {
+        let peer = conn.peer();
+        match conn.start_tls().await {
+            Ok(info) => {
+                self.security
+                    .tls_handshake(service.label(), "ok", info.version);
+                tracing::debug!(shard = self.id, service = service.label(), %peer, version = info.version, cipher = %info.cipher, "tls established");
+                true
+            }
+            Err(failure) => {
+                self.security
+                    .tls_handshake(service.label(), failure.label(), "");
+                tracing::debug!(shard = self.id, service = service.label(), %peer, reason = failure.label(), "tls handshake failed");
+                false
+            }
+        }
+    }
+
+    /// Bytes of client data this shard's sessions hold beyond their free
+    /// part (tests, metrics).
+    pub(crate) fn budget_used(&self) -> u64 {
+        self.budget.used()
     }
 }
 
@@ -195,9 +338,11 @@ pub(crate) async fn run(
             glommio::spawn_local(accept(shard.clone(), service, listener, shutdown.clone()))
         })
         .collect();
+    let sample = glommio::spawn_local(sample_budget(shard.clone(), shutdown.clone()));
     for accept_loop in loops {
         accept_loop.await;
     }
+    sample.await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let sessions = || shard.smtp_active.get() + shard.pop3_active.get() + shard.imap_active.get();
     let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());
@@ -210,6 +355,24 @@ pub(crate) async fn run(
             sessions = sessions(),
             "sessions still open after the shutdown grace period"
         );
+    }
+}
+
+/// Export the memory budget's use every second until shutdown.
+async fn sample_budget(shard: Rc<Shard>, shutdown: ShutdownSignal) {
+    loop {
+        shard.security.session_memory(shard.id, shard.budget_used());
+        let tick = async {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            false
+        };
+        let stop = async {
+            shutdown.clone().await.ok();
+            true
+        };
+        if tick.or(stop).await {
+            return;
+        }
     }
 }
 
@@ -233,15 +396,34 @@ async fn accept(
                     Ok(peer) => peer,
                     Err(_) => continue, // already gone
                 };
-                if !shard.has_room(service) {
-                    glommio::spawn_local(refuse(shard.clone(), service, stream)).detach();
-                    continue;
-                }
+                // Limits first: a refused client costs one lock and a write.
+                let admitted = match shard.limits.admit(peer.ip(), Instant::now()) {
+                    Ok(admission) if shard.has_room(service) => admission,
+                    Ok(_) => {
+                        glommio::spawn_local(refuse(
+                            shard.clone(),
+                            service,
+                            stream,
+                            Refusal::Shard,
+                        ))
+                        .detach();
+                        continue;
+                    }
+                    Err(refusal) => {
+                        glommio::spawn_local(refuse(shard.clone(), service, stream, refusal))
+                            .detach();
+                        continue;
+                    }
+                };
                 let (shard, shutdown) = (shard.clone(), shutdown.clone());
-                glommio::spawn_local(serve(shard, service, stream, peer, shutdown)).detach();
+                glommio::spawn_local(async move {
+                    serve(&shard, service, stream, peer, shutdown).await;
+                    drop(admitted);
+                })
+                .detach();
             }
             Wake::Accepted(Err(e)) => {
-                tracing::warn!(shard = shard.id, ?service, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id, service = service.label(), error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -251,50 +433,132 @@ async fn accept(
 /// Serve one `service` client until it quits, times out, vanishes or the
 /// server stops.
 async fn serve(
-    shard: Rc<Shard>,
+    shard: &Shard,
     service: Service,
-    mut stream: glommio::net::TcpStream,
+    stream: glommio::net::TcpStream,
     peer: SocketAddr,
     shutdown: ShutdownSignal,
 ) {
     let _active = shard.enter(service);
     let _ = stream.set_nodelay(true);
-    let ended = match service {
-        Service::Smtp => session::drive(&shard, &mut stream, peer, shutdown).await,
-        Service::Pop3 => pop3::drive(&shard, &mut stream, peer, shutdown).await,
-        Service::Imap => imap::drive(&shard, &mut stream, peer, shutdown).await,
+    let handshake = Duration::from_secs(shard.config.tls.handshake_timeout_secs);
+    let mut conn = Connection::plain(stream, peer, shard.tls.clone(), handshake);
+    if service.implicit_tls() && !shard.start_tls(&mut conn, service).await {
+        conn.close().await;
+        return;
+    }
+    let tls = conn.tls().is_some();
+    let plaintext_auth = shard.config.plaintext_auth_allowed(peer.ip());
+    let budget = &shard.budget;
+    let ended = match service.kind() {
+        Kind::Smtp => {
+            let may_relay = shard.config.may_relay(peer.ip());
+            let mut session = ServerSession::with_peer(
+                shard.smtp.clone(),
+                smtp_proto::Peer {
+                    submission: service != Service::Smtp,
+                    implicit_tls: tls,
+                    plaintext_auth,
+                    trusted: may_relay,
+                },
+            );
+            let mut protocol = smtp::Smtp {
+                shard,
+                service,
+                peer,
+                may_relay,
+            };
+            conn::drive(
+                &mut protocol,
+                &mut session,
+                &mut conn,
+                shutdown,
+                budget,
+                |s| s.is_trusted(),
+            )
+            .await
+        }
+        Kind::Pop3 => {
+            let mut session = pop3_proto::Pop3Session::with_peer(
+                shard.pop3.clone(),
+                pop3_proto::Peer {
+                    implicit_tls: tls,
+                    plaintext_auth,
+                },
+            );
+            let mut protocol = pop3::Pop3::new(shard, service, peer);
+            conn::drive(
+                &mut protocol,
+                &mut session,
+                &mut conn,
+                shutdown,
+                budget,
+                |s| s.is_authenticated(),
+            )
+            .await
+        }
+        Kind::Imap => {
+            let mut session = ImapSession::with_peer(
+                shard.imap.clone(),
+                imap_proto::Peer {
+                    implicit_tls: tls,
+                    plaintext_auth,
+                },
+            );
+            let mut protocol = imap::Conn::new(shard, service, peer);
+            conn::drive(
+                &mut protocol,
+                &mut session,
+                &mut conn,
+                shutdown,
+                budget,
+                |s| s.is_authenticated(),
+            )
+            .await
+        }
     };
     match ended {
-        Ok(()) => tracing::debug!(shard = shard.id, ?service, %peer, "session closed"),
+        Ok(()) => {
+            tracing::debug!(shard = shard.id, service = service.label(), %peer, "session closed")
+        }
         Err(e) => {
-            tracing::debug!(shard = shard.id, ?service, %peer, error = %e, "session ended by I/O error")
+            tracing::debug!(shard = shard.id, service = service.label(), %peer, error = %e, "session ended by I/O error")
         }
     }
-    let _ = stream.close().await;
+    conn.close().await;
 }
 
-/// Tell a client we are full and hang up: SMTP's 421 at the greeting
-/// (RFC 5321 §3.8), POP3's `-ERR [SYS/TEMP]` greeting (RFC 2449 §8.1.2),
-/// IMAP's BYE greeting (RFC 9051 §7.1.5).
-async fn refuse(shard: Rc<Shard>, service: Service, mut stream: glommio::net::TcpStream) {
+/// Tell a client why it cannot be served and hang up: SMTP's 421 at the
+/// greeting (RFC 5321 §3.8), POP3's `-ERR [SYS/TEMP]` greeting (RFC 2449
+/// §8.1.2), IMAP's BYE greeting (RFC 9051 §7.1.5). On the implicit-TLS
+/// ports a plaintext line would mean nothing to the client: they just close.
+async fn refuse(
+    shard: Rc<Shard>,
+    service: Service,
+    mut stream: glommio::net::TcpStream,
+    why: Refusal,
+) {
+    shard.security.refused(service.label(), why.label());
     let mut line = Vec::with_capacity(80);
-    match service {
-        Service::Smtp => {
+    match service.kind() {
+        Kind::Smtp => {
             shard.metrics.connections_refused.inc();
             replies::too_many_connections(&shard.config.hostname).write_to(&mut line);
         }
-        Service::Pop3 => {
+        Kind::Pop3 => {
             shard.pop3_metrics.connections_refused.inc();
             pop3_replies::TOO_MANY_CONNECTIONS.write_to(&mut line);
         }
-        Service::Imap => {
+        Kind::Imap => {
             shard.imap_metrics.connections_refused.inc();
             line.extend_from_slice(
                 b"* BYE [UNAVAILABLE] too many connections, try again later\r\n",
             );
         }
     }
-    let _ = stream.write_all(&line).await;
+    if !service.implicit_tls() {
+        let _ = stream.write_all(&line).await;
+    }
     let _ = stream.close().await;
 }
 

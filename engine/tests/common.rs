@@ -18,10 +18,7 @@ pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile
         pin_shards: false,
         ..Config::default()
     };
-    config.smtp.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.pop3.listen = "127.0.0.1:0".parse().unwrap();
-    config.imap.listen = "127.0.0.1:0".parse().unwrap();
+    config.use_ephemeral_ports([127, 0, 0, 1].into());
     // Tests of the receiving side keep their mail; relay tests turn this on.
     config.relay.enabled = false;
     tweak(&mut config);
@@ -58,12 +55,22 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
+        let mut c = Client::from_stream(stream);
         let greeting = c.reply();
         (c, greeting)
+    }
+
+    /// A client on a connected stream (nothing read yet).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// The underlying stream (for raw writes).
+    pub fn stream(&mut self) -> TcpStream {
+        self.writer.try_clone().unwrap()
     }
 
     /// Send raw bytes.
@@ -161,12 +168,17 @@ impl LineClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let mut c = LineClient {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
+        let mut c = LineClient::from_stream(stream);
         let greeting = c.line();
         (c, greeting)
+    }
+
+    /// A client on a connected stream (nothing read yet).
+    pub fn from_stream(stream: TcpStream) -> LineClient {
+        LineClient {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
     }
 
     /// One line, CRLF included; empty on EOF.

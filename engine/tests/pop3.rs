@@ -13,7 +13,6 @@ use ringpost_storage::{spool, Family, Store};
 
 fn local_config(config: &mut ringpost_engine::Config) {
     config.smtp.local_domains = vec!["ours.test".into()];
-    config.pop3.listen = "127.0.0.1:0".parse().unwrap();
     config.pop3.auth_failure_delay_secs = 0;
 }
 

@@ -374,9 +374,7 @@ fn start_on(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> RunningServer {
         pin_shards: false,
         ..Config::default()
     };
-    config.smtp.listen = "127.0.0.1:0".parse().unwrap();
-    config.pop3.listen = "127.0.0.1:0".parse().unwrap();
-    config.imap.listen = "127.0.0.1:0".parse().unwrap();
+    config.use_ephemeral_ports([127, 0, 0, 1].into());
     config.metrics.listen = None;
     config.relay.enabled = false;
     tweak(&mut config);

@@ -136,6 +136,33 @@ pub struct SendArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub messages_per_connection: u64,
 
+    /// STARTTLS after EHLO (RFC 3207), then EHLO again, on every connection.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+
+    /// TLS from the first byte (submissions, RFC 8314).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Certificates are not checked (the server's self-signed one); without
+    /// it the server must present one for the --to-addr host signed by
+    /// --ca-file.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Name to ask for (SNI) and check in the certificate [default: the
+    /// host of --to-addr].
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+
+    /// AUTH PLAIN as USER:PASSWORD after EHLO (and after TLS, if any).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub auth: Option<String>,
+
     /// OS threads, each running its own tokio-uring runtime [default: number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,

@@ -34,6 +34,7 @@ use crate::message::MessageTemplate;
 use crate::reply::{has_extension, parse_reply, Parsed};
 use crate::send::Budget;
 use crate::stats::{keys, ThreadStats};
+use crate::tls::Tls;
 
 /// Everything a connection needs to know, shared read-only by all of them.
 #[derive(Debug)]
@@ -53,6 +54,19 @@ pub struct ClientConfig {
     pub io_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_connect_failures: u32,
+    /// TLS on every connection, and how it starts.
+    pub tls: Option<TlsSetup>,
+    /// `AUTH PLAIN <base64>\r\n`, sent after EHLO (and TLS).
+    pub auth: Option<&'static [u8]>,
+}
+
+/// How connections get TLS.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// STARTTLS after EHLO; else TLS from the first byte.
+    pub starttls: bool,
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
 }
 
 /// The commands of one transaction's envelope, built once per run.
@@ -140,6 +154,8 @@ pub enum Failure {
     Closed,
     Io,
     Protocol,
+    /// The TLS handshake failed.
+    Tls,
 }
 
 impl Failure {
@@ -152,6 +168,7 @@ impl Failure {
             Failure::Closed => keys::CLOSED.into(),
             Failure::Io => keys::IO.into(),
             Failure::Protocol => keys::PROTOCOL.into(),
+            Failure::Tls => "tls".into(),
         }
     }
 }
@@ -364,12 +381,15 @@ fn is_2xx(code: u16) -> bool {
 /// Warn once per run, not once per connection.
 static WARNED_NO_PIPELINING: AtomicBool = AtomicBool::new(false);
 
-/// A TCP connection with its read buffer.
+/// A TCP connection (plain or TLS) with its read buffer.
 struct Conn {
     stream: TcpStream,
-    /// Bytes read but not yet consumed; replies are parsed from its front.
+    /// Bytes read but not yet consumed (plaintext); replies are parsed from
+    /// its front.
     rbuf: Vec<u8>,
     io_timeout: Duration,
+    /// TLS, once started, and the buffer raw records are read into.
+    tls: Option<(Tls, Vec<u8>)>,
 }
 
 impl Conn {
@@ -386,11 +406,38 @@ impl Conn {
             stream,
             rbuf: Vec::with_capacity(4096),
             io_timeout: cfg.io_timeout,
+            tls: None,
         };
+        if let Some(setup) = cfg.tls.as_ref().filter(|t| !t.starttls) {
+            conn.start_tls(setup).await?;
+        }
         let greeting = conn.next_reply().await?;
         if !is_2xx(greeting) {
             return Err(Failure::Reply(greeting));
         }
+        conn.hello(cfg).await?;
+        if let Some(setup) = cfg.tls.as_ref().filter(|t| t.starttls) {
+            conn.write(&b"STARTTLS\r\n"[..]).await?;
+            let code = conn.next_reply().await?;
+            if code != 220 {
+                return Err(Failure::Reply(code));
+            }
+            conn.start_tls(setup).await?;
+            conn.hello(cfg).await?;
+        }
+        if let Some(auth) = cfg.auth {
+            conn.write(auth).await?;
+            let code = conn.next_reply().await?;
+            if code != 235 {
+                return Err(Failure::Reply(code));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// EHLO (HELO if refused), noting PIPELINING.
+    async fn hello(&mut self, cfg: &ClientConfig) -> Result<(), Failure> {
+        let conn = self;
         conn.write(cfg.ehlo).await?;
         let ehlo = conn.read_reply().await?;
         if is_2xx(ehlo.code) {
@@ -411,14 +458,85 @@ impl Conn {
                 return Err(Failure::Reply(code));
             }
         }
-        Ok(conn)
+        Ok(())
     }
 
-    async fn write<T: BoundedBuf>(&mut self, buf: T) -> Result<T, Failure> {
+    /// Run the TLS handshake as a client; replies after it come in plaintext
+    /// through [`Self::fill`].
+    async fn start_tls(&mut self, setup: &TlsSetup) -> Result<(), Failure> {
+        let tls = Tls::new(setup.config.clone(), setup.name.clone()).map_err(|_| Failure::Tls)?;
+        self.tls = Some((tls, vec![0; 16 * 1024 + 512]));
+        loop {
+            self.flush_tls().await?;
+            let handshaking = self.tls.as_ref().is_some_and(|(t, _)| t.is_handshaking());
+            if !handshaking {
+                return Ok(());
+            }
+            self.read_tls().await?;
+        }
+    }
+
+    /// Send the TLS records rustls has ready.
+    async fn flush_tls(&mut self) -> Result<(), Failure> {
+        let Some((tls, _)) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        tls.pull_records().map_err(|_| Failure::Tls)?;
+        let out = tls.outgoing();
+        if out.is_empty() {
+            tls.sent(out);
+            return Ok(());
+        }
+        let out = self.raw_write(out).await?;
+        if let Some((tls, _)) = self.tls.as_mut() {
+            tls.sent(out);
+        }
+        Ok(())
+    }
+
+    /// Read raw TLS records and decrypt what they carry into `rbuf`.
+    async fn read_tls(&mut self) -> Result<(), Failure> {
+        let Some((_, raw)) = self.tls.as_mut() else {
+            return Err(Failure::Tls);
+        };
+        let buf = std::mem::take(raw);
+        let (res, buf) = match timeout(self.io_timeout, self.stream.read(buf)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(done) => done,
+        };
+        let n = match res {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(n) => n,
+            Err(_) => return Err(Failure::Io),
+        };
+        let Some((tls, raw)) = self.tls.as_mut() else {
+            return Err(Failure::Tls);
+        };
+        let opened = tls.open(&buf[..n], &mut self.rbuf);
+        *raw = buf;
+        opened.map_err(|_| Failure::Tls)?;
+        // Handshake messages and alerts go back at once.
+        self.flush_tls().await
+    }
+
+    /// Write bytes as they are (plaintext, or records).
+    async fn raw_write<T: BoundedBuf>(&mut self, buf: T) -> Result<T, Failure> {
         match timeout(self.io_timeout, self.stream.write_all(buf)).await {
             Err(_) => Err(Failure::Timeout),
             Ok((Ok(()), buf)) => Ok(buf),
             Ok((Err(_), _)) => Err(Failure::Io),
+        }
+    }
+
+    /// Write `buf`, through TLS if it is on.
+    async fn write<T: BoundedBuf + AsRef<[u8]>>(&mut self, buf: T) -> Result<T, Failure> {
+        match self.tls.as_mut() {
+            None => self.raw_write(buf).await,
+            Some((tls, _)) => {
+                tls.seal(buf.as_ref()).map_err(|_| Failure::Tls)?;
+                self.flush_tls().await?;
+                Ok(buf)
+            }
         }
     }
 
@@ -449,6 +567,13 @@ impl Conn {
 
     /// Reads more bytes into `rbuf`.
     async fn fill(&mut self) -> Result<(), Failure> {
+        if self.tls.is_some() {
+            let before = self.rbuf.len();
+            while self.rbuf.len() == before {
+                self.read_tls().await?;
+            }
+            return Ok(());
+        }
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(4096);
         }

@@ -31,3 +31,4 @@ pub mod reply;
 pub mod send;
 pub mod sink;
 pub mod stats;
+pub mod tls;

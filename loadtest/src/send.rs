@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acklog::AckLog;
 use crate::cli::{OnOff, SendArgs};
-use crate::client::{run_connection, ClientConfig, Envelope, Tally};
+use crate::client::{run_connection, ClientConfig, Envelope, Tally, TlsSetup};
 use crate::message::{MessageSpec, MessageTemplate};
 use crate::stats::{Report, RunInfo, ThreadStats};
 
@@ -77,7 +77,8 @@ pub fn run(args: &SendArgs) -> Result<Report, SetupError> {
     args.validate().map_err(SetupError)?;
     let addr = resolve(&args.to_addr)?;
     let threads = args.threads();
-    let cfg = Arc::new(client_config(args, addr));
+    let tls = tls_setup(args).map_err(SetupError)?;
+    let cfg = Arc::new(client_config(args, addr, tls));
 
     // Open the ack log once up front so that a bad path is a setup error,
     // not a per-thread surprise.
@@ -180,7 +181,7 @@ fn resolve(target: &str) -> Result<SocketAddr, SetupError> {
 /// Builds the per-run constants: commands, envelopes and message template.
 /// They live for the whole process, so they are leaked into `&'static`
 /// slices, which tokio-uring can write without copying or refcounting.
-fn client_config(args: &SendArgs, addr: SocketAddr) -> ClientConfig {
+fn client_config(args: &SendArgs, addr: SocketAddr, tls: Option<TlsSetup>) -> ClientConfig {
     let leak = |s: String| -> &'static [u8] { Box::leak(s.into_bytes().into_boxed_slice()) };
     // The To: header names the base domain whatever the envelope says, so
     // that every message has the same size.
@@ -210,7 +211,40 @@ fn client_config(args: &SendArgs, addr: SocketAddr) -> ClientConfig {
         io_timeout: Duration::from_secs_f64(args.read_timeout),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         max_connect_failures: args.max_connect_failures,
+        tls,
+        auth: args.auth.as_ref().map(|auth| {
+            use base64::Engine as _;
+            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            let plain =
+                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            leak(format!("AUTH PLAIN {plain}\r\n"))
+        }),
     }
+}
+
+/// How connections get TLS, from `--starttls`/`--tls`, `--ca-file`,
+/// `--insecure` and `--tls-name`.
+fn tls_setup(args: &SendArgs) -> Result<Option<TlsSetup>, String> {
+    if !args.starttls && !args.tls {
+        return Ok(None);
+    }
+    let config = crate::tls::client_config(args.ca_file.as_deref(), args.insecure)?;
+    let host = match &args.tls_name {
+        Some(name) => name.clone(),
+        None => args
+            .to_addr
+            .rsplit_once(':')
+            .map_or(args.to_addr.clone(), |(h, _)| {
+                h.trim_matches(['[', ']']).to_owned()
+            }),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| format!("`{host}` is not a name TLS can check (--tls-name)"))?;
+    Ok(Some(TlsSetup {
+        starttls: args.starttls,
+        config,
+        name,
+    }))
 }
 
 /// `user1@DOMAIN` .. `userN@DOMAIN`.
@@ -288,7 +322,7 @@ mod tests {
     fn config(extra: &[&str]) -> ClientConfig {
         let args = send_args(extra);
         args.validate().expect("valid");
-        client_config(&args, "127.0.0.1:25".parse().unwrap())
+        client_config(&args, "127.0.0.1:25".parse().unwrap(), None)
     }
 
     fn text(b: &[u8]) -> &str {

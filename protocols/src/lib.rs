@@ -15,6 +15,11 @@
 //!   PIPELINING, AUTH PLAIN and STLS) and its response table; with
 //!   `fuzzing`, `pop3::check` does the same job as `smtp::check`.
 //! - `line`: the command-line receiver both servers share.
+//! - [`session`]: the [`Session`] interface every server session offers the
+//!   engine's connection driver (bytes and time in; events, output and the
+//!   next deadline out), and the deadlines they share.
+//! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
+//!   AUTHENTICATE and POP3 AUTH share.
 //! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
 //!   for a server session, the trace, the cut comparison, the token mapping,
 //!   the pseudo-random generator and the smoke tests' case loop.
@@ -25,4 +30,8 @@ pub mod check;
 pub mod imap;
 mod line;
 pub mod pop3;
+pub mod sasl;
+pub mod session;
 pub mod smtp;
+
+pub use session::Session;

@@ -6,7 +6,7 @@ use super::convert::{
 };
 use super::view::{send_flags, View};
 use super::{fetch, imap_tag::Tag, Conn};
-use glommio::net::TcpStream;
+use crate::conn::Connection;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::types::command::CommandBody;
 use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
@@ -32,7 +32,7 @@ impl Conn<'_> {
     pub(super) async fn command(
         &mut self,
         imap: &mut ImapSession,
-        stream: &mut TcpStream,
+        io: &mut Connection,
         tag: &Tag,
         body: CommandBody<'static>,
     ) -> io::Result<()> {
@@ -121,7 +121,7 @@ impl Conn<'_> {
                 macro_or_item_names,
                 uid,
                 ..
-            } => fetch::run(self, imap, stream, &sequence_set, &macro_or_item_names, uid).await?,
+            } => fetch::run(self, imap, io, &sequence_set, &macro_or_item_names, uid).await?,
             C::Store {
                 sequence_set,
                 kind,

@@ -5,9 +5,8 @@ use super::commands::{Done, Outcome};
 use super::convert::{flags_to_imap, internal_date};
 use super::view::Message;
 use super::{Conn, FLUSH_AT};
+use crate::conn::Connection;
 use crate::gather::Gather;
-use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use ringpost_protocols::imap::types::core::{IString, Literal, NString};
 use ringpost_protocols::imap::types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
@@ -25,7 +24,7 @@ use std::num::NonZeroU32;
 pub(super) async fn run(
     conn: &mut Conn<'_>,
     imap: &mut ImapSession,
-    stream: &mut TcpStream,
+    io: &mut Connection,
     set: &SequenceSet,
     names: &MacroOrMessageDataItemNames<'static>,
     uid: bool,
@@ -88,7 +87,7 @@ pub(super) async fn run(
                 seen.push(index);
             }
             if gathered.len() >= FLUSH_AT {
-                gathered.write_to(stream).await?;
+                gathered.write_to(io).await?;
             }
             continue;
         }
@@ -189,12 +188,12 @@ pub(super) async fn run(
             imap.data(data);
         }
         if imap.output().len() >= FLUSH_AT {
-            stream.write_all(imap.output()).await?;
+            io.write_all(imap.output()).await?;
             imap.clear_output();
         }
     }
     if gathered.len() > 0 {
-        gathered.write_to(stream).await?;
+        gathered.write_to(io).await?;
     }
     conn.shard.imap_metrics.fetched.inc_by(picked.len() as u64);
     if !seen.is_empty() {

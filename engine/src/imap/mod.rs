@@ -13,154 +13,141 @@ mod convert;
 mod fetch;
 mod view;
 
-use crate::access::{self, LoginError};
-use crate::shard::{Shard, ShutdownSignal};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use crate::auth::LoginOutcome;
+use crate::conn::{Connection, Protocol};
+use crate::shard::{Service, Shard};
 use ringpost_protocols::imap::{Event, ImapSession};
 use ringpost_storage::Change;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 use view::View;
 
-/// Socket read buffer; APPEND literals arrive in many reads.
-const READ_BUFFER: usize = 64 * 1024;
 /// Output past this is written before the next message is rendered, so a
 /// FETCH of a whole mailbox never sits in memory at once.
 const FLUSH_AT: usize = 256 * 1024;
 
-/// Run one IMAP session over `stream` until it ends.
-pub(crate) async fn drive(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    shutdown: ShutdownSignal,
-) -> io::Result<()> {
-    let mut conn = Conn {
-        shard,
-        peer,
-        user: None,
-        changes: None,
-        view: None,
-    };
-    conn.drive(stream, shutdown).await
-}
-
 /// One connection's state besides the protocol session.
 pub(crate) struct Conn<'a> {
     shard: &'a Shard,
+    service: Service,
     peer: SocketAddr,
     /// The account, once logged in.
     user: Option<String>,
+    /// Held while logged in: the account's session count.
+    _session: Option<crate::access::AccountSession>,
     /// News of changes to the account's mailboxes.
     changes: Option<flume::Receiver<()>>,
     /// The selected mailbox.
     view: Option<View>,
 }
 
-/// What woke the connection.
-enum Wake {
-    Read(io::Result<usize>),
-    Changed,
-    Shutdown,
+impl<'a> Conn<'a> {
+    /// A connection from `peer` on `service` (IMAP or IMAPS).
+    pub(crate) fn new(shard: &'a Shard, service: Service, peer: SocketAddr) -> Conn<'a> {
+        Conn {
+            shard,
+            service,
+            peer,
+            user: None,
+            _session: None,
+            changes: None,
+            view: None,
+        }
+    }
+}
+
+impl Protocol for Conn<'_> {
+    type Session = ImapSession;
+
+    async fn handle(
+        &mut self,
+        imap: &mut ImapSession,
+        event: Event,
+        conn: &mut Connection,
+    ) -> io::Result<()> {
+        match event {
+            Event::Login {
+                tag,
+                mechanism,
+                user,
+                password,
+            } => self.login(imap, &tag, mechanism, &user, &password).await,
+            Event::Command { tag, body } => self.command(imap, conn, &tag, *body).await?,
+            // Updates come as they happen (`on_news`); nothing to do yet.
+            Event::Idle => self.sync(imap, true),
+            Event::IdleDone => {
+                self.sync(imap, true);
+                imap.idle_done();
+            }
+            Event::StartTls => {
+                conn.write_all(imap.output()).await?;
+                imap.clear_output();
+                if !self.shard.start_tls(conn, self.service).await {
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+                imap.tls_established();
+            }
+        }
+        Ok(())
+    }
+
+    fn news(&self, imap: &ImapSession) -> Option<flume::Receiver<()>> {
+        self.changes.clone().filter(|_| imap.is_idling())
+    }
+
+    fn on_news(&mut self, imap: &mut ImapSession) {
+        self.refresh(imap, true);
+    }
+
+    fn on_timeout(&mut self) {
+        self.shard.imap_metrics.timeouts.inc();
+    }
 }
 
 impl Conn<'_> {
-    async fn drive(&mut self, stream: &mut TcpStream, shutdown: ShutdownSignal) -> io::Result<()> {
-        let mut imap = ImapSession::new(self.shard.imap.clone());
-        let mut buf = vec![0u8; READ_BUFFER];
-        let mut stopping = false;
-        loop {
-            while let Some(event) = imap.poll_event() {
-                match event {
-                    Event::Login {
-                        tag,
-                        user,
-                        password,
-                    } => self.login(&mut imap, &tag, &user, &password).await,
-                    Event::Command { tag, body } => {
-                        self.command(&mut imap, stream, &tag, *body).await?;
-                    }
-                    // Updates come as they happen (below); nothing to do yet.
-                    Event::Idle => self.sync(&mut imap, true),
-                    Event::IdleDone => {
-                        self.sync(&mut imap, true);
-                        imap.idle_done();
-                    }
-                }
-                // Commands already received go on.
-                imap.feed(&[]);
-            }
-            if stopping {
-                imap.shutdown();
-            }
-            if !imap.output().is_empty() {
-                stream.write_all(imap.output()).await?;
-                imap.clear_output();
-            }
-            if imap.is_closed() {
-                return Ok(());
-            }
-
-            stream.set_read_timeout(Some(self.shard.config.imap_idle_timeout()))?;
-            let read = async { Wake::Read(stream.read(&mut buf).await) };
-            let stop = async {
-                shutdown.clone().await.ok();
-                Wake::Shutdown
-            };
-            let changes = self.changes.clone().filter(|_| imap.is_idling());
-            let changed = async {
-                match changes {
-                    Some(changes) => {
-                        let _ = changes.recv_async().await;
-                        Wake::Changed
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            match read.or(changed).or(stop).await {
-                Wake::Shutdown => stopping = true,
-                Wake::Changed => self.refresh(&mut imap, true),
-                Wake::Read(Ok(0)) => return Ok(()),
-                Wake::Read(Ok(n)) => imap.feed(&buf[..n]),
-                Wake::Read(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                    self.shard.imap_metrics.timeouts.inc();
-                    imap.timed_out();
-                    stream.write_all(imap.output()).await?;
-                    return Ok(());
-                }
-                Wake::Read(Err(e)) => return Err(e),
-            }
-        }
-    }
-
     async fn login(
         &mut self,
         imap: &mut ImapSession,
         tag: &imap_tag::Tag,
+        mechanism: &'static str,
         user: &str,
         password: &str,
     ) {
-        let metrics = &self.shard.imap_metrics;
-        match access::login(self.shard.store.clone(), user, password).await {
-            Ok(account) => {
+        let shard = self.shard;
+        let metrics = &shard.imap_metrics;
+        let service = self.service.label();
+        match shard.auth.login(self.peer.ip(), user, password).await {
+            LoginOutcome::Accepted(account) => {
+                let Some(session) = shard.access.open_session(&account) else {
+                    shard.security.auth(service, mechanism, "too_many_sessions");
+                    tracing::info!(shard = shard.id, peer = %self.peer, user = %account, "imap login: too many sessions");
+                    return imap.no(tag, Some("LIMIT"), "too many sessions for this account");
+                };
                 metrics.logins_ok.inc();
-                tracing::info!(shard = self.shard.id, peer = %self.peer, user = %account, "imap login");
-                self.changes = Some(self.shard.access.watch(&account));
+                shard.security.auth(service, mechanism, "ok");
+                tracing::info!(shard = shard.id, peer = %self.peer, user = %account, mechanism, "imap login");
+                self.changes = Some(shard.access.watch(&account));
+                self._session = Some(session);
                 self.user = Some(account);
                 imap.login_succeeded(tag);
             }
-            Err(LoginError::Rejected) => {
+            LoginOutcome::Rejected => {
                 metrics.logins_failed.inc();
-                tracing::info!(shard = self.shard.id, peer = %self.peer, user, "imap login failed");
-                let delay = Duration::from_secs(self.shard.config.imap.auth_failure_delay_secs);
-                glommio::timer::sleep(delay).await;
+                shard.security.auth(service, mechanism, "failed");
+                tracing::info!(shard = shard.id, peer = %self.peer, user, mechanism, "imap login failed");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
                 imap.login_failed(tag);
             }
-            Err(LoginError::Unavailable(e)) => {
+            LoginOutcome::LockedOut => {
+                metrics.logins_failed.inc();
+                shard.security.auth(service, mechanism, "locked_out");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                imap.login_locked_out(tag);
+            }
+            LoginOutcome::Unavailable(e) => {
                 metrics.logins_unavailable.inc();
-                tracing::error!(shard = self.shard.id, peer = %self.peer, error = %e, "imap login: store failed");
+                shard.security.auth(service, mechanism, "unavailable");
+                tracing::error!(shard = shard.id, peer = %self.peer, error = %e, "imap login could not run");
                 imap.login_unavailable(tag);
             }
         }

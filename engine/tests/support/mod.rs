@@ -1,3 +1,4 @@
 //! Shared helpers for integration tests.
+pub mod ca;
 pub mod dns;
 pub mod tls_mx;

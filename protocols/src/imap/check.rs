@@ -17,6 +17,8 @@ pub fn config() -> ImapConfig {
         hostname: "imap.test".into(),
         max_command_size: 4096,
         max_errors: 5,
+        tls_available: true,
+        ..ImapConfig::default()
     }
 }
 
@@ -83,6 +85,13 @@ impl Run {
                 }
                 Event::Idle => assert!(self.logged_in, "IDLE before login"),
                 Event::IdleDone => self.session.idle_done(),
+                Event::StartTls => {
+                    assert!(!self.logged_in, "STARTTLS after login");
+                    // Plaintext after STARTTLS is swallowed unheard.
+                    self.session.feed(b"x LOGIN alice secret\r\n");
+                    assert!(self.session.poll_event().is_none(), "plaintext ran");
+                    self.session.tls_established();
+                }
             }
             self.events.push(event);
             self.session.feed(&[]);

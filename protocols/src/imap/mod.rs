@@ -20,4 +20,4 @@ mod server;
 mod tests;
 
 pub use imap_codec::imap_types as types;
-pub use server::{Event, ImapConfig, ImapSession, CAPABILITIES};
+pub use server::{Event, ImapConfig, ImapSession, Peer, CAPABILITIES, MAX_LOGIN_COMMAND};

@@ -6,6 +6,15 @@
 //! [`ImapSession::data`] and friends. The session checks that a command is
 //! valid in the current state before the driver sees it, so the driver
 //! never has to.
+//!
+//! # Before login
+//! Passwords are taken only over TLS unless the driver allows plaintext for
+//! this client (LOGINDISABLED is advertised otherwise, RFC 9051 §6.2.3).
+//! Commands before login are small: a literal over [`MAX_LOGIN_COMMAND`] is
+//! refused before the client sends it, and a command that grows past it
+//! ends the session, so an unauthenticated client cannot make the server
+//! hold much (`max_command_size`, sized for APPEND, applies after login).
+//! Everything received after STARTTLS and before the handshake is dropped.
 
 use imap_codec::encode::Encoder;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
@@ -16,10 +25,19 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec, ResponseCodec};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// What the server advertises; the same before and after login.
-pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE IDLE \
+use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
+use crate::session::{Session, Timers};
+
+/// What the server can do once logged in (and before, with the login
+/// capabilities of [`ImapSession::capabilities`] added).
+pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN";
+
+/// Largest command before login, literals included: LOGIN or AUTHENTICATE
+/// with names and passwords of a few hundred octets fit many times over.
+pub const MAX_LOGIN_COMMAND: usize = 16 * 1024;
 
 /// Limits and identity shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -29,8 +47,16 @@ pub struct ImapConfig {
     /// Largest command in octets, literals included (APPEND carries a
     /// whole message); larger ones get BAD and are never buffered whole.
     pub max_command_size: u32,
-    /// BAD responses tolerated before the session is closed.
+    /// BAD responses and failed logins tolerated before the session is
+    /// closed.
     pub max_errors: usize,
+    /// STARTTLS is offered (the driver has a certificate).
+    pub tls_available: bool,
+    /// Autologout after this long without a complete command (RFC 9051
+    /// §5.4: at least 30 minutes).
+    pub idle_timeout: Duration,
+    /// How long a client may stay without logging in, whatever it does.
+    pub login_timeout: Duration,
 }
 
 impl Default for ImapConfig {
@@ -39,6 +65,28 @@ impl Default for ImapConfig {
             hostname: "localhost".into(),
             max_command_size: 50 * 1024 * 1024 + 64 * 1024,
             max_errors: 20,
+            tls_available: false,
+            idle_timeout: Duration::from_secs(1800),
+            login_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// What the driver knows about the client when the session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// TLS from the first byte (IMAPS, RFC 8314).
+    pub implicit_tls: bool,
+    /// LOGIN and AUTHENTICATE may be used before TLS (loopback clients,
+    /// by configuration).
+    pub plaintext_auth: bool,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Peer {
+            implicit_tls: false,
+            plaintext_auth: true,
         }
     }
 }
@@ -47,11 +95,15 @@ impl Default for ImapConfig {
 /// or [`ImapSession::idle_done`]), the session reads no further command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// LOGIN or AUTHENTICATE PLAIN: answer with
-    /// [`ImapSession::login_succeeded`] or [`ImapSession::login_failed`].
+    /// LOGIN or AUTHENTICATE: answer with
+    /// [`ImapSession::login_succeeded`], [`ImapSession::login_failed`],
+    /// [`ImapSession::login_locked_out`] or [`ImapSession::login_unavailable`].
     Login {
         /// The command's tag.
         tag: Tag<'static>,
+        /// `"LOGIN"` for the LOGIN command, else `"AUTHENTICATE "` and the
+        /// SASL mechanism.
+        mechanism: &'static str,
         /// The user name (PLAIN: the authentication identity).
         user: String,
         /// The password.
@@ -72,6 +124,11 @@ pub enum Event {
     /// DONE ended the IDLE: send the last updates, then
     /// [`ImapSession::idle_done`].
     IdleDone,
+    /// STARTTLS was accepted (`OK Begin TLS negotiation now` is written).
+    /// Write the output, drop any input not fed yet, run the handshake,
+    /// then call [`ImapSession::tls_established`]. If the handshake fails,
+    /// close the connection.
+    StartTls,
 }
 
 /// The connection state (RFC 9051 §3).
@@ -88,10 +145,12 @@ enum State {
 enum Phase {
     /// Commands.
     Command,
-    /// The client's answer to an AUTHENTICATE PLAIN continuation.
-    SaslResponse(Tag<'static>),
+    /// The client's answer to an AUTHENTICATE challenge.
+    SaslResponse(Tag<'static>, Exchange),
     /// Waiting for DONE.
     Idle(Tag<'static>),
+    /// STARTTLS accepted; input is dropped until TLS is up.
+    AwaitTls,
 }
 
 /// One IMAP connection, server side.
@@ -108,11 +167,21 @@ pub struct ImapSession {
     event: Option<Event>,
     output: Vec<u8>,
     errors: usize,
+    peer: Peer,
+    /// TLS is on (implicit, or after STARTTLS).
+    tls: bool,
+    timers: Timers,
 }
 
 impl ImapSession {
-    /// A new session with the greeting queued.
+    /// A new session with the greeting queued, for a plaintext client that
+    /// may log in without TLS (tests; see [`Self::with_peer`]).
     pub fn new(config: Arc<ImapConfig>) -> Self {
+        Self::with_peer(config, Peer::default())
+    }
+
+    /// A new session for the client `peer` describes, greeting queued.
+    pub fn with_peer(config: Arc<ImapConfig>, peer: Peer) -> Self {
         let mut session = ImapSession {
             framing: Fragmentizer::new(config.max_command_size),
             config,
@@ -122,13 +191,53 @@ impl ImapSession {
             event: None,
             output: Vec::with_capacity(1024),
             errors: 0,
+            tls: peer.implicit_tls,
+            peer,
+            timers: Timers::default(),
         };
         let greeting = format!(
-            "* OK [CAPABILITY {CAPABILITIES}] {} IMAP4rev2 server ready\r\n",
+            "* OK [CAPABILITY {}] {} IMAP4rev2 server ready\r\n",
+            session.capabilities(),
             session.config.hostname
         );
         session.output.extend_from_slice(greeting.as_bytes());
         session
+    }
+
+    /// The capability list for the current state: before login it says
+    /// how to log in (STARTTLS, LOGINDISABLED, the AUTH= mechanisms).
+    pub fn capabilities(&self) -> String {
+        if self.state != State::NotAuthenticated {
+            return CAPABILITIES.to_owned();
+        }
+        let mut list = CAPABILITIES.to_owned();
+        if self.config.tls_available && !self.tls {
+            list.push_str(" STARTTLS");
+        }
+        if self.auth_allowed() {
+            for mechanism in sasl::MECHANISMS {
+                list.push_str(" AUTH=");
+                list.push_str(mechanism.name());
+            }
+        } else {
+            list.push_str(" LOGINDISABLED");
+        }
+        list
+    }
+
+    /// Passwords may be sent now: TLS is on, or plaintext is allowed.
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.peer.plaintext_auth
+    }
+
+    /// TLS is on.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Logged in.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Authenticated | State::Selected)
     }
 
     /// Take in bytes read from the client and process what can be. All of
@@ -136,6 +245,10 @@ impl ImapSession {
     /// answering an event, call it again (with no bytes) to go on with
     /// commands already received.
     pub fn feed(&mut self, input: &[u8]) {
+        if self.phase == Phase::AwaitTls {
+            // Plaintext after STARTTLS: never to be run as a command.
+            return;
+        }
         self.framing.enqueue_bytes(input);
         self.run();
     }
@@ -175,8 +288,32 @@ impl ImapSession {
     /// Answer [`Event::Login`]: the session is authenticated.
     pub fn login_succeeded(&mut self, tag: &Tag<'_>) {
         self.state = State::Authenticated;
+        self.timers.limit_life(None);
         let text = format!("[CAPABILITY {CAPABILITIES}] logged in");
         self.ok(tag, None, &text);
+    }
+
+    /// Answer [`Event::Login`]: too many failed logins from this client or
+    /// for this account (counts as an error).
+    pub fn login_locked_out(&mut self, tag: &Tag<'_>) {
+        self.no(
+            tag,
+            Some("UNAVAILABLE"),
+            "too many failed logins, try again later",
+        );
+        self.count_error();
+    }
+
+    /// Answer [`Event::StartTls`]: the handshake is done. Nothing learnt
+    /// before counts; the client asks for capabilities again (RFC 9051
+    /// §6.2.1).
+    pub fn tls_established(&mut self) {
+        if self.phase == Phase::AwaitTls {
+            self.tls = true;
+            self.phase = Phase::Command;
+            self.busy = false;
+            self.framing = Fragmentizer::new(self.config.max_command_size);
+        }
     }
 
     /// Answer [`Event::Login`]: wrong name or password (counts as an error).
@@ -257,8 +394,10 @@ impl ImapSession {
         let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
         let line = format!("{} {kind} {code}{text}\r\n", tag.as_ref());
         self.output.extend_from_slice(line.as_bytes());
-        // The next pipelined command is read at the next `feed`.
+        // The next pipelined command is read at the next `feed`, and is due
+        // within the idle timeout of this answer.
         self.busy = false;
+        self.timers.expect_request(self.config.idle_timeout);
     }
 
     fn bye(&mut self, text: &str) {
@@ -282,8 +421,18 @@ impl ImapSession {
 
     /// Process fragments until an event is raised or more input is needed.
     fn run(&mut self) {
-        while !self.busy && self.event.is_none() && self.state != State::Logout {
+        while !self.busy
+            && self.event.is_none()
+            && self.state != State::Logout
+            && self.phase != Phase::AwaitTls
+        {
             let Some(fragment) = self.framing.progress() else {
+                if self.state == State::NotAuthenticated
+                    && self.framing.message_bytes().len() > MAX_LOGIN_COMMAND
+                {
+                    self.untagged("BAD command too long before login");
+                    self.bye("command too long");
+                }
                 return;
             };
             if let FragmentInfo::Line {
@@ -303,8 +452,16 @@ impl ImapSession {
     /// A line ended in `{n}` or `{n+}`: accept the literal, or refuse it
     /// before the client sends a byte of it.
     fn literal_announced(&mut self, mode: LiteralMode, length: u32) {
-        let fits = (self.framing.message_bytes().len() as u64 + u64::from(length))
-            <= u64::from(self.config.max_command_size);
+        let limit = match self.state {
+            State::NotAuthenticated => MAX_LOGIN_COMMAND as u64,
+            _ => u64::from(self.config.max_command_size),
+        };
+        let fits = (self.framing.message_bytes().len() as u64 + u64::from(length)) <= limit;
+        if !fits && mode == LiteralMode::NonSync && self.state == State::NotAuthenticated {
+            // Its bytes come anyway, and are not worth reading.
+            self.untagged("BAD literal too big before login");
+            return self.bye("literal too big");
+        }
         match (mode, fits) {
             (LiteralMode::Sync, true) => self.output.extend_from_slice(b"+ go ahead\r\n"),
             (LiteralMode::Sync, false) => {
@@ -325,7 +482,7 @@ impl ImapSession {
     fn message(&mut self) {
         match self.phase.clone() {
             Phase::Command => self.command(),
-            Phase::SaslResponse(tag) => {
+            Phase::SaslResponse(tag, mut exchange) => {
                 self.phase = Phase::Command;
                 let decoded = self
                     .framing
@@ -333,12 +490,14 @@ impl ImapSession {
                     .map(|data| data.into_static());
                 match decoded {
                     Ok(imap_codec::imap_types::auth::AuthenticateData::Continue(data)) => {
-                        self.plain(tag, data.declassify().clone())
+                        let step = exchange.respond_decoded(data.declassify().to_vec());
+                        self.sasl_step(tag, exchange, step);
                     }
                     Ok(_) => self.tagged(&tag, "BAD", None, "authentication cancelled"),
                     Err(_) => self.bad(&tag, "invalid base64"),
                 }
             }
+            Phase::AwaitTls => {}
             Phase::Idle(_) => match self.framing.decode_message(&IdleDoneCodec::default()) {
                 Ok(_) => {
                     self.raise(Event::IdleDone);
@@ -388,7 +547,7 @@ impl ImapSession {
         use CommandBody as C;
         match (&body, self.state) {
             (C::Capability, _) => {
-                self.untagged(&format!("CAPABILITY {CAPABILITIES}"));
+                self.untagged(&format!("CAPABILITY {}", self.capabilities()));
                 self.ok(&tag, None, "CAPABILITY completed");
             }
             (C::Logout, _) => {
@@ -400,11 +559,34 @@ impl ImapSession {
                 self.untagged("ID (\"name\" \"ringpost\")");
                 self.ok(&tag, None, "ID completed");
             }
+            // RFC 9051 §6.1.2: NOOP is valid in any state. In the
+            // authenticated states the driver reports mailbox news with it.
+            (C::Noop, State::NotAuthenticated) => self.ok(&tag, None, "NOOP completed"),
+            (C::StartTLS, State::NotAuthenticated) => {
+                if self.tls || !self.config.tls_available {
+                    return self.bad(&tag, "STARTTLS not available");
+                }
+                self.ok(&tag, None, "Begin TLS negotiation now");
+                self.phase = Phase::AwaitTls;
+                // Whatever was pipelined after STARTTLS goes unread.
+                self.framing = Fragmentizer::new(self.config.max_command_size);
+                self.raise(Event::StartTls);
+            }
+            (C::Login { .. } | C::Authenticate { .. }, State::NotAuthenticated)
+                if !self.auth_allowed() =>
+            {
+                self.no(
+                    &tag,
+                    Some("PRIVACYREQUIRED"),
+                    "login is disabled until STARTTLS",
+                );
+            }
             (C::Login { username, password }, State::NotAuthenticated) => {
                 let user = String::from_utf8_lossy(username.as_ref()).into_owned();
                 let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
                 self.raise(Event::Login {
                     tag,
+                    mechanism: "LOGIN",
                     user,
                     password,
                 });
@@ -416,21 +598,18 @@ impl ImapSession {
                 },
                 State::NotAuthenticated,
             ) => {
-                if *mechanism != AuthMechanism::Plain {
-                    return self.no(&tag, None, "unsupported mechanism");
-                }
-                match initial_response {
-                    Some(response) => {
-                        let response = response.declassify().to_vec();
-                        self.plain(tag, response.into());
-                    }
-                    None => {
-                        self.output.extend_from_slice(b"+ \r\n");
-                        self.phase = Phase::SaslResponse(tag);
-                    }
-                }
+                let mechanism = match mechanism {
+                    AuthMechanism::Plain => Mechanism::Plain,
+                    AuthMechanism::Login => Mechanism::Login,
+                    _ => return self.no(&tag, None, "unsupported mechanism"),
+                };
+                let initial = initial_response
+                    .as_ref()
+                    .map(|response| response.declassify().to_vec());
+                let (exchange, step) = Exchange::start_decoded(mechanism, initial);
+                self.sasl_step(tag, exchange, step);
             }
-            (C::Login { .. } | C::Authenticate { .. }, _) => {
+            (C::Login { .. } | C::Authenticate { .. } | C::StartTLS, _) => {
                 self.bad(&tag, "already authenticated")
             }
             (_, State::NotAuthenticated) => self.bad(&tag, "log in first"),
@@ -496,25 +675,91 @@ impl ImapSession {
         }
     }
 
-    /// An AUTHENTICATE PLAIN response: authzid NUL authcid NUL password.
-    fn plain(&mut self, tag: Tag<'static>, response: std::borrow::Cow<'_, [u8]>) {
-        let mut parts = response.split(|&b| b == 0);
-        let (Some(authzid), Some(user), Some(password), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return self.bad(&tag, "malformed PLAIN response");
-        };
-        if !authzid.is_empty() && authzid != user {
-            return self.no(
+    /// Go on with an AUTHENTICATE exchange: challenge, ask the driver, or
+    /// refuse.
+    fn sasl_step(&mut self, tag: Tag<'static>, exchange: Exchange, step: Step) {
+        match step {
+            Step::Challenge(challenge) => {
+                self.output.extend_from_slice(b"+ ");
+                self.output.extend_from_slice(challenge.as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                self.phase = Phase::SaslResponse(tag, exchange);
+            }
+            Step::Done(credentials) => self.raise(Event::Login {
+                tag,
+                mechanism: match credentials.mechanism {
+                    Mechanism::Plain => "AUTHENTICATE PLAIN",
+                    Mechanism::Login => "AUTHENTICATE LOGIN",
+                },
+                user: credentials.user,
+                password: credentials.password,
+            }),
+            Step::Failed(Failure::Cancelled) => {
+                self.tagged(&tag, "BAD", None, "authentication cancelled")
+            }
+            Step::Failed(Failure::BadBase64) => self.bad(&tag, "invalid base64"),
+            Step::Failed(Failure::Malformed) => self.bad(&tag, "malformed credentials"),
+            Step::Failed(Failure::AuthzidRefused) => self.no(
                 &tag,
                 Some("AUTHORIZATIONFAILED"),
                 "cannot act for another user",
-            );
+            ),
         }
-        self.raise(Event::Login {
-            tag,
-            user: String::from_utf8_lossy(user).into_owned(),
-            password: String::from_utf8_lossy(password).into_owned(),
-        });
+    }
+}
+
+impl Session for ImapSession {
+    type Event = Event;
+
+    fn receive(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.handle_timeout(now);
+        if !self.is_closed() {
+            self.feed(input);
+        }
+        input.len()
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        ImapSession::poll_event(self)
+    }
+
+    fn output(&self) -> &[u8] {
+        ImapSession::output(self)
+    }
+
+    fn clear_output(&mut self) {
+        ImapSession::clear_output(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        ImapSession::is_closed(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.busy || self.event.is_some() || self.is_closed() {
+            return None;
+        }
+        self.timers.next(None)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.tell(now) {
+            self.timers.expect_request(self.config.idle_timeout);
+            if self.state == State::NotAuthenticated {
+                self.timers.limit_life(Some(self.config.login_timeout));
+            }
+        }
+        let waiting = self.busy || self.event.is_some();
+        if !waiting && self.timers.expired(None) {
+            self.timed_out();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        ImapSession::shutdown(self)
+    }
+
+    fn buffered(&self) -> usize {
+        self.framing.message_bytes().len()
     }
 }

@@ -21,7 +21,8 @@ fn greeting_and_capability_before_login() {
     assert!(lines[0].contains(" IDLE ") && lines[0].contains(" AUTH=PLAIN "));
     assert_eq!(lines[1], "c1 OK CAPABILITY completed\r\n");
     assert_eq!(lines[2], "* ID (\"name\" \"ringpost\")\r\n");
-    assert_eq!(lines[4], "c3 BAD log in first\r\n");
+    // RFC 9051 §6.1.2: NOOP is valid in any state.
+    assert_eq!(lines[4], "c3 OK NOOP completed\r\n");
 }
 
 #[test]
@@ -113,7 +114,7 @@ fn authenticate_plain() {
     run.feed("b AUTHENTICATE PLAIN\r\n!!!\r\n");
     assert_eq!(run.take(), "+ \r\nb BAD invalid base64\r\n");
     run.feed("c AUTHENTICATE PLAIN YWxpY2U=\r\n");
-    assert_eq!(run.take(), "c BAD malformed PLAIN response\r\n");
+    assert_eq!(run.take(), "c BAD malformed credentials\r\n");
     run.feed("d AUTHENTICATE PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n");
     assert_eq!(
         run.take(),
@@ -213,4 +214,107 @@ fn garbage_never_panics_and_cuts_change_nothing() {
         }
         super::check::check_input(&super::check::imap_like(&input), seed);
     }
+}
+
+#[test]
+fn starttls_and_logindisabled() {
+    use super::server::{ImapSession, Peer};
+    use std::sync::Arc;
+    let strict = Peer {
+        implicit_tls: false,
+        plaintext_auth: false,
+    };
+    let mut session = ImapSession::with_peer(Arc::new(super::check::config()), strict);
+    let greeting = String::from_utf8(session.output().to_vec()).unwrap();
+    assert!(
+        greeting.contains(" STARTTLS") && greeting.contains(" LOGINDISABLED"),
+        "{greeting}"
+    );
+    assert!(!greeting.contains("AUTH="), "{greeting}");
+    session.clear_output();
+    session.feed(b"a LOGIN alice secret\r\nb AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    assert!(session.poll_event().is_none());
+    assert_eq!(
+        String::from_utf8(session.output().to_vec()).unwrap(),
+        "a NO [PRIVACYREQUIRED] login is disabled until STARTTLS\r\n\
+         b NO [PRIVACYREQUIRED] login is disabled until STARTTLS\r\n"
+    );
+    session.clear_output();
+    // STARTTLS, with a smuggled command pipelined behind it.
+    session.feed(b"t STARTTLS\r\nx LOGIN alice secret\r\n");
+    assert_eq!(session.poll_event(), Some(Event::StartTls));
+    assert_eq!(
+        String::from_utf8(session.output().to_vec()).unwrap(),
+        "t OK Begin TLS negotiation now\r\n"
+    );
+    session.clear_output();
+    session.feed(b"y LOGIN alice secret\r\n");
+    assert!(
+        session.poll_event().is_none(),
+        "plaintext before the handshake ran"
+    );
+    session.tls_established();
+    session.feed(b"");
+    assert!(session.poll_event().is_none(), "the smuggled LOGIN ran");
+    assert!(session.output().is_empty());
+    session.feed(b"c CAPABILITY\r\n");
+    let caps = String::from_utf8(session.output().to_vec()).unwrap();
+    assert!(
+        caps.contains("AUTH=PLAIN AUTH=LOGIN") && !caps.contains("STARTTLS"),
+        "{caps}"
+    );
+    session.clear_output();
+    session.feed(b"d STARTTLS\r\n");
+    assert_eq!(
+        String::from_utf8(session.output().to_vec()).unwrap(),
+        "d BAD STARTTLS not available\r\n"
+    );
+}
+
+#[test]
+fn authenticate_login() {
+    let mut run = Run::new();
+    run.take();
+    run.feed("a AUTHENTICATE LOGIN\r\n");
+    assert_eq!(run.take(), "+ VXNlcm5hbWU6\r\n");
+    run.feed("YWxpY2U=\r\n");
+    assert_eq!(run.take(), "+ UGFzc3dvcmQ6\r\n");
+    run.feed("c2VjcmV0\r\n");
+    assert!(run.take().starts_with("a OK [CAPABILITY"));
+    assert!(matches!(
+        &run.events[..],
+        [Event::Login {
+            mechanism: "AUTHENTICATE LOGIN",
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn before_login_commands_are_small() {
+    // A synchronizing literal over the login limit is refused unsent.
+    let mut run = Run::new();
+    run.take();
+    run.feed("a LOGIN {41944040}\r\n");
+    assert_eq!(run.take(), "a NO [TOOBIG] literal too big\r\n");
+    assert!(!run.session.is_closed());
+    // A non-synchronizing one ends the session at once.
+    run.feed("b LOGIN {41944040+}\r\n");
+    assert!(run.take().ends_with("* BYE literal too big\r\n"));
+    assert!(run.session.is_closed());
+    // So does a line that never ends (with room for it after login).
+    let mut run = Run::with(super::ImapConfig {
+        max_command_size: 1 << 20,
+        ..super::check::config()
+    });
+    run.take();
+    let long = "x".repeat(super::MAX_LOGIN_COMMAND + 10);
+    run.feed(&format!("a LOGIN {long}"));
+    assert!(run.session.is_closed(), "{}", run.out);
+    // After login the larger limit applies.
+    let mut run = Run::new();
+    run.feed(LOGIN);
+    run.take();
+    run.feed("c CREATE {3000}\r\n");
+    assert_eq!(run.take(), "+ go ahead\r\n");
 }

@@ -156,7 +156,12 @@ pub fn check_responses(output: &[u8]) -> Result<(), String> {
             line.strip_prefix(word)
                 .is_some_and(|rest| rest.is_empty() || rest[0] == b' ')
         };
-        if !in_body && (status(b"+OK") || status(b"-ERR") || line == b"+ ") {
+        // A SASL challenge: `+ ` and base64 (RFC 5034 §4).
+        let challenge = line.strip_prefix(b"+ ").is_some_and(|rest| {
+            rest.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+        });
+        if !in_body && (status(b"+OK") || status(b"-ERR") || challenge) {
             if line.len() + 2 > 512 {
                 return Err(format!("status line over 512 octets: {:?}", shown()));
             }
@@ -222,6 +227,7 @@ pub fn small_config(seed: u64) -> Pop3Config {
         max_errors: pick(&[1, 5, 1000], 8),
         stls_available: seed >> 16 & 1 == 1,
         plaintext_auth_allowed: seed >> 17 & 1 == 1,
+        ..Pop3Config::default()
     }
 }
 
@@ -232,6 +238,9 @@ const TOKENS: &[&[u8]] = &[
     b"PASS two words \r\n",
     b"AUTH PLAIN AGFsaWNlAHB3\r\n",
     b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH LOGIN YWxpY2U=\r\n",
+    b"YWxpY2U=\r\n",
     b"AGFsaWNlAHB3\r\n",
     b"*\r\n",
     b"AUTH PLAIN =\r\n",

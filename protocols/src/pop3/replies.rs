@@ -116,6 +116,13 @@ pub const END: &[u8] = b".\r\n";
 /// (RFC 5034 §4: `+` and a space, then base64 of nothing).
 pub const CONTINUE: &[u8] = b"+ \r\n";
 
+/// A SASL challenge (RFC 5034 §4): `+ ` and the base64 challenge.
+pub fn write_continuation(out: &mut Vec<u8>, challenge: &str) {
+    out.extend_from_slice(b"+ ");
+    out.extend_from_slice(challenge.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 // ---------------------------------------------------------------------------
 // Session: greeting, closing, limits.
 
@@ -207,6 +214,9 @@ pub const TLS_REQUIRED: Reply = Reply::refusal(
 );
 /// The driver refused the credentials.
 pub const INVALID_CREDENTIALS: Reply = Reply::error("AUTH", "invalid credentials");
+/// Too many failed logins from this client or for this account: refused
+/// for a while without checking (not counted as an error).
+pub const LOCKED_OUT: Reply = Reply::refusal("AUTH", "too many failed logins, try again later");
 /// The driver could not lock the maildrop (RFC 2449 §8.1.1).
 pub const MAILDROP_LOCKED: Reply =
     Reply::refusal("IN-USE", "maildrop already locked by another session");
@@ -315,7 +325,7 @@ pub fn write_capa(out: &mut Vec<u8>, offer: Offer) {
     CAPA_FOLLOWS.write_to(out);
     out.extend_from_slice(b"TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
     if offer.login {
-        out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
+        out.extend_from_slice(b"USER\r\nSASL PLAIN LOGIN\r\n");
     }
     if offer.stls {
         out.extend_from_slice(b"STLS\r\n");
@@ -329,7 +339,7 @@ pub fn write_capa(out: &mut Vec<u8>, offer: Offer) {
 pub fn write_mechanisms(out: &mut Vec<u8>, plain: bool) {
     MECHANISMS_FOLLOW.write_to(out);
     if plain {
-        out.extend_from_slice(b"PLAIN\r\n");
+        out.extend_from_slice(b"PLAIN\r\nLOGIN\r\n");
     }
     out.extend_from_slice(END);
 }
@@ -383,7 +393,7 @@ mod tests {
         assert_eq!(
             capa(true, true),
             "+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
-             PIPELINING\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\nIMPLEMENTATION ringpost\r\n.\r\n"
+             PIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\nSTLS\r\nIMPLEMENTATION ringpost\r\n.\r\n"
         );
         assert!(!capa(false, false).contains("USER"));
         assert!(!capa(false, false).contains("SASL"));

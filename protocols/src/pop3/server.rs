@@ -34,13 +34,15 @@
 //!   last one is followed by a final `-ERR` and the session closes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::command::{self, Command};
 use super::content;
 use super::maildrop::{DeleteError, Maildrop, MessageInfo};
 use super::replies::{self, Offer, Reply};
-use super::sasl;
 use crate::line::{Line, LineReader};
+use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
+use crate::session::{Session, Timers};
 
 /// The command-line limit RFC 2449 §4 sets: 255 octets including CRLF.
 pub const MAX_COMMAND_LEN: usize = 255;
@@ -59,9 +61,15 @@ pub struct Pop3Config {
     pub max_errors: usize,
     /// STLS is offered (the driver has a certificate).
     pub stls_available: bool,
-    /// USER/PASS and AUTH PLAIN are allowed without TLS. When false they
-    /// are refused with `-ERR [AUTH]` until STLS has succeeded.
+    /// USER/PASS and AUTH are allowed without TLS. When false they are
+    /// refused with `-ERR [AUTH]` until STLS has succeeded.
     pub plaintext_auth_allowed: bool,
+    /// Client silence after which the session ends (RFC 1939 §3: at least
+    /// ten minutes). Measured from the last complete command, so a client
+    /// that trickles a command byte by byte is cut too.
+    pub idle_timeout: Duration,
+    /// How long a client may stay without logging in, whatever it does.
+    pub login_timeout: Duration,
 }
 
 impl Default for Pop3Config {
@@ -72,8 +80,23 @@ impl Default for Pop3Config {
             max_errors: 10,
             stls_available: false,
             plaintext_auth_allowed: true,
+            idle_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(180),
         }
     }
+}
+
+/// What the driver knows about the client when the session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// TLS from the first byte (POP3S).
+    pub implicit_tls: bool,
+    /// USER/PASS and AUTH may be used before TLS.
+    pub plaintext_auth: bool,
+}
+
+fn config_plaintext(config: &Pop3Config) -> bool {
+    config.plaintext_auth_allowed
 }
 
 /// Something the driver must act on. Each one pauses the session until the
@@ -85,6 +108,8 @@ pub enum Event {
     /// [`Pop3Session::auth_failed`], [`Pop3Session::maildrop_locked`] or
     /// [`Pop3Session::auth_unavailable`].
     Authenticate {
+        /// How: `"USER"` (USER and PASS) or a SASL mechanism's name.
+        mechanism: &'static str,
         /// The user name (PLAIN: the authentication identity).
         user: String,
         /// The password, exactly as sent.
@@ -123,7 +148,7 @@ pub enum Event {
 enum Phase {
     /// Reading command lines.
     Command,
-    /// Reading the client's line after the AUTH PLAIN continuation.
+    /// Reading the client's answer to a SASL challenge.
     SaslResponse,
     /// An `Authenticate` event is out.
     AwaitAuth,
@@ -173,10 +198,15 @@ pub struct Pop3Session {
     event: Option<Event>,
     /// The line being read; moved out while a line is executed.
     lines: LineReader,
-    /// TLS is up (after STLS).
+    /// TLS is up (after STLS, or on an implicit-TLS port).
     tls: bool,
+    /// The SASL exchange of an AUTH in progress.
+    exchange: Option<Exchange>,
+    /// Passwords may be sent before TLS.
+    plaintext_auth: bool,
     /// Counted errors so far.
     errors: usize,
+    timers: Timers,
 }
 
 impl Pop3Session {
@@ -185,15 +215,34 @@ impl Pop3Session {
         let mut output = Vec::with_capacity(256);
         replies::greeting(&config.hostname).write_to(&mut output);
         Pop3Session {
-            config,
             phase: Phase::Command,
             state: State::Authorization { user: None },
             output,
             event: None,
             lines: LineReader::default(),
             tls: false,
+            exchange: None,
+            plaintext_auth: config_plaintext(&config),
             errors: 0,
+            timers: Timers::default(),
+            config,
         }
+    }
+
+    /// A session for the client `peer` describes: on a connection that is
+    /// TLS from the start (POP3S, RFC 8314) passwords may be sent and STLS
+    /// is not offered; `plaintext_auth` overrides the configuration's
+    /// default for this client.
+    pub fn with_peer(config: Arc<Pop3Config>, peer: Peer) -> Self {
+        let mut session = Pop3Session::new(config);
+        session.tls = peer.implicit_tls;
+        session.plaintext_auth = peer.plaintext_auth;
+        session
+    }
+
+    /// Logged in (the TRANSACTION state or after).
+    pub fn is_authenticated(&self) -> bool {
+        self.maildrop().is_some()
     }
 
     /// Consume as much input as possible; returns bytes consumed.
@@ -251,6 +300,8 @@ impl Pop3Session {
         let maildrop = Maildrop::new(maildrop);
         let (count, octets) = maildrop.stat();
         self.state = State::Transaction(maildrop);
+        // Logged in: only the idle timer is left.
+        self.timers.limit_life(None);
         self.send(&replies::maildrop_ready(count, octets));
     }
 
@@ -267,6 +318,14 @@ impl Pop3Session {
     pub fn auth_unavailable(&mut self) {
         if self.answer(Phase::AwaitAuth) {
             self.send(&replies::MAILDROP_UNUSABLE);
+        }
+    }
+
+    /// Answer `Authenticate`: too many failed logins from this client or
+    /// for this account; try again later (`-ERR [AUTH]`, not counted).
+    pub fn auth_locked_out(&mut self) {
+        if self.answer(Phase::AwaitAuth) {
+            self.send(&replies::LOCKED_OUT);
         }
     }
 
@@ -327,6 +386,7 @@ impl Pop3Session {
         if self.answer(Phase::AwaitTls) {
             self.tls = true;
             self.lines = LineReader::default();
+            self.exchange = None;
             self.state = State::Authorization { user: None };
         }
     }
@@ -351,6 +411,18 @@ impl Pop3Session {
     /// True once the session is over.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// Waiting for the driver's answer to an event.
+    fn waiting(&self) -> bool {
+        self.event.is_some()
+            || matches!(
+                self.phase,
+                Phase::AwaitAuth
+                    | Phase::AwaitMessage { .. }
+                    | Phase::AwaitCommit
+                    | Phase::AwaitTls
+            )
     }
 
     /// True in the TRANSACTION state: logged in, QUIT not given yet.
@@ -424,12 +496,17 @@ impl Pop3Session {
             self.config.max_line_len
         };
         let (used, line) = lines.read(input, limit);
+        if line.is_some() {
+            // A whole line (or a too-long one) came: the idle timer restarts.
+            self.timers.expect_request(self.config.idle_timeout);
+        }
         match (line, sasl) {
             (Some(Line::Complete(line)), false) => self.execute(line),
             (Some(Line::Complete(line)), true) => self.sasl_response(line),
             (Some(Line::TooLong), _) => {
                 // A too-long SASL response ends the exchange too.
                 self.phase = Phase::Command;
+                self.exchange = None;
                 self.reply(replies::LINE_TOO_LONG);
             }
             (None, _) => {}
@@ -438,13 +515,42 @@ impl Pop3Session {
         used
     }
 
-    /// The line after `+ `: `*` cancels, anything else is PLAIN in base64.
+    /// The client's answer to a SASL challenge.
     fn sasl_response(&mut self, line: &[u8]) {
         self.phase = Phase::Command;
+        let Some(mut exchange) = self.exchange.take() else {
+            return;
+        };
         match std::str::from_utf8(line) {
-            Ok("*") => self.send(&replies::AUTH_CANCELLED),
-            Ok(response) => self.plain(response),
+            Ok(response) => {
+                let step = exchange.respond(response);
+                self.sasl_step(exchange, step);
+            }
             Err(_) => self.reply(replies::BAD_BASE64),
+        }
+    }
+
+    /// Go on with an exchange: challenge, ask the driver, or refuse.
+    fn sasl_step(&mut self, exchange: Exchange, step: Step) {
+        match step {
+            Step::Challenge(challenge) => {
+                replies::write_continuation(&mut self.output, &challenge);
+                self.exchange = Some(exchange);
+                self.phase = Phase::SaslResponse;
+            }
+            Step::Done(credentials) => {
+                self.state = State::Authorization { user: None };
+                let event = Event::Authenticate {
+                    mechanism: credentials.mechanism.name(),
+                    user: credentials.user,
+                    password: credentials.password,
+                };
+                self.ask(event, Phase::AwaitAuth);
+            }
+            Step::Failed(Failure::Cancelled) => self.send(&replies::AUTH_CANCELLED),
+            Step::Failed(Failure::BadBase64) => self.reply(replies::BAD_BASE64),
+            Step::Failed(Failure::Malformed) => self.reply(replies::BAD_PLAIN),
+            Step::Failed(Failure::AuthzidRefused) => self.reply(replies::AUTHZID_REFUSED),
         }
     }
 
@@ -498,7 +604,7 @@ impl Pop3Session {
 
     /// Passwords may be sent now: plaintext is allowed, or TLS is up.
     fn plaintext_ok(&self) -> bool {
-        self.config.plaintext_auth_allowed || self.tls
+        self.plaintext_auth || self.tls
     }
 
     fn user(&mut self, name: &str) {
@@ -523,6 +629,7 @@ impl Pop3Session {
             return self.reply(replies::NEED_USER);
         };
         let event = Event::Authenticate {
+            mechanism: "USER",
             user,
             password: password.to_owned(),
         };
@@ -534,34 +641,14 @@ impl Pop3Session {
         let Some(mechanism) = mechanism else {
             return replies::write_mechanisms(&mut self.output, plaintext_ok);
         };
-        if !mechanism.eq_ignore_ascii_case("PLAIN") {
+        let Some(mechanism) = Mechanism::from_name(mechanism) else {
             return self.send(&replies::UNSUPPORTED_MECHANISM);
-        }
+        };
         if !plaintext_ok {
             return self.send(&replies::TLS_REQUIRED);
         }
-        match initial {
-            Some(response) => self.plain(response),
-            None => {
-                self.output.extend_from_slice(replies::CONTINUE);
-                self.phase = Phase::SaslResponse;
-            }
-        }
-    }
-
-    /// A PLAIN response, from AUTH or its continuation.
-    fn plain(&mut self, response: &str) {
-        match sasl::plain(response) {
-            Ok(credentials) => {
-                self.state = State::Authorization { user: None };
-                let event = Event::Authenticate {
-                    user: credentials.user,
-                    password: credentials.password,
-                };
-                self.ask(event, Phase::AwaitAuth);
-            }
-            Err(reply) => self.reply(reply),
-        }
+        let (exchange, step) = Exchange::start(mechanism, initial);
+        self.sasl_step(exchange, step);
     }
 
     fn stls(&mut self) {
@@ -647,5 +734,53 @@ impl Pop3Session {
             Err(DeleteError::NoSuchMessage) => replies::NO_SUCH_MESSAGE,
         };
         self.send(&reply);
+    }
+}
+
+impl Session for Pop3Session {
+    type Event = Event;
+
+    fn receive(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.handle_timeout(now);
+        self.feed(input)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Pop3Session::poll_event(self)
+    }
+
+    fn output(&self) -> &[u8] {
+        Pop3Session::output(self)
+    }
+
+    fn clear_output(&mut self) {
+        Pop3Session::clear_output(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Pop3Session::is_closed(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.waiting() || self.is_closed() {
+            return None;
+        }
+        self.timers.next(None)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.tell(now) {
+            self.timers.expect_request(self.config.idle_timeout);
+            if self.maildrop().is_none() {
+                self.timers.limit_life(Some(self.config.login_timeout));
+            }
+        }
+        if !self.waiting() && self.timers.expired(None) {
+            self.timed_out();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        Pop3Session::shutdown(self)
     }
 }

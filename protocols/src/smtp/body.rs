@@ -74,6 +74,16 @@ impl Body {
         self.too_big
     }
 
+    /// Content bytes received so far, kept or not.
+    pub(super) fn received(&self) -> usize {
+        self.size
+    }
+
+    /// Bytes of memory the buffer holds.
+    pub(super) fn held(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// A bare CR or LF was seen.
     pub(super) fn has_bare_line_ending(&self) -> bool {
         self.bare_line_ending

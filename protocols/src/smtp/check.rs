@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use super::replies;
-use super::{Event, ServerConfig, ServerSession};
+use super::{Event, Peer, ServerConfig, ServerSession};
 use crate::check as shared;
 pub use crate::check::{split_at, XorShift};
 
@@ -28,6 +28,8 @@ pub enum Answers {
     Accept,
     /// Accept or store the 1st, 3rd… question; refuse the 2nd, 4th…
     Alternate,
+    /// Refuse every question.
+    Refuse,
 }
 
 /// Everything a session said while driven.
@@ -41,13 +43,42 @@ pub fn drive<'a>(
     pieces: impl IntoIterator<Item = &'a [u8]>,
     answers: Answers,
 ) -> Trace {
-    let mut session = ServerSession::new(config);
+    // Passwords may be sent in plaintext here, so AUTH is reachable.
+    let peer = Peer {
+        plaintext_auth: true,
+        ..Peer::default()
+    };
+    drive_peer(config, peer, pieces, answers)
+}
+
+/// [`drive`] for a client `peer` describes.
+pub fn drive_peer<'a>(
+    config: Arc<ServerConfig>,
+    peer: Peer,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+    answers: Answers,
+) -> Trace {
+    let mut session = ServerSession::with_peer(config, peer);
     let trace = shared::drive(
         &mut session,
         pieces,
         check_replies,
         |session, event, earlier, unread| {
-            shared::assert_waits(session, unread);
+            if *event == Event::StartTls {
+                // What came after STARTTLS is plaintext: swallowed unheard.
+                let plaintext = b"MAIL FROM:<smuggled@x.test>\r\n";
+                assert_eq!(
+                    session.feed(plaintext),
+                    plaintext.len(),
+                    "plaintext after STARTTLS was not swallowed"
+                );
+                assert!(
+                    session.output().is_empty(),
+                    "plaintext after STARTTLS got a reply"
+                );
+            } else {
+                shared::assert_waits(session, unread);
+            }
             answer(session, event, earlier, answers);
         },
     );
@@ -122,6 +153,9 @@ pub fn small_config(seed: u64) -> ServerConfig {
         max_message_size: pick(&[0, 10, 100, 100_000], 8),
         max_recipients: pick(&[1, 2, 100], 16),
         max_errors: pick(&[1, 5, 1000], 24),
+        max_rejected_recipients: pick(&[1, 3, 1000], 32),
+        tls_available: seed & (1 << 40) != 0,
+        ..ServerConfig::default()
     }
 }
 
@@ -146,6 +180,12 @@ const TOKENS: &[&[u8]] = &[
     b"VRFY x\r\n",
     b"HELP\r\n",
     b"STARTTLS\r\n",
+    b"AUTH PLAIN AGEAcHc=\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH LOGIN YQ==\r\n",
+    b"YQ==\r\n",
+    b"*\r\n",
     b"\r\n",
     b"\r\n.\r\n",
     b".\r\n",
@@ -188,7 +228,11 @@ pub fn smtp_like(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn answer(session: &mut ServerSession, event: &Event, earlier: &[Event], answers: Answers) {
-    let yes = answers == Answers::Accept || earlier.len().is_multiple_of(2);
+    let yes = match answers {
+        Answers::Accept => true,
+        Answers::Refuse => false,
+        Answers::Alternate => earlier.len().is_multiple_of(2),
+    };
     match (event, yes) {
         (Event::Recipient { .. }, true) => session.accept_recipient(),
         (Event::Recipient { .. }, false) => session.reject_recipient(replies::NO_SUCH_USER),
@@ -201,6 +245,9 @@ fn answer(session: &mut ServerSession, event: &Event, earlier: &[Event], answers
             session.message_stored(&format!("Q{stored}"));
         }
         (Event::Message(_), false) => session.message_failed(replies::STORAGE_FAILED),
+        (Event::Authenticate(credentials), true) => session.auth_succeeded(&credentials.user),
+        (Event::Authenticate(_), false) => session.auth_failed(),
+        (Event::StartTls, _) => session.tls_established(),
     }
 }
 

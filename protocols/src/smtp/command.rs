@@ -42,10 +42,15 @@ pub(super) enum Command<'a> {
     Expn,
     /// `HELP [string]`
     Help,
-    /// `STARTTLS` (RFC 3207), not offered yet.
+    /// `STARTTLS` (RFC 3207).
     StartTls,
-    /// `AUTH mechanism` (RFC 4954), not offered yet.
-    Auth,
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        /// The SASL mechanism name, as sent.
+        mechanism: &'a str,
+        /// The base64 initial response; `=` stands for an empty one.
+        initial: Option<&'a str>,
+    },
 }
 
 /// Why a line is not a command we can run.
@@ -126,9 +131,13 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     } else if is("HELP") {
         Ok(Command::Help)
     } else if is("STARTTLS") {
-        Ok(Command::StartTls)
+        no_argument(arg, Command::StartTls, replies::STARTTLS_SYNTAX)
     } else if is("AUTH") {
-        Ok(Command::Auth)
+        let mut words = arg.split(' ').filter(|w| !w.is_empty());
+        match (words.next(), words.next(), words.next()) {
+            (Some(mechanism), initial, None) => Ok(Command::Auth { mechanism, initial }),
+            _ => syntax(replies::AUTH_SYNTAX),
+        }
     } else {
         Err(ParseError::Unknown)
     }
@@ -204,6 +213,20 @@ mod tests {
         assert_eq!(ok("Quit "), Command::Quit);
         assert_eq!(ok("noop anything"), Command::Noop);
         assert_eq!(ok("starttls"), Command::StartTls);
+        assert_eq!(
+            ok("auth plain AGEAYg=="),
+            Command::Auth {
+                mechanism: "plain",
+                initial: Some("AGEAYg==")
+            }
+        );
+        assert_eq!(
+            ok("AUTH LOGIN"),
+            Command::Auth {
+                mechanism: "LOGIN",
+                initial: None
+            }
+        );
     }
 
     #[test]
@@ -253,6 +276,9 @@ mod tests {
         assert_eq!(err(b"RSET x"), replies::RSET_SYNTAX);
         assert_eq!(err(b"QUIT x"), replies::QUIT_SYNTAX);
         assert_eq!(err(b"VRFY"), replies::VRFY_SYNTAX);
+        assert_eq!(err(b"STARTTLS now"), replies::STARTTLS_SYNTAX);
+        assert_eq!(err(b"AUTH"), replies::AUTH_SYNTAX);
+        assert_eq!(err(b"AUTH PLAIN a b"), replies::AUTH_SYNTAX);
     }
 
     #[test]

@@ -39,4 +39,4 @@ mod server;
 mod tests;
 
 pub use replies::Reply;
-pub use server::{BodyType, Event, ServerConfig, ServerSession, Transaction};
+pub use server::{BodyType, Event, Peer, SenderPolicy, ServerConfig, ServerSession, Transaction};

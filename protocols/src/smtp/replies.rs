@@ -99,17 +99,34 @@ pub fn helo(hostname: &str) -> Reply {
     Reply::new(250, "", hostname.to_owned())
 }
 
+/// What EHLO offers besides the fixed extensions: each only where the
+/// client can use it now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EhloOffer {
+    /// STARTTLS (RFC 3207): a certificate is loaded and TLS is not on yet.
+    pub starttls: bool,
+    /// AUTH (RFC 4954): not authenticated yet, and TLS is on (or plaintext
+    /// passwords are allowed for this client).
+    pub auth: bool,
+}
+
 /// The multi-line 250 reply to EHLO: our name, then the extensions we
-/// offer, one per line. STARTTLS (RFC 3207) and AUTH (RFC 4954) join this
-/// list when the session implements them; until then they get 502.
-pub fn ehlo(hostname: &str, max_message_size: usize) -> Reply {
-    Reply::new(
-        250,
-        "",
-        format!(
-            "{hostname}\nPIPELINING\nSIZE {max_message_size}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES"
-        ),
-    )
+/// offer, one per line.
+pub fn ehlo(hostname: &str, max_message_size: usize, offer: EhloOffer) -> Reply {
+    let mut text = format!(
+        "{hostname}\nPIPELINING\nSIZE {max_message_size}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES"
+    );
+    if offer.starttls {
+        text.push_str("\nSTARTTLS");
+    }
+    if offer.auth {
+        text.push_str("\nAUTH");
+        for mechanism in crate::sasl::MECHANISMS {
+            text.push(' ');
+            text.push_str(mechanism.name());
+        }
+    }
+    Reply::new(250, "", text)
 }
 
 /// `221 2.0.0 Bye`, the answer to QUIT.
@@ -203,6 +220,11 @@ pub const BDAT_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: BDAT size [LA
 pub const RSET_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: RSET");
 /// QUIT with an argument.
 pub const QUIT_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: QUIT");
+/// STARTTLS with an argument.
+pub const STARTTLS_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: STARTTLS");
+/// AUTH without a mechanism, or with more than a mechanism and a response.
+pub const AUTH_SYNTAX: Reply =
+    Reply::fixed(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
 /// VRFY without an argument.
 pub const VRFY_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: VRFY address");
 
@@ -271,6 +293,75 @@ pub const BARE_LINE_ENDING: Reply = Reply::fixed(
 // ---------------------------------------------------------------------------
 // Refusals the driver gives through `reject_recipient` and `message_failed`.
 
+// ---------------------------------------------------------------------------
+// TLS and authentication (RFC 3207, RFC 4954, RFC 6409).
+
+/// STARTTLS accepted: the handshake starts after this reply.
+pub const READY_FOR_TLS: Reply = Reply::fixed(220, "2.0.0", "Ready to start TLS");
+/// STARTTLS where no certificate is loaded.
+pub const TLS_UNAVAILABLE: Reply = Reply::fixed(454, "4.7.0", "TLS not available");
+/// STARTTLS when TLS is already on (RFC 3207 §4: only once).
+pub const TLS_ALREADY_ACTIVE: Reply = Reply::fixed(503, "5.5.1", "TLS already active");
+/// AUTH accepted.
+pub const AUTH_SUCCEEDED: Reply = Reply::fixed(235, "2.7.0", "Authentication successful");
+/// Wrong user name or password.
+pub const AUTH_FAILED: Reply = Reply::fixed(535, "5.7.8", "Authentication credentials invalid");
+/// The credentials could not be checked (store failure, queue full).
+pub const AUTH_UNAVAILABLE: Reply = Reply::fixed(454, "4.7.0", "Temporary authentication failure");
+/// Too many failed attempts from this client or for this account.
+pub const AUTH_LOCKED_OUT: Reply = Reply::fixed(
+    454,
+    "4.7.0",
+    "Too many failed authentication attempts, try again later",
+);
+/// AUTH before TLS where plaintext passwords are not allowed (RFC 4954 §6).
+pub const ENCRYPTION_REQUIRED: Reply = Reply::fixed(
+    538,
+    "5.7.11",
+    "Encryption required for requested authentication mechanism",
+);
+/// AUTH after a successful AUTH.
+pub const ALREADY_AUTHENTICATED: Reply = Reply::fixed(503, "5.5.1", "Already authenticated");
+/// AUTH inside a mail transaction (RFC 4954 §4).
+pub const AUTH_IN_TRANSACTION: Reply =
+    Reply::fixed(503, "5.5.1", "AUTH not permitted during a mail transaction");
+/// AUTH with a mechanism we do not speak.
+pub const UNKNOWN_MECHANISM: Reply = Reply::fixed(504, "5.5.4", "Unrecognized authentication type");
+/// The client answered a challenge with `*`.
+pub const AUTH_CANCELLED: Reply = Reply::fixed(501, "5.0.0", "Authentication cancelled");
+/// A challenge answer that is not base64.
+pub const AUTH_BAD_BASE64: Reply = Reply::fixed(501, "5.5.2", "Cannot decode response");
+/// Decoded, but not valid credentials for the mechanism.
+pub const AUTH_MALFORMED: Reply = Reply::fixed(501, "5.5.2", "Malformed authentication response");
+/// PLAIN with an authorization identity other than the user.
+pub const AUTHZID_REFUSED: Reply =
+    Reply::fixed(535, "5.7.8", "Authorization identity not permitted");
+/// MAIL on the submission port before AUTH (RFC 6409 §4.3).
+pub const AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0", "Authentication required");
+/// MAIL FROM an address the authenticated account does not own.
+pub fn sender_not_owned(account: &str) -> Reply {
+    Reply::new(
+        553,
+        "5.7.1",
+        format!("Sender address rejected: not owned by {account}"),
+    )
+}
+/// 421 4.7.0: too many recipients refused in this session (probing).
+pub fn too_many_rejected_recipients(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{hostname} Too many rejected recipients"),
+    )
+}
+/// A challenge: `334 <base64>` (RFC 4954 §4).
+pub fn challenge(base64: &str) -> Reply {
+    Reply::new(334, "", base64.to_owned())
+}
+
+/// RCPT from an account over its sending rate.
+pub const SENDING_RATE_EXCEEDED: Reply =
+    Reply::fixed(450, "4.7.1", "Sending rate limit exceeded, try again later");
 /// RCPT for a local user that does not exist.
 pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
 /// RCPT for a remote domain from a client that may not relay.
@@ -298,7 +389,20 @@ mod tests {
 
     #[test]
     fn multi_line_uses_continuations() {
-        assert!(wire(&ehlo("mx", 10)).starts_with("250-mx\r\n250-PIPELINING\r\n250-SIZE 10\r\n"));
+        assert!(wire(&ehlo("mx", 10, EhloOffer::default()))
+            .starts_with("250-mx\r\n250-PIPELINING\r\n250-SIZE 10\r\n"));
+        let all = wire(&ehlo(
+            "mx",
+            10,
+            EhloOffer {
+                starttls: true,
+                auth: true,
+            },
+        ));
+        assert!(
+            all.ends_with("250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"),
+            "{all}"
+        );
         assert_eq!(
             wire(&Reply::new(550, "5.1.1", "no\nsuch")),
             "550-5.1.1 no\r\n550 5.1.1 such\r\n"

@@ -9,12 +9,25 @@
 //! ```text
 //!   Command ──DATA──▶ Data ──CRLF.CRLF──▶ AwaitMessage ──stored/failed──▶ Command
 //!      │  ──BDAT n──▶ Chunk ──n octets──▶ (LAST: AwaitMessage, else Command)
-//!      └──RCPT──▶ AwaitRecipient ──accept/reject──▶ Command
-//!   any ──QUIT, too many errors, shutdown, timeout──▶ Closed
+//!      │  ──RCPT──▶ AwaitRecipient ──accept/reject──▶ Command
+//!      │  ──AUTH──▶ SaslResponse ──credentials──▶ AwaitAuth ──succeeded/failed──▶ Command
+//!      └──STARTTLS──▶ AwaitTls ──tls_established──▶ Command (a fresh session)
+//!   any ──QUIT, too many errors, shutdown, deadline──▶ Closed
 //! ```
 //!
 //! Waiting phases consume nothing, which is how pipelined input stays in
-//! order behind a decision the driver has not made yet.
+//! order behind a decision the driver has not made yet. The one exception
+//! is the wait for TLS: everything fed after STARTTLS and before
+//! [`ServerSession::tls_established`] arrived in plaintext and is consumed
+//! and dropped, so that it can never run as a command under TLS (the
+//! command injection of CVE-2011-0411).
+//!
+//! # Deadlines
+//! A command line must be whole within `command_timeout` of the previous
+//! one, however its bytes trickle in; message content gets `data_timeout`
+//! plus the time its bytes earn at `min_data_rate`. Untrusted clients'
+//! sessions end after `max_session`; on the submission port a client must
+//! authenticate within `login_timeout`. See [`crate::session`].
 //!
 //! # Choices where the RFCs leave room
 //! - Command lines may end in a bare LF (as Postfix allows); message content
@@ -28,6 +41,7 @@
 //!   one is followed by 421 and the session closes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::address::{self, Path, PathError};
 use super::bdat::{Chunk, LineEndings};
@@ -35,8 +49,10 @@ use super::body::Body;
 use super::command::{self, Command};
 use super::data::DataReceiver;
 use super::params::{self, MailParams};
-use super::replies::{self, Reply};
+use super::replies::{self, EhloOffer, Reply};
 use crate::line::{Line, LineReader};
+use crate::sasl::{self, Credentials, Exchange, Failure, Mechanism, Step};
+use crate::session::{Deadline, Session, Timers};
 
 /// Limits and identity for server sessions; shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -49,8 +65,31 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Most recipients per transaction; more get 452 4.5.3.
     pub max_recipients: usize,
-    /// Bad commands tolerated before the session is closed with 421.
+    /// Bad commands and failed AUTHs tolerated before the session is closed
+    /// with 421.
     pub max_errors: usize,
+    /// Recipients the driver may refuse (unknown users, relaying denied)
+    /// before an untrusted session is closed with 421: probing for valid
+    /// addresses is not free.
+    pub max_rejected_recipients: usize,
+    /// A command line must be whole within this of the previous one
+    /// (RFC 5321 §4.5.3.2.7: at least five minutes).
+    pub command_timeout: Duration,
+    /// Message content gets this long (RFC 5321 §4.5.3.2.6: three
+    /// minutes per block) ...
+    pub data_timeout: Duration,
+    /// ... plus one second per this many bytes received (0: no extension),
+    /// so a large message at a fair rate has time, and a trickle is cut.
+    pub min_data_rate: u32,
+    /// The whole life of an untrusted client's session (not from a relay
+    /// network, not authenticated); `None`: no cap.
+    pub max_session: Option<Duration>,
+    /// On the submission port, AUTH must succeed within this.
+    pub login_timeout: Duration,
+    /// STARTTLS is offered (the driver has a certificate).
+    pub tls_available: bool,
+    /// Which MAIL FROM an authenticated client may use.
+    pub sender_policy: SenderPolicy,
 }
 
 impl Default for ServerConfig {
@@ -61,8 +100,62 @@ impl Default for ServerConfig {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 1000,
             max_errors: 20,
+            max_rejected_recipients: 20,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            min_data_rate: 1024,
+            max_session: Some(Duration::from_secs(3600)),
+            login_timeout: Duration::from_secs(180),
+            tls_available: false,
+            sender_policy: SenderPolicy::Own,
         }
     }
+}
+
+/// Which reverse paths an authenticated client may give (Postfix's
+/// `reject_sender_login_mismatch` and its looser forms). The null sender
+/// is always allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SenderPolicy {
+    /// The account's own address only.
+    #[default]
+    Own,
+    /// Any address at the account's domain.
+    Domain,
+    /// Any address (a trusted application that sends for many).
+    Any,
+}
+
+impl SenderPolicy {
+    /// Whether `account` may send as `sender` (both `local@domain`).
+    pub fn allows(self, account: &str, sender: &str) -> bool {
+        if sender.is_empty() {
+            return true;
+        }
+        let domain = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_owned());
+        match self {
+            SenderPolicy::Any => true,
+            SenderPolicy::Own => sender.eq_ignore_ascii_case(account),
+            SenderPolicy::Domain => match (domain(sender), domain(account)) {
+                (Some(s), Some(a)) => s.eq_ignore_ascii_case(&a),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// What the driver knows about the client when the session starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The submission port (RFC 6409): AUTH before MAIL.
+    pub submission: bool,
+    /// TLS from the first byte (RFC 8314, port 465).
+    pub implicit_tls: bool,
+    /// AUTH may be used before TLS (loopback clients, by configuration).
+    pub plaintext_auth: bool,
+    /// The client may relay without AUTH (a relay network): untrusted
+    /// limits do not apply.
+    pub trusted: bool,
 }
 
 /// The BODY= parameter of MAIL FROM (RFC 6152).
@@ -92,6 +185,10 @@ pub struct Transaction {
     pub smtputf8: bool,
     /// True when the body came by BDAT (CHUNKING) rather than DATA.
     pub chunked: bool,
+    /// The message came over TLS.
+    pub tls: bool,
+    /// The account that authenticated, if one did.
+    pub authenticated: Option<String>,
     /// Message bytes, dot-unstuffed, every line ending CRLF.
     pub data: Vec<u8>,
 }
@@ -108,6 +205,16 @@ pub enum Event {
     /// A message is complete; make it durable, then answer with
     /// [`ServerSession::message_stored`] or [`ServerSession::message_failed`].
     Message(Transaction),
+    /// AUTH carried these credentials; check them and answer with
+    /// [`ServerSession::auth_succeeded`], [`ServerSession::auth_failed`],
+    /// [`ServerSession::auth_locked_out`] or [`ServerSession::auth_unavailable`].
+    Authenticate(Credentials),
+    /// STARTTLS was accepted. Write the output (`220 Ready to start TLS`),
+    /// drop any input not consumed yet (it came in plaintext after the
+    /// command), run the handshake, then call
+    /// [`ServerSession::tls_established`] and feed only what comes through
+    /// TLS. If the handshake fails, close the connection.
+    StartTls,
 }
 
 /// What the session does with the next input bytes.
@@ -123,6 +230,12 @@ enum Phase {
     AwaitRecipient(String),
     /// A `Message` event is out; waiting for stored or failed.
     AwaitMessage,
+    /// Reading the client's answer to a SASL challenge.
+    SaslResponse(Exchange),
+    /// An `Authenticate` event is out.
+    AwaitAuth,
+    /// A `StartTls` event is out; input is dropped until TLS is up.
+    AwaitTls,
     /// Nothing more is read.
     Closed,
 }
@@ -163,11 +276,29 @@ pub struct ServerSession {
     body: Body,
     /// Protocol errors so far (see [`Reply::is_protocol_error`]).
     errors: usize,
+    /// Recipients the driver refused so far.
+    rejected: usize,
+    peer: Peer,
+    /// TLS is on (implicit, or after STARTTLS).
+    tls: bool,
+    /// The account that authenticated.
+    account: Option<String>,
+    timers: Timers,
+    /// When the content of the current message began.
+    content_started: Option<Instant>,
+    /// The server is stopping: close once the transaction is done.
+    stopping: bool,
 }
 
 impl ServerSession {
-    /// A new session; the 220 greeting is already in [`Self::output`].
+    /// A new session for an untrusted client on the MX port, without TLS;
+    /// the 220 greeting is already in [`Self::output`].
     pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self::with_peer(config, Peer::default())
+    }
+
+    /// A new session for the client `peer` describes.
+    pub fn with_peer(config: Arc<ServerConfig>, peer: Peer) -> Self {
         let mut output = Vec::with_capacity(512);
         replies::greeting(&config.hostname).write_to(&mut output);
         ServerSession {
@@ -180,6 +311,13 @@ impl ServerSession {
             open: None,
             body: Body::default(),
             errors: 0,
+            rejected: 0,
+            tls: peer.implicit_tls,
+            peer,
+            account: None,
+            timers: Timers::default(),
+            content_started: None,
+            stopping: false,
         }
     }
 
@@ -215,7 +353,16 @@ impl ServerSession {
                     }
                     octets.len()
                 }
-                Phase::AwaitRecipient(_) | Phase::AwaitMessage | Phase::Closed => break,
+                Phase::SaslResponse(_) => self.read_command(rest),
+                // The driver drops what it has not fed yet when it takes
+                // the event; anything fed after that, before the handshake
+                // is done, is plaintext after STARTTLS: consumed, dropped.
+                Phase::AwaitTls if self.event.is_some() => break,
+                Phase::AwaitTls => rest.len(),
+                Phase::AwaitRecipient(_)
+                | Phase::AwaitMessage
+                | Phase::AwaitAuth
+                | Phase::Closed => break,
             };
         }
         used
@@ -247,10 +394,19 @@ impl ServerSession {
         }
     }
 
-    /// Answer a `Recipient` event with this refusal.
+    /// Answer a `Recipient` event with this refusal. An untrusted client
+    /// refused permanently too often is cut off.
     pub fn reject_recipient(&mut self, reply: Reply) {
         if self.take_pending_recipient().is_some() {
             self.send(&reply);
+            if reply.code >= 500 && !self.is_trusted() {
+                self.rejected += 1;
+                if self.rejected >= self.config.max_rejected_recipients {
+                    self.close_with(&replies::too_many_rejected_recipients(
+                        &self.config.hostname,
+                    ));
+                }
+            }
         }
     }
 
@@ -258,6 +414,7 @@ impl ServerSession {
     pub fn message_stored(&mut self, queue_id: &str) {
         if self.take_pending_message() {
             self.send(&replies::queued(queue_id));
+            self.stop_if_asked();
         }
     }
 
@@ -265,7 +422,70 @@ impl ServerSession {
     pub fn message_failed(&mut self, reply: Reply) {
         if self.take_pending_message() {
             self.send(&reply);
+            self.stop_if_asked();
         }
+    }
+
+    /// Answer `Authenticate`: the credentials are good; `account` is the
+    /// canonical account name. Limits for untrusted clients end.
+    pub fn auth_succeeded(&mut self, account: &str) {
+        if self.answer(Phase::AwaitAuth) {
+            self.account = Some(account.to_owned());
+            self.timers.limit_life(None);
+            self.send(&replies::AUTH_SUCCEEDED);
+        }
+    }
+
+    /// Answer `Authenticate`: wrong name or password (counts as an error).
+    pub fn auth_failed(&mut self) {
+        if self.answer(Phase::AwaitAuth) {
+            self.send(&replies::AUTH_FAILED);
+            self.count_error();
+        }
+    }
+
+    /// Answer `Authenticate`: this client or account is locked out for a
+    /// while after too many failures (counts as an error).
+    pub fn auth_locked_out(&mut self) {
+        if self.answer(Phase::AwaitAuth) {
+            self.send(&replies::AUTH_LOCKED_OUT);
+            self.count_error();
+        }
+    }
+
+    /// Answer `Authenticate`: the credentials could not be checked now.
+    pub fn auth_unavailable(&mut self) {
+        if self.answer(Phase::AwaitAuth) {
+            self.send(&replies::AUTH_UNAVAILABLE);
+        }
+    }
+
+    /// Answer `StartTls`: the handshake is done. The session starts over
+    /// (RFC 3207 §4.2): the client must say EHLO again, and nothing learnt
+    /// before counts.
+    pub fn tls_established(&mut self) {
+        if self.answer(Phase::AwaitTls) {
+            self.tls = true;
+            self.greeting = None;
+            self.open = None;
+            self.lines = LineReader::default();
+            self.timers.expect_request(self.config.command_timeout);
+        }
+    }
+
+    /// The account that authenticated, if one did.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// TLS is on.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The client is trusted: a relay network, or authenticated.
+    pub fn is_trusted(&self) -> bool {
+        self.peer.trusted || self.account.is_some()
     }
 
     /// Give back the `data` buffer of a [`Transaction`] once it is stored, so
@@ -285,9 +505,17 @@ impl ServerSession {
         matches!(self.phase, Phase::Data(_) | Phase::Chunk(_))
     }
 
-    /// Close for server shutdown: queues 421 4.3.2.
+    /// Close for server shutdown with 421 4.3.2: at once outside a
+    /// transaction, else once the transaction is done (its message answered
+    /// or the transaction reset).
     pub fn shutdown(&mut self) {
-        if !self.is_closed() {
+        self.stopping = true;
+        self.stop_if_asked();
+    }
+
+    /// Close now if shutdown was asked and no transaction is open.
+    fn stop_if_asked(&mut self) {
+        if self.stopping && !self.is_closed() && !self.in_transaction() {
             self.close_with(&replies::shutting_down(&self.config.hostname));
         }
     }
@@ -316,11 +544,25 @@ impl ServerSession {
     fn reply(&mut self, reply: Reply) {
         self.send(&reply);
         if reply.is_protocol_error() {
-            self.errors += 1;
-            if self.errors >= self.config.max_errors {
-                self.close_with(&replies::too_many_errors(&self.config.hostname));
-            }
+            self.count_error();
         }
+    }
+
+    fn count_error(&mut self) {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.close_with(&replies::too_many_errors(&self.config.hostname));
+        }
+    }
+
+    /// If the session waits in `phase`'s kind, stop waiting and return true.
+    fn answer(&mut self, phase: Phase) -> bool {
+        if std::mem::discriminant(&self.phase) != std::mem::discriminant(&phase) {
+            return false;
+        }
+        self.phase = Phase::Command;
+        self.event = None;
+        true
     }
 
     /// Queue a final reply and stop: no more input, events or answers.
@@ -339,11 +581,26 @@ impl ServerSession {
         // The reader is moved out so that a line borrowed from its buffer can
         // be executed while the rest of the session changes.
         let mut lines = std::mem::take(&mut self.lines);
-        let (used, line) = lines.read(input, self.config.max_line_len);
-        match line {
-            Some(Line::Complete(line)) => self.execute(line),
-            Some(Line::TooLong) => self.reply(replies::LINE_TOO_LONG),
-            None => {}
+        let sasl = matches!(self.phase, Phase::SaslResponse(_));
+        let limit = match sasl {
+            true => sasl::MAX_RESPONSE_LEN.max(self.config.max_line_len),
+            false => self.config.max_line_len,
+        };
+        let (used, line) = lines.read(input, limit);
+        if line.is_some() {
+            // A whole line came: the next is due within the command timeout.
+            self.timers.expect_request(self.config.command_timeout);
+        }
+        match (line, sasl) {
+            (Some(Line::Complete(line)), false) => self.execute(line),
+            (Some(Line::Complete(line)), true) => self.sasl_response(line),
+            (Some(Line::TooLong), _) => {
+                if sasl {
+                    self.phase = Phase::Command;
+                }
+                self.reply(replies::LINE_TOO_LONG)
+            }
+            (None, _) => {}
         }
         self.lines = lines;
         used
@@ -364,13 +621,91 @@ impl ServerSession {
             Command::Rset => {
                 self.open = None;
                 self.reply(replies::OK);
+                self.stop_if_asked();
             }
             Command::Noop => self.reply(replies::OK),
             Command::Quit => self.close_with(&replies::BYE),
             Command::Vrfy => self.reply(replies::CANNOT_VRFY),
             Command::Expn => self.reply(replies::EXPN_DISABLED),
             Command::Help => self.reply(replies::HELP),
-            Command::StartTls | Command::Auth => self.reply(replies::NOT_IMPLEMENTED),
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
+        }
+    }
+
+    /// STARTTLS (RFC 3207): once, where a certificate is loaded.
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.reply(replies::TLS_ALREADY_ACTIVE);
+        }
+        if !self.config.tls_available {
+            return self.reply(replies::TLS_UNAVAILABLE);
+        }
+        self.open = None;
+        self.send(&replies::READY_FOR_TLS);
+        self.event = Some(Event::StartTls);
+        self.phase = Phase::AwaitTls;
+    }
+
+    /// Passwords may be sent now: TLS is on, or plaintext is allowed.
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.peer.plaintext_auth
+    }
+
+    /// AUTH (RFC 4954).
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>) {
+        if self.greeting.is_none() {
+            return self.reply(replies::NEED_HELO);
+        }
+        if self.account.is_some() {
+            return self.reply(replies::ALREADY_AUTHENTICATED);
+        }
+        if self.open.is_some() {
+            return self.reply(replies::AUTH_IN_TRANSACTION);
+        }
+        if !self.auth_allowed() {
+            return self.reply(replies::ENCRYPTION_REQUIRED);
+        }
+        let Some(mechanism) = Mechanism::from_name(mechanism) else {
+            return self.reply(replies::UNKNOWN_MECHANISM);
+        };
+        let (exchange, step) = Exchange::start(mechanism, initial);
+        self.sasl_step(exchange, step);
+    }
+
+    /// The client's answer to a challenge.
+    fn sasl_response(&mut self, line: &[u8]) {
+        let Phase::SaslResponse(mut exchange) = std::mem::replace(&mut self.phase, Phase::Command)
+        else {
+            return;
+        };
+        match std::str::from_utf8(line) {
+            Ok(answer) => {
+                let step = exchange.respond(answer);
+                self.sasl_step(exchange, step);
+            }
+            Err(_) => self.reply(replies::AUTH_BAD_BASE64),
+        }
+    }
+
+    /// Go on with an exchange: challenge, ask the driver, or refuse.
+    fn sasl_step(&mut self, exchange: Exchange, step: Step) {
+        match step {
+            Step::Challenge(challenge) => {
+                self.send(&replies::challenge(&challenge));
+                self.phase = Phase::SaslResponse(exchange);
+            }
+            Step::Done(credentials) => {
+                self.event = Some(Event::Authenticate(credentials));
+                self.phase = Phase::AwaitAuth;
+            }
+            Step::Failed(Failure::Cancelled) => self.reply(replies::AUTH_CANCELLED),
+            Step::Failed(Failure::BadBase64) => self.reply(replies::AUTH_BAD_BASE64),
+            Step::Failed(Failure::Malformed) => self.reply(replies::AUTH_MALFORMED),
+            Step::Failed(Failure::AuthzidRefused) => {
+                self.send(&replies::AUTHZID_REFUSED);
+                self.count_error();
+            }
         }
     }
 
@@ -383,11 +718,16 @@ impl ServerSession {
         });
         let host = &self.config.hostname;
         let reply = if esmtp {
-            replies::ehlo(host, self.config.max_message_size)
+            let offer = EhloOffer {
+                starttls: self.config.tls_available && !self.tls,
+                auth: self.account.is_none() && self.auth_allowed(),
+            };
+            replies::ehlo(host, self.config.max_message_size, offer)
         } else {
             replies::helo(host)
         };
         self.reply(reply);
+        self.stop_if_asked();
     }
 
     fn mail(&mut self, arg: &str) {
@@ -396,6 +736,9 @@ impl ServerSession {
         };
         if self.open.is_some() {
             return self.reply(replies::NESTED_MAIL);
+        }
+        if self.peer.submission && self.account.is_none() {
+            return self.reply(replies::AUTH_REQUIRED);
         }
         let (path, param_text) = match address::parse_path(arg) {
             Ok((Path::Postmaster(_), _)) | Err(PathError::Syntax) => {
@@ -415,12 +758,20 @@ impl ServerSession {
         if !params.smtputf8 && !mail_from.is_ascii() {
             return self.reply(replies::NEEDS_SMTPUTF8);
         }
+        if let Some(account) = &self.account {
+            if !self.config.sender_policy.allows(account, mail_from) {
+                let reply = replies::sender_not_owned(account);
+                return self.reply(reply);
+            }
+        }
         let tx = Transaction {
             helo: greeting.name.clone(),
             esmtp: greeting.esmtp,
             mail_from: mail_from.to_owned(),
             body_type: params.body,
             smtputf8: params.smtputf8,
+            tls: self.tls,
+            authenticated: self.account.clone(),
             ..Transaction::default()
         };
         self.open = Some(OpenTransaction {
@@ -481,6 +832,7 @@ impl ServerSession {
         }
         self.body
             .begin(self.config.max_message_size, open.size_hint);
+        self.content_started = self.timers.now();
         self.phase = Phase::Data(DataReceiver::default());
         self.reply(replies::START_DATA);
     }
@@ -495,6 +847,7 @@ impl ServerSession {
                     open.chunks = Some(LineEndings::default());
                     self.body
                         .begin(self.config.max_message_size, open.size_hint);
+                    self.content_started = self.timers.now();
                 }
                 self.body
                     .reserve(usize::try_from(size).unwrap_or(usize::MAX));
@@ -526,6 +879,7 @@ impl ServerSession {
         let Phase::Chunk(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return;
         };
+        self.timers.expect_request(self.config.command_timeout);
         if let Some(reply) = chunk.refusal {
             if chunk.last {
                 self.open = None;
@@ -537,7 +891,9 @@ impl ServerSession {
             // already in the pipeline find no transaction and are dropped.
             self.open = None;
             self.body.discard();
-            return self.reply(replies::MESSAGE_TOO_BIG);
+            self.content_started = None;
+            self.reply(replies::MESSAGE_TOO_BIG);
+            return self.stop_if_asked();
         }
         if !chunk.last {
             return self.reply(replies::chunk_received(chunk.size));
@@ -556,6 +912,9 @@ impl ServerSession {
     /// The message is complete: hand the transaction to the driver (and
     /// wait for its answer), or refuse it. The transaction ends either way.
     fn finish_message(&mut self) {
+        // The content is in: the next command is due from now.
+        self.content_started = None;
+        self.timers.expect_request(self.config.command_timeout);
         let outcome = self.body.finish();
         match (outcome, self.open.take()) {
             (Ok(mut data), Some(open)) => {
@@ -570,7 +929,10 @@ impl ServerSession {
                 }));
                 self.phase = Phase::AwaitMessage;
             }
-            (Err(reply), _) => self.reply(reply),
+            (Err(reply), _) => {
+                self.reply(reply);
+                self.stop_if_asked();
+            }
             // Content is only ever received inside a transaction.
             (Ok(_), None) => {}
         }
@@ -597,5 +959,85 @@ impl ServerSession {
         self.phase = Phase::Command;
         self.event = None;
         true
+    }
+}
+
+impl ServerSession {
+    /// The deadline of the message content being received, if any.
+    fn content_deadline(&self) -> Option<Deadline> {
+        let started = self.content_started?;
+        if !self.in_data() {
+            return None;
+        }
+        Some(Deadline::for_content(
+            started,
+            self.config.data_timeout,
+            self.body.received(),
+            self.config.min_data_rate,
+        ))
+    }
+
+    /// Waiting for the driver's answer to an event.
+    fn waiting(&self) -> bool {
+        self.event.is_some()
+            || matches!(
+                self.phase,
+                Phase::AwaitRecipient(_) | Phase::AwaitMessage | Phase::AwaitAuth | Phase::AwaitTls
+            )
+    }
+}
+
+impl Session for ServerSession {
+    type Event = Event;
+
+    fn receive(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.handle_timeout(now);
+        self.feed(input)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        ServerSession::poll_event(self)
+    }
+
+    fn output(&self) -> &[u8] {
+        ServerSession::output(self)
+    }
+
+    fn clear_output(&mut self) {
+        ServerSession::clear_output(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        ServerSession::is_closed(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.waiting() || self.is_closed() {
+            return None;
+        }
+        self.timers.next(self.content_deadline())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.tell(now) {
+            self.timers.expect_request(self.config.command_timeout);
+            let login = self.peer.submission.then_some(self.config.login_timeout);
+            let session = (!self.peer.trusted)
+                .then_some(self.config.max_session)
+                .flatten();
+            self.timers
+                .limit_life(login.into_iter().chain(session).min());
+        }
+        if !self.waiting() && self.timers.expired(self.content_deadline()) {
+            self.timed_out();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        ServerSession::shutdown(self)
+    }
+
+    fn buffered(&self) -> usize {
+        self.body.held()
     }
 }

@@ -15,6 +15,15 @@ const ALICE_PW: &str = "AGFsaWNlAHB3";
 
 fn authenticate(user: &str, password: &str) -> Event {
     Event::Authenticate {
+        mechanism: "USER",
+        user: user.into(),
+        password: password.into(),
+    }
+}
+
+fn authenticate_plain(user: &str, password: &str) -> Event {
+    Event::Authenticate {
+        mechanism: "PLAIN",
         user: user.into(),
         password: password.into(),
     }
@@ -173,7 +182,7 @@ fn a_locked_maildrop_is_not_counted() {
 #[test]
 fn auth_plain_with_initial_response() {
     let run = run(&format!("AUTH PLAIN {ALICE_PW}\r\nSTAT\r\n"));
-    assert_eq!(run.0.events, [authenticate("alice", "pw")]);
+    assert_eq!(run.0.events, [authenticate_plain("alice", "pw")]);
     assert_eq!(run.statuses()[1..], [maildrop_ready().as_str(), "+OK 5 90"]);
 }
 
@@ -181,7 +190,7 @@ fn auth_plain_with_initial_response() {
 fn auth_plain_with_continuation() {
     let run = run(&format!("auth plain\r\n{ALICE_PW}\r\nSTAT\r\n"));
     assert_eq!(run.lines()[1], "+ ");
-    assert_eq!(run.0.events, [authenticate("alice", "pw")]);
+    assert_eq!(run.0.events, [authenticate_plain("alice", "pw")]);
     assert_eq!(run.statuses()[2..], [maildrop_ready().as_str(), "+OK 5 90"]);
 }
 
@@ -244,6 +253,33 @@ fn auth_plain_errors() {
 }
 
 #[test]
+fn auth_login_asks_for_name_then_password() {
+    let name = STANDARD.encode("alice");
+    let password = STANDARD.encode("pw");
+    let two_steps = run(&format!("AUTH LOGIN\r\n{name}\r\n{password}\r\nSTAT\r\n"));
+    assert_eq!(
+        two_steps.lines()[1..3],
+        ["+ VXNlcm5hbWU6", "+ UGFzc3dvcmQ6"]
+    );
+    assert_eq!(
+        two_steps.0.events,
+        [Event::Authenticate {
+            mechanism: "LOGIN",
+            user: "alice".into(),
+            password: "pw".into()
+        }]
+    );
+    assert_eq!(
+        two_steps.statuses()[1..],
+        [maildrop_ready().as_str(), "+OK 5 90"]
+    );
+    // With the name as the initial response.
+    let one_step = run(&format!("AUTH LOGIN {name}\r\n{password}\r\n"));
+    assert_eq!(one_step.lines()[1], "+ UGFzc3dvcmQ6");
+    assert_eq!(one_step.0.events.len(), 1);
+}
+
+#[test]
 fn continuation_not_utf8_is_bad_base64() {
     let run = run_with(config(), b"AUTH PLAIN\r\n\xff\r\n", &ACCEPT);
     assert_eq!(run.statuses()[1..], ["+ ", "-ERR invalid base64"]);
@@ -260,7 +296,7 @@ fn continuation_has_its_own_line_limit() {
     let response = STANDARD.encode(format!("\0alice\0{password}"));
     let input = format!("AUTH PLAIN\r\n{response}\r\n");
     let run = run_with(config.clone(), input.as_bytes(), &ACCEPT);
-    assert_eq!(run.0.events, [authenticate("alice", &password)]);
+    assert_eq!(run.0.events, [authenticate_plain("alice", &password)]);
     // Past the SASL bound: line too long, and back to commands.
     let long = format!("AUTH PLAIN\r\n{}\r\nCAPA\r\n", "A".repeat(2000));
     let run = run_with(config, long.as_bytes(), &ACCEPT);
@@ -274,7 +310,7 @@ fn continuation_has_its_own_line_limit() {
 fn a_pending_user_is_dropped_by_auth() {
     let input = format!("USER bob\r\nAUTH PLAIN {ALICE_PW}\r\nPASS x\r\n");
     let run = run_with(config(), input.as_bytes(), &always(Answer::No));
-    assert_eq!(run.0.events, [authenticate("alice", "pw")]);
+    assert_eq!(run.0.events, [authenticate_plain("alice", "pw")]);
     assert_eq!(run.statuses().last().unwrap(), &"-ERR send USER first");
 }
 
@@ -282,7 +318,7 @@ fn a_pending_user_is_dropped_by_auth() {
 fn bare_auth_lists_mechanisms() {
     assert_eq!(
         run("AUTH\r\n").lines()[1..],
-        ["+OK SASL mechanisms follow", "PLAIN", "."]
+        ["+OK SASL mechanisms follow", "PLAIN", "LOGIN", "."]
     );
     let config = Pop3Config {
         plaintext_auth_allowed: false,
@@ -316,7 +352,7 @@ fn plaintext_refused_before_tls_and_not_counted() {
         ]
     );
     assert!(run.0.events.is_empty());
-    assert!(!run.lines().contains(&"USER") && !run.lines().contains(&"SASL PLAIN"));
+    assert!(!run.lines().contains(&"USER") && !run.lines().contains(&"SASL PLAIN LOGIN"));
 }
 
 #[test]

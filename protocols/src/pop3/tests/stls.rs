@@ -14,7 +14,7 @@ const CAPA_BEFORE_LOGIN: [&str; 11] = [
     "AUTH-RESP-CODE",
     "PIPELINING",
     "USER",
-    "SASL PLAIN",
+    "SASL PLAIN LOGIN",
     "STLS",
     "IMPLEMENTATION ringpost",
     ".",
@@ -33,7 +33,7 @@ fn capa_before_and_after_tls_and_login() {
     assert_eq!(lines[13..23], after_tls);
     let after_login: Vec<_> = after_tls
         .into_iter()
-        .filter(|l| !["USER", "SASL PLAIN"].contains(l))
+        .filter(|l| !["USER", "SASL PLAIN LOGIN"].contains(l))
         .collect();
     assert_eq!(lines[25..], after_login);
     assert_eq!(run.0.events[0], Event::StartTls);
@@ -152,6 +152,7 @@ fn stls_pipelined_with_commands_is_split_invariant() {
         [
             Event::StartTls,
             Event::Authenticate {
+                mechanism: "USER",
                 user: "alice".into(),
                 password: "secret".into()
             },

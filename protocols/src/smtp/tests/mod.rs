@@ -10,9 +10,11 @@ use std::sync::Arc;
 use super::check::{self, Answers, Trace};
 use super::{Event, ServerConfig, Transaction};
 
+mod auth;
 mod bdat;
 mod commands;
 mod data;
+mod deadlines;
 mod envelope;
 mod fuzz_smoke;
 mod pipelining;

@@ -1,0 +1,403 @@
+//! Logins for every protocol: lockout check, a short-lived cache of
+//! verified passwords, and Argon2 on a small pool of its own threads.
+//!
+//! An Argon2id check costs tens of milliseconds of CPU by design. Run on
+//! the shards it would stall every session there; run on one thread per
+//! shard, a flood of guesses queues real users behind it. So checks go to
+//! [`AuthPool`] threads through two queues: addresses with no recent
+//! failure first, the rest after; the queue is bounded, and a full one
+//! answers "try again later" at once. Addresses and accounts that fail too
+//! often are refused before their password is looked at ([`AuthGuard`]).
+//!
+//! A password that checked out is remembered for `auth_cache_secs` as a
+//! keyed hash (HMAC-SHA-256 with a key made at start), together with the
+//! stored password hash it matched. Every login still reads the account,
+//! so a changed password or a deleted account misses the cache at once.
+
+use crate::config::LimitsConfig;
+use crate::limits::{AuthGuard, AuthVerdict, Lockout};
+use crate::users::verify_password;
+use futures::channel::oneshot;
+use ring::hmac;
+use ringpost_storage::{users, Store, StoreError};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Checks waiting for a pool thread before new ones are turned away.
+const MAX_QUEUED: usize = 256;
+/// Verified passwords remembered at most.
+const MAX_CACHED: usize = 16 * 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a login ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The credentials are good: the account's canonical name.
+    Accepted(String),
+    /// No such account, or the wrong password.
+    Rejected,
+    /// Refused unchecked: too many failures from this address or for
+    /// this account.
+    LockedOut,
+    /// The check could not run (store failure, queue full): try later.
+    Unavailable(String),
+}
+
+/// Everything a protocol needs to log a client in.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    guard: AuthGuard,
+    pool: AuthPool,
+    cache: Mutex<HashMap<String, Verified>>,
+    cache_for: Duration,
+    key: hmac::Key,
+    lockouts: Box<dyn Fn(&Lockout) + Send + Sync>,
+}
+
+/// A password that checked out.
+struct Verified {
+    tag: hmac::Tag,
+    /// The stored hash it matched; a new password changes it.
+    hash: String,
+    at: Instant,
+}
+
+impl Authenticator {
+    /// An authenticator over `store`; `on_lockout` hears of every lockout
+    /// that starts (metrics, log).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &LimitsConfig,
+        on_lockout: Box<dyn Fn(&Lockout) + Send + Sync>,
+    ) -> Authenticator {
+        let threads = match config.auth_threads {
+            0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
+            n => n,
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the OS has randomness");
+        Authenticator {
+            store,
+            guard: AuthGuard::new(config),
+            pool: AuthPool::start(threads),
+            cache: Mutex::new(HashMap::new()),
+            cache_for: Duration::from_secs(config.auth_cache_secs),
+            key,
+            lockouts: on_lockout,
+        }
+    }
+
+    /// Check `name` and `password` for a client at `ip`.
+    pub async fn login(&self, ip: IpAddr, name: &str, password: &str) -> LoginOutcome {
+        let name = name.to_ascii_lowercase();
+        let now = Instant::now();
+        let clean = match self.guard.check(ip, &name, now) {
+            AuthVerdict::LockedOut => return LoginOutcome::LockedOut,
+            AuthVerdict::Allowed { clean } => clean,
+        };
+        let account = match users::get_user(&*self.store, &name) {
+            Ok(account) => account,
+            Err(e) => return LoginOutcome::Unavailable(e.to_string()),
+        };
+        let tag = hmac::sign(&self.key, password.as_bytes());
+        let cached = account.as_ref().is_some_and(|user| {
+            lock(&self.cache).get(&name).is_some_and(|v| {
+                v.hash == user.password_hash
+                    && now.saturating_duration_since(v.at) < self.cache_for
+                    && hmac::verify(&self.key, password.as_bytes(), v.tag.as_ref()).is_ok()
+            })
+        });
+        let good = if cached {
+            true
+        } else {
+            // An unknown name costs the same check against a dummy hash,
+            // so timing does not tell which accounts exist.
+            let hash = account
+                .as_ref()
+                .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+            let password = password.to_owned();
+            let check = move || verify_password(&password, &hash).unwrap_or(false);
+            match self.pool.run(check, clean).await {
+                Some(good) => good && account.is_some(),
+                None => return LoginOutcome::Unavailable("password checks are queued full".into()),
+            }
+        };
+        if good {
+            if let Some(user) = &account {
+                if !cached && !self.cache_for.is_zero() {
+                    self.remember(&name, tag, &user.password_hash, now);
+                }
+            }
+            self.guard.succeeded(ip, now);
+            LoginOutcome::Accepted(name)
+        } else {
+            for lockout in self.guard.failed(ip, &name, Instant::now()) {
+                (self.lockouts)(&lockout);
+            }
+            LoginOutcome::Rejected
+        }
+    }
+
+    fn remember(&self, name: &str, tag: hmac::Tag, hash: &str, now: Instant) {
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_CACHED {
+            let ttl = self.cache_for;
+            cache.retain(|_, v| now.saturating_duration_since(v.at) < ttl);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            name.to_owned(),
+            Verified {
+                tag,
+                hash: hash.to_owned(),
+                at: now,
+            },
+        );
+    }
+
+    /// Forget `name`'s cached password (the store check makes this a
+    /// courtesy: a changed hash misses anyway).
+    pub fn forget(&self, name: &str) {
+        lock(&self.cache).remove(&name.to_ascii_lowercase());
+    }
+}
+
+impl From<StoreError> for LoginOutcome {
+    fn from(e: StoreError) -> Self {
+        LoginOutcome::Unavailable(e.to_string())
+    }
+}
+
+/// An Argon2id hash of a random password, made once.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let random = format!(
+            "{:x}",
+            crate::intake::unix_micros().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
+        crate::users::hash_password(&random).unwrap_or_default()
+    })
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads for password checks, with a queue for clean addresses that is
+/// served before the queue for the rest.
+struct AuthPool {
+    queues: Arc<(Mutex<Queues>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Queues {
+    first: VecDeque<Job>,
+    rest: VecDeque<Job>,
+    closed: bool,
+}
+
+impl AuthPool {
+    fn start(threads: usize) -> AuthPool {
+        let queues = Arc::new((Mutex::new(Queues::default()), Condvar::new()));
+        for n in 0..threads {
+            let queues = queues.clone();
+            std::thread::Builder::new()
+                .name(format!("ringpost-auth{n}"))
+                .spawn(move || worker(&queues))
+                .expect("the OS starts a thread");
+        }
+        AuthPool { queues }
+    }
+
+    /// Run `check` on a pool thread; `None` if the queue is full.
+    async fn run(
+        &self,
+        check: impl FnOnce() -> bool + Send + 'static,
+        first: bool,
+    ) -> Option<bool> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let (queues, wake) = &*self.queues;
+            let mut queues = lock(queues);
+            if queues.first.len() + queues.rest.len() >= MAX_QUEUED {
+                return None;
+            }
+            let job: Job = Box::new(move || {
+                let _ = tx.send(check());
+            });
+            match first {
+                true => queues.first.push_back(job),
+                false => queues.rest.push_back(job),
+            }
+            wake.notify_one();
+        }
+        rx.await.ok()
+    }
+}
+
+impl Drop for AuthPool {
+    fn drop(&mut self) {
+        let (queues, wake) = &*self.queues;
+        lock(queues).closed = true;
+        wake.notify_all();
+    }
+}
+
+fn worker(queues: &(Mutex<Queues>, Condvar)) {
+    let (queues, wake) = queues;
+    loop {
+        let job = {
+            let mut q = lock(queues);
+            loop {
+                if let Some(job) = q.first.pop_front().or_else(|| q.rest.pop_front()) {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q = wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        job();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringpost_storage::{MemoryStore, WriteBatch};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn store_with(name: &str, password: &str) -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        set_password(&store, name, password);
+        store
+    }
+
+    fn set_password(store: &Arc<dyn Store>, name: &str, password: &str) {
+        let user = crate::users::new_account(name, password, None, 1).unwrap();
+        let mut batch = WriteBatch::new();
+        users::put_user(&mut batch, &user);
+        store.write(&[batch], true).unwrap();
+    }
+
+    fn run<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        F: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn good_bad_cached_and_changed_passwords() {
+        let store = store_with("ann@x.test", "right horse");
+        let lockouts = Arc::new(AtomicUsize::new(0));
+        let counted = lockouts.clone();
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            &LimitsConfig {
+                auth_failures_per_ip: 3,
+                ..LimitsConfig::default()
+            },
+            Box::new(move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+        ));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = auth.clone();
+        run(move || async move {
+            assert_eq!(
+                a.login(ip, "Ann@X.test", "right horse").await,
+                LoginOutcome::Accepted("ann@x.test".into())
+            );
+            // Cached now: fast, and still right.
+            let t = Instant::now();
+            assert_eq!(
+                a.login(ip, "ann@x.test", "right horse").await,
+                LoginOutcome::Accepted("ann@x.test".into())
+            );
+            assert!(t.elapsed() < Duration::from_millis(20), "{:?}", t.elapsed());
+            assert_eq!(
+                a.login(ip, "ann@x.test", "wrong").await,
+                LoginOutcome::Rejected
+            );
+            assert_eq!(
+                a.login(ip, "nobody@x.test", "x").await,
+                LoginOutcome::Rejected
+            );
+        });
+        // A new password: the cached old one no longer works.
+        set_password(&store, "ann@x.test", "new battery");
+        let a = auth.clone();
+        run(move || async move {
+            assert_eq!(
+                a.login(ip, "ann@x.test", "right horse").await,
+                LoginOutcome::Rejected
+            );
+            // The third failure locks the address out, even for the right
+            // password.
+            assert_eq!(
+                a.login(ip, "ann@x.test", "new battery").await,
+                LoginOutcome::LockedOut
+            );
+        });
+        assert_eq!(lockouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_queue_answers_at_once() {
+        let pool = AuthPool::start(1);
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let g = gate.clone();
+        let pool = Arc::new(pool);
+        let p = pool.clone();
+        run(move || async move {
+            // Block the one thread, then fill the queue.
+            let blocker = glommio::spawn_local({
+                let p = p.clone();
+                async move {
+                    p.run(
+                        move || {
+                            let (open, cv) = &*g;
+                            let mut open = lock(open);
+                            while !*open {
+                                open = cv.wait(open).unwrap();
+                            }
+                            true
+                        },
+                        true,
+                    )
+                    .await
+                }
+            });
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let mut waiting = Vec::new();
+            for _ in 0..MAX_QUEUED {
+                let p = p.clone();
+                waiting.push(glommio::spawn_local(
+                    async move { p.run(|| true, false).await },
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(p.run(|| true, true).await, None);
+            let (open, cv) = &*gate;
+            *lock(open) = true;
+            cv.notify_all();
+            assert_eq!(blocker.await, Some(true));
+            for w in waiting {
+                assert_eq!(w.await, Some(true));
+            }
+        });
+    }
+}

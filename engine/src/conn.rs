@@ -1,0 +1,387 @@
+//! One connection driver for every protocol: a [`Session`] from
+//! `ringpost-protocols` run over a [`Connection`], which is plain TCP or
+//! TLS and can be upgraded in place (STARTTLS, STLS).
+//!
+//! The loop is the same for SMTP, POP3 and IMAP: feed what has been read,
+//! let the [`Protocol`] answer each event (policy, logins, commits, store
+//! reads), write the output, then wait for the first of: more input, the
+//! session's next deadline, the server stopping, or news the protocol
+//! listens for (IMAP IDLE). Replies to pipelined commands go out in one
+//! write. Deadlines are the session's (`poll_timeout`); the driver only
+//! turns them into a socket read timeout.
+//!
+//! Memory: the bytes a session holds (a message being received, a literal)
+//! are charged to the shard's [`MemoryBudget`] before each read. When the
+//! budget is spent the session's socket is not read until there is room,
+//! so the client is slowed by TCP itself and nothing more piles up.
+
+use crate::budget::{Lease, MemoryBudget};
+use crate::shard::ShutdownSignal;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpStream;
+use ringpost_protocols::Session;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The read buffer a connection starts with: commands are short, and an
+/// idle connection should cost little.
+const FIRST_READ_BUFFER: usize = 4 * 1024;
+/// The largest read buffer, reached by doubling while reads fill it
+/// (message content, literals). Sessions keep partial lines and content
+/// themselves, so this bounds one read only.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// What a session learns of the TLS under it, for logs, trace headers and
+/// metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+/// Why a TLS handshake failed, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeFailure {
+    /// The client took longer than the handshake timeout.
+    Timeout,
+    /// The client closed the connection or it broke.
+    Io,
+    /// The client sent something that is not a TLS handshake, or one we
+    /// cannot agree on (protocol version, cipher suites).
+    Protocol,
+}
+
+impl HandshakeFailure {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Io => "io",
+            HandshakeFailure::Protocol => "protocol",
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between taking the plain stream and getting the TLS one back.
+    Upgrading,
+}
+
+/// A client connection: the stream, what has been read but not consumed,
+/// and how to start TLS on it.
+pub(crate) struct Connection {
+    stream: Stream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    acceptor: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    tls: Option<TlsInfo>,
+}
+
+impl Connection {
+    /// A plaintext connection; `acceptor` makes STARTTLS possible.
+    pub(crate) fn plain(
+        stream: TcpStream,
+        peer: SocketAddr,
+        acceptor: Option<TlsAcceptor>,
+        handshake_timeout: Duration,
+    ) -> Connection {
+        Connection {
+            stream: Stream::Plain(stream),
+            peer,
+            buf: vec![0; FIRST_READ_BUFFER],
+            start: 0,
+            end: 0,
+            acceptor,
+            handshake_timeout,
+            tls: None,
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// TLS details, once TLS is up.
+    pub(crate) fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// Bytes read and not consumed yet.
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n.min(self.end - self.start);
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Start TLS on this connection now: everything read and not consumed
+    /// is dropped first (it came in plaintext after the STARTTLS command,
+    /// and must never be taken as coming through TLS).
+    pub(crate) async fn start_tls(&mut self) -> Result<&TlsInfo, HandshakeFailure> {
+        (self.start, self.end) = (0, 0);
+        let Some(acceptor) = self.acceptor.clone() else {
+            return Err(HandshakeFailure::Protocol);
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(HandshakeFailure::Protocol);
+        };
+        let limit = self.handshake_timeout;
+        let handshake = async { Some(acceptor.accept(tcp).await) };
+        let timeout = async {
+            glommio::timer::sleep(limit).await;
+            None
+        };
+        let stream = match handshake.or(timeout).await {
+            None => return Err(HandshakeFailure::Timeout),
+            Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(HandshakeFailure::Protocol)
+            }
+            Some(Err(_)) => return Err(HandshakeFailure::Io),
+            Some(Ok(stream)) => stream,
+        };
+        let (_, session) = stream.get_ref();
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let cipher = session
+            .negotiated_cipher_suite()
+            .map(|suite| format!("{:?}", suite.suite()))
+            .unwrap_or_default();
+        self.stream = Stream::Tls(Box::new(stream));
+        Ok(self.tls.insert(TlsInfo { version, cipher }))
+    }
+
+    /// Write all of `bytes`.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(tcp) => tcp.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+            Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Write pieces in order; under TLS they go through rustls (which
+    /// encrypts from them into its records), in plaintext the caller uses
+    /// [`Self::plain_socket`] for a gathered write instead.
+    pub(crate) async fn write_pieces(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Tls(tls) => {
+                for piece in pieces {
+                    tls.write_all(piece).await?;
+                }
+                tls.flush().await
+            }
+            Stream::Plain(tcp) => {
+                for piece in pieces {
+                    tcp.write_all(piece).await?;
+                }
+                Ok(())
+            }
+            Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// TLS is on (or the connection is between plain and TLS).
+    pub(crate) fn is_tls(&self) -> bool {
+        !matches!(self.stream, Stream::Plain(_))
+    }
+
+    /// The plaintext TCP stream, if the connection is not TLS: the
+    /// zero-copy path writes bodies straight from the store to it.
+    pub(crate) fn plain_socket(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.stream {
+            Stream::Plain(tcp) => Some(tcp),
+            _ => None,
+        }
+    }
+
+    /// Bytes of memory the read buffer takes.
+    fn buffer_size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Read more into the buffer. Ok(0) is the end of the stream.
+    async fn read(&mut self) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            // Only unconsumed bytes remain; make room behind them.
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let room = &mut self.buf[self.end..];
+        let wanted = room.len();
+        let n = match &mut self.stream {
+            Stream::Plain(tcp) => tcp.read(room).await?,
+            Stream::Tls(tls) => tls.read(room).await?,
+            Stream::Upgrading => return Err(io::ErrorKind::NotConnected.into()),
+        };
+        self.end += n;
+        if n == wanted && self.buf.len() < READ_BUFFER {
+            // Data is streaming in: read more at a time.
+            let size = (self.buf.len() * 2).min(READ_BUFFER);
+            self.buf.resize(size, 0);
+        }
+        Ok(n)
+    }
+
+    /// Close: a TLS close_notify, then the socket.
+    pub(crate) async fn close(&mut self) {
+        match &mut self.stream {
+            Stream::Plain(tcp) => {
+                let _ = tcp.close().await;
+            }
+            Stream::Tls(tls) => {
+                let _ = tls.close().await;
+            }
+            Stream::Upgrading => {}
+        }
+    }
+}
+
+/// What a protocol adds to the driver: how to answer its session's events.
+pub(crate) trait Protocol {
+    /// The sans-IO session it drives.
+    type Session: Session;
+
+    /// Answer one event. The protocol may write to the connection itself
+    /// (after writing the session's output first, to keep order), and
+    /// starts TLS on it for a STARTTLS event.
+    async fn handle(
+        &mut self,
+        session: &mut Self::Session,
+        event: <Self::Session as Session>::Event,
+        conn: &mut Connection,
+    ) -> io::Result<()>;
+
+    /// Something besides the socket that should wake the session now
+    /// (IMAP: news of changed mailboxes while it idles).
+    fn news(&self, _session: &Self::Session) -> Option<flume::Receiver<()>> {
+        None
+    }
+
+    /// [`Self::news`] fired.
+    fn on_news(&mut self, _session: &mut Self::Session) {}
+
+    /// The session was closed by one of its deadlines.
+    fn on_timeout(&mut self) {}
+}
+
+/// What woke the driver.
+enum Wake {
+    Read(io::Result<usize>),
+    Deadline,
+    News,
+    Shutdown,
+}
+
+/// Run `session` over `conn` until it ends. Returns once the session is
+/// closed and its last output written, or the client went away.
+pub(crate) async fn drive<P: Protocol>(
+    protocol: &mut P,
+    session: &mut P::Session,
+    conn: &mut Connection,
+    shutdown: ShutdownSignal,
+    budget: &MemoryBudget,
+    trusted: impl Fn(&P::Session) -> bool,
+) -> io::Result<()> {
+    let mut lease = Lease::new(budget);
+    let mut stopping = false;
+    session.handle_timeout(Instant::now());
+    loop {
+        // Feed until the session neither consumes input nor asks anything.
+        loop {
+            let consumed = session.receive(Instant::now(), conn.unread());
+            conn.consume(consumed);
+            let mut asked = false;
+            while let Some(event) = session.poll_event() {
+                asked = true;
+                protocol.handle(session, event, conn).await?;
+            }
+            if !asked {
+                break;
+            }
+        }
+        if !session.output().is_empty() {
+            conn.write_all(session.output()).await?;
+            session.clear_output();
+        }
+        if session.is_closed() {
+            return Ok(());
+        }
+
+        let deadline = session.poll_timeout();
+        // What the session holds, and the buffer one more read may need:
+        // wait for room in the budget first (within the deadline).
+        let holding = session.buffered() + conn.buffer_size().max(READ_BUFFER);
+        let is_trusted = trusted(session);
+        let read = async {
+            lease.hold(holding, is_trusted).await;
+            Wake::Read(conn.read().await)
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                    Wake::Deadline
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let read = read.or(timer);
+        let news = protocol.news(session);
+        let heard = async {
+            match news {
+                Some(news) => {
+                    let _ = news.recv_async().await;
+                    Wake::News
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let wake = if stopping {
+            read.or(heard).await
+        } else {
+            let stop = async {
+                shutdown.clone().await.ok();
+                Wake::Shutdown
+            };
+            read.or(heard).or(stop).await
+        };
+        match wake {
+            Wake::Shutdown => {
+                stopping = true;
+                session.shutdown();
+            }
+            Wake::News => protocol.on_news(session),
+            // The client vanished: nothing it was not promised is kept.
+            Wake::Read(Ok(0)) => return Ok(()),
+            Wake::Read(Ok(_)) => {}
+            Wake::Deadline => {
+                session.handle_timeout(Instant::now());
+                if session.is_closed() {
+                    protocol.on_timeout();
+                }
+            }
+            Wake::Read(Err(e)) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Abuse limits shared by every listener and shard: connections per client
+//! address (at once, and new ones per minute), and password-guessing
+//! lockouts per address and per account.
+//!
+//! The kernel spreads one client's connections over all shards, so these
+//! counts live behind one lock each. They are taken once per connection or
+//! per login, never per command or message.
+
+use crate::config::{in_networks, LimitsConfig};
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Client addresses tracked before stale ones are dropped.
+const MAX_TRACKED: usize = 100_000;
+/// Addresses remembered per locked account.
+const MAX_IPS_PER_ACCOUNT: usize = 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a connection was refused before anything was said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address holds `max_connections_per_ip` already.
+    PerIp,
+    /// The address opened `connections_per_minute_per_ip` in the last minute.
+    Rate,
+    /// The shard's listener is at `max_connections_per_shard`.
+    Shard,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::PerIp => "per_ip",
+            Refusal::Rate => "rate",
+            Refusal::Shard => "shard_full",
+        }
+    }
+}
+
+/// Per-address connection counts and rates.
+pub struct ConnectionLimits {
+    max_per_ip: usize,
+    per_minute: u32,
+    exempt: Vec<IpNet>,
+    clients: Mutex<HashMap<IpAddr, Client>>,
+}
+
+struct Client {
+    connections: usize,
+    /// Token bucket of new connections: `per_minute` tokens, refilled
+    /// continuously.
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// A connection admitted; dropping it gives its slot back.
+pub struct Admission {
+    limits: Arc<ConnectionLimits>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut clients = lock(&self.limits.clients);
+            if let Some(client) = clients.get_mut(&ip) {
+                client.connections = client.connections.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Limits as configured; clients in `trusted` (the relay networks) are
+    /// exempt too.
+    pub fn new(config: &LimitsConfig, trusted: &[IpNet]) -> Arc<ConnectionLimits> {
+        let mut exempt = config.exempt_networks.clone();
+        exempt.extend_from_slice(trusted);
+        Arc::new(ConnectionLimits {
+            max_per_ip: config.max_connections_per_ip,
+            per_minute: config.connections_per_minute_per_ip,
+            exempt,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Admit a connection from `ip` at `now`, or say why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Admission, Refusal> {
+        if in_networks(&self.exempt, ip) || (self.max_per_ip == 0 && self.per_minute == 0) {
+            return Ok(Admission {
+                limits: self.clone(),
+                ip: None,
+            });
+        }
+        let ip = crate::config::canonical(ip);
+        let per_minute = f64::from(self.per_minute);
+        let mut clients = lock(&self.clients);
+        if clients.len() >= MAX_TRACKED {
+            prune(&mut clients, per_minute, now);
+        }
+        let client = clients.entry(ip).or_insert(Client {
+            connections: 0,
+            tokens: per_minute,
+            refilled: now,
+        });
+        if self.max_per_ip > 0 && client.connections >= self.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        if self.per_minute > 0 {
+            let elapsed = now.saturating_duration_since(client.refilled).as_secs_f64();
+            client.tokens = (client.tokens + elapsed * per_minute / 60.0).min(per_minute);
+            client.refilled = now;
+            if client.tokens < 1.0 {
+                return Err(Refusal::Rate);
+            }
+            client.tokens -= 1.0;
+        }
+        client.connections += 1;
+        Ok(Admission {
+            limits: self.clone(),
+            ip: Some(ip),
+        })
+    }
+
+    /// Addresses tracked now (tests).
+    pub fn tracked(&self) -> usize {
+        lock(&self.clients).len()
+    }
+}
+
+/// Forget addresses with no connection whose bucket is full again.
+fn prune(clients: &mut HashMap<IpAddr, Client>, per_minute: f64, now: Instant) {
+    clients.retain(|_, c| {
+        let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
+        c.connections > 0 || c.tokens + elapsed * per_minute / 60.0 < per_minute
+    });
+}
+
+/// What the lockout check says about a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Go ahead; `clean` when this address has no recent failure (its
+    /// check goes first in the password-check queue).
+    Allowed {
+        /// No failure from this address in the window.
+        clean: bool,
+    },
+    /// Refuse without checking the password.
+    LockedOut,
+}
+
+/// A lockout that a failure started, for the log and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lockout {
+    /// This address may not log in at all for a while.
+    Ip(IpAddr),
+    /// Addresses that failed for this account may not try it for a while.
+    Account(String),
+}
+
+/// Failed logins per address and per account, and the lockouts they earn.
+pub struct AuthGuard {
+    per_ip: u32,
+    per_account: u32,
+    window: Duration,
+    lockout: Duration,
+    state: Mutex<GuardState>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    ips: HashMap<IpAddr, Failures>,
+    accounts: HashMap<String, AccountFailures>,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+    locked_until: Option<Instant>,
+}
+
+struct AccountFailures {
+    failures: Failures,
+    /// Addresses that failed for the account in the window.
+    from: HashSet<IpAddr>,
+}
+
+impl Failures {
+    fn new(now: Instant) -> Failures {
+        Failures {
+            count: 0,
+            since: now,
+            locked_until: None,
+        }
+    }
+
+    fn locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+
+    /// Count one failure; true if it crosses `limit` (a lockout starts).
+    fn add(&mut self, now: Instant, window: Duration, lockout: Duration, limit: u32) -> bool {
+        if now.saturating_duration_since(self.since) > window {
+            self.count = 0;
+            self.since = now;
+        }
+        self.count += 1;
+        if limit > 0 && self.count >= limit && !self.locked(now) {
+            self.locked_until = Some(now + lockout);
+            return true;
+        }
+        false
+    }
+
+    fn stale(&self, now: Instant, window: Duration) -> bool {
+        !self.locked(now) && now.saturating_duration_since(self.since) > window
+    }
+}
+
+impl AuthGuard {
+    /// A guard as configured.
+    pub fn new(config: &LimitsConfig) -> AuthGuard {
+        AuthGuard {
+            per_ip: config.auth_failures_per_ip,
+            per_account: config.auth_failures_per_account,
+            window: Duration::from_secs(config.auth_window_secs),
+            lockout: Duration::from_secs(config.lockout_secs),
+            state: Mutex::new(GuardState::default()),
+        }
+    }
+
+    /// May `ip` try to log in as `account` now?
+    pub fn check(&self, ip: IpAddr, account: &str, now: Instant) -> AuthVerdict {
+        let ip = crate::config::canonical(ip);
+        let state = lock(&self.state);
+        let from_ip = state.ips.get(&ip);
+        if from_ip.is_some_and(|f| f.locked(now)) {
+            return AuthVerdict::LockedOut;
+        }
+        if let Some(acct) = state.accounts.get(account) {
+            // An account under attack stays open to addresses that have
+            // not failed for it: its owner logging in from elsewhere.
+            if acct.failures.locked(now) && acct.from.contains(&ip) {
+                return AuthVerdict::LockedOut;
+            }
+        }
+        let clean = from_ip.is_none_or(|f| f.stale(now, self.window) || f.count == 0);
+        AuthVerdict::Allowed { clean }
+    }
+
+    /// A login from `ip` as `account` failed; returns the lockouts it
+    /// started.
+    pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) -> Vec<Lockout> {
+        let ip = crate::config::canonical(ip);
+        let (window, lockout) = (self.window, self.lockout);
+        let mut state = lock(&self.state);
+        if state.ips.len() + state.accounts.len() >= MAX_TRACKED {
+            state.ips.retain(|_, f| !f.stale(now, window));
+            state.accounts.retain(|_, a| !a.failures.stale(now, window));
+        }
+        let mut started = Vec::new();
+        let from_ip = state.ips.entry(ip).or_insert_with(|| Failures::new(now));
+        if from_ip.add(now, window, lockout, self.per_ip) {
+            started.push(Lockout::Ip(ip));
+        }
+        let acct = state
+            .accounts
+            .entry(account.to_owned())
+            .or_insert_with(|| AccountFailures {
+                failures: Failures::new(now),
+                from: HashSet::new(),
+            });
+        if now.saturating_duration_since(acct.failures.since) > window {
+            acct.from.clear();
+        }
+        if acct.from.len() < MAX_IPS_PER_ACCOUNT {
+            acct.from.insert(ip);
+        }
+        if acct.failures.add(now, window, lockout, self.per_account) {
+            started.push(Lockout::Account(account.to_owned()));
+        }
+        started
+    }
+
+    /// A login from `ip` succeeded: its failures are forgiven.
+    pub fn succeeded(&self, ip: IpAddr, now: Instant) {
+        let ip = crate::config::canonical(ip);
+        let mut state = lock(&self.state);
+        if state.ips.get(&ip).is_some_and(|f| !f.locked(now)) {
+            state.ips.remove(&ip);
+        }
+    }
+}
+
+/// Messages per account per hour (submission), as a token bucket per
+/// account: `per_hour` tokens, refilled continuously.
+pub struct SendRate {
+    per_hour: u32,
+    accounts: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl SendRate {
+    /// A limiter; 0 means no limit.
+    pub fn new(per_hour: u32) -> SendRate {
+        SendRate {
+            per_hour,
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, tokens: &mut (f64, Instant), now: Instant) {
+        let rate = f64::from(self.per_hour);
+        let elapsed = now.saturating_duration_since(tokens.1).as_secs_f64();
+        tokens.0 = (tokens.0 + elapsed * rate / 3600.0).min(rate);
+        tokens.1 = now;
+    }
+
+    /// Whether `account` may send one more message now.
+    pub fn has_room(&self, account: &str, now: Instant) -> bool {
+        if self.per_hour == 0 {
+            return true;
+        }
+        let mut accounts = lock(&self.accounts);
+        match accounts.get_mut(account) {
+            Some(tokens) => {
+                self.refill(tokens, now);
+                tokens.0 >= 1.0
+            }
+            None => true,
+        }
+    }
+
+    /// `account` sent a message.
+    pub fn sent(&self, account: &str, now: Instant) {
+        if self.per_hour == 0 {
+            return;
+        }
+        let rate = f64::from(self.per_hour);
+        let mut accounts = lock(&self.accounts);
+        if accounts.len() >= MAX_TRACKED {
+            accounts.retain(|_, t| now.saturating_duration_since(t.1).as_secs() < 3600);
+        }
+        let tokens = accounts.entry(account.to_owned()).or_insert((rate, now));
+        self.refill(tokens, now);
+        tokens.0 = (tokens.0 - 1.0).max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LimitsConfig {
+        LimitsConfig {
+            max_connections_per_ip: 2,
+            connections_per_minute_per_ip: 3,
+            auth_failures_per_ip: 3,
+            auth_failures_per_account: 5,
+            auth_window_secs: 60,
+            lockout_secs: 120,
+            ..LimitsConfig::default()
+        }
+    }
+
+    #[test]
+    fn connections_per_ip_and_per_minute() {
+        let limits = ConnectionLimits::new(&config(), &[]);
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t = Instant::now();
+        let first = limits.admit(a, t).unwrap();
+        let _second = limits.admit(a, t).unwrap();
+        assert_eq!(limits.admit(a, t).err(), Some(Refusal::PerIp));
+        let _other = limits.admit(b, t).unwrap();
+        drop(first);
+        // A slot is free again, but the minute's third token is the last.
+        let third = limits.admit(a, t).unwrap();
+        drop(third);
+        assert_eq!(limits.admit(a, t).err(), Some(Refusal::Rate));
+        // Twenty seconds earn one more.
+        let _fourth = limits.admit(a, t + Duration::from_secs(20)).unwrap();
+        // IPv4-mapped IPv6 is the same client.
+        assert_eq!(
+            limits
+                .admit(
+                    "::ffff:192.0.2.1".parse().unwrap(),
+                    t + Duration::from_secs(20)
+                )
+                .err(),
+            Some(Refusal::PerIp)
+        );
+    }
+
+    #[test]
+    fn exempt_networks_are_not_counted() {
+        let limits = ConnectionLimits::new(
+            &LimitsConfig {
+                exempt_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                ..config()
+            },
+            &["10.0.0.0/8".parse().unwrap()],
+        );
+        let t = Instant::now();
+        let held: Vec<_> = (0..10)
+            .map(|_| limits.admit("127.0.0.1".parse().unwrap(), t).unwrap())
+            .collect();
+        assert_eq!(held.len(), 10);
+        let trusted: Vec<_> = (0..10)
+            .map(|_| limits.admit("10.1.2.3".parse().unwrap(), t).unwrap())
+            .collect();
+        assert_eq!(trusted.len(), 10);
+        assert_eq!(limits.tracked(), 0);
+    }
+
+    #[test]
+    fn an_address_is_locked_out_after_its_failures() {
+        let guard = AuthGuard::new(&config());
+        let (bad, good) = ("192.0.2.66".parse().unwrap(), "192.0.2.7".parse().unwrap());
+        let t = Instant::now();
+        assert_eq!(
+            guard.check(bad, "ann", t),
+            AuthVerdict::Allowed { clean: true }
+        );
+        assert!(guard.failed(bad, "ann", t).is_empty());
+        assert_eq!(
+            guard.check(bad, "ann", t),
+            AuthVerdict::Allowed { clean: false }
+        );
+        guard.failed(bad, "bob", t);
+        assert_eq!(guard.failed(bad, "cy", t), vec![Lockout::Ip(bad)]);
+        assert_eq!(guard.check(bad, "dee", t), AuthVerdict::LockedOut);
+        assert_eq!(
+            guard.check(good, "ann", t),
+            AuthVerdict::Allowed { clean: true }
+        );
+        // The lockout ends.
+        let later = t + Duration::from_secs(121);
+        assert_eq!(
+            guard.check(bad, "ann", later),
+            AuthVerdict::Allowed { clean: true }
+        );
+    }
+
+    #[test]
+    fn an_account_under_attack_stays_open_to_its_owner() {
+        let guard = AuthGuard::new(&config());
+        let t = Instant::now();
+        let attackers: Vec<IpAddr> = (1..=5)
+            .map(|i| format!("198.51.100.{i}").parse().unwrap())
+            .collect();
+        let mut started = Vec::new();
+        for ip in &attackers {
+            started.extend(guard.failed(*ip, "ann", t));
+        }
+        assert_eq!(started, vec![Lockout::Account("ann".into())]);
+        // Each attacker is out of ann's account, though not locked itself.
+        assert_eq!(guard.check(attackers[0], "ann", t), AuthVerdict::LockedOut);
+        assert_eq!(
+            guard.check(attackers[0], "bob", t),
+            AuthVerdict::Allowed { clean: false }
+        );
+        // Ann, from an address that never failed, gets in.
+        let ann: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            guard.check(ann, "ann", t),
+            AuthVerdict::Allowed { clean: true }
+        );
+    }
+
+    #[test]
+    fn sending_rate_per_account() {
+        let rate = SendRate::new(2);
+        let t = Instant::now();
+        assert!(rate.has_room("ann", t));
+        rate.sent("ann", t);
+        rate.sent("ann", t);
+        assert!(!rate.has_room("ann", t));
+        assert!(rate.has_room("bob", t));
+        // Half an hour earns one message back.
+        assert!(rate.has_room("ann", t + Duration::from_secs(1800)));
+        assert!(SendRate::new(0).has_room("ann", t));
+    }
+
+    #[test]
+    fn success_forgives_an_address() {
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        guard.failed(ip, "ann", t);
+        guard.failed(ip, "ann", t);
+        guard.succeeded(ip, t);
+        assert!(guard.failed(ip, "ann", t).is_empty());
+        assert_eq!(
+            guard.check(ip, "ann", t),
+            AuthVerdict::Allowed { clean: false }
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! One SMTP connection, on the MX port or the submission ports: the answers
+//! to the sans-IO [`ServerSession`]'s questions. The connection driver
+//! ([`crate::conn`]) does the reading, writing and timing.
+//!
+//! - RCPT: recipient policy (local accounts for anyone; other domains only
+//!   for relay networks and authenticated clients) and the per-account
+//!   sending rate.
+//! - End of data: the message is made durable, then `250` (or `451`).
+//! - AUTH: the shard's [`Authenticator`](crate::auth::Authenticator).
+//! - STARTTLS: the handshake on the same connection.
+
+use crate::auth::LoginOutcome;
+use crate::conn::{Connection, Protocol};
+use crate::intake::{self, Origin};
+use crate::shard::{Service, Shard};
+use ringpost_protocols::sasl::Credentials;
+use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
+use ringpost_storage::{users, StoreError};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The SMTP side of one connection.
+pub(crate) struct Smtp<'a> {
+    pub shard: &'a Shard,
+    pub service: Service,
+    pub peer: SocketAddr,
+    /// The client is in `relay_networks`.
+    pub may_relay: bool,
+}
+
+impl Protocol for Smtp<'_> {
+    type Session = ServerSession;
+
+    async fn handle(
+        &mut self,
+        smtp: &mut ServerSession,
+        event: Event,
+        conn: &mut Connection,
+    ) -> io::Result<()> {
+        match event {
+            Event::Recipient { address } => self.recipient(smtp, &address),
+            Event::Message(tx) => self.accept_message(smtp, tx).await,
+            Event::Authenticate(credentials) => self.authenticate(smtp, credentials).await,
+            Event::StartTls => {
+                conn.write_all(smtp.output()).await?;
+                smtp.clear_output();
+                if !self.shard.start_tls(conn, self.service).await {
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+                smtp.tls_established();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timeout(&mut self) {
+        self.shard.metrics.timeouts.inc();
+        tracing::debug!(shard = self.shard.id, peer = %self.peer, "smtp session timed out");
+    }
+}
+
+impl Smtp<'_> {
+    fn recipient(&self, smtp: &mut ServerSession, address: &str) {
+        let shard = self.shard;
+        let may_relay = self.may_relay || smtp.authenticated().is_some();
+        let checked = intake::check_recipient(
+            address,
+            may_relay,
+            |d| shard.config.is_local_domain(d),
+            |name| account_exists(shard, name),
+        );
+        if let Err(reply) = checked {
+            return smtp.reject_recipient(reply);
+        }
+        if let Some(account) = smtp.authenticated() {
+            if !shard.send_rate.has_room(account, Instant::now()) {
+                shard.security.rate_limited(self.service.label());
+                tracing::info!(shard = shard.id, peer = %self.peer, account, "sending rate limit reached");
+                return smtp.reject_recipient(replies::SENDING_RATE_EXCEEDED);
+            }
+        }
+        smtp.accept_recipient();
+    }
+
+    async fn authenticate(&self, smtp: &mut ServerSession, credentials: Credentials) {
+        let shard = self.shard;
+        let service = self.service.label();
+        let mechanism = credentials.mechanism.name();
+        let ip = self.peer.ip();
+        match shard
+            .auth
+            .login(ip, &credentials.user, &credentials.password)
+            .await
+        {
+            LoginOutcome::Accepted(account) => {
+                shard.security.auth(service, mechanism, "ok");
+                tracing::info!(shard = shard.id, peer = %self.peer, user = %account, mechanism, "smtp auth");
+                smtp.auth_succeeded(&account);
+            }
+            LoginOutcome::Rejected => {
+                shard.security.auth(service, mechanism, "failed");
+                tracing::info!(shard = shard.id, peer = %self.peer, user = %credentials.user, mechanism, "smtp auth failed");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                smtp.auth_failed();
+            }
+            LoginOutcome::LockedOut => {
+                shard.security.auth(service, mechanism, "locked_out");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                smtp.auth_locked_out();
+            }
+            LoginOutcome::Unavailable(why) => {
+                shard.security.auth(service, mechanism, "unavailable");
+                tracing::error!(shard = shard.id, peer = %self.peer, error = %why, "smtp auth could not run");
+                smtp.auth_unavailable();
+            }
+        }
+    }
+
+    /// Make the message durable, then let the session say 250 (or 451).
+    async fn accept_message(&self, smtp: &mut ServerSession, tx: Transaction) {
+        let shard = self.shard;
+        let is_local = |domain: &str| shard.config.is_local_domain(domain);
+        let origin = Origin {
+            ip: self.peer.ip(),
+            hostname: &shard.config.hostname,
+            is_local: &is_local,
+        };
+        let now = intake::unix_micros();
+        let id = shard.next_id(now);
+        let recipients = tx.recipients.len();
+        let message = intake::new_message(id, &tx, &origin, now);
+        let account = tx.authenticated.clone();
+        smtp.recycle(tx.data);
+        let size = message.body.len() as u64;
+        let local = message.mailboxes.len();
+        // The owners of the entries hear of them once they are durable.
+        let queue = shard.hub.is_some().then(|| message.queue.clone());
+        let started = Instant::now();
+        match shard.commits.commit(message.into_batch()).await {
+            Ok(()) => {
+                if let (Some(hub), Some(queue)) = (&shard.hub, queue) {
+                    hub.route(queue);
+                }
+                if let Some(account) = &account {
+                    shard.send_rate.sent(account, Instant::now());
+                }
+                shard
+                    .metrics
+                    .commit_wait
+                    .observe(started.elapsed().as_secs_f64());
+                shard.metrics.messages.inc();
+                shard.metrics.bytes.inc_by(size);
+                shard.metrics.local_deliveries.inc_by(local as u64);
+                let queue_id = id.to_hex();
+                tracing::debug!(shard = shard.id, %queue_id, size, recipients, local, "message accepted");
+                smtp.message_stored(&queue_id);
+            }
+            Err(e) => {
+                shard.metrics.store_failures.inc();
+                tracing::error!(shard = shard.id, error = %e, "could not store message; answered 451");
+                smtp.message_failed(replies::STORAGE_FAILED);
+            }
+        }
+    }
+}
+
+/// Whether a local recipient is an account: one point read of the `users`
+/// family, run right here on the shard's executor. The family is small and
+/// hot (memtable, block cache, bloom filter), so the read takes microseconds.
+fn account_exists(shard: &Shard, name: &str) -> Result<bool, StoreError> {
+    users::user_exists(&*shard.store, name).inspect_err(|e| {
+        shard.metrics.store_failures.inc();
+        tracing::error!(shard = shard.id, error = %e, "recipient lookup failed; answered 451");
+    })
+}
