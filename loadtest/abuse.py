@@ -3,12 +3,12 @@
 measure what it costs the server: its resident memory, and how long a
 legitimate client from another address waits meanwhile.
 
-Usage: abuse.py PID SMTP_PORT IMAP_PORT ATTACK [N]
+Usage: abuse.py PID SMTP_PORT IMAP_PORT ATTACK [N [RATE]]
 
 PID is the server's process (its VmRSS is read from /proc). ATTACK is one of
   slowloris  N connections from 127.0.0.1 trickling one byte a second
   data      N connections from 127.0.0.1 sending the largest message slowly
-            (64 KiB a second each, never the final dot)
+            (RATE bytes a second each, default 64 KiB, never the final dot)
   literal   N IMAP connections announcing a 40 MiB literal before login
 For 30 seconds it samples the server's RSS and times an SMTP session
 (greeting to 250 of EHLO) from 127.0.0.2 every second, then prints one line
@@ -23,6 +23,7 @@ import time
 
 PID, SMTP, IMAP, ATTACK = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 N = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
+RATE = int(sys.argv[6]) if len(sys.argv) > 6 else 65536
 DURATION = 30
 
 
@@ -98,7 +99,7 @@ def attacker(i):
                     read_line(s)
         with lock:
             held.append(s)
-        chunk = b"x" * 65536 if ATTACK in ("data", "literal") else b"N"
+        chunk = b"x" * RATE if ATTACK in ("data", "literal") else b"N"
         while time.monotonic() < stop:
             s.sendall(chunk)
             time.sleep(1)
@@ -123,9 +124,10 @@ while time.monotonic() < stop:
 print(json.dumps({
     "attack": ATTACK,
     "attackers": N,
+    "rate_per_attacker": RATE if ATTACK != "slowloris" else 1,
     "rss_base_mib": round(base / 1024, 1),
     "rss_peak_mib": round(peak / 1024, 1),
-    "attackers_cut": cut,
+    "attackers_stalled_or_cut": cut,
     "legit_worst_latency_s": round(worst, 3),
     "legit_failed": failed,
 }))

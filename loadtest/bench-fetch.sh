@@ -24,7 +24,9 @@
 #   Maildir as files, and the warm-up builds its index.
 # The client is `ringpost-blast fetch`: one connection; IMAP `FETCH 1:*
 # (BODY.PEEK[])`, POP3 `RETR 1..n` pipelined 64 deep. It counts every byte;
-# both servers must return the same messages and bytes.
+# both servers must return the same messages and bytes. The TLS rows run the
+# same IMAP download over implicit TLS (IMAPS), each server with a
+# self-signed certificate the client does not check (`--insecure`), TLS 1.3.
 #
 # Everything binds 127.0.0.1 on free ports; every wait is bounded; an EXIT
 # trap stops what was started and deletes the temp dir. Exit status: 0 if
@@ -55,15 +57,16 @@ cleanup() {
 }
 trap on_exit EXIT
 
-# fetch_rounds NAME PROTOCOL ADDR: a warm-up, then ROUNDS timed runs; prints
-# the median line "msg/s MB/s messages bytes".
+# fetch_rounds NAME PROTOCOL ADDR USER [ARGS...]: a warm-up, then ROUNDS
+# timed runs; prints the median line "msg/s MB/s messages bytes".
 fetch_rounds() {
-    local name=$1 protocol=$2 addr=$3 out=$WORK/$1-$2 i
-    "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$4" --password secret \
-        --json >"$out.warm" || die "$name $protocol warm-up failed"
+    local name=$1 protocol=$2 addr=$3 user=$4 out=$WORK/$1-$2${5:+-tls} i
+    shift 4
+    "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$user" --password secret \
+        --json "$@" >"$out.warm" || die "$name $protocol warm-up failed"
     for ((i = 1; i <= ROUNDS; i++)); do
-        "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$4" --password secret \
-            --json >"$out.$i" || die "$name $protocol round $i failed"
+        "$BLAST" fetch --protocol "$protocol" --addr "$addr" --user "$user" --password secret \
+            --json "$@" >"$out.$i" || die "$name $protocol round $i failed"
     done
     for ((i = 1; i <= ROUNDS; i++)); do
         echo "$(json_num messages_per_sec "$out.$i") $(json_num mb_per_sec "$out.$i")" \
@@ -86,6 +89,7 @@ python3 loadtest/mailbox.py append "$WORK/mail" "${RP_IMAP%:*}" "${RP_IMAP##*:}"
 sleep "${SETTLE:-10}"
 read -r RP_IMAP_RATE RP_IMAP_MB RP_IMAP_N RP_IMAP_BYTES <<<"$(fetch_rounds ringpost imap "$RP_IMAP" bench@ours.test)"
 read -r RP_POP3_RATE RP_POP3_MB RP_POP3_N RP_POP3_BYTES <<<"$(fetch_rounds ringpost pop3 "$RP_POP3" bench@ours.test)"
+read -r RS_IMAP_RATE RS_IMAP_MB RS_IMAP_N RS_IMAP_BYTES <<<"$(fetch_rounds ringpost imap "$RP_IMAPS" bench@ours.test --tls --insecure)"
 stop_ringpost
 # The default body cache (store.body_cache_mb) holds this whole mailbox;
 # without it every body comes from its file, through the OS page cache, as
@@ -101,14 +105,19 @@ DV=$WORK/dv
 DV_IMAP=$(free_port)
 DV_POP3=$(free_port)
 mkdir -p "$DV/run" "$DV/state" "$DV/mail"
+DV_IMAPS=$(free_port)
 printf 'bench:{PLAIN}secret\n' >"$DV/users"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DV/key.pem" -out "$DV/cert.pem" -days 30 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 cat >"$DV/dovecot.conf" <<CONF
 base_dir  = $DV/run
 state_dir = $DV/state
 log_path  = $DV/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <$DV/cert.pem
+ssl_key = <$DV/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:$DV/mail/%u/Maildir
@@ -129,7 +138,8 @@ service imap-login {
     port = $DV_IMAP
   }
   inet_listener imaps {
-    port = 0
+    address = 127.0.0.1
+    port = $DV_IMAPS
   }
 }
 service pop3-login {
@@ -151,13 +161,15 @@ wait_port "$DV_IMAP" 60 "$DOVECOT_PID" || die "dovecot did not start: $(cat "$DV
 log "dovecot $(dovecot --version): imap 127.0.0.1:$DV_IMAP, pop3 127.0.0.1:$DV_POP3"
 read -r DV_IMAP_RATE DV_IMAP_MB DV_IMAP_N DV_IMAP_BYTES <<<"$(fetch_rounds dovecot imap "127.0.0.1:$DV_IMAP" bench)"
 read -r DV_POP3_RATE DV_POP3_MB DV_POP3_N DV_POP3_BYTES <<<"$(fetch_rounds dovecot pop3 "127.0.0.1:$DV_POP3" bench)"
+read -r DS_IMAP_RATE DS_IMAP_MB DS_IMAP_N DS_IMAP_BYTES <<<"$(fetch_rounds dovecot imap "127.0.0.1:$DV_IMAPS" bench --tls --insecure)"
 
 # --- report ----------------------------------------------------------------
 status=0
 for pair in "IMAP $RP_IMAP_N $RP_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
     "POP3 $RP_POP3_N $RP_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES" \
     "IMAP-uncached $NC_IMAP_N $NC_IMAP_BYTES $DV_IMAP_N $DV_IMAP_BYTES" \
-    "POP3-uncached $NC_POP3_N $NC_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES"; do
+    "POP3-uncached $NC_POP3_N $NC_POP3_BYTES $DV_POP3_N $DV_POP3_BYTES" \
+    "IMAPS $RS_IMAP_N $RS_IMAP_BYTES $DS_IMAP_N $DS_IMAP_BYTES"; do
     read -r proto rn rb dn db <<<"$pair"
     if [[ $rn != "$MESSAGES" || $dn != "$MESSAGES" || $rb != "$db" ]]; then
         log "$proto: ringpost $rn messages / $rb bytes, dovecot $dn / $db: they differ"
@@ -175,4 +187,5 @@ row "IMAP FETCH 1:* BODY.PEEK[]" "$RP_IMAP_RATE" "$RP_IMAP_MB" "$DV_IMAP_RATE" "
 row "POP3 RETR 1..n (pipelined)" "$RP_POP3_RATE" "$RP_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB"
 row "IMAP, ringpost body cache off" "$NC_IMAP_RATE" "$NC_IMAP_MB" "$DV_IMAP_RATE" "$DV_IMAP_MB"
 row "POP3, ringpost body cache off" "$NC_POP3_RATE" "$NC_POP3_MB" "$DV_POP3_RATE" "$DV_POP3_MB"
+row "IMAPS (TLS 1.3) FETCH 1:* BODY.PEEK[]" "$RS_IMAP_RATE" "$RS_IMAP_MB" "$DS_IMAP_RATE" "$DS_IMAP_MB"
 exit "$status"

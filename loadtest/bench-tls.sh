@@ -24,6 +24,7 @@ SIZE=${SIZE:-2048}
 MESSAGES_PER_CONNECTION=${MESSAGES_PER_CONNECTION:-0}
 
 LOG_TAG=bench-tls
+SKIP_RINGPOST=""
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"

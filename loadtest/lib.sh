@@ -108,8 +108,9 @@ stop_ringpost() {
 # start_mail_server ACCOUNT [TOML]: starts `ringpost serve` on $WORK/rp-data
 # (creating the account ACCOUNT, password "secret", on first use) with SMTP,
 # IMAP and POP3 on free loopback ports and relay off; TOML is appended to
-# the config (tables, e.g. "[store]"). Sets RINGPOST_PID, RP_IMAP and RP_POP3
-# (HOST:PORT).
+# the config (tables, e.g. "[store]"). Sets RINGPOST_PID, RP_IMAP, RP_POP3,
+# RP_IMAPS and RP_POP3S (HOST:PORT; the last two with the self-signed
+# certificate).
 start_mail_server() {
     local account=$1 extra=${2:-}
     printf 'hostname = "mail.test"\n[smtp]\nlocal_domains = ["%s"]\n%s\n' \
@@ -126,6 +127,10 @@ start_mail_server() {
         die "ringpost did not start: $(tail -5 "$WORK/ringpost.log")"
     await_output RP_POP3 "$WORK/ringpost.out" '$1 == "pop3" {print $2; exit}' "$RINGPOST_PID" 50 ||
         die "ringpost printed no pop3 address"
+    # shellcheck disable=SC2034  # used by the sourcing scripts
+    RP_IMAPS=$(awk '$1 == "imaps" {print $2; exit}' "$WORK/ringpost.out")
+    # shellcheck disable=SC2034
+    RP_POP3S=$(awk '$1 == "pop3s" {print $2; exit}' "$WORK/ringpost.out")
 }
 
 # await_output VAR FILE AWK PID TRIES: waits for a process to announce

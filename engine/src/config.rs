@@ -119,6 +119,10 @@ pub struct StoreConfig {
     /// MiB of message bodies cached in memory for reading again (FETCH,
     /// RETR, delivery); 0 turns the cache off.
     pub body_cache_mb: usize,
+    /// MiB of the store's filesystem kept free: mail is refused (452 4.3.1)
+    /// rather than eat into it, so the store never runs out of space
+    /// itself and takes mail again the moment space is freed. 0: no check.
+    pub min_free_disk_mb: u64,
 }
 
 /// SMTP listener settings.
@@ -359,6 +363,7 @@ impl Default for StoreConfig {
             commit_queue: 8192,
             compress_bodies: false,
             body_cache_mb: 256,
+            min_free_disk_mb: 256,
         }
     }
 }

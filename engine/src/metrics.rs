@@ -55,6 +55,9 @@ pub struct Metrics {
     store_commit_seconds: Histogram,
     body_cache_bytes: Gauge,
     body_cache_capacity: Gauge,
+    /// 1 while writes are refused for lack of disk space.
+    store_disk_full: Gauge,
+    store_disk_full_refusals: Counter,
     /// The store whose caches are sampled at each scrape.
     store: OnceLock<Arc<dyn Store>>,
     relay: RelayFamilies,
@@ -354,6 +357,8 @@ impl Metrics {
             store_commit_seconds: latency_histogram(),
             body_cache_bytes: Gauge::default(),
             body_cache_capacity: Gauge::default(),
+            store_disk_full: Gauge::default(),
+            store_disk_full_refusals: Counter::default(),
             store: OnceLock::new(),
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
@@ -421,6 +426,16 @@ impl Metrics {
             "store_body_cache_capacity_bytes",
             "Capacity of the body cache (store.body_cache_mb); 0: off",
             m.body_cache_capacity.clone(),
+        );
+        registry.register(
+            "store_disk_full",
+            "1 while mail is refused because the disk is nearly full (store.min_free_disk_mb)",
+            m.store_disk_full.clone(),
+        );
+        registry.register(
+            "store_disk_full_refusals",
+            "Group-commit writes refused because the disk is nearly full",
+            m.store_disk_full_refusals.clone(),
         );
         registry.register(
             "store_commit_errors",
@@ -693,11 +708,22 @@ impl Metrics {
         }
     }
 
-    /// Record one physical write of the commit pipeline (called on the writer thread).
+    /// Record one physical write of the commit pipeline (called on the writer
+    /// thread). A full disk is logged when it starts and when it ends.
     pub fn observe_commit(&self, report: &CommitReport) {
         self.store_commits.inc();
         if !report.ok {
             self.store_commit_errors.inc();
+        }
+        if report.disk_full {
+            self.store_disk_full_refusals.inc();
+            if self.store_disk_full.set(1) == 0 {
+                tracing::error!(
+                    "disk nearly full (store.min_free_disk_mb): refusing new mail with 452 until space is freed"
+                );
+            }
+        } else if report.ok && self.store_disk_full.set(0) == 1 {
+            tracing::warn!("disk has room again: taking mail");
         }
         self.store_commit_requests.observe(report.requests as f64);
         self.store_commit_bytes.inc_by(report.bytes as u64);
@@ -862,6 +888,7 @@ mod tests {
             bytes: 14000,
             latency: Duration::from_millis(1),
             ok: true,
+            disk_full: false,
         });
         let text = m.render();
         assert!(

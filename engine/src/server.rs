@@ -341,6 +341,7 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
             let options = RocksOptions {
                 compress_blobs: config.store.compress_bodies,
                 body_cache_bytes: config.store.body_cache_mb << 20,
+                min_free_bytes: config.store.min_free_disk_mb << 20,
                 ..RocksOptions::default()
             };
             let store = RocksStore::open(path, options).map_err(|source| StartError::Store {

@@ -156,6 +156,11 @@ impl Smtp<'_> {
                 tracing::debug!(shard = shard.id, %queue_id, size, recipients, local, "message accepted");
                 smtp.message_stored(&queue_id);
             }
+            // The commit writer logs a full disk once per episode.
+            Err(StoreError::DiskFull { .. }) => {
+                shard.metrics.store_failures.inc();
+                smtp.message_failed(replies::DISK_FULL);
+            }
             Err(e) => {
                 shard.metrics.store_failures.inc();
                 tracing::error!(shard = shard.id, error = %e, "could not store message; answered 451");

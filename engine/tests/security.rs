@@ -670,3 +670,114 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
         .unwrap();
     stream
 }
+
+/// Mount a tmpfs of `mib` MiB at `dir` (root only); false if it cannot be.
+fn mount_tmpfs(dir: &std::path::Path, mib: u64) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_mail_loses_nothing_and_recovers_by_itself() {
+    let outer = tempfile::tempdir().unwrap();
+    let mount = outer.path().join("small-disk");
+    std::fs::create_dir(&mount).unwrap();
+    if !mount_tmpfs(&mount, 320) {
+        // Only root can mount; CI runs as root (`.ci/run`).
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    let _mounted = Mounted(mount.clone());
+    let data = mount.join("data");
+    let server = {
+        let mut config = Config {
+            hostname: "mx.test".into(),
+            data_dir: data.clone(),
+            shards: 2,
+            pin_shards: false,
+            ..Config::default()
+        };
+        config.use_ephemeral_ports([127, 0, 0, 1].into());
+        config.relay.enabled = false;
+        config.store.min_free_disk_mb = 40;
+        config.store.body_cache_mb = 0;
+        ringpost_engine::start(config).expect("server starts")
+    };
+    let send = |n: usize| -> String {
+        let (mut c, _) = Client::connect(server.smtp_addr());
+        c.cmd("EHLO filler.test");
+        c.cmd("MAIL FROM:<a@filler.test>");
+        c.cmd("RCPT TO:<b@far.test>");
+        c.cmd("DATA");
+        c.cmd(&format!("Subject: {n}\r\n\r\n{}\r\n.", "x".repeat(2000)))
+    };
+    let mut acked = 0;
+    for n in 0..20 {
+        assert!(send(n).starts_with("250 "));
+        acked += 1;
+    }
+    // Fill the disk to 30 MiB free: less than the 40 MiB reserve.
+    let filler = mount.join("filler");
+    let free = || {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&mount)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let size = free().saturating_sub(30 << 20);
+    std::fs::write(&filler, vec![0u8; size as usize]).unwrap();
+    for n in 0..5 {
+        let reply = send(100 + n);
+        assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    }
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(metrics.contains("ringpost_store_disk_full 1"), "{metrics}");
+    // Free the space: mail is taken again within seconds, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    loop {
+        let reply = send(200);
+        if reply.starts_with("250 ") {
+            acked += 1;
+            break;
+        }
+        assert!(freed.elapsed() < Duration::from_secs(5), "still {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(metrics.contains("ringpost_store_disk_full 0"), "{metrics}");
+    // Nothing acknowledged was lost: all of it is there after a restart.
+    server.shutdown();
+    let store = ringpost_storage::RocksStore::open(
+        &data,
+        ringpost_storage::RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ringpost_storage::spool::stats(&store).unwrap().messages,
+        acked
+    );
+}

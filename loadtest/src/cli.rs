@@ -74,6 +74,15 @@ pub struct FetchArgs {
     /// Seconds to wait for any one read.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// TLS from the first byte (IMAPS, POP3S).
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: do not check the server's certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --tls: PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

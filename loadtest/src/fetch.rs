@@ -7,9 +7,10 @@
 //! `RETR 1..n` pipelined (a window of commands in flight, RFC 2449
 //! PIPELINING), each response read to its terminating dot line. The clock
 //! runs from the first FETCH/RETR to the last byte, so login and listing
-//! are not in the figure. Plain blocking sockets: the client only reads.
+//! are not in the figure. Plain blocking sockets (with `--tls`, rustls
+//! over them): the client only reads.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -43,15 +44,28 @@ pub fn run(args: &FetchArgs) -> io::Result<FetchReport> {
     let stream = TcpStream::connect(&args.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(args.timeout_secs)))?;
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
-    let mut writer = stream;
+    let stream: Box<dyn Duplex> = if args.tls {
+        let config = crate::tls::client_config(args.ca_file.as_deref(), args.insecure)
+            .map_err(io::Error::other)?;
+        let host = args
+            .addr
+            .rsplit_once(':')
+            .map_or(args.addr.as_str(), |(h, _)| h.trim_matches(['[', ']']));
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| io::Error::other(format!("`{host}` is not a TLS name")))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Box::new(rustls::StreamOwned::new(conn, stream))
+    } else {
+        Box::new(stream)
+    };
+    let mut conn = BufReader::with_capacity(READ_BUFFER, stream);
     let (protocol, messages, bytes, seconds) = match args.protocol {
         FetchProtocol::Imap => {
-            let (m, b, s) = imap(&mut reader, &mut writer, args)?;
+            let (m, b, s) = imap(&mut conn, args)?;
             ("imap", m, b, s)
         }
         FetchProtocol::Pop3 => {
-            let (m, b, s) = pop3(&mut reader, &mut writer, args)?;
+            let (m, b, s) = pop3(&mut conn, args)?;
             ("pop3", m, b, s)
         }
     };
@@ -64,6 +78,13 @@ pub fn run(args: &FetchArgs) -> io::Result<FetchReport> {
         mb_per_sec: bytes as f64 / 1e6 / seconds.max(1e-9),
     })
 }
+
+/// A connection both read and written: TCP, or TLS over it.
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// The buffered connection; commands are written past the buffer.
+type Conn = BufReader<Box<dyn Duplex>>;
 
 fn line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
@@ -161,29 +182,29 @@ fn literal_length(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn imap(
-    reader: &mut impl BufRead,
-    writer: &mut impl Write,
-    args: &FetchArgs,
-) -> io::Result<(u64, u64, f64)> {
+/// Write a command (flushed: under TLS it sits in rustls until then).
+fn send(conn: &mut Conn, command: &[u8]) -> io::Result<()> {
+    let stream = conn.get_mut();
+    stream.write_all(command)?;
+    stream.flush()
+}
+
+fn imap(conn: &mut Conn, args: &FetchArgs) -> io::Result<(u64, u64, f64)> {
     let mut buf = Vec::with_capacity(1024);
-    line(reader, &mut buf)?;
+    line(conn, &mut buf)?;
     if !buf.starts_with(b"* OK") {
         return Err(fail("IMAP greeting", &buf));
     }
-    write!(
-        writer,
-        "a LOGIN \"{}\" \"{}\"\r\n",
-        args.user, args.password
-    )?;
-    imap_until(reader, "a", &mut buf)?;
-    writer.write_all(b"b SELECT INBOX\r\n")?;
-    imap_until(reader, "b", &mut buf)?;
+    let login = format!("a LOGIN \"{}\" \"{}\"\r\n", args.user, args.password);
+    send(conn, login.as_bytes())?;
+    imap_until(conn, "a", &mut buf)?;
+    send(conn, b"b SELECT INBOX\r\n")?;
+    imap_until(conn, "b", &mut buf)?;
     let started = Instant::now();
-    writer.write_all(b"c FETCH 1:* (BODY.PEEK[])\r\n")?;
-    let (messages, bytes) = imap_until(reader, "c", &mut buf)?;
+    send(conn, b"c FETCH 1:* (BODY.PEEK[])\r\n")?;
+    let (messages, bytes) = imap_until(conn, "c", &mut buf)?;
     let seconds = started.elapsed().as_secs_f64();
-    writer.write_all(b"d LOGOUT\r\n")?;
+    send(conn, b"d LOGOUT\r\n")?;
     Ok((messages, bytes, seconds))
 }
 
@@ -196,19 +217,15 @@ fn pop3_ok(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-fn pop3(
-    reader: &mut impl BufRead,
-    writer: &mut impl Write,
-    args: &FetchArgs,
-) -> io::Result<(u64, u64, f64)> {
+fn pop3(conn: &mut Conn, args: &FetchArgs) -> io::Result<(u64, u64, f64)> {
     let mut buf = Vec::with_capacity(1024);
-    pop3_ok(reader, &mut buf)?;
-    write!(writer, "USER {}\r\n", args.user)?;
-    pop3_ok(reader, &mut buf)?;
-    write!(writer, "PASS {}\r\n", args.password)?;
-    pop3_ok(reader, &mut buf)?;
-    writer.write_all(b"STAT\r\n")?;
-    pop3_ok(reader, &mut buf)?;
+    pop3_ok(conn, &mut buf)?;
+    send(conn, format!("USER {}\r\n", args.user).as_bytes())?;
+    pop3_ok(conn, &mut buf)?;
+    send(conn, format!("PASS {}\r\n", args.password).as_bytes())?;
+    pop3_ok(conn, &mut buf)?;
+    send(conn, b"STAT\r\n")?;
+    pop3_ok(conn, &mut buf)?;
     let count: usize = std::str::from_utf8(&buf[4..])
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -223,14 +240,14 @@ fn pop3(
             pending.push_str(&format!("RETR {sent}\r\n"));
         }
         if !pending.is_empty() {
-            writer.write_all(pending.as_bytes())?;
+            send(conn, pending.as_bytes())?;
             pending.clear();
         }
-        pop3_ok(reader, &mut buf)?;
-        bytes += skip_dot_body(reader)?;
+        pop3_ok(conn, &mut buf)?;
+        bytes += skip_dot_body(conn)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    writer.write_all(b"QUIT\r\n")?;
+    send(conn, b"QUIT\r\n")?;
     Ok((count as u64, bytes, seconds))
 }
 

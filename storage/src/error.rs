@@ -24,6 +24,16 @@ pub enum StoreError {
     /// typically a running server. The text is the engine's.
     #[error("store is locked by another process: {0}")]
     Locked(String),
+    /// The disk is (nearly) full: the write was refused before the engine
+    /// saw it, so the engine stays healthy and writes resume as soon as
+    /// space is freed.
+    #[error("disk nearly full: {free} bytes free, {reserve} kept in reserve")]
+    DiskFull {
+        /// Bytes free for the store.
+        free: u64,
+        /// Bytes the store keeps free (for its own flushes and compactions).
+        reserve: u64,
+    },
     /// The request's mailbox changes were refused; nothing of it was written.
     #[error("refused: {0}")]
     Refused(#[from] crate::mailbox::Refusal),

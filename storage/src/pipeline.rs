@@ -68,6 +68,8 @@ pub struct CommitReport {
     pub latency: Duration,
     /// Whether it succeeded.
     pub ok: bool,
+    /// It failed because the disk is (nearly) full.
+    pub disk_full: bool,
 }
 
 /// Called on the writer thread after every physical write (metrics).
@@ -341,9 +343,15 @@ impl Writer {
             bytes,
             latency: started.elapsed(),
             ok: outcome.is_ok(),
+            disk_full: matches!(outcome, Err(StoreError::DiskFull { .. })),
         };
-        if let Err(error) = &outcome {
-            tracing::error!(%error, requests = report.requests, "group commit failed");
+        match &outcome {
+            // Said once per episode by the observer, not once per write.
+            Err(StoreError::DiskFull { .. }) => {}
+            Err(error) => {
+                tracing::error!(%error, requests = report.requests, "group commit failed")
+            }
+            Ok(_) => {}
         }
         if let Some(observer) = &self.observer {
             observer(&report);

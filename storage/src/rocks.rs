@@ -16,6 +16,16 @@
 //! - The WAL is capped at 256 MiB in total, so a restart (or a read-only
 //!   open) never replays more than that.
 //!
+//! # A full disk
+//! RocksDB that runs out of space in a WAL write stops taking writes until
+//! it recovers by itself, which needs free space of at least its largest
+//! memtable, and some ENOSPC paths need a reopen. So writes are refused
+//! before that: with [`RocksOptions::min_free_bytes`] set, every write
+//! checks the free space of the store's filesystem (one `statvfs(2)`) and
+//! fails with [`StoreError::DiskFull`] when the write would eat into the
+//! reserve. The engine never sees the ENOSPC, and writes go through again
+//! the moment space is freed.
+//!
 //! # Read-only mode
 //! [`RocksOptions::read_only`] opens without taking the database lock, replaying
 //! the WAL into memory without writing anything. That lets `ringpost spool
@@ -36,6 +46,11 @@ const MAX_TOTAL_WAL_SIZE: u64 = 256 << 20;
 pub struct RocksStore {
     db: DB,
     read_only: bool,
+    /// The store's directory, for free-space checks.
+    path: std::path::PathBuf,
+    /// Bytes of the filesystem kept free: writes that would eat into them
+    /// are refused (0: no check).
+    min_free_bytes: u64,
     /// The blob cache of the `blobs` family and its capacity, when configured.
     body_cache: Option<(Cache, usize)>,
 }
@@ -64,6 +79,10 @@ pub struct RocksOptions {
     /// and its checksum. 0: none, every read goes to the file (through the
     /// OS page cache). Default: 0.
     pub body_cache_bytes: usize,
+    /// Keep this many bytes of the filesystem free: a write that would eat
+    /// into them fails with [`StoreError::DiskFull`] before RocksDB sees it
+    /// (see the module docs). 0: no check. Default: 0.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RocksOptions {
@@ -74,6 +93,7 @@ impl Default for RocksOptions {
             write_buffer_size: 64 << 20,
             compress_blobs: false,
             body_cache_bytes: 0,
+            min_free_bytes: 0,
         }
     }
 }
@@ -124,8 +144,27 @@ impl RocksStore {
         Ok(RocksStore {
             db,
             read_only: opts.read_only,
+            path: path.to_owned(),
+            min_free_bytes: opts.min_free_bytes,
             body_cache,
         })
+    }
+
+    /// Refuse a write of `bytes` that would leave less than the reserve free.
+    fn check_room(&self, bytes: usize) -> Result<(), StoreError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.path).map_err(StoreError::engine)?;
+        // The WAL takes the batch once more than its payload, with framing.
+        let needed = self.min_free_bytes.saturating_add(2 * bytes as u64);
+        if free < needed {
+            return Err(StoreError::DiskFull {
+                free,
+                reserve: self.min_free_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Whether this store was opened read-only.
@@ -138,6 +177,23 @@ impl RocksStore {
             StoreError::Engine(format!("column family {} is missing", family.name()))
         })
     }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("store path contains NUL"))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid C string; `stat` is written by the call
+    // and only read when it succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Ok(u64::from(stat.f_bavail).saturating_mul(stat.f_frsize))
 }
 
 /// An open failure, with "someone holds the lock" told apart: tools that
@@ -190,6 +246,7 @@ impl Store for RocksStore {
         // Each op also costs a few bytes of RocksDB framing.
         let ops: usize = batches.iter().map(WriteBatch::len).sum();
         let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
+        self.check_room(bytes)?;
         let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
         for op in batches.iter().flat_map(WriteBatch::ops) {
             match op {

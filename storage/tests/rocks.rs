@@ -170,3 +170,36 @@ fn large_bodies_go_to_blob_files() {
     store.flush().unwrap();
     assert_eq!(count_files(inline.path(), ".blob"), 0);
 }
+
+#[test]
+fn writes_that_would_eat_into_the_free_space_reserve_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A reserve larger than any disk: every write is refused, unseen by RocksDB.
+    let store = RocksStore::open(
+        dir.path(),
+        RocksOptions {
+            min_free_bytes: u64::MAX / 4,
+            ..RocksOptions::default()
+        },
+    )
+    .unwrap();
+    let refused = store.write(&[put(Family::Users, b"alice", b"hash".to_vec())], true);
+    assert!(
+        matches!(refused, Err(StoreError::DiskFull { free, .. }) if free > 0),
+        "{refused:?}"
+    );
+    assert_eq!(store.get(Family::Users, b"alice").unwrap(), None);
+    drop(store);
+    // A reserve the disk has: writes go through.
+    let store = RocksStore::open(
+        dir.path(),
+        RocksOptions {
+            min_free_bytes: 1 << 20,
+            ..RocksOptions::default()
+        },
+    )
+    .unwrap();
+    store
+        .write(&[put(Family::Users, b"alice", b"hash".to_vec())], true)
+        .unwrap();
+}

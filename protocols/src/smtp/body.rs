@@ -59,8 +59,22 @@ impl Body {
             self.discard();
         }
         if !self.is_refused() {
+            self.grow_for(bytes.len());
             self.data.extend_from_slice(bytes);
         }
+    }
+
+    /// Make room for `more` bytes, growing by a quarter (not by doubling),
+    /// so that what the buffer holds stays close to what it was sent: the
+    /// driver charges the capacity to its memory budget.
+    fn grow_for(&mut self, more: usize) {
+        let free = self.data.capacity() - self.data.len();
+        if free >= more {
+            return;
+        }
+        let step = more.max(self.data.len() / 4).max(64 * 1024);
+        let room = self.limit.saturating_sub(self.data.len()).max(more);
+        self.data.reserve_exact(step.min(room));
     }
 
     /// Note a bare CR or LF: the message will be refused.

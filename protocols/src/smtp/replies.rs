@@ -366,6 +366,10 @@ pub const SENDING_RATE_EXCEEDED: Reply =
 pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
 /// RCPT for a remote domain from a client that may not relay.
 pub const RELAYING_DENIED: Reply = Reply::fixed(554, "5.7.1", "Relay access denied");
+/// The disk is (nearly) full: RFC 5321's 452 with RFC 3463's "mail system
+/// full"; the client should try again later.
+pub const DISK_FULL: Reply =
+    Reply::fixed(452, "4.3.1", "Insufficient system storage, try again later");
 /// The message could not be made durable; the client should try again.
 pub const STORAGE_FAILED: Reply =
     Reply::fixed(451, "4.3.0", "Temporary storage failure, try again later");
