@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -55,3 +55,8 @@ bench-fetch: setup
 ## must arrive intact (installs isync and fetchmail).
 sync-clients: setup
 	./loadtest/sync-clients.sh
+
+## What TLS costs the accept path: plaintext against STARTTLS and implicit
+## TLS with AUTH, same server and load, same run.
+bench-tls: setup
+	./loadtest/bench-tls.sh

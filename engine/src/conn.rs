@@ -283,6 +283,10 @@ pub(crate) trait Protocol {
 
     /// The session was closed by one of its deadlines.
     fn on_timeout(&mut self) {}
+
+    /// The client is trusted (a relay network, logged in): its data draws
+    /// on the whole memory budget, not the untrusted half.
+    fn trusted(&self, session: &Self::Session) -> bool;
 }
 
 /// What woke the driver.
@@ -301,7 +305,6 @@ pub(crate) async fn drive<P: Protocol>(
     conn: &mut Connection,
     shutdown: ShutdownSignal,
     budget: &MemoryBudget,
-    trusted: impl Fn(&P::Session) -> bool,
 ) -> io::Result<()> {
     let mut lease = Lease::new(budget);
     let mut stopping = false;
@@ -332,7 +335,7 @@ pub(crate) async fn drive<P: Protocol>(
         // What the session holds, and the buffer one more read may need:
         // wait for room in the budget first (within the deadline).
         let holding = session.buffered() + conn.buffer_size().max(READ_BUFFER);
-        let is_trusted = trusted(session);
+        let is_trusted = protocol.trusted(session);
         let read = async {
             lease.hold(holding, is_trusted).await;
             Wake::Read(conn.read().await)

@@ -85,11 +85,7 @@ impl Protocol for Pop3<'_> {
                 .await;
             }
             Event::StartTls => {
-                conn.write_all(pop3.output()).await?;
-                pop3.clear_output();
-                if !self.shard.start_tls(conn, self.service).await {
-                    return Err(io::ErrorKind::ConnectionAborted.into());
-                }
+                self.shard.upgrade(conn, self.service, pop3).await?;
                 pop3.tls_established();
             }
         }
@@ -99,6 +95,10 @@ impl Protocol for Pop3<'_> {
             pop3.clear_output();
         }
         Ok(())
+    }
+
+    fn trusted(&self, pop3: &Pop3Session) -> bool {
+        pop3.is_authenticated()
     }
 
     fn on_timeout(&mut self) {

@@ -27,7 +27,7 @@ use futures::future::{FutureExt as _, Shared};
 use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
-use ringpost_protocols::imap::{self as imap_proto, ImapConfig, ImapSession};
+use ringpost_protocols::imap::{ImapConfig, ImapSession};
 use ringpost_protocols::pop3::{self as pop3_proto, replies as pop3_replies, Pop3Config};
 use ringpost_protocols::smtp::{self as smtp_proto, replies, ServerConfig, ServerSession};
 use ringpost_storage::spool::MessageId;
@@ -311,6 +311,23 @@ impl Shard {
         }
     }
 
+    /// Answer a STARTTLS/STLS event: write the session's last plaintext
+    /// (the go-ahead), then run the handshake on the same connection. An
+    /// error ends the connection; on success the caller tells the session.
+    pub(crate) async fn upgrade<S: ringpost_protocols::Session>(
+        &self,
+        conn: &mut Connection,
+        service: Service,
+        session: &mut S,
+    ) -> std::io::Result<()> {
+        conn.write_all(session.output()).await?;
+        session.clear_output();
+        match self.start_tls(conn, service).await {
+            true => Ok(()),
+            false => Err(std::io::ErrorKind::ConnectionAborted.into()),
+        }
+    }
+
     /// Bytes of client data this shard's sessions hold beyond their free
     /// part (tests, metrics).
     pub(crate) fn budget_used(&self) -> u64 {
@@ -449,6 +466,10 @@ async fn serve(
     }
     let tls = conn.tls().is_some();
     let plaintext_auth = shard.config.plaintext_auth_allowed(peer.ip());
+    let access_peer = ringpost_protocols::session::Peer {
+        implicit_tls: tls,
+        plaintext_auth,
+    };
     let budget = &shard.budget;
     let ended = match service.kind() {
         Kind::Smtp => {
@@ -468,53 +489,17 @@ async fn serve(
                 peer,
                 may_relay,
             };
-            conn::drive(
-                &mut protocol,
-                &mut session,
-                &mut conn,
-                shutdown,
-                budget,
-                |s| s.is_trusted(),
-            )
-            .await
+            conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
         Kind::Pop3 => {
-            let mut session = pop3_proto::Pop3Session::with_peer(
-                shard.pop3.clone(),
-                pop3_proto::Peer {
-                    implicit_tls: tls,
-                    plaintext_auth,
-                },
-            );
+            let mut session = pop3_proto::Pop3Session::with_peer(shard.pop3.clone(), access_peer);
             let mut protocol = pop3::Pop3::new(shard, service, peer);
-            conn::drive(
-                &mut protocol,
-                &mut session,
-                &mut conn,
-                shutdown,
-                budget,
-                |s| s.is_authenticated(),
-            )
-            .await
+            conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
         Kind::Imap => {
-            let mut session = ImapSession::with_peer(
-                shard.imap.clone(),
-                imap_proto::Peer {
-                    implicit_tls: tls,
-                    plaintext_auth,
-                },
-            );
+            let mut session = ImapSession::with_peer(shard.imap.clone(), access_peer);
             let mut protocol = imap::Conn::new(shard, service, peer);
-            conn::drive(
-                &mut protocol,
-                &mut session,
-                &mut conn,
-                shutdown,
-                budget,
-                |s| s.is_authenticated(),
-            )
-            .await
+            conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
     };
     match ended {

@@ -43,15 +43,15 @@ impl Protocol for Smtp<'_> {
             Event::Message(tx) => self.accept_message(smtp, tx).await,
             Event::Authenticate(credentials) => self.authenticate(smtp, credentials).await,
             Event::StartTls => {
-                conn.write_all(smtp.output()).await?;
-                smtp.clear_output();
-                if !self.shard.start_tls(conn, self.service).await {
-                    return Err(io::ErrorKind::ConnectionAborted.into());
-                }
+                self.shard.upgrade(conn, self.service, smtp).await?;
                 smtp.tls_established();
             }
         }
         Ok(())
+    }
+
+    fn trusted(&self, smtp: &ServerSession) -> bool {
+        smtp.is_trusted()
     }
 
     fn on_timeout(&mut self) {

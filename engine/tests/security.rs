@@ -253,67 +253,76 @@ fn openssl_s_client_starttls_for_smtp_imap_and_pop3() {
     server.shutdown();
 }
 
+/// Connect to `addr`, read the greeting, say `hello` (and read its whole
+/// reply), then send `upgrade` — the STARTTLS command with commands
+/// pipelined behind it — in one write. The plaintext answer must start with
+/// `go_ahead` and nothing may follow it; then shake hands, send `probe`
+/// under TLS, and return the first line the server says there.
+fn first_line_after_starttls(
+    addr: SocketAddr,
+    ca: &TestCa,
+    hello: &[u8],
+    upgrade: &[u8],
+    go_ahead: &str,
+    probe: &[u8],
+) -> String {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    read_line(&mut reader);
+    if !hello.is_empty() {
+        (&stream).write_all(hello).unwrap();
+        while read_line(&mut reader).as_bytes().get(3) == Some(&b'-') {}
+    }
+    (&stream).write_all(upgrade).unwrap();
+    let answer = read_line(&mut reader);
+    assert!(answer.starts_with(go_ahead), "{answer}");
+    assert!(reader.buffer().is_empty(), "nothing else in plaintext");
+    let tls = handshake(stream, ca);
+    let mut reply = BufReader::new(tls);
+    reply.get_mut().write_all(probe).unwrap();
+    read_line(&mut reply)
+}
+
 #[test]
 fn commands_pipelined_after_starttls_are_never_run() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _data, ca) = tls_server(dir.path(), |_| {});
 
-    // SMTP: MAIL pipelined behind STARTTLS, in the same packet.
-    let stream = TcpStream::connect(server.smtp_addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    read_line(&mut reader); // greeting
-    (&stream).write_all(b"EHLO probe\r\n").unwrap();
-    while read_line(&mut reader).starts_with("250-") {}
-    (&stream)
-        .write_all(b"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
-        .unwrap();
-    assert_eq!(read_line(&mut reader), "220 2.0.0 Ready to start TLS\r\n");
-    assert!(reader.buffer().is_empty(), "nothing else in plaintext");
-    let mut tls = handshake(stream, &ca);
-    tls.write_all(b"RCPT TO:<alice@ours.test>\r\n").unwrap();
-    let mut reply = BufReader::new(tls);
-    // Had MAIL been run, RCPT would be accepted; the session started over.
-    assert_eq!(read_line(&mut reply), "503 5.5.1 Send MAIL first\r\n");
-
-    // IMAP: a LOGIN pipelined behind STARTTLS.
-    let stream = TcpStream::connect(server.imap_addr().unwrap()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    read_line(&mut reader);
-    (&stream)
-        .write_all(b"s STARTTLS\r\nx LOGIN alice@ours.test secret\r\n")
-        .unwrap();
-    assert_eq!(read_line(&mut reader), "s OK Begin TLS negotiation now\r\n");
-    let tls = handshake(stream, &ca);
-    let mut reply = BufReader::new(tls);
-    reply.get_mut().write_all(b"n NOOP\r\n").unwrap();
-    // The first thing said under TLS answers NOOP, and the session is
-    // still logged out.
-    assert_eq!(read_line(&mut reply), "n OK NOOP completed\r\n");
-
-    // POP3: USER/PASS pipelined behind STLS.
-    let stream = TcpStream::connect(server.pop3_addr().unwrap()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    read_line(&mut reader);
-    (&stream)
-        .write_all(b"STLS\r\nUSER alice@ours.test\r\nPASS secret\r\n")
-        .unwrap();
-    assert!(read_line(&mut reader).starts_with("+OK begin TLS"));
-    let tls = handshake(stream, &ca);
-    let mut reply = BufReader::new(tls);
-    reply.get_mut().write_all(b"STAT\r\n").unwrap();
-    assert_eq!(
-        read_line(&mut reply),
-        "-ERR command not valid in this state\r\n"
+    // SMTP: MAIL pipelined behind STARTTLS, in the same packet. Had MAIL
+    // been run, RCPT would be accepted; the session started over.
+    let first = first_line_after_starttls(
+        server.smtp_addr(),
+        &ca,
+        b"EHLO probe\r\n",
+        b"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\n",
+        "220 2.0.0 Ready to start TLS",
+        b"RCPT TO:<alice@ours.test>\r\n",
     );
+    assert_eq!(first, "503 5.5.1 Send MAIL first\r\n");
+    // IMAP: a LOGIN pipelined behind STARTTLS. The first thing said under
+    // TLS answers NOOP, and the session is still logged out.
+    let first = first_line_after_starttls(
+        server.imap_addr().unwrap(),
+        &ca,
+        b"",
+        b"s STARTTLS\r\nx LOGIN alice@ours.test secret\r\n",
+        "s OK Begin TLS negotiation now",
+        b"n NOOP\r\n",
+    );
+    assert_eq!(first, "n OK NOOP completed\r\n");
+    // POP3: USER/PASS pipelined behind STLS.
+    let first = first_line_after_starttls(
+        server.pop3_addr().unwrap(),
+        &ca,
+        b"",
+        b"STLS\r\nUSER alice@ours.test\r\nPASS secret\r\n",
+        "+OK begin TLS",
+        b"STAT\r\n",
+    );
+    assert_eq!(first, "-ERR command not valid in this state\r\n");
     server.shutdown();
 }
 

@@ -77,15 +77,24 @@ pub struct FetchArgs {
     /// TLS from the first byte (IMAPS, POP3S).
     #[arg(long)]
     pub tls: bool,
-    /// With --tls: do not check the server's certificate.
-    #[arg(long)]
-    pub insecure: bool,
-    /// With --tls: PEM file of the CA that signed the server's certificate.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a TLS client trusts the server (`send --starttls/--tls`, `fetch --tls`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// Certificates are not checked (a server's self-signed one); without
+    /// it the server must present one for the host it is reached at,
+    /// signed by --ca-file.
+    #[arg(long)]
+    pub insecure: bool,
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `on` / `off` switch, spelled the way the benchmark scripts use it.
@@ -153,15 +162,8 @@ pub struct SendArgs {
     #[arg(long)]
     pub tls: bool,
 
-    /// Certificates are not checked (the server's self-signed one); without
-    /// it the server must present one for the --to-addr host signed by
-    /// --ca-file.
-    #[arg(long)]
-    pub insecure: bool,
-
-    /// PEM file of the CA that signed the server's certificate.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// Name to ask for (SNI) and check in the certificate [default: the
     /// host of --to-addr].

@@ -45,8 +45,7 @@ pub fn run(args: &FetchArgs) -> io::Result<FetchReport> {
     stream.set_read_timeout(Some(Duration::from_secs(args.timeout_secs)))?;
     stream.set_nodelay(true)?;
     let stream: Box<dyn Duplex> = if args.tls {
-        let config = crate::tls::client_config(args.ca_file.as_deref(), args.insecure)
-            .map_err(io::Error::other)?;
+        let config = crate::tls::client_config(&args.trust).map_err(io::Error::other)?;
         let host = args
             .addr
             .rsplit_once(':')

@@ -228,7 +228,7 @@ fn tls_setup(args: &SendArgs) -> Result<Option<TlsSetup>, String> {
     if !args.starttls && !args.tls {
         return Ok(None);
     }
-    let config = crate::tls::client_config(args.ca_file.as_deref(), args.insecure)?;
+    let config = crate::tls::client_config(&args.trust)?;
     let host = match &args.tls_name {
         Some(name) => name.clone(),
         None => args

@@ -7,6 +7,7 @@
 //! [`Tls::seal`] and sends [`Tls::outgoing`]; it hands raw bytes it read to
 //! [`Tls::open`], which returns the plaintext they carried.
 
+use crate::cli::TrustArgs;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -15,11 +16,11 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use std::io::{self, Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 /// How the blaster trusts servers.
-pub fn client_config(ca_file: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(trust: &TrustArgs) -> Result<Arc<ClientConfig>, String> {
+    let (ca_file, insecure) = (trust.ca_file.as_deref(), trust.insecure);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -63,6 +63,27 @@ pub trait Session {
     }
 }
 
+/// What the driver knows about a mail-access client (IMAP, POP3) when the
+/// session starts. (SMTP's own `Peer` adds the port and the trust.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// TLS from the first byte (IMAPS, POP3S; RFC 8314).
+    pub implicit_tls: bool,
+    /// Passwords may be sent before TLS (loopback clients, by
+    /// configuration).
+    pub plaintext_auth: bool,
+}
+
+impl Default for Peer {
+    /// A plaintext client that may log in without TLS (tests).
+    fn default() -> Self {
+        Peer {
+            implicit_tls: false,
+            plaintext_auth: true,
+        }
+    }
+}
+
 /// One pending deadline and how it was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {

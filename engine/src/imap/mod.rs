@@ -80,11 +80,7 @@ impl Protocol for Conn<'_> {
                 imap.idle_done();
             }
             Event::StartTls => {
-                conn.write_all(imap.output()).await?;
-                imap.clear_output();
-                if !self.shard.start_tls(conn, self.service).await {
-                    return Err(io::ErrorKind::ConnectionAborted.into());
-                }
+                self.shard.upgrade(conn, self.service, imap).await?;
                 imap.tls_established();
             }
         }
@@ -97,6 +93,10 @@ impl Protocol for Conn<'_> {
 
     fn on_news(&mut self, imap: &mut ImapSession) {
         self.refresh(imap, true);
+    }
+
+    fn trusted(&self, imap: &ImapSession) -> bool {
+        imap.is_authenticated()
     }
 
     fn on_timeout(&mut self) {

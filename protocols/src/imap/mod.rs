@@ -19,5 +19,6 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+pub use crate::session::Peer;
 pub use imap_codec::imap_types as types;
-pub use server::{Event, ImapConfig, ImapSession, Peer, CAPABILITIES, MAX_LOGIN_COMMAND};
+pub use server::{Event, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND};

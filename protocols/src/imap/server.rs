@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
-use crate::session::{Session, Timers};
+use crate::session::{Peer, Session, Timers};
 
 /// What the server can do once logged in (and before, with the login
 /// capabilities of [`ImapSession::capabilities`] added).
@@ -68,25 +68,6 @@ impl Default for ImapConfig {
             tls_available: false,
             idle_timeout: Duration::from_secs(1800),
             login_timeout: Duration::from_secs(180),
-        }
-    }
-}
-
-/// What the driver knows about the client when the session starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    /// TLS from the first byte (IMAPS, RFC 8314).
-    pub implicit_tls: bool,
-    /// LOGIN and AUTHENTICATE may be used before TLS (loopback clients,
-    /// by configuration).
-    pub plaintext_auth: bool,
-}
-
-impl Default for Peer {
-    fn default() -> Self {
-        Peer {
-            implicit_tls: false,
-            plaintext_auth: true,
         }
     }
 }

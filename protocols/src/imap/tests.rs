@@ -218,7 +218,7 @@ fn garbage_never_panics_and_cuts_change_nothing() {
 
 #[test]
 fn starttls_and_logindisabled() {
-    use super::server::{ImapSession, Peer};
+    use super::{ImapSession, Peer};
     use std::sync::Arc;
     let strict = Peer {
         implicit_tls: false,

@@ -41,6 +41,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+pub use crate::session::Peer;
 pub use maildrop::{MessageInfo, MAX_UID_LEN};
 pub use replies::Reply;
-pub use server::{Event, Peer, Pop3Config, Pop3Session, MAX_COMMAND_LEN};
+pub use server::{Event, Pop3Config, Pop3Session, MAX_COMMAND_LEN};

@@ -42,7 +42,7 @@ use super::maildrop::{DeleteError, Maildrop, MessageInfo};
 use super::replies::{self, Offer, Reply};
 use crate::line::{Line, LineReader};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
-use crate::session::{Session, Timers};
+use crate::session::{Peer, Session, Timers};
 
 /// The command-line limit RFC 2449 §4 sets: 255 octets including CRLF.
 pub const MAX_COMMAND_LEN: usize = 255;
@@ -84,15 +84,6 @@ impl Default for Pop3Config {
             login_timeout: Duration::from_secs(180),
         }
     }
-}
-
-/// What the driver knows about the client when the session starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    /// TLS from the first byte (POP3S).
-    pub implicit_tls: bool,
-    /// USER/PASS and AUTH may be used before TLS.
-    pub plaintext_auth: bool,
 }
 
 fn config_plaintext(config: &Pop3Config) -> bool {
