@@ -610,3 +610,88 @@ fn user_accounts_and_a_running_server() {
     );
     assert!(ok, "stopped: {err}");
 }
+
+#[test]
+fn sighup_reloads_certificates_and_logs_are_plain_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("ringpost.log")).unwrap();
+    let mut child = Command::new(RINGPOST)
+        .args([
+            "serve",
+            "--ephemeral-ports",
+            "127.0.0.1",
+            "--no-relay",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("ringpost starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut tls = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim_start().starts_with("tls ") {
+            tls = line.clone();
+        }
+        if line.trim_start().starts_with("relay ") {
+            break;
+        }
+    }
+    assert!(tls.contains("self-signed"), "{tls}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let reloaded = lines.next().unwrap().unwrap();
+    assert!(
+        reloaded.starts_with("ringpost: certificates reloaded: ")
+            && reloaded.contains("self-signed"),
+        "{reloaded}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // stderr went to a file: no colour escapes in it.
+    let text = std::fs::read_to_string(dir.path().join("ringpost.log")).unwrap();
+    assert!(text.contains("ringpost started"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in the log file");
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(RINGPOST)
+        .args([
+            "serve",
+            "--ephemeral-ports",
+            "127.0.0.1",
+            "--no-relay",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringpost starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in out.by_ref() {
+        if line.unwrap().trim_start().starts_with("relay ") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut started = false;
+    for line in err.lines() {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        started |= line.contains("\"message\":\"ringpost started\"");
+    }
+    assert!(started, "{err}");
+}

@@ -56,29 +56,36 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Hold `bytes` (less the free part), waiting for room if it grows.
-    /// A session that became trusted gives its untrusted share back.
-    pub(crate) async fn hold(&mut self, bytes: usize, trusted: bool) {
+    /// What holding `bytes` means for each pool: (untrusted, total).
+    fn targets(&self, bytes: usize, trusted: bool) -> (u64, u64) {
         let target = bytes.saturating_sub(FREE_PER_SESSION) as u64;
         // A single request bigger than a pool could never be granted: cap
         // it at the pool, which then serializes such sessions.
-        let untrusted_target = if trusted {
+        let untrusted = if trusted {
             0
         } else {
             target.min(self.budget.limit / 2)
         };
-        adjust(
-            &self.budget.untrusted,
-            &mut self.untrusted,
-            untrusted_target,
-        )
-        .await;
-        adjust(
-            &self.budget.total,
-            &mut self.total,
-            target.min(self.budget.limit),
-        )
-        .await;
+        (untrusted, target.min(self.budget.limit))
+    }
+
+    /// Whether holding `bytes` needs no wait: it shrinks, stays, or fits in
+    /// what is free now. (The common case: the caller then skips a timer.)
+    pub(crate) fn fits(&self, bytes: usize, trusted: bool) -> bool {
+        let (untrusted, total) = self.targets(bytes, trusted);
+        let more = |want: u64, held: u64, pool: &Semaphore| {
+            want <= held || pool.available() >= want - held
+        };
+        more(untrusted, self.untrusted, &self.budget.untrusted)
+            && more(total, self.total, &self.budget.total)
+    }
+
+    /// Hold `bytes` (less the free part), waiting for room if it grows.
+    /// A session that became trusted gives its untrusted share back.
+    pub(crate) async fn hold(&mut self, bytes: usize, trusted: bool) {
+        let (untrusted, total) = self.targets(bytes, trusted);
+        adjust(&self.budget.untrusted, &mut self.untrusted, untrusted).await;
+        adjust(&self.budget.total, &mut self.total, total).await;
     }
 }
 

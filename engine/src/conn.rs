@@ -220,13 +220,29 @@ impl Connection {
         self.buf.len()
     }
 
-    /// Read more into the buffer. Ok(0) is the end of the stream.
-    async fn read(&mut self) -> io::Result<usize> {
+    /// Read more into the buffer, giving up at `deadline`
+    /// (`ErrorKind::TimedOut`). Ok(0) is the end of the stream. The deadline
+    /// becomes the socket's read timeout, which io_uring links to the read:
+    /// no timer of our own per read.
+    async fn read(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
         if self.end == self.buf.len() {
             // Only unconsumed bytes remain; make room behind them.
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         }
+        let timeout = match deadline {
+            None => None,
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if left >= Duration::from_millis(1) => Some(left),
+                _ => return Err(io::ErrorKind::TimedOut.into()),
+            },
+        };
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Upgrading => return Err(io::ErrorKind::NotConnected.into()),
+        };
+        tcp.set_read_timeout(timeout)?;
         let room = &mut self.buf[self.end..];
         let wanted = room.len();
         let n = match &mut self.stream {
@@ -311,8 +327,11 @@ pub(crate) async fn drive<P: Protocol>(
     session.handle_timeout(Instant::now());
     loop {
         // Feed until the session neither consumes input nor asks anything.
+        // One clock read for what arrived in one read (events answered in
+        // between only move deadlines the session sets itself).
+        let now = Instant::now();
         loop {
-            let consumed = session.receive(Instant::now(), conn.unread());
+            let consumed = session.receive(now, conn.unread());
             conn.consume(consumed);
             let mut asked = false;
             while let Some(event) = session.poll_event() {
@@ -337,19 +356,32 @@ pub(crate) async fn drive<P: Protocol>(
         let holding = session.buffered() + conn.buffer_size().max(READ_BUFFER);
         let is_trusted = protocol.trusted(session);
         let read = async {
-            lease.hold(holding, is_trusted).await;
-            Wake::Read(conn.read().await)
-        };
-        let timer = async {
-            match deadline {
-                Some(at) => {
-                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
-                    Wake::Deadline
+            if !lease.fits(holding, is_trusted) {
+                // Over budget: wait for room, but not past the deadline.
+                let room = async {
+                    lease.hold(holding, is_trusted).await;
+                    true
+                };
+                let late = async {
+                    match deadline {
+                        Some(at) => {
+                            let left = at.saturating_duration_since(Instant::now());
+                            glommio::timer::sleep(left).await;
+                            false
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                if !room.or(late).await {
+                    return Wake::Deadline;
                 }
-                None => std::future::pending().await,
+            }
+            lease.hold(holding, is_trusted).await;
+            match conn.read(deadline).await {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Wake::Deadline,
+                read => Wake::Read(read),
             }
         };
-        let read = read.or(timer);
         let news = protocol.news(session);
         let heard = async {
             match news {

@@ -790,3 +790,66 @@ fn a_full_disk_refuses_mail_loses_nothing_and_recovers_by_itself() {
         acked
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_dropped() {
+    let (server, _data) = start_server(|c| c.tls.handshake_timeout_secs = 1);
+    let mut stream = TcpStream::connect(server.imaps_addr().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    // Nothing sent, nothing heard: closed after the handshake timeout.
+    assert_eq!(stream.read(&mut buf).unwrap_or(0), 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // Garbage instead of a ClientHello fails at once.
+    let mut stream = TcpStream::connect(server.submissions_addr().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"EHLO plaintext.test\r\n").unwrap();
+    let _ = stream.read(&mut buf);
+    // The alert may reach us before the server counts the failure.
+    std::thread::sleep(Duration::from_millis(200));
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains(
+            "ringpost_tls_handshakes_total{service=\"imaps\",result=\"timeout\",version=\"\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringpost_tls_handshakes_total{service=\"submissions\",result=\"protocol\",version=\"\"} 1"),
+        "{metrics}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn an_account_over_its_sending_rate_is_told_to_wait() {
+    let (server, _data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.submission.max_messages_per_hour = 2;
+    });
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = Client::connect(server.submission_addr().unwrap());
+    c.cmd("EHLO client.test");
+    let plain = ringpost_protocols::sasl::encode(b"\0alice@ours.test\0secret");
+    assert!(c.cmd(&format!("AUTH PLAIN {plain}")).starts_with("235"));
+    for n in 0..2 {
+        assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<friend@far.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let reply = c.cmd(&format!("Subject: {n}\r\n\r\nhi\r\n."));
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
+    let reply = c.cmd("RCPT TO:<friend@far.test>");
+    assert!(reply.starts_with("450 4.7.1"), "{reply}");
+    server.shutdown();
+}
