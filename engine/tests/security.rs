@@ -851,5 +851,6 @@ fn an_account_over_its_sending_rate_is_told_to_wait() {
     assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
     let reply = c.cmd("RCPT TO:<friend@far.test>");
     assert!(reply.starts_with("450 4.7.1"), "{reply}");
+    c.cmd("QUIT");
     server.shutdown();
 }
