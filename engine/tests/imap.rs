@@ -146,3 +146,98 @@ fn a_late_reader_gets_a_large_fetch_whole() {
     )));
     server.shutdown();
 }
+
+/// Log in as alice and select INBOX.
+fn alice_in_inbox(server: &ringpost_engine::RunningServer) -> LineClient {
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    assert!(c.tagged("l", "LOGIN alice@ours.test secret")[0].starts_with("l OK"));
+    assert!(c
+        .tagged("s", "SELECT INBOX")
+        .last()
+        .unwrap()
+        .starts_with("s OK"));
+    c
+}
+
+#[test]
+fn two_sessions_changing_flags_at_once_keep_both_changes() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let append = a.tagged("p", "APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"), "{append:?}");
+    let mut b = alice_in_inbox(&server);
+    // A adds \Answered; B, which has not heard of that, removes \Seen.
+    let reply = a.tagged("a", "STORE 1 +FLAGS (\\Answered)");
+    assert!(reply.last().unwrap().starts_with("a OK"), "{reply:?}");
+    let reply = b.tagged("b", "STORE 1 -FLAGS (\\Seen)");
+    // B's own answer already shows the flags as stored: A's \Answered kept.
+    assert!(
+        reply.iter().any(|l| l.contains("FLAGS (\\Answered)")),
+        "{reply:?}"
+    );
+    let mut c = alice_in_inbox(&server);
+    let fetched = c.tagged("f", "FETCH 1 (FLAGS)");
+    assert!(
+        fetched
+            .iter()
+            .any(|l| l == "* 1 FETCH (FLAGS (\\Answered))\r\n"),
+        "{fetched:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn appends_exists_comes_before_its_tagged_ok() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    for n in 1..=20 {
+        let reply = a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+        assert_eq!(
+            reply[0],
+            format!("* {n} EXISTS\r\n"),
+            "append {n}: {reply:?}"
+        );
+        assert!(reply.last().unwrap().starts_with("p OK [APPENDUID"));
+    }
+    server.shutdown();
+}
+
+#[test]
+fn lsub_with_percent_shows_noselect_parents_of_subscribed_children() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    c.tagged("l", "LOGIN alice@ours.test secret");
+    for name in ["foo", "foo/bar", "top"] {
+        assert!(c
+            .tagged("c", &format!("CREATE {name}"))
+            .last()
+            .unwrap()
+            .starts_with("c OK"));
+    }
+    // foo/bar and top are subscribed, foo is not.
+    c.tagged("s1", "SUBSCRIBE foo/bar");
+    c.tagged("s2", "SUBSCRIBE top");
+    let reply = c.tagged("x", "LSUB \"\" %");
+    assert!(
+        reply.contains(&"* LSUB (\\HasChildren \\Noselect) \"/\" foo\r\n".to_string()),
+        "{reply:?}"
+    );
+    assert!(
+        reply
+            .iter()
+            .any(|l| l.starts_with("* LSUB") && l.ends_with(" top\r\n")),
+        "{reply:?}"
+    );
+    assert!(!reply.iter().any(|l| l.contains("foo/bar")), "{reply:?}");
+    // With `*`, the child itself.
+    let reply = c.tagged("y", "LSUB \"\" *");
+    assert!(
+        reply.iter().any(|l| l.ends_with(" foo/bar\r\n")),
+        "{reply:?}"
+    );
+    assert!(!reply.iter().any(|l| l.ends_with(" foo\r\n")), "{reply:?}");
+    server.shutdown();
+}

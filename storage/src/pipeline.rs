@@ -77,7 +77,7 @@ pub struct CommitReport {
 /// It runs before the waiters are answered, so keep it short.
 pub type Observer = Box<dyn Fn(&CommitReport) + Send>;
 
-/// Called on the writer thread, after the waiters are answered, with each
+/// Called on the writer thread, before the waiters are answered, with each
 /// account whose mailboxes a write changed (lowercased). Sessions waiting
 /// in IMAP IDLE learn of new mail through it; keep it short.
 pub type MailboxListener = Box<dyn Fn(&str) + Send>;
@@ -357,14 +357,17 @@ impl Writer {
             observer(&report);
         }
         let changed = self.sequencer.finish_group(outcome.is_ok());
-        for (done, applied) in waiters.drain(..) {
-            // The waiter may have given up (its future dropped): nothing to tell.
-            let _ = done.send(outcome.clone().map(|()| applied));
-        }
+        // News first, answers after: a session that changed its own mailbox
+        // (APPEND, COPY into it) has heard of it by the time its commit
+        // returns, so it reports EXISTS before its tagged OK.
         if let Some(listener) = &self.listener {
             for user in &changed {
                 listener(user);
             }
+        }
+        for (done, applied) in waiters.drain(..) {
+            // The waiter may have given up (its future dropped): nothing to tell.
+            let _ = done.send(outcome.clone().map(|()| applied));
         }
     }
 }

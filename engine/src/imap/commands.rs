@@ -1,8 +1,8 @@
 //! The mailbox commands of RFC 9051 §6.3 and §6.4, run against the store.
 
 use super::convert::{
-    combine, flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern,
-    micros_of, to_mailbox,
+    flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern, micros_of,
+    to_mailbox,
 };
 use super::view::{send_flags, View};
 use super::{fetch, imap_tag::Tag, Conn};
@@ -16,7 +16,9 @@ use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
 use ringpost_protocols::imap::ImapSession;
-use ringpost_storage::mailbox::{self, flag, Applied, Change, MailboxRow, Refusal, INBOX};
+use ringpost_storage::mailbox::{
+    self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
+};
 use ringpost_storage::{spool, Family, StoreError, WriteBatch};
 use std::io;
 use std::num::NonZeroU32;
@@ -226,7 +228,7 @@ impl Conn<'_> {
     async fn commit_one(&self, change: Change) -> Result<Applied, StoreError> {
         let mut batch = WriteBatch::new();
         batch.change(change);
-        Ok(self.commit(batch).await?[0])
+        Ok(self.commit(batch).await?.remove(0))
     }
 
     async fn create(&self, name: &str) -> Outcome {
@@ -336,39 +338,59 @@ impl Conn<'_> {
             );
         }
         let full = format!("{reference}{pattern}");
-        for mailbox in &all {
-            let name = mailbox.name.as_str();
-            let matched = if name == INBOX {
+        let matches = |name: &str| {
+            if name == INBOX {
                 matches_pattern(full.to_ascii_uppercase().as_bytes(), b"INBOX")
             } else {
                 matches_pattern(full.as_bytes(), name.as_bytes())
-            };
-            if !matched || (lsub && !mailbox.meta.subscribed) {
+            }
+        };
+        // Name → shown as \Noselect. LSUB with `%` (RFC 3501 §6.3.9): a
+        // subscribed mailbox below what `%` reaches shows its ancestor at
+        // that level, flagged \Noselect unless the ancestor is subscribed.
+        let mut shown: std::collections::BTreeMap<&str, bool> = Default::default();
+        for mailbox in &all {
+            let name = mailbox.name.as_str();
+            if lsub && !mailbox.meta.subscribed {
                 continue;
             }
+            if matches(name) {
+                shown.insert(name, false);
+            } else if lsub {
+                let ancestors = name.match_indices('/').map(|(at, _)| &name[..at]);
+                if let Some(ancestor) = ancestors.rev().find(|a| matches(a)) {
+                    shown.entry(ancestor).or_insert(true);
+                }
+            }
+        }
+        let atom = |text: &'static str| {
+            FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
+                text,
+            ))
+        };
+        for (name, noselect) in shown {
             let children = all.iter().any(|m| m.name.starts_with(&format!("{name}/")));
-            let attribute = if children {
-                FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
-                    "HasChildren",
-                ))
+            let mut items = vec![atom(if children {
+                "HasChildren"
             } else {
-                FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
-                    "HasNoChildren",
-                ))
-            };
+                "HasNoChildren"
+            })];
+            if noselect {
+                items.push(FlagNameAttribute::Noselect);
+            }
             let Some(mailbox) = to_mailbox(name) else {
                 continue;
             };
             let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
             let data = if lsub {
                 Data::Lsub {
-                    items: vec![attribute],
+                    items,
                     delimiter,
                     mailbox,
                 }
             } else {
                 Data::List {
-                    items: vec![attribute],
+                    items,
                     delimiter,
                     mailbox,
                 }
@@ -526,34 +548,35 @@ impl Conn<'_> {
             return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
         }
         let picked = view.select(set, uid);
+        if picked.is_empty() {
+            return Ok(Done::Ok("STORE completed"));
+        }
+        // The change itself goes to the commit writer, which applies it to
+        // the flags as stored: another session's change made meanwhile
+        // (which this view may not show yet) is kept.
+        let how = match kind {
+            StoreType::Replace => FlagChange::Replace,
+            StoreType::Add => FlagChange::Add,
+            StoreType::Remove => FlagChange::Remove,
+        };
         let mut batch = WriteBatch::new();
-        let mut targets = Vec::with_capacity(picked.len());
         for &index in &picked {
-            let message = &view.messages[index];
-            let new = match kind {
-                StoreType::Replace => change.clone(),
-                StoreType::Add => combine(&message.row.flags, change, true),
-                StoreType::Remove => combine(&message.row.flags, change, false),
-            };
             batch.change(Change::SetFlags {
                 user: self.user().to_owned(),
                 mailbox: view.name.clone(),
                 uidvalidity: view.uidvalidity,
-                uid: message.uid,
-                flags: new.clone(),
+                uid: view.messages[index].uid,
+                how,
+                flags: change.clone(),
             });
-            targets.push((index, new));
-        }
-        if targets.is_empty() {
-            return Ok(Done::Ok("STORE completed"));
         }
         let applied = self.commit(batch).await?;
         let view = self.view.as_mut().expect("checked above");
-        for ((index, new), applied) in targets.into_iter().zip(applied) {
-            if applied == Applied::Gone {
-                continue;
-            }
-            view.messages[index].row.flags = new;
+        for (index, applied) in picked.into_iter().zip(applied) {
+            let Applied::Flags { flags, .. } = applied else {
+                continue; // expunged meanwhile
+            };
+            view.messages[index].row.flags = flags;
             if response == StoreResponse::Answer {
                 send_flags(imap, index + 1, &view.messages[index], uid);
             }

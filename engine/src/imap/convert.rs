@@ -58,24 +58,6 @@ pub(crate) fn flags_from_imap(flags: &[Flag<'_>]) -> Flags {
     out
 }
 
-/// `flags` with `change` added or removed (STORE +FLAGS / -FLAGS).
-pub(crate) fn combine(flags: &Flags, change: &Flags, add: bool) -> Flags {
-    let mut out = flags.clone();
-    if add {
-        out.system |= change.system;
-        for k in &change.keywords {
-            if !out.keywords.iter().any(|have| have.eq_ignore_ascii_case(k)) {
-                out.keywords.push(k.clone());
-            }
-        }
-    } else {
-        out.system &= !change.system;
-        out.keywords
-            .retain(|have| !change.keywords.iter().any(|k| k.eq_ignore_ascii_case(have)));
-    }
-    out
-}
-
 /// A mailbox name as the store keys it: INBOX in any case is INBOX; other
 /// names as the client wrote them (modified UTF-7 or UTF-8), without a
 /// trailing hierarchy delimiter.
@@ -152,7 +134,7 @@ mod tests {
         assert_eq!(stored.system, flag::SEEN | flag::DELETED);
         assert_eq!(flags_to_imap(&stored), imap);
         let minus = flags_from_imap(&[Flag::Seen, Flag::Keyword(Atom::try_from("work").unwrap())]);
-        let left = combine(&stored, &minus, false);
+        let left = stored.changed(ringpost_storage::mailbox::FlagChange::Remove, &minus);
         assert_eq!(left.system, flag::DELETED);
         assert!(left.keywords.is_empty());
     }

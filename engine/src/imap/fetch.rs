@@ -15,7 +15,7 @@ use ringpost_protocols::imap::types::flag::FlagFetch;
 use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::{mime, ImapSession};
-use ringpost_storage::mailbox::{flag, Change};
+use ringpost_storage::mailbox::{flag, Applied, Change, FlagChange, Flags};
 use ringpost_storage::{spool, Pinned, WriteBatch};
 use std::io;
 use std::num::NonZeroU32;
@@ -200,27 +200,34 @@ pub(super) async fn run(
         let view = conn.view.as_ref().expect("checked above");
         let mut batch = WriteBatch::new();
         for &index in &seen {
-            let message = &view.messages[index];
-            let mut flags = message.row.flags.clone();
-            flags.system |= flag::SEEN;
             batch.change(Change::SetFlags {
                 user: view.user.clone(),
                 mailbox: view.name.clone(),
                 uidvalidity: view.uidvalidity,
-                uid: message.uid,
-                flags,
+                uid: view.messages[index].uid,
+                how: FlagChange::Add,
+                flags: Flags {
+                    system: flag::SEEN,
+                    keywords: Vec::new(),
+                },
             });
         }
-        if let Err(e) = conn.commit(batch).await {
-            return Ok(Err(e));
-        }
+        let applied = match conn.commit(batch).await {
+            Ok(applied) => applied,
+            Err(e) => return Ok(Err(e)),
+        };
         let view = conn.view.as_mut().expect("checked above");
-        for index in seen {
-            view.messages[index].row.flags.system |= flag::SEEN;
+        for (index, applied) in seen.into_iter().zip(applied) {
+            if let Applied::Flags { flags, .. } = applied {
+                view.messages[index].row.flags = flags;
+            }
         }
     }
     Ok(Ok(if missing {
-        Done::No(None, "some messages were expunged")
+        Done::No(
+            Some("EXPUNGEISSUED"),
+            "some of the requested messages no longer exist",
+        )
     } else {
         Done::Ok("FETCH completed")
     }))

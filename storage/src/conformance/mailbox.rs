@@ -2,7 +2,7 @@
 //! through the commit pipeline (the only way mailbox changes are applied).
 
 use super::{wait_until, Gated};
-use crate::mailbox::{self, flag, Applied, Change, Flags, MailboxRow, Refusal, INBOX};
+use crate::mailbox::{self, flag, Applied, Change, FlagChange, Flags, MailboxRow, Refusal, INBOX};
 use crate::spool::{self, Envelope, MessageId, NewMessage, QueueEntry};
 use crate::{CommitHandle, CommitPipeline, Family, PipelineConfig, Store, StoreError, WriteBatch};
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,7 @@ fn change(commits: &CommitHandle, change: Change) -> Result<Applied, StoreError>
     batch.change(change);
     commits
         .commit_changes_blocking(batch)
-        .map(|applied| applied[0])
+        .map(|mut applied| applied.remove(0))
 }
 
 fn inbox(store: &dyn Store, user: &str) -> mailbox::MailboxMeta {
@@ -275,8 +275,8 @@ pub fn mailbox_uids_are_sequenced(store: Arc<dyn Store>) {
                 (0..25u64)
                     .map(|n| {
                         let m = delivery(t * 100 + n, &["a@ours.test"], None);
-                        match commits.commit_changes_blocking(m.into_batch()).unwrap()[0] {
-                            Applied::Appended { uid, .. } => uid,
+                        match &commits.commit_changes_blocking(m.into_batch()).unwrap()[0] {
+                            Applied::Appended { uid, .. } => *uid,
                             other => panic!("{other:?}"),
                         }
                     })
@@ -371,17 +371,16 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
         mailbox: "Work".into(),
         uidvalidity,
         uid: 1,
+        how: FlagChange::Replace,
         flags: seen.clone(),
     };
     let modseq = work.highest_modseq + 1;
-    assert_eq!(
-        change(&commits, set_flags(work.uidvalidity)),
-        Ok(Applied::Changed { modseq })
-    );
-    assert_eq!(
-        change(&commits, set_flags(work.uidvalidity)),
-        Ok(Applied::Changed { modseq })
-    );
+    let flagged = Ok(Applied::Flags {
+        modseq,
+        flags: seen.clone(),
+    });
+    assert_eq!(change(&commits, set_flags(work.uidvalidity)), flagged);
+    assert_eq!(change(&commits, set_flags(work.uidvalidity)), flagged);
     assert_eq!(
         mailbox::row(store, user, work.uidvalidity, 1)
             .unwrap()
@@ -392,6 +391,41 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
     assert_eq!(
         change(&commits, set_flags(work.uidvalidity + 1)),
         Err(StoreError::Refused(Refusal::MailboxReplaced))
+    );
+
+    // +FLAGS and -FLAGS apply to the flags as stored: one session adds
+    // \Answered, another (which never saw it) removes \Seen; both stay done.
+    let flag_change = |how, system| Change::SetFlags {
+        user: user.into(),
+        mailbox: "Work".into(),
+        uidvalidity: work.uidvalidity,
+        uid: 1,
+        how,
+        flags: Flags {
+            system,
+            keywords: Vec::new(),
+        },
+    };
+    let mut both = WriteBatch::new();
+    both.change(flag_change(FlagChange::Add, flag::ANSWERED));
+    let added = commits.commit_changes_blocking(both).unwrap();
+    let mut other = WriteBatch::new();
+    other.change(flag_change(FlagChange::Remove, flag::SEEN));
+    let second = commits.commit_changes_blocking(other).unwrap();
+    let expected = Flags {
+        system: flag::ANSWERED,
+        keywords: vec!["$Label1".into()],
+    };
+    assert!(
+        matches!(&second[0], Applied::Flags { flags, .. } if *flags == expected),
+        "{added:?} {second:?}"
+    );
+    assert_eq!(
+        mailbox::row(store, user, work.uidvalidity, 1)
+            .unwrap()
+            .unwrap()
+            .flags,
+        expected
     );
 
     // Subscribe.

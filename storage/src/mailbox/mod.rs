@@ -74,6 +74,44 @@ impl Flags {
     pub fn has(&self, bits: u8) -> bool {
         self.system & bits == bits
     }
+
+    /// These flags after `how` with `change` (keywords compared without
+    /// regard to case, as IMAP does).
+    pub fn changed(&self, how: FlagChange, change: &Flags) -> Flags {
+        match how {
+            FlagChange::Replace => change.clone(),
+            FlagChange::Add => {
+                let mut out = self.clone();
+                out.system |= change.system;
+                for k in &change.keywords {
+                    if !out.keywords.iter().any(|have| have.eq_ignore_ascii_case(k)) {
+                        out.keywords.push(k.clone());
+                    }
+                }
+                out
+            }
+            FlagChange::Remove => {
+                let mut out = self.clone();
+                out.system &= !change.system;
+                out.keywords
+                    .retain(|have| !change.keywords.iter().any(|k| k.eq_ignore_ascii_case(have)));
+                out
+            }
+        }
+    }
+}
+
+/// How [`Change::SetFlags`] changes a message's flags. The commit writer
+/// applies it to the flags as stored, so two sessions that change one
+/// message at once never undo each other (IMAP `+FLAGS`/`-FLAGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagChange {
+    /// The flags become exactly these (`FLAGS`).
+    Replace,
+    /// These are added (`+FLAGS`).
+    Add,
+    /// These are taken away (`-FLAGS`).
+    Remove,
 }
 
 /// One message in one mailbox.
@@ -200,8 +238,10 @@ pub enum Change {
         /// The row to add (its `modseq` is assigned).
         row: MailboxRow,
     },
-    /// Replace the flags of one message. A row already gone is no error
-    /// ([`Applied::Gone`]): another session expunged it first.
+    /// Change the flags of one message, applied to the flags as stored
+    /// when the change is sequenced; answered with [`Applied::Flags`]. A
+    /// row already gone is no error ([`Applied::Gone`]): another session
+    /// expunged it first.
     SetFlags {
         /// Account name.
         user: String,
@@ -211,7 +251,9 @@ pub enum Change {
         uidvalidity: u32,
         /// The message.
         uid: u32,
-        /// Its new flags.
+        /// Replace, add or remove.
+        how: FlagChange,
+        /// The flags to set, add or remove.
         flags: Flags,
     },
     /// Remove one message. Already gone is no error ([`Applied::Gone`]):
@@ -291,7 +333,7 @@ impl Change {
 }
 
 /// What one [`Change`] did, in the order the changes were given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The message got this UID in the mailbox with this UIDVALIDITY.
     Appended {
@@ -302,10 +344,17 @@ pub enum Applied {
         /// The row's modseq.
         modseq: u64,
     },
-    /// A row changed (flags set or expunged); this is its new modseq.
+    /// A row was expunged; this is the mailbox's new highest modseq.
     Changed {
         /// The mailbox's new highest modseq.
         modseq: u64,
+    },
+    /// A message's flags are now these (changed or not), as of `modseq`.
+    Flags {
+        /// The row's modseq (new if the flags changed).
+        modseq: u64,
+        /// The flags as stored after the change.
+        flags: Flags,
     },
     /// The row was already gone: nothing to do.
     Gone,

@@ -201,6 +201,7 @@ impl View<'_> {
                 mailbox,
                 uidvalidity,
                 uid,
+                how,
                 flags,
             } => {
                 let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
@@ -209,16 +210,23 @@ impl View<'_> {
                     return Ok(Applied::Gone);
                 };
                 let mut row = MailboxRow::decode(&value)?;
-                if row.flags == *flags {
-                    return Ok(Applied::Changed { modseq: row.modseq });
+                // Applied to the flags as stored now, not as the session saw
+                // them: a concurrent +FLAGS from another session survives.
+                let new = row.flags.changed(*how, flags);
+                if row.flags == new {
+                    return Ok(Applied::Flags {
+                        modseq: row.modseq,
+                        flags: new,
+                    });
                 }
                 meta.highest_modseq += 1;
-                row.flags = flags.clone();
+                row.flags = new.clone();
                 row.modseq = meta.highest_modseq;
                 self.put(Family::Mailboxes, key, row.encode());
                 self.put_meta(user, mailbox, &meta);
-                Ok(Applied::Changed {
+                Ok(Applied::Flags {
                     modseq: meta.highest_modseq,
+                    flags: new,
                 })
             }
             Change::Expunge {
