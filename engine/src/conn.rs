@@ -295,7 +295,7 @@ pub(crate) trait Protocol {
     }
 
     /// [`Self::news`] fired.
-    fn on_news(&mut self, _session: &mut Self::Session) {}
+    async fn on_news(&mut self, _session: &mut Self::Session) {}
 
     /// The session was closed by one of its deadlines.
     fn on_timeout(&mut self) {}
@@ -406,7 +406,7 @@ pub(crate) async fn drive<P: Protocol>(
                 stopping = true;
                 session.shutdown();
             }
-            Wake::News => protocol.on_news(session),
+            Wake::News => protocol.on_news(session).await,
             // The client vanished: nothing it was not promised is kept.
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {}

@@ -241,3 +241,67 @@ fn lsub_with_percent_shows_noselect_parents_of_subscribed_children() {
     assert!(!reply.iter().any(|l| l.ends_with(" foo\r\n")), "{reply:?}");
     server.shutdown();
 }
+
+#[test]
+fn recent_goes_to_one_rev1_session_and_new_keywords_are_announced() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let (mut other, _) = LineClient::connect(server.imap_addr().unwrap());
+    other.tagged("l", "LOGIN alice@ours.test secret");
+    let append = other.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"), "{append:?}");
+    // A, selected, hears of it first and takes it as \Recent.
+    let noop = a.tagged("n", "NOOP");
+    assert_eq!(noop[..2], ["* 1 EXISTS\r\n", "* 1 RECENT\r\n"], "{noop:?}");
+    let fetched = a.tagged("f", "FETCH 1 FLAGS");
+    assert_eq!(fetched[0], "* 1 FETCH (FLAGS (\\Recent))\r\n");
+    assert_eq!(a.tagged("s", "SEARCH NEW")[0], "* SEARCH 1\r\n");
+    // B comes later: not recent for it, nor for STATUS.
+    let mut b = alice_in_inbox(&server);
+    assert_eq!(
+        b.tagged("f", "FETCH 1 FLAGS")[0],
+        "* 1 FETCH (FLAGS ())\r\n"
+    );
+    assert_eq!(b.tagged("s", "SEARCH RECENT")[0], "* SEARCH\r\n");
+    assert_eq!(b.tagged("o", "SEARCH OLD")[0], "* SEARCH 1\r\n");
+    let status = other.tagged("t", "STATUS INBOX (MESSAGES RECENT)");
+    assert_eq!(status[0], "* STATUS INBOX (MESSAGES 1 RECENT 0)\r\n");
+    // An IMAP4rev2 session is told nothing of \Recent.
+    let (mut rev2, _) = LineClient::connect(server.imap_addr().unwrap());
+    rev2.tagged("l", "LOGIN alice@ours.test secret");
+    assert_eq!(
+        rev2.tagged("e", "ENABLE IMAP4rev2")[0],
+        "* ENABLED IMAP4rev2\r\n"
+    );
+    let select = rev2.tagged("s", "SELECT INBOX");
+    assert!(!select.iter().any(|l| l.contains("RECENT")), "{select:?}");
+
+    // A new keyword is in FLAGS before any FETCH shows it, in the session
+    // that set it and in the others.
+    let stored = a.tagged("k", "STORE 1 +FLAGS ($Work)");
+    let flags = stored
+        .iter()
+        .position(|l| l.starts_with("* FLAGS ("))
+        .expect("FLAGS");
+    let fetch = stored
+        .iter()
+        .position(|l| l.starts_with("* 1 FETCH"))
+        .expect("FETCH");
+    assert!(
+        flags < fetch && stored[flags].contains("$Work"),
+        "{stored:?}"
+    );
+    let noop = b.tagged("n", "NOOP");
+    let flags = noop
+        .iter()
+        .position(|l| l.starts_with("* FLAGS ("))
+        .expect("FLAGS");
+    let fetch = noop
+        .iter()
+        .position(|l| l.starts_with("* 1 FETCH"))
+        .expect("FETCH");
+    assert!(flags < fetch && noop[flags].contains("$Work"), "{noop:?}");
+    assert!(noop[fetch].contains("$Work"), "{noop:?}");
+    server.shutdown();
+}

@@ -127,6 +127,11 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.string()).collect()
     }
 
+    /// Nothing is left: fields added later are absent from older values.
+    pub(crate) fn at_end(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Everything must have been read: trailing bytes mean a layout mismatch.
     pub(crate) fn finish(&self) -> Result<(), StoreError> {
         if self.rest.is_empty() {

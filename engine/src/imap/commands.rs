@@ -24,11 +24,6 @@ use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-/// The flags SELECT announces, and that clients may set.
-const FLAGS: &str = "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
-const PERMANENT_FLAGS: &str =
-    "OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags and keywords";
-
 impl Conn<'_> {
     /// Run one command and write its tagged answer.
     pub(super) async fn command(
@@ -160,7 +155,7 @@ impl Conn<'_> {
             }
             _ => Ok(Done::Bad("command not supported")),
         };
-        self.sync(imap, allow_expunge);
+        self.catch_up(imap, allow_expunge).await;
         match outcome {
             Ok(Done::Ok(text)) => imap.ok(tag, None, text),
             Ok(Done::OkCode(code, text)) => imap.ok(tag, Some(&code), text),
@@ -184,7 +179,8 @@ impl Conn<'_> {
             imap.untagged("OK [CLOSED] previous mailbox closed");
         }
         let store = &*self.shard.store;
-        let mut view = View::load(store, self.user(), name, read_only)?;
+        let show_recent = !imap.is_rev2();
+        let mut view = View::load(store, self.user(), name, read_only, show_recent)?;
         if view.is_none() && name == INBOX {
             // An account that never got mail has no INBOX yet.
             self.commit_one(Change::Create {
@@ -196,17 +192,19 @@ impl Conn<'_> {
                 StoreError::Refused(Refusal::MailboxExists) => Ok(Applied::Done),
                 e => Err(e),
             })?;
-            view = View::load(store, self.user(), name, read_only)?;
+            view = View::load(store, self.user(), name, read_only, show_recent)?;
         }
         let Some(view) = view else {
             return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
         };
         // News from before now is in the view already.
         self.take_news();
-        imap.untagged(FLAGS);
-        imap.untagged(PERMANENT_FLAGS);
+        self.view = Some(view);
+        self.claim_recent().await;
+        let view = self.view.as_ref().expect("just set");
+        view.send_flags_list(imap);
         imap.untagged(&format!("{} EXISTS", view.messages.len()));
-        imap.untagged("0 RECENT");
+        view.send_recent(imap);
         imap.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", view.uidvalidity));
         imap.untagged(&format!("OK [UIDNEXT {}] predicted next UID", view.uidnext));
         if let Some(first) = view
@@ -216,7 +214,6 @@ impl Conn<'_> {
         {
             imap.untagged(&format!("OK [UNSEEN {}] first unseen", first + 1));
         }
-        self.view = Some(view);
         imap.selected();
         Ok(if read_only {
             Done::OkCode("READ-ONLY".into(), "EXAMINE completed")
@@ -426,7 +423,11 @@ impl Conn<'_> {
         for item in items {
             out.push(match item {
                 StatusDataItemName::Messages => StatusDataItem::Messages(rows.len() as u32),
-                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::Recent => StatusDataItem::Recent(
+                    rows.iter()
+                        .filter(|(uid, _)| *uid >= meta.recent_from)
+                        .count() as u32,
+                ),
                 StatusDataItemName::UidNext => StatusDataItem::UidNext(
                     NonZeroU32::new(meta.uidnext).unwrap_or(NonZeroU32::MIN),
                 ),
@@ -506,6 +507,7 @@ impl Conn<'_> {
                 seq: index as u32 + 1,
                 uid: message.uid,
                 flags: &flags,
+                recent: message.recent,
                 internal_date: (message.row.internal_date / 1_000_000) as i64,
                 size: message.row.size,
             };
@@ -576,6 +578,7 @@ impl Conn<'_> {
             let Applied::Flags { flags, .. } = applied else {
                 continue; // expunged meanwhile
             };
+            view.announce(&flags, imap);
             view.messages[index].row.flags = flags;
             if response == StoreResponse::Answer {
                 send_flags(imap, index + 1, &view.messages[index], uid);

@@ -2,7 +2,7 @@
 //! written as they are rendered so a whole mailbox never sits in memory.
 
 use super::commands::{Done, Outcome};
-use super::convert::{flags_to_imap, internal_date};
+use super::convert::internal_date;
 use super::view::Message;
 use super::{Conn, FLUSH_AT};
 use crate::conn::Connection;
@@ -115,16 +115,7 @@ pub(super) async fn run(
                 },
                 MessageDataItemName::Flags => {
                     flags_sent = true;
-                    let mut flags = message.row.flags.clone();
-                    if sets_seen {
-                        flags.system |= flag::SEEN;
-                    }
-                    MessageDataItem::Flags(
-                        flags_to_imap(&flags)
-                            .into_iter()
-                            .map(FlagFetch::Flag)
-                            .collect(),
-                    )
+                    MessageDataItem::Flags(message.fetch_flags(sets_seen))
                 }
                 MessageDataItemName::InternalDate => {
                     MessageDataItem::InternalDate(internal_date(message.row.internal_date))
@@ -174,14 +165,7 @@ pub(super) async fn run(
         if newly_seen {
             seen.push(index);
             if !flags_sent {
-                let mut flags = message.row.flags.clone();
-                flags.system |= flag::SEEN;
-                out.push(MessageDataItem::Flags(
-                    flags_to_imap(&flags)
-                        .into_iter()
-                        .map(FlagFetch::Flag)
-                        .collect(),
-                ));
+                out.push(MessageDataItem::Flags(message.fetch_flags(true)));
             }
         }
         if let Ok(data) = Data::fetch(index as u32 + 1, out) {
@@ -286,10 +270,7 @@ impl Plain {
         body: Pinned<'a>,
         seen: bool,
     ) {
-        let mut flags = message.row.flags.clone();
-        if seen {
-            flags.system |= flag::SEEN;
-        }
+        let flags = flags_text(message, seen);
         let mut flags_written = false;
         let (mut pre, mut post) = (format!("* {seq} FETCH ("), String::new());
         let mut text = &mut pre;
@@ -302,7 +283,7 @@ impl Plain {
                 PlainItem::Size => text.push_str(&format!("RFC822.SIZE {}", message.row.size)),
                 PlainItem::Flags => {
                     flags_written = true;
-                    text.push_str(&flags_text(&flags));
+                    text.push_str(&flags);
                 }
                 PlainItem::Body(name) => {
                     text.push_str(&format!("{name} {{{}}}\r\n", body.len()));
@@ -312,7 +293,7 @@ impl Plain {
         }
         if seen && !flags_written {
             post.push(' ');
-            post.push_str(&flags_text(&flags));
+            post.push_str(&flags);
         }
         post.push_str(")\r\n");
         out.text(pre.as_bytes());
@@ -321,9 +302,16 @@ impl Plain {
     }
 }
 
-/// `FLAGS (...)` as IMAP writes it.
-fn flags_text(flags: &ringpost_storage::mailbox::Flags) -> String {
-    let names: Vec<String> = flags_to_imap(flags).iter().map(|f| f.to_string()).collect();
+/// `FLAGS (...)` of a message as IMAP writes it.
+fn flags_text(message: &Message, set_seen: bool) -> String {
+    let names: Vec<String> = message
+        .fetch_flags(set_seen)
+        .iter()
+        .map(|f| match f {
+            FlagFetch::Flag(flag) => flag.to_string(),
+            FlagFetch::Recent => "\\Recent".to_owned(),
+        })
+        .collect();
     format!("FLAGS ({})", names.join(" "))
 }
 

@@ -74,9 +74,9 @@ impl Protocol for Conn<'_> {
             } => self.login(imap, &tag, mechanism, &user, &password).await,
             Event::Command { tag, body } => self.command(imap, conn, &tag, *body).await?,
             // Updates come as they happen (`on_news`); nothing to do yet.
-            Event::Idle => self.sync(imap, true),
+            Event::Idle => self.catch_up(imap, true).await,
             Event::IdleDone => {
-                self.sync(imap, true);
+                self.catch_up(imap, true).await;
                 imap.idle_done();
             }
             Event::StartTls => {
@@ -91,8 +91,9 @@ impl Protocol for Conn<'_> {
         self.changes.clone().filter(|_| imap.is_idling())
     }
 
-    fn on_news(&mut self, imap: &mut ImapSession) {
+    async fn on_news(&mut self, imap: &mut ImapSession) {
         self.refresh(imap, true);
+        self.report_recent(imap).await;
     }
 
     fn trusted(&self, imap: &ImapSession) -> bool {
@@ -165,10 +166,51 @@ impl Conn<'_> {
         }
     }
 
-    /// Bring the selected mailbox up to date if something changed.
-    fn sync(&mut self, imap: &mut ImapSession, allow_expunge: bool) {
+    /// Bring the selected mailbox up to date if something changed, and
+    /// claim what is new as `\Recent`.
+    async fn catch_up(&mut self, imap: &mut ImapSession, allow_expunge: bool) {
         if self.take_news() {
             self.refresh(imap, allow_expunge);
+        }
+        self.report_recent(imap).await;
+    }
+
+    /// Claim new messages as `\Recent` and send RECENT if that changed
+    /// their number.
+    async fn report_recent(&mut self, imap: &mut ImapSession) {
+        if self.claim_recent().await {
+            if let Some(view) = &self.view {
+                view.send_recent(imap);
+            }
+        }
+    }
+
+    /// An IMAP4rev1 read-write session takes the messages no session has
+    /// seen as its `\Recent` ones (see `Change::ClaimRecent`). Returns
+    /// whether any became recent here. A failed claim only costs the flag.
+    async fn claim_recent(&mut self) -> bool {
+        let Some(view) = self.view.as_ref().filter(|v| v.wants_recent()) else {
+            return false;
+        };
+        let claim = Change::ClaimRecent {
+            user: self.user().to_owned(),
+            mailbox: view.name.clone(),
+            uidvalidity: view.uidvalidity,
+            up_to: view.uidnext,
+        };
+        let mut batch = ringpost_storage::WriteBatch::new();
+        batch.change(claim);
+        let applied = self.commit(batch).await;
+        let Some(view) = self.view.as_mut() else {
+            return false;
+        };
+        match applied.as_deref() {
+            Ok([ringpost_storage::mailbox::Applied::Recent { from }]) => view.mark_recent(*from),
+            _ => {
+                // Not claimed: don't ask again for these.
+                view.recent_to = view.uidnext;
+                false
+            }
         }
     }
 

@@ -7,6 +7,11 @@
 //! flags changed elsewhere, EXISTS for new rows. Expunges are held back
 //! while a FETCH, STORE or SEARCH by sequence number runs, as the RFC
 //! requires; the rows stay in the view until the next chance.
+//!
+//! The view also keeps what only this session knows: which messages are
+//! `\Recent` to it (IMAP4rev1 sessions; claimed through the commit writer
+//! so only one session gets each) and which keywords the client has been
+//! told of in FLAGS, so a new keyword is announced before it is used.
 
 use super::convert::flags_to_imap;
 use ringpost_protocols::imap::types::fetch::MessageDataItem;
@@ -14,7 +19,7 @@ use ringpost_protocols::imap::types::flag::FlagFetch;
 use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use ringpost_protocols::imap::ImapSession;
-use ringpost_storage::mailbox::{self, MailboxRow};
+use ringpost_storage::mailbox::{self, Flags, MailboxMeta, MailboxRow};
 use ringpost_storage::{Store, StoreError};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -26,7 +31,28 @@ pub(crate) struct Message {
     pub uid: u32,
     /// Its row as last seen.
     pub row: MailboxRow,
+    /// `\Recent` in this session.
+    pub recent: bool,
 }
+
+impl Message {
+    /// Its flags as FETCH shows them, with `\Seen` added when the FETCH
+    /// itself sets it.
+    pub fn fetch_flags(&self, set_seen: bool) -> Vec<FlagFetch<'static>> {
+        let mut flags = flags_to_imap(&self.row.flags);
+        if set_seen && !self.row.flags.has(mailbox::flag::SEEN) {
+            flags.insert(0, ringpost_protocols::imap::types::flag::Flag::Seen);
+        }
+        let mut out: Vec<FlagFetch<'static>> = flags.into_iter().map(FlagFetch::Flag).collect();
+        if self.recent {
+            out.push(FlagFetch::Recent);
+        }
+        out
+    }
+}
+
+/// The system flags, as FLAGS and PERMANENTFLAGS list them.
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// The selected mailbox.
 pub(crate) struct View {
@@ -42,6 +68,13 @@ pub(crate) struct View {
     pub read_only: bool,
     /// By sequence number - 1.
     pub messages: Vec<Message>,
+    /// Messages below this UID have been claimed for `\Recent` (by this
+    /// session or another); see [`View::mark_recent`].
+    pub recent_to: u32,
+    /// The keywords the client has been told of in FLAGS.
+    keywords: Vec<String>,
+    /// Show `\Recent` (an IMAP4rev1 session).
+    show_recent: bool,
 }
 
 impl View {
@@ -51,22 +84,113 @@ impl View {
         user: &str,
         name: &str,
         read_only: bool,
+        show_recent: bool,
     ) -> Result<Option<View>, StoreError> {
         let Some(meta) = mailbox::meta(store, user, name)? else {
             return Ok(None);
         };
-        let messages = mailbox::all_rows(store, user, meta.uidvalidity)?
-            .into_iter()
-            .map(|(uid, row)| Message { uid, row })
-            .collect();
-        Ok(Some(View {
+        let mut view = View {
             user: user.to_owned(),
             name: mailbox::normalize_name(name).to_owned(),
             uidvalidity: meta.uidvalidity,
             uidnext: meta.uidnext,
             read_only,
-            messages,
-        }))
+            messages: Vec::new(),
+            recent_to: 0,
+            keywords: Vec::new(),
+            show_recent,
+        };
+        for (uid, row) in mailbox::all_rows(store, user, meta.uidvalidity)? {
+            view.learn(&row.flags);
+            let recent = view.seen_as_recent(&meta, uid);
+            view.messages.push(Message { uid, row, recent });
+        }
+        Ok(Some(view))
+    }
+
+    /// A message a read-only session finds: `\Recent` if no read-write
+    /// session has claimed it (EXAMINE shows `\Recent` but takes nothing).
+    /// A read-write session's messages become recent by [`View::mark_recent`].
+    fn seen_as_recent(&self, meta: &MailboxMeta, uid: u32) -> bool {
+        self.show_recent && self.read_only && uid >= meta.recent_from
+    }
+
+    /// This session claimed `from..self.uidnext` (see
+    /// `Change::ClaimRecent`): those of its messages are `\Recent`.
+    /// Returns whether any became so.
+    pub fn mark_recent(&mut self, from: u32) -> bool {
+        let to = self.uidnext;
+        self.recent_to = to;
+        let mut marked = false;
+        let start = self.messages.partition_point(|m| m.uid < from);
+        for message in &mut self.messages[start..] {
+            if message.uid >= to {
+                break;
+            }
+            marked |= !message.recent;
+            message.recent = true;
+        }
+        marked
+    }
+
+    /// Whether this session should claim `\Recent` messages now: it shows
+    /// them, may take them, and has messages it has not claimed yet.
+    pub fn wants_recent(&self) -> bool {
+        self.show_recent && !self.read_only && self.recent_to < self.uidnext
+    }
+
+    /// How many messages are `\Recent` in this session.
+    pub fn recent(&self) -> usize {
+        self.messages.iter().filter(|m| m.recent).count()
+    }
+
+    /// `* n RECENT`, for IMAP4rev1 sessions.
+    pub fn send_recent(&self, session: &mut ImapSession) {
+        if self.show_recent {
+            session.untagged(&format!("{} RECENT", self.recent()));
+        }
+    }
+
+    /// Note the keywords of `flags`; true if one is new to the client.
+    pub fn learn(&mut self, flags: &Flags) -> bool {
+        let mut new = false;
+        for keyword in &flags.keywords {
+            if !self
+                .keywords
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(keyword))
+            {
+                self.keywords.push(keyword.clone());
+                new = true;
+            }
+        }
+        new
+    }
+
+    /// FLAGS and PERMANENTFLAGS with every keyword the mailbox uses (RFC
+    /// 9051 §7.3.5: a client must be told of a keyword before it sees it).
+    pub fn send_flags_list(&self, session: &mut ImapSession) {
+        let mut keywords = String::new();
+        for keyword in &self.keywords {
+            keywords.push(' ');
+            keywords.push_str(keyword);
+        }
+        session.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{keywords})"));
+        if self.read_only {
+            session.untagged("OK [PERMANENTFLAGS ()] read-only");
+        } else {
+            session.untagged(&format!(
+                "OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{keywords} \\*)] flags and keywords"
+            ));
+        }
+    }
+
+    /// Learn the flags of a message about to be shown, announcing new
+    /// keywords first.
+    pub fn announce(&mut self, flags: &Flags, session: &mut ImapSession) {
+        if self.learn(flags) {
+            self.send_flags_list(session);
+        }
     }
 
     /// Catch up with the store and tell the client what changed. Returns
@@ -98,25 +222,32 @@ impl View {
                 }
             }
         }
-        for (index, message) in self.messages.iter_mut().enumerate() {
-            if let Some(row) = current.remove(&message.uid) {
-                if row.flags != message.row.flags {
-                    message.row = row;
-                    send_flags(session, index + 1, message, false);
-                } else {
-                    message.row = row;
-                }
+        for index in 0..self.messages.len() {
+            let Some(row) = current.remove(&self.messages[index].uid) else {
+                continue;
+            };
+            let changed = row.flags != self.messages[index].row.flags;
+            if changed {
+                self.announce(&row.flags, session);
+            }
+            self.messages[index].row = row;
+            if changed {
+                send_flags(session, index + 1, &self.messages[index], false);
             }
         }
         if !current.is_empty() {
             let mut new: Vec<(u32, MailboxRow)> = current.into_iter().collect();
             new.sort_unstable_by_key(|(uid, _)| *uid);
             let last = self.messages.last().map_or(0, |m| m.uid);
-            self.messages.extend(
-                new.into_iter()
-                    .filter(|(uid, _)| *uid > last)
-                    .map(|(uid, row)| Message { uid, row }),
-            );
+            let mut announce = false;
+            for (uid, row) in new.into_iter().filter(|(uid, _)| *uid > last) {
+                announce |= self.learn(&row.flags);
+                let recent = self.seen_as_recent(&meta, uid);
+                self.messages.push(Message { uid, row, recent });
+            }
+            if announce {
+                self.send_flags_list(session);
+            }
             session.untagged(&format!("{} EXISTS", self.messages.len()));
         }
         Ok(true)
@@ -174,12 +305,7 @@ fn value(v: SeqOrUid, max: u32) -> u32 {
 
 /// `* n FETCH (FLAGS (...) [UID u])`.
 pub(crate) fn send_flags(session: &mut ImapSession, seq: usize, message: &Message, with_uid: bool) {
-    let mut items = vec![MessageDataItem::Flags(
-        flags_to_imap(&message.row.flags)
-            .into_iter()
-            .map(FlagFetch::Flag)
-            .collect(),
-    )];
+    let mut items = vec![MessageDataItem::Flags(message.fetch_flags(false))];
     if with_uid {
         if let Some(uid) = NonZeroU32::new(message.uid) {
             items.push(MessageDataItem::Uid(uid));
@@ -206,8 +332,12 @@ mod tests {
                 .map(|&uid| Message {
                     uid,
                     row: MailboxRow::default(),
+                    recent: false,
                 })
                 .collect(),
+            recent_to: 0,
+            keywords: Vec::new(),
+            show_recent: true,
         }
     }
 

@@ -138,8 +138,11 @@ impl<'m> Entity<'m> {
         let mut entity = Self::part(message, 0, root, None, depth);
         if std::ptr::eq(entity.raw, raw) {
             // An inline message/rfc822 is read in place: it ends where its
-            // part does, whatever mail-parser made of its own end.
+            // part does, whatever mail-parser made of its own end, and its
+            // body is all the rest of the part (mail-parser ends a
+            // multipart at its close delimiter, before the epilogue).
             entity.clip(span.end);
+            entity.body.end = span.end.max(entity.body.start);
         }
         entity
     }
@@ -541,7 +544,15 @@ fn group(group: &Group<'_>) -> Vec<Address<'static>> {
         mailbox: NString(Some(header_text(name))),
         host: NString::NIL,
     });
-    list.extend(group.addresses.iter().map(mailbox));
+    // Only mailboxes are members: a comment alone ("g: (foo) ;") is
+    // what mail-parser reads as a name without an address.
+    list.extend(
+        group
+            .addresses
+            .iter()
+            .filter(|addr| addr.address.is_some())
+            .map(mailbox),
+    );
     list.push(Address {
         name: NString::NIL,
         adl: NString::NIL,
@@ -559,10 +570,16 @@ fn mailbox(addr: &Addr<'_>) -> Address<'static> {
         (Some(name), None) => (None, name),
         (None, None) => (None, ""),
     };
+    // An obsolete source route ("<@relay:user@host>", RFC 5322 §4.4) is
+    // the ENVELOPE's adl, apart from the address.
+    let (route, address) = match address.split_once(':') {
+        Some((route, spec)) if route.starts_with('@') => (Some(route), spec),
+        _ => (None, address),
+    };
     let (local, host) = address.rsplit_once('@').unwrap_or((address, MISSING_HOST));
     Address {
         name: NString(name.filter(|n| !n.is_empty()).map(header_text)),
-        adl: NString::NIL,
+        adl: NString(route.map(istring)),
         mailbox: NString(Some(istring(local))),
         host: NString(Some(istring(host))),
     }
@@ -813,6 +830,41 @@ mod tests {
              ((\"Alice\" NIL \"alice\" \"example.com\")) \
              ((\"Alice\" NIL \"alice\" \"example.com\")) \
              ((NIL NIL \"bob\" \"example.org\")) NIL NIL NIL \"<1@example.com>\"))\r\n"
+        );
+    }
+
+    #[test]
+    fn envelope_groups_and_source_routes() {
+        let groups = b"From: user@domain (Real Name)\r\n\
+            To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\n\
+            Cc: group:;, group2: (foo) ;\r\n\r\nbody\r\n";
+        let listed = wire(MessageDataItem::Envelope(envelope(groups)));
+        assert!(
+            listed.contains(
+                "((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")\
+                 (NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)) \
+                 ((NIL NIL \"group\" NIL)(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL))"
+            ),
+            "{listed}"
+        );
+        let routed = b"From: <@route:user@domain>\r\n\r\nbody\r\n";
+        let routed = wire(MessageDataItem::Envelope(envelope(routed)));
+        assert!(
+            routed.contains("((NIL \"@route\" \"user\" \"domain\"))"),
+            "{routed}"
+        );
+    }
+
+    #[test]
+    fn text_of_an_attached_multipart_keeps_its_epilogue() {
+        let message = b"Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n\
+            --o\r\nContent-Type: message/rfc822\r\n\r\n\
+            Subject: inner\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n\
+            prologue\r\n--i\r\n\r\npart\r\n--i--\r\nepilogue\r\n\
+            --o--\r\n";
+        assert_eq!(
+            fetch(message, &Section::Text(Some(part(&[1])))),
+            "prologue\r\n--i\r\n\r\npart\r\n--i--\r\nepilogue"
         );
     }
 

@@ -40,8 +40,10 @@ pub struct Candidate<'a> {
     /// Its UID.
     pub uid: u32,
     /// Its flags (system flags as `Flag::Seen` etc., keywords as
-    /// `Flag::Keyword`); `\Recent` is never set.
+    /// `Flag::Keyword`).
     pub flags: &'a [Flag<'static>],
+    /// `\Recent` in this session (RFC 3501; never for IMAP4rev2).
+    pub recent: bool,
     /// INTERNALDATE, unix seconds (UTC).
     pub internal_date: i64,
     /// RFC822.SIZE.
@@ -167,10 +169,10 @@ fn eval(key: &SearchKey<'_>, env: &Env<'_>, content: Option<&Content<'_>>) -> Op
         },
         SearchKey::Not(inner) => eval(inner, env, content).map(|m| !m),
 
-        SearchKey::All | SearchKey::Old => Some(true),
-        // \Recent is never set in this server, so NEW (\Recent and not
-        // \Seen) never matches either.
-        SearchKey::Recent | SearchKey::New => Some(false),
+        SearchKey::All => Some(true),
+        SearchKey::Recent => Some(c.recent),
+        SearchKey::Old => Some(!c.recent),
+        SearchKey::New => Some(c.recent && !has_flag(c.flags, &Flag::Seen)),
 
         SearchKey::Answered => flag(Flag::Answered),
         SearchKey::Deleted => flag(Flag::Deleted),
@@ -574,6 +576,7 @@ mod tests {
             seq: 3,
             uid: 42,
             flags,
+            recent: false,
             internal_date: JAN3,
             size: 1000,
         }
@@ -695,6 +698,20 @@ AAECAwQFBgc=\r\n\
         assert!(no_content("NOT NEW", &c));
         let seen = [Flag::Seen];
         assert!(!no_content("NEW", &cand(&seen)));
+        // \Recent (IMAP4rev1): NEW is recent and unseen, OLD not recent.
+        let recent = Candidate {
+            recent: true,
+            ..cand(&[])
+        };
+        assert!(no_content("RECENT", &recent));
+        assert!(no_content("NEW", &recent));
+        assert!(!no_content("OLD", &recent));
+        let recent_seen = Candidate {
+            recent: true,
+            ..cand(&seen)
+        };
+        assert!(!no_content("NEW", &recent_seen));
+        assert!(no_content("RECENT SEEN", &recent_seen));
     }
 
     #[test]

@@ -35,9 +35,10 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN";
 
-/// Largest command before login, literals included: LOGIN or AUTHENTICATE
-/// with names and passwords of a few hundred octets fit many times over.
-pub const MAX_LOGIN_COMMAND: usize = 16 * 1024;
+/// Largest command before login, literals included. The largest it must
+/// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
+/// 1024), about 32 KiB quoted; LOGIN and AUTHENTICATE are far smaller.
+pub const MAX_LOGIN_COMMAND: usize = 40 * 1024;
 
 /// Limits and identity shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -151,6 +152,9 @@ pub struct ImapSession {
     peer: Peer,
     /// TLS is on (implicit, or after STARTTLS).
     tls: bool,
+    /// The client sent `ENABLE IMAP4rev2`; until then it is an IMAP4rev1
+    /// client, which is told of `\Recent` (RFC 3501 §2.3.2).
+    rev2: bool,
     timers: Timers,
 }
 
@@ -174,6 +178,7 @@ impl ImapSession {
             errors: 0,
             tls: peer.implicit_tls,
             peer,
+            rev2: false,
             timers: Timers::default(),
         };
         let greeting = format!(
@@ -262,6 +267,11 @@ impl ImapSession {
     /// True between [`Event::Idle`] and DONE.
     pub fn is_idling(&self) -> bool {
         matches!(self.phase, Phase::Idle(_))
+    }
+
+    /// The client enabled IMAP4rev2: no `\Recent`, no RECENT responses.
+    pub fn is_rev2(&self) -> bool {
+        self.rev2
     }
 
     // -- answers ---------------------------------------------------------
@@ -594,10 +604,18 @@ impl ImapSession {
                 self.bad(&tag, "already authenticated")
             }
             (_, State::NotAuthenticated) => self.bad(&tag, "log in first"),
-            (C::Enable { .. }, _) => {
-                // Nothing changes with IMAP4rev2 or UTF8=ACCEPT for us:
-                // names and flags are passed through as they come.
-                self.untagged("ENABLED");
+            (C::Enable { capabilities }, _) => {
+                // Only what CAPABILITY offers can be enabled, and ENABLED
+                // names what this command newly turned on (RFC 5161 §3.1).
+                let mut enabled = String::from("ENABLED");
+                for capability in capabilities.as_ref() {
+                    let name = capability.to_string();
+                    if name.eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 {
+                        self.rev2 = true;
+                        enabled.push_str(" IMAP4rev2");
+                    }
+                }
+                self.untagged(&enabled);
                 self.ok(&tag, None, "ENABLE completed");
             }
             (C::Namespace, _) => {

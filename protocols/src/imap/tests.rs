@@ -41,8 +41,12 @@ fn login_and_states() {
         run.take(),
         "b BAD already authenticated\r\nf1 BAD no mailbox selected\r\n\
          * NAMESPACE ((\"\" \"/\")) NIL NIL\r\nn OK NAMESPACE completed\r\n\
-         * ENABLED\r\ne OK ENABLE completed\r\n"
+         * ENABLED IMAP4rev2\r\ne OK ENABLE completed\r\n"
     );
+    assert!(run.session.is_rev2());
+    // Enabled once: the second time, and what is not offered, is not listed.
+    run.feed("e2 ENABLE imap4rev2 X-UNKNOWN\r\n");
+    assert_eq!(run.take(), "* ENABLED\r\ne2 OK ENABLE completed\r\n");
     run.feed("s2 SELECT INBOX\r\nf2 FETCH 1:* (FLAGS BODY.PEEK[])\r\n");
     assert_eq!(run.take(), "s2 OK done\r\nf2 OK done\r\n");
     let commands: Vec<_> = run

@@ -301,6 +301,39 @@ pub fn mailbox_uids_are_sequenced(store: Arc<dyn Store>) {
     assert_eq!(meta.uidnext, 201);
     assert_eq!(meta.highest_modseq, 201);
     assert_eq!(uids(&*store, "a@ours.test", INBOX).len(), 200);
+    // The mailbox's count and size are kept with every append.
+    let rows = mailbox::all_rows(&*store, "a@ours.test", meta.uidvalidity).unwrap();
+    let bytes = rows.iter().map(|(_, row)| row.size).sum::<u64>();
+    assert_eq!((meta.messages, meta.bytes), (200, bytes));
+
+    // \Recent: sessions claiming at once each get a share, never the same
+    // message twice, and all of them in the end.
+    let claim = |up_to| {
+        let commits = commits.clone();
+        std::thread::spawn(move || {
+            let claim = Change::ClaimRecent {
+                user: "a@ours.test".into(),
+                mailbox: INBOX.into(),
+                uidvalidity: meta.uidvalidity,
+                up_to,
+            };
+            match change(&commits, claim) {
+                Ok(Applied::Recent { from }) => (from, up_to),
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    let mut claimed: Vec<(u32, u32)> = [50, 120, 201, 201]
+        .map(claim)
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|(from, up_to)| from < up_to)
+        .collect();
+    claimed.sort_unstable();
+    assert_eq!(claimed[0].0, 1, "{claimed:?}");
+    assert!(claimed.windows(2).all(|w| w[0].1 == w[1].0), "{claimed:?}");
+    assert_eq!(claimed.last().unwrap().1, 201, "{claimed:?}");
+    assert_eq!(inbox(&*store, "a@ours.test").recent_from, 201);
     pipeline.shutdown();
 }
 

@@ -178,17 +178,33 @@ pub struct MailboxMeta {
     pub highest_modseq: u64,
     /// IMAP SUBSCRIBE.
     pub subscribed: bool,
+    /// The first UID no read-write session has seen yet: messages from
+    /// here on are `\Recent` (RFC 3501 §2.3.2). Claimed with
+    /// [`Change::ClaimRecent`].
+    pub recent_from: u32,
+    /// How many messages it holds.
+    pub messages: u32,
+    /// The sum of their sizes.
+    pub bytes: u64,
+    /// Read from a value written before `messages` and `bytes` were kept:
+    /// [`meta`], [`list`] and the commit writer count the rows instead.
+    pub(crate) uncounted: bool,
 }
 
 impl MailboxMeta {
-    /// The stored value: version ‖ uidvalidity ‖ uidnext ‖ highest modseq ‖ subscribed.
+    /// The stored value: version ‖ uidvalidity ‖ uidnext ‖ highest modseq ‖
+    /// subscribed ‖ recent from ‖ messages ‖ bytes (the last three were
+    /// added later; a value without them is read as uncounted).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16);
+        let mut out = Vec::with_capacity(24);
         out.push(FORMAT_V1);
         put_varint(&mut out, u64::from(self.uidvalidity));
         put_varint(&mut out, u64::from(self.uidnext));
         put_varint(&mut out, self.highest_modseq);
         out.push(u8::from(self.subscribed));
+        put_varint(&mut out, u64::from(self.recent_from));
+        put_varint(&mut out, u64::from(self.messages));
+        put_varint(&mut out, self.bytes);
         out
     }
 
@@ -200,7 +216,7 @@ impl MailboxMeta {
             let v = r.varint()?;
             u32::try_from(v).map_err(|_| r.corrupt(format!("{what} exceeds u32")))
         };
-        let meta = MailboxMeta {
+        let mut meta = MailboxMeta {
             uidvalidity: u32_field(&mut r, "uidvalidity")?,
             uidnext: u32_field(&mut r, "uidnext")?,
             highest_modseq: r.varint()?,
@@ -209,7 +225,17 @@ impl MailboxMeta {
                 1 => true,
                 _ => return Err(r.corrupt("bad subscribed flag")),
             },
+            ..MailboxMeta::default()
         };
+        if r.at_end() {
+            // Written before these were kept: nothing counts as recent.
+            meta.recent_from = meta.uidnext;
+            meta.uncounted = true;
+        } else {
+            meta.recent_from = u32_field(&mut r, "recent from")?;
+            meta.messages = u32_field(&mut r, "message count")?;
+            meta.bytes = r.varint()?;
+        }
         r.finish()?;
         Ok(meta)
     }
@@ -301,6 +327,19 @@ pub enum Change {
         /// Subscribe (true) or unsubscribe.
         subscribed: bool,
     },
+    /// A read-write session takes the messages below `up_to` that no
+    /// session has seen yet as its `\Recent` ones (RFC 3501 §2.3.2): only
+    /// one session ever gets each. Answered with [`Applied::Recent`].
+    ClaimRecent {
+        /// Account name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// The UIDVALIDITY the session saw.
+        uidvalidity: u32,
+        /// The session's UIDNEXT: it claims only messages it knows of.
+        up_to: u32,
+    },
     /// Remove every mailbox of an account, INBOX included, with their rows
     /// (`ringpost user del`); bodies no longer referenced go too.
     DeleteAccount {
@@ -316,7 +355,8 @@ pub enum Change {
 }
 
 impl Change {
-    /// The account the change is for, if any.
+    /// The account whose sessions must hear of the change, if any (a
+    /// claim of `\Recent` changes nothing other sessions show).
     pub fn user(&self) -> Option<&str> {
         match self {
             Change::Append { user, .. }
@@ -327,7 +367,7 @@ impl Change {
             | Change::Rename { user, .. }
             | Change::Subscribe { user, .. }
             | Change::DeleteAccount { user } => Some(user),
-            Change::ReleaseSpooled { .. } => None,
+            Change::ClaimRecent { .. } | Change::ReleaseSpooled { .. } => None,
         }
     }
 }
@@ -358,6 +398,12 @@ pub enum Applied {
     },
     /// The row was already gone: nothing to do.
     Gone,
+    /// The claiming session's `\Recent` messages are those from this UID
+    /// up to the `up_to` it gave (none when `from >= up_to`).
+    Recent {
+        /// The first UID claimed.
+        from: u32,
+    },
     /// Done; nothing to report.
     Done,
 }
@@ -443,8 +489,26 @@ pub fn meta(
 ) -> Result<Option<MailboxMeta>, StoreError> {
     store
         .get(Family::MailboxMeta, &meta_key(user, mailbox))?
-        .map(|value| MailboxMeta::decode(&value))
+        .map(|value| counted(store, user, MailboxMeta::decode(&value)?))
         .transpose()
+}
+
+/// `meta` with its message count and size, counted from its rows if it
+/// was stored before they were kept.
+pub(crate) fn counted(
+    store: &dyn Store,
+    user: &str,
+    mut meta: MailboxMeta,
+) -> Result<MailboxMeta, StoreError> {
+    if meta.uncounted {
+        rows(store, user, meta.uidvalidity, &mut |_, row| {
+            meta.messages += 1;
+            meta.bytes += row.size;
+            true
+        })?;
+        meta.uncounted = false;
+    }
+    Ok(meta)
 }
 
 /// Every mailbox of `user`, by name.
@@ -471,7 +535,13 @@ pub fn list(store: &dyn Store, user: &str) -> Result<Vec<Mailbox>, StoreError> {
             failure.is_none()
         },
     )?;
-    failure.map_or(Ok(out), Err)
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    for mailbox in &mut out {
+        mailbox.meta = counted(store, user, std::mem::take(&mut mailbox.meta))?;
+    }
+    Ok(out)
 }
 
 /// Visit the rows of a mailbox in UID order until `visit` returns false.
@@ -582,8 +652,18 @@ mod tests {
             uidnext: 1,
             highest_modseq: u64::MAX,
             subscribed: true,
+            recent_from: 7,
+            messages: 3,
+            bytes: u64::MAX,
+            uncounted: false,
         };
         assert_eq!(MailboxMeta::decode(&meta.encode()).unwrap(), meta);
+        // A value from before recent_from, messages and bytes were kept:
+        // nothing recent, and counted from the rows when read.
+        let old = [FORMAT_V1, 9, 5, 12, 1];
+        let legacy = MailboxMeta::decode(&old).unwrap();
+        assert_eq!((legacy.uidnext, legacy.recent_from), (5, 5));
+        assert!(legacy.uncounted);
         assert_eq!(decode_refs(&encode_refs(3)).unwrap(), 3);
     }
 
@@ -594,11 +674,13 @@ mod tests {
             assert!(MailboxRow::decode(&row[..cut]).is_err(), "cut {cut}");
         }
         let meta = MailboxMeta::default().encode();
-        for cut in 0..meta.len() {
+        // Cut after `subscribed` is a value of the older layout.
+        const OLD_LAYOUT: usize = 5;
+        for cut in (0..meta.len()).filter(|&cut| cut != OLD_LAYOUT) {
             assert!(MailboxMeta::decode(&meta[..cut]).is_err(), "cut {cut}");
         }
         let mut bad = meta.clone();
-        *bad.last_mut().unwrap() = 7;
+        bad[OLD_LAYOUT - 1] = 7; // subscribed is 0 or 1
         assert!(MailboxMeta::decode(&bad).is_err());
         let mut long = MailboxMeta::default().encode();
         long.push(0);

@@ -166,7 +166,7 @@ impl View<'_> {
 
     fn meta(&mut self, user: &str, mailbox: &str) -> Result<Option<MailboxMeta>, StoreError> {
         self.get(Family::MailboxMeta, &meta_key(user, mailbox))?
-            .map(|value| MailboxMeta::decode(&value))
+            .map(|value| super::counted(self.store, user, MailboxMeta::decode(&value)?))
             .transpose()
     }
 
@@ -243,6 +243,8 @@ impl View<'_> {
                 let row = MailboxRow::decode(&value)?;
                 self.delete(Family::Mailboxes, key);
                 self.release_ref(&row.message)?;
+                meta.messages = meta.messages.saturating_sub(1);
+                meta.bytes = meta.bytes.saturating_sub(row.size);
                 meta.highest_modseq += 1;
                 self.put_meta(user, mailbox, &meta);
                 Ok(Applied::Changed {
@@ -287,6 +289,20 @@ impl View<'_> {
                     self.delete(Family::MailboxMeta, meta_key(user, from));
                 }
                 Ok(Applied::Done)
+            }
+            Change::ClaimRecent {
+                user,
+                mailbox,
+                uidvalidity,
+                up_to,
+            } => {
+                let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
+                let from = meta.recent_from;
+                if from < *up_to {
+                    meta.recent_from = *up_to;
+                    self.put_meta(user, mailbox, &meta);
+                }
+                Ok(Applied::Recent { from })
             }
             Change::Subscribe {
                 user,
@@ -342,6 +358,8 @@ impl View<'_> {
         }
         let uid = meta.uidnext;
         meta.uidnext += 1;
+        meta.messages += 1;
+        meta.bytes += row.size;
         meta.highest_modseq += 1;
         let mut row = row.clone();
         row.modseq = meta.highest_modseq;
@@ -371,6 +389,8 @@ impl View<'_> {
             uidnext: 1,
             highest_modseq: 1,
             subscribed: false,
+            recent_from: 1,
+            ..MailboxMeta::default()
         };
         self.put_meta(user, mailbox, &meta);
         Ok(meta)
