@@ -7,6 +7,7 @@
 
 use ringpost_engine::config::StoreEngine;
 use ringpost_engine::{users as rules, Config};
+use ringpost_storage::quota;
 use ringpost_storage::users::{self, User};
 use ringpost_storage::{
     mailbox, CommitPipeline, PipelineConfig, RocksOptions, RocksStore, Store, StoreError,
@@ -64,7 +65,22 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// List the accounts (read-only: works beside a running server).
+    /// Give an account its own quota (the server's default is the config's
+    /// `[quota]`): a number, `none` (no limit) or `default`.
+    Quota {
+        /// The account name.
+        name: String,
+        /// Most megabytes of messages.
+        #[arg(long, value_parser = parse_limit)]
+        storage_mb: Option<Limit>,
+        /// Most messages.
+        #[arg(long, value_parser = parse_limit)]
+        messages: Option<Limit>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the accounts with their usage and quota (read-only: works
+    /// beside a running server).
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -105,6 +121,12 @@ pub fn run(command: UserCommand) -> ExitCode {
             store,
         } => passwd(&name, password_stdin, &store),
         UserCommand::Del { name, store } => del(&name, &store),
+        UserCommand::Quota {
+            name,
+            storage_mb,
+            messages,
+            store,
+        } => set_quota(&name, storage_mb, messages, &store),
         UserCommand::List { store } => list(&store),
     };
     match result {
@@ -126,8 +148,8 @@ fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed>
     }
     // Check the name before asking for a password.
     let key = rules::validate_name(name, local_domains).map_err(|e| e.to_string())?;
-    let store = open_writable(&data_dir, true)?;
-    if users::user_exists(&store, &key).map_err(|e| reading(&data_dir, e))? {
+    let store = Arc::new(open_writable(&data_dir, true)?);
+    if users::user_exists(&*store, &key).map_err(|e| reading(&data_dir, e))? {
         return Err(format!(
             "{key} already exists (`ringpost user passwd {key}` changes its password)"
         )
@@ -136,8 +158,17 @@ fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed>
     let password = read_password(password_stdin)?;
     let user = rules::new_account(&key, &password, local_domains, unix_secs())
         .map_err(|e| e.to_string())?;
-    write(&store, &data_dir, |batch| users::put_user(batch, &user))?;
-    println!("added {}", user.name);
+    // The account and its first mailboxes in one commit (mailboxes are
+    // changed by the commit writer only, as in the server).
+    let mut batch = WriteBatch::new();
+    users::put_user(&mut batch, &user);
+    rules::default_mailboxes(&mut batch, &user.name);
+    commit(&store, &data_dir, batch)?;
+    println!(
+        "added {} with INBOX, {}",
+        user.name,
+        rules::DEFAULT_MAILBOXES.join(", ")
+    );
     Ok(())
 }
 
@@ -159,15 +190,9 @@ fn del(name: &str, args: &StoreArgs) -> Result<(), Failed> {
     let mailboxes = mailbox::list(&*store, &user.name).map_err(|e| reading(&data_dir, e))?;
     let mut batch = WriteBatch::new();
     users::delete_user(&mut batch, &user.name);
-    // Mailboxes are changed by the commit writer only, as in the server:
-    // it resolves the deletion into rows, references and bodies.
-    let (pipeline, commits) = CommitPipeline::start(store.clone(), PipelineConfig::default(), None);
-    let written = commits.commit_blocking(batch);
-    drop(commits);
-    pipeline.shutdown();
-    written
-        .and_then(|()| store.flush())
-        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))?;
+    // The commit writer resolves the deletion into rows, references and
+    // bodies.
+    commit(&store, &data_dir, batch)?;
     println!(
         "deleted {} and its {} mailbox{}",
         user.name,
@@ -177,8 +202,62 @@ fn del(name: &str, args: &StoreArgs) -> Result<(), Failed> {
     Ok(())
 }
 
-fn list(args: &StoreArgs) -> Result<(), Failed> {
+/// A quota limit as given on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// This many (megabytes or messages).
+    At(u64),
+    /// No limit for this account.
+    None,
+    /// The server's default.
+    Default,
+}
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    match text {
+        "none" => Ok(Limit::None),
+        "default" => Ok(Limit::Default),
+        n => n
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(Limit::At)
+            .ok_or_else(|| format!("{text:?} is not a positive number, `none` or `default`")),
+    }
+}
+
+fn set_quota(
+    name: &str,
+    storage_mb: Option<Limit>,
+    messages: Option<Limit>,
+    args: &StoreArgs,
+) -> Result<(), Failed> {
+    if storage_mb.is_none() && messages.is_none() {
+        return Err("give --storage-mb, --messages or both".to_owned().into());
+    }
     let (_, data_dir) = settings(args)?;
+    let store = open_writable(&data_dir, false)?;
+    let mut user = existing(&store, &data_dir, name)?;
+    // Unchanged where not given; `default` drops the account's own limit.
+    let current = |tag| user.settings.contains_key(&tag);
+    let limit = |given: Option<Limit>, tag, scale: u64, was: Option<u64>| match given {
+        None => current(tag).then_some(was),
+        Some(Limit::Default) => None,
+        Some(Limit::None) => Some(None),
+        Some(Limit::At(n)) => Some(Some(n.saturating_mul(scale))),
+    };
+    let own = quota::of(&user, quota::Quota::default()).map_err(|e| reading(&data_dir, e))?;
+    let storage = limit(storage_mb, quota::SETTING_STORAGE, 1024 * 1024, own.storage);
+    let messages = limit(messages, quota::SETTING_MESSAGES, 1, own.messages);
+    quota::set(&mut user, storage, messages);
+    write(&store, &data_dir, |batch| users::put_user(batch, &user))?;
+    println!("changed the quota of {}", user.name);
+    Ok(())
+}
+
+fn list(args: &StoreArgs) -> Result<(), Failed> {
+    let (config, data_dir) = settings(args)?;
+    let default = config.map(|c| c.quota.default_quota()).unwrap_or_default();
     let store = RocksStore::open(
         &data_dir,
         RocksOptions {
@@ -195,7 +274,20 @@ fn list(args: &StoreArgs) -> Result<(), Failed> {
         let created = chrono::DateTime::from_timestamp(user.created as i64, 0)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| user.created.to_string());
-        println!("{}  created {created}", user.name);
+        let used = quota::usage(&store, &user.name).map_err(|e| reading(&data_dir, e))?;
+        let limits = quota::of(&user, default).map_err(|e| reading(&data_dir, e))?;
+        let of = |limit: Option<u64>, show: fn(u64) -> String| {
+            limit.map_or_else(String::new, |l| format!(" of {}", show(l)))
+        };
+        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0));
+        println!(
+            "{}  created {created}  {}{}  {} messages{}",
+            user.name,
+            mb(used.bytes),
+            of(limits.storage, mb),
+            used.messages,
+            of(limits.messages, |n| n.to_string()),
+        );
     }
     Ok(())
 }
@@ -267,6 +359,18 @@ fn write(
     change(&mut batch);
     store
         .write(&[batch], true)
+        .and_then(|()| store.flush())
+        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))
+}
+
+/// Commit a batch with mailbox changes through a commit writer of our own
+/// (the server's is not running: we hold the store), durably, and flush.
+fn commit(store: &Arc<RocksStore>, data_dir: &Path, batch: WriteBatch) -> Result<(), Failed> {
+    let (pipeline, commits) = CommitPipeline::start(store.clone(), PipelineConfig::default(), None);
+    let written = commits.commit_blocking(batch);
+    drop(commits);
+    pipeline.shutdown();
+    written
         .and_then(|()| store.flush())
         .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))
 }

@@ -398,6 +398,15 @@ fn user_add_list_passwd_del() {
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("added alice@example.test"), "{out}");
+    // A new account starts with the folders mail clients look for.
+    let names: Vec<String> =
+        ringpost_storage::mailbox::list(&open_read_only(&data), "alice@example.test")
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.meta.subscribed)
+            .map(|m| m.name)
+            .collect();
+    assert_eq!(names, ["Drafts", "INBOX", "Junk", "Sent", "Trash"]);
     let (ok, out, _) = ringpost(&["user", "list"], &data, "");
     assert!(ok);
     assert!(out.starts_with("alice@example.test  created 20"), "{out}");
@@ -447,9 +456,69 @@ fn user_add_list_passwd_del() {
 
     // Mail for alice, as the server's local delivery stores it.
     let mail = deliver_locally(&data, "alice@example.test");
+
+    // quota: the account's own limits, shown with its usage by list.
+    let (ok, out, err) = ringpost(
+        &[
+            "user",
+            "quota",
+            "alice@example.test",
+            "--storage-mb",
+            "5",
+            "--messages",
+            "none",
+        ],
+        &data,
+        "",
+    );
+    assert!(
+        ok && out.contains("changed the quota of alice@example.test"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = ringpost(&["user", "list"], &data, "");
+    assert!(
+        ok && out.contains("  0.0 MB of 5.0 MB  1 messages\n"),
+        "{out}"
+    );
+    let (ok, out, err) = ringpost(
+        &["user", "quota", "alice@example.test", "--messages", "100"],
+        &data,
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = ringpost(&["user", "list"], &data, "");
+    assert!(
+        out.contains("  0.0 MB of 5.0 MB  1 messages of 100\n"),
+        "kept: {out}"
+    );
+    let (ok, _, err) = ringpost(
+        &["user", "quota", "alice@example.test", "--messages", "lots"],
+        &data,
+        "",
+    );
+    assert!(!ok && err.contains("not a positive number"), "{err}");
+    ringpost(
+        &[
+            "user",
+            "quota",
+            "alice@example.test",
+            "--storage-mb",
+            "default",
+            "--messages",
+            "default",
+        ],
+        &data,
+        "",
+    );
+    let (_, out, _) = ringpost(&["user", "list"], &data, "");
+    assert!(
+        out.contains("  0.0 MB  1 messages\n"),
+        "back to the default: {out}"
+    );
+
     let (ok, out, _) = ringpost(&["user", "del", "alice@example.test"], &data, "");
     assert!(
-        ok && out.contains("deleted alice@example.test and its 1 mailbox"),
+        ok && out.contains("deleted alice@example.test and its 5 mailboxes"),
         "{out}"
     );
     assert_eq!(stored_user(&data, "alice@example.test"), None);

@@ -50,6 +50,8 @@ pub struct Config {
     pub imap: ImapListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
+    /// What an account may keep, unless its own quota says otherwise.
+    pub quota: QuotaConfig,
 }
 
 /// POP3 listener settings.
@@ -327,6 +329,28 @@ pub struct RelayConfig {
     pub data_done_timeout_secs: u64,
 }
 
+/// The default quota of every account (`ringpost user quota` gives one
+/// account its own). Mail past it is refused at RCPT (`452 4.2.2`) and
+/// APPEND (`NO [OVERQUOTA]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Most megabytes of messages per account; 0 is no limit.
+    pub storage_mb: u64,
+    /// Most messages per account; 0 is no limit.
+    pub messages: u64,
+}
+
+impl QuotaConfig {
+    /// As the store's quota type.
+    pub fn default_quota(&self) -> ringpost_storage::quota::Quota {
+        ringpost_storage::quota::Quota {
+            storage: (self.storage_mb > 0).then(|| self.storage_mb.saturating_mul(1024 * 1024)),
+            messages: (self.messages > 0).then_some(self.messages),
+        }
+    }
+}
+
 /// Prometheus endpoint settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,6 +375,7 @@ impl Default for Config {
             pop3: Pop3ListenerConfig::default(),
             imap: ImapListenerConfig::default(),
             metrics: MetricsConfig::default(),
+            quota: QuotaConfig::default(),
         }
     }
 }

@@ -215,14 +215,26 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// What a local recipient's account can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAccount {
+    /// No such account.
+    Missing,
+    /// It takes mail.
+    Open,
+    /// It is at its quota.
+    Full,
+}
+
 /// Recipient policy: never an open relay, and no mail for nobody.
 ///
 /// A recipient at one of our local domains must be an account
-/// (`user_exists`, given the address as written; the store lowercases it),
+/// (`account`, given the address as written; the store lowercases it),
 /// whoever the client is: an unknown one gets `550 5.1.1` at RCPT time, so
-/// no bounce is ever owed for it. `postmaster` at a local domain is always
-/// accepted, as is a bare `<postmaster>` (RFC 5321 §4.5.1). A lookup that
-/// fails gets `451 4.3.0`: the client tries again later.
+/// no bounce is ever owed for it, and one at its quota `452 4.2.2`.
+/// `postmaster` at a local domain is always accepted, as is a bare
+/// `<postmaster>` (RFC 5321 §4.5.1). A lookup that fails gets `451 4.3.0`:
+/// the client tries again later.
 ///
 /// Other domains are accepted only from clients that may relay: those in
 /// `relay_networks`, and authenticated ones.
@@ -230,7 +242,7 @@ pub fn check_recipient(
     address: &str,
     client_may_relay: bool,
     is_local: impl Fn(&str) -> bool,
-    user_exists: impl FnOnce(&str) -> Result<bool, StoreError>,
+    account: impl FnOnce(&str) -> Result<LocalAccount, StoreError>,
 ) -> Result<(), Reply> {
     let Some((local_part, domain)) = address.rsplit_once('@') else {
         // RFC 5321 §4.5.1: <postmaster> must always be accepted.
@@ -240,9 +252,10 @@ pub fn check_recipient(
         if local_part.eq_ignore_ascii_case("postmaster") {
             return Ok(());
         }
-        return match user_exists(address) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(replies::NO_SUCH_USER),
+        return match account(address) {
+            Ok(LocalAccount::Open) => Ok(()),
+            Ok(LocalAccount::Missing) => Err(replies::NO_SUCH_USER),
+            Ok(LocalAccount::Full) => Err(replies::MAILBOX_FULL),
             Err(_) => Err(replies::STORAGE_FAILED),
         };
     }
@@ -356,7 +369,7 @@ mod tests {
     #[test]
     fn relay_policy() {
         let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
-        let nobody = |_: &str| -> Result<bool, StoreError> { panic!("no lookup expected") };
+        let nobody = |_: &str| -> Result<LocalAccount, StoreError> { panic!("no lookup expected") };
         assert!(check_recipient("postmaster", false, local, nobody).is_ok());
         assert!(check_recipient("a@else.test", true, local, nobody).is_ok());
         let err = check_recipient("a@else.test", false, local, nobody).unwrap_err();
@@ -366,15 +379,23 @@ mod tests {
     #[test]
     fn local_recipients_must_be_accounts() {
         let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
-        let known = |name: &str| Ok(name.eq_ignore_ascii_case("alice@ours.test"));
+        let known = |name: &str| {
+            Ok(match name.to_ascii_lowercase().as_str() {
+                "alice@ours.test" => LocalAccount::Open,
+                "full@ours.test" => LocalAccount::Full,
+                _ => LocalAccount::Missing,
+            })
+        };
         for may_relay in [false, true] {
             assert!(check_recipient("alice@ours.test", may_relay, local, known).is_ok());
             assert!(check_recipient("ALICE@Ours.Test", may_relay, local, known).is_ok());
             let err = check_recipient("bob@ours.test", may_relay, local, known).unwrap_err();
             assert_eq!((err.code, err.status), (550, "5.1.1"), "relay: {may_relay}");
+            let err = check_recipient("full@ours.test", may_relay, local, known).unwrap_err();
+            assert_eq!((err.code, err.status), (452, "4.2.2"), "relay: {may_relay}");
         }
         // postmaster at a local domain needs no account.
-        let nobody = |_: &str| -> Result<bool, StoreError> { panic!("no lookup expected") };
+        let nobody = |_: &str| -> Result<LocalAccount, StoreError> { panic!("no lookup expected") };
         assert!(check_recipient("PostMaster@ours.test", false, local, nobody).is_ok());
         // A failed lookup is temporary.
         let broken = |_: &str| Err(StoreError::Engine("disk on fire".into()));

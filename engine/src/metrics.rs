@@ -77,6 +77,7 @@ pub struct SecurityMetrics {
     lockouts: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
+    over_quota: Family<Labels, Counter>,
     session_memory: Family<Labels, Gauge>,
 }
 
@@ -124,6 +125,13 @@ impl SecurityMetrics {
         self.rate_limited.get_or_create(&labels).inc();
     }
 
+    /// New mail for an account at its quota was refused on `service`
+    /// (`smtp` at RCPT, `imap` at APPEND or COPY).
+    pub fn over_quota(&self, service: &str) {
+        let labels = vec![("service", service.to_owned())];
+        self.over_quota.get_or_create(&labels).inc();
+    }
+
     /// Bytes of client data `shard`'s sessions hold beyond their free part.
     pub fn session_memory(&self, shard: usize, bytes: u64) {
         let labels = vec![("shard", shard.to_string())];
@@ -158,6 +166,11 @@ impl SecurityMetrics {
                 "submission_rate_limited",
                 "Recipients refused because the account reached its sending rate",
                 &self.rate_limited,
+            ),
+            (
+                "quota_refusals",
+                "New mail refused because the account is at its quota, by service",
+                &self.over_quota,
             ),
         ] {
             registry.register(name, help, family.clone());

@@ -15,7 +15,7 @@ use crate::intake::{self, Origin};
 use crate::shard::{Service, Shard};
 use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
-use ringpost_storage::{users, StoreError};
+use ringpost_storage::StoreError;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -68,7 +68,7 @@ impl Smtp<'_> {
             address,
             may_relay,
             |d| shard.config.is_local_domain(d),
-            |name| account_exists(shard, name),
+            |name| local_account(shard, name),
         );
         if let Err(reply) = checked {
             return smtp.reject_recipient(reply);
@@ -170,12 +170,28 @@ impl Smtp<'_> {
     }
 }
 
-/// Whether a local recipient is an account: one point read of the `users`
-/// family, run right here on the shard's executor. The family is small and
-/// hot (memtable, block cache, bloom filter), so the read takes microseconds.
-fn account_exists(shard: &Shard, name: &str) -> Result<bool, StoreError> {
-    users::user_exists(&*shard.store, name).inspect_err(|e| {
-        shard.metrics.store_failures.inc();
-        tracing::error!(shard = shard.id, error = %e, "recipient lookup failed; answered 451");
-    })
+/// Whether a local recipient is an account with room: one point read of
+/// the `users` family, run right here on the shard's executor (the family
+/// is small and hot: memtable, block cache, bloom filter), and, when it has
+/// a quota, a scan of its few mailbox meta keys.
+fn local_account(shard: &Shard, name: &str) -> Result<intake::LocalAccount, StoreError> {
+    let default = shard.config.quota.default_quota();
+    ringpost_storage::quota::room_for(&*shard.store, name, default, 1, 0)
+        .map(|room| match room {
+            None => intake::LocalAccount::Missing,
+            Some(true) => intake::LocalAccount::Open,
+            Some(false) => {
+                shard.security.over_quota("smtp");
+                tracing::info!(
+                    shard = shard.id,
+                    user = name,
+                    "recipient over quota; answered 452"
+                );
+                intake::LocalAccount::Full
+            }
+        })
+        .inspect_err(|e| {
+            shard.metrics.store_failures.inc();
+            tracing::error!(shard = shard.id, error = %e, "recipient lookup failed; answered 451");
+        })
 }

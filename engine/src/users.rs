@@ -156,6 +156,29 @@ pub fn new_account(
     })
 }
 
+/// The mailboxes a new account starts with, besides INBOX: what mail
+/// clients look for by their special use (RFC 6154), so they find them
+/// rather than make their own.
+pub const DEFAULT_MAILBOXES: [&str; 4] = ["Sent", "Drafts", "Trash", "Junk"];
+
+/// The changes that give a new account INBOX and [`DEFAULT_MAILBOXES`],
+/// all subscribed. They go through a commit writer, like every mailbox
+/// change.
+pub fn default_mailboxes(batch: &mut ringpost_storage::WriteBatch, user: &str) {
+    use ringpost_storage::mailbox::{Change, INBOX};
+    for mailbox in std::iter::once(INBOX).chain(DEFAULT_MAILBOXES) {
+        batch.change(Change::Create {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+        });
+        batch.change(Change::Subscribe {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            subscribed: true,
+        });
+    }
+}
+
 /// Give `user` a new password (checked and hashed); the rest of the record stays.
 pub fn set_password(user: &mut User, password: &str) -> Result<(), UserError> {
     validate_password(password)?;

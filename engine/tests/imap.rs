@@ -305,3 +305,109 @@ fn recent_goes_to_one_rev1_session_and_new_keywords_are_announced() {
     assert!(noop[fetch].contains("$Work"), "{noop:?}");
     server.shutdown();
 }
+
+#[test]
+fn quotas_refuse_new_mail_at_rcpt_append_and_copy_and_imap_reports_them() {
+    let (server, _dir) = start_server(|config| {
+        local_config(config);
+        config.quota.messages = 2;
+        config.quota.storage_mb = 1;
+    });
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"));
+    // A message larger than the storage left is refused, whatever the count.
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(1024 * 1024));
+    a.send(&format!("b APPEND INBOX {{{}+}}\r\n{big}\r\n", big.len()));
+    assert_eq!(a.line(), "b NO [OVERQUOTA] the account is at its quota\r\n");
+    for n in 1..=2 {
+        let reply = a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+        assert!(
+            reply.last().unwrap().starts_with("p OK"),
+            "append {n}: {reply:?}"
+        );
+    }
+    let reply = a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+    assert_eq!(
+        reply.last().unwrap(),
+        "p NO [OVERQUOTA] the account is at its quota\r\n"
+    );
+    assert!(a
+        .tagged("m", "CREATE Saved")
+        .last()
+        .unwrap()
+        .starts_with("m OK"));
+    let reply = a.tagged("c", "COPY 1 Saved");
+    assert_eq!(
+        reply.last().unwrap(),
+        "c NO [OVERQUOTA] the account is at its quota\r\n"
+    );
+    // MOVE keeps the account's usage: allowed.
+    assert!(a
+        .tagged("v", "MOVE 1 Saved")
+        .last()
+        .unwrap()
+        .starts_with("v OK"));
+    let reply = a.tagged("q", "GETQUOTAROOT INBOX");
+    assert_eq!(
+        reply[..2],
+        [
+            "* QUOTAROOT INBOX \"\"\r\n",
+            "* QUOTA \"\" (STORAGE 1 1024 MESSAGE 2 2)\r\n"
+        ],
+        "{reply:?}"
+    );
+    assert_eq!(a.tagged("g", "GETQUOTA \"\"")[0], reply[1]);
+    assert!(a
+        .tagged("s", "SETQUOTA \"\" (STORAGE 10)")
+        .last()
+        .unwrap()
+        .starts_with("s NO [NOPERM]"));
+
+    // SMTP: the full account's recipient is refused for now, others not.
+    let (mut smtp, _) = common::Client::connect(server.smtp_addr());
+    smtp.cmd("EHLO client.test");
+    smtp.cmd("MAIL FROM:<x@far.test>");
+    assert!(smtp
+        .cmd("RCPT TO:<alice@ours.test>")
+        .starts_with("452 4.2.2"));
+    assert!(smtp
+        .cmd("RCPT TO:<postmaster@ours.test>")
+        .starts_with("250"));
+    // Room again once a message is gone.
+    a.tagged("x", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    a.tagged("e", "EXPUNGE");
+    assert!(smtp.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+    smtp.cmd("QUIT");
+    server.shutdown();
+}
+
+#[test]
+fn list_marks_special_use_mailboxes() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    c.tagged("l", "LOGIN alice@ours.test secret");
+    assert!(c.tagged("c", "CAPABILITY")[0].contains(" SPECIAL-USE "));
+    for name in ["Sent", "Trash", "Projects"] {
+        assert!(c
+            .tagged("c", &format!("CREATE {name}"))
+            .last()
+            .unwrap()
+            .starts_with("c OK"));
+    }
+    let reply = c.tagged("x", "LIST \"\" *");
+    assert!(
+        reply.contains(&"* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n".to_string()),
+        "{reply:?}"
+    );
+    assert!(
+        reply.contains(&"* LIST (\\HasNoChildren \\Trash) \"/\" Trash\r\n".to_string()),
+        "{reply:?}"
+    );
+    assert!(
+        reply.contains(&"* LIST (\\HasNoChildren) \"/\" Projects\r\n".to_string()),
+        "{reply:?}"
+    );
+    server.shutdown();
+}

@@ -32,6 +32,7 @@ mod error;
 pub mod mailbox;
 pub mod memory;
 pub mod pipeline;
+pub mod quota;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod spool;

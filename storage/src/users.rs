@@ -18,8 +18,8 @@
 //! version (1) ‖ kind (0 = account) ‖ password hash (PHC string) ‖
 //! created (unix seconds) ‖ setting count ‖ (tag ‖ length-prefixed bytes)*
 //!
-//! Settings are tagged and opaque to this version: none is defined yet.
-//! Tags are stored in ascending order, and a record with a tag this version
+//! Settings are tagged and opaque to this module; [`crate::quota`]
+//! defines the first (the account's quota limits). Tags are stored in ascending order, and a record with a tag this version
 //! does not know keeps it as it is, so rewriting an account with an older
 //! binary (a password change) never drops a setting a newer one added. A new
 //! per-account setting (a quota, a forwarding address) is a new tag, with no
@@ -52,7 +52,7 @@ pub struct User {
     /// When the account was created, unix seconds.
     pub created: u64,
     /// Tagged settings, tag → bytes; opaque here and kept across rewrites
-    /// (see the module docs). None are defined yet.
+    /// (see the module docs; [`crate::quota`] has the tags in use).
     pub settings: BTreeMap<u32, Vec<u8>>,
 }
 

@@ -2,15 +2,18 @@
 
 use super::convert::{
     flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern, micros_of,
-    to_mailbox,
+    special_use, to_mailbox,
 };
 use super::view::{send_flags, View};
 use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::types::command::CommandBody;
+use ringpost_protocols::imap::types::core::{AString, Quoted, Vec1};
 use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
+use ringpost_protocols::imap::types::extensions::quota::{QuotaGet, Resource};
 use ringpost_protocols::imap::types::flag::{FlagNameAttribute, StoreResponse, StoreType};
+use ringpost_protocols::imap::types::mailbox::Mailbox;
 use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
@@ -19,7 +22,7 @@ use ringpost_protocols::imap::ImapSession;
 use ringpost_storage::mailbox::{
     self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
 };
-use ringpost_storage::{spool, Family, StoreError, WriteBatch};
+use ringpost_storage::{quota, spool, users, Family, StoreError, WriteBatch};
 use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -153,6 +156,12 @@ impl Conn<'_> {
                 self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, true)
                     .await
             }
+            C::GetQuotaRoot { mailbox } => self.quota_root(imap, mailbox),
+            C::GetQuota { root } => self.quota(imap, root),
+            C::SetQuota { .. } => Ok(Done::No(
+                Some("NOPERM"),
+                "quotas are set by the administrator (ringpost user quota)",
+            )),
             _ => Ok(Done::Bad("command not supported")),
         };
         self.catch_up(imap, allow_expunge).await;
@@ -375,6 +384,9 @@ impl Conn<'_> {
             if noselect {
                 items.push(FlagNameAttribute::Noselect);
             }
+            if let Some(usage) = special_use(name) {
+                items.push(atom(usage));
+            }
             let Some(mailbox) = to_mailbox(name) else {
                 continue;
             };
@@ -461,6 +473,9 @@ impl Conn<'_> {
         let now = crate::intake::unix_micros();
         let id = self.shard.next_id(now);
         let size = bytes.len() as u64;
+        if !self.has_room(1, size)? {
+            return Ok(Done::No(Some("OVERQUOTA"), "the account is at its quota"));
+        }
         let mut batch = WriteBatch::new();
         batch.put(Family::Blobs, id.0.to_vec(), bytes);
         batch.change(Change::Append {
@@ -605,6 +620,12 @@ impl Conn<'_> {
         if picked.is_empty() {
             return Ok(Done::Ok("nothing to copy"));
         }
+        // A MOVE within the account keeps its usage; a COPY adds to it.
+        let bytes = picked.iter().map(|&i| view.messages[i].row.size).sum();
+        if !remove && !self.has_room(picked.len() as u64, bytes)? {
+            return Ok(Done::No(Some("OVERQUOTA"), "the account is at its quota"));
+        }
+        let view = self.view.as_ref().expect("checked above");
         let mut batch = WriteBatch::new();
         for &index in &picked {
             let message = &view.messages[index];
@@ -701,6 +722,80 @@ pub(super) enum Done {
 pub(super) type Outcome = Result<Done, StoreError>;
 
 /// A store error as the response code and text of a NO.
+impl Conn<'_> {
+    /// The account's quota and what it uses now.
+    fn quota_state(&self) -> Result<(quota::Quota, quota::Usage), StoreError> {
+        let store = &*self.shard.store;
+        let default = self.shard.config.quota.default_quota();
+        let limits = match users::get_user(store, self.user())? {
+            Some(user) => quota::of(&user, default)?,
+            None => default,
+        };
+        Ok((limits, quota::usage(store, self.user())?))
+    }
+
+    /// Whether the account may take `messages` more of `bytes` in all.
+    fn has_room(&self, messages: u64, bytes: u64) -> Result<bool, StoreError> {
+        let default = self.shard.config.quota.default_quota();
+        let room = quota::room_for(&*self.shard.store, self.user(), default, messages, bytes)?;
+        if room == Some(false) {
+            self.shard.security.over_quota("imap");
+            tracing::info!(
+                shard = self.shard.id,
+                user = self.user(),
+                "imap: over quota"
+            );
+        }
+        Ok(room != Some(false))
+    }
+
+    /// GETQUOTAROOT (RFC 9208 §4.3): every mailbox of an account is under
+    /// its one quota root, "" (none when the account has no limit).
+    fn quota_root(&self, imap: &mut ImapSession, mailbox: Mailbox<'static>) -> Outcome {
+        let (limits, usage) = self.quota_state()?;
+        let roots = if limits.is_unlimited() {
+            Vec::new()
+        } else {
+            vec![AString::from(Quoted::unvalidated(""))]
+        };
+        imap.data(Data::QuotaRoot { mailbox, roots });
+        self.send_quota(imap, limits, usage);
+        Ok(Done::Ok("GETQUOTAROOT completed"))
+    }
+
+    /// GETQUOTA (RFC 9208 §4.2) of the account's root, "".
+    fn quota(&self, imap: &mut ImapSession, root: AString<'static>) -> Outcome {
+        let (limits, usage) = self.quota_state()?;
+        if !AsRef::<[u8]>::as_ref(&root).is_empty() || limits.is_unlimited() {
+            return Ok(Done::No(Some("NONEXISTENT"), "no such quota root"));
+        }
+        self.send_quota(imap, limits, usage);
+        Ok(Done::Ok("GETQUOTA completed"))
+    }
+
+    /// `* QUOTA "" (STORAGE used limit MESSAGE used limit)`, STORAGE in
+    /// units of 1024 octets, only the resources that have a limit.
+    fn send_quota(&self, imap: &mut ImapSession, limits: quota::Quota, usage: quota::Usage) {
+        let mut quotas = Vec::new();
+        if let Some(limit) = limits.storage {
+            quotas.push(QuotaGet::new(
+                Resource::Storage,
+                usage.bytes.div_ceil(1024),
+                limit / 1024,
+            ));
+        }
+        if let Some(limit) = limits.messages {
+            quotas.push(QuotaGet::new(Resource::Message, usage.messages, limit));
+        }
+        if let Ok(quotas) = Vec1::try_from(quotas) {
+            imap.data(Data::Quota {
+                root: AString::from(Quoted::unvalidated("")),
+                quotas,
+            });
+        }
+    }
+}
+
 fn refusal_text(error: &StoreError) -> (&'static str, &'static str) {
     match error {
         StoreError::Refused(Refusal::NoSuchMailbox) => ("NONEXISTENT", "no such mailbox"),

@@ -58,6 +58,19 @@ pub(crate) fn flags_from_imap(flags: &[Flag<'_>]) -> Flags {
     out
 }
 
+/// The special use (RFC 6154) of a mailbox, by its name: the folders a new
+/// account gets (`users::DEFAULT_MAILBOXES`), and Archive.
+pub(crate) fn special_use(name: &str) -> Option<&'static str> {
+    match name {
+        "Sent" => Some("Sent"),
+        "Drafts" => Some("Drafts"),
+        "Trash" => Some("Trash"),
+        "Junk" => Some("Junk"),
+        "Archive" => Some("Archive"),
+        _ => None,
+    }
+}
+
 /// A mailbox name as the store keys it: INBOX in any case is INBOX; other
 /// names as the client wrote them (modified UTF-7 or UTF-8), without a
 /// trailing hierarchy delimiter.

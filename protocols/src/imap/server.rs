@@ -33,7 +33,8 @@ use crate::session::{Peer, Session, Timers};
 /// What the server can do once logged in (and before, with the login
 /// capabilities of [`ImapSession::capabilities`] added).
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
-     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN";
+     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE \
+     QUOTA=RES-MESSAGE";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -664,7 +665,10 @@ impl ImapSession {
                 | C::Fetch { .. }
                 | C::Store { .. }
                 | C::Copy { .. }
-                | C::Move { .. },
+                | C::Move { .. }
+                | C::GetQuota { .. }
+                | C::GetQuotaRoot { .. }
+                | C::SetQuota { .. },
                 _,
             ) => self.raise(Event::Command {
                 tag,

@@ -364,6 +364,9 @@ pub const SENDING_RATE_EXCEEDED: Reply =
     Reply::fixed(450, "4.7.1", "Sending rate limit exceeded, try again later");
 /// RCPT for a local user that does not exist.
 pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
+/// RCPT for a local user over quota: temporary, so mail waits at the
+/// sender while the user makes room (RFC 3463 §3.3).
+pub const MAILBOX_FULL: Reply = Reply::fixed(452, "4.2.2", "Mailbox full");
 /// RCPT for a remote domain from a client that may not relay.
 pub const RELAYING_DENIED: Reply = Reply::fixed(554, "5.7.1", "Relay access denied");
 /// The disk is (nearly) full: RFC 5321's 452 with RFC 3463's "mail system
