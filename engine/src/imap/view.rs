@@ -96,7 +96,13 @@ impl View {
             uidnext: meta.uidnext,
             read_only,
             messages: Vec::new(),
-            recent_to: 0,
+            // Nothing to claim when every message has been seen already:
+            // a SELECT then costs no commit.
+            recent_to: if meta.recent_from >= meta.uidnext {
+                meta.uidnext
+            } else {
+                0
+            },
             keywords: Vec::new(),
             show_recent,
         };
