@@ -411,3 +411,155 @@ fn list_marks_special_use_mailboxes() {
     );
     server.shutdown();
 }
+
+/// The number in `... (MODSEQ (n))` or `[HIGHESTMODSEQ n]` of a line.
+fn modseq_of(line: &str) -> u64 {
+    let at = line.find("MODSEQ").expect("a modseq") + "MODSEQ".len();
+    line[at..]
+        .trim_start_matches([' ', '('])
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn condstore_fetch_changedsince_conditional_store_and_search_modseq() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut a, _) = LineClient::connect(server.imap_addr().unwrap());
+    a.tagged("l", "LOGIN alice@ours.test secret");
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" CONDSTORE "));
+    a.tagged("e", "ENABLE IMAP4rev2"); // no \Recent in the way
+    for _ in 0..3 {
+        a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+    }
+    let select = a.tagged("s", "SELECT INBOX (CONDSTORE)");
+    let highest = modseq_of(
+        select
+            .iter()
+            .find(|l| l.contains("[HIGHESTMODSEQ "))
+            .expect("HIGHESTMODSEQ"),
+    );
+    // Once on, FETCH FLAGS carries MODSEQ.
+    let fetched = a.tagged("f", "FETCH 1 (FLAGS)");
+    assert!(
+        fetched[0].starts_with("* 1 FETCH (FLAGS () MODSEQ ("),
+        "{fetched:?}"
+    );
+
+    // Another session changes message 2.
+    let mut b = alice_in_inbox(&server);
+    b.tagged("b", "STORE 2 +FLAGS (\\Flagged)");
+    // Only what changed since `highest` comes back, with its modseq.
+    let changed = a.tagged("f", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})"));
+    let fetches: Vec<_> = changed.iter().filter(|l| l.contains("FETCH (")).collect();
+    assert_eq!(fetches.len(), 1, "{changed:?}");
+    assert!(
+        fetches[0].starts_with("* 2 FETCH (FLAGS (\\Flagged) MODSEQ ("),
+        "{changed:?}"
+    );
+    let flagged = modseq_of(fetches[0]);
+    assert!(flagged > highest);
+
+    // A STORE conditional on the old modseq fails for 2, works for 1.
+    let reply = a.tagged(
+        "u",
+        &format!("STORE 1:2 (UNCHANGEDSINCE {highest}) +FLAGS.SILENT (\\Seen)"),
+    );
+    assert_eq!(
+        reply.last().unwrap(),
+        "u OK [MODIFIED 2] conditional STORE failed for some messages\r\n",
+        "{reply:?}"
+    );
+    let one = reply
+        .iter()
+        .find(|l| l.starts_with("* 1 FETCH (MODSEQ ("))
+        .expect("1's new modseq");
+    assert!(modseq_of(one) > flagged, "{reply:?}");
+    let fetched = a.tagged("g", "FETCH 2 (FLAGS)");
+    assert!(
+        fetched[0].starts_with("* 2 FETCH (FLAGS (\\Flagged) "),
+        "unchanged: {fetched:?}"
+    );
+
+    // SEARCH MODSEQ: what changed since, and the highest modseq of it.
+    // (A is an IMAP4rev2 session: ESEARCH, with MODSEQ at its end.)
+    let found = a.tagged("x", &format!("SEARCH MODSEQ {}", flagged + 1));
+    assert_eq!(
+        found[0],
+        format!("* ESEARCH (TAG \"x\") ALL 1 MODSEQ {}\r\n", modseq_of(one))
+    );
+    let status = b.tagged("t", "STATUS INBOX (HIGHESTMODSEQ)");
+    // Turning CONDSTORE on with INBOX selected says its HIGHESTMODSEQ first.
+    assert!(status[0].starts_with("* OK [HIGHESTMODSEQ "), "{status:?}");
+    assert_eq!(
+        status[1],
+        format!("* STATUS INBOX (HIGHESTMODSEQ {})\r\n", modseq_of(one))
+    );
+    // A CONDSTORE session (STATUS HIGHESTMODSEQ turned it on) hears of
+    // others' flag changes with their modseq, here after that STATUS.
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("* 1 FETCH (FLAGS (\\Seen") && l.contains(" MODSEQ (")),
+        "{status:?}"
+    );
+    // Turned on by a command while a mailbox is selected: HIGHESTMODSEQ
+    // first (RFC 7162 §3.1.1).
+    let mut c = alice_in_inbox(&server);
+    let fetched = c.tagged("m", "FETCH 1 (MODSEQ)");
+    assert!(
+        fetched[0].starts_with("* OK [HIGHESTMODSEQ "),
+        "{fetched:?}"
+    );
+    assert!(fetched[1].starts_with("* 1 FETCH (MODSEQ ("), "{fetched:?}");
+    // An IMAP4rev1 session's SEARCH MODSEQ answers SEARCH with the modseq.
+    let found = b.tagged("x", &format!("SEARCH MODSEQ {}", flagged + 1));
+    assert_eq!(
+        found[0],
+        format!("* SEARCH 1 (MODSEQ {})\r\n", modseq_of(one))
+    );
+    server.shutdown();
+}
+
+#[test]
+fn esearch_return_options_and_imap4rev2_searches() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" ESEARCH "));
+    for _ in 0..4 {
+        a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+    }
+    a.tagged("s", "STORE 3 +FLAGS (\\Seen)");
+    let reply = a.tagged("x1", "SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN");
+    assert_eq!(
+        reply[0],
+        "* ESEARCH (TAG \"x1\") MIN 1 MAX 4 COUNT 3 ALL 1:2,4\r\n"
+    );
+    let reply = a.tagged("x2", "UID SEARCH RETURN () ALL");
+    assert_eq!(reply[0], "* ESEARCH (TAG \"x2\") UID ALL 1:4\r\n");
+    let reply = a.tagged("x3", "SEARCH RETURN (COUNT MIN) DELETED");
+    assert_eq!(reply[0], "* ESEARCH (TAG \"x3\") COUNT 0\r\n");
+    assert_eq!(
+        a.tagged("x4", "SEARCH RETURN (SAVE) ALL"),
+        ["x4 BAD unknown SEARCH RETURN option\r\n"]
+    );
+    // Plain SEARCH stays SEARCH for IMAP4rev1; IMAP4rev2 gets ESEARCH.
+    assert_eq!(a.tagged("x5", "SEARCH SEEN")[0], "* SEARCH 3\r\n");
+    let (mut b, _) = LineClient::connect(server.imap_addr().unwrap());
+    b.tagged("l", "LOGIN alice@ours.test secret");
+    b.tagged("e", "ENABLE IMAP4rev2");
+    b.tagged("s", "SELECT INBOX");
+    assert_eq!(
+        b.tagged("y", "SEARCH SEEN")[0],
+        "* ESEARCH (TAG \"y\") ALL 3\r\n"
+    );
+    assert_eq!(
+        b.tagged("z", "SEARCH DRAFT"),
+        ["* ESEARCH (TAG \"z\")\r\n", "z OK SEARCH completed\r\n"]
+    );
+    server.shutdown();
+}

@@ -4,11 +4,14 @@ use super::convert::{
     flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern, micros_of,
     special_use, to_mailbox,
 };
-use super::view::{send_flags, View};
+use super::view::{condstore_on, send_flags, send_modseq, View};
 use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
+use ringpost_protocols::imap::esearch::SearchReturn;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
-use ringpost_protocols::imap::types::command::CommandBody;
+use ringpost_protocols::imap::types::command::{
+    CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
 use ringpost_protocols::imap::types::core::{AString, Quoted, Vec1};
 use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
 use ringpost_protocols::imap::types::extensions::quota::{QuotaGet, Resource};
@@ -35,6 +38,7 @@ impl Conn<'_> {
         io: &mut Connection,
         tag: &Tag,
         body: CommandBody<'static>,
+        search_return: Option<SearchReturn>,
     ) -> io::Result<()> {
         use CommandBody as C;
         self.shard.imap_metrics.commands.inc();
@@ -47,8 +51,20 @@ impl Conn<'_> {
         );
         let outcome = match body {
             C::Noop | C::Check => Ok(Done::Ok("completed")),
-            C::Select { mailbox, .. } => self.select(imap, &mailbox_name(&mailbox), false).await,
-            C::Examine { mailbox, .. } => self.select(imap, &mailbox_name(&mailbox), true).await,
+            C::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(imap, &mailbox_name(&mailbox), false, &parameters)
+                    .await
+            }
+            C::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(imap, &mailbox_name(&mailbox), true, &parameters)
+                    .await
+            }
             C::Unselect => {
                 self.view = None;
                 imap.unselected();
@@ -115,30 +131,59 @@ impl Conn<'_> {
                 .await
             }
             // One key, so a message is read and parsed at most once.
-            C::Search { criteria, uid, .. } => self.search(imap, &SearchKey::And(criteria), uid),
+            C::Search { criteria, uid, .. } => {
+                let answer = Answer {
+                    tag: tag.as_ref(),
+                    uid,
+                    esearch: search_return,
+                };
+                self.search(imap, &SearchKey::And(criteria), answer)
+            }
             C::Fetch {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
-            } => fetch::run(self, imap, io, &sequence_set, &macro_or_item_names, uid).await?,
+                modifiers,
+            } => {
+                let changed_since = modifiers.iter().find_map(|m| match m {
+                    FetchModifier::ChangedSince(since) => Some(since.get()),
+                    FetchModifier::Vanished => None,
+                });
+                fetch::run(
+                    self,
+                    imap,
+                    io,
+                    &sequence_set,
+                    &macro_or_item_names,
+                    uid,
+                    changed_since,
+                )
+                .await?
+            }
             C::Store {
                 sequence_set,
                 kind,
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.store(
-                    imap,
-                    &sequence_set,
-                    kind,
-                    response,
-                    &flags_from_imap(&flags),
+                let request = FlagStore {
+                    set: &sequence_set,
+                    how: match kind {
+                        StoreType::Replace => FlagChange::Replace,
+                        StoreType::Add => FlagChange::Add,
+                        StoreType::Remove => FlagChange::Remove,
+                    },
+                    flags: flags_from_imap(&flags),
+                    silent: response == StoreResponse::Silent,
                     uid,
-                )
-                .await
+                    unchanged_since: modifiers
+                        .iter()
+                        .map(|StoreModifier::UnchangedSince(since)| *since)
+                        .next(),
+                };
+                self.store(imap, request).await
             }
             C::Copy {
                 sequence_set,
@@ -182,7 +227,16 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn select(&mut self, imap: &mut ImapSession, name: &str, read_only: bool) -> Outcome {
+    async fn select(
+        &mut self,
+        imap: &mut ImapSession,
+        name: &str,
+        read_only: bool,
+        parameters: &[SelectParameter],
+    ) -> Outcome {
+        if parameters.contains(&SelectParameter::CondStore) {
+            imap.enable_condstore();
+        }
         if self.view.take().is_some() {
             imap.unselected();
             imap.untagged("OK [CLOSED] previous mailbox closed");
@@ -216,6 +270,10 @@ impl Conn<'_> {
         view.send_recent(imap);
         imap.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", view.uidvalidity));
         imap.untagged(&format!("OK [UIDNEXT {}] predicted next UID", view.uidnext));
+        imap.untagged(&format!(
+            "OK [HIGHESTMODSEQ {}] highest modseq",
+            view.highest_modseq.max(1)
+        ));
         if let Some(first) = view
             .messages
             .iter()
@@ -450,6 +508,10 @@ impl Conn<'_> {
                     StatusDataItem::Unseen(rows.len() as u32 - count(flag::SEEN))
                 }
                 StatusDataItemName::Deleted => StatusDataItem::Deleted(count(flag::DELETED)),
+                StatusDataItemName::HighestModSeq => {
+                    condstore_on(imap, self.view.as_ref());
+                    StatusDataItem::HighestModSeq(meta.highest_modseq.max(1))
+                }
                 _ => continue,
             });
         }
@@ -506,7 +568,13 @@ impl Conn<'_> {
         }
     }
 
-    fn search(&self, imap: &mut ImapSession, all_of: &SearchKey<'static>, uid: bool) -> Outcome {
+    fn search(
+        &self,
+        imap: &mut ImapSession,
+        all_of: &SearchKey<'static>,
+        answer: Answer,
+    ) -> Outcome {
+        let uid = answer.uid;
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
@@ -515,7 +583,12 @@ impl Conn<'_> {
             max_seq: view.messages.len() as u32,
             max_uid: view.messages.last().map_or(0, |m| m.uid),
         };
+        let with_modseq = search::uses_modseq(all_of);
+        if with_modseq {
+            condstore_on(imap, Some(view));
+        }
         let mut found = Vec::new();
+        let mut modseqs = Vec::new();
         for (index, message) in view.messages.iter().enumerate() {
             let flags = flags_to_imap(&message.row.flags);
             let candidate = Candidate {
@@ -523,6 +596,7 @@ impl Conn<'_> {
                 uid: message.uid,
                 flags: &flags,
                 recent: message.recent,
+                modseq: message.row.modseq,
                 internal_date: (message.row.internal_date / 1_000_000) as i64,
                 size: message.row.size,
             };
@@ -538,31 +612,46 @@ impl Conn<'_> {
             };
             if search::matches(all_of, &candidate, bounds, &mut load) {
                 found.push(if uid { message.uid } else { index as u32 + 1 });
+                modseqs.push(message.row.modseq);
             }
         }
+        // A search by MODSEQ says the highest modseq of what it found
+        // (RFC 7162 §3.1.5).
+        if let Some(wanted) = answer.esearch {
+            let modseq = wanted.modseq(&modseqs).filter(|_| with_modseq);
+            imap.untagged(&wanted.response(answer.tag, uid, &found, modseq));
+            return Ok(Done::Ok("SEARCH completed"));
+        }
+        let modseq = modseqs.iter().copied().max().filter(|_| with_modseq);
         let mut line = String::from("SEARCH");
-        for n in found {
+        for n in &found {
             line.push(' ');
             line.push_str(&n.to_string());
+        }
+        if let Some(modseq) = modseq {
+            line.push_str(&format!(" (MODSEQ {modseq})"));
         }
         imap.untagged(&line);
         Ok(Done::Ok("SEARCH completed"))
     }
 
-    async fn store(
-        &mut self,
-        imap: &mut ImapSession,
-        set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        change: &mailbox::Flags,
-        uid: bool,
-    ) -> Outcome {
+    async fn store(&mut self, imap: &mut ImapSession, request: FlagStore<'_>) -> Outcome {
+        let FlagStore {
+            set,
+            how,
+            flags: change,
+            silent,
+            uid,
+            unchanged_since,
+        } = request;
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
         if view.read_only {
             return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
+        }
+        if unchanged_since.is_some() {
+            condstore_on(imap, Some(view));
         }
         let picked = view.select(set, uid);
         if picked.is_empty() {
@@ -571,11 +660,6 @@ impl Conn<'_> {
         // The change itself goes to the commit writer, which applies it to
         // the flags as stored: another session's change made meanwhile
         // (which this view may not show yet) is kept.
-        let how = match kind {
-            StoreType::Replace => FlagChange::Replace,
-            StoreType::Add => FlagChange::Add,
-            StoreType::Remove => FlagChange::Remove,
-        };
         let mut batch = WriteBatch::new();
         for &index in &picked {
             batch.change(Change::SetFlags {
@@ -585,19 +669,43 @@ impl Conn<'_> {
                 uid: view.messages[index].uid,
                 how,
                 flags: change.clone(),
+                unchanged_since,
             });
         }
         let applied = self.commit(batch).await?;
         let view = self.view.as_mut().expect("checked above");
+        let mut modified = Vec::new();
         for (index, applied) in picked.into_iter().zip(applied) {
-            let Applied::Flags { flags, .. } = applied else {
-                continue; // expunged meanwhile
+            let message = &view.messages[index];
+            let (flags, modseq) = match applied {
+                Applied::Flags { flags, modseq } => (flags, modseq),
+                Applied::Modified { .. } => {
+                    modified.push(if uid { message.uid } else { index as u32 + 1 });
+                    continue;
+                }
+                _ => continue, // expunged meanwhile
             };
+            let changed = modseq != message.row.modseq;
             view.announce(&flags, imap);
-            view.messages[index].row.flags = flags;
-            if response == StoreResponse::Answer {
-                send_flags(imap, index + 1, &view.messages[index], uid);
+            let message = &mut view.messages[index];
+            message.row.flags = flags;
+            message.row.modseq = modseq;
+            view.highest_modseq = view.highest_modseq.max(modseq);
+            let message = &view.messages[index];
+            if !silent {
+                send_flags(imap, index + 1, message, uid);
+            } else if changed && imap.is_condstore() {
+                // .SILENT still tells a CONDSTORE client the new modseq
+                // (RFC 7162 §3.1.3).
+                send_modseq(imap, index + 1, message, uid);
             }
+        }
+        if !modified.is_empty() {
+            let set: Vec<String> = modified.iter().map(u32::to_string).collect();
+            return Ok(Done::OkCode(
+                format!("MODIFIED {}", set.join(",")),
+                "conditional STORE failed for some messages",
+            ));
         }
         Ok(Done::Ok("STORE completed"))
     }
@@ -722,6 +830,27 @@ pub(super) enum Done {
 pub(super) type Outcome = Result<Done, StoreError>;
 
 /// A store error as the response code and text of a NO.
+/// How a SEARCH is answered.
+struct Answer<'a> {
+    tag: &'a str,
+    /// Numbers are UIDs (UID SEARCH).
+    uid: bool,
+    /// ESEARCH with these (RFC 4731), or else the SEARCH response.
+    esearch: Option<SearchReturn>,
+}
+
+/// A STORE, as the command gave it.
+struct FlagStore<'a> {
+    set: &'a SequenceSet,
+    how: FlagChange,
+    flags: mailbox::Flags,
+    /// `.SILENT`: no FETCH FLAGS in answer.
+    silent: bool,
+    uid: bool,
+    /// RFC 7162 UNCHANGEDSINCE.
+    unchanged_since: Option<u64>,
+}
+
 impl Conn<'_> {
     /// The account's quota and what it uses now.
     fn quota_state(&self) -> Result<(quota::Quota, quota::Usage), StoreError> {

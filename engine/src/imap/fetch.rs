@@ -28,6 +28,7 @@ pub(super) async fn run(
     set: &SequenceSet,
     names: &MacroOrMessageDataItemNames<'static>,
     uid: bool,
+    changed_since: Option<u64>,
 ) -> io::Result<Outcome> {
     let Some(view) = &conn.view else {
         return Ok(Ok(Done::Bad("no mailbox selected")));
@@ -39,6 +40,16 @@ pub(super) async fn run(
     if uid && !items.contains(&MessageDataItemName::Uid) {
         items.insert(0, MessageDataItemName::Uid);
     }
+    // CONDSTORE (RFC 7162 §3.1.4): MODSEQ and CHANGEDSINCE turn it on;
+    // once on, MODSEQ goes with every FLAGS, and CHANGEDSINCE implies it.
+    if changed_since.is_some() || items.contains(&MessageDataItemName::ModSeq) {
+        super::view::condstore_on(imap, Some(view));
+    }
+    let wants_modseq = changed_since.is_some()
+        || (imap.is_condstore() && items.contains(&MessageDataItemName::Flags));
+    if wants_modseq && !items.contains(&MessageDataItemName::ModSeq) {
+        items.push(MessageDataItemName::ModSeq);
+    }
     let needs_body = items.iter().any(|i| {
         !matches!(
             i,
@@ -46,6 +57,7 @@ pub(super) async fn run(
                 | MessageDataItemName::Flags
                 | MessageDataItemName::InternalDate
                 | MessageDataItemName::Rfc822Size
+                | MessageDataItemName::ModSeq
         )
     });
     // Reading the body (not its header) sets \Seen, in a writable mailbox.
@@ -59,7 +71,10 @@ pub(super) async fn run(
             )
         });
     let store = conn.shard.store.clone();
-    let picked = view.select(set, uid);
+    let mut picked = view.select(set, uid);
+    if let Some(since) = changed_since {
+        picked.retain(|&index| view.messages[index].row.modseq > since);
+    }
     let plain = plain_items(&items);
     let mut seen = Vec::new();
     let mut missing = false;
@@ -117,6 +132,7 @@ pub(super) async fn run(
                     flags_sent = true;
                     MessageDataItem::Flags(message.fetch_flags(sets_seen))
                 }
+                MessageDataItemName::ModSeq => message.modseq_item(),
                 MessageDataItemName::InternalDate => {
                     MessageDataItem::InternalDate(internal_date(message.row.internal_date))
                 }
@@ -194,6 +210,7 @@ pub(super) async fn run(
                     system: flag::SEEN,
                     keywords: Vec::new(),
                 },
+                unchanged_since: None,
             });
         }
         let applied = match conn.commit(batch).await {
@@ -202,8 +219,10 @@ pub(super) async fn run(
         };
         let view = conn.view.as_mut().expect("checked above");
         for (index, applied) in seen.into_iter().zip(applied) {
-            if let Applied::Flags { flags, .. } = applied {
+            if let Applied::Flags { flags, modseq } = applied {
                 view.messages[index].row.flags = flags;
+                view.messages[index].row.modseq = modseq;
+                view.highest_modseq = view.highest_modseq.max(modseq);
             }
         }
     }

@@ -22,7 +22,7 @@ use ringpost_protocols::imap::ImapSession;
 use ringpost_storage::mailbox::{self, Flags, MailboxMeta, MailboxRow};
 use ringpost_storage::{Store, StoreError};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 
 /// One message of the view.
 #[derive(Debug, Clone)]
@@ -51,6 +51,13 @@ impl Message {
     }
 }
 
+impl Message {
+    /// `MODSEQ (n)` (RFC 7162 §3.1.4).
+    pub fn modseq_item(&self) -> MessageDataItem<'static> {
+        MessageDataItem::ModSeq(NonZeroU64::new(self.row.modseq).unwrap_or(NonZeroU64::MIN))
+    }
+}
+
 /// The system flags, as FLAGS and PERMANENTFLAGS list them.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
@@ -66,6 +73,8 @@ pub(crate) struct View {
     pub uidnext: u32,
     /// EXAMINE: no flag changes, no expunges.
     pub read_only: bool,
+    /// HIGHESTMODSEQ as last read (RFC 7162).
+    pub highest_modseq: u64,
     /// By sequence number - 1.
     pub messages: Vec<Message>,
     /// Messages below this UID have been claimed for `\Recent` (by this
@@ -95,6 +104,7 @@ impl View {
             uidvalidity: meta.uidvalidity,
             uidnext: meta.uidnext,
             read_only,
+            highest_modseq: meta.highest_modseq,
             messages: Vec::new(),
             // Nothing to claim when every message has been seen already:
             // a SELECT then costs no commit.
@@ -215,6 +225,7 @@ impl View {
             return Ok(false);
         }
         self.uidnext = meta.uidnext;
+        self.highest_modseq = meta.highest_modseq;
         let mut current: HashMap<u32, MailboxRow> =
             mailbox::all_rows(store, &self.user, self.uidvalidity)?
                 .into_iter()
@@ -317,6 +328,43 @@ pub(crate) fn send_flags(session: &mut ImapSession, seq: usize, message: &Messag
             items.push(MessageDataItem::Uid(uid));
         }
     }
+    if session.is_condstore() {
+        items.push(message.modseq_item());
+    }
+    if let Ok(data) = Data::fetch(seq as u32, items) {
+        session.data(data);
+    }
+}
+
+/// A CONDSTORE-enabling command came: turn CONDSTORE on, and tell the
+/// client the selected mailbox's HIGHESTMODSEQ if it was off (RFC 7162
+/// §3.1.1).
+pub(crate) fn condstore_on(session: &mut ImapSession, view: Option<&View>) {
+    if session.enable_condstore() {
+        if let Some(view) = view {
+            session.untagged(&format!(
+                "OK [HIGHESTMODSEQ {}] highest modseq",
+                view.highest_modseq.max(1)
+            ));
+        }
+    }
+}
+
+/// `* n FETCH ([UID u] MODSEQ (m))`: a flag change the client asked to
+/// hear nothing of but its modseq (STORE .SILENT under CONDSTORE).
+pub(crate) fn send_modseq(
+    session: &mut ImapSession,
+    seq: usize,
+    message: &Message,
+    with_uid: bool,
+) {
+    let mut items = Vec::new();
+    if with_uid {
+        if let Some(uid) = NonZeroU32::new(message.uid) {
+            items.push(MessageDataItem::Uid(uid));
+        }
+    }
+    items.push(message.modseq_item());
     if let Ok(data) = Data::fetch(seq as u32, items) {
         session.data(data);
     }
@@ -333,6 +381,7 @@ mod tests {
             uidvalidity: 7,
             uidnext: uids.last().map_or(1, |u| u + 1),
             read_only: false,
+            highest_modseq: 1,
             messages: uids
                 .iter()
                 .map(|&uid| Message {

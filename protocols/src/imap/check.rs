@@ -76,7 +76,7 @@ impl Run {
                     self.session.login_succeeded(tag)
                 }
                 Event::Login { tag, .. } => self.session.login_failed(tag),
-                Event::Command { tag, body } => {
+                Event::Command { tag, body, .. } => {
                     assert!(self.logged_in, "a mailbox command before login: {body:?}");
                     if matches!(**body, CommandBody::Select { .. }) {
                         self.session.selected();

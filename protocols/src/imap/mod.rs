@@ -7,11 +7,13 @@
 //!   command comes out as an event for the driver.
 //! - `mime`: ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message.
 //! - `search`: whether a message matches a SEARCH key.
+//! - `esearch`: SEARCH RETURN options and the ESEARCH response.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
 //!   session's promises, shared by the unit tests and `fuzz/`.
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
+pub mod esearch;
 pub mod mime;
 pub mod search;
 mod server;

@@ -44,6 +44,8 @@ pub struct Candidate<'a> {
     pub flags: &'a [Flag<'static>],
     /// `\Recent` in this session (RFC 3501; never for IMAP4rev2).
     pub recent: bool,
+    /// Its modseq (RFC 7162 SEARCH MODSEQ).
+    pub modseq: u64,
     /// INTERNALDATE, unix seconds (UTC).
     pub internal_date: i64,
     /// RFC822.SIZE.
@@ -57,6 +59,18 @@ pub struct Bounds {
     pub max_seq: u32,
     /// Highest UID in the mailbox (0 when empty).
     pub max_uid: u32,
+}
+
+/// Whether `key` searches by MODSEQ anywhere (the SEARCH response then
+/// carries the highest modseq found, RFC 7162 §3.1.5).
+pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(inner) => uses_modseq(inner),
+        _ => false,
+    }
 }
 
 /// Whether the message matches `key`.
@@ -170,6 +184,9 @@ fn eval(key: &SearchKey<'_>, env: &Env<'_>, content: Option<&Content<'_>>) -> Op
         SearchKey::Not(inner) => eval(inner, env, content).map(|m| !m),
 
         SearchKey::All => Some(true),
+        // The per-flag entry form is about the flag's own modseq, which is
+        // the message's here (RFC 7162 §3.1.5 lets a server do so).
+        SearchKey::ModSequence { modseq, .. } => Some(c.modseq >= *modseq),
         SearchKey::Recent => Some(c.recent),
         SearchKey::Old => Some(!c.recent),
         SearchKey::New => Some(c.recent && !has_flag(c.flags, &Flag::Seen)),
@@ -577,6 +594,7 @@ mod tests {
             uid: 42,
             flags,
             recent: false,
+            modseq: 7,
             internal_date: JAN3,
             size: 1000,
         }
@@ -712,6 +730,15 @@ AAECAwQFBgc=\r\n\
         };
         assert!(!no_content("NEW", &recent_seen));
         assert!(no_content("RECENT SEEN", &recent_seen));
+    }
+
+    #[test]
+    fn modseq() {
+        let c = cand(&[]); // modseq 7
+        assert!(no_content("MODSEQ 7", &c));
+        assert!(no_content("MODSEQ 1", &c));
+        assert!(!no_content("MODSEQ 8", &c));
+        assert!(no_content("MODSEQ \"/flags/\\\\seen\" all 7", &c));
     }
 
     #[test]

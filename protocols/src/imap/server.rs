@@ -16,6 +16,7 @@
 //! hold much (`max_command_size`, sized for APPEND, applies after login).
 //! Everything received after STARTTLS and before the handshake is dropped.
 
+use imap_codec::decode::Decoder;
 use imap_codec::encode::Encoder;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::auth::AuthMechanism;
@@ -27,14 +28,15 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec, ResponseCod
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::esearch::{self, SearchReturn};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
 
 /// What the server can do once logged in (and before, with the login
 /// capabilities of [`ImapSession::capabilities`] added).
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
-     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE";
+     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH QUOTA \
+     QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -100,6 +102,9 @@ pub enum Event {
         tag: Tag<'static>,
         /// The command.
         body: Box<CommandBody<'static>>,
+        /// For SEARCH: answer with ESEARCH, giving these (RFC 4731; every
+        /// SEARCH of an IMAP4rev2 session). `None`: the SEARCH response.
+        search_return: Option<SearchReturn>,
     },
     /// IDLE began (`+ idling` is written). Send updates with
     /// [`ImapSession::data`] as they happen; the client ends it with DONE.
@@ -156,6 +161,9 @@ pub struct ImapSession {
     /// The client sent `ENABLE IMAP4rev2`; until then it is an IMAP4rev1
     /// client, which is told of `\Recent` (RFC 3501 §2.3.2).
     rev2: bool,
+    /// CONDSTORE is on (RFC 7162 §3.1: ENABLE CONDSTORE, or the first
+    /// command that uses it): FETCH responses with FLAGS carry MODSEQ.
+    condstore: bool,
     timers: Timers,
 }
 
@@ -180,6 +188,7 @@ impl ImapSession {
             tls: peer.implicit_tls,
             peer,
             rev2: false,
+            condstore: false,
             timers: Timers::default(),
         };
         let greeting = format!(
@@ -273,6 +282,20 @@ impl ImapSession {
     /// The client enabled IMAP4rev2: no `\Recent`, no RECENT responses.
     pub fn is_rev2(&self) -> bool {
         self.rev2
+    }
+
+    /// CONDSTORE is on for this session.
+    pub fn is_condstore(&self) -> bool {
+        self.condstore
+    }
+
+    /// The client used a CONDSTORE-enabling command (SELECT (CONDSTORE),
+    /// FETCH MODSEQ or CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ,
+    /// STATUS HIGHESTMODSEQ): CONDSTORE is on from now (RFC 7162 §3.1).
+    /// True if it was off: with a mailbox selected, the driver then sends
+    /// its HIGHESTMODSEQ (§3.1.1).
+    pub fn enable_condstore(&mut self) -> bool {
+        !std::mem::replace(&mut self.condstore, true)
     }
 
     // -- answers ---------------------------------------------------------
@@ -504,10 +527,28 @@ impl ImapSession {
     }
 
     fn command(&mut self) {
-        let decoded = self
-            .framing
-            .decode_message(&CommandCodec::default())
-            .map(|command| command.into_static());
+        // SEARCH RETURN (...) is ours to parse; the rest is imap-codec's.
+        let mut search_return = None;
+        let decoded = match esearch::split_return(self.framing.message_bytes()) {
+            None => self
+                .framing
+                .decode_message(&CommandCodec::default())
+                .map(|command| command.into_static()),
+            Some(Ok((plain, wanted))) => {
+                search_return = Some(wanted);
+                match CommandCodec::default().decode(&plain) {
+                    Ok((_, command)) => Ok(command.into_static()),
+                    Err(_) => {
+                        let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+                        return self.bad_command(tag, "syntax error");
+                    }
+                }
+            }
+            Some(Err(esearch::BadReturn)) => {
+                let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+                return self.bad_command(tag, "unknown SEARCH RETURN option");
+            }
+        };
         let command: Command<'static> = match decoded {
             Ok(command) => command,
             Err(error) => {
@@ -521,21 +562,33 @@ impl ImapSession {
                 } else {
                     "syntax error"
                 };
-                match tag {
-                    Some(tag) => self.bad(&tag, text),
-                    None => {
-                        self.untagged(&format!("BAD {text}"));
-                        self.count_error();
-                    }
-                }
-                return;
+                return self.bad_command(tag, text);
             }
         };
         let Command { tag, body } = command;
-        self.dispatch(tag, body);
+        if matches!(body, CommandBody::Search { .. }) && self.rev2 {
+            search_return.get_or_insert(SearchReturn::ALL);
+        }
+        self.dispatch(tag, body, search_return);
     }
 
-    fn dispatch(&mut self, tag: Tag<'static>, body: CommandBody<'static>) {
+    /// BAD for a command that could not be read, tagged if its tag could.
+    fn bad_command(&mut self, tag: Option<Tag<'static>>, text: &str) {
+        match tag {
+            Some(tag) => self.bad(&tag, text),
+            None => {
+                self.untagged(&format!("BAD {text}"));
+                self.count_error();
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        tag: Tag<'static>,
+        body: CommandBody<'static>,
+        search_return: Option<SearchReturn>,
+    ) {
         use CommandBody as C;
         match (&body, self.state) {
             (C::Capability, _) => {
@@ -614,6 +667,9 @@ impl ImapSession {
                     if name.eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 {
                         self.rev2 = true;
                         enabled.push_str(" IMAP4rev2");
+                    } else if name.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
+                        self.condstore = true;
+                        enabled.push_str(" CONDSTORE");
                     }
                 }
                 self.untagged(&enabled);
@@ -673,6 +729,7 @@ impl ImapSession {
             ) => self.raise(Event::Command {
                 tag,
                 body: Box::new(body),
+                search_return,
             }),
             _ => self.bad(&tag, "command not supported"),
         }

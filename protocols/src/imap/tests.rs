@@ -47,6 +47,13 @@ fn login_and_states() {
     // Enabled once: the second time, and what is not offered, is not listed.
     run.feed("e2 ENABLE imap4rev2 X-UNKNOWN\r\n");
     assert_eq!(run.take(), "* ENABLED\r\ne2 OK ENABLE completed\r\n");
+    assert!(!run.session.is_condstore());
+    run.feed("e3 ENABLE CONDSTORE\r\n");
+    assert_eq!(
+        run.take(),
+        "* ENABLED CONDSTORE\r\ne3 OK ENABLE completed\r\n"
+    );
+    assert!(run.session.is_condstore());
     run.feed("s2 SELECT INBOX\r\nf2 FETCH 1:* (FLAGS BODY.PEEK[])\r\n");
     assert_eq!(run.take(), "s2 OK done\r\nf2 OK done\r\n");
     let commands: Vec<_> = run

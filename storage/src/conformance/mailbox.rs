@@ -406,6 +406,7 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
         uid: 1,
         how: FlagChange::Replace,
         flags: seen.clone(),
+        unchanged_since: None,
     };
     let modseq = work.highest_modseq + 1;
     let flagged = Ok(Applied::Flags {
@@ -438,6 +439,7 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
             system,
             keywords: Vec::new(),
         },
+        unchanged_since: None,
     };
     let mut both = WriteBatch::new();
     both.change(flag_change(FlagChange::Add, flag::ANSWERED));
@@ -460,6 +462,30 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
             .flags,
         expected
     );
+    // UNCHANGEDSINCE: refused when the row changed after it, done otherwise.
+    let Applied::Flags { modseq: now, .. } = second[0] else {
+        unreachable!()
+    };
+    let conditional = |since| Change::SetFlags {
+        user: user.into(),
+        mailbox: "Work".into(),
+        uidvalidity: work.uidvalidity,
+        uid: 1,
+        how: FlagChange::Add,
+        flags: Flags {
+            system: flag::FLAGGED,
+            keywords: Vec::new(),
+        },
+        unchanged_since: Some(since),
+    };
+    assert_eq!(
+        change(&commits, conditional(now - 1)),
+        Ok(Applied::Modified { modseq: now })
+    );
+    assert!(matches!(
+        change(&commits, conditional(now)),
+        Ok(Applied::Flags { modseq, flags }) if modseq > now && flags.has(flag::FLAGGED)
+    ));
 
     // Subscribe.
     change(

@@ -281,6 +281,9 @@ pub enum Change {
         how: FlagChange,
         /// The flags to set, add or remove.
         flags: Flags,
+        /// Only if the row's modseq is at most this (RFC 7162 STORE
+        /// UNCHANGEDSINCE); else [`Applied::Modified`] and nothing changes.
+        unchanged_since: Option<u64>,
     },
     /// Remove one message. Already gone is no error ([`Applied::Gone`]):
     /// POP3 and IMAP may delete the same message.
@@ -395,6 +398,12 @@ pub enum Applied {
         modseq: u64,
         /// The flags as stored after the change.
         flags: Flags,
+    },
+    /// A conditional flag change found the row changed since the modseq it
+    /// gave: nothing was done.
+    Modified {
+        /// The row's modseq.
+        modseq: u64,
     },
     /// The row was already gone: nothing to do.
     Gone,

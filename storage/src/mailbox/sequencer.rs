@@ -203,6 +203,7 @@ impl View<'_> {
                 uid,
                 how,
                 flags,
+                unchanged_since,
             } => {
                 let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
                 let key = row_key(user, meta.uidvalidity, *uid);
@@ -210,6 +211,9 @@ impl View<'_> {
                     return Ok(Applied::Gone);
                 };
                 let mut row = MailboxRow::decode(&value)?;
+                if unchanged_since.is_some_and(|since| row.modseq > since) {
+                    return Ok(Applied::Modified { modseq: row.modseq });
+                }
                 // Applied to the flags as stored now, not as the session saw
                 // them: a concurrent +FLAGS from another session survives.
                 let new = row.flags.changed(*how, flags);

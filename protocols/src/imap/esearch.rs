@@ -1,0 +1,225 @@
+//! ESEARCH (RFC 4731): `SEARCH RETURN (MIN MAX COUNT ALL)` and the
+//! `* ESEARCH` response.
+//!
+//! imap-codec does not parse search return options, so the session takes
+//! them out of the command ([`split_return`]) before it decodes the rest,
+//! and hands them to the driver with the command. IMAP4rev2 sessions get
+//! ESEARCH for every SEARCH (RFC 9051 §7.3.4): a plain SEARCH is
+//! `RETURN (ALL)` for them.
+
+/// What a SEARCH asked to get back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchReturn {
+    /// The lowest matching number.
+    pub min: bool,
+    /// The highest.
+    pub max: bool,
+    /// All of them, as a set.
+    pub all: bool,
+    /// How many.
+    pub count: bool,
+}
+
+impl SearchReturn {
+    /// `RETURN (ALL)`, which an empty `RETURN ()` also means.
+    pub const ALL: SearchReturn = SearchReturn {
+        min: false,
+        max: false,
+        all: true,
+        count: false,
+    };
+
+    /// The MODSEQ an ESEARCH by MODSEQ reports, given the modseqs of the
+    /// messages found, in order: of the messages MIN and MAX name when only
+    /// they are asked for, else the highest of all (RFC 7162 §3.1.5).
+    pub fn modseq(&self, modseqs: &[u64]) -> Option<u64> {
+        let (first, last) = (*modseqs.first()?, *modseqs.last()?);
+        if (self.min || self.max) && !self.all && !self.count {
+            let min = if self.min { first } else { 0 };
+            let max = if self.max { last } else { 0 };
+            return Some(min.max(max));
+        }
+        modseqs.iter().copied().max()
+    }
+
+    /// The `* ESEARCH` line (without `* `) for `found` (ascending), which
+    /// are UIDs when `uid`. `modseq` is the highest modseq of what was
+    /// found, for a search by MODSEQ (RFC 7162 §3.1.5).
+    pub fn response(&self, tag: &str, uid: bool, found: &[u32], modseq: Option<u64>) -> String {
+        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
+        if uid {
+            line.push_str(" UID");
+        }
+        if let (true, Some(min)) = (self.min, found.first()) {
+            line.push_str(&format!(" MIN {min}"));
+        }
+        if let (true, Some(max)) = (self.max, found.last()) {
+            line.push_str(&format!(" MAX {max}"));
+        }
+        if self.count {
+            line.push_str(&format!(" COUNT {}", found.len()));
+        }
+        if self.all && !found.is_empty() {
+            line.push_str(&format!(" ALL {}", sequence_set(found)));
+        }
+        if let (Some(modseq), false) = (modseq, found.is_empty()) {
+            line.push_str(&format!(" MODSEQ {modseq}"));
+        }
+        line
+    }
+}
+
+/// An IMAP quoted string (tags are atoms, but quote anyway as the RFC does).
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Ascending numbers as a compact set: `1:3,5,8:9`.
+pub fn sequence_set(numbers: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end + 1 {
+            i += 1;
+            end = numbers[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Why the return options could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadReturn;
+
+/// If `command` (a whole command, literals included) is `tag [UID] SEARCH
+/// RETURN (...) ...`, the command without `RETURN (...)` and the options;
+/// `None` when it has no RETURN.
+pub fn split_return(command: &[u8]) -> Option<Result<(Vec<u8>, SearchReturn), BadReturn>> {
+    let tag_end = command.iter().position(|&b| b == b' ')?;
+    let mut at = tag_end + 1;
+    let word = |at: usize, word: &[u8]| {
+        command
+            .get(at..at + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    if word(at, b"UID ") {
+        at += 4;
+    }
+    if !word(at, b"SEARCH RETURN (") {
+        return None;
+    }
+    let options_start = at + b"SEARCH RETURN (".len();
+    let Some(close) = command[options_start..].iter().position(|&b| b == b')') else {
+        return Some(Err(BadReturn));
+    };
+    let options = &command[options_start..options_start + close];
+    let mut wanted = SearchReturn::default();
+    for option in options.split(|&b| b == b' ').filter(|o| !o.is_empty()) {
+        match option.to_ascii_uppercase().as_slice() {
+            b"MIN" => wanted.min = true,
+            b"MAX" => wanted.max = true,
+            b"ALL" => wanted.all = true,
+            b"COUNT" => wanted.count = true,
+            _ => return Some(Err(BadReturn)),
+        }
+    }
+    if wanted == SearchReturn::default() {
+        wanted = SearchReturn::ALL;
+    }
+    // "tag [UID] SEARCH" ‖ the rest after "RETURN (...)".
+    let rest = &command[options_start + close + 1..];
+    let mut plain = command[..at + b"SEARCH".len()].to_vec();
+    plain.extend_from_slice(rest);
+    Some(Ok((plain, wanted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_options_come_out_and_the_rest_stays() {
+        let (plain, wanted) = split_return(b"a UID search return (MIN count) UNSEEN\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain, b"a UID search UNSEEN\r\n");
+        assert!(wanted.min && wanted.count && !wanted.max && !wanted.all);
+        let (plain, wanted) = split_return(b"b SEARCH RETURN () ALL\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (plain.as_slice(), wanted),
+            (&b"b SEARCH ALL\r\n"[..], SearchReturn::ALL)
+        );
+        assert_eq!(split_return(b"c SEARCH ALL\r\n"), None);
+        assert_eq!(split_return(b"c FETCH 1 (FLAGS)\r\n"), None);
+        assert_eq!(
+            split_return(b"d SEARCH RETURN (SAVE) ALL\r\n"),
+            Some(Err(BadReturn))
+        );
+        assert_eq!(split_return(b"d SEARCH RETURN (MIN"), Some(Err(BadReturn)));
+    }
+
+    #[test]
+    fn responses_as_rfc_4731_shows_them() {
+        let all = SearchReturn {
+            min: true,
+            max: true,
+            all: true,
+            count: true,
+        };
+        assert_eq!(
+            all.response("A282", false, &[2, 3, 4, 10, 12, 13], None),
+            "ESEARCH (TAG \"A282\") MIN 2 MAX 13 COUNT 6 ALL 2:4,10,12:13"
+        );
+        assert_eq!(
+            all.response("A283", true, &[], Some(9)),
+            "ESEARCH (TAG \"A283\") UID COUNT 0"
+        );
+        assert_eq!(
+            SearchReturn::ALL.response("t", false, &[5], Some(9)),
+            "ESEARCH (TAG \"t\") ALL 5 MODSEQ 9"
+        );
+    }
+
+    #[test]
+    fn modseq_is_of_what_min_and_max_name_else_of_all() {
+        let modseqs = [6, 8, 7];
+        let only = |min, max| SearchReturn {
+            min,
+            max,
+            ..SearchReturn::default()
+        };
+        assert_eq!(only(true, false).modseq(&modseqs), Some(6));
+        assert_eq!(only(false, true).modseq(&modseqs), Some(7));
+        assert_eq!(only(true, true).modseq(&modseqs), Some(7));
+        assert_eq!(SearchReturn::ALL.modseq(&modseqs), Some(8));
+        let counted = SearchReturn {
+            min: true,
+            count: true,
+            ..SearchReturn::default()
+        };
+        assert_eq!(counted.modseq(&modseqs), Some(8));
+        assert_eq!(SearchReturn::ALL.modseq(&[]), None);
+    }
+}
