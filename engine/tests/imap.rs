@@ -563,3 +563,52 @@ fn esearch_return_options_and_imap4rev2_searches() {
     );
     server.shutdown();
 }
+
+#[test]
+fn sort_by_subject_date_and_address() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" SORT SORT=DISPLAY "));
+    for (from, subject, date) in [
+        (
+            "Zed <z@x.test>",
+            "Re: beta",
+            "Tue, 2 Jan 2024 10:00:00 +0000",
+        ),
+        ("amy@x.test", "alpha", "Mon, 1 Jan 2024 10:00:00 +0000"),
+        (
+            "Bob <b@x.test>",
+            "[list] Fwd: Beta (fwd)",
+            "Wed, 3 Jan 2024 10:00:00 +0000",
+        ),
+    ] {
+        let message = format!("From: {from}\r\nSubject: {subject}\r\nDate: {date}\r\n\r\nbody\r\n");
+        let reply = a.tagged(
+            "p",
+            &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+        );
+        assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    }
+    assert_eq!(
+        a.tagged("s1", "SORT (SUBJECT) UTF-8 ALL")[0],
+        "* SORT 2 1 3\r\n"
+    );
+    assert_eq!(
+        a.tagged("s2", "SORT (REVERSE DATE) UTF-8 ALL")[0],
+        "* SORT 3 1 2\r\n"
+    );
+    assert_eq!(
+        a.tagged("s3", "SORT (FROM) UTF-8 NOT FROM amy")[0],
+        "* SORT 3 1\r\n"
+    );
+    assert_eq!(
+        a.tagged("s4", "SORT (DISPLAYFROM) UTF-8 ALL")[0],
+        "* SORT 2 3 1\r\n"
+    );
+    assert_eq!(
+        a.tagged("s5", "UID SORT (SIZE) UTF-8 1:2")[0],
+        "* SORT 2 1\r\n"
+    );
+    server.shutdown();
+}

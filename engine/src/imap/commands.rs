@@ -9,12 +9,14 @@ use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::SearchReturn;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
+use ringpost_protocols::imap::sort::{SortFields, Sortable};
 use ringpost_protocols::imap::types::command::{
     CommandBody, FetchModifier, SelectParameter, StoreModifier,
 };
 use ringpost_protocols::imap::types::core::{AString, Quoted, Vec1};
 use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
 use ringpost_protocols::imap::types::extensions::quota::{QuotaGet, Resource};
+use ringpost_protocols::imap::types::extensions::sort::{SortCriterion, SortKey};
 use ringpost_protocols::imap::types::flag::{FlagNameAttribute, StoreResponse, StoreType};
 use ringpost_protocols::imap::types::mailbox::Mailbox;
 use ringpost_protocols::imap::types::response::Data;
@@ -201,6 +203,17 @@ impl Conn<'_> {
                 self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, true)
                     .await
             }
+            C::Sort {
+                sort_criteria,
+                search_criteria,
+                uid,
+                ..
+            } => self.sort(
+                imap,
+                sort_criteria.as_ref(),
+                &SearchKey::And(search_criteria),
+                uid,
+            ),
             C::GetQuotaRoot { mailbox } => self.quota_root(imap, mailbox),
             C::GetQuota { root } => self.quota(imap, root),
             C::SetQuota { .. } => Ok(Done::No(
@@ -578,17 +591,46 @@ impl Conn<'_> {
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
-        let store = &*self.shard.store;
-        let bounds = Bounds {
-            max_seq: view.messages.len() as u32,
-            max_uid: view.messages.last().map_or(0, |m| m.uid),
-        };
         let with_modseq = search::uses_modseq(all_of);
         if with_modseq {
             condstore_on(imap, Some(view));
         }
         let mut found = Vec::new();
         let mut modseqs = Vec::new();
+        for index in self.matching(view, all_of) {
+            let message = &view.messages[index];
+            found.push(if uid { message.uid } else { index as u32 + 1 });
+            modseqs.push(message.row.modseq);
+        }
+        // A search by MODSEQ says the highest modseq of what it found
+        // (RFC 7162 §3.1.5).
+        if let Some(wanted) = answer.esearch {
+            let modseq = wanted.modseq(&modseqs).filter(|_| with_modseq);
+            imap.untagged(&wanted.response(answer.tag, uid, &found, modseq));
+            return Ok(Done::Ok("SEARCH completed"));
+        }
+        let modseq = modseqs.iter().copied().max().filter(|_| with_modseq);
+        let mut line = String::from("SEARCH");
+        for n in &found {
+            line.push(' ');
+            line.push_str(&n.to_string());
+        }
+        if let Some(modseq) = modseq {
+            line.push_str(&format!(" (MODSEQ {modseq})"));
+        }
+        imap.untagged(&line);
+        Ok(Done::Ok("SEARCH completed"))
+    }
+
+    /// Indices of the view's messages that match `all_of`, ascending. A
+    /// body is read (once) only for keys that need it.
+    fn matching(&self, view: &View, all_of: &SearchKey<'static>) -> Vec<usize> {
+        let store = &*self.shard.store;
+        let bounds = Bounds {
+            max_seq: view.messages.len() as u32,
+            max_uid: view.messages.last().map_or(0, |m| m.uid),
+        };
+        let mut found = Vec::new();
         for (index, message) in view.messages.iter().enumerate() {
             let flags = flags_to_imap(&message.row.flags);
             let candidate = Candidate {
@@ -611,28 +653,56 @@ impl Conn<'_> {
                 .clone()
             };
             if search::matches(all_of, &candidate, bounds, &mut load) {
-                found.push(if uid { message.uid } else { index as u32 + 1 });
-                modseqs.push(message.row.modseq);
+                found.push(index);
             }
         }
-        // A search by MODSEQ says the highest modseq of what it found
-        // (RFC 7162 §3.1.5).
-        if let Some(wanted) = answer.esearch {
-            let modseq = wanted.modseq(&modseqs).filter(|_| with_modseq);
-            imap.untagged(&wanted.response(answer.tag, uid, &found, modseq));
-            return Ok(Done::Ok("SEARCH completed"));
+        found
+    }
+
+    /// SORT (RFC 5256): the matching messages in the order asked.
+    fn sort(
+        &self,
+        imap: &mut ImapSession,
+        criteria: &[SortCriterion],
+        all_of: &SearchKey<'static>,
+        uid: bool,
+    ) -> Outcome {
+        let Some(view) = &self.view else {
+            return Ok(Done::Bad("no mailbox selected"));
+        };
+        let store = &*self.shard.store;
+        let needs_header = criteria
+            .iter()
+            .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
+        let mut messages = Vec::new();
+        for index in self.matching(view, all_of) {
+            let message = &view.messages[index];
+            let arrival = (message.row.internal_date / 1_000_000) as i64;
+            let fields = match needs_header {
+                true => match spool::read_body_pinned(store, &message.row.message)? {
+                    Some(body) => SortFields::of(&body, arrival),
+                    None => continue, // expunged meanwhile
+                },
+                false => SortFields::default(),
+            };
+            messages.push(Sortable {
+                seq: index as u32 + 1,
+                arrival,
+                size: message.row.size,
+                fields,
+            });
         }
-        let modseq = modseqs.iter().copied().max().filter(|_| with_modseq);
-        let mut line = String::from("SEARCH");
-        for n in &found {
-            line.push(' ');
-            line.push_str(&n.to_string());
-        }
-        if let Some(modseq) = modseq {
-            line.push_str(&format!(" (MODSEQ {modseq})"));
+        ringpost_protocols::imap::sort::sort(&mut messages, criteria);
+        let mut line = String::from("SORT");
+        for sorted in &messages {
+            let number = match uid {
+                true => view.messages[sorted.seq as usize - 1].uid,
+                false => sorted.seq,
+            };
+            line.push_str(&format!(" {number}"));
         }
         imap.untagged(&line);
-        Ok(Done::Ok("SEARCH completed"))
+        Ok(Done::Ok("SORT completed"))
     }
 
     async fn store(&mut self, imap: &mut ImapSession, request: FlagStore<'_>) -> Outcome {

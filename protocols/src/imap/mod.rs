@@ -8,6 +8,7 @@
 //! - `mime`: ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message.
 //! - `search`: whether a message matches a SEARCH key.
 //! - `esearch`: SEARCH RETURN options and the ESEARCH response.
+//! - `sort`: SORT keys, the base subject, the order.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
 //!   session's promises, shared by the unit tests and `fuzz/`.
 
@@ -17,6 +18,7 @@ pub mod esearch;
 pub mod mime;
 pub mod search;
 mod server;
+pub mod sort;
 
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,8 @@ use crate::session::{Peer, Session, Timers};
 /// What the server can do once logged in (and before, with the login
 /// capabilities of [`ImapSession::capabilities`] added).
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
-     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH QUOTA \
+     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH SORT \
+     SORT=DISPLAY QUOTA \
      QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
 
 /// Largest command before login, literals included. The largest it must
@@ -722,6 +723,7 @@ impl ImapSession {
                 | C::Store { .. }
                 | C::Copy { .. }
                 | C::Move { .. }
+                | C::Sort { .. }
                 | C::GetQuota { .. }
                 | C::GetQuotaRoot { .. }
                 | C::SetQuota { .. },
