@@ -612,3 +612,37 @@ fn sort_by_subject_date_and_address() {
     );
     server.shutdown();
 }
+
+#[test]
+fn thread_by_references_and_by_subject() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" THREAD=ORDEREDSUBJECT THREAD=REFERENCES "));
+    for header in [
+        "Message-ID: <a@x>\r\nSubject: plan\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000",
+        "Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\nSubject: Re: plan\r\nDate: Mon, 1 Jan 2024 11:00:00 +0000",
+        "Message-ID: <c@x>\r\nSubject: lunch\r\nDate: Mon, 1 Jan 2024 09:00:00 +0000",
+        "Message-ID: <d@x>\r\nReferences: <a@x> <b@x>\r\nSubject: Re: plan\r\nDate: Mon, 1 Jan 2024 12:00:00 +0000",
+    ] {
+        let message = format!("{header}\r\n\r\nbody\r\n");
+        a.tagged("p", &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()));
+    }
+    assert_eq!(
+        a.tagged("t1", "THREAD REFERENCES UTF-8 ALL")[0],
+        "* THREAD (3)(1 2 4)\r\n"
+    );
+    assert_eq!(
+        a.tagged("t2", "THREAD ORDEREDSUBJECT UTF-8 ALL")[0],
+        "* THREAD (3)(1 (2)(4))\r\n"
+    );
+    assert_eq!(
+        a.tagged("t3", "UID THREAD REFERENCES UTF-8 2:4")[0],
+        "* THREAD (3)(2 4)\r\n"
+    );
+    assert_eq!(
+        a.tagged("t4", "THREAD REFERENCES UTF-8 DELETED")[0],
+        "* THREAD\r\n"
+    );
+    server.shutdown();
+}

@@ -10,6 +10,7 @@ use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::SearchReturn;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::sort::{SortFields, Sortable};
+use ringpost_protocols::imap::thread;
 use ringpost_protocols::imap::types::command::{
     CommandBody, FetchModifier, SelectParameter, StoreModifier,
 };
@@ -17,6 +18,7 @@ use ringpost_protocols::imap::types::core::{AString, Quoted, Vec1};
 use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
 use ringpost_protocols::imap::types::extensions::quota::{QuotaGet, Resource};
 use ringpost_protocols::imap::types::extensions::sort::{SortCriterion, SortKey};
+use ringpost_protocols::imap::types::extensions::thread::ThreadingAlgorithm;
 use ringpost_protocols::imap::types::flag::{FlagNameAttribute, StoreResponse, StoreType};
 use ringpost_protocols::imap::types::mailbox::Mailbox;
 use ringpost_protocols::imap::types::response::Data;
@@ -214,6 +216,12 @@ impl Conn<'_> {
                 &SearchKey::And(search_criteria),
                 uid,
             ),
+            C::Thread {
+                algorithm,
+                search_criteria,
+                uid,
+                ..
+            } => self.thread(imap, &algorithm, &SearchKey::And(search_criteria), uid),
             C::GetQuotaRoot { mailbox } => self.quota_root(imap, mailbox),
             C::GetQuota { root } => self.quota(imap, root),
             C::SetQuota { .. } => Ok(Done::No(
@@ -670,15 +678,37 @@ impl Conn<'_> {
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
-        let store = &*self.shard.store;
         let needs_header = criteria
             .iter()
             .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
+        let mut messages = self.sortable(view, all_of, needs_header)?;
+        ringpost_protocols::imap::sort::sort(&mut messages, criteria);
+        let mut line = String::from("SORT");
+        for sorted in &messages {
+            let number = match uid {
+                true => view.messages[sorted.seq as usize - 1].uid,
+                false => sorted.seq,
+            };
+            line.push_str(&format!(" {number}"));
+        }
+        imap.untagged(&line);
+        Ok(Done::Ok("SORT completed"))
+    }
+
+    /// The messages matching `all_of` with what SORT and THREAD compare;
+    /// their headers read only when `with_header`.
+    fn sortable(
+        &self,
+        view: &View,
+        all_of: &SearchKey<'static>,
+        with_header: bool,
+    ) -> Result<Vec<Sortable>, StoreError> {
+        let store = &*self.shard.store;
         let mut messages = Vec::new();
         for index in self.matching(view, all_of) {
             let message = &view.messages[index];
             let arrival = (message.row.internal_date / 1_000_000) as i64;
-            let fields = match needs_header {
+            let fields = match with_header {
                 true => match spool::read_body_pinned(store, &message.row.message)? {
                     Some(body) => SortFields::of(&body, arrival),
                     None => continue, // expunged meanwhile
@@ -692,17 +722,36 @@ impl Conn<'_> {
                 fields,
             });
         }
-        ringpost_protocols::imap::sort::sort(&mut messages, criteria);
-        let mut line = String::from("SORT");
-        for sorted in &messages {
-            let number = match uid {
-                true => view.messages[sorted.seq as usize - 1].uid,
-                false => sorted.seq,
-            };
-            line.push_str(&format!(" {number}"));
-        }
-        imap.untagged(&line);
-        Ok(Done::Ok("SORT completed"))
+        Ok(messages)
+    }
+
+    /// THREAD (RFC 5256 §4), ORDEREDSUBJECT or REFERENCES.
+    fn thread(
+        &self,
+        imap: &mut ImapSession,
+        algorithm: &ThreadingAlgorithm<'_>,
+        all_of: &SearchKey<'static>,
+        uid: bool,
+    ) -> Outcome {
+        let Some(view) = &self.view else {
+            return Ok(Done::Bad("no mailbox selected"));
+        };
+        let messages = self.sortable(view, all_of, true)?;
+        let threads = match algorithm {
+            ThreadingAlgorithm::OrderedSubject => thread::ordered_subject(&messages),
+            ThreadingAlgorithm::References => thread::references(&messages),
+            _ => return Ok(Done::Bad("unknown threading algorithm")),
+        };
+        let number = |i: usize| {
+            let seq = messages[i].seq;
+            if uid {
+                view.messages[seq as usize - 1].uid
+            } else {
+                seq
+            }
+        };
+        imap.untagged(&thread::response(&threads, number));
+        Ok(Done::Ok("THREAD completed"))
     }
 
     async fn store(&mut self, imap: &mut ImapSession, request: FlagStore<'_>) -> Outcome {

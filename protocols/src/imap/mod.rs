@@ -9,6 +9,7 @@
 //! - `search`: whether a message matches a SEARCH key.
 //! - `esearch`: SEARCH RETURN options and the ESEARCH response.
 //! - `sort`: SORT keys, the base subject, the order.
+//! - `thread`: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
 //!   session's promises, shared by the unit tests and `fuzz/`.
 
@@ -19,6 +20,7 @@ pub mod mime;
 pub mod search;
 mod server;
 pub mod sort;
+pub mod thread;
 
 #[cfg(test)]
 mod tests;

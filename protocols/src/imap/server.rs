@@ -36,8 +36,8 @@ use crate::session::{Peer, Session, Timers};
 /// capabilities of [`ImapSession::capabilities`] added).
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH SORT \
-     SORT=DISPLAY QUOTA \
-     QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
+     SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
+     QUOTA=RES-MESSAGE";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -724,6 +724,7 @@ impl ImapSession {
                 | C::Copy { .. }
                 | C::Move { .. }
                 | C::Sort { .. }
+                | C::Thread { .. }
                 | C::GetQuota { .. }
                 | C::GetQuotaRoot { .. }
                 | C::SetQuota { .. },

@@ -28,6 +28,12 @@ pub struct SortFields {
     pub display_from: String,
     /// ... of the first To address.
     pub display_to: String,
+    /// Message-ID, without its angle brackets (THREAD).
+    pub message_id: Option<String>,
+    /// References, else the first In-Reply-To id, oldest first (THREAD).
+    pub references: Vec<String>,
+    /// The subject had a reply or forward marker (`Re:`, `Fwd:`, `(fwd)`).
+    pub is_reply: bool,
 }
 
 impl SortFields {
@@ -70,12 +76,27 @@ impl SortFields {
         let (from, display_from) = first(message.from());
         let (to, display_to) = first(message.to());
         let (cc, _) = first(message.cc());
+        let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+            match (value.as_text_list(), value.as_text()) {
+                (Some(list), _) => list.iter().map(|id| id.to_string()).collect(),
+                (None, Some(one)) => vec![one.to_owned()],
+                (None, None) => Vec::new(),
+            }
+        };
+        let mut references = ids(message.references());
+        if references.is_empty() {
+            references = ids(message.in_reply_to()).into_iter().take(1).collect();
+        }
+        let (subject, is_reply) = base_subject_and_reply(message.subject().unwrap_or_default());
         SortFields {
+            message_id: message.message_id().map(str::to_owned),
+            references,
+            is_reply,
             date: message
                 .date()
                 .filter(|d| d.is_valid())
                 .map_or(internal_date, |d| d.to_timestamp()),
-            subject: base_subject(message.subject().unwrap_or_default()),
+            subject,
             from,
             to,
             cc,
@@ -140,6 +161,13 @@ fn casemap(text: &str) -> impl Iterator<Item = u8> + '_ {
 /// tags (`[list]`) and `(fwd)` trailers taken away, white space collapsed.
 /// `subject` has its encoded words decoded already.
 pub fn base_subject(subject: &str) -> String {
+    base_subject_and_reply(subject).0
+}
+
+/// The base subject, and whether taking it took a reply or forward marker
+/// away (THREAD tells replies from originals by it).
+fn base_subject_and_reply(subject: &str) -> (String, bool) {
+    let mut reply = false;
     // (1) Tabs and line breaks are spaces; runs of spaces are one.
     let mut s = String::with_capacity(subject.len());
     for c in subject.chars() {
@@ -158,6 +186,7 @@ pub fn base_subject(subject: &str) -> String {
                 && s[s.len() - 5..].eq_ignore_ascii_case("(fwd)")
             {
                 s.truncate(s.len() - 5);
+                reply = true;
             } else {
                 break;
             }
@@ -165,7 +194,8 @@ pub fn base_subject(subject: &str) -> String {
         // (3)-(5) Leading "Re:", "Fwd:", "[blob] Re:", a leading blob.
         loop {
             let before = s.len();
-            while let Some(rest) = strip_leader(&s) {
+            while let Some((rest, refwd)) = strip_leader(&s) {
+                reply |= refwd;
                 s = rest.to_owned();
             }
             if let Some(rest) = strip_blob(&s) {
@@ -183,16 +213,18 @@ pub fn base_subject(subject: &str) -> String {
             && s.ends_with(']')
         {
             s = s[5..s.len() - 1].to_owned();
+            reply = true;
             continue;
         }
-        return s;
+        return (s, reply);
     }
 }
 
-/// `s` after one subj-leader: a space, or `*subj-blob subj-refwd`.
-fn strip_leader(s: &str) -> Option<&str> {
+/// `s` after one subj-leader: a space, or `*subj-blob subj-refwd` (then
+/// true: a reply or forward marker).
+fn strip_leader(s: &str) -> Option<(&str, bool)> {
     if let Some(rest) = s.strip_prefix(' ') {
-        return Some(rest);
+        return Some((rest, false));
     }
     let mut rest = s;
     while let Some(after) = strip_blob(rest) {
@@ -213,7 +245,7 @@ fn strip_leader(s: &str) -> Option<&str> {
     if let Some(after) = strip_blob(rest) {
         rest = after;
     }
-    rest.strip_prefix(':')
+    rest.strip_prefix(':').map(|rest| (rest, true))
 }
 
 /// `s` after one leading subj-blob (`[` text without brackets `]`, then
