@@ -33,6 +33,8 @@ const FIRST_READ_BUFFER: usize = 4 * 1024;
 /// (message content, literals). Sessions keep partial lines and content
 /// themselves, so this bounds one read only.
 const READ_BUFFER: usize = 64 * 1024;
+/// One read of compressed input (IMAP COMPRESS).
+const COMPRESSED_READ: usize = 16 * 1024;
 
 /// What a session learns of the TLS under it, for logs, trace headers and
 /// metrics.
@@ -85,6 +87,73 @@ pub(crate) struct Connection {
     acceptor: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     tls: Option<TlsInfo>,
+    /// IMAP COMPRESS=DEFLATE, once on: inside TLS, around everything.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// Both directions of RFC 4978 compression: raw deflate, each write
+/// flushed to a byte boundary so the client can decode it at once.
+///
+/// Costs a few hundred KiB per connection (the compressor's window and
+/// hash tables), taken only by logged-in clients that ask for it, which
+/// the per-account session limit bounds.
+struct Deflate {
+    compress: flate2::Compress,
+    decompress: flate2::Decompress,
+    /// Compressed bytes read and not inflated yet.
+    input: Vec<u8>,
+    consumed: usize,
+}
+
+impl Deflate {
+    fn new() -> Deflate {
+        Deflate {
+            compress: flate2::Compress::new(flate2::Compression::fast(), false),
+            decompress: flate2::Decompress::new(false),
+            input: Vec::new(),
+            consumed: 0,
+        }
+    }
+
+    /// Compress `data` onto `out`; `flush` ends a write.
+    fn deflate(&mut self, mut data: &[u8], out: &mut Vec<u8>, flush: bool) -> io::Result<()> {
+        let mode = if flush {
+            flate2::FlushCompress::Sync
+        } else {
+            flate2::FlushCompress::None
+        };
+        loop {
+            out.reserve(data.len() / 2 + 256);
+            let before = self.compress.total_in();
+            self.compress
+                .compress_vec(data, out, mode)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            data = &data[(self.compress.total_in() - before) as usize..];
+            // Done when all is in and the output had room to spare (so the
+            // flush is complete).
+            if data.is_empty() && out.len() < out.capacity() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Inflate what was read into `out`; how many bytes came out.
+    fn inflate(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let (before_in, before_out) = (self.decompress.total_in(), self.decompress.total_out());
+        self.decompress
+            .decompress(
+                &self.input[self.consumed..],
+                out,
+                flate2::FlushDecompress::Sync,
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.consumed += (self.decompress.total_in() - before_in) as usize;
+        if self.consumed == self.input.len() {
+            self.input.clear();
+            self.consumed = 0;
+        }
+        Ok((self.decompress.total_out() - before_out) as usize)
+    }
 }
 
 impl Connection {
@@ -104,7 +173,16 @@ impl Connection {
             acceptor,
             handshake_timeout,
             tls: None,
+            deflate: None,
         }
+    }
+
+    /// Compress and decompress everything from now on (IMAP COMPRESS).
+    /// What was read and not consumed is dropped: a client may send
+    /// nothing after COMPRESS before its answer.
+    pub(crate) fn start_compression(&mut self) {
+        (self.start, self.end) = (0, 0);
+        self.deflate = Some(Box::new(Deflate::new()));
     }
 
     /// The client's address.
@@ -170,6 +248,11 @@ impl Connection {
 
     /// Write all of `bytes`.
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_pieces(&[bytes]).await
+    }
+
+    /// Write the bytes as they go on the wire (compressed or not).
+    async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.stream {
             Stream::Plain(tcp) => tcp.write_all(bytes).await,
             Stream::Tls(tls) => {
@@ -184,6 +267,16 @@ impl Connection {
     /// encrypts from them into its records), in plaintext the caller uses
     /// [`Self::plain_socket`] for a gathered write instead.
     pub(crate) async fn write_pieces(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        if let Some(deflate) = &mut self.deflate {
+            let mut out = Vec::new();
+            for (i, piece) in pieces.iter().enumerate() {
+                deflate.deflate(piece, &mut out, i + 1 == pieces.len())?;
+            }
+            return self.write_raw(&out).await;
+        }
+        if let [only] = pieces {
+            return self.write_raw(only).await;
+        }
         match &mut self.stream {
             Stream::Tls(tls) => {
                 for piece in pieces {
@@ -201,14 +294,12 @@ impl Connection {
         }
     }
 
-    /// TLS is on (or the connection is between plain and TLS).
-    pub(crate) fn is_tls(&self) -> bool {
-        !matches!(self.stream, Stream::Plain(_))
-    }
-
     /// The plaintext TCP stream, if the connection is not TLS: the
     /// zero-copy path writes bodies straight from the store to it.
     pub(crate) fn plain_socket(&mut self) -> Option<&mut TcpStream> {
+        if self.deflate.is_some() {
+            return None;
+        }
         match &mut self.stream {
             Stream::Plain(tcp) => Some(tcp),
             _ => None,
@@ -245,10 +336,34 @@ impl Connection {
         tcp.set_read_timeout(timeout)?;
         let room = &mut self.buf[self.end..];
         let wanted = room.len();
-        let n = match &mut self.stream {
-            Stream::Plain(tcp) => tcp.read(room).await?,
-            Stream::Tls(tls) => tls.read(room).await?,
-            Stream::Upgrading => return Err(io::ErrorKind::NotConnected.into()),
+        let n = match &mut self.deflate {
+            None => match &mut self.stream {
+                Stream::Plain(tcp) => tcp.read(room).await?,
+                Stream::Tls(tls) => tls.read(room).await?,
+                Stream::Upgrading => return Err(io::ErrorKind::NotConnected.into()),
+            },
+            Some(deflate) => loop {
+                let n = deflate.inflate(room)?;
+                if n > 0 {
+                    break n;
+                }
+                // Nothing whole to inflate yet: read more compressed bytes
+                // (into the heap, behind what is there, so a connection's
+                // future stays small).
+                let have = deflate.input.len();
+                deflate.input.resize(have + COMPRESSED_READ, 0);
+                let tail = &mut deflate.input[have..];
+                let read = match &mut self.stream {
+                    Stream::Plain(tcp) => tcp.read(tail).await,
+                    Stream::Tls(tls) => tls.read(tail).await,
+                    Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
+                };
+                let read = read.inspect_err(|_| deflate.input.truncate(have))?;
+                deflate.input.truncate(have + read);
+                if read == 0 {
+                    break 0;
+                }
+            },
         };
         self.end += n;
         if n == wanted && self.buf.len() < READ_BUFFER {

@@ -72,9 +72,12 @@ impl<'a> Gather<'a> {
     /// Write everything queued, then forget it (keeping the buffers).
     /// In plaintext the bodies go to the socket straight from the store;
     /// under TLS rustls encrypts from them into its records (kernel TLS,
-    /// which would keep the zero-copy path, is not available everywhere).
+    /// which would keep the zero-copy path, is not available everywhere),
+    /// and under COMPRESS the compressor reads them.
     pub async fn write_to(&mut self, conn: &mut Connection) -> io::Result<()> {
-        if conn.is_tls() {
+        if let Some(stream) = conn.plain_socket() {
+            self.send_plain(stream).await?;
+        } else {
             let pieces: Vec<&[u8]> = self
                 .parts
                 .iter()
@@ -84,8 +87,6 @@ impl<'a> Gather<'a> {
                 })
                 .collect();
             conn.write_pieces(&pieces).await?;
-        } else if let Some(stream) = conn.plain_socket() {
-            self.send_plain(stream).await?;
         }
         self.text.clear();
         self.bodies.clear();

@@ -646,3 +646,73 @@ fn thread_by_references_and_by_subject() {
     );
     server.shutdown();
 }
+
+#[test]
+fn compress_deflate_carries_the_session_both_ways() {
+    use flate2::write::DeflateEncoder;
+    use std::io::{BufRead, BufReader, Write};
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let stream = std::net::TcpStream::connect(server.imap_addr().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut plain = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream.try_clone().unwrap();
+    let mut line = String::new();
+    let mut read_line = |reader: &mut dyn BufRead| {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        line.clone()
+    };
+    assert!(read_line(&mut plain).contains("COMPRESS=DEFLATE"));
+    writer
+        .write_all(b"l LOGIN alice@ours.test secret\r\n")
+        .unwrap();
+    assert!(read_line(&mut plain).starts_with("l OK"));
+    writer.write_all(b"c COMPRESS DEFLATE\r\n").unwrap();
+    assert_eq!(read_line(&mut plain), "c OK DEFLATE active\r\n");
+    assert!(plain.buffer().is_empty());
+
+    // From here both directions are raw deflate.
+    let mut out = DeflateEncoder::new(writer, flate2::Compression::default());
+    let mut stream = plain.into_inner();
+    let mut inflate = flate2::Decompress::new(false);
+    let mut inflated = Vec::new();
+    // Inflate what the server sends until `end` has come.
+    let mut until = |end: &str| -> String {
+        let mut chunk = vec![0; 64 * 1024];
+        while !String::from_utf8_lossy(&inflated).contains(end) {
+            let n = std::io::Read::read(&mut stream, &mut chunk).unwrap();
+            assert!(n > 0, "closed");
+            let mut input = &chunk[..n];
+            while !input.is_empty() {
+                let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
+                let mut room = vec![0; 256 * 1024];
+                inflate
+                    .decompress(input, &mut room, flate2::FlushDecompress::Sync)
+                    .unwrap();
+                input = &input[(inflate.total_in() - before_in) as usize..];
+                inflated.extend_from_slice(&room[..(inflate.total_out() - before_out) as usize]);
+            }
+        }
+        String::from_utf8(std::mem::take(&mut inflated)).unwrap()
+    };
+    let body = format!("Subject: big\r\n\r\n{}\r\n", "squeeze me ".repeat(2000));
+    write!(out, "p APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()).unwrap();
+    out.flush().unwrap();
+    assert!(until("p OK").contains("p OK [APPENDUID"));
+    write!(out, "s SELECT INBOX\r\nf FETCH 1 BODY.PEEK[]\r\n").unwrap();
+    out.flush().unwrap();
+    let fetched = until("f OK FETCH completed\r\n");
+    let expected = format!("* 1 FETCH (BODY[] {{{}}}\r\n{body})\r\n", body.len());
+    assert!(
+        fetched.contains(&expected),
+        "{}",
+        &fetched[..200.min(fetched.len())]
+    );
+    write!(out, "c2 COMPRESS DEFLATE\r\n").unwrap();
+    out.flush().unwrap();
+    assert!(until("c2 ").contains("c2 NO [COMPRESSIONACTIVE]"));
+    server.shutdown();
+}

@@ -83,6 +83,12 @@ impl Protocol for Conn<'_> {
                 self.catch_up(imap, true).await;
                 imap.idle_done();
             }
+            Event::Compress => {
+                conn.write_all(imap.output()).await?;
+                imap.clear_output();
+                conn.start_compression();
+                imap.compression_started();
+            }
             Event::StartTls => {
                 self.shard.upgrade(conn, self.service, imap).await?;
                 imap.tls_established();

@@ -92,6 +92,13 @@ impl Run {
                     assert!(self.session.poll_event().is_none(), "plaintext ran");
                     self.session.tls_established();
                 }
+                Event::Compress => {
+                    assert!(self.logged_in, "COMPRESS before login");
+                    // What a client pipelines after COMPRESS is not run.
+                    self.session.feed(b"x NOOP\r\n");
+                    assert!(self.session.poll_event().is_none(), "pipelined ran");
+                    self.session.compression_started();
+                }
             }
             self.events.push(event);
             self.session.feed(&[]);

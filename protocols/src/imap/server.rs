@@ -37,7 +37,7 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -113,6 +113,10 @@ pub enum Event {
     /// DONE ended the IDLE: send the last updates, then
     /// [`ImapSession::idle_done`].
     IdleDone,
+    /// COMPRESS DEFLATE was accepted (its OK is written, uncompressed):
+    /// write the output, then compress and decompress everything after
+    /// (RFC 4978), then call [`ImapSession::compression_started`].
+    Compress,
     /// STARTTLS was accepted (`OK Begin TLS negotiation now` is written).
     /// Write the output, drop any input not fed yet, run the handshake,
     /// then call [`ImapSession::tls_established`]. If the handshake fails,
@@ -140,6 +144,8 @@ enum Phase {
     Idle(Tag<'static>),
     /// STARTTLS accepted; input is dropped until TLS is up.
     AwaitTls,
+    /// COMPRESS accepted; input is dropped until the driver compresses.
+    AwaitCompress,
 }
 
 /// One IMAP connection, server side.
@@ -165,6 +171,8 @@ pub struct ImapSession {
     /// CONDSTORE is on (RFC 7162 §3.1: ENABLE CONDSTORE, or the first
     /// command that uses it): FETCH responses with FLAGS carry MODSEQ.
     condstore: bool,
+    /// COMPRESS=DEFLATE is on (RFC 4978).
+    compressed: bool,
     timers: Timers,
 }
 
@@ -190,6 +198,7 @@ impl ImapSession {
             peer,
             rev2: false,
             condstore: false,
+            compressed: false,
             timers: Timers::default(),
         };
         let greeting = format!(
@@ -242,8 +251,9 @@ impl ImapSession {
     /// answering an event, call it again (with no bytes) to go on with
     /// commands already received.
     pub fn feed(&mut self, input: &[u8]) {
-        if self.phase == Phase::AwaitTls {
-            // Plaintext after STARTTLS: never to be run as a command.
+        if matches!(self.phase, Phase::AwaitTls | Phase::AwaitCompress) {
+            // Plaintext after STARTTLS, or what a client pipelined after
+            // COMPRESS (which it must not): never run as a command.
             return;
         }
         self.framing.enqueue_bytes(input);
@@ -326,6 +336,16 @@ impl ImapSession {
     pub fn tls_established(&mut self) {
         if self.phase == Phase::AwaitTls {
             self.tls = true;
+            self.phase = Phase::Command;
+            self.busy = false;
+            self.framing = Fragmentizer::new(self.config.max_command_size);
+        }
+    }
+
+    /// Answer [`Event::Compress`]: the driver compresses from now on.
+    pub fn compression_started(&mut self) {
+        if self.phase == Phase::AwaitCompress {
+            self.compressed = true;
             self.phase = Phase::Command;
             self.busy = false;
             self.framing = Fragmentizer::new(self.config.max_command_size);
@@ -440,7 +460,7 @@ impl ImapSession {
         while !self.busy
             && self.event.is_none()
             && self.state != State::Logout
-            && self.phase != Phase::AwaitTls
+            && !matches!(self.phase, Phase::AwaitTls | Phase::AwaitCompress)
         {
             let Some(fragment) = self.framing.progress() else {
                 if self.state == State::NotAuthenticated
@@ -513,7 +533,7 @@ impl ImapSession {
                     Err(_) => self.bad(&tag, "invalid base64"),
                 }
             }
-            Phase::AwaitTls => {}
+            Phase::AwaitTls | Phase::AwaitCompress => {}
             Phase::Idle(_) => match self.framing.decode_message(&IdleDoneCodec::default()) {
                 Ok(_) => {
                     self.raise(Event::IdleDone);
@@ -659,6 +679,15 @@ impl ImapSession {
                 self.bad(&tag, "already authenticated")
             }
             (_, State::NotAuthenticated) => self.bad(&tag, "log in first"),
+            (C::Compress { .. }, _) if self.compressed => {
+                self.no(&tag, Some("COMPRESSIONACTIVE"), "DEFLATE is on already")
+            }
+            (C::Compress { .. }, _) => {
+                self.ok(&tag, None, "DEFLATE active");
+                self.phase = Phase::AwaitCompress;
+                self.framing = Fragmentizer::new(self.config.max_command_size);
+                self.raise(Event::Compress);
+            }
             (C::Enable { capabilities }, _) => {
                 // Only what CAPABILITY offers can be enabled, and ENABLED
                 // names what this command newly turned on (RFC 5161 §3.1).
@@ -734,7 +763,6 @@ impl ImapSession {
                 body: Box::new(body),
                 search_return,
             }),
-            _ => self.bad(&tag, "command not supported"),
         }
     }
 

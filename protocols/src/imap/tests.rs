@@ -329,3 +329,25 @@ fn before_login_commands_are_small() {
     run.feed("c CREATE {3000}\r\n");
     assert_eq!(run.take(), "+ go ahead\r\n");
 }
+
+#[test]
+fn compress_once_after_login_and_nothing_pipelined_after_it() {
+    let mut run = Run::new();
+    run.take();
+    run.feed("c COMPRESS DEFLATE\r\n");
+    assert_eq!(run.take(), "c BAD log in first\r\n");
+    run.feed(LOGIN);
+    run.take();
+    run.feed("c COMPRESS DEFLATE\r\nn NOOP\r\n");
+    assert_eq!(
+        run.take(),
+        "c OK DEFLATE active\r\n",
+        "NOOP pipelined after it is dropped"
+    );
+    assert!(run.events.contains(&Event::Compress));
+    run.feed("c2 COMPRESS DEFLATE\r\n");
+    assert_eq!(
+        run.take(),
+        "c2 NO [COMPRESSIONACTIVE] DEFLATE is on already\r\n"
+    );
+}
