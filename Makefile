@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -51,10 +51,16 @@ crash-relay: setup
 bench-fetch: setup
 	./loadtest/bench-fetch.sh
 
-## mbsync (IMAP) and fetchmail (POP3) sync a ringpost mailbox; every message
-## must arrive intact (installs isync and fetchmail).
+## mbsync and offlineimap (IMAP) and fetchmail (POP3) sync a ringpost
+## mailbox, the IMAP ones twice (incremental); every message must arrive
+## intact (installs isync, offlineimap3 and fetchmail).
 sync-clients: setup
 	./loadtest/sync-clients.sh
+
+## imaptest's stress mode against ringpost and Dovecot in one run
+## (IMAPTEST=path to imaptest, built by hand; not shipped).
+bench-imap-stress: setup
+	./loadtest/bench-imap-stress.sh
 
 ## What TLS costs the accept path: plaintext against STARTTLS and implicit
 ## TLS with AUTH, same server and load, same run.

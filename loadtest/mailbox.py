@@ -50,11 +50,11 @@ def message(n, rng):
     return ("\r\n".join(body) + "\r\n").encode()
 
 
-def generate(out, count):
+def generate(out, count, first=1):
     os.makedirs(out, exist_ok=True)
-    rng = random.Random(42)
+    rng = random.Random(42 + first - 1)
     total = 0
-    for n in range(1, count + 1):
+    for n in range(first, first + count):
         data = message(n, rng)
         total += len(data)
         with open(os.path.join(out, f"{n:06d}.eml"), "wb") as f:
@@ -93,6 +93,6 @@ def append(src, host, port, user, password):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"generate": lambda: generate(args[0], int(args[1])),
+    {"generate": lambda: generate(args[0], int(args[1]), *map(int, args[2:3])),
      "maildir": lambda: maildir(*args),
      "append": lambda: append(*args)}[cmd]()

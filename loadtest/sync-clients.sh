@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # sync-clients.sh — real mail synchronisers read a ringpost mailbox: mbsync
-# (isync) over IMAP into a Maildir, fetchmail over POP3 into an mbox-style
-# spool, and every message must arrive intact (byte for byte).
+# (isync) and offlineimap over IMAP into Maildirs, fetchmail over POP3 into
+# an mbox-style spool, and every message must arrive intact (byte for
+# byte). mbsync and offlineimap then sync again after more mail came, and
+# must fetch only that (incremental sync).
 #
 #   loadtest/sync-clients.sh             # 500 mixed-size messages
 #   MESSAGES=2000 loadtest/sync-clients.sh
 #
 # The mailbox is loadtest/mailbox.py's (seeded, 1 KB to 256 KB, a quarter
-# multipart), loaded into a fresh ringpost with IMAP APPEND. isync and
-# fetchmail are installed with apt-get if missing (needs root). Everything
+# multipart), loaded into a fresh ringpost with IMAP APPEND. isync,
+# offlineimap3 and fetchmail are installed with apt-get if missing (needs
+# root). Everything
 # binds 127.0.0.1 on free ports; every wait is bounded; an EXIT trap stops
 # ringpost and deletes the temp dir. Exit status: 0 if both clients got
 # every message intact, else 1.
@@ -30,6 +33,7 @@ trap on_exit EXIT
 
 ensure_package mbsync isync || die "no mbsync"
 ensure_package fetchmail fetchmail || die "no fetchmail"
+ensure_package offlineimap offlineimap3 || die "no offlineimap"
 SKIP_RINGPOST=""
 build_release
 
@@ -67,6 +71,54 @@ CONF
 timeout 600 mbsync -c "$WORK/mbsync/mbsyncrc" -a >"$WORK/mbsync/out" 2>&1 ||
     die "mbsync failed: $(tail -5 "$WORK/mbsync/out")"
 
+# offlineimap: INBOX into another Maildir.
+mkdir -p "$WORK/offlineimap/Mail" "$WORK/offlineimap/meta"
+cat >"$WORK/offlineimap/rc" <<CONF
+[general]
+accounts = ringpost
+metadata = $WORK/offlineimap/meta
+ui = basic
+
+[Account ringpost]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = $WORK/offlineimap/Mail
+
+[Repository remote]
+type = IMAP
+remotehost = ${RP_IMAP%:*}
+remoteport = ${RP_IMAP##*:}
+remoteuser = sync@ours.test
+remotepass = secret
+ssl = no
+starttls = no
+readonly = True
+folderfilter = lambda folder: folder == 'INBOX'
+CONF
+offlineimap_sync() {
+    timeout 600 offlineimap -c "$WORK/offlineimap/rc" -o >"$WORK/offlineimap/out" 2>&1 ||
+        die "offlineimap failed: $(tail -5 "$WORK/offlineimap/out")"
+}
+offlineimap_sync
+
+# More mail, then both IMAP synchronisers again: each must fetch just that.
+python3 loadtest/mailbox.py generate "$WORK/later" 25 $((MESSAGES + 1)) >&2
+python3 loadtest/mailbox.py append "$WORK/later" "${RP_IMAP%:*}" "${RP_IMAP##*:}" sync@ours.test secret
+count() { find "$1/cur" "$1/new" -type f | wc -l; }
+MB_BEFORE=$(count "$WORK/mbsync/Mail/INBOX")
+OI_BEFORE=$(count "$WORK/offlineimap/Mail/INBOX")
+timeout 600 mbsync -c "$WORK/mbsync/mbsyncrc" -a >"$WORK/mbsync/out2" 2>&1 ||
+    die "mbsync (again) failed: $(tail -5 "$WORK/mbsync/out2")"
+offlineimap_sync
+MB_NEW=$(($(count "$WORK/mbsync/Mail/INBOX") - MB_BEFORE))
+OI_NEW=$(($(count "$WORK/offlineimap/Mail/INBOX") - OI_BEFORE))
+log "incremental sync: mbsync got $MB_NEW new, offlineimap $OI_NEW new (25 sent)"
+[[ $MB_NEW -eq 25 && $OI_NEW -eq 25 ]] || die "an incremental sync did not get exactly the new mail"
+cp "$WORK/later"/* "$WORK/sent"/
+
 # fetchmail: every message over POP3, kept on the server.
 mkdir -p "$WORK/fetchmail/spool"
 cat >"$WORK/fetchmail/rc" <<CONF
@@ -84,7 +136,7 @@ FETCHMAILHOME=$WORK/fetchmail timeout 600 fetchmail -f "$WORK/fetchmail/rc" --no
 # are compared as CRLF (mbsync stores LF, as Maildir tools do), and the
 # headers the clients add themselves (mbsync's X-TUID:, fetchmail's
 # Received:) are set aside.
-python3 - "$WORK/sent" "$WORK/mbsync/Mail/INBOX" "$WORK/fetchmail/spool" <<'PY'
+python3 - "$WORK/sent" "$WORK/mbsync/Mail/INBOX" "$WORK/fetchmail/spool" "$WORK/offlineimap/Mail/INBOX" <<'PY'
 import hashlib, os, re, sys
 
 def digests(paths, strip_fetchmail=False):
@@ -104,16 +156,18 @@ def digests(paths, strip_fetchmail=False):
         out.setdefault(hashlib.sha256(data.rstrip(b"\r\n")).hexdigest(), []).append(p)
     return out
 
-sent_dir, maildir, spool = sys.argv[1:]
+sent_dir, maildir, spool, oi_maildir = sys.argv[1:]
 sent = digests([os.path.join(sent_dir, f) for f in os.listdir(sent_dir)])
-mb = digests([os.path.join(maildir, d, f) for d in ("cur", "new") for f in os.listdir(os.path.join(maildir, d))])
+in_maildir = lambda m: [os.path.join(m, d, f) for d in ("cur", "new") for f in os.listdir(os.path.join(m, d))]
+mb = digests(in_maildir(maildir))
+oi = digests(in_maildir(oi_maildir))
 fm = digests([os.path.join(spool, f) for f in os.listdir(spool)], strip_fetchmail=True)
 bad = 0
-for name, got in (("mbsync", mb), ("fetchmail", fm)):
+for name, got in (("mbsync", mb), ("offlineimap", oi), ("fetchmail", fm)):
     missing = [v[0] for k, v in sent.items() if k not in got]
     extra = sum(len(v) for k, v in got.items() if k not in sent)
     print(f"{name}: {sum(len(v) for v in got.values())} messages, {len(missing)} missing, {extra} altered or unknown")
     bad += len(missing) + extra
 sys.exit(1 if bad else 0)
 PY
-log "every message arrived intact with mbsync and fetchmail"
+log "every message arrived intact with mbsync, offlineimap and fetchmail"
