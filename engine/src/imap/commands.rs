@@ -7,7 +7,7 @@ use super::convert::{
 use super::view::{condstore_on, send_flags, send_modseq, View};
 use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
-use ringpost_protocols::imap::esearch::SearchReturn;
+use ringpost_protocols::imap::esearch::{sequence_set, SearchReturn};
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::sort::{SortFields, Sortable};
 use ringpost_protocols::imap::thread;
@@ -890,8 +890,8 @@ impl Conn<'_> {
         let old_uids: Vec<u32> = picked.iter().map(|&i| view.messages[i].uid).collect();
         let code = format!(
             "COPYUID {validity} {} {}",
-            uid_list(&old_uids),
-            uid_list(&new_uids)
+            sequence_set(&old_uids),
+            sequence_set(&new_uids)
         );
         if remove {
             // RFC 6851 §4.3: COPYUID goes untagged, before the EXPUNGEs.
@@ -1064,39 +1064,15 @@ fn valid_name(name: &str) -> bool {
         && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
 }
 
-/// UIDs as an IMAP set, runs folded (`1:3,7`).
-fn uid_list(uids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn uid_lists_fold_runs() {
-        assert_eq!(uid_list(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-        assert_eq!(uid_list(&[5]), "5");
-        assert_eq!(uid_list(&[]), "");
+        assert_eq!(sequence_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(sequence_set(&[5]), "5");
+        assert_eq!(sequence_set(&[]), "");
     }
 
     #[test]

@@ -83,7 +83,8 @@ fn quoted(text: &str) -> String {
     out
 }
 
-/// Ascending numbers as a compact set: `1:3,5,8:9`.
+/// Ascending numbers as a compact set: `1:3,5,8:9` (ESEARCH ALL,
+/// COPYUID's UID sets).
 pub fn sequence_set(numbers: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;
