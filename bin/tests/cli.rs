@@ -399,14 +399,16 @@ fn user_add_list_passwd_del() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("added alice@example.test"), "{out}");
     // A new account starts with the folders mail clients look for.
-    let names: Vec<String> =
-        ringpost_storage::mailbox::list(&open_read_only(&data), "alice@example.test")
-            .unwrap()
-            .into_iter()
-            .filter(|m| m.meta.subscribed)
-            .map(|m| m.name)
-            .collect();
+    let store = open_read_only(&data);
+    let names: Vec<String> = ringpost_storage::mailbox::list(&store, "alice@example.test")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, ["Drafts", "INBOX", "Junk", "Sent", "Trash"]);
+    let subscribed = ringpost_storage::mailbox::subscriptions(&store, "alice@example.test");
+    assert_eq!(subscribed.unwrap(), names);
+    drop(store);
     let (ok, out, _) = ringpost(&["user", "list"], &data, "");
     assert!(ok);
     assert!(out.starts_with("alice@example.test  created 20"), "{out}");

@@ -716,3 +716,194 @@ fn compress_deflate_carries_the_session_both_ways() {
     assert!(until("c2 ").contains("c2 NO [COMPRESSIONACTIVE]"));
     server.shutdown();
 }
+
+#[test]
+fn list_extended_selects_subscriptions_recursively_and_returns_status() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    c.tagged("l", "LOGIN alice@ours.test secret");
+    let caps = c.tagged("c", "CAPABILITY")[0].clone();
+    assert!(caps.contains(" LIST-EXTENDED ") && caps.contains(" LIST-STATUS "));
+    for name in ["Foo", "Foo/Bar", "Baz"] {
+        assert!(c
+            .tagged("c", &format!("CREATE {name}"))
+            .last()
+            .unwrap()
+            .starts_with("c OK"));
+    }
+    c.tagged("p", "APPEND Baz {12+}\r\nSubject: x\r\n");
+    c.tagged("p", "APPEND Baz (\\Seen) {12+}\r\nSubject: y\r\n");
+    // Foo/Bar is subscribed, Foo is not; Old is subscribed and then deleted,
+    // which leaves its subscription.
+    for name in ["Foo/Bar", "Baz"] {
+        c.tagged("s", &format!("SUBSCRIBE {name}"));
+    }
+    c.tagged("c", "CREATE Old");
+    c.tagged("s", "SUBSCRIBE Old");
+    assert!(c
+        .tagged("d", "DELETE Old")
+        .last()
+        .unwrap()
+        .starts_with("d OK"));
+
+    let reply = c.tagged("a", "LIST (SUBSCRIBED) \"\" *");
+    let lists: Vec<&String> = reply.iter().filter(|l| l.starts_with("* LIST")).collect();
+    assert!(
+        lists.contains(&&"* LIST (\\HasNoChildren \\Subscribed) \"/\" Foo/Bar\r\n".to_string()),
+        "{reply:?}"
+    );
+    assert!(
+        lists.contains(
+            &&"* LIST (\\NonExistent \\HasNoChildren \\Subscribed) \"/\" Old\r\n".to_string()
+        ),
+        "{reply:?}"
+    );
+    assert!(!lists.iter().any(|l| l.ends_with(" Foo\r\n")), "{reply:?}");
+
+    // RECURSIVEMATCH: Foo comes for its subscribed child, with CHILDINFO.
+    let reply = c.tagged("b", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %");
+    assert!(
+        reply.contains(
+            &"* LIST (\\HasChildren) \"/\" Foo (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n".to_string()
+        ),
+        "{reply:?}"
+    );
+    assert!(!reply.iter().any(|l| l.contains("Foo/Bar")), "{reply:?}");
+    assert_eq!(
+        c.tagged("b2", "LIST (RECURSIVEMATCH) \"\" %"),
+        ["b2 BAD unknown LIST option\r\n"]
+    );
+
+    // Several patterns, \Subscribed returned, and a STATUS per mailbox.
+    let reply = c.tagged(
+        "d",
+        "LIST \"\" (Baz \"Foo\") RETURN (SUBSCRIBED CHILDREN STATUS (MESSAGES UNSEEN))",
+    );
+    assert_eq!(
+        reply,
+        [
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" Baz\r\n",
+            "* STATUS Baz (MESSAGES 2 UNSEEN 1)\r\n",
+            "* LIST (\\HasChildren) \"/\" Foo\r\n",
+            "* STATUS Foo (MESSAGES 0 UNSEEN 0)\r\n",
+            "d OK LIST completed\r\n",
+        ]
+    );
+
+    // SPECIAL-USE selection: only those with a use.
+    c.tagged("c", "CREATE Sent");
+    let reply = c.tagged("e", "LIST (SPECIAL-USE) \"\" *");
+    assert_eq!(
+        reply,
+        [
+            "* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n",
+            "e OK LIST completed\r\n"
+        ]
+    );
+
+    // LSUB still lists the subscribed name whose mailbox is gone.
+    let reply = c.tagged("f", "LSUB \"\" Old");
+    assert!(
+        reply[0].starts_with("* LSUB") && reply[0].ends_with(" Old\r\n"),
+        "{reply:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn qresync_select_and_fetch_report_what_vanished_and_what_changed() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut a, _) = LineClient::connect(server.imap_addr().unwrap());
+    a.tagged("l", "LOGIN alice@ours.test secret");
+    assert!(a.tagged("c", "CAPABILITY")[0].contains(" QRESYNC "));
+    for _ in 0..5 {
+        a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
+    }
+    // Without ENABLE QRESYNC, SELECT (QRESYNC ...) is refused.
+    let reply = a.tagged("s0", "SELECT INBOX (QRESYNC (1 1))");
+    assert_eq!(reply.last().unwrap(), "s0 BAD QRESYNC is not enabled\r\n");
+    assert_eq!(
+        a.tagged("e", "ENABLE QRESYNC"),
+        ["* ENABLED QRESYNC\r\n", "e OK ENABLE completed\r\n"]
+    );
+    let select = a.tagged("s", "SELECT INBOX");
+    let uidvalidity: u32 = select
+        .iter()
+        .find_map(|l| l.strip_prefix("* OK [UIDVALIDITY "))
+        .and_then(|rest| rest.split(']').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let highest = modseq_of(
+        select
+            .iter()
+            .find(|l| l.contains("[HIGHESTMODSEQ "))
+            .unwrap(),
+    );
+
+    // Another session flags UID 2 and expunges UID 4.
+    let mut b = alice_in_inbox(&server);
+    b.tagged("b1", "UID STORE 2 +FLAGS (\\Flagged)");
+    b.tagged("b2", "UID STORE 4 +FLAGS (\\Deleted)");
+    b.tagged("b3", "EXPUNGE");
+    // A QRESYNC session hears of the expunge as VANISHED, by UID.
+    let reply = a.tagged("n", "NOOP");
+    assert!(reply.contains(&"* VANISHED 4\r\n".to_string()), "{reply:?}");
+    assert!(!reply.iter().any(|l| l.contains("EXPUNGE")), "{reply:?}");
+
+    // Reselect with what the client knew: VANISHED (EARLIER), then the
+    // changed message's flags.
+    let reply = a.tagged(
+        "q",
+        &format!("SELECT INBOX (QRESYNC ({uidvalidity} {highest} 1:5))"),
+    );
+    let vanished = reply.iter().position(|l| l == "* VANISHED (EARLIER) 4\r\n");
+    let fetch = reply
+        .iter()
+        .position(|l| l.starts_with("* 2 FETCH (FLAGS (\\Flagged) UID 2 MODSEQ ("));
+    assert!(vanished.is_some() && fetch.is_some(), "{reply:?}");
+    assert!(vanished < fetch, "{reply:?}");
+    assert_eq!(
+        reply.iter().filter(|l| l.contains(" FETCH ")).count(),
+        1,
+        "{reply:?}"
+    );
+    // Sequence match data that still holds: nothing below UID 3 gone.
+    let reply = a.tagged(
+        "q2",
+        &format!("EXAMINE INBOX (QRESYNC ({uidvalidity} {highest} 1:5 (1:2 1:2)))"),
+    );
+    assert!(
+        reply.contains(&"* VANISHED (EARLIER) 4\r\n".to_string()),
+        "{reply:?}"
+    );
+    // Another UIDVALIDITY: a plain select, nothing reported.
+    let reply = a.tagged(
+        "q3",
+        &format!("SELECT INBOX (QRESYNC ({} 1))", uidvalidity + 1),
+    );
+    assert!(
+        !reply
+            .iter()
+            .any(|l| l.contains("VANISHED") || l.contains(" FETCH ")),
+        "{reply:?}"
+    );
+
+    // UID FETCH ... (CHANGEDSINCE m VANISHED).
+    let reply = a.tagged(
+        "f",
+        &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest} VANISHED)"),
+    );
+    assert_eq!(reply[0], "* VANISHED (EARLIER) 4\r\n", "{reply:?}");
+    assert!(
+        reply[1].starts_with("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+        "{reply:?}"
+    );
+    assert_eq!(
+        a.tagged("g", "FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
+        ["g BAD VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC\r\n"]
+    );
+    server.shutdown();
+}

@@ -4,10 +4,11 @@ use super::convert::{
     flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern, micros_of,
     special_use, to_mailbox,
 };
-use super::view::{condstore_on, send_flags, send_modseq, View};
+use super::view::{condstore_on, ranges_text, send_flags, send_modseq, View};
 use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::{sequence_set, SearchReturn};
+use ringpost_protocols::imap::list::{ListExtended, ListReturn, ListSelect};
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::sort::{SortFields, Sortable};
 use ringpost_protocols::imap::thread;
@@ -25,11 +26,12 @@ use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
-use ringpost_protocols::imap::ImapSession;
+use ringpost_protocols::imap::{Extra, ImapSession};
 use ringpost_storage::mailbox::{
     self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
 };
 use ringpost_storage::{quota, spool, users, Family, StoreError, WriteBatch};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ impl Conn<'_> {
         io: &mut Connection,
         tag: &Tag,
         body: CommandBody<'static>,
-        search_return: Option<SearchReturn>,
+        extra: Extra,
     ) -> io::Result<()> {
         use CommandBody as C;
         self.shard.imap_metrics.commands.inc();
@@ -96,20 +98,24 @@ impl Conn<'_> {
             C::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(
-                imap,
-                &mailbox_name(&reference),
-                &list_pattern(&mailbox_wildcard),
-                false,
-            ),
+            } => {
+                let request = match extra {
+                    Extra::List(extended) => *extended,
+                    _ => ListExtended {
+                        select: ListSelect::default(),
+                        returns: ListReturn::default(),
+                        patterns: vec![mailbox_wildcard],
+                    },
+                };
+                self.list(imap, &mailbox_name(&reference), &request)
+            }
             C::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(
+            } => self.lsub(
                 imap,
                 &mailbox_name(&reference),
                 &list_pattern(&mailbox_wildcard),
-                true,
             ),
             C::Status {
                 mailbox,
@@ -139,7 +145,10 @@ impl Conn<'_> {
                 let answer = Answer {
                     tag: tag.as_ref(),
                     uid,
-                    esearch: search_return,
+                    esearch: match extra {
+                        Extra::SearchReturn(wanted) => Some(wanted),
+                        _ => None,
+                    },
                 };
                 self.search(imap, &SearchKey::And(criteria), answer)
             }
@@ -153,16 +162,32 @@ impl Conn<'_> {
                     FetchModifier::ChangedSince(since) => Some(since.get()),
                     FetchModifier::Vanished => None,
                 });
-                fetch::run(
-                    self,
-                    imap,
-                    io,
-                    &sequence_set,
-                    &macro_or_item_names,
-                    uid,
-                    changed_since,
-                )
-                .await?
+                let vanished = modifiers.contains(&FetchModifier::Vanished);
+                if vanished && (!uid || changed_since.is_none() || !imap.is_qresync()) {
+                    // RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE,
+                    // after ENABLE QRESYNC.
+                    Ok(Done::Bad(
+                        "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+                    ))
+                } else {
+                    if let Some(view) = self.view.as_ref().filter(|_| vanished) {
+                        // What went comes before what changed.
+                        let gone = view.vanished(&sequence_set, 0);
+                        if !gone.is_empty() {
+                            imap.untagged(&format!("VANISHED (EARLIER) {}", ranges_text(&gone)));
+                        }
+                    }
+                    fetch::run(
+                        self,
+                        imap,
+                        io,
+                        &sequence_set,
+                        &macro_or_item_names,
+                        uid,
+                        changed_since,
+                    )
+                    .await?
+                }
             }
             C::Store {
                 sequence_set,
@@ -258,6 +283,19 @@ impl Conn<'_> {
         if parameters.contains(&SelectParameter::CondStore) {
             imap.enable_condstore();
         }
+        let qresync = parameters.iter().find_map(|p| match p {
+            SelectParameter::QResync {
+                uid_validity,
+                mod_sequence_value,
+                known_uids,
+                seq_match_data,
+            } => Some((uid_validity, mod_sequence_value, known_uids, seq_match_data)),
+            SelectParameter::CondStore => None,
+        });
+        if qresync.is_some() && !imap.is_qresync() {
+            // RFC 7162 §3.2.5: only after ENABLE QRESYNC.
+            return Ok(Done::Bad("QRESYNC is not enabled"));
+        }
         if self.view.take().is_some() {
             imap.unselected();
             imap.untagged("OK [CLOSED] previous mailbox closed");
@@ -301,6 +339,27 @@ impl Conn<'_> {
             .position(|m| !m.row.flags.has(flag::SEEN))
         {
             imap.untagged(&format!("OK [UNSEEN {}] first unseen", first + 1));
+        }
+        if let Some((uidvalidity, modseq, known, matching)) = qresync {
+            // A client that knew this mailbox hears what changed since
+            // (RFC 7162 §3.2.5); another UIDVALIDITY means it must start over.
+            if uidvalidity.get() == view.uidvalidity {
+                let everything = SequenceSet::try_from("1:*").expect("valid set");
+                let known = known.as_ref().unwrap_or(&everything);
+                let from = matching
+                    .as_ref()
+                    .map_or(0, |(seqs, uids)| view.unchanged_below(seqs, uids));
+                let gone = view.vanished(known, from);
+                if !gone.is_empty() {
+                    imap.untagged(&format!("VANISHED (EARLIER) {}", ranges_text(&gone)));
+                }
+                for index in view.select(known, true) {
+                    let message = &view.messages[index];
+                    if message.row.modseq > modseq.get() {
+                        send_flags(imap, index + 1, message, true);
+                    }
+                }
+            }
         }
         imap.selected();
         Ok(if read_only {
@@ -406,21 +465,141 @@ impl Conn<'_> {
         }))
     }
 
-    fn list(&self, imap: &mut ImapSession, reference: &str, pattern: &str, lsub: bool) -> Outcome {
-        let verb = if lsub { "LSUB" } else { "LIST" };
-        if pattern.is_empty() {
-            imap.untagged(&format!("{verb} (\\Noselect) \"/\" \"\""));
+    /// LIST, plain (RFC 9051 §6.3.9) or extended (RFC 5258, 5819, 6154).
+    fn list(&self, imap: &mut ImapSession, reference: &str, request: &ListExtended) -> Outcome {
+        let ListExtended {
+            select,
+            returns,
+            patterns,
+        } = request;
+        let patterns: Vec<String> = patterns
+            .iter()
+            .map(|p| format!("{reference}{}", list_pattern(p)))
+            .collect();
+        if patterns.iter().all(|p| p == reference) && reference.is_empty() {
+            // `LIST "" ""`: the hierarchy delimiter and root.
+            imap.untagged("LIST (\\Noselect) \"/\" \"\"");
             return Ok(Done::Ok("LIST completed"));
         }
-        let mut all = mailbox::list(&*self.shard.store, self.user())?;
-        if !all.iter().any(|m| m.name == INBOX) {
-            all.insert(
+        let matches = |name: &str| {
+            patterns.iter().any(|pattern| {
+                if name == INBOX {
+                    matches_pattern(pattern.to_ascii_uppercase().as_bytes(), b"INBOX")
+                } else {
+                    matches_pattern(pattern.as_bytes(), name.as_bytes())
+                }
+            })
+        };
+        let mut mailboxes = mailbox::list(&*self.shard.store, self.user())?;
+        if !mailboxes.iter().any(|m| m.name == INBOX) {
+            mailboxes.insert(
                 0,
                 mailbox::Mailbox {
                     name: INBOX.to_owned(),
                     meta: Default::default(),
                 },
             );
+        }
+        let existing: BTreeSet<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+        let wants_subscriptions = select.subscribed || returns.subscribed;
+        let subscribed: BTreeSet<String> = if wants_subscriptions {
+            mailbox::subscriptions(&*self.shard.store, self.user())?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        // What the selection options pick, before the patterns.
+        let picked: BTreeSet<&str> = if select.subscribed {
+            subscribed.iter().map(String::as_str).collect()
+        } else {
+            existing.clone()
+        };
+        let picked: BTreeSet<&str> = picked
+            .into_iter()
+            .filter(|name| !select.special_use || special_use(name).is_some())
+            .collect();
+        // Name → CHILDINFO: whether it is shown only for a picked child
+        // (RECURSIVEMATCH), or is a parent that does not exist.
+        let mut shown: BTreeMap<&str, Shown> = BTreeMap::new();
+        for &name in &picked {
+            let listed = matches(name);
+            if listed {
+                shown.entry(name).or_default().itself = true;
+            }
+            for (at, _) in name.match_indices('/') {
+                let parent = &name[..at];
+                if !matches(parent) {
+                    continue;
+                }
+                // CHILDINFO tells of a picked child the LIST leaves out
+                // (RFC 5258 §3.5).
+                if select.recursive_match && !listed {
+                    shown.entry(parent).or_default().child_info = true;
+                } else if !select.subscribed && !existing.contains(parent) && !listed {
+                    // A parent whose mailbox was deleted: still a level.
+                    shown.entry(parent).or_default();
+                }
+            }
+        }
+        let atom = |text: &'static str| {
+            FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
+                text,
+            ))
+        };
+        for (name, how) in shown {
+            let exists = existing.contains(name);
+            let mut items = Vec::new();
+            if !exists && how.itself {
+                items.push(atom("NonExistent"));
+            } else if !exists {
+                items.push(FlagNameAttribute::Noselect);
+            }
+            let prefix = format!("{name}/");
+            let children = existing.iter().any(|m| m.starts_with(&prefix));
+            items.push(atom(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if wants_subscriptions && subscribed.contains(name) {
+                items.push(atom("Subscribed"));
+            }
+            if let Some(usage) = special_use(name).filter(|_| exists) {
+                items.push(atom(usage));
+            }
+            let Some(mailbox) = to_mailbox(name) else {
+                continue;
+            };
+            let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
+            let data = Data::List {
+                items,
+                delimiter,
+                mailbox,
+            };
+            if how.child_info {
+                imap.data_extended(data, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            } else {
+                imap.data(data);
+            }
+            // LIST-STATUS (RFC 5819 §2): a STATUS for each selectable one;
+            // one that cannot be read is left out, not the whole LIST.
+            if let Some(status_items) = returns.status.as_ref().filter(|_| exists) {
+                if let Err(e) = self.status(imap, name, status_items) {
+                    tracing::warn!(shard = self.shard.id, error = %e, "imap: LIST-STATUS of one mailbox failed");
+                }
+            }
+        }
+        Ok(Done::Ok("LIST completed"))
+    }
+
+    /// LSUB (RFC 3501 §6.3.9): the subscribed names that match. With `%`,
+    /// a subscribed mailbox below what `%` reaches shows its ancestor at
+    /// that level, flagged \Noselect unless the ancestor is subscribed.
+    fn lsub(&self, imap: &mut ImapSession, reference: &str, pattern: &str) -> Outcome {
+        if pattern.is_empty() {
+            imap.untagged("LSUB (\\Noselect) \"/\" \"\"");
+            return Ok(Done::Ok("LSUB completed"));
         }
         let full = format!("{reference}{pattern}");
         let matches = |name: &str| {
@@ -430,62 +609,43 @@ impl Conn<'_> {
                 matches_pattern(full.as_bytes(), name.as_bytes())
             }
         };
-        // Name → shown as \Noselect. LSUB with `%` (RFC 3501 §6.3.9): a
-        // subscribed mailbox below what `%` reaches shows its ancestor at
-        // that level, flagged \Noselect unless the ancestor is subscribed.
-        let mut shown: std::collections::BTreeMap<&str, bool> = Default::default();
-        for mailbox in &all {
-            let name = mailbox.name.as_str();
-            if lsub && !mailbox.meta.subscribed {
-                continue;
-            }
+        let subscribed = mailbox::subscriptions(&*self.shard.store, self.user())?;
+        let mut shown: BTreeMap<&str, bool> = BTreeMap::new();
+        for name in &subscribed {
             if matches(name) {
                 shown.insert(name, false);
-            } else if lsub {
+            } else {
                 let ancestors = name.match_indices('/').map(|(at, _)| &name[..at]);
                 if let Some(ancestor) = ancestors.rev().find(|a| matches(a)) {
                     shown.entry(ancestor).or_insert(true);
                 }
             }
         }
-        let atom = |text: &'static str| {
-            FlagNameAttribute::from(ringpost_protocols::imap::types::core::Atom::unvalidated(
-                text,
-            ))
-        };
+        let existing = mailbox::list(&*self.shard.store, self.user())?;
         for (name, noselect) in shown {
-            let children = all.iter().any(|m| m.name.starts_with(&format!("{name}/")));
-            let mut items = vec![atom(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            })];
+            let prefix = format!("{name}/");
+            let children = existing.iter().any(|m| m.name.starts_with(&prefix));
+            let mut items = vec![FlagNameAttribute::from(
+                ringpost_protocols::imap::types::core::Atom::unvalidated(if children {
+                    "HasChildren"
+                } else {
+                    "HasNoChildren"
+                }),
+            )];
             if noselect {
                 items.push(FlagNameAttribute::Noselect);
-            }
-            if let Some(usage) = special_use(name) {
-                items.push(atom(usage));
             }
             let Some(mailbox) = to_mailbox(name) else {
                 continue;
             };
             let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
-            let data = if lsub {
-                Data::Lsub {
-                    items,
-                    delimiter,
-                    mailbox,
-                }
-            } else {
-                Data::List {
-                    items,
-                    delimiter,
-                    mailbox,
-                }
-            };
-            imap.data(data);
+            imap.data(Data::Lsub {
+                items,
+                delimiter,
+                mailbox,
+            });
         }
-        Ok(Done::Ok("LIST completed"))
+        Ok(Done::Ok("LSUB completed"))
     }
 
     fn status(&self, imap: &mut ImapSession, name: &str, items: &[StatusDataItemName]) -> Outcome {
@@ -1042,6 +1202,15 @@ impl Conn<'_> {
             });
         }
     }
+}
+
+/// How a name comes into a LIST.
+#[derive(Debug, Default, Clone, Copy)]
+struct Shown {
+    /// It was picked and matches itself (else it is shown for a child).
+    itself: bool,
+    /// RECURSIVEMATCH: a child was picked (`CHILDINFO ("SUBSCRIBED")`).
+    child_info: bool,
 }
 
 fn refusal_text(error: &StoreError) -> (&'static str, &'static str) {

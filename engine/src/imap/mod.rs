@@ -72,11 +72,9 @@ impl Protocol for Conn<'_> {
                 user,
                 password,
             } => self.login(imap, &tag, mechanism, &user, &password).await,
-            Event::Command {
-                tag,
-                body,
-                search_return,
-            } => self.command(imap, conn, &tag, *body, search_return).await?,
+            Event::Command { tag, body, extra } => {
+                self.command(imap, conn, &tag, *body, extra).await?
+            }
             // Updates come as they happen (`on_news`); nothing to do yet.
             Event::Idle => self.catch_up(imap, true).await,
             Event::IdleDone => {

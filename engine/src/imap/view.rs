@@ -14,6 +14,7 @@
 //! told of in FLAGS, so a new keyword is announced before it is used.
 
 use super::convert::flags_to_imap;
+use ringpost_protocols::imap::esearch::sequence_set;
 use ringpost_protocols::imap::types::fetch::MessageDataItem;
 use ringpost_protocols::imap::types::flag::FlagFetch;
 use ringpost_protocols::imap::types::response::Data;
@@ -231,12 +232,22 @@ impl View {
                 .into_iter()
                 .collect();
         if allow_expunge {
-            // From the end, so every EXPUNGE number is right when sent.
+            // From the end, so every EXPUNGE number is right when sent. A
+            // QRESYNC session is told by UID, in one VANISHED (RFC 7162 §3.2.10).
+            let mut vanished = Vec::new();
             for index in (0..self.messages.len()).rev() {
                 if !current.contains_key(&self.messages[index].uid) {
-                    self.messages.remove(index);
-                    session.untagged(&format!("{} EXPUNGE", index + 1));
+                    let gone = self.messages.remove(index);
+                    if session.is_qresync() {
+                        vanished.push(gone.uid);
+                    } else {
+                        session.untagged(&format!("{} EXPUNGE", index + 1));
+                    }
                 }
+            }
+            if !vanished.is_empty() {
+                vanished.reverse();
+                session.untagged(&format!("VANISHED {}", sequence_set(&vanished)));
             }
         }
         for index in 0..self.messages.len() {
@@ -310,6 +321,113 @@ impl View {
             .filter_map(|(i, p)| p.then_some(i))
             .collect()
     }
+}
+
+impl View {
+    /// The UIDs below UIDNEXT that a UID set names and the mailbox no
+    /// longer holds, as inclusive ranges: what `VANISHED (EARLIER)` reports
+    /// (RFC 7162 §3.2.5.1, §3.2.6). Expunges leave no trace in the store, so
+    /// this also names UIDs that were never used, which the RFC allows; a
+    /// client removes what it does not have. UIDs below `from` are left out.
+    pub fn vanished(&self, known: &SequenceSet, from: u32) -> Vec<(u32, u32)> {
+        let top = self.uidnext.saturating_sub(1);
+        let mut ranges: Vec<(u32, u32)> = known
+            .0
+            .as_ref()
+            .iter()
+            .map(|sequence| {
+                let (a, b) = match sequence {
+                    Sequence::Single(one) => (value(*one, top), value(*one, top)),
+                    Sequence::Range(a, b) => (value(*a, top), value(*b, top)),
+                };
+                (a.min(b).max(from), a.max(b).min(top))
+            })
+            .filter(|(lo, hi)| lo <= hi)
+            .collect();
+        ranges.sort_unstable();
+        let mut gone = Vec::new();
+        let mut next = 0u32; // the lowest UID not yet looked at
+        for (lo, hi) in ranges {
+            let mut at = lo.max(next);
+            if at > hi {
+                continue;
+            }
+            let mut index = self.messages.partition_point(|m| m.uid < at);
+            while at <= hi {
+                let present = self.messages.get(index).map(|m| m.uid);
+                match present {
+                    Some(uid) if uid == at => {
+                        index += 1;
+                        at += 1;
+                    }
+                    Some(uid) if uid <= hi => {
+                        push_range(&mut gone, at, uid - 1);
+                        at = uid;
+                    }
+                    _ => {
+                        push_range(&mut gone, at, hi);
+                        at = hi + 1;
+                    }
+                }
+            }
+            next = hi.saturating_add(1);
+        }
+        gone
+    }
+
+    /// The lowest UID whose expunge the client may not know of, from the
+    /// message sequence match data of SELECT (QRESYNC ...) (RFC 7162
+    /// §3.2.5.2): where the client's sequence number still holds its UID,
+    /// no message below that UID has gone since.
+    pub fn unchanged_below(&self, sequences: &SequenceSet, uids: &SequenceSet) -> u32 {
+        let numbers = |set: &SequenceSet| -> Vec<u32> {
+            let mut out = Vec::new();
+            for sequence in set.0.as_ref() {
+                let (a, b) = match sequence {
+                    Sequence::Single(one) => (value(*one, 0), value(*one, 0)),
+                    Sequence::Range(a, b) => (value(*a, 0), value(*b, 0)),
+                };
+                // The match data is a sample; a range too large to be one
+                // is not used.
+                if a.abs_diff(b) > 10_000 || out.len() > 10_000 {
+                    return Vec::new();
+                }
+                out.extend(a.min(b)..=a.max(b));
+            }
+            out
+        };
+        let mut from = 0;
+        for (seq, uid) in numbers(sequences).into_iter().zip(numbers(uids)) {
+            match self.messages.get((seq as usize).wrapping_sub(1)) {
+                Some(message) if message.uid == uid => from = uid + 1,
+                _ => break,
+            }
+        }
+        from
+    }
+}
+
+/// Add `lo..=hi` to ascending ranges, joining it to the last one if they touch.
+fn push_range(ranges: &mut Vec<(u32, u32)>, lo: u32, hi: u32) {
+    match ranges.last_mut() {
+        Some(last) if last.1.checked_add(1) == Some(lo) => last.1 = hi,
+        _ => ranges.push((lo, hi)),
+    }
+}
+
+/// Inclusive ranges as an IMAP set: `1:3,5`.
+pub(crate) fn ranges_text(ranges: &[(u32, u32)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}:{hi}")
+            }
+        })
+        .collect();
+    parts.join(",")
 }
 
 /// A number of a set, `*` being `max`.
@@ -412,6 +530,23 @@ mod tests {
             "duplicates once, 9 is past the end"
         );
         assert_eq!(v.select(&set("*"), false), [4]);
+    }
+
+    #[test]
+    fn vanished_uids_are_the_known_ones_gone() {
+        let mut v = view(&[3, 5, 9, 10, 20]);
+        v.uidnext = 25;
+        assert_eq!(
+            ranges_text(&v.vanished(&set("1:*"), 0)),
+            "1:2,4,6:8,11:19,21:24"
+        );
+        assert_eq!(ranges_text(&v.vanished(&set("5,9:12,30"), 0)), "11:12");
+        assert_eq!(ranges_text(&v.vanished(&set("8:4,1:2,2"), 0)), "1:2,4,6:8");
+        assert_eq!(ranges_text(&v.vanished(&set("1:*"), 10)), "11:19,21:24");
+        assert!(v.vanished(&set("3,5"), 0).is_empty());
+        // Match data: seq 2 is still UID 5, seq 3 no longer UID 8.
+        assert_eq!(v.unchanged_below(&set("1:3"), &set("3,5,8")), 6);
+        assert_eq!(v.unchanged_below(&set("1"), &set("2")), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `mime`: ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message.
 //! - `search`: whether a message matches a SEARCH key.
 //! - `esearch`: SEARCH RETURN options and the ESEARCH response.
+//! - `list`: the extended LIST of RFC 5258 (selection and return options).
 //! - `sort`: SORT keys, the base subject, the order.
 //! - `thread`: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
@@ -16,6 +17,7 @@
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
 pub mod esearch;
+pub mod list;
 pub mod mime;
 pub mod search;
 mod server;
@@ -27,4 +29,4 @@ mod tests;
 
 pub use crate::session::Peer;
 pub use imap_codec::imap_types as types;
-pub use server::{Event, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND};
+pub use server::{Event, Extra, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND};

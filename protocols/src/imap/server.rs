@@ -29,13 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::esearch::{self, SearchReturn};
+use super::list::{self, ListExtended};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
 
 /// What the server can do once logged in (and before, with the login
 /// capabilities of [`ImapSession::capabilities`] added).
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
-     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CONDSTORE ESEARCH SORT \
+     NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
      QUOTA=RES-MESSAGE COMPRESS=DEFLATE";
 
@@ -103,9 +104,9 @@ pub enum Event {
         tag: Tag<'static>,
         /// The command.
         body: Box<CommandBody<'static>>,
-        /// For SEARCH: answer with ESEARCH, giving these (RFC 4731; every
-        /// SEARCH of an IMAP4rev2 session). `None`: the SEARCH response.
-        search_return: Option<SearchReturn>,
+        /// What the session read of the command beyond imap-codec's
+        /// grammar.
+        extra: Extra,
     },
     /// IDLE began (`+ idling` is written). Send updates with
     /// [`ImapSession::data`] as they happen; the client ends it with DONE.
@@ -122,6 +123,20 @@ pub enum Event {
     /// then call [`ImapSession::tls_established`]. If the handshake fails,
     /// close the connection.
     StartTls,
+}
+
+/// What the session reads of a command itself, where imap-codec's grammar
+/// stops short of an extension.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Extra {
+    /// Nothing beyond the command.
+    #[default]
+    None,
+    /// For SEARCH: answer with ESEARCH, giving these (RFC 4731; every
+    /// SEARCH of an IMAP4rev2 session).
+    SearchReturn(SearchReturn),
+    /// For LIST: the options and patterns of an extended LIST (RFC 5258).
+    List(Box<ListExtended>),
 }
 
 /// The connection state (RFC 9051 §3).
@@ -171,6 +186,10 @@ pub struct ImapSession {
     /// CONDSTORE is on (RFC 7162 §3.1: ENABLE CONDSTORE, or the first
     /// command that uses it): FETCH responses with FLAGS carry MODSEQ.
     condstore: bool,
+    /// QRESYNC is on (RFC 7162 §3.2.3: only by ENABLE QRESYNC): expunges
+    /// are told as VANISHED, and SELECT (QRESYNC ...) and FETCH VANISHED
+    /// may be used.
+    qresync: bool,
     /// COMPRESS=DEFLATE is on (RFC 4978).
     compressed: bool,
     timers: Timers,
@@ -198,6 +217,7 @@ impl ImapSession {
             peer,
             rev2: false,
             condstore: false,
+            qresync: false,
             compressed: false,
             timers: Timers::default(),
         };
@@ -300,6 +320,11 @@ impl ImapSession {
         self.condstore
     }
 
+    /// QRESYNC is on for this session (it implies CONDSTORE).
+    pub fn is_qresync(&self) -> bool {
+        self.qresync
+    }
+
     /// The client used a CONDSTORE-enabling command (SELECT (CONDSTORE),
     /// FETCH MODSEQ or CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ,
     /// STATUS HIGHESTMODSEQ): CONDSTORE is on from now (RFC 7162 §3.1).
@@ -381,6 +406,19 @@ impl ImapSession {
     pub fn data(&mut self, data: Data<'_>) {
         let encoded = ResponseCodec::default().encode(&Response::Data(data));
         self.output.extend_from_slice(&encoded.dump());
+    }
+
+    /// Untagged data with more after it on its line: a LIST's extended
+    /// data (RFC 5258 §3.5), which imap-codec does not write.
+    pub fn data_extended(&mut self, data: Data<'_>, after: &str) {
+        let encoded = ResponseCodec::default().encode(&Response::Data(data));
+        let mut line = encoded.dump();
+        if line.ends_with(b"\r\n") {
+            line.truncate(line.len() - 2);
+        }
+        self.output.extend_from_slice(&line);
+        self.output.extend_from_slice(after.as_bytes());
+        self.output.extend_from_slice(b"\r\n");
     }
 
     /// An untagged line written as given (without the `* ` and CRLF).
@@ -548,15 +586,26 @@ impl ImapSession {
     }
 
     fn command(&mut self) {
-        // SEARCH RETURN (...) is ours to parse; the rest is imap-codec's.
-        let mut search_return = None;
-        let decoded = match esearch::split_return(self.framing.message_bytes()) {
+        // SEARCH RETURN (...) and the extended LIST are ours to parse; the
+        // rest is imap-codec's.
+        let bytes = self.framing.message_bytes();
+        let split = match esearch::split_return(bytes) {
+            Some(Ok((plain, wanted))) => Some(Ok((plain, Extra::SearchReturn(wanted)))),
+            Some(Err(esearch::BadReturn)) => Some(Err("unknown SEARCH RETURN option")),
+            None => list::split_list(bytes).map(|split| match split {
+                Ok((plain, options)) => Ok((plain, Extra::List(Box::new(options)))),
+                Err(list::BadList::Option) => Err("unknown LIST option"),
+                Err(list::BadList::Syntax) => Err("syntax error"),
+            }),
+        };
+        let mut extra = Extra::None;
+        let decoded = match split {
             None => self
                 .framing
                 .decode_message(&CommandCodec::default())
                 .map(|command| command.into_static()),
-            Some(Ok((plain, wanted))) => {
-                search_return = Some(wanted);
+            Some(Ok((plain, options))) => {
+                extra = options;
                 match CommandCodec::default().decode(&plain) {
                     Ok((_, command)) => Ok(command.into_static()),
                     Err(_) => {
@@ -565,9 +614,9 @@ impl ImapSession {
                     }
                 }
             }
-            Some(Err(esearch::BadReturn)) => {
+            Some(Err(text)) => {
                 let tag = self.framing.decode_tag().map(IntoStatic::into_static);
-                return self.bad_command(tag, "unknown SEARCH RETURN option");
+                return self.bad_command(tag, text);
             }
         };
         let command: Command<'static> = match decoded {
@@ -587,10 +636,10 @@ impl ImapSession {
             }
         };
         let Command { tag, body } = command;
-        if matches!(body, CommandBody::Search { .. }) && self.rev2 {
-            search_return.get_or_insert(SearchReturn::ALL);
+        if matches!(body, CommandBody::Search { .. }) && self.rev2 && extra == Extra::None {
+            extra = Extra::SearchReturn(SearchReturn::ALL);
         }
-        self.dispatch(tag, body, search_return);
+        self.dispatch(tag, body, extra);
     }
 
     /// BAD for a command that could not be read, tagged if its tag could.
@@ -604,12 +653,7 @@ impl ImapSession {
         }
     }
 
-    fn dispatch(
-        &mut self,
-        tag: Tag<'static>,
-        body: CommandBody<'static>,
-        search_return: Option<SearchReturn>,
-    ) {
+    fn dispatch(&mut self, tag: Tag<'static>, body: CommandBody<'static>, extra: Extra) {
         use CommandBody as C;
         match (&body, self.state) {
             (C::Capability, _) => {
@@ -700,6 +744,11 @@ impl ImapSession {
                     } else if name.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
                         self.condstore = true;
                         enabled.push_str(" CONDSTORE");
+                    } else if name.eq_ignore_ascii_case("QRESYNC") && !self.qresync {
+                        // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
+                        self.qresync = true;
+                        self.condstore = true;
+                        enabled.push_str(" QRESYNC");
                     }
                 }
                 self.untagged(&enabled);
@@ -761,7 +810,7 @@ impl ImapSession {
             ) => self.raise(Event::Command {
                 tag,
                 body: Box::new(body),
-                search_return,
+                extra,
             }),
         }
     }

@@ -54,6 +54,13 @@ fn login_and_states() {
         "* ENABLED CONDSTORE\r\ne3 OK ENABLE completed\r\n"
     );
     assert!(run.session.is_condstore());
+    assert!(!run.session.is_qresync());
+    run.feed("e4 ENABLE QRESYNC\r\n");
+    assert_eq!(
+        run.take(),
+        "* ENABLED QRESYNC\r\ne4 OK ENABLE completed\r\n"
+    );
+    assert!(run.session.is_qresync());
     run.feed("s2 SELECT INBOX\r\nf2 FETCH 1:* (FLAGS BODY.PEEK[])\r\n");
     assert_eq!(run.take(), "s2 OK done\r\nf2 OK done\r\n");
     let commands: Vec<_> = run

@@ -497,12 +497,56 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
         },
     )
     .unwrap();
-    assert!(
-        mailbox::meta(store, user, "Work")
-            .unwrap()
-            .unwrap()
-            .subscribed
+    assert_eq!(mailbox::subscriptions(store, user).unwrap(), ["Work"]);
+    // A name is subscribed whether a mailbox has it or not, and stays so
+    // when its mailbox goes (RFC 9051 §6.3.7); a rename takes it along.
+    let subscribe = |name: &str, subscribed| Change::Subscribe {
+        user: user.into(),
+        mailbox: name.into(),
+        subscribed,
+    };
+    change(&commits, subscribe("Gone", true)).unwrap();
+    change(&commits, subscribe("Later", true)).unwrap();
+    let create = |name: &str| Change::Create {
+        user: user.into(),
+        mailbox: name.into(),
+    };
+    change(&commits, create("Later")).unwrap();
+    change(
+        &commits,
+        Change::Delete {
+            user: user.into(),
+            mailbox: "Later".into(),
+        },
+    )
+    .unwrap();
+    change(&commits, create("Moving")).unwrap();
+    change(&commits, subscribe("Moving", true)).unwrap();
+    change(
+        &commits,
+        Change::Rename {
+            user: user.into(),
+            from: "Moving".into(),
+            to: "Moved".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        mailbox::subscriptions(store, user).unwrap(),
+        ["Gone", "Later", "Moved", "Work"]
     );
+    change(&commits, subscribe("Gone", false)).unwrap();
+    change(&commits, subscribe("Moved", false)).unwrap();
+    change(&commits, subscribe("Later", false)).unwrap();
+    assert_eq!(mailbox::subscriptions(store, user).unwrap(), ["Work"]);
+    change(
+        &commits,
+        Change::Delete {
+            user: user.into(),
+            mailbox: "Moved".into(),
+        },
+    )
+    .unwrap();
 
     // Rename INBOX: its messages move, a fresh INBOX appears.
     let old_inbox = inbox(store, user);

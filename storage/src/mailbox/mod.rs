@@ -10,6 +10,11 @@
 //!   names never contain `0x00`, so one user's mailboxes are one prefix.
 //!   One more key, [`NEXT_UIDVALIDITY_KEY`], starts with `0x00` and so
 //!   belongs to no user.
+//! - `mailbox_meta` also: user ‖ `0x01` ‖ mailbox name → empty, one per
+//!   subscribed name. Subscriptions are names, not mailboxes: one outlives
+//!   its mailbox's DELETE (RFC 9051 §6.3.7) and may name none (RFC 5258's
+//!   `\NonExistent`). A mailbox written before these keys were kept may
+//!   carry [`MailboxMeta::subscribed`] instead; [`subscriptions`] reads both.
 //! - `mailboxes`: user ‖ `0x00` ‖ uidvalidity (`u32` BE) ‖ uid (`u32` BE) →
 //!   [`MailboxRow`]. Rows hang off the mailbox's UIDVALIDITY, not its name,
 //!   so RENAME rewrites one meta row and no message rows, and a mailbox
@@ -176,7 +181,9 @@ pub struct MailboxMeta {
     pub uidnext: u32,
     /// The highest modseq any change to it has had.
     pub highest_modseq: u64,
-    /// IMAP SUBSCRIBE.
+    /// Subscribed, as stored before subscriptions had their own keys (see
+    /// [`subscriptions`]); the commit writer moves it to a key when it
+    /// touches the mailbox's subscription, and never sets it.
     pub subscribed: bool,
     /// The first UID no read-write session has seen yet: messages from
     /// here on are `\Recent` (RFC 3501 §2.3.2). Claimed with
@@ -321,7 +328,7 @@ pub enum Change {
         /// New name.
         to: String,
     },
-    /// IMAP SUBSCRIBE / UNSUBSCRIBE.
+    /// IMAP SUBSCRIBE / UNSUBSCRIBE, of a name whether or not a mailbox has it.
     Subscribe {
         /// Account name.
         user: String,
@@ -453,6 +460,42 @@ pub fn meta_key(user: &str, mailbox: &str) -> Vec<u8> {
     let mut key = user_prefix(user);
     key.extend_from_slice(mailbox.as_bytes());
     key
+}
+
+/// The `mailbox_meta` key that says `user` subscribed to `mailbox`.
+pub(crate) fn subscription_key(user: &str, mailbox: &str) -> Vec<u8> {
+    let mut key = subscriptions_prefix(user);
+    key.extend_from_slice(normalize_name(mailbox).as_bytes());
+    key
+}
+
+/// The prefix of every subscription key of `user`: name ‖ `0x01`.
+pub(crate) fn subscriptions_prefix(user: &str) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    *key.last_mut().expect("the prefix ends with 0x00") = 1;
+    key
+}
+
+/// The names `user` subscribed to, sorted, whether a mailbox has them or not.
+pub fn subscriptions(store: &dyn Store, user: &str) -> Result<Vec<String>, StoreError> {
+    let prefix = subscriptions_prefix(user);
+    let end = prefix_end(&prefix);
+    let mut names = std::collections::BTreeSet::new();
+    store.scan(
+        Family::MailboxMeta,
+        &prefix,
+        end.as_deref(),
+        &mut |key, _| {
+            names.insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            true
+        },
+    )?;
+    for mailbox in list(store, user)? {
+        if mailbox.meta.subscribed {
+            names.insert(mailbox.name);
+        }
+    }
+    Ok(names.into_iter().collect())
 }
 
 /// The `mailboxes` key of one row.

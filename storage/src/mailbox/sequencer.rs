@@ -16,7 +16,8 @@
 
 use super::{
     decode_refs, encode_refs, meta_key, normalize_name, prefix_end, row_key, rows_prefix,
-    user_prefix, Applied, Change, MailboxMeta, MailboxRow, Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
+    subscription_key, subscriptions_prefix, user_prefix, Applied, Change, MailboxMeta, MailboxRow,
+    Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
 };
 use crate::codec::{put_varint, Reader, FORMAT_V1};
 use crate::spool::MessageId;
@@ -174,6 +175,21 @@ impl View<'_> {
         self.put(Family::MailboxMeta, meta_key(user, mailbox), meta.encode());
     }
 
+    /// A subscription kept the old way, in the mailbox's meta
+    /// ([`MailboxMeta::subscribed`]), becomes a subscription key.
+    fn take_legacy_subscription(&mut self, user: &str, mailbox: &str) -> Result<(), StoreError> {
+        if let Some(mut meta) = self.meta(user, mailbox)?.filter(|m| m.subscribed) {
+            meta.subscribed = false;
+            self.put_meta(user, mailbox, &meta);
+            self.put(
+                Family::MailboxMeta,
+                subscription_key(user, mailbox),
+                Vec::new(),
+            );
+        }
+        Ok(())
+    }
+
     /// The mailbox, which must exist and, when the caller names one, still
     /// have the UIDVALIDITY it saw.
     fn existing(
@@ -277,12 +293,31 @@ impl View<'_> {
                     self.delete(Family::Mailboxes, key);
                 }
                 self.delete(Family::MailboxMeta, meta_key(user, mailbox));
+                // The name stays subscribed (RFC 9051 §6.3.7).
+                if meta.subscribed {
+                    self.put(
+                        Family::MailboxMeta,
+                        subscription_key(user, mailbox),
+                        Vec::new(),
+                    );
+                }
                 Ok(Applied::Done)
             }
             Change::Rename { user, from, to } => {
-                let meta = self.existing(user, from, None)?;
+                let mut meta = self.existing(user, from, None)?;
                 if self.meta(user, to)?.is_some() || normalize_name(to) == INBOX {
                     return Err(StoreError::Refused(Refusal::MailboxExists));
+                }
+                // A subscription moves with the mailbox, as users expect of
+                // a folder they rename (Dovecot does the same).
+                let from_key = subscription_key(user, from);
+                if std::mem::take(&mut meta.subscribed)
+                    || self.get(Family::MailboxMeta, &from_key)?.is_some()
+                {
+                    if normalize_name(from) != INBOX {
+                        self.delete(Family::MailboxMeta, from_key);
+                    }
+                    self.put(Family::MailboxMeta, subscription_key(user, to), Vec::new());
                 }
                 self.put_meta(user, to, &meta);
                 if normalize_name(from) == INBOX {
@@ -313,10 +348,12 @@ impl View<'_> {
                 mailbox,
                 subscribed,
             } => {
-                let mut meta = self.existing(user, mailbox, None)?;
-                if meta.subscribed != *subscribed {
-                    meta.subscribed = *subscribed;
-                    self.put_meta(user, mailbox, &meta);
+                self.take_legacy_subscription(user, mailbox)?;
+                let key = subscription_key(user, mailbox);
+                if *subscribed {
+                    self.put(Family::MailboxMeta, key, Vec::new());
+                } else {
+                    self.delete(Family::MailboxMeta, key);
                 }
                 Ok(Applied::Done)
             }
@@ -331,6 +368,10 @@ impl View<'_> {
                     self.delete(Family::Mailboxes, key);
                 }
                 for key in self.keys_with_prefix(Family::MailboxMeta, &prefix)? {
+                    self.delete(Family::MailboxMeta, key);
+                }
+                let subscriptions = subscriptions_prefix(user);
+                for key in self.keys_with_prefix(Family::MailboxMeta, &subscriptions)? {
                     self.delete(Family::MailboxMeta, key);
                 }
                 Ok(Applied::Done)
