@@ -818,6 +818,7 @@ fn qresync_select_and_fetch_report_what_vanished_and_what_changed() {
     let (mut a, _) = LineClient::connect(server.imap_addr().unwrap());
     a.tagged("l", "LOGIN alice@ours.test secret");
     assert!(a.tagged("c", "CAPABILITY")[0].contains(" QRESYNC "));
+    a.tagged("r", "ENABLE IMAP4rev2"); // no \Recent in the way
     for _ in 0..5 {
         a.tagged("p", "APPEND INBOX {12+}\r\nSubject: x\r\n");
     }
@@ -851,6 +852,18 @@ fn qresync_select_and_fetch_report_what_vanished_and_what_changed() {
     // A QRESYNC session hears of the expunge as VANISHED, by UID.
     let reply = a.tagged("n", "NOOP");
     assert!(reply.contains(&"* VANISHED 4\r\n".to_string()), "{reply:?}");
+    // Every FETCH carries the UID once QRESYNC is on (RFC 7162 §3.2.4).
+    assert!(
+        reply
+            .iter()
+            .any(|l| l.starts_with("* 2 FETCH (FLAGS (\\Flagged) UID 2 MODSEQ (")),
+        "{reply:?}"
+    );
+    let reply = a.tagged("n2", "FETCH 1 (FLAGS)");
+    assert!(
+        reply[0].starts_with("* 1 FETCH (UID 1 FLAGS () MODSEQ ("),
+        "{reply:?}"
+    );
     assert!(!reply.iter().any(|l| l.contains("EXPUNGE")), "{reply:?}");
 
     // Reselect with what the client knew: VANISHED (EARLIER), then the

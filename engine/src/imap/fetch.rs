@@ -37,7 +37,9 @@ pub(super) async fn run(
         MacroOrMessageDataItemNames::Macro(m) => expand(m.clone()),
         MacroOrMessageDataItemNames::MessageDataItemNames(items) => items.clone(),
     };
-    if uid && !items.contains(&MessageDataItemName::Uid) {
+    // UID FETCH, and every FETCH of a QRESYNC session (RFC 7162 §3.2.4),
+    // answers with the UID.
+    if (uid || imap.is_qresync()) && !items.contains(&MessageDataItemName::Uid) {
         items.insert(0, MessageDataItemName::Uid);
     }
     // CONDSTORE (RFC 7162 §3.1.4): MODSEQ and CHANGEDSINCE turn it on;

@@ -439,9 +439,10 @@ fn value(v: SeqOrUid, max: u32) -> u32 {
 }
 
 /// `* n FETCH (FLAGS (...) [UID u])`.
+/// A QRESYNC session gets the UID in every FETCH (RFC 7162 §3.2.4).
 pub(crate) fn send_flags(session: &mut ImapSession, seq: usize, message: &Message, with_uid: bool) {
     let mut items = vec![MessageDataItem::Flags(message.fetch_flags(false))];
-    if with_uid {
+    if with_uid || session.is_qresync() {
         if let Some(uid) = NonZeroU32::new(message.uid) {
             items.push(MessageDataItem::Uid(uid));
         }
@@ -477,7 +478,7 @@ pub(crate) fn send_modseq(
     with_uid: bool,
 ) {
     let mut items = Vec::new();
-    if with_uid {
+    if with_uid || session.is_qresync() {
         if let Some(uid) = NonZeroU32::new(message.uid) {
             items.push(MessageDataItem::Uid(uid));
         }
