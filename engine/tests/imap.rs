@@ -892,6 +892,28 @@ fn qresync_select_and_fetch_report_what_vanished_and_what_changed() {
         reply.contains(&"* VANISHED (EARLIER) 4\r\n".to_string()),
         "{reply:?}"
     );
+    // A client that knew the highest modseq missed nothing: no VANISHED.
+    let now = modseq_of(
+        reply
+            .iter()
+            .find(|l| l.contains("[HIGHESTMODSEQ "))
+            .unwrap(),
+    );
+    let reply = a.tagged(
+        "q4",
+        &format!("SELECT INBOX (QRESYNC ({uidvalidity} {now}))"),
+    );
+    assert!(
+        !reply
+            .iter()
+            .any(|l| l.contains("VANISHED") || l.contains(" FETCH ")),
+        "{reply:?}"
+    );
+    let reply = a.tagged(
+        "f0",
+        &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {now} VANISHED)"),
+    );
+    assert_eq!(reply, ["f0 OK FETCH completed\r\n"]);
     // Another UIDVALIDITY: a plain select, nothing reported.
     let reply = a.tagged(
         "q3",

@@ -170,9 +170,18 @@ impl Conn<'_> {
                         "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
                     ))
                 } else {
-                    if let Some(view) = self.view.as_ref().filter(|_| vanished) {
+                    let since = changed_since.unwrap_or(0);
+                    let view = self.view.as_ref();
+                    if let Some(view) = view.filter(|v| vanished && since < v.highest_modseq) {
                         // What went comes before what changed.
-                        let gone = view.vanished(&sequence_set, 0);
+                        let store = &*self.shard.store;
+                        let gone = view
+                            .vanished_since(store, &sequence_set, 0, since)
+                            .unwrap_or_else(|e| {
+                                // Unread records: say more, never less.
+                                tracing::warn!(error = %e, "imap: expunge records unreadable");
+                                view.vanished(&sequence_set, 0)
+                            });
                         if !gone.is_empty() {
                             imap.untagged(&format!("VANISHED (EARLIER) {}", ranges_text(&gone)));
                         }
@@ -343,13 +352,15 @@ impl Conn<'_> {
         if let Some((uidvalidity, modseq, known, matching)) = qresync {
             // A client that knew this mailbox hears what changed since
             // (RFC 7162 §3.2.5); another UIDVALIDITY means it must start over.
-            if uidvalidity.get() == view.uidvalidity {
+            // Every change, expunges included, raises HIGHESTMODSEQ: a
+            // client that knew the highest one missed nothing.
+            if uidvalidity.get() == view.uidvalidity && modseq.get() < view.highest_modseq {
                 let everything = SequenceSet::try_from("1:*").expect("valid set");
                 let known = known.as_ref().unwrap_or(&everything);
                 let from = matching
                     .as_ref()
                     .map_or(0, |(seqs, uids)| view.unchanged_below(seqs, uids));
-                let gone = view.vanished(known, from);
+                let gone = view.vanished_since(&*self.shard.store, known, from, modseq.get())?;
                 if !gone.is_empty() {
                     imap.untagged(&format!("VANISHED (EARLIER) {}", ranges_text(&gone)));
                 }

@@ -375,6 +375,31 @@ impl View {
         gone
     }
 
+    /// What `VANISHED (EARLIER)` reports to a client that knew the mailbox
+    /// at `modseq`: the UIDs of `known` (from `from` on) expunged since, as
+    /// the store recorded them; where the record does not reach back that
+    /// far, every UID of `known` the mailbox lacks ([`View::vanished`]).
+    pub fn vanished_since(
+        &self,
+        store: &dyn Store,
+        known: &SequenceSet,
+        from: u32,
+        modseq: u64,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let Some(expunged) = mailbox::expunged_since(store, &self.user, self.uidvalidity, modseq)?
+        else {
+            return Ok(self.vanished(known, from));
+        };
+        let top = self.uidnext.saturating_sub(1);
+        let mut gone = Vec::new();
+        for uid in expunged {
+            if uid >= from && contains(known, uid, top) {
+                push_range(&mut gone, uid, uid);
+            }
+        }
+        Ok(gone)
+    }
+
     /// The lowest UID whose expunge the client may not know of, from the
     /// message sequence match data of SELECT (QRESYNC ...) (RFC 7162
     /// §3.2.5.2): where the client's sequence number still holds its UID,
@@ -405,6 +430,17 @@ impl View {
         }
         from
     }
+}
+
+/// Whether a UID set names `uid`, `*` being `top`.
+fn contains(set: &SequenceSet, uid: u32, top: u32) -> bool {
+    set.0.as_ref().iter().any(|sequence| {
+        let (a, b) = match sequence {
+            Sequence::Single(one) => (value(*one, top), value(*one, top)),
+            Sequence::Range(a, b) => (value(*a, top), value(*b, top)),
+        };
+        (a.min(b)..=a.max(b)).contains(&uid)
+    })
 }
 
 /// Add `lo..=hi` to ascending ranges, joining it to the last one if they touch.

@@ -137,6 +137,12 @@ pub fn mailbox_local_delivery_shares_one_body(store: Arc<dyn Store>) {
         Ok(Applied::Gone),
         "expunging twice is no error"
     );
+    // The expunge is recorded with its modseq, for QRESYNC.
+    let alice_inbox = inbox(store, "alice@ours.test").uidvalidity;
+    let since = |modseq| mailbox::expunged_since(store, "alice@ours.test", alice_inbox, modseq);
+    assert_eq!(since(2).unwrap(), Some(vec![1]));
+    assert_eq!(since(3).unwrap(), Some(vec![]));
+    assert_eq!(since(0).unwrap(), Some(vec![1]), "recorded since creation");
     assert!(body_exists(store, &m.id));
     assert_eq!(mailbox::refs(store, &m.id).unwrap(), 1);
     // Bob too: the body goes with the last row.

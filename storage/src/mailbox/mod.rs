@@ -10,6 +10,12 @@
 //!   names never contain `0x00`, so one user's mailboxes are one prefix.
 //!   One more key, [`NEXT_UIDVALIDITY_KEY`], starts with `0x00` and so
 //!   belongs to no user.
+//! - `mailbox_meta` also: user ‖ `0x02` ‖ uidvalidity (`u32` BE) ‖ uid
+//!   (`u32` BE) → the modseq (`u64` BE) of the change that expunged it, so
+//!   QRESYNC can say which messages went since a modseq (RFC 7162
+//!   §3.2.5.1). Uid 0 holds the modseq from which the record is complete:
+//!   0 for a mailbox created with it, the modseq before its first expunge
+//!   for one created before.
 //! - `mailbox_meta` also: user ‖ `0x01` ‖ mailbox name → empty, one per
 //!   subscribed name. Subscriptions are names, not mailboxes: one outlives
 //!   its mailbox's DELETE (RFC 9051 §6.3.7) and may name none (RFC 5258's
@@ -474,6 +480,57 @@ pub(crate) fn subscriptions_prefix(user: &str) -> Vec<u8> {
     let mut key = user_prefix(user);
     *key.last_mut().expect("the prefix ends with 0x00") = 1;
     key
+}
+
+/// The prefix of the expunge records of one mailbox: user ‖ `0x02` ‖ uidvalidity.
+pub(crate) fn expunged_prefix(user: &str, uidvalidity: u32) -> Vec<u8> {
+    let mut key = expunged_account_prefix(user);
+    key.extend_from_slice(&uidvalidity.to_be_bytes());
+    key
+}
+
+/// The prefix of every expunge record of `user`: name ‖ `0x02`.
+pub(crate) fn expunged_account_prefix(user: &str) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    *key.last_mut().expect("the prefix ends with 0x00") = 2;
+    key
+}
+
+/// The UIDs expunged from a mailbox by changes after `modseq`, ascending;
+/// `None` when the record does not reach back that far (the mailbox is
+/// older than it, and `modseq` is older than its first recorded expunge).
+pub fn expunged_since(
+    store: &dyn Store,
+    user: &str,
+    uidvalidity: u32,
+    modseq: u64,
+) -> Result<Option<Vec<u32>>, StoreError> {
+    let prefix = expunged_prefix(user, uidvalidity);
+    let end = prefix_end(&prefix);
+    let mut floor = None;
+    let mut uids = Vec::new();
+    store.scan(
+        Family::MailboxMeta,
+        &prefix,
+        end.as_deref(),
+        &mut |key, value| {
+            let (Some(uid), Some(when)) = (
+                key.get(prefix.len()..)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok()),
+                <[u8; 8]>::try_from(value).ok(),
+            ) else {
+                return true;
+            };
+            let (uid, when) = (u32::from_be_bytes(uid), u64::from_be_bytes(when));
+            if uid == 0 {
+                floor = Some(when);
+            } else if when > modseq {
+                uids.push(uid);
+            }
+            true
+        },
+    )?;
+    Ok(floor.filter(|&floor| floor <= modseq).map(|_| uids))
 }
 
 /// The names `user` subscribed to, sorted, whether a mailbox has them or not.

@@ -15,9 +15,9 @@
 //! handed out again: nobody was told about them.
 
 use super::{
-    decode_refs, encode_refs, meta_key, normalize_name, prefix_end, row_key, rows_prefix,
-    subscription_key, subscriptions_prefix, user_prefix, Applied, Change, MailboxMeta, MailboxRow,
-    Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
+    decode_refs, encode_refs, expunged_account_prefix, expunged_prefix, meta_key, normalize_name,
+    prefix_end, row_key, rows_prefix, subscription_key, subscriptions_prefix, user_prefix, Applied,
+    Change, MailboxMeta, MailboxRow, Refusal, INBOX, NEXT_UIDVALIDITY_KEY,
 };
 use crate::codec::{put_varint, Reader, FORMAT_V1};
 use crate::spool::MessageId;
@@ -265,7 +265,22 @@ impl View<'_> {
                 self.release_ref(&row.message)?;
                 meta.messages = meta.messages.saturating_sub(1);
                 meta.bytes = meta.bytes.saturating_sub(row.size);
+                let records = expunged_prefix(user, meta.uidvalidity);
+                let mut floor = records.clone();
+                floor.extend_from_slice(&0u32.to_be_bytes());
+                if self.get(Family::MailboxMeta, &floor)?.is_none() {
+                    // Recorded from here on (a mailbox from before records).
+                    let since = meta.highest_modseq.to_be_bytes().to_vec();
+                    self.put(Family::MailboxMeta, floor, since);
+                }
                 meta.highest_modseq += 1;
+                let mut record = records;
+                record.extend_from_slice(&uid.to_be_bytes());
+                self.put(
+                    Family::MailboxMeta,
+                    record,
+                    meta.highest_modseq.to_be_bytes().to_vec(),
+                );
                 self.put_meta(user, mailbox, &meta);
                 Ok(Applied::Changed {
                     modseq: meta.highest_modseq,
@@ -293,6 +308,12 @@ impl View<'_> {
                     self.delete(Family::Mailboxes, key);
                 }
                 self.delete(Family::MailboxMeta, meta_key(user, mailbox));
+                for key in self.keys_with_prefix(
+                    Family::MailboxMeta,
+                    &expunged_prefix(user, meta.uidvalidity),
+                )? {
+                    self.delete(Family::MailboxMeta, key);
+                }
                 // The name stays subscribed (RFC 9051 §6.3.7).
                 if meta.subscribed {
                     self.put(
@@ -370,9 +391,10 @@ impl View<'_> {
                 for key in self.keys_with_prefix(Family::MailboxMeta, &prefix)? {
                     self.delete(Family::MailboxMeta, key);
                 }
-                let subscriptions = subscriptions_prefix(user);
-                for key in self.keys_with_prefix(Family::MailboxMeta, &subscriptions)? {
-                    self.delete(Family::MailboxMeta, key);
+                for prefix in [subscriptions_prefix(user), expunged_account_prefix(user)] {
+                    for key in self.keys_with_prefix(Family::MailboxMeta, &prefix)? {
+                        self.delete(Family::MailboxMeta, key);
+                    }
                 }
                 Ok(Applied::Done)
             }
@@ -438,6 +460,10 @@ impl View<'_> {
             ..MailboxMeta::default()
         };
         self.put_meta(user, mailbox, &meta);
+        // Every expunge of this mailbox will be recorded (see `expunged_since`).
+        let mut floor = expunged_prefix(user, meta.uidvalidity);
+        floor.extend_from_slice(&0u32.to_be_bytes());
+        self.put(Family::MailboxMeta, floor, 0u64.to_be_bytes().to_vec());
         Ok(meta)
     }
 
