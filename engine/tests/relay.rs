@@ -108,6 +108,27 @@ fn without_trace(data: &[u8]) -> &[u8] {
     common::split_trace_header(data).1
 }
 
+/// A DSN as Python's `email` package reads it (`clients/dsn_read.py`): the
+/// human part and each recipient's fields, the diagnostic split at its
+/// first `;` into type and text.
+fn read_dsn(data: &[u8]) -> serde_json::Value {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), data).expect("write the DSN");
+    let script = format!("{}/tests/clients/dsn_read.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "dsn_read.py: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(data)
+    );
+    serde_json::from_slice(&out.stdout).expect("dsn_read.py prints JSON")
+}
+
 fn dest_zone(primary: Ipv4Addr) -> Vec<TestRecord> {
     vec![
         TestRecord::mx("dest.test", 10, "mx1.dest.test"),
@@ -224,6 +245,18 @@ fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
         text.contains("Subject: relay test 1"),
         "original headers: {text}"
     );
+    // As a receiver reads it: the remote's reply, typed smtp exactly once.
+    let read = read_dsn(&dsn.data);
+    let rcpt = &read["recipients"][0];
+    assert_eq!(rcpt["Final-Recipient"], "rfc822;bob@dest.test", "{read}");
+    assert_eq!(rcpt["Action"], "failed", "{read}");
+    assert_eq!(rcpt["diagnostic_type"], "smtp", "{read}");
+    let said = rcpt["diagnostic_text"].as_str().unwrap();
+    assert!(said.starts_with("550 5.1.1 "), "{read}");
+    assert!(!said.contains(';'), "one diagnostic type: {read}");
+    assert!(rcpt["Remote-MTA"].as_str().is_some(), "{read}");
+    let human = read["human"].as_str().unwrap();
+    assert!(human.contains("Remote host said: 550 5.1.1"), "{human}");
 
     // A failing message from the null sender is dropped without a DSN.
     send(server.smtp_addr(), "", &["bob@dest.test"], &message(2));
@@ -268,6 +301,19 @@ fn null_mx_and_nxdomain_bounce_with_their_codes() {
     };
     assert!(about("x@nullmx.test").contains("Status: 5.1.10"));
     assert!(about("y@gone.test").contains("Status: 5.1.2"));
+    // No remote host said these: the DSN says they are our verdicts.
+    for message in sinks[0].messages() {
+        let read = read_dsn(&message.data);
+        let rcpt = &read["recipients"][0];
+        assert_eq!(rcpt["diagnostic_type"], "X-Ringpost", "{read}");
+        let said = rcpt["diagnostic_text"].as_str().unwrap();
+        assert!(said.starts_with("550 5.1."), "{read}");
+        assert!(!said.contains(';'), "one diagnostic type: {read}");
+        assert!(rcpt.get("Remote-MTA").is_none(), "no remote host: {read}");
+        let human = read["human"].as_str().unwrap();
+        assert!(!human.contains("Remote host"), "{human}");
+        assert!(human.contains("Reason: 550 5.1."), "{human}");
+    }
     wait_until("the spool to empty", || spool_messages(&server) == 0);
     server.shutdown();
 }

@@ -52,7 +52,7 @@ fn rfc2822(micros: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringpost_protocols::smtp::dsn::Action;
+    use ringpost_protocols::smtp::dsn::{Action, Diagnostic};
 
     #[test]
     fn bounce_goes_to_the_sender_from_the_null_sender() {
@@ -67,7 +67,7 @@ mod tests {
             action: Action::Failed,
             status: "5.1.1".into(),
             remote_mta: Some("mx.dest.test".into()),
-            diagnostic: Some("smtp; 550 5.1.1 no such user".into()),
+            diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".into())),
         }];
         let id = MessageId::new(1_700_000_001_000_000, 0x8001, 1);
         let original = MessageId::new(1_700_000_000_000_000, 1, 1);

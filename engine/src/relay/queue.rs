@@ -23,7 +23,7 @@ use crate::shard::ShutdownSignal;
 use futures::channel::oneshot;
 use futures_lite::FutureExt;
 use ringpost_protocols::smtp::client::{ClientConfig, RecipientResult, ServerReply};
-use ringpost_protocols::smtp::dsn::{Action, RecipientStatus};
+use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
 use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
 use std::cell::{Cell, RefCell};
@@ -738,9 +738,9 @@ fn sort_results(results: &[RecipientResult], host: Option<&str>, expired: bool) 
                 status,
                 remote_mta: (!reply.local).then(|| host.map(str::to_owned)).flatten(),
                 diagnostic: Some(if reply.local {
-                    format!("x-ringpost; {reply}")
+                    Diagnostic::Local(reply.to_string())
                 } else {
-                    format!("smtp; {reply}")
+                    Diagnostic::Smtp(reply.to_string())
                 }),
             });
         } else {
@@ -814,8 +814,13 @@ mod tests {
         assert_eq!(sorted.failed[0].status, "5.1.1");
         assert_eq!(sorted.failed[0].remote_mta.as_deref(), Some("mx.x.test"));
         assert_eq!(
-            sorted.failed[0].diagnostic.as_deref(),
-            Some("smtp; 550 5.1.1 text")
+            sorted.failed[0].diagnostic,
+            Some(Diagnostic::Smtp("550 5.1.1 text".into()))
+        );
+        assert_eq!(
+            sorted.failed[1].diagnostic,
+            Some(Diagnostic::Local("552 text".into())),
+            "our own verdict is not typed smtp"
         );
         assert_eq!(
             sorted.failed[1].status, "5.0.0",

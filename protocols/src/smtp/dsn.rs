@@ -119,9 +119,52 @@ pub struct RecipientStatus {
     /// The host that answered, e.g. `"mx1.example.test"`:
     /// `Remote-MTA: dns;host`. `None` when no host was reached.
     pub remote_mta: Option<String>,
-    /// What the remote said, e.g. `"550 5.1.1 no such user"`:
-    /// `Diagnostic-Code: smtp;text`. `None` when it said nothing.
-    pub diagnostic: Option<String>,
+    /// Why, in a reply's words: `Diagnostic-Code:`. `None` when nothing
+    /// was said.
+    pub diagnostic: Option<Diagnostic>,
+}
+
+/// A recipient's diagnostic (RFC 3464 §2.3.6): a reply, and who gave it.
+///
+/// The type is written once, before the text (`diagnostic-type ";" text`),
+/// and says where the text comes from, so that a reader never takes our own
+/// verdict (no MX, a dead host, a message past its lifetime) for what a
+/// remote server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// What a remote SMTP server replied, e.g. `"550 5.1.1 no such user"`:
+    /// `Diagnostic-Code: smtp; 550 5.1.1 no such user`.
+    Smtp(String),
+    /// Our own verdict in reply form, e.g. `"550 5.1.2 no such domain"`,
+    /// when no remote server said it: `Diagnostic-Code: X-Ringpost; ...`
+    /// (an `X-` diagnostic type, as RFC 3464 §2.3.6 allows for types not
+    /// registered with IANA).
+    Local(String),
+}
+
+impl Diagnostic {
+    /// The `diagnostic-type` of the `Diagnostic-Code` field.
+    fn diagnostic_type(&self) -> &'static str {
+        match self {
+            Diagnostic::Smtp(_) => "smtp",
+            Diagnostic::Local(_) => "X-Ringpost",
+        }
+    }
+
+    /// How the human-readable part introduces the text.
+    fn human_label(&self) -> &'static str {
+        match self {
+            Diagnostic::Smtp(_) => "Remote host said",
+            Diagnostic::Local(_) => "Reason",
+        }
+    }
+
+    /// The reply text, without its type.
+    pub fn text(&self) -> &str {
+        match self {
+            Diagnostic::Smtp(text) | Diagnostic::Local(text) => text,
+        }
+    }
 }
 
 /// Everything a DSN says. No field may be trusted to be clean: all are
@@ -156,14 +199,14 @@ pub struct Report<'a> {
 /// otherwise.
 ///
 /// ```
-/// use ringpost_protocols::smtp::dsn::{compose, Action, RecipientStatus, Report};
+/// use ringpost_protocols::smtp::dsn::{compose, Action, Diagnostic, RecipientStatus, Report};
 ///
 /// let recipients = [RecipientStatus {
 ///     recipient: "bob@example.test".into(),
 ///     action: Action::Failed,
 ///     status: "5.1.1".into(),
 ///     remote_mta: Some("mx1.example.test".into()),
-///     diagnostic: Some("550 5.1.1 no such user".into()),
+///     diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".into())),
 /// }];
 /// let dsn = compose(&Report {
 ///     reporting_mta: "mail.example.org",
@@ -177,6 +220,7 @@ pub struct Report<'a> {
 /// });
 /// let text = String::from_utf8(dsn).unwrap();
 /// assert!(text.contains("\r\nFinal-Recipient: rfc822;bob@example.test\r\n"));
+/// assert!(text.contains("\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
 /// assert!(text.contains("\r\nSubject: hi\r\n"));
 /// ```
 pub fn compose(report: &Report<'_>) -> Vec<u8> {
@@ -332,6 +376,13 @@ fn optional_field(value: Option<&str>) -> Option<String> {
     value.map(field).filter(|v| !v.is_empty())
 }
 
+/// The recipient's diagnostic with its text sanitized, unless it has none
+/// or its text is empty.
+fn diagnostic_of(recipient: &RecipientStatus) -> Option<(&Diagnostic, String)> {
+    let diagnostic = recipient.diagnostic.as_ref()?;
+    Some((diagnostic, optional_field(Some(diagnostic.text()))?))
+}
+
 /// The recipient's status code when it is a valid RFC 3463 code
 /// (`class.subject.detail`, class 2, 4 or 5, the others 1 to 3 digits), the
 /// action's fallback otherwise.
@@ -402,8 +453,8 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
         if let Some(host) = optional_field(recipient.remote_mta.as_deref()) {
             push_line(&mut out, &["    Remote host: ", &host]);
         }
-        if let Some(said) = optional_field(recipient.diagnostic.as_deref()) {
-            push_line(&mut out, &["    Remote host said: ", &said]);
+        if let Some((diagnostic, said)) = diagnostic_of(recipient) {
+            push_line(&mut out, &["    ", diagnostic.human_label(), ": ", &said]);
         }
     }
     push_line(&mut out, &[]);
@@ -431,8 +482,9 @@ fn delivery_status(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
         if let Some(host) = optional_field(recipient.remote_mta.as_deref()) {
             push_line(&mut out, &["Remote-MTA: dns;", &host]);
         }
-        if let Some(said) = optional_field(recipient.diagnostic.as_deref()) {
-            push_line(&mut out, &["Diagnostic-Code: smtp;", &said]);
+        if let Some((diagnostic, said)) = diagnostic_of(recipient) {
+            let kind = diagnostic.diagnostic_type();
+            push_line(&mut out, &["Diagnostic-Code: ", kind, "; ", &said]);
         }
     }
     out
@@ -551,7 +603,7 @@ mod tests {
             action: Action::Failed,
             status: "5.1.1".to_owned(),
             remote_mta: Some("mx1.example.test".to_owned()),
-            diagnostic: Some("550 5.1.1 no such user".to_owned()),
+            diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".to_owned())),
         }
     }
 
@@ -729,7 +781,7 @@ mod tests {
                     ("Action", "failed"),
                     ("Status", "5.1.1"),
                     ("Remote-MTA", "dns;mx1.example.test"),
-                    ("Diagnostic-Code", "smtp;550 5.1.1 no such user"),
+                    ("Diagnostic-Code", "smtp; 550 5.1.1 no such user"),
                 ]),
                 pairs(&[
                     ("Final-Recipient", "rfc822;carol@example.net"),
@@ -753,6 +805,37 @@ mod tests {
         assert!(text.contains("<carol@example.net>: delayed, status 4.4.1\r\n"));
         assert!(text.contains("could not be delivered"));
         assert!(text.contains("still being retried"));
+    }
+
+    #[test]
+    fn our_own_verdict_is_typed_as_ours_and_said_by_no_remote_host() {
+        let mut nxdomain = failed("bob@gone.example");
+        nxdomain.status = "5.1.2".to_owned();
+        nxdomain.remote_mta = None;
+        nxdomain.diagnostic = Some(Diagnostic::Local(
+            "550 5.1.2 gone.example: no such domain".to_owned(),
+        ));
+        let recipients = [nxdomain];
+        let dsn = compose(&report(&recipients, ORIGINAL));
+        well_formed(&dsn);
+        assert_eq!(
+            status_blocks(&dsn)[1],
+            pairs(&[
+                ("Final-Recipient", "rfc822;bob@gone.example"),
+                ("Action", "failed"),
+                ("Status", "5.1.2"),
+                (
+                    "Diagnostic-Code",
+                    "X-Ringpost; 550 5.1.2 gone.example: no such domain"
+                ),
+            ])
+        );
+        let text = part_text(&dsn, 0);
+        assert!(
+            text.contains("    Reason: 550 5.1.2 gone.example: no such domain\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Remote host"), "{text}");
     }
 
     #[test]
@@ -806,7 +889,9 @@ mod tests {
     fn recipient_cannot_inject_a_header_or_field() {
         let mut evil = failed("x@example.test\r\nBcc: victim@example.net");
         evil.remote_mta = Some("mx\r\nBcc: a@b".to_owned());
-        evil.diagnostic = Some("550 no\r\n\r\nBcc: c@d\nX-Evil: 1".to_owned());
+        evil.diagnostic = Some(Diagnostic::Smtp(
+            "550 no\r\n\r\nBcc: c@d\nX-Evil: 1".to_owned(),
+        ));
         evil.status = "5.1.1\r\nBcc: e@f".to_owned();
         let recipients = [evil];
         let mut r = report(&recipients, ORIGINAL);
@@ -839,7 +924,7 @@ mod tests {
                 // Not a valid code any more: the fallback for the action.
                 ("Status", "5.0.0"),
                 ("Remote-MTA", "dns;mx  Bcc: a@b"),
-                ("Diagnostic-Code", "smtp;550 no    Bcc: c@d X-Evil: 1"),
+                ("Diagnostic-Code", "smtp; 550 no    Bcc: c@d X-Evil: 1"),
             ])
         );
     }
@@ -857,7 +942,7 @@ mod tests {
             action: Action::Delayed,
             status: long.clone(),
             remote_mta: Some(long.clone()),
-            diagnostic: Some(long.clone()),
+            diagnostic: Some(Diagnostic::Local(long.clone())),
         };
         let recipients = [bad.clone(), bad];
         let mut original = b"Subject: caf\xe9 \xff\xfe\rbare CR\nBare-LF: yes\n".to_vec();
