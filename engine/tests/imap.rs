@@ -942,3 +942,151 @@ fn qresync_select_and_fetch_report_what_vanished_and_what_changed() {
     );
     server.shutdown();
 }
+
+/// One untagged FETCH response whose line holds one literal: the text
+/// before the literal, its octets, and the rest of the line.
+fn fetch_with_literal(c: &mut LineClient) -> (String, Vec<u8>, String) {
+    let head = c.line();
+    let open = head.rfind('{').expect("a literal");
+    let size: usize = head[open + 1..head.len() - 3].parse().unwrap();
+    let data = c.read_exact(size);
+    (head, data, c.line())
+}
+
+#[test]
+fn binary_fetches_decoded_parts_and_append_takes_binary_content() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    let caps = c.tagged("c", "CAPABILITY");
+    assert!(caps[0].contains(" BINARY"), "{caps:?}");
+
+    // APPEND of binary content in a literal8 (RFC 3516 §4.4).
+    let binary_message: &[u8] = b"From: a@ours.test\r\n\
+        Content-Type: application/octet-stream\r\n\
+        Content-Transfer-Encoding: binary\r\n\r\n\
+        \0-\xe4\n\r\n\n";
+    c.send(&format!(
+        "p APPEND INBOX ~{{{}+}}\r\n",
+        binary_message.len()
+    ));
+    c.send_bytes(binary_message);
+    c.send("\r\n");
+    let mut reply = vec![c.line()];
+    while !reply.last().unwrap().starts_with("p ") {
+        reply.push(c.line());
+    }
+    assert_eq!(reply[0], "* 1 EXISTS\r\n");
+    assert!(
+        reply.last().unwrap().starts_with("p OK [APPENDUID"),
+        "{reply:?}"
+    );
+    // Stored base64-encoded: BODY[1] carries no NUL to clients without BINARY.
+    c.send("f1 FETCH 1 (BODY.PEEK[1])\r\n");
+    let (head, data, tail) = fetch_with_literal(&mut c);
+    assert_eq!(head, "* 1 FETCH (BODY[1] {14}\r\n");
+    assert_eq!(data, b"AC3kCg0KCg==\r\n");
+    assert_eq!(tail, ")\r\n");
+    assert!(c.line().starts_with("f1 OK"));
+    // BINARY gives the octets back, in a literal8 as they hold a NUL.
+    c.send("f2 FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])\r\n");
+    let (head, data, tail) = fetch_with_literal(&mut c);
+    assert_eq!(head, "* 1 FETCH (BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n");
+    assert_eq!(data, b"\0-\xe4\n\r\n\n");
+    assert_eq!(tail, ")\r\n");
+    assert!(c.line().starts_with("f2 OK"));
+
+    let multipart = "From: a@ours.test\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+        --b\r\n\
+        Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+        hello  \r\nbar=\r\n\r\nfoo=09bar\r\n\
+        --b\r\n\
+        Content-Transfer-Encoding: x-uuencode\r\n\r\n\
+        begin 644 x\r\n\
+        --b--\r\n";
+    let reply = c.tagged(
+        "q",
+        &format!("APPEND INBOX {{{}+}}\r\n{multipart}", multipart.len()),
+    );
+    assert!(reply.last().unwrap().starts_with("q OK"), "{reply:?}");
+    // A partial BINARY counts octets of the decoded content and says its
+    // origin; a plain literal where there is no NUL.
+    c.send("f3 FETCH 2 (BINARY.PEEK[1]<5.10>)\r\n");
+    let (head, data, _) = fetch_with_literal(&mut c);
+    assert_eq!(head, "* 2 FETCH (BINARY[1]<5> {10}\r\n");
+    assert_eq!(data, b"\r\nbar\r\nfoo");
+    assert!(c.line().starts_with("f3 OK"));
+    // An encoding we cannot remove fails the FETCH.
+    let reply = c.tagged("f4", "FETCH 2 (BINARY.SIZE[2])");
+    assert!(
+        reply.last().unwrap().starts_with("f4 NO [UNKNOWN-CTE]"),
+        "{reply:?}"
+    );
+    // BINARY without .PEEK sets \Seen, like BODY[].
+    c.send("f5 FETCH 2 (BINARY[1])\r\n");
+    let (head, data, tail) = fetch_with_literal(&mut c);
+    assert_eq!(head, "* 2 FETCH (BINARY[1] {19}\r\n");
+    assert_eq!(data, b"hello\r\nbar\r\nfoo\tbar");
+    assert!(
+        tail.starts_with(" FLAGS (") && tail.contains("\\Seen"),
+        "{tail}"
+    );
+    assert!(c.line().starts_with("f5 OK"));
+    server.shutdown();
+}
+
+#[test]
+fn multiappend_appends_every_message_or_none() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    let caps = c.tagged("c", "CAPABILITY");
+    assert!(caps[0].contains(" MULTIAPPEND"), "{caps:?}");
+    // Three messages, the second with its own flags and date, the first
+    // behind a synchronizing literal the client waits for.
+    c.send("m1 APPEND INBOX {12}\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(
+        "Subject: 1\r\n (\\Flagged) \"24-Mar-2007 23:00:00 +0200\" {12+}\r\nSubject: 2\r\n {12+}\r\nSubject: 3\r\n\r\n",
+    );
+    let mut reply = vec![c.line()];
+    while !reply.last().unwrap().starts_with("m1 ") {
+        reply.push(c.line());
+    }
+    assert!(reply.iter().any(|l| l == "* 3 EXISTS\r\n"), "{reply:?}");
+    let done = reply.last().unwrap();
+    assert!(done.starts_with("m1 OK [APPENDUID "), "{reply:?}");
+    assert!(done.contains(" 1:3] "), "one UID set for all: {done}");
+    let fetched = c.tagged(
+        "f",
+        "FETCH 1:3 (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+    );
+    let text = fetched.concat();
+    assert!(text.contains("Subject: 1"), "{text}");
+    assert!(text.contains("Subject: 3"), "{text}");
+    assert!(
+        fetched
+            .iter()
+            .any(|l| l.starts_with("* 2 FETCH (FLAGS (\\Flagged") && l.contains("24-Mar-2007")),
+        "{fetched:?}"
+    );
+    // All or none: a mailbox that does not exist takes none of them...
+    let reply = c.tagged(
+        "m2",
+        "APPEND Nowhere {12+}\r\nSubject: 4\r\n {12+}\r\nSubject: 5\r\n",
+    );
+    assert!(
+        reply.last().unwrap().starts_with("m2 NO [TRYCREATE]"),
+        "{reply:?}"
+    );
+    // ...nor does INBOX when one of them cannot be stored.
+    c.send("m3 APPEND INBOX {12+}\r\nSubject: 6\r\n ~{15+}\r\n");
+    c.send_bytes(b"Subject: \0\r\n\r\nx");
+    c.send("\r\n");
+    let reply = c.line();
+    assert!(reply.starts_with("m3 NO [UNKNOWN-CTE]"), "{reply}");
+    let status = c.tagged("s", "STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 3"), "{status:?}");
+    server.shutdown();
+}

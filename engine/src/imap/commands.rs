@@ -9,6 +9,7 @@ use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::{sequence_set, SearchReturn};
 use ringpost_protocols::imap::list::{ListExtended, ListReturn, ListSelect};
+use ringpost_protocols::imap::multiappend::AppendMessage;
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::sort::{SortFields, Sortable};
 use ringpost_protocols::imap::thread;
@@ -26,7 +27,7 @@ use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
-use ringpost_protocols::imap::{Extra, ImapSession};
+use ringpost_protocols::imap::{binary, Extra, ImapSession};
 use ringpost_storage::mailbox::{
     self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
 };
@@ -127,18 +128,41 @@ impl Conn<'_> {
                 date,
                 message,
             } => {
-                let bytes = match &message {
-                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
-                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                // MULTIAPPEND (RFC 3502): the first message and the others.
+                let more = match extra {
+                    Extra::MoreMessages(more) => more,
+                    _ => Vec::new(),
                 };
-                let internal = date.as_ref().map(micros_of);
-                self.append(
-                    &mailbox_name(&mailbox),
-                    flags_from_imap(&flags),
-                    internal,
-                    bytes,
-                )
-                .await
+                let first = AppendMessage {
+                    flags,
+                    date,
+                    message,
+                };
+                let mut messages = Vec::with_capacity(1 + more.len());
+                for m in std::iter::once(first).chain(more) {
+                    let bytes = match m.message {
+                        LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
+                        LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
+                    };
+                    // Binary content (RFC 3516 §4.4) is kept base64-encoded.
+                    let Some(bytes) = binary::store_form(bytes) else {
+                        messages.clear();
+                        break;
+                    };
+                    messages.push(NewMessage {
+                        flags: flags_from_imap(&m.flags),
+                        date: m.date.as_ref().map(micros_of),
+                        bytes,
+                    });
+                }
+                if messages.is_empty() {
+                    Ok(Done::No(
+                        Some("UNKNOWN-CTE"),
+                        "binary content outside a body part cannot be stored",
+                    ))
+                } else {
+                    self.append(&mailbox_name(&mailbox), messages).await
+                }
             }
             // One key, so a message is read and parsed at most once.
             C::Search { criteria, uid, .. } => {
@@ -717,46 +741,54 @@ impl Conn<'_> {
         Ok(Done::Ok("STATUS completed"))
     }
 
-    async fn append(
-        &mut self,
-        name: &str,
-        flags: mailbox::Flags,
-        date: Option<u64>,
-        bytes: Vec<u8>,
-    ) -> Outcome {
+    /// APPEND one message or, for MULTIAPPEND, several in one commit: all
+    /// or none (RFC 3502 §6.3.11).
+    async fn append(&mut self, name: &str, messages: Vec<NewMessage>) -> Outcome {
         let now = crate::intake::unix_micros();
-        let id = self.shard.next_id(now);
-        let size = bytes.len() as u64;
-        if !self.has_room(1, size)? {
+        let size: u64 = messages.iter().map(|m| m.bytes.len() as u64).sum();
+        if !self.has_room(messages.len() as u64, size)? {
             return Ok(Done::No(Some("OVERQUOTA"), "the account is at its quota"));
         }
         let mut batch = WriteBatch::new();
-        batch.put(Family::Blobs, id.0.to_vec(), bytes);
-        batch.change(Change::Append {
-            user: self.user().to_owned(),
-            mailbox: name.to_owned(),
-            row: MailboxRow {
-                message: id,
-                flags,
-                internal_date: date.unwrap_or(now),
-                size,
-                modseq: 0,
-            },
-        });
+        for message in messages {
+            let id = self.shard.next_id(now);
+            let size = message.bytes.len() as u64;
+            batch.put(Family::Blobs, id.0.to_vec(), message.bytes);
+            batch.change(Change::Append {
+                user: self.user().to_owned(),
+                mailbox: name.to_owned(),
+                row: MailboxRow {
+                    message: id,
+                    flags: message.flags,
+                    internal_date: message.date.unwrap_or(now),
+                    size,
+                    modseq: 0,
+                },
+            });
+        }
         let applied = match self.commit(batch).await {
             Err(StoreError::Refused(Refusal::NoSuchMailbox)) => {
                 return Ok(Done::No(Some("TRYCREATE"), "no such mailbox"));
             }
             other => other?,
         };
-        match applied[0] {
-            Applied::Appended {
+        let mut uids = Vec::with_capacity(applied.len());
+        let mut validity = None;
+        for applied in &applied {
+            if let Applied::Appended {
                 uidvalidity, uid, ..
-            } => Ok(Done::OkCode(
-                format!("APPENDUID {uidvalidity} {uid}"),
+            } = *applied
+            {
+                validity = Some(uidvalidity);
+                uids.push(uid);
+            }
+        }
+        match validity {
+            Some(uidvalidity) => Ok(Done::OkCode(
+                format!("APPENDUID {uidvalidity} {}", sequence_set(&uids)),
                 "APPEND completed",
             )),
-            _ => Ok(Done::Ok("APPEND completed")),
+            None => Ok(Done::Ok("APPEND completed")),
         }
     }
 
@@ -1242,6 +1274,13 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('/')
         && !name.contains("//")
         && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
+}
+
+/// A message APPEND stores: its flags, internal date and bytes.
+struct NewMessage {
+    flags: mailbox::Flags,
+    date: Option<u64>,
+    bytes: Vec<u8>,
 }
 
 #[cfg(test)]

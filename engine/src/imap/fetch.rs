@@ -12,9 +12,8 @@ use ringpost_protocols::imap::types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
 };
 use ringpost_protocols::imap::types::flag::FlagFetch;
-use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
-use ringpost_protocols::imap::{mime, ImapSession};
+use ringpost_protocols::imap::{binary, mime, FetchItem, ImapSession};
 use ringpost_storage::mailbox::{flag, Applied, Change, FlagChange, Flags};
 use ringpost_storage::{spool, Pinned, WriteBatch};
 use std::io;
@@ -68,6 +67,7 @@ pub(super) async fn run(
             matches!(
                 i,
                 MessageDataItemName::BodyExt { peek: false, .. }
+                    | MessageDataItemName::Binary { peek: false, .. }
                     | MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Text
             )
@@ -125,7 +125,8 @@ pub(super) async fn run(
         let mut flags_sent = false;
         for item in &items {
             let body = body.as_deref().unwrap_or_default();
-            out.push(match item {
+            let binary = |section: &[NonZeroU32]| binary::section(body, section);
+            let codec_item = match item {
                 MessageDataItemName::Uid => match NonZeroU32::new(message.uid) {
                     Some(uid) => MessageDataItem::Uid(uid),
                     None => continue,
@@ -177,17 +178,42 @@ pub(super) async fn run(
                     );
                     MessageDataItem::Rfc822Text(literal(text))
                 }
-                _ => continue,
-            });
+                MessageDataItemName::Binary {
+                    section, partial, ..
+                } => {
+                    let Ok(decoded) = binary(section) else {
+                        return Ok(Ok(unknown_cte()));
+                    };
+                    let cut = partial.map(|(start, len)| (start, len.get()));
+                    out.push(FetchItem::Binary {
+                        section: section.clone(),
+                        origin: partial.map(|(start, _)| start),
+                        data: mime::cut(&decoded, cut).to_vec(),
+                    });
+                    continue;
+                }
+                MessageDataItemName::BinarySize { section } => {
+                    let Ok(decoded) = binary(section) else {
+                        return Ok(Ok(unknown_cte()));
+                    };
+                    MessageDataItem::BinarySize {
+                        section: section.clone(),
+                        size: u32::try_from(decoded.len()).unwrap_or(u32::MAX),
+                    }
+                }
+            };
+            out.push(FetchItem::Item(codec_item));
         }
         if newly_seen {
             seen.push(index);
             if !flags_sent {
-                out.push(MessageDataItem::Flags(message.fetch_flags(true)));
+                out.push(FetchItem::Item(MessageDataItem::Flags(
+                    message.fetch_flags(true),
+                )));
             }
         }
-        if let Ok(data) = Data::fetch(index as u32 + 1, out) {
-            imap.data(data);
+        if let Some(seq) = NonZeroU32::new(index as u32 + 1) {
+            imap.fetch(seq, out);
         }
         if imap.output().len() >= FLUSH_AT {
             io.write_all(imap.output()).await?;
@@ -236,6 +262,14 @@ pub(super) async fn run(
     } else {
         Done::Ok("FETCH completed")
     }))
+}
+
+/// A part whose transfer encoding BINARY cannot remove (RFC 3516 §4.3).
+fn unknown_cte() -> Done {
+    Done::No(
+        Some("UNKNOWN-CTE"),
+        "a requested part has an unknown Content-Transfer-Encoding",
+    )
 }
 
 /// A FETCH of nothing but UID, FLAGS, RFC822.SIZE and the whole message

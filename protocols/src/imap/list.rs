@@ -15,6 +15,8 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 
+use super::lexer::{Lexer, Syntax};
+
 /// Which mailboxes an extended LIST selects (RFC 5258 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListSelect {
@@ -60,6 +62,12 @@ pub enum BadList {
     Syntax,
     /// An option this server does not know, or RECURSIVEMATCH alone.
     Option,
+}
+
+impl From<Syntax> for BadList {
+    fn from(_: Syntax) -> Self {
+        BadList::Syntax
+    }
 }
 
 /// If `command` (whole, literals included) is a LIST with any of the
@@ -214,119 +222,6 @@ fn status_items(tag: &[u8], items: &[u8]) -> Result<Vec<StatusDataItemName>, Bad
 }
 
 /// The tokens of a LIST, over the command's bytes.
-struct Lexer<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Lexer<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek();
-        self.at += 1;
-        byte
-    }
-
-    fn space(&mut self) -> Result<(), BadList> {
-        match self.next() {
-            Some(b' ') => Ok(()),
-            _ => Err(BadList::Syntax),
-        }
-    }
-
-    /// `keyword` (case-insensitive), taken if it is next.
-    fn keyword(&mut self, keyword: &[u8]) -> bool {
-        let found = self
-            .bytes
-            .get(self.at..self.at + keyword.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(keyword));
-        if found {
-            self.at += keyword.len();
-        }
-        found
-    }
-
-    /// An atom: up to a space, a parenthesis or the line's end.
-    fn word(&mut self) -> &'a [u8] {
-        let start = self.at;
-        while let Some(b) = self.peek() {
-            if matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n') {
-                break;
-            }
-            self.at += 1;
-        }
-        &self.bytes[start..self.at]
-    }
-
-    /// `(word word ...)`, the parentheses taken too.
-    fn words(&mut self) -> Result<Vec<&'a [u8]>, BadList> {
-        if self.next() != Some(b'(') {
-            return Err(BadList::Syntax);
-        }
-        let mut words = Vec::new();
-        loop {
-            match self.peek() {
-                Some(b')') => {
-                    self.at += 1;
-                    return Ok(words);
-                }
-                Some(b' ') if !words.is_empty() => self.at += 1,
-                _ => {}
-            }
-            let word = self.word();
-            if word.is_empty() {
-                return Err(BadList::Syntax);
-            }
-            words.push(word);
-        }
-    }
-
-    /// A string as written: an atom (wildcards included), a quoted string
-    /// or a literal with its `{n}` and CRLF.
-    fn string(&mut self) -> Result<&'a [u8], BadList> {
-        let start = self.at;
-        match self.peek() {
-            Some(b'"') => {
-                self.at += 1;
-                loop {
-                    match self.next() {
-                        Some(b'\\') => self.at += 1,
-                        Some(b'"') => break,
-                        Some(b'\r' | b'\n') | None => return Err(BadList::Syntax),
-                        Some(_) => {}
-                    }
-                }
-            }
-            Some(b'{') => {
-                let close = self.bytes[self.at..]
-                    .iter()
-                    .position(|&b| b == b'}')
-                    .ok_or(BadList::Syntax)?;
-                let digits = &self.bytes[self.at + 1..self.at + close];
-                let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-                let length: usize = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or(BadList::Syntax)?;
-                self.at += close + 1;
-                if !self.keyword(b"\r\n") || self.bytes.len() < self.at + length {
-                    return Err(BadList::Syntax);
-                }
-                self.at += length;
-            }
-            _ => {
-                if self.word().is_empty() {
-                    return Err(BadList::Syntax);
-                }
-            }
-        }
-        Ok(&self.bytes[start..self.at])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! Any input is accepted: bytes mail-parser cannot read are a header-less
 //! text/plain body, and a damaged part is clipped at its parent's boundary.
 
-use std::{borrow::Cow, ops::Range};
+use std::{borrow::Cow, num::NonZeroU32, ops::Range};
 
 use base64::Engine as _;
 use imap_codec::imap_types::{
@@ -76,6 +76,43 @@ pub fn section(
     cut(&root.select(section), partial).to_vec()
 }
 
+/// Part `numbers` of a message (RFC 9051 part numbering, as BODY[1.2]
+/// uses it): its body as stored and its Content-Transfer-Encoding field's
+/// value (trimmed, as written; `None` when it has none). `None` when the
+/// message has no such part.
+pub(crate) fn part_body(
+    message: &[u8],
+    numbers: &[NonZeroU32],
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let parsed = parse(message);
+    let root = Entity::message(parsed.as_ref(), message, 0..message.len(), 0);
+    let part = root.locate(&Part(Vec1::try_from(numbers.to_vec()).ok()?))?;
+    let encoding = part.fields().value(b"content-transfer-encoding");
+    Some((part.body_bytes().to_vec(), encoding))
+}
+
+/// The leaf parts (neither multipart nor message) of a message that lie in
+/// its own bytes, in order: where each one's header (with its blank line)
+/// and body are. Parts of a transfer-encoded message/rfc822 part are not
+/// among them: their bytes are not the message's.
+pub(crate) fn leaf_parts(message: &[u8]) -> Vec<(Range<usize>, Range<usize>)> {
+    fn walk(entity: &Entity<'_>, message: &[u8], out: &mut Vec<(Range<usize>, Range<usize>)>) {
+        if !std::ptr::eq(entity.raw, message) {
+            return;
+        }
+        match &entity.kind {
+            Kind::Leaf => out.push((entity.header.clone(), entity.body.clone())),
+            Kind::Multipart(parts) => parts.iter().for_each(|p| walk(p, message, out)),
+            Kind::Message(inner) => walk(inner, message, out),
+        }
+    }
+    let parsed = parse(message);
+    let root = Entity::message(parsed.as_ref(), message, 0..message.len(), 0);
+    let mut out = Vec::new();
+    walk(&root, message, &mut out);
+    out
+}
+
 /// How many lines the bytes hold (LF or CRLF terminated; an unterminated
 /// last line counts): the line count of text and message parts.
 pub fn line_count(bytes: &[u8]) -> u32 {
@@ -93,7 +130,7 @@ fn parse(message: &[u8]) -> Option<Message<'_>> {
 }
 
 /// `partial` applied: past the end is empty, a long length is cut short.
-fn cut(bytes: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
+pub fn cut(bytes: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
     let Some((start, length)) = partial else {
         return bytes;
     };

@@ -6,19 +6,26 @@
 //! - `server`: the session: framing, states, login, IDLE; every mailbox
 //!   command comes out as an event for the driver.
 //! - `mime`: ENVELOPE, BODYSTRUCTURE and BODY[section] of a stored message.
+//! - `binary`: BINARY[section] (RFC 3516): parts with their transfer
+//!   encoding removed, and binary content appended in a literal8.
 //! - `search`: whether a message matches a SEARCH key.
 //! - `esearch`: SEARCH RETURN options and the ESEARCH response.
 //! - `list`: the extended LIST of RFC 5258 (selection and return options).
+//! - `multiappend`: APPEND of several messages (RFC 3502), taken apart.
+//! - `lexer`: where the arguments of a command lie, for the two above.
 //! - `sort`: SORT keys, the base subject, the order.
 //! - `thread`: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
 //!   session's promises, shared by the unit tests and `fuzz/`.
 
+pub mod binary;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
 pub mod esearch;
+mod lexer;
 pub mod list;
 pub mod mime;
+pub mod multiappend;
 pub mod search;
 mod server;
 pub mod sort;
@@ -29,4 +36,6 @@ mod tests;
 
 pub use crate::session::Peer;
 pub use imap_codec::imap_types as types;
-pub use server::{Event, Extra, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND};
+pub use server::{
+    Event, Extra, FetchItem, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND,
+};

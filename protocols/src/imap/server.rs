@@ -22,14 +22,17 @@ use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{LiteralMode, Tag};
+use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec, ResponseCodec};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::esearch::{self, SearchReturn};
 use super::list::{self, ListExtended};
+use super::multiappend::{self, AppendMessage};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
 
@@ -38,7 +41,7 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE COMPRESS=DEFLATE";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -125,6 +128,26 @@ pub enum Event {
     StartTls,
 }
 
+/// One item of a FETCH response ([`ImapSession::fetch`]).
+// Items live for one message's response; boxing the common variant would
+// cost an allocation per item to save stack space nobody holds for long.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchItem<'a> {
+    /// Any item imap-codec writes.
+    Item(MessageDataItem<'a>),
+    /// `BINARY[section]<origin>`: a part's decoded content, or the slice of
+    /// it from `origin` when the client asked for a partial one.
+    Binary {
+        /// The part numbers; empty for the whole message.
+        section: Vec<NonZeroU32>,
+        /// The first octet of a partial fetch.
+        origin: Option<u32>,
+        /// The content.
+        data: Vec<u8>,
+    },
+}
+
 /// What the session reads of a command itself, where imap-codec's grammar
 /// stops short of an extension.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -137,6 +160,9 @@ pub enum Extra {
     SearchReturn(SearchReturn),
     /// For LIST: the options and patterns of an extended LIST (RFC 5258).
     List(Box<ListExtended>),
+    /// For APPEND: the messages after the first (MULTIAPPEND, RFC 3502),
+    /// to be appended with it, all or none.
+    MoreMessages(Vec<AppendMessage>),
 }
 
 /// The connection state (RFC 9051 §3).
@@ -408,6 +434,64 @@ impl ImapSession {
         self.output.extend_from_slice(&encoded.dump());
     }
 
+    /// `* seq FETCH (...)` for one message. Written by imap-codec unless an
+    /// item needs what its grammar lacks (BINARY's origin, RFC 3516 §4.2),
+    /// in which case each item is encoded on its own and joined.
+    pub fn fetch(&mut self, seq: NonZeroU32, items: Vec<FetchItem<'_>>) {
+        if items.iter().all(|item| matches!(item, FetchItem::Item(_))) {
+            let items: Vec<_> = items
+                .into_iter()
+                .filter_map(|item| match item {
+                    FetchItem::Item(item) => Some(item),
+                    FetchItem::Binary { .. } => None,
+                })
+                .collect();
+            if let Ok(data) = Data::fetch(seq, items) {
+                self.data(data);
+            }
+            return;
+        }
+        let prefix = format!("* {seq} FETCH (");
+        let mut line = prefix.clone().into_bytes();
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                line.push(b' ');
+            }
+            match item {
+                FetchItem::Item(item) => {
+                    let Ok(data) = Data::fetch(seq, vec![item]) else {
+                        continue;
+                    };
+                    let encoded = ResponseCodec::default()
+                        .encode(&Response::Data(data))
+                        .dump();
+                    let inner = encoded
+                        .strip_prefix(prefix.as_bytes())
+                        .and_then(|rest| rest.strip_suffix(b")\r\n"));
+                    line.extend_from_slice(inner.unwrap_or_default());
+                }
+                FetchItem::Binary {
+                    section,
+                    origin,
+                    data,
+                } => {
+                    let numbers: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+                    line.extend_from_slice(format!("BINARY[{}]", numbers.join(".")).as_bytes());
+                    if let Some(origin) = origin {
+                        line.extend_from_slice(format!("<{origin}>").as_bytes());
+                    }
+                    // NUL needs a literal8 (RFC 3516 §4.2); anything else
+                    // goes in a plain literal any client reads.
+                    let marker = if data.contains(&0) { "~" } else { "" };
+                    line.extend_from_slice(format!(" {marker}{{{}}}\r\n", data.len()).as_bytes());
+                    line.extend_from_slice(&data);
+                }
+            }
+        }
+        line.extend_from_slice(b")\r\n");
+        self.output.extend_from_slice(&line);
+    }
+
     /// Untagged data with more after it on its line: a LIST's extended
     /// data (RFC 5258 §3.5), which imap-codec does not write.
     pub fn data_extended(&mut self, data: Data<'_>, after: &str) {
@@ -586,6 +670,9 @@ impl ImapSession {
     }
 
     fn command(&mut self) {
+        if let Some(appends) = multiappend::split_append(self.framing.message_bytes()) {
+            return self.multiappend(appends);
+        }
         // SEARCH RETURN (...) and the extended LIST are ours to parse; the
         // rest is imap-codec's.
         let bytes = self.framing.message_bytes();
@@ -640,6 +727,46 @@ impl ImapSession {
             extra = Extra::SearchReturn(SearchReturn::ALL);
         }
         self.dispatch(tag, body, extra);
+    }
+
+    /// An APPEND of several messages, taken apart into single APPENDs
+    /// that imap-codec reads; the first goes out as the command, the others
+    /// with it.
+    fn multiappend(&mut self, appends: Vec<Vec<u8>>) {
+        let mut first = None;
+        let mut more = Vec::new();
+        for append in &appends {
+            let decoded = CommandCodec::default()
+                .decode(append)
+                .map(|(_, command)| command.into_static());
+            match decoded {
+                Ok(Command {
+                    body:
+                        CommandBody::Append {
+                            flags,
+                            date,
+                            message,
+                            ..
+                        },
+                    ..
+                }) if first.is_some() => more.push(AppendMessage {
+                    flags,
+                    date,
+                    message,
+                }),
+                Ok(Command {
+                    tag,
+                    body: body @ CommandBody::Append { .. },
+                }) => first = Some((tag, body)),
+                _ => {
+                    let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+                    return self.bad_command(tag, "syntax error");
+                }
+            }
+        }
+        if let Some((tag, body)) = first {
+            self.dispatch(tag, body, Extra::MoreMessages(more));
+        }
     }
 
     /// BAD for a command that could not be read, tagged if its tag could.
