@@ -12,7 +12,8 @@ CARGO ?= cargo
 setup:
 	@./scripts/setup.sh
 
-# What `make test` adds: the mail clients it drives (swaks, openssl).
+# What `make test` adds: the mail clients it drives (swaks, openssl) and
+# Prometheus (promtool lints /metrics; a real server scrapes it).
 setup-test:
 	@./scripts/setup.sh test
 

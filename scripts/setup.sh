@@ -7,7 +7,7 @@
 #                                     one a line
 #
 # `test` adds what `make test` drives besides the build: the mail clients
-# swaks and openssl's s_client.
+# swaks and openssl's s_client, and promtool.
 #
 # Each check asks the question the build itself will ask, so that something
 # with a similar name cannot pass for the real thing:
@@ -23,6 +23,7 @@
 # - swaks and openssl (test only): independent SMTP, IMAP and POP3 clients
 #   over TLS; each must run (`--version`), not merely be on PATH, and swaks
 #   must say it supports TLS (it needs Net::SSLeay for that).
+# - promtool (test only, Debian's prometheus package): lints /metrics.
 #
 # SETUP_ROOT (default: empty) is prepended to every path searched for
 # libclang; the test (scripts/test-setup.sh) points it at fixture trees.
@@ -99,6 +100,11 @@ have_openssl() {
     command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1
 }
 
+# promtool (Debian's prometheus package) lints what /metrics serves.
+have_promtool() {
+    command -v promtool >/dev/null 2>&1 && promtool --version >/dev/null 2>&1
+}
+
 missing() {
     have_libclang || echo libclang-dev
     have_cxx || echo g++
@@ -111,6 +117,7 @@ missing() {
             echo libnet-ssleay-perl
         fi
         have_openssl || echo openssl
+        have_promtool || echo prometheus
     fi
     return 0
 }

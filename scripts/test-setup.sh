@@ -94,7 +94,8 @@ base test-tools
 fake_so "$work/test-tools/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
 make_bin "$work/test-tools/bin" swaks 1
 make_bin "$work/test-tools/bin" openssl 0
-check test-tools "swaks libnet-ssleay-perl" test
+make_bin "$work/test-tools/bin" promtool 1
+check test-tools "swaks libnet-ssleay-perl prometheus" test
 # The run set-up does not ask for them.
 check test-tools ""
 
@@ -102,6 +103,7 @@ check test-tools ""
 base swaks-no-tls
 fake_so "$work/swaks-no-tls/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
 make_bin "$work/swaks-no-tls/bin" openssl 0
+make_bin "$work/swaks-no-tls/bin" promtool 0
 printf '#!/bin/sh\n[ "$1" = --support ] && echo "*** TLS not available: requires Net::SSLeay"\nexit 0\n' \
     >"$work/swaks-no-tls/bin/swaks"
 chmod +x "$work/swaks-no-tls/bin/swaks"

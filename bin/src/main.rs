@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin_client;
 mod user;
 
 #[global_allocator]
@@ -276,7 +277,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!("  {service:<12} {addr}{note}");
     }
     match server.metrics_addr() {
-        Some(a) => println!("  {:<12} http://{a}/metrics", "metrics"),
+        Some(a) => println!(
+            "  {:<12} http://{a}/metrics  (and /healthz, /readyz, /api/v1 with {})",
+            "metrics",
+            ringpost_engine::admin::token_path(&server.config().data_dir).display()
+        ),
         None => println!("  {:<12} off", "metrics"),
     }
     match server.certificates() {

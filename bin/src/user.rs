@@ -1,18 +1,18 @@
 //! `ringpost user add|passwd|del|list`: accounts in the store's `users` family.
 //!
-//! `add`, `passwd` and `del` open the store read-write. RocksDB lets one
-//! process at a time do that, so they work on a stopped server's data dir
-//! only; against a running server they fail and say so. `list` opens the
-//! store read-only and works beside a running server.
+//! `add`, `passwd`, `del` and `quota` change a stopped server's store
+//! directly, and a running server's through its admin API (RocksDB lets
+//! one process at a time open a store read-write): both ways run
+//! `ringpost_engine::accounts`. `list` opens the store read-only and works
+//! beside a running server.
 
+use crate::admin_client::{path_segment, AdminClient};
+use ringpost_engine::accounts::{self, AccountError, Limit};
 use ringpost_engine::config::StoreEngine;
 use ringpost_engine::{users as rules, Config};
-use ringpost_storage::quota;
-use ringpost_storage::users::{self, User};
-use ringpost_storage::{
-    mailbox, CommitPipeline, PipelineConfig, RocksOptions, RocksStore, Store, StoreError,
-    WriteBatch,
-};
+use ringpost_storage::{CommitPipeline, PipelineConfig, RocksOptions, RocksStore};
+use ringpost_storage::{Store, StoreError};
+use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,10 +27,10 @@ pub const LONG_ABOUT: &str = "\
 Manage accounts: full addresses (alice@example.com) with an Argon2id password hash.
 A local domain's recipient must be an account, or RCPT gets 550 5.1.1.
 
-add, passwd and del open the store read-write, which RocksDB allows one process
-at a time: run them while the server is stopped. Changing the users of a running
-server is not supported yet. list opens the store read-only and works beside a
-running server.
+add, passwd, del and quota work on a stopped server's store, and on a running
+server's through its admin API (found in the data dir: admin.addr, admin.token):
+a new account can log in at once, a deleted one is logged out. list opens the
+store read-only and works beside a running server.
 
 Passwords: with --password-stdin, the first line of standard input; otherwise
 asked for twice on the terminal.";
@@ -72,10 +72,10 @@ pub enum UserCommand {
         name: String,
         /// Most megabytes of messages.
         #[arg(long, value_parser = parse_limit)]
-        storage_mb: Option<Limit>,
+        storage_mb: Option<GivenLimit>,
         /// Most messages.
         #[arg(long, value_parser = parse_limit)]
-        messages: Option<Limit>,
+        messages: Option<GivenLimit>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -141,32 +141,28 @@ pub fn run(command: UserCommand) -> ExitCode {
 fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed> {
     let (config, data_dir) = settings(args)?;
     let local_domains = config.as_ref().map(|c| c.smtp.local_domains.as_slice());
-    if local_domains.is_none() {
+    // Check the name before asking for a password.
+    let key = rules::validate_name(name, local_domains).map_err(|e| e.to_string())?;
+    let target = target(&data_dir, true)?;
+    if local_domains.is_none() && matches!(target, Target::Store(_)) {
         eprintln!(
             "note: no --config given, so the domain is not checked against smtp.local_domains"
         );
     }
-    // Check the name before asking for a password.
-    let key = rules::validate_name(name, local_domains).map_err(|e| e.to_string())?;
-    let store = Arc::new(open_writable(&data_dir, true)?);
-    if users::user_exists(&*store, &key).map_err(|e| reading(&data_dir, e))? {
-        return Err(format!(
-            "{key} already exists (`ringpost user passwd {key}` changes its password)"
-        )
-        .into());
-    }
     let password = read_password(password_stdin)?;
-    let user = rules::new_account(&key, &password, local_domains, unix_secs())
-        .map_err(|e| e.to_string())?;
-    // The account and its first mailboxes in one commit (mailboxes are
-    // changed by the commit writer only, as in the server).
-    let mut batch = WriteBatch::new();
-    users::put_user(&mut batch, &user);
-    rules::default_mailboxes(&mut batch, &user.name);
-    commit(&store, &data_dir, batch)?;
+    match target {
+        Target::Store(store) => {
+            with_writer(&store, &data_dir, |commit| {
+                accounts::add(&*store, commit, &key, &password, local_domains, unix_secs())
+            })?;
+        }
+        Target::Server(api) => {
+            let body = json!({ "name": key, "password": password });
+            api.call("POST", "/api/v1/users", Some(body))?;
+        }
+    }
     println!(
-        "added {} with INBOX, {}",
-        user.name,
+        "added {key} with INBOX, {}",
         rules::DEFAULT_MAILBOXES.join(", ")
     );
     Ok(())
@@ -174,84 +170,104 @@ fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed>
 
 fn passwd(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed> {
     let (_, data_dir) = settings(args)?;
-    let store = open_writable(&data_dir, false)?;
-    let mut user = existing(&store, &data_dir, name)?;
+    let target = target(&data_dir, false)?;
+    if let Target::Store(store) = &target {
+        // Say so before asking for a password nobody needs.
+        accounts::existing(&**store, name).map_err(|e| failed(&data_dir, e))?;
+    }
     let password = read_password(password_stdin)?;
-    rules::set_password(&mut user, &password).map_err(|e| e.to_string())?;
-    write(&store, &data_dir, |batch| users::put_user(batch, &user))?;
-    println!("changed the password of {}", user.name);
+    let key = name.to_lowercase();
+    match target {
+        Target::Store(store) => {
+            with_writer(&store, &data_dir, |commit| {
+                accounts::set_password(&*store, commit, &key, &password)
+            })?;
+        }
+        Target::Server(api) => {
+            let path = format!("/api/v1/users/{}/password", path_segment(&key));
+            api.call("PUT", &path, Some(json!({ "password": password })))?;
+        }
+    }
+    println!("changed the password of {key}");
     Ok(())
 }
 
 fn del(name: &str, args: &StoreArgs) -> Result<(), Failed> {
     let (_, data_dir) = settings(args)?;
-    let store = Arc::new(open_writable(&data_dir, false)?);
-    let user = existing(&*store, &data_dir, name)?;
-    let mailboxes = mailbox::list(&*store, &user.name).map_err(|e| reading(&data_dir, e))?;
-    let mut batch = WriteBatch::new();
-    users::delete_user(&mut batch, &user.name);
-    // The commit writer resolves the deletion into rows, references and
-    // bodies.
-    commit(&store, &data_dir, batch)?;
+    let key = name.to_lowercase();
+    let mailboxes = match target(&data_dir, false)? {
+        Target::Store(store) => with_writer(&store, &data_dir, |commit| {
+            accounts::delete(&*store, commit, &key)
+        })?,
+        Target::Server(api) => {
+            let path = format!("/api/v1/users/{}", path_segment(&key));
+            let answer = api.call("DELETE", &path, None)?;
+            answer["mailboxes"].as_u64().unwrap_or_default() as usize
+        }
+    };
     println!(
-        "deleted {} and its {} mailbox{}",
-        user.name,
-        mailboxes.len(),
-        if mailboxes.len() == 1 { "" } else { "es" }
+        "deleted {key} and its {mailboxes} mailbox{}",
+        if mailboxes == 1 { "" } else { "es" }
     );
     Ok(())
 }
 
-/// A quota limit as given on the command line.
+/// A quota limit as given on the command line: a number (megabytes or
+/// messages), `none` or `default`.
 #[derive(Debug, Clone, Copy)]
-pub enum Limit {
-    /// This many (megabytes or messages).
-    At(u64),
-    /// No limit for this account.
-    None,
-    /// The server's default.
-    Default,
-}
+pub struct GivenLimit(Limit);
 
-fn parse_limit(text: &str) -> Result<Limit, String> {
+fn parse_limit(text: &str) -> Result<GivenLimit, String> {
     match text {
-        "none" => Ok(Limit::None),
-        "default" => Ok(Limit::Default),
+        "none" => Ok(GivenLimit(Limit::Unlimited)),
+        "default" => Ok(GivenLimit(Limit::Default)),
         n => n
             .parse::<u64>()
             .ok()
             .filter(|&n| n > 0)
-            .map(Limit::At)
+            .map(|n| GivenLimit(Limit::At(n)))
             .ok_or_else(|| format!("{text:?} is not a positive number, `none` or `default`")),
     }
 }
 
 fn set_quota(
     name: &str,
-    storage_mb: Option<Limit>,
-    messages: Option<Limit>,
+    storage_mb: Option<GivenLimit>,
+    messages: Option<GivenLimit>,
     args: &StoreArgs,
 ) -> Result<(), Failed> {
     if storage_mb.is_none() && messages.is_none() {
         return Err("give --storage-mb, --messages or both".to_owned().into());
     }
+    let storage_bytes = storage_mb.map(|GivenLimit(limit)| match limit {
+        Limit::At(mb) => Limit::At(mb.saturating_mul(1024 * 1024)),
+        other => other,
+    });
+    let messages = messages.map(|GivenLimit(limit)| limit);
     let (_, data_dir) = settings(args)?;
-    let store = open_writable(&data_dir, false)?;
-    let mut user = existing(&store, &data_dir, name)?;
-    // Unchanged where not given; `default` drops the account's own limit.
-    let current = |tag| user.settings.contains_key(&tag);
-    let limit = |given: Option<Limit>, tag, scale: u64, was: Option<u64>| match given {
-        None => current(tag).then_some(was),
-        Some(Limit::Default) => None,
-        Some(Limit::None) => Some(None),
-        Some(Limit::At(n)) => Some(Some(n.saturating_mul(scale))),
-    };
-    let own = quota::of(&user, quota::Quota::default()).map_err(|e| reading(&data_dir, e))?;
-    let storage = limit(storage_mb, quota::SETTING_STORAGE, 1024 * 1024, own.storage);
-    let messages = limit(messages, quota::SETTING_MESSAGES, 1, own.messages);
-    quota::set(&mut user, storage, messages);
-    write(&store, &data_dir, |batch| users::put_user(batch, &user))?;
-    println!("changed the quota of {}", user.name);
+    let key = name.to_lowercase();
+    match target(&data_dir, false)? {
+        Target::Store(store) => {
+            with_writer(&store, &data_dir, |commit| {
+                accounts::set_quota(&*store, commit, &key, storage_bytes, messages)
+            })?;
+        }
+        Target::Server(api) => {
+            let as_json = |limit: Option<Limit>| match limit {
+                None => Value::Null,
+                Some(Limit::At(n)) => json!(n),
+                Some(Limit::Unlimited) => json!("none"),
+                Some(Limit::Default) => json!("default"),
+            };
+            let body = json!({
+                "storage_bytes": as_json(storage_bytes),
+                "messages": as_json(messages),
+            });
+            let path = format!("/api/v1/users/{}/quota", path_segment(&key));
+            api.call("PUT", &path, Some(body))?;
+        }
+    }
+    println!("changed the quota of {key}");
     Ok(())
 }
 
@@ -266,27 +282,25 @@ fn list(args: &StoreArgs) -> Result<(), Failed> {
         },
     )
     .map_err(|e| format!("cannot open {} read-only: {e}", data_dir.display()))?;
-    let all = users::list_users(&store).map_err(|e| reading(&data_dir, e))?;
+    let all = accounts::list(&store, default).map_err(|e| failed(&data_dir, e))?;
     if all.is_empty() {
         eprintln!("no accounts in {}", data_dir.display());
     }
-    for user in all {
-        let created = chrono::DateTime::from_timestamp(user.created as i64, 0)
+    for account in all {
+        let created = chrono::DateTime::from_timestamp(account.created as i64, 0)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_else(|| user.created.to_string());
-        let used = quota::usage(&store, &user.name).map_err(|e| reading(&data_dir, e))?;
-        let limits = quota::of(&user, default).map_err(|e| reading(&data_dir, e))?;
+            .unwrap_or_else(|| account.created.to_string());
         let of = |limit: Option<u64>, show: fn(u64) -> String| {
             limit.map_or_else(String::new, |l| format!(" of {}", show(l)))
         };
         let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0));
         println!(
             "{}  created {created}  {}{}  {} messages{}",
-            user.name,
-            mb(used.bytes),
-            of(limits.storage, mb),
-            used.messages,
-            of(limits.messages, |n| n.to_string()),
+            account.name,
+            mb(account.bytes),
+            of(account.quota_bytes, mb),
+            account.messages,
+            of(account.quota_messages, |n| n.to_string()),
         );
     }
     Ok(())
@@ -318,65 +332,70 @@ fn settings(args: &StoreArgs) -> Result<(Option<Config>, PathBuf), Failed> {
     Ok((config, data_dir))
 }
 
-/// Open the store read-write (creating it only when `create`), with the one
-/// failure operators will meet named plainly: a running server holds it.
-fn open_writable(data_dir: &Path, create: bool) -> Result<RocksStore, Failed> {
+/// Where a change goes: the store itself when no server holds it, else
+/// the running server's admin API (RocksDB lets one process at a time
+/// open a store read-write).
+enum Target {
+    Store(Arc<RocksStore>),
+    Server(AdminClient),
+}
+
+/// The target for a change to the store at `data_dir` (made when `create`
+/// and missing).
+fn target(data_dir: &Path, create: bool) -> Result<Target, Failed> {
     if !create && !data_dir.join("CURRENT").is_file() {
         return Err(Failed(format!("no store at {}", data_dir.display())));
     }
-    RocksStore::open(data_dir, RocksOptions::default()).map_err(|e| {
-        Failed(match e {
-            StoreError::Locked(_) => format!(
-                "the store at {} is in use by a running ringpost; stop it first \
-                 — changing users of a running server is not supported yet",
-                data_dir.display()
-            ),
-            other => format!("cannot open {}: {other}", data_dir.display()),
-        })
-    })
+    match RocksStore::open(data_dir, RocksOptions::default()) {
+        Ok(store) => Ok(Target::Store(Arc::new(store))),
+        Err(StoreError::Locked(_)) => AdminClient::for_data_dir(data_dir)
+            .map(Target::Server)
+            .map_err(|e| {
+                Failed(format!(
+                    "the store at {} is in use by a running ringpost, and its admin API \
+                     cannot be reached: {e}",
+                    data_dir.display()
+                ))
+            }),
+        Err(other) => Err(Failed(format!(
+            "cannot open {}: {other}",
+            data_dir.display()
+        ))),
+    }
 }
 
-/// The account `name`, which must exist.
-fn existing(store: &dyn Store, data_dir: &Path, name: &str) -> Result<User, Failed> {
-    users::get_user(store, name)
-        .map_err(|e| reading(data_dir, e))?
-        .ok_or_else(|| {
-            Failed(format!(
-                "no account {} in {}",
-                name.to_lowercase(),
-                data_dir.display()
-            ))
-        })
-}
-
-/// Write one batch durably and flush, so the next open (the server's) is quick.
-fn write(
-    store: &RocksStore,
+/// Run `change` with a commit writer of our own over the stopped server's
+/// store (mailbox changes are the commit writer's, as in the server), then
+/// flush, so the next open (the server's) is quick.
+fn with_writer<T>(
+    store: &Arc<RocksStore>,
     data_dir: &Path,
-    change: impl FnOnce(&mut WriteBatch),
-) -> Result<(), Failed> {
-    let mut batch = WriteBatch::new();
-    change(&mut batch);
-    store
-        .write(&[batch], true)
-        .and_then(|()| store.flush())
-        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))
-}
-
-/// Commit a batch with mailbox changes through a commit writer of our own
-/// (the server's is not running: we hold the store), durably, and flush.
-fn commit(store: &Arc<RocksStore>, data_dir: &Path, batch: WriteBatch) -> Result<(), Failed> {
+    change: impl FnOnce(accounts::Commit<'_>) -> Result<T, AccountError>,
+) -> Result<T, Failed> {
     let (pipeline, commits) = CommitPipeline::start(store.clone(), PipelineConfig::default(), None);
-    let written = commits.commit_blocking(batch);
+    let commit = |batch| commits.commit_blocking(batch);
+    let result = change(&commit);
     drop(commits);
     pipeline.shutdown();
-    written
-        .and_then(|()| store.flush())
-        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))
+    let value = result.map_err(|e| failed(data_dir, e))?;
+    store
+        .flush()
+        .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))?;
+    Ok(value)
 }
 
-fn reading(data_dir: &Path, e: StoreError) -> Failed {
-    Failed(format!("reading {} failed: {e}", data_dir.display()))
+/// An account operation's failure, phrased for the operator.
+fn failed(data_dir: &Path, e: AccountError) -> Failed {
+    match e {
+        AccountError::Exists(key) => Failed(format!(
+            "{key} already exists (`ringpost user passwd {key}` changes its password)"
+        )),
+        AccountError::NotFound(key) => {
+            Failed(format!("no account {key} in {}", data_dir.display()))
+        }
+        AccountError::Store(e) => Failed(format!("{} failed: {e}", data_dir.display())),
+        other => Failed(other.to_string()),
+    }
 }
 
 /// The new password: the first line of stdin, or asked twice on the terminal.

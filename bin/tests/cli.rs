@@ -599,87 +599,99 @@ fn user_add_refuses_bad_names_and_passwords() {
 }
 
 /// Accounts made with the tool decide RCPT on the server; while it runs,
-/// only `list` can open its store.
+/// the tool changes them through the server's admin API, at once.
 #[test]
 fn user_accounts_and_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = config_with_local_domains(dir.path());
-    let (ok, _, err) = ringpost(
-        &[
-            "user",
-            "add",
-            "alice@example.test",
-            "--password-stdin",
-            "--config",
-            &config,
-        ],
-        &data,
-        "pw\n",
-    );
+    let add = |name: &str| {
+        ringpost(
+            &["user", "add", name, "--password-stdin", "--config", &config],
+            &data,
+            "pw\n",
+        )
+    };
+    let (ok, _, err) = add("alice@example.test");
     assert!(ok, "{err}");
 
     let (mut server, addr) = spawn_server(&data, &["--no-relay", "--config", &config]);
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    assert!(read_reply(&mut r).unwrap().starts_with("220"));
-    let mut cmd = |line: &str| {
-        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        read_reply(&mut r).unwrap()
+    let rcpt = |to: &str| {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        assert!(read_reply(&mut r).unwrap().starts_with("220"));
+        let mut cmd = |line: &str| {
+            w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+            read_reply(&mut r).unwrap()
+        };
+        assert!(cmd("EHLO client.example").starts_with("250"));
+        assert!(cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+        let reply = cmd(&format!("RCPT TO:<{to}>"));
+        assert!(cmd("QUIT").starts_with("221"));
+        reply
     };
-    assert!(cmd("EHLO client.example").starts_with("250"));
-    assert!(cmd("MAIL FROM:<x@example.org>").starts_with("250"));
-    assert!(cmd("RCPT TO:<Alice@Example.Test>").starts_with("250"));
-    let reply = cmd("RCPT TO:<bob@example.test>");
+    assert!(rcpt("Alice@Example.Test").starts_with("250"));
+    let reply = rcpt("bob@example.test");
     assert!(reply.starts_with("550 5.1.1"), "{reply}");
-    assert!(cmd("QUIT").starts_with("221"));
 
-    let (ok, _, err) = ringpost(
-        &[
-            "user",
-            "add",
-            "bob@example.test",
-            "--password-stdin",
-            "--config",
-            &config,
-        ],
-        &data,
-        "pw\n",
-    );
-    assert!(!ok, "a second writer must be refused");
+    // While it runs, the tool goes through its admin API: at once.
+    let (ok, out, err) = add("bob@example.test");
+    assert!(ok, "{err}");
+    assert!(out.contains("added bob@example.test"), "{out}");
+    let reply = rcpt("bob@example.test");
+    assert!(reply.starts_with("250"), "bob takes mail at once: {reply}");
+    let (ok, _, err) = add("bob@example.test");
     assert!(
-        err.contains("in use by a running ringpost; stop it first")
-            && err.contains("not supported yet"),
+        !ok && err.contains("409") && err.contains("already exists"),
         "{err}"
     );
+    let (ok, _, err) = add("carol@elsewhere.test");
+    assert!(!ok && err.contains("not one of the local domains"), "{err}");
+    let (ok, _, err) = ringpost(
+        &["user", "passwd", "bob@example.test", "--password-stdin"],
+        &data,
+        "new\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = ringpost(
+        &["user", "quota", "bob@example.test", "--storage-mb", "5"],
+        &data,
+        "",
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = ringpost(&["user", "del", "alice@example.test"], &data, "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("deleted alice@example.test and its 5 mailboxes"),
+        "{out}"
+    );
+    let reply = rcpt("alice@example.test");
+    assert!(
+        reply.starts_with("550 5.1.1"),
+        "alice is gone at once: {reply}"
+    );
     let (ok, _, err) = ringpost(&["user", "del", "alice@example.test"], &data, "");
-    assert!(!ok && err.contains("in use by a running ringpost"), "{err}");
+    assert!(!ok && err.contains("404"), "{err}");
     let (ok, out, _) = ringpost(&["user", "list"], &data, "");
     assert!(
-        ok && out.contains("alice@example.test"),
+        ok && out.contains("bob@example.test") && out.contains("of 5.0 MB"),
         "list works beside the server: {out}"
     );
+    assert!(!out.contains("alice@"), "{out}");
 
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert!(server.wait().unwrap().success());
-    let (ok, _, err) = ringpost(
-        &[
-            "user",
-            "add",
-            "bob@example.test",
-            "--password-stdin",
-            "--config",
-            &config,
-        ],
-        &data,
-        "pw\n",
-    );
+    // Stopped: the store itself again.
+    let (ok, _, err) = add("carol@example.test");
     assert!(ok, "stopped: {err}");
+    assert!(stored_user(&data, "carol@example.test").is_some());
+    let bob = stored_user(&data, "bob@example.test").unwrap();
+    assert!(ringpost_engine::users::verify_password("new", &bob.password_hash).unwrap());
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub struct Config {
     pub imap: ImapListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
     /// What an account may keep, unless its own quota says otherwise.
     pub quota: QuotaConfig,
 }
@@ -355,8 +357,18 @@ impl QuotaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Address of the `/metrics` HTTP endpoint; none disables it.
+    /// Address of the control plane's HTTP listener: `/metrics`, the
+    /// health checks and the admin API. None disables it.
     pub listen: Option<SocketAddr>,
+}
+
+/// The admin API on the control plane's listener (`metrics.listen`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `/metrics` wants the API's bearer token too (for a listener that
+    /// others can reach). Off by default: scrapers on loopback need none.
+    pub metrics_need_token: bool,
 }
 
 impl Default for Config {
@@ -375,6 +387,7 @@ impl Default for Config {
             pop3: Pop3ListenerConfig::default(),
             imap: ImapListenerConfig::default(),
             metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
             quota: QuotaConfig::default(),
         }
     }

@@ -36,6 +36,8 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod accounts;
+pub mod admin;
 pub mod auth;
 mod budget;
 pub mod config;
@@ -46,6 +48,7 @@ pub mod intake;
 pub mod limits;
 pub mod metrics;
 mod pop3;
+mod process_metrics;
 pub mod relay;
 pub mod server;
 mod shard;

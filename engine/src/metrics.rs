@@ -2,8 +2,8 @@
 //!
 //! Each shard owns its own counter and histogram instances (a `shard` label),
 //! so the hot path only touches memory no other thread writes; a scrape reads
-//! them all. The `/metrics` endpoint runs on its own small thread so that a
-//! slow scraper can never stall a shard.
+//! them all. `/metrics` is served by the control plane ([`crate::admin`]),
+//! on its own thread, so a slow scraper can never stall a shard.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -12,12 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use ringpost_storage::{CommitReport, Store};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -39,6 +34,9 @@ fn batch_histogram() -> Histogram {
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
+    /// Metrics under their standard names, without our prefix: the
+    /// process's own (`process_*`).
+    unprefixed: Registry,
     smtp_connections: Family<Labels, Counter>,
     smtp_connections_active: Family<Labels, Gauge>,
     smtp_connections_refused: Family<Labels, Counter>,
@@ -378,8 +376,19 @@ impl Metrics {
             imap: ImapFamilies::default(),
             security: SecurityMetrics::default(),
             registry: Registry::default(),
+            unprefixed: Registry::default(),
         };
         m.security.register(&mut registry);
+        registry.register(
+            "build",
+            "The running build: ringpost's version",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version",
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
+        let mut unprefixed = Registry::default();
+        unprefixed.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         registry.register(
             "smtp_connections",
             "SMTP connections accepted",
@@ -616,7 +625,11 @@ impl Metrics {
             "POP3 connections open now",
             p.connections_active.clone(),
         );
-        Arc::new(Metrics { registry, ..m })
+        Arc::new(Metrics {
+            registry,
+            unprefixed,
+            ..m
+        })
     }
 
     /// The security counters (shared by all shards).
@@ -744,6 +757,11 @@ impl Metrics {
             .observe(report.latency.as_secs_f64());
     }
 
+    /// Whether writes are refused for lack of disk space now.
+    pub fn disk_full(&self) -> bool {
+        self.store_disk_full.get() != 0
+    }
+
     /// Sample `store`'s cache use at every scrape (the first store given).
     pub fn watch_store(&self, store: Arc<dyn Store>) {
         let _ = self.store.set(store);
@@ -757,137 +775,20 @@ impl Metrics {
         }
         let mut out = String::with_capacity(16 * 1024);
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        // One exposition: the second registry's text goes before the one
+        // `# EOF` its encoding ends with.
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        encode(&mut out, &self.unprefixed).expect("writing to a String cannot fail");
         out
     }
-}
-
-/// The `/metrics` HTTP endpoint on its own thread.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Largest request head we read; scrapers send a few hundred bytes.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-impl MetricsServer {
-    /// Bind `addr` and serve `metrics` until [`MetricsServer::stop`].
-    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("ringpost-metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop_flag.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(conn) = conn {
-                        if let Err(e) = serve_one(conn, &metrics) {
-                            tracing::debug!(error = %e, "metrics request failed");
-                        }
-                    }
-                }
-            })?;
-        Ok(MetricsServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stop serving and join the thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept with one connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn serve_one(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > MAX_REQUEST_HEAD {
-            return respond(
-                &mut conn,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"request too large\n",
-            );
-        }
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    if method != b"GET" {
-        return respond(
-            &mut conn,
-            "405 Method Not Allowed",
-            "text/plain",
-            b"only GET\n",
-        );
-    }
-    if path != b"/metrics" {
-        return respond(&mut conn, "404 Not Found", "text/plain", b"try /metrics\n");
-    }
-    let body = metrics.render();
-    respond(
-        &mut conn,
-        "200 OK",
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        body.as_bytes(),
-    )
-}
-
-fn respond(
-    conn: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn render_includes_shard_labels_and_commit_histogram() {
@@ -917,23 +818,8 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn http_endpoint_serves_metrics_and_404() {
-        let m = Metrics::new();
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), m).unwrap();
-        let get = |path: &str| {
-            let mut c = TcpStream::connect(server.local_addr()).unwrap();
-            write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut s = String::new();
-            c.read_to_string(&mut s).unwrap();
-            s
-        };
-        let ok = get("/metrics");
-        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
-        assert!(ok.contains("ringpost_store_commits_total"));
-        assert!(get("/nope").starts_with("HTTP/1.1 404"));
-        server.stop();
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.contains("ringpost_build_info{version=\""), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     }
 }

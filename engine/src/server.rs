@@ -8,10 +8,11 @@
 //! writer commits what is queued, the store is flushed and closed.
 
 use crate::access::Access;
+use crate::admin::{AdminContext, AdminServer, Token};
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreEngine};
 use crate::limits::{ConnectionLimits, Lockout, SendRate};
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::Metrics;
 use crate::relay::queue::Relay;
 use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
 use crate::relay::Hub;
@@ -63,6 +64,14 @@ pub enum StartError {
     /// The listeners' certificates could not be loaded or made.
     #[error("cannot set up TLS for the listeners: {0}")]
     Certificates(String),
+    /// The admin API's token file could not be read or made.
+    #[error("cannot set up the admin token {path}: {source}")]
+    AdminToken {
+        /// The token file.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// The DNS resolver thread could not be started.
     #[error("cannot start the DNS resolver: {0}")]
     Resolver(std::io::Error),
@@ -85,7 +94,7 @@ pub struct RunningServer {
     store_description: String,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    metrics_server: Option<MetricsServer>,
+    admin: Option<AdminServer>,
     pipeline: Option<CommitPipeline>,
     commits: CommitHandle,
     stops: Vec<oneshot::Sender<()>>,
@@ -117,11 +126,31 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         Some(Box::new(move |user| notify.mailbox_changed(user))),
     );
 
-    let metrics_server = match config.metrics.listen {
-        Some(addr) => Some(
-            MetricsServer::start(addr, metrics.clone())
-                .map_err(|source| StartError::Bind { addr, source })?,
-        ),
+    let admin = match config.metrics.listen {
+        Some(addr) => {
+            let token_file = crate::admin::token_path(&config.data_dir);
+            let token =
+                Token::load_or_create(&token_file).map_err(|source| StartError::AdminToken {
+                    path: token_file.display().to_string(),
+                    source,
+                })?;
+            let context = Arc::new(AdminContext {
+                config: config.clone(),
+                store: store.clone(),
+                commits: commits.clone(),
+                metrics: metrics.clone(),
+                token,
+                ready: Default::default(),
+            });
+            let admin = AdminServer::start(addr, context)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            // For `ringpost user ...` beside the running server.
+            let address_file = crate::admin::address_path(&config.data_dir);
+            if let Err(e) = std::fs::write(&address_file, format!("{}\n", admin.local_addr())) {
+                tracing::warn!(file = %address_file.display(), error = %e, "cannot record the admin address");
+            }
+            Some(admin)
+        }
         None => None,
     };
 
@@ -313,6 +342,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         .map(|(service, addr)| format!("{}={addr}", service.label()))
         .collect();
     tracing::info!(listening = %services.join(" "), shards = shard_count, store = %store_description, "ringpost started");
+    if let Some(admin) = &admin {
+        admin.set_ready(true);
+    }
     Ok(RunningServer {
         config,
         smtp_addr,
@@ -321,7 +353,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         store_description,
         store,
         metrics,
-        metrics_server,
+        admin,
         pipeline: Some(pipeline),
         commits,
         stops,
@@ -458,9 +490,15 @@ impl RunningServer {
         Ok(described)
     }
 
-    /// Where `/metrics` is served, if enabled.
+    /// Where the control plane (`/metrics`, health, the admin API) is
+    /// served, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server.as_ref().map(|m| m.local_addr())
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Number of shards running.
@@ -492,6 +530,9 @@ impl RunningServer {
     /// Stop accepting, let in-flight transactions finish (bounded), commit
     /// everything queued, flush and close the store.
     pub fn shutdown(mut self) {
+        if let Some(admin) = &self.admin {
+            admin.set_ready(false);
+        }
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -507,8 +548,8 @@ impl RunningServer {
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
-        if let Some(m) = self.metrics_server.take() {
-            m.stop();
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
         }
         tracing::info!("ringpost stopped");
     }

@@ -112,7 +112,11 @@ impl Client {
 /// Fetch a URL path from a local HTTP server.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut c = TcpStream::connect(addr).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();
     s

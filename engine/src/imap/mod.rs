@@ -100,6 +100,10 @@ impl Protocol for Conn<'_> {
     }
 
     async fn on_news(&mut self, imap: &mut ImapSession) {
+        if !self.account_exists() {
+            imap.bye("the account was deleted");
+            return;
+        }
         self.refresh(imap, true);
         self.report_recent(imap).await;
     }
@@ -178,9 +182,23 @@ impl Conn<'_> {
     /// claim what is new as `\Recent`.
     async fn catch_up(&mut self, imap: &mut ImapSession, allow_expunge: bool) {
         if self.take_news() {
+            if !self.account_exists() {
+                // Deleted by the operator (`ringpost user del`): log out.
+                imap.bye("the account was deleted");
+                return;
+            }
             self.refresh(imap, allow_expunge);
         }
         self.report_recent(imap).await;
+    }
+
+    /// Whether the logged-in account still exists (one point read; a
+    /// failed read gives it the benefit of the doubt).
+    fn account_exists(&self) -> bool {
+        let Some(user) = &self.user else {
+            return true;
+        };
+        ringpost_storage::users::user_exists(&*self.shard.store, user).unwrap_or(true)
     }
 
     /// Claim new messages as `\Recent` and send RECENT if that changed
@@ -236,8 +254,7 @@ impl Conn<'_> {
             }
             Ok(false) => {
                 // Deleted or replaced under us: the client must select again.
-                imap.untagged("BYE the selected mailbox was deleted");
-                imap.shutdown();
+                imap.bye("the selected mailbox was deleted");
             }
             Err(e) => {
                 tracing::error!(shard = self.shard.id, error = %e, "imap: cannot read mailbox");

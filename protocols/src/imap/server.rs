@@ -558,7 +558,9 @@ impl ImapSession {
         self.timers.expect_request(self.config.idle_timeout);
     }
 
-    fn bye(&mut self, text: &str) {
+    /// `* BYE text` (once), then the session ends: the driver closes the
+    /// connection once the output is written.
+    pub fn bye(&mut self, text: &str) {
         if self.state != State::Logout {
             self.untagged(&format!("BYE {text}"));
             self.state = State::Logout;

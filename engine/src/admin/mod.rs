@@ -1,0 +1,168 @@
+//! The control plane: one HTTP/1.1 listener (`metrics.listen`, loopback by
+//! default) with `/metrics`, `/healthz`, `/readyz` and the versioned JSON
+//! API under `/api/v1/` (see [`routes`]).
+//!
+//! It runs hyper on a thread of its own with a tokio current-thread
+//! runtime, like the DNS thread, so a slow or hostile HTTP client never
+//! costs a shard anything. It reads the store and commits through the
+//! commit writer like any session; it takes no lock a shard takes.
+//!
+//! Limits, since the port may be reachable by more than the operator: at
+//! most [`MAX_CONNECTIONS`] at once (more are closed at accept), a request
+//! head within [`HEADER_TIMEOUT`], a connection no longer than
+//! [`CONNECTION_DEADLINE`], request bodies of at most [`MAX_BODY`]. The API
+//! wants the bearer token of [`token`]; `/metrics` and the health checks
+//! do not unless `admin.metrics_need_token` says so.
+
+mod exposition;
+pub mod routes;
+pub mod token;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ringpost_storage::{CommitHandle, Store};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+pub use token::{address_path, token_path, Token};
+
+/// Connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request head must be in within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lasts longer, however busy.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(300);
+/// Largest request body (JSON for the API).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers work with.
+pub struct AdminContext {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The server's store (reads).
+    pub store: Arc<dyn Store>,
+    /// The server's commit writer (every change).
+    pub commits: CommitHandle,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// The API's bearer token.
+    pub token: Token,
+    /// Set once the shards serve, cleared when shutdown begins (`/readyz`).
+    pub ready: AtomicBool,
+}
+
+/// The listener's thread.
+pub struct AdminServer {
+    addr: SocketAddr,
+    context: Arc<AdminContext>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Bind `addr` and serve `context` until [`AdminServer::stop`].
+    pub fn start(addr: SocketAddr, context: Arc<AdminContext>) -> std::io::Result<AdminServer> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let served = context.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringpost-admin".into())
+            .spawn(move || runtime.block_on(serve(listener, served, stopped)))?;
+        Ok(AdminServer {
+            addr,
+            context,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shards serve: `/readyz` says so from now on.
+    pub fn set_ready(&self, ready: bool) {
+        self.context.ready.store(ready, Ordering::Release);
+    }
+
+    /// Stop serving and join the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    context: Arc<AdminContext>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener failed");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin: too many connections; closed");
+            continue;
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |request| {
+                let context = context.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(routes::handle(&context, peer, request).await)
+                }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_DEADLINE, connection).await {
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection failed"),
+                Err(_) => tracing::debug!(%peer, "admin connection past its deadline"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}

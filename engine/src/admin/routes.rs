@@ -1,0 +1,344 @@
+//! What the control plane answers.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET, HEAD | `/metrics` | every metric; OpenMetrics when asked for, else the classic text format |
+//! | GET, HEAD | `/healthz` | 200 while the process serves HTTP at all |
+//! | GET, HEAD | `/readyz` | 200 while the shards serve and the store takes writes, else 503 |
+//! | GET | `/api/v1/users` | the accounts, with usage and quota |
+//! | POST | `/api/v1/users` | `{"name", "password"}`: create (201; 409 if it exists) |
+//! | PUT | `/api/v1/users/NAME/password` | `{"password"}`: change it |
+//! | PUT | `/api/v1/users/NAME/quota` | `{"storage_bytes", "messages"}`: each a number, `"none"` or `"default"`; absent: unchanged |
+//! | DELETE | `/api/v1/users/NAME` | delete the account, its mailboxes and mail; its sessions are logged out |
+//!
+//! `/api/v1/` wants `Authorization: Bearer <token>` (401 otherwise).
+//! Answers are JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
+
+use super::{exposition, AdminContext, MAX_BODY};
+use crate::accounts::{self, AccountError, Limit};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use ringpost_storage::StoreError;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+type Answer = Response<Full<Bytes>>;
+
+/// Answer one request.
+pub async fn handle(
+    context: &Arc<AdminContext>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Answer {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let read_only = matches!(method, Method::GET | Method::HEAD);
+    match path.as_str() {
+        "/metrics" | "/healthz" | "/readyz" if !read_only => not_allowed("GET, HEAD"),
+        "/metrics" => {
+            if context.config.admin.metrics_need_token && !authorized(context, &request) {
+                return unauthorized();
+            }
+            metrics(context, &request)
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let ready = context.ready.load(Ordering::Acquire) && !context.metrics.disk_full();
+            match ready {
+                true => text(StatusCode::OK, "ready\n"),
+                false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            }
+        }
+        _ if path.starts_with("/api/") => {
+            if !authorized(context, &request) {
+                tracing::warn!(%peer, %method, %path, "admin: request without a valid token");
+                return unauthorized();
+            }
+            api(context, peer, request).await
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such path"),
+    }
+}
+
+/// The versioned JSON API.
+async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Incoming>) -> Answer {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let segments: Vec<String> = path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["api", "v1", "users"]) => {
+            let default = context.config.quota.default_quota();
+            blocking(context, move |c| {
+                accounts::list(&*c.store, default).map(|list| (StatusCode::OK, json!(list)))
+            })
+            .await
+        }
+        (&Method::POST, ["api", "v1", "users"]) => {
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let (Some(name), Some(password)) = (string(&body, "name"), string(&body, "password"))
+            else {
+                return error(StatusCode::BAD_REQUEST, "give \"name\" and \"password\"");
+            };
+            blocking(context, move |c| {
+                let locals = &c.config.smtp.local_domains;
+                let now = crate::intake::unix_micros() / 1_000_000;
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let user = accounts::add(&*c.store, &commit, &name, &password, Some(locals), now)?;
+                tracing::info!(%peer, user = %user.name, "admin: account added");
+                Ok((StatusCode::CREATED, json!({ "name": user.name })))
+            })
+            .await
+        }
+        (&Method::PUT, ["api", "v1", "users", name, "password"]) => {
+            let name = name.to_string();
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let Some(password) = string(&body, "password") else {
+                return error(StatusCode::BAD_REQUEST, "give \"password\"");
+            };
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let user = accounts::set_password(&*c.store, &commit, &name, &password)?;
+                tracing::info!(%peer, user = %user.name, "admin: password changed");
+                Ok((StatusCode::OK, json!({ "name": user.name })))
+            })
+            .await
+        }
+        (&Method::PUT, ["api", "v1", "users", name, "quota"]) => {
+            let name = name.to_string();
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let (Ok(storage), Ok(messages)) =
+                (limit(&body, "storage_bytes"), limit(&body, "messages"))
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "\"storage_bytes\" and \"messages\" are each a positive number, \"none\" or \"default\"",
+                );
+            };
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let user = accounts::set_quota(&*c.store, &commit, &name, storage, messages)?;
+                tracing::info!(%peer, user = %user.name, "admin: quota changed");
+                Ok((StatusCode::OK, json!({ "name": user.name })))
+            })
+            .await
+        }
+        (&Method::DELETE, ["api", "v1", "users", name]) => {
+            let name = name.to_string();
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let mailboxes = accounts::delete(&*c.store, &commit, &name)?;
+                let name = name.to_lowercase();
+                tracing::info!(%peer, user = %name, mailboxes, "admin: account deleted");
+                Ok((
+                    StatusCode::OK,
+                    json!({ "name": name, "mailboxes": mailboxes }),
+                ))
+            })
+            .await
+        }
+        (_, ["api", "v1", "users"]) => not_allowed("GET, POST"),
+        (_, ["api", "v1", "users", _, "password" | "quota"]) => not_allowed("PUT"),
+        (_, ["api", "v1", "users", _]) => not_allowed("DELETE"),
+        _ => error(StatusCode::NOT_FOUND, "no such API path"),
+    }
+}
+
+/// Run `work` off the runtime's thread (it reads the store, hashes a
+/// password or waits for a commit) and answer with what it returns.
+async fn blocking<F>(context: &Arc<AdminContext>, work: F) -> Answer
+where
+    F: FnOnce(&AdminContext) -> Result<(StatusCode, Value), AccountError> + Send + 'static,
+{
+    let context = context.clone();
+    match tokio::task::spawn_blocking(move || work(&context)).await {
+        Ok(Ok((status, body))) => json_answer(status, &body),
+        Ok(Err(e)) => {
+            let status = match &e {
+                AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
+                AccountError::Exists(_) => StatusCode::CONFLICT,
+                AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+                AccountError::Store(StoreError::DiskFull { .. }) => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
+                AccountError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                tracing::error!(error = %e, "admin: request failed");
+            }
+            error(status, &e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn metrics(context: &AdminContext, request: &Request<Incoming>) -> Answer {
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let rendered = context.metrics.render();
+    let (content_type, body) = if exposition::wants_openmetrics(accept) {
+        (exposition::OPENMETRICS, rendered)
+    } else {
+        (exposition::CLASSIC, exposition::classic(&rendered))
+    };
+    // A HEAD gets the same head; hyper leaves out the body.
+    answer(StatusCode::OK, content_type, body.into())
+}
+
+fn authorized(context: &AdminContext, request: &Request<Incoming>) -> bool {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    context.token.admits(header)
+}
+
+/// The request's body as JSON, at most [`MAX_BODY`] bytes.
+async fn json_body(request: Request<Incoming>) -> Result<Value, Answer> {
+    let collected = Limited::new(request.into_body(), MAX_BODY).collect().await;
+    let bytes = match collected {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &e.to_string())),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+fn string(body: &Value, key: &str) -> Option<String> {
+    body.get(key)?.as_str().map(str::to_owned)
+}
+
+/// A quota limit: absent (unchanged), a positive number, `"none"` or
+/// `"default"`.
+fn limit(body: &Value, key: &str) -> Result<Option<Limit>, ()> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "none" => Ok(Some(Limit::Unlimited)),
+        Some(Value::String(s)) if s == "default" => Ok(Some(Limit::Default)),
+        Some(value) => match value.as_u64() {
+            Some(n) if n > 0 => Ok(Some(Limit::At(n))),
+            _ => Err(()),
+        },
+    }
+}
+
+/// `%XX` escapes of a path segment decoded (an account name may arrive
+/// with its `@` as `%40`).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: Bytes) -> Answer {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Answer {
+    answer(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn json_answer(status: StatusCode, body: &Value) -> Answer {
+    let mut text = body.to_string();
+    text.push('\n');
+    answer(status, "application/json", text.into())
+}
+
+fn error(status: StatusCode, message: &str) -> Answer {
+    json_answer(status, &json!({ "error": message }))
+}
+
+fn unauthorized() -> Answer {
+    let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ringpost\""),
+    );
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Answer {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("ann%40ours.test"), "ann@ours.test");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn quota_limits() {
+        let body = json!({"storage_bytes": 10, "messages": "none"});
+        assert_eq!(limit(&body, "storage_bytes"), Ok(Some(Limit::At(10))));
+        assert_eq!(limit(&body, "messages"), Ok(Some(Limit::Unlimited)));
+        assert_eq!(limit(&body, "other"), Ok(None));
+        assert_eq!(
+            limit(&json!({"m": "default"}), "m"),
+            Ok(Some(Limit::Default))
+        );
+        assert_eq!(limit(&json!({"m": 0}), "m"), Err(()));
+        assert_eq!(limit(&json!({"m": "lots"}), "m"), Err(()));
+    }
+}
