@@ -4,7 +4,9 @@
 //! - `ringpost serve [--config FILE] [overrides]`: run the server until SIGTERM/SIGINT.
 //! - `ringpost config check FILE`: validate a configuration file.
 //! - `ringpost spool stats [--data-dir DIR]`: count stored messages, read-only.
-//! - `ringpost user add|passwd|del|list`: accounts (see `user`).
+//! - `ringpost user add|passwd|del|quota|list`: accounts (see `user`).
+//! - `ringpost queue list|stats|hold|release|delete|bounce|flush`: the relay
+//!   queue (see `queue`).
 
 use clap::{Parser, Subcommand};
 use ringpost_engine::config::StoreEngine;
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod admin_client;
+mod queue;
 mod user;
 
 #[global_allocator]
@@ -44,6 +47,11 @@ enum Command {
     Spool {
         #[command(subcommand)]
         command: SpoolCommand,
+    },
+    #[command(about = queue::ABOUT)]
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
     #[command(about = user::ABOUT, long_about = user::LONG_ABOUT)]
     User {
@@ -159,6 +167,7 @@ fn main() -> ExitCode {
             command: SpoolCommand::Stats { data_dir },
         } => spool_stats(&data_dir),
         Command::User { command } => user::run(command),
+        Command::Queue { command } => queue::run(command),
     }
 }
 

@@ -694,6 +694,90 @@ fn user_accounts_and_a_running_server() {
     assert!(ringpost_engine::users::verify_password("new", &bob.password_hash).unwrap());
 }
 
+/// `ringpost queue` beside a running server (through its API) and on a
+/// stopped one's store.
+#[test]
+fn queue_list_stats_hold_and_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = spawn_server(&data, &["--no-relay"]);
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    assert!(read_reply(&mut r).unwrap().starts_with("220"));
+    let mut cmd = |line: &str| {
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        read_reply(&mut r).unwrap()
+    };
+    assert!(cmd("EHLO client.example").starts_with("250"));
+    for to in ["x@a.example", "y@b.example"] {
+        assert!(cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+        assert!(cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+        assert!(cmd("DATA").starts_with("354"));
+        assert!(cmd("Subject: q\r\n\r\nbody\r\n.").starts_with("250"));
+    }
+    assert!(cmd("QUIT").starts_with("221"));
+    let queue = |args: &[&str]| {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(args);
+        ringpost(&all, &data, "")
+    };
+
+    let (ok, out, err) = queue(&["list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("QUEUE ID"), "{out}");
+    assert!(
+        out.contains("a.example") && out.contains("b.example"),
+        "{out}"
+    );
+    assert!(out.contains("s@example.org"), "{out}");
+    let (ok, out, err) = queue(&["stats", "--json"]);
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["total"]["entries"], 2, "{stats}");
+    assert_eq!(stats["domains"]["a.example"]["ready"], 1, "{stats}");
+
+    let (ok, out, err) = queue(&["hold", "--domain", "a.example"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 matched, 1 done"), "{out}");
+    let (ok, _, err) = queue(&["delete"]);
+    assert!(!ok && err.contains("name the entries"), "{err}");
+    let (ok, out, err) = queue(&["list", "--state", "held", "--json"]);
+    assert!(ok, "{err}");
+    let held: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    assert_eq!(held[0]["domain"], "a.example");
+    // The relay is off: what it would do is refused, and said.
+    let (ok, out, err) = queue(&["bounce", "--all"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 matched, 0 done") && out.contains("2 not applicable"),
+        "{out}"
+    );
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+    // Stopped: the held entry is still held, and release works on the store.
+    let (ok, out, err) = queue(&["stats"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("a.example") && l.split_whitespace().nth(5) == Some("1")),
+        "{out}"
+    );
+    let (ok, out, err) = queue(&["release", "--state", "held"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 matched, 1 done"), "{out}");
+    let (ok, out, _) = queue(&["list", "--state", "held", "--json"]);
+    assert!(ok && out.trim() == "[]", "{out}");
+    let (ok, _, err) = queue(&["flush", "--all"]);
+    assert!(!ok && err.contains("needs the running server"), "{err}");
+}
+
 #[test]
 fn sighup_reloads_certificates_and_logs_are_plain_in_a_file() {
     let dir = tempfile::tempdir().unwrap();

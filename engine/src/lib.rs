@@ -49,6 +49,7 @@ pub mod limits;
 pub mod metrics;
 mod pop3;
 mod process_metrics;
+pub mod queue_admin;
 pub mod relay;
 pub mod server;
 mod shard;

@@ -126,34 +126,6 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         Some(Box::new(move |user| notify.mailbox_changed(user))),
     );
 
-    let admin = match config.metrics.listen {
-        Some(addr) => {
-            let token_file = crate::admin::token_path(&config.data_dir);
-            let token =
-                Token::load_or_create(&token_file).map_err(|source| StartError::AdminToken {
-                    path: token_file.display().to_string(),
-                    source,
-                })?;
-            let context = Arc::new(AdminContext {
-                config: config.clone(),
-                store: store.clone(),
-                commits: commits.clone(),
-                metrics: metrics.clone(),
-                token,
-                ready: Default::default(),
-            });
-            let admin = AdminServer::start(addr, context)
-                .map_err(|source| StartError::Bind { addr, source })?;
-            // For `ringpost user ...` beside the running server.
-            let address_file = crate::admin::address_path(&config.data_dir);
-            if let Err(e) = std::fs::write(&address_file, format!("{}\n", admin.local_addr())) {
-                tracing::warn!(file = %address_file.display(), error = %e, "cannot record the admin address");
-            }
-            Some(admin)
-        }
-        None => None,
-    };
-
     // TLS for the listeners: configured certificates, or a self-signed one.
     let (certificates, acceptor) = if config.tls.enabled {
         let loaded = tls::load(&config.tls, &config.data_dir, &config.hostname)
@@ -273,6 +245,35 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         (Some(resolver), Some(thread), Some(Arc::new(hub)), inboxes)
     } else {
         (None, None, None, Vec::new())
+    };
+
+    let admin = match config.metrics.listen {
+        Some(addr) => {
+            let token_file = crate::admin::token_path(&config.data_dir);
+            let token =
+                Token::load_or_create(&token_file).map_err(|source| StartError::AdminToken {
+                    path: token_file.display().to_string(),
+                    source,
+                })?;
+            let context = Arc::new(AdminContext {
+                config: config.clone(),
+                store: store.clone(),
+                commits: commits.clone(),
+                metrics: metrics.clone(),
+                hub: hub.clone(),
+                token,
+                ready: Default::default(),
+            });
+            let admin = AdminServer::start(addr, context)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            // For `ringpost user ...` beside the running server.
+            let address_file = crate::admin::address_path(&config.data_dir);
+            if let Err(e) = std::fs::write(&address_file, format!("{}\n", admin.local_addr())) {
+                tracing::warn!(file = %address_file.display(), error = %e, "cannot record the admin address");
+            }
+            Some(admin)
+        }
+        None => None,
     };
 
     let cpus = std::thread::available_parallelism()

@@ -393,3 +393,86 @@ fn prometheus_scrapes_and_counts_accepted_mail() {
     );
     server.shutdown();
 }
+
+/// The metric names a file uses (`ringpost_*`, `process_*`), histogram
+/// series suffixes taken off.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for start in ["ringpost_", "process_"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(start) {
+            let before = rest[..at].chars().last();
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            rest = &tail[end..];
+            // Part of a longer word or a path, or a prefix (`process_*`).
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+                || name.ends_with('_')
+            {
+                continue;
+            }
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// What ships in contrib/ for operators uses only metrics the server has,
+/// and Prometheus accepts the alert rules.
+#[test]
+fn contrib_alerts_and_dashboard_use_real_metrics() {
+    let (server, _dir) = start_server(local_config);
+    let exposed = request(server.metrics_addr().unwrap(), "GET", "/metrics", &[], "").body;
+    let mut known = std::collections::BTreeSet::new();
+    // Declared families (a labelled counter has no sample before its first
+    // event, but its `# TYPE` line is there) and every sample's name.
+    for line in exposed.lines() {
+        let name = match line.strip_prefix("# TYPE ") {
+            Some(declared) => declared.split(' ').next().unwrap_or_default(),
+            None if line.starts_with('#') => continue,
+            None => line.split(['{', ' ']).next().unwrap_or_default(),
+        };
+        known.insert(name.to_owned());
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                known.insert(base.to_owned());
+            }
+        }
+    }
+    let contrib = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+    for file in [
+        "prometheus/ringpost-alerts.yml",
+        "grafana/ringpost-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{contrib}/{file}")).unwrap();
+        let used = metric_names(&text);
+        assert!(used.len() > 5, "{file}: {used:?}");
+        let unknown: Vec<_> = used.iter().filter(|n| !known.contains(*n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the server lacks: {unknown:?}"
+        );
+    }
+    let rules = std::process::Command::new("promtool")
+        .args([
+            "check",
+            "rules",
+            &format!("{contrib}/prometheus/ringpost-alerts.yml"),
+        ])
+        .output()
+        .expect("promtool runs");
+    assert!(
+        rules.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&rules.stdout),
+        String::from_utf8_lossy(&rules.stderr)
+    );
+    server.shutdown();
+}

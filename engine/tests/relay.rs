@@ -642,3 +642,227 @@ fn a_4xx_from_the_primary_moves_on_to_the_secondary_at_once() {
     wait_until("the spool to empty", || spool_messages(&server) == 0);
     server.shutdown();
 }
+
+// -- queue administration through the admin API -------------------------
+
+/// `method path` on the server's admin API with its token; the JSON answer.
+fn admin_api(server: &RunningServer, method: &str, path: &str, body: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
+        &server.config().data_dir,
+    ))
+    .unwrap();
+    let mut c = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        token.trim(),
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// Do `action` to what `filter` picks, again while an attempt has the
+/// entry; returns how many were done.
+fn queue_action(server: &RunningServer, action: &str, filter: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = admin_api(server, "POST", &format!("/api/v1/queue/{action}"), filter);
+        if answer["in_flight"] == 0 || Instant::now() > deadline {
+            assert_eq!(answer["failed"], 0, "{answer}");
+            return answer["done"].as_u64().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The queue entries of `domain` as the store has them.
+fn entries_of(server: &RunningServer, domain: &str) -> Vec<spool::QueueEntry> {
+    spool::due_queue_entries(&*server.store(), u64::MAX, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.domain == domain)
+        .collect()
+}
+
+/// A zone where `dead.test`'s only MX refuses connections.
+fn zone_with_dead(mx: Ipv4Addr) -> Vec<TestRecord> {
+    let mut zone = dest_zone(SINK_A);
+    zone.push(TestRecord::mx("dead.test", 10, "mx.dead.test"));
+    zone.push(TestRecord::a("mx.dead.test", mx));
+    zone
+}
+
+fn with_admin(config: &mut Config) {
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
+#[test]
+fn a_hold_outlives_a_restart_and_release_delivers() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // First run: dead.test cannot be reached, so its entry waits.
+    let dns = TestDns::start("test.", &zone_with_dead(DEAD));
+    let server = start_on(&data, |c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["x@dead.test"],
+        &message(1),
+    );
+    wait_until("a first attempt", || {
+        entries_of(&server, "dead.test")
+            .first()
+            .is_some_and(|e| e.attempts >= 1)
+    });
+    assert_eq!(
+        queue_action(&server, "hold", r#"{"domain":"dead.test"}"#),
+        1
+    );
+    let listed = admin_api(&server, "GET", "/api/v1/queue?domain=dead.test", "");
+    assert_eq!(listed[0]["state"], "held", "{listed}");
+    assert_eq!(listed[0]["sender"], "a@origin.test", "{listed}");
+    // A second hold has nothing to do.
+    let again = admin_api(
+        &server,
+        "POST",
+        "/api/v1/queue/hold",
+        r#"{"domain":"dead.test"}"#,
+    );
+    assert_eq!(again["not_applicable"], 1, "{again}");
+    server.shutdown();
+    drop(dns);
+
+    // Second run: dead.test now points at a live sink, but the entry is held.
+    let dns = TestDns::start("test.", &zone_with_dead(SINK_A));
+    let server = start_on(&data, |c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sinks[0].stats().messages, 0, "held mail is not delivered");
+    let stats = admin_api(&server, "GET", "/api/v1/queue/stats", "");
+    assert_eq!(stats["domains"]["dead.test"]["held"], 1, "{stats}");
+    assert_eq!(queue_action(&server, "release", r#"{"state":"held"}"#), 1);
+    assert!(
+        sinks[0].wait_for_messages(1, WAIT),
+        "released mail is delivered"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
+#[test]
+fn delete_bounce_and_flush() {
+    let tempfail = Faults {
+        tempfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, tempfail), (SINK_B, Faults::default())]);
+    let dns = TestDns::start("test.", &zone_with_dead(DEAD));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        // Deferred entries stay deferred for the length of the test.
+        c.relay.retry_initial_secs = 3600;
+        c.relay.retry_max_secs = 3600;
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["gone@dead.test"],
+        &message(1),
+    );
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["back@dead.test"],
+        &message(2),
+    );
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["now@dest.test"],
+        &message(3),
+    );
+    wait_until("first attempts", || {
+        let dead = entries_of(&server, "dead.test");
+        let dest = entries_of(&server, "dest.test");
+        dead.len() == 2
+            && dead.iter().all(|e| e.attempts >= 1)
+            && dest.first().is_some_and(|e| e.attempts >= 1)
+    });
+    assert_eq!(spool_messages(&server), 3);
+
+    // Delete: gone, with its body, and no DSN.
+    assert_eq!(
+        queue_action(&server, "delete", r#"{"recipient":"gone@dead.test"}"#),
+        1
+    );
+    assert_eq!(spool_messages(&server), 2, "the body went with the entry");
+
+    // Bounce: exactly one DSN to the sender, saying who decided.
+    assert_eq!(
+        queue_action(&server, "bounce", r#"{"recipient":"back@dead.test"}"#),
+        1
+    );
+    assert!(
+        sinks[1].wait_for_messages(1, WAIT),
+        "the DSN reaches the sender"
+    );
+    let dsn = read_dsn(&sinks[1].messages()[0].data);
+    let rcpt = &dsn["recipients"][0];
+    assert_eq!(rcpt["Final-Recipient"], "rfc822;back@dead.test", "{dsn}");
+    assert_eq!(rcpt["diagnostic_type"], "X-Ringpost", "{dsn}");
+    assert!(
+        rcpt["diagnostic_text"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled by the mail administrator"),
+        "{dsn}"
+    );
+    wait_until("the bounced message to go", || spool_messages(&server) == 1);
+
+    // Flush: the deferred entry is tried again at once, not in an hour.
+    let before = sinks[0].stats().tempfails;
+    assert_eq!(
+        queue_action(&server, "flush", r#"{"domain":"dest.test"}"#),
+        1
+    );
+    wait_until("a second attempt", || sinks[0].stats().tempfails > before);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sinks[1].stats().messages, 1, "exactly one DSN");
+
+    // An action must name its entries.
+    let refused = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+        let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
+            &server.config().data_dir,
+        ))
+        .unwrap();
+        write!(
+            c,
+            "POST /api/v1/queue/delete HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\nContent-Length: 2\r\n\r\n{{}}",
+            token.trim()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert_eq!(spool_messages(&server), 1, "nothing was deleted");
+    server.shutdown();
+}

@@ -150,6 +150,11 @@ impl Envelope {
     }
 }
 
+/// The due time of a held entry (`ringpost queue hold`): never due, and
+/// last in the due-time index, so the scheduler neither loads nor delivers
+/// it until it is released (a new due time), across restarts.
+pub const HELD: u64 = u64::MAX;
+
 /// One queue entry: the recipients of one message at one destination domain.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueueEntry {
@@ -168,6 +173,11 @@ pub struct QueueEntry {
 }
 
 impl QueueEntry {
+    /// Whether it is held: kept, never delivered, until released.
+    pub fn is_held(&self) -> bool {
+        self.due == HELD
+    }
+
     /// Its key in the `queue` family: due ‖ id ‖ domain.
     pub fn key(&self) -> Vec<u8> {
         queue_key(self.due, &self.id, &self.domain)

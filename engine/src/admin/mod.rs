@@ -50,6 +50,8 @@ pub struct AdminContext {
     pub commits: CommitHandle,
     /// Every metric.
     pub metrics: Arc<Metrics>,
+    /// The shards' inboxes, for queue actions; `None` when the relay is off.
+    pub(crate) hub: Option<Arc<crate::relay::Hub>>,
     /// The API's bearer token.
     pub token: Token,
     /// Set once the shards serve, cleared when shutdown begins (`/readyz`).

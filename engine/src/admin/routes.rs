@@ -10,18 +10,23 @@
 //! | PUT | `/api/v1/users/NAME/password` | `{"password"}`: change it |
 //! | PUT | `/api/v1/users/NAME/quota` | `{"storage_bytes", "messages"}`: each a number, `"none"` or `"default"`; absent: unchanged |
 //! | DELETE | `/api/v1/users/NAME` | delete the account, its mailboxes and mail; its sessions are logged out |
+//! | GET | `/api/v1/queue?domain=&sender=&recipient=&min_age=&state=&ids=&limit=` | queue entries, in due order |
+//! | GET | `/api/v1/queue/stats` | entries by destination: ready, deferred, held, the oldest |
+//! | POST | `/api/v1/queue/ACTION` | `hold`, `release`, `delete`, `bounce` or `flush` the entries a JSON filter picks (`ids`, `domain`, `sender`, `recipient`, `min_age_secs`, `state`, or `"all": true`) |
 //!
 //! `/api/v1/` wants `Authorization: Bearer <token>` (401 otherwise).
 //! Answers are JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
 
 use super::{exposition, AdminContext, MAX_BODY};
 use crate::accounts::{self, AccountError, Limit};
+use crate::queue_admin::{self, Action, Filter, Outcome, State};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use ringpost_storage::StoreError;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -79,7 +84,8 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
         (&Method::GET, ["api", "v1", "users"]) => {
             let default = context.config.quota.default_quota();
             blocking(context, move |c| {
-                accounts::list(&*c.store, default).map(|list| (StatusCode::OK, json!(list)))
+                let list = accounts::list(&*c.store, default)?;
+                Ok((StatusCode::OK, json!(list)))
             })
             .await
         }
@@ -155,10 +161,71 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
-        (_, ["api", "v1", "users"]) => not_allowed("GET, POST"),
+        (&Method::GET, ["api", "v1", "queue"]) => {
+            let (filter, limit) = match query_filter(request.uri().query().unwrap_or_default()) {
+                Ok(parsed) => parsed,
+                Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+            };
+            blocking(context, move |c| {
+                let now = crate::intake::unix_micros() / 1000;
+                let picked = queue_admin::select(&*c.store, &filter, now, limit)?;
+                let views: Vec<_> = picked.into_iter().map(|(_, view)| view).collect();
+                Ok((StatusCode::OK, json!(views)))
+            })
+            .await
+        }
+        (&Method::GET, ["api", "v1", "queue", "stats"]) => {
+            blocking(context, move |c| {
+                let now = crate::intake::unix_micros() / 1000;
+                Ok((StatusCode::OK, json!(queue_admin::stats(&*c.store, now)?)))
+            })
+            .await
+        }
+        (&Method::POST, ["api", "v1", "queue", action]) => {
+            let Some(action) = Action::parse(action) else {
+                return error(StatusCode::NOT_FOUND, "no such queue action");
+            };
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let filter = match body_filter(&body) {
+                Ok(filter) => filter,
+                Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+            };
+            queue_action(context, peer, action, filter).await
+        }
+        (_, ["api", "v1", "queue" | "users"]) => not_allowed("GET, POST"),
+        (_, ["api", "v1", "queue", "stats"]) => not_allowed("GET"),
+        (_, ["api", "v1", "queue", _]) => not_allowed("POST"),
         (_, ["api", "v1", "users", _, "password" | "quota"]) => not_allowed("PUT"),
         (_, ["api", "v1", "users", _]) => not_allowed("DELETE"),
         _ => error(StatusCode::NOT_FOUND, "no such API path"),
+    }
+}
+
+/// Why a request failed: the status and what to say.
+struct Failure(StatusCode, String);
+
+impl From<AccountError> for Failure {
+    fn from(e: AccountError) -> Self {
+        let status = match &e {
+            AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AccountError::Exists(_) => StatusCode::CONFLICT,
+            AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccountError::Store(e) => return Failure::from(e.clone()),
+        };
+        Failure(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, format!("store: {e}"))
     }
 }
 
@@ -166,27 +233,169 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
 /// password or waits for a commit) and answer with what it returns.
 async fn blocking<F>(context: &Arc<AdminContext>, work: F) -> Answer
 where
-    F: FnOnce(&AdminContext) -> Result<(StatusCode, Value), AccountError> + Send + 'static,
+    F: FnOnce(&AdminContext) -> Result<(StatusCode, Value), Failure> + Send + 'static,
 {
     let context = context.clone();
     match tokio::task::spawn_blocking(move || work(&context)).await {
         Ok(Ok((status, body))) => json_answer(status, &body),
-        Ok(Err(e)) => {
-            let status = match &e {
-                AccountError::Invalid(_) => StatusCode::BAD_REQUEST,
-                AccountError::Exists(_) => StatusCode::CONFLICT,
-                AccountError::NotFound(_) => StatusCode::NOT_FOUND,
-                AccountError::Store(StoreError::DiskFull { .. }) => {
-                    StatusCode::INSUFFICIENT_STORAGE
-                }
-                AccountError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+        Ok(Err(Failure(status, message))) => {
             if status.is_server_error() {
-                tracing::error!(error = %e, "admin: request failed");
+                tracing::error!(error = %message, "admin: request failed");
             }
-            error(status, &e.to_string())
+            error(status, &message)
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Do `action` to every entry `filter` picks, each by the shard that owns
+/// it, and count how it went.
+async fn queue_action(
+    context: &Arc<AdminContext>,
+    peer: SocketAddr,
+    action: Action,
+    filter: Filter,
+) -> Answer {
+    let store = context.store.clone();
+    let now = crate::intake::unix_micros() / 1000;
+    let picked = tokio::task::spawn_blocking(move || {
+        queue_admin::select(&*store, &filter, now, MAX_ACTION_ENTRIES)
+    })
+    .await;
+    let entries = match picked {
+        Ok(Ok(picked)) => picked,
+        Ok(Err(e)) => {
+            let Failure(status, message) = Failure::from(e);
+            return error(status, &message);
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let mut counts = BTreeMap::from([
+        ("done", 0u64),
+        ("not_found", 0),
+        ("in_flight", 0),
+        ("not_applicable", 0),
+        ("failed", 0),
+    ]);
+    let mut problems = Vec::new();
+    for (entry, view) in &entries {
+        let outcome = match &context.hub {
+            Some(hub) => hub.administer(action, entry.clone()).await,
+            None => {
+                let (context, entry) = (context.clone(), entry.clone());
+                tokio::task::spawn_blocking(move || {
+                    let commit = |batch| context.commits.commit_blocking(batch);
+                    queue_admin::hold_or_release_stored(
+                        &*context.store,
+                        &commit,
+                        &entry,
+                        action,
+                        now,
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| Outcome::Failed(e.to_string()))
+            }
+        };
+        let counted = match &outcome {
+            Outcome::Done => "done",
+            Outcome::NotFound => "not_found",
+            Outcome::InFlight => "in_flight",
+            Outcome::NotApplicable(_) => "not_applicable",
+            Outcome::Failed(_) => "failed",
+        };
+        *counts.entry(counted).or_default() += 1;
+        if let Outcome::NotApplicable(why) = &outcome {
+            problems.push(format!("{} {}: {why}", view.id, view.domain));
+        }
+        if let Outcome::Failed(why) = &outcome {
+            problems.push(format!("{} {}: {why}", view.id, view.domain));
+        }
+    }
+    tracing::info!(%peer, action = action.name(), matched = entries.len(), done = counts["done"], "admin: queue action");
+    problems.truncate(20);
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "action": action.name(),
+            "matched": entries.len(),
+            "done": counts["done"],
+            "not_found": counts["not_found"],
+            "in_flight": counts["in_flight"],
+            "not_applicable": counts["not_applicable"],
+            "failed": counts["failed"],
+            "problems": problems,
+        }),
+    )
+}
+
+/// The most entries one queue action touches (the rest: run it again).
+const MAX_ACTION_ENTRIES: usize = 100_000;
+/// The most entries one listing shows unless `limit` says otherwise.
+const DEFAULT_LIST_LIMIT: usize = 1_000;
+
+/// A queue filter and limit from a query string: `ids=a,b`, `domain`,
+/// `sender`, `recipient`, `min_age` (seconds), `state`, `limit`.
+fn query_filter(query: &str) -> Result<(Filter, usize), String> {
+    let mut filter = Filter::default();
+    let mut limit = DEFAULT_LIST_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(&value.replace('+', " "));
+        match key {
+            "ids" | "id" => filter.ids.extend(value.split(',').map(str::to_owned)),
+            "domain" => filter.domain = Some(value),
+            "sender" => filter.sender = Some(value),
+            "recipient" => filter.recipient = Some(value),
+            "min_age" => filter.min_age_secs = Some(number(key, &value)?),
+            "state" => filter.state = Some(state(&value)?),
+            "limit" => limit = number(key, &value)? as usize,
+            _ => return Err(format!("unknown query parameter `{key}`")),
+        }
+    }
+    Ok((filter, limit))
+}
+
+/// A queue filter from a JSON body; it must name something (`"all":
+/// true` for everything), so an empty body never acts on the whole queue.
+fn body_filter(body: &Value) -> Result<Filter, String> {
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+    let ids = match body.get("ids") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| id.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or("\"ids\" is a list of queue ids")?,
+        Some(_) => return Err("\"ids\" is a list of queue ids".into()),
+    };
+    let filter = Filter {
+        ids,
+        domain: text("domain"),
+        sender: text("sender"),
+        recipient: text("recipient"),
+        min_age_secs: body.get("min_age_secs").and_then(Value::as_u64),
+        state: text("state").map(|s| state(&s)).transpose()?,
+    };
+    let all = body.get("all").and_then(Value::as_bool) == Some(true);
+    if filter == Filter::default() && !all {
+        return Err("name the entries (ids, domain, sender, recipient, min_age_secs, state), or say \"all\": true".into());
+    }
+    Ok(filter)
+}
+
+fn number(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("`{key}` must be a number, not `{value}`"))
+}
+
+fn state(value: &str) -> Result<State, String> {
+    match value {
+        "ready" => Ok(State::Ready),
+        "deferred" => Ok(State::Deferred),
+        "held" => Ok(State::Held),
+        _ => Err(format!("state `{value}` is none of ready, deferred, held")),
     }
 }
 

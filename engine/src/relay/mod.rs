@@ -28,6 +28,7 @@ pub mod resolver;
 pub mod route;
 pub mod tls;
 
+use crate::queue_admin::{Action, Outcome};
 use ringpost_storage::spool::{MessageId, QueueEntry};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,6 +64,16 @@ pub(crate) enum Inbox {
         id: MessageId,
         /// The finished domain (lowercase).
         domain: String,
+    },
+    /// An operator's action on an entry the receiving shard owns; the
+    /// outcome goes back on `reply`.
+    Operator {
+        /// What to do.
+        action: Action,
+        /// The entry as the store showed it.
+        entry: QueueEntry,
+        /// Where the outcome goes.
+        reply: futures::channel::oneshot::Sender<Outcome>,
     },
 }
 
@@ -111,6 +122,26 @@ impl Hub {
         let _ = self.inboxes[home]
             .send_async(Inbox::DomainDone { id, domain })
             .await;
+    }
+
+    /// Have the shard that owns `entry`'s domain do `action` to it, and
+    /// wait for the outcome (from any thread or runtime).
+    pub async fn administer(&self, action: Action, entry: QueueEntry) -> Outcome {
+        let owner = owner_of(&entry.domain, self.shards());
+        let (reply, outcome) = futures::channel::oneshot::channel();
+        let sent = self.inboxes[owner]
+            .send_async(Inbox::Operator {
+                action,
+                entry,
+                reply,
+            })
+            .await;
+        if sent.is_err() {
+            return Outcome::Failed("the shard has stopped".into());
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Outcome::Failed("the shard stopped before answering".into()))
     }
 
     /// Whether entries for `shard` had to stay in the store; clears the flag.

@@ -12,6 +12,8 @@
 //! All of it lives on one executor thread: `RefCell`s, no locks. Borrows are
 //! never held across an `.await`.
 
+mod operator;
+
 use super::bounce;
 use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
@@ -169,6 +171,17 @@ impl Relay {
                     match message {
                         Inbox::Entry(entry) => relay.admit(entry),
                         Inbox::DomainDone { id, domain } => relay.domain_done(id, domain),
+                        Inbox::Operator {
+                            action,
+                            entry,
+                            reply,
+                        } => {
+                            let relay = relay.clone();
+                            glommio::spawn_local(async move {
+                                let _ = reply.send(relay.administer(action, entry).await);
+                            })
+                            .detach();
+                        }
                     }
                 }
             }
@@ -210,6 +223,10 @@ impl Relay {
         // An entry for one can only be older than the domain's listing in
         // `local_domains`; it stays in the store, untouched.
         if self.config.is_local_domain(&entry.domain) {
+            return;
+        }
+        // Held by the operator: it stays in the store until released.
+        if entry.is_held() {
             return;
         }
         let now = now_millis();
@@ -418,7 +435,8 @@ impl Relay {
                 let mut more = false;
                 let result = spool::scan_queue_entries(&*store, &mut |entry| {
                     let ours = owner_of(&entry.domain, shards) == shard
-                        && !config.is_local_domain(&entry.domain);
+                        && !config.is_local_domain(&entry.domain)
+                        && !entry.is_held();
                     if ours && !known.contains(&(entry.id, entry.domain.clone())) {
                         if found.len() == room {
                             more = true;
@@ -612,22 +630,14 @@ impl Relay {
         why: &NoRoute,
         host: Option<String>,
     ) {
-        let code = if why.permanent { 550 } else { 451 };
+        let reply = ServerReply {
+            code: if why.permanent { 550 } else { 451 },
+            status: Some(why.status.to_owned()),
+            text: why.text.clone(),
+            local: true,
+        };
         for entry in entries {
-            let reply = ServerReply {
-                code,
-                status: Some(why.status.to_owned()),
-                text: why.text.clone(),
-                local: true,
-            };
-            let results = entry
-                .recipients
-                .iter()
-                .map(|r| RecipientResult {
-                    recipient: r.clone(),
-                    reply: reply.clone(),
-                })
-                .collect();
+            let results = same_reply(&entry, &reply);
             glommio::spawn_local(self.clone().finish(entry, results, host.clone(), None)).detach();
         }
     }
@@ -706,6 +716,18 @@ fn retry_delay(relay: &RelayConfig, attempts: u32, unit: f64) -> Duration {
         .saturating_mul(1 << doublings)
         .min(relay.retry_max_secs) as f64;
     Duration::from_secs_f64(base * (0.75 + 0.5 * unit))
+}
+
+/// Every recipient of `entry` with the same `reply`.
+fn same_reply(entry: &QueueEntry, reply: &ServerReply) -> Vec<RecipientResult> {
+    entry
+        .recipients
+        .iter()
+        .map(|r| RecipientResult {
+            recipient: r.clone(),
+            reply: reply.clone(),
+        })
+        .collect()
 }
 
 /// Split results into delivered, deferred and failed recipients.
