@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -67,3 +67,8 @@ bench-imap-stress: setup
 ## TLS with AUTH, same server and load, same run.
 bench-tls: setup
 	./loadtest/bench-tls.sh
+
+## What DKIM signing costs the accept path: signing off, RSA-2048 and
+## Ed25519, same blaster and load, same run.
+bench-dkim: setup
+	./loadtest/bench-dkim.sh

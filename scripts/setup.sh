@@ -7,7 +7,7 @@
 #                                     one a line
 #
 # `test` adds what `make test` drives besides the build: the mail clients
-# swaks and openssl's s_client, and promtool.
+# swaks and openssl's s_client, promtool, and dkimpy.
 #
 # Each check asks the question the build itself will ask, so that something
 # with a similar name cannot pass for the real thing:
@@ -24,6 +24,8 @@
 #   over TLS; each must run (`--version`), not merely be on PATH, and swaks
 #   must say it supports TLS (it needs Net::SSLeay for that).
 # - promtool (test only, Debian's prometheus package): lints /metrics.
+# - dkimpy (test only, python3-dkim for the system python3): verifies DKIM
+#   signatures as a receiver would.
 #
 # SETUP_ROOT (default: empty) is prepended to every path searched for
 # libclang; the test (scripts/test-setup.sh) points it at fixture trees.
@@ -100,6 +102,14 @@ have_openssl() {
     command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1
 }
 
+# dkimpy (Debian's python3-dkim, with dnspython and PyNaCl for Ed25519)
+# verifies the DKIM signatures the tests make; it lives with the system's
+# python3, which may not be the python3 on PATH.
+have_dkimpy() {
+    local python=${DKIM_PYTHON:-/usr/bin/python3}
+    [[ -x $python ]] && "$python" -c 'import dkim, dns.resolver, nacl' >/dev/null 2>&1
+}
+
 # promtool (Debian's prometheus package) lints what /metrics serves.
 have_promtool() {
     command -v promtool >/dev/null 2>&1 && promtool --version >/dev/null 2>&1
@@ -118,6 +128,7 @@ missing() {
         fi
         have_openssl || echo openssl
         have_promtool || echo prometheus
+        have_dkimpy || echo python3-dkim
     fi
     return 0
 }

@@ -38,6 +38,7 @@ check() {
     local name=$1 expected=$2 mode=${3:-} got
     # shellcheck disable=SC2086
     got=$(env -i HOME="$HOME" PATH="$work/$name/bin:/usr/bin:/bin" SETUP_ROOT="$work/$name/root" \
+        DKIM_PYTHON="$work/$name/bin/python3" \
         bash "$setup" --check $mode | tr '\n' ' ' | sed 's/ $//')
     if [[ $got == "$expected" ]]; then
         echo "ok    $name: missing [$got]"
@@ -96,6 +97,16 @@ make_bin "$work/test-tools/bin" swaks 1
 make_bin "$work/test-tools/bin" openssl 0
 make_bin "$work/test-tools/bin" promtool 1
 check test-tools "swaks libnet-ssleay-perl prometheus" test
+# dkimpy is looked for with the system's python3: one that fails lacks it.
+base dkim-missing
+fake_so "$work/dkim-missing/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
+make_bin "$work/dkim-missing/bin" swaks 0
+make_bin "$work/dkim-missing/bin" openssl 0
+make_bin "$work/dkim-missing/bin" promtool 0
+printf '#!/bin/sh\n[ "$1" = -c ] && case "$2" in *dkim*) exit 1;; esac\nexit 0\n' >"$work/dkim-missing/bin/python3"
+chmod +x "$work/dkim-missing/bin/python3"
+printf '#!/bin/sh\n[ "$1" = --support ] && echo "=== TLS supported"\nexit 0\n' >"$work/dkim-missing/bin/swaks"
+check dkim-missing "python3-dkim" test
 # The run set-up does not ask for them.
 check test-tools ""
 

@@ -3,8 +3,10 @@
 //!
 //! - `ringpost serve [--config FILE] [overrides]`: run the server until SIGTERM/SIGINT.
 //! - `ringpost config check FILE`: validate a configuration file.
+//! - `ringpost config show [FILE]`: the effective configuration, defaults included.
 //! - `ringpost spool stats [--data-dir DIR]`: count stored messages, read-only.
 //! - `ringpost user add|passwd|del|quota|list`: accounts (see `user`).
+//! - `ringpost dkim keygen|record`: DKIM keys and their DNS records.
 //! - `ringpost queue list|stats|hold|release|delete|bounce|flush`: the relay
 //!   queue (see `queue`).
 
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod admin_client;
+mod dkim;
 mod queue;
 mod user;
 
@@ -47,6 +50,11 @@ enum Command {
     Spool {
         #[command(subcommand)]
         command: SpoolCommand,
+    },
+    #[command(about = dkim::ABOUT)]
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
     },
     #[command(about = queue::ABOUT)]
     Queue {
@@ -134,6 +142,12 @@ enum ConfigCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Print the effective configuration (the file over the defaults) as
+    /// TOML, every setting with its value.
+    Show {
+        /// The file [default: none, the defaults alone].
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,11 +177,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Config {
+            command: ConfigCommand::Show { file },
+        } => {
+            let config = match &file {
+                Some(file) => Config::load(file),
+                None => Ok(Config::default()),
+            };
+            match config.map_err(|e| e.to_string()).and_then(|c| c.to_toml()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Spool {
             command: SpoolCommand::Stats { data_dir },
         } => spool_stats(&data_dir),
         Command::User { command } => user::run(command),
         Command::Queue { command } => queue::run(command),
+        Command::Dkim { command } => dkim::run(command),
     }
 }
 
@@ -302,13 +335,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     println!("  {:<12} {}", "relay", relay_line(&relay));
     let signal = loop {
         match signals.forever().next() {
-            // SIGHUP: certificates again; connections already up keep theirs.
-            Some(signal_hook::consts::SIGHUP) => match server.reload_certificates() {
-                Ok(described) => println!("ringpost: certificates reloaded: {described}"),
-                Err(e) => {
-                    eprintln!("ringpost: certificate reload failed, keeping the old ones: {e}")
+            // SIGHUP: certificates again (connections already up keep
+            // theirs), and the mail log file opened again (logrotate).
+            Some(signal_hook::consts::SIGHUP) => {
+                server.reopen_logs();
+                match server.reload_certificates() {
+                    Ok(described) => println!("ringpost: certificates reloaded: {described}"),
+                    Err(e) => {
+                        eprintln!("ringpost: certificate reload failed, keeping the old ones: {e}")
+                    }
                 }
-            },
+            }
             other => break other,
         }
     };

@@ -293,6 +293,45 @@ fn config_check_names_the_problem_and_its_place() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
 
+/// `config show` prints every setting, defaults included, as a file that
+/// reads back the same.
+#[test]
+fn config_show_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringpost.toml");
+    std::fs::write(
+        &file,
+        "hostname = \"mx.example.test\"\n[smtp]\nlocal_domains = [\"example.test\"]\n[pop3]\ntls_listen = \"off\"\n",
+    )
+    .unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["config", "show"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("hostname = \"mx.example.test\""), "{text}");
+    assert!(
+        text.contains("max_message_size = "),
+        "defaults are shown: {text}"
+    );
+    assert!(text.contains("tls_listen = \"off\""), "{text}");
+    let again = ringpost_engine::Config::parse(&text).expect("what it prints reads back");
+    assert_eq!(again.smtp.local_domains, vec!["example.test"]);
+    assert_eq!(again.pop3.tls_listen, None);
+    let defaults = Command::new(RINGPOST)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(defaults.status.success());
+    assert!(String::from_utf8_lossy(&defaults.stdout).contains("listen = \"127.0.0.1:2525\""));
+}
+
 #[test]
 fn spool_stats_on_a_missing_store_fails_clearly() {
     let out = Command::new(RINGPOST)
@@ -776,6 +815,115 @@ fn queue_list_stats_hold_and_release() {
     assert!(ok && out.trim() == "[]", "{out}");
     let (ok, _, err) = queue(&["flush", "--all"]);
     assert!(!ok && err.contains("needs the running server"), "{err}");
+}
+
+/// `ringpost dkim keygen` makes keys the server signs with, and prints the
+/// record to publish; a key the server cannot read stops its start.
+#[test]
+fn dkim_keygen_record_and_a_bad_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(RINGPOST).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let rsa = dir.path().join("rsa.pem");
+    let ed = dir.path().join("ed.pem");
+    let rsa_path = rsa.to_str().unwrap();
+    let ed_path = ed.to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "dkim",
+        "keygen",
+        "Example.COM",
+        "--selector",
+        "s1",
+        "--out",
+        rsa_path,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("s1._domainkey.example.com. IN TXT ( \"v=DKIM1; k=rsa; p=MIIBIjAN"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[[dkim.keys]]") && out.contains("selector = \"s1\""),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        "dkim",
+        "keygen",
+        "example.com",
+        "--selector",
+        "e1",
+        "--algorithm",
+        "ed25519",
+        "--out",
+        ed_path,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"v=DKIM1; k=ed25519; p="), "{out}");
+    for key in [&rsa, &ed] {
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    }
+    // Never over an existing key.
+    let (ok, _, err) = run(&[
+        "dkim",
+        "keygen",
+        "example.com",
+        "--selector",
+        "s1",
+        "--out",
+        rsa_path,
+    ]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, out, _) = run(&[
+        "dkim",
+        "record",
+        "example.com",
+        "--selector",
+        "e1",
+        "--key",
+        ed_path,
+    ]);
+    assert!(ok && out.contains("e1._domainkey.example.com."), "{out}");
+
+    // A key file that is no key stops the start, naming it.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let config = dir.path().join("ringpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[dkim.keys]]\ndomain = \"example.com\"\nselector = \"x\"\nkey = \"{}\"\n",
+            bad.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(RINGPOST)
+        .args([
+            "serve",
+            "--ephemeral-ports",
+            "127.0.0.1",
+            "--no-relay",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("DKIM") && err.contains("bad.pem"), "{err}");
 }
 
 #[test]

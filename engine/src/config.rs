@@ -5,13 +5,13 @@
 //! and [`Config::parse`] reports where in the file a problem is.
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Which storage engine holds the spool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreEngine {
     /// Embedded RocksDB in `data_dir` (the default).
@@ -21,7 +21,7 @@ pub enum StoreEngine {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Name this server gives itself in greetings and trace headers.
@@ -52,12 +52,16 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// DKIM signing of outbound mail.
+    pub dkim: DkimConfig,
+    /// The mail log (accepted messages, delivery attempts).
+    pub log: MailLogConfig,
     /// What an account may keep, unless its own quota says otherwise.
     pub quota: QuotaConfig,
 }
 
 /// POP3 listener settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3ListenerConfig {
     /// Serve POP3 at all.
@@ -65,7 +69,10 @@ pub struct Pop3ListenerConfig {
     /// Address the POP3 listener binds (STLS offered).
     pub listen: SocketAddr,
     /// Address of POP3S, TLS from the first byte (RFC 8314); `"off"`: none.
-    #[serde(deserialize_with = "optional_addr")]
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "optional_addr_out"
+    )]
     pub tls_listen: Option<SocketAddr>,
     /// Concurrent POP3 connections per shard; more are refused.
     pub max_connections_per_shard: usize,
@@ -81,7 +88,7 @@ pub struct Pop3ListenerConfig {
 }
 
 /// IMAP listener settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImapListenerConfig {
     /// Serve IMAP at all.
@@ -89,7 +96,10 @@ pub struct ImapListenerConfig {
     /// Address the IMAP listener binds (STARTTLS offered).
     pub listen: SocketAddr,
     /// Address of IMAPS, TLS from the first byte (RFC 8314); `"off"`: none.
-    #[serde(deserialize_with = "optional_addr")]
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "optional_addr_out"
+    )]
     pub tls_listen: Option<SocketAddr>,
     /// Concurrent IMAP connections per shard; more are refused.
     pub max_connections_per_shard: usize,
@@ -109,7 +119,7 @@ pub struct ImapListenerConfig {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Engine.
@@ -130,7 +140,7 @@ pub struct StoreConfig {
 }
 
 /// SMTP listener settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Address the MX/relay listener binds.
@@ -165,7 +175,7 @@ pub struct SmtpConfig {
 }
 
 /// Mail submission (RFC 6409): mail clients send here, authenticated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubmissionConfig {
     /// Serve submission at all.
@@ -173,7 +183,10 @@ pub struct SubmissionConfig {
     /// The STARTTLS port (587 in production).
     pub listen: SocketAddr,
     /// The implicit-TLS port (RFC 8314, 465 in production); `"off"`: none.
-    #[serde(deserialize_with = "optional_addr")]
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "optional_addr_out"
+    )]
     pub tls_listen: Option<SocketAddr>,
     /// Which MAIL FROM an account may use: `own` (its address), `domain`
     /// (any address at its domain) or `any`.
@@ -188,7 +201,7 @@ pub struct SubmissionConfig {
 }
 
 /// [`SubmissionConfig::sender_policy`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderPolicyConfig {
     /// The account's own address.
@@ -200,7 +213,7 @@ pub enum SenderPolicyConfig {
 }
 
 /// Where passwords may be sent without TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlaintextAuth {
     /// Only from loopback addresses (the default: local tools and tests).
@@ -212,7 +225,7 @@ pub enum PlaintextAuth {
 }
 
 /// One certificate chain and its private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     /// The chain, leaf first.
@@ -222,7 +235,7 @@ pub struct CertificatePair {
 }
 
 /// TLS on the listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Offer TLS at all (STARTTLS and the implicit-TLS ports).
@@ -238,7 +251,7 @@ pub struct TlsConfig {
 }
 
 /// Abuse limits, checked before any per-session work.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Connections one client address may hold at once, all listeners
@@ -276,7 +289,7 @@ pub struct LimitsConfig {
 /// Defaults follow Postfix where it has an equivalent (concurrency 20 per
 /// destination, first retry after 5 minutes, at most an hour between
 /// retries, 5 days before a message bounces).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
     /// Deliver queued mail at all (off: mail is only accepted and kept).
@@ -334,7 +347,7 @@ pub struct RelayConfig {
 /// The default quota of every account (`ringpost user quota` gives one
 /// account its own). Mail past it is refused at RCPT (`452 4.2.2`) and
 /// APPEND (`NO [OVERQUOTA]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
     /// Most megabytes of messages per account; 0 is no limit.
@@ -354,7 +367,7 @@ impl QuotaConfig {
 }
 
 /// Prometheus endpoint settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of the control plane's HTTP listener: `/metrics`, the
@@ -362,8 +375,55 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// Where the mail log goes: one line per accepted message and per
+/// recipient of each delivery attempt.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailLogConfig {
+    /// A file of its own; none: with the other logs (stderr).
+    pub mail_log: Option<PathBuf>,
+    /// Its lines: Postfix-like `text`, or `json`.
+    pub mail_log_format: MailLogFormat,
+}
+
+/// How the mail log file's lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailLogFormat {
+    /// `TIME ringpost[shardN] QUEUEID: key=value ...`, as Postfix's maillog.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// DKIM signing (RFC 6376, 8463) of the mail clients send out.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// The keys; a message is signed with every key of its From domain.
+    pub keys: Vec<DkimKeyConfig>,
+    /// Sign with this domain's keys when the From domain has none (a
+    /// signature that does not align with From, but vouches for the relay).
+    pub signing_domain: Option<String>,
+}
+
+/// One selector's key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyConfig {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at
+    /// `selector._domainkey.domain`.
+    pub selector: String,
+    /// The private key, PEM: PKCS#8 (RSA or Ed25519) or PKCS#1 (RSA), as
+    /// `ringpost dkim keygen` writes it.
+    pub key: PathBuf,
+}
+
 /// The admin API on the control plane's listener (`metrics.listen`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/metrics` wants the API's bearer token too (for a listener that
@@ -388,6 +448,8 @@ impl Default for Config {
             imap: ImapListenerConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig::default(),
+            dkim: DkimConfig::default(),
+            log: MailLogConfig::default(),
             quota: QuotaConfig::default(),
         }
     }
@@ -845,6 +907,22 @@ fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, 
     text.parse().map(Some).map_err(|_| {
         serde::de::Error::custom(format!("`{text}` is not an address:port or \"off\""))
     })
+}
+
+/// The other way: `"off"` for none, as a file says it.
+fn optional_addr_out<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match addr {
+        Some(addr) => s.collect_str(addr),
+        None => s.serialize_str("off"),
+    }
+}
+
+impl Config {
+    /// The configuration as TOML, every setting with its value (defaults
+    /// included): what `ringpost config show` prints.
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| e.to_string())
+    }
 }
 
 fn default_hostname() -> String {

@@ -52,7 +52,8 @@ pub fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Build the records for an accepted transaction.
+/// Build the records for an accepted transaction; `signatures` (DKIM
+/// fields, or nothing) go on top, then our `Received:` field.
 ///
 /// The transaction is borrowed so the session can recycle its data buffer.
 pub fn new_message(
@@ -60,9 +61,11 @@ pub fn new_message(
     tx: &Transaction,
     origin: &Origin<'_>,
     now_micros: u64,
+    signatures: &[u8],
 ) -> NewMessage {
     let trace = received_header(tx, origin, &id, now_micros);
-    let mut body = Vec::with_capacity(trace.len() + tx.data.len());
+    let mut body = Vec::with_capacity(signatures.len() + trace.len() + tx.data.len());
+    body.extend_from_slice(signatures);
     body.extend_from_slice(trace.as_bytes());
     body.extend_from_slice(&tx.data);
 
@@ -295,6 +298,7 @@ mod tests {
             &tx(&["x@B.test", "y@b.test", "z@c.test"]),
             &origin,
             1_700_000_000_000_000,
+            b"",
         );
         let domains: Vec<_> = m
             .queue
@@ -328,7 +332,14 @@ mod tests {
         let mut ids = IdGenerator::new(0);
         let (a, b) = (ids.next(5), ids.next(5));
         assert!(a < b);
-        let m = new_message(a, &tx(&["postmaster"]), &origin, 5);
+        let m = new_message(
+            a,
+            &tx(&["postmaster"]),
+            &origin,
+            5,
+            b"DKIM-Signature: x\r\n",
+        );
+        assert!(m.body.starts_with(b"DKIM-Signature: x\r\nReceived: "));
         assert!(String::from_utf8_lossy(&m.body).contains("\tfor <postmaster>;"));
         assert!(m.queue.is_empty());
         assert_eq!(m.mailboxes, vec!["postmaster@mx.test"]);
@@ -352,6 +363,7 @@ mod tests {
             ]),
             &origin,
             1_000,
+            b"",
         );
         assert_eq!(m.mailboxes, vec!["ann@ours.test", "bo@ours.test"]);
         assert_eq!(m.queue.len(), 1);
@@ -362,6 +374,7 @@ mod tests {
             &tx(&["ann@ours.test"]),
             &origin,
             1_000,
+            b"",
         );
         assert!(local_only.queue.is_empty() && local_only.envelope.recipients.is_empty());
     }

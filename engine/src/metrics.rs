@@ -46,6 +46,7 @@ pub struct Metrics {
     smtp_timeouts: Family<Labels, Counter>,
     smtp_commit_wait: HistogramFamily,
     local_deliveries: Family<Labels, Counter>,
+    dkim_signed: Family<Labels, Counter>,
     store_commits: Counter,
     store_commit_errors: Counter,
     store_commit_requests: Histogram,
@@ -345,6 +346,8 @@ pub struct ShardMetrics {
     pub commit_wait: Histogram,
     /// INBOX rows written for local accounts.
     pub local_deliveries: Counter,
+    /// Messages DKIM-signed at acceptance.
+    pub dkim_signed: Counter,
 }
 
 impl Metrics {
@@ -361,6 +364,7 @@ impl Metrics {
             smtp_timeouts: Family::default(),
             smtp_commit_wait: Family::new_with_constructor(latency_histogram),
             local_deliveries: Family::default(),
+            dkim_signed: Family::default(),
             store_commits: Counter::default(),
             store_commit_errors: Counter::default(),
             store_commit_requests: batch_histogram(),
@@ -433,6 +437,11 @@ impl Metrics {
             "local_deliveries",
             "Messages put into a local user's INBOX on arrival (one per account)",
             m.local_deliveries.clone(),
+        );
+        registry.register(
+            "dkim_signed_messages",
+            "Outbound messages DKIM-signed when accepted, per shard",
+            m.dkim_signed.clone(),
         );
         registry.register(
             "store_commits",
@@ -731,6 +740,7 @@ impl Metrics {
             timeouts: self.smtp_timeouts.get_or_create(&labels).clone(),
             commit_wait: self.smtp_commit_wait.get_or_create(&labels).clone(),
             local_deliveries: self.local_deliveries.get_or_create(&labels).clone(),
+            dkim_signed: self.dkim_signed.get_or_create(&labels).clone(),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::admin::{AdminContext, AdminServer, Token};
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreEngine};
 use crate::limits::{ConnectionLimits, Lockout, SendRate};
+use crate::maillog::{MailLog, MailLogWriter};
 use crate::metrics::Metrics;
 use crate::relay::queue::Relay;
 use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
@@ -64,6 +65,12 @@ pub enum StartError {
     /// The listeners' certificates could not be loaded or made.
     #[error("cannot set up TLS for the listeners: {0}")]
     Certificates(String),
+    /// The mail log file could not be opened.
+    #[error("cannot open the mail log: {0}")]
+    MailLog(std::io::Error),
+    /// A DKIM key could not be loaded.
+    #[error("cannot set up DKIM signing: {0}")]
+    Dkim(String),
     /// The admin API's token file could not be read or made.
     #[error("cannot set up the admin token {path}: {source}")]
     AdminToken {
@@ -95,6 +102,8 @@ pub struct RunningServer {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     admin: Option<AdminServer>,
+    maillog: Arc<MailLog>,
+    maillog_writer: Option<MailLogWriter>,
     pipeline: Option<CommitPipeline>,
     commits: CommitHandle,
     stops: Vec<oneshot::Sender<()>>,
@@ -145,6 +154,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     } else {
         (None, None)
     };
+    let (maillog, maillog_writer) = MailLog::open(&config.log).map_err(StartError::MailLog)?;
+    let maillog = Arc::new(maillog);
     let security = metrics.security();
     let shared = SharedState {
         access,
@@ -168,6 +179,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         limits: ConnectionLimits::new(&config.limits, &config.smtp.relay_networks),
         send_rate: Arc::new(SendRate::new(config.submission.max_messages_per_hour)),
         tls: acceptor,
+        dkim: crate::dkim::DkimSigner::load(&config.dkim)
+            .map_err(StartError::Dkim)?
+            .map(Arc::new),
+        maillog: maillog.clone(),
     };
     let shard_count = config.shard_count();
     let bind = |addr| {
@@ -320,6 +335,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                             resolver,
                             relay_metrics,
                             tls,
+                            shared.maillog.clone(),
                         ));
                         glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
                         Some(relay)
@@ -355,6 +371,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         store,
         metrics,
         admin,
+        maillog,
+        maillog_writer,
         pipeline: Some(pipeline),
         commits,
         stops,
@@ -491,6 +509,11 @@ impl RunningServer {
         Ok(described)
     }
 
+    /// Open the mail log file again (after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        self.maillog.reopen();
+    }
+
     /// Where the control plane (`/metrics`, health, the admin API) is
     /// served, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -552,6 +575,9 @@ impl RunningServer {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
+        // The shards and relays are gone: so are the other senders of the
+        // mail log, and its writer writes what is left and ends.
+        drop(self.maillog_writer.take());
         tracing::info!("ringpost stopped");
     }
 }

@@ -111,6 +111,10 @@ pub(crate) struct SharedState {
     pub send_rate: Arc<SendRate>,
     /// TLS for every listener, if on.
     pub tls: Option<TlsAcceptor>,
+    /// DKIM keys for outbound mail, if any.
+    pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
+    /// Where accepted messages and delivery attempts are logged.
+    pub maillog: Arc<crate::maillog::MailLog>,
 }
 
 /// State owned by one shard's executor.
@@ -146,6 +150,10 @@ pub(crate) struct Shard {
     pub auth: Arc<Authenticator>,
     /// Messages per account per hour, shared by all shards.
     pub send_rate: Arc<SendRate>,
+    /// DKIM keys for outbound mail, if any.
+    pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
+    /// Where accepted messages and delivery attempts are logged.
+    pub maillog: Arc<crate::maillog::MailLog>,
     limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
     /// Client data the shard's sessions hold.
@@ -231,6 +239,8 @@ impl Shard {
             access: shared.access.clone(),
             auth: shared.auth.clone(),
             send_rate: shared.send_rate.clone(),
+            dkim: shared.dkim.clone(),
+            maillog: shared.maillog.clone(),
             limits: shared.limits.clone(),
             tls: shared.tls.clone(),
             budget: MemoryBudget::new(config.limits.session_memory_mb << 20),

@@ -166,6 +166,11 @@ fn the_api_wants_the_token() {
     assert_eq!(refused.status, 401);
     let ok = request(addr, "GET", "/api/v1/users", &[&bearer(&server)], "");
     assert_eq!((ok.status, ok.body.as_str()), (200, "[]\n"));
+    let config = request(addr, "GET", "/api/v1/config", &[&bearer(&server)], "");
+    assert_eq!(config.status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
+    assert_eq!(config["smtp"]["local_domains"][0], "ours.test", "{config}");
+    assert_eq!(request(addr, "GET", "/api/v1/config", &[], "").status, 401);
     server.shutdown();
 }
 

@@ -866,3 +866,65 @@ fn delete_bounce_and_flush() {
     assert_eq!(spool_messages(&server), 1, "nothing was deleted");
     server.shutdown();
 }
+
+/// The mail log, in a file of its own as JSON: a line for the accepted
+/// message and one for its delivery, with who took it.
+#[test]
+fn the_mail_log_has_a_line_per_acceptance_and_per_recipient_delivered() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let dns_addr = dns.addr();
+    let (server, _data) = start_server({
+        let log = log.clone();
+        move |c| {
+            relay_to(dns_addr, port)(c);
+            c.log.mail_log = Some(log);
+            c.log.mail_log_format = ringpost_engine::config::MailLogFormat::Json;
+        }
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test", "c@dest.test"],
+        &message(1),
+    );
+    assert!(sinks[0].wait_for_messages(1, WAIT));
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect()
+    };
+    wait_until("three mail log lines", || lines().len() >= 3);
+    server.shutdown();
+    let lines = lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let accepted = &lines[0];
+    assert_eq!(accepted["event"], "accepted", "{accepted}");
+    assert_eq!(accepted["from"], "a@origin.test");
+    assert_eq!(accepted["nrcpt"], 2);
+    assert_eq!(accepted["client"], "127.0.0.1");
+    assert_eq!(accepted["helo"], "client.test");
+    let queue_id = accepted["queue_id"].as_str().unwrap();
+    for delivery in &lines[1..] {
+        assert_eq!(delivery["event"], "delivery", "{delivery}");
+        assert_eq!(delivery["queue_id"], queue_id);
+        assert_eq!(delivery["status"], "delivered");
+        assert_eq!(delivery["host"], "mx1.dest.test");
+        assert_eq!(delivery["addr"], format!("{SINK_A}:{port}"));
+        assert_eq!(delivery["attempt"], 1);
+        assert!(
+            delivery["reply"].as_str().unwrap().starts_with("250"),
+            "{delivery}"
+        );
+    }
+    let mut to: Vec<_> = lines[1..]
+        .iter()
+        .map(|l| l["to"].as_str().unwrap())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["b@dest.test", "c@dest.test"]);
+}

@@ -18,6 +18,8 @@
 //! - [`session`]: the [`Session`] interface every server session offers the
 //!   engine's connection driver (bytes and time in; events, output and the
 //!   next deadline out), and the deadlines they share.
+//! - [`dkim`]: DKIM signatures (RFC 6376, 8463): relaxed canonicalization
+//!   and the `DKIM-Signature` field, with ring's RSA and Ed25519.
 //! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
 //!   AUTHENTICATE and POP3 AUTH share.
 //! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
@@ -27,6 +29,7 @@
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
+pub mod dkim;
 pub mod imap;
 mod line;
 pub mod pop3;

@@ -5,6 +5,7 @@
 //! | GET, HEAD | `/metrics` | every metric; OpenMetrics when asked for, else the classic text format |
 //! | GET, HEAD | `/healthz` | 200 while the process serves HTTP at all |
 //! | GET, HEAD | `/readyz` | 200 while the shards serve and the store takes writes, else 503 |
+//! | GET | `/api/v1/config` | the effective configuration (defaults included) |
 //! | GET | `/api/v1/users` | the accounts, with usage and quota |
 //! | POST | `/api/v1/users` | `{"name", "password"}`: create (201; 409 if it exists) |
 //! | PUT | `/api/v1/users/NAME/password` | `{"password"}`: change it |
@@ -161,6 +162,10 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
+        (&Method::GET, ["api", "v1", "config"]) => match serde_json::to_value(&*context.config) {
+            Ok(config) => json_answer(StatusCode::OK, &config),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
         (&Method::GET, ["api", "v1", "queue"]) => {
             let (filter, limit) = match query_filter(request.uri().query().unwrap_or_default()) {
                 Ok(parsed) => parsed,

@@ -10,7 +10,7 @@
 //! (see [`super::tls`]); if an opportunistic handshake fails, the same host
 //! is tried once more without it.
 
-use super::queue::{Loaded, Relay};
+use super::queue::{Loaded, Relay, Via};
 use super::route::{NoRoute, Target};
 use super::tls;
 use crate::config::RelayConfig;
@@ -128,7 +128,7 @@ fn fail_destination(
 ) {
     let mut entries = vec![entry];
     entries.extend(relay.drain_ready(domain));
-    relay.fail_all(entries, why, host);
+    relay.fail_all(entries, why, host.map(Via::named));
 }
 
 /// Send entries over an open connection until there is no more work.
@@ -220,13 +220,12 @@ async fn deliver_over(
             envelope,
             body: Vec::new(),
         });
-        glommio::spawn_local(relay.clone().finish(
-            entry,
-            results,
-            Some(target.host.clone()),
-            loaded,
-        ))
-        .detach();
+        let via = Via {
+            host: target.host.clone(),
+            addr: Some(target.addr),
+            tls: connection.tls_version,
+        };
+        glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
         if broken.is_some() {
             return HostEnd::Done;
         }
@@ -310,6 +309,8 @@ impl Stream {
 /// A socket and the client session driven over it.
 struct Connection {
     stream: Stream,
+    /// The TLS version, once STARTTLS succeeded.
+    tls_version: Option<&'static str>,
     session: ClientSession,
     buf: Vec<u8>,
     start: usize,
@@ -338,6 +339,7 @@ impl Connection {
         };
         let mut connection = Connection {
             stream: Stream::Plain(stream),
+            tls_version: None,
             session: ClientSession::new(client),
             buf: vec![0; READ_BUFFER],
             start: 0,
@@ -373,6 +375,12 @@ impl Connection {
                 let (_, state) = tls.get_ref();
                 tracing::debug!(shard = relay.shard, host = %target.host, version = ?state.protocol_version(), cipher = ?state.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
                 relay.metrics.tls_connections.inc();
+                self.tls_version = match state.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+                    Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+                    Some(_) => Some("TLS"),
+                    None => None,
+                };
                 self.stream = Stream::Tls(Box::new(tls));
                 self.session.tls_established();
                 Ok(())

@@ -20,6 +20,7 @@ use super::route::{NoRoute, Router};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
 use crate::config::{Config, RelayConfig};
 use crate::intake::{self, IdGenerator};
+use crate::maillog::{Attempt, Disposition, MailLog};
 use crate::metrics::RelayMetrics;
 use crate::shard::ShutdownSignal;
 use futures::channel::oneshot;
@@ -52,6 +53,29 @@ pub(crate) struct Loaded {
     pub body: Vec<u8>,
 }
 
+/// Who an attempt reached: the host (MX or route), and when a connection
+/// was made its address and TLS version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Via {
+    /// The host's name.
+    pub host: String,
+    /// The address connected to.
+    pub addr: Option<std::net::SocketAddr>,
+    /// `TLSv1.3`, `TLSv1.2`; none in the clear.
+    pub tls: Option<&'static str>,
+}
+
+impl Via {
+    /// A host by name only (no connection was made to it).
+    pub fn named(host: String) -> Via {
+        Via {
+            host,
+            addr: None,
+            tls: None,
+        }
+    }
+}
+
 /// One shard's outbound side.
 pub(crate) struct Relay {
     /// Shard number.
@@ -77,6 +101,8 @@ pub(crate) struct Relay {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// This shard's relay metrics.
     pub metrics: RelayMetrics,
+    /// Where each recipient's outcome is logged.
+    pub maillog: Arc<MailLog>,
     ids: RefCell<IdGenerator>,
     rng: Cell<u64>,
     state: RefCell<State>,
@@ -129,6 +155,7 @@ impl Relay {
         resolver: Resolver,
         metrics: RelayMetrics,
         tls: Option<Arc<rustls::ClientConfig>>,
+        maillog: Arc<MailLog>,
     ) -> Relay {
         let client_plain = ClientConfig {
             hostname: config.hostname.clone(),
@@ -152,6 +179,7 @@ impl Relay {
             resolver,
             client,
             metrics,
+            maillog,
             ids: RefCell::new(IdGenerator::new(shard as u16 | RELAY_ID_BIT)),
             rng: Cell::new(intake::unix_micros() | 1),
             state: RefCell::new(State {
@@ -477,17 +505,17 @@ impl Relay {
     /// recipients leave the queue, deferred ones get a later due time, failed
     /// ones a DSN to the sender, all in one commit.
     ///
-    /// `host` is who answered (None when no host was reached); `loaded` is the
+    /// `via` is who answered (None when no host was reached); `loaded` is the
     /// message if the caller already read it.
     pub async fn finish(
         self: Rc<Self>,
         entry: QueueEntry,
         results: Vec<RecipientResult>,
-        host: Option<String>,
+        via: Option<Via>,
         loaded: Option<Loaded>,
     ) {
         self.state.borrow_mut().pending_commits += 1;
-        self.record(entry, results, host, loaded).await;
+        self.record(entry, results, via, loaded).await;
         self.state.borrow_mut().pending_commits -= 1;
     }
 
@@ -495,14 +523,16 @@ impl Relay {
         self: &Rc<Self>,
         entry: QueueEntry,
         results: Vec<RecipientResult>,
-        host: Option<String>,
+        via: Option<Via>,
         loaded: Option<Loaded>,
     ) {
         let now_micros = intake::unix_micros();
         let age = Duration::from_micros(now_micros.saturating_sub(entry.id.unix_micros()));
         let expired = age >= Duration::from_secs(self.config.relay.max_lifetime_secs);
-        let sorted = sort_results(&results, host.as_deref(), expired);
-        log_attempt(self.shard, &entry, host.as_deref(), &results, &sorted);
+        let host = via.as_ref().map(|v| v.host.as_str());
+        let sorted = sort_results(&results, host, expired);
+        log_attempt(self.shard, &entry, host, &results, &sorted);
+        self.log_recipients(&entry, &results, via.as_ref(), &loaded, age, expired);
         self.metrics.delivered.inc_by(sorted.delivered as u64);
         self.metrics
             .deferred_recipients
@@ -613,6 +643,49 @@ impl Relay {
         }
     }
 
+    /// One mail log line per recipient of an attempt.
+    fn log_recipients(
+        &self,
+        entry: &QueueEntry,
+        results: &[RecipientResult],
+        via: Option<&Via>,
+        loaded: &Option<Loaded>,
+        age: Duration,
+        expired: bool,
+    ) {
+        let queue_id = entry.id.to_hex();
+        for result in results {
+            let reply = &result.reply;
+            let disposition = if reply.is_positive() {
+                Disposition::Delivered
+            } else if reply.is_permanent() || expired {
+                Disposition::Bounced
+            } else {
+                Disposition::Deferred
+            };
+            let status = reply.status.as_deref().unwrap_or(match disposition {
+                Disposition::Delivered => "2.0.0",
+                Disposition::Deferred => "4.0.0",
+                Disposition::Bounced => "5.0.0",
+            });
+            self.maillog.attempt(&Attempt {
+                queue_id: &queue_id,
+                shard: self.shard,
+                recipient: &result.recipient,
+                domain: &entry.domain,
+                host: via.filter(|_| !reply.local).map(|v| v.host.as_str()),
+                addr: via.filter(|_| !reply.local).and_then(|v| v.addr),
+                tls: via.and_then(|v| v.tls),
+                attempt: entry.attempts + 1,
+                result: disposition,
+                status,
+                reply: &reply.to_string(),
+                delay: age.as_secs_f64(),
+                size: loaded.as_ref().map(|l| l.envelope.size),
+            });
+        }
+    }
+
     /// Keep an unchanged entry in memory and try it again after a pause.
     fn retry_later(&self, mut entry: QueueEntry) {
         entry.due = now_millis() + STORE_RETRY.as_millis() as u64;
@@ -624,12 +697,7 @@ impl Relay {
 
     /// A destination with no usable host: every entry in `entries` gets the
     /// same answer (deferred or, if permanent, bounced).
-    pub fn fail_all(
-        self: &Rc<Self>,
-        entries: Vec<QueueEntry>,
-        why: &NoRoute,
-        host: Option<String>,
-    ) {
+    pub fn fail_all(self: &Rc<Self>, entries: Vec<QueueEntry>, why: &NoRoute, via: Option<Via>) {
         let reply = ServerReply {
             code: if why.permanent { 550 } else { 451 },
             status: Some(why.status.to_owned()),
@@ -638,7 +706,7 @@ impl Relay {
         };
         for entry in entries {
             let results = same_reply(&entry, &reply);
-            glommio::spawn_local(self.clone().finish(entry, results, host.clone(), None)).detach();
+            glommio::spawn_local(self.clone().finish(entry, results, via.clone(), None)).detach();
         }
     }
 
@@ -798,6 +866,7 @@ fn log_attempt(
         %reply,
         "delivery attempt"
     );
+    // The mail log has a line per recipient; this one sums the attempt up.
 }
 
 /// Milliseconds since the Unix epoch.

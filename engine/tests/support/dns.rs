@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
 use hickory_server::ServerFuture;
@@ -45,6 +45,8 @@ pub enum TestRecord {
     A { name: String, ip: Ipv4Addr },
     /// `name AAAA ip`.
     Aaaa { name: String, ip: Ipv6Addr },
+    /// `name TXT "..."`, split into strings of at most 255 octets.
+    Txt { name: String, text: String },
 }
 
 impl TestRecord {
@@ -62,6 +64,14 @@ impl TestRecord {
         TestRecord::A {
             name: name.into(),
             ip,
+        }
+    }
+
+    /// A TXT record (DKIM keys, SPF, DMARC policies).
+    pub fn txt(name: impl Into<String>, text: impl Into<String>) -> Self {
+        TestRecord::Txt {
+            name: name.into(),
+            text: text.into(),
         }
     }
 
@@ -87,6 +97,14 @@ impl TestRecord {
             TestRecord::A { name, ip } => Record::from_rdata(fqdn(name), TTL, RData::A(A(*ip))),
             TestRecord::Aaaa { name, ip } => {
                 Record::from_rdata(fqdn(name), TTL, RData::AAAA(AAAA(*ip)))
+            }
+            TestRecord::Txt { name, text } => {
+                let strings = text
+                    .as_bytes()
+                    .chunks(255)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                Record::from_rdata(fqdn(name), TTL, RData::TXT(TXT::new(strings)))
             }
         }
     }
@@ -114,6 +132,11 @@ impl TestDns {
     /// Starts serving `records` as zone `zone` (e.g. "test."), with an SOA
     /// at the apex added. Panics on a bad name or if no port can be bound.
     pub fn start(zone: &str, records: &[TestRecord]) -> TestDns {
+        let sockets = bind_pair().expect("binding the test DNS server");
+        Self::serve(zone, records, sockets)
+    }
+
+    fn serve(zone: &str, records: &[TestRecord], sockets: (UdpSocket, TcpListener)) -> TestDns {
         let origin = fqdn(zone);
         let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
         let serial = 1;
@@ -143,7 +166,7 @@ impl TestDns {
         let authority: Arc<dyn AuthorityObject> = Arc::new(authority);
         catalog.upsert(LowerName::new(&origin), vec![authority]);
 
-        let (udp, tcp) = bind_pair().expect("binding the test DNS server");
+        let (udp, tcp) = sockets;
         let addr = udp.local_addr().expect("test DNS address");
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

@@ -1,0 +1,149 @@
+//! DKIM signing of outbound mail: the keys from the config, which of them
+//! sign a message, and the signing itself (`ringpost_protocols::dkim`).
+//!
+//! A message is signed when a client that may relay sends it (it
+//! authenticated, or it is in `smtp.relay_networks`), with every key of
+//! its From domain (several selectors: rotation, or RSA and Ed25519 side
+//! by side), else with those of `dkim.signing_domain`. It is signed once,
+//! before the commit that answers 250: the stored bytes are the signed
+//! bytes, and retries send them as they are.
+
+use crate::config::DkimConfig;
+use ringpost_protocols::dkim::{Algorithm, SigningKey};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The configured keys, by signing domain (lowercase).
+#[derive(Debug, Default)]
+pub struct DkimSigner {
+    keys: HashMap<String, Vec<Arc<SigningKey>>>,
+    fallback: Option<String>,
+}
+
+/// Read a key file: PEM, PKCS#8 or PKCS#1.
+pub fn load_key(
+    domain: &str,
+    selector: &str,
+    path: &std::path::Path,
+) -> Result<SigningKey, String> {
+    let der = PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    SigningKey::from_der(domain, selector, der.secret_der())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl DkimSigner {
+    /// The signer `config` describes; `None` when it has no keys. Any key
+    /// that cannot be read stops the start, naming the file.
+    pub fn load(config: &DkimConfig) -> Result<Option<DkimSigner>, String> {
+        if config.keys.is_empty() {
+            return Ok(None);
+        }
+        let mut signer = DkimSigner {
+            fallback: config
+                .signing_domain
+                .as_deref()
+                .map(str::to_ascii_lowercase),
+            ..DkimSigner::default()
+        };
+        for key in &config.keys {
+            let loaded = load_key(&key.domain, &key.selector, &key.key)?;
+            tracing::info!(domain = %loaded.domain(), selector = %loaded.selector(), algorithm = loaded.algorithm().name(), "DKIM key loaded");
+            signer
+                .keys
+                .entry(loaded.domain().to_owned())
+                .or_default()
+                .push(Arc::new(loaded));
+        }
+        if let Some(fallback) = &signer.fallback {
+            if !signer.keys.contains_key(fallback) {
+                return Err(format!(
+                    "dkim.signing_domain {fallback} has no key in dkim.keys"
+                ));
+            }
+        }
+        Ok(Some(signer))
+    }
+
+    /// The keys that sign `message`: its From domain's, else the
+    /// fallback's; none when neither has any.
+    pub fn keys_for(&self, message: &[u8]) -> Vec<Arc<SigningKey>> {
+        let own = from_domain(message).and_then(|domain| self.keys.get(&domain));
+        own.or_else(|| self.keys.get(self.fallback.as_deref()?))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Whether signing with `keys` is slow enough to move off the shard (RSA:
+/// a millisecond or so a signature; Ed25519: tens of microseconds).
+pub fn is_slow(keys: &[Arc<SigningKey>]) -> bool {
+    keys.iter().any(|k| k.algorithm() == Algorithm::RsaSha256)
+}
+
+/// The DKIM-Signature fields for `message`, signed now.
+pub fn sign(message: &[u8], keys: &[Arc<SigningKey>]) -> Vec<u8> {
+    let now = crate::intake::unix_micros() / 1_000_000;
+    let keys: Vec<&SigningKey> = keys.iter().map(|k| &**k).collect();
+    ringpost_protocols::dkim::sign(message, &keys, now)
+}
+
+/// The domain of the first address in the first From field (lowercase).
+fn from_domain(message: &[u8]) -> Option<String> {
+    let mut lines = message.split_inclusive(|&b| b == b'\n');
+    let mut value: Vec<u8> = Vec::new();
+    let mut in_from = false;
+    for line in lines.by_ref() {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if in_from && continuation {
+            value.extend_from_slice(line);
+            continue;
+        }
+        if in_from {
+            break;
+        }
+        if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"from:") {
+            in_from = true;
+            value.extend_from_slice(&line[5..]);
+        }
+    }
+    let value = String::from_utf8_lossy(&value);
+    // The address in angle brackets, else the first word with an @.
+    let address = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => value[open + 1..close].to_owned(),
+        _ => value
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .find(|w| w.contains('@'))?
+            .to_owned(),
+    };
+    let domain = address.rsplit_once('@')?.1.trim().trim_end_matches('>');
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_domains() {
+        let d = |m: &[u8]| from_domain(m);
+        assert_eq!(
+            d(b"From: a@Example.COM\r\n\r\n").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            d(b"Subject: x\r\nFROM: \"Ann, B\" <ann@b.test>\r\n\r\n").as_deref(),
+            Some("b.test")
+        );
+        assert_eq!(
+            d(b"From: Ann\r\n <ann@folded.test>\r\n\r\n").as_deref(),
+            Some("folded.test")
+        );
+        assert_eq!(d(b"Subject: none\r\n\r\nFrom: a@body.test\r\n"), None);
+        assert_eq!(d(b"From: nobody\r\n\r\n"), None);
+    }
+}

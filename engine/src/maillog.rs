@@ -1,0 +1,432 @@
+//! The mail log: one line per accepted message, one per recipient of each
+//! delivery attempt. What an operator greps by queue id and a log shipper
+//! forwards, as Postfix's maillog is.
+//!
+//! By default the lines are `tracing` events (target `ringpost::mail`, at
+//! info), so they go wherever the other logs go, as text or JSON
+//! (`--log-format`). With `log.mail_log` set they go to that file instead,
+//! written by a thread of their own (a bounded channel: a shard never waits
+//! on the disk for a log line; a line that finds the channel full is
+//! dropped and counted), one line each, as Postfix-like text or JSON
+//! (`log.mail_log_format`). SIGHUP reopens the file, for logrotate.
+
+use crate::config::{MailLogConfig, MailLogFormat};
+use serde_json::json;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Lines waiting for the writer; more are dropped (and counted).
+const BACKLOG: usize = 64 * 1024;
+
+/// A message taken (250 said).
+pub struct Accepted<'a> {
+    /// Its queue id.
+    pub queue_id: &'a str,
+    /// Shard that took it.
+    pub shard: usize,
+    /// The client's address.
+    pub client: IpAddr,
+    /// What the client called itself (EHLO/HELO).
+    pub helo: &'a str,
+    /// The account it authenticated as.
+    pub user: Option<&'a str>,
+    /// Over TLS.
+    pub tls: bool,
+    /// Envelope sender ("" for the null sender).
+    pub sender: &'a str,
+    /// Envelope recipients.
+    pub recipients: usize,
+    /// Bytes stored.
+    pub size: u64,
+    /// DKIM signatures added.
+    pub dkim: usize,
+}
+
+/// How one recipient's attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Taken by the remote host.
+    Delivered,
+    /// To be tried again.
+    Deferred,
+    /// Failed for good; a DSN goes to the sender.
+    Bounced,
+}
+
+impl Disposition {
+    fn name(self) -> &'static str {
+        match self {
+            Disposition::Delivered => "delivered",
+            Disposition::Deferred => "deferred",
+            Disposition::Bounced => "bounced",
+        }
+    }
+}
+
+/// One recipient of one delivery attempt.
+pub struct Attempt<'a> {
+    /// The message's queue id.
+    pub queue_id: &'a str,
+    /// Shard that made the attempt.
+    pub shard: usize,
+    /// The recipient.
+    pub recipient: &'a str,
+    /// Its domain.
+    pub domain: &'a str,
+    /// The host that answered, if one was reached.
+    pub host: Option<&'a str>,
+    /// Its address.
+    pub addr: Option<SocketAddr>,
+    /// The TLS version of the connection, if TLS was used.
+    pub tls: Option<&'a str>,
+    /// Which attempt this was (1 for the first).
+    pub attempt: u32,
+    /// How it ended.
+    pub result: Disposition,
+    /// The enhanced status code.
+    pub status: &'a str,
+    /// The reply (or our verdict) in full.
+    pub reply: &'a str,
+    /// Seconds since the message arrived.
+    pub delay: f64,
+    /// Message size, when known.
+    pub size: Option<u64>,
+}
+
+/// Where the lines go.
+pub struct MailLog {
+    file: Option<FileSink>,
+}
+
+struct FileSink {
+    lines: flume::Sender<String>,
+    format: MailLogFormat,
+    dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+}
+
+/// The writer thread of a mail log file: dropping it writes what is
+/// queued and ends the thread.
+pub struct MailLogWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for MailLogWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl MailLog {
+    /// Lines as `tracing` events.
+    pub fn to_tracing() -> MailLog {
+        MailLog { file: None }
+    }
+
+    /// The log `config` asks for, and its writer thread (when it is a file).
+    pub fn open(config: &MailLogConfig) -> io::Result<(MailLog, Option<MailLogWriter>)> {
+        let Some(path) = &config.mail_log else {
+            return Ok((MailLog::to_tracing(), None));
+        };
+        let file = open_append(path)?;
+        let (lines, queued) = flume::bounded::<String>(BACKLOG);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (path, reopen, stop) = (path.clone(), reopen.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("ringpost-maillog".into())
+                .spawn(move || write_lines(path, file, queued, reopen, stop))?
+        };
+        let log = MailLog {
+            file: Some(FileSink {
+                lines,
+                format: config.mail_log_format,
+                dropped: AtomicU64::new(0),
+                reopen,
+            }),
+        };
+        Ok((
+            log,
+            Some(MailLogWriter {
+                stop,
+                thread: Some(writer),
+            }),
+        ))
+    }
+
+    /// Open the file again at the next line (after logrotate moved it).
+    pub fn reopen(&self) {
+        if let Some(file) = &self.file {
+            file.reopen.store(true, Ordering::Release);
+        }
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(0, |f| f.dropped.load(Ordering::Relaxed))
+    }
+
+    /// A message was taken.
+    pub fn accepted(&self, a: &Accepted<'_>) {
+        let Some(file) = &self.file else {
+            tracing::info!(
+                target: "ringpost::mail",
+                shard = a.shard,
+                queue_id = a.queue_id,
+                client = %a.client,
+                helo = a.helo,
+                user = a.user.unwrap_or("-"),
+                tls = a.tls,
+                from = a.sender,
+                nrcpt = a.recipients,
+                size = a.size,
+                dkim = a.dkim,
+                "accepted"
+            );
+            return;
+        };
+        file.send(match file.format {
+            MailLogFormat::Text => format!(
+                "{} ringpost[shard{}] {}: accepted client=[{}] helo={} user={} tls={} from=<{}> nrcpt={} size={} dkim={}",
+                timestamp(),
+                a.shard,
+                a.queue_id,
+                a.client,
+                a.helo,
+                a.user.unwrap_or("-"),
+                if a.tls { "yes" } else { "no" },
+                a.sender,
+                a.recipients,
+                a.size,
+                a.dkim
+            ),
+            MailLogFormat::Json => json!({
+                "ts": timestamp(),
+                "event": "accepted",
+                "shard": a.shard,
+                "queue_id": a.queue_id,
+                "client": a.client.to_string(),
+                "helo": a.helo,
+                "user": a.user,
+                "tls": a.tls,
+                "from": a.sender,
+                "nrcpt": a.recipients,
+                "size": a.size,
+                "dkim": a.dkim,
+            })
+            .to_string(),
+        });
+    }
+
+    /// One recipient of a delivery attempt ended.
+    pub fn attempt(&self, a: &Attempt<'_>) {
+        let relay = match (a.host, a.addr) {
+            (Some(host), Some(addr)) => format!("{host}[{}]:{}", addr.ip(), addr.port()),
+            (Some(host), None) => host.to_owned(),
+            _ => "none".to_owned(),
+        };
+        let Some(file) = &self.file else {
+            tracing::info!(
+                target: "ringpost::mail",
+                shard = a.shard,
+                queue_id = a.queue_id,
+                to = a.recipient,
+                domain = a.domain,
+                relay = %relay,
+                tls = a.tls.unwrap_or("none"),
+                attempt = a.attempt,
+                delay = format!("{:.1}", a.delay),
+                size = a.size,
+                dsn = a.status,
+                status = a.result.name(),
+                reply = a.reply,
+                "delivery"
+            );
+            return;
+        };
+        file.send(match file.format {
+            MailLogFormat::Text => format!(
+                "{} ringpost[shard{}] {}: to=<{}> domain={} relay={} tls={} attempt={} delay={:.1} size={} dsn={} status={} ({})",
+                timestamp(),
+                a.shard,
+                a.queue_id,
+                a.recipient,
+                a.domain,
+                relay,
+                a.tls.unwrap_or("none"),
+                a.attempt,
+                a.delay,
+                a.size.map_or("-".to_owned(), |s| s.to_string()),
+                a.status,
+                a.result.name(),
+                a.reply.replace(['\r', '\n'], " ")
+            ),
+            MailLogFormat::Json => json!({
+                "ts": timestamp(),
+                "event": "delivery",
+                "shard": a.shard,
+                "queue_id": a.queue_id,
+                "to": a.recipient,
+                "domain": a.domain,
+                "host": a.host,
+                "addr": a.addr.map(|a| a.to_string()),
+                "tls": a.tls,
+                "attempt": a.attempt,
+                "delay": a.delay,
+                "size": a.size,
+                "dsn": a.status,
+                "status": a.result.name(),
+                "reply": a.reply,
+            })
+            .to_string(),
+        });
+    }
+}
+
+impl FileSink {
+    fn send(&self, line: String) {
+        if self.lines.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn open_append(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The writer: lines as they come, flushed whenever the channel is empty,
+/// the file opened again when asked; ends when told to (once the channel
+/// is empty) or when every sender is gone.
+fn write_lines(
+    path: PathBuf,
+    file: File,
+    queued: flume::Receiver<String>,
+    reopen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    loop {
+        let line = match queued.try_recv() {
+            Ok(line) => line,
+            Err(flume::TryRecvError::Empty) => {
+                let _ = out.flush();
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                match queued.recv_timeout(Duration::from_millis(100)) {
+                    Ok(line) => line,
+                    Err(flume::RecvTimeoutError::Timeout) => {
+                        if reopen.swap(false, Ordering::AcqRel) {
+                            out = reopened(&path, out);
+                        }
+                        continue;
+                    }
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            Err(flume::TryRecvError::Disconnected) => break,
+        };
+        if reopen.swap(false, Ordering::AcqRel) {
+            out = reopened(&path, out);
+        }
+        if let Err(e) = writeln!(out, "{line}") {
+            tracing::error!(file = %path.display(), error = %e, "mail log write failed");
+        }
+    }
+    let _ = out.flush();
+}
+
+fn reopened(path: &PathBuf, mut old: BufWriter<File>) -> BufWriter<File> {
+    let _ = old.flush();
+    match open_append(path) {
+        Ok(file) => BufWriter::with_capacity(64 * 1024, file),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot reopen the mail log; keeping the old file");
+            old
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_json_lines_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [MailLogFormat::Text, MailLogFormat::Json] {
+            let path = dir.path().join(format!("{format:?}.log"));
+            let config = MailLogConfig {
+                mail_log: Some(path.clone()),
+                mail_log_format: format,
+            };
+            let (log, writer) = MailLog::open(&config).unwrap();
+            log.accepted(&Accepted {
+                queue_id: "q1",
+                shard: 0,
+                client: "127.0.0.2".parse().unwrap(),
+                helo: "client.test",
+                user: Some("ann@ours.test"),
+                tls: true,
+                sender: "ann@ours.test",
+                recipients: 2,
+                size: 1234,
+                dkim: 1,
+            });
+            log.attempt(&Attempt {
+                queue_id: "q1",
+                shard: 1,
+                recipient: "bob@far.test",
+                domain: "far.test",
+                host: Some("mx.far.test"),
+                addr: Some("127.0.0.3:25".parse().unwrap()),
+                tls: Some("TLSv1.3"),
+                attempt: 1,
+                result: Disposition::Delivered,
+                status: "2.0.0",
+                reply: "250 2.0.0 Ok",
+                delay: 0.25,
+                size: Some(1234),
+            });
+            drop(log);
+            drop(writer);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2, "{text}");
+            match format {
+                MailLogFormat::Text => {
+                    assert!(lines[0].ends_with(" ringpost[shard0] q1: accepted client=[127.0.0.2] helo=client.test user=ann@ours.test tls=yes from=<ann@ours.test> nrcpt=2 size=1234 dkim=1"), "{}", lines[0]);
+                    assert!(lines[1].ends_with(" ringpost[shard1] q1: to=<bob@far.test> domain=far.test relay=mx.far.test[127.0.0.3]:25 tls=TLSv1.3 attempt=1 delay=0.2 size=1234 dsn=2.0.0 status=delivered (250 2.0.0 Ok)"), "{}", lines[1]);
+                }
+                MailLogFormat::Json => {
+                    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                    assert_eq!(first["event"], "accepted");
+                    assert_eq!(first["nrcpt"], 2);
+                    let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+                    assert_eq!(second["status"], "delivered");
+                    assert_eq!(second["addr"], "127.0.0.3:25");
+                }
+            }
+        }
+    }
+}
