@@ -189,9 +189,60 @@ fn push_base64_lines(out: &mut Vec<u8>, content: &[u8]) {
     }
 }
 
+/// What the fuzz target and the smoke test check of any input: BINARY of
+/// some sections and the stored form of an APPEND never panic; the stored
+/// form holds no NUL, and a message without NUL is stored as given.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn check(input: &[u8]) {
+    let part = |numbers: &[u32]| -> Vec<NonZeroU32> {
+        numbers.iter().filter_map(|&n| NonZeroU32::new(n)).collect()
+    };
+    for numbers in [&[][..], &[1], &[2], &[1, 1], &[2, 1], &[3, 2, 1]] {
+        if let Ok(decoded) = section(input, &part(numbers)) {
+            assert!(decoded.len() <= 2 * input.len() + 2, "{numbers:?}");
+        }
+    }
+    let has_nul = input.contains(&0);
+    match store_form(input.to_vec()) {
+        Some(stored) => {
+            assert!(!stored.contains(&0));
+            if !has_nul {
+                assert_eq!(stored, input);
+            }
+        }
+        None => assert!(has_nul),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_smoke() {
+        // MIME skeletons with random bytes (NULs included) in between.
+        let pieces: [&[u8]; 8] = [
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n",
+            b"--b\r\n",
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            b"Content-Transfer-Encoding: binary\r\n\r\n",
+            b"--b--\r\n",
+            b"=\r\n=4",
+            b"\0\r\n",
+        ];
+        crate::check::random_cases(7, 3000, 64, |_, bytes, rng| {
+            let mut input = Vec::new();
+            for &b in &bytes {
+                if b % 3 == 0 {
+                    input.extend_from_slice(pieces[rng.below(pieces.len())]);
+                } else {
+                    input.push(b);
+                }
+            }
+            crate::check::reproducible(|| format!("{input:?}"), || check(&input));
+        });
+    }
 
     fn part(numbers: &[u32]) -> Vec<NonZeroU32> {
         numbers

@@ -1,0 +1,16 @@
+//! Arbitrary messages through what reads and rewrites message bytes
+//! outside the protocol sessions: IMAP BINARY's transfer decoding and the
+//! stored form of a binary APPEND (`imap::binary::check`), and DKIM's
+//! canonicalization and signature field (`dkim::check`).
+//!
+//! Checked: no panic; see each `check` for the rest.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringpost_protocols::{dkim, imap::binary};
+
+fuzz_target!(|data: &[u8]| {
+    binary::check(data);
+    dkim::check(data);
+});
