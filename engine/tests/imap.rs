@@ -610,6 +610,19 @@ fn sort_by_subject_date_and_address() {
         a.tagged("s5", "UID SORT (SIZE) UTF-8 1:2")[0],
         "* SORT 2 1\r\n"
     );
+    // ESORT (RFC 5267): the results as ESEARCH, in sort order.
+    assert!(a.tagged("c2", "CAPABILITY")[0].contains(" ESORT"));
+    assert_eq!(
+        a.tagged(
+            "e1",
+            "SORT RETURN (MIN MAX COUNT ALL) (REVERSE DATE) UTF-8 ALL"
+        )[0],
+        "* ESEARCH (TAG \"e1\") MIN 3 MAX 2 COUNT 3 ALL 3,1:2\r\n"
+    );
+    assert_eq!(
+        a.tagged("e2", "UID SORT RETURN () (SUBJECT) UTF-8 ALL")[0],
+        "* ESEARCH (TAG \"e2\") UID ALL 2,1,3\r\n"
+    );
     server.shutdown();
 }
 

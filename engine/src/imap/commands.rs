@@ -268,12 +268,22 @@ impl Conn<'_> {
                 search_criteria,
                 uid,
                 ..
-            } => self.sort(
-                imap,
-                sort_criteria.as_ref(),
-                &SearchKey::And(search_criteria),
-                uid,
-            ),
+            } => {
+                let answer = Answer {
+                    tag: tag.as_ref(),
+                    uid,
+                    esearch: match extra {
+                        Extra::SearchReturn(wanted) => Some(wanted),
+                        _ => None,
+                    },
+                };
+                self.sort(
+                    imap,
+                    sort_criteria.as_ref(),
+                    &SearchKey::And(search_criteria),
+                    answer,
+                )
+            }
             C::Thread {
                 algorithm,
                 search_criteria,
@@ -876,8 +886,9 @@ impl Conn<'_> {
         imap: &mut ImapSession,
         criteria: &[SortCriterion],
         all_of: &SearchKey<'static>,
-        uid: bool,
+        answer: Answer,
     ) -> Outcome {
+        let uid = answer.uid;
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
@@ -886,12 +897,20 @@ impl Conn<'_> {
             .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
         let mut messages = self.sortable(view, all_of, needs_header)?;
         ringpost_protocols::imap::sort::sort(&mut messages, criteria);
-        let mut line = String::from("SORT");
-        for sorted in &messages {
-            let number = match uid {
+        let numbers: Vec<u32> = messages
+            .iter()
+            .map(|sorted| match uid {
                 true => view.messages[sorted.seq as usize - 1].uid,
                 false => sorted.seq,
-            };
+            })
+            .collect();
+        // SORT RETURN (...): ESORT (RFC 5267).
+        if let Some(wanted) = answer.esearch {
+            imap.untagged(&wanted.sorted_response(answer.tag, uid, &numbers));
+            return Ok(Done::Ok("SORT completed"));
+        }
+        let mut line = String::from("SORT");
+        for number in &numbers {
             line.push_str(&format!(" {number}"));
         }
         imap.untagged(&line);

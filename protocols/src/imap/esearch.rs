@@ -69,6 +69,46 @@ impl SearchReturn {
     }
 }
 
+impl SearchReturn {
+    /// The `* ESEARCH` line (without `* `) answering a SORT RETURN (ESORT,
+    /// RFC 5267 §3.2) for `sorted`, in sort order: MIN and MAX are the
+    /// first and last of that order, ALL lists it in that order (ranges
+    /// only for ascending runs).
+    pub fn sorted_response(&self, tag: &str, uid: bool, sorted: &[u32]) -> String {
+        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
+        if uid {
+            line.push_str(" UID");
+        }
+        if let (true, Some(min)) = (self.min, sorted.first()) {
+            line.push_str(&format!(" MIN {min}"));
+        }
+        if let (true, Some(max)) = (self.max, sorted.last()) {
+            line.push_str(&format!(" MAX {max}"));
+        }
+        if self.count {
+            line.push_str(&format!(" COUNT {}", sorted.len()));
+        }
+        if self.all && !sorted.is_empty() {
+            // Runs of n, n+1, ... as ranges; everything else in order.
+            let mut parts = Vec::new();
+            let mut i = 0;
+            while i < sorted.len() {
+                let mut end = i;
+                while end + 1 < sorted.len() && sorted[end + 1] == sorted[end] + 1 {
+                    end += 1;
+                }
+                parts.push(match end > i {
+                    true => format!("{}:{}", sorted[i], sorted[end]),
+                    false => sorted[i].to_string(),
+                });
+                i = end + 1;
+            }
+            line.push_str(&format!(" ALL {}", parts.join(",")));
+        }
+        line
+    }
+}
+
 /// An IMAP quoted string (tags are atoms, but quote anyway as the RFC does).
 fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -126,10 +166,11 @@ pub fn split_return(command: &[u8]) -> Option<Result<(Vec<u8>, SearchReturn), Ba
     if word(at, b"UID ") {
         at += 4;
     }
-    if !word(at, b"SEARCH RETURN (") {
-        return None;
-    }
-    let options_start = at + b"SEARCH RETURN (".len();
+    // SEARCH (RFC 4731) or SORT (ESORT, RFC 5267).
+    let verb = [&b"SEARCH"[..], b"SORT"]
+        .into_iter()
+        .find(|verb| word(at, verb) && word(at + verb.len(), b" RETURN ("))?;
+    let options_start = at + verb.len() + b" RETURN (".len();
     let Some(close) = command[options_start..].iter().position(|&b| b == b')') else {
         return Some(Err(BadReturn));
     };
@@ -147,9 +188,9 @@ pub fn split_return(command: &[u8]) -> Option<Result<(Vec<u8>, SearchReturn), Ba
     if wanted == SearchReturn::default() {
         wanted = SearchReturn::ALL;
     }
-    // "tag [UID] SEARCH" ‖ the rest after "RETURN (...)".
+    // "tag [UID] SEARCH|SORT" ‖ the rest after "RETURN (...)".
     let rest = &command[options_start + close + 1..];
-    let mut plain = command[..at + b"SEARCH".len()].to_vec();
+    let mut plain = command[..at + verb.len()].to_vec();
     plain.extend_from_slice(rest);
     Some(Ok((plain, wanted)))
 }
@@ -157,6 +198,24 @@ pub fn split_return(command: &[u8]) -> Option<Result<(Vec<u8>, SearchReturn), Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn esort_keeps_the_sort_order() {
+        let all = SearchReturn {
+            min: true,
+            max: true,
+            all: true,
+            count: true,
+        };
+        assert_eq!(
+            all.sorted_response("a", false, &[5, 2, 3, 4, 1]),
+            "ESEARCH (TAG \"a\") MIN 5 MAX 1 COUNT 5 ALL 5,2:4,1"
+        );
+        assert_eq!(
+            SearchReturn::ALL.sorted_response("b", true, &[]),
+            "ESEARCH (TAG \"b\") UID"
+        );
+    }
 
     #[test]
     fn return_options_come_out_and_the_rest_stays() {
@@ -173,6 +232,12 @@ mod tests {
             (&b"b SEARCH ALL\r\n"[..], SearchReturn::ALL)
         );
         assert_eq!(split_return(b"c SEARCH ALL\r\n"), None);
+        let (plain, wanted) = split_return(b"s UID SORT RETURN (COUNT) (ARRIVAL) UTF-8 ALL\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain, b"s UID SORT (ARRIVAL) UTF-8 ALL\r\n");
+        assert!(wanted.count && !wanted.all);
+        assert_eq!(split_return(b"s SORT (ARRIVAL) UTF-8 ALL\r\n"), None);
         assert_eq!(split_return(b"c FETCH 1 (FLAGS)\r\n"), None);
         assert_eq!(
             split_return(b"d SEARCH RETURN (SAVE) ALL\r\n"),
