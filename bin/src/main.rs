@@ -206,12 +206,19 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, so stdout carries only the start-up summary that
 /// scripts and tests read. `RUST_LOG` filters them (default `info`).
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Lines queue for the writer thread; past the limit they are dropped
+    // (and counted by the appender) rather than stall whoever logs.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BACKLOG)
+        .thread_name("ringpost-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => {
@@ -225,10 +232,15 @@ fn init_logging(format: LogFormat) {
             .with_current_span(false)
             .init(),
     }
+    guard
 }
 
+/// Log lines waiting for the log writer thread.
+const LOG_BACKLOG: usize = 64 * 1024;
+
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+    // Dropped when serve returns: what is queued is written first.
+    let _log_writer = init_logging(args.log_format);
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,

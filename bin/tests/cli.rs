@@ -15,8 +15,13 @@ const RINGPOST: &str = env!("CARGO_BIN_EXE_ringpost");
 
 /// Start `ringpost serve` on ephemeral loopback ports; return it and its SMTP address.
 /// The caller waits for the child; if start-up fails, the test fails right here.
-#[allow(clippy::zombie_processes)]
 fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
+    spawn_server_logging_to(data_dir, extra, Stdio::null())
+}
+
+/// [`spawn_server`] with its stderr (the logs) going to `stderr`.
+#[allow(clippy::zombie_processes)]
+fn spawn_server_logging_to(data_dir: &Path, extra: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
     let mut child = Command::new(RINGPOST)
         .args([
             "serve",
@@ -29,7 +34,7 @@ fn spawn_server(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("ringpost starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -924,6 +929,38 @@ fn dkim_keygen_record_and_a_bad_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("DKIM") && err.contains("bad.pem"), "{err}");
+}
+
+/// Logs are written by a thread of their own: a log reader that stops
+/// reading (a full pipe) never stalls the server. Every accepted message
+/// logs a line; a pipe holds 64 KiB, a few hundred of them.
+#[test]
+fn a_stalled_log_reader_does_not_stall_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = spawn_server_logging_to(&data, &["--no-relay"], Stdio::piped());
+    // The pipe is never read.
+    let _stderr = server.stderr.take();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || blast(addr, 0, stop, acked))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 3000 && Instant::now() < deadline && !worker.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = worker.join();
+    let count = acked.lock().unwrap().len();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
+    let _ = server.wait();
+    assert!(
+        count >= 3000,
+        "only {count} messages accepted with the log pipe full"
+    );
 }
 
 #[test]
