@@ -77,6 +77,7 @@ pub struct SecurityMetrics {
     refused: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
     over_quota: Family<Labels, Counter>,
+    rejections: Family<Labels, Counter>,
     session_memory: Family<Labels, Gauge>,
 }
 
@@ -131,6 +132,18 @@ impl SecurityMetrics {
         self.over_quota.get_or_create(&labels).inc();
     }
 
+    /// A recipient was refused on `service` by policy (`reason`:
+    /// `unknown_user`, `relay_denied`, `mailbox_full`, `rate_limited`,
+    /// `store_error`) with reply `code`.
+    pub fn rejected(&self, service: &str, reason: &str, code: u16) {
+        let labels = vec![
+            ("service", service.to_owned()),
+            ("reason", reason.to_owned()),
+            ("code", code.to_string()),
+        ];
+        self.rejections.get_or_create(&labels).inc();
+    }
+
     /// Bytes of client data `shard`'s sessions hold beyond their free part.
     pub fn session_memory(&self, shard: usize, bytes: u64) {
         let labels = vec![("shard", shard.to_string())];
@@ -170,6 +183,11 @@ impl SecurityMetrics {
                 "quota_refusals",
                 "New mail refused because the account is at its quota, by service",
                 &self.over_quota,
+            ),
+            (
+                "smtp_recipients_rejected",
+                "Recipients refused by policy, by service, reason and reply code",
+                &self.rejections,
             ),
         ] {
             registry.register(name, help, family.clone());
@@ -269,6 +287,7 @@ struct RelayFamilies {
     tls_failures: Family<Labels, Counter>,
     queued: Family<Labels, Gauge>,
     deferred: Family<Labels, Gauge>,
+    oldest: Family<Labels, Gauge>,
     left_in_store: Family<Labels, Counter>,
     delivery_seconds: HistogramFamily,
 }
@@ -286,6 +305,7 @@ impl RelayFamilies {
             tls_failures: Family::default(),
             queued: Family::default(),
             deferred: Family::default(),
+            oldest: Family::default(),
             left_in_store: Family::default(),
             delivery_seconds: Family::new_with_constructor(delivery_histogram),
         }
@@ -319,6 +339,8 @@ pub struct RelayMetrics {
     pub queued: Gauge,
     /// Queue entries waiting for their retry time.
     pub deferred: Gauge,
+    /// Age of the oldest message among the entries in memory, seconds.
+    pub oldest: Gauge,
     /// Entries left in the store for lack of memory (swept in later).
     pub left_in_store: Counter,
     /// Time from arrival to delivery.
@@ -540,6 +562,11 @@ impl Metrics {
             r.deferred.clone(),
         );
         registry.register(
+            "relay_queue_oldest_seconds",
+            "Age of the oldest message among the queue entries a shard has in memory",
+            r.oldest.clone(),
+        );
+        registry.register(
             "relay_queue_left_in_store",
             "Queue entries left in the store for lack of memory, swept in later",
             r.left_in_store.clone(),
@@ -722,6 +749,7 @@ impl Metrics {
             tls_failures: r.tls_failures.get_or_create(&labels).clone(),
             queued: r.queued.get_or_create(&labels).clone(),
             deferred: r.deferred.get_or_create(&labels).clone(),
+            oldest: r.oldest.get_or_create(&labels).clone(),
             left_in_store: r.left_in_store.get_or_create(&labels).clone(),
             delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
         }

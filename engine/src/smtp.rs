@@ -72,16 +72,32 @@ impl Smtp<'_> {
             |name| local_account(shard, name),
         );
         if let Err(reply) = checked {
+            self.count_rejection(&reply);
             return smtp.reject_recipient(reply);
         }
         if let Some(account) = smtp.authenticated() {
             if !shard.send_rate.has_room(account, Instant::now()) {
                 shard.security.rate_limited(self.service.label());
                 tracing::info!(shard = shard.id, peer = %self.peer, account, "sending rate limit reached");
+                self.count_rejection(&replies::SENDING_RATE_EXCEEDED);
                 return smtp.reject_recipient(replies::SENDING_RATE_EXCEEDED);
             }
         }
         smtp.accept_recipient();
+    }
+
+    /// A recipient refused by policy, counted by why and with what code.
+    fn count_rejection(&self, reply: &replies::Reply) {
+        let reason = match reply.status {
+            "5.1.1" => "unknown_user",
+            "5.7.1" => "relay_denied",
+            "4.2.2" => "mailbox_full",
+            "4.7.1" => "rate_limited",
+            _ => "store_error",
+        };
+        self.shard
+            .security
+            .rejected(self.service.label(), reason, reply.code);
     }
 
     async fn authenticate(&self, smtp: &mut ServerSession, credentials: Credentials) {

@@ -803,6 +803,14 @@ fn delete_bounce_and_flush() {
             && dest.first().is_some_and(|e| e.attempts >= 1)
     });
     assert_eq!(spool_messages(&server), 3);
+    // The queue's age is watched: its oldest entry ages by the second.
+    let metrics_addr = server.metrics_addr().unwrap();
+    wait_until("the oldest entry's age to show", || {
+        common::http_get(metrics_addr, "/metrics").lines().any(|l| {
+            l.starts_with("ringpost_relay_queue_oldest_seconds{")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()) >= Some(1)
+        })
+    });
 
     // Delete: gone, with its body, and no DSN.
     assert_eq!(

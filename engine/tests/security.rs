@@ -375,6 +375,18 @@ fn the_mx_port_is_never_an_open_relay() {
     // Nothing was queued for delivery.
     let stats = ringpost_storage::spool::stats(&*server.store()).unwrap();
     assert_eq!(stats.queue_entries, 0);
+    // And the refusals are counted by why.
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let relay_denied = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("ringpost_smtp_recipients_rejected_total{")
+                && l.contains("reason=\"relay_denied\"")
+                && l.contains("code=\"554\"")
+        })
+        .unwrap_or_else(|| panic!("no relay_denied count: {metrics}"));
+    let counted: u64 = relay_denied.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= 10, "{relay_denied}");
     server.shutdown();
 }
 

@@ -120,6 +120,8 @@ struct State {
     /// Some owned entries are in the store but not in memory.
     overflow: bool,
     last_sweep: Option<Instant>,
+    /// When the oldest entry's age was last measured.
+    last_oldest_sample: Option<Instant>,
     stopping: bool,
     /// Envelope updates of messages this shard is home to, newest first
     /// while their commit is in flight.
@@ -427,6 +429,7 @@ impl Relay {
         self.metrics
             .deferred
             .set(self.state.borrow().deferred.len() as i64);
+        self.sample_oldest();
         if self.hub.take_overflow(self.shard) {
             self.state.borrow_mut().overflow = true;
         }
@@ -442,6 +445,26 @@ impl Relay {
         if sweep {
             self.sweep().await;
         }
+    }
+
+    /// The oldest entry's age, at most once a second (a pass over the
+    /// entries in memory).
+    fn sample_oldest(&self) {
+        let mut state = self.state.borrow_mut();
+        if state
+            .last_oldest_sample
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        state.last_oldest_sample = Some(Instant::now());
+        let oldest = state.known.iter().map(|(id, _)| id.unix_micros()).min();
+        let age = oldest.map_or(0, |micros| {
+            intake::unix_micros().saturating_sub(micros) / 1_000_000
+        });
+        self.metrics
+            .oldest
+            .set(i64::try_from(age).unwrap_or(i64::MAX));
     }
 
     /// Load owned entries the store has and memory lacks, in due order, up to
