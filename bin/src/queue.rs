@@ -92,12 +92,7 @@ pub struct Selected {
 }
 
 fn parse_state(text: &str) -> Result<State, String> {
-    match text {
-        "ready" => Ok(State::Ready),
-        "deferred" => Ok(State::Deferred),
-        "held" => Ok(State::Held),
-        _ => Err(format!("{text:?} is none of ready, deferred, held")),
-    }
+    State::parse(text)
 }
 
 impl Select {
@@ -132,17 +127,9 @@ impl Select {
             pairs.push(format!("min_age={age}"));
         }
         if let Some(state) = self.state {
-            pairs.push(format!("state={}", state_name(state)));
+            pairs.push(format!("state={}", state.name()));
         }
         pairs.join("&")
-    }
-}
-
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Ready => "ready",
-        State::Deferred => "deferred",
-        State::Held => "held",
     }
 }
 
@@ -298,7 +285,7 @@ fn print_entries(views: &[EntryView]) {
             "{:<32}  {:<24}  {:<8}  {:>3}  {:>4}  {:<28}  {}",
             v.id,
             v.domain,
-            state_name(v.state),
+            v.state.name(),
             v.attempts,
             age(now.saturating_sub(v.arrived)),
             sender,
@@ -401,7 +388,7 @@ fn act(action: Action, selected: &Selected) -> Result<(), String> {
                 "sender": filter.sender,
                 "recipient": filter.recipient,
                 "min_age_secs": filter.min_age_secs,
-                "state": filter.state.map(state_name),
+                "state": filter.state.map(State::name),
             });
             if selected.all {
                 body["all"] = json!(true);

@@ -82,6 +82,27 @@ pub enum State {
     Held,
 }
 
+impl State {
+    /// The state named `name` (`ready`, `deferred`, `held`).
+    pub fn parse(name: &str) -> Result<State, String> {
+        match name {
+            "ready" => Ok(State::Ready),
+            "deferred" => Ok(State::Deferred),
+            "held" => Ok(State::Held),
+            _ => Err(format!("state `{name}` is none of ready, deferred, held")),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Deferred => "deferred",
+            State::Held => "held",
+        }
+    }
+}
+
 /// One queue entry as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EntryView {

@@ -353,7 +353,7 @@ fn query_filter(query: &str) -> Result<(Filter, usize), String> {
             "sender" => filter.sender = Some(value),
             "recipient" => filter.recipient = Some(value),
             "min_age" => filter.min_age_secs = Some(number(key, &value)?),
-            "state" => filter.state = Some(state(&value)?),
+            "state" => filter.state = Some(State::parse(&value)?),
             "limit" => limit = number(key, &value)? as usize,
             _ => return Err(format!("unknown query parameter `{key}`")),
         }
@@ -380,7 +380,7 @@ fn body_filter(body: &Value) -> Result<Filter, String> {
         sender: text("sender"),
         recipient: text("recipient"),
         min_age_secs: body.get("min_age_secs").and_then(Value::as_u64),
-        state: text("state").map(|s| state(&s)).transpose()?,
+        state: text("state").map(|s| State::parse(&s)).transpose()?,
     };
     let all = body.get("all").and_then(Value::as_bool) == Some(true);
     if filter == Filter::default() && !all {
@@ -393,15 +393,6 @@ fn number(key: &str, value: &str) -> Result<u64, String> {
     value
         .parse()
         .map_err(|_| format!("`{key}` must be a number, not `{value}`"))
-}
-
-fn state(value: &str) -> Result<State, String> {
-    match value {
-        "ready" => Ok(State::Ready),
-        "deferred" => Ok(State::Deferred),
-        "held" => Ok(State::Held),
-        _ => Err(format!("state `{value}` is none of ready, deferred, held")),
-    }
 }
 
 fn metrics(context: &AdminContext, request: &Request<Incoming>) -> Answer {

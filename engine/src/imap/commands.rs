@@ -166,14 +166,7 @@ impl Conn<'_> {
             }
             // One key, so a message is read and parsed at most once.
             C::Search { criteria, uid, .. } => {
-                let answer = Answer {
-                    tag: tag.as_ref(),
-                    uid,
-                    esearch: match extra {
-                        Extra::SearchReturn(wanted) => Some(wanted),
-                        _ => None,
-                    },
-                };
+                let answer = Answer::new(tag, uid, extra);
                 self.search(imap, &SearchKey::And(criteria), answer)
             }
             C::Fetch {
@@ -269,14 +262,7 @@ impl Conn<'_> {
                 uid,
                 ..
             } => {
-                let answer = Answer {
-                    tag: tag.as_ref(),
-                    uid,
-                    esearch: match extra {
-                        Extra::SearchReturn(wanted) => Some(wanted),
-                        _ => None,
-                    },
-                };
+                let answer = Answer::new(tag, uid, extra);
                 self.sort(
                     imap,
                     sort_criteria.as_ref(),
@@ -1178,6 +1164,20 @@ struct Answer<'a> {
     uid: bool,
     /// ESEARCH with these (RFC 4731), or else the SEARCH response.
     esearch: Option<SearchReturn>,
+}
+
+impl<'a> Answer<'a> {
+    /// The answer a SEARCH or SORT with `extra` (its RETURN options) wants.
+    fn new(tag: &'a Tag, uid: bool, extra: Extra) -> Self {
+        Answer {
+            tag: tag.as_ref(),
+            uid,
+            esearch: match extra {
+                Extra::SearchReturn(wanted) => Some(wanted),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// A STORE, as the command gave it.

@@ -46,19 +46,7 @@ impl SearchReturn {
     /// are UIDs when `uid`. `modseq` is the highest modseq of what was
     /// found, for a search by MODSEQ (RFC 7162 §3.1.5).
     pub fn response(&self, tag: &str, uid: bool, found: &[u32], modseq: Option<u64>) -> String {
-        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
-        if uid {
-            line.push_str(" UID");
-        }
-        if let (true, Some(min)) = (self.min, found.first()) {
-            line.push_str(&format!(" MIN {min}"));
-        }
-        if let (true, Some(max)) = (self.max, found.last()) {
-            line.push_str(&format!(" MAX {max}"));
-        }
-        if self.count {
-            line.push_str(&format!(" COUNT {}", found.len()));
-        }
+        let mut line = self.head(tag, uid, found);
         if self.all && !found.is_empty() {
             line.push_str(&format!(" ALL {}", sequence_set(found)));
         }
@@ -70,24 +58,31 @@ impl SearchReturn {
 }
 
 impl SearchReturn {
+    /// `ESEARCH (TAG ...) [UID]` and MIN, MAX (the first and last of
+    /// `numbers`) and COUNT as asked.
+    fn head(&self, tag: &str, uid: bool, numbers: &[u32]) -> String {
+        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
+        if uid {
+            line.push_str(" UID");
+        }
+        if let (true, Some(min)) = (self.min, numbers.first()) {
+            line.push_str(&format!(" MIN {min}"));
+        }
+        if let (true, Some(max)) = (self.max, numbers.last()) {
+            line.push_str(&format!(" MAX {max}"));
+        }
+        if self.count {
+            line.push_str(&format!(" COUNT {}", numbers.len()));
+        }
+        line
+    }
+
     /// The `* ESEARCH` line (without `* `) answering a SORT RETURN (ESORT,
     /// RFC 5267 §3.2) for `sorted`, in sort order: MIN and MAX are the
     /// first and last of that order, ALL lists it in that order (ranges
     /// only for ascending runs).
     pub fn sorted_response(&self, tag: &str, uid: bool, sorted: &[u32]) -> String {
-        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
-        if uid {
-            line.push_str(" UID");
-        }
-        if let (true, Some(min)) = (self.min, sorted.first()) {
-            line.push_str(&format!(" MIN {min}"));
-        }
-        if let (true, Some(max)) = (self.max, sorted.last()) {
-            line.push_str(&format!(" MAX {max}"));
-        }
-        if self.count {
-            line.push_str(&format!(" COUNT {}", sorted.len()));
-        }
+        let mut line = self.head(tag, uid, sorted);
         if self.all && !sorted.is_empty() {
             // Runs of n, n+1, ... as ranges; everything else in order.
             let mut parts = Vec::new();
