@@ -1103,3 +1103,91 @@ fn multiappend_appends_every_message_or_none() {
     assert!(status[0].contains("MESSAGES 3"), "{status:?}");
     server.shutdown();
 }
+
+#[test]
+fn catenate_builds_a_message_from_text_and_urls() {
+    let (server, _dir) = start_server(|c| {
+        local_config(c);
+        c.imap.max_command_size = 64 * 1024;
+    });
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    assert!(c.tagged("c", "CAPABILITY")[0].contains(" CATENATE"));
+    assert!(c.tagged("m", "CREATE Drafts")[0].starts_with("m OK"));
+    let original = "From: a@x.test\r\nSubject: original\r\n\r\nfirst body\r\n";
+    let reply = c.tagged(
+        "p",
+        &format!("APPEND INBOX {{{}+}}\r\n{original}", original.len()),
+    );
+    let appenduid = reply.last().unwrap().clone();
+    assert!(appenduid.starts_with("p OK [APPENDUID "), "{reply:?}");
+    let uidvalidity = appenduid.split_whitespace().nth(3).unwrap();
+    // The original's header, then new text: a reply draft, as a mail
+    // client composes one on the server (RFC 4469).
+    let url = format!("/INBOX;UIDVALIDITY={uidvalidity}/;UID=1/;SECTION=HEADER");
+    let reply = c.tagged(
+        "a1",
+        &format!("APPEND Drafts (\\Draft) CATENATE (URL \"{url}\" TEXT {{9+}}\r\nnew body\n)"),
+    );
+    assert!(
+        reply.last().unwrap().starts_with("a1 OK [APPENDUID "),
+        "{reply:?}"
+    );
+    assert!(c
+        .tagged("s", "SELECT Drafts")
+        .last()
+        .unwrap()
+        .starts_with("s OK"));
+    c.send("f FETCH 1 (FLAGS BODY.PEEK[])\r\n");
+    let head = c.line();
+    assert!(head.contains("\\Draft"), "{head}");
+    let size: usize = head[head.rfind('{').unwrap() + 1..head.len() - 3]
+        .parse()
+        .unwrap();
+    let body = String::from_utf8(c.read_exact(size)).unwrap();
+    assert_eq!(
+        body,
+        "From: a@x.test\r\nSubject: original\r\n\r\nnew body\n"
+    );
+    c.line();
+    assert!(c.line().starts_with("f OK"));
+
+    // A URL naming nothing of this user's: BADURL, nothing appended.
+    for (tag, bad) in [
+        (
+            "b1",
+            format!(
+                "/INBOX;UIDVALIDITY={}/;UID=1",
+                uidvalidity.parse::<u32>().unwrap() + 1
+            ),
+        ),
+        ("b2", "/INBOX/;UID=99".to_owned()),
+        ("b3", "/Nowhere/;UID=1".to_owned()),
+        ("b4", "imap://mallory@x.test/INBOX/;UID=1".to_owned()),
+        ("b5", "/INBOX/;UID=1/;URLAUTH=anonymous".to_owned()),
+    ] {
+        let reply = c.tagged(tag, &format!("APPEND Drafts CATENATE (URL \"{bad}\")"));
+        let last = reply.last().unwrap();
+        assert!(
+            last.starts_with(&format!("{tag} NO [BADURL \"{bad}\"]")),
+            "{last}"
+        );
+    }
+    // To a mailbox that is not there: TRYCREATE first.
+    let reply = c.tagged("t", "APPEND Nowhere CATENATE (URL \"/INBOX/;UID=1\")");
+    assert!(
+        reply.last().unwrap().starts_with("t NO [TRYCREATE]"),
+        "{reply:?}"
+    );
+    // A message that URLs make too big is refused (the command size bounds
+    // what CATENATE may assemble, as it bounds a literal).
+    let many = vec!["URL \"/INBOX/;UID=1\""; 2000].join(" ");
+    let reply = c.tagged("z", &format!("APPEND Drafts CATENATE ({many})"));
+    assert!(
+        reply.last().unwrap().starts_with("z NO [TOOBIG]"),
+        "{reply:?}"
+    );
+    let status = c.tagged("st", "STATUS Drafts (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 1"), "{status:?}");
+    server.shutdown();
+}

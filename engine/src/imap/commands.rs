@@ -9,7 +9,7 @@ use super::{fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::{sequence_set, SearchReturn};
 use ringpost_protocols::imap::list::{ListExtended, ListReturn, ListSelect};
-use ringpost_protocols::imap::multiappend::AppendMessage;
+use ringpost_protocols::imap::multiappend::{AppendMessage, CatenatePart};
 use ringpost_protocols::imap::search::{self, Bounds, Candidate};
 use ringpost_protocols::imap::sort::{SortFields, Sortable};
 use ringpost_protocols::imap::thread;
@@ -27,6 +27,7 @@ use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
+use ringpost_protocols::imap::url::ImapUrl;
 use ringpost_protocols::imap::{binary, Extra, ImapSession};
 use ringpost_storage::mailbox::{
     self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
@@ -128,41 +129,18 @@ impl Conn<'_> {
                 date,
                 message,
             } => {
-                // MULTIAPPEND (RFC 3502): the first message and the others.
-                let more = match extra {
-                    Extra::MoreMessages(more) => more,
-                    _ => Vec::new(),
+                // MULTIAPPEND and CATENATE come taken apart; a plain
+                // APPEND is its one message.
+                let messages = match extra {
+                    Extra::Appends(all) => all,
+                    _ => vec![AppendMessage {
+                        flags,
+                        date,
+                        message,
+                        catenate: None,
+                    }],
                 };
-                let first = AppendMessage {
-                    flags,
-                    date,
-                    message,
-                };
-                let mut messages = Vec::with_capacity(1 + more.len());
-                for m in std::iter::once(first).chain(more) {
-                    let bytes = match m.message {
-                        LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
-                        LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
-                    };
-                    // Binary content (RFC 3516 §4.4) is kept base64-encoded.
-                    let Some(bytes) = binary::store_form(bytes) else {
-                        messages.clear();
-                        break;
-                    };
-                    messages.push(NewMessage {
-                        flags: flags_from_imap(&m.flags),
-                        date: m.date.as_ref().map(micros_of),
-                        bytes,
-                    });
-                }
-                if messages.is_empty() {
-                    Ok(Done::No(
-                        Some("UNKNOWN-CTE"),
-                        "binary content outside a body part cannot be stored",
-                    ))
-                } else {
-                    self.append(&mailbox_name(&mailbox), messages).await
-                }
+                self.append_command(&mailbox_name(&mailbox), messages).await
             }
             // One key, so a message is read and parsed at most once.
             C::Search { criteria, uid, .. } => {
@@ -289,6 +267,7 @@ impl Conn<'_> {
             Ok(Done::Ok(text)) => imap.ok(tag, None, text),
             Ok(Done::OkCode(code, text)) => imap.ok(tag, Some(&code), text),
             Ok(Done::No(code, text)) => imap.no(tag, code, text),
+            Ok(Done::NoCode(code, text)) => imap.no(tag, Some(&code), text),
             Ok(Done::Bad(text)) => imap.bad(tag, text),
             Err(e) => {
                 let refused = matches!(e, StoreError::Refused(_));
@@ -737,6 +716,117 @@ impl Conn<'_> {
         Ok(Done::Ok("STATUS completed"))
     }
 
+    /// The messages of an APPEND made ready to store: CATENATE ones
+    /// assembled, binary content base64-encoded; then stored.
+    async fn append_command(&mut self, name: &str, given: Vec<AppendMessage>) -> Outcome {
+        // A mailbox that is not there is said before any URL is looked at
+        // (RFC 4469 §6: TRYCREATE, as for any APPEND).
+        let catenates = given.iter().any(|m| m.catenate.is_some());
+        if catenates
+            && !name.eq_ignore_ascii_case(mailbox::INBOX)
+            && mailbox::meta(&*self.shard.store, self.user(), name)?.is_none()
+        {
+            return Ok(Done::No(Some("TRYCREATE"), "no such mailbox"));
+        }
+        let mut messages = Vec::with_capacity(given.len());
+        for m in given {
+            let bytes = match &m.catenate {
+                Some(parts) => match self.catenate(parts)? {
+                    Ok(bytes) => bytes,
+                    Err(refused) => return Ok(refused),
+                },
+                None => match m.message {
+                    LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
+                },
+            };
+            // Binary content (RFC 3516 §4.4) is kept base64-encoded.
+            let Some(bytes) = binary::store_form(bytes) else {
+                return Ok(Done::No(
+                    Some("UNKNOWN-CTE"),
+                    "binary content outside a body part cannot be stored",
+                ));
+            };
+            messages.push(NewMessage {
+                flags: flags_from_imap(&m.flags),
+                date: m.date.as_ref().map(micros_of),
+                bytes,
+            });
+        }
+        self.append(name, messages).await
+    }
+
+    /// A CATENATE message (RFC 4469): its TEXT parts and the (sections of)
+    /// messages its URLs name, in order, at most `imap.max_command_size`
+    /// octets. A URL that names nothing of this user's is refused with
+    /// `BADURL`, the whole APPEND with it.
+    fn catenate(&self, parts: &[CatenatePart]) -> Result<Result<Vec<u8>, Done>, StoreError> {
+        let limit = self.shard.config.imap.max_command_size as usize;
+        let mut out = Vec::new();
+        for part in parts {
+            match part {
+                CatenatePart::Text(text) => out.extend_from_slice(text),
+                CatenatePart::Url(url) => match self.resolve(url)? {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => {
+                        let quoted = url.replace('\\', "\\\\").replace('"', "\\\"");
+                        return Ok(Err(Done::NoCode(
+                            format!("BADURL \"{quoted}\""),
+                            "the URL names no message of yours",
+                        )));
+                    }
+                },
+            }
+            if out.len() > limit {
+                return Ok(Err(Done::No(
+                    Some("TOOBIG"),
+                    "the message would be too big",
+                )));
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// The octets an IMAP URL names in this user's mailboxes, if any.
+    fn resolve(&self, url: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(url) = ImapUrl::parse(url) else {
+            return Ok(None);
+        };
+        let user = self.user();
+        if url
+            .user
+            .as_deref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case(user))
+        {
+            return Ok(None);
+        }
+        let name = match (&url.mailbox, &self.view) {
+            (Some(name), _) => name.clone(),
+            (None, Some(view)) => view.name.clone(),
+            (None, None) => return Ok(None),
+        };
+        let Some(meta) = mailbox::meta(&*self.shard.store, user, &name)? else {
+            return Ok(None);
+        };
+        if url.uidvalidity.is_some_and(|v| v != meta.uidvalidity) {
+            return Ok(None);
+        }
+        let Some(row) = mailbox::row(&*self.shard.store, user, meta.uidvalidity, url.uid)? else {
+            return Ok(None);
+        };
+        let Some(body) = spool::read_body(&*self.shard.store, &row.message)? else {
+            return Ok(None);
+        };
+        let Some(section) = url.fetch_section() else {
+            return Ok(None);
+        };
+        Ok(Some(ringpost_protocols::imap::mime::section(
+            &body,
+            section.as_ref(),
+            url.cut(),
+        )))
+    }
+
     /// APPEND one message or, for MULTIAPPEND, several in one commit: all
     /// or none (RFC 3502 §6.3.11).
     async fn append(&mut self, name: &str, messages: Vec<NewMessage>) -> Outcome {
@@ -1151,6 +1241,8 @@ pub(super) enum Done {
     Ok(&'static str),
     OkCode(String, &'static str),
     No(Option<&'static str>, &'static str),
+    /// NO with a response code made for the occasion (`BADURL "..."`).
+    NoCode(String, &'static str),
     Bad(&'static str),
 }
 

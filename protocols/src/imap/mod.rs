@@ -30,6 +30,7 @@ pub mod search;
 mod server;
 pub mod sort;
 pub mod thread;
+pub mod url;
 
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::esearch::{self, SearchReturn};
 use super::list::{self, ListExtended};
-use super::multiappend::{self, AppendMessage};
+use super::multiappend::{self, AppendMessage, SplitMessage};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
 
@@ -41,7 +41,7 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -160,9 +160,10 @@ pub enum Extra {
     SearchReturn(SearchReturn),
     /// For LIST: the options and patterns of an extended LIST (RFC 5258).
     List(Box<ListExtended>),
-    /// For APPEND: the messages after the first (MULTIAPPEND, RFC 3502),
-    /// to be appended with it, all or none.
-    MoreMessages(Vec<AppendMessage>),
+    /// For APPEND: every message (MULTIAPPEND, RFC 3502: all or none),
+    /// CATENATE parts included (RFC 4469); the command's own message is
+    /// the first, or an empty placeholder for a CATENATE.
+    Appends(Vec<AppendMessage>),
 }
 
 /// The connection state (RFC 9051 §3).
@@ -731,43 +732,42 @@ impl ImapSession {
         self.dispatch(tag, body, extra);
     }
 
-    /// An APPEND of several messages, taken apart into single APPENDs
-    /// that imap-codec reads; the first goes out as the command, the others
-    /// with it.
-    fn multiappend(&mut self, appends: Vec<Vec<u8>>) {
+    /// An APPEND of several messages or with CATENATE, taken apart into
+    /// single APPENDs that imap-codec reads; the first goes out as the
+    /// command, and all of them (CATENATE parts with them) beside it.
+    fn multiappend(&mut self, split: Vec<SplitMessage>) {
         let mut first = None;
-        let mut more = Vec::new();
-        for append in &appends {
+        let mut messages = Vec::with_capacity(split.len());
+        for message in split {
             let decoded = CommandCodec::default()
-                .decode(append)
+                .decode(&message.command)
                 .map(|(_, command)| command.into_static());
-            match decoded {
-                Ok(Command {
-                    body:
-                        CommandBody::Append {
-                            flags,
-                            date,
-                            message,
-                            ..
-                        },
-                    ..
-                }) if first.is_some() => more.push(AppendMessage {
-                    flags,
-                    date,
-                    message,
-                }),
-                Ok(Command {
-                    tag,
-                    body: body @ CommandBody::Append { .. },
-                }) => first = Some((tag, body)),
-                _ => {
-                    let tag = self.framing.decode_tag().map(IntoStatic::into_static);
-                    return self.bad_command(tag, "syntax error");
-                }
+            let Ok(Command {
+                tag,
+                body: body @ CommandBody::Append { .. },
+            }) = decoded
+            else {
+                let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+                return self.bad_command(tag, "syntax error");
+            };
+            if let CommandBody::Append {
+                flags,
+                date,
+                message: literal,
+                ..
+            } = &body
+            {
+                messages.push(AppendMessage {
+                    flags: flags.clone(),
+                    date: date.clone(),
+                    message: literal.clone(),
+                    catenate: message.catenate,
+                });
             }
+            first.get_or_insert((tag, body));
         }
         if let Some((tag, body)) = first {
-            self.dispatch(tag, body, Extra::MoreMessages(more));
+            self.dispatch(tag, body, Extra::Appends(messages));
         }
     }
 
