@@ -56,6 +56,12 @@ pub struct Metrics {
     body_cache_capacity: Gauge,
     /// 1 while writes are refused for lack of disk space.
     store_disk_full: Gauge,
+    /// The engine's own state, sampled at each scrape.
+    store_disk_bytes: Gauge,
+    store_memtable_bytes: Gauge,
+    store_pending_compaction_bytes: Gauge,
+    store_write_stopped: Gauge,
+    store_delayed_write_rate: Gauge,
     store_disk_full_refusals: Counter,
     /// The store whose caches are sampled at each scrape.
     store: OnceLock<Arc<dyn Store>>,
@@ -395,6 +401,11 @@ impl Metrics {
             body_cache_bytes: Gauge::default(),
             body_cache_capacity: Gauge::default(),
             store_disk_full: Gauge::default(),
+            store_disk_bytes: Gauge::default(),
+            store_memtable_bytes: Gauge::default(),
+            store_pending_compaction_bytes: Gauge::default(),
+            store_write_stopped: Gauge::default(),
+            store_delayed_write_rate: Gauge::default(),
             store_disk_full_refusals: Counter::default(),
             store: OnceLock::new(),
             relay: RelayFamilies::new(),
@@ -460,6 +471,35 @@ impl Metrics {
             "Messages put into a local user's INBOX on arrival (one per account)",
             m.local_deliveries.clone(),
         );
+        for (name, help, gauge) in [
+            (
+                "store_disk_bytes",
+                "Bytes of the store's data files on disk (tables and blob files)",
+                &m.store_disk_bytes,
+            ),
+            (
+                "store_memtable_bytes",
+                "Bytes written to the store and not yet flushed from memory",
+                &m.store_memtable_bytes,
+            ),
+            (
+                "store_pending_compaction_bytes",
+                "Bytes the store's compaction is estimated to have to rewrite",
+                &m.store_pending_compaction_bytes,
+            ),
+            (
+                "store_write_stopped",
+                "1 while the store stops writes until compaction catches up",
+                &m.store_write_stopped,
+            ),
+            (
+                "store_delayed_write_rate_bytes",
+                "Bytes a second the store slows writes to (0: not slowed)",
+                &m.store_delayed_write_rate,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "dkim_signed_messages",
             "Outbound messages DKIM-signed when accepted, per shard",
@@ -810,6 +850,18 @@ impl Metrics {
         if let Some(usage) = self.store.get().and_then(|s| s.body_cache_usage()) {
             self.body_cache_bytes.set(usage.used as i64);
             self.body_cache_capacity.set(usage.capacity as i64);
+        }
+        if let Some(health) = self.store.get().and_then(|s| s.health()) {
+            let set =
+                |gauge: &Gauge, value: u64| gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            set(&self.store_disk_bytes, health.disk_bytes);
+            set(&self.store_memtable_bytes, health.memtable_bytes);
+            set(
+                &self.store_pending_compaction_bytes,
+                health.pending_compaction_bytes,
+            );
+            set(&self.store_write_stopped, u64::from(health.write_stopped));
+            set(&self.store_delayed_write_rate, health.delayed_write_rate);
         }
         let mut out = String::with_capacity(16 * 1024);
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

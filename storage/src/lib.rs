@@ -197,6 +197,22 @@ pub struct CacheUsage {
     pub capacity: usize,
 }
 
+/// What an engine says of its own state (for metrics and alerts); each
+/// figure summed over the families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineHealth {
+    /// Bytes of data files on disk (tables and blob files).
+    pub disk_bytes: u64,
+    /// Bytes in memtables (written, not yet flushed).
+    pub memtable_bytes: u64,
+    /// Bytes compaction is estimated to have to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Writes are stopped until compaction catches up.
+    pub write_stopped: bool,
+    /// Writes are being slowed to this many bytes a second (0: not slowed).
+    pub delayed_write_rate: u64,
+}
+
 /// A value lent by a [`Store`] without copying; see [`Store::get_pinned`].
 pub struct Pinned<'a>(Box<dyn AsRef<[u8]> + 'a>);
 
@@ -239,6 +255,11 @@ pub trait Store: Send + Sync + 'static {
     /// How full the engine's in-memory cache of message bodies is, if it
     /// has one (for metrics).
     fn body_cache_usage(&self) -> Option<CacheUsage> {
+        None
+    }
+
+    /// How the engine is doing (disk use, backlog, stalls), if it can say.
+    fn health(&self) -> Option<EngineHealth> {
         None
     }
 

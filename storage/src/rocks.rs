@@ -32,7 +32,7 @@
 //! stats` look at a store a running server holds, or one left behind by a
 //! crash. It sees the data as of the moment it opened.
 
-use crate::{CacheUsage, Family, Op, Pinned, Store, StoreError, WriteBatch};
+use crate::{CacheUsage, EngineHealth, Family, Op, Pinned, Store, StoreError, WriteBatch};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
     FlushOptions, Options, ReadOptions, WriteOptions, DB,
@@ -277,6 +277,28 @@ impl Store for RocksStore {
                 used: cache.get_usage(),
                 capacity: *capacity,
             })
+    }
+
+    fn health(&self) -> Option<EngineHealth> {
+        let mut health = EngineHealth::default();
+        let int = |family: Family, name: &str| -> u64 {
+            self.cf(family)
+                .ok()
+                .and_then(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
+                .unwrap_or(0)
+        };
+        for family in Family::ALL {
+            health.disk_bytes += int(family, "rocksdb.total-sst-files-size")
+                + int(family, "rocksdb.live-blob-file-size");
+            health.memtable_bytes += int(family, "rocksdb.cur-size-all-mem-tables");
+            health.pending_compaction_bytes +=
+                int(family, "rocksdb.estimate-pending-compaction-bytes");
+            health.write_stopped |= int(family, "rocksdb.is-write-stopped") != 0;
+            health.delayed_write_rate = health
+                .delayed_write_rate
+                .max(int(family, "rocksdb.actual-delayed-write-rate"));
+        }
+        Some(health)
     }
 
     fn get_pinned(&self, family: Family, key: &[u8]) -> Result<Option<Pinned<'_>>, StoreError> {

@@ -203,3 +203,21 @@ fn writes_that_would_eat_into_the_free_space_reserve_are_refused() {
         .write(&[put(Family::Users, b"alice", b"hash".to_vec())], true)
         .unwrap();
 }
+
+#[test]
+fn health_reports_memtables_then_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    for seq in 0..50 {
+        store.write(&[message(seq).into_batch()], true).unwrap();
+    }
+    let before = store.health().expect("RocksDB reports its health");
+    assert!(before.memtable_bytes > 0, "{before:?}");
+    assert!(!before.write_stopped);
+    store.flush().unwrap();
+    let after = store.health().unwrap();
+    // (The bodies compress to almost nothing: only growth is certain.)
+    assert!(after.disk_bytes > before.disk_bytes, "{before:?} {after:?}");
+    // The memory engine has nothing to say.
+    assert_eq!(ringpost_storage::MemoryStore::new().health(), None);
+}
