@@ -29,6 +29,13 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// One message: its envelope, its entries and its header.
+    Show {
+        /// The queue id (as `list` shows it).
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Entries by destination: ready, deferred, held, and the oldest.
     Stats {
         #[command(flatten)]
@@ -138,6 +145,7 @@ pub fn run(command: QueueCommand) -> ExitCode {
     let result = match command {
         QueueCommand::List { select, limit } => list(&select, limit),
         QueueCommand::Stats { target } => stats(&target),
+        QueueCommand::Show { id, target } => show(&id, &target),
         QueueCommand::Hold(s) => act(Action::Hold, &s),
         QueueCommand::Release(s) => act(Action::Release, &s),
         QueueCommand::Delete(s) => act(Action::Delete, &s),
@@ -300,6 +308,48 @@ fn print_entries(views: &[EntryView]) {
         views.len(),
         if views.len() == 1 { "y" } else { "ies" }
     );
+}
+
+fn show(id: &str, target: &Target) -> Result<(), String> {
+    let shown: Value = match reach(&target.data_dir, false)? {
+        Reach::Server(api) => api.call(
+            "GET",
+            &format!("/api/v1/queue/{}", crate::admin_client::path_segment(id)),
+            None,
+        )?,
+        Reach::Store(store) => match queue_admin::show(&*store, id, now_ms()) {
+            Ok(Some(shown)) => serde_json::to_value(shown).map_err(|e| e.to_string())?,
+            Ok(None) => return Err(format!("no queued message {id}")),
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    if target.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let text = |key: &str| shown[key].as_str().unwrap_or_default().to_owned();
+    let sender = text("sender");
+    println!("queue id    {}", text("id"));
+    println!("from        <{sender}>");
+    println!(
+        "arrived     {} ago",
+        age((now_ms() / 1000).saturating_sub(shown["arrived"].as_u64().unwrap_or_default()))
+    );
+    println!("size        {} bytes", shown["size"]);
+    let recipients: Vec<&str> = shown["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("to do       {}", recipients.join(", "));
+    print_entries(&entry_views(&shown["entries"])?);
+    println!();
+    print!("{}", text("header"));
+    Ok(())
 }
 
 fn stats(target: &Target) -> Result<(), String> {

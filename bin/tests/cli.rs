@@ -738,6 +738,14 @@ fn user_accounts_and_a_running_server() {
     assert!(ringpost_engine::users::verify_password("new", &bob.password_hash).unwrap());
 }
 
+/// The queue id of the first entry `ringpost queue list --json` shows.
+fn stats_id(data: &Path) -> String {
+    let (ok, out, err) = ringpost(&["queue", "list", "--json"], data, "");
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    listed[0]["id"].as_str().unwrap().to_owned()
+}
+
 /// `ringpost queue` beside a running server (through its API) and on a
 /// stopped one's store.
 #[test]
@@ -784,6 +792,21 @@ fn queue_list_stats_hold_and_release() {
     assert_eq!(stats["total"]["entries"], 2, "{stats}");
     assert_eq!(stats["domains"]["a.example"]["ready"], 1, "{stats}");
 
+    let id = stats_id(&data);
+    let (ok, out, err) = queue(&["show", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("from        <s@example.org>") && out.contains("Subject: q"),
+        "{out}"
+    );
+    let (ok, out, _) = queue(&["show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        ok && shown["entries"].as_array().unwrap().len() == 1,
+        "{out}"
+    );
+    let (ok, _, err) = queue(&["show", "00000000000000000000000000000000"]);
+    assert!(!ok && err.contains("404"), "{err}");
     let (ok, out, err) = queue(&["hold", "--domain", "a.example"]);
     assert!(ok, "{err}");
     assert!(out.contains("1 matched, 1 done"), "{out}");

@@ -219,6 +219,62 @@ fn view(entry: &QueueEntry, envelope: Option<&spool::Envelope>, now_ms: u64) -> 
     }
 }
 
+/// One queued message as `show` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageView {
+    /// Its queue id.
+    pub id: String,
+    /// The envelope sender ("" for the null sender).
+    pub sender: String,
+    /// When it arrived, Unix seconds.
+    pub arrived: u64,
+    /// Its size, bytes.
+    pub size: u64,
+    /// The recipients the relay still has to deliver to.
+    pub recipients: Vec<String>,
+    /// Its queue entries, one per destination domain.
+    pub entries: Vec<EntryView>,
+    /// Its header section as stored (our trace field first), at most
+    /// [`MAX_SHOWN_HEADER`] octets, as text.
+    pub header: String,
+}
+
+/// The most of a message's header `show` gives.
+pub const MAX_SHOWN_HEADER: usize = 64 * 1024;
+
+/// The queued message `id` (hex), if the store has it: its envelope, its
+/// entries (a scan of the `queue` family) and its header.
+pub fn show(store: &dyn Store, id: &str, now_ms: u64) -> Result<Option<MessageView>, StoreError> {
+    let Some(id) = MessageId::from_hex(id) else {
+        return Ok(None);
+    };
+    let Some(envelope) = spool::read_envelope(store, &id)? else {
+        return Ok(None);
+    };
+    let mut entries = Vec::new();
+    spool::scan_queue_entries(store, &mut |entry| {
+        if entry.id == id {
+            entries.push(view(&entry, Some(&envelope), now_ms));
+        }
+        true
+    })?;
+    let body = spool::read_body(store, &id)?.unwrap_or_default();
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body.len(), |at| at + 2);
+    let header = String::from_utf8_lossy(&body[..end.min(MAX_SHOWN_HEADER)]).into_owned();
+    Ok(Some(MessageView {
+        id: id.to_hex(),
+        sender: envelope.sender,
+        arrived: envelope.received_at / 1_000_000,
+        size: envelope.size,
+        recipients: envelope.recipients,
+        entries,
+        header,
+    }))
+}
+
 /// One destination's line of `stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DomainStats {
@@ -396,6 +452,26 @@ mod tests {
         assert_eq!(stats.domains["a.test"].entries, 2);
         assert_eq!(stats.domains["a.test"].oldest_arrived, 2000);
         assert_eq!(stats.domains["b.test"].held, 1);
+    }
+
+    #[test]
+    fn show_gives_envelope_entries_and_header() {
+        let store = MemoryStore::new();
+        let entry = queued(&store, 1, "a.test", 5, "s@x.test");
+        let mut batch = WriteBatch::new();
+        batch.put(
+            ringpost_storage::Family::Blobs,
+            entry.id.0.to_vec(),
+            b"Subject: hi\r\nTo: r1@a.test\r\n\r\nsecret body\r\n".to_vec(),
+        );
+        store.write(&[batch], true).unwrap();
+        let shown = show(&store, &entry.id.to_hex(), 100).unwrap().unwrap();
+        assert_eq!(shown.sender, "s@x.test");
+        assert_eq!(shown.entries.len(), 1);
+        assert_eq!(shown.entries[0].domain, "a.test");
+        assert_eq!(shown.header, "Subject: hi\r\nTo: r1@a.test\r\n");
+        assert_eq!(show(&store, "nothex", 100).unwrap(), None);
+        assert_eq!(show(&store, &"0".repeat(32), 100).unwrap(), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | DELETE | `/api/v1/users/NAME` | delete the account, its mailboxes and mail; its sessions are logged out |
 //! | GET | `/api/v1/queue?domain=&sender=&recipient=&min_age=&state=&ids=&limit=` | queue entries, in due order |
 //! | GET | `/api/v1/queue/stats` | entries by destination: ready, deferred, held, the oldest |
+//! | GET | `/api/v1/queue/ID` | one message: envelope, entries, header |
 //! | POST | `/api/v1/queue/ACTION` | `hold`, `release`, `delete`, `bounce` or `flush` the entries a JSON filter picks (`ids`, `domain`, `sender`, `recipient`, `min_age_secs`, `state`, or `"all": true`) |
 //!
 //! `/api/v1/` wants `Authorization: Bearer <token>` (401 otherwise).
@@ -186,6 +187,20 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
+        (&Method::GET, ["api", "v1", "queue", id]) if *id != "stats" => {
+            let id = id.to_string();
+            blocking(context, move |c| {
+                let now = crate::intake::unix_micros() / 1000;
+                match queue_admin::show(&*c.store, &id, now)? {
+                    Some(shown) => Ok((StatusCode::OK, json!(shown))),
+                    None => Err(Failure(
+                        StatusCode::NOT_FOUND,
+                        format!("no queued message {id}"),
+                    )),
+                }
+            })
+            .await
+        }
         (&Method::POST, ["api", "v1", "queue", action]) => {
             let Some(action) = Action::parse(action) else {
                 return error(StatusCode::NOT_FOUND, "no such queue action");
@@ -202,7 +217,7 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
         }
         (_, ["api", "v1", "queue" | "users"]) => not_allowed("GET, POST"),
         (_, ["api", "v1", "queue", "stats"]) => not_allowed("GET"),
-        (_, ["api", "v1", "queue", _]) => not_allowed("POST"),
+        (_, ["api", "v1", "queue", _]) => not_allowed("GET, POST"),
         (_, ["api", "v1", "users", _, "password" | "quota"]) => not_allowed("PUT"),
         (_, ["api", "v1", "users", _]) => not_allowed("DELETE"),
         _ => error(StatusCode::NOT_FOUND, "no such API path"),
