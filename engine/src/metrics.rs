@@ -69,6 +69,7 @@ pub struct Metrics {
     pop3: Pop3Families,
     imap: ImapFamilies,
     security: SecurityMetrics,
+    dns: DnsMetrics,
 }
 
 /// Counters of the listeners' defences, shared by all shards: TLS
@@ -203,6 +204,32 @@ impl SecurityMetrics {
             "Client data held by a shard's sessions beyond their free part (the memory budget in use)",
             self.session_memory.clone(),
         );
+    }
+}
+
+/// DNS lookups of the relay (MX and the implicit MX), shared by all
+/// shards: one per destination connection, never per message.
+#[derive(Clone, Debug)]
+pub struct DnsMetrics {
+    lookups: Family<Labels, Counter>,
+    seconds: Histogram,
+}
+
+impl DnsMetrics {
+    fn new() -> Self {
+        DnsMetrics {
+            lookups: Family::default(),
+            // 100 µs (a cached answer) .. ~6.5 s (timeouts and retries)
+            seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+        }
+    }
+
+    /// A lookup ended with `result` (`ok`, `null_mx`, `nxdomain`,
+    /// `no_address`, `temp_fail`) after `took`.
+    pub fn lookup(&self, result: &str, took: std::time::Duration) {
+        let labels = vec![("result", result.to_owned())];
+        self.lookups.get_or_create(&labels).inc();
+        self.seconds.observe(took.as_secs_f64());
     }
 }
 
@@ -412,6 +439,7 @@ impl Metrics {
             pop3: Pop3Families::default(),
             imap: ImapFamilies::default(),
             security: SecurityMetrics::default(),
+            dns: DnsMetrics::new(),
             registry: Registry::default(),
             unprefixed: Registry::default(),
         };
@@ -423,6 +451,16 @@ impl Metrics {
                 "version",
                 env!("CARGO_PKG_VERSION").to_owned(),
             )]),
+        );
+        registry.register(
+            "dns_lookups",
+            "MX lookups of the relay (with the implicit MX), by result",
+            m.dns.lookups.clone(),
+        );
+        registry.register(
+            "dns_lookup_seconds",
+            "How long MX lookups took (cache hits included)",
+            m.dns.seconds.clone(),
         );
         let mut unprefixed = Registry::default();
         unprefixed.register_collector(Box::new(crate::process_metrics::ProcessCollector));
@@ -833,6 +871,11 @@ impl Metrics {
         self.store_commit_bytes.inc_by(report.bytes as u64);
         self.store_commit_seconds
             .observe(report.latency.as_secs_f64());
+    }
+
+    /// The relay's DNS metrics.
+    pub fn dns(&self) -> DnsMetrics {
+        self.dns.clone()
     }
 
     /// Whether writes are refused for lack of disk space now.

@@ -255,6 +255,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             cache_size: DNS_CACHE,
         })
         .map_err(StartError::Resolver)?;
+        let resolver = resolver.with_metrics(metrics.dns());
         let (hub, inboxes) = Hub::new(shard_count, RELAY_INBOX);
         let inboxes: Vec<_> = inboxes.into_iter().map(Some).collect();
         (Some(resolver), Some(thread), Some(Arc::new(hub)), inboxes)

@@ -301,6 +301,20 @@ fn null_mx_and_nxdomain_bounce_with_their_codes() {
     };
     assert!(about("x@nullmx.test").contains("Status: 5.1.10"));
     assert!(about("y@gone.test").contains("Status: 5.1.2"));
+    // The lookups are counted by how they ended.
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    for result in ["null_mx", "nxdomain", "ok"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!(
+                "ringpost_dns_lookups_total{{result=\"{result}\"}} "
+            ))),
+            "{result}: {metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("ringpost_dns_lookup_seconds_count "),
+        "{metrics}"
+    );
     // No remote host said these: the DSN says they are our verdicts.
     for message in sinks[0].messages() {
         let read = read_dsn(&message.data);

@@ -135,6 +135,7 @@ struct Request {
 #[derive(Debug, Clone)]
 pub struct Resolver {
     requests: flume::Sender<Request>,
+    metrics: Option<crate::metrics::DnsMetrics>,
 }
 
 impl Resolver {
@@ -147,6 +148,30 @@ impl Resolver {
     /// [`MAX_IN_FLIGHT`] lookups are already running, and gives
     /// [`MxLookup::TempFail`] if the DNS thread has stopped.
     pub async fn mx(&self, domain: &str) -> MxLookup {
+        let started = std::time::Instant::now();
+        let answer = self.ask(domain).await;
+        if let Some(metrics) = &self.metrics {
+            let result = match &answer {
+                MxLookup::Hosts(_) => "ok",
+                MxLookup::NullMx => "null_mx",
+                MxLookup::NoSuchDomain => "nxdomain",
+                MxLookup::NoAddress(_) => "no_address",
+                MxLookup::TempFail(_) => "temp_fail",
+            };
+            metrics.lookup(result, started.elapsed());
+        }
+        answer
+    }
+
+    /// The same, counted (lookups by result, and how long they took).
+    pub fn with_metrics(self, metrics: crate::metrics::DnsMetrics) -> Resolver {
+        Resolver {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    async fn ask(&self, domain: &str) -> MxLookup {
         let domain = match parse_target(domain) {
             Target::Name(name) => name,
             Target::Literal(text, ip) => {
@@ -236,7 +261,10 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
         })?;
 
     Ok((
-        Resolver { requests },
+        Resolver {
+            requests,
+            metrics: None,
+        },
         ResolverThread {
             stop: Some(stop),
             thread: Some(thread),
