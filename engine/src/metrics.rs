@@ -323,6 +323,7 @@ struct RelayFamilies {
     oldest: Family<Labels, Gauge>,
     left_in_store: Family<Labels, Counter>,
     delivery_seconds: HistogramFamily,
+    messages_per_connection: HistogramFamily,
 }
 
 impl RelayFamilies {
@@ -339,6 +340,7 @@ impl RelayFamilies {
             queued: Family::default(),
             deferred: Family::default(),
             oldest: Family::default(),
+            messages_per_connection: Family::new_with_constructor(batch_histogram),
             left_in_store: Family::default(),
             delivery_seconds: Family::new_with_constructor(delivery_histogram),
         }
@@ -378,6 +380,8 @@ pub struct RelayMetrics {
     pub left_in_store: Counter,
     /// Time from arrival to delivery.
     pub delivery_seconds: Histogram,
+    /// Transactions per outbound connection (its reuse).
+    pub messages_per_connection: Histogram,
 }
 
 /// One shard's handles: clones of the shard's own metric instances.
@@ -640,6 +644,11 @@ impl Metrics {
             r.deferred.clone(),
         );
         registry.register(
+            "relay_messages_per_connection",
+            "Transactions each outbound connection carried before it closed (connection reuse)",
+            r.messages_per_connection.clone(),
+        );
+        registry.register(
             "relay_queue_oldest_seconds",
             "Age of the oldest message among the queue entries a shard has in memory",
             r.oldest.clone(),
@@ -830,6 +839,7 @@ impl Metrics {
             oldest: r.oldest.get_or_create(&labels).clone(),
             left_in_store: r.left_in_store.get_or_create(&labels).clone(),
             delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
+            messages_per_connection: r.messages_per_connection.get_or_create(&labels).clone(),
         }
     }
 

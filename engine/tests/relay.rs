@@ -950,3 +950,35 @@ fn the_mail_log_has_a_line_per_acceptance_and_per_recipient_delivered() {
     to.sort();
     assert_eq!(to, ["b@dest.test", "c@dest.test"]);
 }
+
+/// Outbound connections are reused, and the metric says how much.
+#[test]
+fn connection_reuse_is_measured() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    for n in 0..5 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    assert!(sinks[0].wait_for_messages(5, WAIT));
+    let metrics_addr = server.metrics_addr().unwrap();
+    let sum_of = |name: &str| -> f64 {
+        common::http_get(metrics_addr, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Observed when a connection closes (idle for a second here).
+    wait_until("every transaction counted", || {
+        sum_of("ringpost_relay_messages_per_connection_sum") >= 5.0
+    });
+    let connections = sum_of("ringpost_relay_messages_per_connection_count");
+    assert!((1.0..=5.0).contains(&connections), "{connections}");
+    server.shutdown();
+}

@@ -83,16 +83,20 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
         match opened.map_err(Refused::into_reply) {
             Ok(mut connection) => {
                 relay.metrics.connections_opened.inc();
-                match deliver_over(
+                let mut sent = 0;
+                let ended = deliver_over(
                     &relay,
                     &domain,
                     target,
                     has_next,
                     &mut connection,
                     &mut pending,
+                    &mut sent,
                 )
-                .await
-                {
+                .await;
+                // How much each connection carried: its reuse.
+                relay.metrics.messages_per_connection.observe(sent as f64);
+                match ended {
                     HostEnd::Done => return,
                     HostEnd::Failed(reply) => {
                         tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "host failed; trying the next");
@@ -139,14 +143,14 @@ async fn deliver_over(
     has_next: bool,
     connection: &mut Connection,
     pending: &mut Option<QueueEntry>,
+    sent: &mut usize,
 ) -> HostEnd {
     let limits = &relay.config.relay;
     let idle = Duration::from_secs(limits.idle_connection_secs);
-    let mut sent = 0;
     loop {
         let entry = match pending.take() {
             Some(entry) => entry,
-            None if sent >= limits.max_messages_per_connection => {
+            None if *sent >= limits.max_messages_per_connection => {
                 connection.quit(limits).await;
                 return HostEnd::Done;
             }
@@ -195,7 +199,7 @@ async fn deliver_over(
                 return HostEnd::Failed(unexpected(other));
             }
         };
-        sent += 1;
+        *sent += 1;
         relay.metrics.transactions.inc();
         let broken = match connection.session.poll_event() {
             Some(ClientEvent::Failed(reply)) => Some(reply),
