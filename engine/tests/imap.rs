@@ -1191,3 +1191,90 @@ fn catenate_builds_a_message_from_text_and_urls() {
     assert!(status[0].contains("MESSAGES 1"), "{status:?}");
     server.shutdown();
 }
+
+/// `* URLFETCH "url" data` for one URL: the data, or None for NIL.
+fn urlfetch(c: &mut LineClient, url: &str) -> Option<Vec<u8>> {
+    c.send(&format!("uf URLFETCH \"{url}\"\r\n"));
+    let head = c.line();
+    assert!(head.starts_with("* URLFETCH "), "{head}");
+    let data = if head.ends_with("NIL\r\n") {
+        None
+    } else {
+        let size: usize = head[head.rfind('{').unwrap() + 1..head.len() - 3]
+            .parse()
+            .unwrap();
+        let data = c.read_exact(size);
+        assert_eq!(c.line(), "\r\n");
+        Some(data)
+    };
+    assert!(c.line().starts_with("uf OK"));
+    data
+}
+
+#[test]
+fn urlauth_lets_others_fetch_what_a_url_authorizes_until_the_key_is_reset() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    add_user(&server, "bob@ours.test");
+    let mut alice = alice_in_inbox(&server);
+    assert!(alice.tagged("c", "CAPABILITY")[0].contains(" URLAUTH"));
+    let message = "From: a@x.test\r\nSubject: for bob\r\n\r\nthe body\r\n";
+    let reply = alice.tagged(
+        "p",
+        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+    );
+    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    let authorize = |c: &mut LineClient, url: &str| -> String {
+        let reply = c.tagged("g", &format!("GENURLAUTH \"{url}\" INTERNAL"));
+        assert!(reply.last().unwrap().starts_with("g OK"), "{reply:?}");
+        let line = &reply[0];
+        line["* GENURLAUTH \"".len()..line.len() - 3].to_owned()
+    };
+    let for_anyone = authorize(
+        &mut alice,
+        "imap://alice@ours.test/INBOX/;UID=1;URLAUTH=authuser",
+    );
+    assert!(
+        for_anyone.contains(";URLAUTH=authuser:internal:"),
+        "{for_anyone}"
+    );
+    let for_alice = authorize(
+        &mut alice,
+        "imap://alice@ours.test/INBOX/;UID=1/;SECTION=TEXT;URLAUTH=user+alice@ours.test",
+    );
+
+    let (mut bob, _) = LineClient::connect(server.imap_addr().unwrap());
+    assert!(bob.tagged("l", "LOGIN bob@ours.test secret")[0].starts_with("l OK"));
+    assert_eq!(
+        urlfetch(&mut bob, &for_anyone).as_deref(),
+        Some(message.as_bytes())
+    );
+    // Not for bob, a changed token, and alice's own.
+    assert_eq!(urlfetch(&mut bob, &for_alice), None);
+    let mut forged = for_anyone.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(urlfetch(&mut bob, &forged), None);
+    assert_eq!(
+        urlfetch(&mut alice, &for_alice).as_deref(),
+        Some(&b"the body\r\n"[..])
+    );
+    // Nobody authorizes another's mail.
+    let reply = bob.tagged(
+        "g2",
+        "GENURLAUTH \"imap://alice@ours.test/INBOX/;UID=1;URLAUTH=anonymous\" INTERNAL",
+    );
+    assert!(reply.last().unwrap().starts_with("g2 NO"), "{reply:?}");
+    // A reset key ends every URL made under it.
+    assert!(alice
+        .tagged("r", "RESETKEY INBOX")
+        .last()
+        .unwrap()
+        .starts_with("r OK"));
+    assert_eq!(urlfetch(&mut bob, &for_anyone), None);
+    // Before login, none of it.
+    let (mut stranger, _) = LineClient::connect(server.imap_addr().unwrap());
+    let reply = stranger.tagged("u", &format!("URLFETCH \"{for_anyone}\""));
+    assert!(reply.last().unwrap().starts_with("u BAD"), "{reply:?}");
+    server.shutdown();
+}

@@ -263,6 +263,12 @@ impl Conn<'_> {
             _ => Ok(Done::Bad("command not supported")),
         };
         self.catch_up(imap, allow_expunge).await;
+        self.answer(imap, tag, outcome);
+        Ok(())
+    }
+
+    /// The tagged answer to a command that ended with `outcome`.
+    pub(super) fn answer(&self, imap: &mut ImapSession, tag: &Tag, outcome: Outcome) {
         match outcome {
             Ok(Done::Ok(text)) => imap.ok(tag, None, text),
             Ok(Done::OkCode(code, text)) => imap.ok(tag, Some(&code), text),
@@ -278,7 +284,6 @@ impl Conn<'_> {
                 imap.no(tag, Some(code), text);
             }
         }
-        Ok(())
     }
 
     async fn select(
@@ -792,12 +797,17 @@ impl Conn<'_> {
         let Some(url) = ImapUrl::parse(url) else {
             return Ok(None);
         };
-        let user = self.user();
-        if url
-            .user
-            .as_deref()
-            .is_some_and(|u| !u.eq_ignore_ascii_case(user))
-        {
+        self.resolve_for(self.user(), &url)
+    }
+
+    /// The octets `url` names in `user`'s mailboxes (the selected one when
+    /// it names none), if any.
+    pub(super) fn resolve_for(
+        &self,
+        user: &str,
+        url: &ImapUrl,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if url.user.is_some() && !url.user_is(user) {
             return Ok(None);
         }
         let name = match (&url.mailbox, &self.view) {

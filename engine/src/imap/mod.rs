@@ -11,6 +11,7 @@
 mod commands;
 mod convert;
 mod fetch;
+mod urlauth;
 mod view;
 
 use crate::auth::LoginOutcome;
@@ -75,6 +76,7 @@ impl Protocol for Conn<'_> {
             Event::Command { tag, body, extra } => {
                 self.command(imap, conn, &tag, *body, extra).await?
             }
+            Event::UrlAuth { tag, command } => self.urlauth(imap, &tag, command).await,
             // Updates come as they happen (`on_news`); nothing to do yet.
             Event::Idle => self.catch_up(imap, true).await,
             Event::IdleDone => {

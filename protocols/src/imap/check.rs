@@ -83,6 +83,10 @@ impl Run {
                     }
                     self.session.ok(tag, None, "done");
                 }
+                Event::UrlAuth { tag, .. } => {
+                    assert!(self.logged_in, "a URLAUTH command before login");
+                    self.session.ok(tag, None, "done");
+                }
                 Event::Idle => assert!(self.logged_in, "IDLE before login"),
                 Event::IdleDone => self.session.idle_done(),
                 Event::StartTls => {

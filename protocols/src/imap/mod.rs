@@ -13,6 +13,8 @@
 //! - `list`: the extended LIST of RFC 5258 (selection and return options).
 //! - `multiappend`: APPEND of several messages (RFC 3502), taken apart.
 //! - `lexer`: where the arguments of a command lie, for the two above.
+//! - `url`, `urlauth`: IMAP URLs (RFC 5092) and their authorization
+//!   (RFC 4467: GENURLAUTH, URLFETCH, RESETKEY).
 //! - `sort`: SORT keys, the base subject, the order.
 //! - `thread`: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
@@ -31,6 +33,7 @@ mod server;
 pub mod sort;
 pub mod thread;
 pub mod url;
+pub mod urlauth;
 
 #[cfg(test)]
 mod tests;

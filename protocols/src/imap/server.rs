@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use super::esearch::{self, SearchReturn};
 use super::list::{self, ListExtended};
 use super::multiappend::{self, AppendMessage, SplitMessage};
+use super::urlauth::{self, UrlAuthCommand};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
 
@@ -41,7 +42,7 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE URLAUTH";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -110,6 +111,14 @@ pub enum Event {
         /// What the session read of the command beyond imap-codec's
         /// grammar.
         extra: Extra,
+    },
+    /// GENURLAUTH, URLFETCH or RESETKEY (RFC 4467), in the authenticated
+    /// or selected state; answer as for [`Event::Command`].
+    UrlAuth {
+        /// The command's tag.
+        tag: Tag<'static>,
+        /// What it asks.
+        command: UrlAuthCommand,
     },
     /// IDLE began (`+ idling` is written). Send updates with
     /// [`ImapSession::data`] as they happen; the client ends it with DONE.
@@ -673,6 +682,9 @@ impl ImapSession {
     }
 
     fn command(&mut self) {
+        if let Some(parsed) = urlauth::parse(self.framing.message_bytes()) {
+            return self.urlauth(parsed);
+        }
         if let Some(appends) = multiappend::split_append(self.framing.message_bytes()) {
             return self.multiappend(appends);
         }
@@ -769,6 +781,27 @@ impl ImapSession {
         if let Some((tag, body)) = first {
             self.dispatch(tag, body, Extra::Appends(messages));
         }
+    }
+
+    /// A URLAUTH command: for the driver once logged in.
+    fn urlauth(&mut self, parsed: Result<(String, UrlAuthCommand), super::lexer::Syntax>) {
+        let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+        let Ok((_, command)) = parsed else {
+            return self.bad_command(tag, "syntax error");
+        };
+        let Some(tag) = tag else {
+            return self.bad_command(None, "syntax error");
+        };
+        match self.state {
+            State::Authenticated | State::Selected => self.raise(Event::UrlAuth { tag, command }),
+            _ => self.bad(&tag, "log in first"),
+        }
+    }
+
+    /// Bytes written as they are (a response with a literal that
+    /// imap-codec has no type for: URLFETCH).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
     }
 
     /// BAD for a command that could not be read, tagged if its tag could.

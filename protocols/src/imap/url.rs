@@ -18,6 +18,8 @@ use imap_codec::CommandCodec;
 pub struct ImapUrl {
     /// The user in the authority (`imap://user@host/`), if any.
     pub user: Option<String>,
+    /// The host in the authority, without its port, if any.
+    pub host: Option<String>,
     /// The mailbox; `None` for the selected one.
     pub mailbox: Option<String>,
     /// The mailbox's UIDVALIDITY, when given: the URL names nothing if
@@ -68,15 +70,21 @@ fn percent_decode(text: &str) -> Option<String> {
 impl ImapUrl {
     /// Parse `url`; `None` when it is not a URL this server takes.
     pub fn parse(url: &str) -> Option<ImapUrl> {
-        let mut user = None;
+        let (mut user, mut host) = (None, None);
         let rest = match strip(url, "imap://") {
             Some(after) => {
                 let slash = after.find('/')?;
                 let authority = &after[..slash];
-                if let Some((userinfo, _host)) = authority.rsplit_once('@') {
-                    let name = userinfo.split(';').next().unwrap_or_default();
-                    user = Some(percent_decode(name)?);
-                }
+                let hostport = match authority.rsplit_once('@') {
+                    Some((userinfo, hostport)) => {
+                        let name = userinfo.split(';').next().unwrap_or_default();
+                        user = Some(percent_decode(name)?);
+                        hostport
+                    }
+                    None => authority,
+                };
+                let name = hostport.split(':').next().unwrap_or_default();
+                host = (!name.is_empty()).then(|| name.to_ascii_lowercase());
                 &after[slash..]
             }
             None => url,
@@ -121,12 +129,40 @@ impl ImapUrl {
         }
         Some(ImapUrl {
             user,
+            host,
             mailbox,
             uidvalidity,
             uid,
             section,
             partial,
         })
+    }
+
+    /// Whether the URL's user is `account` (a full address): the user as
+    /// given, or, when it is a bare name, that name at the URL's host
+    /// (`imap://alice@example.com/` for the account alice@example.com).
+    pub fn user_is(&self, account: &str) -> bool {
+        let Some(user) = &self.user else {
+            return false;
+        };
+        user.eq_ignore_ascii_case(account)
+            || (!user.contains('@')
+                && self
+                    .host
+                    .as_deref()
+                    .is_some_and(|host| account.eq_ignore_ascii_case(&format!("{user}@{host}"))))
+    }
+
+    /// The accounts the URL's user may be: as given, and at the host.
+    pub fn owners(&self) -> Vec<String> {
+        let Some(user) = &self.user else {
+            return Vec::new();
+        };
+        let mut names = vec![user.to_lowercase()];
+        if let (false, Some(host)) = (user.contains('@'), &self.host) {
+            names.push(format!("{user}@{host}").to_lowercase());
+        }
+        names
     }
 
     /// The section as a FETCH names it; `Some(None)` for the whole
@@ -182,6 +218,12 @@ mod tests {
         assert_eq!(url.cut(), Some((0, 100)));
         let url = ImapUrl::parse("imap://joe;AUTH=*@example.com:143/INBOX/;UID=1").unwrap();
         assert_eq!(url.user.as_deref(), Some("joe"));
+        assert_eq!(url.host.as_deref(), Some("example.com"));
+        assert!(url.user_is("joe@example.com") && url.user_is("JOE"));
+        assert!(!url.user_is("joe@other.test"));
+        assert_eq!(url.owners(), ["joe", "joe@example.com"]);
+        let url = ImapUrl::parse("imap://joe%40x.test@mail.example.com/INBOX/;UID=1").unwrap();
+        assert!(url.user_is("joe@x.test"));
         let url = ImapUrl::parse(";UID=7/;PARTIAL=5").unwrap();
         assert_eq!(
             (url.mailbox, url.uid, url.partial),
