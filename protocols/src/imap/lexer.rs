@@ -131,3 +131,32 @@ impl<'a> Lexer<'a> {
         Ok(self.at - length..self.at)
     }
 }
+
+/// The value of an astring as [`Lexer::string`] found it written: an atom,
+/// a quoted string (escapes undone) or a literal (its octets).
+pub(crate) fn astring(written: &[u8]) -> Result<String, Syntax> {
+    let value = match written.first() {
+        Some(b'"') => {
+            let inner = written
+                .get(1..written.len().saturating_sub(1))
+                .unwrap_or_default();
+            let mut out = Vec::with_capacity(inner.len());
+            let mut escaped = false;
+            for &b in inner {
+                if b == b'\\' && !escaped {
+                    escaped = true;
+                    continue;
+                }
+                escaped = false;
+                out.push(b);
+            }
+            out
+        }
+        Some(b'{' | b'~') => {
+            let start = written.iter().position(|&b| b == b'\n').ok_or(Syntax)? + 1;
+            written[start..].to_vec()
+        }
+        _ => written.to_vec(),
+    };
+    String::from_utf8(value).map_err(|_| Syntax)
+}

@@ -13,7 +13,7 @@ use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 
-use super::lexer::{Lexer, Syntax};
+use super::lexer::{astring, Lexer, Syntax};
 
 /// One message of an APPEND that imap-codec alone cannot read: its flags,
 /// date and content.
@@ -158,33 +158,6 @@ fn parts(lexer: &mut Lexer<'_>) -> Result<Vec<CatenatePart>, Syntax> {
             _ => return Err(Syntax),
         }
     }
-}
-
-/// The value of an astring as written: an atom, a quoted string (escapes
-/// undone) or a literal.
-fn astring(written: &[u8]) -> Result<String, Syntax> {
-    let value = match written.first() {
-        Some(b'"') => {
-            let inner = &written[1..written.len() - 1];
-            let mut out = Vec::with_capacity(inner.len());
-            let mut escaped = false;
-            for &b in inner {
-                if b == b'\\' && !escaped {
-                    escaped = true;
-                    continue;
-                }
-                escaped = false;
-                out.push(b);
-            }
-            out
-        }
-        Some(b'{' | b'~') => {
-            let start = written.iter().position(|&b| b == b'\n').ok_or(Syntax)? + 1;
-            written[start..].to_vec()
-        }
-        _ => written.to_vec(),
-    };
-    String::from_utf8(value).map_err(|_| Syntax)
 }
 
 #[cfg(test)]

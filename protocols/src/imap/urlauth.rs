@@ -11,7 +11,7 @@
 
 use ring::hmac;
 
-use super::lexer::{Lexer, Syntax};
+use super::lexer::{astring, Lexer, Syntax};
 
 /// A URLAUTH command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,31 +66,6 @@ fn arguments(verb: &[u8], lexer: &mut Lexer<'_>) -> Result<UrlAuthCommand, Synta
         b"RESETKEY" => Ok(UrlAuthCommand::ResetKey(words.into_iter().next())),
         _ => Err(Syntax),
     }
-}
-
-/// An astring's value: quoted (escapes undone), literal or atom.
-fn astring(written: &[u8]) -> Result<String, Syntax> {
-    let value = match written.first() {
-        Some(b'"') => {
-            let mut out = Vec::with_capacity(written.len());
-            let mut escaped = false;
-            for &b in &written[1..written.len() - 1] {
-                if b == b'\\' && !escaped {
-                    escaped = true;
-                    continue;
-                }
-                escaped = false;
-                out.push(b);
-            }
-            out
-        }
-        Some(b'{') => {
-            let start = written.iter().position(|&b| b == b'\n').ok_or(Syntax)? + 1;
-            written[start..].to_vec()
-        }
-        _ => written.to_vec(),
-    };
-    String::from_utf8(value).map_err(|_| Syntax)
 }
 
 /// A URL's authorization: `;URLAUTH=access[:mechanism:token]`.
