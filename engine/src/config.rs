@@ -328,8 +328,15 @@ pub struct RelayConfig {
     /// check defers the mail. Off: opportunistic TLS, and a failed handshake
     /// falls back to a plain connection, as Postfix's `may` level does.
     pub verify_certificates: bool,
-    /// PEM file of extra trusted CA certificates (with `verify_certificates`).
+    /// PEM file of extra trusted CA certificates (for the `verify` policy).
     pub ca_file: Option<PathBuf>,
+    /// TLS policy per destination domain (a key starting with `.` covers
+    /// every subdomain), over the default that `starttls` and
+    /// `verify_certificates` give: `none`, `may` (opportunistic),
+    /// `encrypt` (STARTTLS must succeed, any certificate), `verify` (and the
+    /// certificate must be valid for the host). A destination whose policy
+    /// cannot be met is deferred, never sent in the clear.
+    pub tls_policy: BTreeMap<String, TlsPolicy>,
     /// Seconds to wait for a TCP connection.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
@@ -395,6 +402,59 @@ pub enum MailLogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// How delivery to a destination uses TLS (the names are Postfix's
+/// `smtp_tls_security_level`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered, any certificate; a failed handshake falls
+    /// back to a plain connection (RFC 7435).
+    May,
+    /// STARTTLS must be offered and succeed; any certificate.
+    Encrypt,
+    /// STARTTLS with a certificate that chains to the web PKI (or
+    /// `ca_file`) and names the host.
+    Verify,
+}
+
+impl TlsPolicy {
+    /// Whether mail must not go in the clear.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, TlsPolicy::Encrypt | TlsPolicy::Verify)
+    }
+}
+
+impl RelayConfig {
+    /// The TLS policy for mail to `domain`: its own (or its closest parent's
+    /// `.parent` entry) in `tls_policy`, else the default.
+    pub fn tls_policy_for(&self, domain: &str) -> TlsPolicy {
+        let domain = domain.trim_end_matches('.');
+        let lookup = |key: &str| {
+            self.tls_policy
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, p)| *p)
+        };
+        if let Some(policy) = lookup(domain) {
+            return policy;
+        }
+        let mut rest = domain;
+        while let Some(dot) = rest.find('.') {
+            if let Some(policy) = lookup(&rest[dot..]) {
+                return policy;
+            }
+            rest = &rest[dot + 1..];
+        }
+        match (self.starttls, self.verify_certificates) {
+            (false, _) => TlsPolicy::None,
+            (true, true) => TlsPolicy::Verify,
+            (true, false) => TlsPolicy::May,
+        }
+    }
 }
 
 /// DKIM signing (RFC 6376, 8463) of the mail clients send out.
@@ -551,6 +611,7 @@ impl Default for RelayConfig {
             starttls: true,
             verify_certificates: false,
             ca_file: None,
+            tls_policy: BTreeMap::new(),
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,
@@ -723,11 +784,15 @@ impl Config {
                 "timeouts must be at least 1 second",
             );
         }
-        if r.ca_file.is_some() && !(r.starttls && r.verify_certificates) {
-            return invalid(
-                "relay.ca_file",
-                "is only used with starttls = true and verify_certificates = true",
-            );
+        if r.ca_file.is_some() && !r.starttls {
+            return invalid("relay.ca_file", "is only used with starttls = true");
+        }
+        if !r.starttls
+            && r.tls_policy
+                .values()
+                .any(|p| matches!(p, TlsPolicy::Encrypt | TlsPolicy::Verify))
+        {
+            return invalid("relay.tls_policy", "asks for TLS while starttls = false");
         }
         if let Some(host) = &r.smarthost {
             if let Err(problem) = crate::relay::route::parse_host_port(host) {
@@ -936,6 +1001,31 @@ fn default_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_policy_by_domain_and_parent() {
+        let mut relay = RelayConfig::default();
+        assert_eq!(relay.tls_policy_for("any.test"), TlsPolicy::May);
+        relay.verify_certificates = true;
+        assert_eq!(relay.tls_policy_for("any.test"), TlsPolicy::Verify);
+        relay
+            .tls_policy
+            .insert("Bank.Example".into(), TlsPolicy::Encrypt);
+        relay.tls_policy.insert(".example".into(), TlsPolicy::None);
+        assert_eq!(relay.tls_policy_for("bank.example"), TlsPolicy::Encrypt);
+        assert_eq!(relay.tls_policy_for("mx.shop.example."), TlsPolicy::None);
+        assert_eq!(relay.tls_policy_for("example"), TlsPolicy::Verify);
+        let text = Config::parse(
+            "[relay]\nstarttls = false\n[relay.tls_policy]\n\"a.test\" = \"verify\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("relay.tls_policy"), "{text}");
+        let ok =
+            Config::parse("[relay.tls_policy]\n\"a.test\" = \"encrypt\"\n\".b.test\" = \"none\"\n")
+                .unwrap();
+        assert_eq!(ok.relay.tls_policy_for("x.b.test"), TlsPolicy::None);
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -244,7 +244,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
     let tls = match config.relay.enabled && config.relay.starttls {
-        true => Some(crate::relay::tls::client_config(&config.relay).map_err(StartError::Tls)?),
+        true => Some(crate::relay::tls::client_configs(&config.relay).map_err(StartError::Tls)?),
         false => None,
     };
     let (resolver, resolver_thread, hub, mut inboxes) = if config.relay.enabled {

@@ -982,3 +982,108 @@ fn connection_reuse_is_measured() {
     assert!((1.0..=5.0).contains(&connections), "{connections}");
     server.shutdown();
 }
+
+/// The entry `domain`'s deferral left, once its first attempt is recorded.
+fn first_deferral(server: &RunningServer, domain: &str) -> String {
+    wait_until("a deferral", || {
+        entries_of(server, domain)
+            .first()
+            .is_some_and(|e| e.attempts >= 1)
+    });
+    entries_of(server, domain)[0]
+        .last_error
+        .clone()
+        .unwrap_or_default()
+}
+
+#[test]
+fn tls_policy_per_destination_is_never_downgraded() {
+    use ringpost_engine::config::TlsPolicy;
+    // `encrypt` towards a host that offers no STARTTLS (the sink): deferred,
+    // nothing sent in the clear.
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let (server, _dir) = start_server(|c| {
+        relay_to("127.0.0.1:9".parse().unwrap(), port)(c);
+        c.relay
+            .routes
+            .insert("plain.test".into(), format!("{SINK_A}:{port}"));
+        c.relay
+            .tls_policy
+            .insert(".plain.test".into(), TlsPolicy::May);
+        c.relay
+            .tls_policy
+            .insert("plain.test".into(), TlsPolicy::Encrypt);
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@plain.test"],
+        &message(1),
+    );
+    let error = first_deferral(&server, "plain.test");
+    assert!(
+        error.contains("4.7.5") && error.contains("offered no STARTTLS"),
+        "{error}"
+    );
+    assert_eq!(sinks[0].stats().messages, 0, "nothing in the clear");
+    server.shutdown();
+
+    // `verify` by default (relay.verify_certificates) is not downgraded
+    // either by a server that hides STARTTLS.
+    let (server, _dir) = start_server(|c| {
+        relay_to("127.0.0.1:9".parse().unwrap(), port)(c);
+        c.relay
+            .routes
+            .insert("plain.test".into(), format!("{SINK_A}:{port}"));
+        c.relay.verify_certificates = true;
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@plain.test"],
+        &message(2),
+    );
+    let error = first_deferral(&server, "plain.test");
+    assert!(error.contains("4.7.5"), "{error}");
+    assert_eq!(sinks[0].stats().messages, 0);
+    server.shutdown();
+
+    // `encrypt` takes any certificate; `none` never asks for TLS.
+    let mx = TlsMx::start("127.0.0.1", TlsMode::Working);
+    let (server, _dir) = start_server(|c| {
+        route_to_tls(&mx)(c);
+        c.relay
+            .routes
+            .insert("clear.test".into(), mx.addr().to_string());
+        c.relay
+            .tls_policy
+            .insert("tls.test".into(), TlsPolicy::Encrypt);
+        c.relay
+            .tls_policy
+            .insert("clear.test".into(), TlsPolicy::None);
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        &message(3),
+    );
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@clear.test"],
+        &message(4),
+    );
+    wait_until("both delivered", || mx.received().len() == 2);
+    let received = mx.received();
+    let over = |n: usize| {
+        received
+            .iter()
+            .find(|r| String::from_utf8_lossy(&r.data).contains(&format!("message {n}")))
+            .unwrap()
+            .tls
+    };
+    assert!(over(3), "encrypt: over TLS");
+    assert!(!over(4), "none: in the clear");
+    server.shutdown();
+}

@@ -14,6 +14,7 @@ use super::queue::{Loaded, Relay, Via};
 use super::route::{NoRoute, Target};
 use super::tls;
 use crate::config::RelayConfig;
+use crate::config::TlsPolicy;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use ringpost_protocols::smtp::client::{
@@ -70,13 +71,14 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     };
     let mut pending = Some(first);
     let mut last_failure = None;
+    let policy = relay.config.relay.tls_policy_for(&domain);
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
-        let opened = match Connection::open(&relay, target, true).await {
-            Err(Refused::Tls(reply)) if !relay.config.relay.verify_certificates => {
+        let opened = match Connection::open(&relay, target, policy).await {
+            Err(Refused::Tls(reply)) if policy == TlsPolicy::May => {
                 // Opportunistic TLS: better in the clear than not at all.
                 tracing::info!(shard = relay.shard, %domain, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
-                Connection::open(&relay, target, false).await
+                Connection::open(&relay, target, TlsPolicy::None).await
             }
             other => other,
         };
@@ -322,9 +324,14 @@ struct Connection {
 }
 
 impl Connection {
-    /// Connect, read the greeting, say EHLO (and with `tls`, STARTTLS when
-    /// offered, then EHLO again): a session ready to send.
-    async fn open(relay: &Relay, target: &Target, tls: bool) -> Result<Connection, Refused> {
+    /// Connect, read the greeting, say EHLO (and unless `policy` is
+    /// `none`, STARTTLS when offered, then EHLO again): a session ready to
+    /// send. Under `encrypt` and `verify`, a session without TLS is refused.
+    async fn open(
+        relay: &Relay,
+        target: &Target,
+        policy: TlsPolicy,
+    ) -> Result<Connection, Refused> {
         let limits = &relay.config.relay;
         let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
         let stream = TcpStream::connect_timeout(target.addr, connect_timeout)
@@ -337,9 +344,9 @@ impl Connection {
                 ))
             })?;
         let _ = stream.set_nodelay(true);
-        let client = match (tls, relay.tls.is_some()) {
-            (true, true) => relay.client.clone(),
-            _ => relay.client_plain.clone(),
+        let client = match (policy, &relay.tls) {
+            (TlsPolicy::None, _) | (_, None) => relay.client_plain.clone(),
+            _ => relay.client.clone(),
         };
         let mut connection = Connection {
             stream: Stream::Plain(stream),
@@ -351,8 +358,20 @@ impl Connection {
         };
         loop {
             match connection.next_event(limits).await {
+                ClientEvent::Ready if policy.requires_tls() && connection.tls_version.is_none() => {
+                    connection.quit(limits).await;
+                    relay.metrics.tls_failures.inc();
+                    return Err(Refused::Tls(ServerReply::local(
+                        421,
+                        "4.7.5",
+                        format!(
+                            "TLS is required for this destination (relay.tls_policy), but {} offered no STARTTLS",
+                            target.host
+                        ),
+                    )));
+                }
                 ClientEvent::Ready => return Ok(connection),
-                ClientEvent::StartTls => connection.start_tls(relay, target).await?,
+                ClientEvent::StartTls => connection.start_tls(relay, target, policy).await?,
                 ClientEvent::Failed(reply) => return Err(Refused::Other(reply)),
                 other => return Err(Refused::Other(unexpected(other))),
             }
@@ -360,12 +379,21 @@ impl Connection {
     }
 
     /// The server said 220 to STARTTLS: run the handshake over the socket.
-    async fn start_tls(&mut self, relay: &Relay, target: &Target) -> Result<(), Refused> {
+    async fn start_tls(
+        &mut self,
+        relay: &Relay,
+        target: &Target,
+        policy: TlsPolicy,
+    ) -> Result<(), Refused> {
         let failed = |why: String| {
             relay.metrics.tls_failures.inc();
             Refused::Tls(ServerReply::local(421, "4.7.5", why))
         };
-        let (Some(config), Some(name)) = (relay.tls.clone(), tls::server_name(&target.host)) else {
+        let config = relay.tls.as_ref().map(|clients| match policy {
+            TlsPolicy::Verify => clients.verified.clone(),
+            _ => clients.opportunistic.clone(),
+        });
+        let (Some(config), Some(name)) = (config, tls::server_name(&target.host)) else {
             return Err(failed(format!("no TLS name for {}", target.host)));
         };
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {

@@ -98,7 +98,7 @@ pub(crate) struct Relay {
     /// opportunistic handshake.
     pub client_plain: Arc<ClientConfig>,
     /// TLS client settings (None: STARTTLS off).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<super::tls::TlsClients>,
     /// This shard's relay metrics.
     pub metrics: RelayMetrics,
     /// Where each recipient's outcome is logged.
@@ -156,7 +156,7 @@ impl Relay {
         hub: Arc<Hub>,
         resolver: Resolver,
         metrics: RelayMetrics,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<super::tls::TlsClients>,
         maillog: Arc<MailLog>,
     ) -> Relay {
         let client_plain = ClientConfig {

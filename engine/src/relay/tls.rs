@@ -3,10 +3,12 @@
 //! By default TLS is opportunistic (RFC 7435): a server's certificate is not
 //! checked, because MX hosts are found through unauthenticated DNS and most
 //! present certificates for other names; encryption still defeats passive
-//! listeners, and the handshake signature is still verified. With
-//! `relay.verify_certificates` the certificate must chain to the web PKI
-//! roots (or to `relay.ca_file`) and name the host; then a failed handshake
-//! defers the mail instead of sending it in the clear.
+//! listeners, and the handshake signature is still verified. Under the
+//! `verify` policy (`relay.verify_certificates`, or `relay.tls_policy` for a
+//! destination) the certificate must chain to the web PKI roots (or to
+//! `relay.ca_file`) and name the host; under `verify` and `encrypt` a
+//! server that offers no STARTTLS, or a failed handshake, defers the mail
+//! instead of sending it in the clear.
 
 use crate::config::RelayConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,13 +18,33 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
 
-/// The client configuration for every outbound STARTTLS of this server.
-pub fn client_config(relay: &RelayConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The client configurations of outbound STARTTLS: one that checks
+/// certificates (the `verify` policy) and one that does not (`may`,
+/// `encrypt`).
+#[derive(Debug, Clone)]
+pub struct TlsClients {
+    /// Certificates must chain to the web PKI roots (or `ca_file`) and
+    /// name the host.
+    pub verified: Arc<rustls::ClientConfig>,
+    /// Any certificate; the handshake signature is still checked.
+    pub opportunistic: Arc<rustls::ClientConfig>,
+}
+
+/// Both client configurations for this server's outbound STARTTLS.
+pub fn client_configs(relay: &RelayConfig) -> Result<TlsClients, String> {
+    Ok(TlsClients {
+        verified: client_config(relay, true)?,
+        opportunistic: client_config(relay, false)?,
+    })
+}
+
+/// A client configuration, checking certificates when `verify`.
+fn client_config(relay: &RelayConfig, verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
-    let config = if relay.verify_certificates {
+    let config = if verify {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &relay.ca_file {
