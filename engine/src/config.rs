@@ -5,6 +5,7 @@
 //! and [`Config::parse`] reports where in the file a problem is.
 
 use ipnet::IpNet;
+use ringpost_protocols::smtp::bounce_class;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -337,6 +338,10 @@ pub struct RelayConfig {
     /// certificate must be valid for the host). A destination whose policy
     /// cannot be met is deferred, never sent in the clear.
     pub tls_policy: BTreeMap<String, TlsPolicy>,
+    /// The operator's own bounce classification rules, tried before the
+    /// built-in ones: each names a class and a status prefix, a text to
+    /// find in the reply (ignoring case), or both.
+    pub bounce_rules: Vec<BounceRule>,
     /// Seconds to wait for a TCP connection.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
@@ -428,7 +433,30 @@ impl TlsPolicy {
     }
 }
 
+/// One `[[relay.bounce_rules]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceRule {
+    /// The class it gives: `invalid_recipient`, `policy`, `rate_limited`, ….
+    pub class: String,
+    /// The reply's enhanced status code starts with this (`5.7.1`, `4.7.`).
+    pub status: Option<String>,
+    /// The reply's text contains this, ignoring case.
+    pub contains: Option<String>,
+}
+
 impl RelayConfig {
+    /// The rules that classify refusals: the operator's, then the built-in.
+    pub fn bounce_classifier(&self) -> Result<Vec<bounce_class::Rule>, String> {
+        let mut rules = self
+            .bounce_rules
+            .iter()
+            .map(|r| bounce_class::rule(&r.class, r.status.as_deref(), r.contains.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.extend(bounce_class::default_rules());
+        Ok(rules)
+    }
+
     /// The TLS policy for mail to `domain`: its own (or its closest parent's
     /// `.parent` entry) in `tls_policy`, else the default.
     pub fn tls_policy_for(&self, domain: &str) -> TlsPolicy {
@@ -612,6 +640,7 @@ impl Default for RelayConfig {
             verify_certificates: false,
             ca_file: None,
             tls_policy: BTreeMap::new(),
+            bounce_rules: Vec::new(),
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,
@@ -793,6 +822,9 @@ impl Config {
                 .any(|p| matches!(p, TlsPolicy::Encrypt | TlsPolicy::Verify))
         {
             return invalid("relay.tls_policy", "asks for TLS while starttls = false");
+        }
+        if let Err(problem) = r.bounce_classifier() {
+            return invalid("relay.bounce_rules", problem);
         }
         if let Some(host) = &r.smarthost {
             if let Err(problem) = crate::relay::route::parse_host_port(host) {

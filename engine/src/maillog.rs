@@ -60,7 +60,8 @@ pub enum Disposition {
 }
 
 impl Disposition {
-    fn name(self) -> &'static str {
+    /// As logs and metrics write it.
+    pub fn name(self) -> &'static str {
         match self {
             Disposition::Delivered => "delivered",
             Disposition::Deferred => "deferred",
@@ -91,6 +92,8 @@ pub struct Attempt<'a> {
     pub result: Disposition,
     /// The enhanced status code.
     pub status: &'a str,
+    /// What a refusal means (its bounce class); None when accepted.
+    pub class: Option<&'a str>,
     /// The reply (or our verdict) in full.
     pub reply: &'a str,
     /// Seconds since the message arrived.
@@ -252,6 +255,7 @@ impl MailLog {
                 size = a.size,
                 dsn = a.status,
                 status = a.result.name(),
+                class = a.class,
                 reply = a.reply,
                 "delivery"
             );
@@ -259,7 +263,7 @@ impl MailLog {
         };
         file.send(match file.format {
             MailLogFormat::Text => format!(
-                "{} ringpost[shard{}] {}: to=<{}> domain={} relay={} tls={} attempt={} delay={:.1} size={} dsn={} status={} ({})",
+                "{} ringpost[shard{}] {}: to=<{}> domain={} relay={} tls={} attempt={} delay={:.1} size={} dsn={} status={}{} ({})",
                 timestamp(),
                 a.shard,
                 a.queue_id,
@@ -272,6 +276,7 @@ impl MailLog {
                 a.size.map_or("-".to_owned(), |s| s.to_string()),
                 a.status,
                 a.result.name(),
+                a.class.map_or(String::new(), |c| format!(" class={c}")),
                 a.reply.replace(['\r', '\n'], " ")
             ),
             MailLogFormat::Json => json!({
@@ -289,6 +294,7 @@ impl MailLog {
                 "size": a.size,
                 "dsn": a.status,
                 "status": a.result.name(),
+                "class": a.class,
                 "reply": a.reply,
             })
             .to_string(),
@@ -404,19 +410,37 @@ mod tests {
                 attempt: 1,
                 result: Disposition::Delivered,
                 status: "2.0.0",
+                class: None,
                 reply: "250 2.0.0 Ok",
                 delay: 0.25,
                 size: Some(1234),
+            });
+            log.attempt(&Attempt {
+                queue_id: "q1",
+                shard: 1,
+                recipient: "gone@far.test",
+                domain: "far.test",
+                host: Some("mx.far.test"),
+                addr: None,
+                tls: None,
+                attempt: 1,
+                result: Disposition::Bounced,
+                status: "5.1.1",
+                class: Some("invalid_recipient"),
+                reply: "550 5.1.1 no such user",
+                delay: 0.25,
+                size: None,
             });
             drop(log);
             drop(writer);
             let text = std::fs::read_to_string(&path).unwrap();
             let lines: Vec<&str> = text.lines().collect();
-            assert_eq!(lines.len(), 2, "{text}");
+            assert_eq!(lines.len(), 3, "{text}");
             match format {
                 MailLogFormat::Text => {
                     assert!(lines[0].ends_with(" ringpost[shard0] q1: accepted client=[127.0.0.2] helo=client.test user=ann@ours.test tls=yes from=<ann@ours.test> nrcpt=2 size=1234 dkim=1"), "{}", lines[0]);
                     assert!(lines[1].ends_with(" ringpost[shard1] q1: to=<bob@far.test> domain=far.test relay=mx.far.test[127.0.0.3]:25 tls=TLSv1.3 attempt=1 delay=0.2 size=1234 dsn=2.0.0 status=delivered (250 2.0.0 Ok)"), "{}", lines[1]);
+                    assert!(lines[2].ends_with(" q1: to=<gone@far.test> domain=far.test relay=mx.far.test tls=none attempt=1 delay=0.2 size=- dsn=5.1.1 status=bounced class=invalid_recipient (550 5.1.1 no such user)"), "{}", lines[2]);
                 }
                 MailLogFormat::Json => {
                     let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -425,6 +449,9 @@ mod tests {
                     let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
                     assert_eq!(second["status"], "delivered");
                     assert_eq!(second["addr"], "127.0.0.3:25");
+                    assert_eq!(second["class"], serde_json::Value::Null);
+                    let third: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+                    assert_eq!(third["class"], "invalid_recipient");
                 }
             }
         }

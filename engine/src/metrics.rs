@@ -311,6 +311,7 @@ pub struct Pop3Metrics {
 /// The relay's metric families, one series per shard.
 struct RelayFamilies {
     recipients: Family<Labels, Counter>,
+    refusals: Family<Labels, Counter>,
     transactions: Family<Labels, Counter>,
     dsns: Family<Labels, Counter>,
     connections_opened: Family<Labels, Counter>,
@@ -330,6 +331,7 @@ impl RelayFamilies {
     fn new() -> Self {
         RelayFamilies {
             recipients: Family::default(),
+            refusals: Family::default(),
             transactions: Family::default(),
             dsns: Family::default(),
             connections_opened: Family::default(),
@@ -382,6 +384,21 @@ pub struct RelayMetrics {
     pub delivery_seconds: Histogram,
     /// Transactions per outbound connection (its reuse).
     pub messages_per_connection: Histogram,
+    /// Refused recipients by result and bounce class (see [`RelayMetrics::refused`]).
+    refusals: Family<Labels, Counter>,
+}
+
+impl RelayMetrics {
+    /// Count one recipient refused (`result` deferred or bounced) for the
+    /// reason `class` names.
+    pub fn refused(&self, result: &str, class: &'static str) {
+        self.refusals
+            .get_or_create(&vec![
+                ("result", result.to_owned()),
+                ("class", class.to_owned()),
+            ])
+            .inc();
+    }
 }
 
 /// One shard's handles: clones of the shard's own metric instances.
@@ -597,6 +614,11 @@ impl Metrics {
             "relay_recipients",
             "Recipients by delivery attempt result (delivered, deferred, bounced)",
             r.recipients.clone(),
+        );
+        registry.register(
+            "relay_refusals",
+            "Recipients deferred or bounced, by bounce class (invalid_recipient, policy, rate_limited, ...)",
+            r.refusals.clone(),
         );
         registry.register(
             "relay_transactions",
@@ -840,6 +862,7 @@ impl Metrics {
             left_in_store: r.left_in_store.get_or_create(&labels).clone(),
             delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
             messages_per_connection: r.messages_per_connection.get_or_create(&labels).clone(),
+            refusals: r.refusals.clone(),
         }
     }
 

@@ -257,6 +257,17 @@ fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
     assert!(rcpt["Remote-MTA"].as_str().is_some(), "{read}");
     let human = read["human"].as_str().unwrap();
     assert!(human.contains("Remote host said: 550 5.1.1"), "{human}");
+    assert!(
+        human.contains("In short: the address does not exist"),
+        "the refusal classified for a person: {human}"
+    );
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains(
+            "ringpost_relay_refusals_total{result=\"bounced\",class=\"invalid_recipient\"} 1"
+        ),
+        "{metrics}"
+    );
 
     // A failing message from the null sender is dropped without a DSN.
     send(server.smtp_addr(), "", &["bob@dest.test"], &message(2));
@@ -314,6 +325,12 @@ fn null_mx_and_nxdomain_bounce_with_their_codes() {
     assert!(
         metrics.contains("ringpost_dns_lookup_seconds_count "),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ringpost_relay_refusals_total{result=\"bounced\",class=\"invalid_domain\"} 2"
+        ),
+        "null MX and NXDOMAIN both mean the domain takes no mail: {metrics}"
     );
     // No remote host said these: the DSN says they are our verdicts.
     for message in sinks[0].messages() {

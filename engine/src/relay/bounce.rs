@@ -68,6 +68,7 @@ mod tests {
             status: "5.1.1".into(),
             remote_mta: Some("mx.dest.test".into()),
             diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".into())),
+            meaning: Some("the address does not exist".into()),
         }];
         let id = MessageId::new(1_700_000_001_000_000, 0x8001, 1);
         let original = MessageId::new(1_700_000_000_000_000, 1, 1);

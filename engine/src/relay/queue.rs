@@ -25,6 +25,7 @@ use crate::metrics::RelayMetrics;
 use crate::shard::ShutdownSignal;
 use futures::channel::oneshot;
 use futures_lite::FutureExt;
+use ringpost_protocols::smtp::bounce_class::{self, Class};
 use ringpost_protocols::smtp::client::{ClientConfig, RecipientResult, ServerReply};
 use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
@@ -103,6 +104,9 @@ pub(crate) struct Relay {
     pub metrics: RelayMetrics,
     /// Where each recipient's outcome is logged.
     pub maillog: Arc<MailLog>,
+    /// What tells one refusal from another: the operator's rules, then
+    /// the built-in ones.
+    bounce_rules: Vec<bounce_class::Rule>,
     ids: RefCell<IdGenerator>,
     rng: Cell<u64>,
     state: RefCell<State>,
@@ -143,6 +147,10 @@ struct Sorted {
     deferred: Vec<String>,
     failed: Vec<RecipientStatus>,
     last_error: Option<String>,
+    /// The bounce class of each result (None: accepted).
+    classes: Vec<Option<Class>>,
+    /// The message outlived `max_lifetime_secs`: every refusal is final.
+    expired: bool,
 }
 
 impl Relay {
@@ -169,7 +177,13 @@ impl Relay {
             try_starttls: tls.is_some(),
             ..client_plain.clone()
         });
+        // The config was checked when it was loaded.
+        let bounce_rules = config
+            .relay
+            .bounce_classifier()
+            .unwrap_or_else(|_| bounce_class::default_rules());
         Relay {
+            bounce_rules,
             client_plain: Arc::new(client_plain),
             tls,
             shard,
@@ -553,9 +567,9 @@ impl Relay {
         let age = Duration::from_micros(now_micros.saturating_sub(entry.id.unix_micros()));
         let expired = age >= Duration::from_secs(self.config.relay.max_lifetime_secs);
         let host = via.as_ref().map(|v| v.host.as_str());
-        let sorted = sort_results(&results, host, expired);
+        let sorted = sort_results(&results, &self.bounce_rules, host, expired);
         log_attempt(self.shard, &entry, host, &results, &sorted);
-        self.log_recipients(&entry, &results, via.as_ref(), &loaded, age, expired);
+        self.log_recipients(&entry, &results, &sorted, via.as_ref(), &loaded, age);
         self.metrics.delivered.inc_by(sorted.delivered as u64);
         self.metrics
             .deferred_recipients
@@ -671,17 +685,17 @@ impl Relay {
         &self,
         entry: &QueueEntry,
         results: &[RecipientResult],
+        sorted: &Sorted,
         via: Option<&Via>,
         loaded: &Option<Loaded>,
         age: Duration,
-        expired: bool,
     ) {
         let queue_id = entry.id.to_hex();
-        for result in results {
+        for (result, class) in results.iter().zip(&sorted.classes) {
             let reply = &result.reply;
             let disposition = if reply.is_positive() {
                 Disposition::Delivered
-            } else if reply.is_permanent() || expired {
+            } else if reply.is_permanent() || sorted.expired {
                 Disposition::Bounced
             } else {
                 Disposition::Deferred
@@ -691,6 +705,10 @@ impl Relay {
                 Disposition::Deferred => "4.0.0",
                 Disposition::Bounced => "5.0.0",
             });
+            let class = class.map(Class::name);
+            if let Some(class) = class {
+                self.metrics.refused(disposition.name(), class);
+            }
             self.maillog.attempt(&Attempt {
                 queue_id: &queue_id,
                 shard: self.shard,
@@ -702,6 +720,7 @@ impl Relay {
                 attempt: entry.attempts + 1,
                 result: disposition,
                 status,
+                class,
                 reply: &reply.to_string(),
                 delay: age.as_secs_f64(),
                 size: loaded.as_ref().map(|l| l.envelope.size),
@@ -821,15 +840,37 @@ fn same_reply(entry: &QueueEntry, reply: &ServerReply) -> Vec<RecipientResult> {
         .collect()
 }
 
-/// Split results into delivered, deferred and failed recipients.
-fn sort_results(results: &[RecipientResult], host: Option<&str>, expired: bool) -> Sorted {
+/// The bounce class of each refused recipient (None: accepted).
+fn classify(rules: &[bounce_class::Rule], results: &[RecipientResult]) -> Vec<Option<Class>> {
+    results
+        .iter()
+        .map(|r| {
+            let reply = &r.reply;
+            (!reply.is_positive()).then(|| {
+                bounce_class::classify(rules, reply.status.as_deref().unwrap_or(""), &reply.text)
+            })
+        })
+        .collect()
+}
+
+/// Split results into delivered, deferred and failed recipients, and
+/// classify each refusal by `rules`.
+fn sort_results(
+    results: &[RecipientResult],
+    rules: &[bounce_class::Rule],
+    host: Option<&str>,
+    expired: bool,
+) -> Sorted {
+    let classes = classify(rules, results);
     let mut sorted = Sorted {
         delivered: 0,
         deferred: Vec::new(),
         failed: Vec::new(),
         last_error: None,
+        classes: Vec::new(),
+        expired,
     };
-    for result in results {
+    for (result, class) in results.iter().zip(&classes) {
         let reply = &result.reply;
         if reply.is_positive() {
             sorted.delivered += 1;
@@ -855,11 +896,13 @@ fn sort_results(results: &[RecipientResult], host: Option<&str>, expired: bool) 
                 } else {
                     Diagnostic::Smtp(reply.to_string())
                 }),
+                meaning: class.map(|c| c.describe().to_owned()),
             });
         } else {
             sorted.deferred.push(result.recipient.clone());
         }
     }
+    sorted.classes = classes;
     sorted
 }
 
@@ -921,7 +964,19 @@ mod tests {
             result("c@x.test", 550, Some("5.1.1"), false),
             result("d@x.test", 552, None, true),
         ];
-        let sorted = sort_results(&results, Some("mx.x.test"), false);
+        let rules = bounce_class::default_rules();
+        let classes = classify(&rules, &results);
+        assert_eq!(
+            classes,
+            [
+                None,
+                Some(Class::Other),
+                Some(Class::InvalidRecipient),
+                Some(Class::Other)
+            ]
+        );
+        let sorted = sort_results(&results, &rules, Some("mx.x.test"), false);
+        assert_eq!(sorted.classes, classes);
         assert_eq!(sorted.delivered, 1);
         assert_eq!(sorted.deferred, vec!["b@x.test"]);
         assert_eq!(sorted.failed.len(), 2);
@@ -930,6 +985,10 @@ mod tests {
         assert_eq!(
             sorted.failed[0].diagnostic,
             Some(Diagnostic::Smtp("550 5.1.1 text".into()))
+        );
+        assert_eq!(
+            sorted.failed[0].meaning.as_deref(),
+            Some(Class::InvalidRecipient.describe())
         );
         assert_eq!(
             sorted.failed[1].diagnostic,
@@ -945,6 +1004,42 @@ mod tests {
             "our own verdict names no host"
         );
         assert_eq!(sorted.last_error.as_deref(), Some("552 text"));
+    }
+
+    #[test]
+    fn operators_rules_come_before_the_built_in_ones() {
+        let config: Config = Config::parse(
+            "[[relay.bounce_rules]]\nclass = \"rate_limited\"\nstatus = \"5.7.1\"\ncontains = \"slow down\"\n",
+        )
+        .unwrap();
+        let rules = config.relay.bounce_classifier().unwrap();
+        let results = [
+            result("a@x.test", 550, Some("5.7.1"), false),
+            RecipientResult {
+                recipient: "b@x.test".into(),
+                reply: ServerReply {
+                    code: 550,
+                    status: Some("5.7.1".into()),
+                    text: "Please SLOW DOWN".into(),
+                    local: false,
+                },
+            },
+        ];
+        assert_eq!(
+            classify(&rules, &results),
+            [Some(Class::Policy), Some(Class::RateLimited)]
+        );
+        for (bad, why) in [
+            ("class = \"nonsense\"\nstatus = \"5.\"", "is none of"),
+            ("class = \"policy\"", "needs `status`"),
+        ] {
+            let err = Config::parse(&format!("[[relay.bounce_rules]]\n{bad}\n")).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("relay.bounce_rules") && text.contains(why),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -967,7 +1062,7 @@ mod tests {
     #[test]
     fn expired_messages_fail_instead_of_deferring() {
         let results = [result("b@x.test", 451, None, false)];
-        let sorted = sort_results(&results, None, true);
+        let sorted = sort_results(&results, &bounce_class::default_rules(), None, true);
         assert!(sorted.deferred.is_empty());
         assert_eq!(sorted.failed[0].status, "4.4.7");
         assert_eq!(sorted.failed[0].action, Action::Failed);

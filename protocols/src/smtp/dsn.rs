@@ -122,6 +122,9 @@ pub struct RecipientStatus {
     /// Why, in a reply's words: `Diagnostic-Code:`. `None` when nothing
     /// was said.
     pub diagnostic: Option<Diagnostic>,
+    /// What the refusal means, in plain words for the human part (see
+    /// [`super::bounce_class`]); `None` to say nothing.
+    pub meaning: Option<String>,
 }
 
 /// A recipient's diagnostic (RFC 3464 §2.3.6): a reply, and who gave it.
@@ -207,6 +210,7 @@ pub struct Report<'a> {
 ///     status: "5.1.1".into(),
 ///     remote_mta: Some("mx1.example.test".into()),
 ///     diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".into())),
+///     meaning: Some("the address does not exist".into()),
 /// }];
 /// let dsn = compose(&Report {
 ///     reporting_mta: "mail.example.org",
@@ -456,6 +460,9 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
         if let Some((diagnostic, said)) = diagnostic_of(recipient) {
             push_line(&mut out, &["    ", diagnostic.human_label(), ": ", &said]);
         }
+        if let Some(meaning) = optional_field(recipient.meaning.as_deref()) {
+            push_line(&mut out, &["    In short: ", &meaning]);
+        }
     }
     push_line(&mut out, &[]);
     push_line(&mut out, &["The headers of your message are attached."]);
@@ -604,6 +611,7 @@ mod tests {
             status: "5.1.1".to_owned(),
             remote_mta: Some("mx1.example.test".to_owned()),
             diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".to_owned())),
+            meaning: Some("the address does not exist".to_owned()),
         }
     }
 
@@ -614,6 +622,7 @@ mod tests {
             status: "4.4.1".to_owned(),
             remote_mta: None,
             diagnostic: None,
+            meaning: None,
         }
     }
 
@@ -802,6 +811,7 @@ mod tests {
         assert!(text.contains("<bob@example.test>: failed, status 5.1.1\r\n"));
         assert!(text.contains("    Remote host: mx1.example.test\r\n"));
         assert!(text.contains("    Remote host said: 550 5.1.1 no such user\r\n"));
+        assert!(text.contains("    In short: the address does not exist\r\n"));
         assert!(text.contains("<carol@example.net>: delayed, status 4.4.1\r\n"));
         assert!(text.contains("could not be delivered"));
         assert!(text.contains("still being retried"));
@@ -943,6 +953,7 @@ mod tests {
             status: long.clone(),
             remote_mta: Some(long.clone()),
             diagnostic: Some(Diagnostic::Local(long.clone())),
+            meaning: Some(long.clone()),
         };
         let recipients = [bad.clone(), bad];
         let mut original = b"Subject: caf\xe9 \xff\xfe\rbare CR\nBare-LF: yes\n".to_vec();

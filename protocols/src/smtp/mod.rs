@@ -25,6 +25,7 @@
 mod address;
 mod bdat;
 mod body;
+pub mod bounce_class;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
 pub mod client;
