@@ -23,6 +23,8 @@
 #   SHARDS=             ringpost --shards (default: the server's own, one per CPU)
 #   POSTFIX_PORT=       fixed port for Postfix (default: a free one; the
 #                       sink and ringpost take any free port)
+#   RINGPOST_EXTRA_CONFIG=   TOML appended to ringpost's config (e.g.
+#                       $'[suppression]\nenabled = false' to compare a feature's cost)
 #   SKIP_RINGPOST=1 / SKIP_POSTFIX=1   run only one half
 #   SKIP_BUILD=1        use the release binaries as they are
 #   BLAST_TIMEOUT=600   seconds one blast may take before it is killed
@@ -279,6 +281,9 @@ smarthost = "$SINK_ADDR"
 retry_initial_secs = 1
 retry_max_secs = 2
 EOF
+    if [[ -n ${RINGPOST_EXTRA_CONFIG:-} ]]; then
+        printf '%s\n' "$RINGPOST_EXTRA_CONFIG" >>"$conf"
+    fi
     local args=(serve --config "$conf" --ephemeral-ports 127.0.0.1)
     [[ -n $SHARDS ]] && args+=(--shards "$SHARDS")
     log "ringpost: ${args[*]} (smarthost $SINK_ADDR, data $WORK/ringpost-data)"

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 mod admin_client;
 mod dkim;
 mod queue;
+mod suppression;
 mod user;
 
 #[global_allocator]
@@ -60,6 +61,11 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    #[command(about = suppression::ABOUT)]
+    Suppression {
+        #[command(subcommand)]
+        command: suppression::SuppressionCommand,
     },
     #[command(about = user::ABOUT, long_about = user::LONG_ABOUT)]
     User {
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
         } => spool_stats(&data_dir),
         Command::User { command } => user::run(command),
         Command::Queue { command } => queue::run(command),
+        Command::Suppression { command } => suppression::run(command),
         Command::Dkim { command } => dkim::run(command),
     }
 }

@@ -163,14 +163,14 @@ pub fn run(command: QueueCommand) -> ExitCode {
 
 /// How to reach the queue: the running server's API, or the stopped
 /// server's store.
-enum Reach {
+pub(crate) enum Reach {
     Server(AdminClient),
     Store(Arc<RocksStore>),
 }
 
 /// The running server's API when one holds the store, else the store
 /// (read-only unless `write`).
-fn reach(data_dir: &Path, write: bool) -> Result<Reach, String> {
+pub(crate) fn reach(data_dir: &Path, write: bool) -> Result<Reach, String> {
     if !data_dir.join("CURRENT").is_file() {
         return Err(format!("no store at {}", data_dir.display()));
     }

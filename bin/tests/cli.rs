@@ -1070,3 +1070,53 @@ fn json_logs_are_one_object_a_line() {
     }
     assert!(started, "{err}");
 }
+
+/// `ringpost suppression` beside a running server (through its API) and on
+/// a stopped one's store.
+#[test]
+fn suppression_add_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, _) = spawn_server(&data, &["--no-relay"]);
+    let listed = |data: &Path| -> serde_json::Value {
+        let (ok, out, err) = ringpost(&["suppression", "list", "--json"], data, "");
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let (ok, out, err) = ringpost(
+        &[
+            "suppression",
+            "add",
+            "Bob@Far.Test",
+            "--reason",
+            "asked us to stop",
+        ],
+        &data,
+        "",
+    );
+    assert!(ok && out.contains("suppressed bob@far.test"), "{out}{err}");
+    let (ok, _, err) = ringpost(&["suppression", "add", "not-an-address"], &data, "");
+    assert!(
+        !ok && err.contains("400") && err.contains("not an email address"),
+        "{err}"
+    );
+    let now = listed(&data);
+    assert_eq!(now[0]["address"], "bob@far.test", "{now}");
+    assert_eq!(now[0]["class"], "manual", "{now}");
+    assert_eq!(now[0]["reason"], "asked us to stop", "{now}");
+    let (ok, out, _) = ringpost(&["suppression", "list"], &data, "");
+    assert!(
+        ok && out.contains("(all senders)") && out.contains("1 suppressed"),
+        "{out}"
+    );
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+    assert_eq!(listed(&data)[0]["address"], "bob@far.test", "durable");
+    let (ok, out, err) = ringpost(&["suppression", "remove", "bob@far.test"], &data, "");
+    assert!(ok && out.contains("removed"), "{out}{err}");
+    let (ok, _, err) = ringpost(&["suppression", "remove", "bob@far.test"], &data, "");
+    assert!(!ok && err.contains("not suppressed"), "{err}");
+    assert_eq!(listed(&data), serde_json::json!([]));
+}

@@ -59,6 +59,8 @@ pub struct Config {
     pub log: MailLogConfig,
     /// What an account may keep, unless its own quota says otherwise.
     pub quota: QuotaConfig,
+    /// Addresses mail is no longer sent to after a hard bounce.
+    pub suppression: SuppressionConfig,
 }
 
 /// POP3 listener settings.
@@ -378,6 +380,42 @@ impl QuotaConfig {
     }
 }
 
+/// The suppression list. A remote's permanent "no such mailbox"
+/// (bounce class `invalid_recipient`) adds the address; relayed mail to a
+/// suppressed address is then refused at RCPT (`550 5.1.1`) instead of
+/// being sent again. Mail from the null sender (DSNs) is never stopped.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuppressionConfig {
+    /// Add hard-bounced addresses, and refuse mail to listed ones.
+    pub enabled: bool,
+    /// Whose mail a bounce stops: `sender_domain` (the domain that got the
+    /// bounce) or `global` (every sender's).
+    pub scope: SuppressionScope,
+    /// Days an automatic entry lasts; 0: until removed.
+    pub ttl_days: u64,
+}
+
+impl Default for SuppressionConfig {
+    fn default() -> Self {
+        SuppressionConfig {
+            enabled: true,
+            scope: SuppressionScope::SenderDomain,
+            ttl_days: 365,
+        }
+    }
+}
+
+/// Whose mail one hard bounce stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionScope {
+    /// Mail from the domain whose message bounced.
+    SenderDomain,
+    /// Everyone's mail.
+    Global,
+}
+
 /// Prometheus endpoint settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -539,6 +577,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             log: MailLogConfig::default(),
             quota: QuotaConfig::default(),
+            suppression: SuppressionConfig::default(),
         }
     }
 }

@@ -56,6 +56,7 @@ pub mod relay;
 pub mod server;
 mod shard;
 mod smtp;
+pub mod suppressions;
 pub mod tls;
 pub mod users;
 

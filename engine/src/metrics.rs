@@ -314,6 +314,7 @@ struct RelayFamilies {
     refusals: Family<Labels, Counter>,
     transactions: Family<Labels, Counter>,
     dsns: Family<Labels, Counter>,
+    suppressions_added: Family<Labels, Counter>,
     connections_opened: Family<Labels, Counter>,
     connection_failures: Family<Labels, Counter>,
     connections_active: Family<Labels, Gauge>,
@@ -334,6 +335,7 @@ impl RelayFamilies {
             refusals: Family::default(),
             transactions: Family::default(),
             dsns: Family::default(),
+            suppressions_added: Family::default(),
             connections_opened: Family::default(),
             connection_failures: Family::default(),
             connections_active: Family::default(),
@@ -362,6 +364,8 @@ pub struct RelayMetrics {
     pub transactions: Counter,
     /// Delivery status notifications queued.
     pub dsns: Counter,
+    /// Addresses put on the suppression list after a hard bounce.
+    pub suppressions_added: Counter,
     /// Outbound connections that reached the ready state.
     pub connections_opened: Counter,
     /// Hosts that could not be used (refused, timed out, error greeting).
@@ -621,6 +625,11 @@ impl Metrics {
             r.refusals.clone(),
         );
         registry.register(
+            "relay_suppressions_added",
+            "Addresses put on the suppression list after a hard bounce",
+            r.suppressions_added.clone(),
+        );
+        registry.register(
             "relay_transactions",
             "Outbound SMTP transactions completed",
             r.transactions.clone(),
@@ -851,6 +860,7 @@ impl Metrics {
             bounced,
             transactions: r.transactions.get_or_create(&labels).clone(),
             dsns: r.dsns.get_or_create(&labels).clone(),
+            suppressions_added: r.suppressions_added.get_or_create(&labels).clone(),
             connections_opened: r.connections_opened.get_or_create(&labels).clone(),
             connection_failures: r.connection_failures.get_or_create(&labels).clone(),
             connections_active: r.connections_active.get_or_create(&labels).clone(),

@@ -16,7 +16,7 @@ use crate::maillog::Accepted;
 use crate::shard::{Service, Shard};
 use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
-use ringpost_storage::StoreError;
+use ringpost_storage::{suppression, StoreError};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -75,6 +75,12 @@ impl Smtp<'_> {
             self.count_rejection(&reply);
             return smtp.reject_recipient(reply);
         }
+        if let Err(reply) = self.check_suppression(smtp, address) {
+            shard
+                .security
+                .rejected(self.service.label(), "suppressed", reply.code);
+            return smtp.reject_recipient(reply);
+        }
         if let Some(account) = smtp.authenticated() {
             if !shard.send_rate.has_room(account, Instant::now()) {
                 shard.security.rate_limited(self.service.label());
@@ -84,6 +90,41 @@ impl Smtp<'_> {
             }
         }
         smtp.accept_recipient();
+    }
+
+    /// Relayed mail to an address on the suppression list is refused: it
+    /// bounced as unknown before. Local recipients, and DSNs (the null
+    /// sender), are never stopped.
+    fn check_suppression(&self, smtp: &ServerSession, address: &str) -> Result<(), replies::Reply> {
+        let shard = self.shard;
+        let sender = smtp.sender().unwrap_or_default();
+        let (Some((_, sender_domain)), Some((_, domain))) =
+            (sender.rsplit_once('@'), address.rsplit_once('@'))
+        else {
+            return Ok(());
+        };
+        if !shard.config.suppression.enabled || shard.config.is_local_domain(domain) {
+            return Ok(());
+        }
+        let now = intake::unix_micros();
+        match suppression::find(&*shard.store, sender_domain, address, now) {
+            Ok(None) => Ok(()),
+            Ok(Some(entry)) => {
+                tracing::info!(shard = shard.id, peer = %self.peer, recipient = address, scope = %entry.scope, "recipient suppressed; answered 550");
+                let days = now.saturating_sub(entry.added_micros) / 86_400_000_000;
+                let when = match days {
+                    0 => "today".to_owned(),
+                    1 => "1 day ago".to_owned(),
+                    n => format!("{n} days ago"),
+                };
+                Err(replies::suppressed(&when))
+            }
+            Err(e) => {
+                shard.metrics.store_failures.inc();
+                tracing::error!(shard = shard.id, error = %e, "suppression lookup failed; answered 451");
+                Err(replies::STORAGE_FAILED)
+            }
+        }
     }
 
     /// A recipient refused by policy, counted by why and with what code.

@@ -279,6 +279,153 @@ fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
     server.shutdown();
 }
 
+/// The RCPT reply for `rcpt` in a transaction from `from`, then QUIT.
+fn rcpt_reply(addr: SocketAddr, from: &str, rcpt: &str) -> String {
+    let (mut c, _) = Client::connect(addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    c.cmd("QUIT");
+    reply
+}
+
+#[test]
+fn a_hard_bounce_suppresses_the_address_for_its_sender_domain() {
+    let refuse_all = Faults {
+        permfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, refuse_all), (SINK_B, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    let smtp = server.smtp_addr();
+    send(smtp, "alice@origin.test", &["Bob@dest.test"], &message(1));
+    assert!(sinks[1].wait_for_messages(1, WAIT), "the DSN");
+
+    // The bounce and the suppression were one commit: the DSN is out, so
+    // the entry is there.
+    let refused = rcpt_reply(smtp, "alice@origin.test", "bob@DEST.test");
+    assert!(
+        refused.starts_with("550 5.1.1 Recipient suppressed"),
+        "{refused}"
+    );
+    let other_sender = rcpt_reply(smtp, "zed@other.test", "bob@dest.test");
+    assert!(
+        other_sender.starts_with("250"),
+        "another sending domain's mail still goes: {other_sender}"
+    );
+    let dsn = rcpt_reply(smtp, "", "bob@dest.test");
+    assert!(dsn.starts_with("250"), "DSNs are never stopped: {dsn}");
+
+    let listed = admin_api(&server, "GET", "/api/v1/suppressions", "");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["address"], "bob@dest.test", "{listed}");
+    assert_eq!(listed[0]["scope"], "origin.test", "{listed}");
+    assert_eq!(listed[0]["class"], "invalid_recipient", "{listed}");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("550 5.1.1"),
+        "{listed}"
+    );
+    assert!(
+        listed[0]["expires"].as_u64().is_some(),
+        "ttl_days: {listed}"
+    );
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_smtp_recipients_rejected_total{service=\"smtp\",reason=\"suppressed\",code=\"550\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ringpost_relay_suppressions_added_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // An operator takes it off the list, and puts another on for all senders.
+    admin_api(
+        &server,
+        "DELETE",
+        "/api/v1/suppressions/bob%40dest.test?scope=origin.test",
+        "",
+    );
+    let again = rcpt_reply(smtp, "alice@origin.test", "bob@dest.test");
+    assert!(again.starts_with("250"), "removed: {again}");
+    admin_api(
+        &server,
+        "POST",
+        "/api/v1/suppressions",
+        r#"{"address":"carol@dest.test","reason":"asked us to stop"}"#,
+    );
+    for from in ["alice@origin.test", "zed@other.test"] {
+        let reply = rcpt_reply(smtp, from, "carol@dest.test");
+        assert!(reply.starts_with("550 5.1.1"), "{from}: {reply}");
+    }
+    server.shutdown();
+}
+
+#[test]
+fn queued_mail_to_a_newly_suppressed_address_bounces_unsent() {
+    let faults = Faults {
+        tempfail_data_first: 1,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults), (SINK_B, Faults::default())]);
+    // One MX for dest.test, so the 451 is not taken to another host at once.
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let relay = relay_to(dns.addr(), port);
+    let (server, _dir) = start_server(|c| {
+        relay(c);
+        c.relay.retry_initial_secs = 600;
+        c.relay.retry_max_secs = 600;
+    });
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["bob@dest.test", "carol@dest.test"],
+        &message(1),
+    );
+    let entries = || spool::due_queue_entries(&*server.store(), u64::MAX, 10).unwrap();
+    wait_until("the first attempt's deferral", || {
+        entries().first().is_some_and(|e| e.attempts == 1)
+    });
+    admin_api(
+        &server,
+        "POST",
+        "/api/v1/suppressions",
+        r#"{"address":"bob@dest.test","scope":"origin.test"}"#,
+    );
+    assert_eq!(
+        queue_action(&server, "flush", r#"{"domain":"dest.test"}"#),
+        1
+    );
+    assert!(sinks[0].wait_for_messages(1, WAIT), "carol's copy");
+    assert_eq!(sinks[0].messages()[0].recipients, vec!["carol@dest.test"]);
+    assert!(sinks[1].wait_for_messages(1, WAIT), "a DSN for bob");
+    let read = read_dsn(&sinks[1].messages()[0].data);
+    let rcpt = &read["recipients"][0];
+    assert_eq!(rcpt["Final-Recipient"], "rfc822;bob@dest.test", "{read}");
+    assert_eq!(rcpt["diagnostic_type"], "X-Ringpost", "our verdict: {read}");
+    assert!(
+        rcpt["diagnostic_text"]
+            .as_str()
+            .unwrap()
+            .contains("suppressed"),
+        "{read}"
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
 #[test]
 fn null_mx_and_nxdomain_bounce_with_their_codes() {
     let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
@@ -696,7 +843,7 @@ fn admin_api(server: &RunningServer, method: &str, path: &str, body: &str) -> se
     let mut answer = String::new();
     c.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    assert!(head.starts_with("HTTP/1.1 2"), "{head}\n{body}");
     serde_json::from_str(body).unwrap()
 }
 

@@ -36,6 +36,7 @@ pub mod quota;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod spool;
+pub mod suppression;
 pub mod users;
 
 pub use error::StoreError;
@@ -62,11 +63,13 @@ pub enum Family {
     Users,
     /// Message id → how many mailbox rows point at its body ([`mailbox`]).
     MessageRefs,
+    /// Scope ‖ address → why mail to it is not sent ([`suppression`]).
+    Suppressions,
 }
 
 impl Family {
     /// Every family, in a fixed order.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Blobs,
         Family::Envelopes,
         Family::Queue,
@@ -74,6 +77,7 @@ impl Family {
         Family::MailboxMeta,
         Family::Users,
         Family::MessageRefs,
+        Family::Suppressions,
     ];
 
     /// Stable name (used as the RocksDB column family name).
@@ -86,6 +90,7 @@ impl Family {
             Family::MailboxMeta => "mailbox_meta",
             Family::Users => "users",
             Family::MessageRefs => "message_refs",
+            Family::Suppressions => "suppressions",
         }
     }
 }

@@ -41,6 +41,7 @@ fn slot(family: Family) -> usize {
         Family::MailboxMeta => 4,
         Family::Users => 5,
         Family::MessageRefs => 6,
+        Family::Suppressions => 7,
     }
 }
 

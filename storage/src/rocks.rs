@@ -126,13 +126,23 @@ impl RocksStore {
                 opts.body_cache_bytes,
             )
         });
-        let families = Family::ALL.iter().map(|&family| {
-            let mut cf = family_options(family, &opts);
-            if let (Family::Blobs, Some((cache, _))) = (family, &body_cache) {
-                cf.set_blob_cache(cache);
-            }
-            ColumnFamilyDescriptor::new(family.name(), cf)
-        });
+        // A read-only open names only the families the store has: one made
+        // by an older version lacks the newer ones, which read as empty
+        // until a server opens it for writing and creates them.
+        let present = match opts.read_only {
+            true => DB::list_cf(&db_opts, path).map_err(open_error)?,
+            false => Family::ALL.iter().map(|f| f.name().to_owned()).collect(),
+        };
+        let families = Family::ALL
+            .iter()
+            .filter(|f| present.iter().any(|p| p == f.name()))
+            .map(|&family| {
+                let mut cf = family_options(family, &opts);
+                if let (Family::Blobs, Some((cache, _))) = (family, &body_cache) {
+                    cf.set_blob_cache(cache);
+                }
+                ColumnFamilyDescriptor::new(family.name(), cf)
+            });
         let db = if opts.read_only {
             // `false`: a WAL left behind by a running or crashed server is
             // expected; replay it (in memory) rather than refuse to open.
@@ -176,6 +186,15 @@ impl RocksStore {
         self.db.cf_handle(family.name()).ok_or_else(|| {
             StoreError::Engine(format!("column family {} is missing", family.name()))
         })
+    }
+
+    /// The family to read, or None when a read-only open found a store
+    /// made before the family existed (it reads as empty).
+    fn cf_to_read(&self, family: Family) -> Result<Option<&ColumnFamily>, StoreError> {
+        match self.db.cf_handle(family.name()) {
+            None if self.read_only => Ok(None),
+            _ => self.cf(family).map(Some),
+        }
     }
 }
 
@@ -265,9 +284,10 @@ impl Store for RocksStore {
     }
 
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .get_cf(self.cf(family)?, key)
-            .map_err(StoreError::engine)
+        let Some(cf) = self.cf_to_read(family)? else {
+            return Ok(None);
+        };
+        self.db.get_cf(cf, key).map_err(StoreError::engine)
     }
 
     fn body_cache_usage(&self) -> Option<CacheUsage> {
@@ -302,9 +322,12 @@ impl Store for RocksStore {
     }
 
     fn get_pinned(&self, family: Family, key: &[u8]) -> Result<Option<Pinned<'_>>, StoreError> {
+        let Some(cf) = self.cf_to_read(family)? else {
+            return Ok(None);
+        };
         Ok(self
             .db
-            .get_pinned_cf(self.cf(family)?, key)
+            .get_pinned_cf(cf, key)
             .map_err(StoreError::engine)?
             .map(Pinned::new))
     }
@@ -325,7 +348,10 @@ impl Store for RocksStore {
             // the deleted queue entries that pile up past it.
             read_opts.set_iterate_upper_bound(end);
         }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(family)?, read_opts);
+        let Some(cf) = self.cf_to_read(family)? else {
+            return Ok(());
+        };
+        let mut iter = self.db.raw_iterator_cf_opt(cf, read_opts);
         iter.seek(start);
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             if !visit(key, value) {

@@ -221,3 +221,46 @@ fn health_reports_memtables_then_files() {
     // The memory engine has nothing to say.
     assert_eq!(ringpost_storage::MemoryStore::new().health(), None);
 }
+
+/// A store made before a family existed opens read-only (the tools' way
+/// beside a stopped server), the new family reading as empty; a writable
+/// open adds it.
+#[test]
+fn read_only_open_of_a_store_older_than_a_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let older: Vec<&str> = Family::ALL
+            .iter()
+            .filter(|f| **f != Family::Suppressions)
+            .map(|f| f.name())
+            .collect();
+        rocksdb::DB::open_cf(&opts, path, older).unwrap();
+    }
+    let store = RocksStore::open(path, read_only()).unwrap();
+    assert_eq!(store.get(Family::Suppressions, b"k").unwrap(), None);
+    let mut visited = 0;
+    store
+        .scan(Family::Suppressions, b"", None, &mut |_, _| {
+            visited += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(visited, 0);
+    assert_eq!(store.get(Family::Users, b"k").unwrap(), None);
+    drop(store);
+
+    let store = RocksStore::open(path, RocksOptions::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Family::Suppressions, b"k".to_vec(), b"v".to_vec());
+    store.write(&[batch], true).unwrap();
+    drop(store);
+    let store = RocksStore::open(path, read_only()).unwrap();
+    assert_eq!(
+        store.get(Family::Suppressions, b"k").unwrap(),
+        Some(b"v".to_vec())
+    );
+}

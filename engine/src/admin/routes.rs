@@ -22,6 +22,7 @@
 use super::{exposition, AdminContext, MAX_BODY};
 use crate::accounts::{self, AccountError, Limit};
 use crate::queue_admin::{self, Action, Filter, Outcome, State};
+use crate::suppressions::{self, SuppressionError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -215,6 +216,72 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             };
             queue_action(context, peer, action, filter).await
         }
+        (&Method::GET, ["api", "v1", "suppressions"]) => {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let limit = match query_value(&query, "limit").map(|v| number("limit", &v)) {
+                None => 1000,
+                Some(Ok(limit)) => limit as usize,
+                Some(Err(problem)) => return error(StatusCode::BAD_REQUEST, &problem),
+            };
+            blocking(context, move |c| {
+                let now = crate::intake::unix_micros();
+                Ok((
+                    StatusCode::OK,
+                    json!(suppressions::list(&*c.store, limit, now)?),
+                ))
+            })
+            .await
+        }
+        (&Method::POST, ["api", "v1", "suppressions"]) => {
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let Some(address) = string(&body, "address") else {
+                return error(StatusCode::BAD_REQUEST, "give \"address\"");
+            };
+            let scope = string(&body, "scope").unwrap_or_default();
+            let reason = string(&body, "reason").unwrap_or_default();
+            let ttl_days = match body.get("ttl_days") {
+                None => 0,
+                Some(days) => match days.as_u64() {
+                    Some(days) => days,
+                    None => return error(StatusCode::BAD_REQUEST, "\"ttl_days\" is a number"),
+                },
+            };
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let now = crate::intake::unix_micros();
+                let entry = suppressions::add(&commit, &address, &scope, &reason, ttl_days, now)?;
+                tracing::info!(%peer, address = %entry.address, scope = %entry.scope, "admin: address suppressed");
+                Ok((StatusCode::CREATED, json!(entry)))
+            })
+            .await
+        }
+        (&Method::DELETE, ["api", "v1", "suppressions", address]) => {
+            let address = address.to_string();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let scope = query_value(&query, "scope").unwrap_or_default();
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                let now = crate::intake::unix_micros();
+                if suppressions::remove(&*c.store, &commit, &address, &scope, now)? {
+                    tracing::info!(%peer, %address, %scope, "admin: suppression removed");
+                    Ok((
+                        StatusCode::OK,
+                        json!({ "address": address, "scope": scope }),
+                    ))
+                } else {
+                    Err(Failure(
+                        StatusCode::NOT_FOUND,
+                        format!("{address} is not suppressed for scope {scope:?}"),
+                    ))
+                }
+            })
+            .await
+        }
+        (_, ["api", "v1", "suppressions"]) => not_allowed("GET, POST"),
+        (_, ["api", "v1", "suppressions", _]) => not_allowed("DELETE"),
         (_, ["api", "v1", "queue" | "users"]) => not_allowed("GET, POST"),
         (_, ["api", "v1", "queue", "stats"]) => not_allowed("GET"),
         (_, ["api", "v1", "queue", _]) => not_allowed("GET, POST"),
@@ -236,6 +303,15 @@ impl From<AccountError> for Failure {
             AccountError::Store(e) => return Failure::from(e.clone()),
         };
         Failure(status, e.to_string())
+    }
+}
+
+impl From<SuppressionError> for Failure {
+    fn from(e: SuppressionError) -> Self {
+        match e {
+            SuppressionError::Invalid(problem) => Failure(StatusCode::BAD_REQUEST, problem),
+            SuppressionError::Store(e) => Failure::from(e),
+        }
     }
 }
 
@@ -356,12 +432,23 @@ const DEFAULT_LIST_LIMIT: usize = 1_000;
 
 /// A queue filter and limit from a query string: `ids=a,b`, `domain`,
 /// `sender`, `recipient`, `min_age` (seconds), `state`, `limit`.
+/// A query string's `key=value` pairs, values decoded.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key, percent_decode(&value.replace('+', " ")))
+    })
+}
+
+/// The value of `key` in a query string.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query_pairs(query).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
 fn query_filter(query: &str) -> Result<(Filter, usize), String> {
     let mut filter = Filter::default();
     let mut limit = DEFAULT_LIST_LIMIT;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(&value.replace('+', " "));
+    for (key, value) in query_pairs(query) {
         match key {
             "ids" | "id" => filter.ids.extend(value.split(',').map(str::to_owned)),
             "domain" => filter.domain = Some(value),

@@ -182,15 +182,20 @@ async fn deliver_over(
                 continue;
             }
         };
-        let smtputf8 =
-            !envelope.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii());
+        // Queued before its address bounced elsewhere: never sent, bounced.
+        let (recipients, suppressed) = relay.drop_suppressed(&envelope, &entry.recipients);
+        if recipients.is_empty() {
+            glommio::spawn_local(relay.clone().finish(entry, suppressed, None, None)).detach();
+            continue;
+        }
+        let smtputf8 = !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
         connection.session.send(OutgoingMessage {
             mail_from: envelope.sender.clone(),
-            recipients: entry.recipients.clone(),
+            recipients,
             body,
             smtputf8,
         });
-        let results = match connection.next_event(limits).await {
+        let mut results = match connection.next_event(limits).await {
             ClientEvent::Finished(results) => results,
             ClientEvent::Failed(reply) => {
                 *pending = Some(entry);
@@ -220,6 +225,7 @@ async fn deliver_over(
             *pending = Some(entry);
             return HostEnd::Failed(reply);
         }
+        results.extend(suppressed);
         // Delivered everywhere: the outcome needs only the envelope. Anything
         // else may bounce, and a bounce quotes the original: re-read it then.
         let loaded = all_delivered(&results).then(|| Loaded {

@@ -18,7 +18,7 @@ use super::bounce;
 use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
-use crate::config::{Config, RelayConfig};
+use crate::config::{Config, RelayConfig, SuppressionScope};
 use crate::intake::{self, IdGenerator};
 use crate::maillog::{Attempt, Disposition, MailLog};
 use crate::metrics::RelayMetrics;
@@ -29,6 +29,7 @@ use ringpost_protocols::smtp::bounce_class::{self, Class};
 use ringpost_protocols::smtp::client::{ClientConfig, RecipientResult, ServerReply};
 use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
+use ringpost_storage::suppression::{self, Suppression};
 use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -637,6 +638,14 @@ impl Relay {
                     bounce_entries = dsn.queue.clone();
                     batch.append(dsn.into_batch());
                 }
+                self.suppress_hard_bounces(
+                    &mut batch,
+                    &entry,
+                    envelope,
+                    &results,
+                    &sorted.classes,
+                    now_micros,
+                );
             }
             if finished {
                 let hostname = &self.config.hostname;
@@ -677,6 +686,92 @@ impl Relay {
                 tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot record delivery outcome; the attempt will be repeated");
                 self.retry_later(entry);
             }
+        }
+    }
+
+    /// Split `recipients` into those to send and the suppressed ones, the
+    /// latter with our own permanent refusal. A failed lookup sends: the
+    /// list only saves remote servers from repeats, it guards nothing.
+    pub(crate) fn drop_suppressed(
+        &self,
+        envelope: &Envelope,
+        recipients: &[String],
+    ) -> (Vec<String>, Vec<RecipientResult>) {
+        let Some((_, sender_domain)) = envelope.sender.rsplit_once('@') else {
+            return (recipients.to_vec(), Vec::new());
+        };
+        if !self.config.suppression.enabled {
+            return (recipients.to_vec(), Vec::new());
+        }
+        let now = intake::unix_micros();
+        let mut send = Vec::with_capacity(recipients.len());
+        let mut refused = Vec::new();
+        for recipient in recipients {
+            match suppression::find(&*self.store, sender_domain, recipient, now) {
+                Ok(Some(_)) => refused.push(RecipientResult {
+                    recipient: recipient.clone(),
+                    reply: ServerReply {
+                        code: 550,
+                        status: Some("5.1.1".into()),
+                        text: "recipient suppressed: it bounced as unknown before; not sent again"
+                            .into(),
+                        local: true,
+                    },
+                }),
+                Ok(None) => send.push(recipient.clone()),
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, error = %e, "suppression lookup failed; sending");
+                    send.push(recipient.clone());
+                }
+            }
+        }
+        (send, refused)
+    }
+
+    /// Put the recipients a remote refused as nonexistent on the
+    /// suppression list, in the commit that records the bounce.
+    fn suppress_hard_bounces(
+        &self,
+        batch: &mut WriteBatch,
+        entry: &QueueEntry,
+        envelope: &Envelope,
+        results: &[RecipientResult],
+        classes: &[Option<Class>],
+        now_micros: u64,
+    ) {
+        let config = &self.config.suppression;
+        let Some((_, sender_domain)) = envelope.sender.rsplit_once('@') else {
+            return; // the null sender: a DSN that bounced stops nobody's mail
+        };
+        if !config.enabled {
+            return;
+        }
+        let scope = match config.scope {
+            SuppressionScope::SenderDomain => sender_domain,
+            SuppressionScope::Global => "",
+        };
+        let expires_micros = match config.ttl_days {
+            0 => 0,
+            days => now_micros.saturating_add(days.saturating_mul(86_400_000_000)),
+        };
+        for (result, class) in results.iter().zip(classes) {
+            let reply = &result.reply;
+            if *class != Some(Class::InvalidRecipient) || !reply.is_permanent() || reply.local {
+                continue;
+            }
+            suppression::put(
+                batch,
+                &Suppression {
+                    scope: scope.to_owned(),
+                    address: result.recipient.clone(),
+                    added_micros: now_micros,
+                    expires_micros,
+                    class: Class::InvalidRecipient.name().to_owned(),
+                    reason: reply.to_string(),
+                },
+            );
+            self.metrics.suppressions_added.inc();
+            tracing::info!(shard = self.shard, queue_id = %entry.id, recipient = %result.recipient, scope, "address suppressed after a hard bounce");
         }
     }
 

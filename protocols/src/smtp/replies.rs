@@ -364,6 +364,15 @@ pub const SENDING_RATE_EXCEEDED: Reply =
     Reply::fixed(450, "4.7.1", "Sending rate limit exceeded, try again later");
 /// RCPT for a local user that does not exist.
 pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
+/// RCPT for an address on the suppression list (it bounced as unknown
+/// before): refused rather than sent again.
+pub fn suppressed(added: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.1.1",
+        format!("Recipient suppressed: it bounced as unknown ({added}); not sent again"),
+    )
+}
 /// RCPT for a local user over quota: temporary, so mail waits at the
 /// sender while the user makes room (RFC 3463 §3.3).
 pub const MAILBOX_FULL: Reply = Reply::fixed(452, "4.2.2", "Mailbox full");

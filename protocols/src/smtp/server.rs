@@ -478,6 +478,12 @@ impl ServerSession {
         self.account.as_deref()
     }
 
+    /// The sender (MAIL FROM) of the open transaction; `""` is the null
+    /// sender.
+    pub fn sender(&self) -> Option<&str> {
+        self.open.as_ref().map(|open| open.tx.mail_from.as_str())
+    }
+
     /// TLS is on.
     pub fn is_tls(&self) -> bool {
         self.tls
