@@ -188,6 +188,14 @@ impl RocksStore {
         })
     }
 
+    /// Compact all of `family` now (RocksDB does it by itself in time;
+    /// this is for tests, and for operators after mass deletions).
+    pub fn compact(&self, family: Family) -> Result<(), StoreError> {
+        self.db
+            .compact_range_cf(self.cf(family)?, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
     /// The family to read, or None when a read-only open found a store
     /// made before the family existed (it reads as empty).
     fn cf_to_read(&self, family: Family) -> Result<Option<&ColumnFamily>, StoreError> {
@@ -243,6 +251,22 @@ fn family_options(family: Family, opts: &RocksOptions) -> Options {
     // a bloom filter spares a disk read for every level without the key.
     table.set_bloom_filter(10.0, false);
     cf.set_block_based_table_factory(&table);
+    if family == Family::Suppressions {
+        // Expired entries read as absent; compaction removes them for good.
+        cf.set_compaction_filter(
+            "ringpost-expired-suppressions",
+            |_level, _key: &[u8], value: &[u8]| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                if crate::suppression::expired(value, now) {
+                    rocksdb::CompactionDecision::Remove
+                } else {
+                    rocksdb::CompactionDecision::Keep
+                }
+            },
+        );
+    }
     if family == Family::Blobs {
         if let Some(min) = opts.min_blob_size {
             cf.set_enable_blob_files(true);

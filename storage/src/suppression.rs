@@ -2,8 +2,8 @@
 //! bounced hard (the remote said the mailbox does not exist) or because an
 //! operator put them there. An entry belongs to a *scope*: the sending
 //! domain whose mail bounced, or the empty scope, which covers every
-//! sender. Entries may expire; an expired entry reads as absent and is
-//! dropped by the next [`remove`] or overwrite.
+//! sender. Entries may expire; an expired entry reads as absent, and
+//! RocksDB drops it at its next compaction ([`expired`] is the filter).
 
 use crate::codec::{put_str, put_varint, Reader, FORMAT_V1};
 use crate::{Family, Store, StoreError, WriteBatch};
@@ -81,6 +81,17 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Suppression, StoreError> {
     };
     r.finish()?;
     Ok(entry)
+}
+
+/// Whether the stored `value` of an entry had expired at `now_micros`;
+/// false for anything that does not decode (kept, to be reported by the
+/// readers rather than silently dropped).
+pub fn expired(value: &[u8], now_micros: u64) -> bool {
+    let mut r = Reader::new(Family::Suppressions, value);
+    match (r.version(), r.varint(), r.varint()) {
+        (Ok(()), Ok(_added), Ok(expires)) => expires != 0 && now_micros >= expires,
+        _ => false,
+    }
 }
 
 /// The live entry that stops mail from a sender of `sender_domain` to
@@ -200,6 +211,24 @@ mod tests {
         assert_eq!(live.len(), 2, "the expired entry is not listed");
         let page = list(&store, Some(("", "everyone@far.test")), 1, 500).unwrap();
         assert_eq!(page[0].address, "gone@far.test");
+
+        let mut value = Vec::new();
+        store
+            .scan(
+                Family::Suppressions,
+                &key("shop.test", "old@far.test"),
+                None,
+                &mut |_, v| {
+                    value = v.to_vec();
+                    false
+                },
+            )
+            .unwrap();
+        assert!(!expired(&value, 999) && expired(&value, 1_000));
+        assert!(
+            !expired(b"garbage", u64::MAX),
+            "undecodable values are kept"
+        );
 
         let mut batch = WriteBatch::new();
         remove(&mut batch, "SHOP.test", "Gone@Far.Test");

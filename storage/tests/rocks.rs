@@ -264,3 +264,45 @@ fn read_only_open_of_a_store_older_than_a_family() {
         Some(b"v".to_vec())
     );
 }
+
+/// Expired suppression entries leave the disk at compaction; live ones
+/// and entries that never expire stay.
+#[test]
+fn compaction_drops_expired_suppressions() {
+    use ringpost_storage::suppression::{self, Suppression};
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut batch = WriteBatch::new();
+    for (address, expires_micros) in [
+        ("old@far.test", 1),
+        ("live@far.test", now + 3_600_000_000),
+        ("forever@far.test", 0),
+    ] {
+        suppression::put(
+            &mut batch,
+            &Suppression {
+                scope: String::new(),
+                address: address.into(),
+                added_micros: 1,
+                expires_micros,
+                class: "manual".into(),
+                reason: String::new(),
+            },
+        );
+    }
+    store.write(&[batch], true).unwrap();
+    store.flush().unwrap();
+    store.compact(Family::Suppressions).unwrap();
+    let mut left = Vec::new();
+    store
+        .scan(Family::Suppressions, b"", None, &mut |k, _| {
+            left.push(String::from_utf8_lossy(&k[1..]).into_owned());
+            true
+        })
+        .unwrap();
+    assert_eq!(left, ["forever@far.test", "live@far.test"]);
+}
