@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -72,3 +72,6 @@ bench-tls: setup
 ## Ed25519, same blaster and load, same run.
 bench-dkim: setup
 	./loadtest/bench-dkim.sh
+
+bench-inject: setup
+	./loadtest/bench-inject.sh

@@ -549,12 +549,28 @@ pub struct DkimKeyConfig {
 }
 
 /// The admin API on the control plane's listener (`metrics.listen`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/metrics` wants the API's bearer token too (for a listener that
     /// others can reach). Off by default: scrapers on loopback need none.
     pub metrics_need_token: bool,
+    /// Most recipients in one `POST /api/v1/inject`.
+    pub inject_max_recipients: usize,
+    /// Largest `POST /api/v1/inject` body, bytes (JSON, attachments in
+    /// base64): keep it above `smtp.max_message_size` × 4/3.
+    pub inject_max_request_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            metrics_need_token: false,
+            inject_max_recipients: 10_000,
+            // 50 MiB of message in base64, and room for the JSON around it.
+            inject_max_request_bytes: 70 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -793,6 +809,15 @@ impl Config {
             return invalid("store.commit_queue", "must be at least 1");
         }
         let s = &self.smtp;
+        if self.admin.inject_max_recipients == 0 {
+            return invalid("admin.inject_max_recipients", "must be at least 1");
+        }
+        if self.admin.inject_max_request_bytes < 1024 {
+            return invalid(
+                "admin.inject_max_request_bytes",
+                "must be at least 1024 bytes",
+            );
+        }
         if s.max_message_size < 1024 {
             return invalid("smtp.max_message_size", "must be at least 1024 bytes");
         }

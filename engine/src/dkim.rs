@@ -76,6 +76,13 @@ impl DkimSigner {
     }
 }
 
+impl DkimSigner {
+    /// Whether any key is slow to sign with ([`is_slow`]).
+    pub fn has_slow_keys(&self) -> bool {
+        self.keys.values().any(|keys| is_slow(keys))
+    }
+}
+
 /// Whether signing with `keys` is slow enough to move off the shard (RSA:
 /// a millisecond or so a signature; Ed25519: tens of microseconds).
 pub fn is_slow(keys: &[Arc<SigningKey>]) -> bool {

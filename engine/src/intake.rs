@@ -172,7 +172,7 @@ pub fn domain_of(address: &str) -> Option<&str> {
     address.rsplit_once('@').map(|(_, d)| d)
 }
 
-/// `Received:` header per RFC 5321 §4.4, folded, CRLF-terminated.
+/// `Received:` header of an SMTP transaction.
 fn received_header(
     tx: &Transaction,
     origin: &Origin<'_>,
@@ -191,24 +191,56 @@ fn received_header(
         (false, true) => "A",
         (true, true) => "SA",
     };
-    let protocol = format!("{base}{suffix}");
-    let date = chrono::DateTime::from_timestamp_micros(now_micros as i64)
-        .unwrap_or_default()
-        .to_rfc2822();
-    let helo = sanitize(&tx.helo);
-    let mut h = String::with_capacity(160);
-    let _ = write!(
-        h,
-        "Received: from {helo} ([{ip}])\r\n\tby {host} (ringpost) with {protocol} id {qid}",
-        ip = origin.ip,
-        host = origin.hostname,
-        qid = id.to_hex()
-    );
-    if let [only] = tx.recipients.as_slice() {
-        let _ = write!(h, "\r\n\tfor <{}>", sanitize(only));
+    let only = match tx.recipients.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
+    let trace = Trace {
+        from: &tx.helo,
+        ip: origin.ip,
+        by: origin.hostname,
+        with: &format!("{base}{suffix}"),
+        only_recipient: only,
+    };
+    trace.header(id, now_micros)
+}
+
+/// What a `Received:` field (RFC 5321 §4.4) says.
+pub struct Trace<'a> {
+    /// The name the client gave (HELO), or how it came (`http`).
+    pub from: &'a str,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Our name.
+    pub by: &'a str,
+    /// The protocol: `ESMTPSA` and friends (RFC 3848), `HTTP`.
+    pub with: &'a str,
+    /// The recipient, named only when there is one.
+    pub only_recipient: Option<&'a str>,
+}
+
+impl Trace<'_> {
+    /// The field for message `id`, folded, CRLF-terminated.
+    pub fn header(&self, id: &MessageId, now_micros: u64) -> String {
+        let date = chrono::DateTime::from_timestamp_micros(now_micros as i64)
+            .unwrap_or_default()
+            .to_rfc2822();
+        let mut h = String::with_capacity(160);
+        let _ = write!(
+            h,
+            "Received: from {from} ([{ip}])\r\n\tby {by} (ringpost) with {with} id {qid}",
+            from = sanitize(self.from),
+            ip = self.ip,
+            by = self.by,
+            with = self.with,
+            qid = id.to_hex()
+        );
+        if let Some(only) = self.only_recipient {
+            let _ = write!(h, "\r\n\tfor <{}>", sanitize(only));
+        }
+        let _ = write!(h, ";\r\n\t{date}\r\n");
+        h
     }
-    let _ = write!(h, ";\r\n\t{date}\r\n");
-    h
 }
 
 /// Keep header text on one line and free of control characters.
@@ -227,6 +259,17 @@ pub enum LocalAccount {
     Open,
     /// It is at its quota.
     Full,
+}
+
+/// The metric label of a refusal [`check_recipient`] gave.
+pub fn refusal_reason(reply: &Reply) -> &'static str {
+    match reply.status {
+        "5.1.1" => "unknown_user",
+        "5.7.1" => "relay_denied",
+        "4.2.2" => "mailbox_full",
+        "4.7.1" => "rate_limited",
+        _ => "store_error",
+    }
 }
 
 /// Recipient policy: never an open relay, and no mail for nobody.

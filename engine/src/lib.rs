@@ -45,6 +45,7 @@ mod conn;
 pub mod dkim;
 mod gather;
 mod imap;
+pub mod inject;
 pub mod intake;
 pub mod limits;
 pub mod maillog;

@@ -70,6 +70,7 @@ pub struct Metrics {
     imap: ImapFamilies,
     security: SecurityMetrics,
     dns: DnsMetrics,
+    inject: InjectMetrics,
 }
 
 /// Counters of the listeners' defences, shared by all shards: TLS
@@ -230,6 +231,68 @@ impl DnsMetrics {
         let labels = vec![("result", result.to_owned())];
         self.lookups.get_or_create(&labels).inc();
         self.seconds.observe(took.as_secs_f64());
+    }
+}
+
+/// The HTTP injection API's metrics (`POST /api/v1/inject`).
+#[derive(Clone, Default)]
+pub struct InjectMetrics {
+    requests: Family<Labels, Counter>,
+    recipients: Family<Labels, Counter>,
+    messages: Counter,
+    bytes: Counter,
+    dkim_signed: Counter,
+}
+
+impl InjectMetrics {
+    /// A request ended with `result` (`ok`, `partial`, `refused`,
+    /// `bad_request`, `too_large`, `store_error`).
+    pub fn request(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// `n` recipients were `accepted` or `refused`.
+    pub fn recipients(&self, result: &str, n: usize) {
+        let labels = vec![("result", result.to_owned())];
+        self.recipients.get_or_create(&labels).inc_by(n as u64);
+    }
+
+    /// A message of `size` bytes was stored, with `signatures` DKIM
+    /// signatures.
+    pub fn stored(&self, size: u64, signatures: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(size);
+        if signatures > 0 {
+            self.dkim_signed.inc();
+        }
+    }
+
+    fn register(&mut self, registry: &mut Registry, dkim_signed: &Family<Labels, Counter>) {
+        // Signed injected mail counts with the shards' under shard="inject".
+        self.dkim_signed = dkim_signed
+            .get_or_create(&vec![("shard", "inject".to_owned())])
+            .clone();
+        registry.register(
+            "inject_requests",
+            "Injection API requests, by result",
+            self.requests.clone(),
+        );
+        registry.register(
+            "inject_recipients",
+            "Recipients of injection requests, accepted or refused",
+            self.recipients.clone(),
+        );
+        registry.register(
+            "inject_messages",
+            "Messages stored from injection requests",
+            self.messages.clone(),
+        );
+        registry.register(
+            "inject_bytes",
+            "Bytes stored for injected messages",
+            self.bytes.clone(),
+        );
     }
 }
 
@@ -434,7 +497,7 @@ impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ringpost");
-        let m = Metrics {
+        let mut m = Metrics {
             smtp_connections: Family::default(),
             smtp_connections_active: Family::default(),
             smtp_connections_refused: Family::default(),
@@ -465,6 +528,7 @@ impl Metrics {
             imap: ImapFamilies::default(),
             security: SecurityMetrics::default(),
             dns: DnsMetrics::new(),
+            inject: InjectMetrics::default(),
             registry: Registry::default(),
             unprefixed: Registry::default(),
         };
@@ -487,6 +551,7 @@ impl Metrics {
             "How long MX lookups took (cache hits included)",
             m.dns.seconds.clone(),
         );
+        m.inject.register(&mut registry, &m.dkim_signed);
         let mut unprefixed = Registry::default();
         unprefixed.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         registry.register(
@@ -914,6 +979,11 @@ impl Metrics {
         self.store_commit_bytes.inc_by(report.bytes as u64);
         self.store_commit_seconds
             .observe(report.latency.as_secs_f64());
+    }
+
+    /// The injection API's metrics.
+    pub fn inject(&self) -> InjectMetrics {
+        self.inject.clone()
     }
 
     /// The relay's DNS metrics.

@@ -277,6 +277,15 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 commits: commits.clone(),
                 metrics: metrics.clone(),
                 hub: hub.clone(),
+                inject: crate::inject::Injector::new(
+                    config.clone(),
+                    store.clone(),
+                    commits.clone(),
+                    hub.clone(),
+                    shared.dkim.clone(),
+                    maillog.clone(),
+                    &metrics,
+                ),
                 token,
                 ready: Default::default(),
             });

@@ -16,7 +16,7 @@ use crate::maillog::Accepted;
 use crate::shard::{Service, Shard};
 use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
-use ringpost_storage::{suppression, StoreError};
+use ringpost_storage::StoreError;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -92,32 +92,16 @@ impl Smtp<'_> {
         smtp.accept_recipient();
     }
 
-    /// Relayed mail to an address on the suppression list is refused: it
-    /// bounced as unknown before. Local recipients, and DSNs (the null
-    /// sender), are never stopped.
+    /// Relayed mail to an address on the suppression list is refused
+    /// ([`crate::suppressions::refusal`]).
     fn check_suppression(&self, smtp: &ServerSession, address: &str) -> Result<(), replies::Reply> {
         let shard = self.shard;
         let sender = smtp.sender().unwrap_or_default();
-        let (Some((_, sender_domain)), Some((_, domain))) =
-            (sender.rsplit_once('@'), address.rsplit_once('@'))
-        else {
-            return Ok(());
-        };
-        if !shard.config.suppression.enabled || shard.config.is_local_domain(domain) {
-            return Ok(());
-        }
-        let now = intake::unix_micros();
-        match suppression::find(&*shard.store, sender_domain, address, now) {
+        match crate::suppressions::refusal(&*shard.store, &shard.config, sender, address) {
             Ok(None) => Ok(()),
-            Ok(Some(entry)) => {
-                tracing::info!(shard = shard.id, peer = %self.peer, recipient = address, scope = %entry.scope, "recipient suppressed; answered 550");
-                let days = now.saturating_sub(entry.added_micros) / 86_400_000_000;
-                let when = match days {
-                    0 => "today".to_owned(),
-                    1 => "1 day ago".to_owned(),
-                    n => format!("{n} days ago"),
-                };
-                Err(replies::suppressed(&when))
+            Ok(Some((reply, scope))) => {
+                tracing::info!(shard = shard.id, peer = %self.peer, recipient = address, scope = %scope, "recipient suppressed; answered 550");
+                Err(reply)
             }
             Err(e) => {
                 shard.metrics.store_failures.inc();
@@ -129,16 +113,11 @@ impl Smtp<'_> {
 
     /// A recipient refused by policy, counted by why and with what code.
     fn count_rejection(&self, reply: &replies::Reply) {
-        let reason = match reply.status {
-            "5.1.1" => "unknown_user",
-            "5.7.1" => "relay_denied",
-            "4.2.2" => "mailbox_full",
-            "4.7.1" => "rate_limited",
-            _ => "store_error",
-        };
-        self.shard
-            .security
-            .rejected(self.service.label(), reason, reply.code);
+        self.shard.security.rejected(
+            self.service.label(),
+            intake::refusal_reason(reply),
+            reply.code,
+        );
     }
 
     async fn authenticate(&self, smtp: &mut ServerSession, credentials: Credentials) {

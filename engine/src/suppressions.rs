@@ -1,9 +1,12 @@
 //! The suppression list as an operator sees it: list, add and remove, one
 //! implementation behind both the admin API and `ringpost suppression`.
 //! The relay adds entries by itself after hard bounces
-//! (`relay::queue`), and SMTP refuses mail to them at RCPT (`smtp`).
+//! (`relay::queue`); SMTP at RCPT and the injection API refuse mail to
+//! them ([`refusal`]).
 
 use crate::accounts::Commit;
+use crate::config::Config;
+use ringpost_protocols::smtp::{replies, Reply};
 use ringpost_storage::suppression::{self, Suppression};
 use ringpost_storage::{Store, StoreError, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,36 @@ pub enum SuppressionError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether mail from `sender` to `recipient` is refused because the
+/// recipient bounced as unknown before: the reply and the entry's scope
+/// (empty: global). Local recipients, and DSNs (the null sender), are never
+/// stopped; nothing is when suppression is off.
+pub fn refusal(
+    store: &dyn Store,
+    config: &Config,
+    sender: &str,
+    recipient: &str,
+) -> Result<Option<(Reply, String)>, StoreError> {
+    let (Some((_, sender_domain)), Some((_, domain))) =
+        (sender.rsplit_once('@'), recipient.rsplit_once('@'))
+    else {
+        return Ok(None);
+    };
+    if !config.suppression.enabled || config.is_local_domain(domain) {
+        return Ok(None);
+    }
+    let now = crate::intake::unix_micros();
+    let Some(entry) = suppression::find(store, sender_domain, recipient, now)? else {
+        return Ok(None);
+    };
+    let when = match now.saturating_sub(entry.added_micros) / 86_400_000_000 {
+        0 => "today".to_owned(),
+        1 => "1 day ago".to_owned(),
+        n => format!("{n} days ago"),
+    };
+    Ok(Some((replies::suppressed(&when), entry.scope)))
 }
 
 /// Up to `limit` live entries, global ones first, then by sending domain.

@@ -232,3 +232,37 @@ impl LineClient {
         }
     }
 }
+
+/// `method path` on the admin API, with the token or without; the status
+/// and the JSON answer.
+pub fn admin_call(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: &str,
+    with_token: bool,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
+        &server.config().data_dir,
+    ))
+    .unwrap();
+    let authorization = match with_token {
+        true => format!("Authorization: Bearer {}\r\n", token.trim()),
+        false => String::new(),
+    };
+    let mut c = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{authorization}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}

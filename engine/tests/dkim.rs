@@ -263,3 +263,55 @@ fn inbound_mail_is_not_signed() {
     assert!(!text.contains("DKIM-Signature"), "{text}");
     server.shutdown();
 }
+
+/// Mail injected over the HTTP API is signed like submitted mail: once,
+/// before it is stored.
+#[test]
+fn injected_mail_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ed25519 = ed25519_key(dir.path());
+    let sink = sink_on(Faults::default());
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::mx("dest.test", 10, "mx.dest.test"),
+            TestRecord::a("mx.dest.test", SINK),
+        ],
+    );
+    let keys = TestDns::start(
+        "example.com.",
+        &[
+            record("example.com", "rsa1", Path::new(RSA_KEY)),
+            record("example.com", "ed1", &ed25519),
+        ],
+    );
+    let (server, _data) = start_server(|c| {
+        signing_relay(dns.addr(), sink.addr().port(), &ed25519)(c);
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let request = serde_json::json!({
+        "envelope_sender": "a@example.com",
+        "recipients": ["x@dest.test"],
+        "content": {
+            "from": {"email": "a@example.com", "name": "Ann"},
+            "subject": "injected",
+            "text_body": "Hello\nfrom the API\n",
+            "html_body": "<p>Hello</p>"
+        }
+    });
+    let (status, answer) = common::admin_call(
+        &server,
+        "POST",
+        "/api/v1/inject",
+        &request.to_string(),
+        true,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(sink.wait_for_messages(1, WAIT), "delivered");
+    let data = &sink.messages()[0].data;
+    let text = String::from_utf8_lossy(data);
+    assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
+    let (ok, said) = verify(&keys, data);
+    assert!(ok, "dkimpy: {said}");
+    server.shutdown();
+}

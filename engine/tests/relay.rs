@@ -6,7 +6,7 @@
 mod common;
 mod support;
 
-use common::{start_server, Client};
+use common::{admin_call, start_server, Client};
 use ringpost_engine::{Config, RunningServer};
 use ringpost_loadtest::sink::{self, Faults, SinkConfig, SinkHandle};
 use ringpost_storage::spool;
@@ -825,26 +825,9 @@ fn a_4xx_from_the_primary_moves_on_to_the_secondary_at_once() {
 
 /// `method path` on the server's admin API with its token; the JSON answer.
 fn admin_api(server: &RunningServer, method: &str, path: &str, body: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
-        &server.config().data_dir,
-    ))
-    .unwrap();
-    let mut c = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
-    c.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        token.trim(),
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 2"), "{head}\n{body}");
-    serde_json::from_str(body).unwrap()
+    let (status, answer) = admin_call(server, method, path, body, true);
+    assert!((200..300).contains(&status), "{status}: {answer}");
+    answer
 }
 
 /// Do `action` to what `filter` picks, again while an attempt has the
@@ -1249,5 +1232,344 @@ fn tls_policy_per_destination_is_never_downgraded() {
     };
     assert!(over(3), "encrypt: over TLS");
     assert!(!over(4), "none: in the clear");
+    server.shutdown();
+}
+
+// -- HTTP injection ---------------------------------------------------------
+
+/// `request` injected by Python's urllib (`clients/inject.py`): the HTTP
+/// status and the answer.
+fn inject_with_python(
+    server: &RunningServer,
+    request: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), request.to_string()).unwrap();
+    let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
+        &server.config().data_dir,
+    ))
+    .unwrap();
+    let url = format!("http://{}/api/v1/inject", server.metrics_addr().unwrap());
+    let script = format!("{}/tests/clients/inject.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .args([script.as_str(), &url, token.trim()])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "inject.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        answer["status"].as_u64().unwrap() as u16,
+        answer["body"].clone(),
+    )
+}
+
+/// A message as Python's `email` package reads it (`clients/mime_read.py`).
+fn read_mime(data: &[u8]) -> serde_json::Value {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let script = format!("{}/tests/clients/mime_read.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "mime_read.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn injected_messages_are_delivered_byte_correct() {
+    use base64::Engine as _;
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+    });
+    // Every byte value, so nothing on the way may treat it as text.
+    let attachment: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let structured = serde_json::json!({
+        "envelope_sender": "bounces@origin.test",
+        "recipients": [
+            {"email": "ann@dest.test", "name": "Ann Ärger", "substitutions": {"code": "A-1"}},
+            {"email": "bob@dest.test", "substitutions": {"code": "B-2"}}
+        ],
+        "substitutions": {"team": "Ops"},
+        "content": {
+            "from": {"email": "news@origin.test", "name": "Origin Nëws"},
+            "subject": "Your code, {{ name }}: {{ code }}",
+            "text_body": "Hello {{ email }},\nyour code is {{ code }}.\n.a line with a leading dot\n— {{ team }}\n",
+            "html_body": "<p>Code <b>{{ code }}</b></p>",
+            "headers": {"List-Unsubscribe": "<mailto:unsubscribe@origin.test>"},
+            "attachments": [{
+                "content_type": "application/octet-stream",
+                "file_name": "data.bin",
+                "data": base64::engine::general_purpose::STANDARD.encode(&attachment),
+                "base64": true
+            }]
+        }
+    });
+    let (status, answer) = inject_with_python(&server, &structured);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success_count"], 2, "{answer}");
+    assert_eq!(
+        answer["queue_ids"].as_array().unwrap().len(),
+        2,
+        "one message each: {answer}"
+    );
+
+    let raw = "From: Shop <shop@origin.test>\r\nTo: carol@dest.test\r\nSubject: raw\r\n\
+               Message-ID: <raw-1@origin.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n\
+               line one\r\n.leading dot\r\n8-bit: Grüße\r\n";
+    let (status, answer) = inject_with_python(
+        &server,
+        &serde_json::json!({
+            "envelope_sender": "shop@origin.test",
+            "recipients": ["carol@dest.test", "dave@dest.test"],
+            "content": raw
+        }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["queue_ids"].as_array().unwrap().len(),
+        1,
+        "one message for both: {answer}"
+    );
+
+    assert!(sinks[0].wait_for_messages(3, WAIT), "all three delivered");
+    let received = sinks[0].messages();
+    for m in &received {
+        let (trace, _) = common::split_trace_header(&m.data);
+        let trace = String::from_utf8_lossy(trace);
+        assert!(trace.contains("(ringpost) with HTTP id "), "{trace}");
+    }
+    let raw_copy = received
+        .iter()
+        .find(|m| m.recipients.len() == 2)
+        .expect("the raw message");
+    assert_eq!(raw_copy.mail_from, "shop@origin.test");
+    assert_eq!(raw_copy.recipients, ["carol@dest.test", "dave@dest.test"]);
+    assert_eq!(
+        without_trace(&raw_copy.data),
+        raw.as_bytes(),
+        "byte for byte"
+    );
+
+    for (who, name, code) in [
+        ("ann@dest.test", Some("Ann Ärger"), "A-1"),
+        ("bob@dest.test", None, "B-2"),
+    ] {
+        let m = received.iter().find(|m| m.recipients == [who]).expect(who);
+        assert_eq!(m.mail_from, "bounces@origin.test");
+        let read = read_mime(&m.data);
+        assert_eq!(read["defects"], serde_json::json!([]), "{read}");
+        assert_eq!(read["from_name"], "Origin Nëws", "{read}");
+        let greeting = name.unwrap_or(who);
+        assert_eq!(
+            read["subject"],
+            format!("Your code, {greeting}: {code}"),
+            "{read}"
+        );
+        assert_eq!(
+            read["text"],
+            format!("Hello {who},\nyour code is {code}.\n.a line with a leading dot\n— Ops\n"),
+            "{read}"
+        );
+        assert_eq!(read["html"], format!("<p>Code <b>{code}</b></p>"), "{read}");
+        let bare_lf = m.data.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
+        assert!(!bare_lf, "CRLF only: {}", String::from_utf8_lossy(&m.data));
+        assert!(read["to"].as_str().unwrap().contains(who), "{read}");
+        let files = read["attachments"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{read}");
+        assert_eq!(files[0]["filename"], "data.bin");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(files[0]["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, attachment, "the attachment, byte for byte");
+        let message_id = read["message_id"].as_str().unwrap();
+        assert!(message_id.ends_with("@mx.test>"), "{message_id}");
+    }
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let log = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        log.contains("ringpost_inject_messages_total 3"),
+        "metrics count them"
+    );
+    assert!(log.contains("ringpost_inject_requests_total{result=\"ok\"} 2"));
+    server.shutdown();
+}
+
+#[test]
+fn injection_refuses_what_smtp_would_and_says_why() {
+    let (server, _dir) = start_server(|c| {
+        with_admin(c);
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.max_message_size = 4096;
+        c.admin.inject_max_request_bytes = 16 * 1024;
+        c.admin.inject_max_recipients = 5;
+    });
+    common::add_user(&server, "ann@ours.test");
+    let request = |recipients: serde_json::Value, content: serde_json::Value| {
+        serde_json::json!({"envelope_sender": "app@origin.test", "recipients": recipients, "content": content})
+            .to_string()
+    };
+    let raw = serde_json::json!("From: app@origin.test\r\nSubject: s\r\n\r\nbody\r\n");
+    let post = |body: &str| admin_call(&server, "POST", "/api/v1/inject", body, true);
+
+    // No token, wrong method.
+    let (status, _) = admin_call(
+        &server,
+        "POST",
+        "/api/v1/inject",
+        &request(serde_json::json!(["x@ours.test"]), raw.clone()),
+        false,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(
+        admin_call(&server, "GET", "/api/v1/inject", "", true).0,
+        405
+    );
+
+    // Bad requests store nothing and say what is wrong.
+    for (body, expected) in [
+        ("{not json".to_owned(), "bad request"),
+        (
+            request(serde_json::json!(["not-an-address"]), raw.clone()),
+            "not an address",
+        ),
+        (
+            request(serde_json::json!(vec!["a@b.test"; 6]), raw.clone()),
+            "at most 5",
+        ),
+        (
+            request(
+                serde_json::json!(["a@b.test"]),
+                serde_json::json!("no header section"),
+            ),
+            "no header section",
+        ),
+        (
+            request(
+                serde_json::json!(["a@b.test"]),
+                serde_json::json!({"from": "app@origin.test", "subject": "s"}),
+            ),
+            "text_body",
+        ),
+    ] {
+        let (status, answer) = post(&body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(expected),
+            "{body}: {answer}"
+        );
+    }
+    assert_eq!(spool_messages(&server), 0);
+
+    // Too large a request: 413, before any of it is parsed.
+    let big = request(
+        serde_json::json!(["a@b.test"]),
+        serde_json::json!("x".repeat(20_000)),
+    );
+    assert_eq!(post(&big).0, 413);
+    // Too large a message: refused like SIZE would.
+    let (status, answer) = post(&request(
+        serde_json::json!(["a@b.test"]),
+        serde_json::json!(format!(
+            "From: app@origin.test\r\n\r\n{}\r\n",
+            "y\r\n".repeat(3000)
+        )),
+    ));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("smtp.max_message_size"),
+        "{answer}"
+    );
+
+    // Local recipients must be accounts; suppressed addresses are refused;
+    // the rest is stored (200 with both lists).
+    admin_api(
+        &server,
+        "POST",
+        "/api/v1/suppressions",
+        r#"{"address": "gone@dest.test"}"#,
+    );
+    let (status, answer) = post(&request(
+        serde_json::json!([
+            "ann@ours.test",
+            "nobody@ours.test",
+            "gone@dest.test",
+            "fine@dest.test"
+        ]),
+        raw.clone(),
+    ));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success_count"], 2, "{answer}");
+    assert_eq!(answer["fail_count"], 2, "{answer}");
+    let reasons: Vec<(String, String)> = answer["failed_recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipient"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons[0].0 == "nobody@ours.test" && reasons[0].1.starts_with("550 5.1.1"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == "gone@dest.test" && reasons[1].1.contains("suppressed"),
+        "{reasons:?}"
+    );
+    // Durable before the answer: the message is in the store now.
+    assert_eq!(spool_messages(&server), 1);
+    let users = admin_api(&server, "GET", "/api/v1/users", "");
+    assert_eq!(users[0]["messages"], 1, "in ann's INBOX: {users}");
+
+    // Everyone refused: 422, nothing stored.
+    let (status, answer) = post(&request(
+        serde_json::json!(["nobody@ours.test"]),
+        raw.clone(),
+    ));
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(spool_messages(&server), 1);
+
+    // A recipient whose placeholders have no value is refused alone.
+    let (status, answer) = post(
+        &serde_json::json!({
+            "envelope_sender": "app@origin.test",
+            "recipients": [{"email": "p@dest.test", "substitutions": {"x": "1"}}, "q@dest.test"],
+            "content": "From: app@origin.test\r\nSubject: {{ x }}\r\n\r\nhi\r\n"
+        })
+        .to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success_count"], 1, "{answer}");
+    assert_eq!(
+        answer["failed_recipients"][0]["recipient"], "q@dest.test",
+        "{answer}"
+    );
+    assert!(
+        answer["failed_recipients"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no value for {{ x }}"),
+        "{answer}"
+    );
     server.shutdown();
 }

@@ -48,6 +48,45 @@ pub enum Command {
     Sink(SinkArgs),
     /// Download a whole mailbox over IMAP or POP3 and report the rate.
     Fetch(FetchArgs),
+    /// The `send` load over ringpost's HTTP injection API, one message per request.
+    Inject(InjectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InjectArgs {
+    /// ringpost's control-plane listener (`metrics.listen`), as host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to_addr: String,
+    /// The API's bearer token.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the token (ringpost's DATA_DIR/admin.token).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Concurrent connections (one OS thread each).
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub connections: usize,
+    /// Total messages.
+    #[arg(long, short = 'n', default_value_t = DEFAULT_MESSAGES)]
+    pub messages: u64,
+    /// Message size in bytes, as `send --size`.
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 2048)]
+    pub size: usize,
+    /// Recipients per message: user1@DOMAIN .. userN@DOMAIN.
+    #[arg(long, default_value_t = 1)]
+    pub rcpts: usize,
+    /// Envelope sender and From: header.
+    #[arg(long, default_value = "blast@example.test")]
+    pub from: String,
+    /// Domain of the recipients.
+    #[arg(long, default_value = "example.test")]
+    pub rcpt_domain: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub read_timeout: f64,
+    /// Print the report as one JSON object (the keys of `send --json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which mail-access protocol `fetch` speaks.

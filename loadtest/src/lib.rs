@@ -19,6 +19,8 @@
 //! - [`send`]: the `send` subcommand, wiring threads and runtimes together;
 //! - [`fetch`]: the `fetch` subcommand: a whole mailbox over IMAP or POP3,
 //!   timed, to compare mail-access servers;
+//! - [`inject`]: the `inject` subcommand: `send`'s messages over ringpost's
+//!   HTTP injection API, to compare it with SMTP;
 //! - [`sink`]: the SMTP sink with fault injection, as a library (in-process
 //!   sinks for tests) and as the `sink` subcommand.
 
@@ -26,6 +28,7 @@ pub mod acklog;
 pub mod cli;
 pub mod client;
 pub mod fetch;
+pub mod inject;
 pub mod message;
 pub mod reply;
 pub mod send;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringpost_loadtest::cli::{Cli, Command};
-use ringpost_loadtest::{fetch, send, sink};
+use ringpost_loadtest::{fetch, inject, send, sink};
 
 // The generator must cost the machine as little as possible; mimalloc's
 // thread-local heaps keep the few allocations it does make off any lock.
@@ -21,18 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Send(args) => match send::run(&args) {
-            Ok(report) => {
-                if args.json {
-                    println!("{}", report.to_json());
-                } else {
-                    print!("{}", report.to_text());
-                }
-                if report.has_errors() {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
+            Ok(report) => reported(&report, args.json),
             Err(e) => {
                 eprintln!("ringpost-blast send: {e}");
                 ExitCode::from(2)
@@ -49,6 +38,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("ringpost-blast sink: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Inject(args) => match inject::run(&args) {
+            Ok(report) => reported(&report, args.json),
+            Err(e) => {
+                eprintln!("ringpost-blast inject: {e}");
                 ExitCode::from(2)
             }
         },
@@ -77,5 +73,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Print a `send` or `inject` report; exit 1 when something failed.
+fn reported(report: &ringpost_loadtest::stats::Report, json: bool) -> ExitCode {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    match report.has_errors() {
+        true => ExitCode::from(1),
+        false => ExitCode::SUCCESS,
     }
 }

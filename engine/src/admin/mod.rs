@@ -12,7 +12,9 @@
 //! head within [`HEADER_TIMEOUT`], a connection no longer than
 //! [`CONNECTION_DEADLINE`], request bodies of at most [`MAX_BODY`]. The API
 //! wants the bearer token of [`token`]; `/metrics` and the health checks
-//! do not unless `admin.metrics_need_token` says so.
+//! do not unless `admin.metrics_need_token` says so. Injection requests
+//! (`POST /api/v1/inject`) have their own, larger body limit and a memory
+//! budget their bodies are read within ([`crate::inject`]).
 
 mod exposition;
 pub mod routes;
@@ -52,6 +54,8 @@ pub struct AdminContext {
     pub metrics: Arc<Metrics>,
     /// The shards' inboxes, for queue actions; `None` when the relay is off.
     pub(crate) hub: Option<Arc<crate::relay::Hub>>,
+    /// `POST /api/v1/inject`.
+    pub inject: Arc<crate::inject::Injector>,
     /// The API's bearer token.
     pub token: Token,
     /// Set once the shards serve, cleared when shutdown begins (`/readyz`).

@@ -16,6 +16,11 @@
 //! | GET | `/api/v1/queue/ID` | one message: envelope, entries, header |
 //! | POST | `/api/v1/queue/ACTION` | `hold`, `release`, `delete`, `bounce` or `flush` the entries a JSON filter picks (`ids`, `domain`, `sender`, `recipient`, `min_age_secs`, `state`, or `"all": true`) |
 //!
+//! | GET | `/api/v1/suppressions?limit=` | the suppression list |
+//! | POST | `/api/v1/suppressions` | `{"address", "scope"?, "ttl_days"?, "reason"?}`: add one |
+//! | DELETE | `/api/v1/suppressions/ADDR?scope=` | remove one |
+//! | POST | `/api/v1/inject` | store a message for its recipients, as SMTP would ([`crate::inject`]); 200 with the queue ids once durable |
+//!
 //! `/api/v1/` wants `Authorization: Bearer <token>` (401 otherwise).
 //! Answers are JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
 
@@ -280,6 +285,8 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
+        (&Method::POST, ["api", "v1", "inject"]) => inject(context, peer, request).await,
+        (_, ["api", "v1", "inject"]) => not_allowed("POST"),
         (_, ["api", "v1", "suppressions"]) => not_allowed("GET, POST"),
         (_, ["api", "v1", "suppressions", _]) => not_allowed("DELETE"),
         (_, ["api", "v1", "queue" | "users"]) => not_allowed("GET, POST"),
@@ -425,6 +432,51 @@ async fn queue_action(
     )
 }
 
+/// `POST /api/v1/inject`: 200 with the report when something was stored,
+/// 422 when every recipient was refused, 400 for a bad request, 413 for
+/// one too large, 503 or 507 when the store failed (nothing stored).
+async fn inject(
+    context: &Arc<AdminContext>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Answer {
+    let injector = &context.inject;
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > injector.max_request_bytes()) {
+        injector.metrics().request("too_large");
+        let limit = injector.max_request_bytes();
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body too large: at most {limit} bytes"),
+        );
+    }
+    let _room = injector.room_for(declared).await;
+    let body = match read_body(request, injector.max_request_bytes()).await {
+        Ok(body) => body,
+        Err(answer) => {
+            injector.metrics().request("too_large");
+            return answer;
+        }
+    };
+    let report = match injector.inject(peer.ip(), body.to_vec()).await {
+        Ok(report) => report,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+    };
+    let status = match (report.success_count, report.store_failure) {
+        (0, Some(crate::inject::StoreFailure::DiskFull)) => StatusCode::INSUFFICIENT_STORAGE,
+        (0, Some(crate::inject::StoreFailure::Other)) => StatusCode::SERVICE_UNAVAILABLE,
+        (0, None) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    match serde_json::to_value(&report) {
+        Ok(body) => json_answer(status, &body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// The most entries one queue action touches (the rest: run it again).
 const MAX_ACTION_ENTRIES: usize = 100_000;
 /// The most entries one listing shows unless `limit` says otherwise.
@@ -517,19 +569,21 @@ fn authorized(context: &AdminContext, request: &Request<Incoming>) -> bool {
     context.token.admits(header)
 }
 
+/// The request's body, at most `limit` bytes (413 beyond).
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Answer> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body too large: at most {limit} bytes"),
+        )),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.to_string())),
+    }
+}
+
 /// The request's body as JSON, at most [`MAX_BODY`] bytes.
 async fn json_body(request: Request<Incoming>) -> Result<Value, Answer> {
-    let collected = Limited::new(request.into_body(), MAX_BODY).collect().await;
-    let bytes = match collected {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
-        }
-        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &e.to_string())),
-    };
+    let bytes = read_body(request, MAX_BODY).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

@@ -46,10 +46,13 @@ pub fn owner_of(domain: &str, shards: usize) -> usize {
 /// Ids of messages the relay creates itself (bounces) carry this bit in their
 /// shard field, so they never collide with ids the SMTP intake hands out.
 pub(crate) const RELAY_ID_BIT: u16 = 0x8000;
+/// Ids of messages injected over HTTP ([`crate::inject`]) carry this bit,
+/// for the same reason.
+pub(crate) const INJECT_ID_BIT: u16 = 0x4000;
 
 /// The home shard of a message: the one that accepted (or created) it.
 pub fn home_of(id: &MessageId, shards: usize) -> usize {
-    usize::from(id.shard() & !RELAY_ID_BIT) % shards.max(1)
+    usize::from(id.shard() & !(RELAY_ID_BIT | INJECT_ID_BIT)) % shards.max(1)
 }
 
 /// What one shard sends another.

@@ -104,6 +104,20 @@ pub(super) fn parse_path(arg: &str) -> Result<(Path<'_>, &str), PathError> {
     }
 }
 
+/// Whether `address` (no angle brackets) is a mailbox RCPT TO would take:
+/// `local@domain` within RFC 5321's lengths, non-ASCII as RFC 6531 allows.
+/// For callers that take addresses some other way than SMTP (the HTTP
+/// injection API), so both refuse the same things.
+pub fn is_mailbox(address: &str) -> bool {
+    if address.is_empty() || address.starts_with('@') || address.contains(['<', '>', ' ']) {
+        return false;
+    }
+    matches!(
+        parse_path(&format!("<{address}>")),
+        Ok((Path::Mailbox(_), ""))
+    )
+}
+
 /// A read position over the path bytes.
 struct Cursor<'a> {
     s: &'a [u8],
@@ -287,6 +301,32 @@ mod tests {
             mailbox("<jöran@bücher.example>"),
             ("jöran@bücher.example", "")
         );
+    }
+
+    #[test]
+    fn mailboxes_outside_smtp() {
+        for good in [
+            "a@b.example",
+            "first.last+tag@x.example",
+            "jöran@bücher.example",
+            "a@[192.0.2.1]",
+        ] {
+            assert!(is_mailbox(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "postmaster",
+            "@a.example",
+            "a@",
+            "<a@b.example>",
+            "a@b.example x",
+            "a b@c.example",
+            "@r.example:a@b.example",
+            "a@b..example",
+        ] {
+            assert!(!is_mailbox(bad), "{bad}");
+        }
     }
 
     #[test]

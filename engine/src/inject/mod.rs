@@ -1,0 +1,460 @@
+//! HTTP injection: `POST /api/v1/inject` on the control plane takes a
+//! message and its recipients as JSON from an application and stores it
+//! the way SMTP's end of data does, with the same promise: the answer
+//! comes only after the durable commit, and names the queue ids.
+//!
+//! A request is checked whole first ([`request`]); then each recipient
+//! meets the same policy as at RCPT (local accounts and quotas, the
+//! suppression list); then the content is rendered ([`compose`]) once for
+//! all recipients, or once per recipient when substitutions are given,
+//! DKIM-signed like submitted mail, given a `Received: ... with HTTP`
+//! field and committed through the commit writer. Committed entries go to
+//! their owning shards through the relay's hub, as SMTP's do.
+//!
+//! Bounds: the bodies held at once ([`BODY_BUDGET`]: each request takes
+//! its declared length from it before its body is read), a request's size
+//! and recipient count
+//! (`admin.inject_max_*`), each message's size (`smtp.max_message_size`),
+//! and the messages rendered but not yet committed ([`CHUNK`]).
+
+pub mod compose;
+pub mod request;
+
+use crate::config::Config;
+use crate::dkim::DkimSigner;
+use crate::intake::{self, Recipients, Trace};
+use crate::maillog::{Accepted, MailLog};
+use crate::metrics::{InjectMetrics, SecurityMetrics};
+use crate::relay::{Hub, INJECT_ID_BIT};
+use compose::{Letter, Vars};
+use request::InjectRequest;
+use ringpost_protocols::smtp::{replies, Reply};
+use ringpost_storage::spool::{MessageId, QueueEntry};
+use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Request bodies held at once, bytes (or one request of
+/// `admin.inject_max_request_bytes`, if that is more): a request waits
+/// for its share before its body is read.
+pub const BODY_BUDGET: usize = 128 * 1024 * 1024;
+/// Messages of one request rendered and committed together.
+pub const CHUNK: usize = 32;
+/// Requests up to this size are parsed and built on the control plane's
+/// thread; larger ones on the blocking pool.
+const INLINE_BYTES: usize = 64 * 1024;
+
+/// What an injection needs of the server.
+pub struct Injector {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    commits: CommitHandle,
+    hub: Option<Arc<Hub>>,
+    dkim: Option<Arc<DkimSigner>>,
+    maillog: Arc<MailLog>,
+    metrics: InjectMetrics,
+    security: SecurityMetrics,
+    /// The sequence part of injected message ids; it also picks their
+    /// home shard, round robin.
+    sequence: AtomicU64,
+    /// [`BODY_BUDGET`] in KiB.
+    budget: tokio::sync::Semaphore,
+}
+
+/// What became of a request.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Recipients whose mail is stored.
+    pub success_count: usize,
+    /// Recipients refused.
+    pub fail_count: usize,
+    /// Each stored message's queue id.
+    pub queue_ids: Vec<String>,
+    /// Each refused recipient, and why.
+    pub failed_recipients: Vec<Refused>,
+    /// Set when a commit failed: nothing of the message is stored; try again.
+    #[serde(skip)]
+    pub store_failure: Option<StoreFailure>,
+}
+
+/// A refused recipient.
+#[derive(Debug, Serialize)]
+pub struct Refused {
+    /// The address.
+    pub recipient: String,
+    /// Why: an SMTP reply as RCPT would have given it, or what is wrong
+    /// with its rendering.
+    pub reason: String,
+}
+
+/// How a commit failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// No room on disk (507).
+    DiskFull,
+    /// Anything else (503).
+    Other,
+}
+
+/// A message rendered and signed, ready to commit.
+struct Prepared {
+    id: MessageId,
+    home: usize,
+    /// Its records, taken when it is committed.
+    batch: Option<WriteBatch>,
+    /// Its queue entries, for their shards once it is durable.
+    queue: Vec<QueueEntry>,
+    size: u64,
+    /// Indexes of its recipients in the request.
+    recipients: Vec<usize>,
+    signatures: usize,
+}
+
+impl Injector {
+    /// An injector over the server's parts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        commits: CommitHandle,
+        hub: Option<Arc<Hub>>,
+        dkim: Option<Arc<DkimSigner>>,
+        maillog: Arc<MailLog>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Arc<Injector> {
+        Arc::new(Injector {
+            store,
+            commits,
+            hub,
+            dkim,
+            maillog,
+            metrics: metrics.inject(),
+            security: metrics.security(),
+            sequence: AtomicU64::new(0),
+            budget: tokio::sync::Semaphore::new(
+                BODY_BUDGET.max(config.admin.inject_max_request_bytes) / 1024,
+            ),
+            config,
+        })
+    }
+
+    /// Wait until a body of `declared` bytes (None: not declared, so the
+    /// largest) fits the budget; hold the permit while serving it.
+    pub async fn room_for(&self, declared: Option<usize>) -> tokio::sync::SemaphorePermit<'_> {
+        let max = self.max_request_bytes();
+        let kib = declared.unwrap_or(max).min(max) / 1024 + 1;
+        self.budget
+            .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+            .await
+            .expect("the injection budget is never closed")
+    }
+
+    /// The largest request body taken.
+    pub fn max_request_bytes(&self) -> usize {
+        self.config.admin.inject_max_request_bytes
+    }
+
+    /// Whether some DKIM key is one whose signing takes milliseconds (RSA).
+    fn signs_slowly(&self) -> bool {
+        self.dkim
+            .as_ref()
+            .is_some_and(|signer| signer.has_slow_keys())
+    }
+
+    /// The metrics, for the route's own outcomes (too large).
+    pub fn metrics(&self) -> &InjectMetrics {
+        &self.metrics
+    }
+
+    /// Serve one request body from `client`. `Err` is a bad request (400),
+    /// with what is wrong; nothing is stored then.
+    pub async fn inject(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, String> {
+        // Small requests are planned and built right here: two trips to the
+        // blocking pool would cost more than the work.
+        let small = body.len() <= INLINE_BYTES;
+        let this = self.clone();
+        let planned = off_thread(small, move || this.plan(body)).await?;
+        let (request, groups, mut report) = match planned {
+            Ok(planned) => planned,
+            Err(problem) => {
+                self.metrics.request("bad_request");
+                return Err(problem);
+            }
+        };
+        let request = Arc::new(request);
+        for chunk in groups.chunks(CHUNK) {
+            let (this, shared, chunk) = (self.clone(), request.clone(), chunk.to_vec());
+            let inline = small && chunk.len() == 1 && !self.signs_slowly();
+            let prepared = off_thread(inline, move || {
+                chunk
+                    .into_iter()
+                    .map(|group| this.prepare(&shared, group, client))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+            let mut ready = Vec::new();
+            for outcome in prepared {
+                match outcome {
+                    Ok(prepared) => ready.push(prepared),
+                    // The same content for everyone: the request is wrong.
+                    Err((_, problem)) if !request.per_recipient => {
+                        self.metrics.request("bad_request");
+                        return Err(problem);
+                    }
+                    Err((group, problem)) => {
+                        for i in group {
+                            report.refuse(request.recipients[i].email(), problem.clone());
+                        }
+                    }
+                }
+            }
+            let commits = ready.iter_mut().map(|p| {
+                let batch = p.batch.take().unwrap_or_default();
+                self.commits.commit(batch)
+            });
+            let committed = futures::future::join_all(commits).await;
+            for (prepared, outcome) in ready.into_iter().zip(committed) {
+                self.settle(&request, prepared, outcome, client, &mut report);
+            }
+        }
+        self.metrics.recipients("accepted", report.success_count);
+        self.metrics.recipients("refused", report.fail_count);
+        self.metrics
+            .request(match (report.success_count, report.fail_count) {
+                (_, 0) => "ok",
+                (0, _) if report.store_failure.is_some() => "store_error",
+                (0, _) => "refused",
+                _ => "partial",
+            });
+        tracing::info!(
+            %client,
+            sender = %request.sender,
+            accepted = report.success_count,
+            refused = report.fail_count,
+            messages = report.queue_ids.len(),
+            "admin: injection"
+        );
+        Ok(report)
+    }
+
+    /// Parse the body, check every recipient, and group the accepted ones
+    /// into messages (indexes into the request's recipients).
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, body: Vec<u8>) -> Result<(InjectRequest, Vec<Vec<usize>>, Report), String> {
+        let request = request::parse(&body, self.config.admin.inject_max_recipients)?;
+        drop(body);
+        let mut report = Report::default();
+        let mut accepted = Vec::new();
+        for (i, recipient) in request.recipients.iter().enumerate() {
+            match self.check(&request.sender, recipient.email()) {
+                Ok(()) => accepted.push(i),
+                Err(reply) => {
+                    let reason = format!("{} {} {}", reply.code, reply.status, reply.text);
+                    report.refuse(recipient.email(), reason);
+                }
+            }
+        }
+        let groups = match (request.per_recipient, accepted.is_empty()) {
+            (_, true) => Vec::new(),
+            (true, false) => accepted.into_iter().map(|i| vec![i]).collect(),
+            (false, false) => vec![accepted],
+        };
+        Ok((request, groups, report))
+    }
+
+    /// The policy of RCPT for a client that may relay: local recipients
+    /// must be accounts with room, and suppressed addresses are refused.
+    fn check(&self, sender: &str, recipient: &str) -> Result<(), Reply> {
+        let config = &self.config;
+        let default = config.quota.default_quota();
+        intake::check_recipient(
+            recipient,
+            true,
+            |domain| config.is_local_domain(domain),
+            |name| {
+                ringpost_storage::quota::room_for(&*self.store, name, default, 1, 0).map(|room| {
+                    match room {
+                        None => intake::LocalAccount::Missing,
+                        Some(true) => intake::LocalAccount::Open,
+                        Some(false) => intake::LocalAccount::Full,
+                    }
+                })
+            },
+        )
+        .inspect_err(|reply| {
+            self.security
+                .rejected("inject", intake::refusal_reason(reply), reply.code)
+        })?;
+        match crate::suppressions::refusal(&*self.store, config, sender, recipient) {
+            Ok(None) => Ok(()),
+            Ok(Some((reply, _scope))) => {
+                self.security.rejected("inject", "suppressed", reply.code);
+                Err(reply)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "suppression lookup failed; recipient refused");
+                Err(replies::STORAGE_FAILED)
+            }
+        }
+    }
+
+    /// Render, sign and record one message for the recipients `group`.
+    fn prepare(
+        &self,
+        request: &InjectRequest,
+        group: Vec<usize>,
+        client: IpAddr,
+    ) -> Result<Prepared, (Vec<usize>, String)> {
+        let config = &self.config;
+        let now = intake::unix_micros();
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let shards = self.hub.as_ref().map_or(1, |hub| hub.shards());
+        let home = (sequence % shards as u64) as usize;
+        let id = MessageId::new(now, INJECT_ID_BIT | home as u16, sequence);
+        let message_id = format!("{}@{}", id.to_hex(), config.hostname);
+        let one = match group.as_slice() {
+            [only] => Some(&request.recipients[*only]),
+            _ => None,
+        };
+        let vars = one.filter(|_| request.per_recipient).map(|r| Vars {
+            email: r.email(),
+            name: r.name(),
+            own: &r.substitutions,
+            shared: &request.substitutions,
+        });
+        let letter = Letter {
+            recipient: one.map(|r| &r.person),
+            vars: vars.as_ref(),
+            message_id: &message_id,
+            date: (now / 1_000_000) as i64,
+        };
+        let content = match compose::render(&request.content, &letter) {
+            Ok(content) => content,
+            Err(problem) => return Err((group, problem)),
+        };
+        if content.len() > config.smtp.max_message_size {
+            let problem = format!(
+                "the message is {} bytes; at most {} are taken (smtp.max_message_size)",
+                content.len(),
+                config.smtp.max_message_size
+            );
+            return Err((group, problem));
+        }
+        let (signatures, signed) = match &self.dkim {
+            Some(signer) => {
+                let keys = signer.keys_for(&content);
+                match keys.is_empty() {
+                    true => (Vec::new(), 0),
+                    false => (crate::dkim::sign(&content, &keys), keys.len()),
+                }
+            }
+            None => (Vec::new(), 0),
+        };
+        let trace = Trace {
+            from: "api",
+            ip: client,
+            by: &config.hostname,
+            with: "HTTP",
+            only_recipient: one.map(|r| r.email()),
+        }
+        .header(&id, now);
+        let mut body = Vec::with_capacity(signatures.len() + trace.len() + content.len());
+        body.extend_from_slice(&signatures);
+        body.extend_from_slice(trace.as_bytes());
+        body.extend_from_slice(&content);
+        let addresses: Vec<String> = group
+            .iter()
+            .map(|&i| request.recipients[i].email().to_owned())
+            .collect();
+        let is_local = |domain: &str| config.is_local_domain(domain);
+        let to = Recipients {
+            hostname: &config.hostname,
+            is_local: &is_local,
+        };
+        let message = intake::stored(id, body, &request.sender, &addresses, &to, now);
+        Ok(Prepared {
+            id,
+            home,
+            queue: message.queue.clone(),
+            size: message.body.len() as u64,
+            batch: Some(message.into_batch()),
+            recipients: group,
+            signatures: signed,
+        })
+    }
+
+    /// After the commit: hand the queue entries to their shards, log and
+    /// count, or refuse the recipients when it failed.
+    fn settle(
+        &self,
+        request: &InjectRequest,
+        prepared: Prepared,
+        outcome: Result<(), StoreError>,
+        client: IpAddr,
+        report: &mut Report,
+    ) {
+        let size = prepared.size;
+        match outcome {
+            Ok(()) => {
+                if let Some(hub) = &self.hub {
+                    hub.route(prepared.queue);
+                }
+                let queue_id = prepared.id.to_hex();
+                self.maillog.accepted(&Accepted {
+                    queue_id: &queue_id,
+                    shard: prepared.home,
+                    client,
+                    helo: "api",
+                    user: Some("api"),
+                    tls: false,
+                    sender: &request.sender,
+                    recipients: prepared.recipients.len(),
+                    size,
+                    dkim: prepared.signatures,
+                });
+                self.metrics.stored(size, prepared.signatures);
+                report.success_count += prepared.recipients.len();
+                report.queue_ids.push(queue_id);
+            }
+            Err(e) => {
+                let (failure, reply) = match e {
+                    StoreError::DiskFull { .. } => (StoreFailure::DiskFull, replies::DISK_FULL),
+                    e => {
+                        tracing::error!(error = %e, "could not store an injected message");
+                        (StoreFailure::Other, replies::STORAGE_FAILED)
+                    }
+                };
+                report.store_failure = Some(failure);
+                let reason = format!("{} {} {}", reply.code, reply.status, reply.text);
+                for i in prepared.recipients {
+                    report.refuse(request.recipients[i].email(), reason.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Run `work` here (`inline`) or on tokio's blocking pool.
+async fn off_thread<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match inline {
+        true => Ok(work()),
+        false => tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| format!("the request could not be served: {e}")),
+    }
+}
+
+impl Report {
+    fn refuse(&mut self, recipient: &str, reason: String) {
+        self.fail_count += 1;
+        self.failed_recipients.push(Refused {
+            recipient: recipient.to_owned(),
+            reason,
+        });
+    }
+}
