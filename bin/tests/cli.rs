@@ -1120,3 +1120,71 @@ fn suppression_add_list_remove() {
     assert!(!ok && err.contains("not suppressed"), "{err}");
     assert_eq!(listed(&data), serde_json::json!([]));
 }
+
+/// Delivery events wait in the store until the webhook takes them: events
+/// of mail acknowledged while the endpoint was down survive a SIGKILL and
+/// are posted after the restart, every one.
+#[test]
+fn webhook_events_survive_sigkill() {
+    use ringpost_loadtest::event_sink::EventSink;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A port nobody listens on yet: the endpoint is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("ringpost.toml");
+    std::fs::write(
+        &config,
+        format!("[webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_secs = 1\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (mut server, addr) = spawn_server(&data, &["--no-relay", "--config", config]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || blast(addr, w, stop, acked))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert!(acked.len() >= 50, "only {} acknowledged", acked.len());
+
+    let hook = EventSink::start(([127, 0, 0, 1], port).into(), 0).unwrap();
+    let (mut server, _) = spawn_server(&data, &["--no-relay", "--config", config]);
+    let all_there = |events: &[serde_json::Value]| {
+        acked.iter().all(|id| {
+            events
+                .iter()
+                .any(|e| e["type"] == "reception" && e["queue_id"] == id.as_str())
+        })
+    };
+    let arrived = hook.wait_for(Duration::from_secs(30), all_there);
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    server.wait().unwrap();
+    assert!(
+        arrived,
+        "{} acknowledged, {} events posted",
+        acked.len(),
+        hook.events().len()
+    );
+}

@@ -61,6 +61,8 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// Addresses mail is no longer sent to after a hard bounce.
     pub suppression: SuppressionConfig,
+    /// Delivery events posted to an HTTP endpoint.
+    pub webhook: WebhookConfig,
 }
 
 /// POP3 listener settings.
@@ -548,6 +550,38 @@ pub struct DkimKeyConfig {
     pub key: PathBuf,
 }
 
+/// Delivery events (reception, delivered, deferred, bounced, suppressed)
+/// posted as JSON arrays to an HTTP endpoint, kept in the store until it
+/// takes them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where events are posted, `http://` or `https://`; none: no events
+    /// are kept.
+    pub url: Option<String>,
+    /// Sent as the `Authorization` header, e.g. `"Bearer s3cret"`.
+    pub authorization: Option<String>,
+    /// Most events in one POST.
+    pub batch_size: usize,
+    /// Seconds a POST may take, connection included.
+    pub timeout_secs: u64,
+    /// Longest pause between retries of a failed POST, seconds (they
+    /// start at one and double).
+    pub retry_max_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: None,
+            authorization: None,
+            batch_size: 100,
+            timeout_secs: 10,
+            retry_max_secs: 300,
+        }
+    }
+}
+
 /// The admin API on the control plane's listener (`metrics.listen`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -594,6 +628,7 @@ impl Default for Config {
             log: MailLogConfig::default(),
             quota: QuotaConfig::default(),
             suppression: SuppressionConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -809,6 +844,28 @@ impl Config {
             return invalid("store.commit_queue", "must be at least 1");
         }
         let s = &self.smtp;
+        if let Some(url) = &self.webhook.url {
+            match url.parse::<hyper::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() => {}
+                _ => {
+                    return invalid(
+                        "webhook.url",
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    )
+                }
+            }
+        }
+        if !(1..=10_000).contains(&self.webhook.batch_size) {
+            return invalid("webhook.batch_size", "must be 1 to 10000");
+        }
+        if self.webhook.timeout_secs == 0 || self.webhook.retry_max_secs == 0 {
+            return invalid(
+                "webhook.timeout_secs",
+                "timeouts and pauses are at least 1 second",
+            );
+        }
         if self.admin.inject_max_recipients == 0 {
             return invalid("admin.inject_max_recipients", "must be at least 1");
         }
@@ -1163,6 +1220,28 @@ mod tests {
             text.contains("line 2") && text.contains("max_recipients"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn webhook_and_injection_settings_are_checked() {
+        for (toml, key) in [
+            ("[webhook]\nurl = \"ftp://x.test/\"\n", "webhook.url"),
+            ("[webhook]\nurl = \"not a url\"\n", "webhook.url"),
+            ("[webhook]\nbatch_size = 0\n", "webhook.batch_size"),
+            (
+                "[admin]\ninject_max_recipients = 0\n",
+                "admin.inject_max_recipients",
+            ),
+            (
+                "[admin]\ninject_max_request_bytes = 10\n",
+                "admin.inject_max_request_bytes",
+            ),
+        ] {
+            let text = Config::parse(toml).unwrap_err().to_string();
+            assert!(text.starts_with(key), "{toml}: {text}");
+        }
+        let ok = Config::parse("[webhook]\nurl = \"https://hooks.example.com/ringpost?x=1\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod budget;
 pub mod config;
 mod conn;
 pub mod dkim;
+pub mod events;
 mod gather;
 mod imap;
 pub mod inject;
@@ -60,6 +61,7 @@ mod smtp;
 pub mod suppressions;
 pub mod tls;
 pub mod users;
+pub mod webhook;
 
 pub use config::{Config, ConfigError};
 pub use server::{start, RunningServer, StartError};

@@ -11,7 +11,7 @@
 //! (`log.mail_log_format`). SIGHUP reopens the file, for logrotate.
 
 use crate::config::{MailLogConfig, MailLogFormat};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +46,62 @@ pub struct Accepted<'a> {
     pub size: u64,
     /// DKIM signatures added.
     pub dkim: usize,
+}
+
+impl Accepted<'_> {
+    /// Its fields as JSON: the mail log's line and the reception event.
+    pub fn fields(&self) -> Map<String, Value> {
+        let fields = json!({
+            "shard": self.shard,
+            "queue_id": self.queue_id,
+            "client": self.client.to_string(),
+            "helo": self.helo,
+            "user": self.user,
+            "tls": self.tls,
+            "from": self.sender,
+            "nrcpt": self.recipients,
+            "size": self.size,
+            "dkim": self.dkim,
+        });
+        into_map(fields)
+    }
+}
+
+impl Attempt<'_> {
+    /// Its fields as JSON: the mail log's line and the delivery event.
+    pub fn fields(&self) -> Map<String, Value> {
+        let fields = json!({
+            "shard": self.shard,
+            "queue_id": self.queue_id,
+            "to": self.recipient,
+            "domain": self.domain,
+            "host": self.host,
+            "addr": self.addr.map(|a| a.to_string()),
+            "tls": self.tls,
+            "attempt": self.attempt,
+            "delay": self.delay,
+            "size": self.size,
+            "dsn": self.status,
+            "status": self.result.name(),
+            "class": self.class,
+            "reply": self.reply,
+        });
+        into_map(fields)
+    }
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// A JSON log line: the time, what happened, and its fields.
+fn json_line(event: &str, mut fields: Map<String, Value>) -> String {
+    fields.insert("ts".into(), timestamp().into());
+    fields.insert("event".into(), event.into());
+    Value::Object(fields).to_string()
 }
 
 /// How one recipient's attempt ended.
@@ -216,21 +272,7 @@ impl MailLog {
                 a.size,
                 a.dkim
             ),
-            MailLogFormat::Json => json!({
-                "ts": timestamp(),
-                "event": "accepted",
-                "shard": a.shard,
-                "queue_id": a.queue_id,
-                "client": a.client.to_string(),
-                "helo": a.helo,
-                "user": a.user,
-                "tls": a.tls,
-                "from": a.sender,
-                "nrcpt": a.recipients,
-                "size": a.size,
-                "dkim": a.dkim,
-            })
-            .to_string(),
+            MailLogFormat::Json => json_line("accepted", a.fields()),
         });
     }
 
@@ -279,25 +321,7 @@ impl MailLog {
                 a.class.map_or(String::new(), |c| format!(" class={c}")),
                 a.reply.replace(['\r', '\n'], " ")
             ),
-            MailLogFormat::Json => json!({
-                "ts": timestamp(),
-                "event": "delivery",
-                "shard": a.shard,
-                "queue_id": a.queue_id,
-                "to": a.recipient,
-                "domain": a.domain,
-                "host": a.host,
-                "addr": a.addr.map(|a| a.to_string()),
-                "tls": a.tls,
-                "attempt": a.attempt,
-                "delay": a.delay,
-                "size": a.size,
-                "dsn": a.status,
-                "status": a.result.name(),
-                "class": a.class,
-                "reply": a.reply,
-            })
-            .to_string(),
+            MailLogFormat::Json => json_line("delivery", a.fields()),
         });
     }
 }

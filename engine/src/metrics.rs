@@ -71,6 +71,7 @@ pub struct Metrics {
     security: SecurityMetrics,
     dns: DnsMetrics,
     inject: InjectMetrics,
+    webhook: WebhookMetrics,
 }
 
 /// Counters of the listeners' defences, shared by all shards: TLS
@@ -292,6 +293,50 @@ impl InjectMetrics {
             "inject_bytes",
             "Bytes stored for injected messages",
             self.bytes.clone(),
+        );
+    }
+}
+
+/// The webhook poster's metrics.
+#[derive(Clone, Default)]
+pub struct WebhookMetrics {
+    posts: Family<Labels, Counter>,
+    events: Counter,
+    oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl WebhookMetrics {
+    /// A POST ended with `result` (`ok`, `failed`, `timeout`).
+    pub fn post(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.posts.get_or_create(&labels).inc();
+    }
+
+    /// `n` events were posted and taken.
+    pub fn posted(&self, n: usize) {
+        self.events.inc_by(n as u64);
+    }
+
+    /// The oldest event waiting is `seconds` old (0: none waits).
+    pub fn oldest_age(&self, seconds: f64) {
+        self.oldest.set(seconds);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "webhook_posts",
+            "POSTs of delivery events to the webhook, by result",
+            self.posts.clone(),
+        );
+        registry.register(
+            "webhook_events_posted",
+            "Delivery events the webhook endpoint took",
+            self.events.clone(),
+        );
+        registry.register(
+            "webhook_oldest_event_age_seconds",
+            "Age of the oldest delivery event not yet posted (0: none)",
+            self.oldest.clone(),
         );
     }
 }
@@ -529,6 +574,7 @@ impl Metrics {
             security: SecurityMetrics::default(),
             dns: DnsMetrics::new(),
             inject: InjectMetrics::default(),
+            webhook: WebhookMetrics::default(),
             registry: Registry::default(),
             unprefixed: Registry::default(),
         };
@@ -552,6 +598,7 @@ impl Metrics {
             m.dns.seconds.clone(),
         );
         m.inject.register(&mut registry, &m.dkim_signed);
+        m.webhook.register(&mut registry);
         let mut unprefixed = Registry::default();
         unprefixed.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         registry.register(
@@ -979,6 +1026,11 @@ impl Metrics {
         self.store_commit_bytes.inc_by(report.bytes as u64);
         self.store_commit_seconds
             .observe(report.latency.as_secs_f64());
+    }
+
+    /// The webhook poster's metrics.
+    pub fn webhook(&self) -> WebhookMetrics {
+        self.webhook.clone()
     }
 
     /// The injection API's metrics.

@@ -19,6 +19,7 @@ use crate::relay::resolver::{self, ResolverConfig, ResolverThread};
 use crate::relay::Hub;
 use crate::shard::{self, Service, Shard, SharedState};
 use crate::tls::{self, CertStore};
+use crate::webhook::WebhookPoster;
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use ringpost_storage::{
@@ -71,6 +72,9 @@ pub enum StartError {
     /// A DKIM key could not be loaded.
     #[error("cannot set up DKIM signing: {0}")]
     Dkim(String),
+    /// The webhook poster's thread could not start.
+    #[error("cannot start the webhook poster: {0}")]
+    Webhook(std::io::Error),
     /// The admin API's token file could not be read or made.
     #[error("cannot set up the admin token {path}: {source}")]
     AdminToken {
@@ -109,6 +113,7 @@ pub struct RunningServer {
     stops: Vec<oneshot::Sender<()>>,
     shards: Vec<ExecutorJoinHandle<()>>,
     resolver: Option<ResolverThread>,
+    webhook: Option<WebhookPoster>,
 }
 
 /// Start everything `config` describes.
@@ -301,6 +306,19 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
 
+    let webhook = match &config.webhook.url {
+        Some(_) => Some(
+            WebhookPoster::start(
+                config.webhook.clone(),
+                store.clone(),
+                commits.clone(),
+                metrics.webhook(),
+            )
+            .map_err(StartError::Webhook)?,
+        ),
+        None => None,
+    };
+
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -388,6 +406,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         stops,
         shards,
         resolver: resolver_thread,
+        webhook,
     })
 }
 
@@ -575,6 +594,8 @@ impl RunningServer {
                 tracing::error!(shard = id, error = %e, "shard ended abnormally");
             }
         }
+        // Before the commit writer goes: the poster deletes what it posted.
+        drop(self.webhook.take());
         if let Some(pipeline) = self.pipeline.take() {
             pipeline.shutdown();
         }

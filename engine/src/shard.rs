@@ -154,6 +154,8 @@ pub(crate) struct Shard {
     pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
     /// Where accepted messages and delivery attempts are logged.
     pub maillog: Arc<crate::maillog::MailLog>,
+    /// Reception events for the webhook, when one is configured.
+    pub events: Option<crate::events::EventSpool>,
     limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
     /// Client data the shard's sessions hold.
@@ -244,6 +246,11 @@ impl Shard {
             limits: shared.limits.clone(),
             tls: shared.tls.clone(),
             budget: MemoryBudget::new(config.limits.session_memory_mb << 20),
+            events: config
+                .webhook
+                .url
+                .is_some()
+                .then(|| crate::events::EventSpool::new(crate::events::source::smtp(id))),
             config,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),

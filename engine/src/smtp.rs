@@ -179,8 +179,25 @@ impl Smtp<'_> {
         let local = message.mailboxes.len();
         // The owners of the entries hear of them once they are durable.
         let queue = shard.hub.is_some().then(|| message.queue.clone());
+        let queue_id = id.to_hex();
+        let accepted = Accepted {
+            queue_id: &queue_id,
+            shard: shard.id,
+            client: self.peer.ip(),
+            helo: &tx.helo,
+            user: account.as_deref(),
+            tls: tx.tls,
+            sender: &tx.mail_from,
+            recipients,
+            size,
+            dkim: signed,
+        };
+        let mut batch = message.into_batch();
+        if let Some(events) = &shard.events {
+            events.add(&mut batch, "reception", accepted.fields());
+        }
         let started = Instant::now();
-        match shard.commits.commit(message.into_batch()).await {
+        match shard.commits.commit(batch).await {
             Ok(()) => {
                 if let (Some(hub), Some(queue)) = (&shard.hub, queue) {
                     hub.route(queue);
@@ -195,19 +212,7 @@ impl Smtp<'_> {
                 shard.metrics.messages.inc();
                 shard.metrics.bytes.inc_by(size);
                 shard.metrics.local_deliveries.inc_by(local as u64);
-                let queue_id = id.to_hex();
-                shard.maillog.accepted(&Accepted {
-                    queue_id: &queue_id,
-                    shard: shard.id,
-                    client: self.peer.ip(),
-                    helo: &tx.helo,
-                    user: account.as_deref(),
-                    tls: tx.tls,
-                    sender: &tx.mail_from,
-                    recipients,
-                    size,
-                    dkim: signed,
-                });
+                shard.maillog.accepted(&accepted);
                 smtp.message_stored(&queue_id);
             }
             // The commit writer logs a full disk once per episode.

@@ -1573,3 +1573,150 @@ fn injection_refuses_what_smtp_would_and_says_why() {
     );
     server.shutdown();
 }
+
+// -- delivery events --------------------------------------------------------
+
+/// The event types of `queue_id`, in the order the webhook took them.
+fn event_types(events: &[serde_json::Value], queue_id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["queue_id"] == queue_id)
+        .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn delivery_events_reach_a_webhook_that_recovers_in_order() {
+    use ringpost_loadtest::event_sink::EventSink;
+    let refuse_all = Faults {
+        permfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let tempfail_once = Faults {
+        tempfail_data_first: 1,
+        ..Faults::default()
+    };
+    let (port, _sinks) = sinks_on_one_port(&[(SINK_A, tempfail_once), (SINK_B, refuse_all)]);
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx.dest.test"),
+        TestRecord::a("mx.dest.test", SINK_A),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_A),
+        TestRecord::mx("gone.test", 10, "mx.gone.test"),
+        TestRecord::a("mx.gone.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    // The endpoint is down for its first two POSTs.
+    let hook = EventSink::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.webhook.url = Some(format!("http://{}/events", hook.addr()));
+        c.webhook.authorization = Some("Bearer hook-secret".into());
+        c.webhook.retry_max_secs = 1;
+    });
+    let smtp = server.smtp_addr();
+    let queue_id = |reply: String| reply.split_whitespace().last().unwrap().to_owned();
+    let deferred_first = queue_id(send(
+        smtp,
+        "alice@origin.test",
+        &["bob@dest.test"],
+        &message(1),
+    ));
+    assert!(
+        hook.wait_for(WAIT, |events| event_types(events, &deferred_first).len()
+            == 3),
+        "{:?}",
+        hook.events()
+    );
+    let bounced = queue_id(send(
+        smtp,
+        "alice@origin.test",
+        &["nobody@gone.test"],
+        &message(2),
+    ));
+    assert!(
+        hook.wait_for(WAIT, |events| event_types(events, &bounced).len() == 2
+            && events
+                .iter()
+                .filter(|e| e["to"] == "alice@origin.test")
+                .count()
+                == 1),
+        "{:?}",
+        hook.events()
+    );
+    // Injected mail is reported the same way.
+    let injected = admin_api(
+        &server,
+        "POST",
+        "/api/v1/inject",
+        r#"{"envelope_sender": "app@origin.test", "recipients": ["carol@dest.test"],
+            "content": "From: app@origin.test\r\nSubject: api\r\n\r\nhi\r\n"}"#,
+    );
+    let injected = injected["queue_ids"][0].as_str().unwrap().to_owned();
+    assert!(
+        hook.wait_for(WAIT, |events| event_types(events, &injected).len() == 2),
+        "{:?}",
+        hook.events()
+    );
+    let events = hook.events();
+    assert_eq!(event_types(&events, &injected), ["reception", "delivered"]);
+    let api = events
+        .iter()
+        .find(|e| e["queue_id"] == injected.as_str())
+        .unwrap();
+    assert_eq!(api["user"], "api", "{api}");
+    assert_eq!(
+        event_types(&events, &deferred_first),
+        ["reception", "deferred", "delivered"]
+    );
+    assert_eq!(event_types(&events, &bounced), ["reception", "bounced"]);
+    let bounce = events.iter().find(|e| e["type"] == "bounced").unwrap();
+    assert_eq!(bounce["class"], "invalid_recipient", "{bounce}");
+    assert_eq!(bounce["to"], "nobody@gone.test", "{bounce}");
+    assert!(
+        bounce["reply"].as_str().unwrap().starts_with("550"),
+        "{bounce}"
+    );
+    let delivered = events.iter().find(|e| e["type"] == "delivered").unwrap();
+    assert_eq!(delivered["host"], "mx.dest.test", "{delivered}");
+    assert_eq!(delivered["attempt"], 2, "{delivered}");
+    assert!(
+        delivered["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{delivered}"
+    );
+    let reception = events.iter().find(|e| e["type"] == "reception").unwrap();
+    assert_eq!(reception["from"], "alice@origin.test", "{reception}");
+    // The DSN to alice was delivered too, and reported.
+    let dsn = events
+        .iter()
+        .find(|e| e["to"] == "alice@origin.test")
+        .unwrap();
+    assert_eq!(dsn["type"], "delivered", "{dsn}");
+
+    let (requests, refused) = hook.requests();
+    assert_eq!(refused, 2, "{requests} requests");
+    assert!(hook
+        .authorizations()
+        .iter()
+        .all(|a| a == "Bearer hook-secret"));
+    // Posted events leave the store, and are counted.
+    wait_until("the events family to empty", || {
+        ringpost_storage::events::oldest(&*server.store(), 1)
+            .unwrap()
+            .is_empty()
+    });
+    let posted = format!(
+        "ringpost_webhook_events_posted_total {}",
+        hook.events().len()
+    );
+    wait_until("the posted events to be counted", || {
+        common::http_get(server.metrics_addr().unwrap(), "/metrics").contains(&posted)
+    });
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_webhook_posts_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+    server.shutdown();
+}

@@ -21,12 +21,15 @@
 //!   timed, to compare mail-access servers;
 //! - [`inject`]: the `inject` subcommand: `send`'s messages over ringpost's
 //!   HTTP injection API, to compare it with SMTP;
+//! - [`event_sink`]: a webhook receiver that fails, then recovers, for
+//!   the tests of ringpost's delivery events;
 //! - [`sink`]: the SMTP sink with fault injection, as a library (in-process
 //!   sinks for tests) and as the `sink` subcommand.
 
 pub mod acklog;
 pub mod cli;
 pub mod client;
+pub mod event_sink;
 pub mod fetch;
 pub mod inject;
 pub mod message;

@@ -29,6 +29,7 @@
 mod codec;
 pub mod conformance;
 mod error;
+pub mod events;
 pub mod mailbox;
 pub mod memory;
 pub mod pipeline;
@@ -65,11 +66,13 @@ pub enum Family {
     MessageRefs,
     /// Scope ‖ address → why mail to it is not sent ([`suppression`]).
     Suppressions,
+    /// Time ‖ source ‖ sequence → a delivery event for the webhook ([`events`]).
+    Events,
 }
 
 impl Family {
     /// Every family, in a fixed order.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Blobs,
         Family::Envelopes,
         Family::Queue,
@@ -78,6 +81,7 @@ impl Family {
         Family::Users,
         Family::MessageRefs,
         Family::Suppressions,
+        Family::Events,
     ];
 
     /// Stable name (used as the RocksDB column family name).
@@ -91,6 +95,7 @@ impl Family {
             Family::Users => "users",
             Family::MessageRefs => "message_refs",
             Family::Suppressions => "suppressions",
+            Family::Events => "events",
         }
     }
 }

@@ -42,6 +42,7 @@ fn slot(family: Family) -> usize {
         Family::Users => 5,
         Family::MessageRefs => 6,
         Family::Suppressions => 7,
+        Family::Events => 8,
     }
 }
 

@@ -22,6 +22,7 @@ pub mod request;
 
 use crate::config::Config;
 use crate::dkim::DkimSigner;
+use crate::events::EventSpool;
 use crate::intake::{self, Recipients, Trace};
 use crate::maillog::{Accepted, MailLog};
 use crate::metrics::{InjectMetrics, SecurityMetrics};
@@ -54,6 +55,8 @@ pub struct Injector {
     hub: Option<Arc<Hub>>,
     dkim: Option<Arc<DkimSigner>>,
     maillog: Arc<MailLog>,
+    /// Reception events for the webhook, when one is configured.
+    events: Option<EventSpool>,
     metrics: InjectMetrics,
     security: SecurityMetrics,
     /// The sequence part of injected message ids; it also picks their
@@ -112,6 +115,24 @@ struct Prepared {
     signatures: usize,
 }
 
+impl Prepared {
+    /// What the mail log and the reception event say of it.
+    fn accepted<'a>(&self, queue_id: &'a str, client: IpAddr, sender: &'a str) -> Accepted<'a> {
+        Accepted {
+            queue_id,
+            shard: self.home,
+            client,
+            helo: "api",
+            user: Some("api"),
+            tls: false,
+            sender,
+            recipients: self.recipients.len(),
+            size: self.size,
+            dkim: self.signatures,
+        }
+    }
+}
+
 impl Injector {
     /// An injector over the server's parts.
     #[allow(clippy::too_many_arguments)]
@@ -125,6 +146,11 @@ impl Injector {
         metrics: &crate::metrics::Metrics,
     ) -> Arc<Injector> {
         Arc::new(Injector {
+            events: config
+                .webhook
+                .url
+                .is_some()
+                .then(|| EventSpool::new(crate::events::source::INJECT)),
             store,
             commits,
             hub,
@@ -374,15 +400,23 @@ impl Injector {
             is_local: &is_local,
         };
         let message = intake::stored(id, body, &request.sender, &addresses, &to, now);
-        Ok(Prepared {
+        let mut prepared = Prepared {
             id,
             home,
             queue: message.queue.clone(),
             size: message.body.len() as u64,
-            batch: Some(message.into_batch()),
+            batch: None,
             recipients: group,
             signatures: signed,
-        })
+        };
+        let mut batch = message.into_batch();
+        if let Some(events) = &self.events {
+            let queue_id = id.to_hex();
+            let accepted = prepared.accepted(&queue_id, client, &request.sender);
+            events.add(&mut batch, "reception", accepted.fields());
+        }
+        prepared.batch = Some(batch);
+        Ok(prepared)
     }
 
     /// After the commit: hand the queue entries to their shards, log and
@@ -390,7 +424,7 @@ impl Injector {
     fn settle(
         &self,
         request: &InjectRequest,
-        prepared: Prepared,
+        mut prepared: Prepared,
         outcome: Result<(), StoreError>,
         client: IpAddr,
         report: &mut Report,
@@ -399,21 +433,11 @@ impl Injector {
         match outcome {
             Ok(()) => {
                 if let Some(hub) = &self.hub {
-                    hub.route(prepared.queue);
+                    hub.route(std::mem::take(&mut prepared.queue));
                 }
                 let queue_id = prepared.id.to_hex();
-                self.maillog.accepted(&Accepted {
-                    queue_id: &queue_id,
-                    shard: prepared.home,
-                    client,
-                    helo: "api",
-                    user: Some("api"),
-                    tls: false,
-                    sender: &request.sender,
-                    recipients: prepared.recipients.len(),
-                    size,
-                    dkim: prepared.signatures,
-                });
+                self.maillog
+                    .accepted(&prepared.accepted(&queue_id, client, &request.sender));
                 self.metrics.stored(size, prepared.signatures);
                 report.success_count += prepared.recipients.len();
                 report.queue_ids.push(queue_id);

@@ -19,6 +19,7 @@ use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
 use crate::config::{Config, RelayConfig, SuppressionScope};
+use crate::events::EventSpool;
 use crate::intake::{self, IdGenerator};
 use crate::maillog::{Attempt, Disposition, MailLog};
 use crate::metrics::RelayMetrics;
@@ -105,6 +106,8 @@ pub(crate) struct Relay {
     pub metrics: RelayMetrics,
     /// Where each recipient's outcome is logged.
     pub maillog: Arc<MailLog>,
+    /// Each recipient's outcome for the webhook, when one is configured.
+    events: Option<EventSpool>,
     /// What tells one refusal from another: the operator's rules, then
     /// the built-in ones.
     bounce_rules: Vec<bounce_class::Rule>,
@@ -112,6 +115,9 @@ pub(crate) struct Relay {
     rng: Cell<u64>,
     state: RefCell<State>,
 }
+
+/// Our own refusal of a recipient on the suppression list.
+const SUPPRESSED: &str = "recipient suppressed: it bounced as unknown before; not sent again";
 
 #[derive(Default)]
 struct State {
@@ -183,7 +189,13 @@ impl Relay {
             .relay
             .bounce_classifier()
             .unwrap_or_else(|_| bounce_class::default_rules());
+        let events = config
+            .webhook
+            .url
+            .is_some()
+            .then(|| EventSpool::new(crate::events::source::relay(shard)));
         Relay {
+            events,
             bounce_rules,
             client_plain: Arc::new(client_plain),
             tls,
@@ -570,7 +582,7 @@ impl Relay {
         let host = via.as_ref().map(|v| v.host.as_str());
         let sorted = sort_results(&results, &self.bounce_rules, host, expired);
         log_attempt(self.shard, &entry, host, &results, &sorted);
-        self.log_recipients(&entry, &results, &sorted, via.as_ref(), &loaded, age);
+        let events = self.log_recipients(&entry, &results, &sorted, via.as_ref(), &loaded, age);
         self.metrics.delivered.inc_by(sorted.delivered as u64);
         self.metrics
             .deferred_recipients
@@ -596,6 +608,11 @@ impl Relay {
         };
 
         let mut batch = WriteBatch::new();
+        if let Some(spool) = &self.events {
+            for (kind, fields) in events {
+                spool.add(&mut batch, kind, fields);
+            }
+        }
         let next = if finished {
             spool::delete_queue_entry(&mut batch, &entry);
             None
@@ -713,8 +730,7 @@ impl Relay {
                     reply: ServerReply {
                         code: 550,
                         status: Some("5.1.1".into()),
-                        text: "recipient suppressed: it bounced as unknown before; not sent again"
-                            .into(),
+                        text: SUPPRESSED.into(),
                         local: true,
                     },
                 }),
@@ -775,7 +791,8 @@ impl Relay {
         }
     }
 
-    /// One mail log line per recipient of an attempt.
+    /// One mail log line per recipient of an attempt; and, when the
+    /// webhook is on, each one's event (kind and fields) for the commit.
     fn log_recipients(
         &self,
         entry: &QueueEntry,
@@ -784,7 +801,8 @@ impl Relay {
         via: Option<&Via>,
         loaded: &Option<Loaded>,
         age: Duration,
-    ) {
+    ) -> Vec<(&'static str, serde_json::Map<String, serde_json::Value>)> {
+        let mut events = Vec::new();
         let queue_id = entry.id.to_hex();
         for (result, class) in results.iter().zip(&sorted.classes) {
             let reply = &result.reply;
@@ -804,7 +822,7 @@ impl Relay {
             if let Some(class) = class {
                 self.metrics.refused(disposition.name(), class);
             }
-            self.maillog.attempt(&Attempt {
+            let attempt = Attempt {
                 queue_id: &queue_id,
                 shard: self.shard,
                 recipient: &result.recipient,
@@ -819,8 +837,17 @@ impl Relay {
                 reply: &reply.to_string(),
                 delay: age.as_secs_f64(),
                 size: loaded.as_ref().map(|l| l.envelope.size),
-            });
+            };
+            self.maillog.attempt(&attempt);
+            if self.events.is_some() {
+                let kind = match reply.local && reply.text == SUPPRESSED {
+                    true => "suppressed",
+                    false => disposition.name(),
+                };
+                events.push((kind, attempt.fields()));
+            }
         }
+        events
     }
 
     /// Keep an unchanged entry in memory and try it again after a pause.

@@ -1,0 +1,231 @@
+//! The webhook poster: a thread of its own that posts the delivery events
+//! ([`crate::events`]) waiting in the store to `webhook.url`, oldest first,
+//! as JSON arrays of at most `webhook.batch_size` events, and deletes them
+//! once the endpoint answers 2xx. A failed POST (no connection, a timeout,
+//! any other status) is tried again after a pause that starts at a second
+//! and doubles up to `webhook.retry_max_secs`; the events wait in the
+//! store meanwhile, so a restart loses none. Delivery is at least once: an
+//! endpoint that took a batch but whose answer was lost sees it again.
+//!
+//! Memory holds one batch at a time; the backlog is on disk. hyper's
+//! HTTP/1.1 client on a tokio current-thread runtime, rustls for https
+//! (the webpki roots), one connection per batch.
+
+use crate::config::WebhookConfig;
+use crate::metrics::WebhookMetrics;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use ringpost_storage::{events, CommitHandle, Store, WriteBatch};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often an idle poster looks for new events.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The poster's thread.
+pub struct WebhookPoster {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WebhookPoster {
+    /// Start posting what `store` holds, per `config` (which has a URL).
+    pub fn start(
+        config: WebhookConfig,
+        store: Arc<dyn Store>,
+        commits: CommitHandle,
+        metrics: WebhookMetrics,
+    ) -> std::io::Result<WebhookPoster> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let poster = Poster {
+            config,
+            store,
+            commits,
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ringpost-webhook".into())
+            .spawn(move || runtime.block_on(poster.run(stopped)))?;
+        Ok(WebhookPoster {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for WebhookPoster {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Poster {
+    config: WebhookConfig,
+    store: Arc<dyn Store>,
+    commits: CommitHandle,
+    metrics: WebhookMetrics,
+}
+
+impl Poster {
+    async fn run(self, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+        let url = self.config.url.clone().unwrap_or_default();
+        tracing::info!(%url, "webhook: posting delivery events");
+        let mut pause = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = match self.post_some(&url).await {
+                Ok(0) => IDLE_POLL,
+                Ok(_) => Duration::ZERO,
+                Err(why) => {
+                    let next = (pause * 2).clamp(
+                        Duration::from_secs(1),
+                        Duration::from_secs(self.config.retry_max_secs),
+                    );
+                    tracing::warn!(%url, error = %why, retry_in_secs = next.as_secs(), "webhook: POST failed; the events wait in the store");
+                    next
+                }
+            };
+        }
+    }
+
+    /// Post the oldest batch, if any, and delete it once taken; how many
+    /// events were posted.
+    async fn post_some(&self, url: &str) -> Result<usize, String> {
+        let batch = events::oldest(&*self.store, self.config.batch_size)
+            .map_err(|e| format!("cannot read events: {e}"))?;
+        let Some((first, _)) = batch.first() else {
+            self.metrics.oldest_age(0.0);
+            return Ok(0);
+        };
+        let age = crate::intake::unix_micros().saturating_sub(events::key_micros(first));
+        self.metrics.oldest_age(age as f64 / 1e6);
+        let mut body =
+            Vec::with_capacity(batch.iter().map(|(_, v)| v.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (i, (_, event)) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(event);
+        }
+        body.push(b']');
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let posted = tokio::time::timeout(timeout, self.post(url, body)).await;
+        match posted {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                self.metrics.post("failed");
+                return Err(why);
+            }
+            Err(_) => {
+                self.metrics.post("timeout");
+                return Err(format!("no answer within {} s", timeout.as_secs()));
+            }
+        }
+        self.metrics.post("ok");
+        let mut done = WriteBatch::new();
+        for (key, _) in &batch {
+            events::delete(&mut done, key);
+        }
+        self.commits.commit(done).await.map_err(|e| {
+            format!("posted, but cannot delete the events (they will be posted again): {e}")
+        })?;
+        self.metrics.posted(batch.len());
+        tracing::debug!(events = batch.len(), "webhook: events posted");
+        Ok(batch.len())
+    }
+
+    /// One POST of `body` to `url`; Ok on a 2xx answer.
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+        let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().ok_or("the URL has no host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let authority = uri
+            .authority()
+            .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
+        let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, "ringpost-webhook");
+        if let Some(authorization) = &self.config.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let status = match https {
+            true => {
+                let tls = tls_connect(&host, tcp).await?;
+                send(TokioIo::new(tls), request).await?
+            }
+            false => send(TokioIo::new(tcp), request).await?,
+        };
+        match status.is_success() {
+            true => Ok(()),
+            false => Err(format!("the endpoint answered {status}")),
+        }
+    }
+}
+
+/// Send `request` over `io` with hyper's HTTP/1.1 client; the answer's
+/// status, its body read and dropped.
+async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<hyper::StatusCode, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("POST failed: {e}"))?;
+    let status = answer.status();
+    // Bounded by the caller's timeout; the body says nothing we need.
+    let _ = answer.into_body().collect().await;
+    driver.abort();
+    Ok(status)
+}
+
+/// TLS to `host` over `tcp`, its certificate checked against the webpki
+/// roots.
+async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| format!("`{host}` is not a TLS name"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host} failed: {e}"))
+}
