@@ -17,6 +17,7 @@ use ringpost_storage::{spool, RocksOptions, RocksStore};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 mod admin_client;
 mod dkim;
@@ -154,6 +155,13 @@ enum ConfigCommand {
         /// The file [default: none, the defaults alone].
         file: Option<PathBuf>,
     },
+    /// Have the running server read its configuration again (as SIGHUP
+    /// does) and say what it did.
+    Reload {
+        /// The running server's data directory.
+        #[arg(long, default_value = "./ringpost-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +209,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config {
+            command: ConfigCommand::Reload { data_dir },
+        } => config_reload(&data_dir),
         Command::Spool {
             command: SpoolCommand::Stats { data_dir },
         } => spool_stats(&data_dir),
@@ -242,23 +253,48 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-/// Log lines waiting for the log writer thread.
-const LOG_BACKLOG: usize = 64 * 1024;
-
-fn serve(args: ServeArgs) -> ExitCode {
-    // Dropped when serve returns: what is queued is written first.
-    let _log_writer = init_logging(args.log_format);
-    let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ringpost: {e}");
-                return ExitCode::FAILURE;
+/// `ringpost config reload`: the running server's reload, through its API.
+fn config_reload(data_dir: &std::path::Path) -> ExitCode {
+    let reloaded = admin_client::AdminClient::for_data_dir(data_dir)
+        .and_then(|api| api.call("POST", "/api/v1/config/reload", None));
+    match reloaded {
+        Ok(answer) => {
+            println!(
+                "configuration reloaded (generation {})",
+                answer["generation"]
+            );
+            let kept: Vec<&str> = answer["needs_restart"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            if !kept.is_empty() {
+                println!(
+                    "these settings need a restart; their old values stay: {}",
+                    kept.join(", ")
+                );
             }
-        },
+            if let Some(certificates) = answer["certificates"].as_str() {
+                println!("certificates: {certificates}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringpost config reload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration `serve` runs with: the file (or the defaults) and the
+/// command line's overrides; read again at every reload.
+fn effective_config(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    if let Some(d) = args.data_dir {
+    if let Some(d) = args.data_dir.clone() {
         config.data_dir = d;
     }
     if let Some(ip) = args.ephemeral_ports {
@@ -298,8 +334,24 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.relay.enabled = false;
     }
     if args.smarthost.is_some() {
-        config.relay.smarthost = args.smarthost;
+        config.relay.smarthost = args.smarthost.clone();
     }
+    Ok(config)
+}
+
+/// Log lines waiting for the log writer thread.
+const LOG_BACKLOG: usize = 64 * 1024;
+
+fn serve(args: ServeArgs) -> ExitCode {
+    // Dropped when serve returns: what is queued is written first.
+    let _log_writer = init_logging(args.log_format);
+    let config = match effective_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringpost: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("ringpost: {e}");
         return ExitCode::FAILURE;
@@ -326,6 +378,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let source = Arc::new(args);
+    server.set_config_source(Arc::new(move || effective_config(&source)));
     println!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     for (service, addr) in server.listeners() {
         let note = match service {
@@ -354,15 +408,30 @@ fn serve(args: ServeArgs) -> ExitCode {
     println!("  {:<12} {}", "relay", relay_line(&relay));
     let signal = loop {
         match signals.forever().next() {
-            // SIGHUP: certificates again (connections already up keep
-            // theirs), and the mail log file opened again (logrotate).
+            // SIGHUP: the configuration and certificates again (connections
+            // already up keep theirs), and the mail log file opened again
+            // (logrotate).
             Some(signal_hook::consts::SIGHUP) => {
                 server.reopen_logs();
-                match server.reload_certificates() {
-                    Ok(described) => println!("ringpost: certificates reloaded: {described}"),
-                    Err(e) => {
-                        eprintln!("ringpost: certificate reload failed, keeping the old ones: {e}")
+                match server.reload() {
+                    Ok(reloaded) => {
+                        println!(
+                            "ringpost: configuration reloaded (generation {})",
+                            reloaded.generation
+                        );
+                        if !reloaded.needs_restart.is_empty() {
+                            println!(
+                                "ringpost: these settings need a restart; their old values stay: {}",
+                                reloaded.needs_restart.join(", ")
+                            );
+                        }
+                        if let Some(described) = reloaded.certificates {
+                            println!("ringpost: certificates reloaded: {described}");
+                        }
                     }
+                    Err(e) => eprintln!(
+                        "ringpost: reload failed, keeping the configuration in force: {e}"
+                    ),
                 }
             }
             other => break other,

@@ -986,47 +986,121 @@ fn a_stalled_log_reader_does_not_stall_mail() {
     );
 }
 
+/// The RCPT reply for `to` from a new session.
+fn rcpt_reply(addr: SocketAddr, to: &str) -> String {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    read_reply(&mut r).unwrap();
+    w.write_all(format!("EHLO t\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<{to}>\r\n").as_bytes())
+        .unwrap();
+    read_reply(&mut r).unwrap();
+    read_reply(&mut r).unwrap();
+    let reply = read_reply(&mut r).unwrap();
+    let _ = w.write_all(b"QUIT\r\n");
+    reply
+}
+
 #[test]
-fn sighup_reloads_certificates_and_logs_are_plain_in_a_file() {
+fn sighup_reloads_the_config_and_certificates_and_logs_are_plain_in_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("ringpost.log")).unwrap();
+    let config = dir.path().join("ringpost.toml");
+    std::fs::write(&config, "").unwrap();
     let mut child = Command::new(RINGPOST)
         .args([
             "serve",
             "--ephemeral-ports",
             "127.0.0.1",
             "--no-relay",
-            "--data-dir",
+            "--config",
         ])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .expect("ringpost starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut tls = String::new();
+    let (mut tls, mut smtp) = (String::new(), None);
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if line.trim_start().starts_with("tls ") {
-            tls = line.clone();
-        }
-        if line.trim_start().starts_with("relay ") {
-            break;
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("tls") => tls = line.clone(),
+            Some("smtp") => smtp = words.next().and_then(|a| a.parse::<SocketAddr>().ok()),
+            Some("relay") => break,
+            _ => {}
         }
     }
     assert!(tls.contains("self-signed"), "{tls}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    let reloaded = lines.next().unwrap().unwrap();
+    let smtp = smtp.expect("the smtp line");
     assert!(
-        reloaded.starts_with("ringpost: certificates reloaded: ")
-            && reloaded.contains("self-signed"),
-        "{reloaded}"
+        rcpt_reply(smtp, "x@new.test").starts_with("250"),
+        "relayed before"
     );
+
+    std::fs::write(
+        &config,
+        "hostname = \"elsewhere.test\"\n[smtp]\nlocal_domains = [\"new.test\"]\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let said: Vec<String> = lines.by_ref().take(3).map(|l| l.unwrap()).collect();
+    assert_eq!(
+        said[0], "ringpost: configuration reloaded (generation 1)",
+        "{said:?}"
+    );
+    assert_eq!(
+        said[1], "ringpost: these settings need a restart; their old values stay: hostname",
+        "{said:?}"
+    );
+    assert!(
+        said[2].starts_with("ringpost: certificates reloaded: ") && said[2].contains("self-signed"),
+        "{said:?}"
+    );
+    let reply = rcpt_reply(smtp, "x@new.test");
+    assert!(
+        reply.starts_with("550 5.1.1"),
+        "new.test is local now: {reply}"
+    );
+
+    // The same through the API, with the command.
+    std::fs::write(
+        &config,
+        "[smtp]\nlocal_domains = [\"new.test\", \"other.test\"]\n",
+    )
+    .unwrap();
+    let (ok, out, err) = ringpost(&["config", "reload"], &dir.path().join("data"), "");
+    assert!(
+        ok && out.starts_with("configuration reloaded (generation 2)"),
+        "{out}{err}"
+    );
+    assert!(rcpt_reply(smtp, "x@other.test").starts_with("550 5.1.1"));
+
+    // A broken file changes nothing.
+    std::fs::write(&config, "[smtp]\nlocal_domain = [\"typo\"]\n").unwrap();
+    let (ok, _, err) = ringpost(&["config", "reload"], &dir.path().join("data"), "");
+    assert!(
+        !ok && err.contains("422") && err.contains("local_domain"),
+        "{err}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let reply = rcpt_reply(smtp, "x@new.test");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     // stderr went to a file: no colour escapes in it.
     let text = std::fs::read_to_string(dir.path().join("ringpost.log")).unwrap();
     assert!(text.contains("ringpost started"), "{text}");
+    assert!(
+        text.contains("reload failed") && text.contains("local_domain"),
+        "{text}"
+    );
     assert!(!text.contains('\u{1b}'), "escape codes in the log file");
 }
 

@@ -49,6 +49,7 @@ mod imap;
 pub mod inject;
 pub mod intake;
 pub mod limits;
+pub mod live;
 pub mod maillog;
 pub mod metrics;
 mod pop3;

@@ -46,10 +46,27 @@ impl Refusal {
 
 /// Per-address connection counts and rates.
 pub struct ConnectionLimits {
+    settings: std::sync::RwLock<Settings>,
+    clients: Mutex<HashMap<IpAddr, Client>>,
+}
+
+/// What [`ConnectionLimits`] enforces; a config reload replaces it.
+struct Settings {
     max_per_ip: usize,
     per_minute: u32,
     exempt: Vec<IpNet>,
-    clients: Mutex<HashMap<IpAddr, Client>>,
+}
+
+impl Settings {
+    fn new(config: &LimitsConfig, trusted: &[IpNet]) -> Settings {
+        let mut exempt = config.exempt_networks.clone();
+        exempt.extend_from_slice(trusted);
+        Settings {
+            max_per_ip: config.max_connections_per_ip,
+            per_minute: config.connections_per_minute_per_ip,
+            exempt,
+        }
+    }
 }
 
 struct Client {
@@ -81,26 +98,36 @@ impl ConnectionLimits {
     /// Limits as configured; clients in `trusted` (the relay networks) are
     /// exempt too.
     pub fn new(config: &LimitsConfig, trusted: &[IpNet]) -> Arc<ConnectionLimits> {
-        let mut exempt = config.exempt_networks.clone();
-        exempt.extend_from_slice(trusted);
         Arc::new(ConnectionLimits {
-            max_per_ip: config.max_connections_per_ip,
-            per_minute: config.connections_per_minute_per_ip,
-            exempt,
+            settings: std::sync::RwLock::new(Settings::new(config, trusted)),
             clients: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Enforce `config` from now on (a reload); counts so far are kept.
+    pub fn reconfigure(&self, config: &LimitsConfig, trusted: &[IpNet]) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Settings::new(config, trusted);
+    }
+
     /// Admit a connection from `ip` at `now`, or say why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Admission, Refusal> {
-        if in_networks(&self.exempt, ip) || (self.max_per_ip == 0 && self.per_minute == 0) {
+        let settings = self
+            .settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (max_per_ip, per_minute) = (settings.max_per_ip, settings.per_minute);
+        if in_networks(&settings.exempt, ip) || (max_per_ip == 0 && per_minute == 0) {
             return Ok(Admission {
                 limits: self.clone(),
                 ip: None,
             });
         }
+        drop(settings);
         let ip = crate::config::canonical(ip);
-        let per_minute = f64::from(self.per_minute);
+        let per_minute = f64::from(per_minute);
         let mut clients = lock(&self.clients);
         if clients.len() >= MAX_TRACKED {
             prune(&mut clients, per_minute, now);
@@ -110,10 +137,10 @@ impl ConnectionLimits {
             tokens: per_minute,
             refilled: now,
         });
-        if self.max_per_ip > 0 && client.connections >= self.max_per_ip {
+        if max_per_ip > 0 && client.connections >= max_per_ip {
             return Err(Refusal::PerIp);
         }
-        if self.per_minute > 0 {
+        if per_minute > 0.0 {
             let elapsed = now.saturating_duration_since(client.refilled).as_secs_f64();
             client.tokens = (client.tokens + elapsed * per_minute / 60.0).min(per_minute);
             client.refilled = now;
@@ -302,7 +329,8 @@ impl AuthGuard {
 /// Messages per account per hour (submission), as a token bucket per
 /// account: `per_hour` tokens, refilled continuously.
 pub struct SendRate {
-    per_hour: u32,
+    /// A config reload may change it.
+    per_hour: std::sync::atomic::AtomicU32,
     accounts: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
@@ -310,13 +338,23 @@ impl SendRate {
     /// A limiter; 0 means no limit.
     pub fn new(per_hour: u32) -> SendRate {
         SendRate {
-            per_hour,
+            per_hour: std::sync::atomic::AtomicU32::new(per_hour),
             accounts: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Allow `per_hour` from now on (a reload; 0: no limit).
+    pub fn reconfigure(&self, per_hour: u32) {
+        self.per_hour
+            .store(per_hour, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn per_hour(&self) -> u32 {
+        self.per_hour.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn refill(&self, tokens: &mut (f64, Instant), now: Instant) {
-        let rate = f64::from(self.per_hour);
+        let rate = f64::from(self.per_hour());
         let elapsed = now.saturating_duration_since(tokens.1).as_secs_f64();
         tokens.0 = (tokens.0 + elapsed * rate / 3600.0).min(rate);
         tokens.1 = now;
@@ -324,7 +362,7 @@ impl SendRate {
 
     /// Whether `account` may send one more message now.
     pub fn has_room(&self, account: &str, now: Instant) -> bool {
-        if self.per_hour == 0 {
+        if self.per_hour() == 0 {
             return true;
         }
         let mut accounts = lock(&self.accounts);
@@ -339,10 +377,10 @@ impl SendRate {
 
     /// `account` sent a message.
     pub fn sent(&self, account: &str, now: Instant) {
-        if self.per_hour == 0 {
+        if self.per_hour() == 0 {
             return;
         }
-        let rate = f64::from(self.per_hour);
+        let rate = f64::from(self.per_hour());
         let mut accounts = lock(&self.accounts);
         if accounts.len() >= MAX_TRACKED {
             accounts.retain(|_, t| now.saturating_duration_since(t.1).as_secs() < 3600);

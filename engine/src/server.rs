@@ -12,6 +12,7 @@ use crate::admin::{AdminContext, AdminServer, Token};
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreEngine};
 use crate::limits::{ConnectionLimits, Lockout, SendRate};
+use crate::live::{ConfigSource, LiveConfig, Reloaded, Reloader};
 use crate::maillog::{MailLog, MailLogWriter};
 use crate::metrics::Metrics;
 use crate::relay::queue::Relay;
@@ -114,11 +115,13 @@ pub struct RunningServer {
     shards: Vec<ExecutorJoinHandle<()>>,
     resolver: Option<ResolverThread>,
     webhook: Option<WebhookPoster>,
+    reloader: Arc<Reloader>,
 }
 
 /// Start everything `config` describes.
 pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
+    let live = Arc::new(LiveConfig::new(config.clone()));
     let (store, store_description) = open_store(&config)?;
 
     let metrics = Metrics::new();
@@ -189,6 +192,12 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map(Arc::new),
         maillog: maillog.clone(),
     };
+    let reloader = Arc::new(Reloader::new(
+        live.clone(),
+        shared.limits.clone(),
+        shared.send_rate.clone(),
+        certificates.clone(),
+    ));
     let shard_count = config.shard_count();
     let bind = |addr| {
         bind_reuseport(addr, shard_count).map_err(|source| StartError::Bind { addr, source })
@@ -277,13 +286,13 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     source,
                 })?;
             let context = Arc::new(AdminContext {
-                config: config.clone(),
+                reloader: reloader.clone(),
                 store: store.clone(),
                 commits: commits.clone(),
                 metrics: metrics.clone(),
                 hub: hub.clone(),
                 inject: crate::inject::Injector::new(
-                    config.clone(),
+                    live.clone(),
                     store.clone(),
                     commits.clone(),
                     hub.clone(),
@@ -333,7 +342,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         } else {
             Placement::Unbound
         };
-        let (config, commits, metrics) = (config.clone(), commits.clone(), metrics.clone());
+        let (live, commits, metrics) = (live.clone(), commits.clone(), metrics.clone());
         let relay_metrics = metrics.relay_shard(id);
         let shared = shared.clone();
         let (store, hub, resolver, tls) =
@@ -356,7 +365,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     (Some(hub), Some(resolver), Some(inbox)) => {
                         let relay = Rc::new(Relay::new(
                             id,
-                            config.clone(),
+                            live.clone(),
                             store.clone(),
                             commits.clone(),
                             hub,
@@ -370,9 +379,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     }
                     _ => None,
                 };
-                let shard = Rc::new(Shard::new(
-                    id, config, commits, store, &metrics, hub, &shared,
-                ));
+                let shard = Rc::new(Shard::new(id, live, commits, store, &metrics, hub, &shared));
                 shard::run(shard, listeners, shutdown, relay).await;
             })
             .map_err(|e| StartError::Shard {
@@ -407,6 +414,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         shards,
         resolver: resolver_thread,
         webhook,
+        reloader,
     })
 }
 
@@ -521,21 +529,22 @@ impl RunningServer {
         self.certificates.as_ref().map(|c| c.current().describe())
     }
 
-    /// Load the certificates again (SIGHUP): new handshakes get the new
-    /// set, connections already up keep theirs. On error the old set stays.
-    pub fn reload_certificates(&self) -> Result<String, String> {
-        let Some(store) = &self.certificates else {
-            return Err("TLS is off (tls.enabled = false)".into());
-        };
-        let loaded = tls::load(
-            &self.config.tls,
-            &self.config.data_dir,
-            &self.config.hostname,
-        )?;
-        let described = loaded.describe();
-        store.replace(loaded);
-        tracing::info!(certificates = %described, "certificates reloaded");
-        Ok(described)
+    /// Read the configuration again and put it in force (SIGHUP, and
+    /// `POST /api/v1/config/reload`): see [`crate::live`]. New handshakes
+    /// get reloaded certificates; connections already up keep theirs. On
+    /// error nothing changes.
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        self.reloader.reload()
+    }
+
+    /// Where [`RunningServer::reload`] reads the configuration from.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        self.reloader.set_source(source);
+    }
+
+    /// The configuration in force now (reloads included).
+    pub fn live_config(&self) -> Arc<Config> {
+        self.reloader.current()
     }
 
     /// Open the mail log file again (after logrotate moved it).

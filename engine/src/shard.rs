@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::conn::{self, Connection};
 use crate::intake::IdGenerator;
 use crate::limits::{ConnectionLimits, Refusal, SendRate};
+use crate::live::LiveConfig;
 use crate::metrics::{ImapMetrics, Metrics, Pop3Metrics, SecurityMetrics, ShardMetrics};
 use crate::relay::queue::Relay;
 use crate::relay::Hub;
@@ -117,18 +118,75 @@ pub(crate) struct SharedState {
     pub maillog: Arc<crate::maillog::MailLog>,
 }
 
+/// A shard's copy of the configuration in force, and the session
+/// settings made from it.
+struct View {
+    generation: u64,
+    config: Arc<Config>,
+    smtp: Arc<ServerConfig>,
+    pop3: Arc<Pop3Config>,
+    imap: Arc<ImapConfig>,
+}
+
+impl View {
+    /// From `config` (copied, so the shard's reference count is its own).
+    fn new(config: &Config, tls: bool, generation: u64) -> View {
+        let secs = Duration::from_secs;
+        let smtp = Arc::new(ServerConfig {
+            hostname: config.hostname.clone(),
+            max_line_len: config.smtp.max_line_length,
+            max_message_size: config.smtp.max_message_size,
+            max_recipients: config.smtp.max_recipients,
+            max_errors: config.smtp.max_errors,
+            max_rejected_recipients: config.smtp.max_rejected_recipients,
+            command_timeout: secs(config.smtp.command_timeout_secs),
+            data_timeout: secs(config.smtp.data_timeout_secs),
+            min_data_rate: config.smtp.min_data_rate,
+            max_session: (config.smtp.max_session_secs > 0)
+                .then(|| secs(config.smtp.max_session_secs)),
+            login_timeout: secs(config.submission.login_timeout_secs),
+            tls_available: tls,
+            sender_policy: match config.submission.sender_policy {
+                crate::config::SenderPolicyConfig::Own => smtp_proto::SenderPolicy::Own,
+                crate::config::SenderPolicyConfig::Domain => smtp_proto::SenderPolicy::Domain,
+                crate::config::SenderPolicyConfig::Any => smtp_proto::SenderPolicy::Any,
+            },
+        });
+        let pop3 = Arc::new(Pop3Config {
+            hostname: config.hostname.clone(),
+            max_errors: config.pop3.max_errors,
+            stls_available: tls,
+            plaintext_auth_allowed: false,
+            idle_timeout: secs(config.pop3.idle_timeout_secs),
+            login_timeout: secs(config.pop3.login_timeout_secs),
+            ..Pop3Config::default()
+        });
+        let imap = Arc::new(ImapConfig {
+            hostname: config.hostname.clone(),
+            max_command_size: config.imap.max_command_size,
+            max_errors: config.imap.max_errors,
+            tls_available: tls,
+            idle_timeout: secs(config.imap.idle_timeout_secs),
+            login_timeout: secs(config.imap.login_timeout_secs),
+        });
+        View {
+            generation,
+            config: Arc::new(config.clone()),
+            smtp,
+            pop3,
+            imap,
+        }
+    }
+}
+
 /// State owned by one shard's executor.
 pub(crate) struct Shard {
     /// Shard number (0-based).
     pub id: usize,
-    /// Server configuration.
-    pub config: Arc<Config>,
-    /// Limits handed to every SMTP session.
-    pub smtp: Arc<ServerConfig>,
-    /// Limits handed to every POP3 session.
-    pub pop3: Arc<Pop3Config>,
-    /// Limits handed to every IMAP session.
-    pub imap: Arc<ImapConfig>,
+    /// The configuration in force, reloadable.
+    live: Arc<LiveConfig>,
+    /// This shard's copy of it, and what sessions are handed.
+    view: RefCell<View>,
     /// Where messages are made durable.
     pub commits: CommitHandle,
     /// The store, for reads on the shard itself (the recipient check,
@@ -180,7 +238,7 @@ impl Drop for ActiveSession<'_> {
 impl Shard {
     pub(crate) fn new(
         id: usize,
-        config: Arc<Config>,
+        live: Arc<LiveConfig>,
         commits: CommitHandle,
         store: Arc<dyn Store>,
         metrics: &Metrics,
@@ -188,49 +246,12 @@ impl Shard {
         shared: &SharedState,
     ) -> Shard {
         let tls = shared.tls.is_some();
-        let secs = Duration::from_secs;
-        let smtp = Arc::new(ServerConfig {
-            hostname: config.hostname.clone(),
-            max_line_len: config.smtp.max_line_length,
-            max_message_size: config.smtp.max_message_size,
-            max_recipients: config.smtp.max_recipients,
-            max_errors: config.smtp.max_errors,
-            max_rejected_recipients: config.smtp.max_rejected_recipients,
-            command_timeout: secs(config.smtp.command_timeout_secs),
-            data_timeout: secs(config.smtp.data_timeout_secs),
-            min_data_rate: config.smtp.min_data_rate,
-            max_session: (config.smtp.max_session_secs > 0)
-                .then(|| secs(config.smtp.max_session_secs)),
-            login_timeout: secs(config.submission.login_timeout_secs),
-            tls_available: tls,
-            sender_policy: match config.submission.sender_policy {
-                crate::config::SenderPolicyConfig::Own => smtp_proto::SenderPolicy::Own,
-                crate::config::SenderPolicyConfig::Domain => smtp_proto::SenderPolicy::Domain,
-                crate::config::SenderPolicyConfig::Any => smtp_proto::SenderPolicy::Any,
-            },
-        });
-        let pop3 = Arc::new(Pop3Config {
-            hostname: config.hostname.clone(),
-            max_errors: config.pop3.max_errors,
-            stls_available: tls,
-            plaintext_auth_allowed: false,
-            idle_timeout: secs(config.pop3.idle_timeout_secs),
-            login_timeout: secs(config.pop3.login_timeout_secs),
-            ..Pop3Config::default()
-        });
-        let imap = Arc::new(ImapConfig {
-            hostname: config.hostname.clone(),
-            max_command_size: config.imap.max_command_size,
-            max_errors: config.imap.max_errors,
-            tls_available: tls,
-            idle_timeout: secs(config.imap.idle_timeout_secs),
-            login_timeout: secs(config.imap.login_timeout_secs),
-        });
+        let config = live.get();
+        let view = View::new(&config, tls, live.generation());
         Shard {
             id,
-            smtp,
-            pop3,
-            imap,
+            live,
+            view: RefCell::new(view),
             commits,
             store,
             metrics: metrics.shard(id),
@@ -251,11 +272,43 @@ impl Shard {
                 .url
                 .is_some()
                 .then(|| crate::events::EventSpool::new(crate::events::source::smtp(id))),
-            config,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
             pop3_active: Cell::new(0),
             imap_active: Cell::new(0),
+        }
+    }
+
+    /// The configuration in force (this shard's copy).
+    pub fn config(&self) -> Arc<Config> {
+        self.refresh();
+        self.view.borrow().config.clone()
+    }
+
+    /// What a new SMTP session is handed.
+    pub fn smtp_config(&self) -> Arc<ServerConfig> {
+        self.refresh();
+        self.view.borrow().smtp.clone()
+    }
+
+    /// What a new POP3 session is handed.
+    pub fn pop3_config(&self) -> Arc<Pop3Config> {
+        self.refresh();
+        self.view.borrow().pop3.clone()
+    }
+
+    /// What a new IMAP session is handed.
+    pub fn imap_config(&self) -> Arc<ImapConfig> {
+        self.refresh();
+        self.view.borrow().imap.clone()
+    }
+
+    /// Take a reloaded configuration when there is one.
+    fn refresh(&self) {
+        let generation = self.live.generation();
+        if self.view.borrow().generation != generation {
+            let view = View::new(&self.live.get(), self.tls.is_some(), generation);
+            *self.view.borrow_mut() = view;
         }
     }
 
@@ -291,9 +344,9 @@ impl Shard {
     fn has_room(&self, service: Service) -> bool {
         let kind = service.kind();
         let max = match kind {
-            Kind::Smtp => self.config.smtp.max_connections_per_shard,
-            Kind::Pop3 => self.config.pop3.max_connections_per_shard,
-            Kind::Imap => self.config.imap.max_connections_per_shard,
+            Kind::Smtp => self.config().smtp.max_connections_per_shard,
+            Kind::Pop3 => self.config().pop3.max_connections_per_shard,
+            Kind::Imap => self.config().imap.max_connections_per_shard,
         };
         self.active(kind).0.get() < max
     }
@@ -301,9 +354,9 @@ impl Shard {
     /// How long a failed login on `service` waits for its answer.
     pub(crate) fn auth_failure_delay(&self, service: &str) -> Duration {
         let secs = match service {
-            "pop3" | "pop3s" => self.config.pop3.auth_failure_delay_secs,
-            "imap" | "imaps" => self.config.imap.auth_failure_delay_secs,
-            _ => self.config.submission.auth_failure_delay_secs,
+            "pop3" | "pop3s" => self.config().pop3.auth_failure_delay_secs,
+            "imap" | "imaps" => self.config().imap.auth_failure_delay_secs,
+            _ => self.config().submission.auth_failure_delay_secs,
         };
         Duration::from_secs(secs)
     }
@@ -475,14 +528,14 @@ async fn serve(
 ) {
     let _active = shard.enter(service);
     let _ = stream.set_nodelay(true);
-    let handshake = Duration::from_secs(shard.config.tls.handshake_timeout_secs);
+    let handshake = Duration::from_secs(shard.config().tls.handshake_timeout_secs);
     let mut conn = Connection::plain(stream, peer, shard.tls.clone(), handshake);
     if service.implicit_tls() && !shard.start_tls(&mut conn, service).await {
         conn.close().await;
         return;
     }
     let tls = conn.tls().is_some();
-    let plaintext_auth = shard.config.plaintext_auth_allowed(peer.ip());
+    let plaintext_auth = shard.config().plaintext_auth_allowed(peer.ip());
     let access_peer = ringpost_protocols::session::Peer {
         implicit_tls: tls,
         plaintext_auth,
@@ -490,9 +543,9 @@ async fn serve(
     let budget = &shard.budget;
     let ended = match service.kind() {
         Kind::Smtp => {
-            let may_relay = shard.config.may_relay(peer.ip());
+            let may_relay = shard.config().may_relay(peer.ip());
             let mut session = ServerSession::with_peer(
-                shard.smtp.clone(),
+                shard.smtp_config(),
                 smtp_proto::Peer {
                     submission: service != Service::Smtp,
                     implicit_tls: tls,
@@ -509,12 +562,12 @@ async fn serve(
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
         Kind::Pop3 => {
-            let mut session = pop3_proto::Pop3Session::with_peer(shard.pop3.clone(), access_peer);
+            let mut session = pop3_proto::Pop3Session::with_peer(shard.pop3_config(), access_peer);
             let mut protocol = pop3::Pop3::new(shard, service, peer);
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
         Kind::Imap => {
-            let mut session = ImapSession::with_peer(shard.imap.clone(), access_peer);
+            let mut session = ImapSession::with_peer(shard.imap_config(), access_peer);
             let mut protocol = imap::Conn::new(shard, service, peer);
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
@@ -545,7 +598,7 @@ async fn refuse(
     match service.kind() {
         Kind::Smtp => {
             shard.metrics.connections_refused.inc();
-            replies::too_many_connections(&shard.config.hostname).write_to(&mut line);
+            replies::too_many_connections(&shard.config().hostname).write_to(&mut line);
         }
         Kind::Pop3 => {
             shard.pop3_metrics.connections_refused.inc();

@@ -68,7 +68,7 @@ impl Smtp<'_> {
         let checked = intake::check_recipient(
             address,
             may_relay,
-            |d| shard.config.is_local_domain(d),
+            |d| shard.config().is_local_domain(d),
             |name| local_account(shard, name),
         );
         if let Err(reply) = checked {
@@ -97,7 +97,7 @@ impl Smtp<'_> {
     fn check_suppression(&self, smtp: &ServerSession, address: &str) -> Result<(), replies::Reply> {
         let shard = self.shard;
         let sender = smtp.sender().unwrap_or_default();
-        match crate::suppressions::refusal(&*shard.store, &shard.config, sender, address) {
+        match crate::suppressions::refusal(&*shard.store, &shard.config(), sender, address) {
             Ok(None) => Ok(()),
             Ok(Some((reply, scope))) => {
                 tracing::info!(shard = shard.id, peer = %self.peer, recipient = address, scope = %scope, "recipient suppressed; answered 550");
@@ -157,10 +157,10 @@ impl Smtp<'_> {
     /// Make the message durable, then let the session say 250 (or 451).
     async fn accept_message(&self, smtp: &mut ServerSession, tx: Transaction) {
         let shard = self.shard;
-        let is_local = |domain: &str| shard.config.is_local_domain(domain);
+        let is_local = |domain: &str| shard.config().is_local_domain(domain);
         let origin = Origin {
             ip: self.peer.ip(),
-            hostname: &shard.config.hostname,
+            hostname: &shard.config().hostname,
             is_local: &is_local,
         };
         // Outbound mail is signed before it is stored (and so before 250).
@@ -266,7 +266,7 @@ impl Smtp<'_> {
 /// is small and hot: memtable, block cache, bloom filter), and, when it has
 /// a quota, a scan of its few mailbox meta keys.
 fn local_account(shard: &Shard, name: &str) -> Result<intake::LocalAccount, StoreError> {
-    let default = shard.config.quota.default_quota();
+    let default = shard.config().quota.default_quota();
     ringpost_storage::quota::room_for(&*shard.store, name, default, 1, 0)
         .map(|room| match room {
             None => intake::LocalAccount::Missing,

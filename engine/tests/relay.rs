@@ -1720,3 +1720,41 @@ fn delivery_events_reach_a_webhook_that_recovers_in_order() {
     );
     server.shutdown();
 }
+
+/// A route added by a reload is used at the next attempt: mail waiting
+/// for a dead MX goes out through it once flushed.
+#[test]
+fn a_reloaded_route_is_used_at_the_next_attempt() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &zone_with_dead(DEAD));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["x@dead.test"],
+        &message(1),
+    );
+    wait_until("the first attempt to fail", || {
+        entries_of(&server, "dead.test")
+            .iter()
+            .any(|e| e.attempts > 0)
+    });
+    let mut next = server.config().clone();
+    next.relay
+        .routes
+        .insert("dead.test".into(), format!("{SINK_A}:{port}"));
+    server.set_config_source(std::sync::Arc::new(move || Ok(next.clone())));
+    let (status, answer) = admin_call(&server, "POST", "/api/v1/config/reload", "", true);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["needs_restart"], serde_json::json!([]), "{answer}");
+    queue_action(&server, "flush", r#"{"domain": "dead.test"}"#);
+    assert!(
+        sinks[0].wait_for_messages(1, WAIT),
+        "delivered over the new route"
+    );
+    assert_eq!(sinks[0].messages()[0].recipients, ["x@dead.test"]);
+    server.shutdown();
+}

@@ -252,3 +252,94 @@ fn shutdown_finishes_the_transaction_in_flight_then_says_421() {
     let store = RocksStore::open(&dir.path().join("data"), RocksOptions::default()).unwrap();
     assert_eq!(spool::stats(&store).unwrap().messages, 1);
 }
+
+/// SIGHUP's and the API's reload: local domains, relay networks and
+/// limits change for what comes next; a session open across it keeps
+/// going; a bad configuration changes nothing; what needs a restart is
+/// named and kept.
+#[test]
+fn a_reload_changes_domains_networks_and_limits_without_dropping_sessions() {
+    let (server, _dir) = start_server(|c| {
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    common::add_user(&server, "ann@new.test");
+    let smtp = server.smtp_addr();
+    let rcpt = |to: &str| {
+        let (mut c, _) = Client::connect(smtp);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+        c.cmd(&format!("RCPT TO:<{to}>"))
+    };
+    assert!(rcpt("ann@new.test").starts_with("554 5.7.1"));
+    assert!(rcpt("bob@far.test").starts_with("554 5.7.1"));
+    // A session that stays open across the reload.
+    let (mut open, _) = Client::connect(smtp);
+    assert!(open.cmd("EHLO client.test").starts_with("250"));
+    assert!(open.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+
+    let mut next = server.config().clone();
+    next.smtp.local_domains.push("new.test".into());
+    next.smtp.relay_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    next.smtp.max_recipients = 1;
+    next.hostname = "renamed.test".into();
+    let source = next.clone();
+    server.set_config_source(std::sync::Arc::new(move || Ok(source.clone())));
+    let reloaded = server.reload().unwrap();
+    assert_eq!(reloaded.needs_restart, ["hostname"]);
+    assert_eq!(reloaded.generation, 1);
+
+    assert!(
+        rcpt("ann@new.test").starts_with("250"),
+        "new.test is local now"
+    );
+    assert!(rcpt("nobody@new.test").starts_with("550 5.1.1"));
+    assert!(
+        rcpt("bob@far.test").starts_with("250"),
+        "loopback may relay now"
+    );
+    let (mut c, greeting) = Client::connect(smtp);
+    assert!(
+        greeting.contains("mx.test"),
+        "the hostname needs a restart: {greeting}"
+    );
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<ann@new.test>").starts_with("250"));
+    let second = c.cmd("RCPT TO:<bob@far.test>");
+    assert!(
+        second.starts_with("452"),
+        "max_recipients = 1 now: {second}"
+    );
+    assert!(c.cmd("QUIT").starts_with("221"));
+    // The session opened before goes on, under the new domains.
+    assert!(open.cmd("RCPT TO:<ann@new.test>").starts_with("250"));
+    assert!(open.cmd("DATA").starts_with("354"));
+    assert!(open
+        .cmd("Subject: across a reload\r\n\r\nhi\r\n.")
+        .starts_with("250"));
+    assert!(open.cmd("QUIT").starts_with("221"));
+
+    // A configuration that does not validate changes nothing, over the API too.
+    let mut broken = next.clone();
+    broken.smtp.max_line_length = 10;
+    server.set_config_source(std::sync::Arc::new(move || Ok(broken.clone())));
+    let (status, answer) = common::admin_call(&server, "POST", "/api/v1/config/reload", "", true);
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("smtp.max_line_length"),
+        "{answer}"
+    );
+    assert!(rcpt("ann@new.test").starts_with("250"));
+    server.set_config_source(std::sync::Arc::new(move || Ok(next.clone())));
+    let (status, answer) = common::admin_call(&server, "POST", "/api/v1/config/reload", "", true);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["generation"], 2, "{answer}");
+    let (_, shown) = common::admin_call(&server, "GET", "/api/v1/config", "", true);
+    assert_eq!(shown["smtp"]["max_recipients"], 1, "{shown}");
+    server.shutdown();
+}

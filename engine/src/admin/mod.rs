@@ -44,8 +44,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the handlers work with.
 pub struct AdminContext {
-    /// The effective configuration.
-    pub config: Arc<Config>,
+    /// The configuration in force, and its reload.
+    pub reloader: Arc<crate::live::Reloader>,
     /// The server's store (reads).
     pub store: Arc<dyn Store>,
     /// The server's commit writer (every change).
@@ -60,6 +60,13 @@ pub struct AdminContext {
     pub token: Token,
     /// Set once the shards serve, cleared when shutdown begins (`/readyz`).
     pub ready: AtomicBool,
+}
+
+impl AdminContext {
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.reloader.current()
+    }
 }
 
 /// The listener's thread.

@@ -6,6 +6,7 @@
 //! | GET, HEAD | `/healthz` | 200 while the process serves HTTP at all |
 //! | GET, HEAD | `/readyz` | 200 while the shards serve and the store takes writes, else 503 |
 //! | GET | `/api/v1/config` | the effective configuration (defaults included) |
+//! | POST | `/api/v1/config/reload` | read the configuration again and put it in force, as SIGHUP does ([`crate::live`]); 422 with why when it is not valid |
 //! | GET | `/api/v1/users` | the accounts, with usage and quota |
 //! | POST | `/api/v1/users` | `{"name", "password"}`: create (201; 409 if it exists) |
 //! | PUT | `/api/v1/users/NAME/password` | `{"password"}`: change it |
@@ -53,7 +54,7 @@ pub async fn handle(
     match path.as_str() {
         "/metrics" | "/healthz" | "/readyz" if !read_only => not_allowed("GET, HEAD"),
         "/metrics" => {
-            if context.config.admin.metrics_need_token && !authorized(context, &request) {
+            if context.config().admin.metrics_need_token && !authorized(context, &request) {
                 return unauthorized();
             }
             metrics(context, &request)
@@ -90,7 +91,7 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v1", "users"]) => {
-            let default = context.config.quota.default_quota();
+            let default = context.config().quota.default_quota();
             blocking(context, move |c| {
                 let list = accounts::list(&*c.store, default)?;
                 Ok((StatusCode::OK, json!(list)))
@@ -107,7 +108,8 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
                 return error(StatusCode::BAD_REQUEST, "give \"name\" and \"password\"");
             };
             blocking(context, move |c| {
-                let locals = &c.config.smtp.local_domains;
+                let config = c.config();
+                let locals = &config.smtp.local_domains;
                 let now = crate::intake::unix_micros() / 1_000_000;
                 let commit = |batch| c.commits.commit_blocking(batch);
                 let user = accounts::add(&*c.store, &commit, &name, &password, Some(locals), now)?;
@@ -169,10 +171,21 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
-        (&Method::GET, ["api", "v1", "config"]) => match serde_json::to_value(&*context.config) {
+        (&Method::GET, ["api", "v1", "config"]) => match serde_json::to_value(&*context.config()) {
             Ok(config) => json_answer(StatusCode::OK, &config),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         },
+        (&Method::POST, ["api", "v1", "config", "reload"]) => {
+            blocking(context, move |c| match c.reloader.reload() {
+                Ok(reloaded) => {
+                    tracing::info!(%peer, generation = reloaded.generation, "admin: configuration reloaded");
+                    Ok((StatusCode::OK, json!(reloaded)))
+                }
+                Err(why) => Err(Failure(StatusCode::UNPROCESSABLE_ENTITY, why)),
+            })
+            .await
+        }
+        (_, ["api", "v1", "config", "reload"]) => not_allowed("POST"),
         (&Method::GET, ["api", "v1", "queue"]) => {
             let (filter, limit) = match query_filter(request.uri().query().unwrap_or_default()) {
                 Ok(parsed) => parsed,

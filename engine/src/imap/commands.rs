@@ -766,7 +766,7 @@ impl Conn<'_> {
     /// octets. A URL that names nothing of this user's is refused with
     /// `BADURL`, the whole APPEND with it.
     fn catenate(&self, parts: &[CatenatePart]) -> Result<Result<Vec<u8>, Done>, StoreError> {
-        let limit = self.shard.config.imap.max_command_size as usize;
+        let limit = self.shard.config().imap.max_command_size as usize;
         let mut out = Vec::new();
         for part in parts {
             match part {
@@ -1298,7 +1298,7 @@ impl Conn<'_> {
     /// The account's quota and what it uses now.
     fn quota_state(&self) -> Result<(quota::Quota, quota::Usage), StoreError> {
         let store = &*self.shard.store;
-        let default = self.shard.config.quota.default_quota();
+        let default = self.shard.config().quota.default_quota();
         let limits = match users::get_user(store, self.user())? {
             Some(user) => quota::of(&user, default)?,
             None => default,
@@ -1308,7 +1308,7 @@ impl Conn<'_> {
 
     /// Whether the account may take `messages` more of `bytes` in all.
     fn has_room(&self, messages: u64, bytes: u64) -> Result<bool, StoreError> {
-        let default = self.shard.config.quota.default_quota();
+        let default = self.shard.config().quota.default_quota();
         let room = quota::room_for(&*self.shard.store, self.user(), default, messages, bytes)?;
         if room == Some(false) {
             self.shard.security.over_quota("imap");

@@ -20,10 +20,10 @@
 pub mod compose;
 pub mod request;
 
-use crate::config::Config;
 use crate::dkim::DkimSigner;
 use crate::events::EventSpool;
 use crate::intake::{self, Recipients, Trace};
+use crate::live::LiveConfig;
 use crate::maillog::{Accepted, MailLog};
 use crate::metrics::{InjectMetrics, SecurityMetrics};
 use crate::relay::{Hub, INJECT_ID_BIT};
@@ -49,7 +49,7 @@ const INLINE_BYTES: usize = 64 * 1024;
 
 /// What an injection needs of the server.
 pub struct Injector {
-    config: Arc<Config>,
+    live: Arc<LiveConfig>,
     store: Arc<dyn Store>,
     commits: CommitHandle,
     hub: Option<Arc<Hub>>,
@@ -137,7 +137,7 @@ impl Injector {
     /// An injector over the server's parts.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        config: Arc<Config>,
+        live: Arc<LiveConfig>,
         store: Arc<dyn Store>,
         commits: CommitHandle,
         hub: Option<Arc<Hub>>,
@@ -146,7 +146,8 @@ impl Injector {
         metrics: &crate::metrics::Metrics,
     ) -> Arc<Injector> {
         Arc::new(Injector {
-            events: config
+            events: live
+                .get()
                 .webhook
                 .url
                 .is_some()
@@ -160,9 +161,9 @@ impl Injector {
             security: metrics.security(),
             sequence: AtomicU64::new(0),
             budget: tokio::sync::Semaphore::new(
-                BODY_BUDGET.max(config.admin.inject_max_request_bytes) / 1024,
+                BODY_BUDGET.max(live.get().admin.inject_max_request_bytes) / 1024,
             ),
-            config,
+            live,
         })
     }
 
@@ -179,7 +180,7 @@ impl Injector {
 
     /// The largest request body taken.
     pub fn max_request_bytes(&self) -> usize {
-        self.config.admin.inject_max_request_bytes
+        self.live.get().admin.inject_max_request_bytes
     }
 
     /// Whether some DKIM key is one whose signing takes milliseconds (RSA).
@@ -269,7 +270,8 @@ impl Injector {
     /// into messages (indexes into the request's recipients).
     #[allow(clippy::type_complexity)]
     fn plan(&self, body: Vec<u8>) -> Result<(InjectRequest, Vec<Vec<usize>>, Report), String> {
-        let request = request::parse(&body, self.config.admin.inject_max_recipients)?;
+        let config = self.live.get();
+        let request = request::parse(&body, config.admin.inject_max_recipients)?;
         drop(body);
         let mut report = Report::default();
         let mut accepted = Vec::new();
@@ -293,7 +295,7 @@ impl Injector {
     /// The policy of RCPT for a client that may relay: local recipients
     /// must be accounts with room, and suppressed addresses are refused.
     fn check(&self, sender: &str, recipient: &str) -> Result<(), Reply> {
-        let config = &self.config;
+        let config = self.live.get();
         let default = config.quota.default_quota();
         intake::check_recipient(
             recipient,
@@ -313,7 +315,7 @@ impl Injector {
             self.security
                 .rejected("inject", intake::refusal_reason(reply), reply.code)
         })?;
-        match crate::suppressions::refusal(&*self.store, config, sender, recipient) {
+        match crate::suppressions::refusal(&*self.store, &config, sender, recipient) {
             Ok(None) => Ok(()),
             Ok(Some((reply, _scope))) => {
                 self.security.rejected("inject", "suppressed", reply.code);
@@ -333,7 +335,7 @@ impl Injector {
         group: Vec<usize>,
         client: IpAddr,
     ) -> Result<Prepared, (Vec<usize>, String)> {
-        let config = &self.config;
+        let config = self.live.get();
         let now = intake::unix_micros();
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let shards = self.hub.as_ref().map_or(1, |hub| hub.shards());

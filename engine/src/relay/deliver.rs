@@ -61,7 +61,7 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     let Some(first) = relay.take_work(&domain) else {
         return;
     };
-    let targets = match relay.router.targets(&relay.resolver, &domain).await {
+    let targets = match relay.router().targets(&relay.resolver, &domain).await {
         Ok(targets) => targets,
         Err(why) => {
             tracing::info!(shard = relay.shard, %domain, status = why.status, reason = %why.text, "no route");
@@ -71,7 +71,7 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     };
     let mut pending = Some(first);
     let mut last_failure = None;
-    let policy = relay.config.relay.tls_policy_for(&domain);
+    let policy = relay.config().relay.tls_policy_for(&domain);
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
         let opened = match Connection::open(&relay, target, policy).await {
@@ -147,7 +147,7 @@ async fn deliver_over(
     pending: &mut Option<QueueEntry>,
     sent: &mut usize,
 ) -> HostEnd {
-    let limits = &relay.config.relay;
+    let limits = &relay.config().relay;
     let idle = Duration::from_secs(limits.idle_connection_secs);
     loop {
         let entry = match pending.take() {
@@ -338,7 +338,7 @@ impl Connection {
         target: &Target,
         policy: TlsPolicy,
     ) -> Result<Connection, Refused> {
-        let limits = &relay.config.relay;
+        let limits = &relay.config().relay;
         let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
         let stream = TcpStream::connect_timeout(target.addr, connect_timeout)
             .await
@@ -405,7 +405,7 @@ impl Connection {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(failed("STARTTLS on a stream already in TLS".into()));
         };
-        let limits = &relay.config.relay;
+        let limits = &relay.config().relay;
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(limits.command_timeout_secs)));
         let connector = futures_rustls::TlsConnector::from(config);
         match connector.connect(name, tcp).await {

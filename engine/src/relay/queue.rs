@@ -21,6 +21,7 @@ use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
 use crate::config::{Config, RelayConfig, SuppressionScope};
 use crate::events::EventSpool;
 use crate::intake::{self, IdGenerator};
+use crate::live::LiveConfig;
 use crate::maillog::{Attempt, Disposition, MailLog};
 use crate::metrics::RelayMetrics;
 use crate::shard::ShutdownSignal;
@@ -83,8 +84,10 @@ impl Via {
 pub(crate) struct Relay {
     /// Shard number.
     pub shard: usize,
-    /// Server configuration.
-    pub config: Arc<Config>,
+    /// The configuration in force, reloadable.
+    live: Arc<LiveConfig>,
+    /// This relay's copy of it, with what is made from it.
+    view: RefCell<RelayView>,
     /// The store, for reading messages.
     pub store: Arc<dyn Store>,
     /// Where outcomes are committed.
@@ -93,8 +96,6 @@ pub(crate) struct Relay {
     pub hub: Arc<Hub>,
     /// DNS.
     pub resolver: Resolver,
-    /// Static routes, smarthost, MX.
-    pub router: Router,
     /// Settings of every outbound SMTP session.
     pub client: Arc<ClientConfig>,
     /// The same without STARTTLS: for the plain retry after a failed
@@ -108,9 +109,6 @@ pub(crate) struct Relay {
     pub maillog: Arc<MailLog>,
     /// Each recipient's outcome for the webhook, when one is configured.
     events: Option<EventSpool>,
-    /// What tells one refusal from another: the operator's rules, then
-    /// the built-in ones.
-    bounce_rules: Vec<bounce_class::Rule>,
     ids: RefCell<IdGenerator>,
     rng: Cell<u64>,
     state: RefCell<State>,
@@ -148,6 +146,30 @@ struct Destination {
     idle: VecDeque<oneshot::Sender<()>>,
 }
 
+/// A relay's copy of the configuration in force, and what is made from it.
+struct RelayView {
+    generation: u64,
+    config: Arc<Config>,
+    router: Rc<Router>,
+    bounce_rules: Rc<Vec<bounce_class::Rule>>,
+}
+
+impl RelayView {
+    fn new(config: &Config, generation: u64) -> RelayView {
+        // The config was checked when it was loaded.
+        let bounce_rules = config
+            .relay
+            .bounce_classifier()
+            .unwrap_or_else(|_| bounce_class::default_rules());
+        RelayView {
+            generation,
+            config: Arc::new(config.clone()),
+            router: Rc::new(Router::new(&config.relay)),
+            bounce_rules: Rc::new(bounce_rules),
+        }
+    }
+}
+
 /// How the recipients of one attempt ended.
 struct Sorted {
     delivered: usize,
@@ -165,7 +187,7 @@ impl Relay {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: usize,
-        config: Arc<Config>,
+        live: Arc<LiveConfig>,
         store: Arc<dyn Store>,
         commits: CommitHandle,
         hub: Arc<Hub>,
@@ -174,6 +196,7 @@ impl Relay {
         tls: Option<super::tls::TlsClients>,
         maillog: Arc<MailLog>,
     ) -> Relay {
+        let config = live.get();
         let client_plain = ClientConfig {
             hostname: config.hostname.clone(),
             try_starttls: false,
@@ -184,11 +207,6 @@ impl Relay {
             try_starttls: tls.is_some(),
             ..client_plain.clone()
         });
-        // The config was checked when it was loaded.
-        let bounce_rules = config
-            .relay
-            .bounce_classifier()
-            .unwrap_or_else(|_| bounce_class::default_rules());
         let events = config
             .webhook
             .url
@@ -196,12 +214,11 @@ impl Relay {
             .then(|| EventSpool::new(crate::events::source::relay(shard)));
         Relay {
             events,
-            bounce_rules,
             client_plain: Arc::new(client_plain),
             tls,
             shard,
-            router: Router::new(&config.relay),
-            config,
+            view: RefCell::new(RelayView::new(&config, live.generation())),
+            live,
             store,
             commits,
             hub,
@@ -215,6 +232,34 @@ impl Relay {
                 overflow: true, // nothing is loaded yet: the first tick sweeps
                 ..State::default()
             }),
+        }
+    }
+
+    /// The configuration in force (this relay's copy).
+    pub fn config(&self) -> Arc<Config> {
+        self.refresh();
+        self.view.borrow().config.clone()
+    }
+
+    /// Static routes, smarthost, MX port.
+    pub fn router(&self) -> Rc<Router> {
+        self.refresh();
+        self.view.borrow().router.clone()
+    }
+
+    /// What tells one refusal from another: the operator's rules, then
+    /// the built-in ones.
+    fn bounce_rules(&self) -> Rc<Vec<bounce_class::Rule>> {
+        self.refresh();
+        self.view.borrow().bounce_rules.clone()
+    }
+
+    /// Take a reloaded configuration when there is one.
+    fn refresh(&self) {
+        let generation = self.live.generation();
+        if self.view.borrow().generation != generation {
+            let view = RelayView::new(&self.live.get(), generation);
+            *self.view.borrow_mut() = view;
         }
     }
 
@@ -279,7 +324,7 @@ impl Relay {
         // Mail for our own domains goes into mailboxes when it is accepted.
         // An entry for one can only be older than the domain's listing in
         // `local_domains`; it stays in the store, untouched.
-        if self.config.is_local_domain(&entry.domain) {
+        if self.config().is_local_domain(&entry.domain) {
             return;
         }
         // Held by the operator: it stays in the store until released.
@@ -293,7 +338,7 @@ impl Relay {
             if state.known.contains(&key) {
                 return;
             }
-            if state.known.len() >= self.config.relay.max_queued_per_shard {
+            if state.known.len() >= self.config().relay.max_queued_per_shard {
                 state.overflow = true;
                 self.metrics.left_in_store.inc();
                 return;
@@ -326,7 +371,7 @@ impl Relay {
     /// Give the destination's work to an idle connection, or open another
     /// connection if the limits allow and the work outnumbers the connections.
     fn dispatch(self: &Rc<Self>, domain: &str) {
-        let limits = &self.config.relay;
+        let limits = &self.config().relay;
         let mut state = self.state.borrow_mut();
         if state.stopping {
             return;
@@ -464,7 +509,7 @@ impl Relay {
             let state = self.state.borrow();
             state.overflow
                 && !state.stopping
-                && state.known.len() < self.config.relay.max_queued_per_shard / 2 + 1
+                && state.known.len() < self.config().relay.max_queued_per_shard / 2 + 1
                 && state
                     .last_sweep
                     .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
@@ -502,11 +547,11 @@ impl Relay {
             let mut state = self.state.borrow_mut();
             state.last_sweep = Some(Instant::now());
             state.overflow = false;
-            let room = self.config.relay.max_queued_per_shard - state.known.len();
+            let room = self.config().relay.max_queued_per_shard - state.known.len();
             (state.known.clone(), room)
         };
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
-        let config = self.config.clone();
+        let config = self.config();
         let scanned = glommio::executor()
             .spawn_blocking(move || {
                 let mut found = Vec::new();
@@ -578,9 +623,9 @@ impl Relay {
     ) {
         let now_micros = intake::unix_micros();
         let age = Duration::from_micros(now_micros.saturating_sub(entry.id.unix_micros()));
-        let expired = age >= Duration::from_secs(self.config.relay.max_lifetime_secs);
+        let expired = age >= Duration::from_secs(self.config().relay.max_lifetime_secs);
         let host = via.as_ref().map(|v| v.host.as_str());
-        let sorted = sort_results(&results, &self.bounce_rules, host, expired);
+        let sorted = sort_results(&results, &self.bounce_rules(), host, expired);
         log_attempt(self.shard, &entry, host, &results, &sorted);
         let events = self.log_recipients(&entry, &results, &sorted, via.as_ref(), &loaded, age);
         self.metrics.delivered.inc_by(sorted.delivered as u64);
@@ -636,9 +681,9 @@ impl Relay {
                     tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
                 } else {
                     let id = self.ids.borrow_mut().next(now_micros);
-                    let is_local = |d: &str| self.config.is_local_domain(d);
+                    let is_local = |d: &str| self.config().is_local_domain(d);
                     let to = intake::Recipients {
-                        hostname: &self.config.hostname,
+                        hostname: &self.config().hostname,
                         is_local: &is_local,
                     };
                     let dsn = bounce::new_bounce(
@@ -665,7 +710,7 @@ impl Relay {
                 );
             }
             if finished {
-                let hostname = &self.config.hostname;
+                let hostname = &self.config().hostname;
                 let only_domain = envelope
                     .recipients
                     .iter()
@@ -717,7 +762,7 @@ impl Relay {
         let Some((_, sender_domain)) = envelope.sender.rsplit_once('@') else {
             return (recipients.to_vec(), Vec::new());
         };
-        if !self.config.suppression.enabled {
+        if !self.config().suppression.enabled {
             return (recipients.to_vec(), Vec::new());
         }
         let now = intake::unix_micros();
@@ -755,7 +800,7 @@ impl Relay {
         classes: &[Option<Class>],
         now_micros: u64,
     ) {
-        let config = &self.config.suppression;
+        let config = &self.config().suppression;
         let Some((_, sender_domain)) = envelope.sender.rsplit_once('@') else {
             return; // the null sender: a DSN that bounced stops nobody's mail
         };
@@ -876,7 +921,7 @@ impl Relay {
 
     /// Retry delay before attempt `attempts + 1`, with this shard's jitter.
     fn backoff(&self, attempts: u32) -> Duration {
-        retry_delay(&self.config.relay, attempts, self.random_unit())
+        retry_delay(&self.config().relay, attempts, self.random_unit())
     }
 
     /// A number in [0, 1) from a per-shard xorshift generator.
@@ -905,7 +950,7 @@ impl Relay {
                 }
             },
         };
-        let hostname = &self.config.hostname;
+        let hostname = &self.config().hostname;
         let mut left = envelope;
         left.recipients
             .retain(|r| intake::recipient_domain(r, hostname) != domain);

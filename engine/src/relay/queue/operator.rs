@@ -126,7 +126,7 @@ impl Relay {
         };
         let mut batch = WriteBatch::new();
         spool::delete_queue_entry(&mut batch, entry);
-        let hostname = &self.config.hostname;
+        let hostname = &self.config().hostname;
         let only_domain = envelope.as_ref().is_none_or(|e| {
             e.recipients
                 .iter()
