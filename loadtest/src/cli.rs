@@ -136,6 +136,71 @@ pub struct TrustArgs {
     pub ca_file: Option<PathBuf>,
 }
 
+/// How progress is shown (`--progress`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Redrawn in place on a terminal; a plain line every 10 s otherwise.
+    Auto,
+    /// Redrawn in place.
+    On,
+    /// None.
+    Off,
+}
+
+/// Message sizes and their weights (`--size 2k:70,20k:25,200k:5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeMix(pub Vec<(usize, u32)>);
+
+impl SizeMix {
+    /// `2048`, `2k`, `1m`, or `SIZE:WEIGHT` pairs separated by commas.
+    pub fn parse(text: &str) -> Result<SizeMix, String> {
+        let mut mix = Vec::new();
+        for part in text.split(',') {
+            let (size, weight) = match part.split_once(':') {
+                Some((size, weight)) => {
+                    let weight: u32 = weight
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("`{weight}` is not a weight (a whole number)"))?;
+                    (size, weight)
+                }
+                None => (part, 1),
+            };
+            let size = size.trim().to_ascii_lowercase();
+            let (digits, unit) = match size.strip_suffix('k') {
+                Some(digits) => (digits, 1024),
+                None => match size.strip_suffix('m') {
+                    Some(digits) => (digits, 1024 * 1024),
+                    None => (size.as_str(), 1),
+                },
+            };
+            let n: usize = digits
+                .parse()
+                .map_err(|_| format!("`{part}` is not a size (e.g. 2048, 2k, 1m)"))?;
+            if weight == 0 {
+                return Err(format!("`{part}`: a weight is at least 1"));
+            }
+            mix.push((n.saturating_mul(unit), weight));
+        }
+        Ok(SizeMix(mix))
+    }
+
+    /// The one size, when there is no mix.
+    pub fn single(&self) -> Option<usize> {
+        match self.0.as_slice() {
+            [(size, _)] => Some(*size),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SizeMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(s, w)| format!("{s}:{w}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// `on` / `off` switch, spelled the way the benchmark scripts use it.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnOff {
@@ -162,10 +227,29 @@ pub struct SendArgs {
     pub duration: Option<f64>,
 
     /// Message size in bytes as sent inside DATA (headers + body, CRLF line
-    /// ends, without the final ".\r\n"). Sizes below the header block give
-    /// headers plus one short body line.
-    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 2048)]
-    pub size: usize,
+    /// ends, without the final ".\r\n"), `k` and `m` meaning 1024 and
+    /// 1024²; or a mix of sizes with weights, e.g. `2k:70,20k:25,200k:5`.
+    /// Sizes below the header block give headers plus one short body line.
+    #[arg(long, short = 's', value_name = "BYTES|MIX", default_value = "2048", value_parser = SizeMix::parse)]
+    pub size: SizeMix,
+
+    /// Open loop: start messages at this rate (per second, all connections
+    /// together) whatever the server's pace, and measure each latency from
+    /// the message's scheduled start (corrected for coordinated omission).
+    /// Without it, each connection sends its next message when the last is
+    /// answered.
+    #[arg(long, value_name = "MSG_PER_S")]
+    pub rate: Option<f64>,
+
+    /// Write throughput over time and latency percentiles per second to
+    /// FILE (SVG, two panels).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// A live progress line on stderr: `auto` redraws it on a terminal and
+    /// prints a plain line every 10 s otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 
     /// Recipients per message: user1@DOMAIN .. userN@DOMAIN.
     #[arg(long, default_value_t = 1)]
@@ -310,6 +394,12 @@ pub struct SinkArgs {
     #[arg(long, value_name = "N")]
     pub exit_after: Option<u64>,
 
+    /// A live line on stderr with the messages taken and the rate:
+    /// `auto` redraws it on a terminal and prints a plain line every 10 s
+    /// otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
     /// Print the report as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -367,6 +457,17 @@ impl SendArgs {
         }
         if self.max_connect_failures == 0 {
             return Err("--max-connect-failures must be at least 1".into());
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err("--rate must be a positive number of messages per second".into());
+            }
+        }
+        if self.size.0.len() > 16 {
+            return Err("--size mixes at most 16 sizes".into());
+        }
+        if self.size.0.iter().any(|(size, _)| *size > 64 * 1024 * 1024) {
+            return Err("--size is at most 64m".into());
         }
         let last = self.seq_start.checked_add(self.messages.unwrap_or(0));
         if last.is_none_or(|l| l > MAX_SEQ) {

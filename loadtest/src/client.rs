@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use crate::message::MessageTemplate;
 use crate::reply::{has_extension, parse_reply, Parsed};
 use crate::send::Budget;
 use crate::stats::{keys, ThreadStats};
+use crate::timeline::Timeline;
 use crate::tls::Tls;
 
 /// Everything a connection needs to know, shared read-only by all of them.
@@ -47,7 +48,10 @@ pub struct ClientConfig {
     /// One envelope per recipient domain (`--domains`); message `seq` uses
     /// `envelopes[seq % len]` (see [`ClientConfig::envelope`]).
     pub envelopes: Vec<Envelope>,
-    pub template: MessageTemplate,
+    /// One template per size of `--size` (one, unless it is a mix).
+    pub templates: Vec<MessageTemplate>,
+    /// The running sums of the sizes' weights, in `templates` order.
+    pub weights: Vec<u32>,
     pub pipelining: bool,
     /// 0 = unlimited.
     pub messages_per_connection: u64,
@@ -79,6 +83,30 @@ pub struct Envelope {
 }
 
 impl ClientConfig {
+    /// The template of message `seq` (and its index): picked by weight,
+    /// by a hash of `seq`, so a run's mix is the same every time.
+    pub fn template(&self, seq: u64) -> (usize, &MessageTemplate) {
+        let total = u64::from(self.weights.last().copied().unwrap_or(1));
+        let pick = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % total;
+        let index = self
+            .weights
+            .iter()
+            .position(|&w| pick < u64::from(w))
+            .unwrap_or(0);
+        (index, &self.templates[index])
+    }
+
+    /// The mean message size of the mix.
+    pub fn mean_size(&self) -> usize {
+        let mut previous = 0u64;
+        let mut sum = 0u64;
+        for (template, &w) in self.templates.iter().zip(&self.weights) {
+            sum += (u64::from(w) - previous) * template.message_len() as u64;
+            previous = u64::from(w);
+        }
+        (sum / previous.max(1)) as usize
+    }
+
     /// The envelope of message `seq`: recipient domain `seq % domains`.
     /// A lookup, no allocation.
     pub fn envelope(&self, seq: u64) -> &Envelope {
@@ -93,18 +121,41 @@ impl ClientConfig {
 pub struct Tally {
     pub stats: RefCell<ThreadStats>,
     pub ack: RefCell<Option<AckLog>>,
+    /// Second by second, for `--plot`.
+    pub timeline: RefCell<Option<Timeline>>,
+    /// What the progress line reads from another thread.
+    pub live: Arc<LiveCounts>,
+}
+
+/// A thread's messages so far, readable from the progress thread. Aligned
+/// so that threads never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct LiveCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl Tally {
-    pub fn new(ack: Option<AckLog>) -> Self {
+    pub fn new(ack: Option<AckLog>, timeline: Option<Timeline>, live: Arc<LiveCounts>) -> Self {
         Self {
             stats: RefCell::default(),
             ack: RefCell::new(ack),
+            timeline: RefCell::new(timeline),
+            live,
         }
     }
 
-    fn accepted(&self, seq: u64, bytes: usize, latency: Duration, reply: &[u8]) {
+    /// Message `seq` of `bytes` was accepted; it started at `start` (its
+    /// scheduled start in an open-loop run).
+    fn accepted(&self, seq: u64, bytes: usize, start: Instant, reply: &[u8]) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(start);
         self.stats.borrow_mut().record_ok(bytes, latency);
+        self.live.ok.fetch_add(1, Ordering::Relaxed);
+        if let Some(timeline) = self.timeline.borrow_mut().as_mut() {
+            timeline.ok(now, latency);
+        }
         let res = match self.ack.borrow_mut().as_mut() {
             Some(log) => log.record(seq, reply),
             None => Ok(()),
@@ -117,6 +168,10 @@ impl Tally {
     /// A message failed: count it under `failure`'s key.
     fn failed(&self, failure: &Failure) {
         self.stats.borrow_mut().failed += 1;
+        self.live.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(timeline) = self.timeline.borrow_mut().as_mut() {
+            timeline.failed(Instant::now());
+        }
         self.error(failure);
     }
 
@@ -196,7 +251,7 @@ enum SessionEnd {
 /// Sends messages until the budget runs out or the server keeps failing.
 pub async fn run_connection(cfg: Arc<ClientConfig>, budget: Arc<Budget>, tally: Rc<Tally>) {
     // This connection's body buffer, reused across messages and reconnects.
-    let mut body: Option<Vec<u8>> = None;
+    let mut bodies: Vec<Option<Vec<u8>>> = vec![None; cfg.templates.len()];
     let mut failures_in_a_row = 0u32;
     loop {
         if budget.exhausted() || failures_in_a_row >= cfg.max_connect_failures {
@@ -216,7 +271,7 @@ pub async fn run_connection(cfg: Arc<ClientConfig>, budget: Arc<Budget>, tally: 
                 continue;
             }
         };
-        let (end, accepted) = session(&cfg, &budget, &tally, &mut conn, &mut body).await;
+        let (end, accepted) = session(&cfg, &budget, &tally, &mut conn, &mut bodies).await;
         if accepted > 0 {
             failures_in_a_row = 0;
         } else if end == SessionEnd::Broken {
@@ -243,7 +298,7 @@ async fn session(
     budget: &Budget,
     tally: &Tally,
     conn: &mut Conn,
-    body: &mut Option<Vec<u8>>,
+    bodies: &mut [Option<Vec<u8>>],
 ) -> (SessionEnd, u64) {
     let mut sent = 0u64;
     let mut accepted = 0u64;
@@ -257,7 +312,12 @@ async fn session(
             return (SessionEnd::Finished, accepted);
         };
         sent += 1;
-        match transaction(cfg, tally, conn, seq, body).await {
+        // Open loop: wait for the message's turn, and time it from there.
+        let scheduled = budget.due(seq);
+        if let Some(at) = scheduled {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        match transaction(cfg, tally, conn, seq, bodies, scheduled).await {
             Txn::Accepted => accepted += 1,
             Txn::Rejected => {}
             Txn::Broken => return (SessionEnd::Broken, accepted),
@@ -266,14 +326,16 @@ async fn session(
 }
 
 /// One message, start to finish, with its outcome recorded in `tally`.
+/// Its latency runs from `scheduled` when given (open loop), else from now.
 async fn transaction(
     cfg: &ClientConfig,
     tally: &Tally,
     conn: &mut Conn,
     seq: u64,
-    body: &mut Option<Vec<u8>>,
+    bodies: &mut [Option<Vec<u8>>],
+    scheduled: Option<Instant>,
 ) -> Txn {
-    let start = Instant::now();
+    let start = scheduled.unwrap_or_else(Instant::now);
     let env = cfg.envelope(seq);
     let envelope = if cfg.pipelining {
         pipelined_envelope(env, conn).await
@@ -281,7 +343,7 @@ async fn transaction(
         lockstep_envelope(env, conn).await
     };
     let state = match envelope {
-        Ok(Ok(())) => send_body(cfg, tally, conn, seq, body, start).await,
+        Ok(Ok(())) => send_body(cfg, tally, conn, seq, bodies, start).await,
         Ok(Err((failure, reset))) => {
             tally.failed(&failure);
             if reset && !matches!(failure, Failure::Reply(421)) {
@@ -349,17 +411,18 @@ async fn send_body(
     tally: &Tally,
     conn: &mut Conn,
     seq: u64,
-    body: &mut Option<Vec<u8>>,
+    bodies: &mut [Option<Vec<u8>>],
     start: Instant,
 ) -> Result<Txn, Failure> {
     // A buffer lost to a timed-out write is rebuilt; normally it comes back.
-    let mut buf = body.take().unwrap_or_else(|| cfg.template.instance());
-    cfg.template.patch(&mut buf, seq);
-    *body = Some(conn.write(buf).await?);
+    let (index, template) = cfg.template(seq);
+    let mut buf = bodies[index].take().unwrap_or_else(|| template.instance());
+    template.patch(&mut buf, seq);
+    bodies[index] = Some(conn.write(buf).await?);
     let reply = conn.read_reply().await?;
     let txn = if is_2xx(reply.code) {
         let raw = &conn.rbuf[..reply.len];
-        tally.accepted(seq, cfg.template.message_len(), start.elapsed(), raw);
+        tally.accepted(seq, template.message_len(), start, raw);
         Txn::Accepted
     } else {
         tally.failed(&Failure::Reply(reply.code));

@@ -89,6 +89,8 @@ pub fn run(args: &InjectArgs) -> io::Result<Report> {
         pipelining: false,
         size: template.message_len(),
         rcpts: args.rcpts,
+        size_mix: None,
+        rate: None,
     };
     Ok(Report::new(info, &stats, started.elapsed()))
 }

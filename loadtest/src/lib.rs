@@ -16,6 +16,9 @@
 //! - [`client`]: one client connection and its send loop;
 //! - [`acklog`]: the per-acknowledged-message log for crash tests;
 //! - [`stats`]: counters, latency histograms and the final report;
+//! - [`timeline`] and [`plot`]: the run second by second, drawn as SVG
+//!   (`--plot`);
+//! - [`progress`]: the live progress line (`--progress`);
 //! - [`send`]: the `send` subcommand, wiring threads and runtimes together;
 //! - [`fetch`]: the `fetch` subcommand: a whole mailbox over IMAP or POP3,
 //!   timed, to compare mail-access servers;
@@ -33,8 +36,11 @@ pub mod event_sink;
 pub mod fetch;
 pub mod inject;
 pub mod message;
+pub mod plot;
+pub mod progress;
 pub mod reply;
 pub mod send;
 pub mod sink;
 pub mod stats;
+pub mod timeline;
 pub mod tls;

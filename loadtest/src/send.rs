@@ -14,9 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acklog::AckLog;
 use crate::cli::{OnOff, SendArgs};
-use crate::client::{run_connection, ClientConfig, Envelope, Tally, TlsSetup};
+use crate::client::{run_connection, ClientConfig, Envelope, LiveCounts, Tally, TlsSetup};
 use crate::message::{MessageSpec, MessageTemplate};
+use crate::progress::Progress;
 use crate::stats::{Report, RunInfo, ThreadStats};
+use crate::timeline::Timeline;
 
 /// Hands out message sequence numbers until the message count or the
 /// deadline is reached.
@@ -26,6 +28,15 @@ pub struct Budget {
     /// First sequence number that is not sent (None: unlimited).
     end: Option<u64>,
     deadline: Option<Instant>,
+    /// Open loop: message `first + k` is due at `started + k / rate`.
+    schedule: Option<Schedule>,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    first: u64,
+    started: Instant,
+    per_second: f64,
 }
 
 impl Budget {
@@ -34,7 +45,25 @@ impl Budget {
             next: AtomicU64::new(start),
             end: count.map(|n| start + n),
             deadline,
+            schedule: None,
         }
+    }
+
+    /// The same, handing out messages at `per_second` from `started`.
+    pub fn at_rate(mut self, per_second: f64, started: Instant) -> Self {
+        self.schedule = Some(Schedule {
+            first: self.next.load(Ordering::Relaxed),
+            started,
+            per_second,
+        });
+        self
+    }
+
+    /// When message `seq` is due (open loop); None: at once.
+    pub fn due(&self, seq: u64) -> Option<Instant> {
+        let s = self.schedule.as_ref()?;
+        let offset = seq.saturating_sub(s.first) as f64 / s.per_second;
+        Some(s.started + Duration::from_secs_f64(offset))
     }
 
     /// The next message to send, or None when the run is over.
@@ -98,30 +127,57 @@ pub fn run(args: &SendArgs) -> Result<Report, SetupError> {
 
     let started = Instant::now();
     let deadline = args.run_duration().map(|d| started + d);
-    let budget = Arc::new(Budget::new(args.seq_start, args.message_limit(), deadline));
+    let mut budget = Budget::new(args.seq_start, args.message_limit(), deadline);
+    if let Some(rate) = args.rate {
+        budget = budget.at_rate(rate, started);
+    }
+    let budget = Arc::new(budget);
 
+    let counts: Vec<Arc<LiveCounts>> = (0..threads).map(|_| Arc::default()).collect();
     let mut handles = Vec::with_capacity(threads);
     for (t, ack) in acks.into_iter().enumerate() {
         // Connection i runs on thread i % threads.
         let conns = (args.connections + threads - 1 - t) / threads;
         let (cfg, budget) = (cfg.clone(), budget.clone());
+        let timeline = args.plot.as_ref().map(|_| Timeline::new(started));
+        let tally = Tally::new(ack, timeline, counts[t].clone());
         let handle = std::thread::Builder::new()
             .name(format!("blast-{t}"))
-            .spawn(move || run_thread(conns, cfg, budget, ack))
+            .spawn(move || run_thread(conns, cfg, budget, tally))
             .map_err(|e| SetupError(format!("cannot start a thread: {e}")))?;
         handles.push(handle);
     }
+    let progress = Progress::start(
+        "sent",
+        args.message_limit(),
+        args.progress,
+        Box::new(move || {
+            counts.iter().fold((0, 0), |(ok, failed), c| {
+                (
+                    ok + c.ok.load(Ordering::Relaxed),
+                    failed + c.failed.load(Ordering::Relaxed),
+                )
+            })
+        }),
+    );
 
     let mut total = ThreadStats::default();
+    let mut timeline = Timeline::new(started);
     let mut setup_error = None;
     for h in handles {
         match h.join() {
-            Ok(Ok(stats)) => total.merge(&stats),
+            Ok(Ok((stats, thread_timeline))) => {
+                total.merge(&stats);
+                if let Some(t) = thread_timeline {
+                    timeline.merge(&t);
+                }
+            }
             Ok(Err(e)) => setup_error = Some(e),
             Err(_) => setup_error = Some(SetupError("a sender thread panicked".into())),
         }
     }
     let elapsed = started.elapsed();
+    progress.finish();
     if let Some(e) = setup_error {
         return Err(e);
     }
@@ -130,10 +186,25 @@ pub fn run(args: &SendArgs) -> Result<Report, SetupError> {
         connections: args.connections,
         threads,
         pipelining: cfg.pipelining,
-        size: cfg.template.message_len(),
+        size: cfg.mean_size(),
         rcpts: args.rcpts,
+        size_mix: args.size.single().is_none().then(|| args.size.to_string()),
+        rate: args.rate,
     };
-    Ok(Report::new(info, &total, elapsed))
+    let report = Report::new(info, &total, elapsed);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "ringpost-blast send to {}: {} messages, {:.0} msg/s{}",
+            args.to_addr,
+            report.messages_ok,
+            report.msg_per_s,
+            args.rate
+                .map_or(String::new(), |r| format!(" (open loop at {r} msg/s)"))
+        );
+        std::fs::write(path, crate::plot::svg(&timeline, &title))
+            .map_err(|e| SetupError(format!("cannot write the plot {}: {e}", path.display())))?;
+    }
+    Ok(report)
 }
 
 /// Body of one sender thread: a runtime running `conns` connection tasks.
@@ -141,12 +212,12 @@ fn run_thread(
     conns: usize,
     cfg: Arc<ClientConfig>,
     budget: Arc<Budget>,
-    ack: Option<AckLog>,
-) -> Result<ThreadStats, SetupError> {
+    tally: Tally,
+) -> Result<(ThreadStats, Option<Timeline>), SetupError> {
     let rt = tokio_uring::Runtime::new(&tokio_uring::builder())
         .map_err(|e| SetupError(format!("cannot create an io_uring runtime: {e}")))?;
     let tally = rt.block_on(async move {
-        let tally = Rc::new(Tally::new(ack));
+        let tally = Rc::new(tally);
         let tasks: Vec<_> = (0..conns)
             .map(|_| tokio_uring::spawn(run_connection(cfg.clone(), budget.clone(), tally.clone())))
             .collect();
@@ -167,7 +238,7 @@ fn run_thread(
             tally.stats.borrow_mut().record_error("ack-log");
         }
     }
-    Ok(tally.stats.into_inner())
+    Ok((tally.stats.into_inner(), tally.timeline.into_inner()))
 }
 
 fn resolve(target: &str) -> Result<SocketAddr, SetupError> {
@@ -193,19 +264,37 @@ fn client_config(args: &SendArgs, addr: SocketAddr, tls: Option<TlsSetup>) -> Cl
         })
         .collect();
 
-    let template = MessageTemplate::new(&MessageSpec {
-        size: args.size,
-        from: &args.from,
-        to: &rcpts,
-        id_domain: &args.helo,
-        run_id: &run_id(),
-    });
+    let run_id = run_id();
+    let templates = args
+        .size
+        .0
+        .iter()
+        .map(|&(size, _)| {
+            MessageTemplate::new(&MessageSpec {
+                size,
+                from: &args.from,
+                to: &rcpts,
+                id_domain: &args.helo,
+                run_id: &run_id,
+            })
+        })
+        .collect();
+    let weights = args
+        .size
+        .0
+        .iter()
+        .scan(0u32, |sum, &(_, weight)| {
+            *sum = sum.saturating_add(weight);
+            Some(*sum)
+        })
+        .collect();
     ClientConfig {
         addr,
         ehlo: leak(format!("EHLO {}\r\n", args.helo)),
         helo: leak(format!("HELO {}\r\n", args.helo)),
         envelopes,
-        template,
+        templates,
+        weights,
         pipelining: args.pipelining == OnOff::On,
         messages_per_connection: args.messages_per_connection,
         io_timeout: Duration::from_secs_f64(args.read_timeout),
@@ -374,7 +463,7 @@ mod tests {
         // seq_start does not matter: the domain follows the seq itself.
         assert!(text(cfg.envelope(1_000_001).pipelined).contains("@d2.r.test>"));
         // The message (and so its size) is the same whatever the domain.
-        let body = text(&cfg.template.instance()).to_owned();
+        let body = text(&cfg.templates[0].instance()).to_owned();
         assert!(
             body.contains("To: <user1@r.test>,\r\n <user2@r.test>\r\n"),
             "{body}"

@@ -110,6 +110,12 @@ pub struct Report {
     /// Message size in bytes (headers + body, as sent inside DATA).
     pub size: usize,
     pub rcpts: usize,
+    /// `--size` when it is a mix (`size` is then its mean).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_mix: Option<String>,
+    /// `--rate`: an open-loop run, latencies from each message's scheduled start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     pub messages_ok: u64,
     pub messages_failed: u64,
     pub elapsed_s: f64,
@@ -129,6 +135,8 @@ pub struct RunInfo {
     pub pipelining: bool,
     pub size: usize,
     pub rcpts: usize,
+    pub size_mix: Option<String>,
+    pub rate: Option<f64>,
 }
 
 impl Report {
@@ -151,6 +159,8 @@ impl Report {
             pipelining: info.pipelining,
             size: info.size,
             rcpts: info.rcpts,
+            size_mix: info.size_mix,
+            rate: info.rate,
             messages_ok: stats.ok,
             messages_failed: stats.failed,
             elapsed_s: secs,
@@ -189,6 +199,19 @@ impl Report {
             self.size,
             self.rcpts
         );
+        if let Some(mix) = &self.size_mix {
+            let _ = writeln!(
+                s,
+                "size mix:         {mix} (bytes:weight; {} B on average)",
+                self.size
+            );
+        }
+        if let Some(rate) = self.rate {
+            let _ = writeln!(
+                s,
+                "open loop:        {rate} msg/s scheduled; latency from each message's scheduled start"
+            );
+        }
         let _ = writeln!(s, "messages ok:      {}", self.messages_ok);
         let _ = writeln!(s, "messages failed:  {}", self.messages_failed);
         let _ = writeln!(s, "elapsed:          {:.3} s", self.elapsed_s);
@@ -240,6 +263,8 @@ mod tests {
             pipelining: true,
             size: 1000,
             rcpts: 1,
+            size_mix: None,
+            rate: None,
         };
         let r = Report::new(info, &a, Duration::from_secs(2));
         assert_eq!(r.messages_ok, 101);
@@ -271,6 +296,8 @@ mod tests {
             pipelining: false,
             size: 10,
             rcpts: 1,
+            size_mix: None,
+            rate: None,
         };
         let r = Report::new(info, &ThreadStats::default(), Duration::ZERO);
         assert_eq!(r.msg_per_s, 0.0);

@@ -473,3 +473,177 @@ fn bad_usage_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--size` mixes: every message has one of the sizes, in about the
+/// weights asked; `--plot` draws the run as an SVG with both panels; no
+/// progress line is redrawn when stderr is not a terminal.
+#[test]
+fn size_mix_plot_and_no_progress_in_a_pipe() {
+    use ringpost_loadtest::sink::{self, SinkConfig};
+    let sink = sink::start(SinkConfig {
+        keep_messages: 1000,
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let plot = temp_path("run.svg");
+    let (out, json) = blast(&[
+        "--to-addr",
+        &sink.addr().to_string(),
+        "--messages",
+        "400",
+        "--connections",
+        "4",
+        "--size",
+        "1k:75,8k:25",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["size_mix"], "1024:75,8192:25", "{json}");
+    let sizes: Vec<usize> = sink.messages().iter().map(|m| m.data.len()).collect();
+    assert_eq!(sizes.len(), 400);
+    let small = sizes.iter().filter(|&&n| n.abs_diff(1024) < 64).count();
+    let large = sizes.iter().filter(|&&n| n.abs_diff(8192) < 64).count();
+    assert_eq!(small + large, 400, "{sizes:?}");
+    assert!((250..=350).contains(&small), "{small} small of 400");
+    let mean = json["size"].as_u64().unwrap();
+    assert!((2500..=3200).contains(&mean), "{json}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\r'),
+        "no redrawn line in a pipe: {stderr:?}"
+    );
+
+    // The SVG parses (Python's XML parser) and has both panels with lines.
+    let check = "import sys, xml.etree.ElementTree as ET\n\
+        ns = {'s': 'http://www.w3.org/2000/svg'}\n\
+        root = ET.parse(sys.argv[1]).getroot()\n\
+        for panel in ('throughput', 'latency'):\n\
+        \x20   g = root.find(f\".//s:g[@id='{panel}']\", ns)\n\
+        \x20   lines = g.findall('s:polyline', ns)\n\
+        \x20   assert lines and any(l.get('points') for l in lines), panel\n\
+        print('ok')\n";
+    let parsed = Command::new("python3")
+        .args(["-c", check, plot.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    std::fs::remove_file(&plot).unwrap();
+    sink.stop();
+}
+
+/// `--rate`: an open loop. Against a server slower than the rate, the
+/// latencies count the wait behind the backlog (coordinated omission
+/// corrected), where a closed loop would show only the server's 50 ms.
+#[test]
+fn open_loop_rate_counts_the_backlog() {
+    use ringpost_loadtest::sink::{self, Faults, SinkConfig};
+    let sink = sink::start(SinkConfig {
+        faults: Faults {
+            latency: Duration::from_millis(50),
+            ..Faults::default()
+        },
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let (out, json) = blast(&[
+        "--to-addr",
+        &sink.addr().to_string(),
+        "--messages",
+        "60",
+        "--connections",
+        "1",
+        "--rate",
+        "60",
+    ]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["rate"], 60.0, "{json}");
+    // 60 messages at 50 ms each take 3 s; they were due within 1 s, so the
+    // last waited about 2 s beyond its 50 ms.
+    let p99 = json["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 > 1500.0, "{json}");
+    let p50 = json["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 > 500.0, "{json}");
+    sink.stop();
+
+    // A server that keeps up is held to the rate: 100 messages at 100/s.
+    let sink = sink::start(SinkConfig::default()).unwrap();
+    let started = std::time::Instant::now();
+    let (_, json) = blast(&[
+        "--to-addr",
+        &sink.addr().to_string(),
+        "--messages",
+        "100",
+        "--connections",
+        "4",
+        "--rate",
+        "100",
+    ]);
+    let took = started.elapsed().as_secs_f64();
+    assert!((0.95..3.0).contains(&took), "{took} s: {json}");
+    assert!(
+        json["latency_ms"]["p99"].as_f64().unwrap() < 200.0,
+        "{json}"
+    );
+    sink.stop();
+}
+
+/// A port free right now on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Under a pseudo-terminal (`script`), `send` and `sink` redraw a progress
+/// line in place.
+#[test]
+fn progress_is_redrawn_on_a_terminal() {
+    let blast_bin = env!("CARGO_BIN_EXE_ringpost-blast");
+    let port = free_port();
+    let sink = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{blast_bin} sink --listen 127.0.0.1:{port} --exit-after 300"),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "{blast_bin} send --to-addr 127.0.0.1:{port} --messages 300 --connections 2 --rate 300"
+            ),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let sent = String::from_utf8_lossy(&sent.stdout);
+    assert!(sent.contains("\r\x1b[2K["), "{sent:?}");
+    assert!(
+        sent.contains("sent ") && sent.contains(" msg/s"),
+        "{sent:?}"
+    );
+    assert!(sent.contains("messages ok:      300"), "{sent:?}");
+    let received = sink.wait_with_output().unwrap();
+    let received = String::from_utf8_lossy(&received.stdout);
+    assert!(received.contains("\r\x1b[2Kreceived "), "{received:?}");
+}

@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 
 use super::{start, Faults, SinkConfig, SinkStats};
 use crate::cli::SinkArgs;
+use crate::progress::Progress;
 use crate::send::SetupError;
 
 /// Runs the sink described by `args` until it is told to stop; returns its
@@ -45,7 +46,9 @@ pub fn run(args: &SinkArgs) -> Result<SinkStats, SetupError> {
     let _ = stdout.flush();
     drop(stdout);
 
+    let progress = Progress::start("received", None, args.progress, sink.progress_reader());
     sink.wait();
+    progress.finish();
     signals_handle.close();
     let _ = watcher.join();
     Ok(sink.stop())

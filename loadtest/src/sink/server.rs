@@ -243,6 +243,16 @@ impl SinkHandle {
         self.addr
     }
 
+    /// A reader of (messages taken, messages refused) for the progress
+    /// line, usable from another thread.
+    pub fn progress_reader(&self) -> crate::progress::Reader {
+        let shared = self.shared.clone();
+        Box::new(move || {
+            let stats = shared.stats();
+            (stats.messages, stats.tempfails + stats.permfails)
+        })
+    }
+
     /// What the sink has done so far, summed over its threads.
     pub fn stats(&self) -> SinkStats {
         self.shared.stats()
