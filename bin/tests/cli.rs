@@ -988,19 +988,11 @@ fn a_stalled_log_reader_does_not_stall_mail() {
 
 /// The RCPT reply for `to` from a new session.
 fn rcpt_reply(addr: SocketAddr, to: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    read_reply(&mut r).unwrap();
-    w.write_all(format!("EHLO t\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<{to}>\r\n").as_bytes())
-        .unwrap();
-    read_reply(&mut r).unwrap();
-    read_reply(&mut r).unwrap();
-    let reply = read_reply(&mut r).unwrap();
-    let _ = w.write_all(b"QUIT\r\n");
+    let (mut c, _) = smtp_client(addr);
+    c.cmd("EHLO t");
+    c.cmd("MAIL FROM:<a@b.test>");
+    let reply = c.cmd(&format!("RCPT TO:<{to}>"));
+    c.cmd("QUIT");
     reply
 }
 
@@ -1261,4 +1253,112 @@ fn webhook_events_survive_sigkill() {
         acked.len(),
         hook.events().len()
     );
+}
+
+/// The reload the operator does most: a route changed in the file, SIGHUP,
+/// and mail waiting for the old (dead) route goes out through the new one,
+/// while a session opened before the reload carries on and is delivered
+/// through it too.
+#[test]
+fn sighup_applies_a_changed_route_without_dropping_an_open_session() {
+    use ringpost_loadtest::sink::{self, SinkConfig};
+    let sink = sink::start(SinkConfig::default()).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ringpost.toml");
+    let write_config = |route: SocketAddr| {
+        std::fs::write(
+            &config,
+            format!(
+                "[relay]\nretry_initial_secs = 1\nretry_max_secs = 1\nconnect_timeout_secs = 2\n\
+                 [relay.routes]\n\"far.test\" = \"{route}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_config(dead);
+    let (mut server, addr) = spawn_server(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // A session that stays open across the reload.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    read_reply(&mut r).unwrap();
+    w.write_all(b"EHLO open.test\r\n").unwrap();
+    read_reply(&mut r).unwrap();
+
+    // Mail for far.test meets the dead route and waits.
+    let (mut c, _) = smtp_client(addr);
+    for line in [
+        "EHLO t",
+        "MAIL FROM:<a@origin.test>",
+        "RCPT TO:<x@far.test>",
+        "DATA",
+    ] {
+        c.cmd(line);
+    }
+    assert!(c
+        .cmd("Subject: first\r\n\r\nwaited\r\n.")
+        .starts_with("250"));
+    c.cmd("QUIT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.stats().messages, 0);
+
+    write_config(sink.addr());
+    unsafe { libc::kill(server.id() as i32, libc::SIGHUP) };
+    assert!(
+        sink.wait_for_messages(1, Duration::from_secs(20)),
+        "the waiting mail took the new route"
+    );
+
+    for line in ["MAIL FROM:<a@origin.test>", "RCPT TO:<y@far.test>", "DATA"] {
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let reply = read_reply(&mut r).unwrap();
+        assert!(
+            reply.starts_with('2') || reply.starts_with('3'),
+            "{line}: {reply}"
+        );
+    }
+    w.write_all(b"Subject: second\r\n\r\nacross the reload\r\n.\r\n")
+        .unwrap();
+    assert!(read_reply(&mut r).unwrap().starts_with("250"));
+    w.write_all(b"QUIT\r\n").unwrap();
+    assert!(
+        sink.wait_for_messages(2, Duration::from_secs(20)),
+        "the open session's mail too"
+    );
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+}
+
+/// A minimal line client for one-off SMTP commands.
+struct SmtpClient {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl SmtpClient {
+    fn cmd(&mut self, line: &str) -> String {
+        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        read_reply(&mut self.r).unwrap()
+    }
+}
+
+fn smtp_client(addr: SocketAddr) -> (SmtpClient, String) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let greeting = read_reply(&mut r).unwrap();
+    (SmtpClient { w, r }, greeting)
 }
