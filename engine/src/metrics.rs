@@ -214,6 +214,7 @@ impl SecurityMetrics {
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
     lookups: Family<Labels, Counter>,
+    cache: Family<Labels, Counter>,
     seconds: Histogram,
 }
 
@@ -221,16 +222,20 @@ impl DnsMetrics {
     fn new() -> Self {
         DnsMetrics {
             lookups: Family::default(),
+            cache: Family::default(),
             // 100 µs (a cached answer) .. ~6.5 s (timeouts and retries)
             seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
         }
     }
 
     /// A lookup ended with `result` (`ok`, `null_mx`, `nxdomain`,
-    /// `no_address`, `temp_fail`) after `took`.
-    pub fn lookup(&self, result: &str, took: std::time::Duration) {
+    /// `no_address`, `temp_fail`) after `took`, from the answer cache
+    /// (`cached`) or not.
+    pub fn lookup(&self, result: &str, took: std::time::Duration, cached: bool) {
         let labels = vec![("result", result.to_owned())];
         self.lookups.get_or_create(&labels).inc();
+        let hit = vec![("result", if cached { "hit" } else { "miss" }.to_owned())];
+        self.cache.get_or_create(&hit).inc();
         self.seconds.observe(took.as_secs_f64());
     }
 }
@@ -591,6 +596,11 @@ impl Metrics {
             "dns_lookups",
             "MX lookups of the relay (with the implicit MX), by result",
             m.dns.lookups.clone(),
+        );
+        registry.register(
+            "dns_cache_lookups",
+            "MX lookups answered from the relay's answer cache (hit) or by DNS (miss)",
+            m.dns.cache.clone(),
         );
         registry.register(
             "dns_lookup_seconds",

@@ -357,3 +357,52 @@ fn glommio_task_can_await_a_lookup() {
         MxLookup::Hosts(vec![host("mx.test", 10, &[v4(3).into()])])
     );
 }
+
+/// The answer cache: hosts and negative answers come back from it (equal
+/// preferences still shuffled), temporary failures never do.
+#[test]
+fn answers_are_cached_failures_are_not() {
+    let dns = TestDns::start(
+        ZONE,
+        &[
+            TestRecord::mx("mail.test", 10, "a.test"),
+            TestRecord::mx("mail.test", 10, "b.test"),
+            TestRecord::a("a.test", v4(1)),
+            TestRecord::a("b.test", v4(2)),
+        ],
+    );
+    let (resolver, _thread) = resolver(&dns);
+    let (first, cached) = block_on(resolver.lookup("mail.test"));
+    assert!(!cached);
+    let MxLookup::Hosts(hosts) = &first else {
+        panic!("{first:?}")
+    };
+    let mut orders = HashSet::new();
+    for _ in 0..40 {
+        let (again, cached) = block_on(resolver.lookup("Mail.Test."));
+        assert!(cached, "{again:?}");
+        let MxLookup::Hosts(again) = again else {
+            panic!("{again:?}")
+        };
+        assert_eq!(again.len(), hosts.len());
+        orders.insert(again.iter().map(|h| h.name.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(orders.len(), 2, "equal preferences are still shuffled");
+
+    assert_eq!(
+        block_on(resolver.lookup("missing.test")),
+        (MxLookup::NoSuchDomain, false)
+    );
+    assert_eq!(
+        block_on(resolver.lookup("missing.test")),
+        (MxLookup::NoSuchDomain, true)
+    );
+
+    let (refused, _) = block_on(resolver.lookup("example.org"));
+    assert!(matches!(refused, MxLookup::TempFail(_)), "{refused:?}");
+    let (again, cached) = block_on(resolver.lookup("example.org"));
+    assert!(
+        matches!(again, MxLookup::TempFail(_)) && !cached,
+        "{again:?}"
+    );
+}

@@ -20,9 +20,9 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{self, Either};
@@ -127,8 +127,9 @@ impl MxLookup {
 struct Request {
     /// Lowercase and fully qualified, so hickory applies no search list.
     domain: Name,
-    /// Where the answer goes; dropped unanswered if the thread stops.
-    reply: oneshot::Sender<MxLookup>,
+    /// Where the answer goes (and whether it came from the answer cache);
+    /// dropped unanswered if the thread stops.
+    reply: oneshot::Sender<(MxLookup, bool)>,
 }
 
 /// A handle to the DNS thread; cheap to clone, one per shard or task.
@@ -148,8 +149,14 @@ impl Resolver {
     /// [`MAX_IN_FLIGHT`] lookups are already running, and gives
     /// [`MxLookup::TempFail`] if the DNS thread has stopped.
     pub async fn mx(&self, domain: &str) -> MxLookup {
+        self.lookup(domain).await.0
+    }
+
+    /// [`Resolver::mx`], and whether the answer came from the DNS thread's
+    /// answer cache.
+    pub async fn lookup(&self, domain: &str) -> (MxLookup, bool) {
         let started = std::time::Instant::now();
-        let answer = self.ask(domain).await;
+        let (answer, cached) = self.ask(domain).await;
         if let Some(metrics) = &self.metrics {
             let result = match &answer {
                 MxLookup::Hosts(_) => "ok",
@@ -158,9 +165,9 @@ impl Resolver {
                 MxLookup::NoAddress(_) => "no_address",
                 MxLookup::TempFail(_) => "temp_fail",
             };
-            metrics.lookup(result, started.elapsed());
+            metrics.lookup(result, started.elapsed(), cached);
         }
-        answer
+        (answer, cached)
     }
 
     /// The same, counted (lookups by result, and how long they took).
@@ -171,17 +178,18 @@ impl Resolver {
         }
     }
 
-    async fn ask(&self, domain: &str) -> MxLookup {
+    async fn ask(&self, domain: &str) -> (MxLookup, bool) {
         let domain = match parse_target(domain) {
             Target::Name(name) => name,
             Target::Literal(text, ip) => {
-                return MxLookup::Hosts(vec![MxHost {
+                let host = MxHost {
                     name: text,
                     preference: 0,
                     addrs: vec![ip],
-                }])
+                };
+                return (MxLookup::Hosts(vec![host]), false);
             }
-            Target::Invalid => return MxLookup::NoSuchDomain,
+            Target::Invalid => return (MxLookup::NoSuchDomain, false),
         };
         let (reply, answer) = oneshot::channel();
         if self
@@ -190,15 +198,98 @@ impl Resolver {
             .await
             .is_err()
         {
-            return stopped();
+            return (stopped(), false);
         }
         // Canceled means the thread stopped with this request queued or running.
-        answer.await.unwrap_or_else(|_| stopped())
+        answer.await.unwrap_or_else(|_| (stopped(), false))
     }
 }
 
 fn stopped() -> MxLookup {
     MxLookup::TempFail("DNS resolver stopped".into())
+}
+
+/// How long a negative answer (no such domain, null MX, no address) is
+/// kept: long enough to spare a burst of mail to a dead domain the lookups,
+/// short enough that a fixed domain is soon seen.
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// No answer is kept longer than this, whatever its records' TTL.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// Whole answers (MX hosts with their addresses) by domain, until the
+/// shortest TTL of the records they were made from. In front of hickory's
+/// record cache, it spares a cached domain three lookups and counts hits;
+/// at most `capacity` entries (expired ones go first, then any).
+struct AnswerCache {
+    entries: std::collections::HashMap<Name, (MxLookup, Instant)>,
+    capacity: usize,
+}
+
+impl AnswerCache {
+    fn new(capacity: usize) -> AnswerCache {
+        AnswerCache {
+            entries: std::collections::HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The answer for `domain`, if kept and fresh: hosts of equal
+    /// preference shuffled again, as a fresh lookup would.
+    fn get(&mut self, domain: &Name, now: Instant) -> Option<MxLookup> {
+        match self.entries.get(domain) {
+            Some((answer, until)) if *until > now => {
+                let mut answer = answer.clone();
+                if let MxLookup::Hosts(hosts) = &mut answer {
+                    shuffle_equal_preferences(hosts, &mut fastrand::Rng::new());
+                }
+                Some(answer)
+            }
+            Some(_) => {
+                self.entries.remove(domain);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&mut self, domain: Name, answer: MxLookup, until: Instant, now: Instant) {
+        if self.entries.len() >= self.capacity {
+            self.entries.retain(|_, (_, until)| *until > now);
+        }
+        if self.entries.len() >= self.capacity {
+            if let Some(any) = self.entries.keys().next().cloned() {
+                self.entries.remove(&any);
+            }
+        }
+        self.entries.insert(domain, (answer, until));
+    }
+}
+
+/// Hosts stay in preference order; those of equal preference are shuffled.
+fn shuffle_equal_preferences(hosts: &mut [MxHost], rng: &mut fastrand::Rng) {
+    let mut start = 0;
+    while start < hosts.len() {
+        let preference = hosts[start].preference;
+        let end = start
+            + hosts[start..]
+                .iter()
+                .take_while(|h| h.preference == preference)
+                .count();
+        rng.shuffle(&mut hosts[start..end]);
+        start = end;
+    }
+}
+
+/// Until when an answer may be kept: `records_until` (the earliest expiry
+/// of the records it was made from) for hosts, [`NEGATIVE_TTL`] for a
+/// negative answer, never for a temporary failure; at most [`MAX_TTL`].
+fn keep_until(answer: &MxLookup, records_until: Option<Instant>, now: Instant) -> Option<Instant> {
+    let until = match answer {
+        MxLookup::Hosts(_) => records_until?,
+        MxLookup::NullMx | MxLookup::NoSuchDomain | MxLookup::NoAddress(_) => now + NEGATIVE_TTL,
+        MxLookup::TempFail(_) => return None,
+    };
+    Some(until.min(now + MAX_TTL))
 }
 
 /// The DNS thread. Dropping it (or calling [`ResolverThread::shutdown`]) stops
@@ -249,13 +340,14 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
         build_resolver(&config)?
     };
     let deadline = lookup_deadline(&config, servers);
+    let cache_size = config.cache_size;
 
     let (requests, incoming) = flume::bounded(MAX_IN_FLIGHT);
     let (stop, stopped) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("ringpost-dns".into())
         .spawn(move || {
-            runtime.block_on(serve(resolver, incoming, stopped, deadline));
+            runtime.block_on(serve(resolver, incoming, stopped, deadline, cache_size));
             // Dropping the runtime here cancels running lookups; their reply
             // senders drop with them, which callers see as TempFail.
         })?;
@@ -345,8 +437,10 @@ async fn serve(
     incoming: flume::Receiver<Request>,
     mut stop: oneshot::Receiver<()>,
     deadline: Duration,
+    cache_size: usize,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let cache = Arc::new(Mutex::new(AnswerCache::new(cache_size)));
     loop {
         // Take a slot before a request, so that a request is only taken off
         // the channel when it can start.
@@ -363,35 +457,52 @@ async fn serve(
         if request.reply.is_canceled() {
             continue; // the caller gave up while the request was queued
         }
-        let resolver = resolver.clone();
+        let now = Instant::now();
+        if let Some(answer) = lock(&cache).get(&request.domain, now) {
+            let _ = request.reply.send((answer, true));
+            continue;
+        }
+        let (resolver, cache) = (resolver.clone(), cache.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let answer = tokio::time::timeout(deadline, lookup_mx(&resolver, request.domain))
-                .await
-                .unwrap_or_else(|_| MxLookup::TempFail("DNS lookup timed out".into()));
+            let looked_up =
+                tokio::time::timeout(deadline, lookup_mx(&resolver, request.domain.clone())).await;
+            let (answer, records_until) = looked_up
+                .unwrap_or_else(|_| (MxLookup::TempFail("DNS lookup timed out".into()), None));
+            let now = Instant::now();
+            if let Some(until) = keep_until(&answer, records_until, now) {
+                lock(&cache).put(request.domain, answer.clone(), until, now);
+            }
             // The caller may have stopped waiting; nothing to do then.
-            let _ = request.reply.send(answer);
+            let _ = request.reply.send((answer, false));
         });
     }
 }
 
-/// Resolves `domain` (fully qualified) to the hosts to try.
-async fn lookup_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
+/// Resolves `domain` (fully qualified) to the hosts to try, and the
+/// earliest expiry of the records the answer was made from (None when it
+/// cannot be kept).
+async fn lookup_mx(resolver: &TokioResolver, domain: Name) -> (MxLookup, Option<Instant>) {
+    let mut until = None;
     let records: Vec<(u16, Name)> = match resolver.mx_lookup(domain.clone()).await {
-        Ok(mx) => mx
-            .iter()
-            .map(|mx| (mx.preference(), mx.exchange().clone()))
-            .collect(),
+        Ok(mx) => {
+            until = Some(mx.valid_until());
+            mx.iter()
+                .map(|mx| (mx.preference(), mx.exchange().clone()))
+                .collect()
+        }
         Err(e) => match classify(&e) {
-            Failure::NoSuchName => return MxLookup::NoSuchDomain,
+            Failure::NoSuchName => return (MxLookup::NoSuchDomain, None),
             // Checked below as the implicit MX.
             Failure::NoRecords => Vec::new(),
-            Failure::Temporary(why) => return MxLookup::TempFail(format!("MX lookup: {why}")),
+            Failure::Temporary(why) => {
+                return (MxLookup::TempFail(format!("MX lookup: {why}")), None)
+            }
         },
     };
 
     let hosts = match order_mx(records, &mut fastrand::Rng::new()) {
-        MxSet::Null => return MxLookup::NullMx,
+        MxSet::Null => return (MxLookup::NullMx, until),
         MxSet::Implicit => return implicit_mx(resolver, domain).await,
         MxSet::Hosts(hosts) => hosts,
     };
@@ -405,7 +516,8 @@ async fn lookup_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
 
     let mut found = Vec::with_capacity(hosts.len());
     let mut temporary = None;
-    for ((preference, name), addrs) in hosts.into_iter().zip(resolved) {
+    for ((preference, name), (addrs, addrs_until)) in hosts.into_iter().zip(resolved) {
+        until = earliest(until, addrs_until);
         match addrs {
             Addrs::Found(addrs) => found.push(MxHost {
                 name: display_name(&name),
@@ -418,16 +530,20 @@ async fn lookup_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
             }
         }
     }
-    match (found.is_empty(), temporary) {
-        (false, _) => MxLookup::Hosts(found),
+    let answer = match (found.is_empty(), temporary) {
+        // A host that failed for now may answer next time: not kept.
+        (false, Some(_)) => return (MxLookup::Hosts(found), None),
+        (false, None) => MxLookup::Hosts(found),
         (true, Some(why)) => MxLookup::TempFail(format!("MX host address lookup: {why}")),
         (true, None) => MxLookup::NoAddress("no MX host has an address".into()),
-    }
+    };
+    (answer, until)
 }
 
 /// RFC 5321 §5.1: with no MX records, the domain itself is the mail host.
-async fn implicit_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
-    match lookup_addrs(resolver, domain.clone()).await {
+async fn implicit_mx(resolver: &TokioResolver, domain: Name) -> (MxLookup, Option<Instant>) {
+    let (addrs, until) = lookup_addrs(resolver, domain.clone()).await;
+    let answer = match addrs {
         Addrs::Found(addrs) => MxLookup::Hosts(vec![MxHost {
             name: display_name(&domain),
             preference: 0,
@@ -435,6 +551,15 @@ async fn implicit_mx(resolver: &TokioResolver, domain: Name) -> MxLookup {
         }]),
         Addrs::None => MxLookup::NoAddress("no MX, A or AAAA records".into()),
         Addrs::Temporary(why) => MxLookup::TempFail(format!("address lookup: {why}")),
+    };
+    (answer, until)
+}
+
+/// The earlier of two expiries (None: none known).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -448,8 +573,9 @@ enum Addrs {
     Temporary(String),
 }
 
-/// Looks up A and AAAA of `host` in parallel.
-async fn lookup_addrs(resolver: &TokioResolver, host: Name) -> Addrs {
+/// Looks up A and AAAA of `host` in parallel; also the earliest expiry of
+/// the records found.
+async fn lookup_addrs(resolver: &TokioResolver, host: Name) -> (Addrs, Option<Instant>) {
     let (v4, v6) = future::join(
         resolver.ipv4_lookup(host.clone()),
         resolver.ipv6_lookup(host),
@@ -457,26 +583,44 @@ async fn lookup_addrs(resolver: &TokioResolver, host: Name) -> Addrs {
     .await;
     let mut addrs = Vec::new();
     let mut temporary = None;
+    let mut until = None;
     match v4 {
-        Ok(found) => addrs.extend(found.iter().map(|a| IpAddr::V4(a.0))),
+        Ok(found) => {
+            until = earliest(until, Some(found.valid_until()));
+            addrs.extend(found.iter().map(|a| IpAddr::V4(a.0)));
+        }
         Err(e) => note_failure(&e, &mut temporary),
     }
     match v6 {
-        Ok(found) => addrs.extend(found.iter().map(|a| IpAddr::V6(a.0))),
+        Ok(found) => {
+            until = earliest(until, Some(found.valid_until()));
+            addrs.extend(found.iter().map(|a| IpAddr::V6(a.0)));
+        }
         Err(e) => note_failure(&e, &mut temporary),
     }
-    // Addresses from one family are enough to try the host now.
-    match (addrs.is_empty(), temporary) {
-        (false, _) => Addrs::Found(addrs),
+    // Addresses from one family are enough to try the host now (but such
+    // an answer is not kept: the other family may answer next time).
+    let addrs = match (addrs.is_empty(), temporary) {
+        (false, Some(_)) => return (Addrs::Found(addrs), None),
+        (false, None) => Addrs::Found(addrs),
         (true, Some(why)) => Addrs::Temporary(why),
         (true, None) => Addrs::None,
-    }
+    };
+    (addrs, until)
 }
 
 fn note_failure(e: &ResolveError, temporary: &mut Option<String>) {
     if let Failure::Temporary(why) = classify(e) {
         temporary.get_or_insert(why);
     }
+}
+
+/// The answer cache, whatever a panicking holder left (it holds only
+/// whole entries).
+fn lock(cache: &Mutex<AnswerCache>) -> MutexGuard<'_, AnswerCache> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A failed query, sorted by what it means for delivery.
@@ -609,6 +753,86 @@ fn parse_target(domain: &str) -> Target {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kept_until_the_records_expire_negatives_briefly_failures_never() {
+        let now = Instant::now();
+        let hosts = MxLookup::Hosts(vec![]);
+        let soon = now + Duration::from_secs(30);
+        assert_eq!(keep_until(&hosts, Some(soon), now), Some(soon));
+        assert_eq!(keep_until(&hosts, None, now), None);
+        let far = now + Duration::from_secs(86_400);
+        assert_eq!(keep_until(&hosts, Some(far), now), Some(now + MAX_TTL));
+        assert_eq!(
+            keep_until(&MxLookup::NoSuchDomain, None, now),
+            Some(now + NEGATIVE_TTL)
+        );
+        assert_eq!(
+            keep_until(&MxLookup::TempFail("x".into()), Some(far), now),
+            None
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_forgets_what_expired() {
+        let now = Instant::now();
+        let mut cache = AnswerCache::new(2);
+        let name = |s: &str| Name::from_ascii(s).unwrap();
+        cache.put(
+            name("a.test."),
+            MxLookup::NullMx,
+            now + Duration::from_secs(1),
+            now,
+        );
+        cache.put(
+            name("b.test."),
+            MxLookup::NullMx,
+            now + Duration::from_secs(60),
+            now,
+        );
+        let later = now + Duration::from_secs(2);
+        assert_eq!(cache.get(&name("a.test."), later), None, "expired");
+        cache.put(
+            name("c.test."),
+            MxLookup::NullMx,
+            later + Duration::from_secs(60),
+            later,
+        );
+        cache.put(
+            name("d.test."),
+            MxLookup::NullMx,
+            later + Duration::from_secs(60),
+            later,
+        );
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(cache.get(&name("d.test."), later), Some(MxLookup::NullMx));
+    }
+
+    #[test]
+    fn equal_preferences_are_shuffled_in_place() {
+        let host = |name: &str, preference| MxHost {
+            name: name.into(),
+            preference,
+            addrs: vec![],
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..50 {
+            let mut hosts = vec![
+                host("a", 10),
+                host("b", 10),
+                host("c", 20),
+                host("d", 30),
+                host("e", 30),
+            ];
+            shuffle_equal_preferences(&mut hosts, &mut rng);
+            let prefs: Vec<u16> = hosts.iter().map(|h| h.preference).collect();
+            assert_eq!(prefs, [10, 10, 20, 30, 30]);
+            assert_eq!(hosts[2].name, "c");
+            seen.insert(hosts.iter().map(|h| h.name.clone()).collect::<String>());
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+    }
     use super::*;
     use hickory_resolver::proto::op::Query;
     use hickory_resolver::proto::rr::RecordType;
