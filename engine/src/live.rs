@@ -86,6 +86,7 @@ pub struct Reloader {
     limits: Arc<crate::limits::ConnectionLimits>,
     send_rate: Arc<crate::limits::SendRate>,
     certificates: Option<Arc<crate::tls::CertStore>>,
+    security: crate::metrics::SecurityMetrics,
     source: RwLock<Option<ConfigSource>>,
 }
 
@@ -96,12 +97,14 @@ impl Reloader {
         limits: Arc<crate::limits::ConnectionLimits>,
         send_rate: Arc<crate::limits::SendRate>,
         certificates: Option<Arc<crate::tls::CertStore>>,
+        security: crate::metrics::SecurityMetrics,
     ) -> Reloader {
         Reloader {
             live,
             limits,
             send_rate,
             certificates,
+            security,
             source: RwLock::new(None),
         }
     }
@@ -140,6 +143,7 @@ impl Reloader {
             Some(store) => {
                 let loaded = crate::tls::load(&new.tls, &new.data_dir, &self.live.get().hostname)?;
                 let described = loaded.describe();
+                self.security.certificates(&loaded.expiries());
                 store.replace(loaded);
                 Some(described)
             }

@@ -88,6 +88,7 @@ pub struct SecurityMetrics {
     over_quota: Family<Labels, Counter>,
     rejections: Family<Labels, Counter>,
     session_memory: Family<Labels, Gauge>,
+    certificate_expiry: Family<Labels, Gauge>,
 }
 
 impl SecurityMetrics {
@@ -153,6 +154,18 @@ impl SecurityMetrics {
         self.rejections.get_or_create(&labels).inc();
     }
 
+    /// The certificates served now: each one's name and notAfter (Unix
+    /// seconds); those of a previous set are forgotten.
+    pub fn certificates(&self, expiries: &[(String, i64)]) {
+        self.certificate_expiry.clear();
+        for (name, not_after) in expiries {
+            let labels = vec![("name", name.clone())];
+            self.certificate_expiry
+                .get_or_create(&labels)
+                .set(*not_after);
+        }
+    }
+
     /// Bytes of client data `shard`'s sessions hold beyond their free part.
     pub fn session_memory(&self, shard: usize, bytes: u64) {
         let labels = vec![("shard", shard.to_string())];
@@ -201,6 +214,11 @@ impl SecurityMetrics {
         ] {
             registry.register(name, help, family.clone());
         }
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each certificate the listeners serve expires (notAfter), by its first DNS name",
+            self.certificate_expiry.clone(),
+        );
         registry.register(
             "session_memory_bytes",
             "Client data held by a shard's sessions beyond their free part (the memory budget in use)",

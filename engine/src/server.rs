@@ -192,11 +192,15 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map(Arc::new),
         maillog: maillog.clone(),
     };
+    if let Some(store) = &certificates {
+        metrics.security().certificates(&store.current().expiries());
+    }
     let reloader = Arc::new(Reloader::new(
         live.clone(),
         shared.limits.clone(),
         shared.send_rate.clone(),
         certificates.clone(),
+        metrics.security(),
     ));
     let shard_count = config.shard_count();
     let bind = |addr| {

@@ -55,6 +55,27 @@ impl Certificates {
         self.self_signed
     }
 
+    /// Each certificate served (by its first DNS name) and when it
+    /// expires (notAfter), Unix seconds; for the expiry metric and alert.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        let mut keys: Vec<&Arc<CertifiedKey>> = self.by_name.values().collect();
+        keys.push(&self.default);
+        let mut seen = std::collections::BTreeMap::new();
+        for key in keys {
+            let Ok(cert) = key.end_entity_cert() else {
+                continue;
+            };
+            let name = dns_names(cert)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "default".into());
+            if let Some(not_after) = not_after(cert) {
+                seen.entry(name).or_insert(not_after);
+            }
+        }
+        seen.into_iter().collect()
+    }
+
     /// The certificate for `name` (SNI): exact, then a wildcard one level
     /// up, then the default.
     fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
@@ -172,6 +193,48 @@ fn certified_key(
     Ok(certified)
 }
 
+/// When a certificate stops being valid (its notAfter), Unix seconds:
+/// X.509's TBSCertificate read with the `der` crate as far as the validity.
+fn not_after(cert: &[u8]) -> Option<i64> {
+    use der::asn1::{AnyRef, GeneralizedTime, UtcTime};
+    use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
+    fn skip_rest<'r>(r: &mut impl Reader<'r>) -> der::Result<()> {
+        let rest = r.remaining_len();
+        r.read_slice(rest).map(drop)
+    }
+    let mut reader = SliceReader::new(cert).ok()?;
+    let seconds = reader
+        .sequence(|certificate| {
+            let seconds = certificate.sequence(|tbs| {
+                let version = Tag::ContextSpecific {
+                    constructed: true,
+                    number: TagNumber::N0,
+                };
+                if tbs.peek_tag()? == version {
+                    AnyRef::decode(tbs)?;
+                }
+                AnyRef::decode(tbs)?; // serialNumber
+                AnyRef::decode(tbs)?; // signature
+                AnyRef::decode(tbs)?; // issuer
+                let seconds = tbs.sequence(|validity| {
+                    AnyRef::decode(validity)?; // notBefore
+                    let time = AnyRef::decode(validity)?;
+                    let unix = match time.tag() {
+                        Tag::UtcTime => UtcTime::try_from(time)?.to_unix_duration(),
+                        _ => GeneralizedTime::try_from(time)?.to_unix_duration(),
+                    };
+                    Ok(unix.as_secs())
+                })?;
+                skip_rest(tbs)?;
+                Ok(seconds)
+            })?;
+            skip_rest(certificate)?;
+            Ok(seconds)
+        })
+        .ok()?;
+    i64::try_from(seconds).ok()
+}
+
 /// The DNS names a certificate is for, lowercased.
 fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok(parsed) = webpki::EndEntityCert::try_from(cert) else {
@@ -261,6 +324,24 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, pair.serialize_pem()).unwrap();
         CertificatePair { cert: c, key: k }
+    }
+
+    #[test]
+    fn expiry_is_read_from_utc_and_generalized_times() {
+        let made = |year, month| {
+            let pair = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["mx.example.com".into()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(year, month, 1);
+            params.self_signed(&pair).unwrap().der().to_vec()
+        };
+        // Up to 2049 notAfter is a UTCTime, from 2050 a GeneralizedTime.
+        assert_eq!(not_after(&made(2036, 1)), Some(2_082_758_400));
+        assert_eq!(not_after(&made(2051, 6)), Some(2_569_190_400));
+        assert_eq!(not_after(b"not a certificate"), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&TlsConfig::default(), dir.path(), "mx.test").unwrap();
+        assert_eq!(loaded.expiries(), [("mx.test".to_owned(), 2_082_758_400)]);
     }
 
     #[test]
