@@ -31,6 +31,9 @@ fn batch_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 12))
 }
 
+/// Held queue entries counted at one scrape at most (a scan of their keys).
+const MAX_HELD_COUNTED: usize = 100_000;
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +61,8 @@ pub struct Metrics {
     store_disk_full: Gauge,
     /// The engine's own state, sampled at each scrape.
     store_disk_bytes: Gauge,
+    /// Relay queue entries on hold, counted in the store at each scrape.
+    relay_queue_held: Gauge,
     store_memtable_bytes: Gauge,
     store_pending_compaction_bytes: Gauge,
     store_write_stopped: Gauge,
@@ -585,6 +590,7 @@ impl Metrics {
             body_cache_capacity: Gauge::default(),
             store_disk_full: Gauge::default(),
             store_disk_bytes: Gauge::default(),
+            relay_queue_held: Gauge::default(),
             store_memtable_bytes: Gauge::default(),
             store_pending_compaction_bytes: Gauge::default(),
             store_write_stopped: Gauge::default(),
@@ -675,6 +681,11 @@ impl Metrics {
             m.local_deliveries.clone(),
         );
         for (name, help, gauge) in [
+            (
+                "relay_queue_held",
+                "Relay queue entries on hold (never delivered until released), counted in the store at each scrape, up to 100000",
+                &m.relay_queue_held,
+            ),
             (
                 "store_disk_bytes",
                 "Bytes of the store's data files on disk (tables and blob files)",
@@ -1098,6 +1109,11 @@ impl Metrics {
             );
             set(&self.store_write_stopped, u64::from(health.write_stopped));
             set(&self.store_delayed_write_rate, health.delayed_write_rate);
+        }
+        if let Some(store) = self.store.get() {
+            if let Ok(held) = ringpost_storage::spool::count_held(&**store, MAX_HELD_COUNTED) {
+                self.relay_queue_held.set(held as i64);
+            }
         }
         let mut out = String::with_capacity(16 * 1024);
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -915,7 +915,17 @@ fn a_hold_outlives_a_restart_and_release_delivers() {
     assert_eq!(sinks[0].stats().messages, 0, "held mail is not delivered");
     let stats = admin_api(&server, "GET", "/api/v1/queue/stats", "");
     assert_eq!(stats["domains"]["dead.test"]["held"], 1, "{stats}");
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("\nringpost_relay_queue_held 1\n"),
+        "{metrics}"
+    );
     assert_eq!(queue_action(&server, "release", r#"{"state":"held"}"#), 1);
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("\nringpost_relay_queue_held 0\n"),
+        "{metrics}"
+    );
     assert!(
         sinks[0].wait_for_messages(1, WAIT),
         "released mail is delivered"

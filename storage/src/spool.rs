@@ -414,6 +414,17 @@ pub fn due_queue_entries(
     failure.map_or(Ok(out), Err)
 }
 
+/// How many queue entries are held (at most `limit` are counted). Held
+/// entries sort last (due time [`HELD`]), so only they are visited.
+pub fn count_held(store: &dyn Store, limit: usize) -> Result<usize, StoreError> {
+    let mut held = 0;
+    store.scan(Family::Queue, &HELD.to_be_bytes(), None, &mut |_, _| {
+        held += 1;
+        held < limit
+    })?;
+    Ok(held)
+}
+
 /// Visit every queue entry in due order until `visit` returns false.
 ///
 /// The delivery scheduler rebuilds its schedule with this one range scan at
