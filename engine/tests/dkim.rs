@@ -58,6 +58,26 @@ fn record(domain: &str, selector: &str, key: &Path) -> TestRecord {
     )
 }
 
+/// The zones: dest.test's MX (the sink), and in a second zone on its own
+/// server, example.com's two keys.
+fn zones(ed25519: &Path) -> (TestDns, TestDns) {
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::mx("dest.test", 10, "mx.dest.test"),
+            TestRecord::a("mx.dest.test", SINK),
+        ],
+    );
+    let keys = TestDns::start(
+        "example.com.",
+        &[
+            record("example.com", "rsa1", Path::new(RSA_KEY)),
+            record("example.com", "ed1", ed25519),
+        ],
+    );
+    (dns, keys)
+}
+
 /// Relay to `sink` for dest.test through `dns`, signing example.com's mail
 /// with both keys.
 fn signing_relay(
@@ -143,19 +163,7 @@ fn rsa_and_ed25519_signatures_verify_for_plain_multipart_and_8bit_mail() {
     let ed25519 = ed25519_key(dir.path());
     let sink = sink_on(Faults::default());
     let port = sink.addr().port();
-    let dns = TestDns::start(
-        "test.",
-        &[
-            TestRecord::mx("dest.test", 10, "mx.dest.test"),
-            TestRecord::a("mx.dest.test", SINK),
-        ],
-    );
-    // The keys live in example.com: a second zone on its own server.
-    let key_records = [
-        record("example.com", "rsa1", Path::new(RSA_KEY)),
-        record("example.com", "ed1", &ed25519),
-    ];
-    let keys = TestDns::start("example.com.", &key_records);
+    let (dns, keys) = zones(&ed25519);
     let (server, _data) = start_server(signing_relay(dns.addr(), port, &ed25519));
     for message in [PLAIN, MULTIPART, EIGHT_BIT] {
         send(server.smtp_addr(), message);
@@ -198,20 +206,7 @@ fn a_retried_message_keeps_a_valid_signature() {
         tempfail_data_first: 1,
         ..Faults::default()
     });
-    let dns = TestDns::start(
-        "test.",
-        &[
-            TestRecord::mx("dest.test", 10, "mx.dest.test"),
-            TestRecord::a("mx.dest.test", SINK),
-        ],
-    );
-    let keys = TestDns::start(
-        "example.com.",
-        &[
-            record("example.com", "rsa1", Path::new(RSA_KEY)),
-            record("example.com", "ed1", &ed25519),
-        ],
-    );
+    let (dns, keys) = zones(&ed25519);
     let (server, _data) = start_server(signing_relay(dns.addr(), sink.addr().port(), &ed25519));
     send(server.smtp_addr(), PLAIN);
     assert!(sink.wait_for_messages(1, WAIT), "delivered on the retry");
@@ -271,20 +266,7 @@ fn injected_mail_is_signed() {
     let dir = tempfile::tempdir().unwrap();
     let ed25519 = ed25519_key(dir.path());
     let sink = sink_on(Faults::default());
-    let dns = TestDns::start(
-        "test.",
-        &[
-            TestRecord::mx("dest.test", 10, "mx.dest.test"),
-            TestRecord::a("mx.dest.test", SINK),
-        ],
-    );
-    let keys = TestDns::start(
-        "example.com.",
-        &[
-            record("example.com", "rsa1", Path::new(RSA_KEY)),
-            record("example.com", "ed1", &ed25519),
-        ],
-    );
+    let (dns, keys) = zones(&ed25519);
     let (server, _data) = start_server(|c| {
         signing_relay(dns.addr(), sink.addr().port(), &ed25519)(c);
         c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
