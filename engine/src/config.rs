@@ -63,6 +63,8 @@ pub struct Config {
     pub suppression: SuppressionConfig,
     /// Delivery events posted to an HTTP endpoint.
     pub webhook: WebhookConfig,
+    /// SPF checks of inbound mail.
+    pub spf: SpfConfig,
 }
 
 /// POP3 listener settings.
@@ -550,6 +552,29 @@ pub struct DkimKeyConfig {
     pub key: PathBuf,
 }
 
+/// SPF (RFC 7208) for mail from clients that may not relay (the internet,
+/// sending to local domains): the result goes into an
+/// `Authentication-Results:` field (RFC 8601) at the top of the stored
+/// message. DNS goes through the relay's resolver (`relay.nameservers`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpfConfig {
+    /// Check at all.
+    pub enabled: bool,
+    /// Refuse mail whose check fails (`550 5.7.23`) rather than only
+    /// marking it; softfail, neutral and errors are always only marked.
+    pub reject_fail: bool,
+}
+
+impl Default for SpfConfig {
+    fn default() -> Self {
+        SpfConfig {
+            enabled: true,
+            reject_fail: false,
+        }
+    }
+}
+
 /// Delivery events (reception, delivered, deferred, bounced, suppressed)
 /// posted as JSON arrays to an HTTP endpoint, kept in the store until it
 /// takes them.
@@ -629,6 +654,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             suppression: SuppressionConfig::default(),
             webhook: WebhookConfig::default(),
+            spf: SpfConfig::default(),
         }
     }
 }

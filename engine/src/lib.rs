@@ -59,6 +59,7 @@ pub mod relay;
 pub mod server;
 mod shard;
 mod smtp;
+pub mod spf;
 pub mod suppressions;
 pub mod tls;
 pub mod users;

@@ -94,6 +94,7 @@ pub struct SecurityMetrics {
     rejections: Family<Labels, Counter>,
     session_memory: Family<Labels, Gauge>,
     certificate_expiry: Family<Labels, Gauge>,
+    spf: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -159,6 +160,12 @@ impl SecurityMetrics {
         self.rejections.get_or_create(&labels).inc();
     }
 
+    /// An SPF check of inbound mail ended with `result`.
+    pub fn spf(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.spf.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -210,6 +217,11 @@ impl SecurityMetrics {
                 "quota_refusals",
                 "New mail refused because the account is at its quota, by service",
                 &self.over_quota,
+            ),
+            (
+                "spf_results",
+                "SPF checks of mail from untrusted clients, by result (RFC 7208)",
+                &self.spf,
             ),
             (
                 "smtp_recipients_rejected",

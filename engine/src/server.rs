@@ -265,20 +265,32 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         true => Some(crate::relay::tls::client_configs(&config.relay).map_err(StartError::Tls)?),
         false => None,
     };
-    let (resolver, resolver_thread, hub, mut inboxes) = if config.relay.enabled {
-        let (resolver, thread) = resolver::start(ResolverConfig {
+    // DNS for the relay and for SPF checks of inbound mail.
+    let (resolver, resolver_thread) = if config.relay.enabled || config.spf.enabled {
+        let started = resolver::start(ResolverConfig {
             nameservers: config.relay.nameservers.clone(),
             timeout: std::time::Duration::from_secs(config.relay.dns_timeout_secs),
             attempts: 2,
             cache_size: DNS_CACHE,
-        })
-        .map_err(StartError::Resolver)?;
-        let resolver = resolver.with_metrics(metrics.dns());
+        });
+        match started {
+            Ok((resolver, thread)) => (Some(resolver.with_metrics(metrics.dns())), Some(thread)),
+            Err(e) if config.relay.enabled => return Err(StartError::Resolver(e)),
+            // Without the relay, only SPF wanted DNS: mail is taken unchecked.
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver: SPF checks are off");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let (hub, mut inboxes) = if config.relay.enabled {
         let (hub, inboxes) = Hub::new(shard_count, RELAY_INBOX);
         let inboxes: Vec<_> = inboxes.into_iter().map(Some).collect();
-        (Some(resolver), Some(thread), Some(Arc::new(hub)), inboxes)
+        (Some(Arc::new(hub)), inboxes)
     } else {
-        (None, None, None, Vec::new())
+        (None, Vec::new())
     };
 
     let admin = match config.metrics.listen {
@@ -352,6 +364,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
+        let spf_dns = resolver.clone().filter(|_| config.spf.enabled);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
             .io_memory(SHARD_IO_MEMORY)
@@ -383,7 +396,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     }
                     _ => None,
                 };
-                let shard = Rc::new(Shard::new(id, live, commits, store, &metrics, hub, &shared));
+                let shard = Rc::new(Shard::new(
+                    id, live, commits, store, &metrics, hub, &shared, spf_dns,
+                ));
                 shard::run(shard, listeners, shutdown, relay).await;
             })
             .map_err(|e| StartError::Shard {

@@ -214,6 +214,8 @@ pub(crate) struct Shard {
     pub maillog: Arc<crate::maillog::MailLog>,
     /// Reception events for the webhook, when one is configured.
     pub events: Option<crate::events::EventSpool>,
+    /// DNS for SPF checks of inbound mail (None: SPF is off).
+    pub spf_dns: Option<crate::relay::resolver::Resolver>,
     limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
     /// Client data the shard's sessions hold.
@@ -236,6 +238,7 @@ impl Drop for ActiveSession<'_> {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: usize,
         live: Arc<LiveConfig>,
@@ -244,6 +247,7 @@ impl Shard {
         metrics: &Metrics,
         hub: Option<Arc<Hub>>,
         shared: &SharedState,
+        spf_dns: Option<crate::relay::resolver::Resolver>,
     ) -> Shard {
         let tls = shared.tls.is_some();
         let config = live.get();
@@ -272,6 +276,7 @@ impl Shard {
                 .url
                 .is_some()
                 .then(|| crate::events::EventSpool::new(crate::events::source::smtp(id))),
+            spf_dns,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
             pop3_active: Cell::new(0),

@@ -163,8 +163,18 @@ impl Smtp<'_> {
             hostname: &shard.config().hostname,
             is_local: &is_local,
         };
-        // Outbound mail is signed before it is stored (and so before 250).
+        // Inbound mail is checked (SPF), outbound mail signed (DKIM), both
+        // before it is stored (and so before 250).
+        let mut tx = tx;
+        let results = match self.check_spf(&mut tx).await {
+            Ok(results) => results,
+            Err(refusal) => {
+                smtp.recycle(tx.data);
+                return smtp.message_failed(refusal);
+            }
+        };
         let (tx, signatures) = self.dkim_sign(tx).await;
+        let signatures = [results, signatures].concat();
         let now = intake::unix_micros();
         let id = shard.next_id(now);
         let recipients = tx.recipients.len();
@@ -230,6 +240,37 @@ impl Smtp<'_> {
 }
 
 impl Smtp<'_> {
+    /// SPF for mail from a client that may not relay (the internet): the
+    /// `Authentication-Results:` field to put on top, after any that
+    /// forge our name are taken out; `Err` refuses a failing message when
+    /// `spf.reject_fail` says so. Nothing for trusted clients or with SPF
+    /// off.
+    async fn check_spf(&self, tx: &mut Transaction) -> Result<Vec<u8>, replies::Reply> {
+        let shard = self.shard;
+        let Some(dns) = &shard.spf_dns else {
+            return Ok(Vec::new());
+        };
+        if self.may_relay || tx.authenticated.is_some() {
+            return Ok(Vec::new());
+        }
+        let config = shard.config();
+        if let Some(stripped) = crate::spf::strip_forged_results(&tx.data, &config.hostname) {
+            tracing::info!(shard = shard.id, peer = %self.peer, "forged Authentication-Results of ours removed");
+            tx.data = stripped;
+        }
+        let verdict = crate::spf::check(dns, self.peer.ip(), &tx.mail_from, &tx.helo).await;
+        shard.security.spf(verdict.result.name());
+        tracing::info!(shard = shard.id, peer = %self.peer, identity = verdict.identity, value = %verdict.value, result = %verdict.result, "spf");
+        if verdict.result == ringpost_protocols::spf::SpfResult::Fail && config.spf.reject_fail {
+            return Err(replies::Reply::new(
+                550,
+                "5.7.23",
+                format!("SPF check failed: {}", verdict.why),
+            ));
+        }
+        Ok(crate::spf::authentication_results(&config.hostname, &verdict).into_bytes())
+    }
+
     /// DKIM signatures for a message a client that may relay sends (it
     /// authenticated, or it is in `relay_networks`), by the keys of its
     /// From domain; nothing for other mail. RSA signing runs on the

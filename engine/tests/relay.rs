@@ -1768,3 +1768,151 @@ fn a_reloaded_route_is_used_at_the_next_attempt() {
     assert_eq!(sinks[0].messages()[0].recipients, ["x@dead.test"]);
     server.shutdown();
 }
+
+// -- SPF on inbound mail ----------------------------------------------------
+
+/// Mail from the internet gets an SPF verdict in Authentication-Results;
+/// a forged one in our name is taken out; with `reject_fail`, a failing
+/// sender is refused; trusted clients are not checked.
+#[test]
+fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::txt("pass.test", "v=spf1 ip4:127.0.0.0/8 -all"),
+            TestRecord::txt("fail.test", "v=spf1 ip4:192.0.2.0/24 -all"),
+            TestRecord::txt("soft.test", "v=spf1 include:fail.test ~all"),
+        ],
+    );
+    let spf = |reject: bool| {
+        let nameserver = dns.addr();
+        move |c: &mut Config| {
+            c.spf.enabled = true;
+            c.spf.reject_fail = reject;
+            c.relay.nameservers = vec![nameserver];
+            c.relay.dns_timeout_secs = 2;
+            // 127.0.0.1 is a stranger; 127.0.0.2 may relay.
+            c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+            c.smtp.local_domains = vec!["ours.test".into()];
+            c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+    };
+    let (server, _dir) = start_server(spf(false));
+    common::add_user(&server, "ann@ours.test");
+    let stored = |server: &RunningServer, reply: String| {
+        let id = reply.split_whitespace().last().unwrap();
+        let id = spool::MessageId::from_hex(id).unwrap();
+        let body = spool::read_body(&*server.store(), &id).unwrap().unwrap();
+        String::from_utf8(body).unwrap()
+    };
+    let forged = "Authentication-Results: mx.test; spf=pass (trust me)\r\n\
+                  Authentication-Results: elsewhere.test; spf=none\r\nSubject: s\r\n\r\nhi\r\n";
+    let passed = stored(
+        &server,
+        send(
+            server.smtp_addr(),
+            "a@pass.test",
+            &["ann@ours.test"],
+            forged,
+        ),
+    );
+    assert!(
+        passed.starts_with("Authentication-Results: mx.test;\r\n\tspf=pass (mx.test: domain of a@pass.test designates 127.0.0.1 as permitted sender)\r\n\tsmtp.mailfrom=a@pass.test\r\nReceived: "),
+        "{passed}"
+    );
+    assert!(
+        !passed.contains("trust me"),
+        "the forged verdict is gone: {passed}"
+    );
+    assert!(
+        passed.contains("Authentication-Results: elsewhere.test; spf=none\r\n"),
+        "{passed}"
+    );
+    let failed = stored(
+        &server,
+        send(
+            server.smtp_addr(),
+            "a@fail.test",
+            &["ann@ours.test"],
+            &message(1),
+        ),
+    );
+    assert!(
+        failed.contains("\tspf=fail (mx.test: domain of a@fail.test does not designate"),
+        "{failed}"
+    );
+    let soft = stored(
+        &server,
+        send(
+            server.smtp_addr(),
+            "a@soft.test",
+            &["ann@ours.test"],
+            &message(2),
+        ),
+    );
+    assert!(soft.contains("\tspf=softfail "), "{soft}");
+    let none = stored(
+        &server,
+        send(
+            server.smtp_addr(),
+            "a@unknown.test",
+            &["ann@ours.test"],
+            &message(3),
+        ),
+    );
+    assert!(none.contains("\tspf=none "), "{none}");
+    let bounce = stored(
+        &server,
+        send(server.smtp_addr(), "", &["ann@ours.test"], &message(4)),
+    );
+    assert!(
+        bounce.contains("\tsmtp.helo=client.test\r\n"),
+        "the null sender is checked by its HELO: {bounce}"
+    );
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_spf_results_total{result=\"fail\"} 1"),
+        "{metrics}"
+    );
+    server.shutdown();
+
+    // Refusing: a failing sender gets 550 5.7.23 at the end of data.
+    let (server, _dir) = start_server(spf(true));
+    common::add_user(&server, "ann@ours.test");
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@fail.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<ann@ours.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let refused = c.cmd("Subject: x\r\n\r\nhi\r\n.");
+    assert!(
+        refused.starts_with("550 5.7.23 SPF check failed"),
+        "{refused}"
+    );
+    assert!(c.cmd("QUIT").starts_with("221"));
+    assert_eq!(spool_messages(&server), 0);
+    // A trusted client is not checked.
+    let trusted = connect_from_addr("127.0.0.2", server.smtp_addr());
+    let mut c = common::Client::from_stream(trusted);
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@fail.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<ann@ours.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let accepted = c.cmd("Subject: x\r\n\r\nhi\r\n.");
+    assert!(accepted.starts_with("250"), "{accepted}");
+    assert!(!stored(&server, accepted).contains("Authentication-Results"));
+    server.shutdown();
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from_addr(from: &str, to: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}

@@ -36,5 +36,6 @@ pub mod pop3;
 pub mod sasl;
 pub mod session;
 pub mod smtp;
+pub mod spf;
 
 pub use session::Session;

@@ -124,12 +124,49 @@ impl MxLookup {
 }
 
 /// One lookup on its way to the DNS thread.
-struct Request {
-    /// Lowercase and fully qualified, so hickory applies no search list.
-    domain: Name,
-    /// Where the answer goes (and whether it came from the answer cache);
-    /// dropped unanswered if the thread stops.
-    reply: oneshot::Sender<(MxLookup, bool)>,
+enum Request {
+    /// Where mail for a domain goes.
+    Mx {
+        /// Lowercase and fully qualified, so hickory applies no search list.
+        domain: Name,
+        /// Where the answer goes (and whether it came from the answer
+        /// cache); dropped unanswered if the thread stops.
+        reply: oneshot::Sender<(MxLookup, bool)>,
+    },
+    /// Plain records of one type (SPF's TXT, A, AAAA and MX lookups).
+    Records {
+        /// Fully qualified.
+        name: Name,
+        /// Which records.
+        kind: RecordKind,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Records>,
+    },
+}
+
+/// The record types [`Resolver::records`] looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// TXT, each record's strings joined.
+    Txt,
+    /// A.
+    A,
+    /// AAAA.
+    Aaaa,
+    /// MX: the exchanges' names, by preference.
+    Mx,
+}
+
+/// The records found, as text (TXT data, addresses, exchange names).
+pub type Records = Result<Vec<String>, LookupFailure>;
+
+/// Why a lookup of records found none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// The name does not exist (NXDOMAIN), or has no records of the type.
+    None,
+    /// SERVFAIL, a timeout, a network error: maybe later.
+    Temporary(String),
 }
 
 /// A handle to the DNS thread; cheap to clone, one per shard or task.
@@ -194,7 +231,7 @@ impl Resolver {
         let (reply, answer) = oneshot::channel();
         if self
             .requests
-            .send_async(Request { domain, reply })
+            .send_async(Request::Mx { domain, reply })
             .await
             .is_err()
         {
@@ -202,6 +239,79 @@ impl Resolver {
         }
         // Canceled means the thread stopped with this request queued or running.
         answer.await.unwrap_or_else(|_| (stopped(), false))
+    }
+
+    /// The `kind` records of `name` (any case, trailing dot allowed).
+    pub async fn records(&self, name: &str, kind: RecordKind) -> Records {
+        let name = match Name::from_ascii(name.trim_end_matches('.')) {
+            Ok(mut name) => {
+                name.set_fqdn(true);
+                name.to_lowercase()
+            }
+            Err(_) => return Err(LookupFailure::None),
+        };
+        let (reply, answer) = oneshot::channel();
+        let stopped = || LookupFailure::Temporary("DNS resolver stopped".into());
+        if self
+            .requests
+            .send_async(Request::Records { name, kind, reply })
+            .await
+            .is_err()
+        {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Look up the `kind` records of `name`.
+async fn lookup_records(resolver: &TokioResolver, name: Name, kind: RecordKind) -> Records {
+    let failure = |e: ResolveError| match classify(&e) {
+        Failure::NoSuchName | Failure::NoRecords => LookupFailure::None,
+        Failure::Temporary(why) => LookupFailure::Temporary(why),
+    };
+    let found: Vec<String> = match kind {
+        RecordKind::Txt => resolver
+            .txt_lookup(name)
+            .await
+            .map_err(failure)?
+            .iter()
+            .map(|txt| {
+                txt.txt_data()
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part).into_owned())
+                    .collect::<String>()
+            })
+            .collect(),
+        RecordKind::A => resolver
+            .ipv4_lookup(name)
+            .await
+            .map_err(failure)?
+            .iter()
+            .map(|a| a.0.to_string())
+            .collect(),
+        RecordKind::Aaaa => resolver
+            .ipv6_lookup(name)
+            .await
+            .map_err(failure)?
+            .iter()
+            .map(|a| a.0.to_string())
+            .collect(),
+        RecordKind::Mx => {
+            let mut mx: Vec<(u16, String)> = resolver
+                .mx_lookup(name)
+                .await
+                .map_err(failure)?
+                .iter()
+                .map(|mx| (mx.preference(), display_name(mx.exchange())))
+                .collect();
+            mx.sort();
+            mx.into_iter().map(|(_, name)| name).collect()
+        }
+    };
+    match found.is_empty() {
+        true => Err(LookupFailure::None),
+        false => Ok(found),
     }
 }
 
@@ -454,27 +564,47 @@ async fn serve(
             // All handles dropped, or told to stop (or the stop handle dropped).
             _ => return,
         };
-        if request.reply.is_canceled() {
+        let (domain, reply) = match request {
+            Request::Mx { domain, reply } => (domain, reply),
+            Request::Records { name, kind, reply } => {
+                if reply.is_canceled() {
+                    continue;
+                }
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let found =
+                        tokio::time::timeout(deadline, lookup_records(&resolver, name, kind))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(LookupFailure::Temporary("DNS lookup timed out".into()))
+                            });
+                    let _ = reply.send(found);
+                });
+                continue;
+            }
+        };
+        if reply.is_canceled() {
             continue; // the caller gave up while the request was queued
         }
         let now = Instant::now();
-        if let Some(answer) = lock(&cache).get(&request.domain, now) {
-            let _ = request.reply.send((answer, true));
+        if let Some(answer) = lock(&cache).get(&domain, now) {
+            let _ = reply.send((answer, true));
             continue;
         }
         let (resolver, cache) = (resolver.clone(), cache.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let looked_up =
-                tokio::time::timeout(deadline, lookup_mx(&resolver, request.domain.clone())).await;
+                tokio::time::timeout(deadline, lookup_mx(&resolver, domain.clone())).await;
             let (answer, records_until) = looked_up
                 .unwrap_or_else(|_| (MxLookup::TempFail("DNS lookup timed out".into()), None));
             let now = Instant::now();
             if let Some(until) = keep_until(&answer, records_until, now) {
-                lock(&cache).put(request.domain, answer.clone(), until, now);
+                lock(&cache).put(domain, answer.clone(), until, now);
             }
             // The caller may have stopped waiting; nothing to do then.
-            let _ = request.reply.send((answer, false));
+            let _ = reply.send((answer, false));
         });
     }
 }
