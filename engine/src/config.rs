@@ -63,8 +63,8 @@ pub struct Config {
     pub suppression: SuppressionConfig,
     /// Delivery events posted to an HTTP endpoint.
     pub webhook: WebhookConfig,
-    /// SPF checks of inbound mail.
-    pub spf: SpfConfig,
+    /// SPF, DKIM and DMARC of inbound mail.
+    pub inbound_auth: InboundAuthConfig,
 }
 
 /// POP3 listener settings.
@@ -552,25 +552,30 @@ pub struct DkimKeyConfig {
     pub key: PathBuf,
 }
 
-/// SPF (RFC 7208) for mail from clients that may not relay (the internet,
-/// sending to local domains): the result goes into an
-/// `Authentication-Results:` field (RFC 8601) at the top of the stored
-/// message. DNS goes through the relay's resolver (`relay.nameservers`).
+/// SPF (RFC 7208), DKIM (RFC 6376) and DMARC (RFC 7489) for mail from
+/// clients that may not relay (the internet, sending to local domains):
+/// the verdicts go into an `Authentication-Results:` field (RFC 8601) at
+/// the top of the stored message. DNS goes through the relay's resolver
+/// (`relay.nameservers`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SpfConfig {
+pub struct InboundAuthConfig {
     /// Check at all.
     pub enabled: bool,
-    /// Refuse mail whose check fails (`550 5.7.23`) rather than only
-    /// marking it; softfail, neutral and errors are always only marked.
-    pub reject_fail: bool,
+    /// Refuse mail whose SPF check fails (`550 5.7.23`) rather than only
+    /// marking it; softfail, neutral and errors only mark.
+    pub spf_reject_fail: bool,
+    /// Refuse mail that fails DMARC when its domain asks for `p=reject`
+    /// (`550 5.7.1`); `quarantine` and `none` only mark.
+    pub dmarc_reject: bool,
 }
 
-impl Default for SpfConfig {
+impl Default for InboundAuthConfig {
     fn default() -> Self {
-        SpfConfig {
+        InboundAuthConfig {
             enabled: true,
-            reject_fail: false,
+            spf_reject_fail: false,
+            dmarc_reject: true,
         }
     }
 }
@@ -654,7 +659,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             suppression: SuppressionConfig::default(),
             webhook: WebhookConfig::default(),
-            spf: SpfConfig::default(),
+            inbound_auth: InboundAuthConfig::default(),
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn sign(message: &[u8], keys: &[Arc<SigningKey>]) -> Vec<u8> {
 }
 
 /// The domain of the first address in the first From field (lowercase).
-fn from_domain(message: &[u8]) -> Option<String> {
+pub(crate) fn from_domain(message: &[u8]) -> Option<String> {
     let mut lines = message.split_inclusive(|&b| b == b'\n');
     let mut value: Vec<u8> = Vec::new();
     let mut in_from = false;

@@ -212,7 +212,7 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(dkim);
     fixed!(log);
     fixed!(webhook);
-    fixed!(spf.enabled);
+    fixed!(inbound_auth.enabled);
     (new, kept)
 }
 

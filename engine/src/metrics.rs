@@ -95,6 +95,8 @@ pub struct SecurityMetrics {
     session_memory: Family<Labels, Gauge>,
     certificate_expiry: Family<Labels, Gauge>,
     spf: Family<Labels, Counter>,
+    dkim: Family<Labels, Counter>,
+    dmarc: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -166,6 +168,18 @@ impl SecurityMetrics {
         self.spf.get_or_create(&labels).inc();
     }
 
+    /// A DKIM signature of inbound mail was found `result`.
+    pub fn dkim(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.dkim.get_or_create(&labels).inc();
+    }
+
+    /// A DMARC evaluation of inbound mail ended with `result`.
+    pub fn dmarc(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.dmarc.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -222,6 +236,16 @@ impl SecurityMetrics {
                 "spf_results",
                 "SPF checks of mail from untrusted clients, by result (RFC 7208)",
                 &self.spf,
+            ),
+            (
+                "dkim_verifications",
+                "DKIM signatures of mail from untrusted clients, by result (RFC 6376)",
+                &self.dkim,
+            ),
+            (
+                "dmarc_results",
+                "DMARC evaluations of mail from untrusted clients, by result (RFC 7489)",
+                &self.dmarc,
             ),
             (
                 "smtp_recipients_rejected",

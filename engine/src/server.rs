@@ -266,7 +266,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         false => None,
     };
     // DNS for the relay and for SPF checks of inbound mail.
-    let (resolver, resolver_thread) = if config.relay.enabled || config.spf.enabled {
+    let (resolver, resolver_thread) = if config.relay.enabled || config.inbound_auth.enabled {
         let started = resolver::start(ResolverConfig {
             nameservers: config.relay.nameservers.clone(),
             timeout: std::time::Duration::from_secs(config.relay.dns_timeout_secs),
@@ -364,7 +364,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
-        let spf_dns = resolver.clone().filter(|_| config.spf.enabled);
+        let spf_dns = resolver.clone().filter(|_| config.inbound_auth.enabled);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
             .io_memory(SHARD_IO_MEMORY)

@@ -12,6 +12,7 @@
 use crate::auth::LoginOutcome;
 use crate::conn::{Connection, Protocol};
 use crate::intake::{self, Origin};
+use crate::mail_auth;
 use crate::maillog::Accepted;
 use crate::shard::{Service, Shard};
 use ringpost_protocols::sasl::Credentials;
@@ -163,10 +164,11 @@ impl Smtp<'_> {
             hostname: &shard.config().hostname,
             is_local: &is_local,
         };
-        // Inbound mail is checked (SPF), outbound mail signed (DKIM), both
+        // Inbound mail is checked (SPF, DKIM, DMARC), outbound mail signed
+        // (DKIM), both
         // before it is stored (and so before 250).
         let mut tx = tx;
-        let results = match self.check_spf(&mut tx).await {
+        let results = match self.check_inbound(&mut tx).await {
             Ok(results) => results,
             Err(refusal) => {
                 smtp.recycle(tx.data);
@@ -240,12 +242,12 @@ impl Smtp<'_> {
 }
 
 impl Smtp<'_> {
-    /// SPF for mail from a client that may not relay (the internet): the
-    /// `Authentication-Results:` field to put on top, after any that
-    /// forge our name are taken out; `Err` refuses a failing message when
-    /// `spf.reject_fail` says so. Nothing for trusted clients or with SPF
-    /// off.
-    async fn check_spf(&self, tx: &mut Transaction) -> Result<Vec<u8>, replies::Reply> {
+    /// SPF, DKIM and DMARC for mail from a client that may not relay (the
+    /// internet): the `Authentication-Results:` field to put on top, after
+    /// any that forge our name are taken out ([`crate::mail_auth`]); `Err`
+    /// refuses the message when `inbound_auth` says to. Nothing for
+    /// trusted clients or with the checks off.
+    async fn check_inbound(&self, tx: &mut Transaction) -> Result<Vec<u8>, replies::Reply> {
         let shard = self.shard;
         let Some(dns) = &shard.spf_dns else {
             return Ok(Vec::new());
@@ -254,21 +256,59 @@ impl Smtp<'_> {
             return Ok(Vec::new());
         }
         let config = shard.config();
-        if let Some(stripped) = crate::spf::strip_forged_results(&tx.data, &config.hostname) {
+        if let Some(stripped) = mail_auth::strip_forged_results(&tx.data, &config.hostname) {
             tracing::info!(shard = shard.id, peer = %self.peer, "forged Authentication-Results of ours removed");
             tx.data = stripped;
         }
-        let verdict = crate::spf::check(dns, self.peer.ip(), &tx.mail_from, &tx.helo).await;
-        shard.security.spf(verdict.result.name());
-        tracing::info!(shard = shard.id, peer = %self.peer, identity = verdict.identity, value = %verdict.value, result = %verdict.result, "spf");
-        if verdict.result == ringpost_protocols::spf::SpfResult::Fail && config.spf.reject_fail {
+        let now = intake::unix_micros() / 1_000_000;
+        let verdicts =
+            mail_auth::check(dns, self.peer.ip(), &tx.mail_from, &tx.helo, &tx.data, now).await;
+        let spf = &verdicts.spf;
+        shard.security.spf(spf.result.name());
+        let dkim: Vec<&str> = verdicts.dkim.iter().map(|d| d.result).collect();
+        let dmarc = verdicts.dmarc.as_ref();
+        for result in &dkim {
+            shard.security.dkim(result);
+        }
+        if let Some(dmarc) = dmarc {
+            shard.security.dmarc(dmarc.result);
+        }
+        tracing::info!(
+            shard = shard.id,
+            peer = %self.peer,
+            spf = %spf.result,
+            identity = spf.identity,
+            value = %spf.value,
+            dkim = %dkim.join(","),
+            dmarc = dmarc.map_or("-", |d| d.result),
+            from = dmarc.map_or("-", |d| d.from.as_str()),
+            "inbound authentication"
+        );
+        if spf.result == ringpost_protocols::spf::SpfResult::Fail
+            && config.inbound_auth.spf_reject_fail
+        {
             return Err(replies::Reply::new(
                 550,
                 "5.7.23",
-                format!("SPF check failed: {}", verdict.why),
+                format!("SPF check failed: {}", spf.why),
             ));
         }
-        Ok(crate::spf::authentication_results(&config.hostname, &verdict).into_bytes())
+        if let Some(dmarc) = dmarc {
+            if dmarc.result == "fail"
+                && dmarc.disposition == mail_auth::dmarc::Policy::Reject
+                && config.inbound_auth.dmarc_reject
+            {
+                return Err(replies::Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "DMARC policy of {} rejects this message: {}",
+                        dmarc.from, dmarc.why
+                    ),
+                ));
+            }
+        }
+        Ok(mail_auth::authentication_results(&config.hostname, &verdicts).into_bytes())
     }
 
     /// DKIM signatures for a message a client that may relay sends (it

@@ -21,8 +21,8 @@ pub fn start_server(tweak: impl FnOnce(&mut Config)) -> (RunningServer, tempfile
     config.use_ephemeral_ports([127, 0, 0, 1].into());
     // Tests of the receiving side keep their mail; relay tests turn this on.
     config.relay.enabled = false;
-    // No DNS for SPF unless a test gives it a server (spf tests turn it on).
-    config.spf.enabled = false;
+    // No DNS for SPF, DKIM and DMARC unless a test gives it a server.
+    config.inbound_auth.enabled = false;
     // A small free-space reserve, so a test machine with little disk left
     // still runs these (the disk-full test sets its own).
     config.store.min_free_disk_mb = 16;

@@ -297,3 +297,96 @@ fn injected_mail_is_signed() {
     assert!(ok, "dkimpy: {said}");
     server.shutdown();
 }
+
+/// Inbound: a message signed by another implementation (dkimpy) passes
+/// DKIM and, aligned with its From domain, DMARC; the same message
+/// altered on the way fails both, and its domain's p=reject refuses it;
+/// an unsigned message from a p=quarantine domain is kept, marked.
+#[test]
+fn inbound_dkim_and_dmarc_with_an_independent_signer() {
+    let dns = TestDns::start(
+        "test.",
+        &[
+            record("signed.test", "rsa1", Path::new(RSA_KEY)),
+            TestRecord::txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
+            TestRecord::txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine"),
+        ],
+    );
+    let nameserver = dns.addr();
+    let (server, _data) = start_server(move |c| {
+        c.inbound_auth.enabled = true;
+        c.relay.nameservers = vec![nameserver];
+        c.relay.dns_timeout_secs = 2;
+        // 127.0.0.1 is a stranger here.
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+    });
+    common::add_user(&server, "ann@ours.test");
+    let sign = |message: &str| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, signed) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::write(&plain, message).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/dkim_sign.py");
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args([script, RSA_KEY, "signed.test", "rsa1"])
+            .arg(&plain)
+            .arg(&signed)
+            .output()
+            .expect("/usr/bin/python3 runs (make test installs python3-dkim)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&signed).unwrap()
+    };
+    // The final reply to a message from a@bounces.test to ann.
+    let deliver = |message: &str| -> String {
+        let (mut c, _) = Client::connect(server.smtp_addr());
+        assert!(c.cmd("EHLO sender.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<a@bounces.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<ann@ours.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let reply = c.cmd(&format!("{}.", message.replace("\r\n.", "\r\n..")));
+        c.cmd("QUIT");
+        reply
+    };
+    let stored = |reply: &str| -> String {
+        let id = reply.split_whitespace().last().unwrap();
+        let id = ringpost_storage::spool::MessageId::from_hex(id).unwrap();
+        let body = ringpost_storage::spool::read_body(&*server.store(), &id)
+            .unwrap()
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    };
+
+    let signed = sign("From: Shop <news@signed.test>\r\nTo: ann@ours.test\r\nSubject: signed\r\n\r\nHello Ann,\r\nyour order.\r\n");
+    let reply = deliver(&signed);
+    assert!(reply.starts_with("250"), "{reply}");
+    let kept = stored(&reply);
+    assert!(kept.contains("\tdkim=pass (good signature of signed.test) header.d=signed.test header.s=rsa1 header.b="), "{kept}");
+    assert!(
+        kept.contains("\tdmarc=pass (DKIM aligned with signed.test) header.from=signed.test\r\n"),
+        "{kept}"
+    );
+
+    let altered = signed.replace("your order", "your bill");
+    let refused = deliver(&altered);
+    assert!(
+        refused.starts_with("550 5.7.1 DMARC policy of signed.test rejects this message"),
+        "{refused}"
+    );
+
+    let reply = deliver("From: q@quarantine.test\r\nSubject: unsigned\r\n\r\nhi\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    let kept = stored(&reply);
+    assert!(
+        kept.contains("\tdkim=none (no signature);\r\n\tdmarc=fail ("),
+        "{kept}"
+    );
+    assert!(
+        kept.contains("p=quarantine) header.from=quarantine.test\r\n"),
+        "{kept}"
+    );
+    server.shutdown();
+}

@@ -1787,8 +1787,8 @@ fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
     let spf = |reject: bool| {
         let nameserver = dns.addr();
         move |c: &mut Config| {
-            c.spf.enabled = true;
-            c.spf.reject_fail = reject;
+            c.inbound_auth.enabled = true;
+            c.inbound_auth.spf_reject_fail = reject;
             c.relay.nameservers = vec![nameserver];
             c.relay.dns_timeout_secs = 2;
             // 127.0.0.1 is a stranger; 127.0.0.2 may relay.
@@ -1817,7 +1817,7 @@ fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
         ),
     );
     assert!(
-        passed.starts_with("Authentication-Results: mx.test;\r\n\tspf=pass (mx.test: domain of a@pass.test designates 127.0.0.1 as permitted sender)\r\n\tsmtp.mailfrom=a@pass.test\r\nReceived: "),
+        passed.starts_with("Authentication-Results: mx.test;\r\n\tspf=pass (mx.test: domain of a@pass.test designates 127.0.0.1 as permitted sender)\r\n\tsmtp.mailfrom=a@pass.test;\r\n\tdkim=none (no signature)\r\nReceived: "),
         "{passed}"
     );
     assert!(
@@ -1866,7 +1866,7 @@ fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
         send(server.smtp_addr(), "", &["ann@ours.test"], &message(4)),
     );
     assert!(
-        bounce.contains("\tsmtp.helo=client.test\r\n"),
+        bounce.contains("\tsmtp.helo=client.test;\r\n"),
         "the null sender is checked by its HELO: {bounce}"
     );
     let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");

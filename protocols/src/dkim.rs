@@ -8,6 +8,8 @@
 //!
 //! The time is an input; nothing here reads a clock or does I/O.
 
+pub mod verify;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ring::rand::SystemRandom;

@@ -9,7 +9,8 @@
 //! it) and `%{p}` expands to `unknown` (§7.3 allows it); `exp=` is not
 //! fetched.
 
-use crate::relay::resolver::{LookupFailure, RecordKind, Records, Resolver};
+use super::Dns;
+use crate::relay::resolver::{LookupFailure, RecordKind};
 use ringpost_protocols::spf::{self, MacroContext, Mechanism, SpfResult};
 use std::future::Future;
 use std::net::IpAddr;
@@ -21,18 +22,6 @@ const MAX_LOOKUPS: u32 = 10;
 const MAX_VOID_LOOKUPS: u32 = 2;
 /// RFC 7208 §4.6.4: MX names looked at per `mx`.
 const MAX_MX_NAMES: usize = 10;
-
-/// Where the checks get their records.
-pub trait SpfDns {
-    /// The `kind` records of `name`.
-    fn records(&self, name: &str, kind: RecordKind) -> impl Future<Output = Records>;
-}
-
-impl SpfDns for Resolver {
-    fn records(&self, name: &str, kind: RecordKind) -> impl Future<Output = Records> {
-        Resolver::records(self, name, kind)
-    }
-}
 
 /// A check's outcome, for the Authentication-Results field and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +38,7 @@ pub struct Verdict {
 
 /// Check `ip` against the SPF record of `sender`'s domain (the null
 /// sender: `helo`'s).
-pub async fn check(dns: &impl SpfDns, ip: IpAddr, sender: &str, helo: &str) -> Verdict {
+pub async fn check(dns: &impl Dns, ip: IpAddr, sender: &str, helo: &str) -> Verdict {
     let (identity, value, checked_sender) = match sender.rsplit_once('@') {
         Some(_) => ("mailfrom", sender.to_owned(), sender.to_owned()),
         None => ("helo", helo.to_owned(), format!("postmaster@{helo}")),
@@ -98,7 +87,7 @@ struct Check<'a, D> {
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
-impl<D: SpfDns> Check<'_, D> {
+impl<D: Dns> Check<'_, D> {
     /// RFC 7208 §4: check_host() for `domain`.
     fn host(&mut self, domain: String) -> Boxed<'_, SpfResult> {
         Box::pin(async move {
@@ -261,69 +250,10 @@ fn valid_domain(domain: &str) -> bool {
             .all(|label| !label.is_empty() && label.len() <= 63)
 }
 
-/// The `Authentication-Results:` field (RFC 8601) for `verdict`, by
-/// `authserv_id` (our hostname), CRLF-terminated.
-pub fn authentication_results(authserv_id: &str, verdict: &Verdict) -> String {
-    let property = match verdict.identity {
-        "helo" => "smtp.helo",
-        _ => "smtp.mailfrom",
-    };
-    let why = verdict.why.replace(['(', ')', '\r', '\n'], " ");
-    format!(
-        "Authentication-Results: {authserv_id};\r\n\tspf={} ({authserv_id}: {why})\r\n\t{property}={}\r\n",
-        verdict.result,
-        verdict.value.replace(['\r', '\n', ' ', ';'], "")
-    )
-}
-
-/// `message` without the Authentication-Results fields that claim to be
-/// ours (`authserv_id`): RFC 8601 §5 has a receiver remove them, so that
-/// no sender can forge our verdicts. Other fields are left as they are.
-pub fn strip_forged_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
-    let head_end = find(message, b"\r\n\r\n").map_or(message.len(), |at| at + 2);
-    let head = &message[..head_end];
-    let mut kept = Vec::with_capacity(message.len());
-    let mut dropping = false;
-    let mut dropped = false;
-    for line in head.split_inclusive(|&b| b == b'\n') {
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            dropping = claims(line, authserv_id);
-            dropped |= dropping;
-        }
-        if !dropping {
-            kept.extend_from_slice(line);
-        }
-    }
-    if !dropped {
-        return None;
-    }
-    kept.extend_from_slice(&message[head_end..]);
-    Some(kept)
-}
-
-/// Whether a header line starts an Authentication-Results field whose
-/// authserv-id is `authserv_id`.
-fn claims(line: &[u8], authserv_id: &str) -> bool {
-    let text = String::from_utf8_lossy(line);
-    let Some((name, value)) = text.split_once(':') else {
-        return false;
-    };
-    name.trim().eq_ignore_ascii_case("Authentication-Results")
-        && value
-            .split(';')
-            .next()
-            .map(|id| id.split_whitespace().next().unwrap_or(""))
-            .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::resolver::Records;
     use std::collections::HashMap;
 
     /// DNS from a table: (name, kind) → records; names not in it do not
@@ -346,7 +276,7 @@ mod tests {
         }
     }
 
-    impl SpfDns for Table {
+    impl Dns for Table {
         fn records(&self, name: &str, kind: RecordKind) -> impl Future<Output = Records> {
             let kind = match kind {
                 RecordKind::Txt => "txt",
@@ -519,24 +449,6 @@ mod tests {
             (verdict.result, verdict.identity),
             (SpfResult::Pass, "helo")
         );
-        let field = authentication_results("mx.test", &verdict);
-        assert_eq!(
-            field,
-            "Authentication-Results: mx.test;\r\n\tspf=pass (mx.test: domain of client.test designates 192.0.2.1 as permitted sender)\r\n\tsmtp.helo=client.test\r\n"
-        );
-    }
-
-    #[test]
-    fn forged_results_of_ours_are_removed() {
-        let message = b"Authentication-Results: MX.test; spf=pass\r\n\tsmtp.mailfrom=forged\r\nAuthentication-Results: other.example; dkim=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.test; in the body\r\n";
-        let stripped = strip_forged_results(message, "mx.test").unwrap();
-        assert_eq!(
-            String::from_utf8(stripped).unwrap(),
-            "Authentication-Results: other.example; dkim=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.test; in the body\r\n"
-        );
-        assert_eq!(
-            strip_forged_results(b"Subject: x\r\n\r\nbody\r\n", "mx.test"),
-            None
-        );
+        assert_eq!(verdict.value, "client.test");
     }
 }

@@ -1,0 +1,237 @@
+//! DMARC (RFC 7489) of inbound mail: the From domain's policy, and whether
+//! SPF or DKIM passed for a domain aligned with it. Organizational domains
+//! come from the Public Suffix List (the `psl` crate).
+
+use super::spf::Verdict as SpfVerdict;
+use super::Dns;
+use crate::mail_auth::dkim::Verdict as DkimVerdict;
+use crate::relay::resolver::{LookupFailure, RecordKind};
+use ringpost_protocols::spf::SpfResult;
+
+/// What the domain asks receivers to do with mail that fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// `p=none`: only report.
+    None,
+    /// `p=quarantine`: treat as suspicious.
+    Quarantine,
+    /// `p=reject`: refuse.
+    Reject,
+}
+
+impl Policy {
+    fn parse(text: &str) -> Option<Policy> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(Policy::None),
+            "quarantine" => Some(Policy::Quarantine),
+            "reject" => Some(Policy::Reject),
+            _ => None,
+        }
+    }
+
+    /// As records and Authentication-Results write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Quarantine => "quarantine",
+            Policy::Reject => "reject",
+        }
+    }
+}
+
+/// A DMARC record (RFC 7489 §6.3), the tags we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `p=`.
+    pub policy: Policy,
+    /// `sp=`: for subdomains of the organizational domain.
+    pub subdomain_policy: Option<Policy>,
+    /// `adkim=s`.
+    pub strict_dkim: bool,
+    /// `aspf=s`.
+    pub strict_spf: bool,
+    /// `pct=`: the share of failing mail the policy applies to.
+    pub percent: u8,
+}
+
+/// Parse a record; None when it is not a usable DMARC record.
+pub fn parse(text: &str) -> Option<Record> {
+    let mut tags = text.split(';').map(|t| t.trim()).filter(|t| !t.is_empty());
+    if tags.next()?.replace(' ', "") != "v=DMARC1" {
+        return None;
+    }
+    let mut record = Record {
+        policy: Policy::None,
+        subdomain_policy: None,
+        strict_dkim: false,
+        strict_spf: false,
+        percent: 100,
+    };
+    let (mut policy, mut reports) = (None, false);
+    for tag in tags {
+        let Some((name, value)) = tag.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "p" => policy = Some(Policy::parse(value)?),
+            "sp" => record.subdomain_policy = Policy::parse(value),
+            "adkim" => record.strict_dkim = value.eq_ignore_ascii_case("s"),
+            "aspf" => record.strict_spf = value.eq_ignore_ascii_case("s"),
+            "pct" => {
+                record.percent = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&p| p <= 100)
+                    .unwrap_or(100)
+            }
+            "rua" => reports = true,
+            _ => {}
+        }
+    }
+    // §6.6.3: without a valid p=, a record with rua= counts as p=none.
+    record.policy = match (policy, reports) {
+        (Some(policy), _) => policy,
+        (None, true) => Policy::None,
+        (None, false) => return None,
+    };
+    Some(record)
+}
+
+/// The organizational domain of `domain` (RFC 7489 §3.2): its registrable
+/// domain by the Public Suffix List, or itself.
+pub fn organizational(domain: &str) -> String {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    psl::domain_str(&domain).unwrap_or(&domain).to_owned()
+}
+
+fn aligned(identifier: &str, from: &str, strict: bool) -> bool {
+    let identifier = identifier.trim_end_matches('.').to_ascii_lowercase();
+    match strict {
+        true => identifier == from,
+        false => organizational(&identifier) == organizational(from),
+    }
+}
+
+/// The DMARC verdict on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// `pass`, `fail`, `none`, `temperror` or `permerror`.
+    pub result: &'static str,
+    /// The From domain.
+    pub from: String,
+    /// What the domain asks for when it fails (after `sp=` and `pct=`).
+    pub disposition: Policy,
+    /// In words.
+    pub why: String,
+}
+
+/// The DMARC verdict for mail from `from` (the From domain, lowercase)
+/// that had `spf` and `dkim`.
+pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVerdict]) -> Verdict {
+    let from = from.trim_end_matches('.').to_ascii_lowercase();
+    let verdict = |result, disposition, why: String| Verdict {
+        result,
+        from: from.clone(),
+        disposition,
+        why,
+    };
+    let organization = organizational(&from);
+    let mut found = lookup(dns, &from).await;
+    let mut at_organization = false;
+    if matches!(found, Ok(None)) && organization != from {
+        found = lookup(dns, &organization).await;
+        at_organization = true;
+    }
+    let record = match found {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return verdict(
+                "none",
+                Policy::None,
+                format!("{from} publishes no DMARC policy"),
+            )
+        }
+        Err(why) => return verdict("temperror", Policy::None, why),
+    };
+    let spf_domain = match spf.identity {
+        "helo" => spf.value.clone(),
+        _ => spf
+            .value
+            .rsplit_once('@')
+            .map_or(String::new(), |(_, d)| d.to_owned()),
+    };
+    let spf_aligned =
+        spf.result == SpfResult::Pass && aligned(&spf_domain, &from, record.strict_spf);
+    let dkim_aligned = dkim
+        .iter()
+        .any(|d| d.result == "pass" && aligned(&d.domain, &from, record.strict_dkim));
+    if spf_aligned || dkim_aligned {
+        let by = match (spf_aligned, dkim_aligned) {
+            (true, true) => "SPF and DKIM",
+            (true, false) => "SPF",
+            _ => "DKIM",
+        };
+        return verdict("pass", Policy::None, format!("{by} aligned with {from}"));
+    }
+    let policy = match at_organization {
+        true => record.subdomain_policy.unwrap_or(record.policy),
+        false => record.policy,
+    };
+    let applies = record.percent >= 100 || fastrand::u8(0..100) < record.percent;
+    let disposition = if applies { policy } else { Policy::None };
+    verdict(
+        "fail",
+        disposition,
+        format!(
+            "neither SPF nor DKIM aligned with {from}; p={}",
+            policy.name()
+        ),
+    )
+}
+
+/// The DMARC record at `_dmarc.domain`: Ok(None) when there is none (or
+/// more than one, RFC 7489 §6.6.3).
+async fn lookup(dns: &impl Dns, domain: &str) -> Result<Option<Record>, String> {
+    match dns
+        .records(&format!("_dmarc.{domain}"), RecordKind::Txt)
+        .await
+    {
+        Ok(texts) => {
+            let mut records = texts.iter().filter_map(|t| parse(t));
+            match (records.next(), records.next()) {
+                (Some(record), None) => Ok(Some(record)),
+                _ => Ok(None),
+            }
+        }
+        Err(LookupFailure::None) => Ok(None),
+        Err(LookupFailure::Temporary(why)) => Err(format!("DMARC lookup: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_organizational_domains() {
+        let r = parse("v=DMARC1; p=reject; sp=quarantine; adkim=s; pct=50; rua=mailto:d@x.test")
+            .unwrap();
+        assert_eq!(r.policy, Policy::Reject);
+        assert_eq!(r.subdomain_policy, Some(Policy::Quarantine));
+        assert!(r.strict_dkim && !r.strict_spf);
+        assert_eq!(r.percent, 50);
+        assert_eq!(
+            parse("v=DMARC1; rua=mailto:x@y.test").unwrap().policy,
+            Policy::None
+        );
+        assert!(parse("v=DMARC1; p=bogus").is_none());
+        assert!(parse("v=spf1 -all").is_none());
+        assert!(parse("p=reject; v=DMARC1").is_none(), "v= must come first");
+        assert_eq!(organizational("mail.example.co.uk"), "example.co.uk");
+        assert_eq!(organizational("a.b.example.com."), "example.com");
+        assert!(aligned("bounce.example.com", "example.com", false));
+        assert!(!aligned("bounce.example.com", "example.com", true));
+        assert!(!aligned("example.net", "example.com", false));
+    }
+}
