@@ -393,6 +393,7 @@ fn deliver_locally(data_dir: &Path, user: &str) -> ringpost_storage::spool::Mess
         body,
         queue: Vec::new(),
         mailboxes: vec![user.to_owned()],
+        junk: Vec::new(),
     };
     commits.commit_blocking(message.into_batch()).unwrap();
     drop(commits);

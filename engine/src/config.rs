@@ -566,8 +566,12 @@ pub struct InboundAuthConfig {
     /// marking it; softfail, neutral and errors only mark.
     pub spf_reject_fail: bool,
     /// Refuse mail that fails DMARC when its domain asks for `p=reject`
-    /// (`550 5.7.1`); `quarantine` and `none` only mark.
+    /// (`550 5.7.1`); otherwise it is only marked.
     pub dmarc_reject: bool,
+    /// Deliver mail that fails DMARC when its domain asks for
+    /// `p=quarantine` to the recipient's Junk mailbox (INBOX when it has
+    /// none); otherwise it is only marked.
+    pub dmarc_quarantine_to_junk: bool,
 }
 
 impl Default for InboundAuthConfig {
@@ -576,6 +580,7 @@ impl Default for InboundAuthConfig {
             enabled: true,
             spf_reject_fail: false,
             dmarc_reject: true,
+            dmarc_quarantine_to_junk: true,
         }
     }
 }

@@ -127,6 +127,7 @@ pub fn stored(
         envelope,
         queue,
         mailboxes: split.local,
+        junk: Vec::new(),
     }
 }
 

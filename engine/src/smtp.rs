@@ -168,8 +168,8 @@ impl Smtp<'_> {
         // (DKIM), both
         // before it is stored (and so before 250).
         let mut tx = tx;
-        let results = match self.check_inbound(&mut tx).await {
-            Ok(results) => results,
+        let (results, quarantine) = match self.check_inbound(&mut tx).await {
+            Ok(checked) => checked,
             Err(refusal) => {
                 smtp.recycle(tx.data);
                 return smtp.message_failed(refusal);
@@ -180,7 +180,10 @@ impl Smtp<'_> {
         let now = intake::unix_micros();
         let id = shard.next_id(now);
         let recipients = tx.recipients.len();
-        let message = intake::new_message(id, &tx, &origin, now, &signatures);
+        let mut message = intake::new_message(id, &tx, &origin, now, &signatures);
+        if quarantine {
+            self.to_junk(&mut message);
+        }
         let signed = signatures
             .windows(b"DKIM-Signature:".len())
             .filter(|w| *w == b"DKIM-Signature:")
@@ -188,7 +191,7 @@ impl Smtp<'_> {
         let account = tx.authenticated.clone();
         smtp.recycle(tx.data);
         let size = message.body.len() as u64;
-        let local = message.mailboxes.len();
+        let local = message.mailboxes.len() + message.junk.len();
         // The owners of the entries hear of them once they are durable.
         let queue = shard.hub.is_some().then(|| message.queue.clone());
         let queue_id = id.to_hex();
@@ -247,13 +250,13 @@ impl Smtp<'_> {
     /// any that forge our name are taken out ([`crate::mail_auth`]); `Err`
     /// refuses the message when `inbound_auth` says to. Nothing for
     /// trusted clients or with the checks off.
-    async fn check_inbound(&self, tx: &mut Transaction) -> Result<Vec<u8>, replies::Reply> {
+    async fn check_inbound(&self, tx: &mut Transaction) -> Result<(Vec<u8>, bool), replies::Reply> {
         let shard = self.shard;
         let Some(dns) = &shard.spf_dns else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         if self.may_relay || tx.authenticated.is_some() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let config = shard.config();
         if let Some(stripped) = mail_auth::strip_forged_results(&tx.data, &config.hostname) {
@@ -308,7 +311,28 @@ impl Smtp<'_> {
                 ));
             }
         }
-        Ok(mail_auth::authentication_results(&config.hostname, &verdicts).into_bytes())
+        let quarantine = dmarc.is_some_and(|d| {
+            d.result == "fail" && d.disposition == mail_auth::dmarc::Policy::Quarantine
+        }) && config.inbound_auth.dmarc_quarantine_to_junk;
+        let field = mail_auth::authentication_results(&config.hostname, &verdicts);
+        Ok((field.into_bytes(), quarantine))
+    }
+
+    /// Deliver `message` to the Junk mailbox of each local recipient that
+    /// has one (the others keep it in INBOX): its DMARC policy said
+    /// quarantine. A failed lookup leaves it in INBOX.
+    fn to_junk(&self, message: &mut ringpost_storage::spool::NewMessage) {
+        let store = &*self.shard.store;
+        let (junk, inbox): (Vec<String>, Vec<String>) = std::mem::take(&mut message.mailboxes)
+            .into_iter()
+            .partition(|user| {
+                matches!(
+                    ringpost_storage::mailbox::meta(store, user, ringpost_storage::mailbox::JUNK),
+                    Ok(Some(_))
+                )
+            });
+        message.mailboxes = inbox;
+        message.junk = junk;
     }
 
     /// DKIM signatures for a message a client that may relay sends (it

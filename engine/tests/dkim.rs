@@ -377,7 +377,28 @@ fn inbound_dkim_and_dmarc_with_an_independent_signer() {
         "{refused}"
     );
 
-    let reply = deliver("From: q@quarantine.test\r\nSubject: unsigned\r\n\r\nhi\r\n");
+    // Quarantine: into Junk for bob, who has one; ann has only INBOX.
+    common::add_user(&server, "bob@ours.test");
+    let mut batch = ringpost_storage::WriteBatch::new();
+    ringpost_engine::users::default_mailboxes(&mut batch, "bob@ours.test");
+    server.commit_handle().commit_blocking(batch).unwrap();
+    let count = |user: &str, mailbox: &str| {
+        ringpost_storage::mailbox::meta(&*server.store(), user, mailbox)
+            .unwrap()
+            .map_or(0, |m| m.messages)
+    };
+    let (ann_inbox, bob_inbox) = (
+        count("ann@ours.test", "INBOX"),
+        count("bob@ours.test", "INBOX"),
+    );
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO sender.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@bounces.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<ann@ours.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@ours.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let reply = c.cmd("From: q@quarantine.test\r\nSubject: unsigned\r\n\r\nhi\r\n.");
+    c.cmd("QUIT");
     assert!(reply.starts_with("250"), "{reply}");
     let kept = stored(&reply);
     assert!(
@@ -387,6 +408,17 @@ fn inbound_dkim_and_dmarc_with_an_independent_signer() {
     assert!(
         kept.contains("p=quarantine) header.from=quarantine.test\r\n"),
         "{kept}"
+    );
+    assert_eq!(
+        count("bob@ours.test", "Junk"),
+        1,
+        "quarantined into bob's Junk"
+    );
+    assert_eq!(count("bob@ours.test", "INBOX"), bob_inbox);
+    assert_eq!(
+        count("ann@ours.test", "INBOX"),
+        ann_inbox + 1,
+        "ann has no Junk: INBOX"
     );
     server.shutdown();
 }

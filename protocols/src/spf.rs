@@ -391,9 +391,45 @@ fn url_escape(text: &str) -> String {
     out
 }
 
+/// What the fuzz target and the smoke test check of any text: parsing a
+/// record and expanding a macro string never panic, and an expansion has
+/// no `%{` left.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn check(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse(&format!("v=spf1 {text}"));
+    let _ = parse(&text);
+    let context = MacroContext {
+        sender: "user@example.com",
+        domain: "example.com",
+        ip: "2001:db8::1".parse().expect("an address"),
+        helo: "mx.example.com",
+    };
+    if let Ok(expanded) = expand(&text, &context) {
+        assert!(!expanded.contains("%{") || text.contains("%%{"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_smoke() {
+        for text in [
+            "",
+            "%",
+            "%{",
+            "%{d9999999999999999999}",
+            "%{ir}.%{v}",
+            "a:%{l-}//64",
+            "ip6:::/0 -all",
+            "\u{0}\u{ff}",
+            "redirect=%{d}",
+        ] {
+            check(text.as_bytes());
+        }
+    }
 
     #[test]
     fn records_parse_into_terms() {

@@ -307,12 +307,15 @@ pub struct NewMessage {
     pub queue: Vec<QueueEntry>,
     /// Local accounts whose INBOX gets the message, each once.
     pub mailboxes: Vec<String>,
+    /// Local accounts whose Junk mailbox gets it instead (mail whose
+    /// domain's DMARC policy says quarantine), each once.
+    pub junk: Vec<String>,
 }
 
 impl NewMessage {
     /// The batch that stores the body once, and with it the envelope and
-    /// queue entries (when the relay has recipients) and one INBOX row per
-    /// local account.
+    /// queue entries (when the relay has recipients) and one INBOX (or
+    /// Junk) row per local account.
     pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::new();
         let size = self.body.len() as u64;
@@ -324,10 +327,18 @@ impl NewMessage {
         for entry in &self.queue {
             put_queue_entry(&mut batch, entry);
         }
-        for user in self.mailboxes {
+        let inbox = self
+            .mailboxes
+            .into_iter()
+            .map(|user| (user, crate::mailbox::INBOX));
+        let junk = self
+            .junk
+            .into_iter()
+            .map(|user| (user, crate::mailbox::JUNK));
+        for (user, mailbox) in inbox.chain(junk) {
             batch.change(crate::mailbox::Change::Append {
                 user,
-                mailbox: crate::mailbox::INBOX.to_owned(),
+                mailbox: mailbox.to_owned(),
                 row: crate::mailbox::MailboxRow {
                     message: self.id,
                     internal_date: self.envelope.received_at,
@@ -736,6 +747,7 @@ mod tests {
                 },
             ],
             mailboxes: Vec::new(),
+            junk: Vec::new(),
         };
         let batch = message.clone().into_batch();
         assert_eq!(batch.len(), 4);

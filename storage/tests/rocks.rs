@@ -38,6 +38,7 @@ fn message(seq: u64) -> NewMessage {
             ..Default::default()
         }],
         mailboxes: Vec::new(),
+        junk: Vec::new(),
     }
 }
 

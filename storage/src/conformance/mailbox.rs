@@ -47,6 +47,7 @@ fn delivery(seq: u64, locals: &[&str], remote: Option<&str>) -> NewMessage {
         body,
         queue,
         mailboxes: locals.iter().map(|u| u.to_string()).collect(),
+        junk: Vec::new(),
     }
 }
 

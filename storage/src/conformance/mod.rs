@@ -679,6 +679,7 @@ fn message(micros: u64, seq: u64, domains: &[&str], due: u64) -> NewMessage {
             .collect(),
         body,
         mailboxes: Vec::new(),
+        junk: Vec::new(),
     }
 }
 

@@ -51,6 +51,9 @@ use crate::{Family, Store, StoreError};
 
 /// The one mailbox every user has; its name is case-insensitive.
 pub const INBOX: &str = "INBOX";
+/// Where mail judged suspicious is delivered when the account has it
+/// (RFC 6154's `\Junk` mailbox, made for every new account).
+pub const JUNK: &str = "Junk";
 
 /// The `mailbox_meta` key of the UIDVALIDITY counter (no user's key starts with `0x00`).
 pub const NEXT_UIDVALIDITY_KEY: &[u8] = b"\0next-uidvalidity";
