@@ -96,39 +96,80 @@ pub fn sign(message: &[u8], keys: &[Arc<SigningKey>]) -> Vec<u8> {
     ringpost_protocols::dkim::sign(message, &keys, now)
 }
 
-/// The domain of the first address in the first From field (lowercase).
+/// The domain of the first author (From field) of `message`, lowercase.
 pub(crate) fn from_domain(message: &[u8]) -> Option<String> {
-    let mut lines = message.split_inclusive(|&b| b == b'\n');
-    let mut value: Vec<u8> = Vec::new();
-    let mut in_from = false;
-    for line in lines.by_ref() {
+    author_domains(message).into_iter().next()
+}
+
+/// The domain of every address in every From field (RFC 5322 §3.6.2), in
+/// order, lowercase: quoted strings and comments are skipped, so a display
+/// name that looks like an address is never taken for one.
+pub(crate) fn author_domains(message: &[u8]) -> Vec<String> {
+    let mut domains = Vec::new();
+    let mut field: Option<String> = None;
+    let flush = |field: &mut Option<String>, domains: &mut Vec<String>| {
+        if let Some(value) = field.take() {
+            domains.extend(domains_in(&value));
+        }
+    };
+    for line in message.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
             break;
         }
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if in_from && continuation {
-            value.extend_from_slice(line);
+        let text = String::from_utf8_lossy(line);
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if let Some(value) = field.as_mut() {
+                value.push_str(text.trim_end_matches(['\r', '\n']));
+            }
             continue;
         }
-        if in_from {
-            break;
-        }
-        if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"from:") {
-            in_from = true;
-            value.extend_from_slice(&line[5..]);
+        flush(&mut field, &mut domains);
+        if let Some((name, value)) = text.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("from") {
+                field = Some(value.trim_end_matches(['\r', '\n']).to_owned());
+            }
         }
     }
-    let value = String::from_utf8_lossy(&value);
-    // The address in angle brackets, else the first word with an @.
-    let address = match (value.find('<'), value.find('>')) {
-        (Some(open), Some(close)) if open < close => value[open + 1..close].to_owned(),
-        _ => value
-            .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
-            .find(|w| w.contains('@'))?
-            .to_owned(),
-    };
-    let domain = address.rsplit_once('@')?.1.trim().trim_end_matches('>');
-    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+    flush(&mut field, &mut domains);
+    domains
+}
+
+/// The domains of the addresses in an address list.
+fn domains_in(value: &str) -> Vec<String> {
+    // Take out quoted strings and comments (nested, with escapes).
+    let mut cleaned = String::with_capacity(value.len());
+    let (mut quoted, mut depth, mut escaped) = (false, 0u32, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match (quoted, depth, c) {
+            (true, _, '\\') | (_, 1.., '\\') => escaped = true,
+            (true, _, '"') => quoted = false,
+            (true, _, _) => {}
+            (false, 1.., '(') => depth += 1,
+            (false, 1.., ')') => depth -= 1,
+            (false, 1.., _) => {}
+            (false, 0, '"') => quoted = true,
+            (false, 0, '(') => depth = 1,
+            (false, 0, c) => cleaned.push(c),
+        }
+    }
+    cleaned
+        .split([',', ';'])
+        .filter_map(|part| {
+            // A group's name ends with a colon: what follows is a mailbox.
+            let part = part.rsplit_once(':').map_or(part, |(_, rest)| rest);
+            let address = match (part.find('<'), part.find('>')) {
+                (Some(open), Some(close)) if open < close => &part[open + 1..close],
+                _ => part.trim(),
+            };
+            let domain = address.rsplit_once('@')?.1.trim();
+            (!domain.is_empty() && !domain.contains(char::is_whitespace))
+                .then(|| domain.to_ascii_lowercase())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -152,5 +193,26 @@ mod tests {
         );
         assert_eq!(d(b"Subject: none\r\n\r\nFrom: a@body.test\r\n"), None);
         assert_eq!(d(b"From: nobody\r\n\r\n"), None);
+        // Display names and comments that look like addresses are not taken.
+        assert_eq!(
+            d(b"From: \"<x@evil.test>\" <ceo@bank.test>\r\n\r\n").as_deref(),
+            Some("bank.test")
+        );
+        assert_eq!(
+            d(b"From: ceo@bank.test (<x@evil.test>)\r\n\r\n").as_deref(),
+            Some("bank.test")
+        );
+        assert_eq!(
+            d(b"From : a@spaced.test\r\n\r\n").as_deref(),
+            Some("spaced.test")
+        );
+        assert_eq!(
+            author_domains(b"From: a@one.test, \"B\" <b@two.test>\r\nFrom: c@three.test\r\n\r\n"),
+            ["one.test", "two.test", "three.test"]
+        );
+        assert_eq!(
+            author_domains(b"From: friends: a@g.test, b@h.test;\r\n\r\n"),
+            ["g.test", "h.test"]
+        );
     }
 }

@@ -88,6 +88,7 @@ pub struct Reloader {
     certificates: Option<Arc<crate::tls::CertStore>>,
     security: crate::metrics::SecurityMetrics,
     source: RwLock<Option<ConfigSource>>,
+    applying: std::sync::Mutex<()>,
 }
 
 impl Reloader {
@@ -106,6 +107,7 @@ impl Reloader {
             certificates,
             security,
             source: RwLock::new(None),
+            applying: std::sync::Mutex::new(()),
         }
     }
 
@@ -139,9 +141,16 @@ impl Reloader {
 
     /// Put `new` (valid) in force.
     pub fn apply(&self, new: Config) -> Result<Reloaded, String> {
+        // One reload at a time (SIGHUP and the API may meet).
+        let _one = self
+            .applying
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The data dir and hostname stay what they are (keep_fixed).
+        let current = self.live.get();
         let certificates = match &self.certificates {
             Some(store) => {
-                let loaded = crate::tls::load(&new.tls, &new.data_dir, &self.live.get().hostname)?;
+                let loaded = crate::tls::load(&new.tls, &current.data_dir, &current.hostname)?;
                 let described = loaded.describe();
                 self.security.certificates(&loaded.expiries());
                 store.replace(loaded);
@@ -212,6 +221,10 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(dkim);
     fixed!(log);
     fixed!(webhook);
+    fixed!(relay.starttls);
+    fixed!(relay.ca_file);
+    fixed!(relay.use_chunking);
+    fixed!(admin.inject_max_request_bytes);
     fixed!(inbound_auth.enabled);
     (new, kept)
 }

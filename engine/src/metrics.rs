@@ -366,11 +366,12 @@ impl InjectMetrics {
 pub struct WebhookMetrics {
     posts: Family<Labels, Counter>,
     events: Counter,
+    dropped: Counter,
     oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl WebhookMetrics {
-    /// A POST ended with `result` (`ok`, `failed`, `timeout`).
+    /// A POST ended with `result` (`ok`, `failed`, `refused`, `timeout`).
     pub fn post(&self, result: &str) {
         let labels = vec![("result", result.to_owned())];
         self.posts.get_or_create(&labels).inc();
@@ -379,6 +380,11 @@ impl WebhookMetrics {
     /// `n` events were posted and taken.
     pub fn posted(&self, n: usize) {
         self.events.inc_by(n as u64);
+    }
+
+    /// `n` events the endpoint refused for good were dropped.
+    pub fn dropped(&self, n: usize) {
+        self.dropped.inc_by(n as u64);
     }
 
     /// The oldest event waiting is `seconds` old (0: none waits).
@@ -396,6 +402,11 @@ impl WebhookMetrics {
             "webhook_events_posted",
             "Delivery events the webhook endpoint took",
             self.events.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Delivery events dropped because the endpoint refused them for good (a 4xx for that event alone)",
+            self.dropped.clone(),
         );
         registry.register(
             "webhook_oldest_event_age_seconds",

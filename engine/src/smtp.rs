@@ -252,20 +252,46 @@ impl Smtp<'_> {
     /// trusted clients or with the checks off.
     async fn check_inbound(&self, tx: &mut Transaction) -> Result<(Vec<u8>, bool), replies::Reply> {
         let shard = self.shard;
+        let config = shard.config();
+        // Whoever the client is, a verdict in our name that reaches a local
+        // mailbox must be ours.
+        let local = tx
+            .recipients
+            .iter()
+            .any(|r| config.is_local_domain(&intake::recipient_domain(r, &config.hostname)));
+        if local {
+            if let Some(stripped) = mail_auth::strip_forged_results(&tx.data, &config.hostname) {
+                tracing::info!(shard = shard.id, peer = %self.peer, "forged Authentication-Results of ours removed");
+                tx.data = stripped;
+            }
+        }
         let Some(dns) = &shard.spf_dns else {
             return Ok((Vec::new(), false));
         };
         if self.may_relay || tx.authenticated.is_some() {
             return Ok((Vec::new(), false));
         }
-        let config = shard.config();
-        if let Some(stripped) = mail_auth::strip_forged_results(&tx.data, &config.hostname) {
-            tracing::info!(shard = shard.id, peer = %self.peer, "forged Authentication-Results of ours removed");
-            tx.data = stripped;
-        }
         let now = intake::unix_micros() / 1_000_000;
-        let verdicts =
-            mail_auth::check(dns, self.peer.ip(), &tx.mail_from, &tx.helo, &tx.data, now).await;
+        let checks = std::pin::pin!(mail_auth::check(
+            dns,
+            self.peer.ip(),
+            &tx.mail_from,
+            &tx.helo,
+            &tx.data,
+            now
+        ));
+        let deadline = std::pin::pin!(glommio::timer::sleep(mail_auth::DEADLINE));
+        let verdicts = match futures::future::select(checks, deadline).await {
+            futures::future::Either::Left((verdicts, _)) => verdicts,
+            futures::future::Either::Right(_) => {
+                tracing::warn!(shard = shard.id, peer = %self.peer, "inbound authentication took too long; the message is marked unchecked");
+                let field = format!(
+                    "Authentication-Results: {}; none (checks timed out)\r\n",
+                    config.hostname
+                );
+                return Ok((field.into_bytes(), false));
+            }
+        };
         let spf = &verdicts.spf;
         shard.security.spf(spf.result.name());
         let dkim: Vec<&str> = verdicts.dkim.iter().map(|d| d.result).collect();

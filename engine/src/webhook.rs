@@ -82,15 +82,34 @@ impl Poster {
         let url = self.config.url.clone().unwrap_or_default();
         tracing::info!(%url, "webhook: posting delivery events");
         let mut pause = Duration::ZERO;
+        // Events still to post one at a time, to find one the endpoint refuses.
+        let mut singly = 0usize;
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = match self.post_some(&url).await {
+            let size = if singly > 0 {
+                1
+            } else {
+                self.config.batch_size
+            };
+            pause = match self.post_some(&url, size).await {
                 Ok(0) => IDLE_POLL,
-                Ok(_) => Duration::ZERO,
-                Err(why) => {
+                Ok(n) => {
+                    singly = singly.saturating_sub(n);
+                    Duration::ZERO
+                }
+                Err(Failed::Refused(n)) if n > 1 => {
+                    tracing::warn!(%url, events = n, "webhook: the endpoint refused a batch; posting its events one at a time");
+                    singly = n;
+                    Duration::ZERO
+                }
+                Err(Failed::Refused(_)) => {
+                    singly = singly.saturating_sub(1);
+                    Duration::ZERO
+                }
+                Err(Failed::Retry(why)) => {
                     let next = (pause * 2).clamp(
                         Duration::from_secs(1),
                         Duration::from_secs(self.config.retry_max_secs),
@@ -102,11 +121,13 @@ impl Poster {
         }
     }
 
-    /// Post the oldest batch, if any, and delete it once taken; how many
-    /// events were posted.
-    async fn post_some(&self, url: &str) -> Result<usize, String> {
-        let batch = events::oldest(&*self.store, self.config.batch_size)
-            .map_err(|e| format!("cannot read events: {e}"))?;
+    /// Post the oldest `size` events, if any, and delete them once taken;
+    /// how many were posted. A single event the endpoint refuses for good
+    /// (a 4xx other than 408 and 429) is dropped, logged and counted, so it
+    /// cannot hold back every event after it.
+    async fn post_some(&self, url: &str, size: usize) -> Result<usize, Failed> {
+        let batch = events::oldest(&*self.store, size)
+            .map_err(|e| Failed::Retry(format!("cannot read events: {e}")))?;
         let Some((first, _)) = batch.first() else {
             self.metrics.oldest_age(0.0);
             return Ok(0);
@@ -125,32 +146,51 @@ impl Poster {
         body.push(b']');
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let posted = tokio::time::timeout(timeout, self.post(url, body)).await;
-        match posted {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => {
+        let refused = match posted {
+            Ok(Ok(())) => false,
+            Ok(Err(Failed::Refused(_))) if batch.len() > 1 => {
+                self.metrics.post("refused");
+                return Err(Failed::Refused(batch.len()));
+            }
+            Ok(Err(Failed::Refused(status))) => {
+                self.metrics.post("refused");
+                let event = String::from_utf8_lossy(&batch[0].1);
+                tracing::error!(%url, status, %event, "webhook: the endpoint refuses this event for good; dropped");
+                self.metrics.dropped(1);
+                true
+            }
+            Ok(Err(failed)) => {
                 self.metrics.post("failed");
-                return Err(why);
+                return Err(failed);
             }
             Err(_) => {
                 self.metrics.post("timeout");
-                return Err(format!("no answer within {} s", timeout.as_secs()));
+                return Err(Failed::Retry(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )));
             }
-        }
-        self.metrics.post("ok");
+        };
         let mut done = WriteBatch::new();
         for (key, _) in &batch {
             events::delete(&mut done, key);
         }
         self.commits.commit(done).await.map_err(|e| {
-            format!("posted, but cannot delete the events (they will be posted again): {e}")
+            Failed::Retry(format!(
+                "posted, but cannot delete the events (they will be posted again): {e}"
+            ))
         })?;
+        if refused {
+            return Err(Failed::Refused(1));
+        }
+        self.metrics.post("ok");
         self.metrics.posted(batch.len());
         tracing::debug!(events = batch.len(), "webhook: events posted");
         Ok(batch.len())
     }
 
     /// One POST of `body` to `url`; Ok on a 2xx answer.
-    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), Failed> {
         let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or("the URL has no host")?.to_owned();
@@ -179,10 +219,33 @@ impl Poster {
             }
             false => send(TokioIo::new(tcp), request).await?,
         };
-        match status.is_success() {
-            true => Ok(()),
-            false => Err(format!("the endpoint answered {status}")),
+        let code = status.as_u16();
+        match code {
+            200..=299 => Ok(()),
+            400..=499 if code != 408 && code != 429 => Err(Failed::Refused(code as usize)),
+            _ => Err(Failed::Retry(format!("the endpoint answered {status}"))),
         }
+    }
+}
+
+/// Why a POST did not take.
+enum Failed {
+    /// Try the same again later (no connection, a timeout, 5xx, 408, 429).
+    Retry(String),
+    /// The endpoint refuses it for good (4xx): the status, or from
+    /// `post_some` the number of events refused together.
+    Refused(usize),
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed::Retry(why)
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(why: &str) -> Failed {
+        Failed::Retry(why.to_owned())
     }
 }
 

@@ -1769,6 +1769,58 @@ fn a_reloaded_route_is_used_at_the_next_attempt() {
     server.shutdown();
 }
 
+/// An event the endpoint refuses for good (400) is dropped, counted and
+/// logged; it does not hold back the events after it.
+#[test]
+fn an_event_the_endpoint_refuses_does_not_block_the_rest() {
+    use ringpost_loadtest::event_sink::EventSink;
+    let (port, _sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let hook = EventSink::start_refusing(
+        "127.0.0.1:0".parse().unwrap(),
+        0,
+        Some("poison@origin.test".into()),
+    )
+    .unwrap();
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.webhook.url = Some(format!("http://{}/events", hook.addr()));
+        c.webhook.retry_max_secs = 1;
+    });
+    let smtp = server.smtp_addr();
+    let queue_id = |reply: String| reply.split_whitespace().last().unwrap().to_owned();
+    let poisoned = queue_id(send(
+        smtp,
+        "poison@origin.test",
+        &["a@dest.test"],
+        &message(1),
+    ));
+    let fine = queue_id(send(
+        smtp,
+        "fine@origin.test",
+        &["b@dest.test"],
+        &message(2),
+    ));
+    assert!(
+        hook.wait_for(WAIT, |events| event_types(events, &fine)
+            == ["reception", "delivered"]),
+        "{:?}",
+        hook.events()
+    );
+    let events = hook.events();
+    assert_eq!(
+        event_types(&events, &poisoned),
+        ["delivered"],
+        "its reception was dropped"
+    );
+    wait_until("the drop to be counted", || {
+        common::http_get(server.metrics_addr().unwrap(), "/metrics")
+            .contains("ringpost_webhook_events_dropped_total 1")
+    });
+    server.shutdown();
+}
+
 // -- SPF on inbound mail ----------------------------------------------------
 
 /// Mail from the internet gets an SPF verdict in Authentication-Results;

@@ -1,7 +1,8 @@
 //! A webhook receiver for tests: an HTTP/1.1 listener that takes POSTs of
 //! JSON arrays (ringpost's delivery events), answers the first
-//! `fail_first` with 503 (an endpoint that is down, then recovers) and
-//! keeps every event of the POSTs it answered with 200, in arrival order.
+//! `fail_first` with 503 (an endpoint that is down, then recovers), those
+//! holding a given text with 400 (an event it refuses for good), and keeps
+//! every event of the POSTs it answered with 200, in arrival order.
 //! Blocking sockets on a thread of its own; one request per connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +28,15 @@ struct Shared {
 impl EventSink {
     /// Listen on `addr` (port 0: any); refuse the first `fail_first` POSTs.
     pub fn start(addr: SocketAddr, fail_first: usize) -> std::io::Result<EventSink> {
+        EventSink::start_refusing(addr, fail_first, None)
+    }
+
+    /// The same, and answer 400 to every POST whose body holds `refuse`.
+    pub fn start_refusing(
+        addr: SocketAddr,
+        fail_first: usize,
+        refuse: Option<String>,
+    ) -> std::io::Result<EventSink> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -35,7 +45,7 @@ impl EventSink {
             .name("event-sink".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let _ = serve(stream, &serving, fail_first);
+                    let _ = serve(stream, &serving, fail_first, refuse.as_deref());
                 }
             })?;
         Ok(EventSink { addr, shared })
@@ -79,7 +89,12 @@ impl EventSink {
     }
 }
 
-fn serve(stream: TcpStream, shared: &Shared, fail_first: usize) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    shared: &Shared,
+    fail_first: usize,
+    refuse: Option<&str>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -110,7 +125,9 @@ fn serve(stream: TcpStream, shared: &Shared, fail_first: usize) -> std::io::Resu
     reader.read_exact(&mut body)?;
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let parsed: Option<Vec<serde_json::Value>> = serde_json::from_slice(&body).ok();
+    let poisoned = refuse.is_some_and(|text| String::from_utf8_lossy(&body).contains(text));
     let status = match (n < fail_first, parsed) {
+        (false, Some(_)) if poisoned => "400 Bad Request",
         (false, Some(events)) => {
             shared.events.lock().unwrap().extend(events);
             "200 OK"

@@ -474,7 +474,8 @@ async fn inject(
             return answer;
         }
     };
-    let report = match injector.inject(peer.ip(), body.to_vec()).await {
+    let body = Vec::from(body);
+    let report = match injector.inject(peer.ip(), body).await {
         Ok(report) => report,
         Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
     };

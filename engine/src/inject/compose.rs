@@ -137,6 +137,9 @@ pub struct Vars<'a> {
     pub own: &'a BTreeMap<String, String>,
     /// The request's substitutions.
     pub shared: &'a BTreeMap<String, String>,
+    /// The most bytes a filled-in text may come to (the largest message),
+    /// checked as it grows: placeholders must not blow a small request up.
+    pub limit: usize,
 }
 
 impl Vars<'_> {
@@ -215,6 +218,12 @@ fn fill<'t>(
             ));
         }
         out.push_str(value);
+        if out.len() > vars.limit {
+            return Err(format!(
+                "filled in, the message is over {} bytes",
+                vars.limit
+            ));
+        }
         rest = &after[close + 2..];
     }
     out.push_str(rest);
@@ -379,6 +388,14 @@ fn build(built: &Built, letter: &Letter<'_>) -> Result<Vec<u8>, String> {
         } else {
             file.data.clone().into_bytes()
         };
+        for (value, what) in [
+            (&file.content_id, "a content_id"),
+            (&file.file_name, "a file_name"),
+        ] {
+            if let Some(value) = value {
+                header_safe(value, what)?;
+            }
+        }
         message = match (&file.content_id, &file.file_name) {
             (Some(cid), _) => message.inline(file.content_type.clone(), cid.clone(), data),
             (None, Some(name)) => message.attachment(file.content_type.clone(), name.clone(), data),
@@ -388,6 +405,15 @@ fn build(built: &Built, letter: &Letter<'_>) -> Result<Vec<u8>, String> {
     message
         .write_to_vec()
         .map_err(|e| format!("could not write the message: {e}"))
+}
+
+/// Refuse control characters (line breaks above all: they would start new
+/// header fields) in text that goes into a header.
+fn header_safe(text: &str, what: &str) -> Result<(), String> {
+    match text.chars().any(char::is_control) {
+        true => Err(format!("{what} has a control character (a line break?)")),
+        false => Ok(()),
+    }
 }
 
 /// A mailbox for an address field: `"Name" <addr>`, the name as a
@@ -404,6 +430,7 @@ fn address(person: &Person, vars: Option<&Vars<'_>>) -> Result<String, String> {
         } => fill(name, vars, true)?,
         _ => Cow::Borrowed(""),
     };
+    header_safe(&name, "a display name")?;
     Ok(match name.trim() {
         "" => email.into_owned(),
         name if name.is_ascii() => {
@@ -545,6 +572,7 @@ mod tests {
             name: Some("Bob"),
             own,
             shared,
+            limit: 1 << 20,
         }
     }
 
@@ -685,6 +713,32 @@ mod tests {
         }
         assert_eq!(String::from_utf8(decoded).unwrap(), long.trim());
         assert!(address(&Person::Address("nope".into()), None).is_err());
+    }
+
+    #[test]
+    fn placeholders_cannot_blow_a_request_up() {
+        let own = BTreeMap::from([("a".to_owned(), "x".repeat(1000))]);
+        let shared = BTreeMap::new();
+        let mut vars = vars(&own, &shared);
+        vars.limit = 10_000;
+        let raw = format!("From: a@x.test\r\n\r\n{}\r\n", "{{a}}".repeat(100));
+        let problem = render(&Content::Raw(raw), &letter(None, Some(&vars))).unwrap_err();
+        assert!(problem.contains("over 10000 bytes"), "{problem}");
+    }
+
+    #[test]
+    fn literal_names_and_file_names_cannot_inject_fields() {
+        let mut b = built();
+        b.from = Person::Named {
+            email: "news@x.test".into(),
+            name: Some("x\r\nBcc: victim@z.test".into()),
+        };
+        let problem = render(&Content::Built(Box::new(b)), &letter(None, None)).unwrap_err();
+        assert!(problem.contains("control character"), "{problem}");
+        let mut b = built();
+        b.attachments[0].file_name = Some("a.bin\r\nX-Evil: 1".into());
+        let problem = render(&Content::Built(Box::new(b)), &letter(None, None)).unwrap_err();
+        assert!(problem.contains("control character"), "{problem}");
     }
 
     #[test]

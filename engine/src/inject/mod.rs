@@ -64,6 +64,7 @@ pub struct Injector {
     sequence: AtomicU64,
     /// [`BODY_BUDGET`] in KiB.
     budget: tokio::sync::Semaphore,
+    budget_kib: usize,
 }
 
 /// What became of a request.
@@ -145,6 +146,9 @@ impl Injector {
         maillog: Arc<MailLog>,
         metrics: &crate::metrics::Metrics,
     ) -> Arc<Injector> {
+        let budget_kib = BODY_BUDGET
+            .max(live.get().admin.inject_max_request_bytes)
+            .div_ceil(1024);
         Arc::new(Injector {
             events: live
                 .get()
@@ -160,9 +164,8 @@ impl Injector {
             metrics: metrics.inject(),
             security: metrics.security(),
             sequence: AtomicU64::new(0),
-            budget: tokio::sync::Semaphore::new(
-                BODY_BUDGET.max(live.get().admin.inject_max_request_bytes) / 1024,
-            ),
+            budget: tokio::sync::Semaphore::new(budget_kib),
+            budget_kib,
             live,
         })
     }
@@ -171,7 +174,9 @@ impl Injector {
     /// largest) fits the budget; hold the permit while serving it.
     pub async fn room_for(&self, declared: Option<usize>) -> tokio::sync::SemaphorePermit<'_> {
         let max = self.max_request_bytes();
-        let kib = declared.unwrap_or(max).min(max) / 1024 + 1;
+        let kib = declared.unwrap_or(max).min(max).div_ceil(1024).max(1);
+        // Never more than the budget holds, or the request would wait for ever.
+        let kib = kib.min(self.budget_kib);
         self.budget
             .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
             .await
@@ -197,7 +202,18 @@ impl Injector {
 
     /// Serve one request body from `client`. `Err` is a bad request (400),
     /// with what is wrong; nothing is stored then.
+    ///
+    /// The work runs as a task of its own: a client that goes away (hyper
+    /// drops the request) must not cut it between a commit and handing the
+    /// committed entries to their shards.
     pub async fn inject(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, String> {
+        let this = self.clone();
+        tokio::spawn(async move { this.serve(client, body).await })
+            .await
+            .map_err(|e| format!("the request could not be served: {e}"))?
+    }
+
+    async fn serve(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, String> {
         // Small requests are planned and built right here: two trips to the
         // blocking pool would cost more than the work.
         let small = body.len() <= INLINE_BYTES;
@@ -351,6 +367,7 @@ impl Injector {
             name: r.name(),
             own: &r.substitutions,
             shared: &request.substitutions,
+            limit: config.smtp.max_message_size,
         });
         let letter = Letter {
             recipient: one.map(|r| &r.person),

@@ -74,7 +74,7 @@ pub fn parse(text: &str) -> Option<Record> {
         };
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
-            "p" => policy = Some(Policy::parse(value)?),
+            "p" => policy = Policy::parse(value),
             "sp" => record.subdomain_policy = Policy::parse(value),
             "adkim" => record.strict_dkim = value.eq_ignore_ascii_case("s"),
             "aspf" => record.strict_spf = value.eq_ignore_ascii_case("s"),
@@ -139,18 +139,15 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
     let organization = organizational(&from);
     let mut found = lookup(dns, &from).await;
     let mut at_organization = false;
-    if matches!(found, Ok(None)) && organization != from {
+    if matches!(found, Ok(Found::Nothing)) && organization != from {
         found = lookup(dns, &organization).await;
         at_organization = true;
     }
     let record = match found {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            return verdict(
-                "none",
-                Policy::None,
-                format!("{from} publishes no DMARC policy"),
-            )
+        Ok(Found::Record(record)) => record,
+        Ok(Found::Nothing | Found::Several) => {
+            let why = format!("{from} publishes no usable DMARC policy");
+            return verdict("none", Policy::None, why);
         }
         Err(why) => return verdict("temperror", Policy::None, why),
     };
@@ -174,12 +171,23 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         };
         return verdict("pass", Policy::None, format!("{by} aligned with {from}"));
     }
+    // A DNS failure may have hidden an aligned pass: not a failure yet.
+    let unsure = spf.result == SpfResult::TempError || dkim.iter().any(|d| d.result == "temperror");
+    if unsure {
+        let why = format!("a DNS error left alignment with {from} unknown");
+        return verdict("temperror", Policy::None, why);
+    }
     let policy = match at_organization {
         true => record.subdomain_policy.unwrap_or(record.policy),
         false => record.policy,
     };
+    // §6.6.4: mail outside pct= gets the next policy down.
     let applies = record.percent >= 100 || fastrand::u8(0..100) < record.percent;
-    let disposition = if applies { policy } else { Policy::None };
+    let disposition = match (applies, policy) {
+        (true, policy) => policy,
+        (false, Policy::Reject) => Policy::Quarantine,
+        (false, _) => Policy::None,
+    };
     verdict(
         "fail",
         disposition,
@@ -190,21 +198,30 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
     )
 }
 
-/// The DMARC record at `_dmarc.domain`: Ok(None) when there is none (or
-/// more than one, RFC 7489 §6.6.3).
-async fn lookup(dns: &impl Dns, domain: &str) -> Result<Option<Record>, String> {
+/// What `_dmarc.domain` holds.
+enum Found {
+    /// One usable record.
+    Record(Record),
+    /// None: look at the organizational domain.
+    Nothing,
+    /// More than one: discovery ends with no policy (RFC 7489 §6.6.3).
+    Several,
+}
+
+async fn lookup(dns: &impl Dns, domain: &str) -> Result<Found, String> {
     match dns
         .records(&format!("_dmarc.{domain}"), RecordKind::Txt)
         .await
     {
         Ok(texts) => {
             let mut records = texts.iter().filter_map(|t| parse(t));
-            match (records.next(), records.next()) {
-                (Some(record), None) => Ok(Some(record)),
-                _ => Ok(None),
-            }
+            Ok(match (records.next(), records.next()) {
+                (Some(record), None) => Found::Record(record),
+                (Some(_), Some(_)) => Found::Several,
+                (None, _) => Found::Nothing,
+            })
         }
-        Err(LookupFailure::None) => Ok(None),
+        Err(LookupFailure::None) => Ok(Found::Nothing),
         Err(LookupFailure::Temporary(why)) => Err(format!("DMARC lookup: {why}")),
     }
 }
@@ -226,6 +243,8 @@ mod tests {
             Policy::None
         );
         assert!(parse("v=DMARC1; p=bogus").is_none());
+        let lenient = parse("v=DMARC1; p=bogus; rua=mailto:x@y.test").unwrap();
+        assert_eq!(lenient.policy, Policy::None);
         assert!(parse("v=spf1 -all").is_none());
         assert!(parse("p=reject; v=DMARC1").is_none(), "v= must come first");
         assert_eq!(organizational("mail.example.co.uk"), "example.co.uk");

@@ -28,6 +28,14 @@ impl Dns for Resolver {
     }
 }
 
+/// The longest the checks of one message may take (RFC 7208 §4.6.4
+/// suggests at least 20 s for SPF); past it the message is marked
+/// unchecked.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Author (From) domains checked with DMARC per message.
+const MAX_AUTHOR_DOMAINS: usize = 3;
+
 /// Every check of one message.
 #[derive(Debug, Clone)]
 pub struct Verdicts {
@@ -49,12 +57,24 @@ pub async fn check(
     message: &[u8],
     now: u64,
 ) -> Verdicts {
+    let ip = crate::config::canonical(ip);
     let spf = spf::check(dns, ip, sender, helo).await;
     let dkim = dkim::check(dns, message, now).await;
-    let dmarc = match crate::dkim::from_domain(message) {
-        Some(from) => Some(dmarc::check(dns, &from, &spf, &dkim).await),
-        None => None,
-    };
+    // Every author domain is checked (a second From must not hide a
+    // failing one); the verdict is the first that fails, else the first.
+    let mut authors = crate::dkim::author_domains(message);
+    authors.dedup();
+    let mut dmarc: Option<dmarc::Verdict> = None;
+    for from in authors.iter().take(MAX_AUTHOR_DOMAINS) {
+        let verdict = dmarc::check(dns, from, &spf, &dkim).await;
+        let failed = verdict.result == "fail";
+        if dmarc.is_none() || failed {
+            dmarc = Some(verdict);
+        }
+        if failed {
+            break;
+        }
+    }
     Verdicts { spf, dkim, dmarc }
 }
 
@@ -107,42 +127,75 @@ pub fn authentication_results(authserv_id: &str, verdicts: &Verdicts) -> String 
 /// `message` without the Authentication-Results fields that claim to be
 /// ours (`authserv_id`): RFC 8601 §5 has a receiver remove them, so that
 /// no sender can forge our verdicts. Other fields are left as they are.
+/// None when there is nothing to remove.
 pub fn strip_forged_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
     let head_end = find(message, b"\r\n\r\n").map_or(message.len(), |at| at + 2);
     let head = &message[..head_end];
-    let mut kept = Vec::with_capacity(message.len());
-    let mut dropping = false;
-    let mut dropped = false;
-    for line in head.split_inclusive(|&b| b == b'\n') {
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            dropping = claims(line, authserv_id);
-            dropped |= dropping;
-        }
-        if !dropping {
-            kept.extend_from_slice(line);
+    // Whole fields: a line and its continuation lines.
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for (at, line) in positions(head) {
+        if at > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
+            fields.push(&head[start..at]);
+            start = at;
         }
     }
-    if !dropped {
+    fields.push(&head[start..]);
+    let forged = |field: &&[u8]| claims(field, authserv_id);
+    if !fields.iter().any(forged) {
         return None;
+    }
+    let mut kept = Vec::with_capacity(message.len());
+    for field in fields.iter().filter(|f| !forged(f)) {
+        kept.extend_from_slice(field);
     }
     kept.extend_from_slice(&message[head_end..]);
     Some(kept)
 }
 
-/// Whether a header line starts an Authentication-Results field whose
-/// authserv-id is `authserv_id`.
-fn claims(line: &[u8], authserv_id: &str) -> bool {
-    let text = String::from_utf8_lossy(line);
+/// The start of each line of `text`, with the line.
+fn positions(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = 0;
+    text.split_inclusive(|&b| b == b'\n').map(move |line| {
+        let start = at;
+        at += line.len();
+        (start, line)
+    })
+}
+
+/// Whether a whole (possibly folded) field is an Authentication-Results
+/// field whose authserv-id (RFC 8601 §2.2: after any comments, quoted or
+/// not) is `authserv_id`.
+fn claims(field: &[u8], authserv_id: &str) -> bool {
+    let text = String::from_utf8_lossy(field);
     let Some((name, value)) = text.split_once(':') else {
         return false;
     };
-    name.trim().eq_ignore_ascii_case("Authentication-Results")
-        && value
-            .split(';')
+    if !name.trim().eq_ignore_ascii_case("Authentication-Results") {
+        return false;
+    }
+    // Skip folding whitespace and comments, then read the first token.
+    let mut chars = value.chars().peekable();
+    let mut depth = 0u32;
+    while let Some(&c) = chars.peek() {
+        match (depth, c) {
+            (_, '(') => depth += 1,
+            (1.., ')') => depth -= 1,
+            (1.., _) => {}
+            (0, c) if c.is_whitespace() => {}
+            _ => break,
+        }
+        chars.next();
+    }
+    let rest: String = chars.collect();
+    let id = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next().unwrap_or(""),
+        None => rest
+            .split(|c: char| c == ';' || c == '(' || c.is_whitespace())
             .next()
-            .map(|id| id.split_whitespace().next().unwrap_or(""))
-            .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+            .unwrap_or(""),
+    };
+    id.eq_ignore_ascii_case(authserv_id)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -165,5 +218,16 @@ mod tests {
             strip_forged_results(b"Subject: x\r\n\r\nbody\r\n", "mx.test"),
             None
         );
+        // Folded right after the colon, behind a comment, or quoted.
+        for forged in [
+            "Authentication-Results:\r\n mx.test; dkim=pass\r\n",
+            "Authentication-Results: (ours) mx.test; dmarc=pass\r\n",
+            "Authentication-Results: \"MX.TEST\"; spf=pass\r\n",
+            "authentication-results : mx.test;\r\n\tdmarc=pass\r\n",
+        ] {
+            let message = format!("{forged}Subject: s\r\n\r\nbody\r\n");
+            let stripped = strip_forged_results(message.as_bytes(), "mx.test").unwrap();
+            assert_eq!(stripped, b"Subject: s\r\n\r\nbody\r\n", "{forged:?}");
+        }
     }
 }

@@ -82,10 +82,12 @@ pub enum Failure {
 /// each parsed or refused (a permerror, with why).
 pub fn signatures(message: &[u8]) -> Vec<Result<Signature, String>> {
     let (fields, _) = header_fields(message);
+    // `index` counts DKIM-Signature fields only, as signed_headers finds
+    // the signature's own field again.
     fields
         .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("DKIM-Signature"))
         .enumerate()
-        .filter(|(_, f)| f.name.eq_ignore_ascii_case("DKIM-Signature"))
         .take(MAX_SIGNATURES)
         .map(|(index, field)| parse_signature(field, index))
         .collect()
@@ -215,6 +217,18 @@ pub fn verify(message: &[u8], signature: &Signature, key: &str, now: u64) -> Res
     let public = STANDARD
         .decode(public)
         .map_err(|e| Failure::PermError(format!("the key is not base64: {e}")))?;
+    let flags = get("t").unwrap_or("");
+    if flags.split(':').any(|f| f.trim() == "s") {
+        let identity_domain = signature.identity.rsplit_once('@').map_or("", |(_, d)| d);
+        if !identity_domain.eq_ignore_ascii_case(&signature.domain) {
+            return Err(Failure::PermError(
+                "the key (t=s) wants i= in d= itself".into(),
+            ));
+        }
+    }
+    if get("s").is_some_and(|s| !s.split(':').any(|t| matches!(t.trim(), "*" | "email"))) {
+        return Err(Failure::PermError("the key is not for email (s=)".into()));
+    }
     if get("h").is_some_and(|h| {
         !h.split(':')
             .any(|a| a.trim().eq_ignore_ascii_case("sha256"))
@@ -230,10 +244,11 @@ pub fn verify(message: &[u8], signature: &Signature, key: &str, now: u64) -> Res
         Canon::Simple => simple_body_into(body, &mut canonical),
     }
     if let Some(length) = signature.body_length {
-        if length > canonical.len() {
-            return Err(Failure::Fail("l= is longer than the body".into()));
+        // A signature that leaves part of the body unsigned lets anyone
+        // append to a signed message: it does not pass here.
+        if length != canonical.len() {
+            return Err(Failure::Fail("l= does not cover the whole body".into()));
         }
-        canonical.truncate(length);
     }
     let body_hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
     if body_hash.as_ref() != signature.body_hash.as_slice() {
@@ -470,6 +485,16 @@ mod tests {
             verify(&message, &signature, "v=DKIM1; p=%%%", 0),
             Err(Failure::PermError(_))
         ));
+    }
+
+    #[test]
+    fn a_signature_below_other_fields_verifies() {
+        let key = ed25519();
+        let message = signed(&key, MESSAGE);
+        let mut relayed = b"Received: from a by b; Sun, 6 Dec 2026 10:00:00 +0000\r\n".to_vec();
+        relayed.extend_from_slice(&message);
+        let signature = signatures(&relayed)[0].clone().unwrap();
+        assert_eq!(verify(&relayed, &signature, &key.dns_record(), 0), Ok(()));
     }
 
     #[test]
