@@ -348,6 +348,9 @@ pub struct RelayConfig {
     /// built-in ones: each names a class and a status prefix, a text to
     /// find in the reply (ignoring case), or both.
     pub bounce_rules: Vec<BounceRule>,
+    /// Local addresses outbound connections come from (egress sources),
+    /// picked by weight for each connection; none: the system picks.
+    pub sources: Vec<SourceConfig>,
     /// Seconds to wait for a TCP connection.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
@@ -550,6 +553,59 @@ pub struct DkimKeyConfig {
     /// The private key, PEM: PKCS#8 (RSA or Ed25519) or PKCS#1 (RSA), as
     /// `ringpost dkim keygen` writes it.
     pub key: PathBuf,
+}
+
+/// One egress source (`[[relay.sources]]`): a local address outbound
+/// connections are bound to, with its own EHLO name, weight and daily
+/// limits (an IP warm-up).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The local address (it must be one of this host's).
+    pub address: IpAddr,
+    /// The name said in EHLO from it (its PTR name); default: `hostname`.
+    #[serde(default)]
+    pub ehlo: Option<String>,
+    /// Its share of connections, against the other sources' weights.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Most messages a day (UTC) once warmed up; 0: no limit.
+    #[serde(default)]
+    pub daily_limit: u64,
+    /// Warm-up: the daily limits of its first days, from `warmup_start`
+    /// on (e.g. `[500, 1000, 2000, 5000]`); after them, `daily_limit`.
+    #[serde(default)]
+    pub warmup: Vec<u64>,
+    /// The first day of the warm-up, `YYYY-MM-DD` (UTC).
+    #[serde(default)]
+    pub warmup_start: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl SourceConfig {
+    /// Its limit on `day` (days since the Unix epoch, UTC); None: none.
+    pub fn limit_on(&self, day: u64) -> Option<u64> {
+        let start = self.warmup_start.as_deref().and_then(day_number);
+        if let Some(start) = start {
+            if day < start {
+                return self.warmup.first().copied();
+            }
+            if let Some(&limit) = self.warmup.get((day - start) as usize) {
+                return Some(limit);
+            }
+        }
+        (self.daily_limit > 0).then_some(self.daily_limit)
+    }
+}
+
+/// `YYYY-MM-DD` as days since the Unix epoch.
+fn day_number(date: &str) -> Option<u64> {
+    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    u64::try_from((date - epoch).num_days()).ok()
 }
 
 /// SPF (RFC 7208), DKIM (RFC 6376) and DMARC (RFC 7489) for mail from
@@ -767,6 +823,7 @@ impl Default for RelayConfig {
             ca_file: None,
             tls_policy: BTreeMap::new(),
             bounce_rules: Vec::new(),
+            sources: Vec::new(),
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,
@@ -936,6 +993,64 @@ impl Config {
             );
         }
         let r = &self.relay;
+        for (n, source) in r.sources.iter().enumerate() {
+            if source.address.is_unspecified() || source.address.is_multicast() {
+                return invalid(
+                    "relay.sources",
+                    format!("source {n}: {} is not a local address", source.address),
+                );
+            }
+            if r.sources[..n]
+                .iter()
+                .any(|other| other.address == source.address)
+            {
+                return invalid(
+                    "relay.sources",
+                    format!("{} is given twice", source.address),
+                );
+            }
+            if source.weight == 0 {
+                return invalid(
+                    "relay.sources",
+                    format!("{}: weight must be at least 1", source.address),
+                );
+            }
+            if source.warmup.contains(&0) {
+                return invalid(
+                    "relay.sources",
+                    format!("{}: a warm-up day's limit is at least 1", source.address),
+                );
+            }
+            match (&source.warmup_start, source.warmup.is_empty()) {
+                (Some(date), _) if day_number(date).is_none() => {
+                    return invalid(
+                        "relay.sources",
+                        format!(
+                            "{}: warmup_start `{date}` is not YYYY-MM-DD",
+                            source.address
+                        ),
+                    );
+                }
+                (None, false) => {
+                    return invalid(
+                        "relay.sources",
+                        format!("{}: a warmup needs its warmup_start", source.address),
+                    );
+                }
+                _ => {}
+            }
+            if source.ehlo.as_deref().is_some_and(|name| {
+                name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            }) {
+                return invalid(
+                    "relay.sources",
+                    format!("{}: ehlo must be a host name", source.address),
+                );
+            }
+        }
         if r.max_connections_per_destination == 0
             || r.max_connections_per_shard == 0
             || r.max_messages_per_connection == 0

@@ -224,6 +224,7 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(relay.starttls);
     fixed!(relay.ca_file);
     fixed!(relay.use_chunking);
+    fixed!(relay.sources);
     fixed!(admin.inject_max_request_bytes);
     fixed!(inbound_auth.enabled);
     (new, kept)

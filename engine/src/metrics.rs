@@ -495,6 +495,7 @@ pub struct Pop3Metrics {
 struct RelayFamilies {
     recipients: Family<Labels, Counter>,
     refusals: Family<Labels, Counter>,
+    sources: Family<Labels, Counter>,
     transactions: Family<Labels, Counter>,
     dsns: Family<Labels, Counter>,
     suppressions_added: Family<Labels, Counter>,
@@ -516,6 +517,7 @@ impl RelayFamilies {
         RelayFamilies {
             recipients: Family::default(),
             refusals: Family::default(),
+            sources: Family::default(),
             transactions: Family::default(),
             dsns: Family::default(),
             suppressions_added: Family::default(),
@@ -573,6 +575,8 @@ pub struct RelayMetrics {
     pub messages_per_connection: Histogram,
     /// Refused recipients by result and bounce class (see [`RelayMetrics::refused`]).
     refusals: Family<Labels, Counter>,
+    /// Messages sent by egress source.
+    sources: Family<Labels, Counter>,
 }
 
 impl RelayMetrics {
@@ -584,6 +588,13 @@ impl RelayMetrics {
                 ("result", result.to_owned()),
                 ("class", class.to_owned()),
             ])
+            .inc();
+    }
+
+    /// Egress source `address` sent a message.
+    pub fn source_sent(&self, address: std::net::IpAddr) {
+        self.sources
+            .get_or_create(&vec![("source", address.to_string())])
             .inc();
     }
 }
@@ -816,6 +827,11 @@ impl Metrics {
             "relay_recipients",
             "Recipients by delivery attempt result (delivered, deferred, bounced)",
             r.recipients.clone(),
+        );
+        registry.register(
+            "relay_source_messages",
+            "Messages sent from each egress source (relay.sources)",
+            r.sources.clone(),
         );
         registry.register(
             "relay_refusals",
@@ -1071,6 +1087,7 @@ impl Metrics {
             delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
             messages_per_connection: r.messages_per_connection.get_or_create(&labels).clone(),
             refusals: r.refusals.clone(),
+            sources: r.sources.clone(),
         }
     }
 

@@ -191,6 +191,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map_err(StartError::Dkim)?
             .map(Arc::new),
         maillog: maillog.clone(),
+        egress: crate::relay::egress::Egress::new(&config.relay.sources).map(Arc::new),
     };
     if let Some(store) = &certificates {
         metrics.security().certificates(&store.current().expiries());
@@ -390,6 +391,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                             relay_metrics,
                             tls,
                             shared.maillog.clone(),
+                            shared.egress.clone(),
                         ));
                         glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
                         Some(relay)

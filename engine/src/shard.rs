@@ -116,6 +116,8 @@ pub(crate) struct SharedState {
     pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
     /// Where accepted messages and delivery attempts are logged.
     pub maillog: Arc<crate::maillog::MailLog>,
+    /// The relay's egress sources, if any (their daily counts are shared).
+    pub egress: Option<Arc<crate::relay::egress::Egress>>,
 }
 
 /// A shard's copy of the configuration in force, and the session

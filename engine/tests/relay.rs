@@ -1968,3 +1968,100 @@ fn connect_from_addr(from: &str, to: SocketAddr) -> std::net::TcpStream {
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
 }
+
+// -- egress sources ---------------------------------------------------------
+
+/// Outbound connections come from the configured sources, by weight, each
+/// saying its own EHLO name; a source at its warm-up limit sends no more
+/// that day, and mail waits rather than going out another way.
+#[test]
+fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
+    use ringpost_engine::config::SourceConfig;
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let source = |address: &str, weight: u32, ehlo: &str| SourceConfig {
+        address: address.parse().unwrap(),
+        ehlo: Some(ehlo.into()),
+        weight,
+        daily_limit: 0,
+        warmup: Vec::new(),
+        warmup_start: None,
+    };
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        // One message per connection: each picks its source.
+        c.relay.max_messages_per_connection = 1;
+        c.relay.sources = vec![
+            source("127.0.0.5", 3, "out1.test"),
+            source("127.0.0.6", 1, "out2.test"),
+        ];
+    });
+    for n in 0..40 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &[&format!("r{n}@dest.test")],
+            &message(n),
+        );
+    }
+    assert!(sinks[0].wait_for_messages(40, WAIT), "all delivered");
+    let received = sinks[0].messages();
+    let from = |ip: &str| {
+        received
+            .iter()
+            .filter(|m| m.client.ip().to_string() == ip)
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (from("127.0.0.5"), from("127.0.0.6"));
+    assert_eq!(first.len() + second.len(), 40, "only from the sources");
+    assert!(
+        (22..=38).contains(&first.len()),
+        "by weight 3:1: {} and {}",
+        first.len(),
+        second.len()
+    );
+    assert!(first.iter().all(|m| m.helo == "out1.test"));
+    assert!(second.iter().all(|m| m.helo == "out2.test"));
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_relay_source_messages_total{"),
+        "{metrics}"
+    );
+    server.shutdown();
+
+    // Warm-up: three messages today, then the rest waits for tomorrow.
+    let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_B));
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_messages_per_connection = 1;
+        c.relay.sources = vec![SourceConfig {
+            warmup: vec![3, 1000],
+            warmup_start: Some(today),
+            ..source("127.0.0.7", 1, "new.test")
+        }];
+    });
+    for n in 0..5 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &[&format!("w{n}@dest.test")],
+            &message(n),
+        );
+    }
+    assert!(sinks[0].wait_for_messages(3, WAIT));
+    wait_until("the other two to wait", || {
+        let waiting = entries_of(&server, "dest.test");
+        waiting.len() == 2
+            && waiting.iter().all(|e| {
+                e.last_error
+                    .as_deref()
+                    .is_some_and(|why| why.contains("daily limit"))
+            })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sinks[0].stats().messages, 3, "no more than the day's limit");
+    server.shutdown();
+}

@@ -195,6 +195,10 @@ async fn deliver_over(
             body,
             smtputf8,
         });
+        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
+            egress.sent(source, super::egress::today());
+            relay.metrics.source_sent(egress.address(source));
+        }
         let mut results = match connection.next_event(limits).await {
             ClientEvent::Finished(results) => results,
             ClientEvent::Failed(reply) => {
@@ -273,6 +277,29 @@ impl Refused {
     }
 }
 
+/// A TCP connection to `to` from the local address `from` (an egress
+/// source): bound, then connected on the executor's blocking pool (glommio
+/// connects only from the address the system picks).
+async fn connect_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.bind(&std::net::SocketAddr::new(from, 0).into())?;
+    let socket = glommio::executor()
+        .spawn_blocking(move || socket.connect_timeout(&to.into(), timeout).map(|()| socket))
+        .await?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: a connected TCP socket we own, handed over once.
+    Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// The socket, in the clear or inside TLS after STARTTLS.
 enum Stream {
     Plain(TcpStream),
@@ -321,6 +348,8 @@ impl Stream {
 /// A socket and the client session driven over it.
 struct Connection {
     stream: Stream,
+    /// The egress source it comes from (`relay.sources`), if any.
+    source: Option<usize>,
     /// The TLS version, once STARTTLS succeeded.
     tls_version: Option<&'static str>,
     session: ClientSession,
@@ -340,21 +369,44 @@ impl Connection {
     ) -> Result<Connection, Refused> {
         let limits = &relay.config().relay;
         let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
-        let stream = TcpStream::connect_timeout(target.addr, connect_timeout)
-            .await
-            .map_err(|e| {
-                Refused::Other(ServerReply::local(
-                    421,
-                    "4.4.1",
-                    format!("cannot connect to {}: {e}", target.addr),
-                ))
-            })?;
+        // An egress source, by weight among those under their daily limit.
+        let source = match &relay.egress {
+            Some(egress) => match egress.pick(super::egress::today(), target.addr.ip(), relay.random_unit()) {
+                Some(source) => Some((source, egress.address(source))),
+                None => {
+                    return Err(Refused::Other(ServerReply::local(
+                        421,
+                        "4.7.0",
+                        "every egress source has reached its daily limit (relay.sources); trying again later".to_owned(),
+                    )))
+                }
+            },
+            None => None,
+        };
+        let connected = match source {
+            Some((_, from)) => connect_from(from, target.addr, connect_timeout).await,
+            None => TcpStream::connect_timeout(target.addr, connect_timeout)
+                .await
+                .map_err(std::io::Error::from),
+        };
+        let stream = connected.map_err(|e| {
+            Refused::Other(ServerReply::local(
+                421,
+                "4.4.1",
+                format!("cannot connect to {}: {e}", target.addr),
+            ))
+        })?;
         let _ = stream.set_nodelay(true);
+        let (client_tls, client_plain) = match source {
+            Some((i, _)) => relay.source_clients[i].clone(),
+            None => (relay.client.clone(), relay.client_plain.clone()),
+        };
         let client = match (policy, &relay.tls) {
-            (TlsPolicy::None, _) | (_, None) => relay.client_plain.clone(),
-            _ => relay.client.clone(),
+            (TlsPolicy::None, _) | (_, None) => client_plain,
+            _ => client_tls,
         };
         let mut connection = Connection {
+            source: source.map(|(i, _)| i),
             stream: Stream::Plain(stream),
             tls_version: None,
             session: ClientSession::new(client),

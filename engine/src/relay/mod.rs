@@ -23,6 +23,7 @@
 
 pub(crate) mod bounce;
 pub(crate) mod deliver;
+pub mod egress;
 pub(crate) mod queue;
 pub mod resolver;
 pub mod route;

@@ -109,6 +109,10 @@ pub(crate) struct Relay {
     pub maillog: Arc<MailLog>,
     /// Each recipient's outcome for the webhook, when one is configured.
     events: Option<EventSpool>,
+    /// The egress sources connections come from, if any.
+    pub egress: Option<Arc<super::egress::Egress>>,
+    /// Per source: its client settings with STARTTLS, and without.
+    pub source_clients: Vec<(Arc<ClientConfig>, Arc<ClientConfig>)>,
     ids: RefCell<IdGenerator>,
     rng: Cell<u64>,
     state: RefCell<State>,
@@ -195,6 +199,7 @@ impl Relay {
         metrics: RelayMetrics,
         tls: Option<super::tls::TlsClients>,
         maillog: Arc<MailLog>,
+        egress: Option<Arc<super::egress::Egress>>,
     ) -> Relay {
         let config = live.get();
         let client_plain = ClientConfig {
@@ -212,7 +217,26 @@ impl Relay {
             .url
             .is_some()
             .then(|| EventSpool::new(crate::events::source::relay(shard)));
+        // Each egress source says its own name in EHLO.
+        let source_clients = egress.as_ref().map_or_else(Vec::new, |egress| {
+            (0..egress.len())
+                .map(|i| {
+                    let hostname = egress.ehlo(i).unwrap_or(&config.hostname).to_owned();
+                    let plain = ClientConfig {
+                        hostname,
+                        ..client_plain.clone()
+                    };
+                    let tls = ClientConfig {
+                        try_starttls: tls.is_some(),
+                        ..plain.clone()
+                    };
+                    (Arc::new(tls), Arc::new(plain))
+                })
+                .collect()
+        });
         Relay {
+            egress,
+            source_clients,
             events,
             client_plain: Arc::new(client_plain),
             tls,
@@ -925,7 +949,7 @@ impl Relay {
     }
 
     /// A number in [0, 1) from a per-shard xorshift generator.
-    fn random_unit(&self) -> f64 {
+    pub(crate) fn random_unit(&self) -> f64 {
         let mut x = self.rng.get();
         x ^= x << 13;
         x ^= x >> 7;

@@ -105,7 +105,8 @@ pub(crate) async fn serve(conn: Connection, worker: Rc<Worker>) {
                 Event::NeedMore => break,
                 Event::Quit => round.close = true,
                 Event::Message => {
-                    end_of_data(&worker, &session, &mut dice, &mut out, &mut round).await;
+                    let peer = conn.peer;
+                    end_of_data(&worker, &session, peer, &mut dice, &mut out, &mut round).await;
                 }
             }
         }
@@ -119,6 +120,7 @@ pub(crate) async fn serve(conn: Connection, worker: Rc<Worker>) {
 async fn end_of_data(
     worker: &Worker,
     session: &Session,
+    peer: std::net::SocketAddr,
     dice: &mut Dice,
     out: &mut Vec<u8>,
     round: &mut Round,
@@ -141,7 +143,7 @@ async fn end_of_data(
                 let msg = session.message();
                 let res = shared
                     .recorder
-                    .record(n, &msg, &mut worker.id_lines.borrow_mut());
+                    .record(n, &msg, peer, &mut worker.id_lines.borrow_mut());
                 if let Err(e) = res {
                     worker.record_failed(&e);
                 }

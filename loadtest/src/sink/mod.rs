@@ -102,6 +102,10 @@ impl Default for SinkConfig {
 /// An accepted message as [`SinkHandle::messages`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
+    /// The client's address (the relay's source address).
+    pub client: std::net::SocketAddr,
+    /// The name the client gave with EHLO or HELO.
+    pub helo: String,
     /// Reverse path without angle brackets ("" for the null sender).
     pub mail_from: String,
     /// Accepted recipients, in RCPT order, without angle brackets.

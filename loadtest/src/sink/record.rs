@@ -62,9 +62,17 @@ impl Recorder {
     /// Records accepted message number `n`: keeps it, dumps it, and appends
     /// its id line to `id_lines` (the caller's thread buffer, written by
     /// [`flush_ids`](Self::flush_ids)).
-    pub fn record(&self, n: u64, msg: &MessageRef<'_>, id_lines: &mut Vec<u8>) -> io::Result<()> {
+    pub fn record(
+        &self,
+        n: u64,
+        msg: &MessageRef<'_>,
+        client: std::net::SocketAddr,
+        id_lines: &mut Vec<u8>,
+    ) -> io::Result<()> {
         if n <= self.keep as u64 {
             let kept = ReceivedMessage {
+                client,
+                helo: msg.helo.to_owned(),
                 mail_from: msg.mail_from.to_owned(),
                 recipients: msg.recipients.to_vec(),
                 data: msg.data.to_vec(),
@@ -204,7 +212,8 @@ mod tests {
         };
         let mut ids = Vec::new();
         for (n, data) in [(2, &b"Message-ID: <2>\r\n\r\n"[..]), (1, b"x"), (3, b"y")] {
-            rec.record(n, &msg(data), &mut ids).unwrap();
+            rec.record(n, &msg(data), "127.0.0.1:1".parse().unwrap(), &mut ids)
+                .unwrap();
         }
         rec.flush_ids(&mut ids).unwrap();
         assert!(ids.is_empty());

@@ -392,6 +392,8 @@ pub(crate) struct Connection {
     // number that was already reused.
     _registration: Registration,
     pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
 }
 
 struct Registration {
@@ -454,7 +456,7 @@ async fn accept_loop(listener: &TcpListener, worker: &Rc<Worker>) {
             return;
         }
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let id = worker.next_id.get();
                 worker.next_id.set(id + 1);
                 worker.live.borrow_mut().insert(id, stream.as_raw_fd());
@@ -464,6 +466,7 @@ async fn accept_loop(listener: &TcpListener, worker: &Rc<Worker>) {
                         id,
                     },
                     stream,
+                    peer,
                 };
                 tokio_uring::spawn(conn::serve(conn, worker.clone()));
             }

@@ -1,0 +1,190 @@
+//! Egress sources (`relay.sources`): the local addresses outbound
+//! connections come from, each with its own EHLO name. A connection picks
+//! one by weight among those still under their daily limit (the warm-up
+//! schedule of a new IP, or a plain cap); when every source has reached
+//! its limit, delivery waits (the entries are deferred) until the next UTC
+//! day. Counts are per day, shared by every shard through atomics: one
+//! add per message.
+
+use crate::config::SourceConfig;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The sources, shared by all shards' relays.
+#[derive(Debug)]
+pub struct Egress {
+    sources: Vec<Source>,
+}
+
+#[derive(Debug)]
+struct Source {
+    config: SourceConfig,
+    /// Day number (high 24 bits) ‖ messages sent that day (low 40 bits).
+    sent: AtomicU64,
+}
+
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+impl Egress {
+    /// The sources `config` lists; None when it lists none.
+    pub fn new(sources: &[SourceConfig]) -> Option<Egress> {
+        (!sources.is_empty()).then(|| Egress {
+            sources: sources
+                .iter()
+                .map(|config| Source {
+                    config: config.clone(),
+                    sent: AtomicU64::new(0),
+                })
+                .collect(),
+        })
+    }
+
+    /// How many sources there are.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// Source `index`'s address.
+    pub fn address(&self, index: usize) -> IpAddr {
+        self.sources[index].config.address
+    }
+
+    /// The EHLO name of source `index`, if it has its own.
+    pub fn ehlo(&self, index: usize) -> Option<&str> {
+        self.sources[index].config.ehlo.as_deref()
+    }
+
+    /// A source for a new connection on `day` (days since the epoch, UTC),
+    /// by weight among those under their limit and of the family of the
+    /// destination `to`; `unit` in [0, 1) picks. None: all are at their
+    /// limit (or none can reach `to`).
+    pub fn pick(&self, day: u64, to: IpAddr, unit: f64) -> Option<usize> {
+        let open: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].config.address.is_ipv4() == to.is_ipv4())
+            .filter(|&i| self.room(i, day))
+            .collect();
+        let total: u64 = open
+            .iter()
+            .map(|&i| u64::from(self.sources[i].config.weight))
+            .sum();
+        let mut point = (unit * total as f64) as u64;
+        for i in open {
+            let weight = u64::from(self.sources[i].config.weight);
+            if point < weight {
+                return Some(i);
+            }
+            point -= weight;
+        }
+        None
+    }
+
+    /// Whether source `index` may send one more message on `day`.
+    pub fn room(&self, index: usize, day: u64) -> bool {
+        let source = &self.sources[index];
+        match source.config.limit_on(day) {
+            None => true,
+            Some(limit) => sent_on(source.sent.load(Ordering::Relaxed), day) < limit,
+        }
+    }
+
+    /// Source `index` sent a message on `day`.
+    pub fn sent(&self, index: usize, day: u64) {
+        let source = &self.sources[index];
+        let _ = source
+            .sent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                let count = sent_on(packed, day);
+                Some((day << COUNT_BITS) | (count + 1).min(COUNT_MASK))
+            });
+    }
+
+    /// Messages source `index` sent on `day`.
+    pub fn sent_today(&self, index: usize, day: u64) -> u64 {
+        sent_on(self.sources[index].sent.load(Ordering::Relaxed), day)
+    }
+}
+
+/// The count a packed value holds for `day` (0 when it is another day's).
+fn sent_on(packed: u64, day: u64) -> u64 {
+    match packed >> COUNT_BITS == day {
+        true => packed & COUNT_MASK,
+        false => 0,
+    }
+}
+
+/// Today, in days since the Unix epoch (UTC).
+pub fn today() -> u64 {
+    crate::intake::unix_micros() / 86_400_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(address: &str, weight: u32, warmup: &[u64], start: Option<&str>) -> SourceConfig {
+        SourceConfig {
+            address: address.parse().unwrap(),
+            ehlo: None,
+            weight,
+            daily_limit: 0,
+            warmup: warmup.to_vec(),
+            warmup_start: start.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn picks_by_weight_and_family() {
+        let egress = Egress::new(&[
+            source("192.0.2.1", 3, &[], None),
+            source("192.0.2.2", 1, &[], None),
+            source("2001:db8::1", 1, &[], None),
+        ])
+        .unwrap();
+        let v4: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut counts = [0; 3];
+        for k in 0..400 {
+            counts[egress.pick(0, v4, f64::from(k) / 400.0).unwrap()] += 1;
+        }
+        assert_eq!(counts, [300, 100, 0]);
+        assert_eq!(egress.pick(0, "2001:db8::9".parse().unwrap(), 0.5), Some(2));
+    }
+
+    #[test]
+    fn warmup_limits_per_day_then_the_daily_limit() {
+        // 2026-12-01 is day 20788.
+        let mut config = source("192.0.2.1", 1, &[2, 5], Some("2026-12-01"));
+        config.daily_limit = 10;
+        assert_eq!(config.limit_on(20_788), Some(2));
+        assert_eq!(config.limit_on(20_789), Some(5));
+        assert_eq!(config.limit_on(20_790), Some(10));
+        assert_eq!(
+            config.limit_on(20_000),
+            Some(2),
+            "before the start: the first day's"
+        );
+        let egress =
+            Egress::new(&[config, source("192.0.2.2", 1, &[1], Some("2026-12-01"))]).unwrap();
+        let to: IpAddr = "198.51.100.1".parse().unwrap();
+        egress.sent(0, 20_788);
+        egress.sent(0, 20_788);
+        egress.sent(1, 20_788);
+        assert_eq!(
+            egress.pick(20_788, to, 0.0),
+            None,
+            "both at their limit today"
+        );
+        assert_eq!(
+            egress.pick(20_789, to, 0.0),
+            Some(0),
+            "a new day, new counts"
+        );
+        assert_eq!(egress.sent_today(0, 20_788), 2);
+        assert_eq!(egress.sent_today(0, 20_789), 0);
+    }
+}
