@@ -100,6 +100,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The server's `/metrics` text.
+fn metrics_of(server: &RunningServer) -> String {
+    common::http_get(server.metrics_addr().unwrap(), "/metrics")
+}
+
 fn spool_messages(server: &RunningServer) -> u64 {
     spool::stats(&*server.store()).unwrap().messages
 }
@@ -167,7 +172,7 @@ fn secondary_mx_takes_over_when_primary_is_down() {
     assert_eq!(m.mail_from, "a@origin.test");
     assert_eq!(m.recipients, vec!["b@dest.test"]);
     wait_until("the spool to empty", || spool_messages(&server) == 0);
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("ringpost_relay_connection_failures_total"),
         "{metrics}"
@@ -261,7 +266,7 @@ fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
         human.contains("In short: the address does not exist"),
         "the refusal classified for a person: {human}"
     );
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains(
             "ringpost_relay_refusals_total{result=\"bounced\",class=\"invalid_recipient\"} 1"
@@ -333,7 +338,7 @@ fn a_hard_bounce_suppresses_the_address_for_its_sender_domain() {
         listed[0]["expires"].as_u64().is_some(),
         "ttl_days: {listed}"
     );
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("ringpost_smtp_recipients_rejected_total{service=\"smtp\",reason=\"suppressed\",code=\"550\"} 1"),
         "{metrics}"
@@ -460,7 +465,7 @@ fn null_mx_and_nxdomain_bounce_with_their_codes() {
     assert!(about("x@nullmx.test").contains("Status: 5.1.10"));
     assert!(about("y@gone.test").contains("Status: 5.1.2"));
     // The lookups are counted by how they ended.
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     for result in ["null_mx", "nxdomain", "ok"] {
         assert!(
             metrics.lines().any(|l| l.starts_with(&format!(
@@ -915,13 +920,13 @@ fn a_hold_outlives_a_restart_and_release_delivers() {
     assert_eq!(sinks[0].stats().messages, 0, "held mail is not delivered");
     let stats = admin_api(&server, "GET", "/api/v1/queue/stats", "");
     assert_eq!(stats["domains"]["dead.test"]["held"], 1, "{stats}");
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("\nringpost_relay_queue_held 1\n"),
         "{metrics}"
     );
     assert_eq!(queue_action(&server, "release", r#"{"state":"held"}"#), 1);
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("\nringpost_relay_queue_held 0\n"),
         "{metrics}"
@@ -1409,7 +1414,7 @@ fn injected_messages_are_delivered_byte_correct() {
         assert!(message_id.ends_with("@mx.test>"), "{message_id}");
     }
     wait_until("the spool to empty", || spool_messages(&server) == 0);
-    let log = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let log = metrics_of(&server);
     assert!(
         log.contains("ringpost_inject_messages_total 3"),
         "metrics count them"
@@ -1721,9 +1726,9 @@ fn delivery_events_reach_a_webhook_that_recovers_in_order() {
         hook.events().len()
     );
     wait_until("the posted events to be counted", || {
-        common::http_get(server.metrics_addr().unwrap(), "/metrics").contains(&posted)
+        metrics_of(&server).contains(&posted)
     });
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("ringpost_webhook_posts_total{result=\"failed\"} 2"),
         "{metrics}"
@@ -1815,8 +1820,7 @@ fn an_event_the_endpoint_refuses_does_not_block_the_rest() {
         "its reception was dropped"
     );
     wait_until("the drop to be counted", || {
-        common::http_get(server.metrics_addr().unwrap(), "/metrics")
-            .contains("ringpost_webhook_events_dropped_total 1")
+        metrics_of(&server).contains("ringpost_webhook_events_dropped_total 1")
     });
     server.shutdown();
 }
@@ -1921,7 +1925,7 @@ fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
         bounce.contains("\tsmtp.helo=client.test;\r\n"),
         "the null sender is checked by its HELO: {bounce}"
     );
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("ringpost_spf_results_total{result=\"fail\"} 1"),
         "{metrics}"
@@ -2023,7 +2027,7 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
     );
     assert!(first.iter().all(|m| m.helo == "out1.test"));
     assert!(second.iter().all(|m| m.helo == "out2.test"));
-    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let metrics = metrics_of(&server);
     assert!(
         metrics.contains("ringpost_relay_source_messages_total{"),
         "{metrics}"
