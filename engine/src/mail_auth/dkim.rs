@@ -24,6 +24,7 @@ pub struct Verdict {
 /// Verify the signatures of `message` at `now` (Unix seconds).
 pub async fn check(dns: &impl Dns, message: &[u8], now: u64) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
+    let hashes = verify::BodyHashes::default();
     for parsed in verify::signatures(message) {
         let signature = match parsed {
             Ok(signature) => signature,
@@ -66,11 +67,13 @@ pub async fn check(dns: &impl Dns, message: &[u8], now: u64) -> Vec<Verdict> {
             verdicts.push(verdict("permerror", format!("no key record at {key_name}")));
             continue;
         };
-        verdicts.push(match verify::verify(message, &signature, key, now) {
-            Ok(()) => verdict("pass", format!("good signature of {}", signature.domain)),
-            Err(Failure::Fail(why)) => verdict("fail", why),
-            Err(Failure::PermError(why)) => verdict("permerror", why),
-        });
+        verdicts.push(
+            match verify::verify_with(message, &signature, key, now, &hashes) {
+                Ok(()) => verdict("pass", format!("good signature of {}", signature.domain)),
+                Err(Failure::Fail(why)) => verdict("fail", why),
+                Err(Failure::PermError(why)) => verdict("permerror", why),
+            },
+        );
     }
     verdicts
 }

@@ -193,6 +193,50 @@ fn parse_signature(field: &Field<'_>, index: usize) -> Result<Signature, String>
 /// Check `signature` of `message` with the key record `key` (the TXT at
 /// [`Signature::key_name`]) at `now` (Unix seconds).
 pub fn verify(message: &[u8], signature: &Signature, key: &str, now: u64) -> Result<(), Failure> {
+    verify_with(message, signature, key, now, &BodyHashes::default())
+}
+
+/// The body's SHA-256 and length under each canonicalization, computed
+/// once for all the signatures of one message, without a copy of the body.
+#[derive(Debug, Default)]
+pub struct BodyHashes {
+    simple: std::cell::OnceCell<(Vec<u8>, usize)>,
+    relaxed: std::cell::OnceCell<(Vec<u8>, usize)>,
+}
+
+impl BodyHashes {
+    fn get(&self, message: &[u8], canon: Canon) -> (&[u8], usize) {
+        let (_, body_start) = header_fields(message);
+        let body = &message[body_start.min(message.len())..];
+        let cell = match canon {
+            Canon::Simple => &self.simple,
+            Canon::Relaxed => &self.relaxed,
+        };
+        let (digest, length) = cell.get_or_init(|| {
+            let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut length = 0;
+            let mut feed = |piece: &[u8]| {
+                hash.update(piece);
+                length += piece.len();
+            };
+            match canon {
+                Canon::Relaxed => relaxed_body_into(body, feed),
+                Canon::Simple => simple_body_into(body, &mut feed),
+            }
+            (hash.finish().as_ref().to_vec(), length)
+        });
+        (digest, *length)
+    }
+}
+
+/// [`verify`], with the body hashes of other signatures of the message.
+pub fn verify_with(
+    message: &[u8],
+    signature: &Signature,
+    key: &str,
+    now: u64,
+    hashes: &BodyHashes,
+) -> Result<(), Failure> {
     if signature.expires.is_some_and(|x| x < now) {
         return Err(Failure::Fail("the signature has expired".into()));
     }
@@ -236,22 +280,16 @@ pub fn verify(message: &[u8], signature: &Signature, key: &str, now: u64) -> Res
         return Err(Failure::PermError("the key does not allow sha256".into()));
     }
 
-    let (fields, body_start) = header_fields(message);
-    let body = &message[body_start.min(message.len())..];
-    let mut canonical = Vec::with_capacity(body.len());
-    match signature.body_canon {
-        Canon::Relaxed => relaxed_body_into(body, |piece| canonical.extend_from_slice(piece)),
-        Canon::Simple => simple_body_into(body, &mut canonical),
-    }
-    if let Some(length) = signature.body_length {
+    let (fields, _) = header_fields(message);
+    let (body_hash, length) = hashes.get(message, signature.body_canon);
+    if let Some(signed) = signature.body_length {
         // A signature that leaves part of the body unsigned lets anyone
         // append to a signed message: it does not pass here.
-        if length != canonical.len() {
+        if signed != length {
             return Err(Failure::Fail("l= does not cover the whole body".into()));
         }
     }
-    let body_hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
-    if body_hash.as_ref() != signature.body_hash.as_slice() {
+    if body_hash != signature.body_hash.as_slice() {
         return Err(Failure::Fail("the body hash does not match".into()));
     }
 
@@ -349,24 +387,21 @@ fn remove_b_value(raw: &[u8]) -> Vec<u8> {
 }
 
 /// Simple body canonicalization (RFC 6376 §3.4.3): empty lines at the end
-/// dropped, CRLF at the end; an empty body is one CRLF.
-fn simple_body_into(body: &[u8], out: &mut Vec<u8>) {
+/// dropped, CRLF at the end; an empty body is one CRLF. The canonical body
+/// goes to `emit` (the body itself and at most a final CRLF: no copy).
+fn simple_body_into(body: &[u8], emit: &mut impl FnMut(&[u8])) {
     let mut end = body.len();
-    loop {
-        if body[..end].ends_with(b"\r\n\r\n") {
-            end -= 2;
-        } else {
-            break;
-        }
+    while body[..end].ends_with(b"\r\n\r\n") {
+        end -= 2;
     }
     let body = &body[..end];
     if body == b"\r\n" || body.is_empty() {
-        out.extend_from_slice(b"\r\n");
+        emit(b"\r\n");
         return;
     }
-    out.extend_from_slice(body);
+    emit(body);
     if !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+        emit(b"\r\n");
     }
 }
 
@@ -542,12 +577,14 @@ mod tests {
 
     #[test]
     fn simple_body_and_b_removal() {
-        let mut out = Vec::new();
-        simple_body_into(b"a\r\n\r\n\r\n", &mut out);
-        assert_eq!(out, b"a\r\n");
-        out.clear();
-        simple_body_into(b"", &mut out);
-        assert_eq!(out, b"\r\n");
+        let simple = |body: &[u8]| {
+            let mut out = Vec::new();
+            simple_body_into(body, &mut |piece: &[u8]| out.extend_from_slice(piece));
+            out
+        };
+        assert_eq!(simple(b"a\r\n\r\n\r\n"), b"a\r\n");
+        assert_eq!(simple(b""), b"\r\n");
+        assert_eq!(simple(b"a"), b"a\r\n");
         assert_eq!(
             remove_b_value(b"DKIM-Signature: a=1; b=abc\r\n\tdef; bh=xyz\r\n"),
             b"DKIM-Signature: a=1; b=; bh=xyz\r\n"
