@@ -659,6 +659,10 @@ pub struct WebhookConfig {
     /// Longest pause between retries of a failed POST, seconds (they
     /// start at one and double).
     pub retry_max_secs: u64,
+    /// Events older than this many hours are dropped unposted (logged and
+    /// counted): while the endpoint is down, the backlog on disk is bounded
+    /// by this much traffic.
+    pub max_event_age_hours: u64,
 }
 
 impl Default for WebhookConfig {
@@ -669,6 +673,7 @@ impl Default for WebhookConfig {
             batch_size: 100,
             timeout_secs: 10,
             retry_max_secs: 300,
+            max_event_age_hours: 72,
         }
     }
 }
@@ -952,6 +957,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.webhook.batch_size) {
             return invalid("webhook.batch_size", "must be 1 to 10000");
+        }
+        if self.webhook.max_event_age_hours == 0 {
+            return invalid("webhook.max_event_age_hours", "must be at least 1");
         }
         if self.webhook.timeout_secs == 0 || self.webhook.retry_max_secs == 0 {
             return invalid(

@@ -405,7 +405,7 @@ impl WebhookMetrics {
         );
         registry.register(
             "webhook_events_dropped",
-            "Delivery events dropped because the endpoint refused them for good (a 4xx for that event alone)",
+            "Delivery events dropped unposted: refused for good by the endpoint (a 4xx for that event alone), or older than webhook.max_event_age_hours",
             self.dropped.clone(),
         );
         registry.register(

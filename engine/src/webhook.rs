@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Old events dropped per round (`webhook.max_event_age_hours`).
+const MAX_DROPPED: usize = 10_000;
+
 /// How often an idle poster looks for new events.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -132,8 +135,16 @@ impl Poster {
             self.metrics.oldest_age(0.0);
             return Ok(0);
         };
-        let age = crate::intake::unix_micros().saturating_sub(events::key_micros(first));
+        let now = crate::intake::unix_micros();
+        let age = now.saturating_sub(events::key_micros(first));
         self.metrics.oldest_age(age as f64 / 1e6);
+        let max_age = self
+            .config
+            .max_event_age_hours
+            .saturating_mul(3_600_000_000);
+        if age > max_age {
+            return self.drop_older(now.saturating_sub(max_age)).await;
+        }
         let mut body =
             Vec::with_capacity(batch.iter().map(|(_, v)| v.len() + 1).sum::<usize>() + 2);
         body.push(b'[');
@@ -187,6 +198,33 @@ impl Poster {
         self.metrics.posted(batch.len());
         tracing::debug!(events = batch.len(), "webhook: events posted");
         Ok(batch.len())
+    }
+
+    /// Drop up to [`MAX_DROPPED`] events from before `cutoff` (unix µs):
+    /// they waited longer than `webhook.max_event_age_hours`.
+    async fn drop_older(&self, cutoff: u64) -> Result<usize, Failed> {
+        let old = events::oldest(&*self.store, MAX_DROPPED)
+            .map_err(|e| Failed::Retry(format!("cannot read events: {e}")))?;
+        let mut done = WriteBatch::new();
+        let mut dropped = 0;
+        for (key, _) in old
+            .iter()
+            .take_while(|(key, _)| events::key_micros(key) < cutoff)
+        {
+            events::delete(&mut done, key);
+            dropped += 1;
+        }
+        self.commits
+            .commit(done)
+            .await
+            .map_err(|e| Failed::Retry(format!("cannot drop old events: {e}")))?;
+        self.metrics.dropped(dropped);
+        tracing::warn!(
+            events = dropped,
+            max_age_hours = self.config.max_event_age_hours,
+            "webhook: events older than the limit dropped unposted"
+        );
+        Ok(dropped)
     }
 
     /// One POST of `body` to `url`; Ok on a 2xx answer.

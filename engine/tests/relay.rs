@@ -1825,6 +1825,41 @@ fn an_event_the_endpoint_refuses_does_not_block_the_rest() {
     server.shutdown();
 }
 
+/// Events that waited longer than `webhook.max_event_age_hours` are
+/// dropped, counted, and do not hold back the newer ones.
+#[test]
+fn events_past_their_age_limit_are_dropped() {
+    use ringpost_loadtest::event_sink::EventSink;
+    let hook = EventSink::start("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let (server, _dir) = start_server(|c| {
+        with_admin(c);
+        c.webhook.url = Some(format!("http://{}/events", hook.addr()));
+        c.webhook.max_event_age_hours = 72;
+    });
+    // An event from four days ago, as if the endpoint had been down since.
+    let old = ringpost_engine::intake::unix_micros() - 96 * 3_600_000_000;
+    let mut batch = ringpost_storage::WriteBatch::new();
+    ringpost_storage::events::put(
+        &mut batch,
+        ringpost_storage::events::key(old, 7, 1),
+        br#"{"type":"reception","queue_id":"stale"}"#.to_vec(),
+    );
+    server.commit_handle().commit_blocking(batch).unwrap();
+    let fresh = send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test"],
+        &message(1),
+    );
+    let fresh = fresh.split_whitespace().last().unwrap().to_owned();
+    assert!(hook.wait_for(WAIT, |events| event_types(events, &fresh) == ["reception"]));
+    assert!(event_types(&hook.events(), "stale").is_empty());
+    wait_until("the drop to be counted", || {
+        metrics_of(&server).contains("ringpost_webhook_events_dropped_total 1")
+    });
+    server.shutdown();
+}
+
 // -- SPF on inbound mail ----------------------------------------------------
 
 /// Mail from the internet gets an SPF verdict in Authentication-Results;
