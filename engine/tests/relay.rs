@@ -1586,6 +1586,20 @@ fn injection_refuses_what_smtp_would_and_says_why() {
             .contains("no value for {{ x }}"),
         "{answer}"
     );
+
+    // A forged verdict in our name does not reach a local mailbox.
+    let (status, answer) = post(
+        &serde_json::json!({
+            "envelope_sender": "app@origin.test",
+            "recipients": ["ann@ours.test"],
+            "content": "Authentication-Results: mx.test; dmarc=pass\r\nFrom: app@origin.test\r\n\r\nhi\r\n"
+        })
+        .to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let id = spool::MessageId::from_hex(answer["queue_ids"][0].as_str().unwrap()).unwrap();
+    let body = spool::read_body(&*server.store(), &id).unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&body).contains("dmarc=pass"));
     server.shutdown();
 }
 
