@@ -45,6 +45,7 @@ mod conn;
 pub mod dkim;
 pub mod events;
 mod gather;
+pub mod http_client;
 mod imap;
 pub mod inject;
 pub mod intake;

@@ -13,10 +13,9 @@
 
 use crate::config::WebhookConfig;
 use crate::metrics::WebhookMetrics;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
 use ringpost_storage::{events, CommitHandle, Store, WriteBatch};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -230,16 +229,7 @@ impl Poster {
     /// One POST of `body` to `url`; Ok on a 2xx answer.
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), Failed> {
         let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().ok_or("the URL has no host")?.to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let authority = uri
-            .authority()
-            .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
+        let authority = uri.authority().map_or("", |a| a.as_str()).to_owned();
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(hyper::header::HOST, authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -250,13 +240,8 @@ impl Poster {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        let status = match https {
-            true => {
-                let tls = tls_connect(&host, tcp).await?;
-                send(TokioIo::new(tls), request).await?
-            }
-            false => send(TokioIo::new(tcp), request).await?,
-        };
+        let tls = crate::http_client::web_pki();
+        let (status, _) = crate::http_client::send(&uri, request, &tls, 64 * 1024).await?;
         let code = status.as_u16();
         match code {
             200..=299 => Ok(()),
@@ -285,48 +270,4 @@ impl From<&str> for Failed {
     fn from(why: &str) -> Failed {
         Failed::Retry(why.to_owned())
     }
-}
-
-/// Send `request` over `io` with hyper's HTTP/1.1 client; the answer's
-/// status, its body read and dropped.
-async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<hyper::StatusCode, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let answer = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("POST failed: {e}"))?;
-    let status = answer.status();
-    // Bounded by the caller's timeout; the body says nothing we need.
-    let _ = answer.into_body().collect().await;
-    driver.abort();
-    Ok(status)
-}
-
-/// TLS to `host` over `tcp`, its certificate checked against the webpki
-/// roots.
-async fn tls_connect(
-    host: &str,
-    tcp: tokio::net::TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|_| format!("`{host}` is not a TLS name"))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS with {host} failed: {e}"))
 }
