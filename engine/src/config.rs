@@ -348,6 +348,12 @@ pub struct RelayConfig {
     /// built-in ones: each names a class and a status prefix, a text to
     /// find in the reply (ignoring case), or both.
     pub bounce_rules: Vec<BounceRule>,
+    /// Honour destinations' MTA-STS policies (RFC 8461): with `mode:
+    /// enforce`, only the MX hosts they name, only over TLS with a
+    /// certificate valid for the host; failures defer.
+    pub mta_sts: bool,
+    /// The port policies are fetched from (443; for tests and proxies).
+    pub mta_sts_port: u16,
     /// Local addresses outbound connections come from (egress sources),
     /// picked by weight for each connection; none: the system picks.
     pub sources: Vec<SourceConfig>,
@@ -829,6 +835,8 @@ impl Default for RelayConfig {
             tls_policy: BTreeMap::new(),
             bounce_rules: Vec::new(),
             sources: Vec::new(),
+            mta_sts: true,
+            mta_sts_port: 443,
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,

@@ -44,12 +44,27 @@ pub async fn send(
     tls: &Arc<rustls::ClientConfig>,
     max_body: usize,
 ) -> Result<(StatusCode, Option<Bytes>), String> {
+    send_to(None, uri, request, tls, max_body).await
+}
+
+/// [`send`], connecting to `addr` when given (an address the caller looked
+/// up itself) rather than to what the system resolves the host to; TLS
+/// still checks the URL's host name.
+pub async fn send_to(
+    addr: Option<std::net::SocketAddr>,
+    uri: &Uri,
+    request: Request<Full<Bytes>>,
+    tls: &Arc<rustls::ClientConfig>,
+    max_body: usize,
+) -> Result<(StatusCode, Option<Bytes>), String> {
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let connected = match addr {
+        Some(addr) => tokio::net::TcpStream::connect(addr).await,
+        None => tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await,
+    };
+    let tcp = connected.map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     match https {
         true => {

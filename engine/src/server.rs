@@ -268,11 +268,20 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     // DNS for the relay and for SPF checks of inbound mail.
     let (resolver, resolver_thread) = if config.relay.enabled || config.inbound_auth.enabled {
+        let mta_sts = match config.relay.enabled && config.relay.mta_sts {
+            true => Some(resolver::MtaStsSetup {
+                tls: crate::relay::tls::client_config(&config.relay, true)
+                    .map_err(StartError::Tls)?,
+                port: config.relay.mta_sts_port,
+            }),
+            false => None,
+        };
         let started = resolver::start(ResolverConfig {
             nameservers: config.relay.nameservers.clone(),
             timeout: std::time::Duration::from_secs(config.relay.dns_timeout_secs),
             attempts: 2,
             cache_size: DNS_CACHE,
+            mta_sts,
         });
         match started {
             Ok((resolver, thread)) => (Some(resolver.with_metrics(metrics.dns())), Some(thread)),

@@ -2118,3 +2118,68 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
     assert_eq!(sinks[0].stats().messages, 3, "no more than the day's limit");
     server.shutdown();
 }
+
+// -- MTA-STS ----------------------------------------------------------------
+
+/// A destination with an MTA-STS policy in enforce mode gets its mail only
+/// at the MX hosts the policy names, over TLS with a valid certificate (an
+/// MX that offers no TLS is not used in the clear); one whose policy names
+/// none of its MX hosts waits.
+#[test]
+fn mta_sts_enforce_means_listed_hosts_over_verified_tls() {
+    use support::https::PolicyServer;
+    let mx = TlsMx::start("mx1.sts.test", TlsMode::Working);
+    let policy =
+        |mx: &str| format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n");
+    let (good, bad) = (policy("mx1.sts.test"), policy("elsewhere.test"));
+    let server_https = PolicyServer::start(
+        "127.0.0.8",
+        &[("mta-sts.sts.test", &good), ("mta-sts.wrong.test", &bad)],
+    );
+    let zone = [
+        TestRecord::mx("sts.test", 10, "mx1.sts.test"),
+        TestRecord::mx("wrong.test", 10, "mx1.sts.test"),
+        TestRecord::a("mx1.sts.test", Ipv4Addr::LOCALHOST),
+        TestRecord::txt("_mta-sts.sts.test", "v=STSv1; id=20261206"),
+        TestRecord::txt("_mta-sts.wrong.test", "v=STSv1; id=1"),
+        TestRecord::a("mta-sts.sts.test", Ipv4Addr::new(127, 0, 0, 8)),
+        TestRecord::a("mta-sts.wrong.test", Ipv4Addr::new(127, 0, 0, 8)),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", mx.cert_pem, server_https.cert_pem)).unwrap();
+    let (server, _data) = start_server(|c| {
+        relay_to(dns.addr(), mx.addr().port())(c);
+        c.relay.ca_file = Some(ca);
+        c.relay.mta_sts_port = server_https.addr().port();
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@sts.test"],
+        &message(1),
+    );
+    wait_until("delivery under the policy", || mx.received().len() == 1);
+    assert!(mx.received()[0].tls, "over TLS");
+
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["c@wrong.test"],
+        &message(2),
+    );
+    wait_until("a deferral", || {
+        entries_of(&server, "wrong.test").first().is_some_and(|e| {
+            e.last_error
+                .as_deref()
+                .is_some_and(|why| why.contains("MTA-STS"))
+        })
+    });
+    assert_eq!(
+        mx.received().len(),
+        1,
+        "nothing sent to an MX the policy does not name"
+    );
+    server.shutdown();
+}

@@ -29,6 +29,7 @@ fn resolver_at(server: SocketAddr, timeout: Duration) -> (Resolver, ResolverThre
         timeout,
         attempts: 1,
         cache_size: 256,
+        mta_sts: None,
     })
     .expect("resolver starts")
 }
@@ -284,6 +285,7 @@ fn many_lookups_run_concurrently() {
         timeout: Duration::from_secs(2),
         attempts: 4,
         cache_size: 256,
+        mta_sts: None,
     })
     .expect("resolver starts");
     let lookups = (0..200).map(|i| {

@@ -61,7 +61,8 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
     let Some(first) = relay.take_work(&domain) else {
         return;
     };
-    let targets = match relay.router().targets(&relay.resolver, &domain).await {
+    let router = relay.router();
+    let mut targets = match router.targets(&relay.resolver, &domain).await {
         Ok(targets) => targets,
         Err(why) => {
             tracing::info!(shard = relay.shard, %domain, status = why.status, reason = %why.text, "no route");
@@ -69,9 +70,38 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
             return;
         }
     };
+    let mut policy = relay.config().relay.tls_policy_for(&domain);
+    // MTA-STS applies to MX delivery, not to configured routes.
+    if relay.config().relay.mta_sts && !router.routes_statically(&domain) {
+        if let Some(sts) = relay.resolver.mta_sts(&domain).await {
+            match sts.mode {
+                super::mta_sts::Mode::Enforce => {
+                    targets.retain(|t| sts.matches(&t.host));
+                    if targets.is_empty() {
+                        let why = NoRoute {
+                            permanent: false,
+                            status: "4.7.5",
+                            text: format!(
+                                "the MTA-STS policy of {domain} names none of its MX hosts"
+                            ),
+                        };
+                        tracing::warn!(shard = relay.shard, %domain, "MTA-STS: no MX host matches the policy; deferred");
+                        fail_destination(&relay, &domain, first, &why, None);
+                        return;
+                    }
+                    policy = TlsPolicy::Verify;
+                }
+                super::mta_sts::Mode::Testing => {
+                    if let Some(t) = targets.iter().find(|t| !sts.matches(&t.host)) {
+                        tracing::warn!(shard = relay.shard, %domain, host = %t.host, "MTA-STS (testing): an MX host the policy does not name");
+                    }
+                }
+                super::mta_sts::Mode::None => {}
+            }
+        }
+    }
     let mut pending = Some(first);
     let mut last_failure = None;
-    let policy = relay.config().relay.tls_policy_for(&domain);
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
         let opened = match Connection::open(&relay, target, policy).await {

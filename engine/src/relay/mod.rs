@@ -24,6 +24,7 @@
 pub(crate) mod bounce;
 pub(crate) mod deliver;
 pub mod egress;
+pub mod mta_sts;
 pub(crate) mod queue;
 pub mod resolver;
 pub mod route;

@@ -37,6 +37,8 @@ use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use tokio::sync::Semaphore;
 
+use super::mta_sts::Policy;
+
 /// Most lookups running at once on the DNS thread; also the request channel's
 /// capacity. A caller past this waits for room instead of growing a queue.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -60,6 +62,9 @@ pub struct ResolverConfig {
     /// Records kept in the resolver's cache (positive and negative answers,
     /// each kept for its TTL).
     pub cache_size: usize,
+    /// MTA-STS policy fetches (RFC 8461), when on: the TLS settings of
+    /// the HTTPS client and the port (443; tests change it).
+    pub mta_sts: Option<MtaStsSetup>,
 }
 
 impl Default for ResolverConfig {
@@ -69,6 +74,7 @@ impl Default for ResolverConfig {
             timeout: Duration::from_secs(5),
             attempts: 2,
             cache_size: 4096,
+            mta_sts: None,
         }
     }
 }
@@ -85,6 +91,15 @@ pub struct MxHost {
     /// IPv4 addresses first, then IPv6, each in the order the server gave.
     /// Never empty.
     pub addrs: Vec<IpAddr>,
+}
+
+/// How the DNS thread fetches MTA-STS policies.
+#[derive(Debug, Clone)]
+pub struct MtaStsSetup {
+    /// Trust for `https://mta-sts.DOMAIN/`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The port of that server (443).
+    pub port: u16,
 }
 
 /// The answer to "where does mail for this domain go?".
@@ -132,6 +147,13 @@ enum Request {
         /// Where the answer goes (and whether it came from the answer
         /// cache); dropped unanswered if the thread stops.
         reply: oneshot::Sender<(MxLookup, bool)>,
+    },
+    /// A domain's MTA-STS policy.
+    MtaSts {
+        /// The domain, lowercase.
+        domain: String,
+        /// Where the policy goes (None: the domain has none we can use).
+        reply: oneshot::Sender<Option<Policy>>,
     },
     /// Plain records of one type (SPF's TXT, A, AAAA and MX lookups).
     Records {
@@ -241,6 +263,18 @@ impl Resolver {
         answer.await.unwrap_or_else(|_| (stopped(), false))
     }
 
+    /// `domain`'s MTA-STS policy (RFC 8461), from the cache or fetched;
+    /// None when it has none, it cannot be had, or MTA-STS is off.
+    pub async fn mta_sts(&self, domain: &str) -> Option<Policy> {
+        let (reply, answer) = oneshot::channel();
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.requests
+            .send_async(Request::MtaSts { domain, reply })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
     /// The `kind` records of `name` (any case, trailing dot allowed).
     pub async fn records(&self, name: &str, kind: RecordKind) -> Records {
         let name = match Name::from_ascii(name.trim_end_matches('.')) {
@@ -262,6 +296,111 @@ impl Resolver {
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
+}
+
+/// How long a policy fetch may take (RFC 8461 §3.3 suggests 60 s at most).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The MTA-STS state of the DNS thread: policies by domain, each with the
+/// id it was fetched under and until when it holds.
+struct StsState {
+    setup: MtaStsSetup,
+    policies: Mutex<std::collections::HashMap<String, (Policy, String, Instant)>>,
+    capacity: usize,
+}
+
+impl StsState {
+    fn policies(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<String, (Policy, String, Instant)>> {
+        self.policies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `domain`'s policy (RFC 8461 §3, §5): the cached one while its id is
+/// still the published one (or while nothing can be read of the record),
+/// else a fresh fetch, which falls back to the cached one when it fails.
+async fn discover(resolver: &TokioResolver, sts: &StsState, domain: String) -> Option<Policy> {
+    let name = Name::from_ascii(format!("_mta-sts.{domain}.")).ok()?;
+    let records = lookup_records(resolver, name, RecordKind::Txt).await;
+    let id = records.as_deref().ok().and_then(super::mta_sts::policy_id);
+    let now = Instant::now();
+    let cached = sts
+        .policies()
+        .get(&domain)
+        .filter(|(_, _, until)| *until > now)
+        .cloned();
+    match (&id, &cached) {
+        (Some(id), Some((policy, known, _))) if id == known => return Some(policy.clone()),
+        (None, Some((policy, _, _))) => return Some(policy.clone()),
+        (None, None) => return None,
+        _ => {}
+    }
+    let fetched = fetch_policy(resolver, &sts.setup, &domain);
+    match tokio::time::timeout(FETCH_TIMEOUT, fetched).await {
+        Ok(Ok(policy)) => {
+            let until = now + Duration::from_secs(policy.max_age);
+            let mut policies = sts.policies();
+            if policies.len() >= sts.capacity {
+                policies.retain(|_, (_, _, until)| *until > now);
+            }
+            if policies.len() < sts.capacity {
+                policies.insert(domain, (policy.clone(), id.unwrap_or_default(), until));
+            }
+            Some(policy)
+        }
+        failed => {
+            let why = match failed {
+                Ok(Err(why)) => why,
+                _ => "no answer in time".to_owned(),
+            };
+            tracing::info!(%domain, error = %why, "MTA-STS policy fetch failed");
+            cached.map(|(policy, _, _)| policy)
+        }
+    }
+}
+
+/// GET `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (RFC 8461 §3.3):
+/// a 200, no redirect, at most 64 KiB.
+async fn fetch_policy(
+    resolver: &TokioResolver,
+    setup: &MtaStsSetup,
+    domain: &str,
+) -> Result<Policy, String> {
+    let host = format!("mta-sts.{domain}");
+    // The policy host's address, from our resolver like every other name.
+    let name = Name::from_ascii(format!("{host}.")).map_err(|e| format!("{host}: {e}"))?;
+    let ip = match lookup_addrs(resolver, name).await.0 {
+        Addrs::Found(addrs) => addrs[0],
+        Addrs::None => return Err(format!("{host} has no address")),
+        Addrs::Temporary(why) => return Err(format!("{host}: {why}")),
+    };
+    let authority = match setup.port {
+        443 => host.clone(),
+        port => format!("{host}:{port}"),
+    };
+    let uri: hyper::Uri = format!("https://{authority}/.well-known/mta-sts.txt")
+        .parse()
+        .map_err(|e| format!("bad policy URL: {e}"))?;
+    let request = hyper::Request::get(uri.clone())
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "ringpost")
+        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let (status, body) = crate::http_client::send_to(
+        Some(SocketAddr::new(ip, setup.port)),
+        &uri,
+        request,
+        &setup.tls,
+        super::mta_sts::MAX_POLICY_BYTES,
+    )
+    .await?;
+    if status != hyper::StatusCode::OK {
+        return Err(format!("the policy server answered {status}"));
+    }
+    let body = body.ok_or("the policy is too large")?;
+    let text = std::str::from_utf8(&body).map_err(|_| "the policy is not UTF-8".to_owned())?;
+    super::mta_sts::parse_policy(text)
 }
 
 /// Look up the `kind` records of `name`.
@@ -451,13 +590,16 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
     };
     let deadline = lookup_deadline(&config, servers);
     let cache_size = config.cache_size;
+    let mta_sts = config.mta_sts.clone();
 
     let (requests, incoming) = flume::bounded(MAX_IN_FLIGHT);
     let (stop, stopped) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("ringpost-dns".into())
         .spawn(move || {
-            runtime.block_on(serve(resolver, incoming, stopped, deadline, cache_size));
+            runtime.block_on(serve(
+                resolver, incoming, stopped, deadline, cache_size, mta_sts,
+            ));
             // Dropping the runtime here cancels running lookups; their reply
             // senders drop with them, which callers see as TempFail.
         })?;
@@ -548,9 +690,17 @@ async fn serve(
     mut stop: oneshot::Receiver<()>,
     deadline: Duration,
     cache_size: usize,
+    mta_sts: Option<MtaStsSetup>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let cache = Arc::new(Mutex::new(AnswerCache::new(cache_size)));
+    let sts = mta_sts.map(|setup| {
+        Arc::new(StsState {
+            setup,
+            policies: Mutex::new(std::collections::HashMap::new()),
+            capacity: cache_size,
+        })
+    });
     loop {
         // Take a slot before a request, so that a request is only taken off
         // the channel when it can start.
@@ -566,6 +716,25 @@ async fn serve(
         };
         let (domain, reply) = match request {
             Request::Mx { domain, reply } => (domain, reply),
+            Request::MtaSts { domain, reply } => {
+                let Some(sts) = sts.clone() else {
+                    let _ = reply.send(None);
+                    continue;
+                };
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let policy = tokio::time::timeout(
+                        deadline + FETCH_TIMEOUT,
+                        discover(&resolver, &sts, domain),
+                    )
+                    .await
+                    .ok()
+                    .flatten();
+                    let _ = reply.send(policy);
+                });
+                continue;
+            }
             Request::Records { name, kind, reply } => {
                 if reply.is_canceled() {
                     continue;

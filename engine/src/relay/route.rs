@@ -84,6 +84,12 @@ impl Router {
         }
     }
 
+    /// Whether `domain`'s mail goes to a configured host (a route or the
+    /// smarthost) rather than to its MX hosts.
+    pub fn routes_statically(&self, domain: &str) -> bool {
+        self.routes.contains_key(domain) || self.smarthost.is_some()
+    }
+
     /// Addresses to try for `domain`, best first.
     pub async fn targets(&self, resolver: &Resolver, domain: &str) -> Result<Vec<Target>, NoRoute> {
         if let Some(route) = self.routes.get(domain).or(self.smarthost.as_ref()) {

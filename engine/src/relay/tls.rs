@@ -39,7 +39,10 @@ pub fn client_configs(relay: &RelayConfig) -> Result<TlsClients, String> {
 }
 
 /// A client configuration, checking certificates when `verify`.
-fn client_config(relay: &RelayConfig, verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_config(
+    relay: &RelayConfig,
+    verify: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
