@@ -3,7 +3,6 @@
 //! rustls on std sockets, a thread per connection, loopback only.
 #![allow(dead_code)]
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -21,20 +20,8 @@ impl PolicyServer {
     /// Listen on `ip` (port 0) and answer GET with the body of the Host
     /// asked (404 for any other).
     pub fn start(ip: &str, bodies: &[(&str, &str)]) -> PolicyServer {
-        let names: Vec<String> = bodies.iter().map(|(host, _)| host.to_string()).collect();
-        let key = rcgen::generate_simple_self_signed(names).unwrap();
-        let cert_pem = key.cert.pem();
-        let cert = CertificateDer::from(key.cert.der().to_vec());
-        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert], private)
-                .unwrap(),
-        );
+        let names: Vec<&str> = bodies.iter().map(|(host, _)| *host).collect();
+        let (config, cert_pem) = super::ca::self_signed_server(&names);
         let bodies: Arc<HashMap<String, String>> = Arc::new(
             bodies
                 .iter()

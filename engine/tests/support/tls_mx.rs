@@ -3,7 +3,6 @@
 //! over TLS. One thread per connection; plain std sockets on loopback.
 #![allow(dead_code)]
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -43,19 +42,7 @@ impl<T: Read + Write + Send> Io for T {}
 impl TlsMx {
     /// Listen on 127.0.0.1:0 with a certificate for `name`.
     pub fn start(name: &str, mode: TlsMode) -> TlsMx {
-        let key = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let cert_pem = key.cert.pem();
-        let cert = CertificateDer::from(key.cert.der().to_vec());
-        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert], private)
-                .unwrap(),
-        );
+        let (config, cert_pem) = super::ca::self_signed_server(&[name]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
