@@ -408,3 +408,28 @@ fn answers_are_cached_failures_are_not() {
         "{again:?}"
     );
 }
+
+/// Record lookups (inbound SPF, DKIM, DMARC) have a share of the DNS
+/// thread: past it they fail for now at once, leaving room for MX lookups.
+#[test]
+fn record_lookups_have_their_share_of_the_dns_thread() {
+    use ringpost_engine::relay::resolver::{LookupFailure, RecordKind, MAX_RECORD_LOOKUPS};
+    let (addr, _guard) = silent_dns();
+    let (resolver, _thread) = resolver_at(addr, Duration::from_millis(500));
+    let lookups = (0..MAX_RECORD_LOOKUPS + 50)
+        .map(|n| {
+            let resolver = resolver.clone();
+            async move {
+                resolver
+                    .records(&format!("n{n}.test"), RecordKind::Txt)
+                    .await
+            }
+        })
+        .collect::<Vec<_>>();
+    let answers = block_on(futures::future::join_all(lookups));
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, Err(LookupFailure::Temporary(why)) if why.contains("too many")))
+        .count();
+    assert!(busy >= 50, "{busy} refused for lack of room");
+}

@@ -43,6 +43,11 @@ use super::mta_sts::Policy;
 /// capacity. A caller past this waits for room instead of growing a queue.
 pub const MAX_IN_FLIGHT: usize = 4096;
 
+/// Most record lookups (for SPF, DKIM and DMARC of inbound mail) running
+/// at once: a share of [`MAX_IN_FLIGHT`], so that a flood of inbound
+/// checks leaves the relay's MX lookups room.
+pub const MAX_RECORD_LOOKUPS: usize = MAX_IN_FLIGHT / 4;
+
 /// Most MX hosts of one domain whose addresses are looked up. A domain with
 /// more (rare, and never useful to a sender) must not fan one request out into
 /// hundreds of queries; the hosts past the cut are the least preferred.
@@ -693,6 +698,7 @@ async fn serve(
     mta_sts: Option<MtaStsSetup>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let record_slots = Arc::new(Semaphore::new(MAX_RECORD_LOOKUPS));
     let cache = Arc::new(Mutex::new(AnswerCache::new(cache_size)));
     let sts = mta_sts.map(|setup| {
         Arc::new(StsState {
@@ -739,9 +745,16 @@ async fn serve(
                 if reply.is_canceled() {
                     continue;
                 }
+                // Inbound checks (SPF, DKIM, DMARC) may not crowd out the
+                // relay's own lookups: past their share, they fail for now.
+                let Ok(record_slot) = record_slots.clone().try_acquire_owned() else {
+                    let busy = LookupFailure::Temporary("too many DNS lookups at once".into());
+                    let _ = reply.send(Err(busy));
+                    continue;
+                };
                 let resolver = resolver.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _slot = (slot, record_slot);
                     let found =
                         tokio::time::timeout(deadline, lookup_records(&resolver, name, kind))
                             .await
