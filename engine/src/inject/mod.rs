@@ -20,6 +20,7 @@
 pub mod compose;
 pub mod request;
 
+use crate::config::Config;
 use crate::dkim::DkimSigner;
 use crate::events::EventSpool;
 use crate::intake::{self, Recipients, Trace};
@@ -292,7 +293,7 @@ impl Injector {
         let mut report = Report::default();
         let mut accepted = Vec::new();
         for (i, recipient) in request.recipients.iter().enumerate() {
-            match self.check(&request.sender, recipient.email()) {
+            match self.check(&config, &request.sender, recipient.email()) {
                 Ok(()) => accepted.push(i),
                 Err(reply) => {
                     let reason = format!("{} {} {}", reply.code, reply.status, reply.text);
@@ -310,8 +311,7 @@ impl Injector {
 
     /// The policy of RCPT for a client that may relay: local recipients
     /// must be accounts with room, and suppressed addresses are refused.
-    fn check(&self, sender: &str, recipient: &str) -> Result<(), Reply> {
-        let config = self.live.get();
+    fn check(&self, config: &Config, sender: &str, recipient: &str) -> Result<(), Reply> {
         let default = config.quota.default_quota();
         intake::check_recipient(
             recipient,
@@ -331,7 +331,7 @@ impl Injector {
             self.security
                 .rejected("inject", intake::refusal_reason(reply), reply.code)
         })?;
-        match crate::suppressions::refusal(&*self.store, &config, sender, recipient) {
+        match crate::suppressions::refusal(&*self.store, config, sender, recipient) {
             Ok(None) => Ok(()),
             Ok(Some((reply, _scope))) => {
                 self.security.rejected("inject", "suppressed", reply.code);
