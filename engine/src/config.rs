@@ -311,7 +311,9 @@ pub struct RelayConfig {
     pub smarthost: Option<String>,
     /// Per-domain static routes: domain → `host:port`, instead of MX lookup.
     pub routes: BTreeMap<String, String>,
-    /// Simultaneous connections to one destination domain.
+    /// Simultaneous connections to one destination site (the domains
+    /// that share a set of MX hosts), all shards together; shaping rules
+    /// may set another.
     pub max_connections_per_destination: usize,
     /// Simultaneous outbound connections of one shard.
     pub max_connections_per_shard: usize,
@@ -357,6 +359,10 @@ pub struct RelayConfig {
     /// Local addresses outbound connections come from (egress sources),
     /// picked by weight for each connection; none: the system picks.
     pub sources: Vec<SourceConfig>,
+    /// Traffic shaping rules (`[[relay.shaping]]`), matched by MX site, MX
+    /// host suffix or domain; every matching rule's settings apply, later
+    /// rules over earlier ones. See [`ShapingRule`].
+    pub shaping: Vec<ShapingRule>,
     /// Seconds to wait for a TCP connection.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1: 5 minutes).
@@ -528,6 +534,11 @@ impl RelayConfig {
             }
             rest = &rest[dot + 1..];
         }
+        self.default_tls_policy()
+    }
+
+    /// The policy of destinations `tls_policy` does not name.
+    pub fn default_tls_policy(&self) -> TlsPolicy {
         match (self.starttls, self.verify_certificates) {
             (false, _) => TlsPolicy::None,
             (true, true) => TlsPolicy::Verify,
@@ -559,6 +570,52 @@ pub struct DkimKeyConfig {
     /// The private key, PEM: PKCS#8 (RSA or Ed25519) or PKCS#1 (RSA), as
     /// `ringpost dkim keygen` writes it.
     pub key: PathBuf,
+}
+
+/// One traffic shaping rule (`[[relay.shaping]]`). It matches by one of
+/// `site` (a site's name: its MX host names, sorted, joined by `,`),
+/// `mx_suffix` (`*.google.com` or `.google.com`: any of the site's MX hosts
+/// ends so) or `domain` (`example.com`, or `.example.com` for its
+/// subdomains). A domain rule makes the domain a site of its own, so its
+/// limits are not shared with other domains on the same MX hosts. Unset
+/// settings keep what earlier rules or the defaults gave.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingRule {
+    /// The site's name, exactly.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// A suffix of one of the site's MX host names.
+    #[serde(default)]
+    pub mx_suffix: Option<String>,
+    /// A recipient domain.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Simultaneous connections to the site, all shards together.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Messages over one connection before it is closed.
+    #[serde(default)]
+    pub max_messages_per_connection: Option<usize>,
+    /// Messages per second to the site (fractions allowed), all shards.
+    #[serde(default)]
+    pub messages_per_second: Option<f64>,
+    /// Messages per hour to the site, as a token bucket that starts full.
+    #[serde(default)]
+    pub messages_per_hour: Option<u64>,
+    /// Recipients in one transaction; more are sent in several.
+    #[serde(default)]
+    pub max_recipients: Option<usize>,
+    /// Whether replies that ask to slow down lower the limits.
+    #[serde(default)]
+    pub adaptive: Option<bool>,
+    /// Seconds the site is left alone when it asks to slow down while its
+    /// limits are already at their floor.
+    #[serde(default)]
+    pub suspend_secs: Option<u64>,
+    /// Seconds of success between two steps back up towards the limits.
+    #[serde(default)]
+    pub recover_secs: Option<u64>,
 }
 
 /// One egress source (`[[relay.sources]]`): a local address outbound
@@ -835,6 +892,7 @@ impl Default for RelayConfig {
             tls_policy: BTreeMap::new(),
             bounce_rules: Vec::new(),
             sources: Vec::new(),
+            shaping: Vec::new(),
             mta_sts: true,
             mta_sts_port: 443,
             connect_timeout_secs: 30,
@@ -1064,6 +1122,37 @@ impl Config {
                 return invalid(
                     "relay.sources",
                     format!("{}: ehlo must be a host name", source.address),
+                );
+            }
+        }
+        for (n, rule) in r.shaping.iter().enumerate() {
+            let matchers = [&rule.site, &rule.mx_suffix, &rule.domain]
+                .iter()
+                .filter(|m| m.as_deref().is_some_and(|m| !m.is_empty()))
+                .count();
+            if matchers != 1 {
+                return invalid(
+                    "relay.shaping",
+                    format!("rule {n}: give exactly one of site, mx_suffix, domain"),
+                );
+            }
+            if rule.max_connections == Some(0)
+                || rule.max_messages_per_connection == Some(0)
+                || rule.max_recipients == Some(0)
+                || rule.messages_per_hour == Some(0)
+            {
+                return invalid(
+                    "relay.shaping",
+                    format!("rule {n}: limits are at least 1 (leave one out for none)"),
+                );
+            }
+            if rule
+                .messages_per_second
+                .is_some_and(|rate| !(rate.is_finite() && rate >= 0.001))
+            {
+                return invalid(
+                    "relay.shaping",
+                    format!("rule {n}: messages_per_second must be at least 0.001"),
                 );
             }
         }

@@ -85,6 +85,7 @@ pub struct Reloader {
     live: Arc<LiveConfig>,
     limits: Arc<crate::limits::ConnectionLimits>,
     send_rate: Arc<crate::limits::SendRate>,
+    sites: Arc<crate::relay::shaping::Sites>,
     certificates: Option<Arc<crate::tls::CertStore>>,
     security: crate::metrics::SecurityMetrics,
     source: RwLock<Option<ConfigSource>>,
@@ -97,6 +98,7 @@ impl Reloader {
         live: Arc<LiveConfig>,
         limits: Arc<crate::limits::ConnectionLimits>,
         send_rate: Arc<crate::limits::SendRate>,
+        sites: Arc<crate::relay::shaping::Sites>,
         certificates: Option<Arc<crate::tls::CertStore>>,
         security: crate::metrics::SecurityMetrics,
     ) -> Reloader {
@@ -104,6 +106,7 @@ impl Reloader {
             live,
             limits,
             send_rate,
+            sites,
             certificates,
             security,
             source: RwLock::new(None),
@@ -163,6 +166,7 @@ impl Reloader {
             .reconfigure(&now.limits, &now.smtp.relay_networks);
         self.send_rate
             .reconfigure(now.submission.max_messages_per_hour);
+        self.sites.reconfigure(&now.relay);
         let generation = self.live.generation();
         if needs_restart.is_empty() {
             tracing::info!(generation, "configuration reloaded");

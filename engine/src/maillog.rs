@@ -76,6 +76,7 @@ impl Attempt<'_> {
             "to": self.recipient,
             "domain": self.domain,
             "host": self.host,
+            "site": self.site,
             "addr": self.addr.map(|a| a.to_string()),
             "tls": self.tls,
             "attempt": self.attempt,
@@ -138,6 +139,8 @@ pub struct Attempt<'a> {
     pub domain: &'a str,
     /// The host that answered, if one was reached.
     pub host: Option<&'a str>,
+    /// The MX site the attempt went to (its hosts), when it got that far.
+    pub site: Option<&'a str>,
     /// Its address.
     pub addr: Option<SocketAddr>,
     /// The TLS version of the connection, if TLS was used.
@@ -291,6 +294,7 @@ impl MailLog {
                 to = a.recipient,
                 domain = a.domain,
                 relay = %relay,
+                site = a.site,
                 tls = a.tls.unwrap_or("none"),
                 attempt = a.attempt,
                 delay = format!("{:.1}", a.delay),
@@ -429,6 +433,7 @@ mod tests {
                 recipient: "bob@far.test",
                 domain: "far.test",
                 host: Some("mx.far.test"),
+                site: Some("mx.far.test"),
                 addr: Some("127.0.0.3:25".parse().unwrap()),
                 tls: Some("TLSv1.3"),
                 attempt: 1,
@@ -445,6 +450,7 @@ mod tests {
                 recipient: "gone@far.test",
                 domain: "far.test",
                 host: Some("mx.far.test"),
+                site: None,
                 addr: None,
                 tls: None,
                 attempt: 1,

@@ -76,6 +76,7 @@ pub struct Metrics {
     security: SecurityMetrics,
     dns: DnsMetrics,
     inject: InjectMetrics,
+    sites: SiteMetrics,
     webhook: WebhookMetrics,
 }
 
@@ -357,6 +358,71 @@ impl InjectMetrics {
             "inject_bytes",
             "Bytes stored for injected messages",
             self.bytes.clone(),
+        );
+    }
+}
+
+/// Traffic shaping per MX site ([`crate::relay::shaping`]). Only sites
+/// that a shaping rule names or whose limits were changed by what they
+/// answered carry a `site` label, so a sender's thousands of quiet sites
+/// cost no series.
+#[derive(Clone, Default)]
+pub struct SiteMetrics {
+    connection_limit: Family<Labels, Gauge>,
+    rate_limit: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    suspended: Family<Labels, Gauge>,
+    changes: Family<Labels, Counter>,
+}
+
+impl SiteMetrics {
+    /// The limits in force for `site` (rate: messages per second, if any).
+    pub fn set(&self, site: &str, connections: usize, rate: Option<f64>, suspended: bool) {
+        let labels = vec![("site", site.to_owned())];
+        self.connection_limit
+            .get_or_create(&labels)
+            .set(connections as i64);
+        self.rate_limit
+            .get_or_create(&labels)
+            .set(rate.unwrap_or(0.0));
+        self.suspended
+            .get_or_create(&labels)
+            .set(i64::from(suspended));
+    }
+
+    /// `site` is back at limits nobody configured: drop its series.
+    pub fn remove(&self, site: &str) {
+        let labels = vec![("site", site.to_owned())];
+        self.connection_limit.remove(&labels);
+        self.rate_limit.remove(&labels);
+        self.suspended.remove(&labels);
+    }
+
+    /// A site's limits were `lowered`, `raised` or it was `suspended`.
+    pub fn changed(&self, direction: &str) {
+        let labels = vec![("direction", direction.to_owned())];
+        self.changes.get_or_create(&labels).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "relay_site_connection_limit",
+            "Connections a shaped or adapted MX site may have open now",
+            self.connection_limit.clone(),
+        );
+        registry.register(
+            "relay_site_rate_limit",
+            "Messages per second a shaped or adapted MX site may take now (0: no rate limit)",
+            self.rate_limit.clone(),
+        );
+        registry.register(
+            "relay_site_suspended",
+            "1 while an MX site is left alone after it asked to slow down",
+            self.suspended.clone(),
+        );
+        registry.register(
+            "relay_site_limit_changes",
+            "Adaptive changes of MX sites' limits, by direction (lowered, raised, suspended)",
+            self.changes.clone(),
         );
     }
 }
@@ -661,6 +727,7 @@ impl Metrics {
             security: SecurityMetrics::default(),
             dns: DnsMetrics::new(),
             inject: InjectMetrics::default(),
+            sites: SiteMetrics::default(),
             webhook: WebhookMetrics::default(),
             registry: Registry::default(),
             unprefixed: Registry::default(),
@@ -691,6 +758,7 @@ impl Metrics {
         );
         m.inject.register(&mut registry, &m.dkim_signed);
         m.webhook.register(&mut registry);
+        m.sites.register(&mut registry);
         let mut unprefixed = Registry::default();
         unprefixed.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         registry.register(
@@ -1139,6 +1207,11 @@ impl Metrics {
     /// The injection API's metrics.
     pub fn inject(&self) -> InjectMetrics {
         self.inject.clone()
+    }
+
+    /// The MX sites' shaping metrics.
+    pub fn sites(&self) -> SiteMetrics {
+        self.sites.clone()
     }
 
     /// The relay's DNS metrics.

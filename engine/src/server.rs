@@ -192,6 +192,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map(Arc::new),
         maillog: maillog.clone(),
         egress: crate::relay::egress::Egress::new(&config.relay.sources).map(Arc::new),
+        sites: Arc::new(crate::relay::shaping::Sites::new(Some(metrics.sites()))),
     };
     if let Some(store) = &certificates {
         metrics.security().certificates(&store.current().expiries());
@@ -200,6 +201,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         live.clone(),
         shared.limits.clone(),
         shared.send_rate.clone(),
+        shared.sites.clone(),
         certificates.clone(),
         metrics.security(),
     ));
@@ -401,6 +403,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                             tls,
                             shared.maillog.clone(),
                             shared.egress.clone(),
+                            shared.sites.clone(),
                         ));
                         glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
                         Some(relay)

@@ -118,6 +118,8 @@ pub(crate) struct SharedState {
     pub maillog: Arc<crate::maillog::MailLog>,
     /// The relay's egress sources, if any (their daily counts are shared).
     pub egress: Option<Arc<crate::relay::egress::Egress>>,
+    /// Every MX site's shared limits.
+    pub sites: Arc<crate::relay::shaping::Sites>,
 }
 
 /// A shard's copy of the configuration in force, and the session

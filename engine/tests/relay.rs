@@ -7,6 +7,7 @@ mod common;
 mod support;
 
 use common::{admin_call, start_server, Client};
+use ringpost_engine::config::ShapingRule;
 use ringpost_engine::{Config, RunningServer};
 use ringpost_loadtest::sink::{self, Faults, SinkConfig, SinkHandle};
 use ringpost_storage::spool;
@@ -2181,5 +2182,216 @@ fn mta_sts_enforce_means_listed_hosts_over_verified_tls() {
         1,
         "nothing sent to an MX the policy does not name"
     );
+    server.shutdown();
+}
+
+/// `domains` domains `s{i}.test` whose MX is the one host `mx.shared.test`
+/// at `ip`: one MX site.
+fn site_zone(domains: usize, ip: Ipv4Addr) -> Vec<TestRecord> {
+    let mut zone = vec![
+        TestRecord::a("mx.shared.test", ip),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_B),
+    ];
+    for i in 0..domains {
+        zone.push(TestRecord::mx(format!("s{i}.test"), 10, "mx.shared.test"));
+    }
+    zone
+}
+
+/// A shaping rule for every site on `*.shared.test`.
+fn shared_site_rule(tweak: impl FnOnce(&mut ShapingRule)) -> ShapingRule {
+    let mut rule = ShapingRule {
+        mx_suffix: Some("*.shared.test".into()),
+        ..ShapingRule::default()
+    };
+    tweak(&mut rule);
+    rule
+}
+
+/// Send `total` messages, each to `per_message` recipients at as many
+/// different domains of the site (domain `n % domains`).
+fn send_to_site(server: &RunningServer, total: usize, per_message: usize, domains: usize) {
+    let mut n = 0;
+    while n < total {
+        let rcpts: Vec<String> = (n..(n + per_message).min(total))
+            .map(|i| format!("r{i}@s{}.test", i % domains))
+            .collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        send(server.smtp_addr(), "a@origin.test", &rcpts, &message(n));
+        n += rcpts.len();
+    }
+}
+
+/// The value of the first sample of `name` whose labels contain `labels`.
+fn metric_value(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn two_hundred_domains_on_one_mx_site_share_its_connection_limit() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &site_zone(200, SINK_A));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.shaping = vec![shared_site_rule(|r| r.max_connections = Some(3))];
+    });
+    // 200 entries at 200 domains, on both shards, all at once.
+    send_to_site(&server, 200, 50, 200);
+    assert!(sinks[0].wait_for_messages(200, WAIT), "all delivered");
+    let stats = sinks[0].stats();
+    assert!(
+        stats.peak_connections <= 3,
+        "at most the site's limit at once: {stats:?}"
+    );
+    // One connection carries mail for many domains of the site.
+    assert!(
+        stats.connections <= 40,
+        "connections are reused across the site's domains: {stats:?}"
+    );
+    let mut recipients: Vec<String> = sinks[0]
+        .messages()
+        .into_iter()
+        .flat_map(|m| m.recipients)
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), 200, "each once");
+    let metrics = metrics_of(&server);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "ringpost_relay_site_connection_limit",
+            "site=\"mx.shared.test\""
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_site_limited_to_n_messages_a_second_is_held_to_it() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &site_zone(100, SINK_A));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.shaping = vec![shared_site_rule(|r| {
+            r.max_connections = Some(4);
+            r.messages_per_second = Some(20.0);
+        })];
+    });
+    // 100 entries (one per domain and message), over two shards.
+    send_to_site(&server, 100, 50, 100);
+    assert!(
+        sinks[0].wait_for_messages(100, WAIT),
+        "all delivered: {:?}\n{}",
+        sinks[0].stats(),
+        metrics_of(&server)
+            .lines()
+            .filter(|l| l.contains("relay"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let rate = sinks[0].stats().msg_per_sec();
+    assert!(
+        (18.0..=22.0).contains(&rate),
+        "20 msg/s at the sink, within 10%: {rate:.1}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_site_that_says_too_many_connections_is_backed_off_and_recovers() {
+    // The MX takes two connections at a time; more are greeted with 421.
+    let throttling = Faults {
+        max_connections: 2,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, throttling)]);
+    let dns = TestDns::start("test.", &site_zone(60, SINK_A));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.shaping = vec![shared_site_rule(|r| {
+            r.max_connections = Some(8);
+            r.recover_secs = Some(1);
+            r.suspend_secs = Some(1);
+        })];
+    });
+    send_to_site(&server, 60, 30, 60);
+    assert!(
+        sinks[0].wait_for_messages(60, WAIT),
+        "the first wave arrives"
+    );
+    let metrics = metrics_of(&server);
+    assert!(sinks[0].stats().throttled > 0, "the MX did push back");
+    let lowered = metric_value(
+        &metrics,
+        "ringpost_relay_site_limit_changes_total",
+        "direction=\"lowered\"",
+    );
+    assert!(lowered >= Some(1.0), "{metrics}");
+    // Later mail, with the site quiet for longer than recover_secs: the
+    // limits go back up step by step.
+    std::thread::sleep(Duration::from_millis(1500));
+    send_to_site(&server, 60, 30, 60);
+    assert!(
+        sinks[0].wait_for_messages(120, WAIT),
+        "the second wave arrives"
+    );
+    wait_until("a step back up", || {
+        metric_value(
+            &metrics_of(&server),
+            "ringpost_relay_site_limit_changes_total",
+            "direction=\"raised\"",
+        )
+        .is_some()
+    });
+    // Nothing lost, nothing twice.
+    let mut recipients: Vec<String> = sinks[0]
+        .messages()
+        .into_iter()
+        .flat_map(|m| m.recipients)
+        .collect();
+    assert_eq!(recipients.len(), 120);
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(
+        recipients.len(),
+        60,
+        "each address got one message per wave"
+    );
+    wait_until("the queue to empty", || spool_messages(&server) == 0);
+    server.shutdown();
+}
+
+#[test]
+fn more_recipients_than_a_site_takes_go_in_several_transactions() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &site_zone(1, SINK_A));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.shaping = vec![shared_site_rule(|r| r.max_recipients = Some(2))];
+    });
+    let rcpts = [
+        "a@s0.test",
+        "b@s0.test",
+        "c@s0.test",
+        "d@s0.test",
+        "e@s0.test",
+    ];
+    send(server.smtp_addr(), "a@origin.test", &rcpts, &message(1));
+    assert!(sinks[0].wait_for_messages(3, WAIT));
+    let received = sinks[0].messages();
+    let sizes: Vec<usize> = received.iter().map(|m| m.recipients.len()).collect();
+    assert_eq!(sizes, [2, 2, 1], "{received:?}");
+    assert!(received.windows(2).all(|w| w[0].data == w[1].data));
+    wait_until("the queue to empty", || spool_messages(&server) == 0);
     server.shutdown();
 }

@@ -374,6 +374,11 @@ pub struct SinkArgs {
     #[arg(long, value_name = "PCT", default_value_t = 0.0)]
     pub refuse: f64,
 
+    /// Greet connections beyond N open at once with 421 4.7.0 "too many
+    /// connections" and close them, as a throttling provider does (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections: usize,
+
     /// Wait this long before every reply to the end of a message.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,

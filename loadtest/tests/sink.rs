@@ -410,6 +410,38 @@ fn refused_connections_get_554_and_are_closed() {
 }
 
 #[test]
+fn connections_over_max_connections_get_421_and_the_peak_is_counted() {
+    let sink = start(with_faults(Faults {
+        max_connections: 2,
+        ..Faults::default()
+    }));
+    let first = Client::connect(sink.addr());
+    let second = Client::connect(sink.addr());
+    for _ in 0..2 {
+        let mut c = Client::raw(sink.addr());
+        assert!(c.expect(421).starts_with("421 4.7.0 Too many concurrent"));
+        assert!(c.closed());
+    }
+    // A slot frees when a connection ends.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut third = loop {
+        let mut c = Client::raw(sink.addr());
+        let (code, _) = c.reply();
+        if code == 220 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the slot never freed");
+        thread::sleep(Duration::from_millis(20));
+    };
+    third.cmd("QUIT", 221);
+    drop(second);
+    let stats = sink.stop();
+    assert!(stats.throttled >= 2, "{stats:?}");
+    assert_eq!(stats.peak_connections, 2, "{stats:?}");
+}
+
+#[test]
 fn permfail_rcpt_refuses_every_recipient() {
     let sink = start(with_faults(Faults {
         permfail_rcpt_pct: 100.0,

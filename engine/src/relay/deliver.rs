@@ -10,13 +10,15 @@
 //! (see [`super::tls`]); if an opportunistic handshake fails, the same host
 //! is tried once more without it.
 
-use super::queue::{Loaded, Relay, Via};
+use super::queue::{Loaded, Relay, SiteName, Via};
 use super::route::{NoRoute, Target};
+use super::shaping::{self, SiteLimiter};
 use super::tls;
 use crate::config::RelayConfig;
 use crate::config::TlsPolicy;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
+use ringpost_protocols::smtp::bounce_class;
 use ringpost_protocols::smtp::client::{
     ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
 };
@@ -33,61 +35,55 @@ const QUIT_WAIT: Duration = Duration::from_secs(2);
 /// Frees the connection slot however the task ends.
 struct Slot<'a> {
     relay: &'a Rc<Relay>,
-    domain: &'a str,
+    site: &'a SiteName,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.relay.connection_closed(self.domain);
+        self.relay.connection_closed(self.site);
     }
 }
 
 /// How delivery over one host ended.
 enum HostEnd {
-    /// Done with this destination for now (idle, limit reached, or the
-    /// connection broke after its transaction was recorded).
+    /// Done with this site for now (idle, limit reached, or the connection
+    /// broke after its transaction was recorded).
     Done,
     /// The host failed before answering the pending entry: try the next one.
     Failed(ServerReply),
 }
 
-/// Deliver `domain`'s ready work over one connection (to the first host that
-/// works), then give the slot back.
-pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
-    let _slot = Slot {
-        relay: &relay,
-        domain: &domain,
-    };
-    let Some(first) = relay.take_work(&domain) else {
-        return;
-    };
+/// Where a domain's mail goes: the hosts to try, in order, and the TLS
+/// policy (MTA-STS included) they must meet.
+pub(crate) struct Found {
+    /// Addresses to try, with the host names they came from.
+    pub targets: Vec<Target>,
+    /// What TLS the connection needs.
+    pub policy: TlsPolicy,
+}
+
+/// Find `domain`'s hosts and TLS policy: a static route, the smarthost or
+/// its MX hosts, narrowed by its MTA-STS policy when that is enforced.
+pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, NoRoute> {
     let router = relay.router();
-    let mut targets = match router.targets(&relay.resolver, &domain).await {
-        Ok(targets) => targets,
-        Err(why) => {
-            tracing::info!(shard = relay.shard, %domain, status = why.status, reason = %why.text, "no route");
-            fail_destination(&relay, &domain, first, &why, None);
-            return;
-        }
-    };
-    let mut policy = relay.config().relay.tls_policy_for(&domain);
+    let mut targets = router.targets(&relay.resolver, domain).await?;
+    let config = relay.config();
+    let mut policy = config.relay.tls_policy_for(domain);
     // MTA-STS applies to MX delivery, not to configured routes.
-    if relay.config().relay.mta_sts && !router.routes_statically(&domain) {
-        if let Some(sts) = relay.resolver.mta_sts(&domain).await {
+    if config.relay.mta_sts && !router.routes_statically(domain) {
+        if let Some(sts) = relay.resolver.mta_sts(domain).await {
             match sts.mode {
                 super::mta_sts::Mode::Enforce => {
                     targets.retain(|t| sts.matches(&t.host));
                     if targets.is_empty() {
-                        let why = NoRoute {
+                        tracing::warn!(shard = relay.shard, %domain, "MTA-STS: no MX host matches the policy; deferred");
+                        return Err(NoRoute {
                             permanent: false,
                             status: "4.7.5",
                             text: format!(
                                 "the MTA-STS policy of {domain} names none of its MX hosts"
                             ),
-                        };
-                        tracing::warn!(shard = relay.shard, %domain, "MTA-STS: no MX host matches the policy; deferred");
-                        fail_destination(&relay, &domain, first, &why, None);
-                        return;
+                        });
                     }
                     policy = TlsPolicy::Verify;
                 }
@@ -100,6 +96,30 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
             }
         }
     }
+    Ok(Found { targets, policy })
+}
+
+/// Deliver `site`'s ready work over one connection (to the first host that
+/// works), then give the slot back.
+pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
+    let _slot = Slot {
+        relay: &relay,
+        site: &site,
+    };
+    let (Some(first), Some(limiter)) = (relay.take_work(&site), relay.limiter(&site)) else {
+        return;
+    };
+    // Every domain of the site has the same hosts and policy: the first
+    // entry's domain stands for them (and gets fresh, shuffled addresses).
+    let Found { targets, policy } = match destination(&relay, &first.domain).await {
+        Ok(found) => found,
+        Err(why) => {
+            tracing::info!(shard = relay.shard, domain = %first.domain, %site, status = why.status, reason = %why.text, "no route");
+            fail_destination(&relay, &site, first, &why, None);
+            return;
+        }
+    };
+    let rules = relay.bounce_rules();
     let mut pending = Some(first);
     let mut last_failure = None;
     for (index, target) in targets.iter().enumerate() {
@@ -107,173 +127,297 @@ pub(crate) async fn run(relay: Rc<Relay>, domain: String) {
         let opened = match Connection::open(&relay, target, policy).await {
             Err(Refused::Tls(reply)) if policy == TlsPolicy::May => {
                 // Opportunistic TLS: better in the clear than not at all.
-                tracing::info!(shard = relay.shard, %domain, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
+                tracing::info!(shard = relay.shard, %site, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
                 Connection::open(&relay, target, TlsPolicy::None).await
             }
             other => other,
+        };
+        let over = Over {
+            relay: &relay,
+            site: &site,
+            limiter: &limiter,
+            rules: &rules,
+            target,
+            has_next,
         };
         match opened.map_err(Refused::into_reply) {
             Ok(mut connection) => {
                 relay.metrics.connections_opened.inc();
                 let mut sent = 0;
-                let ended = deliver_over(
-                    &relay,
-                    &domain,
-                    target,
-                    has_next,
-                    &mut connection,
-                    &mut pending,
-                    &mut sent,
-                )
-                .await;
+                let ended = over
+                    .deliver_over(&mut connection, &mut pending, &mut sent)
+                    .await;
                 // How much each connection carried: its reuse.
                 relay.metrics.messages_per_connection.observe(sent as f64);
                 match ended {
                     HostEnd::Done => return,
                     HostEnd::Failed(reply) => {
-                        tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "host failed; trying the next");
+                        over.heard(&reply);
+                        tracing::info!(shard = relay.shard, %site, host = %target.host, addr = %target.addr, %reply, "host failed; trying the next");
                         last_failure = Some((target.host.clone(), reply));
                     }
                 }
             }
             Err(reply) => {
+                over.heard(&reply);
                 relay.metrics.connection_failures.inc();
-                tracing::info!(shard = relay.shard, %domain, host = %target.host, addr = %target.addr, %reply, "cannot use host; trying the next");
+                tracing::info!(shard = relay.shard, %site, host = %target.host, addr = %target.addr, %reply, "cannot use host; trying the next");
                 last_failure = Some((target.host.clone(), reply));
             }
         }
     }
     if let Some(entry) = pending {
         let (host, reply) = last_failure.expect("targets are never empty");
+        // Told to slow down while other connections of this shard carry
+        // the site's mail: they take this entry too, no attempt is spent.
+        if shaping::asks_to_slow_down(&reply, &rules) && relay.other_connections(&site) {
+            relay.put_back(&site, entry);
+            return;
+        }
         let why = NoRoute {
             permanent: false,
             status: "4.4.1",
-            text: format!("no host of {domain} took the message; last: {host} said {reply}"),
+            text: format!(
+                "no host of {} took the message; last: {host} said {reply}",
+                entry.domain
+            ),
         };
-        fail_destination(&relay, &domain, entry, &why, Some(host));
+        fail_destination(&relay, &site, entry, &why, Some(host));
     }
 }
 
-/// Defer (or bounce) `entry` and every other ready entry of `domain`.
+/// Defer (or bounce) `entry` and every other ready entry of `site`.
 fn fail_destination(
     relay: &Rc<Relay>,
-    domain: &str,
+    site: &SiteName,
     entry: QueueEntry,
     why: &NoRoute,
     host: Option<String>,
 ) {
     let mut entries = vec![entry];
-    entries.extend(relay.drain_ready(domain));
-    relay.fail_all(entries, why, host.map(Via::named));
+    entries.extend(relay.drain_ready(site));
+    relay.fail_all(
+        entries,
+        why,
+        host.map(|host| Via::named(host, site.clone())),
+    );
 }
 
-/// Send entries over an open connection until there is no more work.
-async fn deliver_over(
-    relay: &Rc<Relay>,
-    domain: &str,
-    target: &Target,
+/// What became of one message's transactions.
+enum Sent {
+    /// The connection failed before any recipient got an answer.
+    Nothing(ServerReply),
+    /// Every recipient's answer (made up for those the connection did not
+    /// reach), and the failure that ended the connection, if one did.
+    Results(Vec<RecipientResult>, Option<ServerReply>),
+}
+
+/// One connection's delivery to one host of a site.
+struct Over<'a> {
+    relay: &'a Rc<Relay>,
+    site: &'a SiteName,
+    limiter: &'a SiteLimiter,
+    rules: &'a [bounce_class::Rule],
+    target: &'a Target,
+    /// Another host is left to try after this one.
     has_next: bool,
-    connection: &mut Connection,
-    pending: &mut Option<QueueEntry>,
-    sent: &mut usize,
-) -> HostEnd {
-    let limits = &relay.config().relay;
-    let idle = Duration::from_secs(limits.idle_connection_secs);
-    loop {
-        let entry = match pending.take() {
-            Some(entry) => entry,
-            None if *sent >= limits.max_messages_per_connection => {
-                connection.quit(limits).await;
-                return HostEnd::Done;
+}
+
+impl Over<'_> {
+    /// Tell the site's limiter what the host said.
+    fn heard(&self, reply: &ServerReply) {
+        let now = shaping::now_micros();
+        if shaping::asks_to_slow_down(reply, self.rules) {
+            self.limiter
+                .slow_down(now, &format!("{}: {reply}", self.target.host));
+        } else if reply.is_positive() {
+            self.limiter.delivered(now);
+        }
+    }
+
+    /// Wait for the site's rate to allow one more message. False: not
+    /// before the connection would have gone idle anyway.
+    async fn paced(&self, idle: Duration) -> bool {
+        loop {
+            let now = shaping::now_micros();
+            match self.limiter.try_send(now) {
+                Ok(()) => return true,
+                Err(at) => {
+                    let wait = Duration::from_micros(at.saturating_sub(now));
+                    if wait > idle {
+                        return false;
+                    }
+                    glommio::timer::sleep(wait).await;
+                }
             }
-            None => match relay.next_work(domain, idle).await {
+        }
+    }
+
+    /// Send one message to `recipients` in as many transactions as the
+    /// site's recipient limit needs.
+    async fn transactions(
+        &self,
+        connection: &mut Connection,
+        sender: &str,
+        recipients: &[String],
+        body: Vec<u8>,
+        smtputf8: bool,
+    ) -> Sent {
+        let relay = self.relay;
+        let limits = &relay.config().relay;
+        let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
+        let batches = recipients.len().div_ceil(batch);
+        let mut body = Some(body);
+        let mut results = Vec::with_capacity(recipients.len());
+        for (n, part) in recipients.chunks(batch).enumerate() {
+            let last = n + 1 == batches;
+            let body = if last {
+                body.take().unwrap_or_default()
+            } else {
+                body.clone().unwrap_or_default()
+            };
+            connection.session.send(OutgoingMessage {
+                mail_from: sender.to_owned(),
+                recipients: part.to_vec(),
+                body,
+                smtputf8,
+            });
+            if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
+                egress.sent(source, super::egress::today());
+                relay.metrics.source_sent(egress.address(source));
+            }
+            let failed = match connection.next_event(limits).await {
+                ClientEvent::Finished(part_results) => {
+                    results.extend(part_results);
+                    relay.metrics.transactions.inc();
+                    match connection.session.poll_event() {
+                        Some(ClientEvent::Failed(reply)) => Some(reply),
+                        _ => None,
+                    }
+                }
+                ClientEvent::Failed(reply) if results.is_empty() => return Sent::Nothing(reply),
+                ClientEvent::Failed(reply) => Some(reply),
+                other if results.is_empty() => return Sent::Nothing(unexpected(other)),
+                other => Some(unexpected(other)),
+            };
+            if let Some(reply) = failed {
+                // Part went through: the rest waits for a later attempt.
+                let text = format!("the connection failed after part of the recipients: {reply}");
+                results.extend(recipients[results.len()..].iter().map(|r| RecipientResult {
+                    recipient: r.clone(),
+                    reply: ServerReply::local(421, "4.4.2", text.clone()),
+                }));
+                return Sent::Results(results, Some(reply));
+            }
+        }
+        Sent::Results(results, None)
+    }
+
+    /// Send entries over an open connection until there is no more work.
+    async fn deliver_over(
+        &self,
+        connection: &mut Connection,
+        pending: &mut Option<QueueEntry>,
+        sent: &mut usize,
+    ) -> HostEnd {
+        let relay = self.relay;
+        let limits = &relay.config().relay;
+        let idle = Duration::from_secs(limits.idle_connection_secs);
+        loop {
+            let entry = match pending.take() {
                 Some(entry) => entry,
-                None => {
+                None if *sent >= self.limiter.max_messages_per_connection()
+                    || self.limiter.must_close(shaping::now_micros()) =>
+                {
                     connection.quit(limits).await;
                     return HostEnd::Done;
                 }
-            },
-        };
-        let Loaded { envelope, body } = match relay.load(entry.id).await {
-            Ok(Some(loaded)) => loaded,
-            Ok(None) => {
-                // The message is gone (removed by an operator): forget the entry.
-                glommio::spawn_local(relay.clone().finish(entry, Vec::new(), None, None)).detach();
+                None => match relay.next_work(self.site, idle).await {
+                    Some(entry) => entry,
+                    None => {
+                        connection.quit(limits).await;
+                        return HostEnd::Done;
+                    }
+                },
+            };
+            if !self.paced(idle).await {
+                // Out of tokens for longer than a connection idles: the
+                // site waits in the queue, not on an open connection.
+                relay.put_back(self.site, entry);
+                connection.quit(limits).await;
+                return HostEnd::Done;
+            }
+            let Loaded { envelope, body } = match relay.load(entry.id).await {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => {
+                    // The message is gone (removed by an operator): forget the entry.
+                    glommio::spawn_local(relay.clone().finish(entry, Vec::new(), None, None))
+                        .detach();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(shard = relay.shard, queue_id = %entry.id, error = %e, "cannot read message for delivery");
+                    let why = NoRoute {
+                        permanent: false,
+                        status: "4.3.0",
+                        text: format!("cannot read the message from the store: {e}"),
+                    };
+                    relay.fail_all(vec![entry], &why, None);
+                    continue;
+                }
+            };
+            // Queued before its address bounced elsewhere: never sent, bounced.
+            let (recipients, suppressed) = relay.drop_suppressed(&envelope, &entry.recipients);
+            if recipients.is_empty() {
+                glommio::spawn_local(relay.clone().finish(entry, suppressed, None, None)).detach();
                 continue;
             }
-            Err(e) => {
-                tracing::error!(shard = relay.shard, queue_id = %entry.id, error = %e, "cannot read message for delivery");
-                let why = NoRoute {
-                    permanent: false,
-                    status: "4.3.0",
-                    text: format!("cannot read the message from the store: {e}"),
-                };
-                relay.fail_all(vec![entry], &why, None);
-                continue;
+            let smtputf8 = !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+            let (mut results, broken) = match self
+                .transactions(connection, &envelope.sender, &recipients, body, smtputf8)
+                .await
+            {
+                Sent::Nothing(reply) => {
+                    *pending = Some(entry);
+                    return HostEnd::Failed(reply);
+                }
+                Sent::Results(results, broken) => (results, broken),
+            };
+            *sent += 1;
+            for result in &results {
+                self.heard(&result.reply);
             }
-        };
-        // Queued before its address bounced elsewhere: never sent, bounced.
-        let (recipients, suppressed) = relay.drop_suppressed(&envelope, &entry.recipients);
-        if recipients.is_empty() {
-            glommio::spawn_local(relay.clone().finish(entry, suppressed, None, None)).detach();
-            continue;
-        }
-        let smtputf8 = !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
-        connection.session.send(OutgoingMessage {
-            mail_from: envelope.sender.clone(),
-            recipients,
-            body,
-            smtputf8,
-        });
-        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
-            egress.sent(source, super::egress::today());
-            relay.metrics.source_sent(egress.address(source));
-        }
-        let mut results = match connection.next_event(limits).await {
-            ClientEvent::Finished(results) => results,
-            ClientEvent::Failed(reply) => {
+            // A temporary failure for every recipient (4xx, or the host dropped
+            // us mid-transaction) is this host's problem: the next host, if any,
+            // gets the message in the same attempt. The last host's answer is
+            // recorded like any other.
+            let all_transient =
+                !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
+            if all_transient && self.has_next {
+                let reply = broken.clone().unwrap_or_else(|| results[0].reply.clone());
+                if broken.is_none() {
+                    connection.quit(limits).await;
+                }
                 *pending = Some(entry);
                 return HostEnd::Failed(reply);
             }
-            other => {
-                *pending = Some(entry);
-                return HostEnd::Failed(unexpected(other));
+            results.extend(suppressed);
+            // Delivered everywhere: the outcome needs only the envelope. Anything
+            // else may bounce, and a bounce quotes the original: re-read it then.
+            let loaded = all_delivered(&results).then(|| Loaded {
+                envelope,
+                body: Vec::new(),
+            });
+            let via = Via {
+                host: self.target.host.clone(),
+                addr: Some(self.target.addr),
+                tls: connection.tls_version,
+                site: Some(self.site.clone()),
+            };
+            glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
+            if broken.is_some() {
+                return HostEnd::Done;
             }
-        };
-        *sent += 1;
-        relay.metrics.transactions.inc();
-        let broken = match connection.session.poll_event() {
-            Some(ClientEvent::Failed(reply)) => Some(reply),
-            _ => None,
-        };
-        // A temporary failure for every recipient (4xx, or the host dropped
-        // us mid-transaction) is this host's problem: the next host, if any,
-        // gets the message in the same attempt. The last host's answer is
-        // recorded like any other.
-        let all_transient = !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
-        if all_transient && has_next {
-            let reply = broken.clone().unwrap_or_else(|| results[0].reply.clone());
-            if broken.is_none() {
-                connection.quit(limits).await;
-            }
-            *pending = Some(entry);
-            return HostEnd::Failed(reply);
-        }
-        results.extend(suppressed);
-        // Delivered everywhere: the outcome needs only the envelope. Anything
-        // else may bounce, and a bounce quotes the original: re-read it then.
-        let loaded = all_delivered(&results).then(|| Loaded {
-            envelope,
-            body: Vec::new(),
-        });
-        let via = Via {
-            host: target.host.clone(),
-            addr: Some(target.addr),
-            tls: connection.tls_version,
-        };
-        glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
-        if broken.is_some() {
-            return HostEnd::Done;
         }
     }
 }

@@ -1,7 +1,11 @@
 //! One shard's delivery schedule and the outcome of every attempt.
 //!
-//! Per destination domain the shard keeps a ready queue, its open
-//! connections and the connections waiting idle for more mail. Deferred
+//! Per destination site (the domains that share a set of MX hosts, see
+//! [`super::shaping`]) the shard keeps a ready queue, its open connections
+//! and the connections waiting idle for more mail; a connection takes the
+//! site's work whatever its domain. An entry whose domain's site is not
+//! known yet waits in `unresolved` while one task per domain looks it up
+//! (through the resolver's caches, so once per domain and TTL). Deferred
 //! entries wait in one due-ordered map (a `BTreeMap`: a million entries cost
 //! a few dozen comparisons per insert). `known` names every entry held in
 //! memory, in flight included, so an entry reached twice (through the inbox
@@ -10,13 +14,15 @@
 //! [`Relay::sweep`] brings them in when there is room.
 //!
 //! All of it lives on one executor thread: `RefCell`s, no locks. Borrows are
-//! never held across an `.await`.
+//! never held across an `.await`. The one thing shared with other shards is
+//! each site's [`SiteLimiter`], which is atomics.
 
 mod operator;
 
 use super::bounce;
 use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
+use super::shaping::{self, Closed, SiteLimiter, Sites};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
 use crate::config::{Config, RelayConfig, SuppressionScope};
 use crate::events::EventSpool;
@@ -45,6 +51,9 @@ const TICK: Duration = Duration::from_millis(50);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Retry delay after the store refused to record an outcome.
 const STORE_RETRY: Duration = Duration::from_secs(30);
+/// How long a domain's site, once learned, is trusted before it is looked
+/// up again (the MX answers themselves are cached by the resolver).
+const SITE_TTL: Duration = Duration::from_secs(60);
 
 /// An entry's identity, stable across reschedules (its due time changes).
 type EntryKey = (MessageId, String);
@@ -67,15 +76,18 @@ pub(crate) struct Via {
     pub addr: Option<std::net::SocketAddr>,
     /// `TLSv1.3`, `TLSv1.2`; none in the clear.
     pub tls: Option<&'static str>,
+    /// The MX site the host serves.
+    pub site: Option<SiteName>,
 }
 
 impl Via {
-    /// A host by name only (no connection was made to it).
-    pub fn named(host: String) -> Via {
+    /// A host of `site` by name only (no connection was made to it).
+    pub fn named(host: String, site: SiteName) -> Via {
         Via {
             host,
             addr: None,
             tls: None,
+            site: Some(site),
         }
     }
 }
@@ -111,6 +123,8 @@ pub(crate) struct Relay {
     events: Option<EventSpool>,
     /// The egress sources connections come from, if any.
     pub egress: Option<Arc<super::egress::Egress>>,
+    /// Every site's shared limits.
+    sites: Arc<Sites>,
     /// Per source: its client settings with STARTTLS, and without.
     pub source_clients: Vec<(Arc<ClientConfig>, Arc<ClientConfig>)>,
     ids: RefCell<IdGenerator>,
@@ -121,13 +135,24 @@ pub(crate) struct Relay {
 /// Our own refusal of a recipient on the suppression list.
 const SUPPRESSED: &str = "recipient suppressed: it bounced as unknown before; not sent again";
 
+/// A site's name, shared by the maps that refer to it.
+pub(crate) type SiteName = Rc<str>;
+
 #[derive(Default)]
 struct State {
-    destinations: HashMap<String, Destination>,
+    /// Ready work and connections per site.
+    sites: HashMap<SiteName, Destination>,
+    /// Each domain's site, until the instant it should be looked up again.
+    site_of: HashMap<String, (SiteName, Instant)>,
+    /// Ready entries of domains whose site is being looked up.
+    unresolved: HashMap<String, Vec<QueueEntry>>,
+    /// Sites with work that their limits keep waiting (every connection
+    /// taken, suspended, out of tokens): tried again every tick.
+    blocked: HashSet<SiteName>,
     known: HashSet<EntryKey>,
     deferred: BTreeMap<(u64, MessageId, String), QueueEntry>,
-    /// Domains that wanted a connection when the shard had none left.
-    starved: VecDeque<String>,
+    /// Sites that wanted a connection when the shard had none left.
+    starved: VecDeque<SiteName>,
     connections: usize,
     pending_commits: usize,
     /// Some owned entries are in the store but not in memory.
@@ -142,12 +167,14 @@ struct State {
     home_generation: u64,
 }
 
-#[derive(Default)]
+/// One site's work and connections on this shard.
 struct Destination {
     ready: VecDeque<QueueEntry>,
     connections: usize,
     /// Connections waiting for work; a send wakes one.
     idle: VecDeque<oneshot::Sender<()>>,
+    /// The site's limits, shared with the other shards.
+    limiter: Arc<SiteLimiter>,
 }
 
 /// A relay's copy of the configuration in force, and what is made from it.
@@ -200,6 +227,7 @@ impl Relay {
         tls: Option<super::tls::TlsClients>,
         maillog: Arc<MailLog>,
         egress: Option<Arc<super::egress::Egress>>,
+        sites: Arc<Sites>,
     ) -> Relay {
         let config = live.get();
         let client_plain = ClientConfig {
@@ -236,6 +264,7 @@ impl Relay {
         });
         Relay {
             egress,
+            sites,
             source_clients,
             events,
             client_plain: Arc::new(client_plain),
@@ -273,7 +302,7 @@ impl Relay {
 
     /// What tells one refusal from another: the operator's rules, then
     /// the built-in ones.
-    fn bounce_rules(&self) -> Rc<Vec<bounce_class::Rule>> {
+    pub fn bounce_rules(&self) -> Rc<Vec<bounce_class::Rule>> {
         self.refresh();
         self.view.borrow().bounce_rules.clone()
     }
@@ -284,6 +313,9 @@ impl Relay {
         if self.view.borrow().generation != generation {
             let view = RelayView::new(&self.live.get(), generation);
             *self.view.borrow_mut() = view;
+            // Routes, TLS policies and shaping rules may have changed what
+            // site a domain is.
+            self.state.borrow_mut().site_of.clear();
         }
     }
 
@@ -332,7 +364,7 @@ impl Relay {
     fn stop(&self) {
         let mut state = self.state.borrow_mut();
         state.stopping = true;
-        for dest in state.destinations.values_mut() {
+        for dest in state.sites.values_mut() {
             dest.idle.clear();
         }
     }
@@ -380,28 +412,94 @@ impl Relay {
         self.make_ready(entry);
     }
 
+    /// Queue a due entry on its site, or on its domain while the site is
+    /// being looked up.
     fn make_ready(self: &Rc<Self>, entry: QueueEntry) {
+        let mut state = self.state.borrow_mut();
+        let site = state
+            .site_of
+            .get(&entry.domain)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(site, _)| site.clone());
+        if let Some(site) = site {
+            if let Some(dest) = state.sites.get_mut(&site) {
+                dest.ready.push_back(entry);
+                drop(state);
+                self.dispatch(&site);
+                return;
+            }
+        }
+        // Not known, known too long, or forgotten while idle: look it up
+        // (the first entry of the domain starts the lookup).
         let domain = entry.domain.clone();
-        self.state
-            .borrow_mut()
-            .destinations
-            .entry(domain.clone())
-            .or_default()
-            .ready
-            .push_back(entry);
-        self.dispatch(&domain);
+        let waiting = state.unresolved.entry(domain.clone()).or_default();
+        waiting.push(entry);
+        if waiting.len() == 1 {
+            drop(state);
+            glommio::spawn_local(self.clone().place(domain)).detach();
+        }
     }
 
-    /// Give the destination's work to an idle connection, or open another
+    /// Learn `domain`'s site, then move its waiting entries there; a
+    /// domain with no route fails them.
+    async fn place(self: Rc<Self>, domain: String) {
+        let found = super::deliver::destination(&self, &domain).await;
+        let config = self.config();
+        let site = match found {
+            Err(why) => {
+                let entries = self.state.borrow_mut().unresolved.remove(&domain);
+                tracing::info!(shard = self.shard, %domain, status = why.status, reason = %why.text, "no route");
+                self.fail_all(entries.unwrap_or_default(), &why, None);
+                return;
+            }
+            Ok(found) => {
+                let mut hosts: Vec<String> = found
+                    .targets
+                    .iter()
+                    .map(|t| t.host.trim_end_matches('.').to_ascii_lowercase())
+                    .collect();
+                hosts.sort();
+                hosts.dedup();
+                let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                let name: SiteName = shaping::site_name(
+                    &domain,
+                    &names,
+                    found.policy,
+                    config.relay.default_tls_policy(),
+                    &config.relay.shaping,
+                )
+                .into();
+                let mut state = self.state.borrow_mut();
+                let entries = state.unresolved.remove(&domain).unwrap_or_default();
+                let dest = state
+                    .sites
+                    .entry(name.clone())
+                    .or_insert_with(|| Destination {
+                        ready: VecDeque::new(),
+                        connections: 0,
+                        idle: VecDeque::new(),
+                        limiter: self.sites.get(&config.relay, &name, &hosts, &domain),
+                    });
+                dest.ready.extend(entries);
+                state
+                    .site_of
+                    .insert(domain, (name.clone(), Instant::now() + SITE_TTL));
+                name
+            }
+        };
+        self.dispatch(&site);
+    }
+
+    /// Give the site's work to an idle connection, or open another
     /// connection if the limits allow and the work outnumbers the connections.
-    fn dispatch(self: &Rc<Self>, domain: &str) {
+    fn dispatch(self: &Rc<Self>, site: &SiteName) {
         let limits = &self.config().relay;
         let mut state = self.state.borrow_mut();
         if state.stopping {
             return;
         }
         let shard_full = state.connections >= limits.max_connections_per_shard;
-        let Some(dest) = state.destinations.get_mut(domain) else {
+        let Some(dest) = state.sites.get_mut(site) else {
             return;
         };
         while let Some(waiter) = dest.idle.pop_front() {
@@ -409,55 +507,94 @@ impl Relay {
                 return;
             }
         }
-        if dest.ready.len() <= dest.connections
-            || dest.connections >= limits.max_connections_per_destination
-        {
+        if dest.ready.len() <= dest.connections {
             return;
         }
         if shard_full {
-            state.starved.push_back(domain.to_owned());
+            state.starved.push_back(site.clone());
             return;
+        }
+        match dest.limiter.try_open(shaping::now_micros()) {
+            Ok(()) => {}
+            Err(Closed::Full | Closed::Until(_)) => {
+                // A slot may free on another shard, or the time come: the
+                // tick tries again.
+                state.blocked.insert(site.clone());
+                return;
+            }
         }
         dest.connections += 1;
         state.connections += 1;
         self.metrics.connections_active.inc();
         drop(state);
-        glommio::spawn_local(super::deliver::run(self.clone(), domain.to_owned())).detach();
+        glommio::spawn_local(super::deliver::run(self.clone(), site.clone())).detach();
     }
 
     /// A connection task ended: free its slot and let waiting work use it.
-    pub fn connection_closed(self: &Rc<Self>, domain: &str) {
+    pub fn connection_closed(self: &Rc<Self>, site: &SiteName) {
         let starved = {
             let mut state = self.state.borrow_mut();
             state.connections -= 1;
             self.metrics.connections_active.dec();
-            if let Some(dest) = state.destinations.get_mut(domain) {
+            if let Some(dest) = state.sites.get_mut(site) {
                 dest.connections -= 1;
+                dest.limiter.close();
                 if dest.ready.is_empty() && dest.connections == 0 {
-                    // Forget empty destinations so many domains cost no memory.
-                    state.destinations.remove(domain);
+                    // Forget empty sites so many destinations cost no memory.
+                    state.sites.remove(site);
                 }
             }
             state.starved.pop_front()
         };
-        self.dispatch(domain);
+        self.dispatch(site);
         if let Some(other) = starved {
             self.dispatch(&other);
         }
     }
 
-    /// The next entry for `domain`, if any and if not stopping.
-    pub fn take_work(&self, domain: &str) -> Option<QueueEntry> {
+    /// Whether this shard has a connection to `site` besides the caller's.
+    pub fn other_connections(&self, site: &SiteName) -> bool {
+        self.state
+            .borrow()
+            .sites
+            .get(site)
+            .is_some_and(|dest| dest.connections > 1)
+    }
+
+    /// The site's limiter, while the shard holds the site.
+    pub fn limiter(&self, site: &SiteName) -> Option<Arc<SiteLimiter>> {
+        Some(self.state.borrow().sites.get(site)?.limiter.clone())
+    }
+
+    /// The next entry for `site`, if any and if not stopping.
+    pub fn take_work(&self, site: &SiteName) -> Option<QueueEntry> {
         let mut state = self.state.borrow_mut();
         if state.stopping {
             return None;
         }
-        state.destinations.get_mut(domain)?.ready.pop_front()
+        state.sites.get_mut(site)?.ready.pop_front()
     }
 
-    /// The next entry for `domain`, waiting up to `idle` for one to arrive.
-    pub async fn next_work(&self, domain: &str, idle: Duration) -> Option<QueueEntry> {
-        if let Some(entry) = self.take_work(domain) {
+    /// Put an entry taken for sending back at the head of its site's queue
+    /// (the connection could not send it now; no attempt was made).
+    pub fn put_back(self: &Rc<Self>, site: &SiteName, entry: QueueEntry) {
+        let mut state = self.state.borrow_mut();
+        match state.sites.get_mut(site) {
+            Some(dest) => {
+                dest.ready.push_front(entry);
+                state.blocked.insert(site.clone());
+            }
+            None => {
+                drop(state);
+                self.make_ready(entry);
+            }
+        }
+    }
+
+    /// The next entry for `site`, waiting up to `idle` for one to arrive,
+    /// unless another shard wants the site's connection slot.
+    pub async fn next_work(&self, site: &SiteName, idle: Duration) -> Option<QueueEntry> {
+        if let Some(entry) = self.take_work(site) {
             return Some(entry);
         }
         let (wake, woken) = oneshot::channel();
@@ -466,7 +603,11 @@ impl Relay {
             if state.stopping {
                 return None;
             }
-            state.destinations.get_mut(domain)?.idle.push_back(wake);
+            let dest = state.sites.get_mut(site)?;
+            if dest.limiter.should_yield(shaping::now_micros()) {
+                return None;
+            }
+            dest.idle.push_back(wake);
         }
         let woken = async { woken.await.is_ok() };
         let timeout = async {
@@ -474,17 +615,17 @@ impl Relay {
             false
         };
         if woken.or(timeout).await {
-            self.take_work(domain)
+            self.take_work(site)
         } else {
             None
         }
     }
 
-    /// Every ready entry of `domain` (a destination that cannot be reached
+    /// Every ready entry of `site` (a destination that cannot be reached
     /// fails them all at once, as Postfix does with a dead destination).
-    pub fn drain_ready(&self, domain: &str) -> Vec<QueueEntry> {
+    pub fn drain_ready(&self, site: &SiteName) -> Vec<QueueEntry> {
         let mut state = self.state.borrow_mut();
-        match state.destinations.get_mut(domain) {
+        match state.sites.get_mut(site) {
             Some(dest) => dest.ready.drain(..).collect(),
             None => Vec::new(),
         }
@@ -525,6 +666,12 @@ impl Relay {
         self.metrics
             .deferred
             .set(self.state.borrow().deferred.len() as i64);
+        // Sites their limits held back: a slot may have freed on another
+        // shard, a suspension ended, a token come.
+        let blocked: Vec<SiteName> = self.state.borrow_mut().blocked.drain().collect();
+        for site in blocked {
+            self.dispatch(&site);
+        }
         self.sample_oldest();
         if self.hub.take_overflow(self.shard) {
             self.state.borrow_mut().overflow = true;
@@ -554,6 +701,9 @@ impl Relay {
             return;
         }
         state.last_oldest_sample = Some(Instant::now());
+        // Forget what domains' sites were once it is stale.
+        let now = Instant::now();
+        state.site_of.retain(|_, (_, until)| now < *until);
         let oldest = state.known.iter().map(|(id, _)| id.unix_micros()).min();
         let age = oldest.map_or(0, |micros| {
             intake::unix_micros().saturating_sub(micros) / 1_000_000
@@ -581,7 +731,7 @@ impl Relay {
                 let mut found = Vec::new();
                 let mut more = false;
                 let result = spool::scan_queue_entries(&*store, &mut |entry| {
-                    let ours = owner_of(&entry.domain, shards) == shard
+                    let ours = owner_of(&entry.domain, &entry.id, shards) == shard
                         && !config.is_local_domain(&entry.domain)
                         && !entry.is_held();
                     if ours && !known.contains(&(entry.id, entry.domain.clone())) {
@@ -897,6 +1047,7 @@ impl Relay {
                 recipient: &result.recipient,
                 domain: &entry.domain,
                 host: via.filter(|_| !reply.local).map(|v| v.host.as_str()),
+                site: via.and_then(|v| v.site.as_deref()),
                 addr: via.filter(|_| !reply.local).and_then(|v| v.addr),
                 tls: via.and_then(|v| v.tls),
                 attempt: entry.attempts + 1,

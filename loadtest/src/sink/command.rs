@@ -70,6 +70,7 @@ pub fn config(args: &SinkArgs) -> Result<SinkConfig, SetupError> {
         permfail_data_pct: args.permfail_data,
         tempfail_data_first: args.tempfail_data_first,
         refuse_pct: args.refuse,
+        max_connections: args.max_connections,
         latency: Duration::from_millis(args.latency_ms),
         seed: args.seed,
     };

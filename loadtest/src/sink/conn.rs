@@ -48,6 +48,11 @@ pub(crate) async fn serve(conn: Connection, worker: Rc<Worker>) {
     bump(&counters.connections, 1);
     // Replies are small and answer requests; Nagle would only delay them.
     let _ = conn.stream.set_nodelay(true);
+    let Some(_open) = shared.open_connection() else {
+        bump(&counters.throttled, 1);
+        let _ = conn.stream.write_all(replies::TOO_MANY).await;
+        return;
+    };
     let mut dice = shared.connection_dice();
     if dice.chance(shared.faults.refuse_pct) {
         bump(&counters.refused, 1);

@@ -29,6 +29,10 @@ pub struct Faults {
     pub tempfail_data_first: u64,
     /// Share of connections greeted with `554 5.3.2 refused` and closed.
     pub refuse_pct: f64,
+    /// Connections open at once beyond this many are greeted with
+    /// `421 4.7.0 Too many concurrent connections` and closed, as big
+    /// providers throttle a sender (0: no limit).
+    pub max_connections: usize,
     /// Added before every reply to an end of data.
     pub latency: Duration,
     /// Seed of the dice behind every percentage.

@@ -9,6 +9,9 @@ use std::io::Write as _;
 
 /// Greeting of a connection picked by `refuse_pct`; the connection is then closed.
 pub const REFUSED: &[u8] = b"554 5.3.2 refused\r\n";
+/// Greeting of a connection over `max_connections`; the connection is then closed.
+pub const TOO_MANY: &[u8] =
+    b"421 4.7.0 Too many concurrent SMTP connections from this IP address; please try again later\r\n";
 /// NOOP, RSET.
 pub const OK: &[u8] = b"250 2.0.0 Ok\r\n";
 /// MAIL accepted.

@@ -59,7 +59,19 @@ pub(crate) struct Shared {
     data_ends: AtomicU64,
     /// Connections accepted sink-wide; numbers their dice.
     next_connection: AtomicU64,
+    /// Connections open now, and the most ever open at once.
+    open: AtomicU64,
+    peak: AtomicU64,
     stop: Stop,
+}
+
+/// A connection counted as open ([`Shared::open_connection`]).
+pub(crate) struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The stop request and what it must wake.
@@ -136,7 +148,23 @@ impl Shared {
     }
 
     fn stats(&self) -> SinkStats {
-        SinkStats::sum(&self.counters, self.started.elapsed())
+        SinkStats {
+            peak_connections: self.peak.load(Ordering::Relaxed),
+            ..SinkStats::sum(&self.counters, self.started.elapsed())
+        }
+    }
+
+    /// Count a connection open until the guard drops; None when it is one
+    /// over `max_connections` (it is not counted then).
+    pub fn open_connection(self: &Arc<Self>) -> Option<OpenConnection> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let limit = self.faults.max_connections as u64;
+        if limit > 0 && open > limit {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.peak.fetch_max(open, Ordering::Relaxed);
+        Some(OpenConnection(self.clone()))
     }
 }
 
@@ -175,6 +203,8 @@ pub fn start(config: SinkConfig) -> io::Result<SinkHandle> {
         accepted: AtomicU64::new(0),
         data_ends: AtomicU64::new(0),
         next_connection: AtomicU64::new(0),
+        open: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
         stop: Stop {
             requested: AtomicBool::new(false),
             done: Mutex::new(false),

@@ -22,6 +22,8 @@ pub struct Counters {
     pub connections: AtomicU64,
     /// See [`SinkStats::refused`].
     pub refused: AtomicU64,
+    /// See [`SinkStats::throttled`].
+    pub throttled: AtomicU64,
     /// See [`SinkStats::messages`]; bumped last (see [`Counters::accepted`]).
     pub messages: AtomicU64,
     /// See [`SinkStats::recipients`].
@@ -45,6 +47,7 @@ impl Default for Counters {
         Self {
             connections: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             recipients: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -94,6 +97,10 @@ pub struct SinkStats {
     pub permfails: u64,
     /// Connections greeted with 554 and closed.
     pub refused: u64,
+    /// Connections greeted with 421 for being over `max_connections`.
+    pub throttled: u64,
+    /// The most connections open at once (throttled ones not counted).
+    pub peak_connections: u64,
     /// Accepted messages that could not be dumped or id-logged (each is
     /// reported once on stderr as well).
     pub record_errors: u64,
@@ -131,6 +138,8 @@ impl SinkStats {
             tempfails: load(|c| &c.tempfails),
             permfails: load(|c| &c.permfails),
             refused: load(|c| &c.refused),
+            throttled: load(|c| &c.throttled),
+            peak_connections: 0,
             record_errors: load(|c| &c.record_errors),
             first_message_secs: first.map(secs),
             last_message_secs: first.and(last).map(secs),
@@ -168,6 +177,10 @@ impl SinkStats {
         let _ = writeln!(s, "tempfails:     {}", self.tempfails);
         let _ = writeln!(s, "permfails:     {}", self.permfails);
         let _ = writeln!(s, "refused:       {}", self.refused);
+        if self.throttled > 0 {
+            let _ = writeln!(s, "throttled:     {}", self.throttled);
+        }
+        let _ = writeln!(s, "peak conns:    {}", self.peak_connections);
         if self.record_errors > 0 {
             let _ = writeln!(s, "record errors: {}", self.record_errors);
         }

@@ -80,10 +80,23 @@ impl Relay {
             .cloned();
         let taken = match deferred {
             Some(slot) => state.deferred.remove(&slot),
-            None => state.destinations.get_mut(&key.1).and_then(|dest| {
-                let at = dest.ready.iter().position(|e| e.id == key.0)?;
-                dest.ready.remove(at)
-            }),
+            None => {
+                let waiting = state.unresolved.get_mut(&key.1).and_then(|entries| {
+                    let at = entries.iter().position(|e| e.id == key.0)?;
+                    Some(entries.remove(at))
+                });
+                // Ready entries of a domain may sit in more than one site's
+                // queue (its MX hosts changed): look in all.
+                waiting.or_else(|| {
+                    state.sites.values_mut().find_map(|dest| {
+                        let at = dest
+                            .ready
+                            .iter()
+                            .position(|e| e.id == key.0 && e.domain == key.1)?;
+                        dest.ready.remove(at)
+                    })
+                })
+            }
         };
         match taken {
             Some(entry) => {
