@@ -267,6 +267,7 @@ fn entry_views(answer: &Value) -> Result<Vec<EntryView>, String> {
             attempts: row["attempts"].as_u64().unwrap_or_default() as u32,
             last_error: row["last_error"].as_str().map(str::to_owned),
             size: row["size"].as_u64().unwrap_or_default(),
+            pool: row["pool"].as_str().map(str::to_owned),
         })
         .collect())
 }

@@ -359,6 +359,11 @@ pub struct RelayConfig {
     /// Local addresses outbound connections come from (egress sources),
     /// picked by weight for each connection; none: the system picks.
     pub sources: Vec<SourceConfig>,
+    /// Egress pools (`[[relay.pools]]`): named groups of `sources`, chosen
+    /// per message by its sender's domain. See [`PoolConfig`].
+    pub pools: Vec<PoolConfig>,
+    /// The pool of mail no pool's `senders` names; none: every source.
+    pub default_pool: Option<String>,
     /// Traffic shaping rules (`[[relay.shaping]]`), matched by MX site, MX
     /// host suffix or domain; every matching rule's settings apply, later
     /// rules over earlier ones. See [`ShapingRule`].
@@ -537,6 +542,26 @@ impl RelayConfig {
         self.default_tls_policy()
     }
 
+    /// The egress pool of mail from `sender`: the first pool whose
+    /// `senders` names its domain, else `default_pool`.
+    pub fn pool_for(&self, sender: &str) -> Option<&str> {
+        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
+        let domain = domain.to_ascii_lowercase();
+        self.pools
+            .iter()
+            .find(|pool| {
+                pool.senders.iter().any(|pattern| {
+                    let pattern = pattern.to_ascii_lowercase();
+                    match pattern.strip_prefix('.') {
+                        Some(_) => domain.ends_with(&pattern),
+                        None => domain == pattern,
+                    }
+                })
+            })
+            .map(|pool| pool.name.as_str())
+            .or(self.default_pool.as_deref())
+    }
+
     /// The policy of destinations `tls_policy` does not name.
     pub fn default_tls_policy(&self) -> TlsPolicy {
         match (self.starttls, self.verify_certificates) {
@@ -570,6 +595,24 @@ pub struct DkimKeyConfig {
     /// The private key, PEM: PKCS#8 (RSA or Ed25519) or PKCS#1 (RSA), as
     /// `ringpost dkim keygen` writes it.
     pub key: PathBuf,
+}
+
+/// One egress pool (`[[relay.pools]]`): the sources a message's
+/// connections come from, by the sources' weights, when its sender's
+/// domain is one of `senders` (or the pool is `relay.default_pool`, or an
+/// injection names it). Each site's queue is kept per pool, so one
+/// connection carries one pool's mail.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Its name (`[a-z0-9_-]`).
+    pub name: String,
+    /// Addresses of `relay.sources` in it.
+    pub sources: Vec<IpAddr>,
+    /// Sender domains whose mail it carries (`.example.com`: every
+    /// subdomain).
+    #[serde(default)]
+    pub senders: Vec<String>,
 }
 
 /// One traffic shaping rule (`[[relay.shaping]]`). It matches by one of
@@ -892,6 +935,8 @@ impl Default for RelayConfig {
             tls_policy: BTreeMap::new(),
             bounce_rules: Vec::new(),
             sources: Vec::new(),
+            pools: Vec::new(),
+            default_pool: None,
             shaping: Vec::new(),
             mta_sts: true,
             mta_sts_port: 443,
@@ -1122,6 +1167,42 @@ impl Config {
                 return invalid(
                     "relay.sources",
                     format!("{}: ehlo must be a host name", source.address),
+                );
+            }
+        }
+        for (n, pool) in r.pools.iter().enumerate() {
+            let name_ok = !pool.name.is_empty()
+                && pool.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !name_ok {
+                return invalid(
+                    "relay.pools",
+                    format!("pool {n}: a name is [a-z0-9_-], not {:?}", pool.name),
+                );
+            }
+            if r.pools[..n].iter().any(|other| other.name == pool.name) {
+                return invalid("relay.pools", format!("{} is given twice", pool.name));
+            }
+            if pool.sources.is_empty() {
+                return invalid("relay.pools", format!("{} has no sources", pool.name));
+            }
+            if let Some(missing) = pool
+                .sources
+                .iter()
+                .find(|address| !r.sources.iter().any(|s| s.address == **address))
+            {
+                return invalid(
+                    "relay.pools",
+                    format!("{}: {missing} is not one of relay.sources", pool.name),
+                );
+            }
+        }
+        if let Some(name) = &r.default_pool {
+            if !r.pools.iter().any(|pool| &pool.name == name) {
+                return invalid(
+                    "relay.default_pool",
+                    format!("there is no pool named {name:?}"),
                 );
             }
         }
@@ -1551,6 +1632,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("relay.retry_max_secs:"), "{text}");
+    }
+
+    #[test]
+    fn pools_and_shaping_rules_are_checked() {
+        let sources = "[[relay.sources]]\naddress = \"192.0.2.1\"\n[[relay.sources]]\naddress = \"192.0.2.2\"\n";
+        let pools = format!(
+            "{sources}[relay]\ndefault_pool = \"main\"\n[[relay.pools]]\nname = \"main\"\nsources = [\"192.0.2.1\"]\n[[relay.pools]]\nname = \"bulk\"\nsources = [\"192.0.2.2\"]\nsenders = [\"news.example.com\", \".lists.example.com\"]\n"
+        );
+        let c = Config::parse(&pools).unwrap();
+        assert_eq!(c.relay.pool_for("a@News.Example.com"), Some("bulk"));
+        assert_eq!(c.relay.pool_for("a@x.lists.example.com"), Some("bulk"));
+        assert_eq!(c.relay.pool_for("a@example.com"), Some("main"));
+        assert_eq!(c.relay.pool_for(""), Some("main"));
+        for (toml, key) in [
+            (
+                format!("{sources}[[relay.pools]]\nname = \"x\"\nsources = [\"192.0.2.9\"]\n"),
+                "relay.pools",
+            ),
+            (
+                format!(
+                    "{sources}[[relay.pools]]\nname = \"Bad Name\"\nsources = [\"192.0.2.1\"]\n"
+                ),
+                "relay.pools",
+            ),
+            (
+                "[relay]\ndefault_pool = \"none\"\n".to_owned(),
+                "relay.default_pool",
+            ),
+            (
+                "[[relay.shaping]]\nmax_connections = 2\n".to_owned(),
+                "relay.shaping",
+            ),
+            (
+                "[[relay.shaping]]\nsite = \"a\"\ndomain = \"b\"\n".to_owned(),
+                "relay.shaping",
+            ),
+            (
+                "[[relay.shaping]]\nsite = \"a\"\nmessages_per_second = 0.0\n".to_owned(),
+                "relay.shaping",
+            ),
+            (
+                "[[relay.shaping]]\nsite = \"a\"\nmax_connections = 0\n".to_owned(),
+                "relay.shaping",
+            ),
+        ] {
+            let text = Config::parse(&toml).unwrap_err().to_string();
+            assert!(text.starts_with(key), "{toml}: {text}");
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Origin<'a> {
     pub hostname: &'a str,
     /// Whether a domain is local: its mail goes into mailboxes.
     pub is_local: &'a dyn Fn(&str) -> bool,
+    /// The egress pool remote recipients' queue entries use.
+    pub pool: Option<&'a str>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -72,16 +74,20 @@ pub fn new_message(
     let to = Recipients {
         hostname: origin.hostname,
         is_local: origin.is_local,
+        pool: origin.pool,
     };
     stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros)
 }
 
-/// How recipients are told apart: our name and which domains are local.
+/// How recipients are told apart (our name and which domains are local),
+/// and how the remote ones leave.
 pub struct Recipients<'a> {
     /// Our name: where a bare `postmaster` belongs.
     pub hostname: &'a str,
     /// Whether a domain is local: its mail goes into mailboxes.
     pub is_local: &'a dyn Fn(&str) -> bool,
+    /// The egress pool of the queue entries (None: the default).
+    pub pool: Option<&'a str>,
 }
 
 /// The records of a message stored for `recipients`: INBOX rows for the
@@ -113,6 +119,7 @@ pub fn stored(
         .remote
         .into_iter()
         .map(|(domain, recipients)| QueueEntry {
+            pool: to.pool.map(str::to_owned),
             due,
             id,
             domain,
@@ -331,6 +338,7 @@ mod tests {
     #[test]
     fn one_queue_entry_per_domain_and_trace_header_first() {
         let origin = Origin {
+            pool: None,
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|_| false,
@@ -369,6 +377,7 @@ mod tests {
     #[test]
     fn single_recipient_is_named_and_ids_are_unique() {
         let origin = Origin {
+            pool: None,
             ip: "::1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|d| d.eq_ignore_ascii_case("mx.test"),
@@ -392,6 +401,7 @@ mod tests {
     #[test]
     fn local_recipients_get_mailboxes_and_the_rest_the_queue() {
         let origin = Origin {
+            pool: None,
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|d| d.eq_ignore_ascii_case("ours.test"),

@@ -229,6 +229,8 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(relay.ca_file);
     fixed!(relay.use_chunking);
     fixed!(relay.sources);
+    fixed!(relay.pools);
+    fixed!(relay.default_pool);
     fixed!(relay.mta_sts);
     fixed!(relay.mta_sts_port);
     fixed!(admin.inject_max_request_bytes);

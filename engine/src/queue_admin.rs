@@ -126,6 +126,9 @@ pub struct EntryView {
     pub last_error: Option<String>,
     /// Message size, bytes.
     pub size: u64,
+    /// The egress pool it leaves through, if not the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// Which entries: every condition given must hold.
@@ -216,6 +219,7 @@ fn view(entry: &QueueEntry, envelope: Option<&spool::Envelope>, now_ms: u64) -> 
         attempts: entry.attempts,
         last_error: entry.last_error.clone(),
         size: envelope.map_or(0, |e| e.size),
+        pool: entry.pool.clone(),
     }
 }
 
@@ -375,6 +379,7 @@ mod tests {
     fn queued(store: &MemoryStore, seq: u64, domain: &str, due: u64, sender: &str) -> QueueEntry {
         let id = MessageId::new(1_000_000_000 * (seq + 1), 0, seq);
         let entry = QueueEntry {
+            pool: None,
             due,
             id,
             domain: domain.into(),

@@ -191,7 +191,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map_err(StartError::Dkim)?
             .map(Arc::new),
         maillog: maillog.clone(),
-        egress: crate::relay::egress::Egress::new(&config.relay.sources).map(Arc::new),
+        egress: crate::relay::egress::Egress::new(&config.relay.sources, &config.relay.pools)
+            .map(Arc::new),
         sites: Arc::new(crate::relay::shaping::Sites::new(Some(metrics.sites()))),
     };
     if let Some(store) = &certificates {

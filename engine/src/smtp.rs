@@ -159,10 +159,12 @@ impl Smtp<'_> {
     async fn accept_message(&self, smtp: &mut ServerSession, tx: Transaction) {
         let shard = self.shard;
         let is_local = |domain: &str| shard.config().is_local_domain(domain);
+        let config = shard.config();
         let origin = Origin {
             ip: self.peer.ip(),
-            hostname: &shard.config().hostname,
+            hostname: &config.hostname,
             is_local: &is_local,
+            pool: config.relay.pool_for(&tx.mail_from),
         };
         // Inbound mail is checked (SPF, DKIM, DMARC), outbound mail signed
         // (DKIM), both

@@ -2395,3 +2395,78 @@ fn more_recipients_than_a_site_takes_go_in_several_transactions() {
     wait_until("the queue to empty", || spool_messages(&server) == 0);
     server.shutdown();
 }
+
+#[test]
+fn each_sender_domain_leaves_through_its_egress_pool() {
+    use ringpost_engine::config::{PoolConfig, SourceConfig};
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &site_zone(4, SINK_A));
+    let source = |address: &str| SourceConfig {
+        address: address.parse().unwrap(),
+        ehlo: Some(format!("out{}.test", &address[8..])),
+        weight: 1,
+        daily_limit: 0,
+        warmup: Vec::new(),
+        warmup_start: None,
+    };
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_messages_per_connection = 1;
+        c.relay.sources = vec![
+            source("127.0.0.5"),
+            source("127.0.0.6"),
+            source("127.0.0.7"),
+        ];
+        c.relay.pools = vec![
+            PoolConfig {
+                name: "transactional".into(),
+                sources: vec!["127.0.0.5".parse().unwrap()],
+                senders: Vec::new(),
+            },
+            PoolConfig {
+                name: "bulk".into(),
+                sources: vec!["127.0.0.6".parse().unwrap(), "127.0.0.7".parse().unwrap()],
+                senders: vec!["news.origin.test".into()],
+            },
+        ];
+        c.relay.default_pool = Some("transactional".into());
+    });
+    for n in 0..30 {
+        let from = if n % 2 == 0 {
+            "a@origin.test"
+        } else {
+            "n@news.origin.test"
+        };
+        let to = format!("r{n}@s{}.test", n % 4);
+        send(server.smtp_addr(), from, &[&to], &message(n));
+    }
+    assert!(sinks[0].wait_for_messages(30, WAIT), "all delivered");
+    let mut by_pool: std::collections::BTreeMap<(&str, String), usize> = Default::default();
+    let received = sinks[0].messages();
+    for m in &received {
+        *by_pool
+            .entry((
+                if m.mail_from.ends_with("@news.origin.test") {
+                    "bulk"
+                } else {
+                    "transactional"
+                },
+                m.client.ip().to_string(),
+            ))
+            .or_default() += 1;
+    }
+    let sources = |pool: &str| -> Vec<String> {
+        by_pool
+            .keys()
+            .filter(|(p, _)| *p == pool)
+            .map(|(_, ip)| ip.clone())
+            .collect()
+    };
+    assert_eq!(sources("transactional"), ["127.0.0.5"], "{by_pool:?}");
+    assert_eq!(
+        sources("bulk"),
+        ["127.0.0.6", "127.0.0.7"],
+        "both of the pool's sources, none other: {by_pool:?}"
+    );
+    server.shutdown();
+}

@@ -170,6 +170,9 @@ pub struct QueueEntry {
     pub attempts: u32,
     /// Last temporary error, if any.
     pub last_error: Option<String>,
+    /// The egress pool its connections come from (`relay.pools`), chosen
+    /// when the message was accepted; None: the default.
+    pub pool: Option<String>,
 }
 
 impl QueueEntry {
@@ -198,6 +201,12 @@ impl QueueEntry {
                 out.push(1);
                 put_str(&mut out, error);
             }
+        }
+        // Added later: absent (not even the flag) when there is none, so
+        // entries without a pool read the same in every version.
+        if let Some(pool) = &self.pool {
+            out.push(1);
+            put_str(&mut out, pool);
         }
         out
     }
@@ -228,6 +237,13 @@ impl QueueEntry {
             1 => Some(r.string()?),
             _ => return Err(corrupt("bad last-error flag")),
         };
+        let pool = match r.at_end() {
+            true => None,
+            false => match r.byte()? {
+                1 => Some(r.string()?),
+                _ => return Err(corrupt("bad pool flag")),
+            },
+        };
         r.finish()?;
         Ok(QueueEntry {
             due,
@@ -236,6 +252,7 @@ impl QueueEntry {
             recipients,
             attempts,
             last_error,
+            pool,
         })
     }
 }
@@ -504,6 +521,7 @@ mod tests {
 
     fn entry() -> QueueEntry {
         QueueEntry {
+            pool: None,
             due: 1_700_000_000_123,
             id: MessageId::new(1_700_000_000_123_456, 3, 42),
             domain: "example.com".into(),
@@ -597,6 +615,17 @@ mod tests {
         e.domain = String::new();
         e.recipients.clear();
         assert_eq!(QueueEntry::decode(&e.key(), &e.encode_value()).unwrap(), e);
+        // The pool came later: an entry without one encodes as before it
+        // existed, and one with it reads back.
+        let plain = entry().encode_value();
+        e = entry();
+        e.pool = Some("bulk".into());
+        let pooled = e.encode_value();
+        assert_eq!(&pooled[..plain.len()], &plain[..]);
+        assert_eq!(QueueEntry::decode(&e.key(), &pooled).unwrap(), e);
+        let mut bad = pooled.clone();
+        bad[plain.len()] = 7;
+        assert!(QueueEntry::decode(&e.key(), &bad).is_err());
     }
 
     #[test]

@@ -290,6 +290,11 @@ impl Injector {
         let config = self.live.get();
         let request = request::parse(&body, config.admin.inject_max_recipients)?;
         drop(body);
+        if let Some(pool) = &request.pool {
+            if !config.relay.pools.iter().any(|p| &p.name == pool) {
+                return Err(format!("pool `{pool}` is not one of relay.pools"));
+            }
+        }
         let mut report = Report::default();
         let mut accepted = Vec::new();
         for (i, recipient) in request.recipients.iter().enumerate() {
@@ -429,6 +434,10 @@ impl Injector {
         let to = Recipients {
             hostname: &config.hostname,
             is_local: &is_local,
+            pool: request
+                .pool
+                .as_deref()
+                .or_else(|| config.relay.pool_for(&request.sender)),
         };
         let message = intake::stored(id, body, &request.sender, &addresses, &to, now);
         let mut prepared = Prepared {

@@ -8,6 +8,7 @@
 //!   "recipients": ["ann@example.net", {"email": "bob@example.org", "name": "Bob",
 //!                  "substitutions": {"code": "B-7"}}],
 //!   "substitutions": {"team": "Ops"},
+//!   "pool": "bulk",                      (optional: the egress pool, relay.pools)
 //!   "content": "From: ...raw RFC 5322..."  |  {"from": ..., "subject": ..., "text_body": ...}
 //! }
 //! ```
@@ -32,6 +33,8 @@ pub struct InjectRequest {
     /// Rendered once per recipient (substitutions were given), rather than
     /// once for all.
     pub per_recipient: bool,
+    /// The egress pool asked for, if any (checked against the config).
+    pub pool: Option<String>,
 }
 
 /// One recipient.
@@ -66,6 +69,8 @@ struct Wire {
     content: Value,
     #[serde(default)]
     substitutions: BTreeMap<String, Value>,
+    #[serde(default)]
+    pool: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +150,7 @@ pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String
         content,
         substitutions,
         per_recipient,
+        pool: wire.pool,
     })
 }
 

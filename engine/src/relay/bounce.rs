@@ -75,6 +75,7 @@ mod tests {
         let to = intake::Recipients {
             hostname: "relay.test",
             is_local: &|d| d == "relay.test",
+            pool: None,
         };
         let m = new_bounce(
             id,

@@ -106,7 +106,8 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
         relay: &relay,
         site: &site,
     };
-    let (Some(first), Some(limiter)) = (relay.take_work(&site), relay.limiter(&site)) else {
+    let (Some(first), Some((limiter, pool))) = (relay.take_work(&site), relay.limiter(&site))
+    else {
         return;
     };
     // Every domain of the site has the same hosts and policy: the first
@@ -124,11 +125,11 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     let mut last_failure = None;
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
-        let opened = match Connection::open(&relay, target, policy).await {
+        let opened = match Connection::open(&relay, target, policy, pool.as_deref()).await {
             Err(Refused::Tls(reply)) if policy == TlsPolicy::May => {
                 // Opportunistic TLS: better in the clear than not at all.
                 tracing::info!(shard = relay.shard, %site, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
-                Connection::open(&relay, target, TlsPolicy::None).await
+                Connection::open(&relay, target, TlsPolicy::None, pool.as_deref()).await
             }
             other => other,
         };
@@ -533,19 +534,21 @@ struct Connection {
 }
 
 impl Connection {
-    /// Connect, read the greeting, say EHLO (and unless `policy` is
-    /// `none`, STARTTLS when offered, then EHLO again): a session ready to
-    /// send. Under `encrypt` and `verify`, a session without TLS is refused.
+    /// Connect (from a source of egress `pool`, when there are sources),
+    /// read the greeting, say EHLO (and unless `policy` is `none`,
+    /// STARTTLS when offered, then EHLO again): a session ready to send.
+    /// Under `encrypt` and `verify`, a session without TLS is refused.
     async fn open(
         relay: &Relay,
         target: &Target,
         policy: TlsPolicy,
+        pool: Option<&str>,
     ) -> Result<Connection, Refused> {
         let limits = &relay.config().relay;
         let connect_timeout = Duration::from_secs(limits.connect_timeout_secs);
         // An egress source, by weight among those under their daily limit.
         let source = match &relay.egress {
-            Some(egress) => match egress.pick(super::egress::today(), target.addr.ip(), relay.random_unit()) {
+            Some(egress) => match egress.pick(super::egress::today(), target.addr.ip(), relay.random_unit(), pool) {
                 Some(source) => Some((source, egress.address(source))),
                 None => {
                     return Err(Refused::Other(ServerReply::local(

@@ -1,12 +1,15 @@
 //! Egress sources (`relay.sources`): the local addresses outbound
-//! connections come from, each with its own EHLO name. A connection picks
-//! one by weight among those still under their daily limit (the warm-up
+//! connections come from, each with its own EHLO name, grouped into pools
+//! (`relay.pools`; a message's pool is chosen when it is accepted). A
+//! connection picks a source of its pool (every source when it has none)
+//! by weight among those still under their daily limit (the warm-up
 //! schedule of a new IP, or a plain cap); when every source has reached
 //! its limit, delivery waits (the entries are deferred) until the next UTC
 //! day. Counts are per day, shared by every shard through atomics: one
 //! add per message.
 
-use crate::config::SourceConfig;
+use crate::config::{PoolConfig, SourceConfig};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct Egress {
     sources: Vec<Source>,
+    /// Each pool's sources, as indexes into `sources`.
+    pools: HashMap<String, Vec<usize>>,
 }
 
 #[derive(Debug)]
@@ -27,9 +32,19 @@ const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 impl Egress {
-    /// The sources `config` lists; None when it lists none.
-    pub fn new(sources: &[SourceConfig]) -> Option<Egress> {
+    /// The sources and pools `config` lists; None when it lists no source.
+    pub fn new(sources: &[SourceConfig], pools: &[PoolConfig]) -> Option<Egress> {
+        let pools = pools
+            .iter()
+            .map(|pool| {
+                let members = (0..sources.len())
+                    .filter(|&i| pool.sources.contains(&sources[i].address))
+                    .collect();
+                (pool.name.clone(), members)
+            })
+            .collect();
         (!sources.is_empty()).then(|| Egress {
+            pools,
             sources: sources
                 .iter()
                 .map(|config| Source {
@@ -60,12 +75,23 @@ impl Egress {
         self.sources[index].config.ehlo.as_deref()
     }
 
-    /// A source for a new connection on `day` (days since the epoch, UTC),
-    /// by weight among those under their limit and of the family of the
-    /// destination `to`; `unit` in [0, 1) picks. None: all are at their
-    /// limit (or none can reach `to`).
-    pub fn pick(&self, day: u64, to: IpAddr, unit: f64) -> Option<usize> {
-        let open: Vec<usize> = (0..self.sources.len())
+    /// A source of `pool` (None, or a pool that no longer exists: any) for
+    /// a new connection on `day` (days since the epoch, UTC), by weight
+    /// among those under their limit and of the family of the destination
+    /// `to`; `unit` in [0, 1) picks. None: all are at their limit (or none
+    /// can reach `to`).
+    pub fn pick(&self, day: u64, to: IpAddr, unit: f64, pool: Option<&str>) -> Option<usize> {
+        let all: Vec<usize>;
+        let members = match pool.and_then(|name| self.pools.get(name)) {
+            Some(members) => members,
+            None => {
+                all = (0..self.sources.len()).collect();
+                &all
+            }
+        };
+        let open: Vec<usize> = members
+            .iter()
+            .copied()
             .filter(|&i| self.sources[i].config.address.is_ipv4() == to.is_ipv4())
             .filter(|&i| self.room(i, day))
             .collect();
@@ -140,19 +166,44 @@ mod tests {
 
     #[test]
     fn picks_by_weight_and_family() {
-        let egress = Egress::new(&[
-            source("192.0.2.1", 3, &[], None),
-            source("192.0.2.2", 1, &[], None),
-            source("2001:db8::1", 1, &[], None),
-        ])
+        let bulk = PoolConfig {
+            name: "bulk".into(),
+            sources: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
+            senders: Vec::new(),
+        };
+        let egress = Egress::new(
+            &[
+                source("192.0.2.1", 3, &[], None),
+                source("192.0.2.2", 1, &[], None),
+                source("2001:db8::1", 1, &[], None),
+                source("192.0.2.3", 1, &[], None),
+            ],
+            &[bulk],
+        )
         .unwrap();
         let v4: IpAddr = "198.51.100.1".parse().unwrap();
-        let mut counts = [0; 3];
-        for k in 0..400 {
-            counts[egress.pick(0, v4, f64::from(k) / 400.0).unwrap()] += 1;
+        let mut counts = [0; 4];
+        for k in 0..500 {
+            counts[egress.pick(0, v4, f64::from(k) / 500.0, None).unwrap()] += 1;
         }
-        assert_eq!(counts, [300, 100, 0]);
-        assert_eq!(egress.pick(0, "2001:db8::9".parse().unwrap(), 0.5), Some(2));
+        assert_eq!(counts, [300, 100, 0, 100]);
+        assert_eq!(
+            egress.pick(0, "2001:db8::9".parse().unwrap(), 0.5, None),
+            Some(2)
+        );
+        // A pool: its sources only, by their weights.
+        let mut counts = [0; 4];
+        for k in 0..400 {
+            counts[egress
+                .pick(0, v4, f64::from(k) / 400.0, Some("bulk"))
+                .unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 200, 0, 200]);
+        assert_eq!(
+            egress.pick(0, "2001:db8::9".parse().unwrap(), 0.5, Some("bulk")),
+            None,
+            "no IPv6 source in the pool"
+        );
     }
 
     #[test]
@@ -168,19 +219,22 @@ mod tests {
             Some(2),
             "before the start: the first day's"
         );
-        let egress =
-            Egress::new(&[config, source("192.0.2.2", 1, &[1], Some("2026-12-01"))]).unwrap();
+        let egress = Egress::new(
+            &[config, source("192.0.2.2", 1, &[1], Some("2026-12-01"))],
+            &[],
+        )
+        .unwrap();
         let to: IpAddr = "198.51.100.1".parse().unwrap();
         egress.sent(0, 20_788);
         egress.sent(0, 20_788);
         egress.sent(1, 20_788);
         assert_eq!(
-            egress.pick(20_788, to, 0.0),
+            egress.pick(20_788, to, 0.0, None),
             None,
             "both at their limit today"
         );
         assert_eq!(
-            egress.pick(20_789, to, 0.0),
+            egress.pick(20_789, to, 0.0, None),
             Some(0),
             "a new day, new counts"
         );

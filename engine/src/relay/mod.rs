@@ -205,6 +205,7 @@ mod tests {
     fn full_inbox_sets_the_overflow_flag() {
         let (hub, receivers) = Hub::new(1, 1);
         let entry = |n| QueueEntry {
+            pool: None,
             due: 0,
             id: MessageId::new(n, 0, n),
             domain: "a.test".into(),

@@ -1,9 +1,9 @@
 //! One shard's delivery schedule and the outcome of every attempt.
 //!
 //! Per destination site (the domains that share a set of MX hosts, see
-//! [`super::shaping`]) the shard keeps a ready queue, its open connections
-//! and the connections waiting idle for more mail; a connection takes the
-//! site's work whatever its domain. An entry whose domain's site is not
+//! [`super::shaping`]) and egress pool the shard keeps a ready queue, its
+//! open connections and the connections waiting idle for more mail; a
+//! connection takes that queue's work whatever its domain. An entry whose domain's site is not
 //! known yet waits in `unresolved` while one task per domain looks it up
 //! (through the resolver's caches, so once per domain and TTL). Deferred
 //! entries wait in one due-ordered map (a `BTreeMap`: a million entries cost
@@ -135,15 +135,25 @@ pub(crate) struct Relay {
 /// Our own refusal of a recipient on the suppression list.
 const SUPPRESSED: &str = "recipient suppressed: it bounced as unknown before; not sent again";
 
-/// A site's name, shared by the maps that refer to it.
+/// A queue's name: its site's, and its egress pool's when it has one
+/// (`site via pool`). Shared by the maps that refer to it.
 pub(crate) type SiteName = Rc<str>;
+
+/// The queue of `site`'s mail that leaves through `pool`.
+fn queue_name(site: &SiteName, pool: Option<&str>) -> SiteName {
+    match pool {
+        None => site.clone(),
+        Some(pool) => format!("{site} via {pool}").into(),
+    }
+}
 
 #[derive(Default)]
 struct State {
-    /// Ready work and connections per site.
+    /// Ready work and connections per site and pool.
     sites: HashMap<SiteName, Destination>,
-    /// Each domain's site, until the instant it should be looked up again.
-    site_of: HashMap<String, (SiteName, Instant)>,
+    /// Each domain's site and its limiter, until the instant it should be
+    /// looked up again.
+    site_of: HashMap<String, (SiteName, Arc<SiteLimiter>, Instant)>,
     /// Ready entries of domains whose site is being looked up.
     unresolved: HashMap<String, Vec<QueueEntry>>,
     /// Sites with work that their limits keep waiting (every connection
@@ -167,14 +177,28 @@ struct State {
     home_generation: u64,
 }
 
-/// One site's work and connections on this shard.
+/// One site's work and connections on this shard, for one egress pool.
 struct Destination {
     ready: VecDeque<QueueEntry>,
     connections: usize,
     /// Connections waiting for work; a send wakes one.
     idle: VecDeque<oneshot::Sender<()>>,
-    /// The site's limits, shared with the other shards.
+    /// The site's limits, shared with the other shards (and pools).
     limiter: Arc<SiteLimiter>,
+    /// The egress pool its connections come from.
+    pool: Option<Rc<str>>,
+}
+
+impl Destination {
+    fn new(limiter: Arc<SiteLimiter>, pool: Option<&str>) -> Destination {
+        Destination {
+            ready: VecDeque::new(),
+            connections: 0,
+            idle: VecDeque::new(),
+            limiter,
+            pool: pool.map(Rc::from),
+        }
+    }
 }
 
 /// A relay's copy of the configuration in force, and what is made from it.
@@ -419,18 +443,22 @@ impl Relay {
         let site = state
             .site_of
             .get(&entry.domain)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(site, _)| site.clone());
-        if let Some(site) = site {
-            if let Some(dest) = state.sites.get_mut(&site) {
-                dest.ready.push_back(entry);
-                drop(state);
-                self.dispatch(&site);
-                return;
-            }
+            .filter(|(_, _, until)| Instant::now() < *until)
+            .map(|(site, limiter, _)| (site.clone(), limiter.clone()));
+        if let Some((site, limiter)) = site {
+            let name = queue_name(&site, entry.pool.as_deref());
+            state
+                .sites
+                .entry(name.clone())
+                .or_insert_with(|| Destination::new(limiter, entry.pool.as_deref()))
+                .ready
+                .push_back(entry);
+            drop(state);
+            self.dispatch(&name);
+            return;
         }
-        // Not known, known too long, or forgotten while idle: look it up
-        // (the first entry of the domain starts the lookup).
+        // Not known, or known too long: look it up (the first entry of the
+        // domain starts the lookup).
         let domain = entry.domain.clone();
         let waiting = state.unresolved.entry(domain.clone()).or_default();
         waiting.push(entry);
@@ -440,12 +468,12 @@ impl Relay {
         }
     }
 
-    /// Learn `domain`'s site, then move its waiting entries there; a
-    /// domain with no route fails them.
+    /// Learn `domain`'s site, then move its waiting entries to their
+    /// queues (one per pool); a domain with no route fails them.
     async fn place(self: Rc<Self>, domain: String) {
         let found = super::deliver::destination(&self, &domain).await;
         let config = self.config();
-        let site = match found {
+        let queues = match found {
             Err(why) => {
                 let entries = self.state.borrow_mut().unresolved.remove(&domain);
                 tracing::info!(shard = self.shard, %domain, status = why.status, reason = %why.text, "no route");
@@ -469,25 +497,31 @@ impl Relay {
                     &config.relay.shaping,
                 )
                 .into();
+                let limiter = self.sites.get(&config.relay, &name, &hosts, &domain);
                 let mut state = self.state.borrow_mut();
                 let entries = state.unresolved.remove(&domain).unwrap_or_default();
-                let dest = state
-                    .sites
-                    .entry(name.clone())
-                    .or_insert_with(|| Destination {
-                        ready: VecDeque::new(),
-                        connections: 0,
-                        idle: VecDeque::new(),
-                        limiter: self.sites.get(&config.relay, &name, &hosts, &domain),
-                    });
-                dest.ready.extend(entries);
+                let mut queues: Vec<SiteName> = Vec::new();
+                for entry in entries {
+                    let queue = queue_name(&name, entry.pool.as_deref());
+                    state
+                        .sites
+                        .entry(queue.clone())
+                        .or_insert_with(|| Destination::new(limiter.clone(), entry.pool.as_deref()))
+                        .ready
+                        .push_back(entry);
+                    if !queues.contains(&queue) {
+                        queues.push(queue);
+                    }
+                }
                 state
                     .site_of
-                    .insert(domain, (name.clone(), Instant::now() + SITE_TTL));
-                name
+                    .insert(domain, (name, limiter, Instant::now() + SITE_TTL));
+                queues
             }
         };
-        self.dispatch(&site);
+        for queue in queues {
+            self.dispatch(&queue);
+        }
     }
 
     /// Give the site's work to an idle connection, or open another
@@ -561,9 +595,11 @@ impl Relay {
             .is_some_and(|dest| dest.connections > 1)
     }
 
-    /// The site's limiter, while the shard holds the site.
-    pub fn limiter(&self, site: &SiteName) -> Option<Arc<SiteLimiter>> {
-        Some(self.state.borrow().sites.get(site)?.limiter.clone())
+    /// The queue's site limiter and egress pool, while the shard holds it.
+    pub fn limiter(&self, site: &SiteName) -> Option<(Arc<SiteLimiter>, Option<Rc<str>>)> {
+        let state = self.state.borrow();
+        let dest = state.sites.get(site)?;
+        Some((dest.limiter.clone(), dest.pool.clone()))
     }
 
     /// The next entry for `site`, if any and if not stopping.
@@ -703,7 +739,7 @@ impl Relay {
         state.last_oldest_sample = Some(Instant::now());
         // Forget what domains' sites were once it is stale.
         let now = Instant::now();
-        state.site_of.retain(|_, (_, until)| now < *until);
+        state.site_of.retain(|_, (_, _, until)| now < *until);
         let oldest = state.known.iter().map(|(id, _)| id.unix_micros()).min();
         let age = oldest.map_or(0, |micros| {
             intake::unix_micros().saturating_sub(micros) / 1_000_000
@@ -856,9 +892,12 @@ impl Relay {
                 } else {
                     let id = self.ids.borrow_mut().next(now_micros);
                     let is_local = |d: &str| self.config().is_local_domain(d);
+                    // Bounces leave through the default pool.
+                    let config = self.config();
                     let to = intake::Recipients {
-                        hostname: &self.config().hostname,
+                        hostname: &config.hostname,
                         is_local: &is_local,
+                        pool: config.relay.default_pool.as_deref(),
                     };
                     let dsn = bounce::new_bounce(
                         id,

@@ -669,6 +669,7 @@ fn message(micros: u64, seq: u64, domains: &[&str], due: u64) -> NewMessage {
             .iter()
             .zip(&recipients)
             .map(|(domain, rcpt)| QueueEntry {
+                pool: None,
                 due,
                 id,
                 domain: domain.to_string(),
@@ -819,6 +820,7 @@ pub fn queue_due_order(store: Arc<dyn Store>) {
     for i in 0u64..600 {
         // Due times collide on purpose (i*7919 mod 250), ids do not.
         let entry = QueueEntry {
+            pool: None,
             due: (i * 7919) % 250 * 1000,
             id: MessageId::new(1_000_000 - i, (i % 3) as u16, i),
             domain: format!("d{}.example", i % 5),
