@@ -769,6 +769,44 @@ pub struct WebhookConfig {
     /// counted): while the endpoint is down, the backlog on disk is bounded
     /// by this much traffic.
     pub max_event_age_hours: u64,
+    /// More endpoints (`[[webhook.endpoints]]`), each with its own copy of
+    /// the events it takes, so one that is down holds back no other. The
+    /// settings above (batch size, timeouts, pauses, age) apply to each.
+    pub endpoints: Vec<WebhookEndpoint>,
+}
+
+/// One more webhook endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Its name in logs and metrics (`[a-z0-9_-]`, not `default`, which
+    /// is `webhook.url`'s).
+    pub name: String,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// Sent as the `Authorization` header.
+    #[serde(default)]
+    pub authorization: Option<String>,
+    /// The event types it takes (`reception`, `delivered`, `deferred`,
+    /// `bounced`, `suppressed`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The delivery event types, as events and `webhook.endpoints` name them.
+pub const EVENT_TYPES: [&str; 5] = [
+    "reception",
+    "delivered",
+    "deferred",
+    "bounced",
+    "suppressed",
+];
+
+impl WebhookConfig {
+    /// Whether events are kept and posted at all.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.endpoints.is_empty()
+    }
 }
 
 impl Default for WebhookConfig {
@@ -780,6 +818,7 @@ impl Default for WebhookConfig {
             timeout_secs: 10,
             retry_max_secs: 300,
             max_event_age_hours: 72,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -1053,17 +1092,53 @@ impl Config {
             return invalid("store.commit_queue", "must be at least 1");
         }
         let s = &self.smtp;
+        let web_url = |url: &str| {
+            url.parse::<hyper::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            })
+        };
         if let Some(url) = &self.webhook.url {
-            match url.parse::<hyper::Uri>() {
-                Ok(uri)
-                    if matches!(uri.scheme_str(), Some("http" | "https"))
-                        && uri.host().is_some() => {}
-                _ => {
-                    return invalid(
-                        "webhook.url",
-                        format!("`{url}` is not an http:// or https:// URL"),
-                    )
-                }
+            if !web_url(url) {
+                return invalid(
+                    "webhook.url",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+            }
+        }
+        for (n, endpoint) in self.webhook.endpoints.iter().enumerate() {
+            let name = &endpoint.name;
+            let name_ok = !name.is_empty()
+                && name != "default"
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !name_ok {
+                return invalid(
+                    "webhook.endpoints",
+                    format!("endpoint {n}: a name is [a-z0-9_-] and not `default`, not {name:?}"),
+                );
+            }
+            if self.webhook.endpoints[..n].iter().any(|e| &e.name == name) {
+                return invalid("webhook.endpoints", format!("{name} is given twice"));
+            }
+            if !web_url(&endpoint.url) {
+                return invalid(
+                    "webhook.endpoints",
+                    format!(
+                        "{name}: `{}` is not an http:// or https:// URL",
+                        endpoint.url
+                    ),
+                );
+            }
+            if let Some(kind) = endpoint
+                .events
+                .iter()
+                .find(|kind| !EVENT_TYPES.contains(&kind.as_str()))
+            {
+                return invalid(
+                    "webhook.endpoints",
+                    format!("{name}: `{kind}` is none of {}", EVENT_TYPES.join(", ")),
+                );
             }
         }
         if !(1..=10_000).contains(&self.webhook.batch_size) {
@@ -1579,6 +1654,23 @@ mod tests {
         }
         let ok = Config::parse("[webhook]\nurl = \"https://hooks.example.com/ringpost?x=1\"\n");
         assert!(ok.is_ok(), "{ok:?}");
+        let endpoint = |fields: &str| format!("[[webhook.endpoints]]\n{fields}\n");
+        for fields in [
+            "name = \"default\"\nurl = \"http://a.test/\"",
+            "name = \"A b\"\nurl = \"http://a.test/\"",
+            "name = \"crm\"\nurl = \"ftp://a.test/\"",
+            "name = \"crm\"\nurl = \"http://a.test/\"\nevents = [\"opened\"]",
+        ] {
+            let text = Config::parse(&endpoint(fields)).unwrap_err().to_string();
+            assert!(text.starts_with("webhook.endpoints"), "{fields}: {text}");
+        }
+        let twice = endpoint("name = \"crm\"\nurl = \"http://a.test/\"").repeat(2);
+        assert!(Config::parse(&twice).is_err());
+        let c = Config::parse(&endpoint(
+            "name = \"crm\"\nurl = \"http://a.test/\"\nevents = [\"bounced\"]",
+        ))
+        .unwrap();
+        assert!(c.webhook.enabled() && c.webhook.url.is_none());
     }
 
     #[test]

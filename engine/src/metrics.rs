@@ -427,35 +427,42 @@ impl SiteMetrics {
     }
 }
 
-/// The webhook poster's metrics.
+/// The webhook poster's metrics, per endpoint (`default` is `webhook.url`).
 #[derive(Clone, Default)]
 pub struct WebhookMetrics {
     posts: Family<Labels, Counter>,
-    events: Counter,
-    dropped: Counter,
-    oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    events: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    oldest: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl WebhookMetrics {
-    /// A POST ended with `result` (`ok`, `failed`, `refused`, `timeout`).
-    pub fn post(&self, result: &str) {
-        let labels = vec![("result", result.to_owned())];
+    /// A POST to `endpoint` ended with `result` (`ok`, `failed`,
+    /// `refused`, `timeout`).
+    pub fn post(&self, endpoint: &str, result: &str) {
+        let labels = vec![
+            ("endpoint", endpoint.to_owned()),
+            ("result", result.to_owned()),
+        ];
         self.posts.get_or_create(&labels).inc();
     }
 
-    /// `n` events were posted and taken.
-    pub fn posted(&self, n: usize) {
-        self.events.inc_by(n as u64);
+    /// `n` events were posted to `endpoint` and taken.
+    pub fn posted(&self, endpoint: &str, n: usize) {
+        let labels = vec![("endpoint", endpoint.to_owned())];
+        self.events.get_or_create(&labels).inc_by(n as u64);
     }
 
-    /// `n` events the endpoint refused for good were dropped.
-    pub fn dropped(&self, n: usize) {
-        self.dropped.inc_by(n as u64);
+    /// `n` events for `endpoint` were dropped unposted.
+    pub fn dropped(&self, endpoint: &str, n: usize) {
+        let labels = vec![("endpoint", endpoint.to_owned())];
+        self.dropped.get_or_create(&labels).inc_by(n as u64);
     }
 
-    /// The oldest event waiting is `seconds` old (0: none waits).
-    pub fn oldest_age(&self, seconds: f64) {
-        self.oldest.set(seconds);
+    /// The oldest event waiting for `endpoint` is `seconds` old (0: none).
+    pub fn oldest_age(&self, endpoint: &str, seconds: f64) {
+        let labels = vec![("endpoint", endpoint.to_owned())];
+        self.oldest.get_or_create(&labels).set(seconds);
     }
 
     fn register(&self, registry: &mut Registry) {

@@ -344,8 +344,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
 
-    let webhook = match &config.webhook.url {
-        Some(_) => Some(
+    let webhook = match config.webhook.enabled() {
+        true => Some(
             WebhookPoster::start(
                 config.webhook.clone(),
                 store.clone(),
@@ -354,7 +354,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             )
             .map_err(StartError::Webhook)?,
         ),
-        None => None,
+        false => None,
     };
 
     let cpus = std::thread::available_parallelism()

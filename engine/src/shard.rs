@@ -275,11 +275,10 @@ impl Shard {
             limits: shared.limits.clone(),
             tls: shared.tls.clone(),
             budget: MemoryBudget::new(config.limits.session_memory_mb << 20),
-            events: config
-                .webhook
-                .url
-                .is_some()
-                .then(|| crate::events::EventSpool::new(crate::events::source::smtp(id))),
+            events: crate::events::EventSpool::new(
+                crate::events::source::smtp(id),
+                &config.webhook,
+            ),
             spf_dns,
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),

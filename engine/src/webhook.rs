@@ -1,7 +1,8 @@
 //! The webhook poster: a thread of its own that posts the delivery events
-//! ([`crate::events`]) waiting in the store to `webhook.url`, oldest first,
-//! as JSON arrays of at most `webhook.batch_size` events, and deletes them
-//! once the endpoint answers 2xx. A failed POST (no connection, a timeout,
+//! ([`crate::events`]) waiting in the store to each endpoint (`webhook.url`
+//! and `webhook.endpoints`, one task each, every endpoint its own rows),
+//! oldest first, as JSON arrays of at most `webhook.batch_size` events, and
+//! deletes them once the endpoint answers 2xx. A failed POST (no connection, a timeout,
 //! any other status) is tried again after a pause that starts at a second
 //! and doubles up to `webhook.retry_max_secs`; the events wait in the
 //! store meanwhile, so a restart loses none. Delivery is at least once: an
@@ -12,6 +13,7 @@
 //! (the webpki roots), one connection per batch.
 
 use crate::config::WebhookConfig;
+use crate::events::Endpoint;
 use crate::metrics::WebhookMetrics;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -29,12 +31,12 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// The poster's thread.
 pub struct WebhookPoster {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WebhookPoster {
-    /// Start posting what `store` holds, per `config` (which has a URL).
+    /// Start posting what `store` holds to every endpoint of `config`.
     pub fn start(
         config: WebhookConfig,
         store: Arc<dyn Store>,
@@ -44,16 +46,23 @@ impl WebhookPoster {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let poster = Poster {
-            config,
-            store,
-            commits,
-            metrics,
-        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let posters: Vec<Poster> = crate::events::endpoints(&config)
+            .into_iter()
+            .map(|endpoint| Poster {
+                endpoint,
+                config: config.clone(),
+                store: store.clone(),
+                commits: commits.clone(),
+                metrics: metrics.clone(),
+            })
+            .collect();
         let thread = std::thread::Builder::new()
             .name("ringpost-webhook".into())
-            .spawn(move || runtime.block_on(poster.run(stopped)))?;
+            .spawn(move || {
+                let all = posters.into_iter().map(|p| p.run(stopped.clone()));
+                runtime.block_on(futures::future::join_all(all));
+            })?;
         Ok(WebhookPoster {
             stop: Some(stop),
             thread: Some(thread),
@@ -64,7 +73,7 @@ impl WebhookPoster {
 impl Drop for WebhookPoster {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -72,7 +81,9 @@ impl Drop for WebhookPoster {
     }
 }
 
+/// One endpoint's poster.
 struct Poster {
+    endpoint: Endpoint,
     config: WebhookConfig,
     store: Arc<dyn Store>,
     commits: CommitHandle,
@@ -80,15 +91,16 @@ struct Poster {
 }
 
 impl Poster {
-    async fn run(self, mut stopped: tokio::sync::oneshot::Receiver<()>) {
-        let url = self.config.url.clone().unwrap_or_default();
-        tracing::info!(%url, "webhook: posting delivery events");
+    async fn run(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let url = self.endpoint.url.clone();
+        let endpoint = self.endpoint.name.as_str();
+        tracing::info!(endpoint, %url, "webhook: posting delivery events");
         let mut pause = Duration::ZERO;
         // Events still to post one at a time, to find one the endpoint refuses.
         let mut singly = 0usize;
         loop {
             tokio::select! {
-                _ = &mut stopped => return,
+                _ = stopped.changed() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
             let size = if singly > 0 {
@@ -103,7 +115,7 @@ impl Poster {
                     Duration::ZERO
                 }
                 Err(Failed::Refused(n)) if n > 1 => {
-                    tracing::warn!(%url, events = n, "webhook: the endpoint refused a batch; posting its events one at a time");
+                    tracing::warn!(endpoint, %url, events = n, "webhook: the endpoint refused a batch; posting its events one at a time");
                     singly = n;
                     Duration::ZERO
                 }
@@ -116,7 +128,7 @@ impl Poster {
                         Duration::from_secs(1),
                         Duration::from_secs(self.config.retry_max_secs),
                     );
-                    tracing::warn!(%url, error = %why, retry_in_secs = next.as_secs(), "webhook: POST failed; the events wait in the store");
+                    tracing::warn!(endpoint, %url, error = %why, retry_in_secs = next.as_secs(), "webhook: POST failed; the events wait in the store");
                     next
                 }
             };
@@ -128,15 +140,16 @@ impl Poster {
     /// (a 4xx other than 408 and 429) is dropped, logged and counted, so it
     /// cannot hold back every event after it.
     async fn post_some(&self, url: &str, size: usize) -> Result<usize, Failed> {
-        let batch = events::oldest(&*self.store, size)
+        let batch = events::oldest(&*self.store, &self.endpoint.prefix, size)
             .map_err(|e| Failed::Retry(format!("cannot read events: {e}")))?;
         let Some((first, _)) = batch.first() else {
-            self.metrics.oldest_age(0.0);
+            self.metrics.oldest_age(&self.endpoint.name, 0.0);
             return Ok(0);
         };
         let now = crate::intake::unix_micros();
         let age = now.saturating_sub(events::key_micros(first));
-        self.metrics.oldest_age(age as f64 / 1e6);
+        self.metrics
+            .oldest_age(&self.endpoint.name, age as f64 / 1e6);
         let max_age = self
             .config
             .max_event_age_hours
@@ -159,22 +172,22 @@ impl Poster {
         let refused = match posted {
             Ok(Ok(())) => false,
             Ok(Err(Failed::Refused(_))) if batch.len() > 1 => {
-                self.metrics.post("refused");
+                self.metrics.post(&self.endpoint.name, "refused");
                 return Err(Failed::Refused(batch.len()));
             }
             Ok(Err(Failed::Refused(status))) => {
-                self.metrics.post("refused");
+                self.metrics.post(&self.endpoint.name, "refused");
                 let event = String::from_utf8_lossy(&batch[0].1);
-                tracing::error!(%url, status, %event, "webhook: the endpoint refuses this event for good; dropped");
-                self.metrics.dropped(1);
+                tracing::error!(endpoint = %self.endpoint.name, %url, status, %event, "webhook: the endpoint refuses this event for good; dropped");
+                self.metrics.dropped(&self.endpoint.name, 1);
                 true
             }
             Ok(Err(failed)) => {
-                self.metrics.post("failed");
+                self.metrics.post(&self.endpoint.name, "failed");
                 return Err(failed);
             }
             Err(_) => {
-                self.metrics.post("timeout");
+                self.metrics.post(&self.endpoint.name, "timeout");
                 return Err(Failed::Retry(format!(
                     "no answer within {} s",
                     timeout.as_secs()
@@ -193,16 +206,16 @@ impl Poster {
         if refused {
             return Err(Failed::Refused(1));
         }
-        self.metrics.post("ok");
-        self.metrics.posted(batch.len());
-        tracing::debug!(events = batch.len(), "webhook: events posted");
+        self.metrics.post(&self.endpoint.name, "ok");
+        self.metrics.posted(&self.endpoint.name, batch.len());
+        tracing::debug!(endpoint = %self.endpoint.name, events = batch.len(), "webhook: events posted");
         Ok(batch.len())
     }
 
     /// Drop up to [`MAX_DROPPED`] events from before `cutoff` (unix µs):
     /// they waited longer than `webhook.max_event_age_hours`.
     async fn drop_older(&self, cutoff: u64) -> Result<usize, Failed> {
-        let old = events::oldest(&*self.store, MAX_DROPPED)
+        let old = events::oldest(&*self.store, &self.endpoint.prefix, MAX_DROPPED)
             .map_err(|e| Failed::Retry(format!("cannot read events: {e}")))?;
         let mut done = WriteBatch::new();
         let mut dropped = 0;
@@ -217,8 +230,9 @@ impl Poster {
             .commit(done)
             .await
             .map_err(|e| Failed::Retry(format!("cannot drop old events: {e}")))?;
-        self.metrics.dropped(dropped);
+        self.metrics.dropped(&self.endpoint.name, dropped);
         tracing::warn!(
+            endpoint = %self.endpoint.name,
             events = dropped,
             max_age_hours = self.config.max_event_age_hours,
             "webhook: events older than the limit dropped unposted"
@@ -234,7 +248,7 @@ impl Poster {
             .header(hyper::header::HOST, authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, "ringpost-webhook");
-        if let Some(authorization) = &self.config.authorization {
+        if let Some(authorization) = &self.endpoint.authorization {
             request = request.header(hyper::header::AUTHORIZATION, authorization);
         }
         let request = request

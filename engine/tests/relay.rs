@@ -1732,12 +1732,12 @@ fn delivery_events_reach_a_webhook_that_recovers_in_order() {
         .all(|a| a == "Bearer hook-secret"));
     // Posted events leave the store, and are counted.
     wait_until("the events family to empty", || {
-        ringpost_storage::events::oldest(&*server.store(), 1)
+        ringpost_storage::events::oldest(&*server.store(), &[], 1)
             .unwrap()
             .is_empty()
     });
     let posted = format!(
-        "ringpost_webhook_events_posted_total {}",
+        "ringpost_webhook_events_posted_total{{endpoint=\"default\"}} {}",
         hook.events().len()
     );
     wait_until("the posted events to be counted", || {
@@ -1745,7 +1745,7 @@ fn delivery_events_reach_a_webhook_that_recovers_in_order() {
     });
     let metrics = metrics_of(&server);
     assert!(
-        metrics.contains("ringpost_webhook_posts_total{result=\"failed\"} 2"),
+        metrics.contains("ringpost_webhook_posts_total{endpoint=\"default\",result=\"failed\"} 2"),
         "{metrics}"
     );
     server.shutdown();
@@ -1835,7 +1835,8 @@ fn an_event_the_endpoint_refuses_does_not_block_the_rest() {
         "its reception was dropped"
     );
     wait_until("the drop to be counted", || {
-        metrics_of(&server).contains("ringpost_webhook_events_dropped_total 1")
+        metrics_of(&server)
+            .contains("ringpost_webhook_events_dropped_total{endpoint=\"default\"} 1")
     });
     server.shutdown();
 }
@@ -1856,6 +1857,7 @@ fn events_past_their_age_limit_are_dropped() {
     let mut batch = ringpost_storage::WriteBatch::new();
     ringpost_storage::events::put(
         &mut batch,
+        &[],
         ringpost_storage::events::key(old, 7, 1),
         br#"{"type":"reception","queue_id":"stale"}"#.to_vec(),
     );
@@ -1870,7 +1872,8 @@ fn events_past_their_age_limit_are_dropped() {
     assert!(hook.wait_for(WAIT, |events| event_types(events, &fresh) == ["reception"]));
     assert!(event_types(&hook.events(), "stale").is_empty());
     wait_until("the drop to be counted", || {
-        metrics_of(&server).contains("ringpost_webhook_events_dropped_total 1")
+        metrics_of(&server)
+            .contains("ringpost_webhook_events_dropped_total{endpoint=\"default\"} 1")
     });
     server.shutdown();
 }
@@ -2467,6 +2470,90 @@ fn each_sender_domain_leaves_through_its_egress_pool() {
         sources("bulk"),
         ["127.0.0.6", "127.0.0.7"],
         "both of the pool's sources, none other: {by_pool:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn each_webhook_endpoint_gets_its_events_on_its_own() {
+    use ringpost_engine::config::WebhookEndpoint;
+    use ringpost_loadtest::event_sink::EventSink;
+    let refuse_all = Faults {
+        permfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, _sinks) = sinks_on_one_port(&[(SINK_A, Faults::default()), (SINK_B, refuse_all)]);
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx.dest.test"),
+        TestRecord::a("mx.dest.test", SINK_A),
+        TestRecord::mx("origin.test", 10, "mx.origin.test"),
+        TestRecord::a("mx.origin.test", SINK_A),
+        TestRecord::mx("gone.test", 10, "mx.gone.test"),
+        TestRecord::a("mx.gone.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let everything = EventSink::start("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    // Down for its first four POSTs, and it only wants outcomes.
+    let outcomes = EventSink::start("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.webhook.url = Some(format!("http://{}/all", everything.addr()));
+        c.webhook.retry_max_secs = 1;
+        c.webhook.endpoints = vec![WebhookEndpoint {
+            name: "crm".into(),
+            url: format!("http://{}/outcomes", outcomes.addr()),
+            authorization: Some("Bearer crm".into()),
+            events: vec!["delivered".into(), "bounced".into()],
+        }];
+    });
+    let smtp = server.smtp_addr();
+    let queue_id = |reply: String| reply.split_whitespace().last().unwrap().to_owned();
+    let delivered = queue_id(send(smtp, "a@origin.test", &["b@dest.test"], &message(1)));
+    let bounced = queue_id(send(smtp, "a@origin.test", &["x@gone.test"], &message(2)));
+    // The endpoint that works is not held back by the one that does not.
+    assert!(
+        everything.wait_for(WAIT, |events| event_types(events, &delivered)
+            == ["reception", "delivered"]
+            && event_types(events, &bounced) == ["reception", "bounced"]),
+        "{:?}",
+        everything.events()
+    );
+    assert!(
+        outcomes.wait_for(WAIT, |events| event_types(events, &delivered)
+            == ["delivered"]
+            && event_types(events, &bounced) == ["bounced"]),
+        "{:?}",
+        outcomes.events()
+    );
+    let (_, refused) = outcomes.requests();
+    assert_eq!(refused, 4);
+    assert!(outcomes.authorizations().iter().all(|a| a == "Bearer crm"));
+    assert!(
+        outcomes
+            .events()
+            .iter()
+            .all(|e| e["type"] == "delivered" || e["type"] == "bounced"),
+        "only what it asked for: {:?}",
+        outcomes.events()
+    );
+    wait_until("both endpoints' rows to go", || {
+        let store = server.store();
+        ringpost_storage::events::oldest(&*store, &[], 1)
+            .unwrap()
+            .is_empty()
+            && ringpost_storage::events::oldest(
+                &*store,
+                &ringpost_storage::events::prefix(Some("crm")),
+                1,
+            )
+            .unwrap()
+            .is_empty()
+    });
+    let metrics = metrics_of(&server);
+    assert!(
+        metrics.contains("ringpost_webhook_posts_total{endpoint=\"crm\",result=\"failed\"} 4"),
+        "{metrics}"
     );
     server.shutdown();
 }

@@ -151,12 +151,7 @@ impl Injector {
             .max(live.get().admin.inject_max_request_bytes)
             .div_ceil(1024);
         Arc::new(Injector {
-            events: live
-                .get()
-                .webhook
-                .url
-                .is_some()
-                .then(|| EventSpool::new(crate::events::source::INJECT)),
+            events: EventSpool::new(crate::events::source::INJECT, &live.get().webhook),
             store,
             commits,
             hub,

@@ -264,11 +264,7 @@ impl Relay {
             try_starttls: tls.is_some(),
             ..client_plain.clone()
         });
-        let events = config
-            .webhook
-            .url
-            .is_some()
-            .then(|| EventSpool::new(crate::events::source::relay(shard)));
+        let events = EventSpool::new(crate::events::source::relay(shard), &config.webhook);
         // Each egress source says its own name in EHLO.
         let source_clients = egress.as_ref().map_or_else(Vec::new, |egress| {
             (0..egress.len())
