@@ -60,6 +60,7 @@ impl WebhookPoster {
         let thread = std::thread::Builder::new()
             .name("ringpost-webhook".into())
             .spawn(move || {
+                runtime.block_on(forget_removed(&posters));
                 let all = posters.into_iter().map(|p| p.run(stopped.clone()));
                 runtime.block_on(futures::future::join_all(all));
             })?;
@@ -67,6 +68,34 @@ impl WebhookPoster {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+/// Delete the waiting events of endpoints no longer configured: nobody
+/// would ever post them.
+async fn forget_removed(posters: &[Poster]) {
+    let Some(first) = posters.first() else {
+        return;
+    };
+    let prefixes: Vec<Vec<u8>> = posters.iter().map(|p| p.endpoint.prefix.clone()).collect();
+    loop {
+        let batch = match events::forget_others(&*first.store, &prefixes, MAX_DROPPED) {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: cannot look for events of removed endpoints");
+                return;
+            }
+        };
+        let n = batch.len();
+        if let Err(e) = first.commits.commit(batch).await {
+            tracing::warn!(error = %e, "webhook: cannot delete events of removed endpoints");
+            return;
+        }
+        tracing::info!(
+            events = n,
+            "webhook: events of endpoints no longer configured deleted"
+        );
     }
 }
 

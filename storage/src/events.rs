@@ -53,6 +53,27 @@ pub fn delete(batch: &mut WriteBatch, key: &[u8]) {
     batch.delete(Family::Events, key.to_vec());
 }
 
+/// Delete the rows of endpoints not in `prefixes` (endpoints removed from
+/// the configuration), at most `limit` of them: the deletes, to commit.
+pub fn forget_others(
+    store: &dyn Store,
+    prefixes: &[Vec<u8>],
+    limit: usize,
+) -> Result<WriteBatch, StoreError> {
+    let mut batch = WriteBatch::new();
+    let mut n = 0;
+    store.scan(Family::Events, &[], None, &mut |key, _| {
+        // A key is its endpoint's prefix and an event key of KEY_LEN bytes.
+        let prefix = &key[..key.len().saturating_sub(KEY_LEN)];
+        if !prefixes.iter().any(|p| p == prefix) {
+            batch.delete(Family::Events, key.to_vec());
+            n += 1;
+        }
+        n < limit
+    })?;
+    Ok(batch)
+}
+
 /// An event as stored: its key and its JSON.
 pub type StoredEvent = (Vec<u8>, Vec<u8>);
 
@@ -97,6 +118,31 @@ mod tests {
         }
         store.write(&[batch], true).unwrap();
         assert_eq!(oldest(&store, &[], 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rows_of_removed_endpoints_are_found() {
+        let store = MemoryStore::new();
+        let mut batch = WriteBatch::new();
+        put(&mut batch, &[], key(1, 1, 1), b"x".to_vec());
+        put(
+            &mut batch,
+            &prefix(Some("old")),
+            key(2, 1, 1),
+            b"x".to_vec(),
+        );
+        put(
+            &mut batch,
+            &prefix(Some("kept")),
+            key(3, 1, 1),
+            b"x".to_vec(),
+        );
+        store.write(&[batch], true).unwrap();
+        let gone = forget_others(&store, &[prefix(Some("kept"))], 100).unwrap();
+        store.write(&[gone], true).unwrap();
+        assert!(oldest(&store, &[], 10).unwrap().is_empty());
+        assert!(oldest(&store, &prefix(Some("old")), 10).unwrap().is_empty());
+        assert_eq!(oldest(&store, &prefix(Some("kept")), 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -115,8 +115,12 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     let Found { targets, policy } = match destination(&relay, &first.domain).await {
         Ok(found) => found,
         Err(why) => {
+            // This domain's problem (its DNS, its MTA-STS policy), not the
+            // site's: only its own entries fail.
             tracing::info!(shard = relay.shard, domain = %first.domain, %site, status = why.status, reason = %why.text, "no route");
-            fail_destination(&relay, &site, first, &why, None);
+            let mut entries = relay.drain_domain(&site, &first.domain);
+            entries.insert(0, first);
+            relay.fail_all(entries, &why, None);
             return;
         }
     };
@@ -270,6 +274,12 @@ impl Over<'_> {
         let batches = recipients.len().div_ceil(batch);
         let mut body = Some(body);
         let mut results = Vec::with_capacity(recipients.len());
+        // One message against the source's daily count, however many
+        // transactions it takes.
+        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
+            egress.sent(source, super::egress::today());
+            relay.metrics.source_sent(egress.address(source));
+        }
         for (n, part) in recipients.chunks(batch).enumerate() {
             let last = n + 1 == batches;
             let body = if last {
@@ -283,10 +293,6 @@ impl Over<'_> {
                 body,
                 smtputf8,
             });
-            if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
-                egress.sent(source, super::egress::today());
-                relay.metrics.source_sent(egress.address(source));
-            }
             let failed = match connection.next_event(limits).await {
                 ClientEvent::Finished(part_results) => {
                     results.extend(part_results);

@@ -152,17 +152,23 @@ struct State {
     /// Ready work and connections per site and pool.
     sites: HashMap<SiteName, Destination>,
     /// Each domain's site and its limiter, until the instant it should be
-    /// looked up again.
-    site_of: HashMap<String, (SiteName, Arc<SiteLimiter>, Instant)>,
+    /// looked up again, and the configuration generation it was found
+    /// under (routes, TLS policies and shaping rules decide sites: a reload
+    /// makes every one stale).
+    site_of: HashMap<String, KnownSite>,
     /// Ready entries of domains whose site is being looked up.
     unresolved: HashMap<String, Vec<QueueEntry>>,
-    /// Sites with work that their limits keep waiting (every connection
-    /// taken, suspended, out of tokens): tried again every tick.
-    blocked: HashSet<SiteName>,
+    /// Sites with work that their limits keep waiting, and when to try
+    /// again (shaping's clock): at the next tick when every connection was
+    /// taken (one may free on another shard), else when the suspension
+    /// ends or a token comes.
+    blocked: HashMap<SiteName, u64>,
     known: HashSet<EntryKey>,
     deferred: BTreeMap<(u64, MessageId, String), QueueEntry>,
-    /// Sites that wanted a connection when the shard had none left.
+    /// Sites that wanted a connection when the shard had none left, each
+    /// once, in the order they asked.
     starved: VecDeque<SiteName>,
+    starved_set: HashSet<SiteName>,
     connections: usize,
     pending_commits: usize,
     /// Some owned entries are in the store but not in memory.
@@ -175,6 +181,14 @@ struct State {
     /// while their commit is in flight.
     home: HashMap<MessageId, (Envelope, u64)>,
     home_generation: u64,
+}
+
+/// What a shard remembers of a domain's site.
+struct KnownSite {
+    name: SiteName,
+    limiter: Arc<SiteLimiter>,
+    until: Instant,
+    generation: u64,
 }
 
 /// One site's work and connections on this shard, for one egress pool.
@@ -333,10 +347,13 @@ impl Relay {
         if self.view.borrow().generation != generation {
             let view = RelayView::new(&self.live.get(), generation);
             *self.view.borrow_mut() = view;
-            // Routes, TLS policies and shaping rules may have changed what
-            // site a domain is.
-            self.state.borrow_mut().site_of.clear();
         }
+    }
+
+    /// The generation of the configuration in force (this relay's copy).
+    fn generation(&self) -> u64 {
+        self.refresh();
+        self.view.borrow().generation
     }
 
     /// Schedule until shutdown: take entries from the inbox, move due ones to
@@ -435,12 +452,13 @@ impl Relay {
     /// Queue a due entry on its site, or on its domain while the site is
     /// being looked up.
     fn make_ready(self: &Rc<Self>, entry: QueueEntry) {
+        let generation = self.generation();
         let mut state = self.state.borrow_mut();
         let site = state
             .site_of
             .get(&entry.domain)
-            .filter(|(_, _, until)| Instant::now() < *until)
-            .map(|(site, limiter, _)| (site.clone(), limiter.clone()));
+            .filter(|known| Instant::now() < known.until && known.generation == generation)
+            .map(|known| (known.name.clone(), known.limiter.clone()));
         if let Some((site, limiter)) = site {
             let name = queue_name(&site, entry.pool.as_deref());
             state
@@ -467,6 +485,7 @@ impl Relay {
     /// Learn `domain`'s site, then move its waiting entries to their
     /// queues (one per pool); a domain with no route fails them.
     async fn place(self: Rc<Self>, domain: String) {
+        let generation = self.generation();
         let found = super::deliver::destination(&self, &domain).await;
         let config = self.config();
         let queues = match found {
@@ -509,9 +528,13 @@ impl Relay {
                         queues.push(queue);
                     }
                 }
-                state
-                    .site_of
-                    .insert(domain, (name, limiter, Instant::now() + SITE_TTL));
+                let known = KnownSite {
+                    name,
+                    limiter,
+                    until: Instant::now() + SITE_TTL,
+                    generation,
+                };
+                state.site_of.insert(domain, known);
                 queues
             }
         };
@@ -541,15 +564,20 @@ impl Relay {
             return;
         }
         if shard_full {
-            state.starved.push_back(site.clone());
+            if state.starved_set.insert(site.clone()) {
+                state.starved.push_back(site.clone());
+            }
             return;
         }
-        match dest.limiter.try_open(shaping::now_micros()) {
+        let patience = limits.idle_connection_secs.saturating_mul(1_000_000);
+        match dest.limiter.try_open(shaping::now_micros(), patience) {
             Ok(()) => {}
-            Err(Closed::Full | Closed::Until(_)) => {
-                // A slot may free on another shard, or the time come: the
-                // tick tries again.
-                state.blocked.insert(site.clone());
+            Err(closed) => {
+                let at = match closed {
+                    Closed::Full => 0,
+                    Closed::Until(at) => at,
+                };
+                state.blocked.insert(site.clone(), at);
                 return;
             }
         }
@@ -574,7 +602,11 @@ impl Relay {
                     state.sites.remove(site);
                 }
             }
-            state.starved.pop_front()
+            let next = state.starved.pop_front();
+            if let Some(site) = &next {
+                state.starved_set.remove(site);
+            }
+            next
         };
         self.dispatch(site);
         if let Some(other) = starved {
@@ -614,7 +646,7 @@ impl Relay {
         match state.sites.get_mut(site) {
             Some(dest) => {
                 dest.ready.push_front(entry);
-                state.blocked.insert(site.clone());
+                state.blocked.entry(site.clone()).or_insert(0);
             }
             None => {
                 drop(state);
@@ -651,6 +683,20 @@ impl Relay {
         } else {
             None
         }
+    }
+
+    /// The ready entries of `domain` in `site`'s queue; the domain's site
+    /// will be looked up again.
+    pub fn drain_domain(&self, site: &SiteName, domain: &str) -> Vec<QueueEntry> {
+        let mut state = self.state.borrow_mut();
+        state.site_of.remove(domain);
+        let Some(dest) = state.sites.get_mut(site) else {
+            return Vec::new();
+        };
+        let (theirs, others): (Vec<_>, Vec<_>) =
+            dest.ready.drain(..).partition(|e| e.domain == domain);
+        dest.ready = others.into();
+        theirs
     }
 
     /// Every ready entry of `site` (a destination that cannot be reached
@@ -698,10 +744,26 @@ impl Relay {
         self.metrics
             .deferred
             .set(self.state.borrow().deferred.len() as i64);
-        // Sites their limits held back: a slot may have freed on another
-        // shard, a suspension ended, a token come.
-        let blocked: Vec<SiteName> = self.state.borrow_mut().blocked.drain().collect();
-        for site in blocked {
+        // Sites their limits held back whose time has come (a slot may have
+        // freed on another shard, a suspension ended, a token come), and
+        // sites that found the shard's connections all taken.
+        let retry: Vec<SiteName> = {
+            let mut state = self.state.borrow_mut();
+            let now = shaping::now_micros();
+            let due: Vec<SiteName> = state
+                .blocked
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(site, _)| site.clone())
+                .collect();
+            for site in &due {
+                state.blocked.remove(site);
+            }
+            let starved: Vec<SiteName> = state.starved.drain(..).collect();
+            state.starved_set.clear();
+            due.into_iter().chain(starved).collect()
+        };
+        for site in retry {
             self.dispatch(&site);
         }
         self.sample_oldest();
@@ -735,7 +797,7 @@ impl Relay {
         state.last_oldest_sample = Some(Instant::now());
         // Forget what domains' sites were once it is stale.
         let now = Instant::now();
-        state.site_of.retain(|_, (_, _, until)| now < *until);
+        state.site_of.retain(|_, known| now < known.until);
         let oldest = state.known.iter().map(|(id, _)| id.unix_micros()).min();
         let age = oldest.map_or(0, |micros| {
             intake::unix_micros().saturating_sub(micros) / 1_000_000

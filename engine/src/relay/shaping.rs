@@ -309,7 +309,9 @@ impl SiteLimiter {
         };
         self.hour_interval.store(interval, Ordering::Relaxed);
         self.hour_tolerance.store(tolerance, Ordering::Relaxed);
+        // Adaptation starts again from the configured limits.
         self.recover_at.store(u64::MAX, Ordering::Relaxed);
+        self.suspended_until.store(0, Ordering::Relaxed);
         let mut adapt = self.lock();
         adapt.limits = limits.clone();
         drop(adapt);
@@ -326,14 +328,20 @@ impl SiteLimiter {
     }
 
     /// Take a connection slot, unless the site is suspended, out of hourly
-    /// tokens or at its connection limit.
-    pub fn try_open(&self, now: u64) -> Result<(), Closed> {
+    /// tokens, at its connection limit, or its next message may not go
+    /// within `patience` (µs: what a connection waits idle), which would
+    /// open a connection only to close it unused.
+    pub fn try_open(&self, now: u64, patience: u64) -> Result<(), Closed> {
         let until = self.suspended_until.load(Ordering::Relaxed);
         if until > now {
             return Err(Closed::Until(until));
         }
         if let Err(at) = self.hour_ready(now) {
             return Err(Closed::Until(at));
+        }
+        let next_send = self.next_send.load(Ordering::Relaxed);
+        if next_send > now.saturating_add(patience) {
+            return Err(Closed::Until(next_send - patience));
         }
         let limit = self.connection_limit.load(Ordering::Relaxed);
         let taken = self
@@ -447,7 +455,12 @@ impl SiteLimiter {
             let connections = (connections / 2).max(1);
             self.connection_limit.store(connections, Ordering::Relaxed);
             if interval > 0 {
-                let slower = interval.saturating_mul(2).min(SLOWEST_INTERVAL_MICROS);
+                // Halved, but never below one a minute by this route (nor
+                // faster than a configured rate slower than that).
+                let slower = interval
+                    .saturating_mul(2)
+                    .min(SLOWEST_INTERVAL_MICROS)
+                    .max(interval);
                 self.interval.store(slower, Ordering::Relaxed);
             }
             tracing::warn!(site = %self.name, connections, rate = self.rate().unwrap_or(0.0), reply = %why, "site asked to slow down; limits lowered");
@@ -472,6 +485,10 @@ impl SiteLimiter {
             return;
         }
         let adapt = self.lock();
+        // Another shard may have lowered the limits since the check above.
+        if now < self.recover_at.load(Ordering::Relaxed) {
+            return;
+        }
         let base = &adapt.limits;
         let connections = self.connection_limit.load(Ordering::Relaxed);
         let interval = self.interval.load(Ordering::Relaxed);
@@ -718,13 +735,13 @@ mod tests {
         };
         let site = limiter(&config, "mx.test", &["mx.test"]);
         let now = 10 * SEC;
-        assert_eq!(site.try_open(now), Ok(()));
-        assert_eq!(site.try_open(now), Ok(()));
-        assert_eq!(site.try_open(now), Err(Closed::Full));
+        assert_eq!(site.try_open(now, 0), Ok(()));
+        assert_eq!(site.try_open(now, 0), Ok(()));
+        assert_eq!(site.try_open(now, 0), Err(Closed::Full));
         assert!(site.should_yield(now), "a refused opener asks for a slot");
         assert!(!site.should_yield(now), "once");
         site.close();
-        assert_eq!(site.try_open(now), Ok(()));
+        assert_eq!(site.try_open(now, 0), Ok(()));
     }
 
     #[test]
@@ -748,7 +765,24 @@ mod tests {
             panic!("the hourly bucket should be empty");
         };
         assert!(at > t + 1000 * SEC && at <= t + 1200 * SEC, "{at}");
-        assert!(matches!(site.try_open(t + SEC), Err(Closed::Until(_))));
+        assert!(matches!(site.try_open(t + SEC, 0), Err(Closed::Until(_))));
+    }
+
+    #[test]
+    fn no_connection_opens_that_would_only_wait_for_its_token() {
+        let config = RelayConfig {
+            shaping: vec![rule(|r| {
+                r.site = Some("mx.test".into());
+                r.messages_per_second = Some(0.1);
+            })],
+            ..RelayConfig::default()
+        };
+        let site = limiter(&config, "mx.test", &["mx.test"]);
+        let t = 100 * SEC;
+        assert_eq!(site.try_send(t), Ok(()));
+        // The next token is 10 s away; a connection waits 2 s idle at most.
+        assert_eq!(site.try_open(t, 2 * SEC), Err(Closed::Until(t + 8 * SEC)));
+        assert_eq!(site.try_open(t + 8 * SEC, 2 * SEC), Ok(()));
     }
 
     #[test]
@@ -771,13 +805,24 @@ mod tests {
         // The same burst heard by another connection: no second step.
         site.slow_down(t + SEC / 2, "421");
         assert_eq!(site.connection_limit.load(Ordering::Relaxed), 2);
+        // A configured rate slower than the floor is never sped up.
+        let slow = RelayConfig {
+            shaping: vec![rule(|r| {
+                r.site = Some("slow.test".into());
+                r.messages_per_second = Some(0.001);
+            })],
+            ..RelayConfig::default()
+        };
+        let slow = limiter(&slow, "slow.test", &["slow.test"]);
+        slow.slow_down(t, "421");
+        assert_eq!(slow.rate(), Some(0.001));
         // Down to one connection and the slowest rate, then suspended.
         for _ in 0..12 {
             t += 2 * SEC;
             site.slow_down(t, "421");
         }
         assert_eq!(site.connection_limit.load(Ordering::Relaxed), 1);
-        assert!(matches!(site.try_open(t), Err(Closed::Until(u)) if u == t + 5 * SEC));
+        assert!(matches!(site.try_open(t, 0), Err(Closed::Until(u)) if u == t + 5 * SEC));
         // Quiet success brings it back, one step per recover_secs.
         site.delivered(t + SEC);
         assert_eq!(site.connection_limit.load(Ordering::Relaxed), 1, "too soon");
