@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject bench-idle sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -73,5 +73,11 @@ bench-tls: setup
 bench-dkim: setup
 	./loadtest/bench-dkim.sh
 
+## SMTP over HTTP injection: the same messages, same server, same run.
 bench-inject: setup
 	./loadtest/bench-inject.sh
+
+## Resident memory of 10,000 idle SMTP connections and 10,000 idle IMAP
+## sessions (CONNECTIONS=N for another number).
+bench-idle: setup
+	./loadtest/bench-idle.sh
