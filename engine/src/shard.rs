@@ -441,8 +441,22 @@ pub(crate) async fn run(
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let sessions = || shard.smtp_active.get() + shard.pop3_active.get() + shard.imap_active.get();
     let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());
+    let mut next_report = Instant::now() + Duration::from_secs(5);
     while busy() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(5);
+            let (connections, commits) = relay.as_ref().map_or((0, 0), |r| r.in_flight());
+            let queues = relay.as_ref().map(|r| format!("{:?}", r.open_queues()));
+            tracing::info!(
+                shard = shard.id,
+                sessions = sessions(),
+                connections,
+                commits,
+                queues,
+                "shutting down: waiting for these to finish"
+            );
+        }
     }
     if sessions() > 0 {
         tracing::warn!(

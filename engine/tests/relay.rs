@@ -2566,3 +2566,106 @@ fn each_webhook_endpoint_gets_its_events_on_its_own() {
     );
     server.shutdown();
 }
+
+#[test]
+fn routes_to_one_host_on_different_ports_are_different_sites() {
+    let first = sink::start(sink_config(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        Faults::default(),
+    ))
+    .expect("sink starts");
+    let second = sink::start(sink_config(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        Faults::default(),
+    ))
+    .expect("sink starts");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let (dns, _silent) = silent_dns();
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns, 25)(c);
+        c.relay.routes = [
+            ("one.test", first.addr()),
+            ("two.test", second.addr()),
+            ("dead.test", dead_addr),
+        ]
+        .into_iter()
+        .map(|(domain, addr)| (domain.to_owned(), addr.to_string()))
+        .collect();
+    });
+    for n in 0..10 {
+        let rcpts = [
+            format!("a{n}@dead.test"),
+            format!("a{n}@one.test"),
+            format!("a{n}@two.test"),
+        ];
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        send(server.smtp_addr(), "a@origin.test", &rcpts, &message(n));
+    }
+    assert!(first.wait_for_messages(10, WAIT));
+    assert!(second.wait_for_messages(10, WAIT));
+    std::thread::sleep(Duration::from_millis(300));
+    let domains = |sink: &SinkHandle| -> Vec<String> {
+        let mut d: Vec<String> = sink
+            .messages()
+            .iter()
+            .flat_map(|m| m.recipients.clone())
+            .map(|r| r.split('@').nth(1).unwrap().to_owned())
+            .collect();
+        d.dedup();
+        d
+    };
+    assert_eq!(domains(&first), ["one.test"]);
+    assert_eq!(domains(&second), ["two.test"]);
+    assert_eq!(first.stats().messages, 10);
+    server.shutdown();
+}
+
+/// Memory full of deferred mail (a dead destination, retried in an hour)
+/// must not keep new mail out: it takes the place of the deferred entries
+/// due last, and those due now in the store come back in batches.
+#[test]
+fn a_memory_full_of_deferred_mail_does_not_hold_up_new_mail() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &zone_with_dead(DEAD));
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.retry_initial_secs = 3600;
+        c.relay.retry_max_secs = 3600;
+        c.relay.max_queued_per_shard = 8;
+    });
+    // Far more dead mail than memory holds.
+    for n in 0..60 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &[&format!("r{n}@dead.test")],
+            &message(n),
+        );
+    }
+    wait_until("memory to fill with deferred mail", || {
+        let metrics = metrics_of(&server);
+        let deferred: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("ringpost_relay_queue_deferred{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        deferred >= 16.0
+    });
+    for n in 0..10 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &[&format!("live{n}@dest.test")],
+            &message(100 + n),
+        );
+    }
+    assert!(
+        sinks[0].wait_for_messages(10, WAIT),
+        "new mail is delivered: {:?}",
+        sinks[0].stats()
+    );
+    server.shutdown();
+}

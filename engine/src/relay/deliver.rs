@@ -129,7 +129,19 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     let mut last_failure = None;
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
-        let opened = match Connection::open(&relay, target, policy, pool.as_deref()).await {
+        // A host slow to greet (a tarpit, or one that never answers) must not
+        // hold up a shutdown: nothing was sent yet, so the entry simply
+        // stays in the store, due, for the next start.
+        let opening =
+            async { Some(Connection::open(&relay, target, policy, pool.as_deref()).await) };
+        let stopping = async {
+            relay.stopped().await;
+            None
+        };
+        let Some(opened) = opening.or(stopping).await else {
+            return;
+        };
+        let opened = match opened {
             Err(Refused::Tls(reply)) if policy == TlsPolicy::May => {
                 // Opportunistic TLS: better in the clear than not at all.
                 tracing::info!(shard = relay.shard, %site, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");

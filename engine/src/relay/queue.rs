@@ -49,6 +49,9 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(50);
 /// Least time between two sweeps of the store.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Due entries one sweep brings in when memory is full, each in place of a
+/// deferred entry due later (which waits in the store instead).
+const SWEEP_BATCH: usize = 10_000;
 /// Retry delay after the store refused to record an outcome.
 const STORE_RETRY: Duration = Duration::from_secs(30);
 /// How long a domain's site, once learned, is trusted before it is looked
@@ -130,6 +133,8 @@ pub(crate) struct Relay {
     ids: RefCell<IdGenerator>,
     rng: Cell<u64>,
     state: RefCell<State>,
+    /// Resolves when the shard stops (set by [`Relay::run`]).
+    shutdown: RefCell<Option<ShutdownSignal>>,
 }
 
 /// Our own refusal of a recipient on the suppression list.
@@ -173,6 +178,9 @@ struct State {
     pending_commits: usize,
     /// Some owned entries are in the store but not in memory.
     overflow: bool,
+    /// The earliest due time (ms) of an entry known to be left in the store
+    /// (`u64::MAX`: none known; 0: unknown, perhaps now).
+    store_min_due: u64,
     last_sweep: Option<Instant>,
     /// When the oldest entry's age was last measured.
     last_oldest_sample: Option<Instant>,
@@ -237,6 +245,15 @@ impl RelayView {
             bounce_rules: Rc::new(bounce_rules),
         }
     }
+}
+
+/// What a sweep of the store looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Whatever fits in memory, in due order.
+    All,
+    /// Only entries due now, in place of deferred ones due later.
+    Due,
 }
 
 /// How the recipients of one attempt ended.
@@ -317,8 +334,10 @@ impl Relay {
             rng: Cell::new(intake::unix_micros() | 1),
             state: RefCell::new(State {
                 overflow: true, // nothing is loaded yet: the first tick sweeps
+                store_min_due: 0,
                 ..State::default()
             }),
+            shutdown: RefCell::new(None),
         }
     }
 
@@ -359,6 +378,7 @@ impl Relay {
     /// Schedule until shutdown: take entries from the inbox, move due ones to
     /// their ready queues, sweep the store when entries were left there.
     pub async fn run(self: Rc<Self>, inbox: flume::Receiver<Inbox>, shutdown: ShutdownSignal) {
+        *self.shutdown.borrow_mut() = Some(shutdown.clone());
         let inbox_loop = {
             let relay = self.clone();
             async move {
@@ -406,10 +426,39 @@ impl Relay {
         }
     }
 
+    /// Resolves once the shard stops (never, before [`Relay::run`]).
+    pub async fn stopped(&self) {
+        let signal = self.shutdown.borrow().clone();
+        match signal {
+            Some(signal) => {
+                let _ = signal.await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
     /// Whether connections or commits of this relay are still running.
     pub fn busy(&self) -> bool {
+        let (connections, commits) = self.in_flight();
+        connections > 0 || commits > 0
+    }
+
+    /// Open connections and outcome commits not yet done.
+    pub fn in_flight(&self) -> (usize, usize) {
         let state = self.state.borrow();
-        state.connections > 0 || state.pending_commits > 0
+        (state.connections, state.pending_commits)
+    }
+
+    /// The queues that still have connections, and how many (for the
+    /// shutdown's log).
+    pub fn open_queues(&self) -> Vec<(SiteName, usize)> {
+        let state = self.state.borrow();
+        state
+            .sites
+            .iter()
+            .filter(|(_, dest)| dest.connections > 0)
+            .map(|(name, dest)| (name.clone(), dest.connections))
+            .collect()
     }
 
     /// Take an entry into memory (once), ready or deferred by its due time.
@@ -432,9 +481,25 @@ impl Relay {
                 return;
             }
             if state.known.len() >= self.config().relay.max_queued_per_shard {
+                // Memory is full. A deferred entry due later than this one
+                // gives up its place and waits in the store instead, so a
+                // deep queue of deferred mail never keeps new mail out.
+                let later = state
+                    .deferred
+                    .last_key_value()
+                    .is_some_and(|((due, _, _), _)| *due > entry.due);
                 state.overflow = true;
-                self.metrics.left_in_store.inc();
-                return;
+                if later {
+                    if let Some(((due, id, domain), _)) = state.deferred.pop_last() {
+                        state.known.remove(&(id, domain));
+                        state.store_min_due = state.store_min_due.min(due);
+                        self.metrics.left_in_store.inc();
+                    }
+                } else {
+                    state.store_min_due = state.store_min_due.min(entry.due);
+                    self.metrics.left_in_store.inc();
+                    return;
+                }
             }
             state.known.insert(key);
             self.metrics.queued.set(state.known.len() as i64);
@@ -496,10 +561,19 @@ impl Relay {
                 return;
             }
             Ok(found) => {
+                // A route or smarthost on another port is another
+                // destination, however its host is named.
+                let mx_port = config.relay.mx_port;
                 let mut hosts: Vec<String> = found
                     .targets
                     .iter()
-                    .map(|t| t.host.trim_end_matches('.').to_ascii_lowercase())
+                    .map(|t| {
+                        let host = t.host.trim_end_matches('.').to_ascii_lowercase();
+                        match t.addr.port() == mx_port {
+                            true => host,
+                            false => format!("{host}:{}", t.addr.port()),
+                        }
+                    })
                     .collect();
                 hosts.sort();
                 hosts.dedup();
@@ -768,19 +842,31 @@ impl Relay {
         }
         self.sample_oldest();
         if self.hub.take_overflow(self.shard) {
-            self.state.borrow_mut().overflow = true;
+            let mut state = self.state.borrow_mut();
+            state.overflow = true;
+            // Entries the inbox had no room for are due now.
+            state.store_min_due = 0;
         }
+        let max = self.config().relay.max_queued_per_shard;
         let sweep = {
             let state = self.state.borrow();
-            state.overflow
+            let time = state.overflow
                 && !state.stopping
-                && state.known.len() < self.config().relay.max_queued_per_shard / 2 + 1
                 && state
                     .last_sweep
-                    .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
+                    .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL);
+            if !time {
+                None
+            } else if state.known.len() < max / 2 + 1 {
+                Some(Sweep::All)
+            } else if state.store_min_due <= now_millis() {
+                Some(Sweep::Due)
+            } else {
+                None
+            }
         };
-        if sweep {
-            self.sweep().await;
+        if let Some(kind) = sweep {
+            self.sweep(kind).await;
         }
     }
 
@@ -807,14 +893,19 @@ impl Relay {
             .set(i64::try_from(age).unwrap_or(i64::MAX));
     }
 
-    /// Load owned entries the store has and memory lacks, in due order, up to
-    /// the memory limit. One range scan of the due-time index, run off the
-    /// executor; bodies are not read.
-    async fn sweep(self: &Rc<Self>) {
+    /// Load owned entries the store has and memory lacks, in due order: up
+    /// to the memory limit ([`Sweep::All`]), or the due ones in place of
+    /// deferred ones due later ([`Sweep::Due`]). One range scan of the
+    /// due-time index, run off the executor; bodies are not read.
+    async fn sweep(self: &Rc<Self>, kind: Sweep) {
+        if kind == Sweep::Due {
+            return self.sweep_due().await;
+        }
         let (known, room) = {
             let mut state = self.state.borrow_mut();
             state.last_sweep = Some(Instant::now());
             state.overflow = false;
+            state.store_min_due = u64::MAX;
             let room = self.config().relay.max_queued_per_shard - state.known.len();
             (state.known.clone(), room)
         };
@@ -854,13 +945,88 @@ impl Relay {
                     self.admit(entry);
                 }
                 if more {
-                    self.state.borrow_mut().overflow = true;
+                    let mut state = self.state.borrow_mut();
+                    state.overflow = true;
+                    state.store_min_due = 0;
                 }
             }
             Err(e) => {
                 tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
-                self.state.borrow_mut().overflow = true;
+                let mut state = self.state.borrow_mut();
+                state.overflow = true;
+                state.store_min_due = 0;
             }
+        }
+    }
+
+    /// With memory full: bring in up to [`SWEEP_BATCH`] owned entries that
+    /// are due now and not in memory; each takes the place of a deferred
+    /// entry due later ([`Relay::admit`]). The scan stops at the first entry
+    /// due later, and learns when the next one is due.
+    async fn sweep_due(self: &Rc<Self>) {
+        let limit = {
+            let mut state = self.state.borrow_mut();
+            state.last_sweep = Some(Instant::now());
+            // Due entries in memory (ready, in flight) come up in the scan
+            // too, and are skipped after it.
+            state.known.len() - state.deferred.len() + SWEEP_BATCH
+        };
+        let now = now_millis();
+        let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
+        let config = self.config();
+        let scanned = glommio::executor()
+            .spawn_blocking(move || {
+                let mut found = Vec::new();
+                let mut next_due = u64::MAX;
+                let result = spool::scan_queue_entries(&*store, &mut |entry| {
+                    if entry.due > now || found.len() == limit {
+                        next_due = if entry.due > now { entry.due } else { 0 };
+                        return false;
+                    }
+                    let ours = owner_of(&entry.domain, &entry.id, shards) == shard
+                        && !config.is_local_domain(&entry.domain)
+                        && !entry.is_held();
+                    if ours {
+                        found.push(entry);
+                    }
+                    true
+                });
+                result.map(|()| (found, next_due))
+            })
+            .await;
+        let (found, next_due) = match scanned {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
+                return;
+            }
+        };
+        let fresh: Vec<QueueEntry> = {
+            let state = self.state.borrow();
+            found
+                .into_iter()
+                .filter(|e| !state.known.contains(&(e.id, e.domain.clone())))
+                .take(SWEEP_BATCH)
+                .collect()
+        };
+        {
+            // What the admits below evict lowers this again.
+            let mut state = self.state.borrow_mut();
+            state.store_min_due = if fresh.len() == SWEEP_BATCH {
+                0
+            } else {
+                next_due
+            };
+        }
+        if !fresh.is_empty() {
+            tracing::info!(
+                shard = self.shard,
+                entries = fresh.len(),
+                "due queue entries loaded from the store in place of later ones"
+            );
+        }
+        for entry in fresh {
+            self.admit(entry);
         }
     }
 
