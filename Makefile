@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject bench-idle sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject bench-idle bench-deep-queue sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -81,3 +81,8 @@ bench-inject: setup
 ## sessions (CONNECTIONS=N for another number).
 bench-idle: setup
 	./loadtest/bench-idle.sh
+
+## A million deferred queue entries: accept beside them, memory, queue stats,
+## restart to first delivery (ENTRIES=N for another number).
+bench-deep-queue: setup
+	./loadtest/bench-deep-queue.sh
