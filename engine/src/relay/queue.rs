@@ -3,21 +3,23 @@
 //! Per destination site (the domains that share a set of MX hosts, see
 //! [`super::shaping`]) and egress pool the shard keeps a ready queue, its
 //! open connections and the connections waiting idle for more mail; a
-//! connection takes that queue's work whatever its domain. An entry whose domain's site is not
-//! known yet waits in `unresolved` while one task per domain looks it up
-//! (through the resolver's caches, so once per domain and TTL). Deferred
-//! entries wait in one due-ordered map (a `BTreeMap`: a million entries cost
-//! a few dozen comparisons per insert). `known` names every entry held in
-//! memory, in flight included, so an entry reached twice (through the inbox
-//! and through a sweep of the store) is scheduled once. Memory holds at most
-//! `relay.max_queued_per_shard` entries; the rest stay in the store and
-//! [`Relay::sweep`] brings them in when there is room.
+//! connection takes that queue's work whatever its domain. An entry whose
+//! domain's site is not known yet waits in `unresolved` while one task per
+//! domain looks it up (through the resolver's caches, so once per domain
+//! and TTL). Deferred entries wait as keys in a due-ordered set and are read
+//! back from the store when due ([`schedule`]); the schedule also names
+//! every entry held in memory, in flight included, so an entry reached twice
+//! (through the inbox and through a sweep of the store) is scheduled once.
+//! Memory holds at most `relay.max_queued_per_shard` entries; the rest stay
+//! in the store and [`Relay::sweep`] brings them in when there is room, or
+//! when they are due before the deferred entries in memory.
 //!
 //! All of it lives on one executor thread: `RefCell`s, no locks. Borrows are
 //! never held across an `.await`. The one thing shared with other shards is
 //! each site's [`SiteLimiter`], which is atomics.
 
 mod operator;
+mod schedule;
 
 use super::bounce;
 use super::resolver::Resolver;
@@ -39,8 +41,9 @@ use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
 use ringpost_storage::suppression::{self, Suppression};
 use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
+use schedule::Schedule;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +55,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Due entries one sweep brings in when memory is full, each in place of a
 /// deferred entry due later (which waits in the store instead).
 const SWEEP_BATCH: usize = 10_000;
+/// Deferred entries read back from the store per tick once due.
+const WAKE_BATCH: usize = 10_000;
 /// Retry delay after the store refused to record an outcome.
 const STORE_RETRY: Duration = Duration::from_secs(30);
 /// How long a domain's site, once learned, is trusted before it is looked
@@ -168,8 +173,8 @@ struct State {
     /// taken (one may free on another shard), else when the suspension
     /// ends or a token comes.
     blocked: HashMap<SiteName, u64>,
-    known: HashSet<EntryKey>,
-    deferred: BTreeMap<(u64, MessageId, String), QueueEntry>,
+    /// Which entries are in memory, and the deferred ones' times.
+    schedule: Schedule,
     /// Sites that wanted a connection when the shard had none left, each
     /// once, in the order they asked.
     starved: VecDeque<SiteName>,
@@ -475,39 +480,41 @@ impl Relay {
         }
         let now = now_millis();
         {
+            let max = self.config().relay.max_queued_per_shard;
             let mut state = self.state.borrow_mut();
-            let key = (entry.id, entry.domain.clone());
-            if state.known.contains(&key) {
+            if state.schedule.is_known(entry.id, &entry.domain) {
                 return;
             }
-            if state.known.len() >= self.config().relay.max_queued_per_shard {
+            if state.schedule.known_len() >= max {
                 // Memory is full. A deferred entry due later than this one
                 // gives up its place and waits in the store instead, so a
                 // deep queue of deferred mail never keeps new mail out.
                 let later = state
-                    .deferred
-                    .last_key_value()
-                    .is_some_and(|((due, _, _), _)| *due > entry.due);
+                    .schedule
+                    .latest_wake()
+                    .is_some_and(|wake| wake > entry.due);
                 state.overflow = true;
-                if later {
-                    if let Some(((due, id, domain), _)) = state.deferred.pop_last() {
-                        state.known.remove(&(id, domain));
-                        state.store_min_due = state.store_min_due.min(due);
-                        self.metrics.left_in_store.inc();
+                self.metrics.left_in_store.inc();
+                let left_due = match later {
+                    true => state.schedule.evict_latest(),
+                    false => None,
+                };
+                match left_due {
+                    Some(due) => state.store_min_due = state.store_min_due.min(due),
+                    None => {
+                        state.store_min_due = state.store_min_due.min(entry.due);
+                        return;
                     }
-                } else {
-                    state.store_min_due = state.store_min_due.min(entry.due);
-                    self.metrics.left_in_store.inc();
-                    return;
                 }
             }
-            state.known.insert(key);
-            self.metrics.queued.set(state.known.len() as i64);
+            state.schedule.insert_known(entry.id, &entry.domain);
+            self.metrics.queued.set(state.schedule.known_len() as i64);
             if entry.due > now {
-                state
+                let due = entry.due;
+                state.schedule.defer(due, entry.id, &entry.domain, due);
+                self.metrics
                     .deferred
-                    .insert((entry.due, entry.id, entry.domain.clone()), entry);
-                self.metrics.deferred.set(state.deferred.len() as i64);
+                    .set(state.schedule.deferred_len() as i64);
                 return;
             }
         }
@@ -802,22 +809,18 @@ impl Relay {
     /// Move due entries to their ready queues; sweep the store if needed.
     async fn tick(self: &Rc<Self>) {
         let now = now_millis();
-        loop {
-            let due = {
-                let mut state = self.state.borrow_mut();
-                match state.deferred.first_key_value() {
-                    Some(((due, _, _), _)) if *due <= now => state.deferred.pop_first(),
-                    _ => None,
-                }
-            };
-            match due {
-                Some((_, entry)) => self.make_ready(entry),
-                None => break,
-            }
+        let due: Vec<schedule::Slot> = {
+            let mut state = self.state.borrow_mut();
+            std::iter::from_fn(|| state.schedule.pop_due(now))
+                .take(WAKE_BATCH)
+                .collect()
+        };
+        if !due.is_empty() {
+            self.wake(due).await;
         }
         self.metrics
             .deferred
-            .set(self.state.borrow().deferred.len() as i64);
+            .set(self.state.borrow().schedule.deferred_len() as i64);
         // Sites their limits held back whose time has come (a slot may have
         // freed on another shard, a suspension ended, a token come), and
         // sites that found the shard's connections all taken.
@@ -857,7 +860,7 @@ impl Relay {
                     .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL);
             if !time {
                 None
-            } else if state.known.len() < max / 2 + 1 {
+            } else if state.schedule.known_len() < max / 2 + 1 {
                 Some(Sweep::All)
             } else if state.store_min_due <= now_millis() {
                 Some(Sweep::Due)
@@ -867,6 +870,51 @@ impl Relay {
         };
         if let Some(kind) = sweep {
             self.sweep(kind).await;
+        }
+    }
+
+    /// Read deferred entries whose time has come back from the store (the
+    /// schedule keeps only their keys) and make them ready. One that is no
+    /// longer there under that key was changed or removed meanwhile (an
+    /// operator): it leaves memory, and a sweep finds what the store has.
+    async fn wake(self: &Rc<Self>, due: Vec<schedule::Slot>) {
+        let keys: Vec<Vec<u8>> = due
+            .iter()
+            .map(|(_, id, domain, stored_due)| spool::queue_key(*stored_due, id, domain))
+            .collect();
+        let store = self.store.clone();
+        let read = glommio::executor()
+            .spawn_blocking(move || {
+                keys.iter()
+                    .map(|key| {
+                        store
+                            .get(ringpost_storage::Family::Queue, key)
+                            .and_then(|value| {
+                                value
+                                    .map(|value| QueueEntry::decode(key, &value))
+                                    .transpose()
+                            })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (slot, entry) in due.into_iter().zip(read) {
+            let (_, id, domain, stored_due) = slot;
+            match entry {
+                Ok(Some(entry)) => self.make_ready(entry),
+                Ok(None) => {
+                    let mut state = self.state.borrow_mut();
+                    state.schedule.forget(id, &domain);
+                    state.overflow = true;
+                    state.store_min_due = 0;
+                }
+                Err(e) => {
+                    tracing::error!(shard = self.shard, queue_id = %id, error = %e, "cannot read a due queue entry; retrying later");
+                    let wake = now_millis() + STORE_RETRY.as_millis() as u64;
+                    let mut state = self.state.borrow_mut();
+                    state.schedule.defer(wake, id, &domain, stored_due);
+                }
+            }
         }
     }
 
@@ -884,7 +932,8 @@ impl Relay {
         // Forget what domains' sites were once it is stale.
         let now = Instant::now();
         state.site_of.retain(|_, known| now < known.until);
-        let oldest = state.known.iter().map(|(id, _)| id.unix_micros()).min();
+        state.schedule.prune_domains();
+        let oldest = state.schedule.oldest_micros();
         let age = oldest.map_or(0, |micros| {
             intake::unix_micros().saturating_sub(micros) / 1_000_000
         });
@@ -906,8 +955,12 @@ impl Relay {
             state.last_sweep = Some(Instant::now());
             state.overflow = false;
             state.store_min_due = u64::MAX;
-            let room = self.config().relay.max_queued_per_shard - state.known.len();
-            (state.known.clone(), room)
+            let room = self
+                .config()
+                .relay
+                .max_queued_per_shard
+                .saturating_sub(state.schedule.known_len());
+            (state.schedule.known_copy(), room)
         };
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
         let config = self.config();
@@ -969,7 +1022,7 @@ impl Relay {
             state.last_sweep = Some(Instant::now());
             // Due entries in memory (ready, in flight) come up in the scan
             // too, and are skipped after it.
-            state.known.len() - state.deferred.len() + SWEEP_BATCH
+            state.schedule.known_len() - state.schedule.deferred_len() + SWEEP_BATCH
         };
         let now = now_millis();
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
@@ -1005,7 +1058,7 @@ impl Relay {
             let state = self.state.borrow();
             found
                 .into_iter()
-                .filter(|e| !state.known.contains(&(e.id, e.domain.clone())))
+                .filter(|e| !state.schedule.is_known(e.id, &e.domain))
                 .take(SWEEP_BATCH)
                 .collect()
         };
@@ -1163,18 +1216,16 @@ impl Relay {
         match self.commits.commit(batch).await {
             Ok(()) => {
                 self.hub.route(bounce_entries);
-                let key = (entry.id, entry.domain.clone());
-                match next {
-                    Some(next) => {
-                        let mut state = self.state.borrow_mut();
-                        state
-                            .deferred
-                            .insert((next.due, next.id, next.domain.clone()), next);
-                    }
-                    None => {
-                        let mut state = self.state.borrow_mut();
-                        state.known.remove(&key);
-                        self.metrics.queued.set(state.known.len() as i64);
+                {
+                    let mut state = self.state.borrow_mut();
+                    match next {
+                        Some(next) => state
+                            .schedule
+                            .defer(next.due, next.id, &next.domain, next.due),
+                        None => {
+                            state.schedule.forget(entry.id, &entry.domain);
+                            self.metrics.queued.set(state.schedule.known_len() as i64);
+                        }
                     }
                 }
                 if tell_home {
@@ -1334,12 +1385,13 @@ impl Relay {
     }
 
     /// Keep an unchanged entry in memory and try it again after a pause.
-    fn retry_later(&self, mut entry: QueueEntry) {
-        entry.due = now_millis() + STORE_RETRY.as_millis() as u64;
+    fn retry_later(&self, entry: QueueEntry) {
+        // The store still has it as it was: under its old due time.
+        let wake = now_millis() + STORE_RETRY.as_millis() as u64;
         self.state
             .borrow_mut()
-            .deferred
-            .insert((entry.due, entry.id, entry.domain.clone()), entry);
+            .schedule
+            .defer(wake, entry.id, &entry.domain, entry.due);
     }
 
     /// A destination with no usable host: every entry in `entries` gets the

@@ -17,8 +17,10 @@ use std::rc::Rc;
 
 /// Where an entry is.
 enum Found {
-    /// Taken out of memory (it was deferred or ready).
+    /// Taken out of memory (it was ready).
     Taken(QueueEntry),
+    /// Taken out of memory, where it was deferred: the store has it whole.
+    Deferred,
     /// A connection has it.
     InFlight,
     /// Not in memory: only the store has it, if anyone.
@@ -36,7 +38,7 @@ impl Relay {
         let entry = match self.take(&key) {
             Found::InFlight => return Outcome::InFlight,
             Found::Taken(entry) => entry,
-            Found::Stored => match self.stored(&given) {
+            Found::Stored | Found::Deferred => match self.stored(&given) {
                 Ok(()) => given,
                 Err(outcome) => return outcome,
             },
@@ -70,39 +72,36 @@ impl Relay {
     /// Take the entry out of memory if it waits there.
     fn take(&self, key: &EntryKey) -> Found {
         let mut state = self.state.borrow_mut();
-        if !state.known.contains(key) {
+        if !state.schedule.is_known(key.0, &key.1) {
             return Found::Stored;
         }
-        let deferred = state
-            .deferred
-            .keys()
-            .find(|(_, id, domain)| *id == key.0 && *domain == key.1)
-            .cloned();
-        let taken = match deferred {
-            Some(slot) => state.deferred.remove(&slot),
-            None => {
-                let waiting = state.unresolved.get_mut(&key.1).and_then(|entries| {
-                    let at = entries.iter().position(|e| e.id == key.0)?;
-                    Some(entries.remove(at))
-                });
-                // Ready entries of a domain may sit in more than one site's
-                // queue (its MX hosts changed): look in all.
-                waiting.or_else(|| {
-                    state.sites.values_mut().find_map(|dest| {
-                        let at = dest
-                            .ready
-                            .iter()
-                            .position(|e| e.id == key.0 && e.domain == key.1)?;
-                        dest.ready.remove(at)
-                    })
-                })
-            }
-        };
+        if state.schedule.take_deferred(key.0, &key.1).is_some() {
+            state.schedule.forget(key.0, &key.1);
+            self.metrics.queued.set(state.schedule.known_len() as i64);
+            self.metrics
+                .deferred
+                .set(state.schedule.deferred_len() as i64);
+            return Found::Deferred;
+        }
+        let waiting = state.unresolved.get_mut(&key.1).and_then(|entries| {
+            let at = entries.iter().position(|e| e.id == key.0)?;
+            Some(entries.remove(at))
+        });
+        // Ready entries of a domain may sit in more than one site's queue
+        // (its MX hosts changed): look in all.
+        let taken = waiting.or_else(|| {
+            state.sites.values_mut().find_map(|dest| {
+                let at = dest
+                    .ready
+                    .iter()
+                    .position(|e| e.id == key.0 && e.domain == key.1)?;
+                dest.ready.remove(at)
+            })
+        });
         match taken {
             Some(entry) => {
-                state.known.remove(key);
-                self.metrics.queued.set(state.known.len() as i64);
-                self.metrics.deferred.set(state.deferred.len() as i64);
+                state.schedule.forget(key.0, &key.1);
+                self.metrics.queued.set(state.schedule.known_len() as i64);
                 Found::Taken(entry)
             }
             None => Found::InFlight,
@@ -172,8 +171,8 @@ impl Relay {
         // `finish` needs the entry known while its outcome is recorded.
         self.state
             .borrow_mut()
-            .known
-            .insert((entry.id, entry.domain.clone()));
+            .schedule
+            .insert_known(entry.id, &entry.domain);
         self.clone().finish(entry, results, None, None).await;
         // On a failed commit `finish` keeps the entry for later: say so.
         match self.store.get(Family::Queue, &key) {
@@ -188,14 +187,9 @@ impl Relay {
     fn flush(self: &Rc<Self>, key: &EntryKey, given: QueueEntry) -> Outcome {
         let deferred = {
             let mut state = self.state.borrow_mut();
-            if state.known.contains(key) {
-                let slot = state
-                    .deferred
-                    .keys()
-                    .find(|(_, id, domain)| *id == key.0 && *domain == key.1)
-                    .cloned();
-                match slot.and_then(|slot| state.deferred.remove(&slot)) {
-                    Some(entry) => Some(entry),
+            if state.schedule.is_known(key.0, &key.1) {
+                match state.schedule.take_deferred(key.0, &key.1) {
+                    Some(slot) => Some(slot),
                     // Ready or in flight already.
                     None => return Outcome::Done,
                 }
@@ -204,10 +198,19 @@ impl Relay {
             }
         };
         match deferred {
-            Some(entry) => {
-                self.make_ready(entry);
-                Outcome::Done
-            }
+            // The schedule keeps only its key: the store has it whole.
+            Some(slot) => match self.stored(&given) {
+                Ok(()) => {
+                    self.make_ready(given);
+                    Outcome::Done
+                }
+                Err(outcome) => {
+                    let (wake, id, domain, stored_due) = slot;
+                    let mut state = self.state.borrow_mut();
+                    state.schedule.defer(wake, id, &domain, stored_due);
+                    outcome
+                }
+            },
             None if given.is_held() => Outcome::NotApplicable("held: release it first"),
             None => match self.stored(&given) {
                 Ok(()) => {
