@@ -462,10 +462,19 @@ pub fn scan_queue_entries(
     store: &dyn Store,
     visit: &mut dyn FnMut(QueueEntry) -> bool,
 ) -> Result<(), StoreError> {
+    scan_queue_entries_from(store, &[], visit)
+}
+
+/// [`scan_queue_entries`] from the key `start` on (inclusive).
+pub fn scan_queue_entries_from(
+    store: &dyn Store,
+    start: &[u8],
+    visit: &mut dyn FnMut(QueueEntry) -> bool,
+) -> Result<(), StoreError> {
     let mut failure = None;
     store.scan(
         Family::Queue,
-        &[],
+        start,
         None,
         &mut |key, value| match QueueEntry::decode(key, value) {
             Ok(entry) => visit(entry),

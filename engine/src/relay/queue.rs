@@ -187,6 +187,11 @@ struct State {
     /// (`u64::MAX`: none known; 0: unknown, perhaps now).
     store_min_due: u64,
     last_sweep: Option<Instant>,
+    /// Where the sweep in progress goes on (it loads [`SWEEP_BATCH`]
+    /// entries at a time, so memory never holds a whole scan's worth), and
+    /// what it loaded so far.
+    sweep_from: Option<Vec<u8>>,
+    sweep_loaded: usize,
     /// When the oldest entry's age was last measured.
     last_oldest_sample: Option<Instant>,
     stopping: bool,
@@ -853,14 +858,17 @@ impl Relay {
         let max = self.config().relay.max_queued_per_shard;
         let sweep = {
             let state = self.state.borrow();
-            let time = state.overflow
-                && !state.stopping
-                && state
-                    .last_sweep
-                    .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL);
+            // A sweep in progress goes on at the next tick while there is room.
+            let going_on = state.sweep_from.is_some() && state.schedule.known_len() < max;
+            let time = !state.stopping
+                && (going_on
+                    || state.overflow
+                        && state
+                            .last_sweep
+                            .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL));
             if !time {
                 None
-            } else if state.schedule.known_len() < max / 2 + 1 {
+            } else if going_on || state.schedule.known_len() < max / 2 + 1 {
                 Some(Sweep::All)
             } else if state.store_min_due <= now_millis() {
                 Some(Sweep::Due)
@@ -944,71 +952,97 @@ impl Relay {
 
     /// Load owned entries the store has and memory lacks, in due order: up
     /// to the memory limit ([`Sweep::All`]), or the due ones in place of
-    /// deferred ones due later ([`Sweep::Due`]). One range scan of the
-    /// due-time index, run off the executor; bodies are not read.
+    /// deferred ones due later ([`Sweep::Due`]). A range scan of the
+    /// due-time index, run off the executor, [`SWEEP_BATCH`] entries at a
+    /// time; bodies are not read.
     async fn sweep(self: &Rc<Self>, kind: Sweep) {
         if kind == Sweep::Due {
             return self.sweep_due().await;
         }
-        let (known, room) = {
+        let (from, room) = {
             let mut state = self.state.borrow_mut();
             state.last_sweep = Some(Instant::now());
-            state.overflow = false;
-            state.store_min_due = u64::MAX;
+            let from = state.sweep_from.take();
+            if from.is_none() {
+                // A new pass: it will find what the store has (entries left
+                // there meanwhile set these again).
+                state.overflow = false;
+                state.store_min_due = u64::MAX;
+                state.sweep_loaded = 0;
+            }
             let room = self
                 .config()
                 .relay
                 .max_queued_per_shard
                 .saturating_sub(state.schedule.known_len());
-            (state.schedule.known_copy(), room)
+            (from.unwrap_or_default(), room)
         };
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
         let config = self.config();
         let scanned = glommio::executor()
             .spawn_blocking(move || {
                 let mut found = Vec::new();
-                let mut more = false;
-                let result = spool::scan_queue_entries(&*store, &mut |entry| {
+                let mut last = Vec::new();
+                let mut ended = true;
+                let result = spool::scan_queue_entries_from(&*store, &from, &mut |entry| {
+                    if found.len() == SWEEP_BATCH {
+                        last = entry.key();
+                        ended = false;
+                        return false;
+                    }
                     let ours = owner_of(&entry.domain, &entry.id, shards) == shard
                         && !config.is_local_domain(&entry.domain)
                         && !entry.is_held();
-                    if ours && !known.contains(&(entry.id, entry.domain.clone())) {
-                        if found.len() == room {
-                            more = true;
-                            return false;
-                        }
+                    if ours {
                         found.push(entry);
                     }
                     true
                 });
-                result.map(|()| (found, more))
+                result.map(|()| (found, last, ended))
             })
             .await;
-        match scanned {
-            Ok((found, more)) => {
-                if !found.is_empty() {
-                    tracing::info!(
-                        shard = self.shard,
-                        entries = found.len(),
-                        more,
-                        "queue entries loaded from the store"
-                    );
-                }
-                for entry in found {
-                    self.admit(entry);
-                }
-                if more {
-                    let mut state = self.state.borrow_mut();
-                    state.overflow = true;
-                    state.store_min_due = 0;
-                }
-            }
+        let (found, last, ended) = match scanned {
+            Ok(scanned) => scanned,
             Err(e) => {
                 tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
                 let mut state = self.state.borrow_mut();
                 state.overflow = true;
                 state.store_min_due = 0;
+                return;
             }
+        };
+        let fresh: Vec<QueueEntry> = {
+            let state = self.state.borrow();
+            found
+                .into_iter()
+                .filter(|e| !state.schedule.is_known(e.id, &e.domain))
+                .collect()
+        };
+        let left_out = fresh.len() > room;
+        let loaded = fresh.len().min(room);
+        for entry in fresh.into_iter().take(room) {
+            self.admit(entry);
+        }
+        let mut state = self.state.borrow_mut();
+        state.sweep_loaded += loaded;
+        if left_out {
+            // No room for all of it: the rest waits for the next pass.
+            state.overflow = true;
+            state.store_min_due = 0;
+            state.sweep_from = None;
+        } else if ended {
+            state.sweep_from = None;
+        } else {
+            state.sweep_from = Some(last);
+            return;
+        }
+        if state.sweep_loaded > 0 {
+            tracing::info!(
+                shard = self.shard,
+                entries = state.sweep_loaded,
+                more = left_out,
+                "queue entries loaded from the store"
+            );
         }
     }
 

@@ -111,14 +111,6 @@ impl Schedule {
         self.known.iter().map(|(id, _)| id.unix_micros()).min()
     }
 
-    /// A copy of what is known, to filter a store scan on another thread.
-    pub fn known_copy(&self) -> HashSet<(MessageId, String)> {
-        self.known
-            .iter()
-            .map(|(id, domain)| (*id, domain.to_string()))
-            .collect()
-    }
-
     /// Drop interned domains no entry uses any more.
     pub fn prune_domains(&mut self) {
         self.domains.retain(|d| Rc::strong_count(d) > 1);
