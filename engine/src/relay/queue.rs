@@ -1253,9 +1253,11 @@ impl Relay {
                 {
                     let mut state = self.state.borrow_mut();
                     match next {
-                        Some(next) => state
-                            .schedule
-                            .defer(next.due, next.id, &next.domain, next.due),
+                        Some(next) => {
+                            state
+                                .schedule
+                                .defer(next.due, next.id, &next.domain, next.due)
+                        }
                         None => {
                             state.schedule.forget(entry.id, &entry.domain);
                             self.metrics.queued.set(state.schedule.known_len() as i64);
