@@ -510,13 +510,17 @@ pub struct BounceRule {
 impl RelayConfig {
     /// The rules that classify refusals: the operator's, then the built-in.
     pub fn bounce_classifier(&self) -> Result<Vec<bounce_class::Rule>, String> {
-        let mut rules = self
-            .bounce_rules
-            .iter()
-            .map(|r| bounce_class::rule(&r.class, r.status.as_deref(), r.contains.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut rules = self.operator_bounce_rules()?;
         rules.extend(bounce_class::default_rules());
         Ok(rules)
+    }
+
+    /// The operator's own classification rules (`bounce_rules`) alone.
+    pub fn operator_bounce_rules(&self) -> Result<Vec<bounce_class::Rule>, String> {
+        self.bounce_rules
+            .iter()
+            .map(|r| bounce_class::rule(&r.class, r.status.as_deref(), r.contains.as_deref()))
+            .collect()
     }
 
     /// The TLS policy for mail to `domain`: its own (or its closest parent's

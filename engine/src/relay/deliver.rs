@@ -124,7 +124,7 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
             return;
         }
     };
-    let rules = relay.bounce_rules();
+    let rules = relay.operator_rules();
     let mut pending = Some(first);
     let mut last_failure = None;
     for (index, target) in targets.iter().enumerate() {

@@ -239,6 +239,8 @@ struct RelayView {
     config: Arc<Config>,
     router: Rc<Router>,
     bounce_rules: Rc<Vec<bounce_class::Rule>>,
+    /// The operator's own rules alone: they may call a reply rate limited.
+    operator_rules: Rc<Vec<bounce_class::Rule>>,
 }
 
 impl RelayView {
@@ -253,8 +255,17 @@ impl RelayView {
             config: Arc::new(config.clone()),
             router: Rc::new(Router::new(&config.relay)),
             bounce_rules: Rc::new(bounce_rules),
+            operator_rules: Rc::new(config.relay.operator_bounce_rules().unwrap_or_default()),
         }
     }
+}
+
+/// Whether a sweep of shard `shard` (of `shards`) takes `entry` into
+/// memory: the shard owns it, it is for a remote domain, and not held.
+fn sweeps_in(entry: &QueueEntry, shard: usize, shards: usize, config: &Config) -> bool {
+    owner_of(&entry.domain, &entry.id, shards) == shard
+        && !config.is_local_domain(&entry.domain)
+        && !entry.is_held()
 }
 
 /// What a sweep of the store looks for.
@@ -368,6 +379,13 @@ impl Relay {
     pub fn bounce_rules(&self) -> Rc<Vec<bounce_class::Rule>> {
         self.refresh();
         self.view.borrow().bounce_rules.clone()
+    }
+
+    /// The operator's own classification rules, for
+    /// [`shaping::asks_to_slow_down`].
+    pub fn operator_rules(&self) -> Rc<Vec<bounce_class::Rule>> {
+        self.refresh();
+        self.view.borrow().operator_rules.clone()
     }
 
     /// Take a reloaded configuration when there is one.
@@ -990,10 +1008,7 @@ impl Relay {
                         ended = false;
                         return false;
                     }
-                    let ours = owner_of(&entry.domain, &entry.id, shards) == shard
-                        && !config.is_local_domain(&entry.domain)
-                        && !entry.is_held();
-                    if ours {
+                    if sweeps_in(&entry, shard, shards, &config) {
                         found.push(entry);
                     }
                     true
@@ -1070,10 +1085,7 @@ impl Relay {
                         next_due = if entry.due > now { entry.due } else { 0 };
                         return false;
                     }
-                    let ours = owner_of(&entry.domain, &entry.id, shards) == shard
-                        && !config.is_local_domain(&entry.domain)
-                        && !entry.is_held();
-                    if ours {
+                    if sweeps_in(&entry, shard, shards, &config) {
                         found.push(entry);
                     }
                     true

@@ -15,7 +15,9 @@
 //! `[[relay.shaping]]` rule in order ([`SiteLimits::for_site`]).
 //!
 //! Adaptive: a reply that asks to slow down ([`asks_to_slow_down`]: 421,
-//! 451 4.7.x, the big providers' rate-limit texts) halves the site's
+//! the big providers' rate and volume texts, the operator's `rate_limited`
+//! bounce rules — not a plain "try again later", nor greylisting, which
+//! say nothing about pace) halves the site's
 //! connections and rate, once per [`DECREASE_HOLD`] however many
 //! connections heard it; at the floor (one connection, the lowest rate) it
 //! suspends the site for `suspend_secs`. After each `recover_secs` with
@@ -197,18 +199,42 @@ impl SiteLimits {
     }
 }
 
+/// Texts of temporary refusals that are about pace (Gmail's "unusual
+/// rate", Microsoft's "rate limited", Yahoo's "unexpected volume", ...).
+const SLOW_DOWN_WORDS: &[&str] = &[
+    "rate limit",
+    "rate-limit",
+    "ratelimit",
+    "unusual rate",
+    "unexpected volume",
+    "too many",
+    "throttl",
+    "slow down",
+];
+
 /// Whether `reply` asks the sender to slow down: a 421 (too many
-/// connections, try later), a 451 with a 4.7.x status, or a text the
-/// bounce rules class as rate limited. Replies the client made up itself
-/// (a refused connection, a timeout) say nothing about the site's wishes.
-pub fn asks_to_slow_down(reply: &ServerReply, rules: &[bounce_class::Rule]) -> bool {
+/// connections, service busy), a text about rate or volume, or one the
+/// operator's own bounce rules (`operator_rules`) class as `rate_limited`.
+/// A generic "try again later" and greylisting do not: a site that answers
+/// some messages so is not asking for less traffic. Replies the client made
+/// up itself (a refused connection, a timeout) say nothing of the site's
+/// wishes either.
+pub fn asks_to_slow_down(reply: &ServerReply, operator_rules: &[bounce_class::Rule]) -> bool {
     if reply.local || !reply.is_transient() {
         return false;
     }
     let status = reply.status.as_deref().unwrap_or("");
-    reply.code == 421
-        || (reply.code == 451 && status.starts_with("4.7."))
-        || bounce_class::classify(rules, status, &reply.text) == Class::RateLimited
+    match bounce_class::classify(operator_rules, status, &reply.text) {
+        Class::RateLimited => return true,
+        Class::Other => {}
+        // The operator classed it as something else.
+        _ => return false,
+    }
+    let text = reply.text.to_ascii_lowercase();
+    if text.contains("greylist") || text.contains("graylist") {
+        return false;
+    }
+    reply.code == 421 || SLOW_DOWN_WORDS.iter().any(|w| text.contains(w))
 }
 
 /// Why a connection cannot be opened to a site now.
@@ -857,39 +883,56 @@ mod tests {
 
     #[test]
     fn slow_down_replies_are_recognised() {
-        let rules = bounce_class::default_rules();
+        let none = Vec::new();
         let reply = |code, status: Option<&str>, text: &str| ServerReply {
             code,
             status: status.map(str::to_owned),
             text: text.to_owned(),
             local: false,
         };
-        assert!(asks_to_slow_down(
-            &reply(421, Some("4.7.0"), "Try again later, closing connection."),
-            &rules
-        ));
-        assert!(asks_to_slow_down(
-            &reply(451, Some("4.7.1"), "Please try again later"),
-            &rules
-        ));
-        assert!(asks_to_slow_down(
-            &reply(
-                450,
-                None,
-                "Requested mail action not taken: sending rate limit exceeded"
-            ),
-            &rules
-        ));
-        assert!(!asks_to_slow_down(
-            &reply(450, Some("4.2.0"), "mailbox busy"),
-            &rules
-        ));
-        assert!(!asks_to_slow_down(
-            &reply(550, Some("5.7.1"), "too many connections"),
-            &rules
-        ));
+        let slows = |r: ServerReply| asks_to_slow_down(&r, &none);
+        // The big providers' ways of saying it.
+        assert!(slows(reply(
+            421,
+            Some("4.7.0"),
+            "Try again later, closing connection."
+        )));
+        assert!(slows(reply(421, Some("4.7.0"), "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints")));
+        assert!(slows(reply(
+            451,
+            Some("4.7.650"),
+            "The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation."
+        )));
+        assert!(slows(reply(450, Some("4.7.28"), "Our system has detected an unusual rate of unsolicited mail originating from your IP address.")));
+        assert!(slows(reply(
+            450,
+            None,
+            "Requested mail action not taken: sending rate limit exceeded"
+        )));
+        // A plain temporary failure, or greylisting, is not about pace.
+        assert!(!slows(reply(451, Some("4.3.0"), "Try again later")));
+        assert!(!slows(reply(
+            451,
+            Some("4.7.1"),
+            "Greylisted, please try again later"
+        )));
+        assert!(!slows(reply(450, Some("4.2.0"), "mailbox busy")));
+        assert!(!slows(reply(550, Some("5.7.1"), "too many connections")));
         let mut local = reply(421, Some("4.4.1"), "cannot connect");
         local.local = true;
-        assert!(!asks_to_slow_down(&local, &rules));
+        assert!(!slows(local));
+        // The operator's rules decide first.
+        let theirs = vec![
+            bounce_class::rule("rate_limited", Some("4.3.5"), None).unwrap(),
+            bounce_class::rule("policy", None, Some("too many spam")).unwrap(),
+        ];
+        assert!(asks_to_slow_down(
+            &reply(451, Some("4.3.5"), "later"),
+            &theirs
+        ));
+        assert!(!asks_to_slow_down(
+            &reply(451, None, "too many spam complaints"),
+            &theirs
+        ));
     }
 }
