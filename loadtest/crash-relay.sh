@@ -5,11 +5,11 @@
 #
 #   ringpost-blast send --ack-log --> ringpost (smarthost) --> ringpost-blast sink --id-log
 #
-#   loadtest/crash-relay.sh                        # 30000 msgs, 50 connections, SIGKILL after 3 s
+#   loadtest/crash-relay.sh                        # 100000 msgs, 50 connections, SIGKILL after 3 s
 #   KILL_AFTER=5 SINK_TEMPFAIL=10 loadtest/crash-relay.sh
 #
 # Environment (all optional):
-#   MESSAGES=30000   messages the blaster tries to send (it stops by itself
+#   MESSAGES=100000  messages the blaster tries to send (it stops by itself
 #                    soon after the server dies)
 #   CONNECTIONS=50   blaster connections
 #   SIZE=2048        message size in bytes
@@ -31,7 +31,7 @@
 # temp dir. Exit status 0 = nothing lost, 1 = mail lost or something failed.
 set -euo pipefail
 
-MESSAGES=${MESSAGES:-30000}
+MESSAGES=${MESSAGES:-100000}
 CONNECTIONS=${CONNECTIONS:-50}
 SIZE=${SIZE:-2048}
 DOMAINS=${DOMAINS:-100}
