@@ -1026,13 +1026,7 @@ impl Relay {
                 return;
             }
         };
-        let fresh: Vec<QueueEntry> = {
-            let state = self.state.borrow();
-            found
-                .into_iter()
-                .filter(|e| !state.schedule.is_known(e.id, &e.domain))
-                .collect()
-        };
+        let fresh = self.not_in_memory(found);
         let left_out = fresh.len() > room;
         let loaded = fresh.len().min(room);
         for entry in fresh.into_iter().take(room) {
@@ -1059,6 +1053,15 @@ impl Relay {
                 "queue entries loaded from the store"
             );
         }
+    }
+
+    /// The entries of a store scan that memory does not hold yet.
+    fn not_in_memory(&self, found: Vec<QueueEntry>) -> Vec<QueueEntry> {
+        let state = self.state.borrow();
+        found
+            .into_iter()
+            .filter(|e| !state.schedule.is_known(e.id, &e.domain))
+            .collect()
     }
 
     /// With memory full: bring in up to [`SWEEP_BATCH`] owned entries that
@@ -1100,14 +1103,8 @@ impl Relay {
                 return;
             }
         };
-        let fresh: Vec<QueueEntry> = {
-            let state = self.state.borrow();
-            found
-                .into_iter()
-                .filter(|e| !state.schedule.is_known(e.id, &e.domain))
-                .take(SWEEP_BATCH)
-                .collect()
-        };
+        let mut fresh = self.not_in_memory(found);
+        fresh.truncate(SWEEP_BATCH);
         {
             // What the admits below evict lowers this again.
             let mut state = self.state.borrow_mut();
