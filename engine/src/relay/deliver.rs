@@ -153,7 +153,7 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
             relay: &relay,
             site: &site,
             limiter: &limiter,
-            rules: &rules,
+            operator_rules: &rules,
             target,
             has_next,
         };
@@ -234,7 +234,8 @@ struct Over<'a> {
     relay: &'a Rc<Relay>,
     site: &'a SiteName,
     limiter: &'a SiteLimiter,
-    rules: &'a [bounce_class::Rule],
+    /// The operator's bounce rules, which may call a reply rate limited.
+    operator_rules: &'a [bounce_class::Rule],
     target: &'a Target,
     /// Another host is left to try after this one.
     has_next: bool,
@@ -244,7 +245,7 @@ impl Over<'_> {
     /// Tell the site's limiter what the host said.
     fn heard(&self, reply: &ServerReply) {
         let now = shaping::now_micros();
-        if shaping::asks_to_slow_down(reply, self.rules) {
+        if shaping::asks_to_slow_down(reply, self.operator_rules) {
             self.limiter
                 .slow_down(now, &format!("{}: {reply}", self.target.host));
         } else if reply.is_positive() {
