@@ -196,6 +196,7 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(hostname);
     fixed!(shards);
     fixed!(pin_shards);
+    fixed!(shard_spin_us);
     fixed!(data_dir);
     fixed!(store);
     fixed!(smtp.listen);

@@ -378,9 +378,14 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
         let spf_dns = resolver.clone().filter(|_| config.inbound_auth.enabled);
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
-            .io_memory(SHARD_IO_MEMORY)
+            .io_memory(SHARD_IO_MEMORY);
+        if config.shard_spin_us > 0 {
+            builder =
+                builder.spin_before_park(std::time::Duration::from_micros(config.shard_spin_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 // SAFETY: each fd is a listening TCP socket we own and hand over exactly once.
                 let listen = |fd: OwnedFd| unsafe {
