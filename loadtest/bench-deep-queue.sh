@@ -58,12 +58,6 @@ cd "$ROOT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-deep.XXXXXX")
 RINGPOST_PID=""
 SINK_PID=""
-stop_sink() {
-    [[ -n $SINK_PID ]] || return 0
-    local pid=$SINK_PID
-    SINK_PID=""
-    stop_pid "$pid" sink
-}
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
     stop_ringpost

@@ -96,12 +96,6 @@ RINGPOST_PID=""
 SINK_PID=""
 PF_CONF=""     # set while a private Postfix instance may be running
 
-stop_sink() {
-    [[ -n $SINK_PID ]] || return 0
-    local pid=$SINK_PID
-    SINK_PID=""
-    stop_pid "$pid" sink
-}
 
 # Run by on_exit, before the temp dir is deleted.
 # shellcheck disable=SC2317  # invoked by the EXIT trap

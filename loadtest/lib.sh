@@ -13,6 +13,7 @@
 #   WORK           the script's temp dir (on_exit deletes it; a private Postfix
 #                  instance lives in $WORK/postfix)
 #   RINGPOST_PID   the ringpost server stop_ringpost stops ("" = none)
+#   SINK_PID       the ringpost-blast sink stop_sink stops ("" = none)
 #   PF_CONF        config dir of the private Postfix instance while it may be
 #                  running ("" = none); pf_admin and stop_postfix use it
 #   SKIP_RINGPOST  build_release builds only the load generator when set
@@ -103,6 +104,14 @@ stop_ringpost() {
     local pid=$RINGPOST_PID
     RINGPOST_PID=""
     stop_pid "$pid" ringpost
+}
+
+# stop_sink: stops $SINK_PID (a ringpost-blast sink), if any, and clears it.
+stop_sink() {
+    [[ -n ${SINK_PID:-} ]] || return 0
+    local pid=$SINK_PID
+    SINK_PID=""
+    stop_pid "$pid" sink
 }
 
 # start_mail_server ACCOUNT [TOML]: starts `ringpost serve` on $WORK/rp-data
