@@ -360,6 +360,16 @@ pub struct RelayConfig {
     pub mta_sts: bool,
     /// The port policies are fetched from (443; for tests and proxies).
     pub mta_sts_port: u16,
+    /// DANE (RFC 7672): MX hosts that publish TLSA records on
+    /// DNSSEC-validated answers get mail only over TLS with a certificate
+    /// that matches them. Validation is the resolver's: ringpost believes
+    /// the AD bit of `nameservers` (or the system's), so they must be
+    /// validating resolvers on a path nobody can forge (loopback); with a
+    /// resolver that does not validate, DANE never applies. Takes
+    /// precedence over MTA-STS; not applied to routes, the smarthost, or
+    /// destinations whose `tls_policy` is `none` or `verify`, nor when
+    /// `starttls` is off.
+    pub dane: bool,
     /// Local addresses outbound connections come from (egress sources),
     /// picked by weight for each connection; none: the system picks.
     pub sources: Vec<SourceConfig>,
@@ -988,6 +998,7 @@ impl Default for RelayConfig {
             shaping: Vec::new(),
             mta_sts: true,
             mta_sts_port: 443,
+            dane: true,
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
             command_timeout_secs: 300,

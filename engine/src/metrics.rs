@@ -577,6 +577,7 @@ struct RelayFamilies {
     connections_active: Family<Labels, Gauge>,
     tls_connections: Family<Labels, Counter>,
     tls_failures: Family<Labels, Counter>,
+    dane: Family<Labels, Counter>,
     queued: Family<Labels, Gauge>,
     deferred: Family<Labels, Gauge>,
     oldest: Family<Labels, Gauge>,
@@ -599,6 +600,7 @@ impl RelayFamilies {
             connections_active: Family::default(),
             tls_connections: Family::default(),
             tls_failures: Family::default(),
+            dane: Family::default(),
             queued: Family::default(),
             deferred: Family::default(),
             oldest: Family::default(),
@@ -650,6 +652,8 @@ pub struct RelayMetrics {
     refusals: Family<Labels, Counter>,
     /// Messages sent by egress source.
     sources: Family<Labels, Counter>,
+    /// DANE verdicts of destinations (see [`RelayMetrics::dane`]).
+    dane: Family<Labels, Counter>,
 }
 
 impl RelayMetrics {
@@ -661,6 +665,15 @@ impl RelayMetrics {
                 ("result", result.to_owned()),
                 ("class", class.to_owned()),
             ])
+            .inc();
+    }
+
+    /// A destination's DANE verdict, as a connection to it was opened:
+    /// `insecure` (not DNSSEC-validated), `no_tlsa` (validated, no usable
+    /// TLSA records), `tlsa` (TLS required), `lookup_failed` (deferred).
+    pub fn dane(&self, verdict: &str) {
+        self.dane
+            .get_or_create(&vec![("verdict", verdict.to_owned())])
             .inc();
     }
 
@@ -954,6 +967,11 @@ impl Metrics {
             r.tls_failures.clone(),
         );
         registry.register(
+            "relay_dane",
+            "DANE verdicts of destinations as connections to them were opened (insecure, no_tlsa, tlsa, lookup_failed)",
+            r.dane.clone(),
+        );
+        registry.register(
             "relay_queue_entries",
             "Queue entries held in memory by the scheduler",
             r.queued.clone(),
@@ -1163,6 +1181,7 @@ impl Metrics {
             messages_per_connection: r.messages_per_connection.get_or_create(&labels).clone(),
             refusals: r.refusals.clone(),
             sources: r.sources.clone(),
+            dane: r.dane.clone(),
         }
     }
 

@@ -2188,6 +2188,200 @@ fn mta_sts_enforce_means_listed_hosts_over_verified_tls() {
     server.shutdown();
 }
 
+// -- DANE -------------------------------------------------------------------
+
+/// SHA-256 of the SubjectPublicKeyInfo of the first certificate in `pem`:
+/// the data of a `3 1 1` TLSA record.
+fn spki_sha256(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let cert = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let parsed = webpki::EndEntityCert::try_from(&cert).unwrap();
+    let spki = parsed.subject_public_key_info();
+    ring::digest::digest(&ring::digest::SHA256, spki.as_ref())
+        .as_ref()
+        .to_vec()
+}
+
+/// SHA-256 of the first certificate in `pem`: the data of `2 0 1`.
+fn cert_sha256(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let cert = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+        .as_ref()
+        .to_vec()
+}
+
+/// `domain MX 10 mx.DOMAIN`, `mx.DOMAIN A 127.0.0.1` and, when given,
+/// `_PORT._tcp.mx.DOMAIN TLSA usage selector matching data`.
+fn dane_domain(domain: &str, port: u16, tlsa: Option<(u8, u8, u8, &[u8])>) -> Vec<TestRecord> {
+    let host = format!("mx.{domain}");
+    let mut records = vec![
+        TestRecord::mx(domain, 10, host.as_str()),
+        TestRecord::a(host.as_str(), Ipv4Addr::LOCALHOST),
+    ];
+    if let Some((usage, selector, matching, data)) = tlsa {
+        let name = format!("_{port}._tcp.{host}");
+        records.push(TestRecord::tlsa(name, usage, selector, matching, data));
+    }
+    records
+}
+
+/// The last error of `domain`'s queue entry contains `text`.
+fn deferred_saying(server: &RunningServer, domain: &str, text: &str) -> bool {
+    entries_of(server, domain).first().is_some_and(|e| {
+        e.last_error
+            .as_deref()
+            .is_some_and(|why| why.contains(text))
+    })
+}
+
+/// DANE-EE (RFC 7672 §3.1.1): on validated answers, a TLSA record that
+/// matches the MX's self-signed key is all the authentication it needs; one
+/// that does not match, or a TLSA lookup that fails, defers the mail; a
+/// domain whose DNS is not validated, or whose records are all unusable,
+/// gets ordinary (opportunistic, resp. mandatory) TLS.
+#[test]
+fn dane_ee_records_on_validated_answers_decide_each_hosts_tls() {
+    let mx = TlsMx::start("mx.good.dane.test", TlsMode::Working);
+    let port = mx.addr().port();
+    let good = spki_sha256(&mx.cert_pem);
+    let wrong = [0x5a; 32];
+    let mut zone = Vec::new();
+    zone.extend(dane_domain("good.dane.test", port, Some((3, 1, 1, &good))));
+    zone.extend(dane_domain(
+        "wrong.dane.test",
+        port,
+        Some((3, 1, 1, &wrong)),
+    ));
+    // PKIX-EE is not for SMTP: published but unusable, so TLS, unchecked.
+    zone.extend(dane_domain("pkix.dane.test", port, Some((1, 1, 1, &wrong))));
+    zone.extend(dane_domain("fail.dane.test", port, Some((3, 1, 1, &good))));
+    // Not validated: its (wrong) record means nothing.
+    zone.extend(dane_domain("plain.test", port, Some((3, 1, 1, &wrong))));
+    let bogus = format!("_{port}._tcp.mx.fail.dane.test");
+    let dns = TestDns::validating("test.", &zone, &["dane.test"], &[&bogus]);
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+    });
+    for name in ["good", "wrong", "pkix", "fail"] {
+        let to = format!("b@{name}.dane.test");
+        send(
+            server.smtp_addr(),
+            &format!("{name}@origin.test"),
+            &[&to],
+            &message(1),
+        );
+    }
+    send(
+        server.smtp_addr(),
+        "plain@origin.test",
+        &["b@plain.test"],
+        &message(1),
+    );
+    wait_until("three deliveries", || mx.received().len() == 3);
+    let mut senders: Vec<String> = mx.received().iter().map(|r| r.mail_from.clone()).collect();
+    senders.sort();
+    assert_eq!(
+        senders,
+        ["good@origin.test", "pkix@origin.test", "plain@origin.test"]
+    );
+    assert!(mx.received().iter().all(|r| r.tls), "all over TLS");
+    wait_until("the mismatch to be deferred", || {
+        deferred_saying(&server, "wrong.dane.test", "TLSA")
+    });
+    wait_until("the failed TLSA lookup to be deferred", || {
+        deferred_saying(&server, "fail.dane.test", "DANE")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        mx.received().len(),
+        3,
+        "nothing sent to a host DANE refuses"
+    );
+    let metrics = metrics_of(&server);
+    for verdict in ["tlsa", "insecure"] {
+        let labels = format!("verdict=\"{verdict}\"");
+        assert!(
+            metric_value(&metrics, "ringpost_relay_dane_total", &labels).is_some_and(|v| v >= 1.0),
+            "{verdict} counted"
+        );
+    }
+    server.shutdown();
+}
+
+/// DANE-TA (RFC 7672 §3.1.2): the record names the CA the server's chain
+/// leads to; the chain and the MX host name are then checked from it.
+#[test]
+fn dane_ta_records_anchor_the_chain_and_the_host_name_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::ca::TestCa::new(dir.path(), &["mx.ta.dane.test"]);
+    let chain = std::fs::read_to_string(&ca.cert_file).unwrap();
+    let mx = TlsMx::with_config(ca.server_config(), chain, TlsMode::Working);
+    let port = mx.addr().port();
+    let anchor = cert_sha256(&std::fs::read_to_string(&ca.ca_file).unwrap());
+    let mut zone = dane_domain("ta.dane.test", port, Some((2, 0, 1, &anchor)));
+    // The same server under a name its certificate does not carry.
+    zone.extend(dane_domain(
+        "other.dane.test",
+        port,
+        Some((2, 0, 1, &anchor)),
+    ));
+    let dns = TestDns::validating("test.", &zone, &["dane.test"], &[]);
+    let (server, _data) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@ta.dane.test"],
+        &message(1),
+    );
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@other.dane.test"],
+        &message(2),
+    );
+    wait_until("delivery under DANE-TA", || mx.received().len() == 1);
+    assert!(mx.received()[0].tls);
+    wait_until("the wrong name to be deferred", || {
+        deferred_saying(&server, "other.dane.test", "DANE")
+    });
+    assert_eq!(mx.received().len(), 1);
+    server.shutdown();
+}
+
+/// A host with TLSA records that offers no STARTTLS gets nothing, not even
+/// in the clear; a domain without validated DNS on the same host does.
+#[test]
+fn dane_host_without_starttls_is_not_used_in_the_clear() {
+    let mx = TlsMx::start("mx.bare.dane.test", TlsMode::Absent);
+    let port = mx.addr().port();
+    let key = spki_sha256(&mx.cert_pem);
+    let mut zone = dane_domain("bare.dane.test", port, Some((3, 1, 1, &key)));
+    zone.extend(dane_domain("plain.test", port, None));
+    let dns = TestDns::validating("test.", &zone, &["dane.test"], &[]);
+    let (server, _data) = start_server(relay_to(dns.addr(), port));
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@bare.dane.test"],
+        &message(1),
+    );
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@plain.test"],
+        &message(2),
+    );
+    wait_until("the DANE host to be deferred", || {
+        deferred_saying(&server, "bare.dane.test", "no STARTTLS")
+    });
+    wait_until("the other domain's delivery", || mx.received().len() == 1);
+    assert!(!mx.received()[0].tls);
+    assert!(without_trace(&mx.received()[0].data).ends_with(message(2).as_bytes()));
+    server.shutdown();
+}
+
 /// `domains` domains `s{i}.test` whose MX is the one host `mx.shared.test`
 /// at `ip`: one MX site.
 fn site_zone(domains: usize, ip: Ipv4Addr) -> Vec<TestRecord> {

@@ -433,3 +433,101 @@ fn record_lookups_have_their_share_of_the_dns_thread() {
         .count();
     assert!(busy >= 50, "{busy} refused for lack of room");
 }
+
+// -- DANE verdicts (RFC 7672 §2.2) --------------------------------------------
+
+#[test]
+fn dane_verdicts_follow_the_validation_of_each_answer() {
+    use ringpost_engine::relay::dane::{DaneLookup, HostDane, Tlsa};
+    let key = [0x11u8; 32];
+    let dns = TestDns::validating(
+        ZONE,
+        &[
+            // Validated MX; one host with a usable record, one with only a
+            // PKIX one, one without records, one whose TLSA lookup fails.
+            TestRecord::mx("signed.test", 10, "a.signed.test"),
+            TestRecord::mx("signed.test", 20, "b.signed.test"),
+            TestRecord::mx("signed.test", 30, "c.signed.test"),
+            TestRecord::mx("signed.test", 40, "d.signed.test"),
+            TestRecord::a("a.signed.test", v4(1)),
+            TestRecord::a("b.signed.test", v4(2)),
+            TestRecord::a("c.signed.test", v4(3)),
+            TestRecord::a("d.signed.test", v4(4)),
+            TestRecord::tlsa("_25._tcp.a.signed.test", 3, 1, 1, &key),
+            TestRecord::tlsa("_25._tcp.b.signed.test", 1, 1, 1, &key),
+            // A validated MX pointing at a host in an unsigned zone.
+            TestRecord::mx("out.signed.test", 10, "mx.unsigned.test"),
+            TestRecord::a("mx.unsigned.test", v4(5)),
+            TestRecord::tlsa("_25._tcp.mx.unsigned.test", 3, 1, 1, &key),
+            // No MX: the domain's own (validated) address and records.
+            TestRecord::a("bare.signed.test", v4(6)),
+            TestRecord::tlsa("_25._tcp.bare.signed.test", 3, 1, 1, &key),
+            // Not validated at all.
+            TestRecord::mx("unsigned.test", 10, "mx.unsigned.test"),
+            // The MX lookup itself fails.
+            TestRecord::mx("broken.signed.test", 10, "a.signed.test"),
+        ],
+        &["signed.test"],
+        &["_25._tcp.d.signed.test", "broken.signed.test"],
+    );
+    let (resolver, _thread) = resolver(&dns);
+    let usable = Tlsa {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data: key.to_vec(),
+    };
+    match block_on(resolver.dane("signed.test", 25)) {
+        DaneLookup::Hosts(mut hosts) => {
+            hosts.sort_by(|a, b| a.0.cmp(&b.0));
+            let names: Vec<&str> = hosts.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "a.signed.test",
+                    "b.signed.test",
+                    "c.signed.test",
+                    "d.signed.test"
+                ]
+            );
+            assert_eq!(
+                hosts[0].1,
+                HostDane::Authenticate(vec![usable.clone()].into())
+            );
+            assert_eq!(hosts[1].1, HostDane::EncryptOnly);
+            assert_eq!(hosts[2].1, HostDane::NotApplicable);
+            assert!(matches!(&hosts[3].1, HostDane::Failed(why) if why.contains("TLSA")));
+        }
+        other => panic!("signed.test: {other:?}"),
+    }
+    assert_eq!(
+        block_on(resolver.dane("out.signed.test", 25)),
+        DaneLookup::Hosts(vec![("mx.unsigned.test".into(), HostDane::NotApplicable)]),
+        "a host whose addresses are not validated gets no DANE"
+    );
+    assert_eq!(
+        block_on(resolver.dane("bare.signed.test", 25)),
+        DaneLookup::Hosts(vec![(
+            "bare.signed.test".into(),
+            HostDane::Authenticate(vec![usable].into())
+        )]),
+        "the implicit MX"
+    );
+    assert_eq!(
+        block_on(resolver.dane("unsigned.test", 25)),
+        DaneLookup::Insecure
+    );
+    assert_eq!(
+        block_on(resolver.dane("[127.0.0.1]", 25)),
+        DaneLookup::Insecure
+    );
+    assert!(matches!(
+        block_on(resolver.dane("broken.signed.test", 25)),
+        DaneLookup::Failed(_)
+    ));
+    // The records are for the port mail goes to.
+    assert!(matches!(
+        block_on(resolver.dane("bare.signed.test", 2525)),
+        DaneLookup::Hosts(hosts) if hosts[0].1 == HostDane::NotApplicable
+    ));
+}

@@ -10,6 +10,7 @@
 //! (see [`super::tls`]); if an opportunistic handshake fails, the same host
 //! is tried once more without it.
 
+use super::dane::{self, DaneLookup};
 use super::queue::{Loaded, Relay, SiteName, Via};
 use super::route::{NoRoute, Target};
 use super::shaping::{self, SiteLimiter};
@@ -54,23 +55,86 @@ enum HostEnd {
 }
 
 /// Where a domain's mail goes: the hosts to try, in order, and the TLS
-/// policy (MTA-STS included) they must meet.
+/// they must use (the configured policy, MTA-STS's, DANE's per host).
 pub(crate) struct Found {
     /// Addresses to try, with the host names they came from.
     pub targets: Vec<Target>,
-    /// What TLS the connection needs.
+    /// What TLS a connection needs, unless DANE says more for its host.
     pub policy: TlsPolicy,
+    /// Who asks for `policy`, for the log and the deferral text.
+    required_by: &'static str,
+    /// Hosts with DANE TLSA records on validated answers, and what those
+    /// ask; empty when DANE does not apply to the domain.
+    pub dane: Vec<(String, HostDane)>,
+}
+
+impl Found {
+    /// What a connection to `host` must do about TLS.
+    fn tls_for(&self, host: &str) -> HostTls {
+        let dane = self.dane.iter().find(|(name, _)| name == host);
+        match dane.map(|(_, dane)| dane) {
+            Some(HostDane::Authenticate(config)) => HostTls {
+                policy: TlsPolicy::Encrypt,
+                dane: Some(config.clone()),
+                required_by: "its DANE TLSA records",
+            },
+            Some(HostDane::EncryptOnly) => HostTls {
+                policy: TlsPolicy::Encrypt,
+                dane: None,
+                required_by: "its DANE TLSA records",
+            },
+            None => HostTls {
+                policy: self.policy,
+                dane: None,
+                required_by: self.required_by,
+            },
+        }
+    }
+}
+
+/// What DANE asks of the connection to one host.
+pub(crate) enum HostDane {
+    /// TLS, with this configuration: its verifier checks the certificate
+    /// against the host's TLSA records.
+    Authenticate(std::sync::Arc<rustls::ClientConfig>),
+    /// TLS, any certificate (TLSA records, none of them usable).
+    EncryptOnly,
+}
+
+/// What TLS one connection must use.
+struct HostTls {
+    policy: TlsPolicy,
+    /// DANE's client configuration, which replaces the policy's.
+    dane: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Who requires it, in words.
+    required_by: &'static str,
 }
 
 /// Find `domain`'s hosts and TLS policy: a static route, the smarthost or
-/// its MX hosts, narrowed by its MTA-STS policy when that is enforced.
+/// its MX hosts, with DANE's demands per host where the domain's DNS is
+/// validated, else narrowed by its MTA-STS policy when that is enforced.
 pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, NoRoute> {
     let router = relay.router();
     let mut targets = router.targets(&relay.resolver, domain).await?;
     let config = relay.config();
-    let mut policy = config.relay.tls_policy_for(domain);
-    // MTA-STS applies to MX delivery, not to configured routes.
-    if config.relay.mta_sts && !router.routes_statically(domain) {
+    let mut found = Found {
+        targets: Vec::new(),
+        policy: config.relay.tls_policy_for(domain),
+        required_by: "relay.tls_policy",
+        dane: Vec::new(),
+    };
+    // DANE and MTA-STS apply to MX delivery, not to configured routes.
+    let by_mx = !router.routes_statically(domain);
+    // The operator's `none` and `verify` are kept as they are, and so is
+    // STARTTLS turned off altogether.
+    let dane_applies = matches!(found.policy, TlsPolicy::May | TlsPolicy::Encrypt)
+        && config.relay.dane
+        && config.relay.starttls;
+    if dane_applies && by_mx {
+        found.dane = dane_hosts(relay, domain, &mut targets).await?;
+    }
+    // RFC 8461 §2: where DANE applies, MTA-STS does not.
+    if config.relay.mta_sts && by_mx && found.dane.is_empty() {
         if let Some(sts) = relay.resolver.mta_sts(domain).await {
             match sts.mode {
                 super::mta_sts::Mode::Enforce => {
@@ -85,7 +149,8 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
                             ),
                         });
                     }
-                    policy = TlsPolicy::Verify;
+                    found.policy = TlsPolicy::Verify;
+                    found.required_by = "its MTA-STS policy";
                 }
                 super::mta_sts::Mode::Testing => {
                     if let Some(t) = targets.iter().find(|t| !sts.matches(&t.host)) {
@@ -96,7 +161,86 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
             }
         }
     }
-    Ok(Found { targets, policy })
+    found.targets = targets;
+    Ok(found)
+}
+
+/// `domain`'s DANE verdict (RFC 7672), applied to its `targets`: hosts
+/// whose TLSA lookup failed, or that the validated MX records do not name,
+/// are dropped; the hosts with TLSA records are returned with what their
+/// records ask. Deferred when the verdict cannot be had or no host is left.
+async fn dane_hosts(
+    relay: &Relay,
+    domain: &str,
+    targets: &mut Vec<Target>,
+) -> Result<Vec<(String, HostDane)>, NoRoute> {
+    let deferred = |text: String| NoRoute {
+        permanent: false,
+        status: "4.7.5",
+        text,
+    };
+    let hosts = match relay
+        .resolver
+        .dane(domain, relay.config().relay.mx_port)
+        .await
+    {
+        DaneLookup::Insecure => {
+            relay.metrics.dane("insecure");
+            return Ok(Vec::new());
+        }
+        DaneLookup::Failed(why) => {
+            relay.metrics.dane("lookup_failed");
+            tracing::warn!(shard = relay.shard, %domain, reason = %why, "DANE: cannot tell whether it applies; deferred");
+            return Err(deferred(format!(
+                "DANE: DNSSEC lookups for {domain} failed: {why}"
+            )));
+        }
+        DaneLookup::Hosts(hosts) => hosts,
+    };
+    let mut demands = Vec::new();
+    let mut refused = None;
+    targets.retain(|target| {
+        let Some((_, verdict)) = hosts.iter().find(|(name, _)| *name == target.host) else {
+            // The validated MX records do not name it (they changed between
+            // the two lookups): not to be trusted with the domain's mail.
+            refused.get_or_insert_with(|| {
+                format!("{} is not among its validated MX hosts", target.host)
+            });
+            return false;
+        };
+        match verdict {
+            dane::HostDane::Failed(why) => {
+                refused.get_or_insert_with(|| why.clone());
+                false
+            }
+            _ => true,
+        }
+    });
+    for (host, verdict) in hosts {
+        let demand = match verdict {
+            dane::HostDane::Authenticate(tlsa) => match dane::client_config(tlsa) {
+                Ok(config) => HostDane::Authenticate(config),
+                Err(why) => return Err(deferred(format!("DANE: {why}"))),
+            },
+            dane::HostDane::EncryptOnly => HostDane::EncryptOnly,
+            dane::HostDane::NotApplicable | dane::HostDane::Failed(_) => continue,
+        };
+        demands.push((host, demand));
+    }
+    relay.metrics.dane(match demands.is_empty() {
+        true => "no_tlsa",
+        false => "tlsa",
+    });
+    if let Some(why) = &refused {
+        tracing::warn!(shard = relay.shard, %domain, reason = %why, "DANE: a host is not used");
+    }
+    if targets.is_empty() {
+        let why = refused.unwrap_or_else(|| "no MX host".to_owned());
+        return Err(deferred(format!(
+            "DANE: no MX host of {domain} can be used: {why}"
+        )));
+    }
+    Ok(demands)
 }
 
 /// Deliver `site`'s ready work over one connection (to the first host that
@@ -112,7 +256,7 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     };
     // Every domain of the site has the same hosts and policy: the first
     // entry's domain stands for them (and gets fresh, shuffled addresses).
-    let Found { targets, policy } = match destination(&relay, &first.domain).await {
+    let found = match destination(&relay, &first.domain).await {
         Ok(found) => found,
         Err(why) => {
             // This domain's problem (its DNS, its MTA-STS policy), not the
@@ -127,13 +271,14 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     let rules = relay.operator_rules();
     let mut pending = Some(first);
     let mut last_failure = None;
+    let targets = &found.targets;
     for (index, target) in targets.iter().enumerate() {
         let has_next = index + 1 < targets.len();
+        let tls = found.tls_for(&target.host);
         // A host slow to greet (a tarpit, or one that never answers) must not
         // hold up a shutdown: nothing was sent yet, so the entry simply
         // stays in the store, due, for the next start.
-        let opening =
-            async { Some(Connection::open(&relay, target, policy, pool.as_deref()).await) };
+        let opening = async { Some(Connection::open(&relay, target, &tls, pool.as_deref()).await) };
         let stopping = async {
             relay.stopped().await;
             None
@@ -142,10 +287,14 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
             return;
         };
         let opened = match opened {
-            Err(Refused::Tls(reply)) if policy == TlsPolicy::May => {
+            Err(Refused::Tls(reply)) if tls.policy == TlsPolicy::May => {
                 // Opportunistic TLS: better in the clear than not at all.
                 tracing::info!(shard = relay.shard, %site, host = %target.host, %reply, "TLS failed; retrying without STARTTLS");
-                Connection::open(&relay, target, TlsPolicy::None, pool.as_deref()).await
+                let plain = HostTls {
+                    policy: TlsPolicy::None,
+                    ..tls
+                };
+                Connection::open(&relay, target, &plain, pool.as_deref()).await
             }
             other => other,
         };
@@ -554,13 +703,13 @@ struct Connection {
 
 impl Connection {
     /// Connect (from a source of egress `pool`, when there are sources),
-    /// read the greeting, say EHLO (and unless `policy` is `none`,
+    /// read the greeting, say EHLO (and unless `tls.policy` is `none`,
     /// STARTTLS when offered, then EHLO again): a session ready to send.
     /// Under `encrypt` and `verify`, a session without TLS is refused.
     async fn open(
         relay: &Relay,
         target: &Target,
-        policy: TlsPolicy,
+        tls: &HostTls,
         pool: Option<&str>,
     ) -> Result<Connection, Refused> {
         let limits = &relay.config().relay;
@@ -597,7 +746,7 @@ impl Connection {
             Some((i, _)) => relay.source_clients[i].clone(),
             None => (relay.client.clone(), relay.client_plain.clone()),
         };
-        let client = match (policy, &relay.tls) {
+        let client = match (tls.policy, &relay.tls) {
             (TlsPolicy::None, _) | (_, None) => client_plain,
             _ => client_tls,
         };
@@ -612,20 +761,22 @@ impl Connection {
         };
         loop {
             match connection.next_event(limits).await {
-                ClientEvent::Ready if policy.requires_tls() && connection.tls_version.is_none() => {
+                ClientEvent::Ready
+                    if tls.policy.requires_tls() && connection.tls_version.is_none() =>
+                {
                     connection.quit(limits).await;
                     relay.metrics.tls_failures.inc();
                     return Err(Refused::Tls(ServerReply::local(
                         421,
                         "4.7.5",
                         format!(
-                            "TLS is required for this destination (relay.tls_policy), but {} offered no STARTTLS",
-                            target.host
+                            "TLS is required for this destination ({}), but {} offered no STARTTLS",
+                            tls.required_by, target.host
                         ),
                     )));
                 }
                 ClientEvent::Ready => return Ok(connection),
-                ClientEvent::StartTls => connection.start_tls(relay, target, policy).await?,
+                ClientEvent::StartTls => connection.start_tls(relay, target, tls).await?,
                 ClientEvent::Failed(reply) => return Err(Refused::Other(reply)),
                 other => return Err(Refused::Other(unexpected(other))),
             }
@@ -637,16 +788,20 @@ impl Connection {
         &mut self,
         relay: &Relay,
         target: &Target,
-        policy: TlsPolicy,
+        tls: &HostTls,
     ) -> Result<(), Refused> {
         let failed = |why: String| {
             relay.metrics.tls_failures.inc();
             Refused::Tls(ServerReply::local(421, "4.7.5", why))
         };
-        let config = relay.tls.as_ref().map(|clients| match policy {
-            TlsPolicy::Verify => clients.verified.clone(),
-            _ => clients.opportunistic.clone(),
-        });
+        let config = relay
+            .tls
+            .as_ref()
+            .map(|clients| match (&tls.dane, tls.policy) {
+                (Some(dane), _) => dane.clone(),
+                (None, TlsPolicy::Verify) => clients.verified.clone(),
+                (None, _) => clients.opportunistic.clone(),
+            });
         let (Some(config), Some(name)) = (config, tls::server_name(&target.host)) else {
             return Err(failed(format!("no TLS name for {}", target.host)));
         };

@@ -30,6 +30,7 @@
 //! recipients left and deletes the message when it is empty.
 
 pub(crate) mod bounce;
+pub mod dane;
 pub(crate) mod deliver;
 pub mod egress;
 pub mod mta_sts;

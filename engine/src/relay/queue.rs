@@ -613,6 +613,7 @@ impl Relay {
                     &names,
                     found.policy,
                     config.relay.default_tls_policy(),
+                    !found.dane.is_empty(),
                     &config.relay.shaping,
                 )
                 .into();

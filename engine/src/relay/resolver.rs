@@ -37,6 +37,7 @@ use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use tokio::sync::Semaphore;
 
+use super::dane::{self, DaneLookup};
 use super::mta_sts::Policy;
 
 /// Most lookups running at once on the DNS thread; also the request channel's
@@ -160,6 +161,15 @@ enum Request {
         /// Where the policy goes (None: the domain has none we can use).
         reply: oneshot::Sender<Option<Policy>>,
     },
+    /// A domain's DANE verdict (RFC 7672) for mail to `port`.
+    Dane {
+        /// Lowercase and fully qualified.
+        domain: Name,
+        /// The SMTP port the TLSA records are for (25).
+        port: u16,
+        /// Where the verdict goes.
+        reply: oneshot::Sender<DaneLookup>,
+    },
     /// Plain records of one type (SPF's TXT, A, AAAA and MX lookups).
     Records {
         /// Fully qualified.
@@ -278,6 +288,27 @@ impl Resolver {
             .await
             .ok()?;
         answer.await.ok().flatten()
+    }
+
+    /// `domain`'s DANE verdict for mail to `port` (see [`super::dane`]):
+    /// from the cache, or looked up with the AD bit. An address literal or
+    /// an invalid name is [`DaneLookup::Insecure`]; a stopped DNS thread,
+    /// [`DaneLookup::Failed`].
+    pub async fn dane(&self, domain: &str, port: u16) -> DaneLookup {
+        let Target::Name(domain) = parse_target(domain) else {
+            return DaneLookup::Insecure;
+        };
+        let (reply, answer) = oneshot::channel();
+        let stopped = || DaneLookup::Failed("DNS resolver stopped".into());
+        let request = Request::Dane {
+            domain,
+            port,
+            reply,
+        };
+        if self.requests.send_async(request).await.is_err() {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
     }
 
     /// The `kind` records of `name` (any case, trailing dot allowed).
@@ -470,43 +501,37 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 /// No answer is kept longer than this, whatever its records' TTL.
 const MAX_TTL: Duration = Duration::from_secs(3600);
 
-/// Whole answers (MX hosts with their addresses) by domain, until the
-/// shortest TTL of the records they were made from. In front of hickory's
-/// record cache, it spares a cached domain three lookups and counts hits;
-/// at most `capacity` entries (expired ones go first, then any).
-struct AnswerCache {
-    entries: std::collections::HashMap<Name, (MxLookup, Instant)>,
+/// Answers by what was asked, each until the shortest TTL of the records
+/// it was made from: whole MX answers (hosts with their addresses) by
+/// domain, in front of hickory's record cache, which spares a cached domain
+/// three lookups and counts hits; DANE verdicts by domain and port. At most
+/// `capacity` entries (expired ones go first, then any).
+struct AnswerCache<K, V> {
+    entries: std::collections::HashMap<K, (V, Instant)>,
     capacity: usize,
 }
 
-impl AnswerCache {
-    fn new(capacity: usize) -> AnswerCache {
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> AnswerCache<K, V> {
+    fn new(capacity: usize) -> AnswerCache<K, V> {
         AnswerCache {
             entries: std::collections::HashMap::new(),
             capacity: capacity.max(1),
         }
     }
 
-    /// The answer for `domain`, if kept and fresh: hosts of equal
-    /// preference shuffled again, as a fresh lookup would.
-    fn get(&mut self, domain: &Name, now: Instant) -> Option<MxLookup> {
-        match self.entries.get(domain) {
-            Some((answer, until)) if *until > now => {
-                let mut answer = answer.clone();
-                if let MxLookup::Hosts(hosts) = &mut answer {
-                    shuffle_equal_preferences(hosts, &mut fastrand::Rng::new());
-                }
-                Some(answer)
-            }
+    /// The answer to `key`, if kept and fresh.
+    fn get(&mut self, key: &K, now: Instant) -> Option<V> {
+        match self.entries.get(key) {
+            Some((answer, until)) if *until > now => Some(answer.clone()),
             Some(_) => {
-                self.entries.remove(domain);
+                self.entries.remove(key);
                 None
             }
             None => None,
         }
     }
 
-    fn put(&mut self, domain: Name, answer: MxLookup, until: Instant, now: Instant) {
+    fn put(&mut self, key: K, answer: V, until: Instant, now: Instant) {
         if self.entries.len() >= self.capacity {
             self.entries.retain(|_, (_, until)| *until > now);
         }
@@ -515,7 +540,7 @@ impl AnswerCache {
                 self.entries.remove(&any);
             }
         }
-        self.entries.insert(domain, (answer, until));
+        self.entries.insert(key, (answer, until));
     }
 }
 
@@ -588,7 +613,7 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (resolver, servers) = {
+    let (resolver, direct, servers) = {
         // hickory may look for the current runtime while it is built.
         let _context = runtime.enter();
         build_resolver(&config)?
@@ -603,7 +628,12 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
         .name("ringpost-dns".into())
         .spawn(move || {
             runtime.block_on(serve(
-                resolver, incoming, stopped, deadline, cache_size, mta_sts,
+                Dns { resolver, direct },
+                incoming,
+                stopped,
+                deadline,
+                cache_size,
+                mta_sts,
             ));
             // Dropping the runtime here cancels running lookups; their reply
             // senders drop with them, which callers see as TempFail.
@@ -621,8 +651,20 @@ pub fn start(config: ResolverConfig) -> io::Result<(Resolver, ResolverThread)> {
     ))
 }
 
-/// Builds the hickory resolver; also returns how many servers it asks.
-fn build_resolver(config: &ResolverConfig) -> io::Result<(TokioResolver, usize)> {
+/// The DNS thread's two ways to the name servers.
+#[derive(Clone)]
+struct Dns {
+    /// hickory's resolver, with its record cache.
+    resolver: TokioResolver,
+    /// The same servers asked directly, for answers whose AD bit matters.
+    direct: Arc<dane::Servers>,
+}
+
+/// Builds the hickory resolver and the direct pool over the same servers;
+/// also returns how many servers they ask.
+fn build_resolver(
+    config: &ResolverConfig,
+) -> io::Result<(TokioResolver, Arc<dane::Servers>, usize)> {
     let servers: Vec<NameServerConfig> = if config.nameservers.is_empty() {
         let (system, _) = hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| io::Error::other(format!("reading system DNS configuration: {e}")))?;
@@ -659,13 +701,18 @@ fn build_resolver(config: &ResolverConfig) -> io::Result<(TokioResolver, usize)>
     // Large MX and AAAA sets fit one UDP reply instead of falling back to TCP.
     opts.edns0 = true;
 
+    let direct = dane::Servers::from_config(
+        NameServerConfigGroup::from(servers.clone()),
+        opts.clone(),
+        TokioConnectionProvider::default(),
+    );
     let hickory_config =
         HickoryConfig::from_parts(None, vec![], NameServerConfigGroup::from(servers));
     let resolver =
         TokioResolver::builder_with_config(hickory_config, TokioConnectionProvider::default())
             .with_options(opts)
             .build();
-    Ok((resolver, count))
+    Ok((resolver, Arc::new(direct), count))
 }
 
 fn server(addr: SocketAddr, protocol: Protocol) -> NameServerConfig {
@@ -690,7 +737,7 @@ fn lookup_deadline(config: &ResolverConfig, servers: usize) -> Duration {
 /// The DNS thread's loop: takes requests until stopped or until every
 /// [`Resolver`] handle is gone, each running as its own task.
 async fn serve(
-    resolver: TokioResolver,
+    dns: Dns,
     incoming: flume::Receiver<Request>,
     mut stop: oneshot::Receiver<()>,
     deadline: Duration,
@@ -699,7 +746,9 @@ async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let record_slots = Arc::new(Semaphore::new(MAX_RECORD_LOOKUPS));
+    let resolver = dns.resolver.clone();
     let cache = Arc::new(Mutex::new(AnswerCache::new(cache_size)));
+    let dane_cache = Arc::new(Mutex::new(AnswerCache::new(cache_size)));
     let sts = mta_sts.map(|setup| {
         Arc::new(StsState {
             setup,
@@ -741,6 +790,35 @@ async fn serve(
                 });
                 continue;
             }
+            Request::Dane {
+                domain,
+                port,
+                reply,
+            } => {
+                let now = Instant::now();
+                let key = (domain, port);
+                if let Some(verdict) = lock(&dane_cache).get(&key, now) {
+                    let _ = reply.send(verdict);
+                    continue;
+                }
+                let (direct, dane_cache) = (dns.direct.clone(), dane_cache.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    // MX, then addresses, then TLSA: a round more than MX.
+                    let looked_up =
+                        tokio::time::timeout(deadline * 2, dane::lookup(&direct, &key.0, port));
+                    let (verdict, keep) = looked_up.await.unwrap_or_else(|_| {
+                        (DaneLookup::Failed("DNSSEC lookups timed out".into()), None)
+                    });
+                    if let Some(keep) = keep {
+                        let now = Instant::now();
+                        let until = now + keep.min(MAX_TTL);
+                        lock(&dane_cache).put(key, verdict.clone(), until, now);
+                    }
+                    let _ = reply.send(verdict);
+                });
+                continue;
+            }
             Request::Records { name, kind, reply } => {
                 if reply.is_canceled() {
                     continue;
@@ -770,7 +848,11 @@ async fn serve(
             continue; // the caller gave up while the request was queued
         }
         let now = Instant::now();
-        if let Some(answer) = lock(&cache).get(&domain, now) {
+        if let Some(mut answer) = lock(&cache).get(&domain, now) {
+            // Hosts of equal preference shuffled again, as a fresh lookup would.
+            if let MxLookup::Hosts(hosts) = &mut answer {
+                shuffle_equal_preferences(hosts, &mut fastrand::Rng::new());
+            }
             let _ = reply.send((answer, true));
             continue;
         }
@@ -929,7 +1011,7 @@ fn note_failure(e: &ResolveError, temporary: &mut Option<String>) {
 
 /// The answer cache, whatever a panicking holder left (it holds only
 /// whole entries).
-fn lock(cache: &Mutex<AnswerCache>) -> MutexGuard<'_, AnswerCache> {
+fn lock<T>(cache: &Mutex<T>) -> MutexGuard<'_, T> {
     cache
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -58,13 +58,15 @@ pub fn now_micros() -> u64 {
 /// The name of the site a domain's mail goes to: its MX (or route) host
 /// names, lowercase, sorted, joined by `,`. A domain named by a `domain`
 /// shaping rule is a site of its own (`domain@hosts`), and a TLS policy
-/// other than the default is part of the name, so that one connection never
-/// carries mail of two domains whose policies differ.
+/// other than the default is part of the name, and so is DANE (` dane`:
+/// the domain's DNS is validated and a host has TLSA records), so that one
+/// connection never carries mail of two domains whose policies differ.
 pub fn site_name(
     domain: &str,
     hosts: &[&str],
     policy: TlsPolicy,
     default_policy: TlsPolicy,
+    dane: bool,
     rules: &[ShapingRule],
 ) -> String {
     let mut hosts: Vec<String> = hosts
@@ -92,6 +94,9 @@ pub fn site_name(
         };
         name.push_str(" tls=");
         name.push_str(policy);
+    }
+    if dane {
+        name.push_str(" dane");
     }
     name
 }
@@ -684,6 +689,7 @@ mod tests {
             &["MX2.google.com.", "mx1.google.com"],
             may,
             may,
+            false,
             &rules,
         );
         let b = site_name(
@@ -691,6 +697,7 @@ mod tests {
             &["mx1.google.com", "mx2.google.com"],
             may,
             may,
+            false,
             &rules,
         );
         assert_eq!(a, "mx1.google.com,mx2.google.com");
@@ -700,16 +707,22 @@ mod tests {
             &["mx1.google.com"],
             TlsPolicy::Verify,
             may,
+            false,
             &rules,
         );
         assert_eq!(verified, "mx1.google.com tls=verify");
+        let dane = site_name("d.test", &["mx1.google.com"], may, may, true, &rules);
+        assert_eq!(
+            dane, "mx1.google.com dane",
+            "never shared with non-DANE domains"
+        );
         let own = [rule(|r| r.domain = Some(".corp.test".into()))];
         assert_eq!(
-            site_name("x.corp.test", &["mx.test"], may, may, &own),
+            site_name("x.corp.test", &["mx.test"], may, may, false, &own),
             "x.corp.test@mx.test"
         );
         assert_eq!(
-            site_name("corp.test", &["mx.test"], may, may, &own),
+            site_name("corp.test", &["mx.test"], may, may, false, &own),
             "mx.test"
         );
     }

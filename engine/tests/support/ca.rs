@@ -56,6 +56,25 @@ impl TestCa {
         }
     }
 
+    /// A rustls server configuration with the server's chain and key.
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_file)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        std::sync::Arc::new(config)
+    }
+
     /// The `[[tls.certificates]]` entry for the server.
     pub fn pair(&self) -> ringpost_engine::config::CertificatePair {
         ringpost_engine::config::CertificatePair {

@@ -1,6 +1,11 @@
 //! DNS servers for tests: an authoritative one serving the records a test
 //! gives ([`TestDns`]), and one that never answers ([`silent_dns`]).
 //!
+//! [`TestDns::validating`] also plays a validating recursive resolver (the
+//! kind DANE relies on): answers for names under its "signed" suffixes
+//! carry the AD bit, and names it calls bogus get SERVFAIL, as unbound
+//! answers for data whose signatures fail.
+//!
 //! Both listen on 127.0.0.1 with UDP and TCP on the same port, so a resolver
 //! pointed at `addr()` can fall back to TCP as it would in production. Each
 //! [`TestDns`] runs hickory-server on its own thread and tokio runtime, so it
@@ -15,9 +20,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
+use hickory_server::authority::{
+    AuthorityObject, Catalog, MessageResponse, MessageResponseBuilder, ZoneType,
+};
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TLSA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryAuthority;
 use hickory_server::ServerFuture;
 
@@ -47,6 +57,14 @@ pub enum TestRecord {
     Aaaa { name: String, ip: Ipv6Addr },
     /// `name TXT "..."`, split into strings of at most 255 octets.
     Txt { name: String, text: String },
+    /// `name TLSA usage selector matching data` (RFC 6698).
+    Tlsa {
+        name: String,
+        usage: u8,
+        selector: u8,
+        matching: u8,
+        data: Vec<u8>,
+    },
 }
 
 impl TestRecord {
@@ -72,6 +90,23 @@ impl TestRecord {
         TestRecord::Txt {
             name: name.into(),
             text: text.into(),
+        }
+    }
+
+    /// A TLSA record, e.g. `_25._tcp.mx.test. TLSA 3 1 1 <sha-256>`.
+    pub fn tlsa(
+        name: impl Into<String>,
+        usage: u8,
+        selector: u8,
+        matching: u8,
+        data: &[u8],
+    ) -> Self {
+        TestRecord::Tlsa {
+            name: name.into(),
+            usage,
+            selector,
+            matching,
+            data: data.to_vec(),
         }
     }
 
@@ -106,6 +141,21 @@ impl TestRecord {
                     .collect();
                 Record::from_rdata(fqdn(name), TTL, RData::TXT(TXT::new(strings)))
             }
+            TestRecord::Tlsa {
+                name,
+                usage,
+                selector,
+                matching,
+                data,
+            } => {
+                let tlsa = TLSA::new(
+                    CertUsage::from(*usage),
+                    Selector::from(*selector),
+                    Matching::from(*matching),
+                    data.clone(),
+                );
+                Record::from_rdata(fqdn(name), TTL, RData::TLSA(tlsa))
+            }
         }
     }
 }
@@ -132,11 +182,32 @@ impl TestDns {
     /// Starts serving `records` as zone `zone` (e.g. "test."), with an SOA
     /// at the apex added. Panics on a bad name or if no port can be bound.
     pub fn start(zone: &str, records: &[TestRecord]) -> TestDns {
-        let sockets = bind_pair().expect("binding the test DNS server");
-        Self::serve(zone, records, sockets)
+        Self::validating(zone, records, &[], &[])
     }
 
-    fn serve(zone: &str, records: &[TestRecord], sockets: (UdpSocket, TcpListener)) -> TestDns {
+    /// [`TestDns::start`], answering as a validating resolver would: with
+    /// the AD bit for names equal to or under one of `signed`, SERVFAIL for
+    /// the names in `bogus`.
+    pub fn validating(
+        zone: &str,
+        records: &[TestRecord],
+        signed: &[&str],
+        bogus: &[&str],
+    ) -> TestDns {
+        let sockets = bind_pair().expect("binding the test DNS server");
+        let validation = Validation {
+            signed: signed.iter().map(|n| LowerName::new(&fqdn(n))).collect(),
+            bogus: bogus.iter().map(|n| LowerName::new(&fqdn(n))).collect(),
+        };
+        Self::serve(zone, records, sockets, validation)
+    }
+
+    fn serve(
+        zone: &str,
+        records: &[TestRecord],
+        sockets: (UdpSocket, TcpListener),
+        validation: Validation,
+    ) -> TestDns {
         let origin = fqdn(zone);
         let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
         let serial = 1;
@@ -177,7 +248,10 @@ impl TestDns {
                     .build()
                     .expect("test DNS runtime");
                 runtime.block_on(async move {
-                    let mut server = ServerFuture::new(catalog);
+                    let mut server = ServerFuture::new(Validating {
+                        catalog,
+                        validation,
+                    });
                     server.register_socket_std(udp).expect("test DNS UDP");
                     server
                         .register_listener_std(tcp, TCP_IDLE)
@@ -210,6 +284,75 @@ impl Drop for TestDns {
             // Don't turn a failing test's panic into an abort.
             let _ = thread.join();
         }
+    }
+}
+
+/// Which answers a [`TestDns`] calls validated, and which bogus.
+struct Validation {
+    signed: Vec<LowerName>,
+    bogus: Vec<LowerName>,
+}
+
+/// The catalog, with the AD bit or SERVFAIL of a validating resolver.
+struct Validating {
+    catalog: Catalog,
+    validation: Validation,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Validating {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let name = request.request_info().map(|info| info.query.name().clone());
+        let (secure, bogus) = match &name {
+            Ok(name) => (
+                self.validation.signed.iter().any(|zone| zone.zone_of(name)),
+                self.validation.bogus.contains(name),
+            ),
+            Err(_) => (false, false),
+        };
+        if bogus {
+            let failure = MessageResponseBuilder::from_message_request(request)
+                .error_msg(request.header(), ResponseCode::ServFail);
+            let mut response = response;
+            return match response.send_response(failure).await {
+                Ok(info) => info,
+                Err(_) => ResponseInfo::from(*request.header()),
+            };
+        }
+        let response = SetAd {
+            inner: response,
+            secure,
+        };
+        self.catalog.handle_request(request, response).await
+    }
+}
+
+/// Sends a response with the AD bit as [`Validating`] decided.
+#[derive(Clone)]
+struct SetAd<R> {
+    inner: R,
+    secure: bool,
+}
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for SetAd<R> {
+    async fn send_response<'a>(
+        &mut self,
+        mut response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> io::Result<ResponseInfo> {
+        response.header_mut().set_authentic_data(self.secure);
+        self.inner.send_response(response).await
     }
 }
 

@@ -15,6 +15,8 @@ pub enum TlsMode {
     Working,
     /// Says 220, then answers the handshake with garbage.
     Broken,
+    /// Offers no STARTTLS at all.
+    Absent,
 }
 
 /// One received message.
@@ -43,6 +45,15 @@ impl TlsMx {
     /// Listen on 127.0.0.1:0 with a certificate for `name`.
     pub fn start(name: &str, mode: TlsMode) -> TlsMx {
         let (config, cert_pem) = super::ca::self_signed_server(&[name]);
+        Self::with_config(config, cert_pem, mode)
+    }
+
+    /// Listen on 127.0.0.1:0 with `config`'s certificate (`cert_pem`).
+    pub fn with_config(
+        config: Arc<rustls::ServerConfig>,
+        cert_pem: String,
+        mode: TlsMode,
+    ) -> TlsMx {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -93,7 +104,7 @@ fn serve(
             }
             let verb = line.trim_end().to_ascii_uppercase();
             let reply: &[u8] = if verb.starts_with("EHLO") {
-                if tls {
+                if tls || mode == TlsMode::Absent {
                     b"250-tls.test\r\n250 8BITMIME\r\n"
                 } else {
                     b"250-tls.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
