@@ -410,7 +410,7 @@ pub(crate) trait Protocol {
     }
 
     /// [`Self::news`] fired.
-    async fn on_news(&mut self, _session: &mut Self::Session) {}
+    async fn on_news(&mut self, _session: &mut Self::Session, _conn: &mut Connection) {}
 
     /// The session was closed by one of its deadlines.
     fn on_timeout(&mut self) {}
@@ -521,7 +521,7 @@ pub(crate) async fn drive<P: Protocol>(
                 stopping = true;
                 session.shutdown();
             }
-            Wake::News => protocol.on_news(session).await,
+            Wake::News => protocol.on_news(session, conn).await,
             // The client vanished: nothing it was not promised is kept.
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {}

@@ -1278,3 +1278,93 @@ fn urlauth_lets_others_fetch_what_a_url_authorizes_until_the_key_is_reset() {
     assert!(reply.last().unwrap().starts_with("u BAD"), "{reply:?}");
     server.shutdown();
 }
+
+/// The next line `c` receives, within a few seconds, with no command sent.
+fn pushed(c: &mut LineClient) -> String {
+    c.line()
+}
+
+/// NOTIFY (RFC 5465): with no command outstanding, a session hears of
+/// another session's changes to the mailboxes it watches (STATUS), of
+/// mailboxes created, renamed and deleted and subscriptions changed (LIST),
+/// and of new mail in its selected mailbox; the rules on which events go
+/// together are enforced, and NOTIFY NONE stops it all.
+#[test]
+fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let mut b = alice_in_inbox(&server);
+    assert!(b.tagged("c", "CREATE Work")[0].starts_with("c OK"));
+    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: x\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"), "{append:?}");
+
+    let bad = a.tagged("n1", "NOTIFY SET (personal (MessageNew (UID)))");
+    assert!(bad[0].starts_with("n1 BAD"), "{bad:?}");
+    let bad = a.tagged("n2", "NOTIFY SET (personal (Bogus))");
+    assert!(bad[0].starts_with("n2 BAD"), "{bad:?}");
+    // Each event alone brings the STATUS items it changes.
+    let set = a.tagged("n2", "NOTIFY SET STATUS (personal (MessageExpunge))");
+    assert_eq!(set[0], "* STATUS Work (MESSAGES 1)\r\n", "{set:?}");
+    let set = a.tagged("n2", "NOTIFY SET STATUS (personal (FlagChange))");
+    assert!(set[0].starts_with("* STATUS Work (UIDVALIDITY "), "{set:?}");
+    assert!(set[0].contains(" HIGHESTMODSEQ "), "{set:?}");
+    let no = a.tagged(
+        "n3",
+        "NOTIFY SET (personal (MessageNew MessageExpunge AnnotationChange))",
+    );
+    assert!(no[0].starts_with("n3 NO [BADEVENT ("), "{no:?}");
+
+    let set = a.tagged(
+        "n4",
+        "NOTIFY SET STATUS (selected (MessageNew (UID FLAGS) MessageExpunge)) \
+         (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))",
+    );
+    let status = set.iter().find(|l| l.starts_with("* STATUS Work"));
+    let status = status.unwrap_or_else(|| panic!("{set:?}"));
+    assert!(status.starts_with("* STATUS Work (MESSAGES 1 UIDNEXT 2 UIDVALIDITY "));
+    assert!(
+        !set.iter().any(|l| l.starts_with("* STATUS INBOX")),
+        "not the selected one"
+    );
+    assert!(set.last().unwrap().starts_with("n4 OK"), "{set:?}");
+
+    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: y\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"));
+    assert!(
+        pushed(&mut a).starts_with("* STATUS Work (MESSAGES 2 UIDNEXT 3 UIDVALIDITY "),
+        "new mail elsewhere"
+    );
+    assert!(b.tagged("c", "CREATE Archive")[0].starts_with("c OK"));
+    assert_eq!(pushed(&mut a), "* LIST () \"/\" Archive\r\n");
+    assert!(b.tagged("r", "RENAME Archive Old")[0].starts_with("r OK"));
+    assert_eq!(
+        pushed(&mut a),
+        "* LIST () \"/\" Old (\"OLDNAME\" (\"Archive\"))\r\n"
+    );
+    assert!(b.tagged("u", "SUBSCRIBE Old")[0].starts_with("u OK"));
+    assert_eq!(pushed(&mut a), "* LIST (\\Subscribed) \"/\" Old\r\n");
+    assert!(b.tagged("u", "UNSUBSCRIBE Old")[0].starts_with("u OK"));
+    assert_eq!(pushed(&mut a), "* LIST () \"/\" Old\r\n");
+    assert!(b.tagged("d", "DELETE Old")[0].starts_with("d OK"));
+    assert_eq!(pushed(&mut a), "* LIST (\\NonExistent) \"/\" Old\r\n");
+
+    // The selected mailbox: EXISTS and the FETCH asked for, unprompted.
+    let append = b.tagged("p", "APPEND INBOX (\\Flagged) {12+}\r\nSubject: z\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"));
+    assert_eq!(pushed(&mut a), "* 1 EXISTS\r\n");
+    let mut next = pushed(&mut a);
+    if next.starts_with("* 1 RECENT") {
+        next = pushed(&mut a);
+    }
+    assert_eq!(next, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n");
+
+    // NOTIFY NONE: nothing more is pushed, nor reported at the next command.
+    assert!(a.tagged("n5", "NOTIFY NONE")[0].starts_with("n5 OK"));
+    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: w\r\n");
+    assert!(append.last().unwrap().starts_with("p OK"));
+    let noop = a.tagged("o", "NOOP");
+    assert_eq!(noop.len(), 1, "{noop:?}");
+    assert!(noop[0].starts_with("o OK"));
+    server.shutdown();
+}

@@ -11,12 +11,14 @@
 mod commands;
 mod convert;
 mod fetch;
+mod notify;
 mod urlauth;
 mod view;
 
 use crate::auth::LoginOutcome;
 use crate::conn::{Connection, Protocol};
 use crate::shard::{Service, Shard};
+use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::{Event, ImapSession};
 use ringpost_storage::Change;
 use std::io;
@@ -38,8 +40,14 @@ pub(crate) struct Conn<'a> {
     _session: Option<crate::access::AccountSession>,
     /// News of changes to the account's mailboxes.
     changes: Option<flume::Receiver<()>>,
+    /// The selected mailbox may have changes not reported yet (news came
+    /// while they could not be, or expunges were held back): look at the
+    /// next chance, as if news had come.
+    stale: bool,
     /// The selected mailbox.
     view: Option<View>,
+    /// What NOTIFY asked to hear of (RFC 5465).
+    watch: Option<notify::Watch>,
 }
 
 impl<'a> Conn<'a> {
@@ -52,7 +60,9 @@ impl<'a> Conn<'a> {
             user: None,
             _session: None,
             changes: None,
+            stale: false,
             view: None,
+            watch: None,
         }
     }
 }
@@ -77,6 +87,7 @@ impl Protocol for Conn<'_> {
                 self.command(imap, conn, &tag, *body, extra).await?
             }
             Event::UrlAuth { tag, command } => self.urlauth(imap, &tag, command).await,
+            Event::Notify { tag, command } => self.notify(imap, &tag, command),
             // Updates come as they happen (`on_news`); nothing to do yet.
             Event::Idle => self.catch_up(imap, true).await,
             Event::IdleDone => {
@@ -98,16 +109,29 @@ impl Protocol for Conn<'_> {
     }
 
     fn news(&self, imap: &ImapSession) -> Option<flume::Receiver<()>> {
-        self.changes.clone().filter(|_| imap.is_idling())
+        // Under NOTIFY, changes are pushed between commands too.
+        self.changes
+            .clone()
+            .filter(|_| imap.is_idling() || self.watch.is_some())
     }
 
-    async fn on_news(&mut self, imap: &mut ImapSession) {
+    async fn on_news(&mut self, imap: &mut ImapSession, conn: &mut Connection) {
         if !self.account_exists() {
             imap.bye("the account was deleted");
             return;
         }
-        self.refresh(imap, true);
-        self.report_recent(imap).await;
+        let selected_events = self.watch.as_ref().and_then(|w| w.selected.as_ref());
+        if imap.is_idling() || selected_events.is_some() {
+            let delayed = !imap.is_idling() && self.watch.as_ref().is_some_and(|w| w.delayed);
+            let before = self.view.as_ref().map_or(0, |v| v.messages.len());
+            self.refresh(imap, !delayed);
+            self.report_recent(imap).await;
+            self.fetch_new(imap, conn, before).await;
+        } else {
+            // Reported at the next command's end, as without NOTIFY.
+            self.stale = true;
+        }
+        self.report_watched(imap);
     }
 
     fn trusted(&self, imap: &ImapSession) -> bool {
@@ -168,15 +192,29 @@ impl Conn<'_> {
         }
     }
 
-    /// Whether news of a change is waiting (and take it).
-    fn take_news(&self) -> bool {
-        self.changes.as_ref().is_some_and(|c| c.try_recv().is_ok())
+    /// Whether news of a change is waiting, or the selected mailbox is
+    /// stale (and take both).
+    fn take_news(&mut self) -> bool {
+        let news = self.changes.as_ref().is_some_and(|c| c.try_recv().is_ok());
+        news | std::mem::take(&mut self.stale)
     }
 
-    /// Leave the news for the next `take_news`.
-    fn renotify(&self) {
-        if let Some(user) = &self.user {
-            self.shard.access.mailbox_changed(user);
+    /// NOTIFY's `MessageNew (fetch-att)` for the selected mailbox: FETCH
+    /// the messages past the first `before`.
+    async fn fetch_new(&mut self, imap: &mut ImapSession, conn: &mut Connection, before: usize) {
+        let fetch = self
+            .watch
+            .as_ref()
+            .and_then(|w| w.selected.as_ref()?.fetch.clone());
+        let now = self.view.as_ref().map_or(0, |v| v.messages.len());
+        let Some(names) = fetch.filter(|_| now > before) else {
+            return;
+        };
+        let Ok(set) = SequenceSet::try_from(format!("{}:{now}", before + 1).as_str()) else {
+            return;
+        };
+        if let Err(e) = fetch::run(self, imap, conn, &set, &names, false, None).await {
+            tracing::info!(shard = self.shard.id, error = %e, "imap NOTIFY: FETCH of new messages failed");
         }
     }
 
@@ -251,7 +289,7 @@ impl Conn<'_> {
             Ok(true) => {
                 if !allow_expunge {
                     // Expunges were held back: look again at the next chance.
-                    self.renotify();
+                    self.stale = true;
                 }
             }
             Ok(false) => {
@@ -260,7 +298,7 @@ impl Conn<'_> {
             }
             Err(e) => {
                 tracing::error!(shard = self.shard.id, error = %e, "imap: cannot read mailbox");
-                self.renotify();
+                self.stale = true;
             }
         }
     }

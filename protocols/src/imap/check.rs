@@ -83,8 +83,8 @@ impl Run {
                     }
                     self.session.ok(tag, None, "done");
                 }
-                Event::UrlAuth { tag, .. } => {
-                    assert!(self.logged_in, "a URLAUTH command before login");
+                Event::UrlAuth { tag, .. } | Event::Notify { tag, .. } => {
+                    assert!(self.logged_in, "a URLAUTH or NOTIFY command before login");
                     self.session.ok(tag, None, "done");
                 }
                 Event::Idle => assert!(self.logged_in, "IDLE before login"),

@@ -12,6 +12,7 @@
 //! - `esearch`: SEARCH RETURN options and the ESEARCH response.
 //! - `list`: the extended LIST of RFC 5258 (selection and return options).
 //! - `multiappend`: APPEND of several messages (RFC 3502), taken apart.
+//! - `notify`: the NOTIFY command (RFC 5465): what to push, where.
 //! - `lexer`: where the arguments of a command lie, for the two above.
 //! - `url`, `urlauth`: IMAP URLs (RFC 5092) and their authorization
 //!   (RFC 4467: GENURLAUTH, URLFETCH, RESETKEY).
@@ -28,6 +29,7 @@ mod lexer;
 pub mod list;
 pub mod mime;
 pub mod multiappend;
+pub mod notify;
 pub mod search;
 mod server;
 pub mod sort;

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use super::esearch::{self, SearchReturn};
 use super::list::{self, ListExtended};
 use super::multiappend::{self, AppendMessage, SplitMessage};
+use super::notify::{self, BadNotify, NotifyCommand};
 use super::urlauth::{self, UrlAuthCommand};
 use crate::sasl::{self, Exchange, Failure, Mechanism, Step};
 use crate::session::{Peer, Session, Timers};
@@ -42,7 +43,7 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE URLAUTH";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE URLAUTH NOTIFY";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -119,6 +120,15 @@ pub enum Event {
         tag: Tag<'static>,
         /// What it asks.
         command: UrlAuthCommand,
+    },
+    /// NOTIFY (RFC 5465), in the authenticated or selected state; answer
+    /// as for [`Event::Command`], then push what it asks for between
+    /// commands (the driver's news).
+    Notify {
+        /// The command's tag.
+        tag: Tag<'static>,
+        /// What it asks.
+        command: NotifyCommand,
     },
     /// IDLE began (`+ idling` is written). Send updates with
     /// [`ImapSession::data`] as they happen; the client ends it with DONE.
@@ -685,6 +695,9 @@ impl ImapSession {
         if let Some(parsed) = urlauth::parse(self.framing.message_bytes()) {
             return self.urlauth(parsed);
         }
+        if let Some(parsed) = notify::parse(self.framing.message_bytes()) {
+            return self.notify(parsed);
+        }
         if let Some(appends) = multiappend::split_append(self.framing.message_bytes()) {
             return self.multiappend(appends);
         }
@@ -794,6 +807,22 @@ impl ImapSession {
         };
         match self.state {
             State::Authenticated | State::Selected => self.raise(Event::UrlAuth { tag, command }),
+            _ => self.bad(&tag, "log in first"),
+        }
+    }
+
+    /// A NOTIFY command: for the driver once logged in.
+    fn notify(&mut self, parsed: Result<(String, NotifyCommand), BadNotify>) {
+        let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+        let command = match parsed {
+            Ok((_, command)) => command,
+            Err(BadNotify(why)) => return self.bad_command(tag, why),
+        };
+        let Some(tag) = tag else {
+            return self.bad_command(None, "syntax error");
+        };
+        match self.state {
+            State::Authenticated | State::Selected => self.raise(Event::Notify { tag, command }),
             _ => self.bad(&tag, "log in first"),
         }
     }
