@@ -1357,7 +1357,12 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
     if next.starts_with("* 1 RECENT") {
         next = pushed(&mut a);
     }
-    assert_eq!(next, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n");
+    // \Recent too, when this session (not B) claimed the message.
+    let flags = [
+        "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n",
+        "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))\r\n",
+    ];
+    assert!(flags.contains(&next.as_str()), "{next}");
 
     // NOTIFY NONE: nothing more is pushed, nor reported at the next command.
     assert!(a.tagged("n5", "NOTIFY NONE")[0].starts_with("n5 OK"));
@@ -1366,5 +1371,112 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
     let noop = a.tagged("o", "NOOP");
     assert_eq!(noop.len(), 1, "{noop:?}");
     assert!(noop[0].starts_with("o OK"));
+    server.shutdown();
+}
+
+/// CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267): PARTIAL windows, and
+/// UPDATE results kept current as another session changes the mailbox:
+/// ADDTO and REMOVEFROM at the next command, positions in sort order for
+/// SORT, a REMOVEFROM before an expunged message's EXPUNGE; CANCELUPDATE
+/// stops it, and past the limit a search gets NOUPDATE.
+#[test]
+fn context_search_and_sort_keep_update_results_current() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let mut b = alice_in_inbox(&server);
+    // Sizes 60, 30, 50: a SORT by SIZE puts them 2, 3, 1.
+    for size in [60usize, 30, 50] {
+        let body = format!("Subject: s\r\n\r\n{}", "x".repeat(size - 15));
+        let reply = b.tagged("p", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()));
+        assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    }
+    let noop = a.tagged("n", "NOOP");
+    assert!(noop.contains(&"* 3 EXISTS\r\n".to_string()), "{noop:?}");
+
+    let partial = a.tagged("p1", "SEARCH RETURN (PARTIAL 3:2) ALL");
+    assert_eq!(partial[0], "* ESEARCH (TAG \"p1\") PARTIAL (2:3 2:3)\r\n");
+    let partial = a.tagged("p2", "SORT RETURN (PARTIAL 1:2) (SIZE) UTF-8 ALL");
+    assert_eq!(partial[0], "* ESEARCH (TAG \"p2\") PARTIAL (1:2 2:3)\r\n");
+    let bad = a.tagged("p3", "SEARCH RETURN (PARTIAL 1:*) ALL");
+    assert!(bad[0].starts_with("p3 BAD"), "{bad:?}");
+
+    let search = a.tagged("u1", "UID SEARCH RETURN (UPDATE) FLAGGED");
+    assert_eq!(search[0], "* ESEARCH (TAG \"u1\") UID\r\n");
+    let sort = a.tagged("u2", "SORT RETURN (UPDATE ALL) (SIZE) UTF-8 UNSEEN");
+    assert_eq!(sort[0], "* ESEARCH (TAG \"u2\") ALL 2:3,1\r\n");
+
+    // Another session flags 1 and 3 and reads 3: A hears at its next command.
+    assert!(b
+        .tagged("f", "STORE 1,3 +FLAGS (\\Flagged)")
+        .last()
+        .unwrap()
+        .starts_with("f OK"));
+    assert!(b
+        .tagged("f", "STORE 3 +FLAGS (\\Seen)")
+        .last()
+        .unwrap()
+        .starts_with("f OK"));
+    let noop = a.tagged("n", "NOOP");
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u1\") UID ADDTO (0 1,3)\r\n".to_string()),
+        "{noop:?}"
+    );
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u2\") REMOVEFROM (2 3)\r\n".to_string()),
+        "{noop:?}"
+    );
+    // A new message of size 40 goes between 2 (30) and 1 (60).
+    let body = format!("Subject: s\r\n\r\n{}", "x".repeat(25));
+    let reply = b.tagged("p", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()));
+    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    let noop = a.tagged("n", "NOOP");
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u2\") ADDTO (2 4)\r\n".to_string()),
+        "{noop:?}"
+    );
+    // An expunge: the REMOVEFROM comes before the EXPUNGE, by its number.
+    assert!(b
+        .tagged("d", "STORE 1 +FLAGS (\\Deleted)")
+        .last()
+        .unwrap()
+        .starts_with("d OK"));
+    assert!(b.tagged("e", "EXPUNGE").last().unwrap().starts_with("e OK"));
+    let noop = a.tagged("n", "NOOP");
+    let removed = noop
+        .iter()
+        .position(|l| l == "* ESEARCH (TAG \"u2\") REMOVEFROM (3 1)\r\n");
+    let expunge = noop.iter().position(|l| l == "* 1 EXPUNGE\r\n");
+    assert!(removed.is_some() && removed < expunge, "{noop:?}");
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u1\") UID REMOVEFROM (0 1)\r\n".to_string()),
+        "{noop:?}"
+    );
+
+    // CANCELUPDATE: no more updates for u1.
+    assert!(a.tagged("c", "CANCELUPDATE \"u1\"")[0].starts_with("c OK"));
+    assert!(b
+        .tagged("f", "STORE 1 +FLAGS (\\Flagged)")
+        .last()
+        .unwrap()
+        .starts_with("f OK"));
+    let noop = a.tagged("n", "NOOP");
+    assert!(!noop.iter().any(|l| l.contains("\"u1\"")), "{noop:?}");
+    // At most 8 kept at once (u2 and seven more); the ninth is told so.
+    for n in 0..7 {
+        let reply = a.tagged(&format!("k{n}"), "SEARCH RETURN (UPDATE) SEEN");
+        assert!(
+            reply.last().unwrap().starts_with(&format!("k{n} OK")),
+            "{reply:?}"
+        );
+    }
+    let reply = a.tagged("k9", "SEARCH RETURN (UPDATE) SEEN");
+    assert!(
+        reply
+            .iter()
+            .any(|l| l.starts_with("* NO [NOUPDATE \"k9\"]")),
+        "{reply:?}"
+    );
+    assert!(reply.last().unwrap().starts_with("k9 OK"));
     server.shutdown();
 }

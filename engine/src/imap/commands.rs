@@ -5,7 +5,7 @@ use super::convert::{
     special_use, to_mailbox,
 };
 use super::view::{condstore_on, ranges_text, send_flags, send_modseq, View};
-use super::{fetch, imap_tag::Tag, Conn};
+use super::{context, fetch, imap_tag::Tag, Conn};
 use crate::conn::Connection;
 use ringpost_protocols::imap::esearch::{sequence_set, SearchReturn};
 use ringpost_protocols::imap::list::{ListExtended, ListReturn, ListSelect};
@@ -263,6 +263,7 @@ impl Conn<'_> {
             _ => Ok(Done::Bad("command not supported")),
         };
         self.catch_up(imap, allow_expunge).await;
+        self.report_updates(imap);
         self.answer(imap, tag, outcome);
         Ok(())
     }
@@ -889,7 +890,7 @@ impl Conn<'_> {
     }
 
     fn search(
-        &self,
+        &mut self,
         imap: &mut ImapSession,
         all_of: &SearchKey<'static>,
         answer: Answer,
@@ -914,6 +915,16 @@ impl Conn<'_> {
         if let Some(wanted) = answer.esearch {
             let modseq = wanted.modseq(&modseqs).filter(|_| with_modseq);
             imap.untagged(&wanted.response(answer.tag, uid, &found, modseq));
+            if wanted.update {
+                let uids: Vec<u32> = match uid {
+                    true => found,
+                    false => found
+                        .iter()
+                        .map(|&seq| view.messages[seq as usize - 1].uid)
+                        .collect(),
+                };
+                self.keep_updated(imap, &answer, all_of, None, uids);
+            }
             return Ok(Done::Ok("SEARCH completed"));
         }
         let modseq = modseqs.iter().copied().max().filter(|_| with_modseq);
@@ -929,16 +940,107 @@ impl Conn<'_> {
         Ok(Done::Ok("SEARCH completed"))
     }
 
+    /// Keep the result of a SEARCH or SORT RETURN (UPDATE) up to date
+    /// (`uids`: the result, in its order), or say why not.
+    fn keep_updated(
+        &mut self,
+        imap: &mut ImapSession,
+        answer: &Answer,
+        all_of: &SearchKey<'static>,
+        sort: Option<context::Sorted>,
+        uids: Vec<u32>,
+    ) {
+        let Some(view) = &mut self.view else {
+            return;
+        };
+        let update = context::Update {
+            tag: answer.tag.to_owned(),
+            uid: answer.uid,
+            key: all_of.clone(),
+            sort,
+            result: uids,
+            checked: view
+                .messages
+                .iter()
+                .map(|m| m.row.modseq)
+                .max()
+                .unwrap_or(0),
+        };
+        if !view.updates.add(update) {
+            let tag = answer.tag.replace('\\', "\\\\").replace('"', "\\\"");
+            imap.untagged(&format!(
+                "NO [NOUPDATE \"{tag}\"] at most {} searches are kept up to date",
+                context::MAX_UPDATES
+            ));
+        }
+    }
+
+    /// Tell the client how the results of its UPDATE searches changed
+    /// since they last looked (RFC 5267 §4.3): only the messages whose
+    /// modseq rose since are tried again.
+    pub(super) fn report_updates(&mut self, imap: &mut ImapSession) {
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        if view.updates.is_empty() {
+            return;
+        }
+        let mut updates = view.updates.take();
+        let view = self.view.as_ref().expect("selected");
+        let newest = view
+            .messages
+            .iter()
+            .map(|m| m.row.modseq)
+            .max()
+            .unwrap_or(0);
+        for update in &mut updates {
+            let tried: Vec<usize> = (0..view.messages.len())
+                .filter(|&i| view.messages[i].row.modseq > update.checked)
+                .collect();
+            update.checked = newest;
+            if tried.is_empty() {
+                continue;
+            }
+            let matched = self.matching_among(view, &update.key, tried.iter().copied());
+            let store = &*self.shard.store;
+            let mut fields_of = |index: usize| {
+                let message = &view.messages[index];
+                let arrival = (message.row.internal_date / 1_000_000) as i64;
+                let body = spool::read_body_pinned(store, &message.row.message).ok()??;
+                Some(context::sortable(
+                    arrival,
+                    message.row.size,
+                    SortFields::of(&body, arrival),
+                ))
+            };
+            update.report(imap, view, &tried, &matched, &mut fields_of);
+        }
+        if let Some(view) = self.view.as_mut() {
+            view.updates.restore(updates);
+        }
+    }
+
     /// Indices of the view's messages that match `all_of`, ascending. A
     /// body is read (once) only for keys that need it.
     fn matching(&self, view: &View, all_of: &SearchKey<'static>) -> Vec<usize> {
+        self.matching_among(view, all_of, 0..view.messages.len())
+    }
+
+    /// Those of `indices` (ascending) whose messages match `all_of`.
+    fn matching_among(
+        &self,
+        view: &View,
+        all_of: &SearchKey<'static>,
+        indices: impl Iterator<Item = usize>,
+    ) -> Vec<usize> {
         let store = &*self.shard.store;
         let bounds = Bounds {
             max_seq: view.messages.len() as u32,
             max_uid: view.messages.last().map_or(0, |m| m.uid),
         };
         let mut found = Vec::new();
-        for (index, message) in view.messages.iter().enumerate() {
+        for index in indices {
+            let message = &view.messages[index];
             let flags = flags_to_imap(&message.row.flags);
             let candidate = Candidate {
                 seq: index as u32 + 1,
@@ -968,7 +1070,7 @@ impl Conn<'_> {
 
     /// SORT (RFC 5256): the matching messages in the order asked.
     fn sort(
-        &self,
+        &mut self,
         imap: &mut ImapSession,
         criteria: &[SortCriterion],
         all_of: &SearchKey<'static>,
@@ -993,6 +1095,18 @@ impl Conn<'_> {
         // SORT RETURN (...): ESORT (RFC 5267).
         if let Some(wanted) = answer.esearch {
             imap.untagged(&wanted.sorted_response(answer.tag, uid, &numbers));
+            if wanted.update {
+                let uids: Vec<u32> = messages
+                    .iter()
+                    .map(|s| view.messages[s.seq as usize - 1].uid)
+                    .collect();
+                let fields = uids.iter().copied().zip(messages).collect();
+                let sorted = context::Sorted {
+                    criteria: criteria.to_vec(),
+                    fields,
+                };
+                self.keep_updated(imap, &answer, all_of, Some(sorted), uids);
+            }
             return Ok(Done::Ok("SORT completed"));
         }
         let mut line = String::from("SORT");

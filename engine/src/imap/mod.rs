@@ -9,6 +9,7 @@
 //! at a time costs one body read per message.
 
 mod commands;
+mod context;
 mod convert;
 mod fetch;
 mod notify;
@@ -88,6 +89,12 @@ impl Protocol for Conn<'_> {
             }
             Event::UrlAuth { tag, command } => self.urlauth(imap, &tag, command).await,
             Event::Notify { tag, command } => self.notify(imap, &tag, command),
+            Event::CancelUpdate { tag, searches } => {
+                if let Some(view) = &mut self.view {
+                    view.updates.cancel(&searches);
+                }
+                imap.ok(&tag, None, "CANCELUPDATE completed");
+            }
             // Updates come as they happen (`on_news`); nothing to do yet.
             Event::Idle => self.catch_up(imap, true).await,
             Event::IdleDone => {
@@ -127,6 +134,7 @@ impl Protocol for Conn<'_> {
             self.refresh(imap, !delayed);
             self.report_recent(imap).await;
             self.fetch_new(imap, conn, before).await;
+            self.report_updates(imap);
         } else {
             // Reported at the next command's end, as without NOTIFY.
             self.stale = true;

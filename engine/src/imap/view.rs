@@ -85,6 +85,8 @@ pub(crate) struct View {
     keywords: Vec<String>,
     /// Show `\Recent` (an IMAP4rev1 session).
     show_recent: bool,
+    /// The searches kept up to date here (CONTEXT=SEARCH, RFC 5267).
+    pub updates: super::context::Updates,
 }
 
 impl View {
@@ -116,6 +118,7 @@ impl View {
             },
             keywords: Vec::new(),
             show_recent,
+            updates: Default::default(),
         };
         for (uid, row) in mailbox::all_rows(store, user, meta.uidvalidity)? {
             view.learn(&row.flags);
@@ -238,6 +241,8 @@ impl View {
             for index in (0..self.messages.len()).rev() {
                 if !current.contains_key(&self.messages[index].uid) {
                     let gone = self.messages.remove(index);
+                    // Out of UPDATE results first, under its number.
+                    self.updates.expunged(session, index as u32 + 1, gone.uid);
                     if session.is_qresync() {
                         vanished.push(gone.uid);
                     } else {
@@ -548,6 +553,7 @@ mod tests {
             recent_to: 0,
             keywords: Vec::new(),
             show_recent: true,
+            updates: Default::default(),
         }
     }
 

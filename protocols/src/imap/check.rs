@@ -83,7 +83,9 @@ impl Run {
                     }
                     self.session.ok(tag, None, "done");
                 }
-                Event::UrlAuth { tag, .. } | Event::Notify { tag, .. } => {
+                Event::UrlAuth { tag, .. }
+                | Event::Notify { tag, .. }
+                | Event::CancelUpdate { tag, .. } => {
                     assert!(self.logged_in, "a URLAUTH or NOTIFY command before login");
                     self.session.ok(tag, None, "done");
                 }

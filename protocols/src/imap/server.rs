@@ -43,7 +43,8 @@ use crate::session::{Peer, Session, Timers};
 pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE \
      NAMESPACE ID UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH SORT \
      SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE \
-     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE URLAUTH NOTIFY";
+     QUOTA=RES-MESSAGE COMPRESS=DEFLATE BINARY MULTIAPPEND ESORT CATENATE URLAUTH NOTIFY \
+     CONTEXT=SEARCH CONTEXT=SORT";
 
 /// Largest command before login, literals included. The largest it must
 /// take is an ID at RFC 2971's limits (30 fields of 30 octets, values of
@@ -129,6 +130,14 @@ pub enum Event {
         tag: Tag<'static>,
         /// What it asks.
         command: NotifyCommand,
+    },
+    /// CANCELUPDATE (RFC 5267 §4.3): stop updating the results of the
+    /// searches with these tags; answer as for [`Event::Command`].
+    CancelUpdate {
+        /// The command's tag.
+        tag: Tag<'static>,
+        /// The tags of the searches.
+        searches: Vec<String>,
     },
     /// IDLE began (`+ idling` is written). Send updates with
     /// [`ImapSession::data`] as they happen; the client ends it with DONE.
@@ -697,6 +706,16 @@ impl ImapSession {
         }
         if let Some(parsed) = notify::parse(self.framing.message_bytes()) {
             return self.notify(parsed);
+        }
+        if let Some(parsed) = esearch::parse_cancel_update(self.framing.message_bytes()) {
+            let tag = self.framing.decode_tag().map(IntoStatic::into_static);
+            return match (parsed, tag) {
+                (Ok((_, searches)), Some(tag)) if self.state == State::Selected => {
+                    self.raise(Event::CancelUpdate { tag, searches })
+                }
+                (Ok(_), Some(tag)) => self.bad(&tag, "no mailbox selected"),
+                (_, tag) => self.bad_command(tag, "syntax error"),
+            };
         }
         if let Some(appends) = multiappend::split_append(self.framing.message_bytes()) {
             return self.multiappend(appends);
