@@ -1480,3 +1480,68 @@ fn context_search_and_sort_keep_update_results_current() {
     assert!(reply.last().unwrap().starts_with("k9 OK"));
     server.shutdown();
 }
+
+/// URLAUTH=BINARY (RFC 5524): the extended URLFETCH gives a part decoded
+/// (a literal8 when it holds NUL), its structure (describing the decoded
+/// data when BINARY comes too), each as an item of its own; a part whose
+/// encoding cannot be removed gives `(BINARY NIL)`.
+#[test]
+fn urlfetch_binary_and_bodypartstructure() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    let message = "Subject: parts\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+        aGkAdGhlcmU=\r\n\
+        --b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-secret\r\n\r\nhidden\r\n\
+        --b--\r\n";
+    let reply = c.tagged(
+        "p",
+        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+    );
+    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    let mut url = |section: u32| {
+        let rump = format!(
+            "imap://alice@ours.test/INBOX/;uid=1/;section={section};urlauth=user+alice@ours.test"
+        );
+        let reply = c.tagged("g", &format!("GENURLAUTH \"{rump}\" INTERNAL"));
+        let line = &reply[0];
+        line["* GENURLAUTH \"".len()..line.len() - 3].to_owned()
+    };
+    let (one, two) = (url(1), url(2));
+
+    c.send(&format!(
+        "f1 URLFETCH (\"{one}\" BINARY BODYPARTSTRUCTURE)\r\n"
+    ));
+    let head = c.line();
+    let expected = format!(
+        "* URLFETCH \"{one}\" (BODYPARTSTRUCTURE (\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"binary\" 8 NIL NIL NIL NIL)) (BINARY ~{{8}}\r\n"
+    );
+    assert_eq!(head, expected);
+    assert_eq!(c.read_exact(8), b"hi\0there");
+    assert_eq!(c.line(), ")\r\n");
+    assert!(c.line().starts_with("f1 OK"));
+
+    // The structure alone is the part as stored.
+    let reply = c.tagged("f2", &format!("URLFETCH (\"{one}\" BODYPARTSTRUCTURE)"));
+    assert!(
+        reply[0].to_ascii_lowercase().contains("\"base64\" 12 nil"),
+        "{reply:?}"
+    );
+    // An encoding that cannot be removed: the structure as is, no data.
+    let reply = c.tagged(
+        "f3",
+        &format!("URLFETCH (\"{two}\" BODYPARTSTRUCTURE BINARY)"),
+    );
+    let lower = reply[0].to_ascii_lowercase();
+    assert!(
+        lower.contains("\"x-secret\" 6 1 nil nil nil nil)) (binary nil)"),
+        "{reply:?}"
+    );
+    // Not both BODY and BINARY; and the plain form is unchanged.
+    let bad = c.tagged("f4", &format!("URLFETCH (\"{one}\" BODY BINARY)"));
+    assert!(bad[0].starts_with("f4 BAD"), "{bad:?}");
+    assert_eq!(urlfetch(&mut c, &two).unwrap(), b"hidden");
+    server.shutdown();
+}

@@ -808,6 +808,25 @@ impl Conn<'_> {
         user: &str,
         url: &ImapUrl,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(body) = self.message_for(user, url)? else {
+            return Ok(None);
+        };
+        let Some(section) = url.fetch_section() else {
+            return Ok(None);
+        };
+        Ok(Some(ringpost_protocols::imap::mime::section(
+            &body,
+            section.as_ref(),
+            url.cut(),
+        )))
+    }
+
+    /// The whole message a URL names in `user`'s mailboxes, if it is there.
+    pub(super) fn message_for(
+        &self,
+        user: &str,
+        url: &ImapUrl,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         if url.user.is_some() && !url.user_is(user) {
             return Ok(None);
         }
@@ -825,17 +844,7 @@ impl Conn<'_> {
         let Some(row) = mailbox::row(&*self.shard.store, user, meta.uidvalidity, url.uid)? else {
             return Ok(None);
         };
-        let Some(body) = spool::read_body(&*self.shard.store, &row.message)? else {
-            return Ok(None);
-        };
-        let Some(section) = url.fetch_section() else {
-            return Ok(None);
-        };
-        Ok(Some(ringpost_protocols::imap::mime::section(
-            &body,
-            section.as_ref(),
-            url.cut(),
-        )))
+        spool::read_body(&*self.shard.store, &row.message)
     }
 
     /// APPEND one message or, for MULTIAPPEND, several in one commit: all

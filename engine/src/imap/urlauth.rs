@@ -8,12 +8,20 @@
 //! owner's mailbox, named in its `imap://user@host/` part, only when its
 //! access identifier admits the caller and its token is the HMAC of its
 //! rump under the mailbox's key.
+//!
+//! The extended URLFETCH of URLAUTH=BINARY (RFC 5524) answers each URL
+//! with the items asked: `(BODYPARTSTRUCTURE (...))`, then `(BODY {n}...)`
+//! as stored or `(BINARY {n}...)` decoded (a literal8 when it holds NUL;
+//! `(BINARY NIL)` for an encoding that cannot be removed, or a section
+//! that is not a part), the structure then describing the decoded data.
 
 use super::commands::{Done, Outcome};
 use super::Conn;
+use ringpost_protocols::imap::types::fetch::{Part, Section};
 use ringpost_protocols::imap::url::ImapUrl;
-use ringpost_protocols::imap::urlauth::{self, UrlAuthCommand};
+use ringpost_protocols::imap::urlauth::{self, FetchWant, UrlAuthCommand, UrlFetch};
 use ringpost_protocols::imap::ImapSession;
+use ringpost_protocols::imap::{binary, mime};
 use ringpost_storage::users::{self, User};
 use ringpost_storage::{mailbox, StoreError, WriteBatch};
 
@@ -148,17 +156,26 @@ impl Conn<'_> {
 
     /// URLFETCH: each URL's data, or NIL when it names nothing, its token
     /// does not check out, or its access identifier does not admit us.
-    fn fetch_urls(&self, imap: &mut ImapSession, urls: &[String]) -> Outcome {
+    fn fetch_urls(&self, imap: &mut ImapSession, urls: &[UrlFetch]) -> Outcome {
         let mut line = b"* URLFETCH".to_vec();
-        for url in urls {
+        for request in urls {
             line.push(b' ');
-            line.extend_from_slice(quoted(url).as_bytes());
-            match self.authorized_data(url)? {
-                Some(data) => {
+            line.extend_from_slice(quoted(&request.url).as_bytes());
+            let found = self.authorized_message(&request.url)?;
+            // A section that cannot be read names nothing.
+            let Some((message, named, section)) =
+                found.and_then(|(m, named)| Some((m, named.clone(), named.fetch_section()?)))
+            else {
+                line.extend_from_slice(b" NIL");
+                continue;
+            };
+            match request.want {
+                None => {
+                    let data = mime::section(&message, section.as_ref(), named.cut());
                     line.extend_from_slice(format!(" {{{}}}\r\n", data.len()).as_bytes());
                     line.extend_from_slice(&data);
                 }
-                None => line.extend_from_slice(b" NIL"),
+                Some(want) => extended(&mut line, &message, section.as_ref(), named.cut(), want),
             }
         }
         line.extend_from_slice(b"\r\n");
@@ -166,13 +183,16 @@ impl Conn<'_> {
         Ok(Done::Ok("URLFETCH completed"))
     }
 
-    fn authorized_data(&self, url: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The whole message a URL names, and the URL as parsed, when the
+    /// caller may have it.
+    fn authorized_message(&self, url: &str) -> Result<Option<(Vec<u8>, ImapUrl)>, StoreError> {
         let Some(auth) = urlauth::authorization(url) else {
             // Without URLAUTH, a URL of the caller's own.
-            return match ImapUrl::parse(url) {
-                Some(named) => self.resolve_for(self.user(), &named),
-                None => Ok(None),
+            let Some(named) = ImapUrl::parse(url) else {
+                return Ok(None);
             };
+            let message = self.message_for(self.user(), &named)?;
+            return Ok(message.map(|m| (m, named)));
         };
         let Some((mechanism, token)) = &auth.token else {
             return Ok(None);
@@ -205,7 +225,8 @@ impl Conn<'_> {
         if !urlauth::verify(key, &auth.rump, token) {
             return Ok(None);
         }
-        self.resolve_for(&account.name, &named)
+        let message = self.message_for(&account.name, &named)?;
+        Ok(message.map(|m| (m, named)))
     }
 
     /// RESETKEY: the keys of one mailbox (or all) are dropped.
@@ -224,6 +245,59 @@ impl Conn<'_> {
         set_keys(&mut account, &keys);
         self.save(&account).await?;
         Ok(Done::Ok("RESETKEY completed"))
+    }
+}
+
+/// The items of an extended URLFETCH answer for one URL (RFC 5524 §3.2).
+fn extended(
+    line: &mut Vec<u8>,
+    message: &[u8],
+    section: Option<&Section<'static>>,
+    partial: Option<(u32, u32)>,
+    want: FetchWant,
+) {
+    // BINARY and BODYPARTSTRUCTURE are about parts: the whole message, or
+    // a part number.
+    let part: Option<&[std::num::NonZeroU32]> = match section {
+        None => Some(&[]),
+        Some(Section::Part(Part(numbers))) => Some(numbers.as_ref()),
+        Some(_) => None,
+    };
+    let decoded = match (want.binary, part) {
+        (true, Some(numbers)) => binary::section(message, numbers).ok(),
+        _ => None,
+    };
+    if want.structure {
+        let structure = part.and_then(|numbers| mime::part_structure(message, numbers, true));
+        if let Some(structure) = structure {
+            let structure = match &decoded {
+                Some(data) if !part.is_some_and(<[_]>::is_empty) => {
+                    binary::decoded_structure(structure, data)
+                }
+                _ => structure,
+            };
+            line.extend_from_slice(&urlauth::bodypartstructure(structure));
+        }
+    }
+    if want.binary {
+        match decoded {
+            Some(data) => {
+                let data = mime::cut(&data, partial);
+                // NUL octets go in a literal8 (RFC 3516 §4.3).
+                let tilde = if data.contains(&0) { "~" } else { "" };
+                line.extend_from_slice(
+                    format!(" (BINARY {tilde}{{{}}}\r\n", data.len()).as_bytes(),
+                );
+                line.extend_from_slice(data);
+                line.push(b')');
+            }
+            None => line.extend_from_slice(b" (BINARY NIL)"),
+        }
+    } else if want.body {
+        let data = mime::section(message, section, partial);
+        line.extend_from_slice(format!(" (BODY {{{}}}\r\n", data.len()).as_bytes());
+        line.extend_from_slice(&data);
+        line.push(b')');
     }
 }
 

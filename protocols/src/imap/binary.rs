@@ -16,6 +16,8 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
+use imap_codec::imap_types::body::{BodyStructure, SpecificFields};
+use imap_codec::imap_types::core::IString;
 use std::num::NonZeroU32;
 
 use super::mime;
@@ -36,6 +38,48 @@ pub fn section(message: &[u8], part: &[NonZeroU32]) -> Result<Vec<u8>, UnknownCt
         return Ok(Vec::new());
     };
     decode(&body, encoding.as_deref().unwrap_or_default())
+}
+
+/// The structure of a part as BINARY gives it (URLFETCH's BODYPARTSTRUCTURE
+/// beside BINARY, RFC 5524 §3.2): no transfer encoding left (`binary` when
+/// the content holds NUL or 8-bit octets, else `7bit`), the size of
+/// `decoded`, no text lines. A multipart's structure is left as it is
+/// (servers are not expected to turn multiparts into binary).
+pub fn decoded_structure(
+    structure: BodyStructure<'static>,
+    decoded: &[u8],
+) -> BodyStructure<'static> {
+    let BodyStructure::Single {
+        mut body,
+        extension_data,
+    } = structure
+    else {
+        return structure;
+    };
+    let encoding = match decoded.iter().any(|&b| b == 0 || b >= 0x80) {
+        true => "binary",
+        false => "7bit",
+    };
+    if let Ok(encoding) = IString::try_from(encoding) {
+        body.basic.content_transfer_encoding = encoding;
+    }
+    body.basic.size = u32::try_from(decoded.len()).unwrap_or(u32::MAX);
+    // Text lines are a property of the transfer form (RFC 3501's
+    // body-fld-lines counts the encoded body's); decoded data has none, as
+    // Dovecot reports it too.
+    match &mut body.specific {
+        SpecificFields::Text {
+            number_of_lines, ..
+        }
+        | SpecificFields::Message {
+            number_of_lines, ..
+        } => *number_of_lines = 0,
+        SpecificFields::Basic { .. } => {}
+    }
+    BodyStructure::Single {
+        body,
+        extension_data,
+    }
 }
 
 /// `body` with the transfer encoding named `encoding` removed.

@@ -76,6 +76,22 @@ pub fn section(
     cut(&root.select(section), partial).to_vec()
 }
 
+/// The BODYSTRUCTURE (as [`body_structure`] makes it) of part `numbers`
+/// of a message, for URLFETCH's BODYPARTSTRUCTURE (RFC 5524); the whole
+/// message's for no numbers. `None` when the message has no such part.
+pub fn part_structure(
+    message: &[u8],
+    numbers: &[NonZeroU32],
+    extensible: bool,
+) -> Option<BodyStructure<'static>> {
+    let parsed = parse(message);
+    let root = Entity::message(parsed.as_ref(), message, 0..message.len(), 0);
+    match Vec1::try_from(numbers.to_vec()) {
+        Ok(numbers) => Some(root.locate(&Part(numbers))?.structure(extensible)),
+        Err(_) => Some(root.structure(extensible)),
+    }
+}
+
 /// Part `numbers` of a message (RFC 9051 part numbering, as BODY[1.2]
 /// uses it): its body as stored and its Content-Transfer-Encoding field's
 /// value (trimmed, as written; `None` when it has none). `None` when the

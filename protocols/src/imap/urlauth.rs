@@ -7,9 +7,18 @@
 //! identifier (the "rump") under the mailbox's access key; `URLFETCH url`
 //! gives the data of a URL whose token checks out for the caller; `RESETKEY
 //! [mailbox]` makes new keys, so every URL made before stops working.
+//! URLAUTH=BINARY (RFC 5524) adds the extended URLFETCH, `(url BINARY
+//! BODYPARTSTRUCTURE)`: the part decoded, and its structure.
 //! imap-codec does not know these commands: [`parse`] reads them.
 
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::body::BodyStructure;
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::fetch::MessageDataItem;
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::ResponseCodec;
 use ring::hmac;
+use std::num::NonZeroU32;
 
 use super::lexer::{astring, Lexer, Syntax};
 
@@ -19,9 +28,29 @@ pub enum UrlAuthCommand {
     /// `GENURLAUTH` of these URLs (each with its mechanism).
     Generate(Vec<(String, String)>),
     /// `URLFETCH` of these URLs.
-    Fetch(Vec<String>),
+    Fetch(Vec<UrlFetch>),
     /// `RESETKEY` of one mailbox, or of every one (`None`).
     ResetKey(Option<String>),
+}
+
+/// One URL of URLFETCH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlFetch {
+    /// The URL.
+    pub url: String,
+    /// For the extended form (RFC 5524), what to return.
+    pub want: Option<FetchWant>,
+}
+
+/// What an extended URLFETCH asks of one URL (RFC 5524 §3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchWant {
+    /// The data as stored (`BODY`; also what `(url)` alone means).
+    pub body: bool,
+    /// The data with its transfer encoding removed (`BINARY`).
+    pub binary: bool,
+    /// The part's structure (`BODYPARTSTRUCTURE`).
+    pub structure: bool,
 }
 
 /// If `command` (whole) is a URLAUTH command: its tag and what it asks,
@@ -46,6 +75,16 @@ pub(crate) fn parse(command: &[u8]) -> Option<Result<(String, UrlAuthCommand), S
 }
 
 fn arguments(verb: &[u8], lexer: &mut Lexer<'_>) -> Result<UrlAuthCommand, Syntax> {
+    if verb == b"URLFETCH" {
+        let mut urls = Vec::new();
+        while lexer.keyword(b" ") {
+            urls.push(url_fetch(lexer)?);
+        }
+        if urls.is_empty() || !lexer.keyword(b"\r\n") || lexer.at != lexer.bytes.len() {
+            return Err(Syntax);
+        }
+        return Ok(UrlAuthCommand::Fetch(urls));
+    }
     let mut words = Vec::new();
     while lexer.keyword(b" ") {
         words.push(astring(lexer.string()?)?);
@@ -60,12 +99,60 @@ fn arguments(verb: &[u8], lexer: &mut Lexer<'_>) -> Result<UrlAuthCommand, Synta
                 .map(|pair| (pair[0].clone(), pair[1].clone()))
                 .collect(),
         )),
-        b"URLFETCH" if !words.is_empty() => Ok(UrlAuthCommand::Fetch(words)),
         // Mechanisms after the mailbox name only narrow what is reset; we
         // have one, so a reset of the mailbox is all of it.
         b"RESETKEY" => Ok(UrlAuthCommand::ResetKey(words.into_iter().next())),
         _ => Err(Syntax),
     }
+}
+
+/// `url` or `(url *(SP param))`: BODY, BINARY, BODYPARTSTRUCTURE, not
+/// both BODY and BINARY; no parameter at all means BODY.
+fn url_fetch(lexer: &mut Lexer<'_>) -> Result<UrlFetch, Syntax> {
+    if lexer.peek() != Some(b'(') {
+        let url = astring(lexer.string()?)?;
+        return Ok(UrlFetch { url, want: None });
+    }
+    lexer.next();
+    let url = astring(lexer.string()?)?;
+    let mut want = FetchWant::default();
+    while lexer.keyword(b" ") {
+        match lexer.word().to_ascii_uppercase().as_slice() {
+            b"BODY" => want.body = true,
+            b"BINARY" => want.binary = true,
+            b"BODYPARTSTRUCTURE" => want.structure = true,
+            _ => return Err(Syntax),
+        }
+    }
+    if lexer.next() != Some(b')') || (want.body && want.binary) {
+        return Err(Syntax);
+    }
+    if want == FetchWant::default() {
+        want.body = true;
+    }
+    Ok(UrlFetch {
+        url,
+        want: Some(want),
+    })
+}
+
+/// ` (BODYPARTSTRUCTURE (...))`, one item of an extended URLFETCH answer.
+pub fn bodypartstructure(structure: BodyStructure<'static>) -> Vec<u8> {
+    // imap-codec writes a body structure only inside a response: take it
+    // out of `* 1 FETCH (BODYSTRUCTURE (...))`.
+    let data = Data::Fetch {
+        seq: NonZeroU32::MIN,
+        items: Vec1::from(MessageDataItem::BodyStructure(structure)),
+    };
+    let line = ResponseCodec::default()
+        .encode(&Response::Data(data))
+        .dump();
+    let start = b"* 1 FETCH (BODYSTRUCTURE ".len();
+    let end = line.len().saturating_sub(b")\r\n".len()).max(start);
+    let mut out = b" (BODYPARTSTRUCTURE ".to_vec();
+    out.extend_from_slice(line.get(start..end).unwrap_or_default());
+    out.push(b')');
+    out
 }
 
 /// A URL's authorization: `;URLAUTH=access[:mechanism:token]`.
@@ -161,10 +248,32 @@ mod tests {
                 "INTERNAL".into()
             )])
         );
+        let simple = |url: &str| UrlFetch {
+            url: url.into(),
+            want: None,
+        };
         assert_eq!(
             parse(b"b urlfetch x y\r\n").unwrap().unwrap().1,
-            UrlAuthCommand::Fetch(vec!["x".into(), "y".into()])
+            UrlAuthCommand::Fetch(vec![simple("x"), simple("y")])
         );
+        let extended = parse(b"b URLFETCH (\"x\" binary BODYPARTSTRUCTURE) (y) z\r\n");
+        let wants: Vec<Option<FetchWant>> = match extended.unwrap().unwrap().1 {
+            UrlAuthCommand::Fetch(urls) => urls.into_iter().map(|u| u.want).collect(),
+            other => panic!("{other:?}"),
+        };
+        let both = FetchWant {
+            binary: true,
+            structure: true,
+            ..FetchWant::default()
+        };
+        let body = FetchWant {
+            body: true,
+            ..FetchWant::default()
+        };
+        assert_eq!(wants, [Some(both), Some(body), None]);
+        assert_eq!(parse(b"b URLFETCH (x BODY BINARY)\r\n"), Some(Err(Syntax)));
+        assert_eq!(parse(b"b URLFETCH (x FROB)\r\n"), Some(Err(Syntax)));
+        assert_eq!(parse(b"b URLFETCH (x\r\n"), Some(Err(Syntax)));
         assert_eq!(
             parse(b"c RESETKEY\r\n").unwrap().unwrap().1,
             UrlAuthCommand::ResetKey(None)
