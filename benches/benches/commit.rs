@@ -1,14 +1,18 @@
-//! Group commit vs one write per request, on the memory engine with a
-//! simulated fsync, so the benchmark measures the pipeline and not the disk.
+//! Group commit vs one write per request: on the memory engine with a
+//! simulated fsync, so the benchmark measures the pipeline and not the disk;
+//! and on RocksDB with real fsyncs, in a temporary directory on the disk
+//! the benchmark runs from.
 //!
 //! Baseline (same run): every request calls `Store::write` alone and pays the
-//! simulated sync each time, which is what a server without group commit does.
+//! sync itself (RocksDB still joins concurrent writers in its own write
+//! groups), which is what a server without group commit does.
 //! `cargo bench -p ringpost-benches --bench commit` prints both; the ratio is
 //! the gain of batching.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use ringpost_storage::{
-    CommitPipeline, Family, MemoryStore, PipelineConfig, Store, StoreError, WriteBatch,
+    CommitPipeline, Family, MemoryStore, PipelineConfig, RocksOptions, RocksStore, Store,
+    StoreError, WriteBatch,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,5 +117,64 @@ fn commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, commit);
+/// Requests per committer on RocksDB: every write is fsynced.
+const ROCKS_PER_COMMITTER: usize = 8;
+
+/// A fresh RocksDB store in a temporary directory (kept with it).
+fn rocks() -> (tempfile::TempDir, Arc<RocksStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn commit_rocksdb(c: &mut Criterion) {
+    let total = (COMMITTERS * ROCKS_PER_COMMITTER) as u64;
+    let mut group = c.benchmark_group("commit_2k_rocksdb_fsync");
+    group.throughput(Throughput::Elements(total));
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("one_write_per_request", COMMITTERS), |b| {
+        b.iter_batched(
+            rocks,
+            |(_dir, store)| {
+                std::thread::scope(|s| {
+                    for t in 0..COMMITTERS {
+                        let store = store.clone();
+                        s.spawn(move || {
+                            for i in 0..ROCKS_PER_COMMITTER {
+                                let n = (t * ROCKS_PER_COMMITTER + i) as u64;
+                                store.write(&[batch(n)], true).unwrap();
+                            }
+                        });
+                    }
+                });
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function(BenchmarkId::new("group_commit", COMMITTERS), |b| {
+        b.iter_batched(
+            rocks,
+            |(_dir, store)| {
+                let (pipeline, handle) =
+                    CommitPipeline::start(store, PipelineConfig::default(), None);
+                std::thread::scope(|s| {
+                    for t in 0..COMMITTERS {
+                        let handle = handle.clone();
+                        s.spawn(move || {
+                            for i in 0..ROCKS_PER_COMMITTER {
+                                let n = (t * ROCKS_PER_COMMITTER + i) as u64;
+                                futures::executor::block_on(handle.commit(batch(n))).unwrap();
+                            }
+                        });
+                    }
+                });
+                pipeline.shutdown();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, commit, commit_rocksdb);
 criterion_main!(benches);

@@ -40,6 +40,10 @@ pub mod route;
 pub mod shaping;
 pub mod tls;
 
+/// The compact schedule of a shard's queue entries (public for its
+/// benchmark).
+pub use queue::{Schedule, Slot};
+
 use crate::queue_admin::{Action, Outcome};
 use ringpost_storage::spool::{MessageId, QueueEntry};
 use std::sync::atomic::{AtomicBool, Ordering};

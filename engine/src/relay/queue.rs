@@ -41,7 +41,7 @@ use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
 use ringpost_storage::suppression::{self, Suppression};
 use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
-use schedule::Schedule;
+pub use schedule::{Schedule, Slot};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;

@@ -40,8 +40,26 @@ const MISSING_HOST: &str = ".MISSING-HOST-NAME.";
 /// Groups appear as a start marker (group name as mailbox, host NIL), the
 /// members, and an end marker (all NIL).
 pub fn envelope(message: &[u8]) -> Envelope<'static> {
-    let parsed = parse(message);
-    Entity::message(parsed.as_ref(), message, 0..message.len(), 0).envelope()
+    // The envelope is all header: parsing the body (attachments included)
+    // would cost nearly all the time for nothing.
+    let header = &message[..header_end(message)];
+    let parsed = parse(header);
+    Entity::message(parsed.as_ref(), header, 0..header.len(), 0).envelope()
+}
+
+/// Where a message's header ends: after the blank line that ends it, or
+/// the whole message when it has none.
+fn header_end(message: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(found) = memchr::memchr(b'\n', &message[at..]) {
+        let line_end = at + found + 1;
+        match &message[line_end..] {
+            [b'\n', ..] => return line_end + 1,
+            [b'\r', b'\n', ..] => return line_end + 2,
+            _ => at = line_end,
+        }
+    }
+    message.len()
 }
 
 /// The BODYSTRUCTURE (`extensible`: with md5 NIL, disposition, language and
@@ -758,6 +776,32 @@ fn field_name(line: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_envelope_reads_the_header_alone_and_says_the_same() {
+        let whole = |m: &[u8]| {
+            let parsed = super::parse(m);
+            super::Entity::message(parsed.as_ref(), m, 0..m.len(), 0).envelope()
+        };
+        let attached = format!(
+            "From: A <a@x.test>\r\nTo: b@y.test, \"C, D\" <c@z.test>\r\nSubject: hi\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: message/rfc822\r\n\r\nFrom: inner@x.test\r\n\r\nbody\r\n--b--\r\n{}",
+            "QUJD\r\n".repeat(1000)
+        );
+        for message in [
+            attached.as_bytes(),
+            b"Subject: lf only\nFrom: e@x.test\n\nbody\n",
+            b"Subject: no body\r\nFrom: f@x.test\r\n",
+            b"",
+            b"\r\nbody only\r\n",
+        ] {
+            assert_eq!(super::envelope(message), whole(message), "{message:?}");
+        }
+        assert_eq!(super::header_end(b"A: b\r\n\r\nrest"), 8);
+        assert_eq!(super::header_end(b"A: b\n\nrest"), 6);
+        assert_eq!(super::header_end(b"A: b\r\n"), 6);
+    }
+
     use std::num::NonZeroU32;
 
     use imap_codec::{
