@@ -1545,3 +1545,38 @@ fn urlfetch_binary_and_bodypartstructure() {
     assert_eq!(urlfetch(&mut c, &two).unwrap(), b"hidden");
     server.shutdown();
 }
+
+/// An UPDATE search by sequence numbers is tried whole after a change: an
+/// expunge moves message 3 into `1:2`, though its modseq did not change.
+#[test]
+fn update_searches_by_sequence_number_follow_expunges() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let mut b = alice_in_inbox(&server);
+    for _ in 0..3 {
+        let reply = b.tagged("p", "APPEND INBOX {12+}\r\nSubject: s\r\n");
+        assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    }
+    assert!(a
+        .tagged("n", "NOOP")
+        .contains(&"* 3 EXISTS\r\n".to_string()));
+    let search = a.tagged("u", "UID SEARCH RETURN (UPDATE) 1:2");
+    assert_eq!(search[0], "* ESEARCH (TAG \"u\") UID ALL 1:2\r\n");
+    assert!(b
+        .tagged("d", "STORE 1 +FLAGS (\\Deleted)")
+        .last()
+        .unwrap()
+        .starts_with("d OK"));
+    assert!(b.tagged("e", "EXPUNGE").last().unwrap().starts_with("e OK"));
+    let noop = a.tagged("n", "NOOP");
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u\") UID REMOVEFROM (0 1)\r\n".to_string()),
+        "{noop:?}"
+    );
+    assert!(
+        noop.contains(&"* ESEARCH (TAG \"u\") UID ADDTO (0 3)\r\n".to_string()),
+        "{noop:?}"
+    );
+    server.shutdown();
+}

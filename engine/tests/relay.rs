@@ -2382,6 +2382,62 @@ fn dane_host_without_starttls_is_not_used_in_the_clear() {
     server.shutdown();
 }
 
+/// Two validated domains share an MX host whose TLSA record does not
+/// match its certificate, so both wait. When one domain's DNS stops being
+/// validated, its mail goes (DANE no longer applies to it), but never the
+/// other's: a connection opened for the insecure domain does not carry
+/// the DANE domain's mail, though they shared a site.
+#[test]
+fn a_domain_turning_insecure_never_takes_a_dane_domains_mail_off_dane() {
+    let mx = TlsMx::start("mx.shared.test", TlsMode::Working);
+    let port = mx.addr().port();
+    let wrong = [0x5a; 32];
+    let zone = [
+        TestRecord::mx("a.test", 10, "mx.shared.test"),
+        TestRecord::mx("v.test", 10, "mx.shared.test"),
+        TestRecord::a("mx.shared.test", Ipv4Addr::LOCALHOST),
+        TestRecord::tlsa(format!("_{port}._tcp.mx.shared.test"), 3, 1, 1, &wrong),
+    ];
+    let signed = ["a.test", "v.test", "shared.test"];
+    let dns = TestDns::validating_ttl("test.", &zone, &signed, &[], 1);
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+    // Several of each, so that both domains' entries are ready together.
+    for n in 0..6 {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["x@a.test"],
+            &message(n),
+        );
+        send(
+            server.smtp_addr(),
+            "v@origin.test",
+            &["x@v.test"],
+            &message(n),
+        );
+    }
+    wait_until("both to wait for a matching certificate", || {
+        deferred_saying(&server, "a.test", "TLSA") && deferred_saying(&server, "v.test", "TLSA")
+    });
+    dns.set_signed(&["v.test", "shared.test"]);
+    wait_until("the insecure domain's delivery", || {
+        mx.received().iter().any(|r| r.mail_from == "a@origin.test")
+    });
+    wait_until("all of the insecure domain's mail", || {
+        mx.received().len() >= 6
+    });
+    // Several more retries of both: the DANE domain's mail stays put.
+    std::thread::sleep(Duration::from_secs(4));
+    let leaked = mx
+        .received()
+        .iter()
+        .filter(|r| r.mail_from == "v@origin.test")
+        .count();
+    assert_eq!(leaked, 0, "nothing of v.test went without DANE");
+    assert!(deferred_saying(&server, "v.test", "TLSA"));
+    server.shutdown();
+}
+
 /// `domains` domains `s{i}.test` whose MX is the one host `mx.shared.test`
 /// at `ip`: one MX site.
 fn site_zone(domains: usize, ip: Ipv4Addr) -> Vec<TestRecord> {

@@ -1003,8 +1003,9 @@ impl Conn<'_> {
             .max()
             .unwrap_or(0);
         for update in &mut updates {
+            let whole = context::shifts(&update.key);
             let tried: Vec<usize> = (0..view.messages.len())
-                .filter(|&i| view.messages[i].row.modseq > update.checked)
+                .filter(|&i| whole || view.messages[i].row.modseq > update.checked)
                 .collect();
             update.checked = newest;
             if tried.is_empty() {

@@ -242,6 +242,23 @@ impl Update {
     }
 }
 
+/// Whether a message's match of `key` can change without its modseq
+/// changing: keys on sequence numbers (which expunges shift), on UID sets
+/// (`*` moves with new mail) or on `\Recent`. Searches with such keys are tried whole each time.
+pub(crate) fn shifts(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::SequenceSet(_)
+        | SearchKey::Uid(_)
+        | SearchKey::Recent
+        | SearchKey::New
+        | SearchKey::Old => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(shifts),
+        SearchKey::Or(a, b) => shifts(a) || shifts(b),
+        SearchKey::Not(inner) => shifts(inner),
+        _ => false,
+    }
+}
+
 /// Ascending, for an unsorted result's sets.
 fn sorted(mut numbers: Vec<u32>) -> Vec<u32> {
     numbers.sort_unstable();

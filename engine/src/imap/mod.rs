@@ -96,9 +96,13 @@ impl Protocol for Conn<'_> {
                 imap.ok(&tag, None, "CANCELUPDATE completed");
             }
             // Updates come as they happen (`on_news`); nothing to do yet.
-            Event::Idle => self.catch_up(imap, true).await,
+            Event::Idle => {
+                self.catch_up(imap, true).await;
+                self.report_updates(imap);
+            }
             Event::IdleDone => {
                 self.catch_up(imap, true).await;
+                self.report_updates(imap);
                 imap.idle_done();
             }
             Event::Compress => {
@@ -130,10 +134,16 @@ impl Protocol for Conn<'_> {
         let selected_events = self.watch.as_ref().and_then(|w| w.selected.as_ref());
         if imap.is_idling() || selected_events.is_some() {
             let delayed = !imap.is_idling() && self.watch.as_ref().is_some_and(|w| w.delayed);
-            let before = self.view.as_ref().map_or(0, |v| v.messages.len());
+            // New messages are those past the last UID seen (expunges in
+            // the same sync move sequence numbers, not UIDs).
+            let last_uid = self
+                .view
+                .as_ref()
+                .and_then(|v| v.messages.last())
+                .map_or(0, |m| m.uid);
             self.refresh(imap, !delayed);
             self.report_recent(imap).await;
-            self.fetch_new(imap, conn, before).await;
+            self.fetch_new(imap, conn, last_uid).await;
             self.report_updates(imap);
         } else {
             // Reported at the next command's end, as without NOTIFY.
@@ -208,13 +218,19 @@ impl Conn<'_> {
     }
 
     /// NOTIFY's `MessageNew (fetch-att)` for the selected mailbox: FETCH
-    /// the messages past the first `before`.
-    async fn fetch_new(&mut self, imap: &mut ImapSession, conn: &mut Connection, before: usize) {
+    /// the messages whose UID is past `last_uid`.
+    async fn fetch_new(&mut self, imap: &mut ImapSession, conn: &mut Connection, last_uid: u32) {
         let fetch = self
             .watch
             .as_ref()
             .and_then(|w| w.selected.as_ref()?.fetch.clone());
-        let now = self.view.as_ref().map_or(0, |v| v.messages.len());
+        let (before, now) = match &self.view {
+            Some(view) => (
+                view.messages.partition_point(|m| m.uid <= last_uid),
+                view.messages.len(),
+            ),
+            None => (0, 0),
+        };
         let Some(names) = fetch.filter(|_| now > before) else {
             return;
         };

@@ -199,11 +199,12 @@ impl Conn<'_> {
             let Some(events) = watch.events_of(name, &snapshot.subscriptions) else {
                 continue;
             };
-            if !events.about_messages() || selected.as_deref() == Some(name) {
+            if !events.about_messages() {
                 continue;
             }
             let seen = Seen::of(meta);
-            if status {
+            // The selected mailbox is reported as such, not by STATUS.
+            if status && selected.as_deref() != Some(name) {
                 send_status(imap, name, &seen, events);
             }
             watch.known.insert(name.clone(), seen);
@@ -283,12 +284,16 @@ impl Conn<'_> {
                 watch.known.remove(name);
                 continue;
             };
-            if !events.about_messages() || selected == Some(name.as_str()) {
-                // The selected mailbox is reported as such; when it is
-                // closed, it is compared with what it was when last seen.
+            if !events.about_messages() {
                 continue;
             }
             let now = Seen::of(meta);
+            if selected == Some(name.as_str()) {
+                // Reported as the selected mailbox; kept up to date here
+                // so that closing it is no news.
+                watch.known.insert(name.clone(), now);
+                continue;
+            }
             let changed = match watch.known.get(name) {
                 Some(before) => before.differs(&now, events),
                 // Newly watched (created, subscribed, renamed in): only

@@ -220,14 +220,20 @@ pub(super) async fn lookup(
             secure: false, ttl, ..
         } => return (DaneLookup::Insecure, Some(seconds(ttl))),
         Answer::Found { records, ttl, .. } => {
-            let mut hosts: Vec<Name> = records
+            // By preference, as the resolver cuts them at the same number.
+            let mut by_preference: Vec<(u16, Name)> = records
                 .iter()
                 .filter_map(|r| r.as_mx())
                 .filter(|mx| !mx.exchange().is_root())
-                .map(|mx| mx.exchange().to_lowercase())
+                .map(|mx| (mx.preference(), mx.exchange().to_lowercase()))
                 .collect();
-            hosts.sort();
-            hosts.dedup();
+            by_preference.sort();
+            let mut hosts: Vec<Name> = Vec::with_capacity(by_preference.len());
+            for (_, name) in by_preference {
+                if !hosts.contains(&name) {
+                    hosts.push(name);
+                }
+            }
             if hosts.is_empty() {
                 // A null MX: no mail goes there anyway.
                 return (DaneLookup::Insecure, Some(seconds(ttl)));

@@ -133,12 +133,15 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
     if dane_applies && by_mx {
         found.dane = dane_hosts(relay, domain, &mut targets).await?;
     }
-    // RFC 8461 §2: where DANE applies, MTA-STS does not.
-    if config.relay.mta_sts && by_mx && found.dane.is_empty() {
+    // RFC 8461 §2: a host with DANE records is held to them, not to
+    // MTA-STS; the domain's other hosts still are.
+    let has_dane = |host: &str| found.dane.iter().any(|(name, _)| name == host);
+    let all_dane = targets.iter().all(|t| has_dane(&t.host));
+    if config.relay.mta_sts && by_mx && !all_dane {
         if let Some(sts) = relay.resolver.mta_sts(domain).await {
             match sts.mode {
                 super::mta_sts::Mode::Enforce => {
-                    targets.retain(|t| sts.matches(&t.host));
+                    targets.retain(|t| has_dane(&t.host) || sts.matches(&t.host));
                     if targets.is_empty() {
                         tracing::warn!(shard = relay.shard, %domain, "MTA-STS: no MX host matches the policy; deferred");
                         return Err(NoRoute {
@@ -153,7 +156,10 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
                     found.required_by = "its MTA-STS policy";
                 }
                 super::mta_sts::Mode::Testing => {
-                    if let Some(t) = targets.iter().find(|t| !sts.matches(&t.host)) {
+                    let unnamed = targets
+                        .iter()
+                        .find(|t| !has_dane(&t.host) && !sts.matches(&t.host));
+                    if let Some(t) = unnamed {
                         tracing::warn!(shard = relay.shard, %domain, host = %t.host, "MTA-STS (testing): an MX host the policy does not name");
                     }
                 }
@@ -257,6 +263,17 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
     // Every domain of the site has the same hosts and policy: the first
     // entry's domain stands for them (and gets fresh, shuffled addresses).
     let found = match destination(&relay, &first.domain).await {
+        // The first domain's hosts, TLS policy or DANE changed since it
+        // was placed: this connection, made for it, must not carry the
+        // site's other mail (a domain whose DNS turned insecure would take
+        // a DANE domain's mail off DANE). Its entries go to their new site.
+        Ok(found) if !relay.still_in(&site, &first.domain, &found, first.pool.as_deref()) => {
+            tracing::info!(shard = relay.shard, domain = %first.domain, %site, "the domain's site changed; placed again");
+            let mut entries = relay.drain_domain(&site, &first.domain);
+            entries.insert(0, first);
+            relay.place_again(entries);
+            return;
+        }
         Ok(found) => found,
         Err(why) => {
             // This domain's problem (its DNS, its MTA-STS policy), not the

@@ -149,6 +149,40 @@ const SUPPRESSED: &str = "recipient suppressed: it bounced as unknown before; no
 /// (`site via pool`). Shared by the maps that refer to it.
 pub(crate) type SiteName = Rc<str>;
 
+/// The site a domain's mail goes to, as `found` says (see
+/// [`shaping::site_name`]), and its host names as the site's limiter
+/// knows them. A route or smarthost on another port is another
+/// destination, however its host is named.
+fn site_of(
+    relay: &crate::config::RelayConfig,
+    domain: &str,
+    found: &super::deliver::Found,
+) -> (SiteName, Vec<String>) {
+    let mut hosts: Vec<String> = found
+        .targets
+        .iter()
+        .map(|t| {
+            let host = t.host.trim_end_matches('.').to_ascii_lowercase();
+            match t.addr.port() == relay.mx_port {
+                true => host,
+                false => format!("{host}:{}", t.addr.port()),
+            }
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let name = shaping::site_name(
+        domain,
+        &names,
+        found.policy,
+        relay.default_tls_policy(),
+        !found.dane.is_empty(),
+        &relay.shaping,
+    );
+    (name.into(), hosts)
+}
+
 /// The queue of `site`'s mail that leaves through `pool`.
 fn queue_name(site: &SiteName, pool: Option<&str>) -> SiteName {
     match pool {
@@ -591,32 +625,7 @@ impl Relay {
                 return;
             }
             Ok(found) => {
-                // A route or smarthost on another port is another
-                // destination, however its host is named.
-                let mx_port = config.relay.mx_port;
-                let mut hosts: Vec<String> = found
-                    .targets
-                    .iter()
-                    .map(|t| {
-                        let host = t.host.trim_end_matches('.').to_ascii_lowercase();
-                        match t.addr.port() == mx_port {
-                            true => host,
-                            false => format!("{host}:{}", t.addr.port()),
-                        }
-                    })
-                    .collect();
-                hosts.sort();
-                hosts.dedup();
-                let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
-                let name: SiteName = shaping::site_name(
-                    &domain,
-                    &names,
-                    found.policy,
-                    config.relay.default_tls_policy(),
-                    !found.dane.is_empty(),
-                    &config.relay.shaping,
-                )
-                .into();
+                let (name, hosts) = site_of(&config.relay, &domain, &found);
                 let limiter = self.sites.get(&config.relay, &name, &hosts, &domain);
                 let mut state = self.state.borrow_mut();
                 let entries = state.unresolved.remove(&domain).unwrap_or_default();
@@ -787,6 +796,29 @@ impl Relay {
             self.take_work(site)
         } else {
             None
+        }
+    }
+
+    /// Whether `domain`, as `found` now, still belongs to the site whose
+    /// queue is `queue` (its MX hosts, TLS policy or DANE may have changed
+    /// since it was placed there).
+    pub(crate) fn still_in(
+        &self,
+        queue: &SiteName,
+        domain: &str,
+        found: &super::deliver::Found,
+        pool: Option<&str>,
+    ) -> bool {
+        let config = self.config();
+        let (name, _) = site_of(&config.relay, domain, found);
+        queue_name(&name, pool) == *queue
+    }
+
+    /// Queue `entries` again, their domains' sites looked up afresh.
+    pub(crate) fn place_again(self: &Rc<Self>, entries: Vec<QueueEntry>) {
+        for entry in entries {
+            self.state.borrow_mut().site_of.remove(&entry.domain);
+            self.make_ready(entry);
         }
     }
 

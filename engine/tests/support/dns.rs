@@ -118,7 +118,7 @@ impl TestRecord {
         }
     }
 
-    fn to_record(&self) -> Record {
+    fn to_record(&self, ttl: u32) -> Record {
         match self {
             TestRecord::Mx {
                 name,
@@ -126,12 +126,12 @@ impl TestRecord {
                 exchange,
             } => Record::from_rdata(
                 fqdn(name),
-                TTL,
+                ttl,
                 RData::MX(MX::new(*preference, fqdn(exchange))),
             ),
-            TestRecord::A { name, ip } => Record::from_rdata(fqdn(name), TTL, RData::A(A(*ip))),
+            TestRecord::A { name, ip } => Record::from_rdata(fqdn(name), ttl, RData::A(A(*ip))),
             TestRecord::Aaaa { name, ip } => {
-                Record::from_rdata(fqdn(name), TTL, RData::AAAA(AAAA(*ip)))
+                Record::from_rdata(fqdn(name), ttl, RData::AAAA(AAAA(*ip)))
             }
             TestRecord::Txt { name, text } => {
                 let strings = text
@@ -139,7 +139,7 @@ impl TestRecord {
                     .chunks(255)
                     .map(|c| String::from_utf8_lossy(c).into_owned())
                     .collect();
-                Record::from_rdata(fqdn(name), TTL, RData::TXT(TXT::new(strings)))
+                Record::from_rdata(fqdn(name), ttl, RData::TXT(TXT::new(strings)))
             }
             TestRecord::Tlsa {
                 name,
@@ -154,7 +154,7 @@ impl TestRecord {
                     Matching::from(*matching),
                     data.clone(),
                 );
-                Record::from_rdata(fqdn(name), TTL, RData::TLSA(tlsa))
+                Record::from_rdata(fqdn(name), ttl, RData::TLSA(tlsa))
             }
         }
     }
@@ -173,6 +173,8 @@ fn fqdn(name: &str) -> Name {
 /// outside it answer REFUSED. Stops when dropped.
 pub struct TestDns {
     addr: SocketAddr,
+    /// The names answered as validated; [`TestDns::set_signed`] changes them.
+    signed: Arc<std::sync::Mutex<Vec<LowerName>>>,
     /// Dropping it ends the server's thread.
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -194,12 +196,31 @@ impl TestDns {
         signed: &[&str],
         bogus: &[&str],
     ) -> TestDns {
+        Self::validating_ttl(zone, records, signed, bogus, TTL)
+    }
+
+    /// [`TestDns::validating`] with records of `ttl` seconds, for tests
+    /// that change what is validated ([`TestDns::set_signed`]) and need
+    /// caches to see it.
+    pub fn validating_ttl(
+        zone: &str,
+        records: &[TestRecord],
+        signed: &[&str],
+        bogus: &[&str],
+        ttl: u32,
+    ) -> TestDns {
         let sockets = bind_pair().expect("binding the test DNS server");
         let validation = Validation {
-            signed: signed.iter().map(|n| LowerName::new(&fqdn(n))).collect(),
-            bogus: bogus.iter().map(|n| LowerName::new(&fqdn(n))).collect(),
+            signed: Arc::new(std::sync::Mutex::new(lower_names(signed))),
+            bogus: lower_names(bogus),
         };
-        Self::serve(zone, records, sockets, validation)
+        Self::serve(zone, records, sockets, validation, ttl)
+    }
+
+    /// From now on, answer names under `signed` (and only those) as
+    /// validated.
+    pub fn set_signed(&self, signed: &[&str]) {
+        *self.signed.lock().unwrap() = lower_names(signed);
     }
 
     fn serve(
@@ -207,7 +228,9 @@ impl TestDns {
         records: &[TestRecord],
         sockets: (UdpSocket, TcpListener),
         validation: Validation,
+        ttl: u32,
     ) -> TestDns {
+        let signed = validation.signed.clone();
         let origin = fqdn(zone);
         let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
         let serial = 1;
@@ -221,11 +244,11 @@ impl TestDns {
             NEGATIVE_TTL,
         );
         authority.upsert_mut(
-            Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
+            Record::from_rdata(origin.clone(), ttl, RData::SOA(soa)),
             serial,
         );
         for record in records {
-            let record = record.to_record();
+            let record = record.to_record(ttl);
             assert!(
                 origin.zone_of(record.name()),
                 "{} is outside zone {origin}",
@@ -264,6 +287,7 @@ impl TestDns {
             .expect("test DNS thread");
         TestDns {
             addr,
+            signed,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -289,8 +313,12 @@ impl Drop for TestDns {
 
 /// Which answers a [`TestDns`] calls validated, and which bogus.
 struct Validation {
-    signed: Vec<LowerName>,
+    signed: Arc<std::sync::Mutex<Vec<LowerName>>>,
     bogus: Vec<LowerName>,
+}
+
+fn lower_names(names: &[&str]) -> Vec<LowerName> {
+    names.iter().map(|n| LowerName::new(&fqdn(n))).collect()
 }
 
 /// The catalog, with the AD bit or SERVFAIL of a validating resolver.
@@ -309,7 +337,12 @@ impl RequestHandler for Validating {
         let name = request.request_info().map(|info| info.query.name().clone());
         let (secure, bogus) = match &name {
             Ok(name) => (
-                self.validation.signed.iter().any(|zone| zone.zone_of(name)),
+                self.validation
+                    .signed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|zone| zone.zone_of(name)),
                 self.validation.bogus.contains(name),
             ),
             Err(_) => (false, false),
