@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject bench-idle bench-deep-queue sync-clients
+.PHONY: run test lint setup setup-test bench-accept bench-relay crash-relay bench-fetch bench-tls bench-imap-stress bench-dkim bench-inject bench-idle bench-deep-queue bench-large bench-scale sync-clients
 
 # RocksDB's bindings are generated at build time and need libclang; RocksDB
 # itself needs a C++ compiler; the end-to-end tests use python3's smtplib.
@@ -86,3 +86,11 @@ bench-idle: setup
 ## restart to first delivery (ENTRIES=N for another number).
 bench-deep-queue: setup
 	./loadtest/bench-deep-queue.sh
+
+## 100 KB messages: durable accept against the disk's fsynced write bandwidth.
+bench-large: setup
+	./loadtest/bench-large.sh
+
+## Durable accept with 1, 2, 4, ... shards (pinned when the CPUs allow).
+bench-scale: setup
+	./loadtest/bench-scale.sh

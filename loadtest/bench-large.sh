@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# bench-large.sh — large messages: how much of the disk's fsynced write
+# bandwidth does durable accept of 100 KB messages reach?
+#
+#   loadtest/bench-large.sh
+#   MESSAGES=5000 SIZE=262144 loadtest/bench-large.sh
+#
+# Environment (all optional):
+#   MESSAGES=10000     messages in the blast (1 GB at 100 KB)
+#   SIZE=102400        message size, bytes
+#   CONNECTIONS=50     pipelined connections
+#   DD_MB=1024         MiB written by each disk probe
+#   SKIP_BUILD=1       use the release binaries as they are
+#
+# In one run, on the filesystem the store lives on:
+# 1. the disk: `dd if=/dev/zero bs=1M count=DD_MB conv=fdatasync` (one
+#    sequential file, fsynced at its end), timed;
+# 2. ringpost: `ringpost serve --no-relay` on a fresh store, every 250
+#    after the group commit's fsync, and ringpost-blast sends MESSAGES x
+#    SIZE over CONNECTIONS: body bytes per second;
+# 3. the disk again, so that a disk that changed speed meanwhile shows.
+# Printed: both figures and accept / disk (issue 15's goal: >= 0.75). Every
+# acknowledged body is written to the WAL, and again to a blob file when
+# the memtable is flushed, so the disk carries about twice the bodies.
+
+set -euo pipefail
+
+MESSAGES=${MESSAGES:-10000}
+SIZE=${SIZE:-102400}
+CONNECTIONS=${CONNECTIONS:-50}
+DD_MB=${DD_MB:-1024}
+SKIP_RINGPOST=""
+
+LOG_TAG=bench-large
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringpost-bench-large.XXXXXX")
+RINGPOST_PID=""
+cleanup() { stop_ringpost; }
+trap on_exit EXIT
+
+[[ -n ${SKIP_BUILD:-} ]] || build_release
+[[ -x $RINGPOST && -x $BLAST ]] || die "missing $RINGPOST or $BLAST"
+
+# disk_mb_s: MB/s (10^6 bytes) of one fsynced sequential write of DD_MB MiB.
+disk_mb_s() {
+    local start end
+    start=$(date +%s.%N)
+    dd if=/dev/zero of="$WORK/dd.bin" bs=1M count="$DD_MB" conv=fdatasync status=none
+    end=$(date +%s.%N)
+    rm -f "$WORK/dd.bin"
+    awk -v b=$((DD_MB * 1048576)) -v s="$start" -v e="$end" 'BEGIN {printf "%.1f", b / (e - s) / 1e6}'
+}
+
+FS_TYPE=$(df -PT "$WORK" | awk 'NR==2 {print $2}')
+log "data on $FS_TYPE ($WORK); $(nproc) CPUs; $MESSAGES x $SIZE B over $CONNECTIONS connections"
+disk_before=$(disk_mb_s)
+log "disk, fsynced sequential write: $disk_before MB/s"
+
+port=$(free_port)
+mkdir -p "$WORK/data"
+"$RINGPOST" serve --no-relay --data-dir "$WORK/data" --ephemeral-ports 127.0.0.1 \
+    --smtp "127.0.0.1:$port" --metrics "127.0.0.1:$(free_port)" >"$WORK/ringpost.log" 2>&1 &
+RINGPOST_PID=$!
+wait_port "$port" 60 "$RINGPOST_PID" || die "ringpost did not start: $(tail -5 "$WORK/ringpost.log")"
+"$BLAST" send --to-addr "127.0.0.1:$port" --messages "$MESSAGES" --connections "$CONNECTIONS" \
+    --size "$SIZE" --pipelining on --json >"$WORK/blast.json"
+stop_ringpost
+rate=$(json_num msg_per_s "$WORK/blast.json")
+ok=$(json_num messages_ok "$WORK/blast.json")
+[[ $ok == "$MESSAGES" ]] || die "only $ok of $MESSAGES acknowledged: $(cat "$WORK/blast.json")"
+accept=$(awk -v r="$rate" -v s="$SIZE" 'BEGIN {printf "%.1f", r * s / 1e6}')
+
+disk_after=$(disk_mb_s)
+log "disk again: $disk_after MB/s"
+disk=$(awk -v a="$disk_before" -v b="$disk_after" 'BEGIN {printf "%.1f", (a + b) / 2}')
+ratio=$(awk -v a="$accept" -v d="$disk" 'BEGIN {printf "%.2f", a / d}')
+
+printf '\n%-46s %12s\n' "" "measured"
+printf '%-46s %12s\n' "durable accept, msg/s" "$(awk -v r="$rate" 'BEGIN {printf "%.0f", r}')"
+printf '%-46s %12s\n' "durable accept, MB/s of message bytes" "$accept"
+printf '%-46s %12s\n' "disk, fsynced sequential write, MB/s (mean)" "$disk"
+printf '%-46s %12s   %s\n' "accept / disk" "$ratio" ">= 0.75"
