@@ -70,49 +70,45 @@ fn store() -> Arc<SlowSync> {
     })
 }
 
+/// Every request of COMMITTERS threads at once, `per_committer` each:
+/// `request(n)` for n in 0..COMMITTERS × per_committer.
+fn from_committers(per_committer: usize, request: impl Fn(u64) + Sync) {
+    std::thread::scope(|s| {
+        for t in 0..COMMITTERS {
+            let request = &request;
+            s.spawn(move || {
+                for i in 0..per_committer {
+                    request((t * per_committer + i) as u64);
+                }
+            });
+        }
+    });
+}
+
+/// One write per request, each paying its own sync.
+fn one_write_each(store: &dyn Store, per_committer: usize) {
+    from_committers(per_committer, |n| store.write(&[batch(n)], true).unwrap());
+}
+
+/// The same requests through the commit pipeline (group commit).
+fn group_committed(store: Arc<dyn Store>, per_committer: usize) {
+    let (pipeline, handle) = CommitPipeline::start(store, PipelineConfig::default(), None);
+    from_committers(per_committer, |n| {
+        futures::executor::block_on(handle.commit(batch(n))).unwrap()
+    });
+    pipeline.shutdown();
+}
+
 fn commit(c: &mut Criterion) {
     let total = (COMMITTERS * PER_COMMITTER) as u64;
     let mut group = c.benchmark_group("commit_2k_50us_sync");
     group.throughput(Throughput::Elements(total));
     group.sample_size(10);
-
     group.bench_function(BenchmarkId::new("one_write_per_request", COMMITTERS), |b| {
-        b.iter(|| {
-            let store = store();
-            std::thread::scope(|s| {
-                for t in 0..COMMITTERS {
-                    let store = store.clone();
-                    s.spawn(move || {
-                        for i in 0..PER_COMMITTER {
-                            store
-                                .write(&[batch((t * PER_COMMITTER + i) as u64)], true)
-                                .unwrap();
-                        }
-                    });
-                }
-            });
-        })
+        b.iter(|| one_write_each(&*store(), PER_COMMITTER))
     });
-
     group.bench_function(BenchmarkId::new("group_commit", COMMITTERS), |b| {
-        b.iter(|| {
-            let (pipeline, handle) =
-                CommitPipeline::start(store(), PipelineConfig::default(), None);
-            std::thread::scope(|s| {
-                for t in 0..COMMITTERS {
-                    let handle = handle.clone();
-                    s.spawn(move || {
-                        for i in 0..PER_COMMITTER {
-                            futures::executor::block_on(
-                                handle.commit(batch((t * PER_COMMITTER + i) as u64)),
-                            )
-                            .unwrap();
-                        }
-                    });
-                }
-            });
-            pipeline.shutdown();
-        })
+        b.iter(|| group_committed(store(), PER_COMMITTER))
     });
     group.finish();
 }
@@ -135,41 +131,14 @@ fn commit_rocksdb(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("one_write_per_request", COMMITTERS), |b| {
         b.iter_batched(
             rocks,
-            |(_dir, store)| {
-                std::thread::scope(|s| {
-                    for t in 0..COMMITTERS {
-                        let store = store.clone();
-                        s.spawn(move || {
-                            for i in 0..ROCKS_PER_COMMITTER {
-                                let n = (t * ROCKS_PER_COMMITTER + i) as u64;
-                                store.write(&[batch(n)], true).unwrap();
-                            }
-                        });
-                    }
-                });
-            },
+            |(_dir, store)| one_write_each(&*store, ROCKS_PER_COMMITTER),
             BatchSize::PerIteration,
         )
     });
     group.bench_function(BenchmarkId::new("group_commit", COMMITTERS), |b| {
         b.iter_batched(
             rocks,
-            |(_dir, store)| {
-                let (pipeline, handle) =
-                    CommitPipeline::start(store, PipelineConfig::default(), None);
-                std::thread::scope(|s| {
-                    for t in 0..COMMITTERS {
-                        let handle = handle.clone();
-                        s.spawn(move || {
-                            for i in 0..ROCKS_PER_COMMITTER {
-                                let n = (t * ROCKS_PER_COMMITTER + i) as u64;
-                                futures::executor::block_on(handle.commit(batch(n))).unwrap();
-                            }
-                        });
-                    }
-                });
-                pipeline.shutdown();
-            },
+            |(_dir, store)| group_committed(store, ROCKS_PER_COMMITTER),
             BatchSize::PerIteration,
         )
     });

@@ -1279,6 +1279,16 @@ fn urlauth_lets_others_fetch_what_a_url_authorizes_until_the_key_is_reset() {
     server.shutdown();
 }
 
+/// APPEND `message` to `mailbox` (with its flags, if any, after the name),
+/// which must succeed.
+fn append(c: &mut LineClient, mailbox: &str, message: &str) {
+    let reply = c.tagged(
+        "p",
+        &format!("APPEND {mailbox} {{{}+}}\r\n{message}", message.len()),
+    );
+    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+}
+
 /// The next line `c` receives, within a few seconds, with no command sent.
 fn pushed(c: &mut LineClient) -> String {
     c.line()
@@ -1296,8 +1306,7 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
     let mut a = alice_in_inbox(&server);
     let mut b = alice_in_inbox(&server);
     assert!(b.tagged("c", "CREATE Work")[0].starts_with("c OK"));
-    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: x\r\n");
-    assert!(append.last().unwrap().starts_with("p OK"), "{append:?}");
+    append(&mut b, "Work", "Subject: x\r\n");
 
     let bad = a.tagged("n1", "NOTIFY SET (personal (MessageNew (UID)))");
     assert!(bad[0].starts_with("n1 BAD"), "{bad:?}");
@@ -1329,8 +1338,7 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
     );
     assert!(set.last().unwrap().starts_with("n4 OK"), "{set:?}");
 
-    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: y\r\n");
-    assert!(append.last().unwrap().starts_with("p OK"));
+    append(&mut b, "Work", "Subject: y\r\n");
     assert!(
         pushed(&mut a).starts_with("* STATUS Work (MESSAGES 2 UIDNEXT 3 UIDVALIDITY "),
         "new mail elsewhere"
@@ -1350,8 +1358,7 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
     assert_eq!(pushed(&mut a), "* LIST (\\NonExistent) \"/\" Old\r\n");
 
     // The selected mailbox: EXISTS and the FETCH asked for, unprompted.
-    let append = b.tagged("p", "APPEND INBOX (\\Flagged) {12+}\r\nSubject: z\r\n");
-    assert!(append.last().unwrap().starts_with("p OK"));
+    append(&mut b, "INBOX (\\Flagged)", "Subject: z\r\n");
     assert_eq!(pushed(&mut a), "* 1 EXISTS\r\n");
     let mut next = pushed(&mut a);
     if next.starts_with("* 1 RECENT") {
@@ -1366,8 +1373,7 @@ fn notify_pushes_changes_of_other_mailboxes_and_the_selected_one() {
 
     // NOTIFY NONE: nothing more is pushed, nor reported at the next command.
     assert!(a.tagged("n5", "NOTIFY NONE")[0].starts_with("n5 OK"));
-    let append = b.tagged("p", "APPEND Work {12+}\r\nSubject: w\r\n");
-    assert!(append.last().unwrap().starts_with("p OK"));
+    append(&mut b, "Work", "Subject: w\r\n");
     let noop = a.tagged("o", "NOOP");
     assert_eq!(noop.len(), 1, "{noop:?}");
     assert!(noop[0].starts_with("o OK"));
@@ -1388,8 +1394,7 @@ fn context_search_and_sort_keep_update_results_current() {
     // Sizes 60, 30, 50: a SORT by SIZE puts them 2, 3, 1.
     for size in [60usize, 30, 50] {
         let body = format!("Subject: s\r\n\r\n{}", "x".repeat(size - 15));
-        let reply = b.tagged("p", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()));
-        assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+        append(&mut b, "INBOX", &body);
     }
     let noop = a.tagged("n", "NOOP");
     assert!(noop.contains(&"* 3 EXISTS\r\n".to_string()), "{noop:?}");
@@ -1428,8 +1433,7 @@ fn context_search_and_sort_keep_update_results_current() {
     );
     // A new message of size 40 goes between 2 (30) and 1 (60).
     let body = format!("Subject: s\r\n\r\n{}", "x".repeat(25));
-    let reply = b.tagged("p", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()));
-    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    append(&mut b, "INBOX", &body);
     let noop = a.tagged("n", "NOOP");
     assert!(
         noop.contains(&"* ESEARCH (TAG \"u2\") ADDTO (2 4)\r\n".to_string()),
@@ -1496,11 +1500,7 @@ fn urlfetch_binary_and_bodypartstructure() {
         aGkAdGhlcmU=\r\n\
         --b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-secret\r\n\r\nhidden\r\n\
         --b--\r\n";
-    let reply = c.tagged(
-        "p",
-        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
-    );
-    assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+    append(&mut c, "INBOX", message);
     let mut url = |section: u32| {
         let rump = format!(
             "imap://alice@ours.test/INBOX/;uid=1/;section={section};urlauth=user+alice@ours.test"
@@ -1555,8 +1555,7 @@ fn update_searches_by_sequence_number_follow_expunges() {
     let mut a = alice_in_inbox(&server);
     let mut b = alice_in_inbox(&server);
     for _ in 0..3 {
-        let reply = b.tagged("p", "APPEND INBOX {12+}\r\nSubject: s\r\n");
-        assert!(reply.last().unwrap().starts_with("p OK"), "{reply:?}");
+        append(&mut b, "INBOX", "Subject: s\r\n");
     }
     assert!(a
         .tagged("n", "NOOP")

@@ -37,7 +37,7 @@ use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
 use hickory_resolver::Name;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -381,6 +381,11 @@ struct DaneVerifier {
 }
 
 impl DaneVerifier {
+    /// The handshake signature checks, as every outbound verifier does them.
+    fn signatures(&self) -> super::tls::Opportunistic {
+        super::tls::Opportunistic(self.provider.clone())
+    }
+
     /// The chain from `end_entity` to `anchor`, checked as the web PKI
     /// would, with `anchor` the only root.
     fn verify_to_anchor(
@@ -439,12 +444,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -453,18 +453,11 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures().supported_verify_schemes()
     }
 }
 

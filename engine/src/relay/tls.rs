@@ -77,9 +77,10 @@ pub fn server_name(host: &str) -> Option<ServerName<'static>> {
 }
 
 /// Accepts any certificate, but still checks that the server holds the key
-/// of the certificate it sent (the handshake signature).
+/// of the certificate it sent (the handshake signature). Other verifiers
+/// (DANE's) use its handshake signature checks.
 #[derive(Debug)]
-struct Opportunistic(Arc<CryptoProvider>);
+pub(crate) struct Opportunistic(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for Opportunistic {
     fn verify_server_cert(
