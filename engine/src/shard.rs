@@ -202,6 +202,8 @@ pub(crate) struct Shard {
     pub pop3_metrics: Pop3Metrics,
     /// This shard's IMAP metric handles.
     pub imap_metrics: ImapMetrics,
+    /// Mailbox rows its IMAP sessions read lately, shared among them.
+    pub imap_rows: RefCell<crate::imap::RowsCache>,
     /// TLS, AUTH, lockout and refusal counters.
     pub security: SecurityMetrics,
     /// Where accepted queue entries go to be delivered (None: relay off).
@@ -265,6 +267,7 @@ impl Shard {
             metrics: metrics.shard(id),
             pop3_metrics: metrics.pop3_shard(id),
             imap_metrics: metrics.imap_shard(id),
+            imap_rows: RefCell::default(),
             security: metrics.security(),
             hub,
             access: shared.access.clone(),

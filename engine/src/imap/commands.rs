@@ -316,7 +316,14 @@ impl Conn<'_> {
         }
         let store = &*self.shard.store;
         let show_recent = !imap.is_rev2();
-        let mut view = View::load(store, self.user(), name, read_only, show_recent)?;
+        let mut view = View::load(
+            store,
+            &self.shard.imap_rows,
+            self.user(),
+            name,
+            read_only,
+            show_recent,
+        )?;
         if view.is_none() && name == INBOX {
             // An account that never got mail has no INBOX yet.
             self.commit_one(Change::Create {
@@ -328,7 +335,14 @@ impl Conn<'_> {
                 StoreError::Refused(Refusal::MailboxExists) => Ok(Applied::Done),
                 e => Err(e),
             })?;
-            view = View::load(store, self.user(), name, read_only, show_recent)?;
+            view = View::load(
+                store,
+                &self.shard.imap_rows,
+                self.user(),
+                name,
+                read_only,
+                show_recent,
+            )?;
         }
         let Some(view) = view else {
             return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
@@ -673,7 +687,11 @@ impl Conn<'_> {
             }
             return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
         };
-        let rows = mailbox::all_rows(store, self.user(), meta.uidvalidity)?;
+        let rows = self
+            .shard
+            .imap_rows
+            .borrow_mut()
+            .rows(store, self.user(), &meta)?;
         self.status_of(imap, name, items, &meta, &rows)
     }
 

@@ -13,7 +13,10 @@ mod context;
 mod convert;
 mod fetch;
 mod notify;
+mod rows_cache;
 mod urlauth;
+
+pub(crate) use rows_cache::RowsCache;
 mod view;
 
 use crate::auth::LoginOutcome;
@@ -309,7 +312,12 @@ impl Conn<'_> {
         let Some(view) = self.view.as_mut() else {
             return;
         };
-        match view.sync(&*self.shard.store, imap, allow_expunge) {
+        match view.sync(
+            &*self.shard.store,
+            &self.shard.imap_rows,
+            imap,
+            allow_expunge,
+        ) {
             Ok(true) => {
                 if !allow_expunge {
                     // Expunges were held back: look again at the next chance.

@@ -14,6 +14,7 @@
 //! told of in FLAGS, so a new keyword is announced before it is used.
 
 use super::convert::flags_to_imap;
+use super::rows_cache::RowsCache;
 use ringpost_protocols::imap::esearch::sequence_set;
 use ringpost_protocols::imap::types::fetch::MessageDataItem;
 use ringpost_protocols::imap::types::flag::FlagFetch;
@@ -22,6 +23,7 @@ use ringpost_protocols::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet}
 use ringpost_protocols::imap::ImapSession;
 use ringpost_storage::mailbox::{self, Flags, MailboxMeta, MailboxRow};
 use ringpost_storage::{Store, StoreError};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroU64};
 
@@ -93,6 +95,7 @@ impl View {
     /// Read a mailbox into a view; `None` if it does not exist.
     pub fn load(
         store: &dyn Store,
+        cache: &RefCell<RowsCache>,
         user: &str,
         name: &str,
         read_only: bool,
@@ -120,7 +123,8 @@ impl View {
             show_recent,
             updates: Default::default(),
         };
-        for (uid, row) in mailbox::all_rows(store, user, meta.uidvalidity)? {
+        let rows = cache.borrow_mut().rows(store, user, &meta)?;
+        for (uid, row) in rows.iter().cloned() {
             view.learn(&row.flags);
             let recent = view.seen_as_recent(&meta, uid);
             view.messages.push(Message { uid, row, recent });
@@ -219,6 +223,7 @@ impl View {
     pub fn sync(
         &mut self,
         store: &dyn Store,
+        cache: &RefCell<RowsCache>,
         session: &mut ImapSession,
         allow_expunge: bool,
     ) -> Result<bool, StoreError> {
@@ -230,10 +235,12 @@ impl View {
         }
         self.uidnext = meta.uidnext;
         self.highest_modseq = meta.highest_modseq;
-        let mut current: HashMap<u32, MailboxRow> =
-            mailbox::all_rows(store, &self.user, self.uidvalidity)?
-                .into_iter()
-                .collect();
+        let mut current: HashMap<u32, MailboxRow> = cache
+            .borrow_mut()
+            .rows(store, &self.user, &meta)?
+            .iter()
+            .cloned()
+            .collect();
         if allow_expunge {
             // From the end, so every EXPUNGE number is right when sent. A
             // QRESYNC session is told by UID, in one VANISHED (RFC 7162 §3.2.10).

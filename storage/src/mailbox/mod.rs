@@ -663,12 +663,27 @@ pub fn rows(
     uidvalidity: u32,
     visit: &mut dyn FnMut(u32, MailboxRow) -> bool,
 ) -> Result<(), StoreError> {
+    rows_from(store, user, uidvalidity, 0, visit)
+}
+
+/// [`rows`] from UID `first` on. UIDs are never used twice, so a reader
+/// that knows no row below `first` is left can start there and skip the
+/// deletions of expunged rows below it (which a scan walks one by one
+/// until the store compacts them away).
+pub fn rows_from(
+    store: &dyn Store,
+    user: &str,
+    uidvalidity: u32,
+    first: u32,
+    visit: &mut dyn FnMut(u32, MailboxRow) -> bool,
+) -> Result<(), StoreError> {
     let prefix = rows_prefix(user, uidvalidity);
     let end = prefix_end(&prefix);
+    let start = row_key(user, uidvalidity, first);
     let mut failure = None;
     store.scan(
         Family::Mailboxes,
-        &prefix,
+        &start,
         end.as_deref(),
         &mut |key, value| {
             let uid = key[prefix.len()..]
