@@ -2438,6 +2438,54 @@ fn a_domain_turning_insecure_never_takes_a_dane_domains_mail_off_dane() {
     server.shutdown();
 }
 
+/// A validated domain whose first MX host has DANE records and whose
+/// second has none, under an MTA-STS policy (enforce) that names only the
+/// first: with the first down, the mail waits; the second host, which
+/// neither DANE nor the policy vouches for, never gets it.
+#[test]
+fn mta_sts_still_holds_the_hosts_dane_does_not_cover() {
+    use support::https::PolicyServer;
+    let mx = TlsMx::start("mx2.mix.test", TlsMode::Working);
+    let port = mx.addr().port();
+    let policy = "version: STSv1\r\nmode: enforce\r\nmx: mx1.mix.test\r\nmax_age: 86400\r\n";
+    let server_https = PolicyServer::start("127.0.0.8", &[("mta-sts.mix.test", policy)]);
+    let zone = [
+        TestRecord::mx("mix.test", 10, "mx1.mix.test"),
+        TestRecord::mx("mix.test", 20, "mx2.mix.test"),
+        // Nothing listens there.
+        TestRecord::a("mx1.mix.test", DEAD),
+        TestRecord::tlsa(format!("_{port}._tcp.mx1.mix.test"), 3, 1, 1, &[7; 32]),
+        TestRecord::a("mx2.mix.test", Ipv4Addr::LOCALHOST),
+        TestRecord::txt("_mta-sts.mix.test", "v=STSv1; id=20261206"),
+        TestRecord::a("mta-sts.mix.test", Ipv4Addr::new(127, 0, 0, 8)),
+    ];
+    let dns = TestDns::validating("test.", &zone, &["mix.test"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", mx.cert_pem, server_https.cert_pem)).unwrap();
+    let (server, _data) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.ca_file = Some(ca);
+        c.relay.mta_sts_port = server_https.addr().port();
+    });
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@mix.test"],
+        &message(1),
+    );
+    wait_until("the mail to wait", || {
+        entries_of(&server, "mix.test")
+            .first()
+            .is_some_and(|e| e.attempts >= 2)
+    });
+    assert!(
+        mx.received().is_empty(),
+        "nothing to the host the policy does not name"
+    );
+    server.shutdown();
+}
+
 /// `domains` domains `s{i}.test` whose MX is the one host `mx.shared.test`
 /// at `ip`: one MX site.
 fn site_zone(domains: usize, ip: Ipv4Addr) -> Vec<TestRecord> {
