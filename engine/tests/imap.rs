@@ -1579,3 +1579,40 @@ fn update_searches_by_sequence_number_follow_expunges() {
     );
     server.shutdown();
 }
+
+/// NOTIFY keeps a little of every mailbox it watches: an account with more
+/// mailboxes than it keeps track of gets NOTIFICATIONOVERFLOW, not a
+/// session that grows without bound.
+#[test]
+fn notify_refuses_more_mailboxes_than_it_keeps_track_of() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let fine = a.tagged("n1", "NOTIFY SET (personal (MessageNew MessageExpunge))");
+    assert!(fine[0].starts_with("n1 OK"), "{fine:?}");
+    // One more than the 2,000 a session watches (INBOX makes it two more).
+    let creates: String = (0..2_001)
+        .map(|n| format!("c{n} CREATE box{n}\r\n"))
+        .collect();
+    a.send(&creates);
+    let mut overflow = false;
+    for n in 0..2_001 {
+        let mut line = a.line();
+        while line.starts_with('*') {
+            overflow |= line.starts_with("* OK [NOTIFICATIONOVERFLOW]");
+            line = a.line();
+        }
+        assert!(line.starts_with(&format!("c{n} OK")), "{line}");
+    }
+    let noop = a.tagged("o", "NOOP");
+    overflow |= noop
+        .iter()
+        .any(|l| l.starts_with("* OK [NOTIFICATIONOVERFLOW]"));
+    assert!(overflow, "told that NOTIFY ended");
+    let refused = a.tagged("n2", "NOTIFY SET (personal (MessageNew MessageExpunge))");
+    assert!(
+        refused[0].starts_with("n2 NO [NOTIFICATIONOVERFLOW]"),
+        "{refused:?}"
+    );
+    server.shutdown();
+}

@@ -264,6 +264,8 @@ impl Conn<'_> {
         };
         self.catch_up(imap, allow_expunge).await;
         self.report_updates(imap);
+        // News a busy client's commands took is NOTIFY's news too.
+        self.report_watched(imap);
         self.answer(imap, tag, outcome);
         Ok(())
     }

@@ -52,6 +52,8 @@ pub(crate) struct Conn<'a> {
     view: Option<View>,
     /// What NOTIFY asked to hear of (RFC 5465).
     watch: Option<notify::Watch>,
+    /// News came that NOTIFY has not compared yet.
+    unwatched_news: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -67,6 +69,7 @@ impl<'a> Conn<'a> {
             stale: false,
             view: None,
             watch: None,
+            unwatched_news: false,
         }
     }
 }
@@ -102,10 +105,12 @@ impl Protocol for Conn<'_> {
             Event::Idle => {
                 self.catch_up(imap, true).await;
                 self.report_updates(imap);
+                self.report_watched(imap);
             }
             Event::IdleDone => {
                 self.catch_up(imap, true).await;
                 self.report_updates(imap);
+                self.report_watched(imap);
                 imap.idle_done();
             }
             Event::Compress => {
@@ -152,6 +157,7 @@ impl Protocol for Conn<'_> {
             // Reported at the next command's end, as without NOTIFY.
             self.stale = true;
         }
+        self.unwatched_news = true;
         self.report_watched(imap);
     }
 
@@ -217,6 +223,7 @@ impl Conn<'_> {
     /// stale (and take both).
     fn take_news(&mut self) -> bool {
         let news = self.changes.as_ref().is_some_and(|c| c.try_recv().is_ok());
+        self.unwatched_news |= news;
         news | std::mem::take(&mut self.stale)
     }
 

@@ -30,6 +30,12 @@ use std::num::NonZeroU32;
 /// The mailbox mail is delivered to (the `inboxes` filter).
 const INBOX: &str = "INBOX";
 
+/// Most mailboxes (and subscriptions) one session watches: what it keeps
+/// of each is small, but an account may have any number. Past it, NOTIFY
+/// SET is refused and a running NOTIFY ends, with NOTIFICATIONOVERFLOW
+/// (RFC 5465 §5.8); the client can still poll.
+pub(super) const MAX_WATCHED: usize = 2_000;
+
 /// What a NOTIFY SET asked for, and what the session was last told.
 pub(super) struct Watch {
     /// The events of the selected mailbox, when `selected` or
@@ -108,6 +114,13 @@ impl Items {
 struct Snapshot {
     mailboxes: BTreeMap<String, MailboxMeta>,
     subscriptions: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// More mailboxes or subscriptions than a session keeps track of.
+    fn too_big(&self) -> bool {
+        self.mailboxes.len() > MAX_WATCHED || self.subscriptions.len() > MAX_WATCHED
+    }
 }
 
 impl Watch {
@@ -194,6 +207,12 @@ impl Conn<'_> {
         }
         let mut watch = Watch::new(groups);
         let snapshot = self.snapshot(&watch)?;
+        if snapshot.too_big() {
+            return Ok(Done::No(
+                Some("NOTIFICATIONOVERFLOW"),
+                "too many mailboxes to watch",
+            ));
+        }
         let selected = self.view.as_ref().map(|v| v.name.clone());
         for (name, meta) in &snapshot.mailboxes {
             let Some(events) = watch.events_of(name, &snapshot.subscriptions) else {
@@ -241,11 +260,22 @@ impl Conn<'_> {
 
     /// Tell the session what changed in the mailboxes it watches (other
     /// than the selected one) since it was last told.
+    /// Only after news (between commands, or taken at a command's end).
     pub(super) fn report_watched(&mut self, imap: &mut ImapSession) {
+        if !std::mem::take(&mut self.unwatched_news) {
+            return;
+        }
         let Some(mut watch) = self.watch.take() else {
             return;
         };
         match self.snapshot(&watch) {
+            Ok(snapshot) if snapshot.too_big() => {
+                // RFC 5465 §5.8: notifications end, the client is told.
+                imap.untagged(
+                    "OK [NOTIFICATIONOVERFLOW] too many mailboxes to watch; NOTIFY is off",
+                );
+                return;
+            }
             Ok(snapshot) => self.compare(imap, &mut watch, snapshot),
             Err(e) => {
                 // Told later, when the next change brings news.

@@ -19,10 +19,12 @@ use ringpost_storage::{Store, StoreError};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Most mailboxes kept.
-const MAX_MAILBOXES: usize = 64;
-/// Larger mailboxes are not kept: one copy each would be too much memory.
-const MAX_ROWS: usize = 20_000;
+/// Most mailboxes kept. With [`MAX_ROWS`], at most about 16 MB a shard
+/// (a row is under 100 bytes).
+const MAX_MAILBOXES: usize = 16;
+/// Larger mailboxes are not kept: one copy each would be too much memory
+/// (they still start their reads at the lowest UID left).
+const MAX_ROWS: usize = 10_000;
 
 /// One mailbox's rows, by UID.
 pub(crate) type Rows = Rc<Vec<(u32, MailboxRow)>>;
