@@ -269,9 +269,10 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
         // a DANE domain's mail off DANE). Its entries go to their new site.
         Ok(found) if !relay.still_in(&site, &first.domain, &found, first.pool.as_deref()) => {
             tracing::info!(shard = relay.shard, domain = %first.domain, %site, "the domain's site changed; placed again");
+            let first_domain = first.domain.clone();
             let mut entries = relay.drain_domain(&site, &first.domain);
             entries.insert(0, first);
-            relay.place_again(entries);
+            relay.place_again(&first_domain, entries);
             return;
         }
         Ok(found) => found,

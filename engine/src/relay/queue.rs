@@ -60,6 +60,10 @@ const WAKE_BATCH: usize = 10_000;
 /// Retry delay after the store refused to record an outcome.
 const STORE_RETRY: Duration = Duration::from_secs(30);
 /// How long a domain's site, once learned, is trusted before it is looked
+/// How often a domain may be placed again because its site changed under
+/// a connection (see [`Relay::place_again`]).
+const PLACE_AGAIN_EVERY: Duration = Duration::from_secs(60);
+
 /// up again (the MX answers themselves are cached by the resolver).
 const SITE_TTL: Duration = Duration::from_secs(60);
 
@@ -202,6 +206,9 @@ struct State {
     site_of: HashMap<String, KnownSite>,
     /// Ready entries of domains whose site is being looked up.
     unresolved: HashMap<String, Vec<QueueEntry>>,
+    /// Domains placed again because their site had changed, and when: a
+    /// domain whose lookups keep disagreeing waits instead of going round.
+    placed_again: HashMap<String, Instant>,
     /// Sites with work that their limits keep waiting, and when to try
     /// again (shaping's clock): at the next tick when every connection was
     /// taken (one may free on another shard), else when the suspension
@@ -814,10 +821,38 @@ impl Relay {
         queue_name(&name, pool) == *queue
     }
 
-    /// Queue `entries` again, their domains' sites looked up afresh.
-    pub(crate) fn place_again(self: &Rc<Self>, entries: Vec<QueueEntry>) {
+    /// Queue `domain`'s `entries` again, its site looked up afresh. Once
+    /// a minute at most: a domain whose lookups disagree again (hosts that
+    /// resolve only at times, a policy that cannot always be fetched) is
+    /// deferred instead, so it never goes round without an attempt.
+    pub(crate) fn place_again(self: &Rc<Self>, domain: &str, entries: Vec<QueueEntry>) {
+        let now = Instant::now();
+        let again = {
+            let mut state = self.state.borrow_mut();
+            state.site_of.remove(domain);
+            state
+                .placed_again
+                .retain(|_, at| now.duration_since(*at) < PLACE_AGAIN_EVERY);
+            match state.placed_again.contains_key(domain) {
+                true => true,
+                false => {
+                    state.placed_again.insert(domain.to_owned(), now);
+                    false
+                }
+            }
+        };
+        if again {
+            let why = NoRoute {
+                permanent: false,
+                status: "4.4.3",
+                text: format!(
+                    "the MX hosts or TLS policy of {domain} keep changing between lookups"
+                ),
+            };
+            self.fail_all(entries, &why, None);
+            return;
+        }
         for entry in entries {
-            self.state.borrow_mut().site_of.remove(&entry.domain);
             self.make_ready(entry);
         }
     }
