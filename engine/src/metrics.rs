@@ -499,6 +499,7 @@ struct ImapFamilies {
     commands: Family<Labels, Counter>,
     fetched: Family<Labels, Counter>,
     timeouts: Family<Labels, Counter>,
+    mailbox_reads: Family<Labels, Counter>,
 }
 
 /// One shard's IMAP metric handles.
@@ -522,6 +523,10 @@ pub struct ImapMetrics {
     pub fetched: Counter,
     /// Sessions closed by the autologout timer.
     pub timeouts: Counter,
+    /// Mailbox row sets read from the store.
+    pub rows_read: Counter,
+    /// Mailbox row sets another session of the shard had read already.
+    pub rows_shared: Counter,
 }
 
 /// POP3's metric families, one series per shard.
@@ -1073,6 +1078,11 @@ impl Metrics {
                 "IMAP sessions closed by the autologout timer",
                 &i.timeouts,
             ),
+            (
+                "imap_mailbox_reads",
+                "Mailbox row sets IMAP sessions needed, by where they came from (store, or shared: read already by another session of the shard)",
+                &i.mailbox_reads,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }
@@ -1109,6 +1119,11 @@ impl Metrics {
         let logins_ok = i.logins.get_or_create(&result("ok")).clone();
         let logins_failed = i.logins.get_or_create(&result("failed")).clone();
         let logins_unavailable = i.logins.get_or_create(&result("unavailable")).clone();
+        let from = |from: &str| -> Labels {
+            vec![("shard", shard.to_string()), ("from", from.to_owned())]
+        };
+        let rows_read = i.mailbox_reads.get_or_create(&from("store")).clone();
+        let rows_shared = i.mailbox_reads.get_or_create(&from("shared")).clone();
         ImapMetrics {
             connections: i.connections.get_or_create(&labels).clone(),
             connections_active: i.connections_active.get_or_create(&labels).clone(),
@@ -1119,6 +1134,8 @@ impl Metrics {
             commands: i.commands.get_or_create(&labels).clone(),
             fetched: i.fetched.get_or_create(&labels).clone(),
             timeouts: i.timeouts.get_or_create(&labels).clone(),
+            rows_read,
+            rows_shared,
         }
     }
 

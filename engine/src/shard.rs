@@ -255,6 +255,7 @@ impl Shard {
         shared: &SharedState,
         spf_dns: Option<crate::relay::resolver::Resolver>,
     ) -> Shard {
+        let imap_metrics = metrics.imap_shard(id);
         let tls = shared.tls.is_some();
         let config = live.get();
         let view = View::new(&config, tls, live.generation());
@@ -266,8 +267,8 @@ impl Shard {
             store,
             metrics: metrics.shard(id),
             pop3_metrics: metrics.pop3_shard(id),
-            imap_metrics: metrics.imap_shard(id),
-            imap_rows: RefCell::default(),
+            imap_rows: RefCell::new(crate::imap::RowsCache::counted(&imap_metrics)),
+            imap_metrics,
             security: metrics.security(),
             hub,
             access: shared.access.clone(),

@@ -1616,3 +1616,35 @@ fn notify_refuses_more_mailboxes_than_it_keeps_track_of() {
     );
     server.shutdown();
 }
+
+/// Sessions of one shard on one mailbox share the rows they read: after a
+/// change, most of them take the rows another read (and it is counted).
+#[test]
+fn sessions_on_one_mailbox_share_the_rows_they_read() {
+    let (server, _dir) = start_server(|c| {
+        local_config(c);
+        c.shards = 1;
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    add_user(&server, "alice@ours.test");
+    let mut sessions: Vec<LineClient> = (0..4).map(|_| alice_in_inbox(&server)).collect();
+    append(&mut sessions[0], "INBOX", "Subject: x\r\n");
+    // The first had its EXISTS with its APPEND.
+    for (n, c) in sessions.iter_mut().enumerate().skip(1) {
+        let noop = c.tagged("n", "NOOP");
+        assert!(
+            noop.contains(&"* 1 EXISTS\r\n".to_string()),
+            "session {n}: {noop:?}"
+        );
+    }
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    let shared: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ringpost_imap_mailbox_reads_total") && l.contains("from=\"shared\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(shared >= 3.0, "{shared} shared reads:\n{metrics}");
+    server.shutdown();
+}

@@ -37,9 +37,22 @@ pub(crate) type Rows = Rc<Vec<(u32, MailboxRow)>>;
 pub(crate) struct RowsCache {
     entries: HashMap<(String, u32), (u64, Rows)>,
     lowest: HashMap<(String, u32), u32>,
+    /// Counted as reads from the store and reads shared (none in tests).
+    metrics: Option<(
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
+    )>,
 }
 
 impl RowsCache {
+    /// A cache counting its reads: from the store, and shared.
+    pub fn counted(metrics: &crate::metrics::ImapMetrics) -> RowsCache {
+        RowsCache {
+            metrics: Some((metrics.rows_read.clone(), metrics.rows_shared.clone())),
+            ..RowsCache::default()
+        }
+    }
+
     /// The rows of `user`'s mailbox whose meta is `meta` (just read).
     pub fn rows(
         &mut self,
@@ -50,8 +63,14 @@ impl RowsCache {
         let key = (user.to_ascii_lowercase(), meta.uidvalidity);
         if let Some((modseq, rows)) = self.entries.get(&key) {
             if *modseq == meta.highest_modseq {
+                if let Some((_, shared)) = &self.metrics {
+                    shared.inc();
+                }
                 return Ok(rows.clone());
             }
+        }
+        if let Some((read, _)) = &self.metrics {
+            read.inc();
         }
         let from = self.lowest.get(&key).copied().unwrap_or(0);
         let mut read = Vec::new();
