@@ -316,16 +316,12 @@ impl Conn<'_> {
             imap.unselected();
             imap.untagged("OK [CLOSED] previous mailbox closed");
         }
-        let store = &*self.shard.store;
         let show_recent = !imap.is_rev2();
-        let mut view = View::load(
-            store,
-            &self.shard.imap_rows,
-            self.user(),
-            name,
-            read_only,
-            show_recent,
-        )?;
+        let load = |conn: &Self| {
+            let (store, rows) = (&*conn.shard.store, &conn.shard.imap_rows);
+            View::load(store, rows, conn.user(), name, read_only, show_recent)
+        };
+        let mut view = load(self)?;
         if view.is_none() && name == INBOX {
             // An account that never got mail has no INBOX yet.
             self.commit_one(Change::Create {
@@ -337,14 +333,7 @@ impl Conn<'_> {
                 StoreError::Refused(Refusal::MailboxExists) => Ok(Applied::Done),
                 e => Err(e),
             })?;
-            view = View::load(
-                store,
-                &self.shard.imap_rows,
-                self.user(),
-                name,
-                read_only,
-                show_recent,
-            )?;
+            view = load(self)?;
         }
         let Some(view) = view else {
             return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
