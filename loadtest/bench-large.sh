@@ -17,11 +17,13 @@
 #    sequential file, fsynced at its end), timed;
 # 2. ringpost: `ringpost serve --no-relay` on a fresh store, every 250
 #    after the group commit's fsync, and ringpost-blast sends MESSAGES x
-#    SIZE over CONNECTIONS: body bytes per second;
-# 3. the disk again, so that a disk that changed speed meanwhile shows.
-# Printed: both figures and accept / disk (issue 15's goal: >= 0.75). Every
-# acknowledged body is written to the WAL, and again to a blob file when
-# the memtable is flushed, so the disk carries about twice the bodies.
+#    SIZE over CONNECTIONS: body bytes per second. Bodies go to segment
+#    files, written once (`store.segment_min_kb`, at most the message size);
+# 3. the same with `segment_min_kb = 0`: every body through RocksDB's WAL,
+#    and again into a blob file at the memtable's flush (written twice);
+# 4. the disk again, so that a disk that changed speed meanwhile shows.
+# Printed: the figures, accept / disk (issue 15's goal: >= 0.75) and the
+# gain of segments over the WAL path.
 
 set -euo pipefail
 
@@ -59,19 +61,35 @@ log "data on $FS_TYPE ($WORK); $(nproc) CPUs; $MESSAGES x $SIZE B over $CONNECTI
 disk_before=$(disk_mb_s)
 log "disk, fsynced sequential write: $disk_before MB/s"
 
-port=$(free_port)
-mkdir -p "$WORK/data"
-"$RINGPOST" serve --no-relay --data-dir "$WORK/data" --ephemeral-ports 127.0.0.1 \
-    --smtp "127.0.0.1:$port" --metrics "127.0.0.1:$(free_port)" >"$WORK/ringpost.log" 2>&1 &
-RINGPOST_PID=$!
-wait_port "$port" 60 "$RINGPOST_PID" || die "ringpost did not start: $(tail -5 "$WORK/ringpost.log")"
-"$BLAST" send --to-addr "127.0.0.1:$port" --messages "$MESSAGES" --connections "$CONNECTIONS" \
-    --size "$SIZE" --pipelining on --json >"$WORK/blast.json"
-stop_ringpost
-rate=$(json_num msg_per_s "$WORK/blast.json")
-ok=$(json_num messages_ok "$WORK/blast.json")
-[[ $ok == "$MESSAGES" ]] || die "only $ok of $MESSAGES acknowledged: $(cat "$WORK/blast.json")"
-accept=$(awk -v r="$rate" -v s="$SIZE" 'BEGIN {printf "%.1f", r * s / 1e6}')
+# accept_mb_s LABEL SEGMENT_MIN_KB: sets ACCEPTED to the MB/s of message
+# bytes durably accepted
+# by ringpost on a fresh store, bodies of SEGMENT_MIN_KB and more in
+# segment files (0: every body through RocksDB's WAL and memtable).
+accept_mb_s() {
+    local label=$1 data="$WORK/data-$1" port rate ok
+    mkdir -p "$data"
+    printf '[store]\nsegment_min_kb = %s\n' "$2" >"$WORK/$label.toml"
+    port=$(free_port)
+    "$RINGPOST" serve --config "$WORK/$label.toml" --no-relay --data-dir "$data" \
+        --ephemeral-ports 127.0.0.1 --smtp "127.0.0.1:$port" --metrics "127.0.0.1:$(free_port)" \
+        >"$WORK/$label.log" 2>&1 &
+    RINGPOST_PID=$!
+    wait_port "$port" 60 "$RINGPOST_PID" || die "ringpost did not start: $(tail -5 "$WORK/$label.log")"
+    "$BLAST" send --to-addr "127.0.0.1:$port" --messages "$MESSAGES" --connections "$CONNECTIONS" \
+        --size "$SIZE" --pipelining on --json >"$WORK/$label.json"
+    stop_ringpost
+    rm -rf "$data"
+    rate=$(json_num msg_per_s "$WORK/$label.json")
+    ok=$(json_num messages_ok "$WORK/$label.json")
+    [[ $ok == "$MESSAGES" ]] || die "$label: only $ok of $MESSAGES acknowledged: $(cat "$WORK/$label.json")"
+    log "$label: $rate msg/s"
+    ACCEPTED=$(awk -v r="$rate" -v s="$SIZE" 'BEGIN {printf "%.1f", r * s / 1e6}')
+}
+
+accept_mb_s segments "$((SIZE / 1024 < 64 ? SIZE / 1024 : 64))"
+accept=$ACCEPTED
+accept_mb_s rocksdb-only 0
+accept_wal=$ACCEPTED
 
 disk_after=$(disk_mb_s)
 log "disk again: $disk_after MB/s"
@@ -79,7 +97,8 @@ disk=$(awk -v a="$disk_before" -v b="$disk_after" 'BEGIN {printf "%.1f", (a + b)
 ratio=$(awk -v a="$accept" -v d="$disk" 'BEGIN {printf "%.2f", a / d}')
 
 printf '\n%-46s %12s\n' "" "measured"
-printf '%-46s %12s\n' "durable accept, msg/s" "$(awk -v r="$rate" 'BEGIN {printf "%.0f", r}')"
-printf '%-46s %12s\n' "durable accept, MB/s of message bytes" "$accept"
+printf '%-46s %12s\n' "durable accept, MB/s, bodies in segments" "$accept"
+printf '%-46s %12s\n' "durable accept, MB/s, bodies through the WAL" "$accept_wal"
 printf '%-46s %12s\n' "disk, fsynced sequential write, MB/s (mean)" "$disk"
 printf '%-46s %12s   %s\n' "accept / disk" "$ratio" ">= 0.75"
+printf '%-46s %12s\n' "segments / through the WAL" "$(awk -v a="$accept" -v b="$accept_wal" 'BEGIN {printf "%.2f", a / b}')"

@@ -96,9 +96,12 @@ fn blast(
                 return Ok(());
             }
             let seq = format!("{worker}-{n}");
+            // Every fourth is large enough for a segment file, so both
+            // ways a body is stored are killed in mid-write.
+            let text = text_bytes(n);
             let body = format!(
                 "Subject: crash test {seq}\r\nX-Seq: {seq}\r\n\r\n{}\r\n.\r\n",
-                "x".repeat(1500)
+                "x".repeat(text)
             );
             w.write_all(b"MAIL FROM:<load@example.org>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")?;
             for _ in 0..3 {
@@ -113,6 +116,15 @@ fn blast(
         Ok(())
     };
     let _ = run();
+}
+
+/// Bytes of text in the blaster's message number `n`.
+fn text_bytes(n: u64) -> usize {
+    if n.is_multiple_of(4) {
+        80_000
+    } else {
+        1500
+    }
 }
 
 fn spool_stats(data_dir: &Path) -> (u64, String) {
@@ -162,6 +174,9 @@ fn sigkill_during_load_loses_no_acknowledged_message() {
             .unwrap()
             .expect("acknowledged message stored");
         assert!(String::from_utf8_lossy(&body).contains(&format!("X-Seq: {seq}\r\n")));
+        let n = seq.rsplit('-').next().unwrap().parse().unwrap();
+        let text = format!("\r\n\r\n{}\r\n", "x".repeat(text_bytes(n)));
+        assert!(body.ends_with(text.as_bytes()), "{seq}: the whole text");
     }
     drop(store);
 

@@ -142,12 +142,18 @@ pub struct StoreConfig {
     /// LZ4-compress stored message bodies (less disk, more CPU per read).
     pub compress_bodies: bool,
     /// MiB of message bodies cached in memory for reading again (FETCH,
-    /// RETR, delivery); 0 turns the cache off.
+    /// RETR, delivery); 0 turns the cache off. Bodies in segment files
+    /// (`segment_min_kb`) are left to the OS page cache.
     pub body_cache_mb: usize,
     /// MiB of the store's filesystem kept free: mail is refused (452 4.3.1)
     /// rather than eat into it, so the store never runs out of space
     /// itself and takes mail again the moment space is freed. 0: no check.
     pub min_free_disk_mb: u64,
+    /// KiB from which a body bypasses RocksDB's WAL and memtable and is
+    /// appended to a segment file, so its bytes reach the disk once
+    /// (fsynced before the 250 as always). 0: every body goes into
+    /// RocksDB.
+    pub segment_min_kb: u64,
 }
 
 /// SMTP listener settings.
@@ -903,6 +909,7 @@ impl Default for StoreConfig {
             compress_bodies: false,
             body_cache_mb: 256,
             min_free_disk_mb: 256,
+            segment_min_kb: 64,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Relay queue entries on hold, counted in the store at each scrape.
     relay_queue_held: Gauge,
     store_memtable_bytes: Gauge,
+    store_segment_bytes: Gauge,
+    store_segment_live_bytes: Gauge,
     store_pending_compaction_bytes: Gauge,
     store_write_stopped: Gauge,
     store_delayed_write_rate: Gauge,
@@ -741,6 +743,8 @@ impl Metrics {
             store_disk_bytes: Gauge::default(),
             relay_queue_held: Gauge::default(),
             store_memtable_bytes: Gauge::default(),
+            store_segment_bytes: Gauge::default(),
+            store_segment_live_bytes: Gauge::default(),
             store_pending_compaction_bytes: Gauge::default(),
             store_write_stopped: Gauge::default(),
             store_delayed_write_rate: Gauge::default(),
@@ -839,8 +843,18 @@ impl Metrics {
             ),
             (
                 "store_disk_bytes",
-                "Bytes of the store's data files on disk (tables and blob files)",
+                "Bytes of the store's data files on disk (tables, blob files and body segments)",
                 &m.store_disk_bytes,
+            ),
+            (
+                "store_segment_bytes",
+                "Bytes of the body segment files (large bodies, written once)",
+                &m.store_segment_bytes,
+            ),
+            (
+                "store_segment_live_bytes",
+                "Bytes of live bodies in the segment files (the rest is reclaimed by compaction)",
+                &m.store_segment_live_bytes,
             ),
             (
                 "store_memtable_bytes",
@@ -1283,6 +1297,8 @@ impl Metrics {
                 |gauge: &Gauge, value: u64| gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
             set(&self.store_disk_bytes, health.disk_bytes);
             set(&self.store_memtable_bytes, health.memtable_bytes);
+            set(&self.store_segment_bytes, health.segment_bytes);
+            set(&self.store_segment_live_bytes, health.segment_live_bytes);
             set(
                 &self.store_pending_compaction_bytes,
                 health.pending_compaction_bytes,

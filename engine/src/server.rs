@@ -469,6 +469,8 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String), StartError> {
                 compress_blobs: config.store.compress_bodies,
                 body_cache_bytes: config.store.body_cache_mb << 20,
                 min_free_bytes: config.store.min_free_disk_mb << 20,
+                segment_min_bytes: (config.store.segment_min_kb > 0)
+                    .then_some(config.store.segment_min_kb << 10),
                 ..RocksOptions::default()
             };
             let store = RocksStore::open(path, options).map_err(|source| StartError::Store {

@@ -211,8 +211,13 @@ pub struct CacheUsage {
 /// figure summed over the families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineHealth {
-    /// Bytes of data files on disk (tables and blob files).
+    /// Bytes of data files on disk (tables, blob files, body segments).
     pub disk_bytes: u64,
+    /// Bytes of body segment files (part of `disk_bytes`).
+    pub segment_bytes: u64,
+    /// Bytes of live bodies in the segment files; the rest is garbage
+    /// that segment compaction reclaims.
+    pub segment_live_bytes: u64,
     /// Bytes in memtables (written, not yet flushed).
     pub memtable_bytes: u64,
     /// Bytes compaction is estimated to have to rewrite.

@@ -8,7 +8,10 @@
 //! # Tuning, and why
 //! - Every family compresses with LZ4 (cheap enough for the write path); the
 //!   bottommost level, which holds most of the data, uses Zstd.
-//! - The `blobs` family keeps message bodies of at least
+//! - Message bodies of at least [`RocksOptions::segment_min_bytes`] bytes
+//!   bypass RocksDB: they are appended to segment files and the WAL carries
+//!   only their place, so their bytes reach the disk once ([`segments`]).
+//! - The `blobs` family keeps the other bodies of at least
 //!   [`RocksOptions::min_blob_size`] bytes in blob files. The WAL still carries
 //!   the whole value, so this changes nothing on the commit path; it keeps big
 //!   bodies out of compactions, which then only move keys and small records.
@@ -39,6 +42,9 @@ use rocksdb::{
 };
 use std::path::Path;
 
+mod segments;
+use segments::Segments;
+
 /// WAL bytes kept before RocksDB flushes the families holding the oldest WAL file.
 const MAX_TOTAL_WAL_SIZE: u64 = 256 << 20;
 
@@ -53,6 +59,8 @@ pub struct RocksStore {
     min_free_bytes: u64,
     /// The blob cache of the `blobs` family and its capacity, when configured.
     body_cache: Option<(Cache, usize)>,
+    /// Where large bodies go (see [`RocksOptions::segment_min_bytes`]).
+    segments: Segments,
 }
 
 /// Options for opening a RocksDB store.
@@ -83,6 +91,14 @@ pub struct RocksOptions {
     /// into them fails with [`StoreError::DiskFull`] before RocksDB sees it
     /// (see the module docs). 0: no check. Default: 0.
     pub min_free_bytes: u64,
+    /// Bodies of at least this many bytes are appended to segment files
+    /// beside the database instead of going through its WAL and memtable
+    /// (written once instead of twice; never compressed). `None`: every
+    /// body goes into RocksDB. Default: 64 KiB.
+    pub segment_min_bytes: Option<u64>,
+    /// A segment file is closed, and the next one opened, once it holds
+    /// this many bytes. Default: 64 MiB.
+    pub segment_file_bytes: u64,
 }
 
 impl Default for RocksOptions {
@@ -94,6 +110,8 @@ impl Default for RocksOptions {
             compress_blobs: false,
             body_cache_bytes: 0,
             min_free_bytes: 0,
+            segment_min_bytes: Some(64 << 10),
+            segment_file_bytes: 64 << 20,
         }
     }
 }
@@ -133,16 +151,23 @@ impl RocksStore {
             true => DB::list_cf(&db_opts, path).map_err(open_error)?,
             false => Family::ALL.iter().map(|f| f.name().to_owned()).collect(),
         };
-        let families = Family::ALL
-            .iter()
-            .filter(|f| present.iter().any(|p| p == f.name()))
-            .map(|&family| {
-                let mut cf = family_options(family, &opts);
-                if let (Family::Blobs, Some((cache, _))) = (family, &body_cache) {
-                    cf.set_blob_cache(cache);
-                }
-                ColumnFamilyDescriptor::new(family.name(), cf)
-            });
+        let public = Family::ALL.iter().map(|&family| {
+            let mut cf = family_options(family, &opts);
+            if let (Family::Blobs, Some((cache, _))) = (family, &body_cache) {
+                cf.set_blob_cache(cache);
+            }
+            (family.name(), cf)
+        });
+        // The segments' own families exist once a store has used them; a
+        // store that does not use them still opens with them (they may
+        // hold bodies from when it did).
+        let private = [segments::PLACES, segments::BY_SEGMENT]
+            .into_iter()
+            .map(|name| (name, private_family_options(&opts)));
+        let families = public
+            .chain(private)
+            .filter(|(name, _)| !opts.read_only || present.iter().any(|p| p == name))
+            .map(|(name, cf)| ColumnFamilyDescriptor::new(name, cf));
         let db = if opts.read_only {
             // `false`: a WAL left behind by a running or crashed server is
             // expected; replay it (in memory) rather than refuse to open.
@@ -151,12 +176,20 @@ impl RocksStore {
             DB::open_cf_descriptors(&db_opts, path, families)
         }
         .map_err(open_error)?;
+        // Off still opens them: bodies stored while it was on are read and
+        // deleted as ever.
+        let sizes = (
+            opts.segment_min_bytes.unwrap_or(u64::MAX),
+            opts.segment_file_bytes,
+        );
+        let segments = Segments::open(path, sizes, &db, opts.read_only)?;
         Ok(RocksStore {
             db,
             read_only: opts.read_only,
             path: path.to_owned(),
             min_free_bytes: opts.min_free_bytes,
             body_cache,
+            segments,
         })
     }
 
@@ -206,6 +239,64 @@ impl RocksStore {
     }
 }
 
+impl RocksStore {
+    /// Scan the `blobs` family with the bodies in segments merged in, in
+    /// key order, both read from one snapshot. A key in both (a small body
+    /// put over a large one) is the inline one, as [`Store::get`] has it.
+    fn scan_blobs(
+        &self,
+        blobs: &ColumnFamily,
+        places: &ColumnFamily,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let snapshot = self.db.snapshot();
+        let read_opts = || {
+            let mut opts = ReadOptions::default();
+            if let Some(end) = end {
+                opts.set_iterate_upper_bound(end);
+            }
+            opts.set_snapshot(&snapshot);
+            opts
+        };
+        let mut inline = self.db.raw_iterator_cf_opt(blobs, read_opts());
+        let mut placed = self.db.raw_iterator_cf_opt(places, read_opts());
+        inline.seek(start);
+        placed.seek(start);
+        loop {
+            let go_on = match (inline.key(), placed.key()) {
+                (None, None) => break,
+                (Some(key), other) if other.is_none_or(|p| key <= p) => {
+                    if other == Some(key) {
+                        placed.next();
+                    }
+                    let go_on = visit(key, inline.value().unwrap_or_default());
+                    inline.next();
+                    go_on
+                }
+                (_, Some(key)) => {
+                    let place = placed.value().unwrap_or_default();
+                    let body = match self.segments.read_encoded(place)? {
+                        Some(body) => Some(body),
+                        // Compacted or deleted since the snapshot: as it is now.
+                        None => self.segments.read(&self.db, key)?,
+                    };
+                    let go_on = body.is_none_or(|body| visit(key, &body));
+                    placed.next();
+                    go_on
+                }
+                (Some(_), None) => unreachable!("matched above"),
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+        inline.status().map_err(StoreError::engine)?;
+        placed.status().map_err(StoreError::engine)
+    }
+}
+
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 fn free_bytes(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -238,6 +329,17 @@ fn open_error(e: rocksdb::Error) -> StoreError {
     } else {
         StoreError::Engine(text)
     }
+}
+
+/// Column family options for the segments' records: small, point-read.
+fn private_family_options(opts: &RocksOptions) -> Options {
+    let mut cf = Options::default();
+    cf.set_compression_type(DBCompressionType::Lz4);
+    cf.set_write_buffer_size(opts.write_buffer_size.min(16 << 20));
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    cf.set_block_based_table_factory(&table);
+    cf
 }
 
 /// Column family options for `family`.
@@ -294,24 +396,49 @@ impl Store for RocksStore {
         let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
         self.check_room(bytes)?;
         let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
+        let mut segment_write = self.segments.begin();
         for op in batches.iter().flat_map(WriteBatch::ops) {
             match op {
+                Op::Put {
+                    family: Family::Blobs,
+                    key,
+                    value,
+                } if segment_write.takes(value.len()) => {
+                    let blobs = self.cf(Family::Blobs)?;
+                    segment_write.put(&self.db, key, value, blobs, &mut merged)?
+                }
+                Op::Delete {
+                    family: Family::Blobs,
+                    key,
+                } => {
+                    segment_write.delete(&self.db, key, &mut merged)?;
+                    merged.delete_cf(self.cf(Family::Blobs)?, key)
+                }
                 Op::Put { family, key, value } => merged.put_cf(self.cf(*family)?, key, value),
                 Op::Delete { family, key } => merged.delete_cf(self.cf(*family)?, key),
             }
         }
+        // The bodies are on disk before the places that name them.
+        segment_write.sync()?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(sync);
         self.db
             .write_opt(merged, &write_opts)
-            .map_err(StoreError::engine)
+            .map_err(StoreError::engine)?;
+        segment_write.committed(&self.db, sync, &|bytes| {
+            self.check_room(usize::try_from(bytes).unwrap_or(usize::MAX))
+        });
+        Ok(())
     }
 
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(cf) = self.cf_to_read(family)? else {
             return Ok(None);
         };
-        self.db.get_cf(cf, key).map_err(StoreError::engine)
+        match (self.db.get_cf(cf, key).map_err(StoreError::engine)?, family) {
+            (None, Family::Blobs) => self.segments.read(&self.db, key),
+            (found, _) => Ok(found),
+        }
     }
 
     fn body_cache_usage(&self) -> Option<CacheUsage> {
@@ -342,6 +469,10 @@ impl Store for RocksStore {
                 .delayed_write_rate
                 .max(int(family, "rocksdb.actual-delayed-write-rate"));
         }
+        let usage = self.segments.usage();
+        health.segment_bytes = usage.size;
+        health.segment_live_bytes = usage.live;
+        health.disk_bytes += usage.size;
         Some(health)
     }
 
@@ -349,11 +480,13 @@ impl Store for RocksStore {
         let Some(cf) = self.cf_to_read(family)? else {
             return Ok(None);
         };
-        Ok(self
-            .db
-            .get_pinned_cf(cf, key)
-            .map_err(StoreError::engine)?
-            .map(Pinned::new))
+        match (
+            self.db.get_pinned_cf(cf, key).map_err(StoreError::engine)?,
+            family,
+        ) {
+            (None, Family::Blobs) => Ok(self.segments.read(&self.db, key)?.map(Pinned::new)),
+            (found, _) => Ok(found.map(Pinned::new)),
+        }
     }
 
     fn scan(
@@ -375,6 +508,9 @@ impl Store for RocksStore {
         let Some(cf) = self.cf_to_read(family)? else {
             return Ok(());
         };
+        if let (Family::Blobs, Some(places)) = (family, self.db.cf_handle(segments::PLACES)) {
+            return self.scan_blobs(cf, places, start, end, visit);
+        }
         let mut iter = self.db.raw_iterator_cf_opt(cf, read_opts);
         iter.seek(start);
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {

@@ -45,6 +45,16 @@ macro_rules! per_engine {
             })*
         }
 
+        /// Every body in segment files, the empty one included.
+        #[cfg(feature = "rocksdb")]
+        mod rocks_body_segments {
+            $(#[test] fn $case() {
+                let opts = ringpost_storage::RocksOptions { segment_min_bytes: Some(0), ..Default::default() };
+                let (_dir, store) = super::rocks(opts);
+                ringpost_storage::conformance::$case(store)
+            })*
+        }
+
         /// Blob files off: the blobs family then stores values inline.
         #[cfg(feature = "rocksdb")]
         mod rocks_inline_blobs {

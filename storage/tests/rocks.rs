@@ -136,7 +136,8 @@ fn read_only_open_of_a_missing_store_fails() {
 #[test]
 fn large_bodies_go_to_blob_files() {
     let dir = tempfile::tempdir().unwrap();
-    let big = vec![7u8; 100_000];
+    // Above the blob size, below the segment size.
+    let big = vec![7u8; 30_000];
     {
         let store = RocksStore::open(dir.path(), RocksOptions::default()).unwrap();
         store
@@ -166,7 +167,7 @@ fn large_bodies_go_to_blob_files() {
     };
     let store = RocksStore::open(inline.path(), opts).unwrap();
     store
-        .write(&[put(Family::Blobs, b"big", vec![7; 100_000])], true)
+        .write(&[put(Family::Blobs, b"big", vec![7; 30_000])], true)
         .unwrap();
     store.flush().unwrap();
     assert_eq!(count_files(inline.path(), ".blob"), 0);
