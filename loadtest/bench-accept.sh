@@ -40,7 +40,8 @@
 #   CPUs with the server, so its cost is part of the ceiling.
 # * Postfix's `smtp-source -d -s SOURCE_SESSIONS` (one message at a time
 #   per session, no pipelining: per-command latency and system calls per
-#   reply) against ringpost and against Postfix: msg/s from wall time.
+#   reply) against ringpost, against Postfix, and against smtp-sink, which
+#   is smtp-source's own ceiling on this machine: msg/s from wall time.
 #
 # Both data directories live under one mktemp dir (on $TMPDIR or /tmp), so
 # both servers fsync to the same filesystem; its type is printed. Everything
@@ -141,7 +142,7 @@ source_run() {
 R_ringpost_rate="n/a"; R_ringpost_errors="not run"; R_ringpost_cpu="n/a"
 R_postfix_rate="n/a";  R_postfix_errors="not run";  R_postfix_ok=0; R_postfix_cpu="n/a"
 R_sink_rate="n/a";     R_sink_errors="not run";     R_sink_cpu="n/a"
-R_source_ringpost="n/a"; R_source_postfix="n/a"
+R_source_ringpost="n/a"; R_source_postfix="n/a"; R_source_sink="n/a"
 STATUS=0
 
 # --- build ------------------------------------------------------------------
@@ -297,6 +298,11 @@ if [[ -z $SKIP_SINK ]] && ensure_postfix; then
     SINK_PID=$!
     if wait_port "$sink_port" 30 "$SINK_PID"; then
         blast sink "$sink_port" || STATUS=1
+        # smtp-source's own ceiling: what it reaches against a server that
+        # stores nothing bounds what any server can show with it.
+        if [[ -z $SKIP_SOURCE ]]; then
+            source_run sink "$sink_port" || STATUS=1
+        fi
     else
         R_sink_errors="smtp-sink did not start: $(tail -2 "$WORK/smtp-sink.log")"
     fi
@@ -328,5 +334,10 @@ if [[ $R_source_ringpost =~ ^[0-9.]+$ && $R_source_postfix =~ ^[0-9.]+$ ]]; then
     source_ratio=$(awk -v a="$R_source_ringpost" -v b="$R_source_postfix" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
 fi
 echo "  smtp-source -s $SOURCE_SESSIONS (no pipelining): ringpost $(fmt_rate "$R_source_ringpost"), postfix $(fmt_rate "$R_source_postfix"), ratio $source_ratio"
+source_ceiling="n/a"
+if [[ $R_source_ringpost =~ ^[0-9.]+$ && $R_source_sink =~ ^[0-9.]+$ ]]; then
+    source_ceiling=$(awk -v a="$R_source_ringpost" -v b="$R_source_sink" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+fi
+echo "  smtp-source into smtp-sink (its own ceiling): $(fmt_rate "$R_source_sink"), ringpost/that $source_ceiling"
 echo "SUMMARY accept ringpost=$(fmt_rate "$R_ringpost_rate") postfix=$(fmt_rate "$R_postfix_rate") ratio=$ratio status=$([[ $STATUS == 0 ]] && echo ok || echo errors)"
 exit "$STATUS"
