@@ -270,6 +270,22 @@ fn sigkill_while_relaying_delivers_every_acknowledged_message() {
         received.len() - unique.len()
     );
     assert_eq!(missing, 0, "acknowledged messages never reached the sink");
+    // Each whole, the large ones (from segment files) included.
+    for message in sink.messages() {
+        let text = String::from_utf8_lossy(&message.data);
+        let seq = text
+            .split("X-Seq: ")
+            .nth(1)
+            .and_then(|t| t.split("\r\n").next());
+        let n: u64 = seq
+            .and_then(|s| s.rsplit('-').next()?.parse().ok())
+            .unwrap();
+        let tail = format!("\r\n\r\n{}\r\n", "x".repeat(text_bytes(n)));
+        assert!(
+            text.ends_with(&tail),
+            "message {seq:?} arrived cut or changed"
+        );
+    }
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert!(server.wait().unwrap().success());
 }

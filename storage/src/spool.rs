@@ -102,9 +102,16 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 impl fmt::Display for MessageId {
-    /// The hex form, as [`MessageId::to_hex`].
+    /// The hex form, as [`MessageId::to_hex`]: built in place and written
+    /// once (ids are in every log line of the mail flow).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 
