@@ -87,6 +87,16 @@ fn python_clients_messages_are_stored_byte_for_byte() {
         metrics.contains("ringpost_store_commit_batch_requests_count"),
         "{metrics}"
     );
+    // "plain-long" (180 KB) went to a segment file, written once.
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let live = gauge("ringpost_store_segment_live_bytes");
+    assert!((180_000..400_000).contains(&live), "{live}");
+    assert!(gauge("ringpost_store_segment_bytes") >= live);
 
     server.shutdown();
     // Everything is still there after a clean stop, read-only as the tools read it.
