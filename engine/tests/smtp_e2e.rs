@@ -133,6 +133,32 @@ fn smuggled_end_of_data_is_not_obeyed() {
 }
 
 #[test]
+fn commands_after_the_final_dot_wait_for_the_message_to_be_stored() {
+    // RFC 2920: message content may open a group, so a client may send the
+    // next transaction with the end of this one (ringpost-blast --chain).
+    let (server, _dir) = start_server(|_| {});
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO chained.example").starts_with("250"));
+    c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    for code in ["250", "250", "354"] {
+        assert!(c.reply().starts_with(code));
+    }
+    c.send(b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    let stored = c.reply();
+    assert!(stored.starts_with("250 2.0.0 Ok: queued as "), "{stored}");
+    // Its 250 came only once it was stored.
+    assert_eq!(spool::stats(&*server.store()).unwrap().messages, 1);
+    for code in ["250 2.1.0", "250 2.1.5", "354"] {
+        let reply = c.reply();
+        assert!(reply.starts_with(code), "{code}: {reply}");
+    }
+    c.send(b"Subject: two\r\n\r\nsecond\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    assert_eq!(spool::stats(&*server.store()).unwrap().messages, 2);
+    server.shutdown();
+}
+
+#[test]
 fn relay_is_refused_for_clients_outside_relay_networks() {
     let (server, _dir) = start_server(|c| {
         c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];

@@ -273,6 +273,14 @@ pub struct SendArgs {
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub pipelining: OnOff,
 
+    /// With pipelining, on: the next message's MAIL+RCPT*+DATA goes in the
+    /// same write as this message's body, as RFC 2920 allows (message
+    /// content may open a group), so a message costs one write instead of
+    /// two; off: the envelope waits for the body's reply. Closed loop only
+    /// (never with --rate).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub chain: OnOff,
+
     /// QUIT and reconnect after this many messages on one connection (0 = never).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub messages_per_connection: u64,

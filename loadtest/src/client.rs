@@ -7,7 +7,9 @@
 //!
 //! A transaction is MAIL, RCPT×n, DATA, body. With PIPELINING the three
 //! commands go out in one write and their replies are read back in order;
-//! without it, each command waits for its reply. Any reply other than 2xx
+//! without it, each command waits for its reply. With `--chain` the next
+//! message's commands also ride in the body's write (RFC 2920 lets message
+//! content open a group): one write per message. Any reply other than 2xx
 //! (354 for DATA) fails the message: the connection is then reset with RSET
 //! and reused, or dropped when that is impossible (I/O error, timeout, 421,
 //! or a 354 we cannot honour).
@@ -53,6 +55,9 @@ pub struct ClientConfig {
     /// The running sums of the sizes' weights, in `templates` order.
     pub weights: Vec<u32>,
     pub pipelining: bool,
+    /// The next envelope goes out with the body (`--chain`; pipelining,
+    /// closed loop).
+    pub chain: bool,
     /// 0 = unlimited.
     pub messages_per_connection: u64,
     pub io_timeout: Duration,
@@ -302,48 +307,90 @@ async fn session(
 ) -> (SessionEnd, u64) {
     let mut sent = 0u64;
     let mut accepted = 0u64;
+    // A message whose envelope went out with the previous body, and when.
+    let mut chained: Option<Chained> = None;
     loop {
-        if cfg.messages_per_connection > 0 && sent >= cfg.messages_per_connection {
-            conn.quit().await;
-            return (SessionEnd::Recycle, accepted);
-        }
-        let Some(seq) = budget.claim() else {
-            conn.quit().await;
-            return (SessionEnd::Finished, accepted);
+        let (seq, start) = match chained.take() {
+            Some(next) => (next.seq, Some(next.sent_at)),
+            None => {
+                if cfg.messages_per_connection > 0 && sent >= cfg.messages_per_connection {
+                    conn.quit().await;
+                    return (SessionEnd::Recycle, accepted);
+                }
+                let Some(seq) = budget.claim() else {
+                    conn.quit().await;
+                    return (SessionEnd::Finished, accepted);
+                };
+                // Open loop: wait for the message's turn, and time it from there.
+                let scheduled = budget.due(seq);
+                if let Some(at) = scheduled {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                (seq, scheduled)
+            }
         };
         sent += 1;
-        // Open loop: wait for the message's turn, and time it from there.
-        let scheduled = budget.due(seq);
-        if let Some(at) = scheduled {
-            tokio::time::sleep_until(at.into()).await;
-        }
-        match transaction(cfg, tally, conn, seq, bodies, scheduled).await {
+        let envelope_sent = start.is_some() && cfg.chain;
+        // Chain the next message only if this connection may send it.
+        let may_chain = cfg.messages_per_connection == 0 || sent < cfg.messages_per_connection;
+        let next = Next {
+            budget: (cfg.chain && may_chain).then_some(budget),
+            chained: &mut chained,
+        };
+        let txn = transaction(cfg, tally, conn, seq, bodies, start, envelope_sent, next).await;
+        match txn {
             Txn::Accepted => accepted += 1,
             Txn::Rejected => {}
-            Txn::Broken => return (SessionEnd::Broken, accepted),
+            Txn::Broken => {
+                // Its envelope went out, its reply never will come.
+                if chained.take().is_some() {
+                    tally.failed(&Failure::Closed);
+                }
+                return (SessionEnd::Broken, accepted);
+            }
         }
     }
 }
 
+/// The next message, sent ahead with a body.
+#[derive(Debug, Clone, Copy)]
+struct Chained {
+    seq: u64,
+    sent_at: Instant,
+}
+
+/// Where a transaction may take the next message from to send its
+/// envelope with its body (`budget` is None when it may not).
+struct Next<'a> {
+    budget: Option<&'a Budget>,
+    chained: &'a mut Option<Chained>,
+}
+
 /// One message, start to finish, with its outcome recorded in `tally`.
-/// Its latency runs from `scheduled` when given (open loop), else from now.
+/// Its latency runs from `start` when given (its scheduled time in an open
+/// loop, or when its envelope went out with the previous body), else from
+/// now. `envelope_sent`: its envelope is out already; only its replies are
+/// to be read.
+#[allow(clippy::too_many_arguments)]
 async fn transaction(
     cfg: &ClientConfig,
     tally: &Tally,
     conn: &mut Conn,
     seq: u64,
     bodies: &mut [Option<Vec<u8>>],
-    scheduled: Option<Instant>,
+    start: Option<Instant>,
+    envelope_sent: bool,
+    next: Next<'_>,
 ) -> Txn {
-    let start = scheduled.unwrap_or_else(Instant::now);
+    let start = start.unwrap_or_else(Instant::now);
     let env = cfg.envelope(seq);
     let envelope = if cfg.pipelining {
-        pipelined_envelope(env, conn).await
+        pipelined_envelope(env, conn, envelope_sent).await
     } else {
         lockstep_envelope(env, conn).await
     };
     let state = match envelope {
-        Ok(Ok(())) => send_body(cfg, tally, conn, seq, bodies, start).await,
+        Ok(Ok(())) => send_body(cfg, tally, conn, seq, bodies, start, next).await,
         Ok(Err((failure, reset))) => {
             tally.failed(&failure);
             if reset && !matches!(failure, Failure::Reply(421)) {
@@ -367,8 +414,14 @@ async fn transaction(
 /// recover the connection). The outer `Err` is an I/O-level failure.
 type EnvelopeVerdict = Result<(), (Failure, bool)>;
 
-async fn pipelined_envelope(env: &Envelope, conn: &mut Conn) -> Result<EnvelopeVerdict, Failure> {
-    conn.write(env.pipelined).await?;
+async fn pipelined_envelope(
+    env: &Envelope,
+    conn: &mut Conn,
+    sent: bool,
+) -> Result<EnvelopeVerdict, Failure> {
+    if !sent {
+        conn.write(env.pipelined).await?;
+    }
     // Replies come back in command order: MAIL, each RCPT, DATA. Read them
     // all even after a refusal, so the connection stays in step.
     let mut first_bad = None;
@@ -405,7 +458,9 @@ async fn lockstep_envelope(env: &Envelope, conn: &mut Conn) -> Result<EnvelopeVe
     }
 }
 
-/// Writes the patched body (with its `.\r\n`) and reads the final reply.
+/// Writes the patched body (with its `.\r\n`), and after it the next
+/// message's envelope when `next` allows and the budget has one; then
+/// reads the final reply.
 async fn send_body(
     cfg: &ClientConfig,
     tally: &Tally,
@@ -413,12 +468,23 @@ async fn send_body(
     seq: u64,
     bodies: &mut [Option<Vec<u8>>],
     start: Instant,
+    next: Next<'_>,
 ) -> Result<Txn, Failure> {
     // A buffer lost to a timed-out write is rebuilt; normally it comes back.
     let (index, template) = cfg.template(seq);
     let mut buf = bodies[index].take().unwrap_or_else(|| template.instance());
     template.patch(&mut buf, seq);
-    bodies[index] = Some(conn.write(buf).await?);
+    let body_len = buf.len();
+    if let Some(following) = next.budget.and_then(Budget::claim) {
+        buf.extend_from_slice(cfg.envelope(following).pipelined);
+        *next.chained = Some(Chained {
+            seq: following,
+            sent_at: Instant::now(),
+        });
+    }
+    let mut buf = conn.write(buf).await?;
+    buf.truncate(body_len);
+    bodies[index] = Some(buf);
     let reply = conn.read_reply().await?;
     let txn = if is_2xx(reply.code) {
         let raw = &conn.rbuf[..reply.len];

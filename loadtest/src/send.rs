@@ -296,6 +296,7 @@ fn client_config(args: &SendArgs, addr: SocketAddr, tls: Option<TlsSetup>) -> Cl
         templates,
         weights,
         pipelining: args.pipelining == OnOff::On,
+        chain: args.pipelining == OnOff::On && args.chain == OnOff::On && args.rate.is_none(),
         messages_per_connection: args.messages_per_connection,
         io_timeout: Duration::from_secs_f64(args.read_timeout),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),

@@ -32,6 +32,9 @@ struct Counters {
     data_commands: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// Messages whose final dot came with the next MAIL already behind it
+    /// (`--chain`).
+    chained: AtomicU64,
     /// X-Blast-Seq values of accepted messages.
     seqs: Mutex<HashSet<String>>,
     /// Anything the server found wrong with what it received.
@@ -102,6 +105,9 @@ fn serve(stream: TcpStream, c: &Counters, fail: Fail) -> std::io::Result<()> {
                 }
                 out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
                 let seq = read_message(&mut rd, c)?;
+                if rd.buffer().starts_with(b"MAIL FROM:") {
+                    c.chained.fetch_add(1, Ordering::Relaxed);
+                }
                 if refuse && fail == Fail::FinalDot {
                     c.refused.fetch_add(1, Ordering::Relaxed);
                     out.write_all(b"451 4.3.0 Try again later\r\n")?;
@@ -173,6 +179,11 @@ fn blast(args: &[&str]) -> (Output, Value) {
 /// Runs 200 messages over 4 connections and checks the report against what
 /// the server saw.
 fn run_case(fail: Fail, pipelining: &str) {
+    run_chained_case(fail, pipelining, "on");
+}
+
+/// The same, with `--chain` as given.
+fn run_chained_case(fail: Fail, pipelining: &str, chain: &str) {
     let server = FakeServer::start(fail);
     let ack = temp_path("ack.log");
     let addr = server.addr.to_string();
@@ -189,13 +200,23 @@ fn run_case(fail: Fail, pipelining: &str) {
         "1500",
         "--pipelining",
         pipelining,
+        "--chain",
+        chain,
         "--ack-log",
         ack.to_str().unwrap(),
     ]);
     let c = &server.counters;
     let ok = json["messages_ok"].as_u64().unwrap();
     let failed = json["messages_failed"].as_u64().unwrap();
-    let ctx = format!("{fail:?}/{pipelining}: {json}");
+    let ctx = format!("{fail:?}/{pipelining}/chain {chain}: {json}");
+    // Chained only when pipelining, and then nearly always (each message
+    // but a connection's last, when the server read both at once).
+    let chained = c.chained.load(Ordering::Relaxed);
+    if pipelining == "on" && chain == "on" && fail != Fail::DataCommand {
+        assert!(chained > 100, "{chained} chained: {ctx}");
+    } else if pipelining == "off" || chain == "off" {
+        assert_eq!(chained, 0, "{ctx}");
+    }
 
     assert_eq!(ok + failed, 200, "{ctx}");
     assert_eq!(ok, c.accepted.load(Ordering::Relaxed), "{ctx}");
@@ -245,6 +266,16 @@ fn run_case(fail: Fail, pipelining: &str) {
 #[test]
 fn clean_run_pipelined() {
     run_case(Fail::None, "on");
+}
+
+#[test]
+fn clean_run_pipelined_unchained() {
+    run_chained_case(Fail::None, "on", "off");
+}
+
+#[test]
+fn refused_after_final_dot_pipelined_unchained() {
+    run_chained_case(Fail::FinalDot, "on", "off");
 }
 
 #[test]

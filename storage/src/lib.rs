@@ -292,4 +292,11 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Housekeeping the engine keeps off the commit path (the RocksDB
+    /// engine: unlinking emptied segment files and compacting sparse
+    /// ones). The commit writer calls it after answering a group, when no
+    /// request is waiting, and every few groups under steady load. Its
+    /// failures are the engine's to log: no write depends on it.
+    fn maintain(&self) {}
 }

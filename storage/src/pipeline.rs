@@ -231,6 +231,9 @@ impl CommitHandle {
     }
 }
 
+/// Under steady load, [`Store::maintain`] runs after every this many groups.
+const MAINTAIN_EVERY: u64 = 16;
+
 /// State of the writer thread.
 struct Writer {
     receiver: flume::Receiver<Message>,
@@ -252,6 +255,7 @@ impl Writer {
         let max_requests = self.config.max_batch_requests.max(1);
         let mut batches: Vec<WriteBatch> = Vec::with_capacity(max_requests);
         let mut waiters = Vec::with_capacity(max_requests);
+        let mut groups = 0u64;
         while let Some((batch, done)) = self.first() {
             let mut bytes = 0;
             self.join(batch, done, &mut batches, &mut waiters, &mut bytes);
@@ -267,8 +271,14 @@ impl Writer {
             }
             if !batches.is_empty() {
                 self.commit(&batches, bytes, &mut waiters);
+                groups += 1;
             }
             batches.clear();
+            // After the answers, so no waiter pays for it; when idle, or now
+            // and then under steady load so that it still makes progress.
+            if self.receiver.is_empty() || groups.is_multiple_of(MAINTAIN_EVERY) {
+                self.store.maintain();
+            }
         }
         // Dropping the receiver now makes every later `commit` fail with
         // `Closed`; requests that slipped in after the marker are dropped

@@ -425,10 +425,16 @@ impl Store for RocksStore {
         self.db
             .write_opt(merged, &write_opts)
             .map_err(StoreError::engine)?;
-        segment_write.committed(&self.db, sync, &|bytes| {
-            self.check_room(usize::try_from(bytes).unwrap_or(usize::MAX))
-        });
+        segment_write.committed();
         Ok(())
+    }
+
+    fn maintain(&self) {
+        if !self.read_only {
+            self.segments.maintain(&self.db, &|bytes| {
+                self.check_room(usize::try_from(bytes).unwrap_or(usize::MAX))
+            });
+        }
     }
 
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -452,13 +458,15 @@ impl Store for RocksStore {
 
     fn health(&self) -> Option<EngineHealth> {
         let mut health = EngineHealth::default();
-        let int = |family: Family, name: &str| -> u64 {
-            self.cf(family)
-                .ok()
+        let int = |family: &str, name: &str| -> u64 {
+            self.db
+                .cf_handle(family)
                 .and_then(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
                 .unwrap_or(0)
         };
-        for family in Family::ALL {
+        let public = Family::ALL.iter().map(|f| f.name());
+        let private = [segments::PLACES, segments::BY_SEGMENT];
+        for family in public.chain(private) {
             health.disk_bytes += int(family, "rocksdb.total-sst-files-size")
                 + int(family, "rocksdb.live-blob-file-size");
             health.memtable_bytes += int(family, "rocksdb.cur-size-all-mem-tables");
@@ -528,10 +536,15 @@ impl Store for RocksStore {
             return Ok(());
         }
         self.db.flush_wal(true).map_err(StoreError::engine)?;
-        let families = Family::ALL
+        let mut families = Family::ALL
             .iter()
             .map(|&family| self.cf(family))
             .collect::<Result<Vec<_>, _>>()?;
+        families.extend(
+            [segments::PLACES, segments::BY_SEGMENT]
+                .iter()
+                .filter_map(|name| self.db.cf_handle(name)),
+        );
         let mut flush_opts = FlushOptions::default();
         flush_opts.set_wait(true);
         self.db

@@ -30,14 +30,18 @@
 //!
 //! # Space
 //! Live bytes per segment are counted at open and kept as bodies come and
-//! go. A sealed segment with no live body is unlinked once a synced write
-//! has made the deletes that emptied it durable. A sealed segment less than
-//! half live is compacted: after each synced write, up to
-//! [`COMPACT_BYTES_PER_WRITE`] of its live bodies are copied to the open
-//! segment and their places rewritten, so the commit path never stalls on a
-//! big copy. That work comes after the write is durable, so its failures
-//! are logged, never reported as the write's: a segment whose bodies cannot
-//! be read is left alone until the next open.
+//! go. The rest happens in [`Segments::maintain`], which the commit writer
+//! calls after answering a group (`Store::maintain`), so no waiter pays for
+//! it: once the WAL is synced (making the deletes durable), sealed segments
+//! with no live body are unlinked, and a sealed segment less than half live
+//! is compacted, up to [`COMPACT_BYTES_PER_STEP`] of its live bodies copied
+//! to the open segment and their places rewritten per call. Its failures
+//! are logged, never reported as a write's: a segment compaction cannot
+//! empty is left alone until the next open.
+//!
+//! Segment numbers are never reused: the highest one ever named is kept in
+//! `body_segments` (under the reserved segment `u32::MAX`), written with
+//! the first place in each new segment.
 //!
 //! # Reads
 //! A read looks up the place and `pread`s the bytes through a cached file
@@ -51,7 +55,7 @@
 
 use crate::StoreError;
 use rocksdb::{ColumnFamily, WriteBatch as RocksBatch, WriteOptions, DB};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -64,8 +68,14 @@ pub(super) const PLACES: &str = "body_places";
 /// Column family: segment ‖ blob key → length.
 pub(super) const BY_SEGMENT: &str = "body_segments";
 
-/// Bytes of live bodies compaction copies after one synced write, at most.
-const COMPACT_BYTES_PER_WRITE: u64 = 8 << 20;
+/// Bytes of live bodies one compaction step copies, at most.
+const COMPACT_BYTES_PER_STEP: u64 = 8 << 20;
+/// `body_segments` key of the high-water mark: the next segment number.
+/// Segment `u32::MAX` is reserved for it.
+const NEXT_SEGMENT_KEY: &[u8] = b"\xff\xff\xff\xffnext";
+/// Removed segments remembered, so that a reader that opened one just
+/// before it went cannot cache its handle (and keep its disk space).
+const REMEMBERED_REMOVALS: usize = 64;
 /// Version byte of an encoded [`Place`].
 const PLACE_V1: u8 = 1;
 /// Encoded size of a [`Place`].
@@ -165,7 +175,14 @@ struct WriterState {
     emptied: Vec<(u32, u64)>,
     /// Segments compaction found it cannot empty (a body unreadable, or the
     /// counts wrong): left alone until the next open.
-    stuck: Vec<u32>,
+    stuck: BTreeSet<u32>,
+}
+
+/// Read handles by segment, and the segments removed lately.
+#[derive(Default)]
+struct Readers {
+    open: HashMap<u32, Arc<File>>,
+    removed: VecDeque<u32>,
 }
 
 /// Segment sizes, for metrics.
@@ -189,10 +206,7 @@ pub(super) struct Segments {
     /// A segment is sealed, and a new one opened, past this size.
     file_bytes: u64,
     writer: Mutex<WriterState>,
-    /// Read handles by segment; `None` for a segment removed, so that a
-    /// reader that opened it just before cannot put back a handle that
-    /// would keep its disk space.
-    readers: RwLock<HashMap<u32, Option<Arc<File>>>>,
+    readers: RwLock<Readers>,
     /// Bytes of segment files, and of live bodies in them: read by metrics
     /// without waiting for the writer.
     size_bytes: AtomicU64,
@@ -213,10 +227,17 @@ impl Segments {
     ) -> Result<Segments, StoreError> {
         let dir = store_dir.join("segments");
         let mut stats: BTreeMap<u32, SegmentStats> = BTreeMap::new();
+        let mut next_id = 0u32;
         if let Some(cf) = db.cf_handle(BY_SEGMENT) {
             let mut iter = db.raw_iterator_cf(cf);
             iter.seek_to_first();
             while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if key == NEXT_SEGMENT_KEY {
+                    let next = value.try_into().map(u32::from_be_bytes);
+                    next_id = next_id.max(next.map_err(|_| corrupt("bad segment mark".into()))?);
+                    iter.next();
+                    continue;
+                }
                 let segment = key
                     .get(..4)
                     .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
@@ -232,16 +253,16 @@ impl Segments {
             }
             iter.status().map_err(StoreError::engine)?;
         }
-        let mut next_id = stats
-            .keys()
-            .next_back()
-            .map_or(0, |id| id.saturating_add(1));
+        if let Some(last) = stats.keys().next_back() {
+            next_id = next_id.max(last.saturating_add(1));
+        }
         if !read_only {
             std::fs::create_dir_all(&dir).map_err(StoreError::engine)?;
             sync_dir(store_dir).map_err(StoreError::engine)?;
         }
+        // A file no place names (left by a crash) goes, and its number may
+        // be used again: nothing ever named it durably.
         for (id, size) in segment_files(&dir).map_err(StoreError::engine)? {
-            next_id = next_id.max(id.saturating_add(1));
             match stats.get_mut(&id) {
                 Some(entry) => entry.size = size,
                 None if !read_only => {
@@ -265,9 +286,9 @@ impl Segments {
                 live_bodies,
                 sealed: Vec::new(),
                 emptied: Vec::new(),
-                stuck: Vec::new(),
+                stuck: BTreeSet::new(),
             }),
-            readers: RwLock::new(HashMap::new()),
+            readers: RwLock::default(),
             size_bytes: AtomicU64::new(size_bytes),
             live_bytes: AtomicU64::new(live_bytes),
         })
@@ -341,24 +362,20 @@ impl Segments {
 
     /// A read handle on segment `id`, opened on first use.
     fn reader(&self, id: u32) -> Result<Arc<File>, SegmentGone> {
-        if let Some(known) = self
-            .readers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return known.clone().ok_or(SegmentGone);
+        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = readers.open.get(&id) {
+            return Ok(file.clone());
         }
+        drop(readers);
         let file = Arc::new(File::open(segment_path(&self.dir, id)).map_err(|_| SegmentGone)?);
         let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
-        if readers.len() >= MAX_READERS {
-            readers.retain(|_, file| file.is_none());
+        if readers.removed.contains(&id) {
+            return Err(SegmentGone);
         }
-        readers
-            .entry(id)
-            .or_insert(Some(file))
-            .clone()
-            .ok_or(SegmentGone)
+        if readers.open.len() >= MAX_READERS {
+            readers.open.clear();
+        }
+        Ok(readers.open.entry(id).or_insert(file).clone())
     }
 
     /// Segment sizes now.
@@ -371,13 +388,36 @@ impl Segments {
 
     /// Unlink segment `id` and forget its read handle.
     fn remove(&self, id: u32) -> io::Result<()> {
-        self.readers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, None);
+        let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
+        readers.open.remove(&id);
+        readers.removed.push_back(id);
+        if readers.removed.len() > REMEMBERED_REMOVALS {
+            readers.removed.pop_front();
+        }
+        drop(readers);
         match std::fs::remove_file(segment_path(&self.dir, id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Unlink emptied segments and compact a sparse one a step, once the
+    /// WAL is synced (see the module docs). `room` says whether the disk
+    /// has room for that many bytes more. Failures are logged.
+    pub(super) fn maintain(&self, db: &DB, room: &dyn Fn(u64) -> Result<(), StoreError>) {
+        let mut work = self.begin();
+        if work.state.emptied.is_empty() && work.victim().is_none() {
+            return;
+        }
+        // Deletes made by unsynced writes must be durable before the bytes
+        // they free can go.
+        if let Err(error) = db.flush_wal(true) {
+            tracing::warn!(%error, "cannot sync the WAL; segment files are kept for now");
+            return;
+        }
+        work.remove_emptied();
+        if let Err(error) = work.compact_step(db, room) {
+            tracing::warn!(%error, "segment compaction failed; that segment is left for now");
         }
     }
 }
@@ -421,7 +461,7 @@ impl SegmentWrite<'_> {
         batch: &mut RocksBatch,
     ) -> Result<(), StoreError> {
         self.forget(db, key, batch)?;
-        let place = self.append(body)?;
+        let place = self.append(db, body, batch)?;
         self.place(db, key, place, batch)?;
         batch.delete_cf(blobs, key);
         Ok(())
@@ -447,24 +487,9 @@ impl SegmentWrite<'_> {
         Ok(())
     }
 
-    /// RocksDB took the batch (durably if `synced`): count the changes,
-    /// and after a synced write unlink what is empty and compact a little.
-    /// `room` says whether the disk has room for that many bytes more.
-    /// Nothing here can fail the write, which is done.
-    pub(super) fn committed(
-        mut self,
-        db: &DB,
-        synced: bool,
-        room: &dyn Fn(u64) -> Result<(), StoreError>,
-    ) {
+    /// RocksDB took the batch: count the changes.
+    pub(super) fn committed(mut self) {
         self.settle();
-        if !synced {
-            return;
-        }
-        self.remove_emptied();
-        if let Err(error) = self.compact_step(db, room) {
-            tracing::warn!(%error, "segment compaction failed; it is tried again after the next write");
-        }
     }
 
     /// The place `key` has now, in this write or in the store.
@@ -523,14 +548,22 @@ impl SegmentWrite<'_> {
     }
 
     /// Write `body` at the end of the open segment (opening one when there
-    /// is none or it is full). Not yet synced.
-    fn append(&mut self, body: &[u8]) -> Result<Place, StoreError> {
+    /// is none or it is full; `batch` then records the new high-water mark).
+    /// Not yet synced.
+    fn append(
+        &mut self,
+        db: &DB,
+        body: &[u8],
+        batch: &mut RocksBatch,
+    ) -> Result<Place, StoreError> {
         let len = body.len() as u64;
         let full = self.state.open.as_ref().is_none_or(|open| {
             open.len > 0 && open.len.saturating_add(len) > self.segments.file_bytes
         });
         if full {
             self.open_next()?;
+            let next = self.state.next_id.to_be_bytes();
+            batch.put_cf(cf(db, BY_SEGMENT)?, NEXT_SEGMENT_KEY, next);
         }
         let open = self.state.open.as_mut().expect("a segment is open");
         open.file
@@ -557,9 +590,10 @@ impl SegmentWrite<'_> {
         let id = self.state.next_id;
         // Past this id whatever happens: a file left by a failed attempt
         // must not block the next one.
-        self.state.next_id = id
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Engine("segment numbers exhausted".into()))?;
+        if id >= u32::MAX - 1 {
+            return Err(StoreError::Engine("segment numbers exhausted".into()));
+        }
+        self.state.next_id = id + 1;
         let path = segment_path(&self.segments.dir, id);
         let file = OpenOptions::new()
             .create_new(true)
@@ -639,52 +673,44 @@ impl SegmentWrite<'_> {
         }
     }
 
-    /// Copy some live bodies out of the emptiest sparse sealed segment and
-    /// commit their new places (synced).
-    fn compact_step(
-        &mut self,
-        db: &DB,
-        room: &dyn Fn(u64) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    /// The emptiest sparse sealed segment compaction may take on.
+    fn victim(&self) -> Option<u32> {
         let open = self.state.open.as_ref().map(|o| o.id);
-        let Some(victim) = self
-            .state
+        self.state
             .stats
             .iter()
             .filter(|(id, s)| Some(**id) != open && s.sparse() && !self.state.stuck.contains(id))
             .min_by_key(|(_, s)| u128::from(s.live_bytes) * 1000 / u128::from(s.size.max(1)))
             .map(|(id, _)| *id)
-        else {
+    }
+
+    /// Copy some live bodies out of the victim and commit their new places
+    /// (synced). Every body is read before the first is copied; a body that
+    /// cannot be read stays, and anything that goes wrong leaves the segment
+    /// stuck, so no step repeats a failure.
+    fn compact_step(
+        &mut self,
+        db: &DB,
+        room: &dyn Fn(u64) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(victim) = self.victim() else {
             return Ok(());
         };
-        let places = cf(db, PLACES)?;
-        let mut keys = Vec::new();
+        // Stuck unless it goes through.
+        self.state.stuck.insert(victim);
+        let mut moving = Vec::new();
+        let mut unreadable = false;
         let mut bytes = 0u64;
         let prefix = victim.to_be_bytes();
+        let places = cf(db, PLACES)?;
         let mut iter = db.raw_iterator_cf(cf(db, BY_SEGMENT)?);
         iter.seek(prefix);
         while let Some(key) = iter.key().filter(|key| key.starts_with(&prefix)) {
-            if bytes >= COMPACT_BYTES_PER_WRITE {
+            if bytes >= COMPACT_BYTES_PER_STEP {
                 break;
             }
-            keys.push(key[4..].to_vec());
-            let len = iter.value().and_then(|v| v.try_into().ok());
-            bytes = bytes.saturating_add(len.map_or(0, u64::from_be_bytes));
+            let key = key[4..].to_vec();
             iter.next();
-        }
-        iter.status().map_err(StoreError::engine)?;
-        drop(iter);
-        if keys.is_empty() {
-            // Counted live, yet nothing names it: counts off; next open recounts.
-            self.state.stuck.push(victim);
-            return Ok(());
-        }
-        if room(bytes).is_err() {
-            // The disk is nearly full: copying would make it worse for now.
-            return Ok(());
-        }
-        let mut batch = RocksBatch::default();
-        for key in keys {
             let Some(raw) = db.get_pinned_cf(places, &key).map_err(StoreError::engine)? else {
                 continue;
             };
@@ -693,17 +719,35 @@ impl SegmentWrite<'_> {
                 Ok(Ok(body)) => body,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, segment = victim, "a body compaction cannot read stays where it is");
-                    self.state.stuck.push(victim);
+                    unreadable = true;
                     continue;
                 }
-                Err(SegmentGone) => {
-                    self.state.stuck.push(victim);
-                    return Err(corrupt(format!("segment {victim} is missing")));
-                }
+                Err(SegmentGone) => return Err(corrupt(format!("segment {victim} is missing"))),
             };
-            self.forget(db, &key, &mut batch)?;
-            let new = self.append(&body)?;
-            self.place(db, &key, new, &mut batch)?;
+            // Near the reserve, one body at a time.
+            if room(bytes.saturating_add(old.len)).is_err() {
+                if moving.is_empty() {
+                    tracing::debug!(segment = victim, "no room to compact now");
+                    self.state.stuck.remove(&victim);
+                    return Ok(());
+                }
+                break;
+            }
+            bytes = bytes.saturating_add(old.len);
+            moving.push((key, body));
+        }
+        iter.status().map_err(StoreError::engine)?;
+        drop(iter);
+        if moving.is_empty() {
+            // Counted live, yet nothing names it: the counts are off until
+            // the next open recounts them.
+            return Ok(());
+        }
+        let mut batch = RocksBatch::default();
+        for (key, body) in &moving {
+            self.forget(db, key, &mut batch)?;
+            let new = self.append(db, body, &mut batch)?;
+            self.place(db, key, new, &mut batch)?;
         }
         self.sync()?;
         let mut write_opts = WriteOptions::default();
@@ -712,6 +756,9 @@ impl SegmentWrite<'_> {
             .map_err(StoreError::engine)?;
         self.settle();
         self.remove_emptied();
+        if !unreadable {
+            self.state.stuck.remove(&victim);
+        }
         Ok(())
     }
 }
