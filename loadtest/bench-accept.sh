@@ -37,7 +37,9 @@
 #   comes to what the blaster can push through loopback on this machine
 #   (issue 15's goal: >= 0.95). Each blast's own CPU (user + system, from
 #   bash's `time`) is reported per 100,000 messages: the blaster shares the
-#   CPUs with the server, so its cost is part of the ceiling.
+#   CPUs with the server, so its cost is part of the ceiling. The blaster
+#   sends each next envelope with the body (`--chain`, RFC 2920); a second
+#   blast into the sink with `--chain off` shows what that saves.
 # * Postfix's `smtp-source -d -s SOURCE_SESSIONS` (one message at a time
 #   per session, no pipelining: per-command latency and system calls per
 #   reply) against ringpost, against Postfix, and against smtp-sink, which
@@ -91,11 +93,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 141' PIPE
 
-# blast LABEL PORT: runs the load; leaves LABEL's results in R_<label>_*.
+# blast LABEL PORT [ARGS...]: runs the load (more ringpost-blast ARGS
+# after the common ones); leaves LABEL's results in R_<label>_*.
 blast() {
     local label=$1 port=$2 out=$WORK/$1.json rc=0
     local args=(send --to-addr "127.0.0.1:$port" --messages "$MESSAGES"
-        --connections "$CONNECTIONS" --size "$SIZE" --pipelining "$PIPELINING" --json)
+        --connections "$CONNECTIONS" --size "$SIZE" --pipelining "$PIPELINING" --json "${@:3}")
     [[ -n $BLAST_THREADS ]] && args+=(--threads "$BLAST_THREADS")
     log "$label: ringpost-blast ${args[*]}"
     # The blaster's own CPU (user and system seconds), from bash's `time`.
@@ -142,6 +145,7 @@ source_run() {
 R_ringpost_rate="n/a"; R_ringpost_errors="not run"; R_ringpost_cpu="n/a"
 R_postfix_rate="n/a";  R_postfix_errors="not run";  R_postfix_ok=0; R_postfix_cpu="n/a"
 R_sink_rate="n/a";     R_sink_errors="not run";     R_sink_cpu="n/a"
+R_sink_unchained_rate="n/a"; R_sink_unchained_cpu="n/a"
 R_source_ringpost="n/a"; R_source_postfix="n/a"; R_source_sink="n/a"
 STATUS=0
 
@@ -298,6 +302,9 @@ if [[ -z $SKIP_SINK ]] && ensure_postfix; then
     SINK_PID=$!
     if wait_port "$sink_port" 30 "$SINK_PID"; then
         blast sink "$sink_port" || STATUS=1
+        # The blaster as it was before --chain (the envelope waits for the
+        # body's reply): its CPU per message beside today's.
+        [[ $PIPELINING == on ]] && { blast sink_unchained "$sink_port" --chain off || STATUS=1; }
         # smtp-source's own ceiling: what it reaches against a server that
         # stores nothing bounds what any server can show with it.
         if [[ -z $SKIP_SOURCE ]]; then
@@ -329,6 +336,7 @@ fi
 echo "  smtp-sink (stores nothing): $(fmt_rate "$R_sink_rate")   errors: $R_sink_errors"
 echo "  ratio ringpost/smtp-sink: $ceiling   (goal >= 0.95)"
 echo "  blaster CPU-seconds per 100,000 messages: into ringpost $R_ringpost_cpu, postfix $R_postfix_cpu, smtp-sink $R_sink_cpu"
+echo "  into smtp-sink with --chain off (the blaster before chaining): $(fmt_rate "$R_sink_unchained_rate"), CPU-seconds per 100,000: $R_sink_unchained_cpu"
 source_ratio="n/a"
 if [[ $R_source_ringpost =~ ^[0-9.]+$ && $R_source_postfix =~ ^[0-9.]+$ ]]; then
     source_ratio=$(awk -v a="$R_source_ringpost" -v b="$R_source_postfix" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')

@@ -70,10 +70,13 @@ build_release() {
 }
 
 # --- processes -----------------------------------------------------------------
-# True while $1 is a live (not zombie) process.
+# True while $1 is a live (not zombie) process. Reads /proc without a
+# fork: benchmarks poll this while they measure.
 alive() {
     local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    read -r stat 2>/dev/null </proc/"$1"/stat || return 1
+    # The state letter follows the command name, which is in parentheses.
+    stat=${stat##*) }
     [[ $stat != Z* ]]
 }
 
