@@ -203,18 +203,27 @@ wait_port() {
 }
 
 # --- packages ------------------------------------------------------------------
-# ensure_package CMD PACKAGE...: CMD on PATH (also /usr/sbin), installing the
-# Debian PACKAGEs with apt-get if it is missing (root only).
+# ensure_package CMD PACKAGE...: CMD on PATH (also /usr/sbin) and every
+# PACKAGE installed, installing the missing ones with apt-get (root only).
+# Each package is checked, not just CMD: a machine may have a server's core
+# package (its CMD) without the part a benchmark needs (dovecot-pop3d).
 ensure_package() {
-    local cmd=$1
+    local cmd=$1 missing=() package
     shift
-    command -v "$cmd" >/dev/null && return 0
-    [[ -x /usr/sbin/$cmd ]] && { PATH=$PATH:/usr/sbin; return 0; }
-    [[ $(id -u) == 0 ]] || { log "$cmd is not installed and we are not root"; return 1; }
-    log "installing $* (apt-get)"
+    [[ -x /usr/sbin/$cmd ]] && PATH=$PATH:/usr/sbin
+    for package in "$@"; do
+        [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == "install ok installed" ]] ||
+            missing+=("$package")
+    done
+    if command -v "$cmd" >/dev/null && ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    ((${#missing[@]} > 0)) || missing=("$@")
+    [[ $(id -u) == 0 ]] || { log "${missing[*]} not installed and we are not root"; return 1; }
+    log "installing ${missing[*]} (apt-get)"
     timeout 300 apt-get update -qq || return 1
     DEBIAN_FRONTEND=noninteractive timeout 600 \
-        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || return 1
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || return 1
     PATH=$PATH:/usr/sbin
     command -v "$cmd" >/dev/null
 }
