@@ -408,3 +408,36 @@ fn the_commit_writer_frees_space_after_its_groups() {
     drop(commits);
     pipeline.shutdown();
 }
+
+#[test]
+fn read_handles_stay_bounded_however_many_segments_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // One 2 KB body per segment: 300 segments.
+    let opts = RocksOptions {
+        segment_min_bytes: Some(1024),
+        segment_file_bytes: 2048,
+        ..Default::default()
+    };
+    let store = RocksStore::open(dir.path(), opts).unwrap();
+    let small = |n: u32| vec![(n % 251) as u8; 2000];
+    for n in 0..300 {
+        let mut batch = WriteBatch::new();
+        batch.put(Family::Blobs, key(n), small(n));
+        store.write(&[batch], true).unwrap();
+    }
+    assert_eq!(segment_names(dir.path()).len(), 300);
+    for round in 0..2 {
+        for n in 0..300 {
+            let got = store.get(Family::Blobs, &key(n)).unwrap();
+            assert_eq!(got, Some(small(n)), "round {round}, body {n}");
+        }
+    }
+    let segments = dir.path().join("segments");
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&segments))
+        .count();
+    // At most the cache's 256 read handles and the writer's one.
+    assert!(open <= 257, "{open} segment files open");
+}

@@ -169,9 +169,10 @@ struct WriterState {
     /// Segments sealed since the counts were last settled: emptied ones
     /// among them go too.
     sealed: Vec<u32>,
-    /// Sealed segments (and their sizes) with no live body, unlinked
-    /// after the next synced write (the one that emptied them may not have
-    /// been); kept for another try when an unlink fails.
+    /// Sealed segments (and their sizes) with no live body, unlinked by
+    /// the next [`Segments::maintain`] once it has synced the WAL (the write
+    /// that emptied them may not have been synced); kept for another try
+    /// when an unlink fails.
     emptied: Vec<(u32, u64)>,
     /// Segments compaction found it cannot empty (a body unreadable, or the
     /// counts wrong): left alone until the next open.
@@ -620,7 +621,7 @@ impl SegmentWrite<'_> {
     }
 
     /// Count this write's bodies in and out; a sealed segment left with no
-    /// live body is to go at the next synced write.
+    /// live body is to go at the next [`Segments::maintain`].
     fn settle(&mut self) {
         let changes = std::mem::take(&mut self.changes);
         for change in &changes {
