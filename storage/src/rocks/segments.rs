@@ -62,6 +62,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 /// Column family: blob key → place.
 pub(super) const PLACES: &str = "body_places";
@@ -73,6 +74,9 @@ const COMPACT_BYTES_PER_STEP: u64 = 8 << 20;
 /// `body_segments` key of the high-water mark: the next segment number.
 /// Segment `u32::MAX` is reserved for it.
 const NEXT_SEGMENT_KEY: &[u8] = b"\xff\xff\xff\xffnext";
+/// After compaction found no room on the disk, it waits this long before
+/// trying again (each try syncs the WAL).
+const NO_ROOM_PAUSE: Duration = Duration::from_secs(10);
 /// Removed segments remembered, so that a reader that opened one just
 /// before it went cannot cache its handle (and keep its disk space).
 const REMEMBERED_REMOVALS: usize = 64;
@@ -171,12 +175,13 @@ struct WriterState {
     sealed: Vec<u32>,
     /// Sealed segments (and their sizes) with no live body, unlinked by
     /// the next [`Segments::maintain`] once it has synced the WAL (the write
-    /// that emptied them may not have been synced); kept for another try
-    /// when an unlink fails.
+    /// that emptied them may not have been synced).
     emptied: Vec<(u32, u64)>,
     /// Segments compaction found it cannot empty (a body unreadable, or the
     /// counts wrong): left alone until the next open.
     stuck: BTreeSet<u32>,
+    /// The disk had no room for compaction's copies: no try before this.
+    no_room_until: Option<Instant>,
 }
 
 /// Read handles by segment, and the segments removed lately.
@@ -288,6 +293,7 @@ impl Segments {
                 sealed: Vec::new(),
                 emptied: Vec::new(),
                 stuck: BTreeSet::new(),
+                no_room_until: None,
             }),
             readers: RwLock::default(),
             size_bytes: AtomicU64::new(size_bytes),
@@ -657,7 +663,7 @@ impl SegmentWrite<'_> {
         self.touched.clear();
     }
 
-    /// Unlink the emptied segments; one that fails stays for another try.
+    /// Unlink the emptied segments.
     fn remove_emptied(&mut self) {
         let emptied = std::mem::take(&mut self.state.emptied);
         for (id, size) in emptied {
@@ -666,9 +672,10 @@ impl SegmentWrite<'_> {
                     let total = &self.segments.size_bytes;
                     total.fetch_sub(size.min(total.load(Ordering::Relaxed)), Ordering::Relaxed);
                 }
+                // Not tried again (each try would sync the WAL): no place
+                // names it, so the next open removes it.
                 Err(error) => {
-                    tracing::warn!(%error, segment = id, "cannot remove an emptied segment file");
-                    self.state.emptied.push((id, size));
+                    tracing::warn!(%error, segment = id, "cannot remove an emptied segment file; the next start will")
                 }
             }
         }
@@ -676,6 +683,13 @@ impl SegmentWrite<'_> {
 
     /// The emptiest sparse sealed segment compaction may take on.
     fn victim(&self) -> Option<u32> {
+        if self
+            .state
+            .no_room_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
         let open = self.state.open.as_ref().map(|o| o.id);
         self.state
             .stats
@@ -730,6 +744,7 @@ impl SegmentWrite<'_> {
                 if moving.is_empty() {
                     tracing::debug!(segment = victim, "no room to compact now");
                     self.state.stuck.remove(&victim);
+                    self.state.no_room_until = Some(Instant::now() + NO_ROOM_PAUSE);
                     return Ok(());
                 }
                 break;
