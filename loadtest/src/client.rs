@@ -310,8 +310,9 @@ async fn session(
     // A message whose envelope went out with the previous body, and when.
     let mut chained: Option<Chained> = None;
     loop {
-        let (seq, start) = match chained.take() {
-            Some(next) => (next.seq, Some(next.sent_at)),
+        // `envelope_sent`: it went out with the previous body.
+        let (seq, start, envelope_sent) = match chained.take() {
+            Some(next) => (next.seq, Some(next.sent_at), true),
             None => {
                 if cfg.messages_per_connection > 0 && sent >= cfg.messages_per_connection {
                     conn.quit().await;
@@ -326,11 +327,10 @@ async fn session(
                 if let Some(at) = scheduled {
                     tokio::time::sleep_until(at.into()).await;
                 }
-                (seq, scheduled)
+                (seq, scheduled, false)
             }
         };
         sent += 1;
-        let envelope_sent = start.is_some() && cfg.chain;
         // Chain the next message only if this connection may send it.
         let may_chain = cfg.messages_per_connection == 0 || sent < cfg.messages_per_connection;
         let next = Next {
