@@ -158,9 +158,9 @@ impl RocksStore {
             }
             (family.name(), cf)
         });
-        // The segments' own families exist once a store has used them; a
-        // store that does not use them still opens with them (they may
-        // hold bodies from when it did).
+        // The segments' own families, created by every writable open (even
+        // with segments off: they may hold bodies from when they were on);
+        // a read-only open of a store made before them reads them as empty.
         let private = [segments::PLACES, segments::BY_SEGMENT]
             .into_iter()
             .map(|name| (name, private_family_options(&opts)));
