@@ -19,10 +19,19 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Lines waiting for the writer; more are dropped (and counted).
 const BACKLOG: usize = 64 * 1024;
+
+/// What the writer thread is handed, in order. It blocks on its queue with
+/// no timeout: every wake is one of these, so nothing depends on timing.
+enum Queued {
+    Line(String),
+    /// Look at the reopen flag now (the writer may be idle).
+    Reopen,
+    /// Write what came before, then end.
+    Stop,
+}
 
 /// A message taken (250 said).
 pub struct Accepted<'a> {
@@ -167,7 +176,7 @@ pub struct MailLog {
 }
 
 struct FileSink {
-    lines: flume::Sender<String>,
+    lines: flume::Sender<Queued>,
     format: MailLogFormat,
     dropped: AtomicU64,
     reopen: Arc<AtomicBool>,
@@ -176,13 +185,14 @@ struct FileSink {
 /// The writer thread of a mail log file: dropping it writes what is
 /// queued and ends the thread.
 pub struct MailLogWriter {
-    stop: Arc<AtomicBool>,
+    queue: flume::Sender<Queued>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for MailLogWriter {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        // Behind every line queued so far (waiting for room if it must).
+        let _ = self.queue.send(Queued::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -201,15 +211,15 @@ impl MailLog {
             return Ok((MailLog::to_tracing(), None));
         };
         let file = open_append(path)?;
-        let (lines, queued) = flume::bounded::<String>(BACKLOG);
+        let (lines, queued) = flume::bounded::<Queued>(BACKLOG);
         let reopen = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (path, reopen, stop) = (path.clone(), reopen.clone(), stop.clone());
+            let (path, reopen) = (path.clone(), reopen.clone());
             std::thread::Builder::new()
                 .name("ringpost-maillog".into())
-                .spawn(move || write_lines(path, file, queued, reopen, stop))?
+                .spawn(move || write_lines(path, file, queued, reopen))?
         };
+        let queue = lines.clone();
         let log = MailLog {
             file: Some(FileSink {
                 lines,
@@ -221,7 +231,7 @@ impl MailLog {
         Ok((
             log,
             Some(MailLogWriter {
-                stop,
+                queue,
                 thread: Some(writer),
             }),
         ))
@@ -231,6 +241,8 @@ impl MailLog {
     pub fn reopen(&self) {
         if let Some(file) = &self.file {
             file.reopen.store(true, Ordering::Release);
+            // A full queue means a busy writer, which checks the flag anyway.
+            let _ = file.lines.try_send(Queued::Reopen);
         }
     }
 
@@ -332,7 +344,7 @@ impl MailLog {
 
 impl FileSink {
     fn send(&self, line: String) {
-        if self.lines.try_send(line).is_err() {
+        if self.lines.try_send(Queued::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -354,28 +366,19 @@ fn open_append(path: &PathBuf) -> io::Result<File> {
 fn write_lines(
     path: PathBuf,
     file: File,
-    queued: flume::Receiver<String>,
+    queued: flume::Receiver<Queued>,
     reopen: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, file);
     loop {
-        let line = match queued.try_recv() {
-            Ok(line) => line,
+        let next = match queued.try_recv() {
+            Ok(next) => next,
+            // Idle: what was written reaches the file before the wait.
             Err(flume::TryRecvError::Empty) => {
                 let _ = out.flush();
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                match queued.recv_timeout(Duration::from_millis(100)) {
-                    Ok(line) => line,
-                    Err(flume::RecvTimeoutError::Timeout) => {
-                        if reopen.swap(false, Ordering::AcqRel) {
-                            out = reopened(&path, out);
-                        }
-                        continue;
-                    }
-                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                match queued.recv() {
+                    Ok(next) => next,
+                    Err(flume::RecvError::Disconnected) => break,
                 }
             }
             Err(flume::TryRecvError::Disconnected) => break,
@@ -383,8 +386,14 @@ fn write_lines(
         if reopen.swap(false, Ordering::AcqRel) {
             out = reopened(&path, out);
         }
-        if let Err(e) = writeln!(out, "{line}") {
-            tracing::error!(file = %path.display(), error = %e, "mail log write failed");
+        match next {
+            Queued::Line(line) => {
+                if let Err(e) = writeln!(out, "{line}") {
+                    tracing::error!(file = %path.display(), error = %e, "mail log write failed");
+                }
+            }
+            Queued::Reopen => {}
+            Queued::Stop => break,
         }
     }
     let _ = out.flush();
@@ -404,6 +413,52 @@ fn reopened(path: &PathBuf, mut old: BufWriter<File>) -> BufWriter<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopen_after_a_rotation_writes_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.log");
+        let config = MailLogConfig {
+            mail_log: Some(path.clone()),
+            mail_log_format: MailLogFormat::Text,
+        };
+        let (log, writer) = MailLog::open(&config).unwrap();
+        let accepted = |queue_id| Accepted {
+            queue_id,
+            shard: 0,
+            client: "127.0.0.2".parse().unwrap(),
+            helo: "client.test",
+            user: None,
+            tls: false,
+            sender: "a@b.test",
+            recipients: 1,
+            size: 10,
+            dkim: 0,
+        };
+        log.accepted(&accepted("before"));
+        // Wait for the writer to reach the file, as logrotate would find it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&path).unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "line never written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let rotated = dir.path().join("mail.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen();
+        log.accepted(&accepted("after"));
+        drop(log);
+        drop(writer);
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            old.contains(" before: accepted") && !old.contains("after"),
+            "{old}"
+        );
+        assert!(
+            new.contains(" after: accepted") && !new.contains("before"),
+            "{new}"
+        );
+    }
 
     #[test]
     fn text_and_json_lines_reach_the_file() {
