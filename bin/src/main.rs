@@ -13,7 +13,7 @@
 use clap::{Parser, Subcommand};
 use ringpost_engine::config::StoreEngine;
 use ringpost_engine::Config;
-use ringpost_storage::{spool, RocksOptions, RocksStore};
+use ringpost_storage::{spool, RocksOptions, RocksStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -489,6 +489,11 @@ fn spool_stats(data_dir: &std::path::Path) -> ExitCode {
             println!("messages {}", s.messages);
             println!("bytes {}", s.bytes);
             println!("queue_entries {}", s.queue_entries);
+            // Large bodies live in segment files beside the database.
+            if let Some(health) = store.health() {
+                println!("segment_bytes {}", health.segment_bytes);
+                println!("segment_live_bytes {}", health.segment_live_bytes);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

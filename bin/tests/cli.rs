@@ -165,6 +165,15 @@ fn sigkill_during_load_loses_no_acknowledged_message() {
         acked.len()
     );
 
+    // The large ones are in segment files, and spool stats says how much.
+    let live: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_live_bytes "))
+        .expect("segment_live_bytes line")
+        .parse()
+        .unwrap();
+    assert!(live >= 80_000, "{text}");
+
     // Every acknowledged message is there with its own content.
     let store = open_read_only(&data);
     for (seq, id) in &acked {
