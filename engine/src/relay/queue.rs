@@ -59,11 +59,10 @@ const SWEEP_BATCH: usize = 10_000;
 const WAKE_BATCH: usize = 10_000;
 /// Retry delay after the store refused to record an outcome.
 const STORE_RETRY: Duration = Duration::from_secs(30);
-/// How long a domain's site, once learned, is trusted before it is looked
 /// How often a domain may be placed again because its site changed under
 /// a connection (see [`Relay::place_again`]).
 const PLACE_AGAIN_EVERY: Duration = Duration::from_secs(60);
-
+/// How long a domain's site, once learned, is trusted before it is looked
 /// up again (the MX answers themselves are cached by the resolver).
 const SITE_TTL: Duration = Duration::from_secs(60);
 
@@ -1690,7 +1689,9 @@ fn log_attempt(
         .or(results.first())
         .map(|r| r.reply.to_string())
         .unwrap_or_default();
-    tracing::info!(
+    // The mail log has a line per recipient at info; this one sums the
+    // attempt up, for whoever debugs the relay.
+    tracing::debug!(
         shard,
         queue_id = %entry.id,
         domain = %entry.domain,
@@ -1702,7 +1703,6 @@ fn log_attempt(
         %reply,
         "delivery attempt"
     );
-    // The mail log has a line per recipient; this one sums the attempt up.
 }
 
 /// Milliseconds since the Unix epoch.

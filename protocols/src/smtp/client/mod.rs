@@ -436,7 +436,7 @@ impl ClientSession {
 
         let params = MailParams {
             size: ext.size.map(|_| size),
-            eight_bit: ext.eightbitmime && message.body.iter().any(|b| !b.is_ascii()),
+            eight_bit: ext.eightbitmime && !message.body.is_ascii(),
             smtputf8: needs_utf8,
         };
         let pipelining = ext.pipelining;
