@@ -577,6 +577,7 @@ struct RelayFamilies {
     refusals: Family<Labels, Counter>,
     sources: Family<Labels, Counter>,
     transactions: Family<Labels, Counter>,
+    pipelined: Family<Labels, Counter>,
     dsns: Family<Labels, Counter>,
     suppressions_added: Family<Labels, Counter>,
     connections_opened: Family<Labels, Counter>,
@@ -600,6 +601,7 @@ impl RelayFamilies {
             refusals: Family::default(),
             sources: Family::default(),
             transactions: Family::default(),
+            pipelined: Family::default(),
             dsns: Family::default(),
             suppressions_added: Family::default(),
             connections_opened: Family::default(),
@@ -629,6 +631,8 @@ pub struct RelayMetrics {
     pub bounced: Counter,
     /// SMTP transactions completed (one per queue entry attempt).
     pub transactions: Counter,
+    /// Transactions sent behind others not yet answered (BDAT pipelined).
+    pub pipelined: Counter,
     /// Delivery status notifications queued.
     pub dsns: Counter,
     /// Addresses put on the suppression list after a hard bounce.
@@ -956,6 +960,11 @@ impl Metrics {
             r.transactions.clone(),
         );
         registry.register(
+            "relay_transactions_pipelined",
+            "Outbound SMTP transactions sent before the ones ahead of them were answered",
+            r.pipelined.clone(),
+        );
+        registry.register(
             "relay_dsns",
             "Delivery status notifications queued to senders",
             r.dsns.clone(),
@@ -1197,6 +1206,7 @@ impl Metrics {
             deferred_recipients,
             bounced,
             transactions: r.transactions.get_or_create(&labels).clone(),
+            pipelined: r.pipelined.get_or_create(&labels).clone(),
             dsns: r.dsns.get_or_create(&labels).clone(),
             suppressions_added: r.suppressions_added.get_or_create(&labels).clone(),
             connections_opened: r.connections_opened.get_or_create(&labels).clone(),

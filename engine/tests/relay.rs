@@ -1115,6 +1115,145 @@ fn the_mail_log_has_a_line_per_acceptance_and_per_recipient_delivered() {
 }
 
 /// Outbound connections are reused, and the metric says how much.
+/// The `Message-ID`s of what a sink kept, sorted (duplicates stay).
+fn message_ids(sink: &SinkHandle) -> Vec<String> {
+    let mut ids: Vec<String> = sink
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(&m.data).into_owned();
+            let line = text.lines().find(|l| l.starts_with("Message-ID:"))?;
+            Some(line.trim_start_matches("Message-ID:").trim().to_owned())
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn expected_ids(range: std::ops::Range<usize>) -> Vec<String> {
+    let mut ids: Vec<String> = range.map(|n| format!("<{n}@origin.test>")).collect();
+    ids.sort();
+    ids
+}
+
+fn pipelined_count(server: &RunningServer) -> f64 {
+    metrics_of(server)
+        .lines()
+        .filter(|l| l.starts_with("ringpost_relay_transactions_pipelined_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn pipelined_transactions_each_get_their_own_outcome() {
+    // A slow host (50 ms before each end-of-data reply) on one connection:
+    // messages queue behind the first and go out back to back with BDAT.
+    // A third of them get a 451, come back after the backoff, and every
+    // message arrives exactly once.
+    const N: usize = 40;
+    let faults = Faults {
+        tempfail_data_pct: 30.0,
+        latency: Duration::from_millis(50),
+        seed: 7,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults)]);
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(|c: &mut Config| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_connections_per_destination = 1;
+    });
+    for n in 0..N {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    assert!(
+        sinks[0].wait_for_messages(N as u64, WAIT),
+        "{:?}",
+        sinks[0].stats()
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = sinks[0].stats();
+    assert_eq!(stats.messages, N as u64, "each once: {stats:?}");
+    assert!(stats.tempfails > 0, "{stats:?}");
+    assert_eq!(message_ids(&sinks[0]), expected_ids(0..N));
+    assert!(
+        pipelined_count(&server) > 0.0,
+        "transactions went out back to back"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn transactions_in_flight_move_on_with_the_first_to_the_next_host() {
+    // A queue loaded while the relay was off, so the first connection has
+    // transactions in flight at once. The primary answers every one 451:
+    // the first goes to the secondary in the same attempt, the others back
+    // to the queue for the next connection; each arrives once, there.
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_on(&data, |_| {});
+    for n in 0..N {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    server.shutdown();
+
+    let refusing = Faults {
+        tempfail_data_pct: 100.0,
+        latency: Duration::from_millis(20),
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, refusing), (SINK_B, Faults::default())]);
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::mx("dest.test", 20, "mx2.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+        TestRecord::a("mx2.dest.test", SINK_B),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let server = start_on(&data, |c: &mut Config| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.max_connections_per_destination = 1;
+    });
+    assert!(
+        sinks[1].wait_for_messages(N as u64, WAIT),
+        "{:?}",
+        sinks[1].stats()
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sinks[0].stats().messages, 0);
+    assert!(sinks[0].stats().tempfails > 1, "{:?}", sinks[0].stats());
+    assert_eq!(sinks[1].stats().messages, N as u64, "each once");
+    assert_eq!(message_ids(&sinks[1]), expected_ids(0..N));
+    assert!(pipelined_count(&server) > 0.0);
+    // Handed on, not deferred: no attempt was spent on the primary's 451s.
+    let metrics = metrics_of(&server);
+    let deferred: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringpost_relay_recipients_total") && l.contains("deferred"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(deferred, 0.0, "{metrics}");
+    server.shutdown();
+}
+
 #[test]
 fn connection_reuse_is_measured() {
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);

@@ -2,6 +2,8 @@
 //! the first that answers, and send the destination's ready entries over it,
 //! one transaction per entry (all of its recipients at once), until the
 //! queue stays empty for the idle time or the per-connection limit is hit.
+//! A host that pipelines BDAT gets up to [`MAX_IN_FLIGHT`] transactions back
+//! to back, so a connection does not wait a round trip per message.
 //!
 //! A host that cannot be reached, greets with an error, or fails the session
 //! before a transaction gets an answer is skipped for the next one; only when
@@ -23,7 +25,8 @@ use ringpost_protocols::smtp::bounce_class;
 use ringpost_protocols::smtp::client::{
     ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
 };
-use ringpost_storage::spool::QueueEntry;
+use ringpost_storage::spool::{Envelope, QueueEntry};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -32,6 +35,12 @@ use std::time::Duration;
 const READ_BUFFER: usize = 32 * 1024;
 /// Longest wait for the reply to QUIT: the work is done, the slot is wanted.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
+/// Transactions one connection has sent and not yet seen answered, at most,
+/// when the host takes BDAT with PIPELINING. More than one hides the round
+/// trip (and the host's work per message) behind the next messages and
+/// lets one write and one read carry several; a few are enough for that,
+/// and a connection that fails takes no more than these back to the queue.
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 
 /// Frees the connection slot however the task ends.
 struct Slot<'a> {
@@ -391,9 +400,9 @@ fn fail_destination(
 enum Sent {
     /// The connection failed before any recipient got an answer.
     Nothing(ServerReply),
-    /// Every recipient's answer (made up for those the connection did not
-    /// reach), and the failure that ended the connection, if one did.
-    Results(Vec<RecipientResult>, Option<ServerReply>),
+    /// Every recipient's answer, made up for those the connection did not
+    /// reach (it has failed then).
+    Results(Vec<RecipientResult>),
 }
 
 /// One connection's delivery to one host of a site.
@@ -454,12 +463,7 @@ impl Over<'_> {
         let batches = recipients.len().div_ceil(batch);
         let mut body = Some(body);
         let mut results = Vec::with_capacity(recipients.len());
-        // One message against the source's daily count, however many
-        // transactions it takes.
-        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
-            egress.sent(source, super::egress::today());
-            relay.metrics.source_sent(egress.address(source));
-        }
+        self.count_message(connection);
         for (n, part) in recipients.chunks(batch).enumerate() {
             let last = n + 1 == batches;
             let body = if last {
@@ -494,10 +498,32 @@ impl Over<'_> {
                     recipient: r.clone(),
                     reply: ServerReply::local(421, "4.4.2", text.clone()),
                 }));
-                return Sent::Results(results, Some(reply));
+                return Sent::Results(results);
             }
         }
-        Sent::Results(results, None)
+        Sent::Results(results)
+    }
+
+    /// One message against the source's daily count, however many
+    /// transactions it takes.
+    fn count_message(&self, connection: &Connection) {
+        let relay = self.relay;
+        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
+            egress.sent(source, super::egress::today());
+            relay.metrics.source_sent(egress.address(source));
+        }
+    }
+
+    /// Another entry to send behind the transactions in flight, if one is
+    /// ready now, fits one transaction, and the site's rate allows it at
+    /// once: nothing here waits, the replies are due.
+    fn more_work(&self) -> Option<QueueEntry> {
+        let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
+        if !self.relay.next_ready_fits(self.site, batch) {
+            return None;
+        }
+        self.limiter.try_send(shaping::now_micros()).ok()?;
+        self.relay.take_work(self.site)
     }
 
     /// Send entries over an open connection until there is no more work.
@@ -510,103 +536,209 @@ impl Over<'_> {
         let relay = self.relay;
         let limits = &relay.config().relay;
         let idle = Duration::from_secs(limits.idle_connection_secs);
+        // Sent and not yet answered, oldest first (the order of the replies).
+        let mut flights: VecDeque<Flight> = VecDeque::new();
+        // Set once a message met only transient failures here while another
+        // host is left: nothing more goes to this one, and once what is in
+        // flight is answered the connection ends with this reply.
+        let mut moving_on: Option<ServerReply> = None;
         loop {
-            let entry = match pending.take() {
-                Some(entry) => entry,
-                None if *sent >= self.limiter.max_messages_per_connection()
-                    || self.limiter.must_close(shaping::now_micros()) =>
-                {
-                    connection.quit(limits).await;
-                    return HostEnd::Done;
+            // Start transactions while the connection and the site allow.
+            while moving_on.is_none()
+                && flights.len() < MAX_IN_FLIGHT
+                && !connection.session.is_closed()
+            {
+                let behind = !flights.is_empty();
+                if behind && !connection.session.can_send() {
+                    break;
                 }
-                None => match relay.next_work(self.site, idle).await {
+                let entry = match pending.take() {
                     Some(entry) => entry,
-                    None => {
-                        connection.quit(limits).await;
-                        return HostEnd::Done;
+                    None if *sent >= self.limiter.max_messages_per_connection()
+                        || self.limiter.must_close(shaping::now_micros()) =>
+                    {
+                        break;
                     }
-                },
-            };
-            if !self.paced(idle).await {
-                // Out of tokens for longer than a connection idles: the
-                // site waits in the queue, not on an open connection.
-                relay.put_back(self.site, entry);
-                connection.quit(limits).await;
-                return HostEnd::Done;
-            }
-            let Loaded { envelope, body } = match relay.load(entry.id).await {
-                Ok(Some(loaded)) => loaded,
-                Ok(None) => {
-                    // The message is gone (removed by an operator): forget the entry.
-                    glommio::spawn_local(relay.clone().finish(entry, Vec::new(), None, None))
+                    None if behind => match self.more_work() {
+                        Some(entry) => entry,
+                        None => break,
+                    },
+                    None => match relay.next_work(self.site, idle).await {
+                        Some(entry) => entry,
+                        None => break,
+                    },
+                };
+                if !behind && !self.paced(idle).await {
+                    // Out of tokens for longer than a connection idles: the
+                    // site waits in the queue, not on an open connection.
+                    relay.put_back(self.site, entry);
+                    break;
+                }
+                let Loaded { envelope, body } = match relay.load(entry.id).await {
+                    Ok(Some(loaded)) => loaded,
+                    Ok(None) => {
+                        // The message is gone (removed by an operator): forget the entry.
+                        glommio::spawn_local(relay.clone().finish(entry, Vec::new(), None, None))
+                            .detach();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = relay.shard, queue_id = %entry.id, error = %e, "cannot read message for delivery");
+                        let why = NoRoute {
+                            permanent: false,
+                            status: "4.3.0",
+                            text: format!("cannot read the message from the store: {e}"),
+                        };
+                        relay.fail_all(vec![entry], &why, None);
+                        continue;
+                    }
+                };
+                // Queued before its address bounced elsewhere: never sent, bounced.
+                let (recipients, suppressed) = relay.drop_suppressed(&envelope, &entry.recipients);
+                if recipients.is_empty() {
+                    glommio::spawn_local(relay.clone().finish(entry, suppressed, None, None))
                         .detach();
                     continue;
                 }
-                Err(e) => {
-                    tracing::error!(shard = relay.shard, queue_id = %entry.id, error = %e, "cannot read message for delivery");
-                    let why = NoRoute {
-                        permanent: false,
-                        status: "4.3.0",
-                        text: format!("cannot read the message from the store: {e}"),
-                    };
-                    relay.fail_all(vec![entry], &why, None);
+                let smtputf8 =
+                    !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+                let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
+                if behind || recipients.len() <= batch {
+                    self.count_message(connection);
+                    connection.session.send(OutgoingMessage {
+                        mail_from: envelope.sender.clone(),
+                        recipients,
+                        body,
+                        smtputf8,
+                    });
+                    *sent += 1;
+                    if behind {
+                        relay.metrics.pipelined.inc();
+                    }
+                    flights.push_back(Flight {
+                        entry,
+                        envelope,
+                        suppressed,
+                    });
                     continue;
                 }
-            };
-            // Queued before its address bounced elsewhere: never sent, bounced.
-            let (recipients, suppressed) = relay.drop_suppressed(&envelope, &entry.recipients);
-            if recipients.is_empty() {
-                glommio::spawn_local(relay.clone().finish(entry, suppressed, None, None)).detach();
-                continue;
-            }
-            let smtputf8 = !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
-            let (mut results, broken) = match self
-                .transactions(connection, &envelope.sender, &recipients, body, smtputf8)
-                .await
-            {
-                Sent::Nothing(reply) => {
-                    *pending = Some(entry);
-                    return HostEnd::Failed(reply);
+                // More recipients than one transaction may carry: the
+                // transactions go one after the other, alone on the connection.
+                let flight = Flight {
+                    entry,
+                    envelope,
+                    suppressed,
+                };
+                let sender = flight.envelope.sender.clone();
+                match self
+                    .transactions(connection, &sender, &recipients, body, smtputf8)
+                    .await
+                {
+                    Sent::Nothing(reply) => {
+                        *pending = Some(flight.entry);
+                        return HostEnd::Failed(reply);
+                    }
+                    Sent::Results(results) => {
+                        *sent += 1;
+                        self.settle(flight, results, connection, pending, &mut moving_on);
+                    }
                 }
-                Sent::Results(results, broken) => (results, broken),
-            };
-            *sent += 1;
-            for result in &results {
-                self.heard(&result.reply);
             }
-            // A temporary failure for every recipient (4xx, or the host dropped
-            // us mid-transaction) is this host's problem: the next host, if any,
-            // gets the message in the same attempt. The last host's answer is
-            // recorded like any other.
-            let all_transient =
-                !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
-            if all_transient && self.has_next {
-                let reply = broken.clone().unwrap_or_else(|| results[0].reply.clone());
-                if broken.is_none() {
+            let Some(flight) = flights.pop_front() else {
+                // Nothing in flight and nothing more to send.
+                if !connection.session.is_closed() {
                     connection.quit(limits).await;
                 }
-                *pending = Some(entry);
-                return HostEnd::Failed(reply);
-            }
-            results.extend(suppressed);
-            // Delivered everywhere: the outcome needs only the envelope. Anything
-            // else may bounce, and a bounce quotes the original: re-read it then.
-            let loaded = all_delivered(&results).then(|| Loaded {
-                envelope,
-                body: Vec::new(),
-            });
-            let via = Via {
-                host: self.target.host.clone(),
-                addr: Some(self.target.addr),
-                tls: connection.tls_version,
-                site: Some(self.site.clone()),
+                return match moving_on {
+                    Some(reply) => HostEnd::Failed(reply),
+                    None => HostEnd::Done,
+                };
             };
-            glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
-            if broken.is_some() {
-                return HostEnd::Done;
+            match connection.next_event(limits).await {
+                ClientEvent::Finished(results) => {
+                    relay.metrics.transactions.inc();
+                    self.settle(flight, results, connection, pending, &mut moving_on);
+                }
+                other => {
+                    // The session ended without answering what is in flight
+                    // (it answers every transaction before saying Failed, so
+                    // this is only a safeguard): it all goes back unattempted,
+                    // the oldest to the next host.
+                    let reply = match other {
+                        ClientEvent::Failed(reply) => reply,
+                        other => unexpected(other),
+                    };
+                    for flight in std::iter::once(flight).chain(flights.drain(..)) {
+                        self.hand_back(flight.entry, pending);
+                    }
+                    return HostEnd::Failed(reply);
+                }
             }
         }
     }
+
+    /// An entry this host did not take, back for the next host (the first
+    /// one) or for another connection.
+    fn hand_back(&self, entry: QueueEntry, pending: &mut Option<QueueEntry>) {
+        match pending {
+            None => *pending = Some(entry),
+            Some(_) => self.relay.put_back(self.site, entry),
+        }
+    }
+
+    /// What this host said to one message: record it, or, when every
+    /// recipient got a transient failure and another host is left, hand
+    /// the message on to that host in the same attempt and stop sending here.
+    fn settle(
+        &self,
+        flight: Flight,
+        mut results: Vec<RecipientResult>,
+        connection: &Connection,
+        pending: &mut Option<QueueEntry>,
+        moving_on: &mut Option<ServerReply>,
+    ) {
+        let relay = self.relay;
+        let Flight {
+            entry,
+            envelope,
+            suppressed,
+        } = flight;
+        for result in &results {
+            self.heard(&result.reply);
+        }
+        // A temporary failure for every recipient (4xx, or the host dropped
+        // us mid-transaction) is this host's problem: the next host, if any,
+        // gets the message in the same attempt. The last host's answer is
+        // recorded like any other.
+        let all_transient = !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
+        if all_transient && self.has_next {
+            moving_on.get_or_insert_with(|| results[0].reply.clone());
+            self.hand_back(entry, pending);
+            return;
+        }
+        results.extend(suppressed);
+        // Delivered everywhere: the outcome needs only the envelope. Anything
+        // else may bounce, and a bounce quotes the original: re-read it then.
+        let loaded = all_delivered(&results).then(|| Loaded {
+            envelope,
+            body: Vec::new(),
+        });
+        let via = Via {
+            host: self.target.host.clone(),
+            addr: Some(self.target.addr),
+            tls: connection.tls_version,
+            site: Some(self.site.clone()),
+        };
+        glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
+    }
+}
+
+/// A message sent over the connection, waiting for its transaction's end.
+struct Flight {
+    entry: QueueEntry,
+    envelope: Envelope,
+    /// Recipients not sent (on the suppression list), already decided.
+    suppressed: Vec<RecipientResult>,
 }
 
 fn all_delivered(results: &[RecipientResult]) -> bool {
@@ -857,6 +989,11 @@ impl Connection {
             if let Some(event) = self.session.poll_event() {
                 return event;
             }
+            // The session stops feeding at each `Finished`: replies to the
+            // transactions behind it may be here already.
+            if self.start < self.end && !self.session.is_closed() && self.feed_buffered() > 0 {
+                continue;
+            }
             let Some(tcp) = self.stream.tcp() else {
                 // No socket (a failed TLS upgrade): the session ends here.
                 if self.session.is_closed() {
@@ -883,20 +1020,28 @@ impl Connection {
                 Ok(0) | Err(_) => self.session.eof(),
                 Ok(n) => {
                     self.end += n;
-                    self.start += self.session.feed(&self.buf[self.start..self.end]);
-                    if self.start == self.end {
-                        (self.start, self.end) = (0, 0);
-                    } else if self.end == self.buf.len() {
-                        self.buf.copy_within(self.start..self.end, 0);
-                        (self.start, self.end) = (0, self.end - self.start);
-                        if self.end == self.buf.len() {
-                            // Cannot happen: the session bounds a reply below the buffer.
-                            self.session.eof();
-                        }
-                    }
+                    self.feed_buffered();
                 }
             }
         }
+    }
+
+    /// Feed the session what has been read and not yet taken; returns the
+    /// bytes it took.
+    fn feed_buffered(&mut self) -> usize {
+        let used = self.session.feed(&self.buf[self.start..self.end]);
+        self.start += used;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.end == self.buf.len() {
+                // Cannot happen: the session bounds a reply below the buffer.
+                self.session.eof();
+            }
+        }
+        used
     }
 
     /// Say QUIT and wait briefly for the answer.

@@ -759,6 +759,18 @@ impl Relay {
         state.sites.get_mut(site)?.ready.pop_front()
     }
 
+    /// Whether `site`'s next ready entry has at most `recipients`
+    /// recipients (false when none is ready, or when stopping).
+    pub fn next_ready_fits(&self, site: &SiteName, recipients: usize) -> bool {
+        let state = self.state.borrow();
+        !state.stopping
+            && state
+                .sites
+                .get(site)
+                .and_then(|dest| dest.ready.front())
+                .is_some_and(|entry| entry.recipients.len() <= recipients)
+    }
+
     /// Put an entry taken for sending back at the head of its site's queue
     /// (the connection could not send it now; no attempt was made).
     pub fn put_back(self: &Rc<Self>, site: &SiteName, entry: QueueEntry) {

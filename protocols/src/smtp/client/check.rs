@@ -15,6 +15,7 @@
 //!   nothing more;
 //! - the output stays within a bound computed from the messages sent.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{ClientConfig, ClientEvent, ClientSession, OutgoingMessage};
@@ -27,8 +28,9 @@ shared::impl_session!(ClientSession, ClientEvent);
 pub type Trace = shared::Trace<ClientEvent>;
 
 /// Drive a new session with `pieces` of server input, as an engine would:
-/// each `Ready` or `Finished` is answered by sending the next of `messages`,
-/// or QUIT after the last; `StartTls` by `tls_established` at once. The
+/// each `Ready` or `Finished` is answered by sending the next of `messages`
+/// (as many as [`ClientSession::can_send`] allows), and QUIT once the last
+/// is sent; `StartTls` by `tls_established` at once. The
 /// stream ends after the last piece. Panics if the session breaks a promise.
 pub fn drive<'a>(
     config: Arc<ClientConfig>,
@@ -41,7 +43,7 @@ pub fn drive<'a>(
         session: ClientSession::new(config),
         messages,
         next: 0,
-        in_flight: None,
+        in_flight: VecDeque::new(),
         trace: Trace::default(),
         done: false,
     };
@@ -108,8 +110,8 @@ struct Driver<'m> {
     messages: &'m [OutgoingMessage],
     /// Index of the next message to send.
     next: usize,
-    /// Index of the message whose `Finished` is due.
-    in_flight: Option<usize>,
+    /// Indexes of the messages whose `Finished` is due, oldest first.
+    in_flight: VecDeque<usize>,
     trace: Trace,
     /// Most output bytes the messages sent so far can explain.
     bound: usize,
@@ -130,12 +132,12 @@ impl Driver<'_> {
             assert!(!self.done, "{event:?} after the end");
             match &event {
                 ClientEvent::Ready => {
-                    assert!(self.next == 0 && self.in_flight.is_none(), "Ready twice");
-                    self.next_message();
+                    assert!(self.next == 0 && self.in_flight.is_empty(), "Ready twice");
+                    self.send_more();
                 }
                 ClientEvent::StartTls => self.session.tls_established(),
                 ClientEvent::Finished(results) => {
-                    let sent = self.in_flight.take().expect("Finished without send");
+                    let sent = self.in_flight.pop_front().expect("Finished without send");
                     let recipients = &self.messages[sent].recipients;
                     assert_eq!(results.len(), recipients.len(), "results per recipient");
                     for (result, recipient) in results.iter().zip(recipients) {
@@ -147,7 +149,7 @@ impl Driver<'_> {
                             result.reply
                         );
                     }
-                    self.next_message();
+                    self.send_more();
                 }
                 ClientEvent::Failed(reply) => {
                     assert!(!reply.is_positive(), "failed on {reply}");
@@ -162,20 +164,23 @@ impl Driver<'_> {
         }
     }
 
-    /// Send the next message, or QUIT after the last.
-    fn next_message(&mut self) {
+    /// Send the next messages the session takes, and QUIT after the last.
+    fn send_more(&mut self) {
         if self.session.is_closed() {
             // Failed is already queued behind this event.
             return;
         }
-        let Some(message) = self.messages.get(self.next) else {
-            return self.session.quit();
-        };
-        let addresses: usize = message.recipients.iter().map(|r| r.len() + 16).sum();
-        self.bound += 2 * message.body.len() + message.mail_from.len() + addresses + 160;
-        self.in_flight = Some(self.next);
-        self.next += 1;
-        self.session.send(message.clone());
+        while let Some(message) = self.messages.get(self.next) {
+            if !self.session.can_send() {
+                return;
+            }
+            let addresses: usize = message.recipients.iter().map(|r| r.len() + 16).sum();
+            self.bound += 2 * message.body.len() + message.mail_from.len() + addresses + 160;
+            self.in_flight.push_back(self.next);
+            self.next += 1;
+            self.session.send(message.clone());
+        }
+        self.session.quit();
     }
 
     fn take_output(&mut self) {
@@ -231,7 +236,7 @@ pub fn small_config(seed: u64) -> ClientConfig {
     }
 }
 
-/// One or two messages chosen by `seed`: null and UTF-8 senders, zero to
+/// One to three messages chosen by `seed`: null and UTF-8 senders, zero to
 /// three recipients (some with control characters), bodies with dots,
 /// 8-bit bytes or no final CRLF.
 pub fn messages(seed: u64) -> Vec<OutgoingMessage> {
@@ -245,7 +250,7 @@ pub fn messages(seed: u64) -> Vec<OutgoingMessage> {
         b"8 bit \xc3\xa9\r\n",
         b"Subject: s\r\n\r\nline one\r\nline two\r\n.\r\nline four\r\n",
     ];
-    (0..1 + rng.below(2))
+    (0..1 + rng.below(3))
         .map(|_| OutgoingMessage {
             mail_from: FROM[rng.below(FROM.len())].to_owned(),
             recipients: (0..rng.below(4))

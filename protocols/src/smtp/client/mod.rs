@@ -1,5 +1,6 @@
 //! SMTP (RFC 5321) for the client side: one [`ClientSession`] per outbound
-//! connection, sending one message at a time.
+//! connection, sending one message at a time, or several back to back when
+//! the server takes BDAT with PIPELINING (see [`ClientSession::can_send`]).
 //!
 //! # Driving a session
 //! 1. Connect, then [`ClientSession::new`]; it waits for the greeting.
@@ -12,7 +13,7 @@
 //! 4. [`ClientEvent::Ready`] and [`ClientEvent::Finished`] hand the turn to
 //!    the driver: `feed` stops right after them, and the driver answers with
 //!    [`ClientSession::send`] or [`ClientSession::quit`] before feeding the
-//!    rest. On [`ClientEvent::StartTls`], wrap the socket in TLS and call
+//!    rest. Transactions finish in the order they were sent. On [`ClientEvent::StartTls`], wrap the socket in TLS and call
 //!    [`ClientSession::tls_established`].
 //! 5. After [`ClientEvent::Failed`] or [`ClientEvent::Closed`] the session
 //!    reads nothing more; write what output is left (best effort: it may hold
@@ -209,6 +210,19 @@ impl Awaiting {
         }
     }
 
+    /// A reply to a transaction's command (so to the oldest in progress).
+    fn is_transactional(self) -> bool {
+        matches!(
+            self,
+            Awaiting::Rset
+                | Awaiting::Mail
+                | Awaiting::Rcpt(_)
+                | Awaiting::Data
+                | Awaiting::DataEnd
+                | Awaiting::Bdat
+        )
+    }
+
     fn phase(self, content_unwritten: bool) -> Phase {
         match self {
             Awaiting::Greeting => Phase::Greeting,
@@ -246,6 +260,8 @@ struct Transaction {
     results: Vec<Option<ServerReply>>,
     /// Commands still to write.
     steps: VecDeque<Step>,
+    /// Replies still due to commands written for it.
+    due: usize,
 }
 
 impl Transaction {
@@ -289,7 +305,10 @@ pub struct ClientSession {
     extensions: Extensions,
     /// TLS is up: STARTTLS is not offered again.
     tls: bool,
-    transaction: Option<Transaction>,
+    /// Transactions sent and not finished, oldest first: replies go to the
+    /// front one. Only the newest can have commands left to write (another
+    /// starts only once every earlier one is written whole).
+    transactions: VecDeque<Transaction>,
     /// A MAIL has been written on this connection: later transactions begin with RSET.
     used: bool,
     /// `quit` came while busy: QUIT follows as soon as the session is idle.
@@ -312,7 +331,7 @@ impl ClientSession {
             events: VecDeque::new(),
             extensions: Extensions::default(),
             tls: false,
-            transaction: None,
+            transactions: VecDeque::new(),
             used: false,
             quit_requested: false,
             content_unwritten: false,
@@ -386,13 +405,15 @@ impl ClientSession {
     /// server cannot take it: over the SIZE limit (local 552 5.3.4), or
     /// SMTPUTF8 needed and not offered (local 553 5.6.7).
     ///
-    /// Only when [`Self::is_idle`]: after `Ready` or `Finished`. On a
-    /// session that has closed meanwhile, `Finished` comes at once with a
-    /// local 421 4.4.2 for every recipient. Calling it in the middle of a
-    /// transaction or greeting is a bug (a debug assertion); release builds
-    /// answer with a local 451 4.3.0 for every recipient.
+    /// Only when [`Self::can_send`]: after `Ready` or `Finished`, or with
+    /// earlier transactions still waiting for replies when the server
+    /// pipelines BDAT. On a session that has closed meanwhile, `Finished`
+    /// comes at once with a local 421 4.4.2 for every recipient. Calling it
+    /// in the middle of a greeting or of a transaction not written whole is
+    /// a bug (a debug assertion); release builds answer with a local 451
+    /// 4.3.0 for every recipient.
     pub fn send(&mut self, message: OutgoingMessage) {
-        if !self.is_idle() {
+        if !self.can_send() {
             debug_assert!(self.is_closed(), "send() on a busy session");
             let refusal = if self.is_closed() {
                 reply::connection_lost()
@@ -440,7 +461,7 @@ impl ClientSession {
             smtputf8: needs_utf8,
         };
         let pipelining = ext.pipelining;
-        let chunking = pipelining && ext.chunking && self.config.use_chunking;
+        let chunking = self.uses_chunking();
         let mut steps = VecDeque::with_capacity(results.len() + 3);
         if self.used {
             steps.push_back(Step::Rset);
@@ -450,11 +471,12 @@ impl ClientSession {
         steps.extend(to_send.map(|(i, _)| Step::Rcpt(i)));
         steps.push_back(if chunking { Step::Bdat } else { Step::Data });
         self.used = true;
-        self.transaction = Some(Transaction {
+        self.transactions.push_back(Transaction {
             message,
             params,
             results,
             steps,
+            due: 0,
         });
         if pipelining {
             // RFC 2920 §3.1: DATA and BDAT LAST may end a group, so the whole
@@ -509,9 +531,36 @@ impl ClientSession {
         }
     }
 
-    /// True when ready for [`Self::send`]: greeted, no transaction in progress.
+    /// True when greeted and no transaction is in progress.
     pub fn is_idle(&self) -> bool {
-        self.stage == Stage::Ready && self.transaction.is_none() && self.awaiting.is_empty()
+        self.stage == Stage::Ready && self.transactions.is_empty() && self.awaiting.is_empty()
+    }
+
+    /// True when [`Self::send`] may be called: idle, or every transaction
+    /// in progress written whole to a server that takes PIPELINING and
+    /// CHUNKING, so the next one can go out behind them without waiting
+    /// for their replies (RFC 3030 §4.2, RFC 2920 §3.1: BDAT LAST may be
+    /// followed by more commands in the same group). With DATA the client
+    /// must wait for the 354, so transactions go one at a time.
+    pub fn can_send(&self) -> bool {
+        if self.is_idle() {
+            return true;
+        }
+        self.stage == Stage::Ready
+            && !self.quit_requested
+            && self.uses_chunking()
+            && self.transactions.iter().all(|tx| tx.steps.is_empty())
+    }
+
+    /// Transactions sent and not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.transactions.len()
+    }
+
+    /// Bodies go with BDAT, every command pipelined.
+    fn uses_chunking(&self) -> bool {
+        let ext = &self.extensions;
+        ext.pipelining && ext.chunking && self.config.use_chunking
     }
 
     /// True once the session is over (after `Failed` or `Closed`).
@@ -538,6 +587,11 @@ impl ClientSession {
         }
         if reply.code == SERVICE_CLOSING {
             return self.fail(reply);
+        }
+        if awaiting.is_transactional() {
+            if let Some(tx) = self.transactions.front_mut() {
+                tx.due = tx.due.saturating_sub(1);
+            }
         }
         match awaiting {
             Awaiting::Greeting if reply.is_positive() => self.write_hello("EHLO", Awaiting::Ehlo),
@@ -568,8 +622,8 @@ impl ClientSession {
             Awaiting::Rset => self.advance(),
             Awaiting::Rcpt(i) => {
                 if let Some(slot) = self
-                    .transaction
-                    .as_mut()
+                    .transactions
+                    .front_mut()
                     .and_then(|tx| tx.results.get_mut(i))
                 {
                     slot.get_or_insert(reply);
@@ -578,7 +632,7 @@ impl ClientSession {
             }
             Awaiting::Data if reply.code == START_MAIL_INPUT => self.write_content(),
             Awaiting::Mail | Awaiting::Data | Awaiting::DataEnd | Awaiting::Bdat => {
-                if let Some(tx) = &mut self.transaction {
+                if let Some(tx) = self.transactions.front_mut() {
                     tx.decide_rest(&reply);
                 }
                 self.advance();
@@ -608,14 +662,14 @@ impl ClientSession {
         }
     }
 
-    /// After a transaction's reply: once all written commands are answered,
-    /// write the next one, or end the transaction if nothing is left to
-    /// decide (MAIL refused, every RCPT refused, content answered).
+    /// After a reply to the oldest transaction: once all its written
+    /// commands are answered, write its next one, or end it if nothing is
+    /// left to decide (MAIL refused, every RCPT refused, content answered).
     fn advance(&mut self) {
-        let Some(tx) = &self.transaction else {
+        let Some(tx) = self.transactions.front() else {
             return;
         };
-        if !self.awaiting.is_empty() {
+        if tx.due > 0 {
             return;
         }
         if !tx.undecided() || !self.write_next_step() {
@@ -627,12 +681,17 @@ impl ClientSession {
     /// the end-of-data line (a pipelining server may say 354 with no
     /// recipient accepted); the transaction then ends on its reply.
     fn write_content(&mut self) {
-        match &self.transaction {
+        match self.transactions.front_mut() {
             Some(tx) if tx.undecided() => {
                 command::data_content(&mut self.output, &tx.message.body);
                 self.content_unwritten = true;
+                tx.due += 1;
             }
-            _ => self.output.extend_from_slice(command::END_OF_DATA),
+            Some(tx) => {
+                self.output.extend_from_slice(command::END_OF_DATA);
+                tx.due += 1;
+            }
+            None => self.output.extend_from_slice(command::END_OF_DATA),
         }
         self.awaiting.push_back(Awaiting::DataEnd);
     }
@@ -644,9 +703,10 @@ impl ClientSession {
         self.awaiting.push_back(awaiting);
     }
 
-    /// Write the transaction's next command; false if none is left.
+    /// Write the newest transaction's next command (only it can have
+    /// any left); false if none is left.
     fn write_next_step(&mut self) -> bool {
-        let Some(tx) = &mut self.transaction else {
+        let Some(tx) = self.transactions.back_mut() else {
             return false;
         };
         let Some(step) = tx.steps.pop_front() else {
@@ -676,6 +736,7 @@ impl ClientSession {
                 Awaiting::Bdat
             }
         };
+        tx.due += 1;
         self.awaiting.push_back(awaiting);
         true
     }
@@ -689,29 +750,42 @@ impl ClientSession {
 
     // -- endings -------------------------------------------------------------
 
-    /// The transaction is over: report it, then QUIT if asked to meanwhile.
+    /// The oldest transaction is over: report it, and any decided behind
+    /// it without a command written (their turn has come), then QUIT if
+    /// asked to meanwhile and nothing is left.
     fn finish(&mut self) {
-        if let Some(tx) = self.transaction.take() {
+        let mut over = self.transactions.pop_front();
+        while let Some(tx) = over {
             self.events
                 .push_back(ClientEvent::Finished(tx.into_results()));
             self.paused = true;
+            let decided = |tx: &Transaction| tx.due == 0 && tx.steps.is_empty() && !tx.undecided();
+            over = match self.transactions.front() {
+                Some(next) if decided(next) => self.transactions.pop_front(),
+                _ => None,
+            };
         }
-        if self.quit_requested && self.stage == Stage::Ready {
+        if self.quit_requested && self.stage == Stage::Ready && self.transactions.is_empty() {
             self.write_quit();
         }
     }
 
-    /// A transaction decided before anything was written.
+    /// A transaction decided before anything was written: it finishes in
+    /// its turn, after those sent before it.
     fn finish_with(&mut self, message: OutgoingMessage, results: Vec<Option<ServerReply>>) {
         let steps = VecDeque::new();
         let params = MailParams::default();
-        self.transaction = Some(Transaction {
+        let waits = !self.transactions.is_empty();
+        self.transactions.push_back(Transaction {
             message,
             params,
             results,
             steps,
+            due: 0,
         });
-        self.finish();
+        if !waits {
+            self.finish();
+        }
     }
 
     /// The server refused the greeting, EHLO or HELO: fail, and say QUIT on
@@ -729,13 +803,13 @@ impl ClientSession {
         self.fail(reply::protocol_error(what));
     }
 
-    /// The connection is unusable: the transaction in progress, if any, ends
-    /// with `reply` for every undecided recipient, then `Failed`.
+    /// The connection is unusable: each transaction in progress, oldest
+    /// first, ends with `reply` for every undecided recipient, then `Failed`.
     fn fail(&mut self, reply: ServerReply) {
         if self.stage == Stage::Closed {
             return;
         }
-        if let Some(mut tx) = self.transaction.take() {
+        for mut tx in std::mem::take(&mut self.transactions) {
             tx.decide_rest(&reply);
             self.events
                 .push_back(ClientEvent::Finished(tx.into_results()));

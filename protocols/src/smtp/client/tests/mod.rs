@@ -29,6 +29,8 @@ enum Op {
     Send(OutgoingMessage),
     /// The engine calls `quit`.
     Quit,
+    /// The engine has handled the last event and reads on.
+    Resume,
     /// The engine finished the TLS handshake.
     Tls,
     /// The server closed the connection.
@@ -102,6 +104,11 @@ impl Script {
 
     fn quit(&mut self) -> &mut Self {
         self.ops.push(Op::Quit);
+        self
+    }
+
+    fn resume(&mut self) -> &mut Self {
+        self.ops.push(Op::Resume);
         self
     }
 
@@ -192,6 +199,7 @@ impl Script {
                 }
                 Op::Send(message) => run.act(|s| s.send(message.clone())),
                 Op::Quit => run.act(ClientSession::quit),
+                Op::Resume => run.act(|_| {}),
                 Op::Tls => run.act(ClientSession::tls_established),
                 Op::Eof => {
                     run.unread.clear();

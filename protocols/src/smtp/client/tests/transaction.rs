@@ -396,3 +396,152 @@ fn quit_during_a_transaction_waits_for_its_end() {
         .event(ClientEvent::Closed)
         .run();
 }
+
+/// PIPELINING and CHUNKING: transactions may follow each other unanswered.
+const EHLO_BDAT: &str =
+    "250-mx.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n";
+
+#[test]
+fn with_bdat_transactions_go_out_back_to_back_and_finish_in_order() {
+    Script::greeted(EHLO_BDAT)
+        .inspect(|session| assert!(session.can_send()))
+        .send(message(&["1@d.test"], "one\r\n"))
+        .inspect(|session| {
+            assert!(session.can_send(), "written whole: the next may follow");
+            assert!(!session.is_idle());
+            assert_eq!(session.in_flight(), 1);
+        })
+        .send(message(&["2@d.test", "3@d.test"], "two\r\n"))
+        .inspect(|session| assert_eq!(session.in_flight(), 2))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nRCPT TO:<3@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+        ))
+        .phase(Phase::Mail)
+        .server("250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 one\r\n250 2.0.0 reset\r\n250 2.1.0 ok\r\n550 5.1.1 no\r\n250 2.1.5 ok\r\n250 2.0.0 two\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .inspect(|session| assert_eq!(session.in_flight(), 1))
+        .resume()
+        .event(finished(&[
+            ("2@d.test", reply("550 5.1.1 no")),
+            ("3@d.test", reply("250 2.0.0 two")),
+        ]))
+        .phase(Phase::Idle)
+        .inspect(|session| assert!(session.is_idle()))
+        .quits()
+        .run();
+}
+
+#[test]
+fn a_refused_mail_fails_only_its_own_transaction() {
+    Script::greeted(EHLO_BDAT)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "two\r\n"))
+        .send(message(&["3@d.test"], "three\r\n"))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<3@d.test>\r\nBDAT 7 LAST\r\nthree\r\n",
+        ))
+        // The second MAIL refused: its RCPT and BDAT get 503s, which decide
+        // nothing more; the third goes through.
+        .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 reset\r\n451 4.3.0 later\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no MAIL\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .resume()
+        .event(finished(&[("2@d.test", reply("451 4.3.0 later"))]))
+        .server("250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n")
+        .event(finished(&[("3@d.test", reply("250 2.0.0 three"))]))
+        .quits()
+        .run();
+}
+
+#[test]
+fn a_lost_connection_ends_every_transaction_in_flight() {
+    let lost = reply::connection_lost();
+    Script::greeted(EHLO_BDAT)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "two\r\n"))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+        ))
+        .server("250 ok\r\n250 ok\r\n")
+        .eof()
+        .event(finished(&[("1@d.test", lost.clone())]))
+        .event(finished(&[("2@d.test", lost.clone())]))
+        .event(ClientEvent::Failed(lost))
+        .phase(Phase::Closed)
+        .inspect(|session| assert!(!session.can_send()))
+        .run();
+}
+
+#[test]
+fn a_421_between_pipelined_transactions_ends_the_rest() {
+    Script::greeted(EHLO_BDAT)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "two\r\n"))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+        ))
+        .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n421 4.3.2 shutting down\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .resume()
+        .event(finished(&[("2@d.test", reply("421 4.3.2 shutting down"))]))
+        .event(ClientEvent::Failed(reply("421 4.3.2 shutting down")))
+        .run();
+}
+
+#[test]
+fn a_message_refused_locally_behind_others_finishes_in_its_turn() {
+    let ehlo = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10\r\n250 CHUNKING\r\n";
+    Script::greeted(ehlo)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "far too big for it\r\n"))
+        .inspect(|session| assert_eq!(session.in_flight(), 2))
+        .client("MAIL FROM:<a@b.test> SIZE=5\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n")
+        .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .event(finished(&[("2@d.test", reply::too_big(10))]))
+        .phase(Phase::Idle)
+        .quits()
+        .run();
+}
+
+#[test]
+fn quit_waits_for_every_transaction_in_flight() {
+    Script::greeted(EHLO_BDAT)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "two\r\n"))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+        ))
+        .quit()
+        .inspect(|session| assert!(!session.can_send(), "no more after quit"))
+        .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .client("")
+        .server("250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 two\r\n")
+        .event(finished(&[("2@d.test", reply("250 2.0.0 two"))]))
+        .client("QUIT\r\n")
+        .server("221 bye\r\n")
+        .event(ClientEvent::Closed)
+        .run();
+}
+
+#[test]
+fn with_data_a_transaction_waits_for_the_one_before() {
+    Script::greeted(EHLO_PIPELINING)
+        .send(message(&["1@d.test"], "one\r\n"))
+        .inspect(|session| assert!(!session.can_send(), "DATA needs its 354 first"))
+        .client("MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nDATA\r\n")
+        .server("250 ok\r\n250 ok\r\n354 go\r\n")
+        .client("one\r\n.\r\n")
+        .inspect(|session| assert!(!session.can_send()))
+        .server("250 2.0.0 one\r\n")
+        .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
+        .inspect(|session| assert!(session.can_send()))
+        .quits()
+        .run();
+}
