@@ -1255,6 +1255,50 @@ fn transactions_in_flight_move_on_with_the_first_to_the_next_host() {
 }
 
 #[test]
+fn a_busy_site_keeps_its_connections() {
+    // Mail arrives while the relay delivers: connections waiting for work
+    // are woken for entries that a busier connection may take first. They
+    // must wait on, not close: 300 messages over a handful of connections,
+    // not a new connection every few messages.
+    const N: usize = 300;
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &dest_zone(SINK_A));
+    let (server, _dir) = start_server(|c: &mut Config| {
+        relay_to(dns.addr(), port)(c);
+        c.relay.max_connections_per_destination = 4;
+    });
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let addr = server.smtp_addr();
+            std::thread::spawn(move || {
+                let (mut c, _) = Client::connect(addr);
+                assert!(c.cmd("EHLO client.test").starts_with("250"));
+                for n in (t..N).step_by(3) {
+                    assert!(c.cmd("MAIL FROM:<a@origin.test>").starts_with("250"));
+                    assert!(c.cmd("RCPT TO:<b@dest.test>").starts_with("250"));
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send(message(n).replace("\r\n.", "\r\n..").as_bytes());
+                    assert!(c.cmd(".").starts_with("250"));
+                }
+                c.cmd("QUIT");
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    assert!(sinks[0].wait_for_messages(N as u64, WAIT));
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let opened: f64 = metrics_of(&server)
+        .lines()
+        .filter(|l| l.starts_with("ringpost_relay_connections_opened_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(opened <= 12.0, "{opened} connections for {N} messages");
+    server.shutdown();
+}
+
+#[test]
 fn connection_reuse_is_measured() {
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
     let dns = TestDns::start("test.", &dest_zone(SINK_A));

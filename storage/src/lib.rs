@@ -267,6 +267,20 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.get(family, key)?.map(Pinned::new))
     }
 
+    /// The value at `key` if the engine can answer from memory alone (its
+    /// memtables and caches): `Some(found)`, where `found` is the same as
+    /// [`Store::get`]'s; `None` when answering would read the disk. An
+    /// executor thread may read what is hot itself and hand only the rest
+    /// to a blocking pool. The default answers nothing from memory.
+    fn get_in_memory(
+        &self,
+        family: Family,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        let _ = (family, key);
+        Ok(None)
+    }
+
     /// How full the engine's in-memory cache of message bodies is, if it
     /// has one (for metrics).
     fn body_cache_usage(&self) -> Option<CacheUsage> {

@@ -90,6 +90,14 @@ impl Store for MemoryStore {
         Ok(self.read()[slot(family)].get(key).cloned())
     }
 
+    fn get_in_memory(
+        &self,
+        family: Family,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        self.get(family, key).map(Some)
+    }
+
     fn scan(
         &self,
         family: Family,

@@ -38,7 +38,7 @@
 use crate::{CacheUsage, EngineHealth, Family, Op, Pinned, Store, StoreError, WriteBatch};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    FlushOptions, Options, ReadOptions, WriteOptions, DB,
+    FlushOptions, Options, ReadOptions, ReadTier, WriteOptions, DB,
 };
 use std::path::Path;
 
@@ -444,6 +444,25 @@ impl Store for RocksStore {
         match (self.db.get_cf(cf, key).map_err(StoreError::engine)?, family) {
             (None, Family::Blobs) => self.segments.read(&self.db, key),
             (found, _) => Ok(found),
+        }
+    }
+
+    fn get_in_memory(
+        &self,
+        family: Family,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        let Some(cf) = self.cf_to_read(family)? else {
+            return Ok(Some(None));
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_read_tier(ReadTier::BlockCache);
+        match self.db.get_cf_opt(cf, key, &opts) {
+            // Not in RocksDB: a body may be in a segment file, on disk.
+            Ok(None) if family == Family::Blobs => Ok(None),
+            Ok(found) => Ok(Some(found)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(StoreError::engine(e)),
         }
     }
 

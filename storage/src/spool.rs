@@ -389,6 +389,32 @@ pub fn read_body_pinned<'a>(
     store.get_pinned(Family::Blobs, &id.0)
 }
 
+/// What memory alone can tell of a stored message ([`read_message_in_memory`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum InMemory {
+    /// Its envelope and body.
+    Found(Envelope, Vec<u8>),
+    /// No such message (removed meanwhile).
+    Gone,
+    /// Some of it would have to be read from the disk.
+    OnDisk,
+}
+
+/// A message's envelope and body if the store can give both from memory
+/// ([`Store::get_in_memory`]), without waiting for the disk.
+pub fn read_message_in_memory(store: &dyn Store, id: &MessageId) -> Result<InMemory, StoreError> {
+    let envelope = match store.get_in_memory(Family::Envelopes, &id.0)? {
+        None => return Ok(InMemory::OnDisk),
+        Some(None) => return Ok(InMemory::Gone),
+        Some(Some(envelope)) => envelope,
+    };
+    Ok(match store.get_in_memory(Family::Blobs, &id.0)? {
+        None => InMemory::OnDisk,
+        Some(None) => InMemory::Gone,
+        Some(Some(body)) => InMemory::Found(Envelope::decode(&envelope)?, body),
+    })
+}
+
 /// Read a message's envelope.
 pub fn read_envelope(store: &dyn Store, id: &MessageId) -> Result<Option<Envelope>, StoreError> {
     store

@@ -81,6 +81,7 @@ per_engine!(
     large_values,
     binary_keys,
     get_pinned_sees_what_get_sees,
+    get_in_memory_agrees_with_get,
     spool_round_trip,
     spool_queue_changes,
     queue_due_order,

@@ -308,3 +308,53 @@ fn compaction_drops_expired_suppressions() {
         .unwrap();
     assert_eq!(left, ["forever@far.test", "live@far.test"]);
 }
+
+#[test]
+fn memory_reads_answer_from_memtables_and_decline_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || RocksOptions {
+        segment_min_bytes: Some(64 * 1024),
+        ..Default::default()
+    };
+    let big = vec![b'y'; 100 * 1024];
+    {
+        let store = RocksStore::open(dir.path(), opts()).unwrap();
+        store.write(&[message(1).into_batch()], true).unwrap();
+        store
+            .write(&[put(Family::Blobs, b"segment", big.clone())], true)
+            .unwrap();
+        // Just written: in the memtable.
+        assert_eq!(
+            store
+                .get_in_memory(Family::Blobs, &message(1).id.0)
+                .unwrap(),
+            Some(Some(vec![b'x'; 3000]))
+        );
+        assert!(store
+            .get_in_memory(Family::Envelopes, &message(1).id.0)
+            .unwrap()
+            .is_some_and(|found| found.is_some()));
+        // A body in a segment file is always a disk read.
+        assert_eq!(
+            store.get_in_memory(Family::Blobs, b"segment").unwrap(),
+            None
+        );
+        assert_eq!(
+            store.get(Family::Blobs, b"segment").unwrap(),
+            Some(big.clone())
+        );
+        store.flush().unwrap();
+    }
+    // Reopened: the table files are cold, so memory declines (or, where
+    // RocksDB has the blocks already, answers the same as a read).
+    let store = RocksStore::open(dir.path(), opts()).unwrap();
+    let id = message(1).id;
+    match store.get_in_memory(Family::Blobs, &id.0).unwrap() {
+        None => {}
+        Some(found) => assert_eq!(found, Some(vec![b'x'; 3000])),
+    }
+    assert_eq!(
+        spool::read_body(&store, &id).unwrap(),
+        Some(vec![b'x'; 3000])
+    );
+}

@@ -40,7 +40,10 @@ const QUIT_WAIT: Duration = Duration::from_secs(2);
 /// trip (and the host's work per message) behind the next messages and
 /// lets one write and one read carry several; a few are enough for that,
 /// and a connection that fails takes no more than these back to the queue.
-pub(crate) const MAX_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
+/// More are sent only once no more than this many are in flight, so each
+/// write carries several transactions rather than one per reply read.
+const REFILL_AT: usize = MAX_IN_FLIGHT / 2;
 
 /// Frees the connection slot however the task ends.
 struct Slot<'a> {
@@ -544,12 +547,16 @@ impl Over<'_> {
         let mut moving_on: Option<ServerReply> = None;
         loop {
             // Start transactions while the connection and the site allow.
+            let mut filling = false;
             while moving_on.is_none()
                 && flights.len() < MAX_IN_FLIGHT
                 && !connection.session.is_closed()
             {
                 let behind = !flights.is_empty();
                 if behind && !connection.session.can_send() {
+                    break;
+                }
+                if flights.len() > REFILL_AT && !filling {
                     break;
                 }
                 let entry = match pending.take() {
@@ -612,6 +619,7 @@ impl Over<'_> {
                         smtputf8,
                     });
                     *sent += 1;
+                    filling = true;
                     if behind {
                         relay.metrics.pipelined.inc();
                     }

@@ -38,7 +38,7 @@ use futures_lite::FutureExt;
 use ringpost_protocols::smtp::bounce_class::{self, Class};
 use ringpost_protocols::smtp::client::{ClientConfig, RecipientResult, ServerReply};
 use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
-use ringpost_storage::spool::{self, Envelope, MessageId, QueueEntry};
+use ringpost_storage::spool::{self, Envelope, InMemory, MessageId, QueueEntry};
 use ringpost_storage::suppression::{self, Suppression};
 use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
 pub use schedule::{Schedule, Slot};
@@ -50,6 +50,9 @@ use std::time::{Duration, Instant};
 
 /// How often due entries are moved to their ready queues.
 const TICK: Duration = Duration::from_millis(50);
+/// How long a connection with nothing to send keeps its slot when another
+/// shard asks for one (see [`Relay::next_work`]).
+const YIELD_GRACE: Duration = Duration::from_millis(100);
 /// Least time between two sweeps of the store.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Due entries one sweep brings in when memory is full, each in place of a
@@ -788,33 +791,52 @@ impl Relay {
     }
 
     /// The next entry for `site`, waiting up to `idle` for one to arrive,
-    /// unless another shard wants the site's connection slot.
+    /// unless another shard wants the site's connection slot. The slot is
+    /// given up only after [`YIELD_GRACE`] without work: under load a
+    /// queue is often empty for a moment, and closing a connection for that
+    /// to open another costs both ends far more than the wait.
     pub async fn next_work(&self, site: &SiteName, idle: Duration) -> Option<QueueEntry> {
-        if let Some(entry) = self.take_work(site) {
-            return Some(entry);
+        let started = Instant::now();
+        let give_up = started + idle;
+        let may_yield = started + YIELD_GRACE.min(idle);
+        loop {
+            // Woken for work another connection took first: wait on.
+            if let Some(entry) = self.take_work(site) {
+                return Some(entry);
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                return None;
+            }
+            if now >= may_yield {
+                let state = self.state.borrow();
+                let dest = state.sites.get(site)?;
+                if dest.limiter.should_yield(shaping::now_micros()) {
+                    return None;
+                }
+            }
+            let until = if now < may_yield { may_yield } else { give_up };
+            self.wait_for_work(site, until - now).await?;
         }
+    }
+
+    /// Wait up to `wait` for `site` to get work: whether it came, or None
+    /// when stopping or the site is gone.
+    async fn wait_for_work(&self, site: &SiteName, wait: Duration) -> Option<bool> {
         let (wake, woken) = oneshot::channel();
         {
             let mut state = self.state.borrow_mut();
             if state.stopping {
                 return None;
             }
-            let dest = state.sites.get_mut(site)?;
-            if dest.limiter.should_yield(shaping::now_micros()) {
-                return None;
-            }
-            dest.idle.push_back(wake);
+            state.sites.get_mut(site)?.idle.push_back(wake);
         }
         let woken = async { woken.await.is_ok() };
         let timeout = async {
-            glommio::timer::sleep(idle).await;
+            glommio::timer::sleep(wait).await;
             false
         };
-        if woken.or(timeout).await {
-            self.take_work(site)
-        } else {
-            None
-        }
+        Some(woken.or(timeout).await)
     }
 
     /// Whether `domain`, as `found` now, still belongs to the site whose
@@ -892,8 +914,15 @@ impl Relay {
         }
     }
 
-    /// Read a message's envelope and body, off the executor thread.
+    /// Read a message's envelope and body: here when the store has both in
+    /// memory (mail just taken usually is), else off the executor thread,
+    /// which must not wait for the disk.
     pub async fn load(&self, id: MessageId) -> Result<Option<Loaded>, StoreError> {
+        match spool::read_message_in_memory(&*self.store, &id)? {
+            InMemory::Found(envelope, body) => return Ok(Some(Loaded { envelope, body })),
+            InMemory::Gone => return Ok(None),
+            InMemory::OnDisk => {}
+        }
         let store = self.store.clone();
         glommio::executor()
             .spawn_blocking(move || {

@@ -62,6 +62,10 @@ pub const CASES: &[(&str, Case)] = &[
         "get_pinned_sees_what_get_sees",
         get_pinned_sees_what_get_sees,
     ),
+    (
+        "get_in_memory_agrees_with_get",
+        get_in_memory_agrees_with_get,
+    ),
     ("spool_round_trip", spool_round_trip),
     ("spool_queue_changes", spool_queue_changes),
     ("queue_due_order", queue_due_order),
@@ -612,6 +616,41 @@ pub fn binary_keys(store: Arc<dyn Store>) {
         keys(&scan(store, Family::Users, &[0x80], Some(&[0xff]))),
         keys_in_order[5..7].to_vec()
     );
+}
+
+/// Whatever `get_in_memory` answers is what `get` answers: it may only
+/// decline (the disk would be needed), never differ; after a delete it
+/// never answers with the old value.
+pub fn get_in_memory_agrees_with_get(store: Arc<dyn Store>) {
+    let store = &*store;
+    let big = pattern(9, 300_000);
+    let mut batch = WriteBatch::new();
+    batch.put(Family::Blobs, b"big".to_vec(), big);
+    batch.put(Family::Blobs, b"small".to_vec(), b"x".to_vec());
+    batch.put(Family::Envelopes, b"env".to_vec(), b"e".to_vec());
+    batch.put(Family::Users, b"empty".to_vec(), Vec::new());
+    write(store, batch);
+    let keys = [
+        (Family::Blobs, &b"big"[..]),
+        (Family::Blobs, b"small"),
+        (Family::Blobs, b"missing"),
+        (Family::Envelopes, b"env"),
+        (Family::Users, b"empty"),
+    ];
+    for (family, key) in keys {
+        if let Some(found) = store.get_in_memory(family, key).expect("get_in_memory") {
+            assert_eq!(found, get(store, family, key), "{key:?}");
+        }
+    }
+    let mut batch = WriteBatch::new();
+    for (family, key) in keys {
+        batch.delete(family, key.to_vec());
+    }
+    write(store, batch);
+    for (family, key) in keys {
+        let found = store.get_in_memory(family, key).expect("get_in_memory");
+        assert!(matches!(found, None | Some(None)), "{key:?}: {found:?}");
+    }
 }
 
 /// `get_pinned` lends exactly what `get` returns, absent included, large
