@@ -34,7 +34,7 @@
 #   SETTLE=2            seconds to keep the sink up after the last message, to
 #                       catch late duplicates
 #   LOG_DIR=            copy each side's logs (ringpost's output with
-#                       RUST_LOG=info, one line per delivery attempt; Postfix's
+#                       RUST_LOG=info, the mail log line per recipient attempt; Postfix's
 #                       maillog; blaster and sink reports) here; otherwise they
 #                       go with the temp dir
 #

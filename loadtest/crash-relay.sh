@@ -200,7 +200,7 @@ log "sink report: $(tail -n 1 "$WORK/sink.out")"
 STATS=$(timeout 60 "$RINGPOST" spool stats --data-dir "$WORK/data" 2>&1 | tr '\n' ' ' || true)
 log "spool after the clean stop: $STATS"
 for n in 1 2; do
-    log "ringpost run $n log: $(grep -c ' WARN ' "$WORK/server$n.log" || true) WARN, $(grep -c ' ERROR ' "$WORK/server$n.log" || true) ERROR lines; $(grep -c 'delivery attempt' "$WORK/server$n.log" || true) delivery attempts"
+    log "ringpost run $n log: $(grep -c ' WARN ' "$WORK/server$n.log" || true) WARN, $(grep -c ' ERROR ' "$WORK/server$n.log" || true) ERROR lines; $(grep -c 'ringpost::mail: delivery' "$WORK/server$n.log" || true) recipient delivery attempts (mail log lines)"
     grep 'queue entries loaded' "$WORK/server$n.log" | cut -c1-200 >&2 || true
 done
 
