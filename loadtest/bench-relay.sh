@@ -117,6 +117,16 @@ trap 'exit 141' PIPE
 
 now() { echo "$EPOCHREALTIME"; }
 
+# cpu_seconds PID: user + system CPU-seconds the process has used ("" if gone).
+cpu_seconds() {
+    awk -v tck="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tck }' "/proc/$1/stat" 2>/dev/null || true
+}
+
+# per_100k SECONDS MESSAGES: SECONDS scaled to 100,000 messages ("n/a" if unknown).
+per_100k() {
+    awk -v s="$1" -v n="$2" 'BEGIN { if (s != "" && n + 0 > 0) printf "%.2f", s / n * 100000; else print "n/a" }'
+}
+
 # start_sink LABEL: a fresh sink; sets SINK_PID and SINK_ADDR.
 start_sink() {
     local label=$1
@@ -239,6 +249,7 @@ measure() {
     R_ringpost_rate="n/a" R_ringpost_elapsed="n/a" R_ringpost_p50="n/a" R_ringpost_p99="n/a"
     R_ringpost_acked="n/a" R_ringpost_received="n/a" R_ringpost_dups="n/a" R_ringpost_lost="n/a"
     R_ringpost_errors="n/a" R_ringpost_outcome="not run"
+    R_ringpost_cpu="n/a" R_ringpost_sink_cpu="n/a"
     R_postfix_rate="n/a" R_postfix_elapsed="n/a" R_postfix_p50="n/a" R_postfix_p99="n/a"
     R_postfix_acked="n/a" R_postfix_received="n/a" R_postfix_dups="n/a" R_postfix_lost="n/a"
     R_postfix_errors="n/a" R_postfix_outcome="not run"
@@ -301,6 +312,10 @@ EOF
     grep -E '^(ringpost [0-9]|  [a-z])' "$WORK/ringpost.log" | sed 's/^/[bench-relay]   /' >&2 || true
     local rc=0
     measure ringpost "$addr" "$RINGPOST_PID" || rc=1
+    # Whole-run CPU of the server (start-up included) and of its sink,
+    # per 100,000 messages relayed: what the figure cost each side.
+    R_ringpost_cpu=$(per_100k "$(cpu_seconds "$RINGPOST_PID")" "$R_ringpost_received")
+    R_ringpost_sink_cpu=$(per_100k "$(cpu_seconds "$SINK_PID")" "$R_ringpost_received")
     if [[ $metrics == http* ]] && command -v curl >/dev/null; then
         timeout 10 curl -s "$metrics" >"$WORK/ringpost-metrics.out" 2>/dev/null || true
         log "ringpost relay metrics:"
@@ -430,5 +445,6 @@ for side in ringpost postfix; do
         "$(v lost)" "$(v dups)" "$(v outcome)" "$(v errors)"
 done
 echo "  ratio ringpost/postfix (msg/s): $ratio"
+echo "  ringpost CPU-seconds per 100,000 relayed: server $R_ringpost_cpu, its sink $R_ringpost_sink_cpu"
 echo "SUMMARY relay ringpost=$R_ringpost_rate postfix=$R_postfix_rate ratio=$ratio lost_ringpost=$R_ringpost_lost lost_postfix=$R_postfix_lost dups_ringpost=$R_ringpost_dups dups_postfix=$R_postfix_dups status=$([[ $STATUS == 0 ]] && echo ok || echo failed)"
 exit "$STATUS"

@@ -1114,7 +1114,6 @@ fn the_mail_log_has_a_line_per_acceptance_and_per_recipient_delivered() {
     assert_eq!(to, ["b@dest.test", "c@dest.test"]);
 }
 
-/// Outbound connections are reused, and the metric says how much.
 /// The `Message-ID`s of what a sink kept, sorted (duplicates stay).
 fn message_ids(sink: &SinkHandle) -> Vec<String> {
     let mut ids: Vec<String> = sink
@@ -1298,6 +1297,119 @@ fn a_busy_site_keeps_its_connections() {
     server.shutdown();
 }
 
+/// A minimal MX with PIPELINING and CHUNKING that drops its first
+/// connection right after answering that connection's first message, and
+/// takes everything on later connections. Returns its port and the
+/// messages it took (their bodies), one per 250 it said.
+fn mx_that_drops_its_first_connection() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind((SINK_A, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = taken.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let taken = kept.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut input = BufReader::new(stream);
+                let _ = out.write_all(b"220 mx.test ESMTP\r\n");
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if input.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+                        "QUIT" => {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        "BDAT" => {
+                            let size: usize =
+                                line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                            let mut body = vec![0; size];
+                            if input.read_exact(&mut body).is_err() {
+                                return;
+                            }
+                            taken.lock().unwrap().push(body);
+                            let _ = out.write_all(b"250 2.0.0 ok\r\n");
+                            if n == 0 {
+                                // The first connection dies here, whatever
+                                // was sent behind this message.
+                                return;
+                            }
+                            continue;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = out.write_all(reply);
+                }
+            });
+        }
+    });
+    (port, taken)
+}
+
+#[test]
+fn transactions_behind_a_broken_connection_spend_no_attempt() {
+    // Eight messages queued while the relay was off go out back to back on
+    // one connection. The host answers the first and drops the connection:
+    // the second (in progress when it broke) is deferred, one attempt; the
+    // six behind it were never answered, so they go back to the queue with
+    // no attempt spent and leave on the next connection.
+    const N: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_on(&data, |_| {});
+    for n in 0..N {
+        send(
+            server.smtp_addr(),
+            "a@origin.test",
+            &["b@dest.test"],
+            &message(n),
+        );
+    }
+    server.shutdown();
+
+    let (port, taken) = mx_that_drops_its_first_connection();
+    // One host: nothing to move on to.
+    let zone = [
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", SINK_A),
+    ];
+    let dns = TestDns::start("test.", &zone);
+    let server = start_on(&data, |c: &mut Config| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.max_connections_per_destination = 1;
+    });
+    wait_until("every message at the host", || {
+        taken.lock().unwrap().len() >= N
+    });
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let recipients = |result: &str| -> f64 {
+        metrics_of(&server)
+            .lines()
+            .filter(|l| l.starts_with("ringpost_relay_recipients_total"))
+            .filter(|l| l.contains(&format!("result=\"{result}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(recipients("deferred"), 1.0, "only the one in progress");
+    assert_eq!(recipients("delivered"), N as f64);
+    assert_eq!(taken.lock().unwrap().len(), N, "each once");
+    server.shutdown();
+}
+
+/// Outbound connections are reused, and the metric says how much.
 #[test]
 fn connection_reuse_is_measured() {
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);

@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a server's replies to an SMTP client session that is
-//! sending one or two messages, cut at arbitrary points.
+//! sending one to three messages (back to back when the replies offer BDAT
+//! with PIPELINING), cut at arbitrary points.
 //!
 //! The first 8 bytes choose the options and limits, the messages, the cuts
 //! and whether the rest is fed raw or mapped onto server lines (whole

@@ -25,7 +25,8 @@ use ringpost_protocols::smtp::bounce_class;
 use ringpost_protocols::smtp::client::{
     ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
 };
-use ringpost_storage::spool::{Envelope, QueueEntry};
+use ringpost_storage::spool::{Envelope, InMemory, MessageId, QueueEntry};
+use ringpost_storage::StoreError;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
@@ -44,6 +45,14 @@ pub(crate) const MAX_IN_FLIGHT: usize = 8;
 /// More are sent only once no more than this many are in flight, so each
 /// write carries several transactions rather than one per reply read.
 const REFILL_AT: usize = MAX_IN_FLIGHT / 2;
+/// Body bytes in flight at most for a message to go behind others: a
+/// larger one waits to go alone, so memory per connection stays bounded.
+const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
+/// Recipients in flight at most for a message to go behind others. The
+/// replies to everything written must fit the socket buffers while the
+/// client is still writing, or each side could wait for the other to read
+/// (RFC 2920 §3.1).
+const MAX_RECIPIENTS_IN_FLIGHT: usize = 200;
 
 /// Frees the connection slot however the task ends.
 struct Slot<'a> {
@@ -518,11 +527,15 @@ impl Over<'_> {
     }
 
     /// Another entry to send behind the transactions in flight, if one is
-    /// ready now, fits one transaction, and the site's rate allows it at
-    /// once: nothing here waits, the replies are due.
-    fn more_work(&self) -> Option<QueueEntry> {
+    /// ready now, fits one transaction and the recipients still allowed in
+    /// flight, and the site's rate allows it at once: nothing here waits,
+    /// the replies are due.
+    fn more_work(&self, recipients_allowed: usize) -> Option<QueueEntry> {
         let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
-        if !self.relay.next_ready_fits(self.site, batch) {
+        if !self
+            .relay
+            .next_ready_fits(self.site, batch.min(recipients_allowed))
+        {
             return None;
         }
         self.limiter.try_send(shaping::now_micros()).ok()?;
@@ -536,6 +549,44 @@ impl Over<'_> {
         pending: &mut Option<QueueEntry>,
         sent: &mut usize,
     ) -> HostEnd {
+        let mut returned = Vec::new();
+        let end = self
+            .send_all(connection, pending, sent, &mut returned)
+            .await;
+        // Entries this connection took and did not attempt go back to the
+        // head of the queue, in their order, for the next connection.
+        for entry in returned.into_iter().rev() {
+            self.relay.put_back(self.site, entry);
+        }
+        end
+    }
+
+    /// A message for the connection: read here when the store has it in
+    /// memory; when it must come from the disk, what is written for the
+    /// transactions in flight goes out first rather than wait for the read.
+    async fn load(
+        &self,
+        connection: &mut Connection,
+        id: MessageId,
+    ) -> Result<Option<Loaded>, StoreError> {
+        match self.relay.load_in_memory(id)? {
+            InMemory::Found(envelope, body) => Ok(Some(Loaded { envelope, body })),
+            InMemory::Gone => Ok(None),
+            InMemory::OnDisk => {
+                connection.write_pending(&self.relay.config().relay).await;
+                self.relay.load_from_disk(id).await
+            }
+        }
+    }
+
+    /// [`Self::deliver_over`]'s work; entries to give back go to `returned`.
+    async fn send_all(
+        &self,
+        connection: &mut Connection,
+        pending: &mut Option<QueueEntry>,
+        sent: &mut usize,
+        returned: &mut Vec<QueueEntry>,
+    ) -> HostEnd {
         let relay = self.relay;
         let limits = &relay.config().relay;
         let idle = Duration::from_secs(limits.idle_connection_secs);
@@ -545,6 +596,8 @@ impl Over<'_> {
         // host is left: nothing more goes to this one, and once what is in
         // flight is answered the connection ends with this reply.
         let mut moving_on: Option<ServerReply> = None;
+        // A message too large to go behind others waits for them to end.
+        let mut next_goes_alone = false;
         loop {
             // Start transactions while the connection and the site allow.
             let mut filling = false;
@@ -553,12 +606,15 @@ impl Over<'_> {
                 && !connection.session.is_closed()
             {
                 let behind = !flights.is_empty();
-                if behind && !connection.session.can_send() {
+                if behind && (!connection.session.can_send() || next_goes_alone) {
                     break;
                 }
                 if flights.len() > REFILL_AT && !filling {
                     break;
                 }
+                let recipients_in_flight: usize =
+                    flights.iter().map(|f| f.entry.recipients.len()).sum();
+                let bytes_in_flight: usize = flights.iter().map(|f| f.bytes).sum();
                 let entry = match pending.take() {
                     Some(entry) => entry,
                     None if *sent >= self.limiter.max_messages_per_connection()
@@ -566,7 +622,9 @@ impl Over<'_> {
                     {
                         break;
                     }
-                    None if behind => match self.more_work() {
+                    None if behind => match self
+                        .more_work(MAX_RECIPIENTS_IN_FLIGHT.saturating_sub(recipients_in_flight))
+                    {
                         Some(entry) => entry,
                         None => break,
                     },
@@ -581,7 +639,13 @@ impl Over<'_> {
                     relay.put_back(self.site, entry);
                     break;
                 }
-                let Loaded { envelope, body } = match relay.load(entry.id).await {
+                let loaded = self.load(connection, entry.id).await;
+                if connection.session.is_closed() {
+                    // It broke while writing before the read: not tried.
+                    returned.push(entry);
+                    break;
+                }
+                let Loaded { envelope, body } = match loaded {
                     Ok(Some(loaded)) => loaded,
                     Ok(None) => {
                         // The message is gone (removed by an operator): forget the entry.
@@ -607,10 +671,17 @@ impl Over<'_> {
                         .detach();
                     continue;
                 }
+                if behind && bytes_in_flight + body.len() > MAX_BYTES_IN_FLIGHT {
+                    next_goes_alone = true;
+                    returned.push(entry);
+                    break;
+                }
+                next_goes_alone = false;
                 let smtputf8 =
                     !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
                 let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
                 if behind || recipients.len() <= batch {
+                    let bytes = body.len();
                     self.count_message(connection);
                     connection.session.send(OutgoingMessage {
                         mail_from: envelope.sender.clone(),
@@ -627,6 +698,7 @@ impl Over<'_> {
                         entry,
                         envelope,
                         suppressed,
+                        bytes,
                     });
                     continue;
                 }
@@ -636,6 +708,7 @@ impl Over<'_> {
                     entry,
                     envelope,
                     suppressed,
+                    bytes: 0,
                 };
                 let sender = flight.envelope.sender.clone();
                 match self
@@ -648,7 +721,14 @@ impl Over<'_> {
                     }
                     Sent::Results(results) => {
                         *sent += 1;
-                        self.settle(flight, results, connection, pending, &mut moving_on);
+                        self.settle(
+                            flight,
+                            results,
+                            connection,
+                            pending,
+                            &mut moving_on,
+                            returned,
+                        );
                     }
                 }
             }
@@ -663,9 +743,22 @@ impl Over<'_> {
                 };
             };
             match connection.next_event(limits).await {
+                ClientEvent::Unanswered(_) => {
+                    // Behind the transaction in progress when the connection
+                    // failed: the server said nothing of it, so it counts as
+                    // not tried.
+                    returned.push(flight.entry);
+                }
                 ClientEvent::Finished(results) => {
                     relay.metrics.transactions.inc();
-                    self.settle(flight, results, connection, pending, &mut moving_on);
+                    self.settle(
+                        flight,
+                        results,
+                        connection,
+                        pending,
+                        &mut moving_on,
+                        returned,
+                    );
                 }
                 other => {
                     // The session ended without answering what is in flight
@@ -677,20 +770,11 @@ impl Over<'_> {
                         other => unexpected(other),
                     };
                     for flight in std::iter::once(flight).chain(flights.drain(..)) {
-                        self.hand_back(flight.entry, pending);
+                        hand_back(flight.entry, pending, returned);
                     }
                     return HostEnd::Failed(reply);
                 }
             }
-        }
-    }
-
-    /// An entry this host did not take, back for the next host (the first
-    /// one) or for another connection.
-    fn hand_back(&self, entry: QueueEntry, pending: &mut Option<QueueEntry>) {
-        match pending {
-            None => *pending = Some(entry),
-            Some(_) => self.relay.put_back(self.site, entry),
         }
     }
 
@@ -704,12 +788,14 @@ impl Over<'_> {
         connection: &Connection,
         pending: &mut Option<QueueEntry>,
         moving_on: &mut Option<ServerReply>,
+        returned: &mut Vec<QueueEntry>,
     ) {
         let relay = self.relay;
         let Flight {
             entry,
             envelope,
             suppressed,
+            ..
         } = flight;
         for result in &results {
             self.heard(&result.reply);
@@ -721,7 +807,7 @@ impl Over<'_> {
         let all_transient = !results.is_empty() && results.iter().all(|r| r.reply.is_transient());
         if all_transient && self.has_next {
             moving_on.get_or_insert_with(|| results[0].reply.clone());
-            self.hand_back(entry, pending);
+            hand_back(entry, pending, returned);
             return;
         }
         results.extend(suppressed);
@@ -747,6 +833,17 @@ struct Flight {
     envelope: Envelope,
     /// Recipients not sent (on the suppression list), already decided.
     suppressed: Vec<RecipientResult>,
+    /// Its body's size.
+    bytes: usize,
+}
+
+/// An entry a host did not take: the first for the next host in the same
+/// attempt, the others back to the queue.
+fn hand_back(entry: QueueEntry, pending: &mut Option<QueueEntry>, returned: &mut Vec<QueueEntry>) {
+    match pending {
+        None => *pending = Some(entry),
+        Some(_) => returned.push(entry),
+    }
 }
 
 fn all_delivered(results: &[RecipientResult]) -> bool {
@@ -1011,13 +1108,7 @@ impl Connection {
                 continue;
             };
             if !self.session.output().is_empty() {
-                let block = Duration::from_secs(limits.data_block_timeout_secs);
-                let _ = tcp.set_write_timeout(Some(block));
-                let written = self.stream.write_all(self.session.output()).await;
-                self.session.clear_output();
-                if written.is_err() {
-                    self.session.eof();
-                }
+                self.write_pending(limits).await;
                 continue;
             }
             if self.session.is_closed() {
@@ -1030,6 +1121,45 @@ impl Connection {
                     self.end += n;
                     self.feed_buffered();
                 }
+            }
+        }
+    }
+
+    /// Write what the session has to say, if anything.
+    async fn write_pending(&mut self, limits: &RelayConfig) {
+        let Some(tcp) = self.stream.tcp() else {
+            return;
+        };
+        if self.session.output().is_empty() {
+            return;
+        }
+        let block = Duration::from_secs(limits.data_block_timeout_secs);
+        let _ = tcp.set_write_timeout(Some(block));
+        let written = self.stream.write_all(self.session.output()).await;
+        self.session.clear_output();
+        if written.is_err() {
+            // The server may have answered transactions in flight, then
+            // closed, before this write failed: take what it said first.
+            self.read_to_end().await;
+            self.session.eof();
+        }
+    }
+
+    /// Feed the session whatever the server still sends, until the end of
+    /// the stream, an error, or [`QUIT_WAIT`] without a byte.
+    async fn read_to_end(&mut self) {
+        loop {
+            while self.start < self.end && !self.session.is_closed() && self.feed_buffered() > 0 {}
+            let Some(tcp) = self.stream.tcp() else {
+                return;
+            };
+            if self.end == self.buf.len() || self.session.is_closed() {
+                return;
+            }
+            let _ = tcp.set_read_timeout(Some(QUIT_WAIT));
+            match self.stream.read(&mut self.buf[self.end..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.end += n,
             }
         }
     }

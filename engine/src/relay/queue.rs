@@ -918,11 +918,20 @@ impl Relay {
     /// memory (mail just taken usually is), else off the executor thread,
     /// which must not wait for the disk.
     pub async fn load(&self, id: MessageId) -> Result<Option<Loaded>, StoreError> {
-        match spool::read_message_in_memory(&*self.store, &id)? {
-            InMemory::Found(envelope, body) => return Ok(Some(Loaded { envelope, body })),
-            InMemory::Gone => return Ok(None),
-            InMemory::OnDisk => {}
+        match self.load_in_memory(id)? {
+            InMemory::Found(envelope, body) => Ok(Some(Loaded { envelope, body })),
+            InMemory::Gone => Ok(None),
+            InMemory::OnDisk => self.load_from_disk(id).await,
         }
+    }
+
+    /// A message's envelope and body if the store has them in memory.
+    pub fn load_in_memory(&self, id: MessageId) -> Result<InMemory, StoreError> {
+        spool::read_message_in_memory(&*self.store, &id)
+    }
+
+    /// Read a message's envelope and body off the executor thread.
+    pub async fn load_from_disk(&self, id: MessageId) -> Result<Option<Loaded>, StoreError> {
         let store = self.store.clone();
         glommio::executor()
             .spawn_blocking(move || {

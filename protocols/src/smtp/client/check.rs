@@ -136,7 +136,7 @@ impl Driver<'_> {
                     self.send_more();
                 }
                 ClientEvent::StartTls => self.session.tls_established(),
-                ClientEvent::Finished(results) => {
+                ClientEvent::Finished(results) | ClientEvent::Unanswered(results) => {
                     let sent = self.in_flight.pop_front().expect("Finished without send");
                     let recipients = &self.messages[sent].recipients;
                     assert_eq!(results.len(), recipients.len(), "results per recipient");

@@ -160,6 +160,12 @@ pub enum ClientEvent {
     /// The transaction started by `send` is over: one result per recipient,
     /// in the order given. `send` may be called again.
     Finished(Vec<RecipientResult>),
+    /// The connection failed before the server answered anything of this
+    /// transaction, which was queued behind the one in progress (with
+    /// several in flight): every recipient has the failure as its result,
+    /// but the server never said a word about the message, so the driver
+    /// may send it again elsewhere as if it had not been tried.
+    Unanswered(Vec<RecipientResult>),
     /// The connection is unusable: greeting refused, EHLO and HELO refused,
     /// 421, a protocol error or end of stream. Comes at most once, last.
     Failed(ServerReply),
@@ -732,6 +738,9 @@ impl ClientSession {
             }
             Step::Bdat => {
                 command::bdat_last(out, &tx.message.body);
+                // Never needed again: with several transactions in flight,
+                // keeping each body until its reply would hold them twice.
+                tx.message.body = Vec::new();
                 self.content_unwritten = true;
                 Awaiting::Bdat
             }
@@ -805,14 +814,22 @@ impl ClientSession {
 
     /// The connection is unusable: each transaction in progress, oldest
     /// first, ends with `reply` for every undecided recipient, then `Failed`.
+    /// The oldest may have had replies (`Finished`); those behind it cannot
+    /// have, replies coming in order (`Unanswered`).
     fn fail(&mut self, reply: ServerReply) {
         if self.stage == Stage::Closed {
             return;
         }
-        for mut tx in std::mem::take(&mut self.transactions) {
+        for (n, mut tx) in std::mem::take(&mut self.transactions)
+            .into_iter()
+            .enumerate()
+        {
             tx.decide_rest(&reply);
-            self.events
-                .push_back(ClientEvent::Finished(tx.into_results()));
+            let results = tx.into_results();
+            self.events.push_back(match n {
+                0 => ClientEvent::Finished(results),
+                _ => ClientEvent::Unanswered(results),
+            });
         }
         self.events.push_back(ClientEvent::Failed(reply));
         self.end();

@@ -468,7 +468,10 @@ fn a_lost_connection_ends_every_transaction_in_flight() {
         .server("250 ok\r\n250 ok\r\n")
         .eof()
         .event(finished(&[("1@d.test", lost.clone())]))
-        .event(finished(&[("2@d.test", lost.clone())]))
+        .event(ClientEvent::Unanswered(vec![RecipientResult {
+            recipient: "2@d.test".into(),
+            reply: lost.clone(),
+        }]))
         .event(ClientEvent::Failed(lost))
         .phase(Phase::Closed)
         .inspect(|session| assert!(!session.can_send()))
