@@ -135,6 +135,14 @@ fn read_dsn(data: &[u8]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("dsn_read.py prints JSON")
 }
 
+/// `dest.test` with one MX host, at `ip`: nothing to move on to.
+fn one_mx(ip: Ipv4Addr) -> Vec<TestRecord> {
+    vec![
+        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
+        TestRecord::a("mx1.dest.test", ip),
+    ]
+}
+
 fn dest_zone(primary: Ipv4Addr) -> Vec<TestRecord> {
     vec![
         TestRecord::mx("dest.test", 10, "mx1.dest.test"),
@@ -189,11 +197,7 @@ fn tempfail_then_success_is_delivered_once() {
     };
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults)]);
     // One MX host, so the 451 cannot be taken to another host at once.
-    let zone = [
-        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
-        TestRecord::a("mx1.dest.test", SINK_A),
-    ];
-    let dns = TestDns::start("test.", &zone);
+    let dns = TestDns::start("test.", &one_mx(SINK_A));
     let (server, _dir) = start_server(relay_to(dns.addr(), port));
     let started = Instant::now();
     send(
@@ -611,12 +615,14 @@ fn start_on(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> RunningServer {
     ringpost_engine::start(config).expect("server starts")
 }
 
-#[test]
-fn restart_with_a_loaded_queue_delivers_everything() {
+/// A data directory whose queue holds `n` messages for `b@dest.test`,
+/// taken by a server with the relay off (so a restart with it on finds
+/// them all ready at once). Keep the directory alive while it is used.
+fn queue_with_the_relay_off(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = start_on(&data, |_| {});
-    for n in 0..30 {
+    for n in 0..n {
         send(
             server.smtp_addr(),
             "a@origin.test",
@@ -625,6 +631,12 @@ fn restart_with_a_loaded_queue_delivers_everything() {
         );
     }
     server.shutdown();
+    (dir, data)
+}
+
+#[test]
+fn restart_with_a_loaded_queue_delivers_everything() {
+    let (_dir, data) = queue_with_the_relay_off(30);
 
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
     let dns = TestDns::start("test.", &dest_zone(SINK_A));
@@ -1157,11 +1169,7 @@ fn pipelined_transactions_each_get_their_own_outcome() {
         ..Faults::default()
     };
     let (port, sinks) = sinks_on_one_port(&[(SINK_A, faults)]);
-    let zone = [
-        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
-        TestRecord::a("mx1.dest.test", SINK_A),
-    ];
-    let dns = TestDns::start("test.", &zone);
+    let dns = TestDns::start("test.", &one_mx(SINK_A));
     let (server, _dir) = start_server(|c: &mut Config| {
         relay_to(dns.addr(), port)(c);
         c.relay.max_connections_per_destination = 1;
@@ -1199,18 +1207,7 @@ fn transactions_in_flight_move_on_with_the_first_to_the_next_host() {
     // the first goes to the secondary in the same attempt, the others back
     // to the queue for the next connection; each arrives once, there.
     const N: usize = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = start_on(&data, |_| {});
-    for n in 0..N {
-        send(
-            server.smtp_addr(),
-            "a@origin.test",
-            &["b@dest.test"],
-            &message(n),
-        );
-    }
-    server.shutdown();
+    let (_dir, data) = queue_with_the_relay_off(N);
 
     let refusing = Faults {
         tempfail_data_pct: 100.0,
@@ -1366,26 +1363,11 @@ fn transactions_behind_a_broken_connection_spend_no_attempt() {
     // six behind it were never answered, so they go back to the queue with
     // no attempt spent and leave on the next connection.
     const N: usize = 8;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = start_on(&data, |_| {});
-    for n in 0..N {
-        send(
-            server.smtp_addr(),
-            "a@origin.test",
-            &["b@dest.test"],
-            &message(n),
-        );
-    }
-    server.shutdown();
+    let (_dir, data) = queue_with_the_relay_off(N);
 
     let (port, taken) = mx_that_drops_its_first_connection();
     // One host: nothing to move on to.
-    let zone = [
-        TestRecord::mx("dest.test", 10, "mx1.dest.test"),
-        TestRecord::a("mx1.dest.test", SINK_A),
-    ];
-    let dns = TestDns::start("test.", &zone);
+    let dns = TestDns::start("test.", &one_mx(SINK_A));
     let server = start_on(&data, |c: &mut Config| {
         relay_to(dns.addr(), port)(c);
         with_admin(c);

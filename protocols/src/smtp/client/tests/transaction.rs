@@ -401,6 +401,20 @@ fn quit_during_a_transaction_waits_for_its_end() {
 const EHLO_BDAT: &str =
     "250-mx.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n";
 
+/// Greeted by a server that takes BDAT with PIPELINING, two messages sent
+/// back to back, both on the wire in one go.
+fn two_back_to_back() -> Script {
+    let mut script = Script::greeted(EHLO_BDAT);
+    script
+        .send(message(&["1@d.test"], "one\r\n"))
+        .send(message(&["2@d.test"], "two\r\n"))
+        .client(concat!(
+            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
+            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
+        ));
+    script
+}
+
 #[test]
 fn with_bdat_transactions_go_out_back_to_back_and_finish_in_order() {
     Script::greeted(EHLO_BDAT)
@@ -458,13 +472,7 @@ fn a_refused_mail_fails_only_its_own_transaction() {
 #[test]
 fn a_lost_connection_ends_every_transaction_in_flight() {
     let lost = reply::connection_lost();
-    Script::greeted(EHLO_BDAT)
-        .send(message(&["1@d.test"], "one\r\n"))
-        .send(message(&["2@d.test"], "two\r\n"))
-        .client(concat!(
-            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
-            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
-        ))
+    two_back_to_back()
         .server("250 ok\r\n250 ok\r\n")
         .eof()
         .event(finished(&[("1@d.test", lost.clone())]))
@@ -480,13 +488,7 @@ fn a_lost_connection_ends_every_transaction_in_flight() {
 
 #[test]
 fn a_421_between_pipelined_transactions_ends_the_rest() {
-    Script::greeted(EHLO_BDAT)
-        .send(message(&["1@d.test"], "one\r\n"))
-        .send(message(&["2@d.test"], "two\r\n"))
-        .client(concat!(
-            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
-            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
-        ))
+    two_back_to_back()
         .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n421 4.3.2 shutting down\r\n")
         .event(finished(&[("1@d.test", reply("250 2.0.0 one"))]))
         .resume()
@@ -513,13 +515,7 @@ fn a_message_refused_locally_behind_others_finishes_in_its_turn() {
 
 #[test]
 fn quit_waits_for_every_transaction_in_flight() {
-    Script::greeted(EHLO_BDAT)
-        .send(message(&["1@d.test"], "one\r\n"))
-        .send(message(&["2@d.test"], "two\r\n"))
-        .client(concat!(
-            "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nBDAT 5 LAST\r\none\r\n",
-            "RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<2@d.test>\r\nBDAT 5 LAST\r\ntwo\r\n",
-        ))
+    two_back_to_back()
         .quit()
         .inspect(|session| assert!(!session.can_send(), "no more after quit"))
         .server("250 ok\r\n250 ok\r\n250 2.0.0 one\r\n")
