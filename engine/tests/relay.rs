@@ -1142,7 +1142,15 @@ fn message_ids(sink: &SinkHandle) -> Vec<String> {
 }
 
 fn expected_ids(range: std::ops::Range<usize>) -> Vec<String> {
-    let mut ids: Vec<String> = range.map(|n| format!("<{n}@origin.test>")).collect();
+    expected_ids_of(&range.collect::<Vec<_>>())
+}
+
+/// The `Message-ID`s of [`message`]`(n)` for each of `numbers`, sorted.
+fn expected_ids_of(numbers: &[usize]) -> Vec<String> {
+    let mut ids: Vec<String> = numbers
+        .iter()
+        .map(|n| format!("<{n}@origin.test>"))
+        .collect();
     ids.sort();
     ids
 }
@@ -1291,6 +1299,54 @@ fn a_busy_site_keeps_its_connections() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(opened <= 12.0, "{opened} connections for {N} messages");
+    server.shutdown();
+}
+
+#[test]
+fn a_large_message_goes_alone_and_arrives_whole() {
+    // Small messages go back to back; a 1.5 MB one among them is over what
+    // may be in flight behind others, so it waits for them and goes
+    // alone. Every message arrives once, byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_on(&data, |_| {});
+    let large = {
+        let line = "x".repeat(76);
+        let mut text = message(99);
+        while text.len() < 1_500_000 {
+            text.push_str(&line);
+            text.push_str("\r\n");
+        }
+        text
+    };
+    for n in 0..12 {
+        let text = if n == 5 { large.clone() } else { message(n) };
+        send(server.smtp_addr(), "a@origin.test", &["b@dest.test"], &text);
+    }
+    server.shutdown();
+
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start("test.", &one_mx(SINK_A));
+    let server = start_on(&data, |c: &mut Config| {
+        relay_to(dns.addr(), port)(c);
+        with_admin(c);
+        c.relay.max_connections_per_destination = 1;
+    });
+    assert!(
+        sinks[0].wait_for_messages(12, WAIT),
+        "{:?}",
+        sinks[0].stats()
+    );
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    let mut ids: Vec<usize> = (0..12).filter(|n| *n != 5).collect();
+    ids.push(99);
+    assert_eq!(message_ids(&sinks[0]), expected_ids_of(&ids));
+    let arrived = sinks[0]
+        .messages()
+        .into_iter()
+        .find(|m| m.data.len() > 1_000_000)
+        .expect("the large message");
+    assert_eq!(without_trace(&arrived.data), large.as_bytes());
     server.shutdown();
 }
 

@@ -672,8 +672,10 @@ impl Over<'_> {
                     continue;
                 }
                 if behind && bytes_in_flight + body.len() > MAX_BYTES_IN_FLIGHT {
+                    // Back at the head of the queue, to go once the
+                    // transactions in flight are over.
                     next_goes_alone = true;
-                    returned.push(entry);
+                    relay.put_back(self.site, entry);
                     break;
                 }
                 next_goes_alone = false;
