@@ -1148,17 +1148,20 @@ impl Connection {
     }
 
     /// Feed the session whatever the server still sends, until the end of
-    /// the stream, an error, or [`QUIT_WAIT`] without a byte.
+    /// the stream, an error, or [`QUIT_WAIT`] in all (a server that drips
+    /// bytes holds the connection no longer).
     async fn read_to_end(&mut self) {
+        let deadline = std::time::Instant::now() + QUIT_WAIT;
         loop {
             while self.start < self.end && !self.session.is_closed() && self.feed_buffered() > 0 {}
             let Some(tcp) = self.stream.tcp() else {
                 return;
             };
-            if self.end == self.buf.len() || self.session.is_closed() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.end == self.buf.len() || self.session.is_closed() || left.is_zero() {
                 return;
             }
-            let _ = tcp.set_read_timeout(Some(QUIT_WAIT));
+            let _ = tcp.set_read_timeout(Some(left));
             match self.stream.read(&mut self.buf[self.end..]).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => self.end += n,
