@@ -647,3 +647,48 @@ async fn refuse(
 pub(crate) fn shutdown_signal(rx: oneshot::Receiver<()>) -> ShutdownSignal {
     rx.shared()
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::channel::oneshot;
+    use std::time::Duration;
+
+    /// A shard with nothing to do sleeps in io_uring, and the commit writer
+    /// wakes it from its own thread by completing a oneshot. A wake-up that
+    /// lands between the shard's last look for work and its sleep must not
+    /// be lost: glommio's barrier at that point is patched
+    /// (vendor/glommio/RINGPOST.md), and a lost wake-up would leave the
+    /// shard asleep for good, which the deadline catches.
+    #[test]
+    fn a_shard_woken_from_another_thread_misses_no_wake_up() {
+        const ROUNDS: usize = 30_000;
+        let (to_waker, requests) = std::sync::mpsc::channel::<oneshot::Sender<usize>>();
+        let waker = std::thread::spawn(move || {
+            for (round, done) in requests.iter().enumerate() {
+                // Answers come at varied delays, so some land before the
+                // shard's barrier, some in the window and some after it.
+                for _ in 0..(round % 97) {
+                    std::hint::spin_loop();
+                }
+                let _ = done.send(round);
+            }
+        });
+        let (finished, all_done) = std::sync::mpsc::channel();
+        let shard = glommio::LocalExecutorBuilder::default()
+            .name("wake-test")
+            .spawn(move || async move {
+                for round in 0..ROUNDS {
+                    let (done, reply) = oneshot::channel();
+                    to_waker.send(done).unwrap();
+                    assert_eq!(reply.await.unwrap(), round);
+                }
+                finished.send(()).unwrap();
+            })
+            .unwrap();
+        all_done
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a wake-up was lost: the shard slept through a reply");
+        shard.join().unwrap();
+        waker.join().unwrap();
+    }
+}
