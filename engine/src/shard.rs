@@ -653,8 +653,9 @@ mod tests {
     use futures::channel::oneshot;
     use std::time::Duration;
 
-    /// A shard with nothing to do sleeps in io_uring, and the commit writer
-    /// wakes it from its own thread by completing a oneshot. A wake-up that
+    /// A shard with nothing to do sleeps in io_uring; the commit writer wakes
+    /// it from its own thread by completing a oneshot, and glommio's blocking
+    /// pool (the relay's disk reads) by queueing a result. A wake-up that
     /// lands between the shard's last look for work and its sleep must not
     /// be lost: glommio's barrier at that point is patched
     /// (vendor/glommio/RINGPOST.md), and a lost wake-up would leave the
@@ -662,6 +663,7 @@ mod tests {
     #[test]
     fn a_shard_woken_from_another_thread_misses_no_wake_up() {
         const ROUNDS: usize = 30_000;
+        const BLOCKING_ROUNDS: usize = 5_000;
         let (to_waker, requests) = std::sync::mpsc::channel::<oneshot::Sender<usize>>();
         let waker = std::thread::spawn(move || {
             for (round, done) in requests.iter().enumerate() {
@@ -681,6 +683,10 @@ mod tests {
                     let (done, reply) = oneshot::channel();
                     to_waker.send(done).unwrap();
                     assert_eq!(reply.await.unwrap(), round);
+                }
+                for round in 0..BLOCKING_ROUNDS {
+                    let answer = glommio::executor().spawn_blocking(move || round).await;
+                    assert_eq!(answer, round);
                 }
                 finished.send(()).unwrap();
             })
