@@ -17,6 +17,8 @@
 #   SKIP_SINK=1         skip the ceiling run into Postfix's smtp-sink
 #   SKIP_SOURCE=1       skip the runs of Postfix's smtp-source (no pipelining)
 #   SOURCE_SESSIONS=50  smtp-source -s: its parallel sessions
+#   SOURCE_REUSE=1      smtp-source -d: a session sends its messages over one
+#                       connection; 0: a new connection for each message
 #   BLAST_TIMEOUT=600   seconds one blast may take before it is killed
 #
 # What each side does:
@@ -42,8 +44,9 @@
 #   blast into the sink with `--chain off` shows what that saves.
 # * Postfix's `smtp-source -d -s SOURCE_SESSIONS` (one message at a time
 #   per session, no pipelining: per-command latency and system calls per
-#   reply) against ringpost, against Postfix, and against smtp-sink, which
-#   is smtp-source's own ceiling on this machine: msg/s from wall time.
+#   reply; with SOURCE_REUSE=0, no -d: a connection per message) against
+#   ringpost, against Postfix, and against smtp-sink, which is
+#   smtp-source's own ceiling on this machine: msg/s from wall time.
 #
 # Both data directories live under one mktemp dir (on $TMPDIR or /tmp), so
 # both servers fsync to the same filesystem; its type is printed. Everything
@@ -64,6 +67,9 @@ SKIP_POSTFIX=${SKIP_POSTFIX:-}
 SKIP_SINK=${SKIP_SINK:-}
 SKIP_SOURCE=${SKIP_SOURCE:-}
 SOURCE_SESSIONS=${SOURCE_SESSIONS:-50}
+SOURCE_REUSE=${SOURCE_REUSE:-1}
+SOURCE_ARGS=(-s "$SOURCE_SESSIONS")
+[[ $SOURCE_REUSE == 0 ]] || SOURCE_ARGS=(-d "${SOURCE_ARGS[@]}")
 
 LOG_TAG=bench-accept
 # log, die, process/port/Postfix helpers, on_exit; ROOT, RINGPOST, BLAST
@@ -129,9 +135,9 @@ blast() {
 # R_source_LABEL (msg/s from wall time).
 source_run() {
     local label=$1 port=$2 start end
-    log "$label: smtp-source -d -s $SOURCE_SESSIONS -l $SIZE -m $MESSAGES"
+    log "$label: smtp-source ${SOURCE_ARGS[*]} -l $SIZE -m $MESSAGES"
     start=$(date +%s.%N)
-    if ! timeout "$BLAST_TIMEOUT" smtp-source -d -s "$SOURCE_SESSIONS" -l "$SIZE" -m "$MESSAGES" \
+    if ! timeout "$BLAST_TIMEOUT" smtp-source "${SOURCE_ARGS[@]}" -l "$SIZE" -m "$MESSAGES" \
         -f sender@bench.example.test -t rcpt@bench.example.test "127.0.0.1:$port" >"$WORK/source-$label.out" 2>&1; then
         log "$label: smtp-source failed: $(tail -3 "$WORK/source-$label.out")"
         printf -v "R_source_${label}" '%s' "n/a"
@@ -341,7 +347,7 @@ source_ratio="n/a"
 if [[ $R_source_ringpost =~ ^[0-9.]+$ && $R_source_postfix =~ ^[0-9.]+$ ]]; then
     source_ratio=$(awk -v a="$R_source_ringpost" -v b="$R_source_postfix" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
 fi
-echo "  smtp-source -s $SOURCE_SESSIONS (no pipelining): ringpost $(fmt_rate "$R_source_ringpost"), postfix $(fmt_rate "$R_source_postfix"), ratio $source_ratio"
+echo "  smtp-source ${SOURCE_ARGS[*]} (no pipelining): ringpost $(fmt_rate "$R_source_ringpost"), postfix $(fmt_rate "$R_source_postfix"), ratio $source_ratio"
 source_ceiling="n/a"
 if [[ $R_source_ringpost =~ ^[0-9.]+$ && $R_source_sink =~ ^[0-9.]+$ ]]; then
     source_ceiling=$(awk -v a="$R_source_ringpost" -v b="$R_source_sink" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
