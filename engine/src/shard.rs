@@ -697,4 +697,38 @@ mod tests {
         shard.join().unwrap();
         waker.join().unwrap();
     }
+
+    /// A task that keeps the shard busy, yielding only when glommio says
+    /// its time slice is over, must still let timers fire and other tasks
+    /// run: the preemption timer that ends the slice is kept armed across
+    /// turns of the loop by the patch (vendor/glommio/RINGPOST.md), and
+    /// if it never fired the busy task would run for ever.
+    #[test]
+    fn a_busy_task_is_preempted_for_timers_and_other_tasks() {
+        let (finished, all_done) = std::sync::mpsc::channel();
+        let shard = glommio::LocalExecutorBuilder::default()
+            .name("preempt-test")
+            .preempt_timer(Duration::from_millis(5))
+            .spawn(move || async move {
+                for _ in 0..20 {
+                    let timer_fired = std::rc::Rc::new(std::cell::Cell::new(false));
+                    let flag = timer_fired.clone();
+                    let timer = glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(2)).await;
+                        flag.set(true);
+                    });
+                    // Only a preemption lets the timer's task run.
+                    while !timer_fired.get() {
+                        glommio::yield_if_needed().await;
+                    }
+                    timer.await;
+                }
+                finished.send(()).unwrap();
+            })
+            .unwrap();
+        all_done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a busy task was never preempted: the timer did not fire");
+        shard.join().unwrap();
+    }
 }

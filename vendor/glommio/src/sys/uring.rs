@@ -1222,6 +1222,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // ringpost: when `latency_preemption_timeout_src` is a preemption timer
+    // (not one armed for a user timer before sleeping), when it fires.
+    latency_preemption_deadline: Cell<Option<std::time::Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1356,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1820,16 +1824,48 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // ringpost: except a preemption timer that has not fired and fires
+        // no later than a new one would, when we will not sleep (a
+        // preemption timer is asked for): cancelling and re-arming it cost
+        // two requests each time round the loop. Kept, it may preempt a
+        // task queue before its full slice, once per slice.
+        let keep_preemption_timer = match (preempt_timer(), self.latency_preemption_deadline.get()) {
+            (Some(slice), Some(deadline)) => {
+                deadline <= std::time::Instant::now() + slice
+                    && self.latency_preemption_timeout_src.take().map_or(false, |timer| {
+                        let pending = timer.result().is_none();
+                        self.latency_preemption_timeout_src.set(Some(timer));
+                        pending
+                    })
+            }
+            _ => false,
+        };
+        if !keep_preemption_timer {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_preemption_deadline.set(None);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // ringpost: only when the last one has fired. Replacing it on every
+        // call cost a timeout, a linked write and a cancellation each time
+        // round the loop, several times per request on a server whose
+        // requests are small; kept armed, it counts completions across
+        // calls and so may preempt a little early, once per ring's worth of
+        // completions.
+        let armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|timer| timer.result().is_none());
+        self.throughput_preemption_timeout_src
+            .set(Some(armed.unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,6 +1887,7 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
+                self.latency_preemption_deadline.set(None);
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 assert!(flush_rings!(lat_ring)? > 0);
@@ -1882,7 +1919,9 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
+        if let Some(preempt) = preempt_timer().filter(|_| !keep_preemption_timer) {
+            self.latency_preemption_deadline
+                .set(Some(std::time::Instant::now() + preempt));
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
