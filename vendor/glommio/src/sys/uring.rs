@@ -1825,23 +1825,12 @@ impl Reactor {
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
         //
-        // ringpost: except a preemption timer that has not fired and fires
-        // no later than a new one would, when we will not sleep (a
+        // ringpost: except a preemption timer, when we will not sleep (a
         // preemption timer is asked for): cancelling and re-arming it cost
-        // two requests each time round the loop. Kept, it may preempt a
-        // task queue before its full slice, once per slice.
-        let keep_preemption_timer = match (preempt_timer(), self.latency_preemption_deadline.get()) {
-            (Some(slice), Some(deadline)) => {
-                deadline <= std::time::Instant::now() + slice
-                    && self.latency_preemption_timeout_src.take().map_or(false, |timer| {
-                        let pending = timer.result().is_none();
-                        self.latency_preemption_timeout_src.set(Some(timer));
-                        pending
-                    })
-            }
-            _ => false,
-        };
-        if !keep_preemption_timer {
+        // two requests each time round the loop. Whether it can stay is
+        // decided at the end, after the last look at the rings, since it
+        // may fire in between.
+        if preempt_timer().is_none() || self.latency_preemption_deadline.get().is_none() {
             drop(self.latency_preemption_timeout_src.take());
             self.latency_preemption_deadline.set(None);
         }
@@ -1855,17 +1844,13 @@ impl Reactor {
         // requests are small; kept armed, it counts completions across
         // calls and so may preempt a little early, once per ring's worth of
         // completions.
-        let armed = self
-            .throughput_preemption_timeout_src
-            .take()
-            .filter(|timer| timer.result().is_none());
-        self.throughput_preemption_timeout_src
-            .set(Some(armed.unwrap_or_else(|| {
-                main_ring.prepare_throughput_preemption_timer(
+        if !still_pending(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src
+                .set(Some(main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
                     self.eventfd_src.raw(),
-                )
-            })));
+                )));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1919,12 +1904,34 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer().filter(|_| !keep_preemption_timer) {
-            self.latency_preemption_deadline
-                .set(Some(std::time::Instant::now() + preempt));
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let Some(preempt) = preempt_timer() {
+            // ringpost: keep the armed preemption timer if it has not fired
+            // (its completion may have been consumed above) and fires no
+            // later than a new one would; else replace it. Kept, it may
+            // preempt a task queue before its full slice, once per slice.
+            let now = std::time::Instant::now();
+            let keep = self
+                .latency_preemption_deadline
+                .get()
+                .map_or(false, |deadline| deadline <= now + preempt)
+                && still_pending(&self.latency_preemption_timeout_src);
+            // The throughput timer may have fired since it was looked at.
+            let rearm_throughput = !still_pending(&self.throughput_preemption_timeout_src);
+            if rearm_throughput {
+                self.throughput_preemption_timeout_src
+                    .set(Some(main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    )));
+            }
+            if !keep {
+                self.latency_preemption_deadline.set(Some(now + preempt));
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            }
+            if !keep || rearm_throughput {
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -2064,6 +2071,14 @@ fn queue_request_into_ring(
             user_data: 0,
         });
     }
+}
+
+/// ringpost: whether `timer` holds a timeout that has not completed.
+fn still_pending(timer: &Cell<Option<Source>>) -> bool {
+    let armed = timer.take();
+    let pending = armed.as_ref().map_or(false, |t| t.result().is_none());
+    timer.set(armed);
+    pending
 }
 
 impl Drop for Reactor {
