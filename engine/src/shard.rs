@@ -651,7 +651,30 @@ pub(crate) fn shutdown_signal(rx: oneshot::Receiver<()>) -> ShutdownSignal {
 #[cfg(test)]
 mod tests {
     use futures::channel::oneshot;
+    use std::future::Future;
     use std::time::Duration;
+
+    /// Run `work` on a shard of its own built by `shard`; fail with `stuck`
+    /// unless it finishes within `deadline` (a shard that sleeps for good
+    /// never would).
+    fn run_on_a_shard<F>(
+        shard: glommio::LocalExecutorBuilder,
+        work: impl FnOnce() -> F + Send + 'static,
+        deadline: Duration,
+        stuck: &str,
+    ) where
+        F: Future<Output = ()> + 'static,
+    {
+        let (finished, all_done) = std::sync::mpsc::channel();
+        let shard = shard
+            .spawn(move || async move {
+                work().await;
+                finished.send(()).unwrap();
+            })
+            .unwrap();
+        all_done.recv_timeout(deadline).expect(stuck);
+        shard.join().unwrap();
+    }
 
     /// A shard with nothing to do sleeps in io_uring; the commit writer wakes
     /// it from its own thread by completing a oneshot, and glommio's blocking
@@ -675,10 +698,9 @@ mod tests {
                 let _ = done.send(round);
             }
         });
-        let (finished, all_done) = std::sync::mpsc::channel();
-        let shard = glommio::LocalExecutorBuilder::default()
-            .name("wake-test")
-            .spawn(move || async move {
+        run_on_a_shard(
+            glommio::LocalExecutorBuilder::default().name("wake-test"),
+            move || async move {
                 for round in 0..ROUNDS {
                     let (done, reply) = oneshot::channel();
                     to_waker.send(done).unwrap();
@@ -688,13 +710,10 @@ mod tests {
                     let answer = glommio::executor().spawn_blocking(move || round).await;
                     assert_eq!(answer, round);
                 }
-                finished.send(()).unwrap();
-            })
-            .unwrap();
-        all_done
-            .recv_timeout(Duration::from_secs(120))
-            .expect("a wake-up was lost: the shard slept through a reply");
-        shard.join().unwrap();
+            },
+            Duration::from_secs(120),
+            "a wake-up was lost: the shard slept through a reply",
+        );
         waker.join().unwrap();
     }
 
@@ -705,11 +724,11 @@ mod tests {
     /// if it never fired the busy task would run for ever.
     #[test]
     fn a_busy_task_is_preempted_for_timers_and_other_tasks() {
-        let (finished, all_done) = std::sync::mpsc::channel();
-        let shard = glommio::LocalExecutorBuilder::default()
-            .name("preempt-test")
-            .preempt_timer(Duration::from_millis(5))
-            .spawn(move || async move {
+        run_on_a_shard(
+            glommio::LocalExecutorBuilder::default()
+                .name("preempt-test")
+                .preempt_timer(Duration::from_millis(5)),
+            || async {
                 for _ in 0..20 {
                     let timer_fired = std::rc::Rc::new(std::cell::Cell::new(false));
                     let flag = timer_fired.clone();
@@ -723,12 +742,9 @@ mod tests {
                     }
                     timer.await;
                 }
-                finished.send(()).unwrap();
-            })
-            .unwrap();
-        all_done
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a busy task was never preempted: the timer did not fire");
-        shard.join().unwrap();
+            },
+            Duration::from_secs(60),
+            "a busy task was never preempted: the timer did not fire",
+        );
     }
 }
