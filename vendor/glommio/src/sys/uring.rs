@@ -1844,13 +1844,7 @@ impl Reactor {
         // requests are small; kept armed, it counts completions across
         // calls and so may preempt a little early, once per ring's worth of
         // completions.
-        if !still_pending(&self.throughput_preemption_timeout_src) {
-            self.throughput_preemption_timeout_src
-                .set(Some(main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                )));
-        }
+        self.arm_throughput_timer_unless_pending(&mut main_ring);
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1916,14 +1910,7 @@ impl Reactor {
                 .map_or(false, |deadline| deadline <= now + preempt)
                 && still_pending(&self.latency_preemption_timeout_src);
             // The throughput timer may have fired since it was looked at.
-            let rearm_throughput = !still_pending(&self.throughput_preemption_timeout_src);
-            if rearm_throughput {
-                self.throughput_preemption_timeout_src
-                    .set(Some(main_ring.prepare_throughput_preemption_timer(
-                        self.ring_depth() as u32,
-                        self.eventfd_src.raw(),
-                    )));
-            }
+            let rearm_throughput = self.arm_throughput_timer_unless_pending(&mut main_ring);
             if !keep {
                 self.latency_preemption_deadline.set(Some(now + preempt));
                 self.latency_preemption_timeout_src
@@ -1942,6 +1929,20 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// ringpost: arm a new throughput-preemption timer unless the last one
+    /// is still pending; true if one was armed (it still has to be flushed).
+    fn arm_throughput_timer_unless_pending(&self, main_ring: &mut SleepableRing) -> bool {
+        if still_pending(&self.throughput_preemption_timeout_src) {
+            return false;
+        }
+        self.throughput_preemption_timeout_src
+            .set(Some(main_ring.prepare_throughput_preemption_timer(
+                self.ring_depth() as u32,
+                self.eventfd_src.raw(),
+            )));
+        true
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
