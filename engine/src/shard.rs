@@ -652,6 +652,7 @@ pub(crate) fn shutdown_signal(rx: oneshot::Receiver<()>) -> ShutdownSignal {
 mod tests {
     use futures::channel::oneshot;
     use std::future::Future;
+    use std::path::Path;
     use std::time::Duration;
 
     /// Run `work` on a shard of its own built by `shard`; fail with `stuck`
@@ -682,7 +683,9 @@ mod tests {
     /// lands between the shard's last look for work and its sleep must not
     /// be lost: glommio's barrier at that point is patched
     /// (vendor/glommio/RINGPOST.md), and a lost wake-up would leave the
-    /// shard asleep for good, which the deadline catches.
+    /// shard asleep for good, which the deadline catches. The replies come
+    /// first while a timer task ticks, so the shard sleeps with a timeout
+    /// armed to wake it for that timer, then with no timer at all.
     #[test]
     fn a_shard_woken_from_another_thread_misses_no_wake_up() {
         const ROUNDS: usize = 30_000;
@@ -701,10 +704,23 @@ mod tests {
         run_on_a_shard(
             glommio::LocalExecutorBuilder::default().name("wake-test"),
             move || async move {
-                for round in 0..ROUNDS {
+                let ask = |round| {
                     let (done, reply) = oneshot::channel();
                     to_waker.send(done).unwrap();
-                    assert_eq!(reply.await.unwrap(), round);
+                    async move { assert_eq!(reply.await.unwrap(), round) }
+                };
+                let ticks = glommio::spawn_local(async {
+                    loop {
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .detach();
+                for round in 0..ROUNDS {
+                    ask(round).await;
+                }
+                ticks.cancel();
+                for round in ROUNDS..2 * ROUNDS {
+                    ask(round).await;
                 }
                 for round in 0..BLOCKING_ROUNDS {
                     let answer = glommio::executor().spawn_blocking(move || round).await;
@@ -746,5 +762,58 @@ mod tests {
             Duration::from_secs(60),
             "a busy task was never preempted: the timer did not fire",
         );
+    }
+
+    /// An idle shard sleeps until its next timer: the preemption timer the
+    /// patch keeps armed while the shard is busy (vendor/glommio/RINGPOST.md)
+    /// must not wake it every preemption period. Each wake-up is a
+    /// voluntary context switch of its thread, which the kernel counts.
+    #[test]
+    fn an_idle_shard_wakes_only_for_its_timers() {
+        const SETTLE: Duration = Duration::from_millis(300);
+        const WATCHED: Duration = Duration::from_secs(1);
+        let (to_watcher, shard_thread) = std::sync::mpsc::channel::<std::path::PathBuf>();
+        let (finish, finished) = oneshot::channel::<u64>();
+        let watcher = std::thread::spawn(move || {
+            let status = shard_thread.recv().unwrap().join("status");
+            let switches = || {
+                let status = std::fs::read_to_string(&status).unwrap();
+                let line = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                    .unwrap();
+                line.trim().parse::<u64>().unwrap()
+            };
+            std::thread::sleep(SETTLE);
+            let before = switches();
+            std::thread::sleep(WATCHED);
+            finish.send(switches() - before).unwrap();
+        });
+        run_on_a_shard(
+            glommio::LocalExecutorBuilder::default()
+                .name("idle-test")
+                .preempt_timer(Duration::from_millis(5)),
+            move || async move {
+                // A timer task, as the budget sampler's once a second.
+                let ticks = glommio::spawn_local(async {
+                    loop {
+                        glommio::timer::sleep(Duration::from_millis(250)).await;
+                    }
+                })
+                .detach();
+                // "/proc/thread-self" links to "PID/task/TID".
+                let thread = std::fs::read_link("/proc/thread-self").unwrap();
+                to_watcher.send(Path::new("/proc").join(thread)).unwrap();
+                let wake_ups = finished.await.unwrap();
+                ticks.cancel();
+                // Four ticks and the watcher's answer (4 to 5 wake-ups
+                // measured), with room for a few early ones; waking every
+                // preemption period (5 ms) would be 200.
+                assert!(wake_ups <= 20, "an idle shard woke {wake_ups} times in 1 s");
+            },
+            Duration::from_secs(60),
+            "the idle shard never finished",
+        );
+        watcher.join().unwrap();
     }
 }
