@@ -806,9 +806,9 @@ mod tests {
                 to_watcher.send(Path::new("/proc").join(thread)).unwrap();
                 let wake_ups = finished.await.unwrap();
                 ticks.cancel();
-                // Four ticks and the watcher's answer (4 to 5 wake-ups
-                // measured), with room for a few early ones; waking every
-                // preemption period (5 ms) would be 200.
+                // Four ticks and the watcher's answer: 4 measured, with
+                // room for a few early ones. Waking every preemption period
+                // (5 ms) would be 200.
                 assert!(wake_ups <= 20, "an idle shard woke {wake_ups} times in 1 s");
             },
             Duration::from_secs(60),

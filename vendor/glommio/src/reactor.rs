@@ -119,9 +119,13 @@ impl Timers {
         self.timers.insert((when, id), waker);
     }
 
-    /// Return the duration until next event and the number of
+    /// Return when the next timer is due and the number of
     /// ready and woke timers.
-    fn process_timers(&mut self) -> (Option<Duration>, usize) {
+    ///
+    /// ringpost: when, not how long until: the reactor keeps the timeout
+    /// that wakes it for that timer armed across sleeps, and compares
+    /// deadlines (see vendor/glommio/RINGPOST.md).
+    fn process_timers(&mut self) -> (Option<Instant>, usize) {
         let now = Instant::now();
 
         // Split timers into ready and pending timers.
@@ -132,12 +136,8 @@ impl Timers {
             wake!(waker);
         }
 
-        // Calculate the duration until the next event.
-        let next = self
-            .timers
-            .keys()
-            .next()
-            .map(|(when, _)| when.saturating_duration_since(now));
+        // When the next event is due.
+        let next = self.timers.keys().next().map(|(when, _)| *when);
         (next, woke)
     }
 }
@@ -816,8 +816,9 @@ impl Reactor {
 
     /// Processes ready timers and extends the list of wakers to wake.
     ///
-    /// Returns the duration until the next timer
-    fn process_timers(&self) -> (Option<Duration>, usize) {
+    /// Returns when the next timer is due (ringpost: an instant, not a
+    /// duration)
+    fn process_timers(&self) -> (Option<Instant>, usize) {
         let mut timers = self.timers.borrow_mut();
         timers.process_timers()
     }
@@ -858,7 +859,7 @@ impl Reactor {
         Ok(woke > 0)
     }
 
-    fn process_external_events(&self) -> (Option<Duration>, usize) {
+    fn process_external_events(&self) -> (Option<Instant>, usize) {
         let (next_timer, mut woke) = self.process_timers();
         woke += self.process_shared_channels();
         (next_timer, woke)

@@ -1325,7 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // ringpost: preempted before running anything, with task
+                // queues still runnable, is not idle. Upstream returned
+                // false here and the caller parked: a completion on the
+                // latency ring (a timer firing) between the last poll and
+                // this check put the executor to sleep with runnable tasks,
+                // until something else woke it, or for good.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;

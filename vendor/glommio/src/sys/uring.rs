@@ -1222,9 +1222,19 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    // ringpost: when `latency_preemption_timeout_src` is a preemption timer
-    // (not one armed for a user timer before sleeping), when it fires.
+    // ringpost: when `latency_preemption_timeout_src` fires, at the
+    // earliest (taken as it is armed; it fires the few microseconds to its
+    // submission later).
     latency_preemption_deadline: Cell<Option<std::time::Instant>>,
+    // ringpost: one of the latency ring's timers completed during the last
+    // sleep, so the shard had nothing to do until then: the next park goes
+    // without a preemption timer. Cleared by that park.
+    timer_ended_sleep: Cell<bool>,
+    // ringpost: the timeout that wakes a sleeper for its next user timer,
+    // on the latency ring, and the user timer's deadline it was armed for.
+    // Upstream puts it in `latency_preemption_timeout_src`.
+    user_timer_wakeup_src: Cell<Option<Source>>,
+    user_timer_wakeup_deadline: Cell<Option<std::time::Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1357,6 +1367,9 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
+            timer_ended_sleep: Cell::new(false),
+            user_timer_wakeup_src: Cell::new(None),
+            user_timer_wakeup_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1798,10 +1811,17 @@ impl Reactor {
     ///   to the point where we *leave* this method. For instance: if we spin
     ///   here for 3ms and the preempt timer is 10ms that would leave the next
     ///   task queue just 7ms to run.
+    ///
+    /// ringpost: `user_timer` is when the next user timer is due. Both
+    /// timers are now kept armed across calls and sleeps while they have
+    /// not fired and fire early enough (vendor/glommio/RINGPOST.md §2, §3).
+    /// A kept preemption timer may wake a sleeping executor once, early;
+    /// after a sleep that either timer ended, the next park goes without
+    /// one. Either may end a task queue's slice early, never late.
     pub(crate) fn wait<Preempt, F>(
         &self,
         preempt_timer: Preempt,
-        user_timer: Option<Duration>,
+        user_timer: Option<std::time::Instant>,
         mut woke: usize,
         process_remote_channels: F,
     ) -> io::Result<bool>
@@ -1825,12 +1845,17 @@ impl Reactor {
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
         //
-        // ringpost: except a preemption timer, when we will not sleep (a
-        // preemption timer is asked for): cancelling and re-arming it cost
-        // two requests each time round the loop. Whether it can stay is
-        // decided at the end, after the last look at the rings, since it
-        // may fire in between.
-        if preempt_timer().is_none() || self.latency_preemption_deadline.get().is_none() {
+        // ringpost: not so. It is dropped only when the caller parks (asks
+        // for no preemption timer) and the last sleep ended with one of
+        // the latency ring's timers: the shard is idle, and a preemption
+        // timer would only wake it early. Otherwise it is kept through the
+        // sleep: cancelling it before each sleep and arming a new one after
+        // cost two requests and a system call per sleep on a shard that
+        // sleeps between requests. Kept, it ends at most one sleep early,
+        // which then counts as idle. When a preemption timer is asked for,
+        // whether it can stay is decided at the end, after the last look
+        // at the rings, since it may fire in between.
+        if preempt_timer().is_none() && self.timer_ended_sleep.take() {
             drop(self.latency_preemption_timeout_src.take());
             self.latency_preemption_deadline.set(None);
         }
@@ -1865,11 +1890,25 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_deadline.set(None);
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+            //
+            // ringpost: in a cell of its own, kept while it has not fired
+            // and was armed for a deadline no later than the next user
+            // timer's: a shard that sleeps between requests then arms one
+            // such timeout per user timer (e.g. once a second), not one per
+            // sleep. A user timer removed meanwhile costs at most one early
+            // wake-up.
+            if let Some(due) = user_timer {
+                let deadline = self.user_timer_wakeup_deadline.get();
+                if !fires_by(&self.user_timer_wakeup_src, deadline, due) {
+                    // A pending one it replaces fires later than this one;
+                    // its cancellation goes out with the next flush of
+                    // cancellations (after the sleep, if there is one).
+                    let dur = due.saturating_duration_since(std::time::Instant::now());
+                    self.user_timer_wakeup_deadline.set(Some(due));
+                    self.user_timer_wakeup_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1886,12 +1925,19 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
+                    let preemption_timer_armed = still_pending(&self.latency_preemption_timeout_src);
+                    let wakeup_armed = still_pending(&self.user_timer_wakeup_src);
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    if (preemption_timer_armed && !still_pending(&self.latency_preemption_timeout_src))
+                        || (wakeup_armed && !still_pending(&self.user_timer_wakeup_src))
+                    {
+                        self.timer_ended_sleep.set(true);
+                    }
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1901,18 +1947,19 @@ impl Reactor {
         if let Some(preempt) = preempt_timer() {
             // ringpost: keep the armed preemption timer if it has not fired
             // (its completion may have been consumed above) and fires no
-            // later than a new one would; else replace it. Kept, it may
-            // preempt a task queue before its full slice, once per slice.
-            let now = std::time::Instant::now();
-            let keep = self
-                .latency_preemption_deadline
-                .get()
-                .map_or(false, |deadline| deadline <= now + preempt)
-                && still_pending(&self.latency_preemption_timeout_src);
+            // later than a new one would; else replace it. Kept, here and
+            // through sleeps, it may preempt a task queue before its full
+            // slice, once per slice.
+            let by = std::time::Instant::now() + preempt;
+            let keep = fires_by(
+                &self.latency_preemption_timeout_src,
+                self.latency_preemption_deadline.get(),
+                by,
+            );
             // The throughput timer may have fired since it was looked at.
             let rearm_throughput = self.arm_throughput_timer_unless_pending(&mut main_ring);
             if !keep {
-                self.latency_preemption_deadline.set(Some(now + preempt));
+                self.latency_preemption_deadline.set(Some(by));
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             }
@@ -2072,6 +2119,18 @@ fn queue_request_into_ring(
             user_data: 0,
         });
     }
+}
+
+/// ringpost: whether `timer` holds a timeout that has not completed and
+/// fires no later than `by`; `deadline` is when it was armed to fire (it
+/// fires the few microseconds to its submission later, as a new one
+/// would).
+fn fires_by(
+    timer: &Cell<Option<Source>>,
+    deadline: Option<std::time::Instant>,
+    by: std::time::Instant,
+) -> bool {
+    deadline.map_or(false, |deadline| deadline <= by) && still_pending(timer)
 }
 
 /// ringpost: whether `timer` holds a timeout that has not completed.
