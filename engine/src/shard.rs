@@ -677,6 +677,17 @@ mod tests {
         shard.join().unwrap();
     }
 
+    /// A task on the current shard that sleeps `period` after `period`,
+    /// until cancelled: the shard always has a timer pending.
+    fn tick_every(period: Duration) -> glommio::task::JoinHandle<()> {
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(period).await;
+            }
+        })
+        .detach()
+    }
+
     /// A shard with nothing to do sleeps in io_uring; the commit writer wakes
     /// it from its own thread by completing a oneshot, and glommio's blocking
     /// pool (the relay's disk reads) by queueing a result. A wake-up that
@@ -709,12 +720,7 @@ mod tests {
                     to_waker.send(done).unwrap();
                     async move { assert_eq!(reply.await.unwrap(), round) }
                 };
-                let ticks = glommio::spawn_local(async {
-                    loop {
-                        glommio::timer::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-                .detach();
+                let ticks = tick_every(Duration::from_millis(20));
                 for round in 0..ROUNDS {
                     ask(round).await;
                 }
@@ -795,12 +801,7 @@ mod tests {
                 .preempt_timer(Duration::from_millis(5)),
             move || async move {
                 // A timer task, as the budget sampler's once a second.
-                let ticks = glommio::spawn_local(async {
-                    loop {
-                        glommio::timer::sleep(Duration::from_millis(250)).await;
-                    }
-                })
-                .detach();
+                let ticks = tick_every(Duration::from_millis(250));
                 // "/proc/thread-self" links to "PID/task/TID".
                 let thread = std::fs::read_link("/proc/thread-self").unwrap();
                 to_watcher.send(Path::new("/proc").join(thread)).unwrap();
