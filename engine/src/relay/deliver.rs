@@ -475,7 +475,6 @@ impl Over<'_> {
         let batches = recipients.len().div_ceil(batch);
         let mut body = Some(body);
         let mut results = Vec::with_capacity(recipients.len());
-        self.count_message(connection);
         for (n, part) in recipients.chunks(batch).enumerate() {
             let last = n + 1 == batches;
             let body = if last {
@@ -516,14 +515,20 @@ impl Over<'_> {
         Sent::Results(results)
     }
 
-    /// One message against the source's daily count, however many
-    /// transactions it takes.
-    fn count_message(&self, connection: &Connection) {
+    /// Count one message against the connection's source's daily limit,
+    /// however many transactions it takes. False: the source has reached
+    /// its limit (other connections used what was left after this one
+    /// picked it), and the message must not go from it today.
+    fn count_message(&self, connection: &Connection) -> bool {
         let relay = self.relay;
-        if let (Some(egress), Some(source)) = (&relay.egress, connection.source) {
-            egress.sent(source, super::egress::today());
-            relay.metrics.source_sent(egress.address(source));
+        let (Some(egress), Some(source)) = (&relay.egress, connection.source) else {
+            return true;
+        };
+        if !egress.take(source, super::egress::today()) {
+            return false;
         }
+        relay.metrics.source_sent(egress.address(source));
+        true
     }
 
     /// Another entry to send behind the transactions in flight, if one is
@@ -598,10 +603,14 @@ impl Over<'_> {
         let mut moving_on: Option<ServerReply> = None;
         // A message too large to go behind others waits for them to end.
         let mut next_goes_alone = false;
+        // Set once the connection's egress source has reached its daily
+        // limit: nothing more is sent from it.
+        let mut source_spent = false;
         loop {
             // Start transactions while the connection and the site allow.
             let mut filling = false;
             while moving_on.is_none()
+                && !source_spent
                 && flights.len() < MAX_IN_FLIGHT
                 && !connection.session.is_closed()
             {
@@ -679,12 +688,19 @@ impl Over<'_> {
                     break;
                 }
                 next_goes_alone = false;
+                if !self.count_message(connection) {
+                    // The source's allowance for today is spent: the message
+                    // waits for another connection, from another source or
+                    // on another day, and this one ends.
+                    returned.push(entry);
+                    source_spent = true;
+                    break;
+                }
                 let smtputf8 =
                     !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
                 let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
                 if behind || recipients.len() <= batch {
                     let bytes = body.len();
-                    self.count_message(connection);
                     connection.session.send(OutgoingMessage {
                         mail_from: envelope.sender.clone(),
                         recipients,

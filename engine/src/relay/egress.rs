@@ -5,8 +5,9 @@
 //! by weight among those still under their daily limit (the warm-up
 //! schedule of a new IP, or a plain cap); when every source has reached
 //! its limit, delivery waits (the entries are deferred) until the next UTC
-//! day. Counts are per day, shared by every shard through atomics: one
-//! add per message.
+//! day. Counts are per day, shared by every shard through atomics: a
+//! connection takes one from its source's allowance for each message it
+//! sends, and ends when the source has none left.
 
 use crate::config::{PoolConfig, SourceConfig};
 use std::collections::HashMap;
@@ -119,15 +120,20 @@ impl Egress {
         }
     }
 
-    /// Source `index` sent a message on `day`.
-    pub fn sent(&self, index: usize, day: u64) {
+    /// Count one message against source `index`'s limit on `day`: false,
+    /// and nothing counted, when it has no room left. The check and the
+    /// count are one atomic step, so connections on every shard sending at
+    /// once cannot together go past the limit.
+    pub fn take(&self, index: usize, day: u64) -> bool {
         let source = &self.sources[index];
-        let _ = source
+        let limit = source.config.limit_on(day).unwrap_or(COUNT_MASK);
+        source
             .sent
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
                 let count = sent_on(packed, day);
-                Some((day << COUNT_BITS) | (count + 1).min(COUNT_MASK))
-            });
+                (count < limit.min(COUNT_MASK)).then_some((day << COUNT_BITS) | (count + 1))
+            })
+            .is_ok()
     }
 
     /// Messages source `index` sent on `day`.
@@ -225,9 +231,11 @@ mod tests {
         )
         .unwrap();
         let to: IpAddr = "198.51.100.1".parse().unwrap();
-        egress.sent(0, 20_788);
-        egress.sent(0, 20_788);
-        egress.sent(1, 20_788);
+        assert!(egress.take(0, 20_788));
+        assert!(egress.take(0, 20_788));
+        assert!(!egress.take(0, 20_788), "the day's limit is 2");
+        assert!(egress.take(1, 20_788));
+        assert!(!egress.take(1, 20_788));
         assert_eq!(
             egress.pick(20_788, to, 0.0, None),
             None,
@@ -240,5 +248,31 @@ mod tests {
         );
         assert_eq!(egress.sent_today(0, 20_788), 2);
         assert_eq!(egress.sent_today(0, 20_789), 0);
+    }
+
+    #[test]
+    fn threads_taking_at_once_never_pass_the_limit() {
+        let egress = std::sync::Arc::new(
+            Egress::new(&[source("192.0.2.1", 1, &[100], Some("2026-12-01"))], &[]).unwrap(),
+        );
+        let taken: usize = (0..4)
+            .map(|_| {
+                let egress = egress.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| egress.take(0, 20_788)).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .sum();
+        assert_eq!(taken, 100);
+        assert_eq!(egress.sent_today(0, 20_788), 100);
+        assert!(egress.take(0, 20_789), "a new day");
+    }
+
+    #[test]
+    fn a_source_without_a_limit_always_has_room() {
+        let egress = Egress::new(&[source("192.0.2.1", 1, &[], None)], &[]).unwrap();
+        assert!((0..10_000).all(|_| egress.take(0, 20_788)));
+        assert_eq!(egress.sent_today(0, 20_788), 10_000);
     }
 }
