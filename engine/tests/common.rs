@@ -124,6 +124,23 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s
 }
 
+/// The server's `/metrics` text once it contains each of `lines` (metrics
+/// counted just after a reply went out may lag it), or panics after 10 s.
+pub fn metrics_with(server: &RunningServer, lines: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(server.metrics_addr().unwrap(), "/metrics");
+        if lines.iter().all(|line| metrics.contains(line)) {
+            return metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for {lines:?} in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Split a stored message into its leading Received: header and the rest.
 pub fn split_trace_header(stored: &[u8]) -> (&[u8], &[u8]) {
     assert!(

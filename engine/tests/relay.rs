@@ -1298,7 +1298,11 @@ fn a_busy_site_keeps_its_connections() {
         .filter(|l| l.starts_with("ringpost_relay_connections_opened_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert!(opened <= 12.0, "{opened} connections for {N} messages");
+    // The flaw this guards against opened one every few messages (about
+    // 100); a connection idle past the yield grace while the other shard
+    // asks for the slot may hand it over, which a loaded machine does
+    // more often.
+    assert!(opened <= 30.0, "{opened} connections for {N} messages");
     server.shutdown();
 }
 
@@ -2408,8 +2412,10 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
     };
     let (first, second) = (from("127.0.0.5"), from("127.0.0.6"));
     assert_eq!(first.len() + second.len(), 40, "only from the sources");
+    // Binomial(40, 0.75): 30 on average; outside 17..=39 about once in
+    // 50,000 runs (the exact weighting has its own unit test).
     assert!(
-        (22..=38).contains(&first.len()),
+        (17..=39).contains(&first.len()),
         "by weight 3:1: {} and {}",
         first.len(),
         second.len()
@@ -2423,27 +2429,33 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
     );
     server.shutdown();
 
-    // Warm-up: three messages today, then the rest waits for tomorrow.
+    // Warm-up: three messages today, then the rest waits for tomorrow,
+    // however many connections are open and however many messages each
+    // carries (queued while the relay was off, they go out at once).
     let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
     let dns = TestDns::start("test.", &dest_zone(SINK_B));
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let (server, _dir) = start_server(|c| {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let queued = start_on(&data, |_| {});
+    for n in 0..5 {
+        send(
+            queued.smtp_addr(),
+            "a@origin.test",
+            &[&format!("w{n}@dest.test")],
+            &message(n),
+        );
+    }
+    queued.shutdown();
+    let server = start_on(&data, |c| {
         relay_to(dns.addr(), port)(c);
-        c.relay.max_messages_per_connection = 1;
+        with_admin(c);
         c.relay.sources = vec![SourceConfig {
             warmup: vec![3, 1000],
             warmup_start: Some(today),
             ..source("127.0.0.7", 1, "new.test")
         }];
     });
-    for n in 0..5 {
-        send(
-            server.smtp_addr(),
-            "a@origin.test",
-            &[&format!("w{n}@dest.test")],
-            &message(n),
-        );
-    }
     assert!(sinks[0].wait_for_messages(3, WAIT));
     wait_until("the other two to wait", || {
         let waiting = entries_of(&server, "dest.test");
@@ -2936,9 +2948,12 @@ fn a_site_limited_to_n_messages_a_second_is_held_to_it() {
             .join("\n")
     );
     let rate = sinks[0].stats().msg_per_sec();
+    // Held to it: never above 20/s by more than 10%. A late timer's
+    // lateness is not made up (each send allows the next one an interval
+    // later), so a loaded machine may see it slower.
     assert!(
-        (18.0..=22.0).contains(&rate),
-        "20 msg/s at the sink, within 10%: {rate:.1}"
+        (12.0..=22.0).contains(&rate),
+        "20 msg/s at the sink, at most 10% above: {rate:.1}"
     );
     server.shutdown();
 }
@@ -3077,7 +3092,9 @@ fn each_sender_domain_leaves_through_its_egress_pool() {
         ];
         c.relay.default_pool = Some("transactional".into());
     });
-    for n in 0..30 {
+    // 30 bulk messages, each picking one of two sources: both are seen
+    // but for a chance of 2 in a billion.
+    for n in 0..60 {
         let from = if n % 2 == 0 {
             "a@origin.test"
         } else {
@@ -3086,7 +3103,7 @@ fn each_sender_domain_leaves_through_its_egress_pool() {
         let to = format!("r{n}@s{}.test", n % 4);
         send(server.smtp_addr(), from, &[&to], &message(n));
     }
-    assert!(sinks[0].wait_for_messages(30, WAIT), "all delivered");
+    assert!(sinks[0].wait_for_messages(60, WAIT), "all delivered");
     let mut by_pool: std::collections::BTreeMap<(&str, String), usize> = Default::default();
     let received = sinks[0].messages();
     for m in &received {
@@ -3213,9 +3230,12 @@ fn routes_to_one_host_on_different_ports_are_different_sites() {
         Faults::default(),
     ))
     .expect("sink starts");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    // Bound but not listening, kept for the whole test: connections to it
+    // are refused, and no parallel test can take the port meanwhile.
+    let dead = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead.bind(&std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    let dead_addr = dead.local_addr().unwrap().as_socket().unwrap();
     let (dns, _silent) = silent_dns();
     let (server, _dir) = start_server(|c| {
         relay_to(dns, 25)(c);

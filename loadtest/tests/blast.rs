@@ -329,8 +329,9 @@ fn reconnects_after_messages_per_connection() {
 
 #[test]
 fn dead_server_ends_in_bounded_time_with_errors() {
-    // Bind and drop: nothing listens on this port any more.
-    let addr = TcpListener::bind("127.0.0.1:0")
+    // Bind and drop, on an address no other test listens on: nothing
+    // listens on this port any more.
+    let addr = TcpListener::bind("127.0.0.9:0")
         .unwrap()
         .local_addr()
         .unwrap();
