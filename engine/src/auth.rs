@@ -15,7 +15,7 @@
 //! so a changed password or a deleted account misses the cache at once.
 
 use crate::config::LimitsConfig;
-use crate::limits::{AuthGuard, AuthVerdict, Lockout};
+use crate::limits::{AuthGuard, Lockout};
 use crate::users::verify_password;
 use futures::channel::oneshot;
 use ring::hmac;
@@ -96,10 +96,10 @@ impl Authenticator {
     pub async fn login(&self, ip: IpAddr, name: &str, password: &str) -> LoginOutcome {
         let name = name.to_ascii_lowercase();
         let now = Instant::now();
-        let clean = match self.guard.check(ip, &name, now) {
-            AuthVerdict::LockedOut => return LoginOutcome::LockedOut,
-            AuthVerdict::Allowed { clean } => clean,
+        let Ok(attempt) = self.guard.attempt(ip, &name, now) else {
+            return LoginOutcome::LockedOut;
         };
+        let clean = attempt.clean();
         let account = match users::get_user(&*self.store, &name) {
             Ok(account) => account,
             Err(e) => return LoginOutcome::Unavailable(e.to_string()),
@@ -133,10 +133,10 @@ impl Authenticator {
                     self.remember(&name, tag, &user.password_hash, now);
                 }
             }
-            self.guard.succeeded(ip, now);
+            attempt.succeeded(now);
             LoginOutcome::Accepted(name)
         } else {
-            for lockout in self.guard.failed(ip, &name, Instant::now()) {
+            for lockout in attempt.failed(Instant::now()) {
                 (self.lockouts)(&lockout);
             }
             LoginOutcome::Rejected

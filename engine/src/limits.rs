@@ -203,8 +203,20 @@ pub struct AuthGuard {
 
 #[derive(Default)]
 struct GuardState {
-    ips: HashMap<IpAddr, Failures>,
+    ips: HashMap<IpAddr, IpFailures>,
     accounts: HashMap<String, AccountFailures>,
+}
+
+struct IpFailures {
+    failures: Failures,
+    /// The account all of the window's failures were for; None once the
+    /// address failed for a second one (a login then forgives nothing:
+    /// one good password must not clear guesses at other accounts).
+    only_account: Option<String>,
+    /// Logins from this address, after a failure, whose passwords are
+    /// being checked now: they count against the limit until they end, so
+    /// many connections guessing at once cannot pass it together.
+    in_flight: u32,
 }
 
 struct Failures {
@@ -263,13 +275,25 @@ impl AuthGuard {
         }
     }
 
-    /// May `ip` try to log in as `account` now?
+    /// May `ip` try to log in as `account` now? (A query: see
+    /// [`AuthGuard::attempt`] for a login.)
     pub fn check(&self, ip: IpAddr, account: &str, now: Instant) -> AuthVerdict {
         let ip = crate::config::canonical(ip);
-        let state = lock(&self.state);
-        let from_ip = state.ips.get(&ip);
-        if from_ip.is_some_and(|f| f.locked(now)) {
-            return AuthVerdict::LockedOut;
+        self.verdict(&lock(&self.state), ip, account, now)
+    }
+
+    fn verdict(&self, state: &GuardState, ip: IpAddr, account: &str, now: Instant) -> AuthVerdict {
+        let from_ip = state
+            .ips
+            .get(&ip)
+            .filter(|f| !f.failures.stale(now, self.window));
+        if let Some(f) = from_ip {
+            // Failures and the checks under way that could each add one.
+            let in_doubt = f.failures.count + f.in_flight;
+            let full = self.per_ip > 0 && f.in_flight > 0 && in_doubt >= self.per_ip;
+            if f.failures.locked(now) || full {
+                return AuthVerdict::LockedOut;
+            }
         }
         if let Some(acct) = state.accounts.get(account) {
             // An account under attack stays open to addresses that have
@@ -278,23 +302,95 @@ impl AuthGuard {
                 return AuthVerdict::LockedOut;
             }
         }
-        let clean = from_ip.is_none_or(|f| f.stale(now, self.window) || f.count == 0);
+        let clean = from_ip.is_none_or(|f| f.failures.count == 0);
         AuthVerdict::Allowed { clean }
+    }
+
+    /// A login from `ip` as `account` begins: refused when locked out;
+    /// otherwise the attempt, to be ended with its outcome. An address
+    /// with recent failures holds a place against its limit until then.
+    pub fn attempt(&self, ip: IpAddr, account: &str, now: Instant) -> Result<Attempt<'_>, Locked> {
+        let ip = crate::config::canonical(ip);
+        let mut state = lock(&self.state);
+        let AuthVerdict::Allowed { clean } = self.verdict(&state, ip, account, now) else {
+            return Err(Locked);
+        };
+        let reserved = match state.ips.get_mut(&ip) {
+            Some(f) if !clean => {
+                f.in_flight += 1;
+                true
+            }
+            _ => false,
+        };
+        Ok(Attempt {
+            guard: self,
+            ip,
+            account: account.to_owned(),
+            clean,
+            reserved,
+        })
     }
 
     /// A login from `ip` as `account` failed; returns the lockouts it
     /// started.
     pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) -> Vec<Lockout> {
+        self.ended(crate::config::canonical(ip), account, false, Some(now))
+    }
+
+    /// A login from `ip` as `account` succeeded: the address's failures
+    /// are forgiven when they were all for this account (its owner
+    /// mistyping), not when they were guesses at others.
+    pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
         let ip = crate::config::canonical(ip);
+        let mut state = lock(&self.state);
+        if state.ips.get(&ip).is_some_and(|f| {
+            !f.failures.locked(now)
+                && f.in_flight == 0
+                && f.only_account.as_deref() == Some(account)
+        }) {
+            state.ips.remove(&ip);
+        }
+    }
+
+    /// Release a reserved place (`reserved`), and count a failure when
+    /// `failed_at` says when it failed.
+    fn ended(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        reserved: bool,
+        failed_at: Option<Instant>,
+    ) -> Vec<Lockout> {
         let (window, lockout) = (self.window, self.lockout);
         let mut state = lock(&self.state);
+        if reserved {
+            if let Some(f) = state.ips.get_mut(&ip) {
+                f.in_flight = f.in_flight.saturating_sub(1);
+            }
+        }
+        let Some(now) = failed_at else {
+            return Vec::new();
+        };
         if state.ips.len() + state.accounts.len() >= MAX_TRACKED {
-            state.ips.retain(|_, f| !f.stale(now, window));
+            state
+                .ips
+                .retain(|_, f| f.in_flight > 0 || !f.failures.stale(now, window));
             state.accounts.retain(|_, a| !a.failures.stale(now, window));
         }
         let mut started = Vec::new();
-        let from_ip = state.ips.entry(ip).or_insert_with(|| Failures::new(now));
-        if from_ip.add(now, window, lockout, self.per_ip) {
+        let from_ip = state.ips.entry(ip).or_insert_with(|| IpFailures {
+            failures: Failures::new(now),
+            only_account: None,
+            in_flight: 0,
+        });
+        let first = from_ip.failures.count == 0
+            || now.saturating_duration_since(from_ip.failures.since) > window;
+        if first {
+            from_ip.only_account = Some(account.to_owned());
+        } else if from_ip.only_account.as_deref() != Some(account) {
+            from_ip.only_account = None;
+        }
+        if from_ip.failures.add(now, window, lockout, self.per_ip) {
             started.push(Lockout::Ip(ip));
         }
         let acct = state
@@ -315,13 +411,49 @@ impl AuthGuard {
         }
         started
     }
+}
 
-    /// A login from `ip` succeeded: its failures are forgiven.
-    pub fn succeeded(&self, ip: IpAddr, now: Instant) {
-        let ip = crate::config::canonical(ip);
-        let mut state = lock(&self.state);
-        if state.ips.get(&ip).is_some_and(|f| !f.locked(now)) {
-            state.ips.remove(&ip);
+/// Refused: the address (or the address for this account) is locked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked;
+
+/// A login under way ([`AuthGuard::attempt`]): end it with
+/// [`Attempt::failed`] or [`Attempt::succeeded`]; dropped without either
+/// (the check could not run, the client left), it counts as neither.
+pub struct Attempt<'a> {
+    guard: &'a AuthGuard,
+    ip: IpAddr,
+    account: String,
+    clean: bool,
+    reserved: bool,
+}
+
+impl Attempt<'_> {
+    /// No failure from this address in the window (its password check
+    /// goes first in the queue).
+    pub fn clean(&self) -> bool {
+        self.clean
+    }
+
+    /// The password was wrong; returns the lockouts this started.
+    pub fn failed(mut self, now: Instant) -> Vec<Lockout> {
+        let reserved = std::mem::take(&mut self.reserved);
+        self.guard
+            .ended(self.ip, &self.account, reserved, Some(now))
+    }
+
+    /// The password was right.
+    pub fn succeeded(mut self, now: Instant) {
+        let reserved = std::mem::take(&mut self.reserved);
+        self.guard.ended(self.ip, &self.account, reserved, None);
+        self.guard.succeeded(self.ip, &self.account, now);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.reserved {
+            self.guard.ended(self.ip, &self.account, true, None);
         }
     }
 }
@@ -375,10 +507,12 @@ impl SendRate {
         }
     }
 
-    /// `account` sent a message.
-    pub fn sent(&self, account: &str, now: Instant) {
+    /// Take one message from `account`'s allowance, if it has one: the
+    /// check and the count are one step, so sessions of one account on
+    /// every shard at once cannot send past it together.
+    pub fn take(&self, account: &str, now: Instant) -> bool {
         if self.per_hour() == 0 {
-            return;
+            return true;
         }
         let rate = f64::from(self.per_hour());
         let mut accounts = lock(&self.accounts);
@@ -387,7 +521,19 @@ impl SendRate {
         }
         let tokens = accounts.entry(account.to_owned()).or_insert((rate, now));
         self.refill(tokens, now);
-        tokens.0 = (tokens.0 - 1.0).max(0.0);
+        if tokens.0 < 1.0 {
+            return false;
+        }
+        tokens.0 -= 1.0;
+        true
+    }
+
+    /// Give back what [`SendRate::take`] took (the message was not
+    /// stored after all).
+    pub fn give_back(&self, account: &str) {
+        if let Some(tokens) = lock(&self.accounts).get_mut(account) {
+            tokens.0 = (tokens.0 + 1.0).min(f64::from(self.per_hour()));
+        }
     }
 }
 
@@ -516,13 +662,34 @@ mod tests {
         let rate = SendRate::new(2);
         let t = Instant::now();
         assert!(rate.has_room("ann", t));
-        rate.sent("ann", t);
-        rate.sent("ann", t);
+        assert!(rate.take("ann", t));
+        assert!(rate.take("ann", t));
+        assert!(!rate.take("ann", t), "two an hour");
         assert!(!rate.has_room("ann", t));
+        rate.give_back("ann");
+        assert!(rate.has_room("ann", t), "a message not stored after all");
+        assert!(rate.take("ann", t));
         assert!(rate.has_room("bob", t));
         // Half an hour earns one message back.
         assert!(rate.has_room("ann", t + Duration::from_secs(1800)));
         assert!(SendRate::new(0).has_room("ann", t));
+        assert!((0..1000).all(|_| SendRate::new(0).take("ann", t)));
+    }
+
+    #[test]
+    fn sessions_sending_at_once_never_pass_the_hourly_rate() {
+        let rate = std::sync::Arc::new(SendRate::new(50));
+        let t = Instant::now();
+        let taken: usize = (0..4)
+            .map(|_| {
+                let rate = rate.clone();
+                std::thread::spawn(move || (0..100).filter(|_| rate.take("ann", t)).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .sum();
+        assert_eq!(taken, 50);
     }
 
     #[test]
@@ -532,11 +699,49 @@ mod tests {
         let t = Instant::now();
         guard.failed(ip, "ann", t);
         guard.failed(ip, "ann", t);
-        guard.succeeded(ip, t);
+        guard.succeeded(ip, "ann", t);
         assert!(guard.failed(ip, "ann", t).is_empty());
         assert_eq!(
             guard.check(ip, "ann", t),
             AuthVerdict::Allowed { clean: false }
         );
+    }
+
+    #[test]
+    fn one_good_password_does_not_forgive_guesses_at_others() {
+        // Limit 3 per address: two guesses at others, a login to the
+        // attacker's own account, and the third guess still locks it out.
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        guard.failed(ip, "ann", t);
+        guard.failed(ip, "bob", t);
+        guard.succeeded(ip, "mallory", t);
+        assert_eq!(guard.failed(ip, "cy", t), vec![Lockout::Ip(ip)]);
+        assert_eq!(guard.check(ip, "mallory", t), AuthVerdict::LockedOut);
+    }
+
+    #[test]
+    fn guesses_in_flight_count_against_the_limit() {
+        // Limit 3: after one failure, two more attempts may be checked at
+        // once; a third waits for one of them to end.
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        let first = guard.attempt(ip, "ann", t).unwrap();
+        assert!(first.clean());
+        let clean_too = guard.attempt(ip, "bob", t).unwrap();
+        drop(clean_too);
+        assert!(first.failed(t).is_empty());
+        let second = guard.attempt(ip, "bob", t).unwrap();
+        let third = guard.attempt(ip, "cy", t).unwrap();
+        assert!(!second.clean());
+        assert_eq!(guard.attempt(ip, "dee", t).err(), Some(Locked));
+        // One ends without a verdict (the client left): its place is free.
+        drop(third);
+        let third = guard.attempt(ip, "cy", t).unwrap();
+        assert!(second.failed(t).is_empty());
+        assert_eq!(third.failed(t), vec![Lockout::Ip(ip)]);
+        assert_eq!(guard.attempt(ip, "eve", t).err(), Some(Locked));
     }
 }

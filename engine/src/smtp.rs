@@ -209,18 +209,32 @@ impl Smtp<'_> {
             size,
             dkim: signed,
         };
+        if let Err(reply) = self.mailboxes_still_open(&message) {
+            return smtp.message_failed(reply);
+        }
+        // The hourly allowance is taken here, just before the commit, so
+        // sessions of one account on every shard cannot all pass it at RCPT.
+        if let Some(account) = &account {
+            if !shard.send_rate.take(account, Instant::now()) {
+                shard.security.rate_limited(self.service.label());
+                tracing::info!(shard = shard.id, peer = %self.peer, account, "sending rate limit reached");
+                self.count_rejection(&replies::SENDING_RATE_EXCEEDED);
+                return smtp.message_failed(replies::SENDING_RATE_EXCEEDED);
+            }
+        }
         let mut batch = message.into_batch();
         if let Some(events) = &shard.events {
             events.add(&mut batch, "reception", accepted.fields());
         }
         let started = Instant::now();
-        match shard.commits.commit(batch).await {
+        let committed = shard.commits.commit(batch).await;
+        if let (Err(_), Some(account)) = (&committed, &account) {
+            shard.send_rate.give_back(account);
+        }
+        match committed {
             Ok(()) => {
                 if let (Some(hub), Some(queue)) = (&shard.hub, queue) {
                     hub.route(queue);
-                }
-                if let Some(account) = &account {
-                    shard.send_rate.sent(account, Instant::now());
                 }
                 shard
                     .metrics
@@ -247,6 +261,36 @@ impl Smtp<'_> {
 }
 
 impl Smtp<'_> {
+    /// Whether the local accounts the message goes to are still under
+    /// their quota. RCPT checked each one, but a transaction can last long
+    /// and others commit meanwhile (on any shard): without this, every
+    /// session that passed RCPT together would land past the limit.
+    fn mailboxes_still_open(
+        &self,
+        message: &ringpost_storage::spool::NewMessage,
+    ) -> Result<(), replies::Reply> {
+        let shard = self.shard;
+        let default = shard.config().quota.default_quota();
+        for name in message.mailboxes.iter().chain(&message.junk) {
+            match ringpost_storage::quota::room_for(&*shard.store, name, default, 1, 0) {
+                // Gone meanwhile: the store keeps the copy for no one, as
+                // it would for an account deleted a moment after the 250.
+                Ok(None) | Ok(Some(true)) => {}
+                Ok(Some(false)) => {
+                    shard.security.over_quota("smtp");
+                    tracing::info!(shard = shard.id, peer = %self.peer, account = %name, "mailbox filled during the transaction; answered 452");
+                    return Err(replies::MAILBOX_FULL);
+                }
+                Err(e) => {
+                    shard.metrics.store_failures.inc();
+                    tracing::error!(shard = shard.id, error = %e, "quota lookup failed; answered 451");
+                    return Err(replies::STORAGE_FAILED);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// SPF, DKIM and DMARC for mail from a client that may not relay (the
     /// internet): the `Authentication-Results:` field to put on top, after
     /// any that forge our name are taken out ([`crate::mail_auth`]); `Err`

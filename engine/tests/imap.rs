@@ -390,6 +390,41 @@ fn quotas_refuse_new_mail_at_rcpt_append_and_copy_and_imap_reports_them() {
 }
 
 #[test]
+fn sessions_that_passed_rcpt_together_do_not_overfill_a_mailbox() {
+    // Room for two messages: four sessions pass RCPT at once, but at the
+    // end of DATA the account is checked again, so two are stored.
+    let (server, _dir) = start_server(|config| {
+        local_config(config);
+        config.quota.messages = 2;
+    });
+    add_user(&server, "alice@ours.test");
+    let mut sessions: Vec<common::Client> = (0..4)
+        .map(|_| {
+            let (mut c, _) = common::Client::connect(server.smtp_addr());
+            c.cmd("EHLO client.test");
+            assert!(c.cmd("MAIL FROM:<x@far.test>").starts_with("250"));
+            assert!(c.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+            assert!(c.cmd("DATA").starts_with("354"));
+            c
+        })
+        .collect();
+    let replies: Vec<String> = sessions
+        .iter_mut()
+        .map(|c| c.cmd("Subject: at once\r\n\r\nhi\r\n."))
+        .collect();
+    let stored = replies.iter().filter(|r| r.starts_with("250 ")).count();
+    let full = replies
+        .iter()
+        .filter(|r| r.starts_with("452 4.2.2"))
+        .count();
+    assert_eq!((stored, full), (2, 2), "{replies:?}");
+    let mut a = alice_in_inbox(&server);
+    let status = a.tagged("s", "STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 2"), "{status:?}");
+    server.shutdown();
+}
+
+#[test]
 fn list_marks_special_use_mailboxes() {
     let (server, _dir) = start_server(local_config);
     add_user(&server, "alice@ours.test");

@@ -864,3 +864,37 @@ fn an_account_over_its_sending_rate_is_told_to_wait() {
     c.cmd("QUIT");
     server.shutdown();
 }
+
+#[test]
+fn sessions_of_one_account_at_once_share_its_sending_rate() {
+    // Five sessions pass RCPT while the account still has room; only the
+    // allowance's worth of them are stored, the others told to wait.
+    let (server, _data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.submission.max_messages_per_hour = 2;
+    });
+    add_user(&server, "alice@ours.test");
+    let plain = ringpost_protocols::sasl::encode(b"\0alice@ours.test\0secret");
+    let mut sessions: Vec<Client> = (0..5)
+        .map(|_| {
+            let (mut c, _) = Client::connect(server.submission_addr().unwrap());
+            c.cmd("EHLO client.test");
+            assert!(c.cmd(&format!("AUTH PLAIN {plain}")).starts_with("235"));
+            assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
+            assert!(c.cmd("RCPT TO:<friend@far.test>").starts_with("250"));
+            assert!(c.cmd("DATA").starts_with("354"));
+            c
+        })
+        .collect();
+    let replies: Vec<String> = sessions
+        .iter_mut()
+        .map(|c| c.cmd("Subject: at once\r\n\r\nhi\r\n."))
+        .collect();
+    let stored = replies.iter().filter(|r| r.starts_with("250 ")).count();
+    let waiting = replies
+        .iter()
+        .filter(|r| r.starts_with("450 4.7.1"))
+        .count();
+    assert_eq!((stored, waiting), (2, 3), "{replies:?}");
+    server.shutdown();
+}

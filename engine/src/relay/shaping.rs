@@ -563,6 +563,17 @@ impl SiteLimiter {
             && self.suspended_until.load(Ordering::Relaxed) <= now_micros()
     }
 
+    /// Whether forgetting the site loses nothing: its limits are the
+    /// configured ones and its rate buckets are full again (a site made
+    /// afresh starts full, so forgetting a drained one would hand out its
+    /// hour's allowance again).
+    fn may_forget(&self) -> bool {
+        let now = now_micros();
+        self.at_base()
+            && self.next_send.load(Ordering::Relaxed) <= now
+            && self.hour_next.load(Ordering::Relaxed) <= now
+    }
+
     fn count_change(&self, direction: &str) {
         if let Some(metrics) = &self.metrics {
             metrics.changed(direction);
@@ -622,9 +633,10 @@ impl Sites {
         }
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         if table.len() >= MAX_IDLE_SITES {
-            // Forget sites nobody holds and that are at their limits; the
-            // next use makes them again from the configuration.
-            table.retain(|_, site| Arc::strong_count(site) > 1 || !site.at_base());
+            // Forget sites nobody holds, at their configured limits with
+            // full buckets; the next use makes them again from the
+            // configuration.
+            table.retain(|_, site| Arc::strong_count(site) > 1 || !site.may_forget());
         }
         table
             .entry(name.to_owned())
@@ -875,6 +887,35 @@ mod tests {
         assert_eq!(site.connection_limit.load(Ordering::Relaxed), 4);
         assert_eq!(site.rate(), Some(8.0));
         assert!(steps > 3, "gradual: {steps} steps");
+    }
+
+    #[test]
+    fn a_forgotten_site_does_not_get_its_hour_back() {
+        // One message an hour. A full table forgets idle sites, but not
+        // one whose hour is spent: made afresh it would allow another.
+        let config = RelayConfig {
+            shaping: vec![rule(|r| {
+                r.site = Some("spent.test".into());
+                r.messages_per_hour = Some(1);
+            })],
+            ..RelayConfig::default()
+        };
+        let sites = Sites::new(None);
+        let hosts = vec!["spent.test".to_owned()];
+        let spent = sites.get(&config, "spent.test", &hosts, "a.test");
+        assert!(spent.try_send(now_micros()).is_ok());
+        assert!(spent.try_send(now_micros()).is_err());
+        drop(spent);
+        for n in 0..MAX_IDLE_SITES {
+            let name = format!("idle{n}.test");
+            sites.get(&config, &name, std::slice::from_ref(&name), "b.test");
+        }
+        let again = sites.get(&config, "spent.test", &hosts, "a.test");
+        assert!(again.try_send(now_micros()).is_err(), "still spent");
+        assert!(
+            sites.table.read().unwrap().len() < MAX_IDLE_SITES,
+            "the idle ones were forgotten"
+        );
     }
 
     #[test]

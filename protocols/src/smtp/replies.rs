@@ -359,7 +359,7 @@ pub fn challenge(base64: &str) -> Reply {
     Reply::new(334, "", base64.to_owned())
 }
 
-/// RCPT from an account over its sending rate.
+/// RCPT (or the end of DATA) from an account over its sending rate.
 pub const SENDING_RATE_EXCEEDED: Reply =
     Reply::fixed(450, "4.7.1", "Sending rate limit exceeded, try again later");
 /// RCPT for a local user that does not exist.
