@@ -440,7 +440,7 @@ mod tests {
         assert!(check_recipient("postmaster", false, local, nobody).is_ok());
         assert!(check_recipient("a@else.test", true, local, nobody).is_ok());
         let err = check_recipient("a@else.test", false, local, nobody).unwrap_err();
-        assert_eq!((err.code, err.status), (554, "5.7.1"));
+        assert_eq!((err.code, err.status), (550, "5.7.1"));
     }
 
     #[test]

@@ -382,7 +382,7 @@ fn the_mx_port_is_never_an_open_relay() {
         .find(|l| {
             l.starts_with("ringpost_smtp_recipients_rejected_total{")
                 && l.contains("reason=\"relay_denied\"")
-                && l.contains("code=\"554\"")
+                && l.contains("code=\"550\"")
         })
         .unwrap_or_else(|| panic!("no relay_denied count: {metrics}"));
     let counted: u64 = relay_denied.rsplit(' ').next().unwrap().parse().unwrap();

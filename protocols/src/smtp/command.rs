@@ -60,6 +60,9 @@ pub(super) enum ParseError {
     NotUtf8,
     /// A verb we do not know.
     Unknown,
+    /// A verb of SMTP or its extensions that we do not offer (TURN,
+    /// ETRN, ATRN, SEND, SOML, SAML): 502, not 500 (RFC 5321 §4.2.4).
+    NotImplemented,
     /// A known verb with bad arguments; the reply says which.
     Syntax(Reply),
 }
@@ -70,6 +73,7 @@ impl ParseError {
         match self {
             ParseError::NotUtf8 => replies::NOT_UTF8,
             ParseError::Unknown => replies::UNKNOWN_COMMAND,
+            ParseError::NotImplemented => replies::NOT_IMPLEMENTED,
             ParseError::Syntax(reply) => reply,
         }
     }
@@ -138,10 +142,15 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
             (Some(mechanism), initial, None) => Ok(Command::Auth { mechanism, initial }),
             _ => syntax(replies::AUTH_SYNTAX),
         }
+    } else if NOT_OFFERED.iter().any(|verb| is(verb)) {
+        Err(ParseError::NotImplemented)
     } else {
         Err(ParseError::Unknown)
     }
 }
+
+/// Verbs of RFC 5321 and its extensions that this server does not offer.
+const NOT_OFFERED: [&str; 6] = ["TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"];
 
 /// `arg` without its case-insensitive `prefix` and the spaces after it.
 fn after_prefix<'a>(arg: &'a str, prefix: &str) -> Option<&'a str> {

@@ -5,8 +5,8 @@
 //! alphanumerics and hyphens, value = printable ASCII except `=` (or, with
 //! SMTPUTF8, any non-ASCII character; RFC 6531 §3.3).
 //!
-//! MAIL understands `SIZE=n` (RFC 1870), `BODY=7BIT|8BITMIME` (RFC 6152) and
-//! `SMTPUTF8` (RFC 6531). RCPT understands none yet (DSN's NOTIFY/ORCPT come
+//! MAIL understands `SIZE=n` (RFC 1870), `BODY=7BIT|8BITMIME` (RFC 6152),
+//! `SMTPUTF8` (RFC 6531) and `AUTH=` (RFC 4954 §5, checked and discarded). RCPT understands none yet (DSN's NOTIFY/ORCPT come
 //! with RFC 3461). A malformed parameter earns 501; a well-formed unknown one
 //! earns 555 (RFC 5321 §4.1.1.11).
 
@@ -29,6 +29,7 @@ impl MailParams {
     pub(super) fn parse(text: &str, max_size: usize) -> Result<Self, Reply> {
         let mut params = MailParams::default();
         let mut seen_body = false;
+        let mut seen_auth = false;
         for param in split(text) {
             let (keyword, value) = param?;
             if keyword.eq_ignore_ascii_case("SIZE") {
@@ -51,8 +52,21 @@ impl MailParams {
                 params.body = match value {
                     Some(v) if v.eq_ignore_ascii_case("7BIT") => BodyType::SevenBit,
                     Some(v) if v.eq_ignore_ascii_case("8BITMIME") => BodyType::EightBitMime,
+                    // RFC 3030's, which is not offered: known, not implemented.
+                    Some(v) if v.eq_ignore_ascii_case("BINARYMIME") => {
+                        return Err(replies::UNKNOWN_PARAM)
+                    }
                     _ => return Err(replies::BODY_SYNTAX),
                 };
+            } else if keyword.eq_ignore_ascii_case("AUTH") {
+                // RFC 4954 §5: who the message was submitted by, as a relay
+                // that authenticated to us says it. Checked, then
+                // discarded: the minimum the RFC allows, and what a server
+                // that does not trust the claim should do.
+                if seen_auth || !value.is_some_and(is_auth_value) {
+                    return Err(replies::PARAM_SYNTAX);
+                }
+                seen_auth = true;
             } else if keyword.eq_ignore_ascii_case("SMTPUTF8") {
                 if params.smtputf8 {
                     return Err(replies::PARAM_SYNTAX);
@@ -67,6 +81,30 @@ impl MailParams {
         }
         Ok(params)
     }
+}
+
+/// Whether `value` is an AUTH parameter's: `<>`, or an address in xtext
+/// (RFC 3461 §4: printable ASCII but `+` and `=`, those as `+XX` in hex).
+fn is_auth_value(value: &str) -> bool {
+    if value == "<>" {
+        return true;
+    }
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                let hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
+                if !(i + 2 < bytes.len() && hex(bytes[i + 1]) && hex(bytes[i + 2])) {
+                    return false;
+                }
+                i += 3;
+            }
+            33..=60 | 62..=126 => i += 1,
+            _ => return false,
+        }
+    }
+    !bytes.is_empty()
 }
 
 /// Check RCPT's parameter text: every well-formed parameter is unknown.
@@ -126,6 +164,21 @@ mod tests {
             MailParams::parse("BODY=7BIT", 1000).unwrap().body,
             BodyType::SevenBit
         );
+        // RFC 4954 §5: accepted and discarded, whoever it names.
+        for auth in [
+            "AUTH=<>",
+            "AUTH=alice@example.org",
+            "auth=e+3Dmc2@example.org",
+        ] {
+            assert_eq!(
+                MailParams::parse(&format!("SIZE=5 {auth}"), 1000).unwrap(),
+                MailParams {
+                    size: Some(5),
+                    ..MailParams::default()
+                },
+                "{auth}"
+            );
+        }
     }
 
     #[test]
@@ -139,7 +192,12 @@ mod tests {
         assert_eq!(err("SIZE=abc"), replies::SIZE_SYNTAX);
         assert_eq!(err("SIZE"), replies::SIZE_SYNTAX);
         assert_eq!(err("SIZE=-1"), replies::SIZE_SYNTAX);
-        assert_eq!(err("BODY=BINARYMIME"), replies::BODY_SYNTAX);
+        assert_eq!(err("BODY=BINARYMIME"), replies::UNKNOWN_PARAM);
+        assert_eq!(err("BODY=9BIT"), replies::BODY_SYNTAX);
+        assert_eq!(err("AUTH=a+4"), replies::PARAM_SYNTAX);
+        assert_eq!(err("AUTH=a+zz@b"), replies::PARAM_SYNTAX);
+        assert_eq!(err("AUTH=<> AUTH=<>"), replies::PARAM_SYNTAX);
+        assert_eq!(err("AUTH"), replies::PARAM_SYNTAX);
         assert_eq!(err("BODY"), replies::BODY_SYNTAX);
         assert_eq!(err("SMTPUTF8=yes"), replies::SMTPUTF8_SYNTAX);
         assert_eq!(err("SIZE=1 SIZE=2"), replies::PARAM_SYNTAX);

@@ -197,9 +197,12 @@ pub fn chunk_received(octets: u64) -> Reply {
 pub const UNKNOWN_COMMAND: Reply = Reply::fixed(500, "5.5.1", "Command unrecognized");
 /// A command line over `max_line_len`.
 pub const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.2", "Line too long");
+/// A SASL response line over the limit; the exchange ends (RFC 4954 §4).
+pub const AUTH_LINE_TOO_LONG: Reply =
+    Reply::fixed(500, "5.5.6", "Authentication Exchange line is too long");
 /// A command line that is not UTF-8.
 pub const NOT_UTF8: Reply = Reply::fixed(500, "5.5.2", "Command line is not valid UTF-8");
-/// A verb we know but do not offer (STARTTLS, AUTH for now).
+/// A verb we know but do not offer (TURN, ETRN, ATRN, SEND, SOML, SAML).
 pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1", "Command not implemented");
 /// EXPN is refused: expanding lists leaks their members (RFC 5321 §7.3).
 pub const EXPN_DISABLED: Reply = Reply::fixed(502, "5.5.1", "EXPN not available");
@@ -377,7 +380,9 @@ pub fn suppressed(added: &str) -> Reply {
 /// sender while the user makes room (RFC 3463 §3.3).
 pub const MAILBOX_FULL: Reply = Reply::fixed(452, "4.2.2", "Mailbox full");
 /// RCPT for a remote domain from a client that may not relay.
-pub const RELAYING_DENIED: Reply = Reply::fixed(554, "5.7.1", "Relay access denied");
+/// 550, one of the replies RFC 5321 §4.3.2 lists for RCPT (Postfix says
+/// 554, which the RFC does not list there).
+pub const RELAYING_DENIED: Reply = Reply::fixed(550, "5.7.1", "Relay access denied");
 /// The disk is (nearly) full: RFC 5321's 452 with RFC 3463's "mail system
 /// full"; the client should try again later.
 pub const DISK_FULL: Reply =

@@ -284,8 +284,17 @@ pub struct ServerSession {
     /// The account that authenticated.
     account: Option<String>,
     timers: Timers,
-    /// When the content of the current message began.
+    /// When the content of the current message (or BDAT chunk) began.
     content_started: Option<Instant>,
+    /// Octets of the message received before that (earlier chunks): each
+    /// chunk has its own allowance, so a pause between chunks, which the
+    /// command timeout governs, does not eat into the next chunk's.
+    content_base: usize,
+    /// A BDAT transaction failed: chunks the client had already pipelined
+    /// behind the failed one find no transaction, and are read and refused
+    /// without counting as the client's errors (RFC 3030 §3). Until MAIL,
+    /// RSET, or a LAST chunk.
+    chunks_failed: bool,
     /// The server is stopping: close once the transaction is done.
     stopping: bool,
 }
@@ -317,6 +326,8 @@ impl ServerSession {
             account: None,
             timers: Timers::default(),
             content_started: None,
+            content_base: 0,
+            chunks_failed: false,
             stopping: false,
         }
     }
@@ -462,15 +473,29 @@ impl ServerSession {
 
     /// Answer `StartTls`: the handshake is done. The session starts over
     /// (RFC 3207 §4.2): the client must say EHLO again, and nothing learnt
-    /// before counts.
+    /// before counts, a login included.
     pub fn tls_established(&mut self) {
         if self.answer(Phase::AwaitTls) {
             self.tls = true;
             self.greeting = None;
             self.open = None;
             self.lines = LineReader::default();
+            if self.account.take().is_some() {
+                self.timers.limit_life(self.life_before_login());
+            }
             self.timers.expect_request(self.config.command_timeout);
         }
+    }
+
+    /// How long the session may last until it logs in: submission must
+    /// log in within the login timeout, and an untrusted client's session
+    /// has its cap.
+    fn life_before_login(&self) -> Option<Duration> {
+        let login = self.peer.submission.then_some(self.config.login_timeout);
+        let session = (!self.peer.trusted)
+            .then_some(self.config.max_session)
+            .flatten();
+        login.into_iter().chain(session).min()
     }
 
     /// The account that authenticated, if one did.
@@ -600,11 +625,10 @@ impl ServerSession {
         match (line, sasl) {
             (Some(Line::Complete(line)), false) => self.execute(line),
             (Some(Line::Complete(line)), true) => self.sasl_response(line),
-            (Some(Line::TooLong), _) => {
-                if sasl {
-                    self.phase = Phase::Command;
-                }
-                self.reply(replies::LINE_TOO_LONG)
+            (Some(Line::TooLong), false) => self.reply(replies::LINE_TOO_LONG),
+            (Some(Line::TooLong), true) => {
+                self.phase = Phase::Command;
+                self.reply(replies::AUTH_LINE_TOO_LONG)
             }
             (None, _) => {}
         }
@@ -626,6 +650,7 @@ impl ServerSession {
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
                 self.open = None;
+                self.chunks_failed = false;
                 self.reply(replies::OK);
                 self.stop_if_asked();
             }
@@ -737,6 +762,7 @@ impl ServerSession {
     }
 
     fn mail(&mut self, arg: &str) {
+        self.chunks_failed = false;
         let Some(greeting) = &self.greeting else {
             return self.reply(replies::NEED_HELO);
         };
@@ -839,6 +865,7 @@ impl ServerSession {
         self.body
             .begin(self.config.max_message_size, open.size_hint);
         self.content_started = self.timers.now();
+        self.content_base = 0;
         self.phase = Phase::Data(DataReceiver::default());
         self.reply(replies::START_DATA);
     }
@@ -853,8 +880,9 @@ impl ServerSession {
                     open.chunks = Some(LineEndings::default());
                     self.body
                         .begin(self.config.max_message_size, open.size_hint);
-                    self.content_started = self.timers.now();
                 }
+                self.content_started = self.timers.now();
+                self.content_base = self.body.received();
                 self.body
                     .reserve(usize::try_from(size).unwrap_or(usize::MAX));
                 None
@@ -890,11 +918,17 @@ impl ServerSession {
             if chunk.last {
                 self.open = None;
             }
+            if self.open.is_none() && self.chunks_failed {
+                // Behind a failed chunk, already on its way: no error.
+                self.chunks_failed = !chunk.last;
+                return self.send(&reply);
+            }
             return self.reply(reply);
         }
         if self.body.is_too_big() {
             // RFC 3030 §4.2: the transaction has failed; later chunks
             // already in the pipeline find no transaction and are dropped.
+            self.chunks_failed = !chunk.last;
             self.open = None;
             self.body.discard();
             self.content_started = None;
@@ -978,7 +1012,7 @@ impl ServerSession {
         Some(Deadline::for_content(
             started,
             self.config.data_timeout,
-            self.body.received(),
+            self.body.received().saturating_sub(self.content_base),
             self.config.min_data_rate,
         ))
     }
@@ -1027,12 +1061,7 @@ impl Session for ServerSession {
     fn handle_timeout(&mut self, now: Instant) {
         if self.timers.tell(now) {
             self.timers.expect_request(self.config.command_timeout);
-            let login = self.peer.submission.then_some(self.config.login_timeout);
-            let session = (!self.peer.trusted)
-                .then_some(self.config.max_session)
-                .flatten();
-            self.timers
-                .limit_life(login.into_iter().chain(session).min());
+            self.timers.limit_life(self.life_before_login());
         }
         if !self.waiting() && self.timers.expired(self.content_deadline()) {
             self.timed_out();

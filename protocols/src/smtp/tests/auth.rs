@@ -118,6 +118,38 @@ fn commands_pipelined_after_starttls_are_never_run() {
 }
 
 #[test]
+fn a_login_before_starttls_does_not_survive_it() {
+    // RFC 3207 §4.2: what was learnt before TLS is forgotten, a login too
+    // (possible only where plaintext passwords are allowed).
+    let plain = encode(b"\0ann@x.test\0pw");
+    let peer = Peer {
+        plaintext_auth: true,
+        ..submission()
+    };
+    let input =
+        format!("EHLO c\r\nAUTH PLAIN {plain}\r\nSTARTTLS\r\nEHLO c\r\nMAIL FROM:<ann@x.test>\r\n");
+    let run = run_peer(tls_config(), peer, input.as_bytes());
+    assert_eq!(
+        run.codes()[2..],
+        ["235 2.7.0", "220 2.0.0", "250", "530 5.7.0"],
+        "{:?}",
+        run.lines()
+    );
+}
+
+#[test]
+fn an_overlong_sasl_response_ends_the_exchange_with_5_5_6() {
+    let peer = Peer {
+        plaintext_auth: true,
+        ..Peer::default()
+    };
+    let long = "A".repeat(20_000);
+    let input = format!("EHLO c\r\nAUTH PLAIN\r\n{long}\r\nNOOP\r\n");
+    let run = run_peer(config(), peer, input.as_bytes());
+    assert_eq!(run.after_ehlo(), ["334", "500 5.5.6", "250 2.0.0"]);
+}
+
+#[test]
 fn auth_plain_and_login_ask_the_driver() {
     let plain = encode(b"\0ann@x.test\0pw");
     let peer = Peer {

@@ -124,6 +124,27 @@ fn size_limit_fails_the_chunk_that_crosses_it() {
 }
 
 #[test]
+fn chunks_pipelined_behind_a_failed_one_are_not_the_clients_errors() {
+    // RFC 3030 §3: after a failed chunk the server reads and discards the
+    // chunks already in the pipeline. With two errors allowed, five such
+    // chunks do not end the session; stray chunks later still count.
+    let config = ServerConfig {
+        max_message_size: 10,
+        max_errors: 2,
+        ..config()
+    };
+    let behind = "BDAT 4\r\n1234".repeat(5);
+    let input = format!(
+        "EHLO c\r\n{ENVELOPE}BDAT 12\r\n123456789012{behind}BDAT 2 LAST\r\n\r\nNOOP\r\nBDAT 1\r\nxBDAT 1\r\nx"
+    );
+    let run = run_with(config, input.as_bytes(), Answers::Accept);
+    let mut expected = vec!["250 2.1.0", "250 2.1.5", "552 5.3.4"];
+    expected.extend(["503 5.5.1"; 6]);
+    expected.extend(["250 2.0.0", "503 5.5.1", "503 5.5.1", "421 4.7.0"]);
+    assert_eq!(run.codes()[2..], expected[..], "{:?}", run.lines());
+}
+
+#[test]
 fn a_huge_chunk_is_counted_out_not_buffered() {
     let config = ServerConfig {
         max_message_size: 100,

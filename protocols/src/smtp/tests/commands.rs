@@ -95,6 +95,14 @@ fn unknown_verbs_get_500() {
 }
 
 #[test]
+fn known_verbs_not_offered_get_502() {
+    assert_eq!(
+        ehlo_codes(b"TURN\r\nETRN example.org\r\natrn\r\nSEND FROM:<a@b.test>\r\nSOML FROM:<a@b.test>\r\nSAML FROM:<a@b.test>\r\n"),
+        ["502 5.5.1"; 6]
+    );
+}
+
+#[test]
 fn verbs_are_case_insensitive() {
     assert_eq!(
         run(b"ehlo x\r\nmail from:<a@b.test>\r\nRcPt tO:<c@d.test>\r\ndata\r\n.\r\nrset\r\nnoop\r\nquit\r\n").codes()[2..],

@@ -105,6 +105,42 @@ fn content_must_keep_the_minimum_rate() {
 }
 
 #[test]
+fn each_bdat_chunk_has_its_own_allowance() {
+    // A pause between chunks is the command timeout's business: the next
+    // chunk still gets the whole content allowance.
+    let config = ServerConfig {
+        command_timeout: secs(300),
+        data_timeout: secs(5),
+        min_data_rate: 100,
+        ..config()
+    };
+    let t0 = Instant::now();
+    let mut s = session(config, trusted(), t0);
+    s.receive(
+        t0,
+        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n",
+    );
+    assert!(matches!(s.poll_event(), Some(Event::Recipient { .. })));
+    s.accept_recipient();
+    s.receive(t0, b"BDAT 300\r\n");
+    s.receive(t0 + secs(1), &[b'x'; 300]);
+    assert!(said(&mut s).ends_with("250 2.0.0 300 octets received\r\n"));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0 + secs(301)),
+        "the command timeout"
+    );
+    // 60 s later, the next chunk: 5 s from its start, not from the first.
+    let t1 = t0 + secs(61);
+    s.receive(t1, b"BDAT 200 LAST\r\n");
+    assert_eq!(s.poll_timeout(), Some(t1 + secs(5)));
+    s.receive(t1 + secs(4), &[b'y'; 100]);
+    assert_eq!(s.poll_timeout(), Some(t1 + secs(6)));
+    s.handle_timeout(t1 + secs(5));
+    assert!(!s.is_closed());
+}
+
+#[test]
 fn waiting_for_the_driver_stops_the_clock() {
     let config = ServerConfig {
         command_timeout: secs(10),

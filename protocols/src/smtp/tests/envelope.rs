@@ -53,17 +53,21 @@ fn mail_parameter_errors() {
         MAIL FROM:<a@b.test> SIZE=1001\r\n\
         MAIL FROM:<a@b.test> SIZE=ten\r\n\
         MAIL FROM:<a@b.test> BODY=BINARYMIME\r\n\
+        MAIL FROM:<a@b.test> BODY=9BIT\r\n\
         MAIL FROM:<a@b.test> SMTPUTF8=yes\r\n\
         MAIL FROM:<a@b.test> RET=HDRS\r\n\
-        MAIL FROM:<a@b.test> SIZE=1000\r\n";
+        MAIL FROM:<a@b.test> AUTH=x+zz\r\n\
+        MAIL FROM:<a@b.test> SIZE=1000 AUTH=<>\r\n";
     assert_eq!(
         run_with(config, input, Answers::Accept).codes()[2..],
         [
             "552 5.3.4",
             "501 5.5.4",
+            "555 5.5.4",
             "501 5.5.4",
             "501 5.5.4",
             "555 5.5.4",
+            "501 5.5.4",
             "250 2.1.0"
         ]
     );
@@ -191,7 +195,7 @@ fn rcpt_pauses_until_the_driver_answers() {
     session.reject_recipient(replies::RELAYING_DENIED);
     assert_eq!(session.feed(&input[first + second..]), 6);
     let out = std::str::from_utf8(session.output()).unwrap();
-    assert!(out.ends_with("250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n554 5.7.1 Relay access denied\r\n250 2.0.0 Ok\r\n"), "{out}");
+    assert!(out.ends_with("250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n550 5.7.1 Relay access denied\r\n250 2.0.0 Ok\r\n"), "{out}");
 }
 
 #[test]
