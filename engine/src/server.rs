@@ -118,6 +118,23 @@ pub struct RunningServer {
     reloader: Arc<Reloader>,
 }
 
+/// The egress sources, with the day's counts they had before a restart.
+fn load_egress(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Option<Arc<crate::relay::egress::Egress>>, StartError> {
+    let Some(egress) =
+        crate::relay::egress::Egress::new(&config.relay.sources, &config.relay.pools)
+    else {
+        return Ok(None);
+    };
+    egress.restore(store).map_err(|source| StartError::Store {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    Ok(Some(Arc::new(egress)))
+}
+
 /// Start everything `config` describes.
 pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
@@ -191,8 +208,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             .map_err(StartError::Dkim)?
             .map(Arc::new),
         maillog: maillog.clone(),
-        egress: crate::relay::egress::Egress::new(&config.relay.sources, &config.relay.pools)
-            .map(Arc::new),
+        egress: load_egress(&config, &*store)?,
         sites: Arc::new(crate::relay::shaping::Sites::new(Some(metrics.sites()))),
     };
     if let Some(store) = &certificates {

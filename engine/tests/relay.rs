@@ -2447,15 +2447,16 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
         );
     }
     queued.shutdown();
-    let server = start_on(&data, |c| {
+    let warming_up = |c: &mut Config| {
         relay_to(dns.addr(), port)(c);
         with_admin(c);
         c.relay.sources = vec![SourceConfig {
             warmup: vec![3, 1000],
-            warmup_start: Some(today),
+            warmup_start: Some(today.clone()),
             ..source("127.0.0.7", 1, "new.test")
         }];
-    });
+    };
+    let server = start_on(&data, warming_up);
     assert!(sinks[0].wait_for_messages(3, WAIT));
     wait_until("the other two to wait", || {
         let waiting = entries_of(&server, "dest.test");
@@ -2468,6 +2469,13 @@ fn egress_sources_by_weight_with_their_ehlo_and_warmup_limits() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sinks[0].stats().messages, 3, "no more than the day's limit");
+    server.shutdown();
+    // A restart does not hand the source its day's allowance again: the two
+    // are retried (every second or two here) and wait on.
+    let server = start_on(&data, warming_up);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(sinks[0].stats().messages, 3, "the day's count survived");
+    assert_eq!(entries_of(&server, "dest.test").len(), 2);
     server.shutdown();
 }
 

@@ -37,6 +37,7 @@ pub mod quota;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod spool;
+pub mod state;
 pub mod suppression;
 pub mod users;
 
@@ -68,11 +69,13 @@ pub enum Family {
     Suppressions,
     /// Time ‖ source ‖ sequence → a delivery event for the webhook ([`events`]).
     Events,
+    /// Name → a small value the server keeps across restarts ([`state`]).
+    State,
 }
 
 impl Family {
     /// Every family, in a fixed order.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Blobs,
         Family::Envelopes,
         Family::Queue,
@@ -82,6 +85,7 @@ impl Family {
         Family::MessageRefs,
         Family::Suppressions,
         Family::Events,
+        Family::State,
     ];
 
     /// Stable name (used as the RocksDB column family name).
@@ -96,6 +100,7 @@ impl Family {
             Family::MessageRefs => "message_refs",
             Family::Suppressions => "suppressions",
             Family::Events => "events",
+            Family::State => "state",
         }
     }
 }

@@ -43,6 +43,7 @@ fn slot(family: Family) -> usize {
         Family::MessageRefs => 6,
         Family::Suppressions => 7,
         Family::Events => 8,
+        Family::State => 9,
     }
 }
 

@@ -840,6 +840,7 @@ impl Over<'_> {
             addr: Some(self.target.addr),
             tls: connection.tls_version,
             site: Some(self.site.clone()),
+            source: connection.source,
         };
         glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
     }

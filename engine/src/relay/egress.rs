@@ -136,10 +136,43 @@ impl Egress {
             .is_ok()
     }
 
+    /// Record source `index`'s count for the day with `batch` (the commit
+    /// of a delivery it made), so a restart does not forget it.
+    pub fn save(&self, index: usize, batch: &mut ringpost_storage::WriteBatch) {
+        let packed = self.sources[index].sent.load(Ordering::Relaxed);
+        ringpost_storage::state::put(
+            batch,
+            &state_key(&self.sources[index].config),
+            packed.to_le_bytes().to_vec(),
+        );
+    }
+
+    /// Take back the counts [`Egress::save`] recorded (another day's read
+    /// as zero).
+    pub fn restore(
+        &self,
+        store: &dyn ringpost_storage::Store,
+    ) -> Result<(), ringpost_storage::StoreError> {
+        for source in &self.sources {
+            let saved = ringpost_storage::state::get(store, &state_key(&source.config))?;
+            if let Some(bytes) = saved.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()) {
+                source
+                    .sent
+                    .store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Messages source `index` sent on `day`.
     pub fn sent_today(&self, index: usize, day: u64) -> u64 {
         sent_on(self.sources[index].sent.load(Ordering::Relaxed), day)
     }
+}
+
+/// Where a source's count is kept across restarts.
+fn state_key(source: &SourceConfig) -> String {
+    format!("egress/{}", source.address)
 }
 
 /// The count a packed value holds for `day` (0 when it is another day's).
@@ -267,6 +300,25 @@ mod tests {
         assert_eq!(taken, 100);
         assert_eq!(egress.sent_today(0, 20_788), 100);
         assert!(egress.take(0, 20_789), "a new day");
+    }
+
+    #[test]
+    fn counts_survive_a_restart_through_the_store() {
+        let store = ringpost_storage::memory::MemoryStore::new();
+        let sources = [
+            source("192.0.2.1", 1, &[3], None),
+            source("192.0.2.2", 1, &[3], None),
+        ];
+        let before = Egress::new(&sources, &[]).unwrap();
+        assert!(before.take(1, 20_788) && before.take(1, 20_788));
+        let mut batch = ringpost_storage::WriteBatch::new();
+        before.save(1, &mut batch);
+        ringpost_storage::Store::write(&store, &[batch], false).unwrap();
+        let after = Egress::new(&sources, &[]).unwrap();
+        after.restore(&store).unwrap();
+        assert_eq!(after.sent_today(1, 20_788), 2);
+        assert_eq!(after.sent_today(0, 20_788), 0);
+        assert_eq!(after.sent_today(1, 20_789), 0, "another day");
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub(crate) struct Via {
     pub tls: Option<&'static str>,
     /// The MX site the host serves.
     pub site: Option<SiteName>,
+    /// The egress source the connection came from (`relay.sources`).
+    pub source: Option<usize>,
 }
 
 impl Via {
@@ -102,6 +104,7 @@ impl Via {
             addr: None,
             tls: None,
             site: Some(site),
+            source: None,
         }
     }
 }
@@ -1373,6 +1376,9 @@ impl Relay {
             }
         }
 
+        if let (Some(egress), Some(source)) = (&self.egress, via.as_ref().and_then(|v| v.source)) {
+            egress.save(source, &mut batch);
+        }
         match self.commits.commit(batch).await {
             Ok(()) => {
                 self.hub.route(bounce_entries);

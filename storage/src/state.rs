@@ -1,0 +1,35 @@
+//! Small named values the server keeps across restarts, one key each in
+//! [`Family::State`]: what a restart must not forget but that belongs to
+//! no message or account (each egress source's count for the day, so its
+//! daily limit holds across a restart).
+
+use crate::{Family, Store, StoreError, WriteBatch};
+
+/// The value stored under `name`, if any.
+pub fn get(store: &dyn Store, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    store.get(Family::State, name.as_bytes())
+}
+
+/// Store `value` under `name` with `batch`.
+pub fn put(batch: &mut WriteBatch, name: &str, value: Vec<u8>) {
+    batch.put(Family::State, name.as_bytes().to_vec(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+
+    #[test]
+    fn a_value_reads_back() {
+        let store = MemoryStore::new();
+        assert_eq!(get(&store, "egress/192.0.2.1").unwrap(), None);
+        let mut batch = WriteBatch::new();
+        put(&mut batch, "egress/192.0.2.1", vec![1, 2, 3]);
+        store.write(&[batch], false).unwrap();
+        assert_eq!(
+            get(&store, "egress/192.0.2.1").unwrap(),
+            Some(vec![1, 2, 3])
+        );
+    }
+}
