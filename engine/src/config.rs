@@ -1026,7 +1026,7 @@ impl Default for Pop3ListenerConfig {
             idle_timeout_secs: 600,
             max_errors: 10,
             auth_failure_delay_secs: 1,
-            login_timeout_secs: 180,
+            login_timeout_secs: 600,
         }
     }
 }

@@ -445,9 +445,11 @@ pub(crate) async fn drive<P: Protocol>(
         // One clock read for what arrived in one read (events answered in
         // between only move deadlines the session sets itself).
         let now = Instant::now();
+        let mut fed = false;
         loop {
             let consumed = session.receive(now, conn.unread());
             conn.consume(consumed);
+            fed |= consumed > 0;
             let mut asked = false;
             while let Some(event) = session.poll_event() {
                 asked = true;
@@ -460,9 +462,16 @@ pub(crate) async fn drive<P: Protocol>(
         if !session.output().is_empty() {
             conn.write_all(session.output()).await?;
             session.clear_output();
+            session.output_written(Instant::now());
         }
         if session.is_closed() {
             return Ok(());
+        }
+        if fed && !conn.unread().is_empty() {
+            // The session stopped taking input to let its output go out
+            // first (pipelined commands, each with a long answer): feed it
+            // the rest before waiting for more.
+            continue;
         }
 
         let deadline = session.poll_timeout();

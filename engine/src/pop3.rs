@@ -216,7 +216,7 @@ fn retrieve(shard: &Shard, pop3: &mut Pop3Session, maildrop: Option<&Maildrop>, 
             pop3.message(&body);
         }
         // Expunged over IMAP since login.
-        Ok(None) => pop3.message_missing(),
+        Ok(None) => pop3.message_gone(),
         Err(e) => {
             tracing::error!(shard = shard.id, queue_id = %id, error = %e, "pop3: cannot read message");
             pop3.message_missing();

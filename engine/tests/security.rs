@@ -594,7 +594,7 @@ fn password_guessing_is_locked_out_but_the_owner_gets_in() {
     pop3.line();
     assert!(pop3
         .line()
-        .starts_with("-ERR [AUTH] too many failed logins"));
+        .starts_with("-ERR [SYS/TEMP] too many failed logins"));
     // And from 127.0.0.3 IMAP guessing locks that address out too.
     let imap_addr = server.imap_addr().unwrap();
     for i in 0..5 {

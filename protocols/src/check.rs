@@ -134,6 +134,12 @@ pub fn drive<'a, S: Session>(
             trace.consumed += used;
             take_output(session, &mut trace);
             let Some(event) = session.poll_event() else {
+                if stopped_early && used > 0 && !session.is_closed() {
+                    // It stopped to let its answers go out first (they
+                    // were just taken): the rest is fed now, as the
+                    // engine's driver does.
+                    continue;
+                }
                 assert!(
                     !stopped_early || session.is_closed(),
                     "feed stopped early with no question and no close"

@@ -52,6 +52,15 @@ pub trait Session {
     /// the goodbye and closes the session.
     fn handle_timeout(&mut self, now: Instant);
 
+    /// The output was written at `now`, which may be long after the
+    /// request it answers arrived (a large message to a slow reader): a
+    /// session whose request timer measures the client's silence starts it
+    /// again here, so the time spent sending is not counted as the
+    /// client's. The default keeps the timers as they are.
+    fn output_written(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// The server is stopping: close now, or as soon as the work in progress
     /// (an SMTP transaction) is done.
     fn shutdown(&mut self);
@@ -145,6 +154,11 @@ impl Timers {
     }
 
     /// Note the time; returns true the first time (the clock starts).
+    /// Whether the clock has started (the session was told the time).
+    pub(crate) fn started(&self) -> bool {
+        self.now.is_some()
+    }
+
     pub(crate) fn tell(&mut self, now: Instant) -> bool {
         let first = self.now.is_none();
         if self.now.is_none_or(|t| now > t) {

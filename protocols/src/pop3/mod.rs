@@ -44,4 +44,4 @@ mod tests;
 pub use crate::session::Peer;
 pub use maildrop::{MessageInfo, MAX_UID_LEN};
 pub use replies::Reply;
-pub use server::{Event, Pop3Config, Pop3Session, MAX_COMMAND_LEN};
+pub use server::{Event, Pop3Config, Pop3Session, MAX_COMMAND_LEN, OUTPUT_HIGH_WATER};

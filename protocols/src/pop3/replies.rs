@@ -216,7 +216,7 @@ pub const TLS_REQUIRED: Reply = Reply::refusal(
 pub const INVALID_CREDENTIALS: Reply = Reply::error("AUTH", "invalid credentials");
 /// Too many failed logins from this client or for this account: refused
 /// for a while without checking (not counted as an error).
-pub const LOCKED_OUT: Reply = Reply::refusal("AUTH", "too many failed logins, try again later");
+pub const LOCKED_OUT: Reply = Reply::refusal("SYS/TEMP", "too many failed logins, try again later");
 /// The driver could not lock the maildrop (RFC 2449 §8.1.1).
 pub const MAILDROP_LOCKED: Reply =
     Reply::refusal("IN-USE", "maildrop already locked by another session");

@@ -47,6 +47,13 @@ use crate::session::{Peer, Session, Timers};
 /// The command-line limit RFC 2449 §4 sets: 255 octets including CRLF.
 pub const MAX_COMMAND_LEN: usize = 255;
 
+/// Answers waiting to be written past which [`Pop3Session::feed`] takes
+/// no more commands.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// The shortest autologout RFC 1939 §3 allows.
+const MIN_AUTOLOGOUT: Duration = Duration::from_secs(600);
+
 /// Limits and identity for POP3 sessions; shared by every session of a
 /// listener.
 #[derive(Debug, Clone)]
@@ -68,7 +75,8 @@ pub struct Pop3Config {
     /// ten minutes). Measured from the last complete command, so a client
     /// that trickles a command byte by byte is cut too.
     pub idle_timeout: Duration,
-    /// How long a client may stay without logging in, whatever it does.
+    /// How long a client may stay without logging in, whatever it does
+    /// (never under ten minutes: RFC 1939 §3's autologout minimum).
     pub login_timeout: Duration,
 }
 
@@ -81,7 +89,7 @@ impl Default for Pop3Config {
             stls_available: false,
             plaintext_auth_allowed: true,
             idle_timeout: Duration::from_secs(600),
-            login_timeout: Duration::from_secs(180),
+            login_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -241,11 +249,15 @@ impl Pop3Session {
     /// Stops right after a line that raises an event, and consumes nothing
     /// while the event waits for its answer (except after `StartTls`, see
     /// [`Event::StartTls`]) or once the session is closed. Incomplete lines
-    /// are kept inside the session, never more than the line limit.
+    /// are kept inside the session, never more than the line limit. Stops
+    /// too once [`OUTPUT_HIGH_WATER`] bytes of answers wait to be written
+    /// (pipelined LIST or UIDL of a large maildrop): the rest is fed after
+    /// they are, so what a client pipelines cannot make the output grow
+    /// without bound.
     #[must_use = "unconsumed input must be fed again"]
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && self.event.is_none() {
+        while used < input.len() && self.event.is_none() && self.output.len() < OUTPUT_HIGH_WATER {
             used += match self.phase {
                 Phase::Command | Phase::SaslResponse => self.read_line(&input[used..]),
                 // Plaintext after STLS: consumed so the driver cannot run it
@@ -346,11 +358,19 @@ impl Pop3Session {
         content::write(&mut self.output, bytes, top);
     }
 
-    /// Answer `Retrieve`: the store cannot serve the message
+    /// Answer `Retrieve`: the store cannot serve the message now
     /// (`-ERR [SYS/TEMP]`).
     pub fn message_missing(&mut self) {
         if matches!(self.phase, Phase::AwaitMessage { .. }) && self.answer(self.phase) {
             self.send(&replies::MESSAGE_UNAVAILABLE);
+        }
+    }
+
+    /// Answer `Retrieve`: the message is gone for good (expunged over IMAP
+    /// since login): a plain `-ERR`, so the client does not retry it.
+    pub fn message_gone(&mut self) {
+        if matches!(self.phase, Phase::AwaitMessage { .. }) && self.answer(self.phase) {
+            self.send(&replies::NO_SUCH_MESSAGE);
         }
     }
 
@@ -759,11 +779,23 @@ impl Session for Pop3Session {
         self.timers.next(None)
     }
 
+    fn output_written(&mut self, now: Instant) {
+        // RFC 1939 §3: the autologout timer measures the client's
+        // inactivity, and it cannot act while its answer is still going out.
+        if self.timers.started() && !self.waiting() && !self.is_closed() {
+            self.timers.tell(now);
+            self.timers.expect_request(self.config.idle_timeout);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         if self.timers.tell(now) {
             self.timers.expect_request(self.config.idle_timeout);
             if self.maildrop().is_none() {
-                self.timers.limit_life(Some(self.config.login_timeout));
+                // RFC 1939 §3: the autologout timer is at least 10 minutes,
+                // so the login deadline is never shorter.
+                let login = self.config.login_timeout.max(MIN_AUTOLOGOUT);
+                self.timers.limit_life(Some(login));
             }
         }
         if !self.waiting() && self.timers.expired(None) {

@@ -1058,6 +1058,16 @@ impl Session for ServerSession {
         self.timers.next(self.content_deadline())
     }
 
+    fn output_written(&mut self, now: Instant) {
+        // RFC 5321 §4.5.3.2: the server waits for the next command from
+        // when its reply went out; time spent on the answer (the checks
+        // and the commit behind a 250) is not the client's.
+        if self.timers.started() && !self.waiting() && !self.is_closed() {
+            self.timers.tell(now);
+            self.timers.expect_request(self.config.command_timeout);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         if self.timers.tell(now) {
             self.timers.expect_request(self.config.command_timeout);

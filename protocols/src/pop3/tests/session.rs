@@ -102,6 +102,73 @@ fn a_long_line_is_never_buffered() {
 }
 
 #[test]
+fn the_autologout_timer_starts_when_the_answer_is_out() {
+    use crate::Session;
+    use std::time::{Duration, Instant};
+    let config = Pop3Config {
+        login_timeout: Duration::from_secs(3600),
+        ..config()
+    };
+    let mut session = Pop3Session::new(Arc::new(config));
+    let t0 = Instant::now();
+    session.handle_timeout(t0);
+    assert_eq!(session.receive(t0, b"CAPA\r\n"), 6);
+    assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+    // The answer took 100 s to go out (a slow reader): ten minutes from then.
+    session.clear_output();
+    session.output_written(t0 + Duration::from_secs(100));
+    assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(700)));
+    session.handle_timeout(t0 + Duration::from_secs(650));
+    assert!(!session.is_closed());
+}
+
+#[test]
+fn a_login_timeout_under_ten_minutes_is_raised_to_it() {
+    use crate::Session;
+    use std::time::{Duration, Instant};
+    let config = Pop3Config {
+        login_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let mut session = Pop3Session::new(Arc::new(config));
+    let t0 = Instant::now();
+    session.handle_timeout(t0);
+    session.handle_timeout(t0 + Duration::from_secs(599));
+    assert!(!session.is_closed(), "RFC 1939: at least ten minutes");
+    session.handle_timeout(t0 + Duration::from_secs(600));
+    assert!(session.is_closed());
+}
+
+#[test]
+fn pipelined_commands_wait_while_their_answers_pile_up() {
+    // 2,000 CAPAs in one read answer with about 260 KB: the session takes
+    // commands only until 64 KiB of answers wait, and the rest once they
+    // are written.
+    let mut session = Pop3Session::new(Arc::new(config()));
+    session.clear_output();
+    let input = "CAPA\r\n".repeat(2000);
+    let mut fed = 0;
+    let mut written = 0;
+    let mut rounds = 0;
+    while fed < input.len() {
+        let used = session.feed(&input.as_bytes()[fed..]);
+        assert!(used > 0, "stuck at {fed}");
+        assert!(
+            session.output().len() < crate::pop3::OUTPUT_HIGH_WATER + 200,
+            "{} bytes waiting",
+            session.output().len()
+        );
+        fed += used;
+        written += session.output().len();
+        session.clear_output();
+        rounds += 1;
+    }
+    let one = written / 2000;
+    assert_eq!(written, one * 2000, "every CAPA answered once");
+    assert!(rounds >= 4, "{rounds} rounds");
+}
+
+#[test]
 fn too_many_errors_close_the_session() {
     let config = Pop3Config {
         max_errors: 3,

@@ -69,6 +69,22 @@ fn a_whole_command_moves_the_deadline() {
 }
 
 #[test]
+fn the_command_timer_starts_when_the_reply_is_out() {
+    let config = ServerConfig {
+        command_timeout: secs(10),
+        ..config()
+    };
+    let t0 = Instant::now();
+    let mut s = session(config, trusted(), t0);
+    s.receive(t0 + secs(8), b"EHLO c\r\n");
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(18)));
+    // The reply went out 7 s later (a slow reader, or checks behind it).
+    said(&mut s);
+    s.output_written(t0 + secs(15));
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(25)));
+}
+
+#[test]
 fn content_must_keep_the_minimum_rate() {
     let config = ServerConfig {
         command_timeout: secs(300),
