@@ -246,6 +246,8 @@ async fn commit(
                 mailbox: INBOX.to_owned(),
                 uidvalidity: maildrop.uidvalidity,
                 uid,
+                // DELE needs no flag.
+                if_deleted: false,
             });
         }
     }

@@ -195,6 +195,70 @@ fn two_sessions_changing_flags_at_once_keep_both_changes() {
 }
 
 #[test]
+fn expunge_copy_and_fetch_act_on_the_mailbox_as_stored_not_as_last_seen() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    for _ in 0..3 {
+        append(&mut a, "INBOX", "Subject: x\r\n\r\nbody\r\n");
+    }
+    assert!(a
+        .tagged("s", "STORE 3 +FLAGS.SILENT (\\Deleted)")
+        .last()
+        .unwrap()
+        .starts_with("s OK"));
+    let mut b = alice_in_inbox(&server);
+    // A takes \Deleted off 3 and puts it on 1; B has heard of neither when
+    // it says EXPUNGE: 1 goes, 3 stays.
+    a.tagged("u", "STORE 3 -FLAGS.SILENT (\\Deleted)");
+    a.tagged("d", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    let expunged = b.tagged("e", "EXPUNGE");
+    assert!(expunged.last().unwrap().starts_with("e OK"), "{expunged:?}");
+    assert!(
+        expunged.contains(&"* 1 EXPUNGE\r\n".to_owned()),
+        "{expunged:?}"
+    );
+    assert!(
+        !expunged
+            .iter()
+            .any(|l| l.starts_with("* 3 EXPUNGE") || l.starts_with("* 2 EXPUNGE")),
+        "{expunged:?}"
+    );
+    let status = a.tagged("n", "STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 2"), "{status:?}");
+
+    // A expunges UID 2; B, not told yet, copies it: nothing is copied, no
+    // row without its body is left in Trash.
+    assert!(a
+        .tagged("m", "CREATE Trash")
+        .last()
+        .unwrap()
+        .starts_with("m OK"));
+    a.tagged("d", "UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    a.tagged("x", "UID EXPUNGE 2");
+    let copied = b.tagged("c", "UID COPY 2 Trash");
+    assert!(
+        copied.last().unwrap().starts_with("c NO [EXPUNGEISSUED]"),
+        "{copied:?}"
+    );
+    let status = a.tagged("t", "STATUS Trash (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 0"), "{status:?}");
+    // A UID FETCH of it is no error (RFC 9051 §6.4.9).
+    let fetched = b.tagged("f", "UID FETCH 2:3 (UID BODY.PEEK[])");
+    assert!(fetched.last().unwrap().starts_with("f OK"), "{fetched:?}");
+
+    // SEARCH in a charset it does not match in: NO [BADCHARSET].
+    let search = b.tagged("q", "SEARCH CHARSET X-BOGUS TEXT body");
+    assert_eq!(
+        search.last().unwrap(),
+        "q NO [BADCHARSET (US-ASCII UTF-8)] charset not supported\r\n"
+    );
+    let search = b.tagged("q", "SEARCH CHARSET utf-8 TEXT body");
+    assert!(search.last().unwrap().starts_with("q OK"), "{search:?}");
+    server.shutdown();
+}
+
+#[test]
 fn appends_exists_comes_before_its_tagged_ok() {
     let (server, _dir) = start_server(local_config);
     add_user(&server, "alice@ours.test");

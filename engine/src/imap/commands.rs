@@ -143,10 +143,17 @@ impl Conn<'_> {
                 self.append_command(&mailbox_name(&mailbox), messages).await
             }
             // One key, so a message is read and parsed at most once.
-            C::Search { criteria, uid, .. } => {
-                let answer = Answer::new(tag, uid, extra);
-                self.search(imap, &SearchKey::And(criteria), answer)
-            }
+            C::Search {
+                criteria,
+                uid,
+                charset,
+            } => match refused_charset(charset.as_ref().map(AsRef::as_ref)) {
+                Some(refused) => Ok(refused),
+                None => {
+                    let answer = Answer::new(tag, uid, extra);
+                    self.search(imap, &SearchKey::And(criteria), answer)
+                }
+            },
             C::Fetch {
                 sequence_set,
                 macro_or_item_names,
@@ -238,22 +245,28 @@ impl Conn<'_> {
                 sort_criteria,
                 search_criteria,
                 uid,
-                ..
-            } => {
-                let answer = Answer::new(tag, uid, extra);
-                self.sort(
-                    imap,
-                    sort_criteria.as_ref(),
-                    &SearchKey::And(search_criteria),
-                    answer,
-                )
-            }
+                charset,
+            } => match refused_charset(Some(charset.as_ref())) {
+                Some(refused) => Ok(refused),
+                None => {
+                    let answer = Answer::new(tag, uid, extra);
+                    self.sort(
+                        imap,
+                        sort_criteria.as_ref(),
+                        &SearchKey::And(search_criteria),
+                        answer,
+                    )
+                }
+            },
             C::Thread {
                 algorithm,
                 search_criteria,
                 uid,
-                ..
-            } => self.thread(imap, &algorithm, &SearchKey::And(search_criteria), uid),
+                charset,
+            } => match refused_charset(Some(charset.as_ref())) {
+                Some(refused) => Ok(refused),
+                None => self.thread(imap, &algorithm, &SearchKey::And(search_criteria), uid),
+            },
             C::GetQuotaRoot { mailbox } => self.quota_root(imap, mailbox),
             C::GetQuota { root } => self.quota(imap, root),
             C::SetQuota { .. } => Ok(Done::No(
@@ -1297,18 +1310,20 @@ impl Conn<'_> {
         let mut batch = WriteBatch::new();
         for &index in &picked {
             let message = &view.messages[index];
-            batch.change(Change::Append {
+            batch.change(Change::Copy {
                 user: self.user().to_owned(),
                 mailbox: target.to_owned(),
                 row: MailboxRow {
                     modseq: 0,
                     ..message.row.clone()
                 },
+                from_uidvalidity: view.uidvalidity,
+                from_uid: message.uid,
             });
         }
         if remove {
             for &index in &picked {
-                batch.change(self.expunge(view, view.messages[index].uid));
+                batch.change(self.expunge(view, view.messages[index].uid, false));
             }
         }
         let applied = match self.commit(batch).await {
@@ -1317,18 +1332,28 @@ impl Conn<'_> {
             }
             other => other?,
         };
+        // Only what was copied: a message expunged elsewhere meanwhile
+        // was not (and its body may be gone).
         let mut validity = 0;
         let mut new_uids = Vec::new();
-        for applied in &applied[..picked.len()] {
+        let mut old_uids = Vec::new();
+        for (applied, &index) in applied[..picked.len()].iter().zip(&picked) {
             if let Applied::Appended {
                 uidvalidity, uid, ..
             } = applied
             {
                 validity = *uidvalidity;
                 new_uids.push(*uid);
+                old_uids.push(view.messages[index].uid);
             }
         }
-        let old_uids: Vec<u32> = picked.iter().map(|&i| view.messages[i].uid).collect();
+        if new_uids.is_empty() {
+            self.refresh(imap, true);
+            return Ok(Done::No(
+                Some("EXPUNGEISSUED"),
+                "the messages were expunged",
+            ));
+        }
         let code = format!(
             "COPYUID {validity} {} {}",
             sequence_set(&old_uids),
@@ -1351,12 +1376,17 @@ impl Conn<'_> {
         set: Option<&SequenceSet>,
         report: bool,
     ) -> Result<(), StoreError> {
+        if self.view.as_ref().is_none_or(|view| view.read_only) {
+            return Ok(());
+        }
+        if report {
+            // `\Deleted` set elsewhere since this session last looked
+            // counts too (EXPUNGE responses are allowed here).
+            self.refresh(imap, true);
+        }
         let Some(view) = &self.view else {
             return Ok(());
         };
-        if view.read_only {
-            return Ok(());
-        }
         let candidates = match set {
             Some(set) => view.select(set, true),
             None => (0..view.messages.len()).collect(),
@@ -1365,7 +1395,9 @@ impl Conn<'_> {
         for index in candidates {
             let message = &view.messages[index];
             if message.row.flags.has(flag::DELETED) {
-                batch.change(self.expunge(view, message.uid));
+                // Only if still so when the writer gets to it: another
+                // session may have taken the flag off meanwhile.
+                batch.change(self.expunge(view, message.uid, true));
             }
         }
         if batch.is_empty() {
@@ -1390,6 +1422,18 @@ pub(super) enum Done {
 }
 
 pub(super) type Outcome = Result<Done, StoreError>;
+
+/// The answer to a SEARCH, SORT or THREAD in a charset other than the two
+/// its strings are matched in (RFC 9051 §6.4.4: NO, naming those it takes).
+fn refused_charset(charset: Option<&str>) -> Option<Done> {
+    let taken = charset.is_none_or(|name| {
+        name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII")
+    });
+    (!taken).then_some(Done::No(
+        Some("BADCHARSET (US-ASCII UTF-8)"),
+        "charset not supported",
+    ))
+}
 
 /// A store error as the response code and text of a NO.
 /// How a SEARCH is answered.

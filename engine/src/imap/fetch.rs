@@ -254,7 +254,10 @@ pub(super) async fn run(
             }
         }
     }
-    Ok(Ok(if missing {
+    // RFC 9051 §6.4.9: a UID FETCH ignores UIDs that no longer exist (the
+    // EXPUNGE comes with the answer); a FETCH by number says they are gone
+    // (RFC 2180 §4.1.2).
+    Ok(Ok(if missing && !uid {
         Done::No(
             Some("EXPUNGEISSUED"),
             "some of the requested messages no longer exist",

@@ -360,13 +360,15 @@ impl Conn<'_> {
         self.user.as_deref().unwrap_or_default()
     }
 
-    /// A change for the logged-in account.
-    fn expunge(&self, view: &View, uid: u32) -> Change {
+    /// A change for the logged-in account; `if_deleted`: only if the
+    /// stored message still has `\Deleted` (EXPUNGE, CLOSE).
+    fn expunge(&self, view: &View, uid: u32, if_deleted: bool) -> Change {
         Change::Expunge {
             user: self.user().to_owned(),
             mailbox: view.name.clone(),
             uidvalidity: view.uidvalidity,
             uid,
+            if_deleted,
         }
     }
 }

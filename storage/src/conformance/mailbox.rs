@@ -128,6 +128,7 @@ pub fn mailbox_local_delivery_shares_one_body(store: Arc<dyn Store>) {
         mailbox: INBOX.into(),
         uidvalidity: inbox(store, user).uidvalidity,
         uid,
+        if_deleted: false,
     };
     assert_eq!(
         change(&commits, expunge("alice@ours.test", 1)),
@@ -175,6 +176,7 @@ pub fn mailbox_body_goes_with_its_last_holder(store: Arc<dyn Store>) {
             mailbox: INBOX.into(),
             uidvalidity,
             uid: 1,
+            if_deleted: false,
         },
     )
     .unwrap();
@@ -190,6 +192,7 @@ pub fn mailbox_body_goes_with_its_last_holder(store: Arc<dyn Store>) {
             mailbox: INBOX.into(),
             uidvalidity,
             uid: 2,
+            if_deleted: false,
         },
     )
     .unwrap();
@@ -383,18 +386,20 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
     commits
         .commit_blocking(delivery(2, &[user], None).into_batch())
         .unwrap();
-    let copied = change(
-        &commits,
-        Change::Append {
-            user: user.into(),
-            mailbox: "Work".into(),
-            row: MailboxRow {
-                message: first.id,
-                ..Default::default()
-            },
+    let inbox_validity = inbox(store, user).uidvalidity;
+    let copy_of = |uid| Change::Copy {
+        user: user.into(),
+        mailbox: "Work".into(),
+        row: MailboxRow {
+            message: first.id,
+            ..Default::default()
         },
-    )
-    .unwrap();
+        from_uidvalidity: inbox_validity,
+        from_uid: uid,
+    };
+    // A copy of a row that is gone (expunged elsewhere) adds nothing.
+    assert_eq!(change(&commits, copy_of(7)), Ok(Applied::Gone));
+    let copied = change(&commits, copy_of(1)).unwrap();
     let work = mailbox::meta(store, user, "Work").unwrap().unwrap();
     assert!(
         matches!(copied, Applied::Appended { uid: 1, uidvalidity, .. } if uidvalidity == work.uidvalidity)
@@ -489,10 +494,26 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
         change(&commits, conditional(now - 1)),
         Ok(Applied::Modified { modseq: now })
     );
-    assert!(matches!(
-        change(&commits, conditional(now)),
-        Ok(Applied::Flags { modseq, flags }) if modseq > now && flags.has(flag::FLAGGED)
-    ));
+    let flagged_at = match change(&commits, conditional(now)) {
+        Ok(Applied::Flags { modseq, flags }) if modseq > now && flags.has(flag::FLAGGED) => modseq,
+        other => panic!("{other:?}"),
+    };
+    // An IMAP EXPUNGE removes a row only if it has \Deleted when the
+    // writer gets to it (another session may have taken it off).
+    let expunge_if_deleted = Change::Expunge {
+        user: user.into(),
+        mailbox: "Work".into(),
+        uidvalidity: work.uidvalidity,
+        uid: 1,
+        if_deleted: true,
+    };
+    assert_eq!(
+        change(&commits, expunge_if_deleted.clone()),
+        Ok(Applied::Modified { modseq: flagged_at })
+    );
+    assert!(mailbox::row(store, user, work.uidvalidity, 1)
+        .unwrap()
+        .is_some());
 
     // Subscribe.
     change(

@@ -280,6 +280,22 @@ pub enum Change {
         /// The row to add (its `modseq` is assigned).
         row: MailboxRow,
     },
+    /// Add a copy of one of the account's messages (IMAP COPY, MOVE): an
+    /// [`Change::Append`] of `row`, unless the row it copies is gone by the
+    /// time the writer gets to it (another session expunged it, and its
+    /// body may be gone with it): then [`Applied::Gone`] and nothing.
+    Copy {
+        /// Account name.
+        user: String,
+        /// Target mailbox name.
+        mailbox: String,
+        /// The row to add (its `modseq` is assigned).
+        row: MailboxRow,
+        /// The UIDVALIDITY of the mailbox copied from.
+        from_uidvalidity: u32,
+        /// The UID copied.
+        from_uid: u32,
+    },
     /// Change the flags of one message, applied to the flags as stored
     /// when the change is sequenced; answered with [`Applied::Flags`]. A
     /// row already gone is no error ([`Applied::Gone`]): another session
@@ -312,6 +328,10 @@ pub enum Change {
         uidvalidity: u32,
         /// The message.
         uid: u32,
+        /// Only if the stored row has `\Deleted` (IMAP EXPUNGE, CLOSE): a
+        /// session's view may be behind another that took the flag off;
+        /// else [`Applied::Modified`] and nothing changes.
+        if_deleted: bool,
     },
     /// Create an empty mailbox.
     Create {
@@ -379,6 +399,7 @@ impl Change {
     pub fn user(&self) -> Option<&str> {
         match self {
             Change::Append { user, .. }
+            | Change::Copy { user, .. }
             | Change::SetFlags { user, .. }
             | Change::Expunge { user, .. }
             | Change::Create { user, .. }
@@ -415,8 +436,9 @@ pub enum Applied {
         /// The flags as stored after the change.
         flags: Flags,
     },
-    /// A conditional flag change found the row changed since the modseq it
-    /// gave: nothing was done.
+    /// A conditional change found the row changed since the modseq it
+    /// gave, or an expunge `if_deleted` found no `\Deleted`: nothing was
+    /// done.
     Modified {
         /// The row's modseq.
         modseq: u64,

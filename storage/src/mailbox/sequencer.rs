@@ -212,6 +212,19 @@ impl View<'_> {
     fn apply(&mut self, change: &Change) -> Result<Applied, StoreError> {
         match change {
             Change::Append { user, mailbox, row } => self.append(user, mailbox, row),
+            Change::Copy {
+                user,
+                mailbox,
+                row,
+                from_uidvalidity,
+                from_uid,
+            } => {
+                let source = row_key(user, *from_uidvalidity, *from_uid);
+                if self.get(Family::Mailboxes, &source)?.is_none() {
+                    return Ok(Applied::Gone);
+                }
+                self.append(user, mailbox, row)
+            }
             Change::SetFlags {
                 user,
                 mailbox,
@@ -254,6 +267,7 @@ impl View<'_> {
                 mailbox,
                 uidvalidity,
                 uid,
+                if_deleted,
             } => {
                 let mut meta = self.existing(user, mailbox, Some(*uidvalidity))?;
                 let key = row_key(user, meta.uidvalidity, *uid);
@@ -261,6 +275,9 @@ impl View<'_> {
                     return Ok(Applied::Gone);
                 };
                 let row = MailboxRow::decode(&value)?;
+                if *if_deleted && !row.flags.has(super::flag::DELETED) {
+                    return Ok(Applied::Modified { modseq: row.modseq });
+                }
                 self.delete(Family::Mailboxes, key);
                 self.release_ref(&row.message)?;
                 meta.messages = meta.messages.saturating_sub(1);
