@@ -259,6 +259,68 @@ fn expunge_copy_and_fetch_act_on_the_mailbox_as_stored_not_as_last_seen() {
 }
 
 #[test]
+fn renaming_inbox_moves_its_messages_and_keeps_sessions_on_it() {
+    // RFC 9051 §6.3.6: the messages move, INBOX stays (empty). Sessions
+    // with INBOX selected, the renaming one too, see them expunged.
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    append(&mut a, "INBOX", "Subject: one\r\n\r\nx\r\n");
+    append(&mut a, "INBOX", "Subject: two\r\n\r\nx\r\n");
+    let mut b = alice_in_inbox(&server);
+    let renamed = a.tagged("r", "RENAME INBOX Archive");
+    assert!(renamed.last().unwrap().starts_with("r OK"), "{renamed:?}");
+    assert!(
+        !renamed.iter().any(|l| l.starts_with("* BYE")),
+        "{renamed:?}"
+    );
+    let noop = b.tagged("n", "NOOP");
+    assert!(!noop.iter().any(|l| l.starts_with("* BYE")), "{noop:?}");
+    assert_eq!(
+        noop.iter().filter(|l| l.ends_with(" EXPUNGE\r\n")).count(),
+        2,
+        "{noop:?}"
+    );
+    let status = b.tagged("s", "STATUS Archive (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 2"), "{status:?}");
+    let status = b.tagged("s", "STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 0"), "{status:?}");
+    // New mail still reaches the INBOX the sessions have selected.
+    append(&mut a, "INBOX", "Subject: three\r\n\r\nx\r\n");
+    let noop = b.tagged("n", "NOOP");
+    assert!(noop.contains(&"* 1 EXISTS\r\n".to_owned()), "{noop:?}");
+    server.shutdown();
+}
+
+#[test]
+fn under_condstore_an_implicit_seen_comes_with_its_modseq() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    append(&mut a, "INBOX", "Subject: one\r\n\r\nx\r\n");
+    assert!(a
+        .tagged("e", "ENABLE CONDSTORE")
+        .last()
+        .unwrap()
+        .starts_with("e OK"));
+    let before = a.tagged("m", "FETCH 1 (MODSEQ)");
+    let modseq_of = |line: &str| -> u64 {
+        let at = line.find("MODSEQ (").expect("MODSEQ") + 8;
+        line[at..].split(')').next().unwrap().parse().unwrap()
+    };
+    let old = modseq_of(&before[0]);
+    let fetched = a.tagged("f", "FETCH 1 (BODY[])");
+    let last_flags = fetched
+        .iter()
+        .rfind(|l| l.starts_with("* 1 FETCH") && l.contains("\\Seen") && l.contains("MODSEQ"))
+        .unwrap_or_else(|| panic!("{fetched:?}"));
+    assert!(modseq_of(last_flags) > old, "{fetched:?}");
+    let after = a.tagged("m", "FETCH 1 (MODSEQ)");
+    assert_eq!(modseq_of(&after[0]), modseq_of(last_flags), "{after:?}");
+    server.shutdown();
+}
+
+#[test]
 fn appends_exists_comes_before_its_tagged_ok() {
     let (server, _dir) = start_server(local_config);
     add_user(&server, "alice@ours.test");

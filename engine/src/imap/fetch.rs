@@ -251,6 +251,25 @@ pub(super) async fn run(
                 view.messages[index].row.flags = flags;
                 view.messages[index].row.modseq = modseq;
                 view.highest_modseq = view.highest_modseq.max(modseq);
+                // RFC 7162 §3.1: under CONDSTORE the flags \Seen changed
+                // go out with the modseq of that change, which the FETCH
+                // above could not know yet.
+                if imap.is_condstore() {
+                    let message = &view.messages[index];
+                    let mut out = Vec::with_capacity(3);
+                    if uid || imap.is_qresync() {
+                        if let Some(uid) = NonZeroU32::new(message.uid) {
+                            out.push(FetchItem::Item(MessageDataItem::Uid(uid)));
+                        }
+                    }
+                    out.push(FetchItem::Item(MessageDataItem::Flags(
+                        message.fetch_flags(false),
+                    )));
+                    out.push(FetchItem::Item(message.modseq_item()));
+                    if let Some(seq) = NonZeroU32::new(index as u32 + 1) {
+                        imap.fetch(seq, out);
+                    }
+                }
             }
         }
     }

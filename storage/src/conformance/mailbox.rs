@@ -576,7 +576,9 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
     )
     .unwrap();
 
-    // Rename INBOX: its messages move, a fresh INBOX appears.
+    // Rename INBOX: its messages move to a new mailbox; INBOX stays, empty,
+    // with its UIDVALIDITY (sessions that have it selected see expunges),
+    // and records the moved messages as expunged (QRESYNC).
     let old_inbox = inbox(store, user);
     change(
         &commits,
@@ -588,9 +590,22 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
     )
     .unwrap();
     assert_eq!(uids(store, user, "Old"), vec![1, 2]);
-    let fresh = inbox(store, user);
-    assert!(fresh.uidvalidity > old_inbox.uidvalidity);
+    let old = mailbox::meta(store, user, "Old").unwrap().unwrap();
+    assert!(old.uidvalidity > old_inbox.uidvalidity);
+    assert_eq!(
+        (old.messages, old.bytes),
+        (old_inbox.messages, old_inbox.bytes)
+    );
+    assert_eq!(old.uidnext, old_inbox.uidnext);
+    let after = inbox(store, user);
+    assert_eq!(after.uidvalidity, old_inbox.uidvalidity);
+    assert_eq!(after.uidnext, old_inbox.uidnext, "UIDs are never reused");
+    assert!(after.highest_modseq > old_inbox.highest_modseq);
+    assert_eq!((after.messages, after.bytes), (0, 0));
     assert!(uids(store, user, INBOX).is_empty());
+    let vanished =
+        mailbox::expunged_since(store, user, after.uidvalidity, old_inbox.highest_modseq).unwrap();
+    assert_eq!(vanished, Some(vec![1, 2]), "{vanished:?}");
     assert_eq!(
         change(
             &commits,
@@ -649,7 +664,7 @@ pub fn mailbox_folders(store: Arc<dyn Store>) {
             .unwrap()
             .unwrap()
             .uidvalidity
-            > fresh.uidvalidity
+            > old.uidvalidity
     );
     pipeline.shutdown();
 }

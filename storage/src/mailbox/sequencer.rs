@@ -357,12 +357,10 @@ impl View<'_> {
                     }
                     self.put(Family::MailboxMeta, subscription_key(user, to), Vec::new());
                 }
-                self.put_meta(user, to, &meta);
                 if normalize_name(from) == INBOX {
-                    // The messages went with the old UIDVALIDITY; INBOX starts afresh.
-                    self.delete(Family::MailboxMeta, meta_key(user, from));
-                    self.create(user, INBOX)?;
+                    self.move_inbox(user, to, meta)?;
                 } else {
+                    self.put_meta(user, to, &meta);
                     self.delete(Family::MailboxMeta, meta_key(user, from));
                 }
                 Ok(Applied::Done)
@@ -464,6 +462,63 @@ impl View<'_> {
             uid,
             modseq: row.modseq,
         })
+    }
+
+    /// RENAME INBOX (RFC 9051 §6.3.6): its messages move to a new mailbox
+    /// `to`, and INBOX stays, empty, with its UIDVALIDITY: sessions that
+    /// have it selected see the messages expunged, not the mailbox gone.
+    /// The rows are keyed by UIDVALIDITY, so they are written again under
+    /// the new mailbox's, with their UIDs.
+    fn move_inbox(
+        &mut self,
+        user: &str,
+        to: &str,
+        mut inbox: MailboxMeta,
+    ) -> Result<(), StoreError> {
+        let moved = MailboxMeta {
+            uidvalidity: self.next_uidvalidity()?,
+            recent_from: inbox.uidnext,
+            ..inbox.clone()
+        };
+        let mut floor = expunged_prefix(user, moved.uidvalidity);
+        floor.extend_from_slice(&0u32.to_be_bytes());
+        self.put(Family::MailboxMeta, floor, 0u64.to_be_bytes().to_vec());
+        let records = expunged_prefix(user, inbox.uidvalidity);
+        let mut inbox_floor = records.clone();
+        inbox_floor.extend_from_slice(&0u32.to_be_bytes());
+        if self.get(Family::MailboxMeta, &inbox_floor)?.is_none() {
+            let since = inbox.highest_modseq.to_be_bytes().to_vec();
+            self.put(Family::MailboxMeta, inbox_floor, since);
+        }
+        inbox.highest_modseq += 1;
+        let expunged_at = inbox.highest_modseq.to_be_bytes().to_vec();
+        let prefix = rows_prefix(user, inbox.uidvalidity);
+        for key in self.keys_with_prefix(Family::Mailboxes, &prefix)? {
+            let Some(value) = self.get(Family::Mailboxes, &key)? else {
+                continue;
+            };
+            let uid = u32::from_be_bytes(key[prefix.len()..].try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    family: Family::Mailboxes.name(),
+                    detail: "a mailbox row key without its UID".into(),
+                }
+            })?);
+            self.put(
+                Family::Mailboxes,
+                row_key(user, moved.uidvalidity, uid),
+                value,
+            );
+            self.delete(Family::Mailboxes, key);
+            let mut record = records.clone();
+            record.extend_from_slice(&uid.to_be_bytes());
+            self.put(Family::MailboxMeta, record, expunged_at.clone());
+        }
+        self.put_meta(user, to, &moved);
+        inbox.messages = 0;
+        inbox.bytes = 0;
+        inbox.recent_from = inbox.uidnext;
+        self.put_meta(user, INBOX, &inbox);
+        Ok(())
     }
 
     /// A new, empty mailbox with a UIDVALIDITY never used before.
