@@ -478,7 +478,7 @@ impl View<'_> {
         let moved = MailboxMeta {
             uidvalidity: self.next_uidvalidity()?,
             recent_from: inbox.uidnext,
-            ..inbox.clone()
+            ..inbox
         };
         let mut floor = expunged_prefix(user, moved.uidvalidity);
         floor.extend_from_slice(&0u32.to_be_bytes());
