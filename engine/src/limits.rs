@@ -231,6 +231,16 @@ struct AccountFailures {
     from: HashSet<IpAddr>,
 }
 
+impl IpFailures {
+    fn new(now: Instant) -> IpFailures {
+        IpFailures {
+            failures: Failures::new(now),
+            only_account: None,
+            in_flight: 0,
+        }
+    }
+}
+
 impl Failures {
     fn new(now: Instant) -> Failures {
         Failures {
@@ -288,9 +298,14 @@ impl AuthGuard {
             .get(&ip)
             .filter(|f| !f.failures.stale(now, self.window));
         if let Some(f) = from_ip {
-            // Failures and the checks under way that could each add one.
+            // Failures and the checks under way that could each add one,
+            // once the address has failed: one that never did is not held
+            // back however many of its logins run at once (a busy NAT).
             let in_doubt = f.failures.count + f.in_flight;
-            let full = self.per_ip > 0 && f.in_flight > 0 && in_doubt >= self.per_ip;
+            let full = self.per_ip > 0
+                && f.failures.count > 0
+                && f.in_flight > 0
+                && in_doubt >= self.per_ip;
             if f.failures.locked(now) || full {
                 return AuthVerdict::LockedOut;
             }
@@ -315,19 +330,17 @@ impl AuthGuard {
         let AuthVerdict::Allowed { clean } = self.verdict(&state, ip, account, now) else {
             return Err(Locked);
         };
-        let reserved = match state.ips.get_mut(&ip) {
-            Some(f) if !clean => {
-                f.in_flight += 1;
-                true
-            }
-            _ => false,
-        };
+        state
+            .ips
+            .entry(ip)
+            .or_insert_with(|| IpFailures::new(now))
+            .in_flight += 1;
         Ok(Attempt {
             guard: self,
             ip,
             account: account.to_owned(),
             clean,
-            reserved,
+            reserved: true,
         })
     }
 
@@ -366,6 +379,10 @@ impl AuthGuard {
         if reserved {
             if let Some(f) = state.ips.get_mut(&ip) {
                 f.in_flight = f.in_flight.saturating_sub(1);
+                if f.in_flight == 0 && f.failures.count == 0 && failed_at.is_none() {
+                    // A clean address's last login ended well: forget it.
+                    state.ips.remove(&ip);
+                }
             }
         }
         let Some(now) = failed_at else {
@@ -378,11 +395,7 @@ impl AuthGuard {
             state.accounts.retain(|_, a| !a.failures.stale(now, window));
         }
         let mut started = Vec::new();
-        let from_ip = state.ips.entry(ip).or_insert_with(|| IpFailures {
-            failures: Failures::new(now),
-            only_account: None,
-            in_flight: 0,
-        });
+        let from_ip = state.ips.entry(ip).or_insert_with(|| IpFailures::new(now));
         let first = from_ip.failures.count == 0
             || now.saturating_duration_since(from_ip.failures.since) > window;
         if first {
@@ -708,6 +721,16 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_address_is_forgotten_once_its_logins_end() {
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        guard.attempt(ip, "ann", t).unwrap().succeeded(t);
+        drop(guard.attempt(ip, "ann", t).unwrap());
+        assert!(guard.state.lock().unwrap().ips.is_empty());
+    }
+
+    #[test]
     fn one_good_password_does_not_forgive_guesses_at_others() {
         // Limit 3 per address: two guesses at others, a login to the
         // attacker's own account, and the third guess still locks it out.
@@ -728,11 +751,18 @@ mod tests {
         let guard = AuthGuard::new(&config());
         let ip = "192.0.2.5".parse().unwrap();
         let t = Instant::now();
+        // Clean, any number at once (a busy NAT is not held back).
         let first = guard.attempt(ip, "ann", t).unwrap();
         assert!(first.clean());
-        let clean_too = guard.attempt(ip, "bob", t).unwrap();
-        drop(clean_too);
+        let clean: Vec<_> = (0..5)
+            .map(|_| guard.attempt(ip, "bob", t).unwrap())
+            .collect();
+        // The first fails while the others run: they count now, so the
+        // limit is reached without another check starting.
         assert!(first.failed(t).is_empty());
+        assert_eq!(guard.attempt(ip, "dee", t).err(), Some(Locked));
+        drop(clean);
+        assert_eq!(guard.state.lock().unwrap().ips[&ip].in_flight, 0);
         let second = guard.attempt(ip, "bob", t).unwrap();
         let third = guard.attempt(ip, "cy", t).unwrap();
         assert!(!second.clean());

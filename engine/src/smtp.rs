@@ -261,26 +261,29 @@ impl Smtp<'_> {
 }
 
 impl Smtp<'_> {
-    /// Whether the local accounts the message goes to are still under
-    /// their quota. RCPT checked each one, but a transaction can last long
-    /// and others commit meanwhile (on any shard): without this, every
-    /// session that passed RCPT together would land past the limit.
+    /// Whether the message may still go to the local accounts it is for.
+    /// RCPT checked each one's quota, but a transaction can last long and
+    /// others commit meanwhile (on any shard): without this, every session
+    /// that passed RCPT together would land past the limit. The one reply
+    /// after DATA is for every recipient, so the message is refused only
+    /// when it has no one else to go to; with others, a full account takes
+    /// it a little past its limit, as a message taken at RCPT may.
     fn mailboxes_still_open(
         &self,
         message: &ringpost_storage::spool::NewMessage,
     ) -> Result<(), replies::Reply> {
         let shard = self.shard;
+        let local: Vec<&String> = message.mailboxes.iter().chain(&message.junk).collect();
+        if local.is_empty() || !message.queue.is_empty() {
+            return Ok(());
+        }
         let default = shard.config().quota.default_quota();
-        for name in message.mailboxes.iter().chain(&message.junk) {
+        for name in &local {
             match ringpost_storage::quota::room_for(&*shard.store, name, default, 1, 0) {
-                // Gone meanwhile: the store keeps the copy for no one, as
-                // it would for an account deleted a moment after the 250.
-                Ok(None) | Ok(Some(true)) => {}
-                Ok(Some(false)) => {
-                    shard.security.over_quota("smtp");
-                    tracing::info!(shard = shard.id, peer = %self.peer, account = %name, "mailbox filled during the transaction; answered 452");
-                    return Err(replies::MAILBOX_FULL);
-                }
+                Ok(Some(false)) => {}
+                // Room (or gone meanwhile: the store keeps the copy for no
+                // one, as for an account deleted a moment after the 250).
+                Ok(None) | Ok(Some(true)) => return Ok(()),
                 Err(e) => {
                     shard.metrics.store_failures.inc();
                     tracing::error!(shard = shard.id, error = %e, "quota lookup failed; answered 451");
@@ -288,7 +291,9 @@ impl Smtp<'_> {
                 }
             }
         }
-        Ok(())
+        shard.security.over_quota("smtp");
+        tracing::info!(shard = shard.id, peer = %self.peer, accounts = local.len(), "mailboxes filled during the transaction; answered 452");
+        Err(replies::MAILBOX_FULL)
     }
 
     /// SPF, DKIM and DMARC for mail from a client that may not relay (the

@@ -153,12 +153,12 @@ impl Timers {
         self.now
     }
 
-    /// Note the time; returns true the first time (the clock starts).
     /// Whether the clock has started (the session was told the time).
     pub(crate) fn started(&self) -> bool {
         self.now.is_some()
     }
 
+    /// Note the time; returns true the first time (the clock starts).
     pub(crate) fn tell(&mut self, now: Instant) -> bool {
         let first = self.now.is_none();
         if self.now.is_none_or(|t| now > t) {

@@ -10,6 +10,22 @@ pub fn get(store: &dyn Store, name: &str) -> Result<Option<Vec<u8>>, StoreError>
     store.get(Family::State, name.as_bytes())
 }
 
+/// The values stored under every name that starts with `prefix`.
+pub fn with_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let end = crate::mailbox::prefix_end(prefix.as_bytes());
+    let mut values = Vec::new();
+    store.scan(
+        Family::State,
+        prefix.as_bytes(),
+        end.as_deref(),
+        &mut |_, value| {
+            values.push(value.to_vec());
+            true
+        },
+    )?;
+    Ok(values)
+}
+
 /// Store `value` under `name` with `batch`.
 pub fn put(batch: &mut WriteBatch, name: &str, value: Vec<u8>) {
     batch.put(Family::State, name.as_bytes().to_vec(), value);
@@ -30,6 +46,14 @@ mod tests {
         assert_eq!(
             get(&store, "egress/192.0.2.1").unwrap(),
             Some(vec![1, 2, 3])
+        );
+        let mut batch = WriteBatch::new();
+        put(&mut batch, "egress/192.0.2.10", vec![4]);
+        put(&mut batch, "egress/192.0.3.1", vec![5]);
+        store.write(&[batch], false).unwrap();
+        assert_eq!(
+            with_prefix(&store, "egress/192.0.2.1").unwrap(),
+            vec![vec![1, 2, 3], vec![4]]
         );
     }
 }

@@ -476,9 +476,13 @@ impl Conn<'_> {
         self.commit(batch).await?;
         // The selected mailbox keeps its UIDs under its new name.
         if let Some(view) = self.view.as_mut() {
-            if view.name == from && from != INBOX {
+            // INBOX stays where it is, and its children with it.
+            let children = format!("{from}/");
+            if from == INBOX {
+                // Nothing the view names moved.
+            } else if view.name == from {
                 view.name = to.to_owned();
-            } else if let Some(rest) = view.name.strip_prefix(&format!("{from}/")) {
+            } else if let Some(rest) = view.name.strip_prefix(&children) {
                 view.name = format!("{to}/{rest}");
             }
         }

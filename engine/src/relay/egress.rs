@@ -136,29 +136,31 @@ impl Egress {
             .is_ok()
     }
 
-    /// Record source `index`'s count for the day with `batch` (the commit
-    /// of a delivery it made), so a restart does not forget it.
-    pub fn save(&self, index: usize, batch: &mut ringpost_storage::WriteBatch) {
+    /// Record source `index`'s count for the day with `batch`, the commit
+    /// of a delivery shard `shard` made from it, so a restart does not
+    /// forget it. Each shard has its own key: its commits land in order,
+    /// so its value only grows, where shards' commits may cross.
+    pub fn save(&self, index: usize, shard: usize, batch: &mut ringpost_storage::WriteBatch) {
         let packed = self.sources[index].sent.load(Ordering::Relaxed);
-        ringpost_storage::state::put(
-            batch,
-            &state_key(&self.sources[index].config),
-            packed.to_le_bytes().to_vec(),
-        );
+        let key = format!("{}{shard}", state_prefix(&self.sources[index].config));
+        ringpost_storage::state::put(batch, &key, packed.to_le_bytes().to_vec());
     }
 
-    /// Take back the counts [`Egress::save`] recorded (another day's read
-    /// as zero).
+    /// Take back the counts [`Egress::save`] recorded: the latest of the
+    /// shards' (another day's reads as zero).
     pub fn restore(
         &self,
         store: &dyn ringpost_storage::Store,
     ) -> Result<(), ringpost_storage::StoreError> {
         for source in &self.sources {
-            let saved = ringpost_storage::state::get(store, &state_key(&source.config))?;
-            if let Some(bytes) = saved.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()) {
-                source
-                    .sent
-                    .store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            let saved = ringpost_storage::state::with_prefix(store, &state_prefix(&source.config))?;
+            let latest = saved
+                .iter()
+                .filter_map(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_le_bytes)
+                .max();
+            if let Some(packed) = latest {
+                source.sent.store(packed, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -170,9 +172,10 @@ impl Egress {
     }
 }
 
-/// Where a source's count is kept across restarts.
-fn state_key(source: &SourceConfig) -> String {
-    format!("egress/{}", source.address)
+/// Where a source's counts are kept across restarts: this, then the
+/// shard's number. (Packed day ‖ count values order by day, then count.)
+fn state_prefix(source: &SourceConfig) -> String {
+    format!("egress/{}/", source.address)
 }
 
 /// The count a packed value holds for `day` (0 when it is another day's).
@@ -311,12 +314,18 @@ mod tests {
         ];
         let before = Egress::new(&sources, &[]).unwrap();
         assert!(before.take(1, 20_788) && before.take(1, 20_788));
+        let mut late = ringpost_storage::WriteBatch::new();
+        before.save(1, 0, &mut late);
+        assert!(before.take(1, 20_788));
         let mut batch = ringpost_storage::WriteBatch::new();
-        before.save(1, &mut batch);
+        before.save(1, 1, &mut batch);
+        // Shard 1's commit lands first, then shard 0's older count: the
+        // later count is the one taken back.
         ringpost_storage::Store::write(&store, &[batch], false).unwrap();
+        ringpost_storage::Store::write(&store, &[late], false).unwrap();
         let after = Egress::new(&sources, &[]).unwrap();
         after.restore(&store).unwrap();
-        assert_eq!(after.sent_today(1, 20_788), 2);
+        assert_eq!(after.sent_today(1, 20_788), 3);
         assert_eq!(after.sent_today(0, 20_788), 0);
         assert_eq!(after.sent_today(1, 20_789), 0, "another day");
     }

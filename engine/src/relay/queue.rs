@@ -1377,7 +1377,7 @@ impl Relay {
         }
 
         if let (Some(egress), Some(source)) = (&self.egress, via.as_ref().and_then(|v| v.source)) {
-            egress.save(source, &mut batch);
+            egress.save(source, self.shard, &mut batch);
         }
         match self.commits.commit(batch).await {
             Ok(()) => {

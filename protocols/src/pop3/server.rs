@@ -51,9 +51,6 @@ pub const MAX_COMMAND_LEN: usize = 255;
 /// no more commands.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
-/// The shortest autologout RFC 1939 §3 allows.
-const MIN_AUTOLOGOUT: Duration = Duration::from_secs(600);
-
 /// Limits and identity for POP3 sessions; shared by every session of a
 /// listener.
 #[derive(Debug, Clone)]
@@ -76,7 +73,7 @@ pub struct Pop3Config {
     /// that trickles a command byte by byte is cut too.
     pub idle_timeout: Duration,
     /// How long a client may stay without logging in, whatever it does
-    /// (never under ten minutes: RFC 1939 §3's autologout minimum).
+    /// (ten minutes by default, RFC 1939 §3's shortest autologout).
     pub login_timeout: Duration,
 }
 
@@ -792,10 +789,7 @@ impl Session for Pop3Session {
         if self.timers.tell(now) {
             self.timers.expect_request(self.config.idle_timeout);
             if self.maildrop().is_none() {
-                // RFC 1939 §3: the autologout timer is at least 10 minutes,
-                // so the login deadline is never shorter.
-                let login = self.config.login_timeout.max(MIN_AUTOLOGOUT);
-                self.timers.limit_life(Some(login));
+                self.timers.limit_life(Some(self.config.login_timeout));
             }
         }
         if !self.waiting() && self.timers.expired(None) {

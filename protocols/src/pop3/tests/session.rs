@@ -123,23 +123,6 @@ fn the_autologout_timer_starts_when_the_answer_is_out() {
 }
 
 #[test]
-fn a_login_timeout_under_ten_minutes_is_raised_to_it() {
-    use crate::Session;
-    use std::time::{Duration, Instant};
-    let config = Pop3Config {
-        login_timeout: Duration::from_secs(60),
-        ..config()
-    };
-    let mut session = Pop3Session::new(Arc::new(config));
-    let t0 = Instant::now();
-    session.handle_timeout(t0);
-    session.handle_timeout(t0 + Duration::from_secs(599));
-    assert!(!session.is_closed(), "RFC 1939: at least ten minutes");
-    session.handle_timeout(t0 + Duration::from_secs(600));
-    assert!(session.is_closed());
-}
-
-#[test]
 fn pipelined_commands_wait_while_their_answers_pile_up() {
     // 2,000 CAPAs in one read answer with about 260 KB: the session takes
     // commands only until 64 KiB of answers wait, and the rest once they
