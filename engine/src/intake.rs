@@ -54,6 +54,30 @@ pub fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// `Received:` fields past which a message is taken to be looping
+/// (RFC 5321 §6.3: a large number, typically at least 100).
+pub const MAX_HOPS: usize = 100;
+
+/// Whether `message`'s header has more than [`MAX_HOPS`] `Received:`
+/// fields: each relay adds one, so a message in a loop piles them up.
+pub fn too_many_hops(message: &[u8]) -> bool {
+    let mut hops = 0;
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            // The end of the header.
+            return false;
+        }
+        if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Build the records for an accepted transaction; `signatures` (DKIM
 /// fields, or nothing) go on top, then our `Received:` field.
 ///
@@ -276,6 +300,7 @@ pub fn refusal_reason(reply: &Reply) -> &'static str {
         "5.7.1" => "relay_denied",
         "4.2.2" => "mailbox_full",
         "4.7.1" => "rate_limited",
+        "5.4.6" => "loop",
         _ => "store_error",
     }
 }
@@ -323,6 +348,22 @@ pub fn check_recipient(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hundred_hops_pass_one_more_is_a_loop() {
+        let with = |n: usize, body: &str| {
+            format!(
+                "{}Subject: x\r\n\r\n{body}",
+                "Received: from a by b\r\n".repeat(n)
+            )
+        };
+        assert!(!too_many_hops(with(MAX_HOPS, "").as_bytes()));
+        assert!(too_many_hops(with(MAX_HOPS + 1, "").as_bytes()));
+        assert!(too_many_hops("RECEIVED: x\n".repeat(101).as_bytes()));
+        // Only the header counts.
+        let quoted = "Received: quoted\r\n".repeat(200);
+        assert!(!too_many_hops(with(1, &quoted).as_bytes()));
+    }
 
     fn tx(rcpts: &[&str]) -> Transaction {
         Transaction {

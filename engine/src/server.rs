@@ -279,6 +279,20 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         }
     }
     let smtp_addr = listening[0].1;
+    // Where mail reaches us, so that MX hosts that are us are never used.
+    let ourselves = Arc::new(crate::relay::ourselves::Ourselves::new(
+        listening
+            .iter()
+            .filter(|(service, _)| {
+                matches!(
+                    service,
+                    Service::Smtp | Service::Submission | Service::Submissions
+                )
+            })
+            .map(|(_, addr)| *addr)
+            .collect(),
+        config.relay.sources.iter().map(|source| source.address),
+    ));
 
     // Outbound delivery: one DNS thread for everyone, one inbox per shard.
     let tls = match config.relay.enabled && config.relay.starttls {
@@ -393,6 +407,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         let (store, hub, resolver, tls) =
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
+        let ourselves = ourselves.clone();
         let spf_dns = resolver.clone().filter(|_| config.inbound_auth.enabled);
         let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
@@ -426,6 +441,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                             shared.maillog.clone(),
                             shared.egress.clone(),
                             shared.sites.clone(),
+                            ourselves.clone(),
                         ));
                         glommio::spawn_local(relay.clone().run(inbox, shutdown.clone())).detach();
                         Some(relay)

@@ -166,6 +166,12 @@ impl Smtp<'_> {
             is_local: &is_local,
             pool: config.relay.pool_for(&tx.mail_from),
         };
+        if intake::too_many_hops(&tx.data) {
+            tracing::warn!(shard = shard.id, peer = %self.peer, "message with too many Received: fields; answered 554 (a mail loop)");
+            self.count_rejection(&replies::TOO_MANY_HOPS);
+            smtp.recycle(tx.data);
+            return smtp.message_failed(replies::TOO_MANY_HOPS);
+        }
         // Inbound mail is checked (SPF, DKIM, DMARC), outbound mail signed
         // (DKIM), both
         // before it is stored (and so before 250).

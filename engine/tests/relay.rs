@@ -222,6 +222,47 @@ fn tempfail_then_success_is_delivered_once() {
 }
 
 #[test]
+fn mail_whose_mx_is_this_server_bounces_instead_of_looping() {
+    // loop.test's MX is 127.0.0.1 on the port this server listens on:
+    // sending there would bring the message back, again and again.
+    let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);
+    let mut zone = dest_zone(SINK_A);
+    zone.push(TestRecord::mx("loop.test", 10, "mx.loop.test"));
+    zone.push(TestRecord::a("mx.loop.test", Ipv4Addr::LOCALHOST));
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(|c| {
+        relay_to(dns.addr(), port)(c);
+        c.smtp.listen = (Ipv4Addr::LOCALHOST, port).into();
+    });
+    assert_eq!(server.smtp_addr().port(), port);
+    send(
+        server.smtp_addr(),
+        "alice@origin.test",
+        &["bob@loop.test"],
+        &message(1),
+    );
+    assert!(
+        sinks[0].wait_for_messages(1, WAIT),
+        "the DSN reaches the sender"
+    );
+    let dsn = String::from_utf8_lossy(&sinks[0].messages()[0].data).into_owned();
+    assert!(dsn.contains("Status: 5.4.6"), "{dsn}");
+    assert!(dsn.contains("loops back to myself"), "{dsn}");
+    wait_until("the spool to empty", || spool_messages(&server) == 0);
+    // And a message that has already been round a loop is refused.
+    let looped = format!("{}{}", "Received: from a by b\r\n".repeat(101), message(2));
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<alice@origin.test>");
+    c.cmd("RCPT TO:<bob@dest.test>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(looped.replace("\r\n.", "\r\n..").as_bytes());
+    let reply = c.cmd(".");
+    assert!(reply.starts_with("554 5.4.6"), "{reply}");
+    server.shutdown();
+}
+
+#[test]
 fn permanent_failure_sends_one_dsn_and_none_for_the_null_sender() {
     let refuse_all = Faults {
         permfail_rcpt_pct: 100.0,

@@ -146,6 +146,17 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
     };
     // DANE and MTA-STS apply to MX delivery, not to configured routes.
     let by_mx = !router.routes_statically(domain);
+    // An MX host that is us (and any less preferred) would send the mail
+    // back to us; a configured route is the operator's (a content filter
+    // on another port of this host).
+    if by_mx && relay.ourselves.prune(&mut targets, |t| t.addr) && targets.is_empty() {
+        tracing::warn!(shard = relay.shard, %domain, "the best MX host of the domain is this server; bounced");
+        return Err(NoRoute {
+            permanent: true,
+            status: "5.4.6",
+            text: format!("mail for {domain} loops back to myself"),
+        });
+    }
     // The operator's `none` and `verify` are kept as they are, and so is
     // STARTTLS turned off altogether.
     let dane_applies = matches!(found.policy, TlsPolicy::May | TlsPolicy::Encrypt)

@@ -34,6 +34,7 @@ pub mod dane;
 pub(crate) mod deliver;
 pub mod egress;
 pub mod mta_sts;
+pub mod ourselves;
 pub(crate) mod queue;
 pub mod resolver;
 pub mod route;

@@ -140,6 +140,8 @@ pub(crate) struct Relay {
     events: Option<EventSpool>,
     /// The egress sources connections come from, if any.
     pub egress: Option<Arc<super::egress::Egress>>,
+    /// Where mail reaches this server (MX hosts that are us are dropped).
+    pub ourselves: Arc<super::ourselves::Ourselves>,
     /// Every site's shared limits.
     sites: Arc<Sites>,
     /// Per source: its client settings with STARTTLS, and without.
@@ -350,6 +352,7 @@ impl Relay {
         maillog: Arc<MailLog>,
         egress: Option<Arc<super::egress::Egress>>,
         sites: Arc<Sites>,
+        ourselves: Arc<super::ourselves::Ourselves>,
     ) -> Relay {
         let config = live.get();
         let client_plain = ClientConfig {
@@ -382,6 +385,7 @@ impl Relay {
         });
         Relay {
             egress,
+            ourselves,
             sites,
             source_clients,
             events,

@@ -239,6 +239,11 @@ pub fn asks_to_slow_down(reply: &ServerReply, operator_rules: &[bounce_class::Ru
     if text.contains("greylist") || text.contains("graylist") {
         return false;
     }
+    // "452 4.5.3 Too many recipients" (RFC 5321 §4.5.3.1.10) asks for the
+    // rest in another transaction, not for less traffic.
+    if status == "4.5.3" || text.contains("too many recipients") {
+        return false;
+    }
     reply.code == 421 || SLOW_DOWN_WORDS.iter().any(|w| text.contains(w))
 }
 
@@ -971,6 +976,13 @@ mod tests {
             "Greylisted, please try again later"
         )));
         assert!(!slows(reply(450, Some("4.2.0"), "mailbox busy")));
+        // Too many recipients: the rest go in another transaction.
+        assert!(!slows(reply(
+            452,
+            Some("4.5.3"),
+            "Your message has too many recipients"
+        )));
+        assert!(!slows(reply(452, None, "Too many recipients")));
         assert!(!slows(reply(550, Some("5.7.1"), "too many connections")));
         let mut local = reply(421, Some("4.4.1"), "cannot connect");
         local.local = true;

@@ -379,6 +379,10 @@ pub fn suppressed(added: &str) -> Reply {
 /// RCPT for a local user over quota: temporary, so mail waits at the
 /// sender while the user makes room (RFC 3463 §3.3).
 pub const MAILBOX_FULL: Reply = Reply::fixed(452, "4.2.2", "Mailbox full");
+/// A message with more `Received:` fields than a path without a loop
+/// has (RFC 5321 §6.3: 554, and RFC 3463's "routing loop detected").
+pub const TOO_MANY_HOPS: Reply =
+    Reply::fixed(554, "5.4.6", "Too many hops: the message is looping");
 /// RCPT for a remote domain from a client that may not relay.
 /// 550, one of the replies RFC 5321 §4.3.2 lists for RCPT (Postfix says
 /// 554, which the RFC does not list there).

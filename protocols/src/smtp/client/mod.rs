@@ -632,7 +632,7 @@ impl ClientSession {
                     .front_mut()
                     .and_then(|tx| tx.results.get_mut(i))
                 {
-                    slot.get_or_insert(reply);
+                    slot.get_or_insert(rcpt_reply(reply));
                 }
                 self.advance();
             }
@@ -848,4 +848,17 @@ impl ClientSession {
         self.awaiting.clear();
         self.quit_requested = false;
     }
+}
+
+/// A refusal of RCPT as the queue should take it: RFC 5321 §4.5.3.1.10
+/// asks clients to treat 552 there as 452 (servers of old said 552 for
+/// "too many recipients"), so the recipient is tried again, not bounced.
+fn rcpt_reply(mut reply: ServerReply) -> ServerReply {
+    if reply.code == 552 {
+        reply.code = 452;
+        if let Some(status) = reply.status.as_mut().filter(|s| s.starts_with('5')) {
+            status.replace_range(..1, "4");
+        }
+    }
+    reply
 }

@@ -126,9 +126,10 @@ fn data_refused_decides_the_accepted_recipients() {
         .send(message(&THREE[..2], "hi\r\n"))
         .client("MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nRCPT TO:<2@d.test>\r\nDATA\r\n")
         .server("250 ok\r\n250 ok\r\n552 5.2.2 mailbox full\r\n451 4.3.0 not now\r\n")
+        // RFC 5321 §4.5.3.1.10: 552 to RCPT is taken as 452.
         .event(finished(&[
             ("1@d.test", reply("451 4.3.0 not now")),
-            ("2@d.test", reply("552 5.2.2 mailbox full")),
+            ("2@d.test", reply("452 4.2.2 mailbox full")),
         ]))
         .run();
 }
