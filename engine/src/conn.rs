@@ -35,6 +35,10 @@ const FIRST_READ_BUFFER: usize = 4 * 1024;
 const READ_BUFFER: usize = 64 * 1024;
 /// One read of compressed input (IMAP COMPRESS).
 const COMPRESSED_READ: usize = 16 * 1024;
+/// Compressed bytes held unconsumed, with nothing inflated from them, past
+/// which the stream is taken to be broken (inflate consumes what it is
+/// given; only a stream that stopped making progress leaves input).
+const MAX_COMPRESSED_BACKLOG: usize = 64 * 1024;
 
 /// What a session learns of the TLS under it, for logs, trace headers and
 /// metrics.
@@ -140,19 +144,35 @@ impl Deflate {
     /// Inflate what was read into `out`; how many bytes came out.
     fn inflate(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let (before_in, before_out) = (self.decompress.total_in(), self.decompress.total_out());
-        self.decompress
+        let status = self
+            .decompress
             .decompress(
                 &self.input[self.consumed..],
                 out,
                 flate2::FlushDecompress::Sync,
             )
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        if status == flate2::Status::StreamEnd {
+            // RFC 4978 has one stream for the whole connection: a client
+            // that ends it would have everything after it pile up unread.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client ended its compressed stream",
+            ));
+        }
         self.consumed += (self.decompress.total_in() - before_in) as usize;
         if self.consumed == self.input.len() {
             self.input.clear();
             self.consumed = 0;
         }
-        Ok((self.decompress.total_out() - before_out) as usize)
+        let produced = (self.decompress.total_out() - before_out) as usize;
+        if produced == 0 && self.input.len() - self.consumed > MAX_COMPRESSED_BACKLOG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "compressed input that inflates to nothing",
+            ));
+        }
+        Ok(produced)
     }
 }
 

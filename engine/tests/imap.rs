@@ -895,6 +895,20 @@ fn compress_deflate_carries_the_session_both_ways() {
     write!(out, "c2 COMPRESS DEFLATE\r\n").unwrap();
     out.flush().unwrap();
     assert!(until("c2 ").contains("c2 NO [COMPRESSIONACTIVE]"));
+    // A client that ends its compressed stream (a final block) and sends
+    // on is cut off: what follows the end would only pile up, unread.
+    let mut raw = out.finish().unwrap();
+    let junk = vec![b'x'; 256 * 1024];
+    let _ = raw.write_all(&junk);
+    let mut rest = Vec::new();
+    // The end of the stream, or a reset (the junk was left unread): not
+    // the read timeout of a connection kept open.
+    let read = std::io::Read::read_to_end(&mut stream, &mut rest);
+    let closed = match &read {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the server closed the connection: {read:?}");
     server.shutdown();
 }
 

@@ -118,18 +118,51 @@ pub(crate) fn micros_of(date: &DateTime) -> u64 {
     u64::try_from(date.as_ref().timestamp_micros()).unwrap_or(0)
 }
 
+/// Longest LIST pattern matched, and most wildcards in one: past them a
+/// pattern matches nothing (a client's pattern must not cost the shard
+/// more than a few million steps per mailbox).
+const MAX_PATTERN: usize = 1024;
+const MAX_WILDCARDS: usize = 32;
+
 /// Does `name` match a LIST pattern (`*` anything, `%` anything but `/`)?
+/// In time proportional to the two lengths, with no recursion: row by row,
+/// which prefixes of `name` the pattern so far matches.
 pub(crate) fn matches_pattern(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches_pattern(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'/')
-            .any(|i| matches_pattern(rest, &name[i..])),
-        Some((&c, rest)) => name
-            .split_first()
-            .is_some_and(|(&n, name)| n == c && matches_pattern(rest, name)),
+    let wildcards = pattern.iter().filter(|&&b| b == b'*' || b == b'%').count();
+    if pattern.len() > MAX_PATTERN || wildcards > MAX_WILDCARDS {
+        return false;
     }
+    // matched[j]: the pattern so far matches name[..j].
+    let mut matched = vec![false; name.len() + 1];
+    matched[0] = true;
+    let mut next = vec![false; name.len() + 1];
+    for &p in pattern {
+        match p {
+            b'*' => {
+                next[0] = matched[0];
+                for j in 1..=name.len() {
+                    next[j] = matched[j] || next[j - 1];
+                }
+            }
+            b'%' => {
+                next[0] = matched[0];
+                for j in 1..=name.len() {
+                    next[j] = matched[j] || (next[j - 1] && name[j - 1] != b'/');
+                }
+            }
+            c => {
+                next[0] = false;
+                for j in 1..=name.len() {
+                    next[j] = matched[j - 1] && name[j - 1] == c;
+                }
+            }
+        }
+        std::mem::swap(&mut matched, &mut next);
+        if !matched.contains(&true) {
+            return false;
+        }
+    }
+    matched[name.len()]
 }
 
 #[cfg(test)]
@@ -160,5 +193,26 @@ mod tests {
         assert!(matches_pattern(b"a/%", b"a/b"));
         assert!(matches_pattern(b"a*c", b"abbc"));
         assert!(!matches_pattern(b"INBOX", b"INBOX2"));
+        assert!(matches_pattern(b"", b""));
+        assert!(!matches_pattern(b"", b"a"));
+        assert!(matches_pattern(b"a%/%c", b"ab/c"));
+        assert!(!matches_pattern(b"a%c", b"a/c"));
+        assert!(matches_pattern(b"%/*", b"a/b/c"));
+        assert!(matches_pattern(b"*%", b"a/b"));
+    }
+
+    #[test]
+    fn hostile_patterns_cost_little_and_never_overflow_the_stack() {
+        // A recursive matcher went one level deep per star, and tried
+        // every split of the name per star.
+        let stars = vec![b'*'; 100_000];
+        assert!(!matches_pattern(&stars, b"INBOX"), "too many wildcards");
+        let name = vec![b'a'; 1000];
+        let mut pattern = b"*a".repeat(15);
+        pattern.push(b'b');
+        let started = std::time::Instant::now();
+        assert!(!matches_pattern(&pattern, &name));
+        assert!(matches_pattern(&b"*a".repeat(15), &name));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

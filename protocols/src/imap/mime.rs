@@ -156,11 +156,42 @@ pub fn line_count(bytes: &[u8]) -> u32 {
 }
 
 fn parse(message: &[u8]) -> Option<Message<'_>> {
+    if may_nest_too_deep(message) {
+        return None;
+    }
     // mail-parser means never to panic, but its recovery paths carry debug
     // assertions, and one odd stored message must not take a session down.
     std::panic::catch_unwind(|| MessageParser::default().parse(message))
         .ok()
         .flatten()
+}
+
+/// Whether `message` may hold messages nested deeper than [`MAX_DEPTH`]:
+/// mail-parser builds (and drops) such a tree recursively, with no limit,
+/// so a message of a few hundred KB of nested `message/rfc822` parts would
+/// overflow the stack and kill the process. Each level needs a content
+/// type of its own (a `message/*` part, or a `multipart/digest` whose
+/// parts are messages), so counting those names bounds the depth; a
+/// message with more is not parsed at all (its structure is opaque).
+pub fn may_nest_too_deep(message: &[u8]) -> bool {
+    let mut nesting = 0;
+    for slash in memchr::memchr_iter(b'/', message) {
+        let before = &message[slash.saturating_sub(9)..slash];
+        let after = &message[slash + 1..message.len().min(slash + 7)];
+        let names_a_level = ends_with_ignore_case(before, b"message")
+            || ends_with_ignore_case(before, b"multipart") && after.eq_ignore_ascii_case(b"digest");
+        if names_a_level {
+            nesting += 1;
+            if nesting > MAX_DEPTH {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn ends_with_ignore_case(bytes: &[u8], suffix: &[u8]) -> bool {
+    bytes.len() >= suffix.len() && bytes[bytes.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
 /// `partial` applied: past the end is empty, a long length is cut short.
@@ -776,6 +807,25 @@ fn field_name(line: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn messages_nested_past_the_limit_are_never_parsed() {
+        // 50,000 levels of message/rfc822: mail-parser would build (and
+        // drop) that tree recursively and overflow the stack.
+        let level = b"Content-Type: message/rfc822\r\n\r\n";
+        let deep = level.repeat(50_000);
+        assert!(super::may_nest_too_deep(&deep));
+        assert!(super::parse(&deep).is_none());
+        let _ = super::body_structure(&deep, true);
+        let digests = b"Content-Type: MULTIPART/Digest; boundary=x\r\n\r\n--x\r\n\r\n".repeat(100);
+        assert!(super::may_nest_too_deep(&digests));
+        // A message with a few attached messages is parsed as ever.
+        let some = level.repeat(3);
+        assert!(!super::may_nest_too_deep(&some));
+        assert!(!super::may_nest_too_deep(
+            b"Content-Type: text/plain\r\n\r\nand/or message/\r\n"
+        ));
+    }
+
     #[test]
     fn the_envelope_reads_the_header_alone_and_says_the_same() {
         let whole = |m: &[u8]| {

@@ -351,10 +351,13 @@ impl<'x> Content<'x> {
     fn new(raw: Option<&'x [u8]>, with_body: bool) -> Self {
         let parser = mail_parser::MessageParser::new();
         let msg = raw.and_then(|r| {
-            if with_body {
-                parser.parse(r)
-            } else {
+            if !with_body {
                 parser.parse_headers(r)
+            } else if super::mime::may_nest_too_deep(r) {
+                // Searched as raw bytes: parsing it could overflow the stack.
+                None
+            } else {
+                parser.parse(r)
             }
         });
         Content {
@@ -521,8 +524,9 @@ fn address_texts(address: &Address<'_>, out: &mut Vec<String>) {
     }
 }
 
-/// mail-parser stops nesting message/rfc822 parts well before this; the
-/// cap only keeps the recursion bounded whatever the parser does.
+/// Attached messages searched into. mail-parser itself nests without a
+/// limit: messages that could nest deeper than `mime`'s limit are not
+/// parsed at all (`mime::may_nest_too_deep`).
 const MAX_NESTED_MESSAGES: usize = 8;
 
 /// Decoded, lowercased text of every text part (plain and HTML), including
