@@ -35,6 +35,9 @@ const FIRST_READ_BUFFER: usize = 4 * 1024;
 const READ_BUFFER: usize = 64 * 1024;
 /// One read of compressed input (IMAP COMPRESS).
 const COMPRESSED_READ: usize = 16 * 1024;
+/// How long a write may wait for the client to read before the connection
+/// is given up (each write that makes progress starts it again).
+const WRITE_STALL: Duration = Duration::from_secs(300);
 /// Compressed bytes held unconsumed, with nothing inflated from them, past
 /// which the stream is taken to be broken (inflate consumes what it is
 /// given; only a stream that stopped making progress leaves input).
@@ -184,6 +187,10 @@ impl Connection {
         acceptor: Option<TlsAcceptor>,
         handshake_timeout: Duration,
     ) -> Connection {
+        // A client that stops reading must not hold its connection (and
+        // what the server has to say to it) past every deadline: the
+        // session's deadlines are checked only while reading.
+        let _ = stream.set_write_timeout(Some(WRITE_STALL));
         Connection {
             stream: Stream::Plain(stream),
             peer,
@@ -487,10 +494,10 @@ pub(crate) async fn drive<P: Protocol>(
         if session.is_closed() {
             return Ok(());
         }
-        if fed && !conn.unread().is_empty() {
-            // The session stopped taking input to let its output go out
-            // first (pipelined commands, each with a long answer): feed it
-            // the rest before waiting for more.
+        if fed && !conn.unread().is_empty() || session.has_more_to_run() {
+            // The session stopped taking input (or running what it took)
+            // to let its output go out first (pipelined commands, each
+            // with a long answer): give it the rest before waiting for more.
             continue;
         }
 

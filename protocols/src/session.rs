@@ -61,6 +61,13 @@ pub trait Session {
         let _ = now;
     }
 
+    /// Whether the session holds commands it took in but left waiting for
+    /// its output to be written: the driver writes it, then gives the
+    /// session a turn (a `receive` of nothing) before reading more.
+    fn has_more_to_run(&self) -> bool {
+        false
+    }
+
     /// The server is stopping: close now, or as soon as the work in progress
     /// (an SMTP transaction) is done.
     fn shutdown(&mut self);

@@ -117,6 +117,11 @@ impl Run {
         );
         self.out.push_str(&String::from_utf8_lossy(output));
         self.session.clear_output();
+        if crate::Session::has_more_to_run(&self.session) {
+            // It waited for its answers to be written, as the driver does.
+            self.session.feed(&[]);
+            self.answer();
+        }
     }
 
     /// The output, line by line.

@@ -51,6 +51,10 @@ pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE
 /// 1024), about 32 KiB quoted; LOGIN and AUTHENTICATE are far smaller.
 pub const MAX_LOGIN_COMMAND: usize = 40 * 1024;
 
+/// Answers waiting to be written past which no more commands are run
+/// until they are.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
 /// Limits and identity shared by every session of a listener.
 #[derive(Debug, Clone)]
 pub struct ImapConfig {
@@ -231,6 +235,9 @@ pub struct ImapSession {
     busy: bool,
     event: Option<Event>,
     output: Vec<u8>,
+    /// Commands were left waiting because [`OUTPUT_HIGH_WATER`] bytes of
+    /// answers had not been written yet: they run once those are.
+    held_back: bool,
     errors: usize,
     peer: Peer,
     /// TLS is on (implicit, or after STARTTLS).
@@ -265,6 +272,7 @@ impl ImapSession {
             state: State::NotAuthenticated,
             phase: Phase::Command,
             busy: false,
+            held_back: false,
             event: None,
             output: Vec::with_capacity(1024),
             errors: 0,
@@ -610,11 +618,19 @@ impl ImapSession {
 
     /// Process fragments until an event is raised or more input is needed.
     fn run(&mut self) {
+        self.held_back = false;
         while !self.busy
             && self.event.is_none()
             && self.state != State::Logout
             && !matches!(self.phase, Phase::AwaitTls | Phase::AwaitCompress)
         {
+            if self.output.len() >= OUTPUT_HIGH_WATER {
+                // Pipelined commands, each with a long answer: the rest
+                // wait until these answers are written, so what a client
+                // pipelines cannot make the output grow without bound.
+                self.held_back = true;
+                return;
+            }
             let Some(fragment) = self.framing.progress() else {
                 if self.state == State::NotAuthenticated
                     && self.framing.message_bytes().len() > MAX_LOGIN_COMMAND
@@ -1111,5 +1127,9 @@ impl Session for ImapSession {
 
     fn buffered(&self) -> usize {
         self.framing.message_bytes().len()
+    }
+
+    fn has_more_to_run(&self) -> bool {
+        self.held_back
     }
 }

@@ -7,6 +7,33 @@ use super::server::Event;
 const LOGIN: &str = "a LOGIN alice secret\r\n";
 
 #[test]
+fn pipelined_commands_wait_while_their_answers_pile_up() {
+    // 5,000 CAPABILITYs in one read answer with about 1.5 MB: the session
+    // runs commands only until 64 KiB of answers wait, and the rest once
+    // they are written.
+    use crate::Session;
+    let mut session = super::ImapSession::new(std::sync::Arc::new(super::ImapConfig::default()));
+    session.clear_output();
+    session.feed("c CAPABILITY\r\n".repeat(5000).as_bytes());
+    let mut answered = 0;
+    let mut rounds = 0;
+    loop {
+        assert!(session.output().len() < super::server::OUTPUT_HIGH_WATER + 4096);
+        answered += String::from_utf8_lossy(session.output())
+            .matches("c OK")
+            .count();
+        session.clear_output();
+        rounds += 1;
+        if !session.has_more_to_run() {
+            break;
+        }
+        session.feed(&[]);
+    }
+    assert_eq!(answered, 5000);
+    assert!(rounds > 10, "{rounds} rounds");
+}
+
+#[test]
 fn greeting_and_capability_before_login() {
     let mut run = Run::new();
     let greeting = run.take();
