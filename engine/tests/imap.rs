@@ -321,6 +321,25 @@ fn under_condstore_an_implicit_seen_comes_with_its_modseq() {
 }
 
 #[test]
+fn a_fetch_item_named_many_times_is_answered_once() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    append(&mut a, "INBOX", "Subject: one\r\n\r\nx\r\n");
+    let fetched = a.tagged("f", "FETCH 1 (BODY.PEEK[] FLAGS BODY.PEEK[] BODY.PEEK[])");
+    assert_eq!(
+        fetched.iter().filter(|l| l.contains("BODY[]")).count(),
+        1,
+        "{fetched:?}"
+    );
+    assert!(fetched.last().unwrap().starts_with("f OK"), "{fetched:?}");
+    let many = vec!["BODY.PEEK[]"; 300].join(" ");
+    let refused = a.tagged("g", &format!("FETCH 1 ({many})"));
+    assert!(refused.last().unwrap().starts_with("g BAD"), "{refused:?}");
+    server.shutdown();
+}
+
+#[test]
 fn appends_exists_comes_before_its_tagged_ok() {
     let (server, _dir) = start_server(local_config);
     add_user(&server, "alice@ours.test");

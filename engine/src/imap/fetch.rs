@@ -19,6 +19,9 @@ use ringpost_storage::{spool, Pinned, WriteBatch};
 use std::io;
 use std::num::NonZeroU32;
 
+/// Most items one FETCH may name (a client names a handful).
+const MAX_ITEMS: usize = 256;
+
 /// Run a FETCH (or UID FETCH) and return how it ended.
 pub(super) async fn run(
     conn: &mut Conn<'_>,
@@ -32,10 +35,22 @@ pub(super) async fn run(
     let Some(view) = &conn.view else {
         return Ok(Ok(Done::Bad("no mailbox selected")));
     };
-    let mut items: Vec<MessageDataItemName<'static>> = match names {
+    let items: Vec<MessageDataItemName<'static>> = match names {
         MacroOrMessageDataItemNames::Macro(m) => expand(m.clone()),
         MacroOrMessageDataItemNames::MessageDataItemNames(items) => items.clone(),
     };
+    // Each item once: a body named a thousand times must not be copied a
+    // thousand times (nor its MIME parsed as often).
+    if items.len() > MAX_ITEMS {
+        return Ok(Ok(Done::Bad("too many FETCH items")));
+    }
+    let mut distinct = Vec::with_capacity(items.len());
+    for item in items {
+        if !distinct.contains(&item) {
+            distinct.push(item);
+        }
+    }
+    let mut items = distinct;
     // UID FETCH, and every FETCH of a QRESYNC session (RFC 7162 §3.2.4),
     // answers with the UID.
     if (uid || imap.is_qresync()) && !items.contains(&MessageDataItemName::Uid) {

@@ -227,15 +227,22 @@ impl<D: Dns> Check<'_, D> {
             ip: self.ip,
             helo: &self.helo,
         };
-        let mut expanded = spf::expand(spec, &context).map_err(|_| SpfResult::PermError)?;
-        // RFC 7208 §7.3: longer than 253 characters, left labels go.
-        while expanded.len() > 253 {
-            match expanded.split_once('.') {
-                Some((_, rest)) => expanded = rest.to_owned(),
-                None => return Err(SpfResult::PermError),
-            }
+        let expanded = spf::expand(spec, &context).map_err(|_| SpfResult::PermError)?;
+        // RFC 7208 §7.3: longer than 253 characters, left labels go: what
+        // is left starts after the first dot that leaves at most 253 (one
+        // cut, whatever the length of a record's expansion).
+        if expanded.len() <= 253 {
+            return Ok(expanded);
         }
-        Ok(expanded)
+        let keep_from = expanded.len() - 253;
+        // Bytes, not chars: a cut just after a '.' is on a char boundary.
+        match expanded.as_bytes()[keep_from - 1..]
+            .iter()
+            .position(|&b| b == b'.')
+        {
+            Some(dot) => Ok(expanded[keep_from + dot..].to_owned()),
+            None => Err(SpfResult::PermError),
+        }
     }
 }
 
@@ -296,6 +303,21 @@ mod tests {
 
     fn result(dns: &Table, ip: &str, sender: &str) -> SpfResult {
         futures::executor::block_on(check(dns, ip.parse().unwrap(), sender, "client.test")).result
+    }
+
+    #[test]
+    fn a_long_expansion_loses_its_left_labels() {
+        // 278 characters expanded: cut after a dot to the last 251.
+        let record = format!("v=spf1 exists:{}end.test -all", "%{d}.".repeat(30));
+        let kept = format!("{}end.test", "big.test.".repeat(27));
+        assert_eq!(kept.len(), 251);
+        let dns = Table::new(&[
+            ("big.test", "txt", &[record.as_str()]),
+            (kept.as_str(), "a", &["127.0.0.2"]),
+        ]);
+        assert_eq!(result(&dns, "192.0.2.1", "x@big.test"), SpfResult::Pass);
+        let dns = Table::new(&[("big.test", "txt", &[record.as_str()])]);
+        assert_eq!(result(&dns, "192.0.2.1", "x@big.test"), SpfResult::Fail);
     }
 
     #[test]

@@ -319,16 +319,23 @@ pub fn verify_with(
 /// bottom up (a name given twice takes the next one up; none left: none),
 /// then the signature's own field without its `b=` value and final CRLF.
 fn signed_headers(fields: &[Field<'_>], signature: &Signature) -> Vec<u8> {
-    let mut used = vec![false; fields.len()];
+    // Each name's fields, top to bottom: taken from the end. One pass over
+    // the fields, so a crafted `h=` of many names against many fields costs
+    // their sum, not their product.
+    let mut by_name: std::collections::HashMap<String, Vec<&Field<'_>>> =
+        std::collections::HashMap::new();
+    for field in fields {
+        by_name
+            .entry(field.name.to_ascii_lowercase())
+            .or_default()
+            .push(field);
+    }
     let mut data = Vec::new();
     for name in &signature.headers {
-        let found = fields
-            .iter()
-            .enumerate()
-            .rev()
-            .find(|(i, f)| !used[*i] && f.name.eq_ignore_ascii_case(name));
-        if let Some((i, field)) = found {
-            used[i] = true;
+        let found = by_name
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(Vec::pop);
+        if let Some(field) = found {
             data.extend(canonical_header(field.raw, signature.header_canon, true));
         }
     }
