@@ -336,6 +336,52 @@ fn a_fetch_item_named_many_times_is_answered_once() {
     let many = vec!["BODY.PEEK[]"; 300].join(" ");
     let refused = a.tagged("g", &format!("FETCH 1 ({many})"));
     assert!(refused.last().unwrap().starts_with("g BAD"), "{refused:?}");
+    // Keywords: a message carries at most 128.
+    let keywords: Vec<String> = (0..200).map(|n| format!("k{n}")).collect();
+    let refused = a.tagged("k", &format!("STORE 1 +FLAGS ({})", keywords.join(" ")));
+    assert!(
+        refused.last().unwrap().starts_with("k NO [LIMIT]"),
+        "{refused:?}"
+    );
+    let stored = a.tagged(
+        "k",
+        &format!("STORE 1 +FLAGS ({})", keywords[..100].join(" ")),
+    );
+    assert!(stored.last().unwrap().starts_with("k OK"), "{stored:?}");
+    server.shutdown();
+}
+
+#[test]
+fn catenated_copies_of_a_large_message_stay_within_the_command_limit() {
+    // Each URL is a few bytes, what it names 60 KB: a MULTIAPPEND of
+    // CATENATEs is held, all together, to the command limit (100 KB here).
+    let (server, _dir) = start_server(|config| {
+        local_config(config);
+        config.imap.max_command_size = 100 * 1024;
+    });
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    append(
+        &mut c,
+        "INBOX",
+        &format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(60 * 1024)),
+    );
+    let url = "/INBOX/;UID=1";
+    let one = c.tagged("a", &format!("APPEND INBOX CATENATE (URL \"{url}\")"));
+    assert!(one.last().unwrap().starts_with("a OK"), "{one:?}");
+    let many = c.tagged(
+        "b",
+        &format!("APPEND INBOX CATENATE (URL \"{url}\") CATENATE (URL \"{url}\")"),
+    );
+    assert!(
+        many.last().unwrap().starts_with("b NO [TOOBIG]"),
+        "{many:?}"
+    );
+    let status = c.tagged("s", "STATUS INBOX (MESSAGES)");
+    assert!(
+        status[0].contains("MESSAGES 2"),
+        "nothing of the refused one: {status:?}"
+    );
     server.shutdown();
 }
 

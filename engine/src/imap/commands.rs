@@ -761,6 +761,11 @@ impl Conn<'_> {
             return Ok(Done::No(Some("TRYCREATE"), "no such mailbox"));
         }
         let mut messages = Vec::with_capacity(given.len());
+        // What all the messages come to, CATENATE's URLs resolved: within
+        // the command limit too, or a few URLs to one large message could
+        // ask for any amount of memory.
+        let limit = self.shard.config().imap.max_command_size as usize;
+        let mut total = 0usize;
         for m in given {
             let bytes = match &m.catenate {
                 Some(parts) => match self.catenate(parts)? {
@@ -779,8 +784,16 @@ impl Conn<'_> {
                     "binary content outside a body part cannot be stored",
                 ));
             };
+            total = total.saturating_add(bytes.len());
+            if total > limit {
+                return Ok(Done::No(Some("TOOBIG"), "the messages would be too big"));
+            }
+            let flags = flags_from_imap(&m.flags);
+            if flags.keywords.len() > MAX_KEYWORDS {
+                return Ok(Done::No(Some("LIMIT"), "too many keywords on a message"));
+            }
             messages.push(NewMessage {
-                flags: flags_from_imap(&m.flags),
+                flags,
                 date: m.date.as_ref().map(micros_of),
                 bytes,
             });
@@ -1234,6 +1247,24 @@ impl Conn<'_> {
         if picked.is_empty() {
             return Ok(Done::Ok("STORE completed"));
         }
+        // Keywords are kept per message and merged by the one commit writer
+        // every shard shares: a message carries a bounded number of them.
+        let mut keywords = change.keywords.clone();
+        keywords.sort_unstable();
+        keywords.dedup();
+        let too_many = picked.iter().any(|&index| {
+            let have = &view.messages[index].row.flags.keywords;
+            let added = keywords.iter().filter(|k| !have.contains(k)).count();
+            let after = match how {
+                FlagChange::Replace => keywords.len(),
+                FlagChange::Add => have.len() + added,
+                FlagChange::Remove => 0,
+            };
+            after > MAX_KEYWORDS
+        });
+        if too_many {
+            return Ok(Done::No(Some("LIMIT"), "too many keywords on a message"));
+        }
         // The change itself goes to the commit writer, which applies it to
         // the flags as stored: another session's change made meanwhile
         // (which this view may not show yet) is kept.
@@ -1426,6 +1457,9 @@ pub(super) enum Done {
 }
 
 pub(super) type Outcome = Result<Done, StoreError>;
+
+/// Keywords one message may carry (Dovecot's users rarely pass a dozen).
+const MAX_KEYWORDS: usize = 128;
 
 /// The answer to a SEARCH, SORT or THREAD in a charset other than the two
 /// its strings are matched in (RFC 9051 §6.4.4: NO, naming those it takes).

@@ -35,6 +35,9 @@ pub(crate) fn flags_to_imap(flags: &Flags) -> Vec<Flag<'static>> {
 /// backslash-flags are dropped: they cannot be stored (RFC 9051 §2.3.2).
 pub(crate) fn flags_from_imap(flags: &[Flag<'_>]) -> Flags {
     let mut out = Flags::default();
+    // Keywords compare without case; a set, so a command naming very many
+    // costs their number, not its square.
+    let mut seen = std::collections::HashSet::new();
     for f in flags {
         match f {
             Flag::Seen => out.system |= flag::SEEN,
@@ -43,13 +46,9 @@ pub(crate) fn flags_from_imap(flags: &[Flag<'_>]) -> Flags {
             Flag::Deleted => out.system |= flag::DELETED,
             Flag::Draft => out.system |= flag::DRAFT,
             Flag::Keyword(atom) => {
-                let keyword = atom.inner().to_owned();
-                if !out
-                    .keywords
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(&keyword))
-                {
-                    out.keywords.push(keyword);
+                let keyword = atom.inner();
+                if seen.insert(keyword.to_ascii_lowercase()) {
+                    out.keywords.push(keyword.to_owned());
                 }
             }
             Flag::Extension(_) => {}

@@ -294,44 +294,49 @@ impl View {
     }
 
     /// Indices of the messages a sequence set (or UID set) names, ascending.
+    /// Each range becomes a span of indices (a binary search for UIDs);
+    /// the spans are merged before any message is touched, so a set of
+    /// many overlapping ranges costs its length plus the mailbox's, not
+    /// their product.
     pub fn select(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
         let count = self.messages.len();
         if count == 0 {
             return Vec::new();
         }
-        let mut picked = vec![false; count];
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(set.0.as_ref().len());
         for sequence in set.0.as_ref() {
             let (low, high) = match sequence {
                 Sequence::Single(one) => (*one, *one),
                 Sequence::Range(a, b) => (*a, *b),
             };
-            if uid {
+            let span = if uid {
                 let max = self.messages[count - 1].uid;
                 let (a, b) = (value(low, max), value(high, max));
                 let (lo, hi) = (a.min(b), a.max(b));
-                let start = self.messages.partition_point(|m| m.uid < lo);
-                for (index, message) in self.messages.iter().enumerate().skip(start) {
-                    if message.uid > hi {
-                        break;
-                    }
-                    picked[index] = true;
-                }
+                (
+                    self.messages.partition_point(|m| m.uid < lo),
+                    self.messages.partition_point(|m| m.uid <= hi),
+                )
             } else {
                 let max = count as u32;
                 let (a, b) = (value(low, max), value(high, max));
-                let (lo, hi) = (a.min(b), a.max(b).min(max));
-                for seq in lo..=hi {
-                    if seq >= 1 {
-                        picked[seq as usize - 1] = true;
-                    }
-                }
+                let (lo, hi) = (a.min(b).max(1), a.max(b).min(max));
+                (lo as usize - 1, hi as usize)
+            };
+            if span.0 < span.1 {
+                spans.push(span);
             }
         }
+        spans.sort_unstable();
+        let mut picked = Vec::new();
+        let mut next = 0;
+        for (start, end) in spans {
+            for index in start.max(next)..end {
+                picked.push(index);
+            }
+            next = next.max(end);
+        }
         picked
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.then_some(i))
-            .collect()
     }
 }
 
@@ -580,6 +585,15 @@ mod tests {
             "duplicates once, 9 is past the end"
         );
         assert_eq!(v.select(&set("*"), false), [4]);
+        // UIDs: ranges between and beyond the ones held, `*` the last.
+        assert_eq!(v.select(&set("4:9,20"), true), [1, 2, 4]);
+        assert_eq!(v.select(&set("9999:*"), true), [4]);
+        assert_eq!(v.select(&set("6:8"), true), Vec::<usize>::new());
+        assert_eq!(v.select(&set("10:3,5"), true), [0, 1, 2, 3]);
+        // Many overlapping ranges: each message once, in order.
+        let many = vec!["1:*"; 10_000].join(",");
+        assert_eq!(v.select(&set(&many), true), [0, 1, 2, 3, 4]);
+        assert_eq!(v.select(&set("5,1,3:2"), false), [0, 1, 2, 4]);
     }
 
     #[test]
