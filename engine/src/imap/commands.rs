@@ -413,9 +413,12 @@ impl Conn<'_> {
         if !valid_name(name) {
             return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
         }
+        let store = &*self.shard.store;
+        if mailbox::list(store, self.user())?.len() >= MAX_MAILBOXES {
+            return Ok(Done::No(Some("LIMIT"), "too many mailboxes"));
+        }
         // Superior names come into being too (RFC 9051 §6.3.4).
         let mut batch = WriteBatch::new();
-        let store = &*self.shard.store;
         let mut prefix = String::new();
         let levels: Vec<&str> = name.split('/').collect();
         for (i, level) in levels.iter().enumerate() {
@@ -1460,6 +1463,10 @@ pub(super) type Outcome = Result<Done, StoreError>;
 
 /// Keywords one message may carry (Dovecot's users rarely pass a dozen).
 const MAX_KEYWORDS: usize = 128;
+
+/// Mailboxes one account may have: each is listed, watched and kept in
+/// memory by its sessions.
+const MAX_MAILBOXES: usize = 10_000;
 
 /// The answer to a SEARCH, SORT or THREAD in a charset other than the two
 /// its strings are matched in (RFC 9051 §6.4.4: NO, naming those it takes).
