@@ -1252,19 +1252,21 @@ impl Conn<'_> {
         }
         // Keywords are kept per message and merged by the one commit writer
         // every shard shares: a message carries a bounded number of them.
-        let mut keywords = change.keywords.clone();
-        keywords.sort_unstable();
-        keywords.dedup();
-        let too_many = picked.iter().any(|&index| {
-            let have = &view.messages[index].row.flags.keywords;
-            let added = keywords.iter().filter(|k| !have.contains(k)).count();
-            let after = match how {
-                FlagChange::Replace => keywords.len(),
-                FlagChange::Add => have.len() + added,
-                FlagChange::Remove => 0,
-            };
-            after > MAX_KEYWORDS
-        });
+        // (A change that adds none passes, whatever a message carries.)
+        let too_many = !change.keywords.is_empty()
+            && picked.iter().any(|&index| {
+                let have = &view.messages[index].row.flags.keywords;
+                let new = |k: &&String| !have.iter().any(|h| h.eq_ignore_ascii_case(k));
+                let after = match how {
+                    FlagChange::Replace => change.keywords.len(),
+                    FlagChange::Add => match change.keywords.iter().filter(new).count() {
+                        0 => 0,
+                        added => have.len() + added,
+                    },
+                    FlagChange::Remove => 0,
+                };
+                after > MAX_KEYWORDS
+            });
         if too_many {
             return Ok(Done::No(Some("LIMIT"), "too many keywords on a message"));
         }

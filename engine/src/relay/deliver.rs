@@ -149,7 +149,11 @@ pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, No
     // An MX host that is us (and any less preferred) would send the mail
     // back to us; a configured route is the operator's (a content filter
     // on another port of this host).
-    if by_mx && relay.ourselves.prune(&mut targets, |t| t.addr) && targets.is_empty() {
+    let pruned = by_mx
+        && relay
+            .ourselves
+            .prune(&mut targets, |t| t.addr, |t| t.preference);
+    if pruned && targets.is_empty() {
         tracing::warn!(shard = relay.shard, %domain, "the best MX host of the domain is this server; bounced");
         return Err(NoRoute {
             permanent: true,

@@ -33,22 +33,35 @@ impl Ourselves {
         let ip = unmapped(target.ip());
         self.listeners.iter().any(|listener| {
             let bound = unmapped(listener.ip());
-            listener.port() == target.port()
-                && (bound == ip
-                    || bound.is_unspecified()
-                        && (ip.is_loopback()
-                            || ip.is_unspecified()
-                            || self.addresses.iter().any(|a| unmapped(*a) == ip)))
+            // 0.0.0.0 takes IPv4 only; `[::]` both (Linux's dual-stack
+            // default, which the listeners keep).
+            let covers = bound.is_unspecified()
+                && (bound.is_ipv6() || ip.is_ipv4())
+                && (ip.is_loopback()
+                    || ip.is_unspecified()
+                    || self.addresses.iter().any(|a| unmapped(*a) == ip));
+            listener.port() == target.port() && (bound == ip || covers)
         })
     }
 
-    /// Drop the targets from the first that is us on (they come best
-    /// first: the hosts less preferred than us would send the mail back
-    /// to us too). True when one was.
-    pub fn prune<T>(&self, targets: &mut Vec<T>, addr: impl Fn(&T) -> SocketAddr) -> bool {
-        match targets.iter().position(|t| self.is_us(addr(t))) {
-            Some(first) => {
-                targets.truncate(first);
+    /// Drop the targets that are us, and every one whose preference is
+    /// not better than ours (RFC 5321 §5.1: they would send the mail back
+    /// to us too), whatever order equal preferences were shuffled into.
+    /// True when one was us.
+    pub fn prune<T>(
+        &self,
+        targets: &mut Vec<T>,
+        addr: impl Fn(&T) -> SocketAddr,
+        preference: impl Fn(&T) -> u16,
+    ) -> bool {
+        let ours = targets
+            .iter()
+            .filter(|t| self.is_us(addr(t)))
+            .map(&preference)
+            .min();
+        match ours {
+            Some(ours) => {
+                targets.retain(|t| preference(t) < ours);
                 true
             }
             None => false,
@@ -119,9 +132,12 @@ mod tests {
             !us.is_us(addr("127.0.0.1:2525")),
             "another port: a content filter"
         );
-        // This host's interfaces, whatever they are, are ours.
+        // This host's interfaces, whatever they are, are ours (IPv4 ones
+        // on an IPv4 listener; IPv6 ones too on `[::]`).
+        let dual = Ourselves::new(vec![addr("[::]:25")], []);
         for ip in interface_addresses() {
-            assert!(us.is_us(SocketAddr::new(ip, 25)), "{ip}");
+            assert_eq!(us.is_us(SocketAddr::new(ip, 25)), ip.is_ipv4(), "{ip}");
+            assert!(dual.is_us(SocketAddr::new(ip, 25)), "{ip}");
         }
     }
 
@@ -135,24 +151,35 @@ mod tests {
     }
 
     #[test]
-    fn targets_from_ours_on_are_dropped() {
+    fn targets_as_preferred_as_us_or_less_are_dropped() {
         let us = Ourselves::new(vec![addr("0.0.0.0:25")], []);
+        let prune = |targets: &mut Vec<(u16, SocketAddr)>| us.prune(targets, |t| t.1, |t| t.0);
         let mut targets = vec![
-            addr("192.0.2.1:25"),
-            addr("127.0.0.1:25"),
-            addr("192.0.2.2:25"),
+            (5, addr("192.0.2.1:25")),
+            (10, addr("192.0.2.3:25")),
+            (10, addr("127.0.0.1:25")),
+            (20, addr("192.0.2.2:25")),
         ];
-        assert!(us.prune(&mut targets, |t| *t));
+        assert!(prune(&mut targets));
         assert_eq!(
             targets,
-            [addr("192.0.2.1:25")],
-            "a primary that is not us stays"
+            [(5, addr("192.0.2.1:25"))],
+            "only the better one stays"
         );
-        let mut only_us = vec![addr("127.0.0.1:25")];
-        assert!(us.prune(&mut only_us, |t| *t));
+        let mut only_us = vec![(10, addr("127.0.0.1:25"))];
+        assert!(prune(&mut only_us));
         assert!(only_us.is_empty());
-        let mut others = vec![addr("192.0.2.1:25")];
-        assert!(!us.prune(&mut others, |t| *t));
+        let mut others = vec![(10, addr("192.0.2.1:25"))];
+        assert!(!prune(&mut others));
         assert_eq!(others.len(), 1);
+    }
+
+    #[test]
+    fn an_ipv4_listener_is_not_reached_over_ipv6() {
+        let v4 = Ourselves::new(vec![addr("0.0.0.0:25")], []);
+        assert!(!v4.is_us(addr("[::1]:25")));
+        let both = Ourselves::new(vec![addr("[::]:25")], []);
+        assert!(both.is_us(addr("[::1]:25")));
+        assert!(both.is_us(addr("127.0.0.1:25")));
     }
 }

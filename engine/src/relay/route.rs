@@ -49,6 +49,9 @@ pub struct Target {
     pub host: String,
     /// Address and port to connect to.
     pub addr: SocketAddr,
+    /// The host's MX preference (0 for a route, an implicit MX or an
+    /// address literal).
+    pub preference: u16,
 }
 
 /// Why a destination has no address to try.
@@ -104,6 +107,7 @@ impl Router {
                         host.addrs.into_iter().map(move |ip| Target {
                             host: host.name.clone(),
                             addr: SocketAddr::new(ip, port),
+                            preference: host.preference,
                         })
                     })
                     .collect();
@@ -144,6 +148,7 @@ async fn resolve_static(route: &HostPort) -> Result<Vec<Target>, NoRoute> {
         return Ok(vec![Target {
             host: route.host.clone(),
             addr: SocketAddr::new(ip, route.port),
+            preference: 0,
         }]);
     }
     let (host, port) = (route.host.clone(), route.port);
@@ -156,6 +161,7 @@ async fn resolve_static(route: &HostPort) -> Result<Vec<Target>, NoRoute> {
             .map(|addr| Target {
                 host: route.host.clone(),
                 addr,
+                preference: 0,
             })
             .collect()),
         Ok(_) | Err(_) => Err(NoRoute {

@@ -239,12 +239,15 @@ pub fn asks_to_slow_down(reply: &ServerReply, operator_rules: &[bounce_class::Ru
     if text.contains("greylist") || text.contains("graylist") {
         return false;
     }
+    if reply.code == 421 {
+        return true;
+    }
     // "452 4.5.3 Too many recipients" (RFC 5321 §4.5.3.1.10) asks for the
     // rest in another transaction, not for less traffic.
-    if status == "4.5.3" || text.contains("too many recipients") {
+    if status == "4.5.3" || reply.code == 452 && text.contains("too many recipients") {
         return false;
     }
-    reply.code == 421 || SLOW_DOWN_WORDS.iter().any(|w| text.contains(w))
+    SLOW_DOWN_WORDS.iter().any(|w| text.contains(w))
 }
 
 /// Why a connection cannot be opened to a site now.
@@ -983,6 +986,12 @@ mod tests {
             "Your message has too many recipients"
         )));
         assert!(!slows(reply(452, None, "Too many recipients")));
+        assert!(slows(reply(
+            421,
+            Some("4.7.0"),
+            "too many recipients this hour"
+        )));
+        assert!(slows(reply(450, None, "too many recipients this hour")));
         assert!(!slows(reply(550, Some("5.7.1"), "too many connections")));
         let mut local = reply(421, Some("4.4.1"), "cannot connect");
         local.local = true;
