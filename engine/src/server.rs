@@ -371,7 +371,12 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             }
             Some(admin)
         }
-        None => None,
+        None => {
+            // No control plane: an address left by an earlier run must not
+            // send the CLI (and its token) to whoever listens there now.
+            let _ = std::fs::remove_file(crate::admin::address_path(&config.data_dir));
+            None
+        }
     };
 
     let webhook = match config.webhook.enabled() {
@@ -687,6 +692,8 @@ impl RunningServer {
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
+            // Nothing listens there any more (see `start`).
+            let _ = std::fs::remove_file(crate::admin::address_path(&self.config.data_dir));
         }
         // The shards and relays are gone: so are the other senders of the
         // mail log, and its writer writes what is left and ends.

@@ -288,7 +288,11 @@ impl Poster {
         let code = status.as_u16();
         match code {
             200..=299 => Ok(()),
-            400..=499 if code != 408 && code != 429 => Err(Failed::Refused(code as usize)),
+            // What is wrong with the events themselves: they are dropped
+            // (one by one, to find which). Anything else (401, 403, 404: a
+            // rotated secret, a deploy) is the endpoint's to mend, and the
+            // events wait for it.
+            400 | 413 | 415 | 422 => Err(Failed::Refused(code as usize)),
             _ => Err(Failed::Retry(format!("the endpoint answered {status}"))),
         }
     }
@@ -296,7 +300,8 @@ impl Poster {
 
 /// Why a POST did not take.
 enum Failed {
-    /// Try the same again later (no connection, a timeout, 5xx, 408, 429).
+    /// Try the same again later (no connection, a timeout, 5xx, 401, 403,
+    /// 404, 408, 429: any answer but those that refuse the events).
     Retry(String),
     /// The endpoint refuses it for good (4xx): the status, or from
     /// `post_some` the number of events refused together.

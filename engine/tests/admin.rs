@@ -171,7 +171,11 @@ fn the_api_wants_the_token() {
     let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
     assert_eq!(config["smtp"]["local_domains"][0], "ours.test", "{config}");
     assert_eq!(request(addr, "GET", "/api/v1/config", &[], "").status, 401);
+    let address_file = ringpost_engine::admin::address_path(&server.config().data_dir);
+    assert!(address_file.exists());
     server.shutdown();
+    // Nothing listens there now: the CLI must not send the token there.
+    assert!(!address_file.exists());
 }
 
 #[test]

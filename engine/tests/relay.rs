@@ -961,6 +961,16 @@ fn a_hold_outlives_a_restart_and_release_delivers() {
         r#"{"domain":"dead.test"}"#,
     );
     assert_eq!(again["not_applicable"], 1, "{again}");
+    // A field misspelt or mistyped is refused, not dropped (which would
+    // leave a filter naming more than was meant).
+    for wrong in [
+        r#"{"state":"deferred","min_age_secs":"3600"}"#,
+        r#"{"domain":["dead.test"],"state":"held"}"#,
+        r#"{"id":"X","state":"held"}"#,
+    ] {
+        let (status, answer) = admin_call(&server, "POST", "/api/v1/queue/release", wrong, true);
+        assert_eq!(status, 400, "{wrong}: {answer}");
+    }
     server.shutdown();
     drop(dns);
 
@@ -3202,8 +3212,11 @@ fn each_webhook_endpoint_gets_its_events_on_its_own() {
     ];
     let dns = TestDns::start("test.", &zone);
     let everything = EventSink::start("127.0.0.1:0".parse().unwrap(), 0).unwrap();
-    // Down for its first four POSTs, and it only wants outcomes.
-    let outcomes = EventSink::start("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+    // Refusing its first four POSTs as unauthorized (its secret being
+    // rotated: the events wait, none is dropped), and it only wants
+    // outcomes.
+    let outcomes =
+        EventSink::start_answering("127.0.0.1:0".parse().unwrap(), 4, "401 Unauthorized").unwrap();
     let (server, _dir) = start_server(|c| {
         relay_to(dns.addr(), port)(c);
         with_admin(c);

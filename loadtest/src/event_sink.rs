@@ -37,6 +37,25 @@ impl EventSink {
         fail_first: usize,
         refuse: Option<String>,
     ) -> std::io::Result<EventSink> {
+        EventSink::start_with(addr, fail_first, "503 Service Unavailable", refuse)
+    }
+
+    /// Answer the first `fail_first` POSTs with `status` (e.g. `"401
+    /// Unauthorized"`: an endpoint whose secret is being rotated).
+    pub fn start_answering(
+        addr: SocketAddr,
+        fail_first: usize,
+        status: &'static str,
+    ) -> std::io::Result<EventSink> {
+        EventSink::start_with(addr, fail_first, status, None)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        fail_first: usize,
+        failing: &'static str,
+        refuse: Option<String>,
+    ) -> std::io::Result<EventSink> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -45,7 +64,7 @@ impl EventSink {
             .name("event-sink".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let _ = serve(stream, &serving, fail_first, refuse.as_deref());
+                    let _ = serve(stream, &serving, (fail_first, failing), refuse.as_deref());
                 }
             })?;
         Ok(EventSink { addr, shared })
@@ -89,10 +108,11 @@ impl EventSink {
     }
 }
 
+/// Answer one POST; the first `fail_first` with `failing`.
 fn serve(
     stream: TcpStream,
     shared: &Shared,
-    fail_first: usize,
+    (fail_first, failing): (usize, &str),
     refuse: Option<&str>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -135,7 +155,7 @@ fn serve(
         (false, None) => "400 Bad Request",
         (true, _) => {
             shared.refused.fetch_add(1, Ordering::Relaxed);
-            "503 Service Unavailable"
+            failing
         }
     };
     write!(

@@ -532,7 +532,42 @@ fn query_filter(query: &str) -> Result<(Filter, usize), String> {
 /// A queue filter from a JSON body; it must name something (`"all":
 /// true` for everything), so an empty body never acts on the whole queue.
 fn body_filter(body: &Value) -> Result<Filter, String> {
-    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+    // A field misspelt or of the wrong type must not be dropped silently:
+    // the filter left would name more entries than the caller meant.
+    const KEYS: [&str; 7] = [
+        "ids",
+        "domain",
+        "sender",
+        "recipient",
+        "min_age_secs",
+        "state",
+        "all",
+    ];
+    let Some(fields) = body.as_object() else {
+        return Err("the body is a JSON object".into());
+    };
+    if let Some(unknown) = fields.keys().find(|key| !KEYS.contains(&key.as_str())) {
+        return Err(format!("unknown field \"{unknown}\""));
+    }
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(format!("\"{key}\" is a string")),
+        }
+    };
+    let min_age_secs = match body.get("min_age_secs") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .ok_or("\"min_age_secs\" is a number of seconds")?,
+        ),
+    };
+    let all = match body.get("all") {
+        None | Some(Value::Null) => false,
+        Some(value) => value.as_bool().ok_or("\"all\" is true or false")?,
+    };
     let ids = match body.get("ids") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ids)) => ids
@@ -544,13 +579,12 @@ fn body_filter(body: &Value) -> Result<Filter, String> {
     };
     let filter = Filter {
         ids,
-        domain: text("domain"),
-        sender: text("sender"),
-        recipient: text("recipient"),
-        min_age_secs: body.get("min_age_secs").and_then(Value::as_u64),
-        state: text("state").map(|s| State::parse(&s)).transpose()?,
+        domain: text("domain")?,
+        sender: text("sender")?,
+        recipient: text("recipient")?,
+        min_age_secs,
+        state: text("state")?.map(|s| State::parse(&s)).transpose()?,
     };
-    let all = body.get("all").and_then(Value::as_bool) == Some(true);
     if filter == Filter::default() && !all {
         return Err("name the entries (ids, domain, sender, recipient, min_age_secs, state), or say \"all\": true".into());
     }

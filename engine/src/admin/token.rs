@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The file name of the token in the data dir.
@@ -39,7 +39,10 @@ impl Token {
     /// is none yet.
     pub fn load_or_create(path: &Path) -> io::Result<Token> {
         match fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => return Ok(Token(text.trim().to_owned())),
+            Ok(text) if !text.trim().is_empty() => {
+                warn_if_readable_by_others(path);
+                return Ok(Token(text.trim().to_owned()));
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -57,6 +60,10 @@ impl Token {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
+        // `mode` applies only to a file it creates: one that was there
+        // (empty, made by hand or restored) is made private before the
+        // secret goes in.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(format!("{token}\n").as_bytes())?;
         file.sync_all()?;
         Ok(Token(token))
@@ -84,6 +91,16 @@ impl Token {
     }
 }
 
+/// Say so when the token file can be read by others than its owner: the
+/// token is the whole control plane.
+fn warn_if_readable_by_others(path: &Path) {
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "the admin token file can be read by others; chmod 600 it");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +119,14 @@ mod tests {
             Token::load_or_create(&path).unwrap().secret(),
             token.secret()
         );
+        // An empty file left readable by others is made private before
+        // the new secret goes in.
+        let other = dir.path().join("touched.token");
+        fs::write(&other, "").unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o644)).unwrap();
+        Token::load_or_create(&other).unwrap();
+        let mode = fs::metadata(&other).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let header = format!("Bearer {}", token.secret());
         assert!(token.admits(Some(header.as_bytes())));
         assert!(!token.admits(None));

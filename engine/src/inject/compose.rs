@@ -323,10 +323,14 @@ fn build(built: &Built, letter: &Letter<'_>) -> Result<Vec<u8>, String> {
         (None, Some(one)) => address(one, vars)?,
         (None, None) => "undisclosed-recipients:;".to_owned(),
     };
+    // The subject as given, not only what substitutions put in it: a line
+    // break there would start a header of the caller's choosing.
+    let subject = fill(&built.subject, vars, true)?.into_owned();
+    header_safe(&subject, "the subject")?;
     let mut message = MessageBuilder::new()
         .header("From", Raw::new(address(&built.from, vars)?))
         .header("To", Raw::new(to))
-        .subject(fill(&built.subject, vars, true)?.into_owned());
+        .subject(subject);
     if let Some(cc) = &built.cc {
         message = message.header("Cc", Raw::new(addresses(cc, vars)?));
     }
@@ -739,6 +743,16 @@ mod tests {
         b.attachments[0].file_name = Some("a.bin\r\nX-Evil: 1".into());
         let problem = render(&Content::Built(Box::new(b)), &letter(None, None)).unwrap_err();
         assert!(problem.contains("control character"), "{problem}");
+        // A literal subject too (mail-builder writes a short ASCII one raw).
+        for subject in ["Hi\r\nBcc: victim@z.test", "Hi\r\n\r\n<html>"] {
+            let mut b = built();
+            b.subject = subject.into();
+            let problem = render(&Content::Built(Box::new(b)), &letter(None, None)).unwrap_err();
+            assert!(
+                problem.contains("the subject has a control character"),
+                "{problem}"
+            );
+        }
     }
 
     #[test]
