@@ -111,6 +111,35 @@ impl Client {
     }
 }
 
+/// Open `count` SMTP sessions to `addr`, each taken by `begin` as far as
+/// the 354 of DATA (all of them before any sends its message), then end
+/// each message in turn: the replies after the final dot, in order. What
+/// a limit checked at RCPT and again at the end of DATA does with
+/// sessions that passed RCPT together.
+pub fn messages_ended_together(
+    addr: std::net::SocketAddr,
+    count: usize,
+    begin: impl Fn(&mut Client),
+) -> Vec<String> {
+    let mut sessions: Vec<Client> = (0..count)
+        .map(|_| {
+            let (mut c, _) = Client::connect(addr);
+            begin(&mut c);
+            assert!(c.cmd("DATA").starts_with("354"));
+            c
+        })
+        .collect();
+    sessions
+        .iter_mut()
+        .map(|c| c.cmd("Subject: at once\r\n\r\nhi\r\n."))
+        .collect()
+}
+
+/// How many of `replies` start with `prefix`.
+pub fn count_starting(replies: &[String], prefix: &str) -> usize {
+    replies.iter().filter(|r| r.starts_with(prefix)).count()
+}
+
 /// Fetch a URL path from a local HTTP server.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut c = TcpStream::connect(addr).unwrap();

@@ -589,25 +589,13 @@ fn sessions_that_passed_rcpt_together_do_not_overfill_a_mailbox() {
         config.quota.messages = 2;
     });
     add_user(&server, "alice@ours.test");
-    let mut sessions: Vec<common::Client> = (0..4)
-        .map(|_| {
-            let (mut c, _) = common::Client::connect(server.smtp_addr());
-            c.cmd("EHLO client.test");
-            assert!(c.cmd("MAIL FROM:<x@far.test>").starts_with("250"));
-            assert!(c.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
-            assert!(c.cmd("DATA").starts_with("354"));
-            c
-        })
-        .collect();
-    let replies: Vec<String> = sessions
-        .iter_mut()
-        .map(|c| c.cmd("Subject: at once\r\n\r\nhi\r\n."))
-        .collect();
-    let stored = replies.iter().filter(|r| r.starts_with("250 ")).count();
-    let full = replies
-        .iter()
-        .filter(|r| r.starts_with("452 4.2.2"))
-        .count();
+    let replies = common::messages_ended_together(server.smtp_addr(), 4, |c| {
+        c.cmd("EHLO client.test");
+        assert!(c.cmd("MAIL FROM:<x@far.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+    });
+    let stored = common::count_starting(&replies, "250 ");
+    let full = common::count_starting(&replies, "452 4.2.2");
     assert_eq!((stored, full), (2, 2), "{replies:?}");
     let mut a = alice_in_inbox(&server);
     let status = a.tagged("s", "STATUS INBOX (MESSAGES)");

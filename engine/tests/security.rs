@@ -875,26 +875,14 @@ fn sessions_of_one_account_at_once_share_its_sending_rate() {
     });
     add_user(&server, "alice@ours.test");
     let plain = ringpost_protocols::sasl::encode(b"\0alice@ours.test\0secret");
-    let mut sessions: Vec<Client> = (0..5)
-        .map(|_| {
-            let (mut c, _) = Client::connect(server.submission_addr().unwrap());
-            c.cmd("EHLO client.test");
-            assert!(c.cmd(&format!("AUTH PLAIN {plain}")).starts_with("235"));
-            assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
-            assert!(c.cmd("RCPT TO:<friend@far.test>").starts_with("250"));
-            assert!(c.cmd("DATA").starts_with("354"));
-            c
-        })
-        .collect();
-    let replies: Vec<String> = sessions
-        .iter_mut()
-        .map(|c| c.cmd("Subject: at once\r\n\r\nhi\r\n."))
-        .collect();
-    let stored = replies.iter().filter(|r| r.starts_with("250 ")).count();
-    let waiting = replies
-        .iter()
-        .filter(|r| r.starts_with("450 4.7.1"))
-        .count();
+    let replies = common::messages_ended_together(server.submission_addr().unwrap(), 5, |c| {
+        c.cmd("EHLO client.test");
+        assert!(c.cmd(&format!("AUTH PLAIN {plain}")).starts_with("235"));
+        assert!(c.cmd("MAIL FROM:<alice@ours.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<friend@far.test>").starts_with("250"));
+    });
+    let stored = common::count_starting(&replies, "250 ");
+    let waiting = common::count_starting(&replies, "450 4.7.1");
     assert_eq!((stored, waiting), (2, 3), "{replies:?}");
     server.shutdown();
 }

@@ -282,14 +282,7 @@ impl View<'_> {
                 self.release_ref(&row.message)?;
                 meta.messages = meta.messages.saturating_sub(1);
                 meta.bytes = meta.bytes.saturating_sub(row.size);
-                let records = expunged_prefix(user, meta.uidvalidity);
-                let mut floor = records.clone();
-                floor.extend_from_slice(&0u32.to_be_bytes());
-                if self.get(Family::MailboxMeta, &floor)?.is_none() {
-                    // Recorded from here on (a mailbox from before records).
-                    let since = meta.highest_modseq.to_be_bytes().to_vec();
-                    self.put(Family::MailboxMeta, floor, since);
-                }
+                let records = self.expunges_recorded(user, &meta)?;
                 meta.highest_modseq += 1;
                 let mut record = records;
                 record.extend_from_slice(&uid.to_be_bytes());
@@ -464,6 +457,20 @@ impl View<'_> {
         })
     }
 
+    /// The prefix of `meta`'s mailbox's expunge records, making sure they
+    /// are kept from now on: a mailbox from before records gets its floor
+    /// (the modseq from which the record is complete) first.
+    fn expunges_recorded(&mut self, user: &str, meta: &MailboxMeta) -> Result<Vec<u8>, StoreError> {
+        let records = expunged_prefix(user, meta.uidvalidity);
+        let mut floor = records.clone();
+        floor.extend_from_slice(&0u32.to_be_bytes());
+        if self.get(Family::MailboxMeta, &floor)?.is_none() {
+            let since = meta.highest_modseq.to_be_bytes().to_vec();
+            self.put(Family::MailboxMeta, floor, since);
+        }
+        Ok(records)
+    }
+
     /// RENAME INBOX (RFC 9051 §6.3.6): its messages move to a new mailbox
     /// `to`, and INBOX stays, empty, with its UIDVALIDITY: sessions that
     /// have it selected see the messages expunged, not the mailbox gone.
@@ -483,13 +490,7 @@ impl View<'_> {
         let mut floor = expunged_prefix(user, moved.uidvalidity);
         floor.extend_from_slice(&0u32.to_be_bytes());
         self.put(Family::MailboxMeta, floor, 0u64.to_be_bytes().to_vec());
-        let records = expunged_prefix(user, inbox.uidvalidity);
-        let mut inbox_floor = records.clone();
-        inbox_floor.extend_from_slice(&0u32.to_be_bytes());
-        if self.get(Family::MailboxMeta, &inbox_floor)?.is_none() {
-            let since = inbox.highest_modseq.to_be_bytes().to_vec();
-            self.put(Family::MailboxMeta, inbox_floor, since);
-        }
+        let records = self.expunges_recorded(user, &inbox)?;
         inbox.highest_modseq += 1;
         let expunged_at = inbox.highest_modseq.to_be_bytes().to_vec();
         let prefix = rows_prefix(user, inbox.uidvalidity);

@@ -27,6 +27,25 @@ fn said(s: &mut ServerSession) -> String {
     text
 }
 
+/// A trusted session at `t0` with a recipient accepted, content allowed
+/// 5 s plus a second per 100 bytes.
+fn in_transaction(t0: Instant) -> ServerSession {
+    let config = ServerConfig {
+        command_timeout: secs(300),
+        data_timeout: secs(5),
+        min_data_rate: 100,
+        ..config()
+    };
+    let mut s = session(config, trusted(), t0);
+    s.receive(
+        t0,
+        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n",
+    );
+    assert!(matches!(s.poll_event(), Some(Event::Recipient { .. })));
+    s.accept_recipient();
+    s
+}
+
 fn trusted() -> Peer {
     Peer {
         trusted: true,
@@ -86,20 +105,8 @@ fn the_command_timer_starts_when_the_reply_is_out() {
 
 #[test]
 fn content_must_keep_the_minimum_rate() {
-    let config = ServerConfig {
-        command_timeout: secs(300),
-        data_timeout: secs(5),
-        min_data_rate: 100,
-        ..config()
-    };
     let t0 = Instant::now();
-    let mut s = session(config, trusted(), t0);
-    s.receive(
-        t0,
-        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n",
-    );
-    assert!(matches!(s.poll_event(), Some(Event::Recipient { .. })));
-    s.accept_recipient();
+    let mut s = in_transaction(t0);
     s.receive(t0, b"DATA\r\n");
     said(&mut s);
     // 5 s allowance + 1 s per 100 bytes received.
@@ -124,20 +131,8 @@ fn content_must_keep_the_minimum_rate() {
 fn each_bdat_chunk_has_its_own_allowance() {
     // A pause between chunks is the command timeout's business: the next
     // chunk still gets the whole content allowance.
-    let config = ServerConfig {
-        command_timeout: secs(300),
-        data_timeout: secs(5),
-        min_data_rate: 100,
-        ..config()
-    };
     let t0 = Instant::now();
-    let mut s = session(config, trusted(), t0);
-    s.receive(
-        t0,
-        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n",
-    );
-    assert!(matches!(s.poll_event(), Some(Event::Recipient { .. })));
-    s.accept_recipient();
+    let mut s = in_transaction(t0);
     s.receive(t0, b"BDAT 300\r\n");
     s.receive(t0 + secs(1), &[b'x'; 300]);
     assert!(said(&mut s).ends_with("250 2.0.0 300 octets received\r\n"));
