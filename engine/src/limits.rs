@@ -18,6 +18,20 @@ const MAX_TRACKED: usize = 100_000;
 /// Addresses remembered per locked account.
 const MAX_IPS_PER_ACCOUNT: usize = 1024;
 
+/// The key a client's limits are kept under: its IPv4 address (an
+/// IPv4-mapped IPv6 one too), or its IPv6 /64. One host is given a whole
+/// /64, so counting per /128 would let it take any number of addresses,
+/// each with a fresh allowance.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match crate::config::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -126,7 +140,7 @@ impl ConnectionLimits {
             });
         }
         drop(settings);
-        let ip = crate::config::canonical(ip);
+        let ip = client_key(ip);
         let per_minute = f64::from(per_minute);
         let mut clients = lock(&self.clients);
         if clients.len() >= MAX_TRACKED {
@@ -288,7 +302,7 @@ impl AuthGuard {
     /// May `ip` try to log in as `account` now? (A query: see
     /// [`AuthGuard::attempt`] for a login.)
     pub fn check(&self, ip: IpAddr, account: &str, now: Instant) -> AuthVerdict {
-        let ip = crate::config::canonical(ip);
+        let ip = client_key(ip);
         self.verdict(&lock(&self.state), ip, account, now)
     }
 
@@ -325,7 +339,7 @@ impl AuthGuard {
     /// otherwise the attempt, to be ended with its outcome. An address
     /// with recent failures holds a place against its limit until then.
     pub fn attempt(&self, ip: IpAddr, account: &str, now: Instant) -> Result<Attempt<'_>, Locked> {
-        let ip = crate::config::canonical(ip);
+        let ip = client_key(ip);
         let mut state = lock(&self.state);
         let AuthVerdict::Allowed { clean } = self.verdict(&state, ip, account, now) else {
             return Err(Locked);
@@ -347,14 +361,14 @@ impl AuthGuard {
     /// A login from `ip` as `account` failed; returns the lockouts it
     /// started.
     pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) -> Vec<Lockout> {
-        self.ended(crate::config::canonical(ip), account, false, Some(now))
+        self.ended(client_key(ip), account, false, Some(now))
     }
 
     /// A login from `ip` as `account` succeeded: the address's failures
     /// are forgiven when they were all for this account (its owner
     /// mistyping), not when they were guesses at others.
     pub fn succeeded(&self, ip: IpAddr, account: &str, now: Instant) {
-        let ip = crate::config::canonical(ip);
+        let ip = client_key(ip);
         let mut state = lock(&self.state);
         if state.ips.get(&ip).is_some_and(|f| {
             !f.failures.locked(now)
@@ -564,6 +578,27 @@ mod tests {
             lockout_secs: 120,
             ..LimitsConfig::default()
         }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let limits = ConnectionLimits::new(&config(), &[]);
+        let t = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _first = limits.admit(a, t).unwrap();
+        let _second = limits.admit(b, t).unwrap();
+        assert_eq!(
+            limits.admit("2001:db8:1:2::77".parse().unwrap(), t).err(),
+            Some(Refusal::PerIp),
+            "another address of the same /64"
+        );
+        assert!(limits.admit(elsewhere, t).is_ok());
+        assert_eq!(
+            client_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
