@@ -429,6 +429,7 @@ fn deliver_locally(data_dir: &Path, user: &str) -> ringpost_storage::spool::Mess
             received_at: 1_700_000_000_000_000,
             size: body.len() as u64,
             recipients: Vec::new(),
+            dsn: Default::default(),
         },
         body,
         queue: Vec::new(),

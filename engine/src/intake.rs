@@ -6,8 +6,11 @@
 //! one queue entry per domain. It is committed as one batch, so a crash
 //! leaves either all of it or none of it, and the body is stored once.
 
+use ringpost_protocols::smtp::dsn_request::Ret;
 use ringpost_protocols::smtp::{replies, Reply, Transaction};
-use ringpost_storage::spool::{Envelope, MessageId, NewMessage, QueueEntry};
+use ringpost_storage::spool::{
+    DsnRequest, Envelope, MessageId, NewMessage, QueueEntry, RecipientDsn,
+};
 use ringpost_storage::StoreError;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -100,7 +103,48 @@ pub fn new_message(
         is_local: origin.is_local,
         pool: origin.pool,
     };
-    stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros)
+    let mut message = stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros);
+    message.envelope.dsn = dsn_request(tx, &message.envelope.recipients);
+    message
+}
+
+/// The DSN parameters of `tx` (RFC 3461) the relay needs: ENVID, RET, and
+/// the NOTIFY and ORCPT of the recipients in `relayed`.
+fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
+    let recipients = tx
+        .recipients
+        .iter()
+        .zip(&tx.recipient_requests)
+        .filter(|(address, request)| !request.is_empty() && relayed.contains(address))
+        .map(|(address, request)| RecipientDsn {
+            recipient: address.clone(),
+            notify: request.notify.map(|n| n.bits()),
+            orcpt: request.orcpt.clone(),
+        })
+        .collect();
+    DsnRequest {
+        envid: tx.envid.clone(),
+        ret: ret_to_store(tx.ret),
+        recipients,
+    }
+}
+
+/// RET= as [`DsnRequest::ret`] keeps it: 0 none, 1 FULL, 2 HDRS.
+fn ret_to_store(ret: Option<Ret>) -> u8 {
+    match ret {
+        None => 0,
+        Some(Ret::Full) => 1,
+        Some(Ret::Headers) => 2,
+    }
+}
+
+/// RET= from [`DsnRequest::ret`].
+pub fn ret_from_store(ret: u8) -> Option<Ret> {
+    match ret {
+        1 => Some(Ret::Full),
+        2 => Some(Ret::Headers),
+        _ => None,
+    }
 }
 
 /// How recipients are told apart (our name and which domains are local),
@@ -138,6 +182,7 @@ pub fn stored(
         received_at: now_micros,
         size: body.len() as u64,
         recipients: remote,
+        dsn: DsnRequest::default(),
     };
     let queue = split
         .remote

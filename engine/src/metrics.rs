@@ -49,6 +49,7 @@ pub struct Metrics {
     smtp_timeouts: Family<Labels, Counter>,
     smtp_commit_wait: HistogramFamily,
     local_deliveries: Family<Labels, Counter>,
+    delivery_notices: Family<Labels, Counter>,
     dkim_signed: Family<Labels, Counter>,
     store_commits: Counter,
     store_commit_errors: Counter,
@@ -717,6 +718,8 @@ pub struct ShardMetrics {
     pub commit_wait: Histogram,
     /// INBOX rows written for local accounts.
     pub local_deliveries: Counter,
+    /// DSNs reporting local deliveries the sender asked to hear of.
+    pub delivery_notices: Counter,
     /// Messages DKIM-signed at acceptance.
     pub dkim_signed: Counter,
 }
@@ -735,6 +738,7 @@ impl Metrics {
             smtp_timeouts: Family::default(),
             smtp_commit_wait: Family::new_with_constructor(latency_histogram),
             local_deliveries: Family::default(),
+            delivery_notices: Family::default(),
             dkim_signed: Family::default(),
             store_commits: Counter::default(),
             store_commit_errors: Counter::default(),
@@ -838,6 +842,11 @@ impl Metrics {
             "local_deliveries",
             "Messages put into a local user's INBOX on arrival (one per account)",
             m.local_deliveries.clone(),
+        );
+        registry.register(
+            "local_delivery_dsns",
+            "DSNs queued on arrival for local deliveries the sender asked to hear of (NOTIFY=SUCCESS)",
+            m.delivery_notices.clone(),
         );
         for (name, help, gauge) in [
             (
@@ -1239,6 +1248,7 @@ impl Metrics {
             timeouts: self.smtp_timeouts.get_or_create(&labels).clone(),
             commit_wait: self.smtp_commit_wait.get_or_create(&labels).clone(),
             local_deliveries: self.local_deliveries.get_or_create(&labels).clone(),
+            delivery_notices: self.delivery_notices.get_or_create(&labels).clone(),
             dkim_signed: self.dkim_signed.get_or_create(&labels).clone(),
         }
     }

@@ -396,6 +396,7 @@ mod tests {
                 received_at: id.unix_micros(),
                 size: 100 + seq,
                 recipients: entry.recipients.clone(),
+                dsn: Default::default(),
             },
         );
         spool::put_queue_entry(&mut batch, &entry);

@@ -14,6 +14,7 @@ use crate::conn::{Connection, Protocol};
 use crate::intake::{self, Origin};
 use crate::mail_auth;
 use crate::maillog::Accepted;
+use crate::relay::bounce;
 use crate::shard::{Service, Shard};
 use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
@@ -197,11 +198,15 @@ impl Smtp<'_> {
             .filter(|w| *w == b"DKIM-Signature:")
             .count();
         let account = tx.authenticated.clone();
+        let notice = self.delivered_notice(&tx, &message, now);
         smtp.recycle(tx.data);
         let size = message.body.len() as u64;
         let local = message.mailboxes.len() + message.junk.len();
         // The owners of the entries hear of them once they are durable.
-        let queue = shard.hub.is_some().then(|| message.queue.clone());
+        let mut queue = shard.hub.is_some().then(|| message.queue.clone());
+        if let (Some(queue), Some(notice)) = (&mut queue, &notice) {
+            queue.extend(notice.queue.iter().cloned());
+        }
         let queue_id = id.to_hex();
         let accepted = Accepted {
             queue_id: &queue_id,
@@ -229,6 +234,10 @@ impl Smtp<'_> {
             }
         }
         let mut batch = message.into_batch();
+        let notice_id = notice.as_ref().map(|n| n.id);
+        if let Some(notice) = notice {
+            batch.append(notice.into_batch());
+        }
         if let Some(events) = &shard.events {
             events.add(&mut batch, "reception", accepted.fields());
         }
@@ -250,6 +259,10 @@ impl Smtp<'_> {
                 shard.metrics.bytes.inc_by(size);
                 shard.metrics.local_deliveries.inc_by(local as u64);
                 shard.maillog.accepted(&accepted);
+                if let Some(dsn_id) = notice_id {
+                    shard.metrics.delivery_notices.inc();
+                    tracing::info!(shard = shard.id, %queue_id, %dsn_id, to = %tx.mail_from, "DSN queued: delivered, as the sender asked (NOTIFY=SUCCESS)");
+                }
                 smtp.message_stored(&queue_id);
             }
             // The commit writer logs a full disk once per episode.
@@ -267,6 +280,42 @@ impl Smtp<'_> {
 }
 
 impl Smtp<'_> {
+    /// The DSN for the local recipients of `tx` that asked to hear of
+    /// delivery (NOTIFY=SUCCESS, RFC 3461), committed with the message:
+    /// it is delivered to their mailboxes in that same commit.
+    fn delivered_notice(
+        &self,
+        tx: &Transaction,
+        message: &ringpost_storage::spool::NewMessage,
+        now: u64,
+    ) -> Option<ringpost_storage::spool::NewMessage> {
+        if tx.mail_from.is_empty() {
+            return None;
+        }
+        let shard = self.shard;
+        let config = shard.config();
+        let is_local = |domain: &str| config.is_local_domain(domain);
+        let reported = bounce::delivered_to_report(tx, &is_local);
+        if reported.is_empty() {
+            return None;
+        }
+        let to = intake::Recipients {
+            hostname: &config.hostname,
+            is_local: &is_local,
+            pool: config.relay.default_pool.as_deref(),
+        };
+        let id = shard.next_id(now);
+        Some(bounce::new_dsn(
+            id,
+            &to,
+            &message.id,
+            &message.envelope,
+            &message.body,
+            &reported,
+            now,
+        ))
+    }
+
     /// Whether the message may still go to the local accounts it is for.
     /// RCPT checked each one's quota, but a transaction can last long and
     /// others commit meanwhile (on any shard): without this, every session

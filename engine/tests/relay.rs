@@ -3385,3 +3385,81 @@ fn a_memory_full_of_deferred_mail_does_not_hold_up_new_mail() {
     );
     server.shutdown();
 }
+
+/// DSN (RFC 3461) end to end: NOTIFY=NEVER silences a failure, a failure
+/// without NOTIFY bounces with its ORCPT and the ENVID, and NOTIFY=SUCCESS
+/// to a server that does not offer DSN comes back as "relayed".
+#[test]
+fn notify_orcpt_and_envid_shape_the_dsns() {
+    let refuse_all = Faults {
+        permfail_rcpt_pct: 100.0,
+        ..Faults::default()
+    };
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, refuse_all), (SINK_B, Faults::default())]);
+    let mut zone = dest_zone(SINK_A);
+    zone.push(TestRecord::mx("ok.test", 10, "mx.origin.test"));
+    let dns = TestDns::start("test.", &zone);
+    let (server, _dir) = start_server(relay_to(dns.addr(), port));
+
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(
+        ehlo.contains("250-DSN") || ehlo.contains("250 DSN"),
+        "{ehlo}"
+    );
+    for (command, want) in [
+        ("MAIL FROM:<alice@origin.test> RET=HDRS ENVID=QQ+2B1", "250"),
+        ("RCPT TO:<never@dest.test> NOTIFY=NEVER", "250"),
+        (
+            "RCPT TO:<bob@dest.test> ORCPT=rfc822;Bob+2Bx@dest.test",
+            "250",
+        ),
+        ("RCPT TO:<carol@ok.test> NOTIFY=SUCCESS,FAILURE", "250"),
+        ("RCPT TO:<dave@ok.test> NOTIFY=SOMETIMES", "501"),
+        ("DATA", "354"),
+    ] {
+        let reply = c.cmd(command);
+        assert!(reply.starts_with(want), "{command}: {reply}");
+    }
+    c.send(message(1).as_bytes());
+    assert!(c.cmd(".").starts_with("250"));
+    c.cmd("QUIT");
+
+    // At the sender's MX: carol's copy, one bounce (bob only), one "relayed".
+    assert!(sinks[1].wait_for_messages(3, WAIT), "the copy and two DSNs");
+    wait_until("the original to leave the spool", || {
+        spool_messages(&server) == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let received = sinks[1].messages();
+    assert_eq!(received.len(), 3, "no DSN for never@dest.test");
+    let dsns: Vec<String> = received
+        .iter()
+        .filter(|m| m.mail_from.is_empty())
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    assert_eq!(dsns.len(), 2);
+    let bounce = dsns.iter().find(|d| d.contains("Action: failed")).unwrap();
+    assert!(!bounce.contains("never@dest.test"), "{bounce}");
+    assert!(
+        bounce.contains("Original-Envelope-Id: QQ+1\r\n"),
+        "{bounce}"
+    );
+    assert!(
+        bounce.contains(
+            "Original-Recipient: rfc822;Bob+x@dest.test\r\nFinal-Recipient: rfc822;bob@dest.test\r\n"
+        ),
+        "{bounce}"
+    );
+    let relayed = dsns.iter().find(|d| d.contains("Action: relayed")).unwrap();
+    assert!(
+        relayed.contains("Final-Recipient: rfc822;carol@ok.test"),
+        "{relayed}"
+    );
+    assert!(
+        relayed.contains("Subject: Successful Mail Delivery Report"),
+        "{relayed}"
+    );
+    assert!(relayed.contains("Subject: relay test 1"), "{relayed}");
+    server.shutdown();
+}

@@ -379,3 +379,66 @@ fn a_reload_changes_domains_networks_and_limits_without_dropping_sessions() {
     assert_eq!(shown["smtp"]["max_recipients"], 1, "{shown}");
     server.shutdown();
 }
+
+/// RFC 3461: a local recipient given NOTIFY=SUCCESS earns the sender a
+/// "delivered" DSN, stored with the message itself; NOTIFY=NEVER and no
+/// NOTIFY earn nothing.
+#[test]
+fn notify_success_on_local_delivery_reports_it_to_the_sender() {
+    let (server, _dir) = start_server(|c| c.smtp.local_domains = vec!["ours.test".into()]);
+    for user in ["alice@ours.test", "carol@ours.test", "bob@ours.test"] {
+        common::add_user(&server, user);
+    }
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.example").contains("DSN"));
+    for (command, want) in [
+        ("MAIL FROM:<bob@ours.test> ENVID=bob-1", "250"),
+        (
+            "RCPT TO:<alice@ours.test> NOTIFY=SUCCESS ORCPT=rfc822;Alice@ours.test",
+            "250",
+        ),
+        ("RCPT TO:<carol@ours.test> NOTIFY=NEVER", "250"),
+        ("DATA", "354"),
+        ("Subject: tell me\r\n\r\nhello\r\n.", "250 2.0.0"),
+    ] {
+        let reply = c.cmd(command);
+        assert!(reply.starts_with(want), "{command}: {reply}");
+    }
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let store = server.store();
+    let inbox_of = |user: &str| {
+        let inbox = mailbox::meta(&*store, user, mailbox::INBOX)
+            .unwrap()
+            .unwrap();
+        mailbox::all_rows(&*store, user, inbox.uidvalidity).unwrap()
+    };
+    assert_eq!(inbox_of("alice@ours.test").len(), 1);
+    assert_eq!(inbox_of("carol@ours.test").len(), 1);
+    let rows = inbox_of("bob@ours.test");
+    assert_eq!(rows.len(), 1, "one DSN, for alice only");
+    let dsn = spool::read_body(&*store, &rows[0].1.message)
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dsn);
+    assert!(
+        text.contains("Subject: Successful Mail Delivery Report"),
+        "{text}"
+    );
+    assert!(text.contains("Original-Envelope-Id: bob-1\r\n"), "{text}");
+    assert!(
+        text.contains("Original-Recipient: rfc822;Alice@ours.test\r\nFinal-Recipient: rfc822;alice@ours.test\r\nAction: delivered\r\nStatus: 2.0.0\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("carol@ours.test"), "{text}");
+    assert!(
+        text.contains("Subject: tell me"),
+        "the original's headers: {text}"
+    );
+    let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("ringpost_local_delivery_dsns_total{shard="),
+        "{metrics}"
+    );
+    server.shutdown();
+}

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`smtp`]: the SMTP server session (RFC 5321 with PIPELINING, SIZE,
-//!   8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES) and its reply table.
+//!   8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES, DSN) and its reply table.
 //!   With the `fuzzing` feature, `smtp::check` drives sessions and checks
 //!   their invariants (used by `fuzz/` and by this crate's tests).
 //! - [`pop3`]: the POP3 server session (RFC 1939 with CAPA, RESP-CODES,

@@ -18,7 +18,10 @@
 //! length first. Decoding checks every length against the bytes left and
 //! never panics: bad input becomes [`StoreError::Corrupt`].
 //!
-//! - envelope: version ‖ sender ‖ received_at ‖ size ‖ recipient count ‖ recipients
+//! - envelope: version ‖ sender ‖ received_at ‖ size ‖ recipient count ‖
+//!   recipients ‖ [DSN request: envid ("" for none) ‖ ret ‖ count ‖ count ×
+//!   (recipient ‖ notify ‖ orcpt ("" for none))], the last part only when
+//!   the sender used DSN's parameters
 //! - queue entry (the key holds due, id and domain): version ‖ recipient count ‖
 //!   recipients ‖ attempts ‖ has-error flag (0/1) ‖ [last error]
 //!
@@ -126,6 +129,82 @@ pub struct Envelope {
     pub size: u64,
     /// Recipients still to be handled.
     pub recipients: Vec<String>,
+    /// What the sender asked of DSNs (RFC 3461).
+    pub dsn: DsnRequest,
+}
+
+/// What a sender asked delivery status notifications to be (RFC 3461's
+/// parameters, as the SMTP layer checked them), kept with the envelope so
+/// the relay can honour them and pass them on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DsnRequest {
+    /// ENVID=, xtext as given.
+    pub envid: Option<String>,
+    /// RET=: 0 not given, 1 FULL, 2 HDRS.
+    pub ret: u8,
+    /// The recipients that gave NOTIFY= or ORCPT=.
+    pub recipients: Vec<RecipientDsn>,
+}
+
+/// One recipient's NOTIFY= and ORCPT=.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecipientDsn {
+    /// The address, as in the envelope's recipients.
+    pub recipient: String,
+    /// NOTIFY='s conditions as bits (the SMTP layer's), if given.
+    pub notify: Option<u8>,
+    /// ORCPT=, as given.
+    pub orcpt: Option<String>,
+}
+
+impl DsnRequest {
+    /// Whether the sender gave none of the parameters.
+    pub fn is_empty(&self) -> bool {
+        self.envid.is_none() && self.ret == 0 && self.recipients.is_empty()
+    }
+
+    /// What was asked for `recipient`, if anything.
+    pub fn recipient(&self, recipient: &str) -> Option<&RecipientDsn> {
+        self.recipients.iter().find(|r| r.recipient == recipient)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, self.envid.as_deref().unwrap_or(""));
+        put_varint(out, u64::from(self.ret));
+        put_varint(out, self.recipients.len() as u64);
+        for r in &self.recipients {
+            put_str(out, &r.recipient);
+            // 0 for none, else the bits above a marker.
+            put_varint(out, r.notify.map_or(0, |n| 0x100 | u64::from(n)));
+            put_str(out, r.orcpt.as_deref().unwrap_or(""));
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<DsnRequest, StoreError> {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let envid = some(r.string()?);
+        let ret = u8::try_from(r.varint()?).map_err(|_| r.corrupt("bad RET"))?;
+        let count = r.len()?;
+        let mut recipients = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let recipient = r.string()?;
+            let notify = match r.varint()? {
+                0 => None,
+                n => Some(u8::try_from(n & 0xff).unwrap_or(0)),
+            };
+            let orcpt = some(r.string()?);
+            recipients.push(RecipientDsn {
+                recipient,
+                notify,
+                orcpt,
+            });
+        }
+        Ok(DsnRequest {
+            envid,
+            ret,
+            recipients,
+        })
+    }
 }
 
 impl Envelope {
@@ -139,6 +218,9 @@ impl Envelope {
         put_varint(&mut out, self.received_at);
         put_varint(&mut out, self.size);
         put_strs(&mut out, &self.recipients);
+        if !self.dsn.is_empty() {
+            self.dsn.encode(&mut out);
+        }
         out
     }
 
@@ -146,12 +228,16 @@ impl Envelope {
     pub fn decode(value: &[u8]) -> Result<Envelope, StoreError> {
         let mut r = Reader::new(Family::Envelopes, value);
         r.version()?;
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             sender: r.string()?,
             received_at: r.varint()?,
             size: r.varint()?,
             recipients: r.strings()?,
+            dsn: DsnRequest::default(),
         };
+        if !r.at_end() {
+            envelope.dsn = DsnRequest::decode(&mut r)?;
+        }
         r.finish()?;
         Ok(envelope)
     }
@@ -558,6 +644,7 @@ mod tests {
                 "carol@example.net".into(),
                 "".into(),
             ],
+            dsn: DsnRequest::default(),
         }
     }
 
@@ -643,9 +730,36 @@ mod tests {
 
     #[test]
     fn envelope_round_trip() {
-        for envelope in [envelope(), Envelope::default()] {
+        let with_dsn = Envelope {
+            dsn: DsnRequest {
+                envid: Some("QQ+2B314".into()),
+                ret: 2,
+                recipients: vec![
+                    RecipientDsn {
+                        recipient: "bob@example.com".into(),
+                        notify: Some(0),
+                        orcpt: None,
+                    },
+                    RecipientDsn {
+                        recipient: "carol@example.net".into(),
+                        notify: Some(5),
+                        orcpt: Some("rfc822;carol@example.net".into()),
+                    },
+                ],
+            },
+            ..envelope()
+        };
+        for envelope in [envelope(), Envelope::default(), with_dsn.clone()] {
             assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
         }
+        // An envelope without DSN parameters is stored as before they existed.
+        let plain = envelope().encode();
+        assert!(with_dsn.encode().starts_with(&plain));
+        assert_eq!(
+            with_dsn.dsn.recipient("carol@example.net").unwrap().notify,
+            Some(5)
+        );
+        assert!(with_dsn.dsn.recipient("dave@example.net").is_none());
     }
 
     #[test]

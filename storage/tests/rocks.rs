@@ -29,6 +29,7 @@ fn message(seq: u64) -> NewMessage {
             received_at: 1,
             size: 3000,
             recipients: vec!["b@example.com".into()],
+            dsn: Default::default(),
         },
         queue: vec![QueueEntry {
             due: 5,

@@ -19,12 +19,14 @@ use super::shaping::{self, SiteLimiter};
 use super::tls;
 use crate::config::RelayConfig;
 use crate::config::TlsPolicy;
+use crate::intake;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use ringpost_protocols::smtp::bounce_class;
 use ringpost_protocols::smtp::client::{
     ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
 };
+use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
 use ringpost_storage::spool::{Envelope, InMemory, MessageId, QueueEntry};
 use ringpost_storage::StoreError;
 use std::collections::VecDeque;
@@ -479,7 +481,7 @@ impl Over<'_> {
     async fn transactions(
         &self,
         connection: &mut Connection,
-        sender: &str,
+        envelope: &Envelope,
         recipients: &[String],
         body: Vec<u8>,
         smtputf8: bool,
@@ -497,12 +499,8 @@ impl Over<'_> {
             } else {
                 body.clone().unwrap_or_default()
             };
-            connection.session.send(OutgoingMessage {
-                mail_from: sender.to_owned(),
-                recipients: part.to_vec(),
-                body,
-                smtputf8,
-            });
+            let message = outgoing(envelope, part.to_vec(), body, smtputf8);
+            connection.session.send(message);
             let failed = match connection.next_event(limits).await {
                 ClientEvent::Finished(part_results) => {
                     results.extend(part_results);
@@ -716,12 +714,8 @@ impl Over<'_> {
                 let batch = self.limiter.max_recipients().unwrap_or(usize::MAX);
                 if behind || recipients.len() <= batch {
                     let bytes = body.len();
-                    connection.session.send(OutgoingMessage {
-                        mail_from: envelope.sender.clone(),
-                        recipients,
-                        body,
-                        smtputf8,
-                    });
+                    let message = outgoing(&envelope, recipients, body, smtputf8);
+                    connection.session.send(message);
                     *sent += 1;
                     filling = true;
                     if behind {
@@ -743,9 +737,8 @@ impl Over<'_> {
                     suppressed,
                     bytes: 0,
                 };
-                let sender = flight.envelope.sender.clone();
                 match self
-                    .transactions(connection, &sender, &recipients, body, smtputf8)
+                    .transactions(connection, &flight.envelope, &recipients, body, smtputf8)
                     .await
                 {
                     Sent::Nothing(reply) => {
@@ -856,8 +849,43 @@ impl Over<'_> {
             tls: connection.tls_version,
             site: Some(self.site.clone()),
             source: connection.source,
+            dsn: connection.session.extensions().dsn,
         };
         glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
+    }
+}
+
+/// The transaction for `recipients` of the message `envelope` describes,
+/// with the sender's DSN parameters for a server that takes them.
+fn outgoing(
+    envelope: &Envelope,
+    recipients: Vec<String>,
+    body: Vec<u8>,
+    smtputf8: bool,
+) -> OutgoingMessage {
+    let dsn = &envelope.dsn;
+    let recipient_requests = if dsn.recipients.is_empty() {
+        Vec::new()
+    } else {
+        recipients
+            .iter()
+            .map(|r| match dsn.recipient(r) {
+                Some(asked) => RecipientRequest {
+                    notify: asked.notify.map(Notify::from_bits),
+                    orcpt: asked.orcpt.clone(),
+                },
+                None => RecipientRequest::default(),
+            })
+            .collect()
+    };
+    OutgoingMessage {
+        mail_from: envelope.sender.clone(),
+        recipients,
+        body,
+        smtputf8,
+        ret: intake::ret_from_store(dsn.ret),
+        envid: dsn.envid.clone(),
+        recipient_requests,
     }
 }
 

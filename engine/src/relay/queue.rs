@@ -94,6 +94,9 @@ pub(crate) struct Via {
     pub site: Option<SiteName>,
     /// The egress source the connection came from (`relay.sources`).
     pub source: Option<usize>,
+    /// The host offered DSN: it got the sender's NOTIFY and reports
+    /// successes itself (RFC 3461 §5.2).
+    pub dsn: bool,
 }
 
 impl Via {
@@ -105,6 +108,7 @@ impl Via {
             tls: None,
             site: Some(site),
             source: None,
+            dsn: false,
         }
     }
 }
@@ -1292,18 +1296,28 @@ impl Relay {
         }
 
         let finished = sorted.deferred.is_empty();
+        let passed_on = via.as_ref().is_some_and(|v| v.dsn);
+        // A success report quotes the original's header, as a bounce does.
+        let wants_body = |loaded: &Loaded| {
+            loaded.body.is_empty()
+                && !passed_on
+                && !bounce::relayed_to_report(&loaded.envelope, &results, host).is_empty()
+        };
         let loaded = match loaded {
-            Some(loaded) => Some(loaded),
-            // Only bounces and the end of a message need the message itself.
-            None if finished || !sorted.failed.is_empty() => match self.load(entry.id).await {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
-                    self.retry_later(entry);
-                    return;
+            Some(loaded) if !wants_body(&loaded) => Some(loaded),
+            // Only DSNs and the end of a message need the message itself
+            // (and a success the sender asked to hear of may need a DSN).
+            _ if finished || !sorted.failed.is_empty() || sorted.delivered > 0 => {
+                match self.load(entry.id).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
+                        self.retry_later(entry);
+                        return;
+                    }
                 }
-            },
-            None => None,
+            }
+            _ => None,
         };
 
         let mut batch = WriteBatch::new();
@@ -1330,33 +1344,34 @@ impl Relay {
         let mut bounce_entries = Vec::new();
         let mut tell_home = false;
         if let Some(Loaded { envelope, body }) = &loaded {
-            if !sorted.failed.is_empty() {
-                if envelope.sender.is_empty() {
-                    tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
-                } else {
-                    let id = self.ids.borrow_mut().next(now_micros);
-                    let is_local = |d: &str| self.config().is_local_domain(d);
-                    // Bounces leave through the default pool.
-                    let config = self.config();
-                    let to = intake::Recipients {
-                        hostname: &config.hostname,
-                        is_local: &is_local,
-                        pool: config.relay.default_pool.as_deref(),
-                    };
-                    let dsn = bounce::new_bounce(
-                        id,
-                        &to,
-                        &entry.id,
-                        envelope,
-                        body,
-                        &sorted.failed,
-                        now_micros,
-                    );
-                    tracing::info!(shard = self.shard, queue_id = %entry.id, dsn_id = %id, to = %envelope.sender, "DSN queued");
-                    self.metrics.dsns.inc();
-                    bounce_entries = dsn.queue.clone();
-                    batch.append(dsn.into_batch());
+            let mut reported = bounce::failures_to_report(envelope, &sorted.failed);
+            if !passed_on {
+                reported.extend(bounce::relayed_to_report(envelope, &results, host));
+            }
+            if reported.is_empty() {
+                if !sorted.failed.is_empty() {
+                    tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender asked for none (NOTIFY)");
                 }
+            } else if envelope.sender.is_empty() {
+                tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
+            } else {
+                let id = self.ids.borrow_mut().next(now_micros);
+                let is_local = |d: &str| self.config().is_local_domain(d);
+                // Bounces leave through the default pool.
+                let config = self.config();
+                let to = intake::Recipients {
+                    hostname: &config.hostname,
+                    is_local: &is_local,
+                    pool: config.relay.default_pool.as_deref(),
+                };
+                let dsn =
+                    bounce::new_dsn(id, &to, &entry.id, envelope, body, &reported, now_micros);
+                tracing::info!(shard = self.shard, queue_id = %entry.id, dsn_id = %id, to = %envelope.sender, recipients = reported.len(), "DSN queued");
+                self.metrics.dsns.inc();
+                bounce_entries = dsn.queue.clone();
+                batch.append(dsn.into_batch());
+            }
+            if !sorted.failed.is_empty() {
                 self.suppress_hard_bounces(
                     &mut batch,
                     &entry,
@@ -1726,6 +1741,7 @@ fn sort_results(
                     Diagnostic::Smtp(reply.to_string())
                 }),
                 meaning: class.map(|c| c.describe().to_owned()),
+                original_recipient: None,
             });
         } else {
             sorted.deferred.push(result.recipient.clone());

@@ -86,6 +86,12 @@ pub enum Action {
     Failed,
     /// Delivery has not succeeded yet; the message is still being retried.
     Delayed,
+    /// Delivered into the recipient's mailbox (a success the sender asked
+    /// to hear of with NOTIFY=SUCCESS, RFC 3461).
+    Delivered,
+    /// Handed to a server that does not offer DSN, so no further report
+    /// will come (RFC 3461 §5.2.2).
+    Relayed,
 }
 
 impl Action {
@@ -94,6 +100,8 @@ impl Action {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
         }
     }
 
@@ -103,7 +111,13 @@ impl Action {
         match self {
             Action::Failed => "5.0.0",
             Action::Delayed => "4.0.0",
+            Action::Delivered | Action::Relayed => "2.0.0",
         }
+    }
+
+    /// Whether it reports a success.
+    fn is_success(self) -> bool {
+        matches!(self, Action::Delivered | Action::Relayed)
     }
 }
 
@@ -125,6 +139,9 @@ pub struct RecipientStatus {
     /// What the refusal means, in plain words for the human part (see
     /// [`super::bounce_class`]); `None` to say nothing.
     pub meaning: Option<String>,
+    /// The recipient as the sender first named it (DSN's ORCPT, decoded):
+    /// `Original-Recipient: rfc822;addr` (RFC 3464 §2.3.1).
+    pub original_recipient: Option<String>,
 }
 
 /// A recipient's diagnostic (RFC 3464 §2.3.6): a reply, and who gave it.
@@ -188,6 +205,9 @@ pub struct Report<'a> {
     pub message_id: &'a str,
     /// Our queue id of the original: `X-Ringpost-Queue-ID:` and the text.
     pub queue_id: &'a str,
+    /// The sender's id for the transaction (DSN's ENVID, decoded):
+    /// `Original-Envelope-Id:` (RFC 3464 §2.2.1).
+    pub envelope_id: Option<&'a str>,
     /// One entry per recipient being reported, in the order to list them.
     /// RFC 3464 wants at least one.
     pub recipients: &'a [RecipientStatus],
@@ -198,8 +218,9 @@ pub struct Report<'a> {
 /// Compose the DSN for `report`: a complete message with CRLF line endings.
 ///
 /// The subject says "Delayed Mail (still being retried)" when every
-/// recipient is [`Action::Delayed`], "Undelivered Mail Returned to Sender"
-/// otherwise.
+/// recipient is [`Action::Delayed`], "Successful Mail Delivery Report" when
+/// every one is delivered or relayed, "Undelivered Mail Returned to
+/// Sender" otherwise.
 ///
 /// ```
 /// use ringpost_protocols::smtp::dsn::{compose, Action, Diagnostic, RecipientStatus, Report};
@@ -211,6 +232,7 @@ pub struct Report<'a> {
 ///     remote_mta: Some("mx1.example.test".into()),
 ///     diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".into())),
 ///     meaning: Some("the address does not exist".into()),
+///     original_recipient: None,
 /// }];
 /// let dsn = compose(&Report {
 ///     reporting_mta: "mail.example.org",
@@ -219,6 +241,7 @@ pub struct Report<'a> {
 ///     arrival_date: "Tue, 3 Mar 2026 09:00:00 +0000",
 ///     message_id: "dsn-Q123@mail.example.org",
 ///     queue_id: "Q123",
+///     envelope_id: None,
 ///     recipients: &recipients,
 ///     original: b"Subject: hi\r\n\r\nbody\r\n",
 /// });
@@ -230,32 +253,39 @@ pub struct Report<'a> {
 pub fn compose(report: &Report<'_>) -> Vec<u8> {
     let mta = field(report.reporting_mta);
     let queue_id = field(report.queue_id);
-    let all_delayed = !report.recipients.is_empty()
-        && report
-            .recipients
-            .iter()
-            .all(|r| r.action == Action::Delayed);
+    let all = |test: fn(&RecipientStatus) -> bool| {
+        !report.recipients.is_empty() && report.recipients.iter().all(test)
+    };
+    let subject = if all(|r| r.action == Action::Delayed) {
+        "Delayed Mail (still being retried)"
+    } else if all(|r| r.action.is_success()) {
+        "Successful Mail Delivery Report"
+    } else {
+        "Undelivered Mail Returned to Sender"
+    };
+    let headers_description = if all(|r| r.action.is_success()) {
+        "Content-Description: Message headers"
+    } else {
+        "Content-Description: Undelivered message headers"
+    };
 
     let parts = [
         Part {
-            headers: &[
+            headers: [
                 "Content-Type: text/plain; charset=utf-8",
                 "Content-Description: Notification",
             ],
             body: explanation(report, &mta, &queue_id),
         },
         Part {
-            headers: &[
+            headers: [
                 "Content-Type: message/delivery-status",
                 "Content-Description: Delivery report",
             ],
             body: delivery_status(report, &mta, &queue_id),
         },
         Part {
-            headers: &[
-                "Content-Type: text/rfc822-headers",
-                "Content-Description: Undelivered message headers",
-            ],
+            headers: ["Content-Type: text/rfc822-headers", headers_description],
             body: original_headers(report.original),
         },
     ];
@@ -271,17 +301,7 @@ pub fn compose(report: &Report<'_>) -> Vec<u8> {
     // early and start a second one.
     let to = field(report.to).replace(['<', '>'], "");
     push_line(&mut out, &["To: <", &to, ">"]);
-    push_line(
-        &mut out,
-        &[
-            "Subject: ",
-            if all_delayed {
-                "Delayed Mail (still being retried)"
-            } else {
-                "Undelivered Mail Returned to Sender"
-            },
-        ],
-    );
+    push_line(&mut out, &["Subject: ", subject]);
     push_line(&mut out, &["Date: ", &field(report.date)]);
     // Brackets are trimmed so that a caller passing "<id>" still gets one pair.
     let message_id = field(report.message_id);
@@ -332,7 +352,7 @@ pub fn compose(report: &Report<'_>) -> Vec<u8> {
 struct Part {
     /// Header lines other than Content-Transfer-Encoding, which depends on
     /// the body.
-    headers: &'static [&'static str],
+    headers: [&'static str; 2],
     /// The content, every line ending in CRLF.
     body: String,
 }
@@ -415,6 +435,7 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
         .recipients
         .iter()
         .any(|r| r.action == Action::Delayed);
+    let any = |action: Action| report.recipients.iter().any(|r| r.action == action);
     let mut out = String::new();
     push_line(&mut out, &["This is the mail system at host ", mta, "."]);
     push_line(&mut out, &[]);
@@ -438,6 +459,22 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
             &["Delivery to those marked \"delayed\" is still being retried; you do not"],
         );
         push_line(&mut out, &["need to send the message to them again."]);
+    }
+    if any(Action::Delivered) {
+        push_line(
+            &mut out,
+            &["Your message was delivered to the mailboxes of those marked \"delivered\"."],
+        );
+    }
+    if any(Action::Relayed) {
+        push_line(
+            &mut out,
+            &["Your message was handed on to the servers of those marked \"relayed\";"],
+        );
+        push_line(
+            &mut out,
+            &["those servers do not send delivery reports, so none will follow."],
+        );
     }
     push_line(&mut out, &[]);
     push_line(&mut out, &["Queue ID: ", queue_id]);
@@ -473,6 +510,9 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
 /// then a blank line before each per-recipient block.
 fn delivery_status(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
     let mut out = String::new();
+    if let Some(envid) = optional_field(report.envelope_id) {
+        push_line(&mut out, &["Original-Envelope-Id: ", &envid]);
+    }
     push_line(&mut out, &["Reporting-MTA: dns;", mta]);
     // An extension field (RFC 3464 §2.4), so a reader can find the original
     // in our queue.
@@ -480,6 +520,9 @@ fn delivery_status(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
     push_line(&mut out, &["Arrival-Date: ", &field(report.arrival_date)]);
     for recipient in report.recipients {
         push_line(&mut out, &[]);
+        if let Some(original) = optional_field(recipient.original_recipient.as_deref()) {
+            push_line(&mut out, &["Original-Recipient: ", &original]);
+        }
         push_line(
             &mut out,
             &["Final-Recipient: rfc822;", &field(&recipient.recipient)],
@@ -612,6 +655,7 @@ mod tests {
             remote_mta: Some("mx1.example.test".to_owned()),
             diagnostic: Some(Diagnostic::Smtp("550 5.1.1 no such user".to_owned())),
             meaning: Some("the address does not exist".to_owned()),
+            original_recipient: None,
         }
     }
 
@@ -623,6 +667,7 @@ mod tests {
             remote_mta: None,
             diagnostic: None,
             meaning: None,
+            original_recipient: None,
         }
     }
 
@@ -641,6 +686,7 @@ mod tests {
             arrival_date: "Tue, 3 Mar 2026 09:00:00 +0000",
             message_id: "dsn-Q123@mail.example.org",
             queue_id: "Q123",
+            envelope_id: None,
             recipients,
             original,
         }
@@ -954,6 +1000,7 @@ mod tests {
             remote_mta: Some(long.clone()),
             diagnostic: Some(Diagnostic::Local(long.clone())),
             meaning: Some(long.clone()),
+            original_recipient: Some(long.clone()),
         };
         let recipients = [bad.clone(), bad];
         let mut original = b"Subject: caf\xe9 \xff\xfe\rbare CR\nBare-LF: yes\n".to_vec();
@@ -968,6 +1015,7 @@ mod tests {
             arrival_date: &long,
             message_id: &long,
             queue_id: &long,
+            envelope_id: Some(&long),
             recipients: &recipients,
             original: &original,
         };
@@ -1187,5 +1235,41 @@ mod tests {
         let recipients = [failed("bob@example.test"), delayed("carol@example.net")];
         let r = report(&recipients, ORIGINAL);
         assert_eq!(compose(&r), compose(&r));
+    }
+
+    #[test]
+    fn success_reports_name_the_original_recipient_and_envelope() {
+        let delivered = RecipientStatus {
+            action: Action::Delivered,
+            status: "2.0.0".into(),
+            remote_mta: None,
+            diagnostic: None,
+            meaning: None,
+            original_recipient: Some("rfc822;Bob@example.test".into()),
+            ..failed("bob@example.test")
+        };
+        let relayed = RecipientStatus {
+            action: Action::Relayed,
+            recipient: "carol@example.net".into(),
+            original_recipient: None,
+            ..delivered.clone()
+        };
+        let recipients = [delivered, relayed];
+        let dsn = compose(&Report {
+            envelope_id: Some("QQ314"),
+            ..report(&recipients, ORIGINAL)
+        });
+        let text = well_formed(&dsn);
+        assert!(text.contains("\r\nSubject: Successful Mail Delivery Report\r\n"));
+        assert!(text.contains(
+            "\r\nOriginal-Envelope-Id: QQ314\r\nReporting-MTA: dns;mail.example.org\r\n"
+        ));
+        assert!(text.contains(
+            "\r\n\r\nOriginal-Recipient: rfc822;Bob@example.test\r\nFinal-Recipient: rfc822;bob@example.test\r\nAction: delivered\r\nStatus: 2.0.0\r\n"
+        ));
+        assert!(text
+            .contains("\r\n\r\nFinal-Recipient: rfc822;carol@example.net\r\nAction: relayed\r\n"));
+        assert!(text.contains("Content-Description: Message headers"));
+        assert!(!text.contains("could not be delivered"));
     }
 }

@@ -15,7 +15,8 @@
 //! - `crate::line` (shared with POP3): splits the stream into command lines,
 //!   bounded by `max_line_len`.
 //! - `command`: a command line into a `Command` (verb and argument shape).
-//! - `address`, `params`: the paths and ESMTP parameters of MAIL and RCPT.
+//! - `address`, `params`: the paths and ESMTP parameters of MAIL and RCPT;
+//!   [`dsn_request`]: what DSN's parameters ask for.
 //! - `data`: the DATA receiver (end marker, dot-unstuffing, bare CR/LF).
 //! - `bdat`: BDAT chunks and the line-ending check across them.
 //! - `body`: the message buffer both share, with the size limit.
@@ -32,6 +33,7 @@ pub mod client;
 mod command;
 mod data;
 pub mod dsn;
+pub mod dsn_request;
 mod params;
 pub mod replies;
 mod server;

@@ -6,10 +6,12 @@
 //! SMTPUTF8, any non-ASCII character; RFC 6531 §3.3).
 //!
 //! MAIL understands `SIZE=n` (RFC 1870), `BODY=7BIT|8BITMIME` (RFC 6152),
-//! `SMTPUTF8` (RFC 6531) and `AUTH=` (RFC 4954 §5, checked and discarded). RCPT understands none yet (DSN's NOTIFY/ORCPT come
-//! with RFC 3461). A malformed parameter earns 501; a well-formed unknown one
-//! earns 555 (RFC 5321 §4.1.1.11).
+//! `SMTPUTF8` (RFC 6531), `AUTH=` (RFC 4954 §5, checked and discarded), and
+//! DSN's `RET=` and `ENVID=`; RCPT understands DSN's `NOTIFY=` and `ORCPT=`
+//! (RFC 3461, see [`super::dsn_request`]). A malformed parameter earns 501; a
+//! well-formed unknown one earns 555 (RFC 5321 §4.1.1.11).
 
+use super::dsn_request::{self, Notify, RecipientRequest, Ret};
 use super::replies::{self, Reply};
 use super::BodyType;
 
@@ -22,6 +24,10 @@ pub(super) struct MailParams {
     pub(super) body: BodyType,
     /// SMTPUTF8 was given.
     pub(super) smtputf8: bool,
+    /// RET= (DSN).
+    pub(super) ret: Option<Ret>,
+    /// ENVID= (DSN), as given (xtext).
+    pub(super) envid: Option<String>,
 }
 
 impl MailParams {
@@ -75,6 +81,18 @@ impl MailParams {
                     return Err(replies::SMTPUTF8_SYNTAX);
                 }
                 params.smtputf8 = true;
+            } else if keyword.eq_ignore_ascii_case("RET") {
+                if params.ret.is_some() {
+                    return Err(replies::PARAM_SYNTAX);
+                }
+                params.ret = Some(value.and_then(Ret::parse).ok_or(replies::PARAM_SYNTAX)?);
+            } else if keyword.eq_ignore_ascii_case("ENVID") {
+                match value {
+                    Some(v) if params.envid.is_none() && dsn_request::is_envid(v) => {
+                        params.envid = Some(v.to_owned())
+                    }
+                    _ => return Err(replies::PARAM_SYNTAX),
+                }
             } else {
                 return Err(replies::UNKNOWN_PARAM);
             }
@@ -86,34 +104,31 @@ impl MailParams {
 /// Whether `value` is an AUTH parameter's: `<>`, or an address in xtext
 /// (RFC 3461 §4: printable ASCII but `+` and `=`, those as `+XX` in hex).
 fn is_auth_value(value: &str) -> bool {
-    if value == "<>" {
-        return true;
-    }
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                let hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
-                if !(i + 2 < bytes.len() && hex(bytes[i + 1]) && hex(bytes[i + 2])) {
-                    return false;
-                }
-                i += 3;
-            }
-            33..=60 | 62..=126 => i += 1,
-            _ => return false,
-        }
-    }
-    !bytes.is_empty()
+    value == "<>" || dsn_request::is_xtext(value)
 }
 
-/// Check RCPT's parameter text: every well-formed parameter is unknown.
-pub(super) fn check_rcpt(text: &str) -> Result<(), Reply> {
-    match split(text).next() {
-        None => Ok(()),
-        Some(Err(reply)) => Err(reply),
-        Some(Ok(_)) => Err(replies::UNKNOWN_PARAM),
+/// Parse RCPT's parameter text: DSN's NOTIFY and ORCPT, each at most once.
+pub(super) fn parse_rcpt(text: &str) -> Result<RecipientRequest, Reply> {
+    let mut request = RecipientRequest::default();
+    for param in split(text) {
+        let (keyword, value) = param?;
+        if keyword.eq_ignore_ascii_case("NOTIFY") {
+            match value.and_then(Notify::parse) {
+                Some(notify) if request.notify.is_none() => request.notify = Some(notify),
+                _ => return Err(replies::PARAM_SYNTAX),
+            }
+        } else if keyword.eq_ignore_ascii_case("ORCPT") {
+            match value {
+                Some(v) if request.orcpt.is_none() && dsn_request::is_orcpt(v) => {
+                    request.orcpt = Some(v.to_owned())
+                }
+                _ => return Err(replies::PARAM_SYNTAX),
+            }
+        } else {
+            return Err(replies::UNKNOWN_PARAM);
+        }
     }
+    Ok(request)
 }
 
 /// The `(keyword, value)` pairs of a parameter text, or 501 for the first
@@ -156,9 +171,13 @@ mod tests {
             MailParams {
                 size: Some(100),
                 body: BodyType::EightBitMime,
-                smtputf8: true
+                smtputf8: true,
+                ..MailParams::default()
             }
         );
+        let p = MailParams::parse("RET=hdrs ENVID=QQ+2B314", 1000).unwrap();
+        assert_eq!(p.ret, Some(Ret::Headers));
+        assert_eq!(p.envid.as_deref(), Some("QQ+2B314"));
         assert_eq!(MailParams::parse("", 1000).unwrap(), MailParams::default());
         assert_eq!(
             MailParams::parse("BODY=7BIT", 1000).unwrap().body,
@@ -201,7 +220,13 @@ mod tests {
         assert_eq!(err("BODY"), replies::BODY_SYNTAX);
         assert_eq!(err("SMTPUTF8=yes"), replies::SMTPUTF8_SYNTAX);
         assert_eq!(err("SIZE=1 SIZE=2"), replies::PARAM_SYNTAX);
-        assert_eq!(err("RET=FULL"), replies::UNKNOWN_PARAM);
+        assert_eq!(err("XFORWARD=1"), replies::UNKNOWN_PARAM);
+        assert_eq!(err("RET=BODY"), replies::PARAM_SYNTAX);
+        assert_eq!(err("RET=FULL RET=FULL"), replies::PARAM_SYNTAX);
+        assert_eq!(err("ENVID=a=b"), replies::PARAM_SYNTAX);
+        assert_eq!(err("ENVID=a ENVID=b"), replies::PARAM_SYNTAX);
+        let long_envid = format!("ENVID={}", "x".repeat(101));
+        assert_eq!(err(&long_envid), replies::PARAM_SYNTAX);
         assert_eq!(err("=x"), replies::PARAM_SYNTAX);
         assert_eq!(err("SIZE="), replies::PARAM_SYNTAX);
         assert_eq!(err("-X"), replies::PARAM_SYNTAX);
@@ -209,8 +234,20 @@ mod tests {
 
     #[test]
     fn rcpt_params() {
-        assert_eq!(check_rcpt(""), Ok(()));
-        assert_eq!(check_rcpt("NOTIFY=NEVER"), Err(replies::UNKNOWN_PARAM));
-        assert_eq!(check_rcpt("NOT=IFY=x"), Err(replies::PARAM_SYNTAX));
+        assert_eq!(parse_rcpt(""), Ok(RecipientRequest::default()));
+        let request = parse_rcpt("notify=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@y.test").unwrap();
+        assert_eq!(request.notify, Notify::parse("SUCCESS,FAILURE"));
+        assert_eq!(request.orcpt.as_deref(), Some("rfc822;b+2Bx@y.test"));
+        assert_eq!(parse_rcpt("NOT=IFY=x"), Err(replies::PARAM_SYNTAX));
+        assert_eq!(parse_rcpt("XYZ=1"), Err(replies::UNKNOWN_PARAM));
+        for bad in [
+            "NOTIFY=NEVER,SUCCESS",
+            "NOTIFY",
+            "NOTIFY=NEVER NOTIFY=NEVER",
+            "ORCPT=bob@y.test",
+            "ORCPT=rfc822;a ORCPT=rfc822;b",
+        ] {
+            assert_eq!(parse_rcpt(bad), Err(replies::PARAM_SYNTAX), "{bad}");
+        }
     }
 }

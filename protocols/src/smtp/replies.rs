@@ -114,7 +114,7 @@ pub struct EhloOffer {
 /// offer, one per line.
 pub fn ehlo(hostname: &str, max_message_size: usize, offer: EhloOffer) -> Reply {
     let mut text = format!(
-        "{hostname}\nPIPELINING\nSIZE {max_message_size}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES"
+        "{hostname}\nPIPELINING\nSIZE {max_message_size}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES\nDSN"
     );
     if offer.starttls {
         text.push_str("\nSTARTTLS");

@@ -48,6 +48,7 @@ use super::bdat::{Chunk, LineEndings};
 use super::body::Body;
 use super::command::{self, Command};
 use super::data::DataReceiver;
+use super::dsn_request::{RecipientRequest, Ret};
 use super::params::{self, MailParams};
 use super::replies::{self, EhloOffer, Reply};
 use crate::line::{Line, LineReader};
@@ -183,6 +184,13 @@ pub struct Transaction {
     pub body_type: BodyType,
     /// SMTPUTF8 parameter given.
     pub smtputf8: bool,
+    /// DSN's RET= (RFC 3461 §4.3).
+    pub ret: Option<Ret>,
+    /// DSN's ENVID= (RFC 3461 §4.4), as given (xtext).
+    pub envid: Option<String>,
+    /// DSN's NOTIFY= and ORCPT= for each recipient, in the order of
+    /// `recipients`.
+    pub recipient_requests: Vec<RecipientRequest>,
     /// True when the body came by BDAT (CHUNKING) rather than DATA.
     pub chunked: bool,
     /// The message came over TLS.
@@ -254,6 +262,8 @@ struct OpenTransaction {
     tx: Transaction,
     /// SIZE= of MAIL, used to pre-size the body buffer.
     size_hint: usize,
+    /// The DSN parameters of the RCPT waiting for an answer.
+    pending_request: RecipientRequest,
     /// Set by the first BDAT: the line-ending check that spans its chunks.
     /// Being set also closes the envelope (no RCPT) and rules out DATA.
     chunks: Option<LineEndings>,
@@ -400,6 +410,8 @@ impl ServerSession {
         if let Some(address) = self.take_pending_recipient() {
             if let Some(open) = &mut self.open {
                 open.tx.recipients.push(address);
+                let request = std::mem::take(&mut open.pending_request);
+                open.tx.recipient_requests.push(request);
             }
             self.send(&replies::RECIPIENT_OK);
         }
@@ -802,6 +814,8 @@ impl ServerSession {
             mail_from: mail_from.to_owned(),
             body_type: params.body,
             smtputf8: params.smtputf8,
+            ret: params.ret,
+            envid: params.envid,
             tls: self.tls,
             authenticated: self.account.clone(),
             ..Transaction::default()
@@ -809,6 +823,7 @@ impl ServerSession {
         self.open = Some(OpenTransaction {
             tx,
             size_hint: params.size.unwrap_or(0),
+            pending_request: RecipientRequest::default(),
             chunks: None,
         });
         self.reply(replies::SENDER_OK);
@@ -829,16 +844,14 @@ impl ServerSession {
             Err(PathError::TooLong) => return self.reply(replies::RECIPIENT_TOO_LONG),
             Ok(parsed) => parsed,
         };
-        if !param_text.is_empty() {
-            let checked = if open.tx.esmtp {
-                params::check_rcpt(param_text)
-            } else {
-                Err(replies::PARAMS_NEED_EHLO)
-            };
-            if let Err(reply) = checked {
-                return self.reply(reply);
-            }
-        }
+        let request = match (param_text.is_empty(), open.tx.esmtp) {
+            (true, _) => RecipientRequest::default(),
+            (false, false) => return self.reply(replies::PARAMS_NEED_EHLO),
+            (false, true) => match params::parse_rcpt(param_text) {
+                Ok(request) => request,
+                Err(reply) => return self.reply(reply),
+            },
+        };
         let address = path.as_str();
         if !open.tx.smtputf8 && !address.is_ascii() {
             return self.reply(replies::NEEDS_SMTPUTF8);
@@ -846,10 +859,14 @@ impl ServerSession {
         if open.tx.recipients.len() >= self.config.max_recipients {
             return self.reply(replies::TOO_MANY_RECIPIENTS);
         }
+        let address = address.to_owned();
+        if let Some(open) = &mut self.open {
+            open.pending_request = request;
+        }
         self.event = Some(Event::Recipient {
-            address: address.to_owned(),
+            address: address.clone(),
         });
-        self.phase = Phase::AwaitRecipient(address.to_owned());
+        self.phase = Phase::AwaitRecipient(address);
     }
 
     fn data(&mut self) {

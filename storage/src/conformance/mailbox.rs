@@ -43,6 +43,7 @@ fn delivery(seq: u64, locals: &[&str], remote: Option<&str>) -> NewMessage {
             received_at: 1_700_000_000_000_000 + seq,
             size: body.len() as u64,
             recipients: remote.map(str::to_owned).into_iter().collect(),
+            dsn: Default::default(),
         },
         body,
         queue,

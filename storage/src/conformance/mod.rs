@@ -703,6 +703,7 @@ fn message(micros: u64, seq: u64, domains: &[&str], due: u64) -> NewMessage {
             received_at: micros,
             size: body.len() as u64,
             recipients: recipients.clone(),
+            dsn: Default::default(),
         },
         queue: domains
             .iter()

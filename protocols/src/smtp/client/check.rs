@@ -258,6 +258,7 @@ pub fn messages(seed: u64) -> Vec<OutgoingMessage> {
                 .collect(),
             body: BODIES[rng.below(BODIES.len())].to_vec(),
             smtputf8: rng.below(4) == 0,
+            ..OutgoingMessage::default()
         })
         .collect()
 }

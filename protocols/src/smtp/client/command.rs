@@ -8,6 +8,7 @@
 //! the end of data by a server that also treats a bare LF or CR as a line end
 //! (SMTP smuggling). BDAT content is length-delimited and goes out raw.
 
+use crate::smtp::dsn_request::{RecipientRequest, Ret};
 use memchr::memchr2;
 
 /// `RSET`.
@@ -30,6 +31,18 @@ pub(super) struct MailParams {
     pub(super) eight_bit: bool,
     /// `SMTPUTF8` (RFC 6531).
     pub(super) smtputf8: bool,
+    /// The server offers DSN: the sender's DSN parameters go with MAIL and
+    /// RCPT (RFC 3461 §5.2).
+    pub(super) dsn: bool,
+}
+
+/// DSN's MAIL parameters to pass on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct MailDsn<'a> {
+    /// `RET=`.
+    pub(super) ret: Option<Ret>,
+    /// `ENVID=`, xtext.
+    pub(super) envid: Option<&'a str>,
 }
 
 /// True if `text` holds a control character: writing it into a command line
@@ -48,7 +61,7 @@ pub(super) fn hello(out: &mut Vec<u8>, verb: &str, name: &str) {
 }
 
 /// `MAIL FROM:<from>` and its parameters; `from` holds no control characters.
-pub(super) fn mail(out: &mut Vec<u8>, from: &str, params: MailParams) {
+pub(super) fn mail(out: &mut Vec<u8>, from: &str, params: MailParams, dsn: MailDsn<'_>) {
     out.extend_from_slice(b"MAIL FROM:<");
     out.extend_from_slice(from.as_bytes());
     out.push(b'>');
@@ -61,14 +74,37 @@ pub(super) fn mail(out: &mut Vec<u8>, from: &str, params: MailParams) {
     if params.smtputf8 {
         out.extend_from_slice(b" SMTPUTF8");
     }
+    if let Some(ret) = dsn.ret {
+        out.extend_from_slice(b" RET=");
+        out.extend_from_slice(ret.value().as_bytes());
+    }
+    // Checked as xtext when it was received: no spaces, no control characters.
+    if let Some(envid) = dsn.envid.filter(|e| !has_control(e) && !e.contains(' ')) {
+        out.extend_from_slice(b" ENVID=");
+        out.extend_from_slice(envid.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
-/// `RCPT TO:<to>`; `to` holds no control characters.
-pub(super) fn rcpt(out: &mut Vec<u8>, to: &str) {
+/// `RCPT TO:<to>` with DSN's parameters, if any; `to` holds no control
+/// characters.
+pub(super) fn rcpt(out: &mut Vec<u8>, to: &str, request: Option<&RecipientRequest>) {
     out.extend_from_slice(b"RCPT TO:<");
     out.extend_from_slice(to.as_bytes());
-    out.extend_from_slice(b">\r\n");
+    out.push(b'>');
+    if let Some(request) = request {
+        if let Some(notify) = request.notify {
+            out.extend_from_slice(b" NOTIFY=");
+            out.extend_from_slice(notify.value().as_bytes());
+        }
+        if let Some(orcpt) = request.orcpt.as_deref() {
+            if !has_control(orcpt) && !orcpt.contains(' ') {
+                out.extend_from_slice(b" ORCPT=");
+                out.extend_from_slice(orcpt.as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `BDAT <len> LAST` and the body, raw.
@@ -144,8 +180,33 @@ mod tests {
             size: Some(12),
             eight_bit: true,
             smtputf8: true,
+            dsn: false,
         };
-        mail(&mut out, "", params);
+        mail(&mut out, "", params, MailDsn::default());
         assert_eq!(out, b"MAIL FROM:<> SIZE=12 BODY=8BITMIME SMTPUTF8\r\n");
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        let mut out = Vec::new();
+        let dsn = MailDsn {
+            ret: Some(Ret::Headers),
+            envid: Some("QQ+2B1"),
+        };
+        mail(&mut out, "a@b", MailParams::default(), dsn);
+        assert_eq!(out, b"MAIL FROM:<a@b> RET=HDRS ENVID=QQ+2B1\r\n");
+        out.clear();
+        let request = RecipientRequest {
+            notify: crate::smtp::dsn_request::Notify::parse("failure,delay"),
+            orcpt: Some("rfc822;c@d".into()),
+        };
+        rcpt(&mut out, "c@d", Some(&request));
+        assert_eq!(
+            out,
+            b"RCPT TO:<c@d> NOTIFY=FAILURE,DELAY ORCPT=rfc822;c@d\r\n"
+        );
+        out.clear();
+        rcpt(&mut out, "c@d", Some(&RecipientRequest::default()));
+        assert_eq!(out, b"RCPT TO:<c@d>\r\n");
     }
 }

@@ -18,6 +18,9 @@ pub struct Extensions {
     pub chunking: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are understood, and
+    /// the server takes over reporting on the recipients it accepts.
+    pub dsn: bool,
 }
 
 impl Extensions {
@@ -49,6 +52,8 @@ impl Extensions {
                 found.chunking = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 found.enhanced_status_codes = true;
+            } else if is("DSN") {
+                found.dsn = true;
             }
         }
         found

@@ -62,7 +62,8 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-use command::MailParams;
+use crate::smtp::dsn_request::{RecipientRequest, Ret};
+use command::{MailDsn, MailParams};
 pub use extensions::Extensions;
 pub use reply::ServerReply;
 use reply::{Parsed, ReplyReader, SERVICE_CLOSING, SERVICE_READY, START_MAIL_INPUT};
@@ -107,6 +108,13 @@ pub struct OutgoingMessage {
     pub body: Vec<u8>,
     /// The envelope needs SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// DSN's RET= to pass on to a server that offers DSN (RFC 3461 §5.2).
+    pub ret: Option<Ret>,
+    /// DSN's ENVID= (xtext) to pass on.
+    pub envid: Option<String>,
+    /// DSN's NOTIFY= and ORCPT= for each recipient, in the order of
+    /// `recipients`; may be shorter (the rest asked for nothing).
+    pub recipient_requests: Vec<RecipientRequest>,
 }
 
 /// What the session is waiting for the server to say; the driver picks its
@@ -465,6 +473,7 @@ impl ClientSession {
             size: ext.size.map(|_| size),
             eight_bit: ext.eightbitmime && !message.body.is_ascii(),
             smtputf8: needs_utf8,
+            dsn: ext.dsn,
         };
         let pipelining = ext.pipelining;
         let chunking = self.uses_chunking();
@@ -725,11 +734,22 @@ impl ClientSession {
                 Awaiting::Rset
             }
             Step::Mail => {
-                command::mail(out, &tx.message.mail_from, tx.params);
+                let message = &tx.message;
+                let dsn = match tx.params.dsn {
+                    true => MailDsn {
+                        ret: message.ret,
+                        envid: message.envid.as_deref(),
+                    },
+                    false => MailDsn::default(),
+                };
+                command::mail(out, &message.mail_from, tx.params, dsn);
                 Awaiting::Mail
             }
             Step::Rcpt(i) => {
-                command::rcpt(out, &tx.message.recipients[i]);
+                let message = &tx.message;
+                let request = message.recipient_requests.get(i);
+                let request = request.filter(|_| tx.params.dsn);
+                command::rcpt(out, &message.recipients[i], request);
                 Awaiting::Rcpt(i)
             }
             Step::Data => {

@@ -27,6 +27,7 @@ fn ehlo_lists_the_extensions() {
             "250-SMTPUTF8",
             "250-CHUNKING",
             "250-ENHANCEDSTATUSCODES",
+            "250-DSN",
             // The test driver allows plaintext passwords.
             "250 AUTH PLAIN LOGIN",
         ]

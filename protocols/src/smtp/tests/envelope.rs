@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::smtp::dsn_request::{Notify, Ret};
 use crate::smtp::{replies, BodyType, ServerSession};
 
 #[test]
@@ -55,7 +56,7 @@ fn mail_parameter_errors() {
         MAIL FROM:<a@b.test> BODY=BINARYMIME\r\n\
         MAIL FROM:<a@b.test> BODY=9BIT\r\n\
         MAIL FROM:<a@b.test> SMTPUTF8=yes\r\n\
-        MAIL FROM:<a@b.test> RET=HDRS\r\n\
+        MAIL FROM:<a@b.test> RET=HDRS RET=FULL\r\n\
         MAIL FROM:<a@b.test> AUTH=x+zz\r\n\
         MAIL FROM:<a@b.test> SIZE=1000 AUTH=<>\r\n";
     assert_eq!(
@@ -66,11 +67,45 @@ fn mail_parameter_errors() {
             "555 5.5.4",
             "501 5.5.4",
             "501 5.5.4",
-            "555 5.5.4",
+            "501 5.5.4",
             "501 5.5.4",
             "250 2.1.0"
         ]
     );
+}
+
+#[test]
+fn dsn_parameters_reach_the_transaction_per_recipient() {
+    let run = ehlo_run(
+        b"MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ314\r\n\
+          RCPT TO:<c@d.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c+2Bx@d.test\r\n\
+          RCPT TO:<e@d.test> NOTIFY=NEVERMORE\r\n\
+          RCPT TO:<e@d.test>\r\n\
+          RCPT TO:<f@d.test> NOTIFY=NEVER\r\n\
+          DATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        run.after_ehlo(),
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "501 5.5.4",
+            "250 2.1.5",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0"
+        ]
+    );
+    let tx = run.messages()[0];
+    assert_eq!(tx.ret, Some(Ret::Headers));
+    assert_eq!(tx.envid.as_deref(), Some("QQ314"));
+    assert_eq!(tx.recipients, ["c@d.test", "e@d.test", "f@d.test"]);
+    let requests = &tx.recipient_requests;
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].notify, Notify::parse("SUCCESS,FAILURE"));
+    assert_eq!(requests[0].orcpt.as_deref(), Some("rfc822;c+2Bx@d.test"));
+    assert!(requests[1].is_empty());
+    assert_eq!(requests[2].notify, Some(Notify::NEVER));
 }
 
 #[test]

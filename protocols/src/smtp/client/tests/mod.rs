@@ -299,7 +299,7 @@ fn message(recipients: &[&str], body: &str) -> OutgoingMessage {
         mail_from: "a@b.test".into(),
         recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
         body: body.as_bytes().to_vec(),
-        smtputf8: false,
+        ..OutgoingMessage::default()
     }
 }
 

@@ -37,6 +37,7 @@ fn multi_line_greeting_and_ehlo_keywords() {
                     starttls: true,
                     chunking: true,
                     enhanced_status_codes: true,
+                    dsn: false,
                 }
             );
             assert!(session.is_idle());

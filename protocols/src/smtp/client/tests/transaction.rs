@@ -545,3 +545,43 @@ fn with_data_a_transaction_waits_for_the_one_before() {
         .quits()
         .run();
 }
+
+/// The sender's DSN parameters go on to a server that offers DSN (RFC 3461
+/// §5.2), and not to one that does not (it would refuse them).
+#[test]
+fn dsn_parameters_go_only_to_a_server_that_offers_dsn() {
+    use crate::smtp::dsn_request::{Notify, RecipientRequest, Ret};
+    let with_dsn = || OutgoingMessage {
+        ret: Some(Ret::Headers),
+        envid: Some("E+2B1".into()),
+        recipient_requests: vec![RecipientRequest {
+            notify: Notify::parse("SUCCESS"),
+            orcpt: Some("rfc822;1@d.test".into()),
+        }],
+        ..message(&["1@d.test", "2@d.test"], "hi\r\n")
+    };
+    let queued = reply("250 2.0.0 queued");
+    let results = [("1@d.test", queued.clone()), ("2@d.test", queued)];
+    Script::greeted("250-mx.test\r\n250-PIPELINING\r\n250 DSN\r\n")
+        .send(with_dsn())
+        .client(
+            "MAIL FROM:<a@b.test> RET=HDRS ENVID=E+2B1\r\n\
+             RCPT TO:<1@d.test> NOTIFY=SUCCESS ORCPT=rfc822;1@d.test\r\n\
+             RCPT TO:<2@d.test>\r\nDATA\r\n",
+        )
+        .server("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        .client("hi\r\n.\r\n")
+        .server("250 2.0.0 queued\r\n")
+        .event(finished(&results))
+        .quits()
+        .run();
+    Script::greeted(EHLO_PIPELINING)
+        .send(with_dsn())
+        .client("MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nRCPT TO:<2@d.test>\r\nDATA\r\n")
+        .server("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        .client("hi\r\n.\r\n")
+        .server("250 2.0.0 queued\r\n")
+        .event(finished(&results))
+        .quits()
+        .run();
+}
