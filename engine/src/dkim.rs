@@ -156,14 +156,34 @@ fn domains_in(value: &str) -> Vec<String> {
             (false, 0, c) => cleaned.push(c),
         }
     }
-    cleaned
-        .split([',', ';'])
+    // Mailboxes are separated by commas (and a group ends with `;`), but
+    // not inside an angle address, whose obsolete route has commas of its
+    // own (RFC 5322 §4.4: `<@relay1,@relay2:user@domain>`).
+    let mut parts = Vec::new();
+    let (mut start, mut in_angle) = (0, false);
+    for (i, c) in cleaned.char_indices() {
+        match c {
+            '<' => in_angle = true,
+            '>' => in_angle = false,
+            ',' | ';' if !in_angle => {
+                parts.push(&cleaned[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&cleaned[start..]);
+    parts
+        .into_iter()
         .filter_map(|part| {
-            // A group's name ends with a colon: what follows is a mailbox.
-            let part = part.rsplit_once(':').map_or(part, |(_, rest)| rest);
-            let address = match (part.find('<'), part.find('>')) {
-                (Some(open), Some(close)) if open < close => &part[open + 1..close],
-                _ => part.trim(),
+            let address = match (part.find('<'), part.rfind('>')) {
+                // The route, if any, ends with a colon.
+                (Some(open), Some(close)) if open < close => {
+                    let inner = &part[open + 1..close];
+                    inner.rsplit_once(':').map_or(inner, |(_, rest)| rest)
+                }
+                // A group's name ends with a colon: what follows is a mailbox.
+                _ => part.rsplit_once(':').map_or(part, |(_, rest)| rest).trim(),
             };
             let domain = address.rsplit_once('@')?.1.trim();
             (!domain.is_empty() && !domain.contains(char::is_whitespace))
@@ -193,6 +213,19 @@ mod tests {
         );
         assert_eq!(d(b"Subject: none\r\n\r\nFrom: a@body.test\r\n"), None);
         assert_eq!(d(b"From: nobody\r\n\r\n"), None);
+        // An obsolete route names relays, not the author's domain.
+        assert_eq!(
+            d(b"From: <@relay.test:ceo@bank.test>\r\n\r\n").as_deref(),
+            Some("bank.test")
+        );
+        assert_eq!(
+            author_domains(b"From: Ceo <@r1.test,@r2.test:ceo@bank.test>, x@y.test\r\n\r\n"),
+            ["bank.test", "y.test"]
+        );
+        assert_eq!(
+            author_domains(b"From: team: a@one.test, b@two.test;\r\n\r\n"),
+            ["one.test", "two.test"]
+        );
         // Display names and comments that look like addresses are not taken.
         assert_eq!(
             d(b"From: \"<x@evil.test>\" <ceo@bank.test>\r\n\r\n").as_deref(),

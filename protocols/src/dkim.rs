@@ -3,8 +3,9 @@
 //! field to put on top of the message. The cryptography is ring's.
 //!
 //! The signed header fields are those of [`DEFAULT_HEADERS`] that the
-//! message has, bottom-up as §5.4.2 says, and `From` once more than it
-//! has (oversigned), so that no `From` can be added after signing.
+//! message has, bottom-up as §5.4.2 says, and each name once more than
+//! the message has it (oversigned, §8.15), so that no `From`, `Subject`,
+//! `Reply-To` or any other of them can be added after signing.
 //!
 //! The time is an input; nothing here reads a clock or does I/O.
 
@@ -205,7 +206,14 @@ struct Field<'a> {
     raw: &'a [u8],
 }
 
-/// The header fields of `message`, and where its body starts.
+/// The most header fields signed or verified. A message with more (a
+/// header of millions of tiny fields would cost gigabytes of [`Field`]s)
+/// is neither signed nor verified (RFC 6376 §8: verifiers' limits).
+pub const MAX_HEADER_FIELDS: usize = 4096;
+
+/// The header fields of `message`, at most one past
+/// [`MAX_HEADER_FIELDS`] (see [`too_many_fields`]), and where its body
+/// starts.
 fn header_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
     let mut fields: Vec<Field<'_>> = Vec::new();
     let mut at = 0;
@@ -215,11 +223,13 @@ fn header_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
         if line == b"\r\n" || line == b"\n" {
             return (fields, end);
         }
+        let full = too_many_fields(&fields);
         match (fields.last_mut(), line.first()) {
             (Some(field), Some(b' ' | b'\t')) => {
                 let start = field.raw.as_ptr() as usize - message.as_ptr() as usize;
                 field.raw = &message[start..end];
             }
+            _ if full => {}
             _ => {
                 let name = memchr::memchr(b':', line)
                     .and_then(|colon| std::str::from_utf8(&line[..colon]).ok())
@@ -233,6 +243,11 @@ fn header_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
         at = end;
     }
     (fields, message.len())
+}
+
+/// Whether `header_fields` found more fields than are handled.
+fn too_many_fields(fields: &[Field<'_>]) -> bool {
+    fields.len() > MAX_HEADER_FIELDS
 }
 
 /// Relaxed header canonicalization (RFC 6376 §3.4.2): the name lowercased,
@@ -319,6 +334,9 @@ fn body_hash(body: &[u8]) -> ring::digest::Digest {
 /// message. `now` is the signing time (`t=`), Unix seconds.
 pub fn sign(message: &[u8], keys: &[&SigningKey], now: u64) -> Vec<u8> {
     let (fields, body_start) = header_fields(message);
+    if too_many_fields(&fields) {
+        return Vec::new();
+    }
     let body_hash = body_hash(&message[body_start.min(message.len())..]);
     // Bottom-up: the n-th mention of a name signs its n-th field from the
     // end; a mention with no field left signs "nothing" (oversigning).
@@ -334,9 +352,23 @@ pub fn sign(message: &[u8], keys: &[&SigningKey], now: u64) -> Vec<u8> {
             names.push(name);
             signed.extend(relaxed_header(field.raw, true));
         }
-        if name == "from" {
-            names.push(name);
+        names.push(name);
+    }
+    // h= folded before a name that would take its line past LINE (FWS is
+    // allowed around each colon, RFC 6376 §3.5).
+    let mut header_list = String::new();
+    let mut line = "\tt=0000000000; h=".len();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            header_list.push(':');
+            line += 1;
+            if line + name.len() > LINE {
+                header_list.push_str("\r\n\t");
+                line = 1;
+            }
         }
+        header_list.push_str(name);
+        line += name.len();
     }
     let mut out = Vec::new();
     for key in keys {
@@ -345,7 +377,7 @@ pub fn sign(message: &[u8], keys: &[&SigningKey], now: u64) -> Vec<u8> {
             key.algorithm().name(),
             key.domain,
             key.selector,
-            names.join(":"),
+            header_list,
             STANDARD.encode(body_hash.as_ref()),
         );
         let mut data = signed.clone();
@@ -444,7 +476,30 @@ mod tests {
         let message = b"From: a@example.com\r\nTo: b@example.net\r\nX-Other: 1\r\n\
             Subject: hi\r\nReceived: x\r\nSubject: again\r\n\r\nbody\r\n";
         let signed = String::from_utf8(sign(message, &[&key], 1_700_000_000)).unwrap();
-        assert!(signed.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com; s=s1;\r\n\tt=1700000000; h=from:from:subject:subject:to;\r\n"), "{signed}");
+        assert!(signed.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com; s=s1;\r\n\tt=1700000000; h=from:from:reply-to:subject:subject:subject:date:to:to:cc:\r\n\tmessage-id:"), "{signed}");
+        // Each name once more than present: none can be added unnoticed.
+        let list: String = signed
+            .split("h=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .into();
+        let names: Vec<&str> = list.split(':').map(str::trim).collect();
+        for name in DEFAULT_HEADERS {
+            let present = match *name {
+                "from" | "to" => 1,
+                "subject" => 2,
+                _ => 0,
+            };
+            assert_eq!(
+                names.iter().filter(|n| *n == name).count(),
+                present + 1,
+                "{name}"
+            );
+        }
+        assert!(signed.lines().all(|l| l.len() <= 80), "{signed}");
         assert!(signed.ends_with("\r\n"));
         assert!(signed.lines().all(|l| l.len() <= 998));
         // The body hash of "body\r\n" (relaxed), base64.

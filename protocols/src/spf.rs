@@ -222,7 +222,10 @@ fn mechanism(text: &str) -> Result<Mechanism, String> {
 /// `rest` split into its domain part and its `/n//m` CIDR lengths.
 fn split_cidr(rest: &str) -> Result<(&str, Cidr), String> {
     let mut cidr = Cidr::default();
-    let Some(at) = rest.find('/') else {
+    // `/` is also a macro delimiter (`%{l/}`, RFC 7208 §7.1): the lengths
+    // start after the last macro.
+    let after_macros = rest.rfind('}').map_or(0, |i| i + 1);
+    let Some(at) = rest[after_macros..].find('/').map(|i| i + after_macros) else {
         return Ok((rest, cidr));
     };
     let (spec, lengths) = rest.split_at(at);
@@ -429,6 +432,17 @@ mod tests {
         ] {
             check(text.as_bytes());
         }
+    }
+
+    #[test]
+    fn a_slash_inside_a_macro_is_its_delimiter_not_a_prefix_length() {
+        assert_eq!(
+            split_cidr(":%{l/}.example.com").unwrap(),
+            (":%{l/}.example.com", Cidr::default())
+        );
+        let (spec, cidr) = split_cidr(":%{l/}.example.com/24//64").unwrap();
+        assert_eq!((spec, cidr.v4, cidr.v6), (":%{l/}.example.com", 24, 64));
+        assert!(parse("v=spf1 a:%{l/}.example.com -all").is_ok());
     }
 
     #[test]

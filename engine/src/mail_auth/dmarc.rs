@@ -54,11 +54,31 @@ pub struct Record {
     pub percent: u8,
 }
 
+/// What one TXT string at `_dmarc.domain` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not a DMARC record (no `v=DMARC1` first): discarded.
+    NotDmarc,
+    /// A DMARC record with no valid `p=` (or an invalid `sp=`) and no
+    /// `rua=`: DMARC does not apply (RFC 7489 §6.6.3 step 6).
+    Unusable,
+    /// A usable record.
+    Record(Record),
+}
+
 /// Parse a record; None when it is not a usable DMARC record.
 pub fn parse(text: &str) -> Option<Record> {
+    match classify(text) {
+        Parsed::Record(record) => Some(record),
+        Parsed::NotDmarc | Parsed::Unusable => None,
+    }
+}
+
+/// Parse one TXT string at `_dmarc.domain`.
+pub fn classify(text: &str) -> Parsed {
     let mut tags = text.split(';').map(|t| t.trim()).filter(|t| !t.is_empty());
-    if tags.next()?.replace(' ', "") != "v=DMARC1" {
-        return None;
+    if tags.next().map(|v| v.replace(' ', "")).as_deref() != Some("v=DMARC1") {
+        return Parsed::NotDmarc;
     }
     let mut record = Record {
         policy: Policy::None,
@@ -67,7 +87,7 @@ pub fn parse(text: &str) -> Option<Record> {
         strict_spf: false,
         percent: 100,
     };
-    let (mut policy, mut reports) = (None, false);
+    let (mut policy, mut reports, mut bad_subdomain_policy) = (None, false, false);
     for tag in tags {
         let Some((name, value)) = tag.split_once('=') else {
             continue;
@@ -75,7 +95,10 @@ pub fn parse(text: &str) -> Option<Record> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "p" => policy = Policy::parse(value),
-            "sp" => record.subdomain_policy = Policy::parse(value),
+            "sp" => {
+                record.subdomain_policy = Policy::parse(value);
+                bad_subdomain_policy = record.subdomain_policy.is_none();
+            }
             "adkim" => record.strict_dkim = value.eq_ignore_ascii_case("s"),
             "aspf" => record.strict_spf = value.eq_ignore_ascii_case("s"),
             "pct" => {
@@ -89,13 +112,17 @@ pub fn parse(text: &str) -> Option<Record> {
             _ => {}
         }
     }
-    // §6.6.3: without a valid p=, a record with rua= counts as p=none.
+    // §6.6.3 step 6: without a valid p= (or with an invalid sp=), a
+    // record with rua= counts as p=none, one without means no DMARC.
     record.policy = match (policy, reports) {
-        (Some(policy), _) => policy,
-        (None, true) => Policy::None,
-        (None, false) => return None,
+        (Some(policy), _) if !bad_subdomain_policy => policy,
+        (_, true) => {
+            record.subdomain_policy = None;
+            Policy::None
+        }
+        (_, false) => return Parsed::Unusable,
     };
-    Some(record)
+    Parsed::Record(record)
 }
 
 /// The organizational domain of `domain` (RFC 7489 §3.2): its registrable
@@ -145,7 +172,7 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
     }
     let record = match found {
         Ok(Found::Record(record)) => record,
-        Ok(Found::Nothing | Found::Several) => {
+        Ok(Found::Nothing | Found::Several | Found::Unusable) => {
             let why = format!("{from} publishes no usable DMARC policy");
             return verdict("none", Policy::None, why);
         }
@@ -172,7 +199,13 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         return verdict("pass", Policy::None, format!("{by} aligned with {from}"));
     }
     // A DNS failure may have hidden an aligned pass: not a failure yet.
-    let unsure = spf.result == SpfResult::TempError || dkim.iter().any(|d| d.result == "temperror");
+    // Only for an identifier that would align: a lookup an attacker makes
+    // fail for a domain of their own must not soften the policy (§4.2).
+    let unsure = (spf.result == SpfResult::TempError
+        && aligned(&spf_domain, &from, record.strict_spf))
+        || dkim
+            .iter()
+            .any(|d| d.result == "temperror" && aligned(&d.domain, &from, record.strict_dkim));
     if unsure {
         let why = format!("a DNS error left alignment with {from} unknown");
         return verdict("temperror", Policy::None, why);
@@ -206,6 +239,8 @@ enum Found {
     Nothing,
     /// More than one: discovery ends with no policy (RFC 7489 §6.6.3).
     Several,
+    /// One, unusable: discovery ends with no policy (§6.6.3 step 6).
+    Unusable,
 }
 
 async fn lookup(dns: &impl Dns, domain: &str) -> Result<Found, String> {
@@ -214,9 +249,13 @@ async fn lookup(dns: &impl Dns, domain: &str) -> Result<Found, String> {
         .await
     {
         Ok(texts) => {
-            let mut records = texts.iter().filter_map(|t| parse(t));
+            let mut records = texts
+                .iter()
+                .map(|t| classify(t))
+                .filter(|p| *p != Parsed::NotDmarc);
             Ok(match (records.next(), records.next()) {
-                (Some(record), None) => Found::Record(record),
+                (Some(Parsed::Record(record)), None) => Found::Record(record),
+                (Some(_), None) => Found::Unusable,
                 (Some(_), Some(_)) => Found::Several,
                 (None, _) => Found::Nothing,
             })
@@ -252,5 +291,102 @@ mod tests {
         assert!(aligned("bounce.example.com", "example.com", false));
         assert!(!aligned("bounce.example.com", "example.com", true));
         assert!(!aligned("example.net", "example.com", false));
+    }
+
+    /// `_dmarc` TXT records by domain; anything else does not exist.
+    struct Records(&'static [(&'static str, &'static str)]);
+
+    impl Dns for Records {
+        fn records(
+            &self,
+            name: &str,
+            _kind: RecordKind,
+        ) -> impl std::future::Future<Output = crate::relay::resolver::Records> {
+            let found: Vec<String> = self
+                .0
+                .iter()
+                .filter(|(n, _)| format!("_dmarc.{n}") == name)
+                .map(|(_, text)| text.to_string())
+                .collect();
+            let answer = match found.is_empty() {
+                true => Err(LookupFailure::None),
+                false => Ok(found),
+            };
+            std::future::ready(answer)
+        }
+    }
+
+    fn spf(result: SpfResult, sender: &str) -> SpfVerdict {
+        SpfVerdict {
+            result,
+            identity: "mailfrom",
+            value: sender.into(),
+            why: String::new(),
+        }
+    }
+
+    fn dkim(result: &'static str, domain: &str) -> DkimVerdict {
+        DkimVerdict {
+            result,
+            domain: domain.into(),
+            selector: "s".into(),
+            b_prefix: String::new(),
+            why: String::new(),
+        }
+    }
+
+    fn run(dns: &Records, from: &str, spf: SpfVerdict, dkim: &[DkimVerdict]) -> Verdict {
+        futures::executor::block_on(check(dns, from, &spf, dkim))
+    }
+
+    #[test]
+    fn only_a_dns_error_for_an_aligned_identifier_softens_a_failure() {
+        let dns = Records(&[("bank.test", "v=DMARC1; p=reject")]);
+        // The attacker's own domains fail to resolve: still a failure.
+        let v = run(
+            &dns,
+            "bank.test",
+            spf(SpfResult::TempError, "x@evil.test"),
+            &[dkim("temperror", "evil.test")],
+        );
+        assert_eq!((v.result, v.disposition), ("fail", Policy::Reject));
+        // The bank's own key could not be fetched: unknown.
+        let v = run(
+            &dns,
+            "bank.test",
+            spf(SpfResult::Fail, "x@evil.test"),
+            &[dkim("temperror", "mail.bank.test")],
+        );
+        assert_eq!(v.result, "temperror");
+        let v = run(
+            &dns,
+            "bank.test",
+            spf(SpfResult::TempError, "x@bank.test"),
+            &[],
+        );
+        assert_eq!(v.result, "temperror");
+    }
+
+    #[test]
+    fn an_unusable_record_ends_discovery_without_the_parents_policy() {
+        let dns = Records(&[
+            ("sub.bank.test", "v=DMARC1; p=rejct"),
+            ("bank.test", "v=DMARC1; p=reject; sp=reject"),
+            ("other.bank.test", "v=DMARC1; p=reject; sp=bogus"),
+            (
+                "rua.bank.test",
+                "v=DMARC1; p=reject; sp=bogus; rua=mailto:d@bank.test",
+            ),
+        ]);
+        let no_pass = || spf(SpfResult::Fail, "x@evil.test");
+        assert_eq!(run(&dns, "sub.bank.test", no_pass(), &[]).result, "none");
+        assert_eq!(run(&dns, "other.bank.test", no_pass(), &[]).result, "none");
+        let v = run(&dns, "rua.bank.test", no_pass(), &[]);
+        assert_eq!((v.result, v.disposition), ("fail", Policy::None));
+        // No record at all: the organizational domain's sp= applies.
+        let v = run(&dns, "none.bank.test", no_pass(), &[]);
+        assert_eq!((v.result, v.disposition), ("fail", Policy::Reject));
+        assert_eq!(classify("v=spf1 -all"), Parsed::NotDmarc);
+        assert_eq!(classify("v=DMARC1; p=x"), Parsed::Unusable);
     }
 }

@@ -63,7 +63,8 @@ pub async fn check(
     // Every author domain is checked (a second From must not hide a
     // failing one); the verdict is the first that fails, else the first.
     let mut authors = crate::dkim::author_domains(message);
-    authors.dedup();
+    let mut seen = std::collections::HashSet::new();
+    authors.retain(|domain| seen.insert(domain.clone()));
     let mut dmarc: Option<dmarc::Verdict> = None;
     for from in authors.iter().take(MAX_AUTHOR_DOMAINS) {
         let verdict = dmarc::check(dns, from, &spf, &dkim).await;
@@ -72,8 +73,21 @@ pub async fn check(
             dmarc = Some(verdict);
         }
         if failed {
-            break;
+            return Verdicts { spf, dkim, dmarc };
         }
+    }
+    if authors.len() > MAX_AUTHOR_DOMAINS {
+        // The domains past the limit went unchecked, and one of them may
+        // be the one forged: the message is not trusted as checked.
+        dmarc = Some(dmarc::Verdict {
+            result: "fail",
+            from: authors[0].clone(),
+            disposition: dmarc::Policy::Quarantine,
+            why: format!(
+                "From names {} domains; only {MAX_AUTHOR_DOMAINS} are checked",
+                authors.len()
+            ),
+        });
     }
     Verdicts { spf, dkim, dmarc }
 }
@@ -205,6 +219,35 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DNS where nothing exists.
+    struct Empty;
+
+    impl Dns for Empty {
+        fn records(&self, _name: &str, _kind: RecordKind) -> impl Future<Output = Records> {
+            std::future::ready(Err(crate::relay::resolver::LookupFailure::None))
+        }
+    }
+
+    fn dmarc_of(message: &[u8]) -> Option<dmarc::Verdict> {
+        let ip = "192.0.2.1".parse().unwrap();
+        let verdicts =
+            futures::executor::block_on(check(&Empty, ip, "a@x.test", "h.test", message, 0));
+        verdicts.dmarc
+    }
+
+    #[test]
+    fn every_author_domain_is_checked_or_the_message_is_not_trusted() {
+        // Repeats, adjacent or not, are one domain.
+        let v = dmarc_of(b"From: a@x.test, b@y.test, c@x.test, d@y.test\r\n\r\n").unwrap();
+        assert_eq!(v.result, "none");
+        // More domains than are looked up: the one left out may be forged.
+        let v = dmarc_of(b"From: a@1.test, a@2.test, a@3.test, ceo@bank.test\r\n\r\n").unwrap();
+        assert_eq!(
+            (v.result, v.disposition),
+            ("fail", dmarc::Policy::Quarantine)
+        );
+    }
 
     #[test]
     fn forged_results_of_ours_are_removed() {

@@ -4,7 +4,7 @@
 //! of 1024 bits and more, Ed25519-SHA256 (RFC 8463); RSA-SHA1 is refused
 //! (RFC 8301). Simple and relaxed canonicalization, `l=`, `x=`.
 
-use super::{header_fields, relaxed_body_into, relaxed_header, Field};
+use super::{header_fields, relaxed_body_into, relaxed_header, too_many_fields, Field};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ring::signature::{UnparsedPublicKey, ED25519, RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY};
@@ -12,6 +12,13 @@ use ring::signature::{UnparsedPublicKey, ED25519, RSA_PKCS1_1024_8192_SHA256_FOR
 /// Signatures looked at per message; more are ignored (each costs DNS and
 /// a public-key operation).
 pub const MAX_SIGNATURES: usize = 5;
+
+/// The longest `DKIM-Signature` field read: a 4096-bit RSA signature and
+/// a long `h=` fit in a fraction of it.
+pub const MAX_SIGNATURE_FIELD: usize = 16 * 1024;
+
+/// The most names an `h=` may list.
+pub const MAX_SIGNED_HEADERS: usize = 256;
 
 /// How a part of the message was canonicalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +89,10 @@ pub enum Failure {
 /// each parsed or refused (a permerror, with why).
 pub fn signatures(message: &[u8]) -> Vec<Result<Signature, String>> {
     let (fields, _) = header_fields(message);
+    if too_many_fields(&fields) {
+        let why = format!("the header has over {} fields", super::MAX_HEADER_FIELDS);
+        return vec![Err(why)];
+    }
     // `index` counts DKIM-Signature fields only, as signed_headers finds
     // the signature's own field again.
     fields
@@ -110,6 +121,9 @@ fn compact(value: &str) -> String {
 }
 
 fn parse_signature(field: &Field<'_>, index: usize) -> Result<Signature, String> {
+    if field.raw.len() > MAX_SIGNATURE_FIELD {
+        return Err(format!("the field is over {MAX_SIGNATURE_FIELD} octets"));
+    }
     let raw = String::from_utf8_lossy(field.raw);
     let value = raw.split_once(':').map_or("", |(_, v)| v);
     let tags = tags(value);
@@ -150,6 +164,9 @@ fn parse_signature(field: &Field<'_>, index: usize) -> Result<Signature, String>
         .map(|h| h.trim().to_ascii_lowercase())
         .filter(|h| !h.is_empty())
         .collect();
+    if headers.len() > MAX_SIGNED_HEADERS {
+        return Err(format!("h= names over {MAX_SIGNED_HEADERS} fields"));
+    }
     if !headers.iter().any(|h| h == "from") {
         return Err("h= does not sign From".into());
     }
@@ -568,6 +585,35 @@ mod tests {
             let message = format!("{bad}From: a@x.test\r\n\r\nbody\r\n");
             assert!(signatures(message.as_bytes())[0].is_err(), "{bad}");
         }
+    }
+
+    /// Hostile sizes are refused before they cost memory: a huge h=, a
+    /// huge field, a header of countless tiny fields.
+    #[test]
+    fn oversized_signatures_and_headers_are_refused() {
+        let many_names = format!(
+            "DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; h={}from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n",
+            "a:".repeat(MAX_SIGNED_HEADERS)
+        );
+        let found = signatures(many_names.as_bytes());
+        assert!(
+            found[0].as_ref().unwrap_err().contains("h= names over"),
+            "{found:?}"
+        );
+        let huge = format!(
+            "DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; h=from; bh=AA==; b={}\r\nFrom: a@x.test\r\n\r\n",
+            "A".repeat(MAX_SIGNATURE_FIELD)
+        );
+        assert!(signatures(huge.as_bytes())[0].is_err());
+        let mut many_fields = b"DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n".to_vec();
+        for _ in 0..super::super::MAX_HEADER_FIELDS {
+            many_fields.extend_from_slice(b"a:\r\n");
+        }
+        many_fields.extend_from_slice(b"\r\nbody\r\n");
+        let found = signatures(&many_fields);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].as_ref().unwrap_err().contains("over 4096 fields"));
+        assert!(super::super::sign(&many_fields, &[&ed25519()], 1).is_empty());
     }
 
     #[test]
