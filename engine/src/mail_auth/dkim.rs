@@ -21,6 +21,22 @@ pub struct Verdict {
     pub why: String,
 }
 
+/// The verdicts of checks that ran out of time: a temporary error for
+/// each readable signature, whose `d=` DMARC may still align with.
+pub fn timed_out(message: &[u8]) -> Vec<Verdict> {
+    verify::signatures(message)
+        .into_iter()
+        .flatten()
+        .map(|signature| Verdict {
+            result: "temperror",
+            domain: signature.domain.clone(),
+            selector: signature.selector.clone(),
+            b_prefix: String::new(),
+            why: "the check timed out".into(),
+        })
+        .collect()
+}
+
 /// Verify the signatures of `message` at `now` (Unix seconds).
 pub async fn check(dns: &impl Dns, message: &[u8], now: u64) -> Vec<Verdict> {
     let mut verdicts = Vec::new();

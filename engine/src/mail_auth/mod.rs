@@ -29,9 +29,13 @@ impl Dns for Resolver {
 }
 
 /// The longest the checks of one message may take (RFC 7208 §4.6.4
-/// suggests at least 20 s for SPF); past it the message is marked
-/// unchecked.
+/// suggests at least 20 s for SPF); past it DMARC is judged with what is
+/// known ([`timed_out`]).
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The longest the DMARC lookups after a [`DEADLINE`] may take; past it
+/// the message is refused for now (451).
+pub const DMARC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Author (From) domains checked with DMARC per message.
 const MAX_AUTHOR_DOMAINS: usize = 3;
@@ -60,6 +64,28 @@ pub async fn check(
     let ip = crate::config::canonical(ip);
     let spf = spf::check(dns, ip, sender, helo).await;
     let dkim = dkim::check(dns, message, now).await;
+    with_dmarc(dns, message, spf, dkim).await
+}
+
+/// The verdicts for a message whose checks ran out of time: SPF and every
+/// DKIM signature a temporary error, and DMARC as it follows from that. A
+/// From domain that nothing in the message could align with still fails
+/// (an attacker cannot slow the checks down to skip its policy); one that
+/// something could align with is a temperror.
+pub async fn timed_out(dns: &impl Dns, sender: &str, helo: &str, message: &[u8]) -> Verdicts {
+    let spf = spf::timed_out(sender, helo);
+    let dkim = dkim::timed_out(message);
+    with_dmarc(dns, message, spf, dkim).await
+}
+
+/// DMARC for every author domain of `message`, given SPF's and DKIM's
+/// verdicts.
+async fn with_dmarc(
+    dns: &impl Dns,
+    message: &[u8],
+    spf: spf::Verdict,
+    dkim: Vec<dkim::Verdict>,
+) -> Verdicts {
     // Every author domain is checked (a second From must not hide a
     // failing one); the verdict is the first that fails, else the first.
     let mut authors = crate::dkim::author_domains(message);
@@ -234,6 +260,38 @@ mod tests {
         let verdicts =
             futures::executor::block_on(check(&Empty, ip, "a@x.test", "h.test", message, 0));
         verdicts.dmarc
+    }
+
+    /// A DNS with one DMARC record: `bank.test`'s, p=reject.
+    struct Bank;
+
+    impl Dns for Bank {
+        fn records(&self, name: &str, _kind: RecordKind) -> impl Future<Output = Records> {
+            std::future::ready(match name {
+                "_dmarc.bank.test" => Ok(vec!["v=DMARC1; p=reject".to_owned()]),
+                _ => Err(crate::relay::resolver::LookupFailure::None),
+            })
+        }
+    }
+
+    #[test]
+    fn checks_that_time_out_still_fail_a_domain_nothing_aligns_with() {
+        let signed_by = |d: &str| {
+            format!("DKIM-Signature: v=1; a=rsa-sha256; d={d}; s=x; h=from; bh=AA==; b=AA==\r\nFrom: ceo@bank.test\r\n\r\nhi\r\n")
+        };
+        let judge = |sender: &str, message: String| {
+            let v =
+                futures::executor::block_on(timed_out(&Bank, sender, "h.test", message.as_bytes()));
+            assert_eq!(v.spf.result, ringpost_protocols::spf::SpfResult::TempError);
+            let dmarc = v.dmarc.unwrap();
+            (dmarc.result, dmarc.disposition)
+        };
+        assert_eq!(
+            judge("x@evil.test", signed_by("evil.test")),
+            ("fail", dmarc::Policy::Reject)
+        );
+        assert_eq!(judge("x@evil.test", signed_by("bank.test")).0, "temperror");
+        assert_eq!(judge("x@bank.test", signed_by("evil.test")).0, "temperror");
     }
 
     #[test]

@@ -36,13 +36,31 @@ pub struct Verdict {
     pub why: String,
 }
 
+/// Which identity SPF checks (`mailfrom`, or `helo` for the null sender),
+/// its value, and the sender address macros see.
+fn identity(sender: &str, helo: &str) -> (&'static str, String, String) {
+    match sender.rsplit_once('@') {
+        Some(_) => ("mailfrom", sender.to_owned(), sender.to_owned()),
+        None => ("helo", helo.to_owned(), format!("postmaster@{helo}")),
+    }
+}
+
+/// The verdict of a check that ran out of time: a temporary error for
+/// the identity it would have checked (RFC 7208 §4.6.4).
+pub fn timed_out(sender: &str, helo: &str) -> Verdict {
+    let (identity, value, _) = identity(sender, helo);
+    Verdict {
+        result: SpfResult::TempError,
+        identity,
+        why: format!("the check of {value} timed out"),
+        value,
+    }
+}
+
 /// Check `ip` against the SPF record of `sender`'s domain (the null
 /// sender: `helo`'s).
 pub async fn check(dns: &impl Dns, ip: IpAddr, sender: &str, helo: &str) -> Verdict {
-    let (identity, value, checked_sender) = match sender.rsplit_once('@') {
-        Some(_) => ("mailfrom", sender.to_owned(), sender.to_owned()),
-        None => ("helo", helo.to_owned(), format!("postmaster@{helo}")),
-    };
+    let (identity, value, checked_sender) = identity(sender, helo);
     let domain = checked_sender
         .rsplit_once('@')
         .map_or(helo, |(_, d)| d)
