@@ -550,7 +550,9 @@ impl RelayConfig {
         let lookup = |key: &str| {
             self.tls_policy
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .find(|(k, _)| {
+                    k.eq_ignore_ascii_case(key) || (!k.is_ascii() && ascii_policy_key(k) == key)
+                })
                 .map(|(_, p)| *p)
         };
         if let Some(policy) = lookup(domain) {
@@ -1590,6 +1592,16 @@ fn default_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// A `relay.tls_policy` key written with non-ASCII labels, in the ASCII
+/// form destinations are matched in (`.parent` keys keep their dot).
+fn ascii_policy_key(key: &str) -> String {
+    use crate::relay::resolver::ascii_domain;
+    match key.strip_prefix('.') {
+        Some(parent) => format!(".{}", ascii_domain(parent)),
+        None => ascii_domain(key),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1607,6 +1619,21 @@ mod tests {
         assert_eq!(relay.tls_policy_for("bank.example"), TlsPolicy::Encrypt);
         assert_eq!(relay.tls_policy_for("mx.shop.example."), TlsPolicy::None);
         assert_eq!(relay.tls_policy_for("example"), TlsPolicy::Verify);
+        // Destinations come in A-labels; a key may be written either way.
+        relay
+            .tls_policy
+            .insert("Bücher.test".into(), TlsPolicy::Encrypt);
+        relay
+            .tls_policy
+            .insert(".straße.test".into(), TlsPolicy::None);
+        assert_eq!(
+            relay.tls_policy_for("xn--bcher-kva.test"),
+            TlsPolicy::Encrypt
+        );
+        assert_eq!(
+            relay.tls_policy_for(&crate::relay::resolver::ascii_domain("mx.straße.test")),
+            TlsPolicy::None
+        );
         let text = Config::parse(
             "[relay]\nstarttls = false\n[relay.tls_policy]\n\"a.test\" = \"verify\"\n",
         )

@@ -137,6 +137,10 @@ struct HostTls {
 /// its MX hosts, with DANE's demands per host where the domain's DNS is
 /// validated, else narrowed by its MTA-STS policy when that is enforced.
 pub(crate) async fn destination(relay: &Relay, domain: &str) -> Result<Found, NoRoute> {
+    // An internationalised domain is looked up, matched against routes and
+    // TLS policies, and asked for its MTA-STS policy by its A-labels.
+    let ascii = super::resolver::ascii_domain(domain);
+    let domain = ascii.as_str();
     let router = relay.router();
     let mut targets = router.targets(&relay.resolver, domain).await?;
     let config = relay.config();
@@ -396,9 +400,13 @@ pub(crate) async fn run(relay: Rc<Relay>, site: SiteName) {
             relay.put_back(&site, entry);
             return;
         }
+        // A host refused for its TLS (no STARTTLS where it is required, a
+        // certificate or DANE mismatch) is a security failure, not an
+        // unreachable host (RFC 3463: X.7.5 against X.4.1).
+        let tls_refused = reply.local && reply.status.as_deref() == Some("4.7.5");
         let why = NoRoute {
             permanent: false,
-            status: "4.4.1",
+            status: if tls_refused { "4.7.5" } else { "4.4.1" },
             text: format!(
                 "no host of {} took the message; last: {host} said {reply}",
                 entry.domain

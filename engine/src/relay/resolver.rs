@@ -353,6 +353,32 @@ impl StsState {
     }
 }
 
+/// Cache `domain`'s policy, in a cache of at most `capacity` domains.
+/// A policy is the defence against a downgrade (RFC 8461 §10.2), so a new
+/// one always goes in: expired ones make room first, then the one that
+/// expires soonest.
+fn remember<P>(
+    policies: &mut std::collections::HashMap<String, (P, String, Instant)>,
+    capacity: usize,
+    domain: String,
+    entry: (P, String, Instant),
+    now: Instant,
+) {
+    if !policies.contains_key(&domain) && policies.len() >= capacity {
+        policies.retain(|_, (_, _, until)| *until > now);
+        if policies.len() >= capacity {
+            let soonest = policies
+                .iter()
+                .min_by_key(|(_, (_, _, until))| *until)
+                .map(|(name, _)| name.clone());
+            if let Some(soonest) = soonest {
+                policies.remove(&soonest);
+            }
+        }
+    }
+    policies.insert(domain, entry);
+}
+
 /// `domain`'s policy (RFC 8461 §3, §5): the cached one while its id is
 /// still the published one (or while nothing can be read of the record),
 /// else a fresh fetch, which falls back to the cached one when it fails.
@@ -376,13 +402,8 @@ async fn discover(resolver: &TokioResolver, sts: &StsState, domain: String) -> O
     match tokio::time::timeout(FETCH_TIMEOUT, fetched).await {
         Ok(Ok(policy)) => {
             let until = now + Duration::from_secs(policy.max_age);
-            let mut policies = sts.policies();
-            if policies.len() >= sts.capacity {
-                policies.retain(|_, (_, _, until)| *until > now);
-            }
-            if policies.len() < sts.capacity {
-                policies.insert(domain, (policy.clone(), id.unwrap_or_default(), until));
-            }
+            let entry = (policy.clone(), id.unwrap_or_default(), until);
+            remember(&mut sts.policies(), sts.capacity, domain, entry, now);
             Some(policy)
         }
         failed => {
@@ -1145,8 +1166,79 @@ fn parse_target(domain: &str) -> Target {
     }
 }
 
+/// `domain` in its ASCII (A-label) form, lowercase, without a final dot:
+/// `bücher.example` → `xn--bcher-kva.example`. Names are compared in that
+/// form (RFC 5890), whichever form the recipient or the operator wrote;
+/// one that is not a valid name comes back lowercased as it was.
+pub fn ascii_domain(domain: &str) -> String {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_ascii() {
+        return domain.to_ascii_lowercase();
+    }
+    match Name::from_utf8(domain.to_lowercase()) {
+        Ok(name) => name
+            .to_lowercase()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_owned(),
+        Err(_) => domain.to_lowercase(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_policy_cache_still_takes_new_and_changed_policies() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let later = |secs| now + Duration::from_secs(secs);
+        let mut policies = std::collections::HashMap::new();
+        super::remember(
+            &mut policies,
+            2,
+            "a.test".into(),
+            ((), "1".into(), later(100)),
+            now,
+        );
+        super::remember(
+            &mut policies,
+            2,
+            "b.test".into(),
+            ((), "1".into(), later(50)),
+            now,
+        );
+        // Full, nothing expired: the soonest to expire makes room.
+        super::remember(
+            &mut policies,
+            2,
+            "c.test".into(),
+            ((), "1".into(), later(80)),
+            now,
+        );
+        assert!(policies.contains_key("c.test") && policies.contains_key("a.test"));
+        assert_eq!(policies.len(), 2);
+        // A changed policy of a known domain replaces the old one.
+        super::remember(
+            &mut policies,
+            2,
+            "a.test".into(),
+            ((), "2".into(), later(100)),
+            now,
+        );
+        assert_eq!(policies["a.test"].1, "2");
+        assert_eq!(policies.len(), 2);
+    }
+
+    #[test]
+    fn domains_compare_in_their_ascii_form() {
+        use super::ascii_domain;
+        assert_eq!(ascii_domain("Bücher.Example."), "xn--bcher-kva.example");
+        assert_eq!(ascii_domain("Plain.Example"), "plain.example");
+        assert_eq!(
+            ascii_domain("xn--bcher-kva.example"),
+            "xn--bcher-kva.example"
+        );
+    }
 
     #[test]
     fn kept_until_the_records_expire_negatives_briefly_failures_never() {

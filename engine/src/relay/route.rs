@@ -80,7 +80,7 @@ impl Router {
             routes: config
                 .routes
                 .iter()
-                .map(|(domain, target)| (domain.to_ascii_lowercase(), parse(target)))
+                .map(|(domain, target)| (super::resolver::ascii_domain(domain), parse(target)))
                 .collect(),
             smarthost: config.smarthost.as_deref().map(parse),
             mx_port: config.mx_port,
