@@ -111,11 +111,12 @@ pub fn new_message(
 /// The DSN parameters of `tx` (RFC 3461) the relay needs: ENVID, RET, and
 /// the NOTIFY and ORCPT of the recipients in `relayed`.
 fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
+    let relayed: std::collections::HashSet<&str> = relayed.iter().map(String::as_str).collect();
     let recipients = tx
         .recipients
         .iter()
         .zip(&tx.recipient_requests)
-        .filter(|(address, request)| !request.is_empty() && relayed.contains(address))
+        .filter(|(address, request)| !request.is_empty() && relayed.contains(address.as_str()))
         .map(|(address, request)| RecipientDsn {
             recipient: address.clone(),
             notify: request.notify.map(|n| n.bits()),

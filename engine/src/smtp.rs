@@ -289,7 +289,9 @@ impl Smtp<'_> {
         message: &ringpost_storage::spool::NewMessage,
         now: u64,
     ) -> Option<ringpost_storage::spool::NewMessage> {
-        if tx.mail_from.is_empty() {
+        // Quarantined mail failed DMARC: its sender may be forged, and a
+        // report would be backscatter confirming the mailbox to a spammer.
+        if tx.mail_from.is_empty() || !message.junk.is_empty() {
             return None;
         }
         let shard = self.shard;

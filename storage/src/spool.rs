@@ -163,9 +163,20 @@ impl DsnRequest {
         self.envid.is_none() && self.ret == 0 && self.recipients.is_empty()
     }
 
-    /// What was asked for `recipient`, if anything.
+    /// What was asked for `recipient`, if anything (the first request for
+    /// an address given twice).
     pub fn recipient(&self, recipient: &str) -> Option<&RecipientDsn> {
         self.recipients.iter().find(|r| r.recipient == recipient)
+    }
+
+    /// Every request by address, for looking many up (as
+    /// [`DsnRequest::recipient`]: the first for an address given twice).
+    pub fn by_recipient(&self) -> std::collections::HashMap<&str, &RecipientDsn> {
+        let mut map = std::collections::HashMap::with_capacity(self.recipients.len());
+        for r in &self.recipients {
+            map.entry(r.recipient.as_str()).or_insert(r);
+        }
+        map
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -760,6 +771,9 @@ mod tests {
             Some(5)
         );
         assert!(with_dsn.dsn.recipient("dave@example.net").is_none());
+        let map = with_dsn.dsn.by_recipient();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["carol@example.net"].notify, Some(5));
     }
 
     #[test]

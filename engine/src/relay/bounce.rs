@@ -13,16 +13,18 @@ use ringpost_protocols::smtp::client::RecipientResult;
 use ringpost_protocols::smtp::dsn::{self, Action, Diagnostic, RecipientStatus, Report};
 use ringpost_protocols::smtp::dsn_request::{self, Notify};
 use ringpost_protocols::smtp::Transaction;
-use ringpost_storage::spool::{DsnRequest, Envelope, MessageId, NewMessage};
+use ringpost_storage::spool::{Envelope, MessageId, NewMessage, RecipientDsn};
+use std::collections::{HashMap, HashSet};
 
 /// The failed recipients the sender wants a bounce for: those whose NOTIFY
 /// (if any) includes FAILURE, each with its ORCPT.
 pub fn failures_to_report(envelope: &Envelope, failed: &[RecipientStatus]) -> Vec<RecipientStatus> {
+    let asked = envelope.dsn.by_recipient();
     failed
         .iter()
-        .filter(|status| dsn_request::reports_failure(notify_of(&envelope.dsn, &status.recipient)))
+        .filter(|status| dsn_request::reports_failure(notify_of(&asked, &status.recipient)))
         .map(|status| RecipientStatus {
-            original_recipient: original_recipient(&envelope.dsn, &status.recipient),
+            original_recipient: original_recipient(&asked, &status.recipient),
             ..status.clone()
         })
         .collect()
@@ -39,10 +41,11 @@ pub fn relayed_to_report(
     if envelope.dsn.recipients.is_empty() {
         return Vec::new();
     }
+    let asked = envelope.dsn.by_recipient();
     results
         .iter()
         .filter(|r| r.reply.is_positive())
-        .filter(|r| notify_of(&envelope.dsn, &r.recipient).is_some_and(Notify::on_success))
+        .filter(|r| notify_of(&asked, &r.recipient).is_some_and(Notify::on_success))
         .map(|r| RecipientStatus {
             recipient: r.recipient.clone(),
             action: Action::Relayed,
@@ -50,7 +53,7 @@ pub fn relayed_to_report(
             remote_mta: host.map(str::to_owned),
             diagnostic: Some(Diagnostic::Smtp(r.reply.to_string())),
             meaning: None,
-            original_recipient: original_recipient(&envelope.dsn, &r.recipient),
+            original_recipient: original_recipient(&asked, &r.recipient),
         })
         .collect()
 }
@@ -61,11 +64,14 @@ pub fn delivered_to_report(
     tx: &Transaction,
     is_local: &dyn Fn(&str) -> bool,
 ) -> Vec<RecipientStatus> {
+    // An address given twice is one mailbox, reported once.
+    let mut seen = HashSet::new();
     tx.recipients
         .iter()
         .zip(&tx.recipient_requests)
         .filter(|(_, request)| request.notify.is_some_and(Notify::on_success))
         .filter(|(address, _)| intake::domain_of(address).is_none_or(is_local))
+        .filter(|(address, _)| seen.insert(address.to_ascii_lowercase()))
         .map(|(address, request)| RecipientStatus {
             recipient: address.clone(),
             action: Action::Delivered,
@@ -81,12 +87,15 @@ pub fn delivered_to_report(
         .collect()
 }
 
-fn notify_of(dsn: &DsnRequest, recipient: &str) -> Option<Notify> {
-    dsn.recipient(recipient)?.notify.map(Notify::from_bits)
+/// A message's DSN requests by address ([`DsnRequest::by_recipient`]).
+type Asked<'a> = HashMap<&'a str, &'a RecipientDsn>;
+
+fn notify_of(asked: &Asked<'_>, recipient: &str) -> Option<Notify> {
+    asked.get(recipient)?.notify.map(Notify::from_bits)
 }
 
-fn original_recipient(dsn: &DsnRequest, recipient: &str) -> Option<String> {
-    let orcpt = dsn.recipient(recipient)?.orcpt.as_deref()?;
+fn original_recipient(asked: &Asked<'_>, recipient: &str) -> Option<String> {
+    let orcpt = asked.get(recipient)?.orcpt.as_deref()?;
     dsn_request::orcpt_for_report(orcpt)
 }
 
@@ -196,7 +205,7 @@ mod tests {
     }
 
     fn dsn_envelope() -> Envelope {
-        use ringpost_storage::spool::RecipientDsn;
+        use ringpost_storage::spool::DsnRequest;
         let notify = |n: &str| Notify::parse(n).map(Notify::bits);
         Envelope {
             sender: "alice@origin.test".into(),
@@ -313,12 +322,18 @@ mod tests {
                 "me@relay.test".into(),
                 "far@d.test".into(),
                 "quiet@relay.test".into(),
+                "Me@Relay.test".into(),
             ],
-            recipient_requests: vec![asks.clone(), asks, RecipientRequest::default()],
+            recipient_requests: vec![
+                asks.clone(),
+                asks.clone(),
+                RecipientRequest::default(),
+                asks,
+            ],
             ..Transaction::default()
         };
-        let reported = delivered_to_report(&tx, &|d| d == "relay.test");
-        assert_eq!(reported.len(), 1);
+        let reported = delivered_to_report(&tx, &|d| d.eq_ignore_ascii_case("relay.test"));
+        assert_eq!(reported.len(), 1, "one mailbox, one report: {reported:?}");
         assert_eq!(reported[0].recipient, "me@relay.test");
         assert_eq!(reported[0].action, Action::Delivered);
         assert_eq!(

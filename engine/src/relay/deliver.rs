@@ -845,9 +845,9 @@ impl Over<'_> {
             return;
         }
         results.extend(suppressed);
-        // Delivered everywhere: the outcome needs only the envelope. Anything
-        // else may bounce, and a bounce quotes the original: re-read it then.
-        let loaded = all_delivered(&results).then(|| Loaded {
+        // The outcome needs the envelope; a DSN quotes the original too,
+        // which is read again only then.
+        let loaded = Some(Loaded {
             envelope,
             body: Vec::new(),
         });
@@ -875,9 +875,10 @@ fn outgoing(
     let recipient_requests = if dsn.recipients.is_empty() {
         Vec::new()
     } else {
+        let asked = dsn.by_recipient();
         recipients
             .iter()
-            .map(|r| match dsn.recipient(r) {
+            .map(|r| match asked.get(r.as_str()) {
                 Some(asked) => RecipientRequest {
                     notify: asked.notify.map(Notify::from_bits),
                     orcpt: asked.orcpt.clone(),
@@ -914,10 +915,6 @@ fn hand_back(entry: QueueEntry, pending: &mut Option<QueueEntry>, returned: &mut
         None => *pending = Some(entry),
         Some(_) => returned.push(entry),
     }
-}
-
-fn all_delivered(results: &[RecipientResult]) -> bool {
-    results.iter().all(|r| r.reply.is_positive())
 }
 
 fn unexpected(event: ClientEvent) -> ServerReply {

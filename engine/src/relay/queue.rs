@@ -1296,20 +1296,47 @@ impl Relay {
         }
 
         let finished = sorted.deferred.is_empty();
-        let passed_on = via.as_ref().is_some_and(|v| v.dsn);
-        // A success report quotes the original's header, as a bounce does.
-        let wants_body = |loaded: &Loaded| {
-            loaded.body.is_empty()
-                && !passed_on
-                && !bounce::relayed_to_report(&loaded.envelope, &results, host).is_empty()
-        };
         let loaded = match loaded {
-            Some(loaded) if !wants_body(&loaded) => Some(loaded),
-            // Only DSNs and the end of a message need the message itself
-            // (and a success the sender asked to hear of may need a DSN).
-            _ if finished || !sorted.failed.is_empty() || sorted.delivered > 0 => {
+            Some(loaded) => Some(loaded),
+            // The envelope decides the DSNs and the end of the message.
+            None if finished || !sorted.failed.is_empty() => match self.load(entry.id).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
+                    self.retry_later(entry);
+                    return;
+                }
+            },
+            None => None,
+        };
+        // What the sender asked to hear of (NOTIFY): failures, and
+        // successes at a host that will not report them itself.
+        let mut reported = Vec::new();
+        if let Some(Loaded { envelope, .. }) = &loaded {
+            if !envelope.sender.is_empty() {
+                reported = bounce::failures_to_report(envelope, &sorted.failed);
+                if !via.as_ref().is_some_and(|v| v.dsn) {
+                    reported.extend(bounce::relayed_to_report(envelope, &results, host));
+                }
+            }
+        }
+        // A DSN quotes the original's header; the caller may have had only
+        // the envelope.
+        let loaded = match loaded {
+            Some(Loaded { envelope, body }) if body.is_empty() && !reported.is_empty() => {
                 match self.load(entry.id).await {
-                    Ok(loaded) => loaded,
+                    Ok(Some(full)) => Some(Loaded {
+                        envelope,
+                        body: full.body,
+                    }),
+                    Ok(None) => Some(Loaded { envelope, body }),
+                    // Successes alone: the delivery is recorded all the same
+                    // (retrying would send the message again), unreported.
+                    Err(e) if sorted.failed.is_empty() => {
+                        tracing::warn!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message for its success DSN; none is sent");
+                        reported.clear();
+                        Some(Loaded { envelope, body })
+                    }
                     Err(e) => {
                         tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
                         self.retry_later(entry);
@@ -1317,7 +1344,7 @@ impl Relay {
                     }
                 }
             }
-            _ => None,
+            other => other,
         };
 
         let mut batch = WriteBatch::new();
@@ -1344,10 +1371,6 @@ impl Relay {
         let mut bounce_entries = Vec::new();
         let mut tell_home = false;
         if let Some(Loaded { envelope, body }) = &loaded {
-            let mut reported = bounce::failures_to_report(envelope, &sorted.failed);
-            if !passed_on {
-                reported.extend(bounce::relayed_to_report(envelope, &results, host));
-            }
             if reported.is_empty() {
                 if !sorted.failed.is_empty() {
                     tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender asked for none (NOTIFY)");

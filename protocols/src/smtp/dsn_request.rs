@@ -158,21 +158,60 @@ pub fn is_envid(value: &str) -> bool {
 }
 
 /// Whether `value` is a valid ORCPT: `addr-type ";" xtext` (the type an
-/// atom, e.g. `rfc822`), at most [`MAX_ORCPT_LEN`] octets.
-pub fn is_orcpt(value: &str) -> bool {
+/// atom, e.g. `rfc822`), at most [`MAX_ORCPT_LEN`] octets. In an SMTPUTF8
+/// transaction (`utf8`) a `utf-8` address may also be RFC 6533's
+/// utf-8-addr-unitext: UTF-8 as it is.
+pub fn is_orcpt(value: &str, utf8: bool) -> bool {
     let Some((kind, address)) = value.split_once(';') else {
         return false;
     };
     let atom = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
-    value.len() <= MAX_ORCPT_LEN && !kind.is_empty() && kind.bytes().all(atom) && is_xtext(address)
+    let unitext = || utf8 && kind.eq_ignore_ascii_case("utf-8") && is_unitext(address);
+    value.len() <= MAX_ORCPT_LEN
+        && !kind.is_empty()
+        && kind.bytes().all(atom)
+        && (is_xtext(address) || unitext())
 }
 
-/// ORCPT's address, decoded, for `Original-Recipient:` (RFC 3464 §2.3.1
-/// wants the type and the decoded address): `rfc822;bob@example.org`.
-/// None when it does not decode to printable text.
+/// Whether `value` is RFC 6533's utf-8-addr-unitext: printable ASCII but
+/// `+`, `=` and `\`, non-ASCII characters, and `\x{HEX}` escapes.
+fn is_unitext(value: &str) -> bool {
+    let mut rest = value;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("\\x{") {
+            let Some((hex, tail)) = after.split_once('}') else {
+                return false;
+            };
+            if !(1..=6).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return false;
+            }
+            rest = tail;
+            continue;
+        }
+        let ok = match c {
+            '+' | '=' | '\\' => false,
+            c if c.is_ascii() => c.is_ascii_graphic(),
+            c => !c.is_control() && !c.is_whitespace(),
+        };
+        if !ok {
+            return false;
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    !value.is_empty()
+}
+
+/// ORCPT's address for `Original-Recipient:` (RFC 3464 §2.3.1 wants the
+/// type and the decoded address): `rfc822;bob@example.org`; a `utf-8`
+/// unitext address as it was given. None when it does not decode to
+/// printable text.
 pub fn orcpt_for_report(orcpt: &str) -> Option<String> {
     let (kind, address) = orcpt.split_once(';')?;
-    Some(format!("{kind};{}", xtext_decode(address)?))
+    match xtext_decode(address) {
+        Some(decoded) => Some(format!("{kind};{decoded}")),
+        None if is_unitext(address) => Some(orcpt.to_owned()),
+        None => None,
+    }
 }
 
 /// Whether `value` is xtext (RFC 3461 §4): non-empty, printable ASCII
@@ -261,9 +300,31 @@ mod tests {
     }
 
     #[test]
+    fn orcpt_in_utf8_is_taken_only_with_smtputf8() {
+        assert!(is_orcpt("utf-8;jörg@bücher.test", true));
+        assert!(is_orcpt(r"utf-8;j\x{F6}rg@example.test", true));
+        assert!(!is_orcpt("utf-8;jörg@bücher.test", false));
+        assert!(!is_orcpt("rfc822;jörg@bücher.test", true));
+        for bad in [
+            "utf-8;a b",
+            "utf-8;a=b",
+            r"utf-8;ö\x{}",
+            r"utf-8;ö\x{zz}",
+            "utf-8;ö+",
+            "utf-8;",
+        ] {
+            assert!(!is_orcpt(bad, true), "{bad}");
+        }
+        assert_eq!(
+            orcpt_for_report("utf-8;jörg@bücher.test").as_deref(),
+            Some("utf-8;jörg@bücher.test")
+        );
+    }
+
+    #[test]
     fn orcpt_is_a_type_and_an_xtext_address() {
-        assert!(is_orcpt("rfc822;bob@example.org"));
-        assert!(is_orcpt("rfc822;bob+2Btag@example.org"));
+        assert!(is_orcpt("rfc822;bob@example.org", false));
+        assert!(is_orcpt("rfc822;bob+2Btag@example.org", false));
         assert_eq!(
             orcpt_for_report("rfc822;bob+2Btag@example.org").as_deref(),
             Some("rfc822;bob+tag@example.org")
@@ -275,9 +336,9 @@ mod tests {
             "rf c;x",
             "rfc822;a=b",
         ] {
-            assert!(!is_orcpt(bad), "{bad}");
+            assert!(!is_orcpt(bad, false), "{bad}");
         }
         let long = format!("rfc822;{}", "x".repeat(MAX_ORCPT_LEN));
-        assert!(!is_orcpt(&long));
+        assert!(!is_orcpt(&long, true));
     }
 }

@@ -107,8 +107,9 @@ fn is_auth_value(value: &str) -> bool {
     value == "<>" || dsn_request::is_xtext(value)
 }
 
-/// Parse RCPT's parameter text: DSN's NOTIFY and ORCPT, each at most once.
-pub(super) fn parse_rcpt(text: &str) -> Result<RecipientRequest, Reply> {
+/// Parse RCPT's parameter text: DSN's NOTIFY and ORCPT, each at most once;
+/// `smtputf8`: the transaction is SMTPUTF8 (ORCPT may be UTF-8).
+pub(super) fn parse_rcpt(text: &str, smtputf8: bool) -> Result<RecipientRequest, Reply> {
     let mut request = RecipientRequest::default();
     for param in split(text) {
         let (keyword, value) = param?;
@@ -119,7 +120,7 @@ pub(super) fn parse_rcpt(text: &str) -> Result<RecipientRequest, Reply> {
             }
         } else if keyword.eq_ignore_ascii_case("ORCPT") {
             match value {
-                Some(v) if request.orcpt.is_none() && dsn_request::is_orcpt(v) => {
+                Some(v) if request.orcpt.is_none() && dsn_request::is_orcpt(v, smtputf8) => {
                     request.orcpt = Some(v.to_owned())
                 }
                 _ => return Err(replies::PARAM_SYNTAX),
@@ -234,12 +235,13 @@ mod tests {
 
     #[test]
     fn rcpt_params() {
-        assert_eq!(parse_rcpt(""), Ok(RecipientRequest::default()));
-        let request = parse_rcpt("notify=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@y.test").unwrap();
+        assert_eq!(parse_rcpt("", false), Ok(RecipientRequest::default()));
+        let request =
+            parse_rcpt("notify=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@y.test", false).unwrap();
         assert_eq!(request.notify, Notify::parse("SUCCESS,FAILURE"));
         assert_eq!(request.orcpt.as_deref(), Some("rfc822;b+2Bx@y.test"));
-        assert_eq!(parse_rcpt("NOT=IFY=x"), Err(replies::PARAM_SYNTAX));
-        assert_eq!(parse_rcpt("XYZ=1"), Err(replies::UNKNOWN_PARAM));
+        assert_eq!(parse_rcpt("NOT=IFY=x", false), Err(replies::PARAM_SYNTAX));
+        assert_eq!(parse_rcpt("XYZ=1", false), Err(replies::UNKNOWN_PARAM));
         for bad in [
             "NOTIFY=NEVER,SUCCESS",
             "NOTIFY",
@@ -247,7 +249,7 @@ mod tests {
             "ORCPT=bob@y.test",
             "ORCPT=rfc822;a ORCPT=rfc822;b",
         ] {
-            assert_eq!(parse_rcpt(bad), Err(replies::PARAM_SYNTAX), "{bad}");
+            assert_eq!(parse_rcpt(bad, true), Err(replies::PARAM_SYNTAX), "{bad}");
         }
     }
 }

@@ -847,7 +847,7 @@ impl ServerSession {
         let request = match (param_text.is_empty(), open.tx.esmtp) {
             (true, _) => RecipientRequest::default(),
             (false, false) => return self.reply(replies::PARAMS_NEED_EHLO),
-            (false, true) => match params::parse_rcpt(param_text) {
+            (false, true) => match params::parse_rcpt(param_text, open.tx.smtputf8) {
                 Ok(request) => request,
                 Err(reply) => return self.reply(reply),
             },

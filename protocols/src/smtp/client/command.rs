@@ -87,8 +87,13 @@ pub(super) fn mail(out: &mut Vec<u8>, from: &str, params: MailParams, dsn: MailD
 }
 
 /// `RCPT TO:<to>` with DSN's parameters, if any; `to` holds no control
-/// characters.
-pub(super) fn rcpt(out: &mut Vec<u8>, to: &str, request: Option<&RecipientRequest>) {
+/// characters. A UTF-8 ORCPT goes only into an SMTPUTF8 transaction.
+pub(super) fn rcpt(
+    out: &mut Vec<u8>,
+    to: &str,
+    request: Option<&RecipientRequest>,
+    smtputf8: bool,
+) {
     out.extend_from_slice(b"RCPT TO:<");
     out.extend_from_slice(to.as_bytes());
     out.push(b'>');
@@ -98,7 +103,7 @@ pub(super) fn rcpt(out: &mut Vec<u8>, to: &str, request: Option<&RecipientReques
             out.extend_from_slice(notify.value().as_bytes());
         }
         if let Some(orcpt) = request.orcpt.as_deref() {
-            if !has_control(orcpt) && !orcpt.contains(' ') {
+            if !has_control(orcpt) && !orcpt.contains(' ') && (smtputf8 || orcpt.is_ascii()) {
                 out.extend_from_slice(b" ORCPT=");
                 out.extend_from_slice(orcpt.as_bytes());
             }
@@ -200,13 +205,23 @@ mod tests {
             notify: crate::smtp::dsn_request::Notify::parse("failure,delay"),
             orcpt: Some("rfc822;c@d".into()),
         };
-        rcpt(&mut out, "c@d", Some(&request));
+        rcpt(&mut out, "c@d", Some(&request), false);
         assert_eq!(
             out,
             b"RCPT TO:<c@d> NOTIFY=FAILURE,DELAY ORCPT=rfc822;c@d\r\n"
         );
         out.clear();
-        rcpt(&mut out, "c@d", Some(&RecipientRequest::default()));
+        rcpt(&mut out, "c@d", Some(&RecipientRequest::default()), false);
         assert_eq!(out, b"RCPT TO:<c@d>\r\n");
+        out.clear();
+        let utf8 = RecipientRequest {
+            notify: None,
+            orcpt: Some("utf-8;jörg@d".into()),
+        };
+        rcpt(&mut out, "c@d", Some(&utf8), false);
+        assert_eq!(out, b"RCPT TO:<c@d>\r\n");
+        out.clear();
+        rcpt(&mut out, "c@d", Some(&utf8), true);
+        assert_eq!(out, "RCPT TO:<c@d> ORCPT=utf-8;jörg@d\r\n".as_bytes());
     }
 }

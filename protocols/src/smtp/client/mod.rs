@@ -749,7 +749,7 @@ impl ClientSession {
                 let message = &tx.message;
                 let request = message.recipient_requests.get(i);
                 let request = request.filter(|_| tx.params.dsn);
-                command::rcpt(out, &message.recipients[i], request);
+                command::rcpt(out, &message.recipients[i], request, tx.params.smtputf8);
                 Awaiting::Rcpt(i)
             }
             Step::Data => {
