@@ -99,6 +99,7 @@ per_engine!(
     mailbox_uids_are_sequenced,
     mailbox_folders,
     mailbox_failed_write_reuses_nothing_seen,
+    mailbox_deletion_in_the_arrivals_group_keeps_the_queued_body,
 );
 
 #[test]

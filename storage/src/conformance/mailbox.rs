@@ -691,3 +691,36 @@ pub fn mailbox_failed_write_reuses_nothing_seen(store: Arc<dyn Store>) {
     wait_until("two notifications", || heard.lock().unwrap().len() == 2);
     pipeline.shutdown();
 }
+
+/// An account deleted in the same commit group as a message's arrival
+/// (its INBOX row and its queue entry for a remote recipient) leaves the
+/// body to the relay: the envelope is in the group, not yet in the store.
+pub fn mailbox_deletion_in_the_arrivals_group_keeps_the_queued_body(store: Arc<dyn Store>) {
+    let gated = Gated::new(store);
+    let (pipeline, commits, _) = start(gated.clone());
+    gated.update(|s| s.closed = true);
+    let commit = |batch: WriteBatch| {
+        let commits = commits.clone();
+        std::thread::spawn(move || commits.commit_changes_blocking(batch).map(|_| ()))
+    };
+    // The writer waits at the gate with a first request; the next two
+    // queue behind it and go together.
+    let first = commit(delivery(1, &["z@ours.test"], None).into_batch());
+    gated.wait_entered(1);
+    let message = delivery(2, &["a@ours.test"], Some("far@remote.test"));
+    let id = message.id;
+    let arrival = commit(message.into_batch());
+    wait_until("the arrival queued", || commits.queued() == 1);
+    let mut batch = WriteBatch::new();
+    crate::users::delete_user(&mut batch, "a@ours.test");
+    let deletion = commit(batch);
+    wait_until("the deletion queued", || commits.queued() == 2);
+    gated.update(|s| s.closed = false);
+    for request in [first, arrival, deletion] {
+        request.join().unwrap().unwrap();
+    }
+    assert!(mailbox::list(&*gated, "a@ours.test").unwrap().is_empty());
+    assert!(spool::read_envelope(&*gated, &id).unwrap().is_some());
+    assert!(body_exists(&*gated, &id), "the relay still needs the body");
+    pipeline.shutdown();
+}

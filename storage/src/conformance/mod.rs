@@ -22,6 +22,7 @@ mod mailbox;
 
 pub use mailbox::{
     mailbox_account_deletion_takes_its_mailboxes, mailbox_body_goes_with_its_last_holder,
+    mailbox_deletion_in_the_arrivals_group_keeps_the_queued_body,
     mailbox_failed_write_reuses_nothing_seen, mailbox_folders,
     mailbox_local_delivery_shares_one_body, mailbox_uids_are_sequenced,
 };
@@ -106,6 +107,10 @@ pub const CASES: &[(&str, Case)] = &[
     (
         "mailbox_failed_write_reuses_nothing_seen",
         mailbox_failed_write_reuses_nothing_seen,
+    ),
+    (
+        "mailbox_deletion_in_the_arrivals_group_keeps_the_queued_body",
+        mailbox_deletion_in_the_arrivals_group_keeps_the_queued_body,
     ),
 ];
 

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::codec::{put_varint, Reader, FORMAT_V1};
 use crate::spool::MessageId;
-use crate::{Family, Store, StoreError, WriteBatch};
+use crate::{Family, Op, Store, StoreError, WriteBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,29 @@ impl Sequencer {
         store: &dyn Store,
         batch: &mut WriteBatch,
     ) -> Result<Vec<Applied>, StoreError> {
+        // Envelopes written plainly by requests of this group are seen by
+        // the changes after them: an account deleted in the same group as
+        // a message's arrival must not take a body the relay still needs
+        // (its envelope is in the group, not yet in the store).
+        for op in batch.ops() {
+            match op {
+                Op::Put {
+                    family: Family::Envelopes,
+                    key,
+                    value,
+                } => {
+                    self.group
+                        .insert((Family::Envelopes, key.clone()), Some(value.clone()));
+                }
+                Op::Delete {
+                    family: Family::Envelopes,
+                    key,
+                } => {
+                    self.group.insert((Family::Envelopes, key.clone()), None);
+                }
+                _ => {}
+            }
+        }
         let changes = batch.take_changes();
         if changes.is_empty() {
             return Ok(Vec::new());
