@@ -1256,18 +1256,27 @@ impl Metrics {
     /// Record one physical write of the commit pipeline (called on the writer
     /// thread). A full disk is logged when it starts and when it ends.
     pub fn observe_commit(&self, report: &CommitReport) {
-        self.store_commits.inc();
-        if !report.ok {
-            self.store_commit_errors.inc();
+        if report.requests > 0 {
+            self.store_commits.inc();
+            if !report.ok {
+                self.store_commit_errors.inc();
+            }
         }
         if report.disk_full {
-            self.store_disk_full_refusals.inc();
+            // The requests refused before the write, or the whole write.
+            let refusals = match report.ok {
+                true => report.refused,
+                false => report.requests + report.refused,
+            };
+            self.store_disk_full_refusals.inc_by(refusals as u64);
             if self.store_disk_full.set(1) == 0 {
                 tracing::error!(
-                    "disk nearly full (store.min_free_disk_mb): refusing new mail with 452 until space is freed"
+                    "disk nearly full (store.min_free_disk_mb): refusing new mail with 452 until space is freed; deliveries, flags and deletions go on"
                 );
             }
-        } else if report.ok && self.store_disk_full.set(0) == 1 {
+        } else if report.ok && report.added_bodies && self.store_disk_full.set(0) == 1 {
+            // Only new mail stored again says the disk has room: changes
+            // that add no body pass the reserve while it is full.
             tracing::warn!("disk has room again: taking mail");
         }
         self.store_commit_requests.observe(report.requests as f64);
@@ -1361,6 +1370,8 @@ mod tests {
             latency: Duration::from_millis(1),
             ok: true,
             disk_full: false,
+            refused: 0,
+            added_bodies: true,
         });
         let text = m.render();
         assert!(

@@ -126,6 +126,31 @@ pub enum Op {
     },
 }
 
+/// Free disk space against the reserve a store keeps ([`Store::disk_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskRoom {
+    /// Bytes free.
+    pub free: u64,
+    /// Bytes new mail must leave free.
+    pub reserve: u64,
+}
+
+impl DiskRoom {
+    /// Whether `bytes` more (as the engine writes them: twice, WAL and
+    /// table) fit above the reserve.
+    pub fn fits(&self, bytes: u64) -> bool {
+        self.free >= self.reserve.saturating_add(bytes.saturating_mul(2))
+    }
+
+    /// The refusal for a write that does not fit.
+    pub fn refusal(&self) -> StoreError {
+        StoreError::DiskFull {
+            free: self.free,
+            reserve: self.reserve,
+        }
+    }
+}
+
 /// Changes applied all together or not at all.
 ///
 /// Besides plain puts and deletes a batch may carry mailbox [`Change`]s,
@@ -177,6 +202,20 @@ impl WriteBatch {
     /// The changes, in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+    /// Whether it stores a message body: new mail, which a nearly full
+    /// disk refuses, unlike changes to what is stored (deliveries
+    /// recorded, flags, deletions), which its reserve is kept for.
+    pub fn adds_bodies(&self) -> bool {
+        self.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::Put {
+                    family: Family::Blobs,
+                    ..
+                }
+            )
+        })
     }
     /// Number of puts and deletes.
     pub fn len(&self) -> usize {
@@ -310,6 +349,14 @@ pub trait Store: Send + Sync + 'static {
     /// Flush whatever is buffered so a clean reopen is fast. Called at shutdown.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// The disk's free space and the reserve new mail must leave of it,
+    /// when the store keeps one (None: no limit is kept). The commit
+    /// pipeline refuses new bodies that would eat into the reserve one
+    /// request at a time, so the rest of a group still commits.
+    fn disk_room(&self) -> Result<Option<DiskRoom>, StoreError> {
+        Ok(None)
     }
 
     /// Housekeeping the engine keeps off the commit path (the RocksDB

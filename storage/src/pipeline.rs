@@ -25,7 +25,7 @@
 //! futures, so glommio executors, tokio or `block_on` can all await them.
 
 use crate::mailbox::{Applied, Sequencer};
-use crate::{Store, StoreError, WriteBatch};
+use crate::{DiskRoom, Store, StoreError, WriteBatch};
 use futures::channel::oneshot;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -66,10 +66,16 @@ pub struct CommitReport {
     pub bytes: usize,
     /// Time the engine took to write and sync.
     pub latency: Duration,
-    /// Whether it succeeded.
+    /// Whether it succeeded (true when there was nothing to write).
     pub ok: bool,
-    /// It failed because the disk is (nearly) full.
+    /// The disk was (nearly) full for new mail: the write failed for it,
+    /// or requests were refused before it (`refused`).
     pub disk_full: bool,
+    /// Requests with new mail refused before the write for want of room;
+    /// the rest of the group went ahead.
+    pub refused: usize,
+    /// The write stored new mail (message bodies).
+    pub added_bodies: bool,
 }
 
 /// Called on the writer thread after every physical write (metrics).
@@ -147,6 +153,9 @@ impl CommitPipeline {
             sequencer: Sequencer::default(),
             stopping: false,
             held: None,
+            room: None,
+            growth: 0,
+            refused: 0,
         };
         let thread = std::thread::Builder::new()
             .name("ringpost-commit".into())
@@ -248,6 +257,13 @@ struct Writer {
     /// A request taken off the queue that did not fit the previous group
     /// (byte limit); it starts the next one.
     held: Option<(WriteBatch, Done)>,
+    /// The group's room for new mail: read from the store at its first
+    /// body, then less what the group's bodies take.
+    room: Option<Option<DiskRoom>>,
+    /// Bytes of new mail in the group so far.
+    growth: u64,
+    /// Requests of the group refused for want of room.
+    refused: usize,
 }
 
 impl Writer {
@@ -269,11 +285,12 @@ impl Writer {
                 }
                 self.join(batch, done, &mut batches, &mut waiters, &mut bytes);
             }
-            if !batches.is_empty() {
+            if !batches.is_empty() || self.refused > 0 {
                 self.commit(&batches, bytes, &mut waiters);
                 groups += 1;
             }
             batches.clear();
+            (self.room, self.growth, self.refused) = (None, 0, 0);
             // After the answers, so no waiter pays for it; when idle, or now
             // and then under steady load so that it still makes progress.
             if self.receiver.is_empty() || groups.is_multiple_of(MAINTAIN_EVERY) {
@@ -296,6 +313,15 @@ impl Writer {
         waiters: &mut Vec<(Done, Vec<Applied>)>,
         bytes: &mut usize,
     ) {
+        if batch.adds_bodies() {
+            if let Err(error) = self.make_room(batch.byte_size() as u64) {
+                if matches!(error, StoreError::DiskFull { .. }) {
+                    self.refused += 1;
+                }
+                let _ = done.send(Err(error));
+                return;
+            }
+        }
         match self.sequencer.resolve(&*self.store, &mut batch) {
             Ok(applied) => {
                 *bytes += batch.byte_size();
@@ -304,6 +330,24 @@ impl Writer {
             }
             Err(error) => {
                 let _ = done.send(Err(error));
+            }
+        }
+    }
+
+    /// Count `bytes` of new mail against the group's room, or refuse them:
+    /// each request with a body is judged alone, so a nearly full disk
+    /// refuses new mail and still records deliveries, flags and deletions
+    /// that share its group.
+    fn make_room(&mut self, bytes: u64) -> Result<(), StoreError> {
+        let room = match self.room {
+            Some(room) => room,
+            None => *self.room.insert(self.store.disk_room()?),
+        };
+        match room {
+            Some(room) if !room.fits(self.growth.saturating_add(bytes)) => Err(room.refusal()),
+            _ => {
+                self.growth = self.growth.saturating_add(bytes);
+                Ok(())
             }
         }
     }
@@ -346,14 +390,20 @@ impl Writer {
         waiters: &mut Vec<(Done, Vec<Applied>)>,
     ) {
         let started = Instant::now();
-        let outcome = self.store.write(batches, self.config.sync);
+        let outcome = match batches.is_empty() {
+            // Every request was refused: nothing to write.
+            true => Ok(()),
+            false => self.store.write(batches, self.config.sync),
+        };
         let report = CommitReport {
             requests: batches.len(),
             ops: batches.iter().map(WriteBatch::len).sum(),
             bytes,
             latency: started.elapsed(),
             ok: outcome.is_ok(),
-            disk_full: matches!(outcome, Err(StoreError::DiskFull { .. })),
+            disk_full: self.refused > 0 || matches!(outcome, Err(StoreError::DiskFull { .. })),
+            refused: self.refused,
+            added_bodies: batches.iter().any(WriteBatch::adds_bodies),
         };
         match &outcome {
             // Said once per episode by the observer, not once per write.

@@ -35,7 +35,9 @@
 //! stats` look at a store a running server holds, or one left behind by a
 //! crash. It sees the data as of the moment it opened.
 
-use crate::{CacheUsage, EngineHealth, Family, Op, Pinned, Store, StoreError, WriteBatch};
+use crate::{
+    CacheUsage, DiskRoom, EngineHealth, Family, Op, Pinned, Store, StoreError, WriteBatch,
+};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
     FlushOptions, Options, ReadOptions, ReadTier, WriteOptions, DB,
@@ -195,19 +197,11 @@ impl RocksStore {
 
     /// Refuse a write of `bytes` that would leave less than the reserve free.
     fn check_room(&self, bytes: usize) -> Result<(), StoreError> {
-        if self.min_free_bytes == 0 {
-            return Ok(());
+        match self.disk_room()? {
+            // The WAL takes the batch once more than its payload, with framing.
+            Some(room) if !room.fits(bytes as u64) => Err(room.refusal()),
+            _ => Ok(()),
         }
-        let free = free_bytes(&self.path).map_err(StoreError::engine)?;
-        // The WAL takes the batch once more than its payload, with framing.
-        let needed = self.min_free_bytes.saturating_add(2 * bytes as u64);
-        if free < needed {
-            return Err(StoreError::DiskFull {
-                free,
-                reserve: self.min_free_bytes,
-            });
-        }
-        Ok(())
     }
 
     /// Whether this store was opened read-only.
@@ -385,6 +379,17 @@ fn family_options(family: Family, opts: &RocksOptions) -> Options {
 }
 
 impl Store for RocksStore {
+    fn disk_room(&self) -> Result<Option<DiskRoom>, StoreError> {
+        if self.min_free_bytes == 0 {
+            return Ok(None);
+        }
+        let free = free_bytes(&self.path).map_err(StoreError::engine)?;
+        Ok(Some(DiskRoom {
+            free,
+            reserve: self.min_free_bytes,
+        }))
+    }
+
     fn write(&self, batches: &[WriteBatch], sync: bool) -> Result<(), StoreError> {
         if self.read_only {
             return Err(StoreError::ReadOnly);
@@ -394,7 +399,16 @@ impl Store for RocksStore {
         // Each op also costs a few bytes of RocksDB framing.
         let ops: usize = batches.iter().map(WriteBatch::len).sum();
         let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
-        self.check_room(bytes)?;
+        // Only new mail is held to the reserve: the reserve is there so that
+        // what is stored can still be changed, delivered and deleted.
+        let growth: usize = batches
+            .iter()
+            .filter(|b| b.adds_bodies())
+            .map(WriteBatch::byte_size)
+            .sum();
+        if growth > 0 {
+            self.check_room(growth)?;
+        }
         let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
         let mut segment_write = self.segments.begin();
         for op in batches.iter().flat_map(WriteBatch::ops) {

@@ -93,6 +93,7 @@ per_engine!(
     pipeline_shutdown_drains_queue,
     pipeline_closed_after_shutdown,
     pipeline_failed_write_acknowledges_none,
+    pipeline_full_disk_refuses_only_new_mail,
     mailbox_local_delivery_shares_one_body,
     mailbox_body_goes_with_its_last_holder,
     mailbox_account_deletion_takes_its_mailboxes,

@@ -91,6 +91,10 @@ pub const CASES: &[(&str, Case)] = &[
         pipeline_failed_write_acknowledges_none,
     ),
     (
+        "pipeline_full_disk_refuses_only_new_mail",
+        pipeline_full_disk_refuses_only_new_mail,
+    ),
+    (
         "mailbox_local_delivery_shares_one_body",
         mailbox_local_delivery_shares_one_body,
     ),
@@ -197,6 +201,8 @@ struct GateState {
     delay: Duration,
     /// Writes that have reached the gate so far.
     entered: usize,
+    /// What `disk_room` says (None: as the store says).
+    room: Option<crate::DiskRoom>,
 }
 
 impl Gated {
@@ -243,6 +249,13 @@ impl Store for Gated {
 
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(family, key)
+    }
+
+    fn disk_room(&self) -> Result<Option<crate::DiskRoom>, StoreError> {
+        match self.state.lock().unwrap().room {
+            Some(room) => Ok(Some(room)),
+            None => self.inner.disk_room(),
+        }
     }
 
     fn scan(
@@ -1175,6 +1188,61 @@ pub fn pipeline_shutdown_drains_queue(store: Arc<dyn Store>) {
         Err(StoreError::Closed)
     );
     assert_eq!(get(&*gated, Family::Mailboxes, &commit_record(11).0), None);
+}
+
+/// A nearly full disk refuses new mail request by request: a change
+/// without a body that shares its group (a delivery recorded, flags, a
+/// deletion) still commits, and the report says how many were refused.
+pub fn pipeline_full_disk_refuses_only_new_mail(store: Arc<dyn Store>) {
+    let gated = Gated::new(store);
+    let (pipeline, handle, reports) = start_recorded(gated.clone(), PipelineConfig::default());
+    gated.update(|s| s.closed = true);
+    let first = spawn_commit(&handle, 0);
+    gated.wait_entered(1);
+    let mail = {
+        let handle = handle.clone();
+        let batch = message(1_700_000_000_000_000, 1, &["far.test"], 5).into_batch();
+        std::thread::spawn(move || handle.commit_blocking(batch))
+    };
+    wait_until("the mail queued", || handle.queued() == 1);
+    let change = spawn_commit(&handle, 1);
+    wait_until("the change queued", || handle.queued() == 2);
+    gated.update(|s| {
+        s.room = Some(crate::DiskRoom {
+            free: 1 << 20,
+            reserve: 1 << 30,
+        });
+        s.closed = false;
+    });
+    first.join().unwrap().expect("first commit");
+    let refused = mail.join().unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::DiskFull { .. })),
+        "{refused:?}"
+    );
+    change
+        .join()
+        .unwrap()
+        .expect("a change without a body passes the reserve");
+    assert_committed(&*gated, 1);
+    assert_eq!(spool::stats(&*gated).unwrap().messages, 0);
+    let last = *reports.lock().unwrap().last().unwrap();
+    assert_eq!(
+        (
+            last.requests,
+            last.refused,
+            last.disk_full,
+            last.ok,
+            last.added_bodies
+        ),
+        (1, 1, true, true, false)
+    );
+    // Room again: new mail goes in.
+    gated.update(|s| s.room = None);
+    let batch = message(1_700_000_000_000_000, 2, &["far.test"], 5).into_batch();
+    handle.commit_blocking(batch).expect("mail with room");
+    assert!(reports.lock().unwrap().last().unwrap().added_bodies);
+    pipeline.shutdown();
 }
 
 /// After shutdown or drop, every handle (and its clones) gets `Closed`.
