@@ -251,6 +251,22 @@ struct State {
     /// while their commit is in flight.
     home: HashMap<MessageId, (Envelope, u64)>,
     home_generation: u64,
+    /// Store scans in flight (the startup load, sweeps).
+    scans: usize,
+    /// Entries taken out of memory while a scan was in flight: the scan
+    /// may have read them before they left the store, and must not bring
+    /// them back (a finished entry would be delivered again).
+    forgotten_in_scan: HashSet<(MessageId, String)>,
+}
+
+impl State {
+    /// `id` at `domain` leaves memory (finished, or an operator's).
+    fn forget(&mut self, id: MessageId, domain: &str) {
+        self.schedule.forget(id, domain);
+        if self.scans > 0 {
+            self.forgotten_in_scan.insert((id, domain.to_owned()));
+        }
+    }
 }
 
 /// What a shard remembers of a domain's site.
@@ -1058,7 +1074,7 @@ impl Relay {
                 Ok(Some(entry)) => self.make_ready(entry),
                 Ok(None) => {
                     let mut state = self.state.borrow_mut();
-                    state.schedule.forget(id, &domain);
+                    state.forget(id, &domain);
                     state.overflow = true;
                     state.store_min_due = 0;
                 }
@@ -1125,6 +1141,7 @@ impl Relay {
         };
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
         let config = self.config();
+        self.begin_scan();
         let scanned = glommio::executor()
             .spawn_blocking(move || {
                 let mut found = Vec::new();
@@ -1144,7 +1161,9 @@ impl Relay {
                 result.map(|()| (found, last, ended))
             })
             .await;
-        let (found, last, ended) = match scanned {
+        let fresh = scanned.map(|(found, last, ended)| (self.not_in_memory(found), last, ended));
+        self.end_scan();
+        let (fresh, last, ended) = match fresh {
             Ok(scanned) => scanned,
             Err(e) => {
                 tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
@@ -1154,7 +1173,6 @@ impl Relay {
                 return;
             }
         };
-        let fresh = self.not_in_memory(found);
         let left_out = fresh.len() > room;
         let loaded = fresh.len().min(room);
         for entry in fresh.into_iter().take(room) {
@@ -1183,13 +1201,30 @@ impl Relay {
         }
     }
 
-    /// The entries of a store scan that memory does not hold yet.
+    /// A store scan starts: entries forgotten from now on are noted.
+    fn begin_scan(&self) {
+        self.state.borrow_mut().scans += 1;
+    }
+
+    /// The entries of a store scan (begun with [`Relay::begin_scan`]) that
+    /// memory does not hold yet and that did not leave it while the scan
+    /// ran.
     fn not_in_memory(&self, found: Vec<QueueEntry>) -> Vec<QueueEntry> {
         let state = self.state.borrow();
         found
             .into_iter()
             .filter(|e| !state.schedule.is_known(e.id, &e.domain))
+            .filter(|e| !state.forgotten_in_scan.contains(&(e.id, e.domain.clone())))
             .collect()
+    }
+
+    /// A store scan is over.
+    fn end_scan(&self) {
+        let mut state = self.state.borrow_mut();
+        state.scans -= 1;
+        if state.scans == 0 {
+            state.forgotten_in_scan = HashSet::new();
+        }
     }
 
     /// With memory full: bring in up to [`SWEEP_BATCH`] owned entries that
@@ -1207,6 +1242,7 @@ impl Relay {
         let now = now_millis();
         let (store, shard, shards) = (self.store.clone(), self.shard, self.hub.shards());
         let config = self.config();
+        self.begin_scan();
         let scanned = glommio::executor()
             .spawn_blocking(move || {
                 let mut found = Vec::new();
@@ -1224,14 +1260,15 @@ impl Relay {
                 result.map(|()| (found, next_due))
             })
             .await;
-        let (found, next_due) = match scanned {
+        let fresh = scanned.map(|(found, next_due)| (self.not_in_memory(found), next_due));
+        self.end_scan();
+        let (mut fresh, next_due) = match fresh {
             Ok(scanned) => scanned,
             Err(e) => {
                 tracing::error!(shard = self.shard, error = %e, "queue sweep failed; will retry");
                 return;
             }
         };
-        let mut fresh = self.not_in_memory(found);
         fresh.truncate(SWEEP_BATCH);
         {
             // What the admits below evict lowers this again.
@@ -1433,7 +1470,7 @@ impl Relay {
                                 .defer(next.due, next.id, &next.domain, next.due)
                         }
                         None => {
-                            state.schedule.forget(entry.id, &entry.domain);
+                            state.forget(entry.id, &entry.domain);
                             self.metrics.queued.set(state.schedule.known_len() as i64);
                         }
                     }
@@ -1812,6 +1849,22 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry that leaves memory while a store scan runs is remembered
+    /// until the scan is over, so the scan cannot bring it back.
+    #[test]
+    fn entries_forgotten_during_a_scan_are_remembered_for_it() {
+        let id = MessageId::new(1, 0, 1);
+        let mut state = State::default();
+        state.schedule.defer(10, id, "d.test", 10);
+        state.forget(id, "d.test");
+        assert!(state.forgotten_in_scan.is_empty(), "no scan, nothing kept");
+        state.scans = 1;
+        state.schedule.defer(10, id, "d.test", 10);
+        state.forget(id, "d.test");
+        assert!(!state.schedule.is_known(id, "d.test"));
+        assert!(state.forgotten_in_scan.contains(&(id, "d.test".to_owned())));
+    }
 
     fn result(recipient: &str, code: u16, status: Option<&str>, local: bool) -> RecipientResult {
         RecipientResult {

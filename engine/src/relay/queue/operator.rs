@@ -76,7 +76,7 @@ impl Relay {
             return Found::Stored;
         }
         if state.schedule.take_deferred(key.0, &key.1).is_some() {
-            state.schedule.forget(key.0, &key.1);
+            state.forget(key.0, &key.1);
             self.metrics.queued.set(state.schedule.known_len() as i64);
             self.metrics
                 .deferred
@@ -100,7 +100,7 @@ impl Relay {
         });
         match taken {
             Some(entry) => {
-                state.schedule.forget(key.0, &key.1);
+                state.forget(key.0, &key.1);
                 self.metrics.queued.set(state.schedule.known_len() as i64);
                 Found::Taken(entry)
             }
