@@ -111,9 +111,10 @@ struct ServeArgs {
     /// say which.
     #[arg(long)]
     ephemeral_ports: Option<std::net::IpAddr>,
-    /// Metrics listen address (config: metrics.listen).
-    #[arg(long)]
-    metrics: Option<SocketAddr>,
+    /// Control plane (metrics, health, admin API) listen address, or
+    /// "off" (config: metrics.listen).
+    #[arg(long, value_parser = optional_addr)]
+    metrics: Option<Option<SocketAddr>>,
     /// Shard count, 0 = one per CPU (config: shards).
     #[arg(long)]
     shards: Option<usize>,
@@ -328,7 +329,7 @@ fn effective_config(args: &ServeArgs) -> Result<Config, String> {
         config.imap.tls_listen = a;
     }
     if let Some(a) = args.metrics {
-        config.metrics.listen = Some(a);
+        config.metrics.listen = a;
     }
     if let Some(n) = args.shards {
         config.shards = n;
@@ -422,25 +423,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             // (logrotate).
             Some(signal_hook::consts::SIGHUP) => {
                 server.reopen_logs();
-                match server.reload() {
-                    Ok(reloaded) => {
+                // A failure is logged by the reload itself.
+                if let Ok(reloaded) = server.reload() {
+                    println!(
+                        "ringpost: configuration reloaded (generation {})",
+                        reloaded.generation
+                    );
+                    if !reloaded.needs_restart.is_empty() {
                         println!(
-                            "ringpost: configuration reloaded (generation {})",
-                            reloaded.generation
+                            "ringpost: these settings need a restart; their old values stay: {}",
+                            reloaded.needs_restart.join(", ")
                         );
-                        if !reloaded.needs_restart.is_empty() {
-                            println!(
-                                "ringpost: these settings need a restart; their old values stay: {}",
-                                reloaded.needs_restart.join(", ")
-                            );
-                        }
-                        if let Some(described) = reloaded.certificates {
-                            println!("ringpost: certificates reloaded: {described}");
-                        }
                     }
-                    Err(e) => eprintln!(
-                        "ringpost: reload failed, keeping the configuration in force: {e}"
-                    ),
+                    if let Some(described) = reloaded.certificates {
+                        println!("ringpost: certificates reloaded: {described}");
+                    }
                 }
             }
             other => break other,

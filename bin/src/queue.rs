@@ -473,6 +473,22 @@ fn act(action: Action, selected: &Selected) -> Result<(), String> {
             eprintln!("  {}", problem.as_str().unwrap_or_default());
         }
     }
+    // A script must see that the action did not take on every entry meant:
+    // some failed or were busy, or an id named none.
+    let count = |key: &str| counts[key].as_u64().unwrap_or_default();
+    let left: u64 = ["failed", "in_flight", "not_found"]
+        .iter()
+        .map(|key| count(key))
+        .sum();
+    if left > 0 {
+        return Err(format!(
+            "{}: {left} of the entries named were not done (failed, in flight or not found)",
+            action.name()
+        ));
+    }
+    if !filter.ids.is_empty() && count("matched") == 0 {
+        return Err(format!("{}: no entry has the id given", action.name()));
+    }
     Ok(())
 }
 

@@ -143,7 +143,11 @@ fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed>
     let local_domains = config.as_ref().map(|c| c.smtp.local_domains.as_slice());
     // Check the name before asking for a password.
     let key = rules::validate_name(name, local_domains).map_err(|e| e.to_string())?;
-    let target = target(&data_dir, true)?;
+    // A new store is made only where one was named: by default (the
+    // working directory's) it would quietly take accounts that the server
+    // elsewhere never sees.
+    let named = args.data_dir.is_some() || config.is_some();
+    let target = target(&data_dir, named)?;
     if local_domains.is_none() && matches!(target, Target::Store(_)) {
         eprintln!(
             "note: no --config given, so the domain is not checked against smtp.local_domains"
@@ -344,7 +348,10 @@ enum Target {
 /// and missing).
 fn target(data_dir: &Path, create: bool) -> Result<Target, Failed> {
     if !create && !data_dir.join("CURRENT").is_file() {
-        return Err(Failed(format!("no store at {}", data_dir.display())));
+        return Err(Failed(format!(
+            "no store at {} (name the server's with --config or --data-dir;              a new one is made only there)",
+            data_dir.display()
+        )));
     }
     match RocksStore::open(data_dir, RocksOptions::default()) {
         Ok(store) => Ok(Target::Store(Arc::new(store))),

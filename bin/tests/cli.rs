@@ -408,6 +408,24 @@ fn ringpost(args: &[&str], data_dir: &Path, stdin: &str) -> (bool, String, Strin
     )
 }
 
+/// `user add` with neither --config nor --data-dir makes no store in the
+/// working directory: the server, whose store is elsewhere, would never
+/// see the account it says it added.
+#[test]
+fn user_add_without_a_named_store_makes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["user", "add", "alice@example.test", "--password-stdin"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no store at ./ringpost-data"), "{err}");
+    assert!(!dir.path().join("ringpost-data").exists());
+}
+
 /// The stored account `name`, read as the tools read the store.
 /// Store a message in `user`'s INBOX the way local delivery does (through
 /// a commit writer); returns its id.
@@ -854,6 +872,10 @@ fn queue_list_stats_hold_and_release() {
     assert!(out.contains("1 matched, 1 done"), "{out}");
     let (ok, _, err) = queue(&["delete"]);
     assert!(!ok && err.contains("name the entries"), "{err}");
+    // An id that names nothing: said, and a failure for scripts.
+    let (ok, out, err) = queue(&["delete", "00000000000000000000000000000000"]);
+    assert!(!ok && out.contains("0 matched"), "{out}{err}");
+    assert!(err.contains("no entry has the id"), "{err}");
     let (ok, out, err) = queue(&["list", "--state", "held", "--json"]);
     assert!(ok, "{err}");
     let held: serde_json::Value = serde_json::from_str(&out).unwrap();

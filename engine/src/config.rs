@@ -465,7 +465,11 @@ pub enum SuppressionScope {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of the control plane's HTTP listener: `/metrics`, the
-    /// health checks and the admin API. None disables it.
+    /// health checks and the admin API; `"off"`: none.
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "optional_addr_out"
+    )]
     pub listen: Option<SocketAddr>,
 }
 
@@ -1353,6 +1357,12 @@ impl Config {
         if r.max_queued_per_shard < 16 {
             return invalid("relay.max_queued_per_shard", "must be at least 16");
         }
+        if r.max_lifetime_secs < r.retry_initial_secs {
+            return invalid(
+                "relay.max_lifetime_secs",
+                "must be at least retry_initial_secs (a shorter life bounces mail at its first delay)",
+            );
+        }
         if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
             return invalid(
                 "relay.retry_max_secs",
@@ -1440,6 +1450,14 @@ impl Config {
             return invalid(
                 "limits.auth_window_secs",
                 "the failure window and the lockout must be at least 1 second",
+            );
+        }
+        // 0 would turn password-guessing lockouts off altogether.
+        if self.limits.auth_failures_per_ip == 0 || self.limits.auth_failures_per_account == 0 {
+            return invalid(
+                "limits.auth_failures_per_ip",
+                "auth_failures_per_ip and auth_failures_per_account must be at least 1 \
+                 (0 would allow unlimited password guessing)",
             );
         }
         if s.max_rejected_recipients == 0 {
@@ -1580,9 +1598,30 @@ impl Config {
     /// The configuration as TOML, every setting with its value (defaults
     /// included): what `ringpost config show` prints.
     pub fn to_toml(&self) -> Result<String, String> {
-        toml::to_string(self).map_err(|e| e.to_string())
+        toml::to_string(&self.without_secrets()).map_err(|e| e.to_string())
+    }
+
+    /// This configuration as it may be shown (`config show`, `GET
+    /// /api/v1/config`): the webhooks' `authorization` credentials say
+    /// only that they are set, so whoever reads it cannot post as this
+    /// server.
+    pub fn without_secrets(&self) -> Config {
+        let hide = |secret: &mut Option<String>| {
+            if secret.is_some() {
+                *secret = Some(SECRET_SHOWN_AS.to_owned());
+            }
+        };
+        let mut shown = self.clone();
+        hide(&mut shown.webhook.authorization);
+        for endpoint in &mut shown.webhook.endpoints {
+            hide(&mut endpoint.authorization);
+        }
+        shown
     }
 }
+
+/// What stands for a secret in a configuration shown.
+pub const SECRET_SHOWN_AS: &str = "(set; not shown)";
 
 fn default_hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -1605,6 +1644,47 @@ fn ascii_policy_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_plane_can_be_turned_off() {
+        let config = Config::parse("[metrics]\nlisten = \"off\"\n").unwrap();
+        assert_eq!(config.metrics.listen, None);
+        assert!(config.to_toml().unwrap().contains("listen = \"off\""));
+        let config = Config::parse("[metrics]\nlisten = \"127.0.0.1:9191\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9191".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_configuration_shown_keeps_webhook_credentials_secret() {
+        let mut config = Config::default();
+        config.webhook.url = Some("https://hooks.test/in".into());
+        config.webhook.authorization = Some("Bearer hunter2".into());
+        config.webhook.endpoints.push(WebhookEndpoint {
+            name: "crm".into(),
+            url: "https://crm.test/in".into(),
+            authorization: Some("Basic c2VjcmV0".into()),
+            events: Vec::new(),
+        });
+        let shown = config.to_toml().unwrap();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(SECRET_SHOWN_AS).count(), 2, "{shown}");
+        let json = serde_json::to_value(config.without_secrets()).unwrap();
+        assert_eq!(json["webhook"]["authorization"], SECRET_SHOWN_AS);
+        assert_eq!(json["webhook"]["url"], "https://hooks.test/in");
+        // Unset stays unset; the configuration in force keeps its secret.
+        let plain = Config::default().without_secrets();
+        assert!(plain.webhook.authorization.is_none());
+        assert_eq!(
+            config.webhook.authorization.as_deref(),
+            Some("Bearer hunter2")
+        );
+    }
 
     #[test]
     fn tls_policy_by_domain_and_parent() {
@@ -1778,6 +1858,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("relay.retry_max_secs:"), "{text}");
+        // Values that would switch a protection off, or cannot work.
+        for (toml, key) in [
+            (
+                "[relay]\nmax_lifetime_secs = 0\n",
+                "relay.max_lifetime_secs:",
+            ),
+            (
+                "[limits]\nauth_failures_per_ip = 0\n",
+                "limits.auth_failures_per_ip:",
+            ),
+            (
+                "[limits]\nauth_failures_per_account = 0\n",
+                "limits.auth_failures_per_ip:",
+            ),
+        ] {
+            let text = Config::parse(toml).unwrap_err().to_string();
+            assert!(text.starts_with(key), "{toml}: {text}");
+        }
     }
 
     #[test]

@@ -131,6 +131,16 @@ impl Reloader {
     /// configuration changes nothing (the error says why); certificates
     /// that fail to load keep the old ones and fail the reload.
     pub fn reload(&self) -> Result<Reloaded, String> {
+        let reloaded = self.read_and_apply();
+        if let Err(error) = &reloaded {
+            // Said in the log (as JSON when that is its format), whoever
+            // asked: SIGHUP or the API.
+            tracing::error!(%error, "reload failed; the configuration in force stays");
+        }
+        reloaded
+    }
+
+    fn read_and_apply(&self) -> Result<Reloaded, String> {
         let source = self
             .source
             .read()
@@ -151,6 +161,7 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // The data dir and hostname stay what they are (keep_fixed).
         let current = self.live.get();
+        valid_when_merged(&current, &new)?;
         let certificates = match &self.certificates {
             Some(store) => {
                 let loaded = crate::tls::load(&new.tls, &current.data_dir, &current.hostname)?;
@@ -179,6 +190,17 @@ impl Reloader {
             certificates,
         })
     }
+}
+
+/// Whether what would be in force, `new` with the settings fixed at start
+/// kept from `current`, is valid too: a TLS policy that asks for STARTTLS
+/// while the kept `relay.starttls` is off would defer mail until it
+/// bounced.
+fn valid_when_merged(current: &Config, new: &Config) -> Result<(), String> {
+    let (merged, _) = keep_fixed(current, new.clone());
+    merged
+        .validate()
+        .map_err(|e| format!("{e} (with the settings that need a restart kept as they are)"))
 }
 
 /// `new` with the settings that are fixed at start taken from `old`, and
@@ -261,5 +283,19 @@ mod tests {
         assert_eq!(now.smtp.listen, old.smtp.listen);
         assert_eq!(live.generation(), 1);
         assert_eq!(live.get().smtp.max_recipients, 7);
+    }
+
+    #[test]
+    fn a_reload_is_judged_with_the_settings_it_cannot_change() {
+        let mut old = Config::default();
+        old.relay.starttls = false;
+        let mut new = Config::default();
+        new.relay
+            .tls_policy
+            .insert("bank.example".into(), crate::config::TlsPolicy::Verify);
+        assert!(new.validate().is_ok(), "valid on its own");
+        let refused = valid_when_merged(&old, &new).unwrap_err();
+        assert!(refused.contains("need a restart kept"), "{refused}");
+        assert!(valid_when_merged(&Config::default(), &new).is_ok());
     }
 }

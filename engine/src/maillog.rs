@@ -344,6 +344,13 @@ impl MailLog {
 
 impl FileSink {
     fn send(&self, line: String) {
+        // Client-chosen text (a HELO name, a reply) may hold control
+        // characters: in a text log they would be terminal escapes, or a
+        // CR that hides the fields before it. JSON escapes its own.
+        let line = match line.contains(char::is_control) {
+            true => line.replace(char::is_control, "?"),
+            false => line,
+        };
         if self.lines.try_send(Queued::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -458,6 +465,38 @@ mod tests {
             new.contains(" after: accepted") && !new.contains("before"),
             "{new}"
         );
+    }
+
+    /// A client's control characters (terminal escapes, a CR that hides
+    /// what precedes it) never reach the text log raw.
+    #[test]
+    fn client_text_cannot_write_control_characters_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.log");
+        let config = MailLogConfig {
+            mail_log: Some(path.clone()),
+            mail_log_format: MailLogFormat::Text,
+        };
+        let (log, writer) = MailLog::open(&config).unwrap();
+        log.accepted(&Accepted {
+            queue_id: "q1",
+            shard: 0,
+            client: "127.0.0.2".parse().unwrap(),
+            helo: "\u{1b}]0;pwned\u{7}\u{1b}[2J\rfake",
+            user: None,
+            tls: false,
+            sender: "a@b.test",
+            recipients: 1,
+            size: 1,
+            dkim: 0,
+        });
+        drop(log);
+        drop(writer);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let line = text.trim_end_matches('\n');
+        assert!(!line.contains(char::is_control), "{line:?}");
+        assert!(line.contains("helo=?]0;pwned??[2J?fake"), "{line:?}");
     }
 
     #[test]
