@@ -182,16 +182,26 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+        } => {
+            // The files it names are read too: what `serve` would refuse,
+            // the check refuses.
+            let checked = Config::load(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|config| ringpost_engine::server::check_files(&config));
+            match checked {
+                Ok(loaded) => {
+                    for line in loaded {
+                        println!("  {line}");
+                    }
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Config {
             command: ConfigCommand::Show { file },
         } => {

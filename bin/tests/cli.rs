@@ -336,6 +336,22 @@ fn config_check_names_the_problem_and_its_place() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    // What `serve` would refuse to start with, the check refuses too.
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        "[[tls.certificates]]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["config", "check"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
 
 /// `config show` prints every setting, defaults included, as a file that

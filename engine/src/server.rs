@@ -135,6 +135,27 @@ fn load_egress(
     Ok(Some(Arc::new(egress)))
 }
 
+/// Load the files `config` names, as [`start`] would, without starting
+/// anything (`ringpost config check`): listener certificates and keys,
+/// DKIM keys, the relay's CA file. Returns what was loaded, in words.
+/// With no certificate configured nothing is made: the self-signed one is
+/// [`start`]'s to make.
+pub fn check_files(config: &Config) -> Result<Vec<String>, String> {
+    let mut loaded = Vec::new();
+    if !config.tls.certificates.is_empty() {
+        let certificates = tls::load(&config.tls, &config.data_dir, &config.hostname)?;
+        loaded.push(format!("certificates: {}", certificates.describe()));
+    }
+    if crate::dkim::DkimSigner::load(&config.dkim)?.is_some() {
+        loaded.push("DKIM keys: loaded".to_owned());
+    }
+    crate::relay::tls::client_configs(&config.relay)?;
+    if let Some(ca) = &config.relay.ca_file {
+        loaded.push(format!("relay CA file: {}", ca.display()));
+    }
+    Ok(loaded)
+}
+
 /// Start everything `config` describes.
 pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
