@@ -349,7 +349,7 @@ enum Target {
 fn target(data_dir: &Path, create: bool) -> Result<Target, Failed> {
     if !create && !data_dir.join("CURRENT").is_file() {
         return Err(Failed(format!(
-            "no store at {} (name the server's with --config or --data-dir;              a new one is made only there)",
+            "no store at {} (name the server's with --config or --data-dir; a new one is made only there)",
             data_dir.display()
         )));
     }

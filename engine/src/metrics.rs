@@ -1256,28 +1256,23 @@ impl Metrics {
     /// Record one physical write of the commit pipeline (called on the writer
     /// thread). A full disk is logged when it starts and when it ends.
     pub fn observe_commit(&self, report: &CommitReport) {
-        if report.requests > 0 {
-            self.store_commits.inc();
-            if !report.ok {
-                self.store_commit_errors.inc();
-            }
-        }
         if report.disk_full {
-            // The requests refused before the write, or the whole write.
-            let refusals = match report.ok {
-                true => report.refused,
-                false => report.requests + report.refused,
-            };
-            self.store_disk_full_refusals.inc_by(refusals as u64);
+            self.store_disk_full_refusals.inc_by(report.refused as u64);
             if self.store_disk_full.set(1) == 0 {
                 tracing::error!(
                     "disk nearly full (store.min_free_disk_mb): refusing new mail with 452 until space is freed; deliveries, flags and deletions go on"
                 );
             }
-        } else if report.ok && report.added_bodies && self.store_disk_full.set(0) == 1 {
-            // Only new mail stored again says the disk has room: changes
-            // that add no body pass the reserve while it is full.
+        } else if report.room_again && self.store_disk_full.set(0) == 1 {
             tracing::warn!("disk has room again: taking mail");
+        }
+        if report.requests == 0 {
+            // Every request was refused: no write happened.
+            return;
+        }
+        self.store_commits.inc();
+        if !report.ok {
+            self.store_commit_errors.inc();
         }
         self.store_commit_requests.observe(report.requests as f64);
         self.store_commit_bytes.inc_by(report.bytes as u64);
@@ -1371,7 +1366,7 @@ mod tests {
             ok: true,
             disk_full: false,
             refused: 0,
-            added_bodies: true,
+            room_again: false,
         });
         let text = m.render();
         assert!(

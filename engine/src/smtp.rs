@@ -400,9 +400,13 @@ impl Smtp<'_> {
                     std::pin::pin!(mail_auth::timed_out(dns, &tx.mail_from, &tx.helo, &tx.data));
                 let deadline = std::pin::pin!(glommio::timer::sleep(mail_auth::DMARC_DEADLINE));
                 match futures::future::select(judged, deadline).await {
-                    futures::future::Either::Left((verdicts, _)) => verdicts,
-                    futures::future::Either::Right(_) => {
-                        tracing::warn!(shard = shard.id, peer = %self.peer, "DMARC policy lookup timed out; answered 451");
+                    futures::future::Either::Left((verdicts, _))
+                        if !mail_auth::must_wait(&verdicts) =>
+                    {
+                        verdicts
+                    }
+                    _ => {
+                        tracing::warn!(shard = shard.id, peer = %self.peer, "DMARC could not be decided in time; answered 451");
                         self.count_rejection(&replies::AUTH_CHECKS_TIMED_OUT);
                         return Err(replies::AUTH_CHECKS_TIMED_OUT);
                     }

@@ -142,6 +142,15 @@ impl DiskRoom {
         self.free >= self.reserve.saturating_add(bytes.saturating_mul(2))
     }
 
+    /// The room left to changes that add no mail: a quarter of the
+    /// reserve is theirs.
+    pub fn floor(&self) -> DiskRoom {
+        DiskRoom {
+            free: self.free,
+            reserve: self.reserve / 4,
+        }
+    }
+
     /// The refusal for a write that does not fit.
     pub fn refusal(&self) -> StoreError {
         StoreError::DiskFull {
@@ -162,6 +171,10 @@ pub struct WriteBatch {
     ops: Vec<Op>,
     changes: Vec<Change>,
     bytes: usize,
+    /// Passes the disk's reserve whatever it holds: the commit writer
+    /// judged its room already, or it records what happened to mail
+    /// (see [`WriteBatch::pass_reserve`]).
+    reserve_passed: bool,
 }
 
 impl WriteBatch {
@@ -184,6 +197,7 @@ impl WriteBatch {
     /// together.
     pub fn append(&mut self, other: WriteBatch) {
         self.bytes += other.bytes;
+        self.reserve_passed |= other.reserve_passed;
         self.ops.extend(other.ops);
         self.changes.extend(other.changes);
     }
@@ -203,9 +217,7 @@ impl WriteBatch {
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
-    /// Whether it stores a message body: new mail, which a nearly full
-    /// disk refuses, unlike changes to what is stored (deliveries
-    /// recorded, flags, deletions), which its reserve is kept for.
+    /// Whether it stores a message body.
     pub fn adds_bodies(&self) -> bool {
         self.ops.iter().any(|op| {
             matches!(
@@ -216,6 +228,21 @@ impl WriteBatch {
                 }
             )
         })
+    }
+
+    /// Whether a nearly full disk refuses it: new mail is held to the
+    /// reserve ([`Store::disk_room`]), changes to what is stored
+    /// (deliveries recorded, flags, deletions) are what the reserve is
+    /// kept for.
+    pub fn needs_room(&self) -> bool {
+        !self.reserve_passed && self.adds_bodies()
+    }
+
+    /// Let it pass the reserve even with a body: a delivery's outcome with
+    /// its DSN (refusing it would send the mail again), or a batch whose
+    /// room the commit writer has judged already.
+    pub fn pass_reserve(&mut self) {
+        self.reserve_passed = true;
     }
     /// Number of puts and deletes.
     pub fn len(&self) -> usize {

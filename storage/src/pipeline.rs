@@ -71,11 +71,11 @@ pub struct CommitReport {
     /// The disk was (nearly) full for new mail: the write failed for it,
     /// or requests were refused before it (`refused`).
     pub disk_full: bool,
-    /// Requests with new mail refused before the write for want of room;
-    /// the rest of the group went ahead.
+    /// Requests refused for want of room: before the write (the rest of
+    /// the group went ahead), or all of them when the write was.
     pub refused: usize,
-    /// The write stored new mail (message bodies).
-    pub added_bodies: bool,
+    /// The disk had been full for new mail and has room again.
+    pub room_again: bool,
 }
 
 /// Called on the writer thread after every physical write (metrics).
@@ -156,6 +156,7 @@ impl CommitPipeline {
             room: None,
             growth: 0,
             refused: 0,
+            full: false,
         };
         let thread = std::thread::Builder::new()
             .name("ringpost-commit".into())
@@ -264,6 +265,9 @@ struct Writer {
     growth: u64,
     /// Requests of the group refused for want of room.
     refused: usize,
+    /// The disk was last found full for new mail (until a write with mail
+    /// succeeds, or the disk says it has room).
+    full: bool,
 }
 
 impl Writer {
@@ -313,13 +317,18 @@ impl Writer {
         waiters: &mut Vec<(Done, Vec<Applied>)>,
         bytes: &mut usize,
     ) {
-        if batch.adds_bodies() {
-            if let Err(error) = self.make_room(batch.byte_size() as u64) {
-                if matches!(error, StoreError::DiskFull { .. }) {
-                    self.refused += 1;
+        if batch.needs_room() {
+            match self.make_room(batch.byte_size() as u64) {
+                // Judged here: the store need not judge it again.
+                Ok(()) => batch.pass_reserve(),
+                Err(error) => {
+                    match &error {
+                        StoreError::DiskFull { .. } => self.refused += 1,
+                        error => tracing::error!(%error, "cannot read the disk's free space"),
+                    }
+                    let _ = done.send(Err(error));
+                    return;
                 }
-                let _ = done.send(Err(error));
-                return;
             }
         }
         match self.sequencer.resolve(&*self.store, &mut batch) {
@@ -395,15 +404,26 @@ impl Writer {
             true => Ok(()),
             false => self.store.write(batches, self.config.sync),
         };
+        let write_refused = matches!(outcome, Err(StoreError::DiskFull { .. }));
+        let added_bodies = outcome.is_ok() && batches.iter().any(WriteBatch::adds_bodies);
+        let disk_full = self.refused > 0 || write_refused;
+        // While the disk was full, a write without mail cannot tell that
+        // room came back: ask the disk itself.
+        let room_again = self.full
+            && !disk_full
+            && outcome.is_ok()
+            && (added_bodies
+                || matches!(self.store.disk_room(), Ok(room) if room.is_none_or(|r| r.fits(0))));
+        self.full = disk_full || (self.full && !room_again);
         let report = CommitReport {
             requests: batches.len(),
             ops: batches.iter().map(WriteBatch::len).sum(),
             bytes,
             latency: started.elapsed(),
             ok: outcome.is_ok(),
-            disk_full: self.refused > 0 || matches!(outcome, Err(StoreError::DiskFull { .. })),
-            refused: self.refused,
-            added_bodies: batches.iter().any(WriteBatch::adds_bodies),
+            disk_full,
+            refused: self.refused + if write_refused { batches.len() } else { 0 },
+            room_again,
         };
         match &outcome {
             // Said once per episode by the observer, not once per write.

@@ -204,6 +204,15 @@ impl RocksStore {
         }
     }
 
+    /// Refuse a write of `bytes` that would leave less than a quarter of
+    /// the reserve: what even changes to stored mail may not take.
+    fn check_floor(&self, bytes: usize) -> Result<(), StoreError> {
+        match self.disk_room()? {
+            Some(room) if !room.floor().fits(bytes as u64) => Err(room.refusal()),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this store was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.read_only
@@ -399,15 +408,18 @@ impl Store for RocksStore {
         // Each op also costs a few bytes of RocksDB framing.
         let ops: usize = batches.iter().map(WriteBatch::len).sum();
         let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
-        // Only new mail is held to the reserve: the reserve is there so that
-        // what is stored can still be changed, delivered and deleted.
+        // New mail is held to the reserve, which is there so that what is
+        // stored can still be changed, delivered and deleted; those
+        // changes only to a quarter of it, so the engine itself never
+        // meets a full disk.
         let growth: usize = batches
             .iter()
-            .filter(|b| b.adds_bodies())
+            .filter(|b| b.needs_room())
             .map(WriteBatch::byte_size)
             .sum();
-        if growth > 0 {
-            self.check_room(growth)?;
+        match growth {
+            0 => self.check_floor(bytes)?,
+            growth => self.check_room(growth)?,
         }
         let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
         let mut segment_write = self.segments.begin();

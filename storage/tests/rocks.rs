@@ -192,7 +192,29 @@ fn writes_that_would_eat_into_the_free_space_reserve_are_refused() {
         "{refused:?}"
     );
     assert_eq!(store.get(Family::Blobs, b"mail").unwrap(), None);
-    // What adds no message body is what the reserve is kept for.
+    // Not even a change without mail eats into a quarter of it.
+    let refused = store.write(&[put(Family::Users, b"alice", b"hash".to_vec())], true);
+    assert!(
+        matches!(refused, Err(StoreError::DiskFull { .. })),
+        "{refused:?}"
+    );
+    let free = store.disk_room().unwrap().unwrap().free;
+    drop(store);
+    // A reserve twice what is free: new mail is refused, and a change
+    // without a body, what the reserve is kept for, passes.
+    let store = RocksStore::open(
+        dir.path(),
+        RocksOptions {
+            min_free_bytes: free * 2,
+            ..RocksOptions::default()
+        },
+    )
+    .unwrap();
+    let refused = store.write(&[put(Family::Blobs, b"mail", b"body".to_vec())], true);
+    assert!(
+        matches!(refused, Err(StoreError::DiskFull { .. })),
+        "{refused:?}"
+    );
     store
         .write(&[put(Family::Users, b"alice", b"hash".to_vec())], true)
         .expect("a change without a body passes the reserve");

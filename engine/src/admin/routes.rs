@@ -61,7 +61,14 @@ pub async fn handle(
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let ready = context.ready.load(Ordering::Acquire) && !context.metrics.disk_full();
+            // A full disk is judged again here: with no new mail coming
+            // (this answer keeps it away) nothing else would see that
+            // space came back.
+            let disk_has_room = || {
+                !context.metrics.disk_full()
+                    || matches!(context.store.disk_room(), Ok(room) if room.is_none_or(|r| r.fits(0)))
+            };
+            let ready = context.ready.load(Ordering::Acquire) && disk_has_room();
             match ready {
                 true => text(StatusCode::OK, "ready\n"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

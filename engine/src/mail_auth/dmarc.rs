@@ -198,9 +198,15 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         };
         return verdict("pass", Policy::None, format!("{by} aligned with {from}"));
     }
+    let policy = match at_organization {
+        true => record.subdomain_policy.unwrap_or(record.policy),
+        false => record.policy,
+    };
     // A DNS failure may have hidden an aligned pass: not a failure yet.
     // Only for an identifier that would align: a lookup an attacker makes
     // fail for a domain of their own must not soften the policy (§4.2).
+    // The verdict carries the policy that would apply, for a caller that
+    // must decide without waiting for DNS.
     let unsure = (spf.result == SpfResult::TempError
         && aligned(&spf_domain, &from, record.strict_spf))
         || dkim
@@ -208,12 +214,8 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
             .any(|d| d.result == "temperror" && aligned(&d.domain, &from, record.strict_dkim));
     if unsure {
         let why = format!("a DNS error left alignment with {from} unknown");
-        return verdict("temperror", Policy::None, why);
+        return verdict("temperror", policy, why);
     }
-    let policy = match at_organization {
-        true => record.subdomain_policy.unwrap_or(record.policy),
-        false => record.policy,
-    };
     // §6.6.4: mail outside pct= gets the next policy down.
     let applies = record.percent >= 100 || fastrand::u8(0..100) < record.percent;
     let disposition = match (applies, policy) {

@@ -78,6 +78,17 @@ pub async fn timed_out(dns: &impl Dns, sender: &str, helo: &str, message: &[u8])
     with_dmarc(dns, message, spf, dkim).await
 }
 
+/// Whether mail judged by [`timed_out`] must wait (451): an identifier
+/// aligned with a From domain that asks for quarantine or reject went
+/// unchecked, and a forged one (a signature claiming the domain) would
+/// otherwise pass for unknown.
+pub fn must_wait(verdicts: &Verdicts) -> bool {
+    verdicts
+        .dmarc
+        .as_ref()
+        .is_some_and(|d| d.result == "temperror" && d.disposition != dmarc::Policy::None)
+}
+
 /// DMARC for every author domain of `message`, given SPF's and DKIM's
 /// verdicts.
 async fn with_dmarc(
@@ -290,8 +301,27 @@ mod tests {
             judge("x@evil.test", signed_by("evil.test")),
             ("fail", dmarc::Policy::Reject)
         );
-        assert_eq!(judge("x@evil.test", signed_by("bank.test")).0, "temperror");
+        // A signature claiming the domain, unchecked: not trusted, not
+        // refused for good; the mail must wait (451).
+        assert_eq!(
+            judge("x@evil.test", signed_by("bank.test")),
+            ("temperror", dmarc::Policy::Reject)
+        );
         assert_eq!(judge("x@bank.test", signed_by("evil.test")).0, "temperror");
+        let v = futures::executor::block_on(timed_out(
+            &Bank,
+            "x@evil.test",
+            "h.test",
+            signed_by("bank.test").as_bytes(),
+        ));
+        assert!(must_wait(&v));
+        let v = futures::executor::block_on(timed_out(
+            &Bank,
+            "x@evil.test",
+            "h.test",
+            signed_by("evil.test").as_bytes(),
+        ));
+        assert!(!must_wait(&v), "a failure is decided");
     }
 
     #[test]

@@ -257,6 +257,8 @@ struct State {
     /// may have read them before they left the store, and must not bring
     /// them back (a finished entry would be delivered again).
     forgotten_in_scan: HashSet<(MessageId, String)>,
+    /// Entries an operator's action is on: scans leave them be.
+    leaving: HashSet<(MessageId, String)>,
 }
 
 impl State {
@@ -1214,7 +1216,10 @@ impl Relay {
         found
             .into_iter()
             .filter(|e| !state.schedule.is_known(e.id, &e.domain))
-            .filter(|e| !state.forgotten_in_scan.contains(&(e.id, e.domain.clone())))
+            .filter(|e| {
+                let key = (e.id, e.domain.clone());
+                !state.forgotten_in_scan.contains(&key) && !state.leaving.contains(&key)
+            })
             .collect()
     }
 
@@ -1349,8 +1354,10 @@ impl Relay {
         // What the sender asked to hear of (NOTIFY): failures, and
         // successes at a host that will not report them itself.
         let mut reported = Vec::new();
+        let mut null_sender = false;
         if let Some(Loaded { envelope, .. }) = &loaded {
-            if !envelope.sender.is_empty() {
+            null_sender = envelope.sender.is_empty();
+            if !null_sender {
                 reported = bounce::failures_to_report(envelope, &sorted.failed);
                 if !via.as_ref().is_some_and(|v| v.dsn) {
                     reported.extend(bounce::relayed_to_report(envelope, &results, host));
@@ -1367,17 +1374,12 @@ impl Relay {
                         body: full.body,
                     }),
                     Ok(None) => Some(Loaded { envelope, body }),
-                    // Successes alone: the delivery is recorded all the same
-                    // (retrying would send the message again), unreported.
-                    Err(e) if sorted.failed.is_empty() => {
-                        tracing::warn!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message for its success DSN; none is sent");
-                        reported.clear();
-                        Some(Loaded { envelope, body })
-                    }
+                    // The outcome is recorded all the same (retrying would
+                    // send the message again to whoever took it); the DSN
+                    // goes without the original's header section.
                     Err(e) => {
-                        tracing::error!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message; retrying later");
-                        self.retry_later(entry);
-                        return;
+                        tracing::warn!(shard = self.shard, queue_id = %entry.id, error = %e, "cannot read message for its DSN; the DSN goes without its header section");
+                        Some(Loaded { envelope, body })
                     }
                 }
             }
@@ -1385,6 +1387,10 @@ impl Relay {
         };
 
         let mut batch = WriteBatch::new();
+        // What happened to mail is recorded on a nearly full disk too, DSN
+        // and all: refused, the attempt would be repeated and the mail sent
+        // again.
+        batch.pass_reserve();
         if let Some(spool) = &self.events {
             for (kind, fields) in events {
                 spool.add(&mut batch, kind, fields);
@@ -1408,12 +1414,14 @@ impl Relay {
         let mut bounce_entries = Vec::new();
         let mut tell_home = false;
         if let Some(Loaded { envelope, body }) = &loaded {
-            if reported.is_empty() {
+            if null_sender {
+                if !sorted.failed.is_empty() {
+                    tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
+                }
+            } else if reported.is_empty() {
                 if !sorted.failed.is_empty() {
                     tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender asked for none (NOTIFY)");
                 }
-            } else if envelope.sender.is_empty() {
-                tracing::info!(shard = self.shard, queue_id = %entry.id, "no DSN: the sender is null");
             } else {
                 let id = self.ids.borrow_mut().next(now_micros);
                 let is_local = |d: &str| self.config().is_local_domain(d);

@@ -1233,15 +1233,29 @@ pub fn pipeline_full_disk_refuses_only_new_mail(store: Arc<dyn Store>) {
             last.refused,
             last.disk_full,
             last.ok,
-            last.added_bodies
+            last.room_again
         ),
         (1, 1, true, true, false)
     );
-    // Room again: new mail goes in.
+    // Still full: a change alone does not say otherwise.
+    handle.commit_blocking(commit_batch(2)).expect("a change");
+    assert!(!reports.lock().unwrap().last().unwrap().room_again);
+    // Room again: the next write says so, with mail or without.
     gated.update(|s| s.room = None);
+    handle.commit_blocking(commit_batch(3)).expect("a change");
+    assert!(reports.lock().unwrap().last().unwrap().room_again);
     let batch = message(1_700_000_000_000_000, 2, &["far.test"], 5).into_batch();
     handle.commit_blocking(batch).expect("mail with room");
-    assert!(reports.lock().unwrap().last().unwrap().added_bodies);
+    // A delivery's outcome with its DSN passes the reserve.
+    gated.update(|s| {
+        s.room = Some(crate::DiskRoom {
+            free: 1 << 20,
+            reserve: 1 << 30,
+        })
+    });
+    let mut outcome = message(1_700_000_000_000_000, 3, &["far.test"], 5).into_batch();
+    outcome.pass_reserve();
+    handle.commit_blocking(outcome).expect("an outcome passes");
     pipeline.shutdown();
 }
 

@@ -51,10 +51,37 @@ impl Sequencer {
         store: &dyn Store,
         batch: &mut WriteBatch,
     ) -> Result<Vec<Applied>, StoreError> {
-        // Envelopes written plainly by requests of this group are seen by
-        // the changes after them: an account deleted in the same group as
-        // a message's arrival must not take a body the relay still needs
-        // (its envelope is in the group, not yet in the store).
+        let changes = batch.take_changes();
+        let mut applied = Vec::with_capacity(changes.len());
+        if !changes.is_empty() {
+            let mut view = View {
+                store,
+                cache: &mut self.cache,
+                group: &self.group,
+                tx: Writes::new(),
+            };
+            for change in &changes {
+                applied.push(view.apply(change)?);
+            }
+            let tx = view.tx;
+            for ((family, key), value) in tx {
+                match &value {
+                    Some(value) => batch.put(family, key.clone(), value.clone()),
+                    None => batch.delete(family, key.clone()),
+                }
+                self.group.insert((family, key), value);
+            }
+            self.users.extend(
+                changes
+                    .iter()
+                    .filter_map(Change::user)
+                    .map(str::to_ascii_lowercase),
+            );
+        }
+        // The request is taken: its envelope writes join the group's view,
+        // so the changes after it see them. An account deleted in the same
+        // group as a message's arrival must not take a body the relay
+        // still needs (its envelope is in the group, not yet in the store).
         for op in batch.ops() {
             match op {
                 Op::Put {
@@ -74,34 +101,6 @@ impl Sequencer {
                 _ => {}
             }
         }
-        let changes = batch.take_changes();
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut view = View {
-            store,
-            cache: &mut self.cache,
-            group: &self.group,
-            tx: Writes::new(),
-        };
-        let mut applied = Vec::with_capacity(changes.len());
-        for change in &changes {
-            applied.push(view.apply(change)?);
-        }
-        let tx = view.tx;
-        for ((family, key), value) in tx {
-            match &value {
-                Some(value) => batch.put(family, key.clone(), value.clone()),
-                None => batch.delete(family, key.clone()),
-            }
-            self.group.insert((family, key), value);
-        }
-        self.users.extend(
-            changes
-                .iter()
-                .filter_map(Change::user)
-                .map(str::to_ascii_lowercase),
-        );
         Ok(applied)
     }
 

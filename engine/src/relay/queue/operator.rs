@@ -15,6 +15,30 @@ use ringpost_storage::spool::{self, QueueEntry, HELD};
 use ringpost_storage::{Family, WriteBatch};
 use std::rc::Rc;
 
+/// An entry an operator's action is on: store scans skip it meanwhile.
+struct Leaving<'a> {
+    relay: &'a Relay,
+    key: EntryKey,
+}
+
+impl<'a> Leaving<'a> {
+    fn start(relay: &'a Relay, key: EntryKey) -> Leaving<'a> {
+        relay.state.borrow_mut().leaving.insert(key.clone());
+        Leaving { relay, key }
+    }
+}
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        let mut state = self.relay.state.borrow_mut();
+        state.leaving.remove(&self.key);
+        // A scan running now may have read the entry as it was before.
+        if state.scans > 0 {
+            state.forgotten_in_scan.insert(self.key.clone());
+        }
+    }
+}
+
 /// Where an entry is.
 enum Found {
     /// Taken out of memory (it was ready).
@@ -35,6 +59,9 @@ impl Relay {
         if action == Action::Flush {
             return self.flush(&key, given);
         }
+        // Until the action is over, no store scan may bring the entry back
+        // into memory (a held one would be delivered).
+        let _leaving = Leaving::start(self, key.clone());
         let entry = match self.take(&key) {
             Found::InFlight => return Outcome::InFlight,
             Found::Taken(entry) => entry,
