@@ -94,7 +94,19 @@ impl Authenticator {
 
     /// Check `name` and `password` for a client at `ip`.
     pub async fn login(&self, ip: IpAddr, name: &str, password: &str) -> LoginOutcome {
-        let name = name.to_ascii_lowercase();
+        // What no account can be (too long, control characters or spaces,
+        // an overlong password) is refused before it costs a check or a
+        // place in the failure table.
+        let impossible = name.len() > crate::users::MAX_NAME_LEN
+            || password.len() > crate::users::MAX_PASSWORD_LEN
+            || name.chars().any(|c| c.is_control() || c.is_whitespace());
+        if impossible {
+            return LoginOutcome::Rejected;
+        }
+        // Folded as the store folds account names, so that one account has
+        // one lockout, one cache entry and one identity however its name
+        // is spelt (`K` and KELVIN SIGN alike).
+        let name = name.to_lowercase();
         let now = Instant::now();
         let Ok(attempt) = self.guard.attempt(ip, &name, now) else {
             return LoginOutcome::LockedOut;
@@ -356,6 +368,35 @@ mod tests {
             );
         });
         assert_eq!(lockouts.load(Ordering::Relaxed), 1);
+    }
+
+    /// One account answers to one identity: the KELVIN SIGN folds to `k`
+    /// as the store folds it, so it shares the account's lockout and
+    /// cache; names no account can have are refused unchecked.
+    #[test]
+    fn names_fold_as_the_store_folds_them_and_impossible_ones_are_refused() {
+        let store = store_with("kate@x.test", "pw one");
+        let auth = Arc::new(Authenticator::new(
+            store,
+            &LimitsConfig::default(),
+            Box::new(|_| {}),
+        ));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = auth.clone();
+        run(move || async move {
+            assert_eq!(
+                a.login(ip, "\u{212A}ATE@X.test", "pw one").await,
+                LoginOutcome::Accepted("kate@x.test".into())
+            );
+            let long = format!("{}@x.test", "a".repeat(300));
+            for (name, password) in [
+                (long.as_str(), "pw one"),
+                ("kate@x.test\nforged", "pw one"),
+                ("kate@x.test", &*"p".repeat(2000)),
+            ] {
+                assert_eq!(a.login(ip, name, password).await, LoginOutcome::Rejected);
+            }
+        });
     }
 
     #[test]

@@ -427,7 +427,10 @@ impl AuthGuard {
                 failures: Failures::new(now),
                 from: HashSet::new(),
             });
-        if now.saturating_duration_since(acct.failures.since) > window {
+        // A new window forgets who failed, but not while the lockout they
+        // earned runs: a late guess from elsewhere must not lift it.
+        if now.saturating_duration_since(acct.failures.since) > window && !acct.failures.locked(now)
+        {
             acct.from.clear();
         }
         if acct.from.len() < MAX_IPS_PER_ACCOUNT {
@@ -702,6 +705,28 @@ mod tests {
         assert_eq!(
             guard.check(ann, "ann", t),
             AuthVerdict::Allowed { clean: true }
+        );
+    }
+
+    /// A guess from a new address after the failure window does not lift
+    /// the lockout that the addresses before it earned (window 60 s,
+    /// lockout 120 s).
+    #[test]
+    fn a_late_guess_does_not_lift_an_account_lockout() {
+        let guard = AuthGuard::new(&config());
+        let t = Instant::now();
+        let attackers: Vec<IpAddr> = (1..=6)
+            .map(|i| format!("198.51.100.{i}").parse().unwrap())
+            .collect();
+        for ip in &attackers[..5] {
+            guard.failed(*ip, "ann", t);
+        }
+        let later = t + Duration::from_secs(61);
+        guard.failed(attackers[5], "ann", later);
+        assert_eq!(
+            guard.check(attackers[0], "ann", later),
+            AuthVerdict::LockedOut,
+            "still locked out of ann"
         );
     }
 

@@ -215,7 +215,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                         "ip"
                     }
                     Lockout::Account(account) => {
-                        tracing::warn!(%account, "too many failed logins for the account: failing addresses locked out of it");
+                        // Debug: the name is the client's, escaped.
+                        tracing::warn!(?account, "too many failed logins for the account: failing addresses locked out of it");
                         "account"
                     }
                 };

@@ -139,7 +139,7 @@ impl Smtp<'_> {
             }
             LoginOutcome::Rejected => {
                 shard.security.auth(service, mechanism, "failed");
-                tracing::info!(shard = shard.id, peer = %self.peer, user = %credentials.user, mechanism, "smtp auth failed");
+                tracing::info!(shard = shard.id, peer = %self.peer, user = ?credentials.user, mechanism, "smtp auth failed");
                 glommio::timer::sleep(shard.auth_failure_delay(service)).await;
                 smtp.auth_failed();
             }
