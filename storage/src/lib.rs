@@ -142,6 +142,14 @@ impl DiskRoom {
         self.free >= self.reserve.saturating_add(bytes.saturating_mul(2))
     }
 
+    /// Whether `bytes` more fit as `rule` says.
+    pub fn fits_under(&self, rule: RoomRule, bytes: u64) -> bool {
+        match rule {
+            RoomRule::Reserve => self.fits(bytes),
+            RoomRule::Floor => self.floor().fits(bytes),
+        }
+    }
+
     /// The room left to changes that add no mail: a quarter of the
     /// reserve is theirs.
     pub fn floor(&self) -> DiskRoom {
@@ -171,10 +179,21 @@ pub struct WriteBatch {
     ops: Vec<Op>,
     changes: Vec<Change>,
     bytes: usize,
-    /// Passes the disk's reserve whatever it holds: the commit writer
-    /// judged its room already, or it records what happened to mail
-    /// (see [`WriteBatch::pass_reserve`]).
+    /// Held only to the floor, whatever it holds: it records what
+    /// happened to mail ([`WriteBatch::pass_reserve`]).
     reserve_passed: bool,
+    /// The commit writer judged its room already: the store does not.
+    room_judged: bool,
+}
+
+/// What a nearly full disk holds a batch to ([`Store::disk_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomRule {
+    /// New mail: the whole reserve stays free.
+    Reserve,
+    /// Changes to what is stored: a quarter of the reserve stays free,
+    /// so the engine itself never meets a full disk.
+    Floor,
 }
 
 impl WriteBatch {
@@ -198,6 +217,7 @@ impl WriteBatch {
     pub fn append(&mut self, other: WriteBatch) {
         self.bytes += other.bytes;
         self.reserve_passed |= other.reserve_passed;
+        self.room_judged &= other.room_judged;
         self.ops.extend(other.ops);
         self.changes.extend(other.changes);
     }
@@ -230,19 +250,29 @@ impl WriteBatch {
         })
     }
 
-    /// Whether a nearly full disk refuses it: new mail is held to the
-    /// reserve ([`Store::disk_room`]), changes to what is stored
-    /// (deliveries recorded, flags, deletions) are what the reserve is
-    /// kept for.
-    pub fn needs_room(&self) -> bool {
-        !self.reserve_passed && self.adds_bodies()
+    /// What a nearly full disk holds it to, if its room is still to be
+    /// judged: new mail the reserve, changes to what is stored
+    /// (deliveries recorded, flags, deletions: what the reserve is kept
+    /// for) only the floor.
+    pub fn room_rule(&self) -> Option<RoomRule> {
+        match (self.room_judged, self.reserve_passed || !self.adds_bodies()) {
+            (true, _) => None,
+            (false, true) => Some(RoomRule::Floor),
+            (false, false) => Some(RoomRule::Reserve),
+        }
     }
 
-    /// Let it pass the reserve even with a body: a delivery's outcome with
-    /// its DSN (refusing it would send the mail again), or a batch whose
-    /// room the commit writer has judged already.
+    /// Let it pass the reserve even with a body, held to the floor only: a
+    /// delivery's outcome with its DSN (refusing it would send the mail
+    /// again).
     pub fn pass_reserve(&mut self) {
         self.reserve_passed = true;
+    }
+
+    /// Its room was judged (the commit writer, once per request): the
+    /// store does not judge it again.
+    pub(crate) fn room_judged(&mut self) {
+        self.room_judged = true;
     }
     /// Number of puts and deletes.
     pub fn len(&self) -> usize {

@@ -25,7 +25,7 @@
 //! futures, so glommio executors, tokio or `block_on` can all await them.
 
 use crate::mailbox::{Applied, Sequencer};
-use crate::{DiskRoom, Store, StoreError, WriteBatch};
+use crate::{DiskRoom, RoomRule, Store, StoreError, WriteBatch};
 use futures::channel::oneshot;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -258,10 +258,10 @@ struct Writer {
     /// A request taken off the queue that did not fit the previous group
     /// (byte limit); it starts the next one.
     held: Option<(WriteBatch, Done)>,
-    /// The group's room for new mail: read from the store at its first
-    /// body, then less what the group's bodies take.
+    /// The group's room on disk: read from the store at its first
+    /// request, then less what the group's requests take.
     room: Option<Option<DiskRoom>>,
-    /// Bytes of new mail in the group so far.
+    /// Bytes the group's requests take so far.
     growth: u64,
     /// Requests of the group refused for want of room.
     refused: usize,
@@ -317,10 +317,10 @@ impl Writer {
         waiters: &mut Vec<(Done, Vec<Applied>)>,
         bytes: &mut usize,
     ) {
-        if batch.needs_room() {
-            match self.make_room(batch.byte_size() as u64) {
+        if let Some(rule) = batch.room_rule() {
+            match self.make_room(rule, batch.byte_size() as u64) {
                 // Judged here: the store need not judge it again.
-                Ok(()) => batch.pass_reserve(),
+                Ok(()) => batch.room_judged(),
                 Err(error) => {
                     match &error {
                         StoreError::DiskFull { .. } => self.refused += 1,
@@ -343,19 +343,20 @@ impl Writer {
         }
     }
 
-    /// Count `bytes` of new mail against the group's room, or refuse them:
-    /// each request with a body is judged alone, so a nearly full disk
-    /// refuses new mail and still records deliveries, flags and deletions
-    /// that share its group.
-    fn make_room(&mut self, bytes: u64) -> Result<(), StoreError> {
+    /// Count a request's `bytes` against the group's room, as `rule`
+    /// says, or refuse it: each request is judged alone (the disk read
+    /// once per group), so a nearly full disk refuses new mail and still
+    /// records deliveries, flags and deletions that share its group.
+    fn make_room(&mut self, rule: RoomRule, bytes: u64) -> Result<(), StoreError> {
         let room = match self.room {
             Some(room) => room,
             None => *self.room.insert(self.store.disk_room()?),
         };
+        let growth = self.growth.saturating_add(bytes);
         match room {
-            Some(room) if !room.fits(self.growth.saturating_add(bytes)) => Err(room.refusal()),
+            Some(room) if !room.fits_under(rule, growth) => Err(room.refusal()),
             _ => {
-                self.growth = self.growth.saturating_add(bytes);
+                self.growth = growth;
                 Ok(())
             }
         }

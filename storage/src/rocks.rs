@@ -36,7 +36,7 @@
 //! crash. It sees the data as of the moment it opened.
 
 use crate::{
-    CacheUsage, DiskRoom, EngineHealth, Family, Op, Pinned, Store, StoreError, WriteBatch,
+    CacheUsage, DiskRoom, EngineHealth, Family, Op, Pinned, RoomRule, Store, StoreError, WriteBatch,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
@@ -195,20 +195,12 @@ impl RocksStore {
         })
     }
 
-    /// Refuse a write of `bytes` that would leave less than the reserve free.
-    fn check_room(&self, bytes: usize) -> Result<(), StoreError> {
+    /// Refuse a write of `bytes` that would leave less free than `rule`
+    /// keeps.
+    fn check_room(&self, rule: RoomRule, bytes: usize) -> Result<(), StoreError> {
         match self.disk_room()? {
             // The WAL takes the batch once more than its payload, with framing.
-            Some(room) if !room.fits(bytes as u64) => Err(room.refusal()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Refuse a write of `bytes` that would leave less than a quarter of
-    /// the reserve: what even changes to stored mail may not take.
-    fn check_floor(&self, bytes: usize) -> Result<(), StoreError> {
-        match self.disk_room()? {
-            Some(room) if !room.floor().fits(bytes as u64) => Err(room.refusal()),
+            Some(room) if !room.fits_under(rule, bytes as u64) => Err(room.refusal()),
             _ => Ok(()),
         }
     }
@@ -408,18 +400,22 @@ impl Store for RocksStore {
         // Each op also costs a few bytes of RocksDB framing.
         let ops: usize = batches.iter().map(WriteBatch::len).sum();
         let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
-        // New mail is held to the reserve, which is there so that what is
+        // Room not judged yet by the commit writer (a direct write): new
+        // mail is held to the reserve, which is there so that what is
         // stored can still be changed, delivered and deleted; those
-        // changes only to a quarter of it, so the engine itself never
-        // meets a full disk.
-        let growth: usize = batches
-            .iter()
-            .filter(|b| b.needs_room())
-            .map(WriteBatch::byte_size)
-            .sum();
-        match growth {
-            0 => self.check_floor(bytes)?,
-            growth => self.check_room(growth)?,
+        // changes only to a quarter of it.
+        let unjudged = |rule| {
+            batches
+                .iter()
+                .filter(|b| b.room_rule() == Some(rule))
+                .map(WriteBatch::byte_size)
+                .sum::<usize>()
+        };
+        let (mail, changes) = (unjudged(RoomRule::Reserve), unjudged(RoomRule::Floor));
+        if mail > 0 {
+            self.check_room(RoomRule::Reserve, mail + changes)?;
+        } else if changes > 0 {
+            self.check_room(RoomRule::Floor, changes)?;
         }
         let mut merged = rocksdb::WriteBatch::with_capacity_bytes(bytes + ops * 16 + 12);
         let mut segment_write = self.segments.begin();
@@ -458,7 +454,10 @@ impl Store for RocksStore {
     fn maintain(&self) {
         if !self.read_only {
             self.segments.maintain(&self.db, &|bytes| {
-                self.check_room(usize::try_from(bytes).unwrap_or(usize::MAX))
+                self.check_room(
+                    RoomRule::Reserve,
+                    usize::try_from(bytes).unwrap_or(usize::MAX),
+                )
             });
         }
     }

@@ -1209,8 +1209,8 @@ pub fn pipeline_full_disk_refuses_only_new_mail(store: Arc<dyn Store>) {
     wait_until("the change queued", || handle.queued() == 2);
     gated.update(|s| {
         s.room = Some(crate::DiskRoom {
-            free: 1 << 20,
-            reserve: 1 << 30,
+            free: 1 << 30,
+            reserve: 1 << 31,
         });
         s.closed = false;
     });
@@ -1249,13 +1249,24 @@ pub fn pipeline_full_disk_refuses_only_new_mail(store: Arc<dyn Store>) {
     // A delivery's outcome with its DSN passes the reserve.
     gated.update(|s| {
         s.room = Some(crate::DiskRoom {
-            free: 1 << 20,
-            reserve: 1 << 30,
+            free: 1 << 30,
+            reserve: 1 << 31,
         })
     });
     let mut outcome = message(1_700_000_000_000_000, 3, &["far.test"], 5).into_batch();
     outcome.pass_reserve();
     handle.commit_blocking(outcome).expect("an outcome passes");
+    // Nothing passes the last quarter of the reserve.
+    gated.update(|s| {
+        s.room = Some(crate::DiskRoom {
+            free: 1 << 20,
+            reserve: 1 << 30,
+        })
+    });
+    assert!(matches!(
+        handle.commit_blocking(commit_batch(4)),
+        Err(StoreError::DiskFull { .. })
+    ));
     pipeline.shutdown();
 }
 
