@@ -235,7 +235,12 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, so stdout carries only the start-up summary that
 /// scripts and tests read. `RUST_LOG` filters them (default `info`).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(
+    format: LogFormat,
+) -> (
+    tracing_appender::non_blocking::WorkerGuard,
+    tracing_appender::non_blocking::ErrorCounter,
+) {
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -252,6 +257,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             LOG_WRITE_BUFFER,
             std::io::stderr(),
         ));
+    let dropped = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);
@@ -267,7 +273,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             .with_current_span(false)
             .init(),
     }
-    guard
+    (guard, dropped)
 }
 
 /// `ringpost config reload`: the running server's reload, through its API.
@@ -364,7 +370,7 @@ const LOG_WRITE_BUFFER: usize = 64 * 1024;
 
 fn serve(args: ServeArgs) -> ExitCode {
     // Dropped when serve returns: what is queued is written first.
-    let _log_writer = init_logging(args.log_format);
+    let (_log_writer, log_drops) = init_logging(args.log_format);
     let config = match effective_config(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -400,6 +406,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let source = Arc::new(args);
     server.set_config_source(Arc::new(move || effective_config(&source)));
+    server
+        .metrics()
+        .watch_log_drops("log", move || log_drops.dropped_lines() as u64);
     println!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     for (service, addr) in server.listeners() {
         let note = match service {

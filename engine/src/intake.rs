@@ -111,6 +111,11 @@ pub fn new_message(
 /// The DSN parameters of `tx` (RFC 3461) the relay needs: ENVID, RET, and
 /// the NOTIFY and ORCPT of the recipients in `relayed`.
 fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
+    if tx.envid.is_none() && tx.ret.is_none() && tx.recipient_requests.iter().all(|r| r.is_empty())
+    {
+        // The usual case: nothing asked, nothing to keep.
+        return DsnRequest::default();
+    }
     let relayed: std::collections::HashSet<&str> = relayed.iter().map(String::as_str).collect();
     let recipients = tx
         .recipients

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use ringpost_storage::{CommitReport, Store};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -71,6 +71,10 @@ pub struct Metrics {
     store_write_stopped: Gauge,
     store_delayed_write_rate: Gauge,
     store_disk_full_refusals: Counter,
+    /// Lines a log dropped because its writer fell behind, by log.
+    log_lines_dropped: Family<Labels, Counter>,
+    /// Where those counts are read at each scrape, and what was read last.
+    log_drop_sources: Mutex<Vec<LogDropSource>>,
     /// The store whose caches are sampled at each scrape.
     store: OnceLock<Arc<dyn Store>>,
     relay: RelayFamilies,
@@ -81,6 +85,21 @@ pub struct Metrics {
     inject: InjectMetrics,
     sites: SiteMetrics,
     webhook: WebhookMetrics,
+}
+
+/// The mutex's data, poisoned or not (a panic elsewhere leaves counts
+/// that are still worth reading).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A log's count of dropped lines, read at each scrape.
+struct LogDropSource {
+    log: &'static str,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+    last: u64,
 }
 
 /// Counters of the listeners' defences, shared by all shards: TLS
@@ -757,6 +776,8 @@ impl Metrics {
             store_write_stopped: Gauge::default(),
             store_delayed_write_rate: Gauge::default(),
             store_disk_full_refusals: Counter::default(),
+            log_lines_dropped: Family::default(),
+            log_drop_sources: Mutex::new(Vec::new()),
             store: OnceLock::new(),
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
@@ -921,6 +942,11 @@ impl Metrics {
             "store_disk_full_refusals",
             "Group-commit writes refused because the disk is nearly full",
             m.store_disk_full_refusals.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log's writer fell behind, by log (log: the server log, mail: the mail log file)",
+            m.log_lines_dropped.clone(),
         );
         registry.register(
             "store_commit_errors",
@@ -1310,8 +1336,32 @@ impl Metrics {
         let _ = self.store.set(store);
     }
 
+    /// Read the count of lines `log` dropped with `read` at every scrape
+    /// (`ringpost_log_lines_dropped_total{log}`): a log that cannot keep
+    /// up loses lines rather than stall the server, and this says so.
+    pub fn watch_log_drops(
+        &self,
+        log: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        lock(&self.log_drop_sources).push(LogDropSource {
+            log,
+            read: Box::new(read),
+            last: 0,
+        });
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        for source in lock(&self.log_drop_sources).iter_mut() {
+            let now = (source.read)();
+            if now > source.last {
+                self.log_lines_dropped
+                    .get_or_create(&vec![("log", source.log.to_owned())])
+                    .inc_by(now - source.last);
+                source.last = now;
+            }
+        }
         if let Some(usage) = self.store.get().and_then(|s| s.body_cache_usage()) {
             self.body_cache_bytes.set(usage.used as i64);
             self.body_cache_capacity.set(usage.capacity as i64);
@@ -1351,6 +1401,26 @@ impl Metrics {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn dropped_log_lines_are_counted_as_they_grow() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let m = Metrics::new();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let read = dropped.clone();
+        m.watch_log_drops("mail", move || read.load(Ordering::Relaxed));
+        assert!(!m.render().contains("ringpost_log_lines_dropped_total{"));
+        dropped.store(3, Ordering::Relaxed);
+        assert!(m
+            .render()
+            .contains("ringpost_log_lines_dropped_total{log=\"mail\"} 3"));
+        dropped.store(5, Ordering::Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains("ringpost_log_lines_dropped_total{log=\"mail\"} 5"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn render_includes_shard_labels_and_commit_histogram() {

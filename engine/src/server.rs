@@ -202,6 +202,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     let (maillog, maillog_writer) = MailLog::open(&config.log).map_err(StartError::MailLog)?;
     let maillog = Arc::new(maillog);
+    let counted = maillog.clone();
+    metrics.watch_log_drops("mail", move || counted.dropped());
     let security = metrics.security();
     let shared = SharedState {
         access,
