@@ -93,19 +93,19 @@ struct ServeArgs {
     /// Submission over implicit TLS listen address, or "off" (config:
     /// submission.tls_listen).
     #[arg(long, value_parser = optional_addr)]
-    submissions: Option<Option<SocketAddr>>,
+    submissions: Option<ListenAddr>,
     /// POP3 listen address (config: pop3.listen).
     #[arg(long)]
     pop3: Option<SocketAddr>,
     /// POP3S listen address, or "off" (config: pop3.tls_listen).
     #[arg(long, value_parser = optional_addr)]
-    pop3s: Option<Option<SocketAddr>>,
+    pop3s: Option<ListenAddr>,
     /// IMAP listen address (config: imap.listen).
     #[arg(long)]
     imap: Option<SocketAddr>,
     /// IMAPS listen address, or "off" (config: imap.tls_listen).
     #[arg(long, value_parser = optional_addr)]
-    imaps: Option<Option<SocketAddr>>,
+    imaps: Option<ListenAddr>,
     /// Every listener (SMTP, submission, IMAP, POP3, metrics) on this IP
     /// with ports the OS picks (tests, side-by-side runs); the ready lines
     /// say which.
@@ -114,7 +114,7 @@ struct ServeArgs {
     /// Control plane (metrics, health, admin API) listen address, or
     /// "off" (config: metrics.listen).
     #[arg(long, value_parser = optional_addr)]
-    metrics: Option<Option<SocketAddr>>,
+    metrics: Option<ListenAddr>,
     /// Shard count, 0 = one per CPU (config: shards).
     #[arg(long)]
     shards: Option<usize>,
@@ -330,22 +330,22 @@ fn effective_config(args: &ServeArgs) -> Result<Config, String> {
         config.submission.listen = a;
     }
     if let Some(a) = args.submissions {
-        config.submission.tls_listen = a;
+        config.submission.tls_listen = a.0;
     }
     if let Some(a) = args.pop3 {
         config.pop3.listen = a;
     }
     if let Some(a) = args.pop3s {
-        config.pop3.tls_listen = a;
+        config.pop3.tls_listen = a.0;
     }
     if let Some(a) = args.imap {
         config.imap.listen = a;
     }
     if let Some(a) = args.imaps {
-        config.imap.tls_listen = a;
+        config.imap.tls_listen = a.0;
     }
     if let Some(a) = args.metrics {
-        config.metrics.listen = a;
+        config.metrics.listen = a.0;
     }
     if let Some(n) = args.shards {
         config.shards = n;
@@ -472,12 +472,19 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// A listen address, or "off".
-fn optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+/// A listen address given on the command line, or `off` (None).
+///
+/// A type of its own: clap reads `Option<Option<T>>` as a flag whose value
+/// may be left out, not as a value that may say "none".
+#[derive(Debug, Clone, Copy)]
+struct ListenAddr(Option<SocketAddr>);
+
+fn optional_addr(text: &str) -> Result<ListenAddr, String> {
     if text.eq_ignore_ascii_case("off") {
-        return Ok(None);
+        return Ok(ListenAddr(None));
     }
     text.parse()
-        .map(Some)
+        .map(|addr| ListenAddr(Some(addr)))
         .map_err(|_| format!("`{text}` is not an address:port or \"off\""))
 }
 

@@ -58,6 +58,42 @@ fn spawn_server_logging_to(data_dir: &Path, extra: &[&str], stderr: Stdio) -> (C
     panic!("server did not print its SMTP address in time");
 }
 
+/// The listeners that take an address or `off` on the command line take
+/// both (they once made clap panic at start).
+#[test]
+fn listeners_can_be_turned_off_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(RINGPOST)
+        .args(["serve", "--ephemeral-ports", "127.0.0.1", "--shards", "1"])
+        .args(["--imaps", "off", "--pop3s", "off", "--submissions", "off"])
+        .args(["--metrics", "off", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let done = line.trim_start().starts_with("relay");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Its stdout is closed by now: how it exits is not what is tested.
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("ready"), "{text}");
+    assert!(text.contains("metrics      off"), "{text}");
+    for gone in ["imaps", "pop3s", "submissions"] {
+        assert!(!text.contains(gone), "{gone}: {text}");
+    }
+}
+
 fn read_reply(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
     let mut all = String::new();
     loop {
