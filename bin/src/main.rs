@@ -176,6 +176,16 @@ enum SpoolCommand {
     },
 }
 
+/// `println!` for what a running server says on stdout (its ready lines,
+/// reloads, shutdown): a stdout nobody reads any more (a closed pipe) must
+/// not panic the server, above all not before it shuts down cleanly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -409,7 +419,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     server
         .metrics()
         .watch_log_drops("log", move || log_drops.dropped_lines() as u64);
-    println!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
+    say!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     for (service, addr) in server.listeners() {
         let note = match service {
             "smtp" | "imap" | "pop3" if server.certificates().is_some() => "  (STARTTLS)",
@@ -418,23 +428,23 @@ fn serve(args: ServeArgs) -> ExitCode {
             "submissions" | "imaps" | "pop3s" => "  (TLS)",
             _ => "",
         };
-        println!("  {service:<12} {addr}{note}");
+        say!("  {service:<12} {addr}{note}");
     }
     match server.metrics_addr() {
-        Some(a) => println!(
+        Some(a) => say!(
             "  {:<12} http://{a}/metrics  (and /healthz, /readyz, /api/v1 with {})",
             "metrics",
             ringpost_engine::admin::token_path(&server.config().data_dir).display()
         ),
-        None => println!("  {:<12} off", "metrics"),
+        None => say!("  {:<12} off", "metrics"),
     }
     match server.certificates() {
-        Some(c) => println!("  {:<12} {c}", "tls"),
-        None => println!("  {:<12} off", "tls"),
+        Some(c) => say!("  {:<12} {c}", "tls"),
+        None => say!("  {:<12} off", "tls"),
     }
-    println!("  {:<12} {}", "store", server.store_description());
-    println!("  {:<12} {}", "shards", server.shard_count());
-    println!("  {:<12} {}", "relay", relay_line(&relay));
+    say!("  {:<12} {}", "store", server.store_description());
+    say!("  {:<12} {}", "shards", server.shard_count());
+    say!("  {:<12} {}", "relay", relay_line(&relay));
     let signal = loop {
         match signals.forever().next() {
             // SIGHUP: the configuration and certificates again (connections
@@ -444,34 +454,38 @@ fn serve(args: ServeArgs) -> ExitCode {
                 server.reopen_logs();
                 // A failure is logged by the reload itself.
                 if let Ok(reloaded) = server.reload() {
-                    println!(
+                    say!(
                         "ringpost: configuration reloaded (generation {})",
                         reloaded.generation
                     );
                     if !reloaded.needs_restart.is_empty() {
-                        println!(
+                        say!(
                             "ringpost: these settings need a restart; their old values stay: {}",
                             reloaded.needs_restart.join(", ")
                         );
                     }
                     if let Some(described) = reloaded.certificates {
-                        println!("ringpost: certificates reloaded: {described}");
+                        say!("ringpost: certificates reloaded: {described}");
                     }
                 }
             }
             other => break other,
         }
     };
-    println!(
+    say!(
         "ringpost: signal {} received, shutting down",
         signal.unwrap_or(0)
     );
-    server.shutdown();
-    println!("ringpost: stopped");
-    ExitCode::SUCCESS
+    // A shutdown that went wrong (logged) is a failure for whoever
+    // watches the exit status (systemd, a script).
+    let clean = server.shutdown();
+    say!("ringpost: stopped");
+    match clean {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
 }
 
-/// A listen address, or "off".
 /// A listen address given on the command line, or `off` (None).
 ///
 /// A type of its own: clap reads `Option<Option<T>>` as a flag whose value

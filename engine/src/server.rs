@@ -692,8 +692,11 @@ impl RunningServer {
     }
 
     /// Stop accepting, let in-flight transactions finish (bounded), commit
-    /// everything queued, flush and close the store.
-    pub fn shutdown(mut self) {
+    /// everything queued, flush and close the store. False when something
+    /// went wrong on the way (logged): a shard that ended abnormally, a
+    /// store that could not be flushed.
+    pub fn shutdown(mut self) -> bool {
+        let mut clean = true;
         if let Some(admin) = &self.admin {
             admin.set_ready(false);
         }
@@ -703,6 +706,7 @@ impl RunningServer {
         for (id, shard) in self.shards.drain(..).enumerate() {
             if let Err(e) = shard.join() {
                 tracing::error!(shard = id, error = %e, "shard ended abnormally");
+                clean = false;
             }
         }
         // Before the commit writer goes: the poster deletes what it posted.
@@ -713,6 +717,7 @@ impl RunningServer {
         drop(self.resolver.take());
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
+            clean = false;
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
@@ -723,5 +728,6 @@ impl RunningServer {
         // mail log, and its writer writes what is left and ends.
         drop(self.maillog_writer.take());
         tracing::info!("ringpost stopped");
+        clean
     }
 }
