@@ -48,8 +48,12 @@ pub const DANE_TA: u8 = 2;
 /// certificate or key.
 pub const DANE_EE: u8 = 3;
 
-/// Most MX hosts whose TLSA records are looked up (as for addresses).
+/// The MX hosts the resolver keeps of a domain's.
 const MAX_HOSTS: usize = super::resolver::MAX_MX_HOSTS;
+
+/// The most hosts looked up for one domain (TLSA and address lookups
+/// each): a bound for MX sets with many hosts of one preference.
+const MAX_VERDICTS: usize = 4 * MAX_HOSTS;
 
 /// How long a verdict drawn from "nothing there" is kept when no record
 /// gave a TTL.
@@ -221,19 +225,13 @@ pub(super) async fn lookup(
         } => return (DaneLookup::Insecure, Some(seconds(ttl))),
         Answer::Found { records, ttl, .. } => {
             // By preference, as the resolver cuts them at the same number.
-            let mut by_preference: Vec<(u16, Name)> = records
+            let by_preference: Vec<(u16, Name)> = records
                 .iter()
                 .filter_map(|r| r.as_mx())
                 .filter(|mx| !mx.exchange().is_root())
                 .map(|mx| (mx.preference(), mx.exchange().to_lowercase()))
                 .collect();
-            by_preference.sort();
-            let mut hosts: Vec<Name> = Vec::with_capacity(by_preference.len());
-            for (_, name) in by_preference {
-                if !hosts.contains(&name) {
-                    hosts.push(name);
-                }
-            }
+            let hosts = hosts_to_judge(by_preference);
             if hosts.is_empty() {
                 // A null MX: no mail goes there anyway.
                 return (DaneLookup::Insecure, Some(seconds(ttl)));
@@ -245,13 +243,8 @@ pub(super) async fn lookup(
         Answer::Nothing => (vec![domain.to_lowercase()], u32::MAX, true),
         Answer::Failed(why) => return (DaneLookup::Failed(format!("MX lookup: {why}")), None),
     };
-    let verdicts = future::join_all(
-        hosts
-            .iter()
-            .take(MAX_HOSTS)
-            .map(|host| host_verdict(servers, host, port)),
-    )
-    .await;
+    let verdicts =
+        future::join_all(hosts.iter().map(|host| host_verdict(servers, host, port))).await;
     let mut keep = true;
     let mut found = Vec::with_capacity(verdicts.len());
     for (host, (verdict, host_ttl)) in hosts.iter().zip(verdicts) {
@@ -461,9 +454,44 @@ impl ServerCertVerifier for DaneVerifier {
     }
 }
 
+/// The MX hosts (preference, name) that need a verdict, most preferred
+/// first, each once. The resolver keeps [`MAX_HOSTS`], shuffling hosts of
+/// equal preference first: every host as preferred as the last one it may
+/// keep needs a verdict, or a validated host would be dropped for want of
+/// one. At most [`MAX_VERDICTS`].
+fn hosts_to_judge(mut by_preference: Vec<(u16, Name)>) -> Vec<Name> {
+    by_preference.sort();
+    let mut seen = std::collections::HashSet::new();
+    by_preference.retain(|(_, name)| seen.insert(name.clone()));
+    let cut = by_preference
+        .get(MAX_HOSTS.saturating_sub(1))
+        .map_or(u16::MAX, |(preference, _)| *preference);
+    by_preference
+        .into_iter()
+        .filter(|(preference, _)| *preference <= cut)
+        .map(|(_, name)| name)
+        .take(MAX_VERDICTS)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_host_the_resolver_may_keep_is_judged() {
+        let name = |i: usize| Name::from_ascii(format!("mx{i:02}.d.test.")).unwrap();
+        // 20 hosts of one preference: the resolver keeps a random 16.
+        let equal: Vec<(u16, Name)> = (0..20).map(|i| (10, name(i))).collect();
+        assert_eq!(hosts_to_judge(equal).len(), 20);
+        // 16 at 10, then 4 at 20: the less preferred never make the cut.
+        let mut two: Vec<(u16, Name)> = (0..16).map(|i| (10, name(i))).collect();
+        two.extend((16..20).map(|i| (20, name(i))));
+        two.push((10, name(0)));
+        let judged = hosts_to_judge(two);
+        assert_eq!(judged.len(), 16, "each once, the 20s left out");
+        assert!(judged.iter().all(|n| n.to_ascii().as_str() < "mx16"));
+    }
 
     fn cert_and_key() -> (CertificateDer<'static>, Vec<u8>) {
         let key = rcgen::generate_simple_self_signed(vec!["mx.dane.test".to_owned()]).unwrap();
