@@ -36,6 +36,17 @@ impl AdminClient {
         })
     }
 
+    /// Whether a server answers at the address (its `/healthz`, which
+    /// takes no token): the address file may outlive a server that
+    /// crashed.
+    pub fn answers(&self) -> bool {
+        self.agent
+            .get(&format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(2))
+            .call()
+            .is_ok()
+    }
+
     /// `method path` with an optional JSON body; the JSON answer, or the
     /// server's error message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {

@@ -174,20 +174,28 @@ pub(crate) fn reach(data_dir: &Path, write: bool) -> Result<Reach, String> {
     if !data_dir.join("CURRENT").is_file() {
         return Err(format!("no store at {}", data_dir.display()));
     }
-    match RocksStore::open(data_dir, RocksOptions::default()) {
-        Ok(store) if write => Ok(Reach::Store(Arc::new(store))),
-        Ok(store) => {
-            drop(store);
-            let store = RocksStore::open(
-                data_dir,
-                RocksOptions {
-                    read_only: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
-            Ok(Reach::Store(Arc::new(store)))
+    if !write {
+        // A running server answers through its API. Otherwise the store is
+        // only read: opened read-only, nothing in it is replayed, created or
+        // left owned by whoever ran the command, and a server starting
+        // meanwhile is not kept out.
+        if let Ok(api) = AdminClient::for_data_dir(data_dir) {
+            if api.answers() {
+                return Ok(Reach::Server(api));
+            }
         }
+        let store = RocksStore::open(
+            data_dir,
+            RocksOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+        return Ok(Reach::Store(Arc::new(store)));
+    }
+    match RocksStore::open(data_dir, RocksOptions::default()) {
+        Ok(store) => Ok(Reach::Store(Arc::new(store))),
         Err(StoreError::Locked(_)) => AdminClient::for_data_dir(data_dir)
             .map(Reach::Server)
             .map_err(|e| {
