@@ -75,7 +75,7 @@ impl Access {
     /// allowed: each selected mailbox costs memory, and a stolen password
     /// should not pin gigabytes.
     pub fn open_session(self: &Arc<Self>, user: &str) -> Option<AccountSession> {
-        let user = user.to_ascii_lowercase();
+        let user = user.to_lowercase();
         let mut sessions = lock(&self.sessions);
         let count = sessions.entry(user.clone()).or_insert(0);
         if self.max_sessions > 0 && *count >= self.max_sessions {
@@ -90,7 +90,7 @@ impl Access {
 
     /// Take `user`'s maildrop for a POP3 session, unless another holds it.
     pub fn lock_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
-        let user = user.to_ascii_lowercase();
+        let user = user.to_lowercase();
         if !lock(&self.pop3_locks).insert(user.clone()) {
             return None;
         }
@@ -106,7 +106,7 @@ impl Access {
     pub fn watch(&self, user: &str) -> flume::Receiver<()> {
         let (sender, receiver) = flume::bounded(1);
         let mut watchers = lock(&self.watchers);
-        let list = watchers.entry(user.to_ascii_lowercase()).or_default();
+        let list = watchers.entry(user.to_lowercase()).or_default();
         // Sessions that ended are dropped here as well as on notification,
         // so an account that gets no mail cannot collect them.
         list.retain(|s| !s.is_disconnected());

@@ -231,7 +231,8 @@ fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
         let domain = recipient_domain(rcpt, to.hostname);
         if (to.is_local)(&domain) {
             let account = match rcpt.contains('@') {
-                true => rcpt.to_ascii_lowercase(),
+                // Folded as account names are (KELVIN SIGN, Ä: one account).
+                true => rcpt.to_lowercase(),
                 false => format!("postmaster@{domain}"),
             };
             if !split.local.contains(&account) {

@@ -390,6 +390,11 @@ impl Smtp<'_> {
         ));
         let deadline = std::pin::pin!(glommio::timer::sleep(mail_auth::DEADLINE));
         let verdicts = match futures::future::select(checks, deadline).await {
+            futures::future::Either::Left((verdicts, _)) if mail_auth::must_wait(&verdicts) => {
+                tracing::info!(shard = shard.id, peer = %self.peer, "DMARC could not be decided (a DNS error); answered 451");
+                self.count_rejection(&replies::AUTH_CHECKS_TIMED_OUT);
+                return Err(replies::AUTH_CHECKS_TIMED_OUT);
+            }
             futures::future::Either::Left((verdicts, _)) => verdicts,
             futures::future::Either::Right(_) => {
                 // Slow DNS must not skip the From domain's policy: judge on

@@ -442,3 +442,34 @@ fn notify_success_on_local_delivery_reports_it_to_the_sender() {
     );
     server.shutdown();
 }
+
+/// An account has one spelling for mail: a recipient written with other
+/// case (KELVIN SIGN for K, Ä for ä) reaches the account's own INBOX,
+/// not a second set of mailboxes under that spelling.
+#[test]
+fn every_spelling_of_an_account_reaches_its_one_inbox() {
+    let (server, _dir) = start_server(|c| c.smtp.local_domains = vec!["ours.test".into()]);
+    common::add_user(&server, "kate@ours.test");
+    common::add_user(&server, "änn@ours.test");
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    for (command, want) in [
+        ("MAIL FROM:<x@example.org> SMTPUTF8", "250"),
+        ("RCPT TO:<\u{212A}ATE@ours.test>", "250"),
+        ("RCPT TO:<ÄNN@Ours.Test>", "250"),
+        ("DATA", "354"),
+        ("Subject: hi\r\n\r\nhello\r\n.", "250 2.0.0"),
+    ] {
+        let reply = c.cmd(command);
+        assert!(reply.starts_with(want), "{command}: {reply}");
+    }
+    let store = server.store();
+    for user in ["kate@ours.test", "änn@ours.test"] {
+        let inbox = mailbox::meta(&*store, user, mailbox::INBOX)
+            .unwrap()
+            .unwrap();
+        let rows = mailbox::all_rows(&*store, user, inbox.uidvalidity).unwrap();
+        assert_eq!(rows.len(), 1, "{user}");
+    }
+    server.shutdown();
+}

@@ -179,8 +179,8 @@ pub struct WriteBatch {
     ops: Vec<Op>,
     changes: Vec<Change>,
     bytes: usize,
-    /// Held only to the floor, whatever it holds: it records what
-    /// happened to mail ([`WriteBatch::pass_reserve`]).
+    /// Held to no room check, whatever it holds: it records what happened
+    /// to mail ([`WriteBatch::pass_reserve`]).
     reserve_passed: bool,
     /// The commit writer judged its room already: the store does not.
     room_judged: bool,
@@ -255,16 +255,23 @@ impl WriteBatch {
     /// (deliveries recorded, flags, deletions: what the reserve is kept
     /// for) only the floor.
     pub fn room_rule(&self) -> Option<RoomRule> {
-        match (self.room_judged, self.reserve_passed || !self.adds_bodies()) {
+        match (self.room_judged || self.reserve_passed, self.adds_bodies()) {
             (true, _) => None,
-            (false, true) => Some(RoomRule::Floor),
-            (false, false) => Some(RoomRule::Reserve),
+            (false, false) => Some(RoomRule::Floor),
+            (false, true) => Some(RoomRule::Reserve),
         }
     }
 
-    /// Let it pass the reserve even with a body, held to the floor only: a
-    /// delivery's outcome with its DSN (refusing it would send the mail
-    /// again).
+    /// Whether it stores new mail, held to the reserve (a DSN in a
+    /// delivery's outcome is not).
+    pub fn holds_new_mail(&self) -> bool {
+        !self.reserve_passed && self.adds_bodies()
+    }
+
+    /// Let it pass every room check, body and all: a delivery's outcome
+    /// with its DSN. Refusing it would send the mail again, to whoever
+    /// took it, at every retry; it is small, and what it records frees
+    /// more than it takes.
     pub fn pass_reserve(&mut self) {
         self.reserve_passed = true;
     }

@@ -350,7 +350,16 @@ impl Writer {
     fn make_room(&mut self, rule: RoomRule, bytes: u64) -> Result<(), StoreError> {
         let room = match self.room {
             Some(room) => room,
-            None => *self.room.insert(self.store.disk_room()?),
+            None => match self.store.disk_room() {
+                Ok(room) => *self.room.insert(room),
+                // The disk cannot be asked (a network filesystem's error):
+                // changes to what is stored go ahead, new mail waits.
+                Err(error) if rule == RoomRule::Floor => {
+                    tracing::warn!(%error, "cannot read the disk's free space; the write goes ahead");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            },
         };
         let growth = self.growth.saturating_add(bytes);
         match room {
@@ -406,7 +415,7 @@ impl Writer {
             false => self.store.write(batches, self.config.sync),
         };
         let write_refused = matches!(outcome, Err(StoreError::DiskFull { .. }));
-        let added_bodies = outcome.is_ok() && batches.iter().any(WriteBatch::adds_bodies);
+        let added_bodies = outcome.is_ok() && batches.iter().any(WriteBatch::holds_new_mail);
         let disk_full = self.refused > 0 || write_refused;
         // While the disk was full, a write without mail cannot tell that
         // room came back: ask the disk itself.

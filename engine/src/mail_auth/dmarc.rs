@@ -176,7 +176,9 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
             let why = format!("{from} publishes no usable DMARC policy");
             return verdict("none", Policy::None, why);
         }
-        Err(why) => return verdict("temperror", Policy::None, why),
+        // The policy could not be read: for a caller deciding whether the
+        // mail must wait, it may be the strictest.
+        Err(why) => return verdict("temperror", Policy::Reject, why),
     };
     let spf_domain = match spf.identity {
         "helo" => spf.value.clone(),
@@ -212,10 +214,6 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         || dkim
             .iter()
             .any(|d| d.result == "temperror" && aligned(&d.domain, &from, record.strict_dkim));
-    if unsure {
-        let why = format!("a DNS error left alignment with {from} unknown");
-        return verdict("temperror", policy, why);
-    }
     // §6.6.4: mail outside pct= gets the next policy down.
     let applies = record.percent >= 100 || fastrand::u8(0..100) < record.percent;
     let disposition = match (applies, policy) {
@@ -223,6 +221,10 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         (false, Policy::Reject) => Policy::Quarantine,
         (false, _) => Policy::None,
     };
+    if unsure {
+        let why = format!("a DNS error left alignment with {from} unknown");
+        return verdict("temperror", disposition, why);
+    }
     verdict(
         "fail",
         disposition,
@@ -367,6 +369,29 @@ mod tests {
             &[],
         );
         assert_eq!(v.result, "temperror");
+    }
+
+    /// A policy that cannot be read may be the strictest: the verdict
+    /// says so, and the caller makes the mail wait.
+    #[test]
+    fn an_unreadable_policy_is_a_temperror_taken_as_strict() {
+        struct Failing;
+        impl Dns for Failing {
+            fn records(
+                &self,
+                _name: &str,
+                _kind: RecordKind,
+            ) -> impl std::future::Future<Output = crate::relay::resolver::Records> {
+                std::future::ready(Err(LookupFailure::Temporary("SERVFAIL".into())))
+            }
+        }
+        let v = futures::executor::block_on(check(
+            &Failing,
+            "bank.test",
+            &spf(SpfResult::Fail, "x@evil.test"),
+            &[],
+        ));
+        assert_eq!((v.result, v.disposition), ("temperror", Policy::Reject));
     }
 
     #[test]

@@ -78,10 +78,11 @@ pub async fn timed_out(dns: &impl Dns, sender: &str, helo: &str, message: &[u8])
     with_dmarc(dns, message, spf, dkim).await
 }
 
-/// Whether mail judged by [`timed_out`] must wait (451): an identifier
-/// aligned with a From domain that asks for quarantine or reject went
-/// unchecked, and a forged one (a signature claiming the domain) would
-/// otherwise pass for unknown.
+/// Whether the mail must wait (451): an identifier aligned with a From
+/// domain that asks for quarantine or reject went unchecked (a DNS error,
+/// or checks out of time; [`timed_out`]), or that domain's policy could
+/// not be read. A forged signature claiming the domain must not pass for
+/// unknown.
 pub fn must_wait(verdicts: &Verdicts) -> bool {
     verdicts
         .dmarc
@@ -98,18 +99,26 @@ async fn with_dmarc(
     dkim: Vec<dkim::Verdict>,
 ) -> Verdicts {
     // Every author domain is checked (a second From must not hide a
-    // failing one); the verdict is the first that fails, else the first.
+    // failing one); the verdict is the most severe: a failure, else one
+    // that must wait ([`must_wait`]), else the first.
     let mut authors = crate::dkim::author_domains(message);
     let mut seen = std::collections::HashSet::new();
     authors.retain(|domain| seen.insert(domain.clone()));
+    let severity = |v: &dmarc::Verdict| match v.result {
+        "fail" => 2,
+        "temperror" if v.disposition != dmarc::Policy::None => 1,
+        _ => 0,
+    };
     let mut dmarc: Option<dmarc::Verdict> = None;
     for from in authors.iter().take(MAX_AUTHOR_DOMAINS) {
         let verdict = dmarc::check(dns, from, &spf, &dkim).await;
-        let failed = verdict.result == "fail";
-        if dmarc.is_none() || failed {
+        if dmarc
+            .as_ref()
+            .is_none_or(|kept| severity(&verdict) > severity(kept))
+        {
             dmarc = Some(verdict);
         }
-        if failed {
+        if dmarc.as_ref().is_some_and(|kept| kept.result == "fail") {
             return Verdicts { spf, dkim, dmarc };
         }
     }
@@ -322,6 +331,11 @@ mod tests {
             signed_by("evil.test").as_bytes(),
         ));
         assert!(!must_wait(&v), "a failure is decided");
+        // A harmless first author does not hide the second's.
+        let two = "DKIM-Signature: v=1; a=rsa-sha256; d=bank.test; s=x; h=from; bh=AA==; b=AA==\r\nFrom: a@evil.test, ceo@bank.test\r\n\r\nhi\r\n";
+        let v =
+            futures::executor::block_on(timed_out(&Bank, "x@evil.test", "h.test", two.as_bytes()));
+        assert!(must_wait(&v), "{:?}", v.dmarc);
     }
 
     #[test]

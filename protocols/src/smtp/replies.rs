@@ -242,11 +242,12 @@ pub const SENDER_TOO_LONG: Reply = Reply::fixed(501, "5.1.7", "Sender address to
 pub const BAD_RECIPIENT: Reply = Reply::fixed(501, "5.1.3", "Bad recipient address syntax");
 /// The forward-path is over the RFC 5321 §4.5.3.1 length limits.
 pub const RECIPIENT_TOO_LONG: Reply = Reply::fixed(501, "5.1.3", "Recipient address too long");
-/// The sender's domains' DNS did not answer in time for the DMARC check.
+/// DMARC could not be decided: the sender's domains' DNS failed or did
+/// not answer in time.
 pub const AUTH_CHECKS_TIMED_OUT: Reply = Reply::fixed(
     451,
     "4.4.3",
-    "Sender authentication could not be completed in time; try again later",
+    "Sender authentication could not be completed; try again later",
 );
 
 /// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.6).

@@ -136,7 +136,8 @@ impl SenderPolicy {
         let domain = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_owned());
         match self {
             SenderPolicy::Any => true,
-            SenderPolicy::Own => sender.eq_ignore_ascii_case(account),
+            // Folded as account names are, non-ASCII letters too.
+            SenderPolicy::Own => sender.to_lowercase() == account.to_lowercase(),
             SenderPolicy::Domain => match (domain(sender), domain(account)) {
                 (Some(s), Some(a)) => s.eq_ignore_ascii_case(&a),
                 _ => false,

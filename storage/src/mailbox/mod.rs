@@ -587,10 +587,12 @@ pub fn row_key(user: &str, uidvalidity: u32, uid: u32) -> Vec<u8> {
     key
 }
 
-/// The prefix every key of `user` starts with: name ‖ `0x00`.
+/// The prefix every key of `user` starts with: name ‖ `0x00`, the name
+/// folded as account names are ([`crate::users`]: `to_lowercase`), so
+/// every spelling of an account reaches its one set of mailboxes.
 fn user_prefix(user: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(user.len() + 24);
-    key.extend_from_slice(user.to_ascii_lowercase().as_bytes());
+    key.extend_from_slice(user.to_lowercase().as_bytes());
     key.push(0);
     key
 }

@@ -75,7 +75,7 @@ impl Sequencer {
                 changes
                     .iter()
                     .filter_map(Change::user)
-                    .map(str::to_ascii_lowercase),
+                    .map(str::to_lowercase),
             );
         }
         // The request is taken: its envelope writes join the group's view,

@@ -294,6 +294,9 @@ fn mail_from_must_belong_to_the_account() {
     assert_eq!(login(SenderPolicy::Domain, "boss@x.test"), "250 2.1.0");
     assert_eq!(login(SenderPolicy::Domain, "boss@y.test"), "553 5.7.1");
     assert_eq!(login(SenderPolicy::Any, "boss@y.test"), "250 2.1.0");
+    // Non-ASCII letters fold too, as account names do.
+    assert!(SenderPolicy::Own.allows("änn@x.test", "ÄNN@X.test"));
+    assert!(!SenderPolicy::Own.allows("änn@x.test", "ann@x.test"));
 }
 
 #[test]
