@@ -177,7 +177,11 @@ impl Smtp<'_> {
         // (DKIM), both
         // before it is stored (and so before 250).
         let mut tx = tx;
-        let (results, quarantine) = match self.check_inbound(&mut tx).await {
+        let Inbound {
+            results,
+            quarantine,
+            sender_vouched,
+        } = match self.check_inbound(&mut tx).await {
             Ok(checked) => checked,
             Err(refusal) => {
                 smtp.recycle(tx.data);
@@ -198,7 +202,10 @@ impl Smtp<'_> {
             .filter(|w| *w == b"DKIM-Signature:")
             .count();
         let account = tx.authenticated.clone();
-        let notice = self.delivered_notice(&tx, &message, now);
+        let notice = match sender_vouched {
+            true => self.delivered_notice(&tx, &message, now),
+            false => None,
+        };
         smtp.recycle(tx.data);
         let size = message.body.len() as u64;
         let local = message.mailboxes.len() + message.junk.len();
@@ -277,6 +284,19 @@ impl Smtp<'_> {
             }
         }
     }
+}
+
+/// What the inbound checks made of a message.
+struct Inbound {
+    /// The `Authentication-Results:` field to put on top (or nothing).
+    results: Vec<u8>,
+    /// DMARC asks for quarantine: the message goes to Junk.
+    quarantine: bool,
+    /// The envelope sender is the client's to use: a trusted client, or
+    /// SPF passed for it. Only then does a success the sender asked for
+    /// (NOTIFY=SUCCESS) get a DSN: to a forged sender it would be
+    /// backscatter, carrying a stranger's headers to whoever they name.
+    sender_vouched: bool,
 }
 
 impl Smtp<'_> {
@@ -358,7 +378,7 @@ impl Smtp<'_> {
     /// any that forge our name are taken out ([`crate::mail_auth`]); `Err`
     /// refuses the message when `inbound_auth` says to. Nothing for
     /// trusted clients or with the checks off.
-    async fn check_inbound(&self, tx: &mut Transaction) -> Result<(Vec<u8>, bool), replies::Reply> {
+    async fn check_inbound(&self, tx: &mut Transaction) -> Result<Inbound, replies::Reply> {
         let shard = self.shard;
         let config = shard.config();
         // Whoever the client is, a verdict in our name that reaches a local
@@ -373,11 +393,19 @@ impl Smtp<'_> {
                 tx.data = stripped;
             }
         }
-        let Some(dns) = &shard.spf_dns else {
-            return Ok((Vec::new(), false));
+        // A client we trust (a relay network, a login) vouches for its
+        // sender; a stranger's only through SPF.
+        let trusted = self.may_relay || tx.authenticated.is_some();
+        let unchecked = Inbound {
+            results: Vec::new(),
+            quarantine: false,
+            sender_vouched: trusted,
         };
-        if self.may_relay || tx.authenticated.is_some() {
-            return Ok((Vec::new(), false));
+        let Some(dns) = &shard.spf_dns else {
+            return Ok(unchecked);
+        };
+        if trusted {
+            return Ok(unchecked);
         }
         let now = intake::unix_micros() / 1_000_000;
         let checks = std::pin::pin!(mail_auth::check(
@@ -467,7 +495,12 @@ impl Smtp<'_> {
             d.result == "fail" && d.disposition == mail_auth::dmarc::Policy::Quarantine
         }) && config.inbound_auth.dmarc_quarantine_to_junk;
         let field = mail_auth::authentication_results(&config.hostname, &verdicts);
-        Ok((field.into_bytes(), quarantine))
+        Ok(Inbound {
+            results: field.into_bytes(),
+            quarantine,
+            sender_vouched: spf.result == ringpost_protocols::spf::SpfResult::Pass
+                && !tx.mail_from.is_empty(),
+        })
     }
 
     /// Deliver `message` to the Junk mailbox of each local recipient that

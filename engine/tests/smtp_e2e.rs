@@ -473,3 +473,41 @@ fn every_spelling_of_an_account_reaches_its_one_inbox() {
     }
     server.shutdown();
 }
+
+/// A stranger's NOTIFY=SUCCESS earns no DSN unless its sender is vouched
+/// for (SPF, a login, a relay network): to a forged sender the report
+/// would be backscatter carrying the stranger's headers.
+#[test]
+fn a_strangers_notify_success_sends_no_report_to_an_unvouched_sender() {
+    let (server, _dir) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        // 127.0.0.1 is a stranger here (and no SPF is checked).
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    });
+    common::add_user(&server, "alice@ours.test");
+    common::add_user(&server, "bob@ours.test");
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    for (command, want) in [
+        ("MAIL FROM:<bob@ours.test>", "250"),
+        ("RCPT TO:<alice@ours.test> NOTIFY=SUCCESS", "250"),
+        ("DATA", "354"),
+        ("Subject: cheap pills\r\n\r\nhello\r\n.", "250 2.0.0"),
+    ] {
+        let reply = c.cmd(command);
+        assert!(reply.starts_with(want), "{command}: {reply}");
+    }
+    let store = server.store();
+    let count = |user: &str| {
+        mailbox::meta(&*store, user, mailbox::INBOX)
+            .unwrap()
+            .map_or(0, |m| m.messages)
+    };
+    assert_eq!(count("alice@ours.test"), 1);
+    assert_eq!(
+        count("bob@ours.test"),
+        0,
+        "no report to the unvouched sender"
+    );
+    server.shutdown();
+}
