@@ -18,6 +18,13 @@ const MAX_TRACKED: usize = 100_000;
 /// Addresses remembered per locked account.
 const MAX_IPS_PER_ACCOUNT: usize = 1024;
 
+/// Password checks one address may have under way at once, failed before
+/// or not: the checks share one pool (Argon2 threads, a bounded queue),
+/// and a few addresses must not fill it and keep everyone else out. Far
+/// above what a busy NAT's users need at one moment (a remembered
+/// password is checked in microseconds).
+const MAX_CHECKS_AT_ONCE: u32 = 16;
+
 /// The key a client's limits are kept under: its IPv4 address (an
 /// IPv4-mapped IPv6 one too), or its IPv6 /64. One host is given a whole
 /// /64, so counting per /128 would let it take any number of addresses,
@@ -320,7 +327,8 @@ impl AuthGuard {
                 && f.failures.count > 0
                 && f.in_flight > 0
                 && in_doubt >= self.per_ip;
-            if f.failures.locked(now) || full {
+            let busy = f.in_flight >= MAX_CHECKS_AT_ONCE;
+            if f.failures.locked(now) || full || busy {
                 return AuthVerdict::LockedOut;
             }
         }
@@ -802,6 +810,26 @@ mod tests {
         guard.succeeded(ip, "mallory", t);
         assert_eq!(guard.failed(ip, "cy", t), vec![Lockout::Ip(ip)]);
         assert_eq!(guard.check(ip, "mallory", t), AuthVerdict::LockedOut);
+    }
+
+    /// However clean, one address has at most MAX_CHECKS_AT_ONCE checks
+    /// under way: a few addresses cannot fill the shared pool.
+    #[test]
+    fn one_address_cannot_take_the_whole_password_pool() {
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        let running: Vec<_> = (0..MAX_CHECKS_AT_ONCE)
+            .map(|_| guard.attempt(ip, "ann", t).unwrap())
+            .collect();
+        assert!(guard.attempt(ip, "ann", t).is_err());
+        let other: IpAddr = "192.0.2.6".parse().unwrap();
+        assert!(
+            guard.attempt(other, "ann", t).is_ok(),
+            "others are not held back"
+        );
+        drop(running);
+        assert!(guard.attempt(ip, "ann", t).is_ok());
     }
 
     #[test]
