@@ -610,6 +610,7 @@ struct RelayFamilies {
     deferred: Family<Labels, Gauge>,
     oldest: Family<Labels, Gauge>,
     left_in_store: Family<Labels, Counter>,
+    leftovers_removed: Family<Labels, Counter>,
     delivery_seconds: HistogramFamily,
     messages_per_connection: HistogramFamily,
 }
@@ -635,6 +636,7 @@ impl RelayFamilies {
             oldest: Family::default(),
             messages_per_connection: Family::new_with_constructor(batch_histogram),
             left_in_store: Family::default(),
+            leftovers_removed: Family::default(),
             delivery_seconds: Family::new_with_constructor(delivery_histogram),
         }
     }
@@ -675,6 +677,8 @@ pub struct RelayMetrics {
     pub oldest: Gauge,
     /// Entries left in the store for lack of memory (swept in later).
     pub left_in_store: Counter,
+    /// Finished messages whose envelope stayed in the spool, removed.
+    pub leftovers_removed: Counter,
     /// Time from arrival to delivery.
     pub delivery_seconds: Histogram,
     /// Transactions per outbound connection (its reuse).
@@ -1060,6 +1064,11 @@ impl Metrics {
             r.left_in_store.clone(),
         );
         registry.register(
+            "relay_spool_leftovers_removed",
+            "Finished messages whose envelope and body stayed in the spool (a crash or stop mid-delivery), removed",
+            r.leftovers_removed.clone(),
+        );
+        registry.register(
             "relay_delivery_seconds",
             "Time from arrival to delivery",
             r.delivery_seconds.clone(),
@@ -1253,6 +1262,7 @@ impl Metrics {
             deferred: r.deferred.get_or_create(&labels).clone(),
             oldest: r.oldest.get_or_create(&labels).clone(),
             left_in_store: r.left_in_store.get_or_create(&labels).clone(),
+            leftovers_removed: r.leftovers_removed.get_or_create(&labels).clone(),
             delivery_seconds: r.delivery_seconds.get_or_create(&labels).clone(),
             messages_per_connection: r.messages_per_connection.get_or_create(&labels).clone(),
             refusals: r.refusals.clone(),

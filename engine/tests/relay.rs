@@ -691,6 +691,44 @@ fn restart_with_a_loaded_queue_delivers_everything() {
     server.shutdown();
 }
 
+/// A crash between a domain's last outcome and its home shard's envelope
+/// update leaves an envelope and body that no queue entry names; the
+/// server finds and removes them, and leaves queued mail alone.
+#[test]
+fn finished_messages_left_in_the_spool_by_a_crash_are_removed() {
+    use ringpost_storage::{Family, RocksOptions, RocksStore, Store, WriteBatch};
+    let (_dir, data) = queue_with_the_relay_off(2);
+    let finished = {
+        let store = RocksStore::open(&data, RocksOptions::default()).unwrap();
+        let entries = spool::due_queue_entries(&store, u64::MAX, 10).unwrap();
+        assert_eq!(entries.len(), 2);
+        // The owner's commit of the last outcome, without the home's.
+        let mut batch = WriteBatch::new();
+        spool::delete_queue_entry(&mut batch, &entries[0]);
+        store.write(&[batch], true).unwrap();
+        entries[0].id
+    };
+
+    // Its DNS never answers: the other message stays queued.
+    let (dns, _silent) = silent_dns();
+    let server = start_on(&data, |c| {
+        relay_to(dns, 25)(c);
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    wait_until("the leftover's removal", || {
+        metrics_of(&server).lines().any(|l| {
+            l.starts_with("ringpost_relay_spool_leftovers_removed_total") && l.ends_with(" 1")
+        })
+    });
+    let store = server.store();
+    assert_eq!(spool::read_envelope(&*store, &finished).unwrap(), None);
+    assert_eq!(store.get(Family::Blobs, &finished.0).unwrap(), None);
+    let left = spool::list_envelopes(&*store).unwrap();
+    assert_eq!(left.len(), 1, "the queued message stays");
+    assert_ne!(left[0].0, finished);
+    server.shutdown();
+}
+
 #[test]
 fn undeliverable_past_its_lifetime_bounces_with_a_dsn() {
     let (port, sinks) = sinks_on_one_port(&[(SINK_B, Faults::default())]);

@@ -534,6 +534,56 @@ pub fn list_envelopes(store: &dyn Store) -> Result<Vec<(MessageId, Envelope)>, S
     failure.map_or(Ok(out), Err)
 }
 
+/// Messages whose envelope is still stored although no queue entry names
+/// them: the relay finished them, but the envelope update that should have
+/// followed was lost (a crash or a stop between a domain's last outcome and
+/// its home shard's update, or a failed commit). Their envelope, and body
+/// unless a mailbox row holds it, can go ([`delete_message`]).
+///
+/// Sound only on a store whose scan of the queue sees it at one moment
+/// (RocksDB's iterators read a snapshot): entries move to new keys while
+/// the relay runs, and an entry that moved behind the scan must still be
+/// seen. Envelopes are read first, so an envelope present then whose
+/// message has no entry in the later queue view was finished: a message's
+/// envelope and entries are written in one commit, and a message never
+/// gains entries again once it has none.
+pub fn orphaned_messages(store: &dyn Store) -> Result<Vec<MessageId>, StoreError> {
+    let mut ids = Vec::new();
+    let mut failure = None;
+    store.scan(Family::Envelopes, &[], None, &mut |key, _| {
+        match MessageId::from_bytes(key) {
+            Some(id) => ids.push(id),
+            None => {
+                failure = Some(StoreError::Corrupt {
+                    family: Family::Envelopes.name(),
+                    detail: "key is not a 16-byte id".into(),
+                })
+            }
+        }
+        failure.is_none()
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    // Scanned in key order, so sorted: a bit per envelope, not a set.
+    let mut queued = vec![false; ids.len()];
+    scan_queue_entries(store, &mut |entry| {
+        if let Ok(i) = ids.binary_search(&entry.id) {
+            queued[i] = true;
+        }
+        true
+    })?;
+    Ok(ids
+        .into_iter()
+        .zip(queued)
+        .filter(|(_, queued)| !queued)
+        .map(|(id, _)| id)
+        .collect())
+}
+
 /// An `envelopes` row: id key and envelope value.
 fn decode_envelope_row(key: &[u8], value: &[u8]) -> Result<(MessageId, Envelope), StoreError> {
     let id = MessageId::from_bytes(key).ok_or_else(|| StoreError::Corrupt {
@@ -928,6 +978,38 @@ mod tests {
         let mut batch = WriteBatch::new();
         reschedule(&mut batch, &old, &fewer);
         assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn orphaned_messages_are_envelopes_without_queue_entries() {
+        use crate::memory::MemoryStore;
+        let store = MemoryStore::new();
+        assert!(orphaned_messages(&store).unwrap().is_empty());
+        let queued = MessageId::new(100, 0, 1);
+        let finished = MessageId::new(200, 1, 2);
+        let held = MessageId::new(900, 0, 3);
+        let mut batch = WriteBatch::new();
+        for id in [queued, finished, held] {
+            put_envelope(&mut batch, &id, &envelope());
+        }
+        put_queue_entry(
+            &mut batch,
+            &QueueEntry {
+                id: queued,
+                ..entry()
+            },
+        );
+        put_queue_entry(
+            &mut batch,
+            &QueueEntry {
+                id: held,
+                domain: "example.net".into(),
+                due: HELD,
+                ..entry()
+            },
+        );
+        store.write(&[batch], true).unwrap();
+        assert_eq!(orphaned_messages(&store).unwrap(), vec![finished]);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Hub {
     pub async fn domain_done(&self, id: MessageId, domain: String) {
         let home = home_of(&id, self.shards());
         // Err only when the home shard has stopped; the body then stays until
-        // the next start sweeps (a leak, never a loss).
+        // shard 0 next looks for leftovers (`queue::leftovers`).
         let _ = self.inboxes[home]
             .send_async(Inbox::DomainDone { id, domain })
             .await;

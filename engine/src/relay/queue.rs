@@ -18,6 +18,7 @@
 //! never held across an `.await`. The one thing shared with other shards is
 //! each site's [`SiteLimiter`], which is atomics.
 
+mod leftovers;
 mod operator;
 mod schedule;
 
@@ -26,7 +27,7 @@ use super::resolver::Resolver;
 use super::route::{NoRoute, Router};
 use super::shaping::{self, Closed, SiteLimiter, Sites};
 use super::{owner_of, Hub, Inbox, RELAY_ID_BIT};
-use crate::config::{Config, RelayConfig, SuppressionScope};
+use crate::config::{Config, RelayConfig, StoreEngine, SuppressionScope};
 use crate::events::EventSpool;
 use crate::intake::{self, IdGenerator};
 use crate::live::LiveConfig;
@@ -479,6 +480,9 @@ impl Relay {
     /// their ready queues, sweep the store when entries were left there.
     pub async fn run(self: Rc<Self>, inbox: flume::Receiver<Inbox>, shutdown: ShutdownSignal) {
         *self.shutdown.borrow_mut() = Some(shutdown.clone());
+        if self.shard == 0 && self.config().store.engine == StoreEngine::Rocksdb {
+            glommio::spawn_local(leftovers::look_from_time_to_time(self.clone())).detach();
+        }
         let inbox_loop = {
             let relay = self.clone();
             async move {
