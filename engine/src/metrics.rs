@@ -51,6 +51,7 @@ pub struct Metrics {
     local_deliveries: Family<Labels, Counter>,
     delivery_notices: Family<Labels, Counter>,
     dkim_signed: Family<Labels, Counter>,
+    session_panics: Family<Labels, Counter>,
     store_commits: Counter,
     store_commit_errors: Counter,
     store_commit_requests: Histogram,
@@ -745,6 +746,8 @@ pub struct ShardMetrics {
     pub delivery_notices: Counter,
     /// Messages DKIM-signed at acceptance.
     pub dkim_signed: Counter,
+    /// Sessions ended by a panic (a bug), their connection closed.
+    pub session_panics: Counter,
 }
 
 impl Metrics {
@@ -763,6 +766,7 @@ impl Metrics {
             local_deliveries: Family::default(),
             delivery_notices: Family::default(),
             dkim_signed: Family::default(),
+            session_panics: Family::default(),
             store_commits: Counter::default(),
             store_commit_errors: Counter::default(),
             store_commit_requests: batch_histogram(),
@@ -921,6 +925,11 @@ impl Metrics {
             "dkim_signed_messages",
             "Outbound messages DKIM-signed when accepted, per shard",
             m.dkim_signed.clone(),
+        );
+        registry.register(
+            "session_panics",
+            "Sessions (SMTP, IMAP, POP3) ended by a panic, a bug: the connection closed, the shard went on",
+            m.session_panics.clone(),
         );
         registry.register(
             "store_commits",
@@ -1286,6 +1295,7 @@ impl Metrics {
             local_deliveries: self.local_deliveries.get_or_create(&labels).clone(),
             delivery_notices: self.delivery_notices.get_or_create(&labels).clone(),
             dkim_signed: self.dkim_signed.get_or_create(&labels).clone(),
+            session_panics: self.session_panics.get_or_create(&labels).clone(),
         }
     }
 

@@ -35,6 +35,7 @@ use ringpost_storage::spool::MessageId;
 use ringpost_storage::{CommitHandle, Store};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -530,7 +531,15 @@ async fn accept(
                 };
                 let (shard, shutdown) = (shard.clone(), shutdown.clone());
                 glommio::spawn_local(async move {
-                    serve(&shard, service, stream, peer, shutdown).await;
+                    // A bug that panics on some input must end that one
+                    // session, not the shard's thread with every session,
+                    // delivery and timer on it (glommio does not catch it).
+                    let session = serve(&shard, service, stream, peer, shutdown);
+                    let caught = futures::FutureExt::catch_unwind(AssertUnwindSafe(session));
+                    if caught.await.is_err() {
+                        shard.metrics.session_panics.inc();
+                        tracing::error!(shard = shard.id, service = service.label(), %peer, "a session panicked; its connection was closed");
+                    }
                     drop(admitted);
                 })
                 .detach();

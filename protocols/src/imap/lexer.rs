@@ -124,7 +124,9 @@ impl<'a> Lexer<'a> {
             .and_then(|d| d.parse().ok())
             .ok_or(Syntax)?;
         self.at += close + 1;
-        if !self.keyword(b"\r\n") || self.bytes.len() < self.at + length {
+        // A length near usize::MAX must not wrap past the end: whatever
+        // the client announces, the octets are only those it sent.
+        if !self.keyword(b"\r\n") || self.bytes.len() - self.at < length {
             return Err(Syntax);
         }
         self.at += length;

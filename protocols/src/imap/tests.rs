@@ -385,3 +385,25 @@ fn compress_once_after_login_and_nothing_pipelined_after_it() {
         "c2 NO [COMPRESSIONACTIVE] DEFLATE is on already\r\n"
     );
 }
+
+#[test]
+fn a_literal_length_near_usize_max_is_bad_syntax_not_a_panic() {
+    // The length wrapped past the end of the command and indexed
+    // backwards: one line before login killed the whole shard.
+    for command in [
+        "a APPEND x CATENATE (TEXT {18446744073709551615}\r\n",
+        "a APPEND x CATENATE (TEXT {18446744073709551614+}\r\n",
+        "a LIST {18446744073709551615}\r\n",
+    ] {
+        let mut run = Run::new();
+        run.take();
+        run.feed(command);
+        let answer = run.take();
+        assert!(
+            answer.starts_with("a BAD") || answer.starts_with("a NO") || answer.is_empty(),
+            "{command:?}: {answer:?}"
+        );
+        run.feed("b NOOP\r\n");
+        assert!(run.take().contains("b OK"), "{command:?}");
+    }
+}
