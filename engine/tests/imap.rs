@@ -1514,6 +1514,89 @@ fn urlauth_lets_others_fetch_what_a_url_authorizes_until_the_key_is_reset() {
     server.shutdown();
 }
 
+/// A FETCH that stops at a part BINARY cannot decode keeps the \Seen it
+/// already reported; items that would copy a message many times over
+/// (partials differing only in origin) get NO [LIMIT].
+#[test]
+fn a_fetch_that_stops_early_keeps_its_seen_and_copies_are_bounded() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut c = alice_in_inbox(&server);
+    append(
+        &mut c,
+        "INBOX",
+        "Subject: a\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n",
+    );
+    append(
+        &mut c,
+        "INBOX",
+        "Subject: b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n",
+    );
+    let reply = c.tagged("f", "FETCH 1:2 (BINARY[1])");
+    assert!(
+        reply.iter().any(|l| l.contains("\\Seen")),
+        "message 1's \\Seen is reported: {reply:?}"
+    );
+    assert!(
+        reply.last().unwrap().starts_with("f NO [UNKNOWN-CTE]"),
+        "{reply:?}"
+    );
+    let mut other = alice_in_inbox(&server);
+    let flags = other.tagged("g", "FETCH 1 (FLAGS)");
+    assert!(flags[0].contains("\\Seen"), "and stored: {flags:?}");
+
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(100_000));
+    append(&mut c, "INBOX", &big);
+    let partials: Vec<String> = (0..8)
+        .map(|n| format!("BODY.PEEK[]<{n}.4294967295>"))
+        .collect();
+    let reply = c.tagged("p", &format!("FETCH 3 ({})", partials.join(" ")));
+    assert!(
+        reply.last().unwrap().starts_with("p NO [LIMIT]"),
+        "{:?}",
+        reply.last()
+    );
+    // What clients ask for together is well inside the bound.
+    let reply = c.tagged(
+        "q",
+        "FETCH 3 (BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[]<0.1024>)",
+    );
+    assert!(reply.last().unwrap().starts_with("q OK"), "{reply:?}");
+    server.shutdown();
+}
+
+/// URLFETCH builds its answer whole: asking for a large message many times
+/// over gets NO [LIMIT] past one command's worth, not memory without end.
+#[test]
+fn urlfetch_answers_at_most_one_commands_worth() {
+    let (server, _dir) = start_server(|c| {
+        local_config(c);
+        c.imap.max_command_size = 64 * 1024;
+    });
+    add_user(&server, "alice@ours.test");
+    let mut alice = alice_in_inbox(&server);
+    let message = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(30_000));
+    append(&mut alice, "INBOX", &message);
+    let url = "imap://alice@ours.test/INBOX/;UID=1";
+    assert_eq!(
+        urlfetch(&mut alice, url).as_deref(),
+        Some(message.as_bytes())
+    );
+    let many = vec![format!("\"{url}\""); 100].join(" ");
+    let reply = alice.tagged("m", &format!("URLFETCH {many}"));
+    assert!(
+        reply.last().unwrap().starts_with("m NO [LIMIT]"),
+        "{:?}",
+        reply.last()
+    );
+    assert!(alice
+        .tagged("n", "NOOP")
+        .last()
+        .unwrap()
+        .starts_with("n OK"));
+    server.shutdown();
+}
+
 /// APPEND `message` to `mailbox` (with its flags, if any, after the name),
 /// which must succeed.
 fn append(c: &mut LineClient, mailbox: &str, message: &str) {

@@ -101,7 +101,10 @@ pub(super) async fn run(
         gathered.text(imap.output());
         imap.clear_output();
     }
-    for &index in &picked {
+    // A FETCH that stops early (a part BINARY cannot decode, too much
+    // asked of one message) still records the \Seen it has reported.
+    let mut ended = None;
+    'messages: for &index in &picked {
         let message = &view.messages[index];
         let newly_seen = sets_seen && !message.row.flags.has(flag::SEEN);
         if let Some(plain) = &plain {
@@ -138,7 +141,15 @@ pub(super) async fn run(
         };
         let mut out = Vec::with_capacity(items.len());
         let mut flags_sent = false;
+        // Items differing only in their partial origin each copy the body:
+        // the data of one message's items is held to twice its size.
+        let allowance = 2 * body.as_ref().map_or(0, Vec::len) + 64 * 1024;
+        let mut carried = 0;
         for item in &items {
+            if carried > allowance {
+                ended = Some(too_much_asked());
+                break 'messages;
+            }
             let body = body.as_deref().unwrap_or_default();
             let binary = |section: &[NonZeroU32]| binary::section(body, section);
             let codec_item = match item {
@@ -168,13 +179,18 @@ pub(super) async fn run(
                     section, partial, ..
                 } => {
                     let cut = partial.map(|(start, len)| (start, len.get()));
+                    let data = mime::section(body, section.as_ref(), cut);
+                    carried += data.len();
                     MessageDataItem::BodyExt {
                         section: section.clone(),
                         origin: partial.map(|(start, _)| start),
-                        data: literal(mime::section(body, section.as_ref(), cut)),
+                        data: literal(data),
                     }
                 }
-                MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(body.to_vec())),
+                MessageDataItemName::Rfc822 => {
+                    carried += body.len();
+                    MessageDataItem::Rfc822(literal(body.to_vec()))
+                }
                 MessageDataItemName::Rfc822Header => {
                     let header = mime::section(
                         body,
@@ -183,6 +199,7 @@ pub(super) async fn run(
                         )),
                         None,
                     );
+                    carried += header.len();
                     MessageDataItem::Rfc822Header(literal(header))
                 }
                 MessageDataItemName::Rfc822Text => {
@@ -191,25 +208,30 @@ pub(super) async fn run(
                         Some(&ringpost_protocols::imap::types::fetch::Section::Text(None)),
                         None,
                     );
+                    carried += text.len();
                     MessageDataItem::Rfc822Text(literal(text))
                 }
                 MessageDataItemName::Binary {
                     section, partial, ..
                 } => {
                     let Ok(decoded) = binary(section) else {
-                        return Ok(Ok(unknown_cte()));
+                        ended = Some(unknown_cte());
+                        break 'messages;
                     };
                     let cut = partial.map(|(start, len)| (start, len.get()));
+                    let data = mime::cut(&decoded, cut).to_vec();
+                    carried += data.len();
                     out.push(FetchItem::Binary {
                         section: section.clone(),
                         origin: partial.map(|(start, _)| start),
-                        data: mime::cut(&decoded, cut).to_vec(),
+                        data,
                     });
                     continue;
                 }
                 MessageDataItemName::BinarySize { section } => {
                     let Ok(decoded) = binary(section) else {
-                        return Ok(Ok(unknown_cte()));
+                        ended = Some(unknown_cte());
+                        break 'messages;
                     };
                     MessageDataItem::BinarySize {
                         section: section.clone(),
@@ -218,6 +240,10 @@ pub(super) async fn run(
                 }
             };
             out.push(FetchItem::Item(codec_item));
+        }
+        if carried > allowance {
+            ended = Some(too_much_asked());
+            break 'messages;
         }
         if newly_seen {
             seen.push(index);
@@ -291,6 +317,9 @@ pub(super) async fn run(
     // RFC 9051 §6.4.9: a UID FETCH ignores UIDs that no longer exist (the
     // EXPUNGE comes with the answer); a FETCH by number says they are gone
     // (RFC 2180 §4.1.2).
+    if let Some(ended) = ended {
+        return Ok(Ok(ended));
+    }
     Ok(Ok(if missing && !uid {
         Done::No(
             Some("EXPUNGEISSUED"),
@@ -299,6 +328,14 @@ pub(super) async fn run(
     } else {
         Done::Ok("FETCH completed")
     }))
+}
+
+/// Items that would copy one message's data more than twice over.
+fn too_much_asked() -> Done {
+    Done::No(
+        Some("LIMIT"),
+        "the items asked for carry more than twice the message; ask for fewer",
+    )
 }
 
 /// A part whose transfer encoding BINARY cannot remove (RFC 3516 §4.3).

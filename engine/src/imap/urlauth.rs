@@ -157,8 +157,15 @@ impl Conn<'_> {
     /// URLFETCH: each URL's data, or NIL when it names nothing, its token
     /// does not check out, or its access identifier does not admit us.
     fn fetch_urls(&self, imap: &mut ImapSession, urls: &[UrlFetch]) -> Outcome {
+        // The answer is one response line built whole: at most one
+        // command's worth, as an APPEND may bring, however many URLs (or
+        // the same large one many times) are asked for.
+        let limit = self.shard.config().imap.max_command_size as usize;
         let mut line = b"* URLFETCH".to_vec();
         for request in urls {
+            if line.len() > limit {
+                break;
+            }
             line.push(b' ');
             line.extend_from_slice(quoted(&request.url).as_bytes());
             let found = self.authorized_message(&request.url)?;
@@ -177,6 +184,12 @@ impl Conn<'_> {
                 }
                 Some(want) => extended(&mut line, &message, section.as_ref(), named.cut(), want),
             }
+        }
+        if line.len() > limit {
+            return Ok(Done::No(
+                Some("LIMIT"),
+                "the URLs' data is more than one answer holds; fetch fewer at a time",
+            ));
         }
         line.extend_from_slice(b"\r\n");
         imap.raw(&line);
