@@ -51,6 +51,12 @@ pub const CAPABILITIES: &str = "IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE
 /// 1024), about 32 KiB quoted; LOGIN and AUTHENTICATE are far smaller.
 pub const MAX_LOGIN_COMMAND: usize = 40 * 1024;
 
+/// Longest line of a command after login, its literals not counted (they
+/// may carry a whole message, up to `max_command_size`). Dovecot's limit:
+/// long UID sets fit, while a set of millions of numbers (megabytes of
+/// "1,1,1,...", parsed into a list before any check) does not.
+pub const MAX_COMMAND_LINE: usize = 64 * 1024;
+
 /// Answers waiting to be written past which no more commands are run
 /// until they are.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
@@ -229,6 +235,9 @@ enum Phase {
 pub struct ImapSession {
     config: Arc<ImapConfig>,
     framing: Fragmentizer,
+    /// Where the line being read starts in the framing's message: after
+    /// its last literal ([`MAX_COMMAND_LINE`] is per line).
+    line_start: usize,
     state: State,
     phase: Phase,
     /// An event is out and not answered yet.
@@ -268,6 +277,7 @@ impl ImapSession {
     pub fn with_peer(config: Arc<ImapConfig>, peer: Peer) -> Self {
         let mut session = ImapSession {
             framing: Fragmentizer::new(config.max_command_size),
+            line_start: 0,
             config,
             state: State::NotAuthenticated,
             phase: Phase::Command,
@@ -427,6 +437,7 @@ impl ImapSession {
             self.phase = Phase::Command;
             self.busy = false;
             self.framing = Fragmentizer::new(self.config.max_command_size);
+            self.line_start = 0;
         }
     }
 
@@ -437,6 +448,7 @@ impl ImapSession {
             self.phase = Phase::Command;
             self.busy = false;
             self.framing = Fragmentizer::new(self.config.max_command_size);
+            self.line_start = 0;
         }
     }
 
@@ -632,14 +644,34 @@ impl ImapSession {
                 return;
             }
             let Some(fragment) = self.framing.progress() else {
-                if self.state == State::NotAuthenticated
-                    && self.framing.message_bytes().len() > MAX_LOGIN_COMMAND
-                {
+                let read = self.framing.message_bytes().len();
+                if self.state == State::NotAuthenticated && read > MAX_LOGIN_COMMAND {
                     self.untagged("BAD command too long before login");
                     self.bye("command too long");
+                } else if read.saturating_sub(self.line_start) > MAX_COMMAND_LINE {
+                    // The rest of the line is still coming, and could not
+                    // be told from a next command: the session ends.
+                    self.untagged("BAD command line too long");
+                    self.bye("command line too long");
                 }
                 return;
             };
+            match fragment {
+                FragmentInfo::Literal { end, .. } => self.line_start = end,
+                FragmentInfo::Line { start, end, .. } => {
+                    let limit = match self.state {
+                        State::NotAuthenticated => MAX_LOGIN_COMMAND,
+                        _ => MAX_COMMAND_LINE,
+                    };
+                    if end.saturating_sub(start) > limit {
+                        self.untagged("BAD command line too long");
+                        return self.bye("command line too long");
+                    }
+                    if self.framing.is_message_complete() {
+                        self.line_start = 0;
+                    }
+                }
+            }
             if let FragmentInfo::Line {
                 announcement: Some(LiteralAnnouncement { mode, length }),
                 ..
@@ -672,6 +704,7 @@ impl ImapSession {
             (LiteralMode::Sync, false) => {
                 let tag = self.framing.decode_tag().map(IntoStatic::into_static);
                 self.framing.skip_message();
+                self.line_start = 0;
                 match tag {
                     Some(tag) => self.tagged(&tag, "NO", Some("TOOBIG"), "literal too big"),
                     None => self.untagged("BAD literal too big"),
@@ -906,6 +939,7 @@ impl ImapSession {
                 self.phase = Phase::AwaitTls;
                 // Whatever was pipelined after STARTTLS goes unread.
                 self.framing = Fragmentizer::new(self.config.max_command_size);
+                self.line_start = 0;
                 self.raise(Event::StartTls);
             }
             (C::Login { .. } | C::Authenticate { .. }, State::NotAuthenticated)
@@ -956,6 +990,7 @@ impl ImapSession {
                 self.ok(&tag, None, "DEFLATE active");
                 self.phase = Phase::AwaitCompress;
                 self.framing = Fragmentizer::new(self.config.max_command_size);
+                self.line_start = 0;
                 self.raise(Event::Compress);
             }
             (C::Enable { capabilities }, _) => {

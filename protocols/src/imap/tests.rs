@@ -407,3 +407,37 @@ fn a_literal_length_near_usize_max_is_bad_syntax_not_a_panic() {
         assert!(run.take().contains("b OK"), "{command:?}");
     }
 }
+
+#[test]
+fn a_command_line_over_64_kib_ends_the_session_but_literals_may_be_long() {
+    use super::server::MAX_COMMAND_LINE;
+    let config = || super::ImapConfig {
+        max_command_size: 1024 * 1024,
+        ..super::check::config()
+    };
+    // A long UID set well inside the limit is a command like any other.
+    let mut run = Run::with(config());
+    run.feed(LOGIN).feed("s SELECT INBOX\r\n");
+    run.take();
+    let set: Vec<String> = (1..5000).map(|n| (n * 2).to_string()).collect();
+    run.feed(&format!("f UID FETCH {} (FLAGS)\r\n", set.join(",")));
+    assert_eq!(run.take(), "f OK done\r\n");
+    // A literal far over the line limit, and lines around it under it.
+    let body = "y".repeat(3 * MAX_COMMAND_LINE);
+    run.feed(&format!("a APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()));
+    assert_eq!(run.take(), "a OK done\r\n");
+    // Megabytes of "1,1,1,..." on one line: fed whole, or piece by piece
+    // (the line is refused before it is all read).
+    let long = format!("b FETCH {} (FLAGS)\r\n", "1,".repeat(MAX_COMMAND_LINE));
+    for step in [usize::MAX, 4096] {
+        let mut run = Run::with(config());
+        run.feed(LOGIN);
+        run.take();
+        run.feed_in(long.as_bytes(), step);
+        let out = run.take();
+        assert!(
+            out.starts_with("* BAD command line too long\r\n* BYE "),
+            "{step}: {out:.200}"
+        );
+    }
+}
