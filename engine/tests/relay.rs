@@ -1854,6 +1854,33 @@ fn injected_messages_are_delivered_byte_correct() {
     server.shutdown();
 }
 
+/// Placeholders may fill a message to the request's own size or 1 MiB,
+/// not to the largest message: a small request cannot make the server
+/// hold gigabytes of rendered mail.
+#[test]
+fn injected_placeholders_cannot_blow_a_small_request_up() {
+    let (server, _dir) = start_server(|c| {
+        with_admin(c);
+        c.smtp.local_domains = vec!["ours.test".into()];
+    });
+    common::add_user(&server, "ann@ours.test");
+    let body = serde_json::json!({
+        "envelope_sender": "app@origin.test",
+        "recipients": [
+            {"email": "ann@ours.test", "substitutions": {"v": "y".repeat(900)}},
+            {"email": "ann@ours.test", "substitutions": {"v": "short"}},
+        ],
+        "content": format!("From: app@origin.test\r\n\r\n{}\r\n", "{{v}}\r\n".repeat(2000)),
+    })
+    .to_string();
+    let (status, answer) = admin_call(&server, "POST", "/api/v1/inject", &body, true);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success_count"], 1, "{answer}");
+    let reason = answer["failed_recipients"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("over 1048576 bytes"), "{reason}");
+    server.shutdown();
+}
+
 #[test]
 fn injection_refuses_what_smtp_would_and_says_why() {
     let (server, _dir) = start_server(|c| {

@@ -27,6 +27,7 @@
 
 use super::{exposition, AdminContext, MAX_BODY};
 use crate::accounts::{self, AccountError, Limit};
+use crate::inject::Refusal;
 use crate::queue_admin::{self, Action, Filter, Outcome, State};
 use crate::suppressions::{self, SuppressionError};
 use http_body_util::{BodyExt, Full, Limited};
@@ -454,7 +455,8 @@ async fn queue_action(
 
 /// `POST /api/v1/inject`: 200 with the report when something was stored,
 /// 422 when every recipient was refused, 400 for a bad request, 413 for
-/// one too large, 503 or 507 when the store failed (nothing stored).
+/// one too large, 503 or 507 when the store failed (nothing stored), 500
+/// when the server failed part way.
 async fn inject(
     context: &Arc<AdminContext>,
     peer: SocketAddr,
@@ -473,7 +475,7 @@ async fn inject(
             &format!("request body too large: at most {limit} bytes"),
         );
     }
-    let _room = injector.room_for(declared).await;
+    let room = injector.room_for(declared).await;
     let body = match read_body(request, injector.max_request_bytes()).await {
         Ok(body) => body,
         Err(answer) => {
@@ -482,9 +484,10 @@ async fn inject(
         }
     };
     let body = Vec::from(body);
-    let report = match injector.inject(peer.ip(), body).await {
+    let report = match injector.inject(peer.ip(), body, room).await {
         Ok(report) => report,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+        Err(Refusal::BadRequest(problem)) => return error(StatusCode::BAD_REQUEST, &problem),
+        Err(Refusal::Failed(problem)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &problem),
     };
     let status = match (report.success_count, report.store_failure) {
         (0, Some(crate::inject::StoreFailure::DiskFull)) => StatusCode::INSUFFICIENT_STORAGE,

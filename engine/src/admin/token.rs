@@ -77,7 +77,11 @@ impl Token {
     /// Whether an `Authorization` header value carries this token,
     /// compared in constant time.
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        let given = authorization
+            .and_then(|v| v.split_at_checked(7))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "));
+        let Some((_, given)) = given else {
             return false;
         };
         let given = given.trim_ascii();
@@ -129,6 +133,8 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let header = format!("Bearer {}", token.secret());
         assert!(token.admits(Some(header.as_bytes())));
+        let lower = format!("bearer {}", token.secret());
+        assert!(token.admits(Some(lower.as_bytes())));
         assert!(!token.admits(None));
         assert!(!token.admits(Some(b"Bearer wrong")));
         assert!(!token.admits(Some(token.secret().as_bytes())));

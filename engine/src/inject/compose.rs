@@ -79,6 +79,14 @@ pub enum Person {
 }
 
 impl Person {
+    /// The same person at `email` (the address as SMTP would record it).
+    pub fn with_email(self, email: String) -> Person {
+        match self {
+            Person::Address(_) => Person::Address(email),
+            Person::Named { name, .. } => Person::Named { email, name },
+        }
+    }
+
     /// The address.
     pub fn email(&self) -> &str {
         match self {
@@ -212,6 +220,9 @@ fn fill<'t>(
         let Some(value) = vars.get(key) else {
             return Err(format!("no value for {{{{ {key} }}}}"));
         };
+        if value.contains('\0') {
+            return Err(format!("the value of {{{{ {key} }}}} has a NUL character"));
+        }
         if in_header && value.contains(['\r', '\n']) {
             return Err(format!(
                 "the value of {{{{ {key} }}}} has a line break, and it is used in a header field"
@@ -728,6 +739,12 @@ mod tests {
         let raw = format!("From: a@x.test\r\n\r\n{}\r\n", "{{a}}".repeat(100));
         let problem = render(&Content::Raw(raw), &letter(None, Some(&vars))).unwrap_err();
         assert!(problem.contains("over 10000 bytes"), "{problem}");
+        // A NUL the content could not carry cannot come in as a value.
+        let nul = BTreeMap::from([("a".to_owned(), "x\0y".to_owned())]);
+        let with_nul = super::tests::vars(&nul, &shared);
+        let raw = "From: a@x.test\r\n\r\n{{a}}\r\n".to_owned();
+        let problem = render(&Content::Raw(raw), &letter(None, Some(&with_nul))).unwrap_err();
+        assert!(problem.contains("NUL"), "{problem}");
     }
 
     #[test]

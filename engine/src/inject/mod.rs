@@ -11,11 +11,14 @@
 //! field and committed through the commit writer. Committed entries go to
 //! their owning shards through the relay's hub, as SMTP's do.
 //!
-//! Bounds: the bodies held at once ([`BODY_BUDGET`]: each request takes
-//! its declared length from it before its body is read), a request's size
-//! and recipient count
-//! (`admin.inject_max_*`), each message's size (`smtp.max_message_size`),
-//! and the messages rendered but not yet committed ([`CHUNK`]).
+//! Bounds: the memory requests hold at once ([`BODY_BUDGET`]: each takes
+//! its share, [`Injector::room_for`], before its body is read, and keeps it
+//! until its work is done, whether or not its client waits), a request's
+//! size and recipient count (`admin.inject_max_*`), each message's size
+//! (`smtp.max_message_size`, and what placeholders may fill one to: the
+//! request's own size, at least [`RENDER_FLOOR`]), and the messages
+//! rendered but not yet committed ([`CHUNK`] of them, or as many as make
+//! the request's size, at least [`RENDER_FLOOR`]).
 
 pub mod compose;
 pub mod request;
@@ -42,8 +45,12 @@ use std::sync::Arc;
 /// `admin.inject_max_request_bytes`, if that is more): a request waits
 /// for its share before its body is read.
 pub const BODY_BUDGET: usize = 128 * 1024 * 1024;
-/// Messages of one request rendered and committed together.
+/// Messages of one request rendered and committed together, at most.
 pub const CHUNK: usize = 32;
+/// What a request may render beyond its own size: placeholders may fill a
+/// message to the request's size or this, and this much or the request's
+/// size of messages may wait for their commit.
+pub const RENDER_FLOOR: usize = 1024 * 1024;
 /// Requests up to this size are parsed and built on the control plane's
 /// thread; larger ones on the blocking pool.
 const INLINE_BYTES: usize = 64 * 1024;
@@ -64,7 +71,7 @@ pub struct Injector {
     /// home shard, round robin.
     sequence: AtomicU64,
     /// [`BODY_BUDGET`] in KiB.
-    budget: tokio::sync::Semaphore,
+    budget: Arc<tokio::sync::Semaphore>,
     budget_kib: usize,
 }
 
@@ -92,6 +99,16 @@ pub struct Refused {
     /// Why: an SMTP reply as RCPT would have given it, or what is wrong
     /// with its rendering.
     pub reason: String,
+}
+
+/// Why a request got no report.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request is wrong (400): what to change. Nothing was stored.
+    BadRequest(String),
+    /// The server failed part way (500); what it committed before stays
+    /// queued, and the report of it is lost.
+    Failed(String),
 }
 
 /// How a commit failed.
@@ -160,21 +177,25 @@ impl Injector {
             metrics: metrics.inject(),
             security: metrics.security(),
             sequence: AtomicU64::new(0),
-            budget: tokio::sync::Semaphore::new(budget_kib),
+            budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
             budget_kib,
             live,
         })
     }
 
-    /// Wait until a body of `declared` bytes (None: not declared, so the
-    /// largest) fits the budget; hold the permit while serving it.
-    pub async fn room_for(&self, declared: Option<usize>) -> tokio::sync::SemaphorePermit<'_> {
+    /// Wait until a request of `declared` bytes (None: not declared, so
+    /// the largest) fits the budget: its body, and what it renders at once
+    /// (twice the body or [`RENDER_FLOOR`]). The permit goes to
+    /// [`Injector::inject`], which holds it until the work is done.
+    pub async fn room_for(&self, declared: Option<usize>) -> tokio::sync::OwnedSemaphorePermit {
         let max = self.max_request_bytes();
-        let kib = declared.unwrap_or(max).min(max).div_ceil(1024).max(1);
+        let body = declared.unwrap_or(max).min(max);
+        let held = body.saturating_add(2 * body.max(RENDER_FLOOR));
         // Never more than the budget holds, or the request would wait for ever.
-        let kib = kib.min(self.budget_kib);
+        let kib = held.div_ceil(1024).clamp(1, self.budget_kib);
         self.budget
-            .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+            .clone()
+            .acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
             .await
             .expect("the injection budget is never closed")
     }
@@ -196,20 +217,37 @@ impl Injector {
         &self.metrics
     }
 
-    /// Serve one request body from `client`. `Err` is a bad request (400),
-    /// with what is wrong; nothing is stored then.
+    /// Serve one request body from `client`, holding `room` (from
+    /// [`Injector::room_for`]) until done. [`Refusal::BadRequest`] says
+    /// what is wrong, and nothing is stored then.
     ///
     /// The work runs as a task of its own: a client that goes away (hyper
     /// drops the request) must not cut it between a commit and handing the
-    /// committed entries to their shards.
-    pub async fn inject(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, String> {
+    /// committed entries to their shards, nor free its memory's share
+    /// while it goes on.
+    pub async fn inject(
+        self: &Arc<Self>,
+        client: IpAddr,
+        body: Vec<u8>,
+        room: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Report, Refusal> {
         let this = self.clone();
-        tokio::spawn(async move { this.serve(client, body).await })
-            .await
-            .map_err(|e| format!("the request could not be served: {e}"))?
+        let work = tokio::spawn(async move {
+            let _room = room;
+            this.serve(client, body).await
+        });
+        let outcome = match work.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(Refusal::Failed(e.to_string())),
+        };
+        if let Err(Refusal::Failed(e)) = &outcome {
+            self.metrics.request("failed");
+            tracing::error!(error = %e, "an injection failed part way; what it committed before stays queued");
+        }
+        outcome
     }
 
-    async fn serve(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, String> {
+    async fn serve(self: &Arc<Self>, client: IpAddr, body: Vec<u8>) -> Result<Report, Refusal> {
         // Small requests are planned and built right here: two trips to the
         // blocking pool would cost more than the work.
         let small = body.len() <= INLINE_BYTES;
@@ -219,20 +257,33 @@ impl Injector {
             Ok(planned) => planned,
             Err(problem) => {
                 self.metrics.request("bad_request");
-                return Err(problem);
+                return Err(Refusal::BadRequest(problem));
             }
         };
         let request = Arc::new(request);
-        for chunk in groups.chunks(CHUNK) {
-            let (this, shared, chunk) = (self.clone(), request.clone(), chunk.to_vec());
+        // What waits for its commit at once: up to CHUNK messages, and no
+        // more bytes than the request's share of the budget allows.
+        let chunk_bytes = request.size.max(RENDER_FLOOR);
+        let mut rest = &groups[..];
+        while !rest.is_empty() {
+            let chunk = rest[..rest.len().min(CHUNK)].to_vec();
+            let (this, shared) = (self.clone(), request.clone());
             let inline = small && chunk.len() == 1 && !self.signs_slowly();
             let prepared = off_thread(inline, move || {
-                chunk
-                    .into_iter()
-                    .map(|group| this.prepare(&shared, group, client))
-                    .collect::<Vec<_>>()
+                let mut prepared = Vec::with_capacity(chunk.len());
+                let mut bytes = 0;
+                for group in chunk {
+                    if bytes >= chunk_bytes {
+                        break;
+                    }
+                    let outcome = this.prepare(&shared, group, client);
+                    bytes += outcome.as_ref().map_or(0, |p| p.size as usize);
+                    prepared.push(outcome);
+                }
+                prepared
             })
             .await?;
+            rest = &rest[prepared.len()..];
             let mut ready = Vec::new();
             for outcome in prepared {
                 match outcome {
@@ -240,7 +291,7 @@ impl Injector {
                     // The same content for everyone: the request is wrong.
                     Err((_, problem)) if !request.per_recipient => {
                         self.metrics.request("bad_request");
-                        return Err(problem);
+                        return Err(Refusal::BadRequest(problem));
                     }
                     Err((group, problem)) => {
                         for i in group {
@@ -367,7 +418,10 @@ impl Injector {
             name: r.name(),
             own: &r.substitutions,
             shared: &request.substitutions,
-            limit: config.smtp.max_message_size,
+            limit: config
+                .smtp
+                .max_message_size
+                .min(request.size.max(RENDER_FLOOR)),
         });
         let letter = Letter {
             recipient: one.map(|r| &r.person),
@@ -499,12 +553,12 @@ impl Injector {
 async fn off_thread<T: Send + 'static>(
     inline: bool,
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, Refusal> {
     match inline {
         true => Ok(work()),
         false => tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| format!("the request could not be served: {e}")),
+            .map_err(|e| Refusal::Failed(e.to_string())),
     }
 }
 

@@ -14,7 +14,7 @@
 //! ```
 
 use super::compose::{Built, Content, Person};
-use ringpost_protocols::smtp::is_mailbox;
+use ringpost_protocols::smtp::canonical_mailbox;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -35,6 +35,9 @@ pub struct InjectRequest {
     pub per_recipient: bool,
     /// The egress pool asked for, if any (checked against the config).
     pub pool: Option<String>,
+    /// The request body's size: what placeholders may fill a message to
+    /// (at least [`super::RENDER_FLOOR`]).
+    pub size: usize,
 }
 
 /// One recipient.
@@ -93,12 +96,13 @@ struct FullRecipient {
 /// Parse and check a request body; at most `max_recipients` recipients.
 pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String> {
     let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
-    if !wire.envelope_sender.is_empty() && !is_mailbox(&wire.envelope_sender) {
-        return Err(format!(
-            "envelope_sender `{}` is not an address",
-            wire.envelope_sender
-        ));
-    }
+    // Addresses are kept as SMTP would record them, so `"bob"@x` meets
+    // the suppression list and the accounts as `bob@x` does.
+    let sender = match wire.envelope_sender.as_str() {
+        "" => String::new(),
+        given => canonical_mailbox(given)
+            .ok_or_else(|| format!("envelope_sender `{given}` is not an address"))?,
+    };
     if wire.recipients.is_empty() {
         return Err("give at least one recipient".into());
     }
@@ -127,12 +131,16 @@ pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String
                 )?,
             },
         };
-        if !is_mailbox(recipient.email()) {
+        let Some(canonical) = canonical_mailbox(recipient.email()) else {
             return Err(format!(
                 "recipient `{}` is not an address",
                 recipient.email()
             ));
-        }
+        };
+        let recipient = Recipient {
+            person: recipient.person.with_email(canonical),
+            ..recipient
+        };
         recipients.push(recipient);
     }
     let content = match wire.content {
@@ -145,12 +153,13 @@ pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String
     let per_recipient =
         !substitutions.is_empty() || recipients.iter().any(|r| !r.substitutions.is_empty());
     Ok(InjectRequest {
-        sender: wire.envelope_sender,
+        sender,
         recipients,
         content,
         substitutions,
         per_recipient,
         pool: wire.pool,
+        size: body.len(),
     })
 }
 
@@ -194,6 +203,21 @@ mod tests {
         assert!(!raw.per_recipient);
         assert!(raw.sender.is_empty());
         assert!(matches!(raw.content, Content::Raw(_)));
+    }
+
+    #[test]
+    fn addresses_are_kept_as_smtp_records_them() {
+        // `"bob"@y.test` is bob@y.test: the suppression list and the
+        // accounts must meet it under that one spelling.
+        let request = parsed(
+            r#"{"envelope_sender": "\"b\"@x.test", "recipients": ["\"bob\"@y.test", {"email": "\"carol\"@y.test", "name": "C"}],
+                "content": "From: b@x.test\r\n\r\nhi\r\n"}"#,
+        )
+        .unwrap();
+        assert_eq!(request.sender, "b@x.test");
+        assert_eq!(request.recipients[0].email(), "bob@y.test");
+        assert_eq!(request.recipients[1].email(), "carol@y.test");
+        assert_eq!(request.recipients[1].name(), Some("C"));
     }
 
     #[test]

@@ -117,13 +117,21 @@ pub(super) fn parse_path(arg: &str) -> Result<(Path<'_>, &str), PathError> {
 /// For callers that take addresses some other way than SMTP (the HTTP
 /// injection API), so both refuse the same things.
 pub fn is_mailbox(address: &str) -> bool {
+    canonical_mailbox(address).is_some()
+}
+
+/// `address` as RCPT TO would record it (a quoted local part that needs no
+/// quotes unquoted: `"bob"@x` is `bob@x`), if it is a mailbox
+/// ([`is_mailbox`]). Whatever compares addresses (the suppression list,
+/// local accounts) must see one spelling per mailbox, however it came.
+pub fn canonical_mailbox(address: &str) -> Option<String> {
     if address.is_empty() || address.starts_with('@') || address.contains(['<', '>', ' ']) {
-        return false;
+        return None;
     }
-    matches!(
-        parse_path(&format!("<{address}>")),
-        Ok((Path::Mailbox(_), ""))
-    )
+    match parse_path(&format!("<{address}>")) {
+        Ok((Path::Mailbox(mailbox), "")) => Some(mailbox.into_owned()),
+        _ => None,
+    }
 }
 
 /// A read position over the path bytes.
@@ -369,6 +377,12 @@ mod tests {
         ] {
             assert!(!is_mailbox(bad), "{bad}");
         }
+        // One spelling per mailbox, as RCPT TO records it.
+        assert_eq!(
+            canonical_mailbox("\"bob\"@x.example").as_deref(),
+            Some("bob@x.example")
+        );
+        assert_eq!(canonical_mailbox("a b@x.example"), None);
     }
 
     #[test]
