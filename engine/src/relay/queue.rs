@@ -45,6 +45,7 @@ use ringpost_storage::{CommitHandle, Store, StoreError, WriteBatch};
 pub use schedule::{Schedule, Slot};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -741,7 +742,18 @@ impl Relay {
         state.connections += 1;
         self.metrics.connections_active.inc();
         drop(state);
-        glommio::spawn_local(super::deliver::run(self.clone(), site.clone())).detach();
+        let (relay, site) = (self.clone(), site.clone());
+        glommio::spawn_local(async move {
+            // A bug that panics must end this connection, not the shard
+            // with every session and delivery on it. What the connection
+            // had taken stays in the store, tried again after a restart.
+            let delivery = super::deliver::run(relay.clone(), site.clone());
+            let caught = futures::FutureExt::catch_unwind(AssertUnwindSafe(delivery));
+            if caught.await.is_err() {
+                tracing::error!(shard = relay.shard, site = %site, "a delivery connection panicked; it was closed");
+            }
+        })
+        .detach();
     }
 
     /// A connection task ended: free its slot and let waiting work use it.

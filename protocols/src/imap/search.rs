@@ -352,12 +352,16 @@ impl<'x> Content<'x> {
         let parser = mail_parser::MessageParser::new();
         let msg = raw.and_then(|r| {
             if !with_body {
-                parser.parse_headers(r)
+                std::panic::catch_unwind(|| parser.parse_headers(r))
+                    .ok()
+                    .flatten()
             } else if super::mime::may_nest_too_deep(r) {
                 // Searched as raw bytes: parsing it could overflow the stack.
                 None
             } else {
-                parser.parse(r)
+                // As in `mime`: mail-parser's recovery paths carry debug
+                // assertions; one odd message is searched as raw bytes.
+                std::panic::catch_unwind(|| parser.parse(r)).ok().flatten()
             }
         });
         Content {

@@ -54,6 +54,17 @@ fn date_order(messages: &[Sortable], a: usize, b: usize) -> std::cmp::Ordering {
     x.fields.date.cmp(&y.fields.date).then(x.seq.cmp(&y.seq))
 }
 
+/// The most references of one message that are followed (its last ones:
+/// the nearest ancestors). Anyone can mail a References field of 100,000
+/// ids; each one followed is a walk up the tree.
+const MAX_REFERENCES: usize = 256;
+
+/// The deepest a thread tree goes: replies below this depth hang flat
+/// under their ancestor at it. The steps after the first walk the tree
+/// recursively, and a chain of replies as long as a mailbox (or as a
+/// message's References) must not overflow the stack.
+pub const MAX_DEPTH: usize = 256;
+
 /// A container of the REFERENCES algorithm, in an arena.
 struct Container {
     message: Option<usize>,
@@ -96,7 +107,8 @@ pub fn references(messages: &[Sortable]) -> Vec<Node> {
         // (A) Each reference is the parent of the next, unless linked
         // already or a loop would come of it.
         let mut previous: Option<usize> = None;
-        for id in &fields.references {
+        let nearest = fields.references.len().saturating_sub(MAX_REFERENCES);
+        for id in &fields.references[nearest..] {
             let c = match by_id.get(id.as_str()) {
                 Some(&c) => c,
                 None => {
@@ -127,6 +139,7 @@ pub fn references(messages: &[Sortable]) -> Vec<Node> {
     let roots: Vec<usize> = (0..arena.len())
         .filter(|&c| arena[c].parent.is_none())
         .collect();
+    flatten_below(&mut arena, &roots, MAX_DEPTH);
     let mut tree: Vec<Node> = roots
         .into_iter()
         .flat_map(|c| prune(&arena, c, true))
@@ -172,6 +185,31 @@ fn descends(arena: &[Container], node: usize, ancestor: usize) -> bool {
         at = arena[c].parent;
     }
     false
+}
+
+/// Hang every container deeper than `depth` directly under its ancestor
+/// at that depth, in tree order: no recursion over the tree after this
+/// goes deeper than `depth + 1`. Iterative, whatever the tree's depth.
+fn flatten_below(arena: &mut [Container], roots: &[usize], depth: usize) {
+    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&c| (c, 0)).collect();
+    while let Some((c, at)) = stack.pop() {
+        if at < depth {
+            stack.extend(arena[c].children.iter().rev().map(|&child| (child, at + 1)));
+            continue;
+        }
+        // `c` is at the limit: its descendants, in order, become its children.
+        let mut below = Vec::new();
+        let mut pending: Vec<usize> = arena[c].children.iter().rev().copied().collect();
+        while let Some(d) = pending.pop() {
+            below.push(d);
+            pending.extend(arena[d].children.iter().rev().copied());
+            arena[d].children.clear();
+        }
+        for &d in &below {
+            arena[d].parent = Some(c);
+        }
+        arena[c].children = below;
+    }
 }
 
 /// Step 3: dummies without children go; a dummy's children take its place,
@@ -352,6 +390,58 @@ mod tests {
             response(&threads, by_seq(&messages)),
             "THREAD (5)(1 (2 3)(4)(6))"
         );
+    }
+
+    /// Depth of the deepest node (iteratively, as the tree may be deep).
+    fn depth(threads: &[Node]) -> usize {
+        let mut deepest = 0;
+        let mut stack: Vec<(&Node, usize)> = threads.iter().map(|n| (n, 1)).collect();
+        while let Some((node, at)) = stack.pop() {
+            deepest = deepest.max(at);
+            stack.extend(node.children.iter().map(|c| (c, at + 1)));
+        }
+        deepest
+    }
+
+    #[test]
+    fn a_chain_of_replies_as_long_as_a_mailbox_does_not_overflow_the_stack() {
+        // Each message answers the one before: one thread, 20,000 deep as
+        // written. Each step of the algorithm recursed once per level.
+        let n = 20_000;
+        let messages: Vec<Sortable> = (1..=n)
+            .map(|i| {
+                let parent = match i {
+                    1 => String::new(),
+                    _ => format!("In-Reply-To: <m{}>\r\n", i - 1),
+                };
+                message(
+                    i,
+                    &format!("Message-ID: <m{i}>\r\n{parent}Subject: s\r\n\r\n"),
+                )
+            })
+            .collect();
+        let threads = references(&messages);
+        assert_eq!(threads.len(), 1);
+        assert!(depth(&threads) <= MAX_DEPTH + 2, "{}", depth(&threads));
+        let line = response(&threads, by_seq(&messages));
+        // Every message is in it, in order down the chain.
+        assert!(line.starts_with("THREAD (1 2 3 4 "), "{:.60}", line);
+        let numbers: Vec<&str> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(numbers.len(), n as usize);
+        assert_eq!(numbers.last(), Some(&"20000"));
+
+        // One message whose References name 100,000 ancestors.
+        let ids: Vec<String> = (0..100_000).map(|i| format!("<r{i}@x>")).collect();
+        let header = format!(
+            "Message-ID: <last@x>\r\nReferences: {}\r\nSubject: s\r\n\r\n",
+            ids.join(" ")
+        );
+        let messages = [message(1, &header)];
+        let threads = references(&messages);
+        assert_eq!(response(&threads, by_seq(&messages)), "THREAD (1)");
     }
 
     #[test]
