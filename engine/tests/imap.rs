@@ -1582,6 +1582,12 @@ fn urlfetch_answers_at_most_one_commands_worth() {
         urlfetch(&mut alice, url).as_deref(),
         Some(message.as_bytes())
     );
+    // STATUS SIZE (RFC 9051 §6.3.11): the mailbox's octets.
+    let status = alice.tagged("s", "STATUS INBOX (MESSAGES SIZE)");
+    assert_eq!(
+        status[0],
+        format!("* STATUS INBOX (MESSAGES 1 SIZE {})\r\n", message.len())
+    );
     let many = vec![format!("\"{url}\""); 100].join(" ");
     let reply = alice.tagged("m", &format!("URLFETCH {many}"));
     assert!(

@@ -734,6 +734,10 @@ impl Conn<'_> {
                     StatusDataItem::Unseen(rows.len() as u32 - count(flag::SEEN))
                 }
                 StatusDataItemName::Deleted => StatusDataItem::Deleted(count(flag::DELETED)),
+                // RFC 9051 §6.3.11: the mailbox's total size, in octets.
+                StatusDataItemName::Size => {
+                    StatusDataItem::Size(rows.iter().map(|(_, r)| r.size).sum())
+                }
                 StatusDataItemName::HighestModSeq => {
                     condstore_on(imap, self.view.as_ref());
                     StatusDataItem::HighestModSeq(meta.highest_modseq.max(1))

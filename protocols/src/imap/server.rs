@@ -1025,6 +1025,10 @@ impl ImapSession {
                 self.raise(Event::Idle);
                 // The session reads on for DONE while the driver waits.
                 self.busy = false;
+                // A whole idle timeout from here: clients re-issue IDLE
+                // every 29 minutes (RFC 2177), however long they were
+                // silent before it.
+                self.timers.expect_request(self.config.idle_timeout);
             }
             (
                 C::Check

@@ -441,3 +441,25 @@ fn a_command_line_over_64_kib_ends_the_session_but_literals_may_be_long() {
         );
     }
 }
+
+#[test]
+fn idle_gets_a_whole_idle_timeout_however_long_the_client_was_silent() {
+    use crate::Session;
+    use std::time::{Duration, Instant};
+    let mut session = super::ImapSession::new(std::sync::Arc::new(super::ImapConfig::default()));
+    let start = Instant::now();
+    let minutes = |m: u64| start + Duration::from_secs(60 * m);
+    session.receive(start, LOGIN.as_bytes());
+    while session.poll_event().is_some() {
+        session.login_succeeded(&imap_codec::imap_types::core::Tag::try_from("a").unwrap());
+    }
+    session.clear_output();
+    // Silent 25 minutes, then IDLE (as RFC 2177 clients do every 29).
+    session.receive(minutes(25), b"i IDLE\r\n");
+    assert!(matches!(session.poll_event(), Some(super::Event::Idle)));
+    assert_eq!(session.poll_timeout(), Some(minutes(55)));
+    session.handle_timeout(minutes(40));
+    assert!(!session.is_closed(), "cut off 15 minutes into IDLE");
+    session.handle_timeout(minutes(55));
+    assert!(session.is_closed());
+}
