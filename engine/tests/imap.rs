@@ -1567,8 +1567,9 @@ fn a_fetch_that_stops_early_keeps_its_seen_and_copies_are_bounded() {
 
 /// URLFETCH builds its answer whole: asking for a large message many times
 /// over gets NO [LIMIT] past one command's worth, not memory without end.
+/// STATUS SIZE, and BAD for message numbers past the last, on the way.
 #[test]
-fn urlfetch_answers_at_most_one_commands_worth() {
+fn urlfetch_is_bounded_status_has_size_and_numbers_past_the_end_are_bad() {
     let (server, _dir) = start_server(|c| {
         local_config(c);
         c.imap.max_command_size = 64 * 1024;
@@ -1582,6 +1583,23 @@ fn urlfetch_answers_at_most_one_commands_worth() {
         urlfetch(&mut alice, url).as_deref(),
         Some(message.as_bytes())
     );
+    // A number past the last message is BAD (RFC 9051 §9); a UID is not.
+    for command in [
+        "FETCH 2 (FLAGS)",
+        "FETCH 1:3 (FLAGS)",
+        "STORE 2 +FLAGS (x)",
+        "COPY 5 INBOX",
+    ] {
+        let reply = alice.tagged("r", command);
+        assert!(
+            reply.last().unwrap().starts_with("r BAD"),
+            "{command}: {reply:?}"
+        );
+    }
+    let reply = alice.tagged("u", "UID FETCH 1:99 (FLAGS)");
+    assert!(reply.last().unwrap().starts_with("u OK"), "{reply:?}");
+    let reply = alice.tagged("v", "FETCH 1:* (FLAGS)");
+    assert!(reply.last().unwrap().starts_with("v OK"), "{reply:?}");
     // STATUS SIZE (RFC 9051 §6.3.11): the mailbox's octets.
     let status = alice.tagged("s", "STATUS INBOX (MESSAGES SIZE)");
     assert_eq!(

@@ -1247,6 +1247,9 @@ impl Conn<'_> {
         if view.read_only {
             return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
         }
+        if !uid && view.beyond_the_end(set) {
+            return Ok(Done::Bad(BEYOND_THE_END));
+        }
         if unchanged_since.is_some() {
             condstore_on(imap, Some(view));
         }
@@ -1338,6 +1341,9 @@ impl Conn<'_> {
         let Some(view) = &self.view else {
             return Ok(Done::Bad("no mailbox selected"));
         };
+        if !uid && view.beyond_the_end(set) {
+            return Ok(Done::Bad(BEYOND_THE_END));
+        }
         if remove && view.read_only {
             return Ok(Done::No(Some("READ-ONLY"), "mailbox is read-only"));
         }
@@ -1467,6 +1473,8 @@ pub(super) enum Done {
 
 pub(super) type Outcome = Result<Done, StoreError>;
 
+/// The BAD for a message number past the last (`Done::Bad` is static).
+pub(super) const BEYOND_THE_END: &str = "invalid message sequence number: past the last message";
 /// Keywords one message may carry (Dovecot's users rarely pass a dozen).
 const MAX_KEYWORDS: usize = 128;
 

@@ -35,6 +35,9 @@ pub(super) async fn run(
     let Some(view) = &conn.view else {
         return Ok(Ok(Done::Bad("no mailbox selected")));
     };
+    if !uid && view.beyond_the_end(set) {
+        return Ok(Ok(Done::Bad(super::commands::BEYOND_THE_END)));
+    }
     let items: Vec<MessageDataItemName<'static>> = match names {
         MacroOrMessageDataItemNames::Macro(m) => expand(m.clone()),
         MacroOrMessageDataItemNames::MessageDataItemNames(items) => items.clone(),

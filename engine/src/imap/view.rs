@@ -293,6 +293,21 @@ impl View {
         Ok(true)
     }
 
+    /// Whether a sequence set names a number past the last message (or
+    /// `*` in an empty mailbox): RFC 9051 §9 asks for BAD then. UID sets
+    /// may name UIDs that are gone or never were.
+    pub fn beyond_the_end(&self, set: &SequenceSet) -> bool {
+        let count = self.messages.len() as u32;
+        let past = |v: &SeqOrUid| match v {
+            SeqOrUid::Value(n) => n.get() > count,
+            SeqOrUid::Asterisk => count == 0,
+        };
+        set.0.as_ref().iter().any(|sequence| match sequence {
+            Sequence::Single(one) => past(one),
+            Sequence::Range(a, b) => past(a) || past(b),
+        })
+    }
+
     /// Indices of the messages a sequence set (or UID set) names, ascending.
     /// Each range becomes a span of indices (a binary search for UIDs);
     /// the spans are merged before any message is touched, so a set of

@@ -658,7 +658,17 @@ impl ImapSession {
             };
             match fragment {
                 FragmentInfo::Literal { end, .. } => self.line_start = end,
-                FragmentInfo::Line { start, end, .. } => {
+                FragmentInfo::Line {
+                    start,
+                    end,
+                    announcement,
+                    ..
+                } => {
+                    // A literal's octets are not the line's: the next line
+                    // starts after them.
+                    if let Some(literal) = announcement {
+                        self.line_start = end + literal.length as usize;
+                    }
                     let limit = match self.state {
                         State::NotAuthenticated => MAX_LOGIN_COMMAND,
                         _ => MAX_COMMAND_LINE,

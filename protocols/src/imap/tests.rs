@@ -424,7 +424,8 @@ fn a_command_line_over_64_kib_ends_the_session_but_literals_may_be_long() {
     assert_eq!(run.take(), "f OK done\r\n");
     // A literal far over the line limit, and lines around it under it.
     let body = "y".repeat(3 * MAX_COMMAND_LINE);
-    run.feed(&format!("a APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len()));
+    let append = format!("a APPEND INBOX {{{}+}}\r\n{body}\r\n", body.len());
+    run.feed_in(append.as_bytes(), 1000);
     assert_eq!(run.take(), "a OK done\r\n");
     // Megabytes of "1,1,1,..." on one line: fed whole, or piece by piece
     // (the line is refused before it is all read).
