@@ -26,10 +26,22 @@ const REMOVE_BATCH: usize = 1_000;
 /// scans read a snapshot ([`spool::orphaned_messages`]); the memory store
 /// keeps nothing across a restart anyway.
 pub(super) async fn look_from_time_to_time(relay: Rc<Relay>) {
-    glommio::timer::sleep(FIRST_LOOK).await;
-    while !relay.state.borrow().stopping {
+    let mut wait = FIRST_LOOK;
+    loop {
+        // The task ends with the shard: it holds the store open.
+        let stopped = async {
+            relay.stopped().await;
+            true
+        };
+        let slept = async {
+            glommio::timer::sleep(wait).await;
+            false
+        };
+        if futures_lite::future::or(stopped, slept).await || relay.state.borrow().stopping {
+            return;
+        }
         remove(&relay).await;
-        glommio::timer::sleep(LOOK_EVERY).await;
+        wait = LOOK_EVERY;
     }
 }
 
