@@ -192,3 +192,49 @@ fn pop3_limits_and_unknown_accounts() {
     assert!(first.cmd("QUIT").starts_with("+OK"));
     server.shutdown();
 }
+
+/// A message APPENDed over IMAP with bare LFs (as scripts and migration
+/// tools write them) is stored with CRLF: POP3's LIST and RETR sizes are
+/// what it sends, and IMAP's RFC822.SIZE is the same number.
+#[test]
+fn appended_bare_lf_mail_has_one_size_in_imap_and_pop3() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut imap, _) = LineClient::connect(server.imap_addr().unwrap());
+    assert!(imap.tagged("l", "LOGIN alice@ours.test secret")[0].starts_with("l OK"));
+    let message = "Subject: hi\nX: y\r\r\n\nbody";
+    let reply = imap.tagged(
+        "a",
+        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+    );
+    assert!(reply.last().unwrap().starts_with("a OK"), "{reply:?}");
+    let sent = "Subject: hi\r\nX: y\r\n\r\nbody\r\n";
+    assert!(imap
+        .tagged("s", "SELECT INBOX")
+        .last()
+        .unwrap()
+        .starts_with("s OK"));
+    let size = imap.tagged("f", "FETCH 1 (RFC822.SIZE)");
+    assert_eq!(
+        size[0],
+        format!("* 1 FETCH (RFC822.SIZE {})\r\n", sent.len())
+    );
+    drop(imap);
+
+    let (mut pop, _) = LineClient::connect(server.pop3_addr().unwrap());
+    assert!(pop.cmd("USER alice@ours.test").starts_with("+OK"));
+    assert!(pop.cmd("PASS secret").starts_with("+OK"));
+    assert_eq!(pop.cmd("LIST 1"), format!("+OK 1 {}\r\n", sent.len()));
+    assert_eq!(pop.cmd("RETR 1"), format!("+OK {} octets\r\n", sent.len()));
+    let mut got = String::new();
+    loop {
+        let line = pop.line();
+        if line == ".\r\n" {
+            break;
+        }
+        got.push_str(&line);
+    }
+    assert_eq!(got, sent);
+    assert!(pop.cmd("QUIT").starts_with("+OK"));
+    server.shutdown();
+}

@@ -15,6 +15,8 @@
 //!   PIPELINING, AUTH PLAIN and STLS) and its response table; with
 //!   `fuzzing`, `pop3::check` does the same job as `smtp::check`.
 //! - `line`: the command-line receiver both servers share.
+//! - [`line_ends`]: CRLF line ends for stored content (IMAP APPEND stores
+//!   them, POP3 repairs what lacks them, by one rule).
 //! - [`session`]: the [`Session`] interface every server session offers the
 //!   engine's connection driver (bytes and time in; events, output and the
 //!   next deadline out), and the deadlines they share.
@@ -32,6 +34,7 @@ pub mod check;
 pub mod dkim;
 pub mod imap;
 mod line;
+pub mod line_ends;
 pub mod pop3;
 pub mod sasl;
 pub mod session;

@@ -205,6 +205,18 @@ impl Timers {
     }
 }
 
+/// Output past this capacity is given back once written: a session that
+/// sent one large message must not keep its buffer while it idles.
+const KEPT_OUTPUT_CAPACITY: usize = 1024 * 1024;
+
+/// Empty a session's written output, giving back a large buffer's memory.
+pub(crate) fn clear_output(output: &mut Vec<u8>) {
+    output.clear();
+    if output.capacity() > KEPT_OUTPUT_CAPACITY {
+        output.shrink_to(64 * 1024);
+    }
+}
+
 /// The earliest of some optional deadlines.
 pub fn earliest(deadlines: impl IntoIterator<Item = Option<Deadline>>) -> Option<Instant> {
     deadlines.into_iter().flatten().map(Deadline::at).min()
@@ -223,6 +235,17 @@ mod tests {
         assert_eq!(d.at(), start + Duration::from_secs(10));
         assert!(!d.passed(start + Duration::from_secs(9)));
         assert!(d.passed(start + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_large_output_buffer_is_given_back_once_written() {
+        let mut output = Vec::with_capacity(8 * 1024 * 1024);
+        output.extend_from_slice(b"+OK\r\n");
+        clear_output(&mut output);
+        assert!(output.is_empty() && output.capacity() <= 64 * 1024);
+        let mut small = Vec::with_capacity(4096);
+        clear_output(&mut small);
+        assert_eq!(small.capacity(), 4096, "a small one is kept");
     }
 
     #[test]

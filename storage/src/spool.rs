@@ -548,34 +548,38 @@ pub fn list_envelopes(store: &dyn Store) -> Result<Vec<(MessageId, Envelope)>, S
 /// envelope and entries are written in one commit, and a message never
 /// gains entries again once it has none.
 pub fn orphaned_messages(store: &dyn Store) -> Result<Vec<MessageId>, StoreError> {
+    // An envelope whose key is not an id names nothing to judge: it stays.
     let mut ids = Vec::new();
-    let mut failure = None;
     store.scan(Family::Envelopes, &[], None, &mut |key, _| {
-        match MessageId::from_bytes(key) {
-            Some(id) => ids.push(id),
-            None => {
-                failure = Some(StoreError::Corrupt {
-                    family: Family::Envelopes.name(),
-                    detail: "key is not a 16-byte id".into(),
-                })
-            }
-        }
-        failure.is_none()
+        ids.extend(MessageId::from_bytes(key));
+        true
     })?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
     if ids.is_empty() {
         return Ok(ids);
     }
-    // Scanned in key order, so sorted: a bit per envelope, not a set.
+    // Scanned in key order, so sorted: a bit per envelope, not a set. Only
+    // the keys are read (due ‖ id ‖ domain); a queue key without an id
+    // could be any message's, so then nothing is judged.
     let mut queued = vec![false; ids.len()];
-    scan_queue_entries(store, &mut |entry| {
-        if let Ok(i) = ids.binary_search(&entry.id) {
-            queued[i] = true;
+    let mut unreadable = false;
+    store.scan(Family::Queue, &[], None, &mut |key, _| {
+        let id = key.get(8..QUEUE_KEY_PREFIX).and_then(MessageId::from_bytes);
+        match id {
+            Some(id) => {
+                if let Ok(i) = ids.binary_search(&id) {
+                    queued[i] = true;
+                }
+            }
+            None => unreadable = true,
         }
-        true
+        !unreadable
     })?;
+    if unreadable {
+        return Err(StoreError::Corrupt {
+            family: Family::Queue.name(),
+            detail: "a key too short to name a message".into(),
+        });
+    }
     Ok(ids
         .into_iter()
         .zip(queued)

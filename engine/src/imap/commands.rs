@@ -29,6 +29,7 @@ use ringpost_protocols::imap::types::sequence::SequenceSet;
 use ringpost_protocols::imap::types::status::{StatusDataItem, StatusDataItemName};
 use ringpost_protocols::imap::url::ImapUrl;
 use ringpost_protocols::imap::{binary, Extra, ImapSession};
+use ringpost_protocols::line_ends;
 use ringpost_storage::mailbox::{
     self, flag, Applied, Change, FlagChange, MailboxRow, Refusal, INBOX,
 };
@@ -774,13 +775,16 @@ impl Conn<'_> {
         let limit = self.shard.config().imap.max_command_size as usize;
         let mut total = 0usize;
         for m in given {
+            // Text is stored with CRLF line ends, whatever the client wrote:
+            // RFC822.SIZE, POP3's sizes and what both send must agree.
+            // Binary content (a literal8) is kept octet for octet.
             let bytes = match &m.catenate {
                 Some(parts) => match self.catenate(parts)? {
-                    Ok(bytes) => bytes,
+                    Ok(bytes) => crlf(bytes),
                     Err(refused) => return Ok(refused),
                 },
                 None => match m.message {
-                    LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
+                    LiteralOrLiteral8::Literal(l) => crlf(l.into_inner().into_owned()),
                     LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
                 },
             };
@@ -1472,6 +1476,14 @@ pub(super) enum Done {
 }
 
 pub(super) type Outcome = Result<Done, StoreError>;
+
+/// `message` with CRLF line ends ([`line_ends`]), not copied when it has.
+fn crlf(message: Vec<u8>) -> Vec<u8> {
+    match line_ends::with_crlf(&message) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(repaired) => repaired,
+    }
+}
 
 /// The BAD for a message number past the last (`Done::Bad` is static).
 pub(super) const BEYOND_THE_END: &str = "invalid message sequence number: past the last message";

@@ -294,8 +294,10 @@ impl View {
     }
 
     /// Whether a sequence set names a number past the last message (or
-    /// `*` in an empty mailbox): RFC 9051 §9 asks for BAD then. UID sets
-    /// may name UIDs that are gone or never were.
+    /// `*` in an empty mailbox): RFC 9051 §9 asks for BAD then. A range to
+    /// `*` is let through while there is a last message (clients poll for
+    /// new mail with `N:*`). UID sets may name UIDs that are gone or never
+    /// were, and are not asked about.
     pub fn beyond_the_end(&self, set: &SequenceSet) -> bool {
         let count = self.messages.len() as u32;
         let past = |v: &SeqOrUid| match v {
@@ -304,6 +306,7 @@ impl View {
         };
         set.0.as_ref().iter().any(|sequence| match sequence {
             Sequence::Single(one) => past(one),
+            Sequence::Range(a, b) if count > 0 && [a, b].contains(&&SeqOrUid::Asterisk) => false,
             Sequence::Range(a, b) => past(a) || past(b),
         })
     }

@@ -365,7 +365,7 @@ impl ImapSession {
 
     /// Forget the output once written.
     pub fn clear_output(&mut self) {
-        self.output.clear();
+        crate::session::clear_output(&mut self.output);
     }
 
     /// True once the connection should be closed (after writing the output).

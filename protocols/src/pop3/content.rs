@@ -5,10 +5,11 @@
 //! Stored messages should already end every line in CRLF, but the session
 //! must never send a bare CR or LF whatever the store holds: a client that
 //! splits lines differently could read the end of the response, and then
-//! commands of its own, out of a message's content. So a bare LF and a bare
-//! CR each end a line here, and a last line without an ending gets CRLF.
+//! commands of its own, out of a message's content. So lines end here as
+//! [`crate::line_ends`] says: a bare LF or CR ends one (CRs before an LF
+//! belong to that line end), and a last line without an ending gets CRLF.
 
-use memchr::memchr2;
+use crate::line_ends::split_line;
 
 use super::replies;
 
@@ -49,8 +50,6 @@ pub(super) fn write(out: &mut Vec<u8>, message: &[u8], top: Option<usize>) {
     out.extend_from_slice(replies::END);
 }
 
-/// The first line of `text` without its ending (CRLF, LF or CR), and what
-/// follows the ending.
 /// Whether `message` needs no stuffing and no line-end repair: every line
 /// ends in CRLF (the last one too), no CR or LF stands alone, and no line
 /// starts with a dot. Two vectorised scans instead of one per line.
@@ -66,20 +65,6 @@ fn sendable_as_is(message: &[u8]) -> bool {
         lf += 1;
     }
     memchr::memchr_iter(b'\r', message).count() == lf
-}
-
-fn split_line(text: &[u8]) -> (&[u8], &[u8]) {
-    match memchr2(b'\r', b'\n', text) {
-        None => (text, &[]),
-        Some(at) => {
-            let ending = if text[at..].starts_with(b"\r\n") {
-                2
-            } else {
-                1
-            };
-            (&text[..at], &text[at + ending..])
-        }
-    }
 }
 
 #[cfg(test)]
@@ -125,7 +110,13 @@ mod tests {
         assert_eq!(sent(b"a\nb\rc\r\nd", None), "a\r\nb\r\nc\r\nd\r\n.\r\n");
         // A bare LF before a dot cannot end the response early.
         assert_eq!(sent(b"a\n.\nb", None), "a\r\n..\r\nb\r\n.\r\n");
-        assert_eq!(sent(b"a\r\r\n", None), "a\r\n\r\n.\r\n");
+        // CRs before an LF are one line end: a header line ended `\r\r\n`
+        // must not become a blank line that ends the header.
+        assert_eq!(sent(b"a\r\r\n", None), "a\r\n.\r\n");
+        assert_eq!(
+            sent(b"Subject: x\r\r\nTo: y\r\n\r\nb\r\n", Some(0)),
+            "Subject: x\r\nTo: y\r\n\r\n.\r\n"
+        );
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Pop3Session {
 
     /// Forget the output once written.
     pub fn clear_output(&mut self) {
-        self.output.clear();
+        crate::session::clear_output(&mut self.output);
     }
 
     /// Answer `Authenticate`: the credentials are good and the maildrop is

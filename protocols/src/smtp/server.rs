@@ -403,7 +403,7 @@ impl ServerSession {
 
     /// Forget the output once written.
     pub fn clear_output(&mut self) {
-        self.output.clear();
+        crate::session::clear_output(&mut self.output);
     }
 
     /// Answer a `Recipient` event: 250.

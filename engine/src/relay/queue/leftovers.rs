@@ -40,7 +40,17 @@ pub(super) async fn look_from_time_to_time(relay: Rc<Relay>) {
         if futures_lite::future::or(stopped, slept).await || relay.state.borrow().stopping {
             return;
         }
-        remove(&relay).await;
+        let stopped = async {
+            relay.stopped().await;
+            true
+        };
+        let removed = async {
+            remove(&relay).await;
+            false
+        };
+        if futures_lite::future::or(stopped, removed).await {
+            return;
+        }
         wait = LOOK_EVERY;
     }
 }
