@@ -1854,6 +1854,45 @@ fn injected_messages_are_delivered_byte_correct() {
     server.shutdown();
 }
 
+/// A stalled upload that holds the injection memory budget does not make
+/// every later request wait behind it: they hear 503 with Retry-After
+/// within seconds, and get in once it is gone.
+#[test]
+fn injections_behind_a_stalled_upload_hear_503_not_silence() {
+    use std::io::Write;
+    let (server, _dir) = start_server(|c| {
+        with_admin(c);
+        c.smtp.local_domains = vec!["ours.test".into()];
+    });
+    common::add_user(&server, "ann@ours.test");
+    let token = std::fs::read_to_string(ringpost_engine::admin::token_path(
+        &server.config().data_dir,
+    ))
+    .unwrap();
+    // 70 MB announced (the largest request), a few bytes sent.
+    let mut stalled = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+    write!(
+        stalled,
+        "POST /api/v1/inject HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 70000000\r\n\r\n{{\"env",
+        token.trim()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let body =
+        serde_json::json!({"envelope_sender": "app@origin.test", "recipients": ["ann@ours.test"],
+        "content": "From: app@origin.test\r\n\r\nhi\r\n"})
+        .to_string();
+    let started = Instant::now();
+    let (status, answer) = admin_call(&server, "POST", "/api/v1/inject", &body, true);
+    assert_eq!(status, 503, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(stalled);
+    let (status, answer) = admin_call(&server, "POST", "/api/v1/inject", &body, true);
+    assert_eq!(status, 200, "{answer}");
+    server.shutdown();
+}
+
 /// Placeholders may fill a message to the request's own size or 1 MiB,
 /// not to the largest message: a small request cannot make the server
 /// hold gigabytes of rendered mail.

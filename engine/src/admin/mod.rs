@@ -8,7 +8,9 @@
 //! commit writer like any session; it takes no lock a shard takes.
 //!
 //! Limits, since the port may be reachable by more than the operator: at
-//! most [`MAX_CONNECTIONS`] at once (more are closed at accept), a request
+//! most [`MAX_CONNECTIONS`] at once, and [`MAX_CONNECTIONS_PER_CLIENT`] from
+//! one client (an address, an IPv6 /64; loopback aside, where the
+//! operator's own tools run), more closed at accept; a request
 //! head within [`HEADER_TIMEOUT`], a connection no longer than
 //! [`CONNECTION_DEADLINE`], request bodies of at most [`MAX_BODY`]. The API
 //! wants the bearer token of [`token`]; `/metrics` and the health checks
@@ -35,6 +37,9 @@ pub use token::{address_path, token_path, Token};
 
 /// Connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one client off loopback may hold at once: a few strangers
+/// must not take every slot (the health checks and the API with them).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
 /// A request head must be in within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lasts longer, however busy.
@@ -143,6 +148,7 @@ async fn serve(
         }
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(ClientCounts::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
@@ -154,6 +160,10 @@ async fn serve(
                 }
             },
         };
+        let Some(client) = clients.admit(peer.ip()) else {
+            tracing::warn!(%peer, "admin: too many connections from this client; closed");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "admin: too many connections; closed");
             continue;
@@ -161,6 +171,7 @@ async fn serve(
         let context = context.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _client = client;
             let service = service_fn(move |request| {
                 let context = context.clone();
                 async move {
@@ -177,5 +188,77 @@ async fn serve(
                 Ok(Ok(())) => {}
             }
         });
+    }
+}
+
+/// Connections open per client off loopback.
+#[derive(Default)]
+struct ClientCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl ClientCounts {
+    /// A slot for a connection from `ip`, held until the guard drops;
+    /// `None` when its client has [`MAX_CONNECTIONS_PER_CLIENT`] already.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        if ip.is_loopback() || ip.to_canonical().is_loopback() {
+            return Some(ClientSlot(None));
+        }
+        let key = crate::limits::client_key(ip);
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(key).or_default();
+        if *open >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot(Some((self.clone(), key))))
+    }
+}
+
+/// One connection's place in [`ClientCounts`].
+struct ClientSlot(Option<(Arc<ClientCounts>, std::net::IpAddr)>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((counts, key)) = self.0.take() {
+            let mut counts = counts.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(open) = counts.get_mut(&key) {
+                *open -= 1;
+                if *open == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_client_holds_a_few_connections_loopback_any() {
+        let counts = Arc::new(ClientCounts::default());
+        let stranger: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
+            .map(|_| counts.admit(stranger).expect("room"))
+            .collect();
+        assert!(counts.admit(stranger).is_none(), "one too many");
+        // Another address of the same IPv6 /64 is the same client.
+        let a: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::2".parse().unwrap();
+        let v6: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
+            .map(|_| counts.admit(a).expect("room"))
+            .collect();
+        assert!(counts.admit(b).is_none());
+        drop(v6);
+        assert!(counts.admit(b).is_some());
+        drop(held);
+        assert!(counts.admit(stranger).is_some(), "slots come back");
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let many: Vec<_> = (0..100).map(|_| counts.admit(loopback)).collect();
+        assert!(many.iter().all(Option::is_some));
+        assert!(
+            counts.0.lock().unwrap().is_empty(),
+            "nothing kept for loopback or closed ones"
+        );
     }
 }

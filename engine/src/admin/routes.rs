@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 type Answer = Response<Full<Bytes>>;
 
@@ -455,8 +456,9 @@ async fn queue_action(
 
 /// `POST /api/v1/inject`: 200 with the report when something was stored,
 /// 422 when every recipient was refused, 400 for a bad request, 413 for
-/// one too large, 503 or 507 when the store failed (nothing stored), 500
-/// when the server failed part way.
+/// one too large, 408 for a body that came too slowly, 503 when the store
+/// failed (nothing stored) or the memory budget stayed full, 507 for a
+/// full disk, 500 when the server failed part way.
 async fn inject(
     context: &Arc<AdminContext>,
     peer: SocketAddr,
@@ -475,12 +477,31 @@ async fn inject(
             &format!("request body too large: at most {limit} bytes"),
         );
     }
-    let room = injector.room_for(declared).await;
-    let body = match read_body(request, injector.max_request_bytes()).await {
-        Ok(body) => body,
-        Err(answer) => {
+    // A request waits a little for its share of the memory budget, then
+    // hears to come back: a queue behind a stalled upload would hold every
+    // later one until the connection deadline.
+    let Ok(room) = tokio::time::timeout(BUDGET_WAIT, injector.room_for(declared)).await else {
+        injector.metrics().request("busy");
+        return busy("other injections hold the memory budget; try again shortly");
+    };
+    // And its body must come at a useful rate, or it gives its share back.
+    let limit = injector.max_request_bytes();
+    let allowed = body_time(declared.unwrap_or(limit).min(limit));
+    let body = match tokio::time::timeout(allowed, read_body(request, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(answer)) => {
             injector.metrics().request("too_large");
             return answer;
+        }
+        Err(_) => {
+            injector.metrics().request("too_slow");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s",
+                    allowed.as_secs()
+                ),
+            );
         }
     };
     let body = Vec::from(body);
@@ -499,6 +520,28 @@ async fn inject(
         Ok(body) => json_answer(status, &body),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// How long an injection waits for its share of the memory budget.
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
+/// An injection's body arrives within this, plus a second per
+/// [`BODY_RATE`] bytes.
+const BODY_GRACE: Duration = Duration::from_secs(30);
+/// The slowest upload an injection's body may come at, bytes per second.
+const BODY_RATE: usize = 256 * 1024;
+
+/// The time a body of `bytes` may take to arrive.
+fn body_time(bytes: usize) -> Duration {
+    BODY_GRACE + Duration::from_secs((bytes / BODY_RATE) as u64)
+}
+
+/// 503 with a Retry-After: come back soon.
+fn busy(text: &str) -> Answer {
+    let mut answer = error(StatusCode::SERVICE_UNAVAILABLE, text);
+    answer
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    answer
 }
 
 /// The most entries one queue action touches (the rest: run it again).
