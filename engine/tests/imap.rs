@@ -1565,6 +1565,21 @@ fn a_fetch_that_stops_early_keeps_its_seen_and_copies_are_bounded() {
     server.shutdown();
 }
 
+/// IMAP4rev2 clients name mailboxes in UTF-8, quoted (RFC 9051).
+#[test]
+fn a_quoted_utf8_mailbox_name_is_a_name() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+    assert!(c.tagged("l", "LOGIN alice@ours.test secret")[0].starts_with("l OK"));
+    assert!(c.tagged("e", "ENABLE IMAP4rev2")[0].contains("IMAP4rev2"));
+    let reply = c.tagged("c", "CREATE \"Entwürfe\"");
+    assert!(reply.last().unwrap().starts_with("c OK"), "{reply:?}");
+    let reply = c.tagged("s", "SELECT \"Entwürfe\"");
+    assert!(reply.last().unwrap().starts_with("s OK"), "{reply:?}");
+    server.shutdown();
+}
+
 /// URLFETCH builds its answer whole: asking for a large message many times
 /// over gets NO [LIMIT] past one command's worth, not memory without end.
 /// STATUS SIZE, and BAD for message numbers past the last, on the way.

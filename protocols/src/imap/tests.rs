@@ -464,3 +464,14 @@ fn idle_gets_a_whole_idle_timeout_however_long_the_client_was_silent() {
     session.handle_timeout(minutes(55));
     assert!(session.is_closed());
 }
+
+#[test]
+fn quoted_strings_may_hold_utf8() {
+    // RFC 9051's QUOTED-CHAR takes UTF-8: IMAP4rev2 clients send
+    // non-ASCII mailbox names and search strings quoted.
+    let mut run = Run::new();
+    run.feed(LOGIN);
+    run.take();
+    run.feed("s SELECT \"Entwürfe\"\r\nf SEARCH CHARSET UTF-8 SUBJECT \"Grüße\"\r\n");
+    assert_eq!(run.take(), "s OK done\r\nf OK done\r\n");
+}
