@@ -1380,9 +1380,10 @@ fn catenate_builds_a_message_from_text_and_urls() {
         .parse()
         .unwrap();
     let body = String::from_utf8(c.read_exact(size)).unwrap();
+    // Stored with CRLF line ends, the text's bare LF too.
     assert_eq!(
         body,
-        "From: a@x.test\r\nSubject: original\r\n\r\nnew body\n"
+        "From: a@x.test\r\nSubject: original\r\n\r\nnew body\r\n"
     );
     c.line();
     assert!(c.line().starts_with("f OK"));
@@ -1577,6 +1578,64 @@ fn a_quoted_utf8_mailbox_name_is_a_name() {
     assert!(reply.last().unwrap().starts_with("c OK"), "{reply:?}");
     let reply = c.tagged("s", "SELECT \"Entwürfe\"");
     assert!(reply.last().unwrap().starts_with("s OK"), "{reply:?}");
+    server.shutdown();
+}
+
+/// Names are kept in UTF-8: an IMAP4rev1 session reads and writes them in
+/// modified UTF-7, an IMAP4rev2 one in UTF-8, and both mean one mailbox.
+#[test]
+fn imap4rev1_sessions_see_names_in_modified_utf7() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let login = || {
+        let (mut c, _) = LineClient::connect(server.imap_addr().unwrap());
+        assert!(c.tagged("l", "LOGIN alice@ours.test secret")[0].starts_with("l OK"));
+        c
+    };
+    let mut rev1 = login();
+    let mut rev2 = login();
+    assert!(rev2.tagged("e", "ENABLE IMAP4rev2")[0].contains("IMAP4rev2"));
+    let ok = |c: &mut LineClient, command: &str| {
+        let reply = c.tagged("t", command);
+        assert!(
+            reply.last().unwrap().starts_with("t OK"),
+            "{command}: {reply:?}"
+        );
+        reply
+    };
+    ok(&mut rev1, "CREATE \"Entw&APw-rfe\"");
+    ok(&mut rev2, "CREATE \"台北\"");
+    ok(&mut rev1, "CREATE \"Tom &- Jerry\"");
+    let names = |reply: Vec<String>| -> Vec<String> {
+        reply
+            .iter()
+            .filter(|l| l.starts_with("* LIST"))
+            .map(|l| l.rsplit_once(" \"/\" ").unwrap().1.trim_end().to_owned())
+            .collect()
+    };
+    // Non-ASCII names go to an IMAP4rev2 session as literals.
+    let seen_by_rev2 = ok(&mut rev2, "LIST \"\" \"*\"");
+    let seen_by_rev1 = names(ok(&mut rev1, "LIST \"\" \"*\""));
+    for (rev2_name, rev1_name) in [
+        ("Entwürfe", "Entw&APw-rfe"),
+        ("台北", "&U,BTFw-"),
+        ("\"Tom & Jerry\"", "\"Tom &- Jerry\""),
+    ] {
+        assert!(
+            seen_by_rev2
+                .iter()
+                .any(|l| l.trim_end().ends_with(rev2_name)),
+            "{rev2_name} in {seen_by_rev2:?}"
+        );
+        assert!(
+            seen_by_rev1.contains(&rev1_name.to_owned()),
+            "{rev1_name} in {seen_by_rev1:?}"
+        );
+    }
+    ok(&mut rev1, "SELECT \"&U,BTFw-\"");
+    ok(&mut rev2, "SELECT \"Entwürfe\"");
+    let status = ok(&mut rev1, "STATUS \"Entw&APw-rfe\" (MESSAGES)");
+    assert_eq!(status[0], "* STATUS Entw&APw-rfe (MESSAGES 0)\r\n");
     server.shutdown();
 }
 

@@ -51,6 +51,8 @@ impl Conn<'_> {
     ) -> io::Result<()> {
         use CommandBody as C;
         self.shard.imap_metrics.commands.inc();
+        // Mailbox names in modified UTF-7 for IMAP4rev1 sessions.
+        let rev2 = imap.is_rev2();
         // RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE or SEARCH by number.
         let allow_expunge = !matches!(
             body,
@@ -64,14 +66,14 @@ impl Conn<'_> {
                 mailbox,
                 parameters,
             } => {
-                self.select(imap, &mailbox_name(&mailbox), false, &parameters)
+                self.select(imap, &mailbox_name(&mailbox, rev2), false, &parameters)
                     .await
             }
             C::Examine {
                 mailbox,
                 parameters,
             } => {
-                self.select(imap, &mailbox_name(&mailbox), true, &parameters)
+                self.select(imap, &mailbox_name(&mailbox, rev2), true, &parameters)
                     .await
             }
             C::Unselect => {
@@ -93,11 +95,16 @@ impl Conn<'_> {
                 .expunge_deleted(imap, Some(&sequence_set), true)
                 .await
                 .map(|_| Done::Ok("UID EXPUNGE completed")),
-            C::Create { mailbox } => self.create(&mailbox_name(&mailbox)).await,
-            C::Delete { mailbox } => self.delete(imap, &mailbox_name(&mailbox)).await,
-            C::Rename { from, to } => self.rename(&mailbox_name(&from), &mailbox_name(&to)).await,
-            C::Subscribe { mailbox } => self.subscribe(&mailbox_name(&mailbox), true).await,
-            C::Unsubscribe { mailbox } => self.subscribe(&mailbox_name(&mailbox), false).await,
+            C::Create { mailbox } => self.create(&mailbox_name(&mailbox, rev2)).await,
+            C::Delete { mailbox } => self.delete(imap, &mailbox_name(&mailbox, rev2)).await,
+            C::Rename { from, to } => {
+                self.rename(&mailbox_name(&from, rev2), &mailbox_name(&to, rev2))
+                    .await
+            }
+            C::Subscribe { mailbox } => self.subscribe(&mailbox_name(&mailbox, rev2), true).await,
+            C::Unsubscribe { mailbox } => {
+                self.subscribe(&mailbox_name(&mailbox, rev2), false).await
+            }
             C::List {
                 reference,
                 mailbox_wildcard,
@@ -110,20 +117,20 @@ impl Conn<'_> {
                         patterns: vec![mailbox_wildcard],
                     },
                 };
-                self.list(imap, &mailbox_name(&reference), &request)
+                self.list(imap, &mailbox_name(&reference, rev2), &request)
             }
             C::Lsub {
                 reference,
                 mailbox_wildcard,
             } => self.lsub(
                 imap,
-                &mailbox_name(&reference),
-                &list_pattern(&mailbox_wildcard),
+                &mailbox_name(&reference, rev2),
+                &list_pattern(&mailbox_wildcard, rev2),
             ),
             C::Status {
                 mailbox,
                 item_names,
-            } => self.status(imap, &mailbox_name(&mailbox), &item_names),
+            } => self.status(imap, &mailbox_name(&mailbox, rev2), &item_names),
             C::Append {
                 mailbox,
                 flags,
@@ -141,7 +148,8 @@ impl Conn<'_> {
                         catenate: None,
                     }],
                 };
-                self.append_command(&mailbox_name(&mailbox), messages).await
+                self.append_command(&mailbox_name(&mailbox, rev2), messages)
+                    .await
             }
             // One key, so a message is read and parsed at most once.
             C::Search {
@@ -231,16 +239,28 @@ impl Conn<'_> {
                 mailbox,
                 uid,
             } => {
-                self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, false)
-                    .await
+                self.copy(
+                    imap,
+                    &sequence_set,
+                    &mailbox_name(&mailbox, rev2),
+                    uid,
+                    false,
+                )
+                .await
             }
             C::Move {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                self.copy(imap, &sequence_set, &mailbox_name(&mailbox), uid, true)
-                    .await
+                self.copy(
+                    imap,
+                    &sequence_set,
+                    &mailbox_name(&mailbox, rev2),
+                    uid,
+                    true,
+                )
+                .await
             }
             C::Sort {
                 sort_criteria,
@@ -516,7 +536,7 @@ impl Conn<'_> {
         } = request;
         let patterns: Vec<String> = patterns
             .iter()
-            .map(|p| format!("{reference}{}", list_pattern(p)))
+            .map(|p| format!("{reference}{}", list_pattern(p, imap.is_rev2())))
             .collect();
         if patterns.iter().all(|p| p == reference) && reference.is_empty() {
             // `LIST "" ""`: the hierarchy delimiter and root.
@@ -610,7 +630,7 @@ impl Conn<'_> {
             if let Some(usage) = special_use(name).filter(|_| exists) {
                 items.push(atom(usage));
             }
-            let Some(mailbox) = to_mailbox(name) else {
+            let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
                 continue;
             };
             let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
@@ -677,7 +697,7 @@ impl Conn<'_> {
             if noselect {
                 items.push(FlagNameAttribute::Noselect);
             }
-            let Some(mailbox) = to_mailbox(name) else {
+            let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
                 continue;
             };
             let delimiter = ringpost_protocols::imap::types::core::QuotedChar::try_from('/').ok();
@@ -746,7 +766,7 @@ impl Conn<'_> {
                 _ => continue,
             });
         }
-        let Some(mailbox) = to_mailbox(name) else {
+        let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
             return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
         };
         imap.data(Data::Status {

@@ -2,6 +2,7 @@
 //! names, dates.
 
 use chrono::{DateTime as ChronoDateTime, FixedOffset};
+use ringpost_protocols::imap::mutf7;
 use ringpost_protocols::imap::types::core::Atom;
 use ringpost_protocols::imap::types::datetime::DateTime;
 use ringpost_protocols::imap::types::flag::Flag;
@@ -71,9 +72,9 @@ pub(crate) fn special_use(name: &str) -> Option<&'static str> {
 }
 
 /// A mailbox name as the store keys it: INBOX in any case is INBOX; other
-/// names as the client wrote them (modified UTF-7 or UTF-8), without a
-/// trailing hierarchy delimiter.
-pub(crate) fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+/// names in UTF-8 ([`from_client`]), without a trailing hierarchy
+/// delimiter.
+pub(crate) fn mailbox_name(mailbox: &Mailbox<'_>, rev2: bool) -> String {
     match mailbox {
         Mailbox::Inbox => INBOX.to_owned(),
         Mailbox::Other(other) => {
@@ -82,23 +83,40 @@ pub(crate) fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
             if name.eq_ignore_ascii_case(INBOX) {
                 INBOX.to_owned()
             } else {
-                name.to_owned()
+                from_client(name, rev2)
             }
         }
     }
 }
 
-/// A LIST pattern's text.
-pub(crate) fn list_pattern(pattern: &ListMailbox<'_>) -> String {
-    match pattern {
-        ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
-        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+/// A name (or LIST pattern) as a client wrote it, in UTF-8 as the store
+/// keeps names. An IMAP4rev1 session (`rev2` false) writes modified UTF-7
+/// (RFC 3501 §5.1.3); what is not valid modified UTF-7 (a raw UTF-8 name
+/// some clients send) is taken as written.
+pub(crate) fn from_client(name: &str, rev2: bool) -> String {
+    if rev2 || !name.contains('&') {
+        return name.to_owned();
     }
+    mutf7::decode(name).unwrap_or_else(|| name.to_owned())
 }
 
-/// A mailbox for a response.
-pub(crate) fn to_mailbox(name: &str) -> Option<Mailbox<'static>> {
-    Mailbox::try_from(name.to_owned()).ok()
+/// A LIST pattern's text, in UTF-8 ([`from_client`]).
+pub(crate) fn list_pattern(pattern: &ListMailbox<'_>, rev2: bool) -> String {
+    let written = match pattern {
+        ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    };
+    from_client(&written, rev2)
+}
+
+/// A stored mailbox name for a response: as is to an IMAP4rev2 session,
+/// in modified UTF-7 to an IMAP4rev1 one.
+pub(crate) fn to_mailbox(name: &str, rev2: bool) -> Option<Mailbox<'static>> {
+    let written = match rev2 {
+        true => name.to_owned(),
+        false => mutf7::encode(name),
+    };
+    Mailbox::try_from(written).ok()
 }
 
 /// Unix micros as an IMAP date-time (UTC).

@@ -205,6 +205,20 @@ impl Conn<'_> {
             let code = format!("BADEVENT ({SUPPORTED_EVENTS})");
             return Ok(Done::NoCode(code, "some of those events are not supported"));
         }
+        // The names a filter gives are the client's: modified UTF-7 from
+        // an IMAP4rev1 session.
+        let rev2 = imap.is_rev2();
+        let groups = groups
+            .into_iter()
+            .map(|mut group| {
+                if let Filter::Subtree(names) | Filter::Mailboxes(names) = &mut group.filter {
+                    for name in names.iter_mut() {
+                        *name = super::convert::from_client(name, rev2);
+                    }
+                }
+                group
+            })
+            .collect();
         let mut watch = Watch::new(groups);
         let snapshot = self.snapshot(&watch)?;
         if snapshot.too_big() {
@@ -388,7 +402,7 @@ fn report_names(
 
 /// `* STATUS name (...)` with the [`Items`] that tell of `events`.
 fn send_status(imap: &mut ImapSession, name: &str, seen: &Seen, events: &Events) {
-    let Some(mailbox) = to_mailbox(name) else {
+    let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
         return;
     };
     let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
@@ -421,7 +435,7 @@ fn send_list(
     exists: bool,
     old: Option<&str>,
 ) {
-    let Some(mailbox) = to_mailbox(name) else {
+    let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
         return;
     };
     let atom = |text: &'static str| FlagNameAttribute::from(Atom::unvalidated(text));
@@ -439,6 +453,10 @@ fn send_list(
     };
     match old {
         Some(old) => {
+            let old = match imap.is_rev2() {
+                true => old.to_owned(),
+                false => ringpost_protocols::imap::mutf7::encode(old),
+            };
             let quoted = old.replace('\\', "\\\\").replace('"', "\\\"");
             imap.data_extended(data, &format!(" (\"OLDNAME\" (\"{quoted}\"))"));
         }

@@ -18,6 +18,7 @@
 //!   (RFC 4467: GENURLAUTH, URLFETCH, RESETKEY).
 //! - `sort`: SORT keys, the base subject, the order.
 //! - `thread`: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES.
+//! - `mutf7`: modified UTF-7, the mailbox names of IMAP4rev1 clients.
 //! - `check` (tests and the `fuzzing` feature): a driver that checks the
 //!   session's promises, shared by the unit tests and `fuzz/`.
 
@@ -29,6 +30,7 @@ mod lexer;
 pub mod list;
 pub mod mime;
 pub mod multiappend;
+pub mod mutf7;
 pub mod notify;
 pub mod search;
 mod server;
