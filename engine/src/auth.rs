@@ -4,9 +4,12 @@
 //! An Argon2id check costs tens of milliseconds of CPU by design. Run on
 //! the shards it would stall every session there; run on one thread per
 //! shard, a flood of guesses queues real users behind it. So checks go to
-//! [`AuthPool`] threads through two queues: addresses with no recent
-//! failure first, the rest after; the queue is bounded, and a full one
-//! answers "try again later" at once. Addresses and accounts that fail too
+//! [`AuthPool`] threads through three queues, served in order: an account
+//! logging in from a client it logged in from lately ([`Standing::Known`]:
+//! an attacker cannot be there), then addresses with no recent failure,
+//! then the rest. Each queue is bounded on its own, so a flood in one (a
+//! botnet's fresh IPv6 /64s are all "clean" once) cannot keep the others
+//! out, and a full one answers "try again later" at once. Addresses and accounts that fail too
 //! often are refused before their password is looked at ([`AuthGuard`]).
 //!
 //! A password that checked out is remembered for `auth_cache_secs` as a
@@ -29,6 +32,10 @@ use std::time::{Duration, Instant};
 const MAX_QUEUED: usize = 256;
 /// Verified passwords remembered at most.
 const MAX_CACHED: usize = 16 * 1024;
+/// How long a client an account logged in from stays its known client.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Known (client, account) pairs remembered at most.
+const MAX_KNOWN: usize = 64 * 1024;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -55,6 +62,9 @@ pub struct Authenticator {
     pool: AuthPool,
     cache: Mutex<HashMap<String, Verified>>,
     cache_for: Duration,
+    /// When each account last logged in from each client (address, IPv6
+    /// /64): its checks go first ([`Standing::Known`]).
+    known: Mutex<HashMap<(IpAddr, String), Instant>>,
     key: hmac::Key,
     lockouts: Box<dyn Fn(&Lockout) + Send + Sync>,
 }
@@ -87,6 +97,7 @@ impl Authenticator {
             pool: AuthPool::start(threads),
             cache: Mutex::new(HashMap::new()),
             cache_for: Duration::from_secs(config.auth_cache_secs),
+            known: Mutex::new(HashMap::new()),
             key,
             lockouts: on_lockout,
         }
@@ -111,7 +122,14 @@ impl Authenticator {
         let Ok(attempt) = self.guard.attempt(ip, &name, now) else {
             return LoginOutcome::LockedOut;
         };
-        let clean = attempt.clean();
+        let client = crate::limits::client_key(ip);
+        let standing = if self.is_known(client, &name, now) {
+            Standing::Known
+        } else if attempt.clean() {
+            Standing::Clean
+        } else {
+            Standing::Suspect
+        };
         let account = match users::get_user(&*self.store, &name) {
             Ok(account) => account,
             Err(e) => return LoginOutcome::Unavailable(e.to_string()),
@@ -134,7 +152,7 @@ impl Authenticator {
                 .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
             let password = password.to_owned();
             let check = move || verify_password(&password, &hash).unwrap_or(false);
-            match self.pool.run(check, clean).await {
+            match self.pool.run(check, standing).await {
                 Some(good) => good && account.is_some(),
                 None => return LoginOutcome::Unavailable("password checks are queued full".into()),
             }
@@ -145,6 +163,7 @@ impl Authenticator {
                     self.remember(&name, tag, &user.password_hash, now);
                 }
             }
+            self.know(client, &name, now);
             attempt.succeeded(now);
             LoginOutcome::Accepted(name)
         } else {
@@ -153,6 +172,29 @@ impl Authenticator {
             }
             LoginOutcome::Rejected
         }
+    }
+
+    /// Whether `name` logged in from `client` within [`KNOWN_FOR`].
+    fn is_known(&self, client: IpAddr, name: &str, now: Instant) -> bool {
+        lock(&self.known)
+            .get(&(client, name.to_owned()))
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
+    }
+
+    /// `name` logged in from `client`.
+    fn know(&self, client: IpAddr, name: &str, now: Instant) {
+        let mut known = lock(&self.known);
+        if known.len() >= MAX_KNOWN {
+            known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            if known.len() >= MAX_KNOWN {
+                // Keep the newer half.
+                let mut ages: Vec<Instant> = known.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                known.retain(|_, at| *at >= cut);
+            }
+        }
+        known.insert((client, name.to_owned()), now);
     }
 
     fn remember(&self, name: &str, tag: hmac::Tag, hash: &str, now: Instant) {
@@ -201,16 +243,27 @@ fn dummy_hash() -> &'static str {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads for password checks, with a queue for clean addresses that is
-/// served before the queue for the rest.
+/// Who a password check is for; checks are served in this order, each
+/// kind from a queue bounded on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// The account logged in from this client lately: its usual user.
+    Known = 0,
+    /// No recent failure from this address or for this account.
+    Clean = 1,
+    /// Recent failures.
+    Suspect = 2,
+}
+
+/// Threads for password checks, with a queue per [`Standing`].
 struct AuthPool {
     queues: Arc<(Mutex<Queues>, Condvar)>,
 }
 
 #[derive(Default)]
 struct Queues {
-    first: VecDeque<Job>,
-    rest: VecDeque<Job>,
+    /// Indexed by [`Standing`].
+    waiting: [VecDeque<Job>; 3],
     closed: bool,
 }
 
@@ -227,26 +280,24 @@ impl AuthPool {
         AuthPool { queues }
     }
 
-    /// Run `check` on a pool thread; `None` if the queue is full.
+    /// Run `check` on a pool thread; `None` if the queue for `standing`
+    /// is full.
     async fn run(
         &self,
         check: impl FnOnce() -> bool + Send + 'static,
-        first: bool,
+        standing: Standing,
     ) -> Option<bool> {
         let (tx, rx) = oneshot::channel();
         {
             let (queues, wake) = &*self.queues;
             let mut queues = lock(queues);
-            if queues.first.len() + queues.rest.len() >= MAX_QUEUED {
+            let queue = &mut queues.waiting[standing as usize];
+            if queue.len() >= MAX_QUEUED {
                 return None;
             }
-            let job: Job = Box::new(move || {
+            queue.push_back(Box::new(move || {
                 let _ = tx.send(check());
-            });
-            match first {
-                true => queues.first.push_back(job),
-                false => queues.rest.push_back(job),
-            }
+            }));
             wake.notify_one();
         }
         rx.await.ok()
@@ -267,7 +318,7 @@ fn worker(queues: &(Mutex<Queues>, Condvar)) {
         let job = {
             let mut q = lock(queues);
             loop {
-                if let Some(job) = q.first.pop_front().or_else(|| q.rest.pop_front()) {
+                if let Some(job) = q.waiting.iter_mut().find_map(VecDeque::pop_front) {
                     break job;
                 }
                 if q.closed {
@@ -336,6 +387,12 @@ mod tests {
             );
             let hashed = t.elapsed();
             assert!(lock(&a.cache).contains_key("ann@x.test"));
+            // Its client is known now: its checks go first from then on.
+            let now = Instant::now();
+            assert!(a.is_known(crate::limits::client_key(ip), "ann@x.test", now));
+            let elsewhere: IpAddr = "198.51.100.1".parse().unwrap();
+            assert!(!a.is_known(elsewhere, "ann@x.test", now));
+            assert!(!a.is_known(crate::limits::client_key(ip), "bob@x.test", now));
             // Cached now: no hash to check, and still right.
             let t = Instant::now();
             assert_eq!(
@@ -400,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_answers_at_once() {
+    fn a_full_queue_answers_at_once_and_keeps_out_no_other() {
         let pool = AuthPool::start(1);
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let g = gate.clone();
@@ -409,7 +466,7 @@ mod tests {
         let pool = Arc::new(pool);
         let p = pool.clone();
         run(move || async move {
-            // Block the one thread, then fill the queue.
+            // Block the one thread, then fill the queue of failing clients.
             let blocker = glommio::spawn_local({
                 let p = p.clone();
                 async move {
@@ -423,7 +480,7 @@ mod tests {
                             }
                             true
                         },
-                        true,
+                        Standing::Clean,
                     )
                     .await
                 }
@@ -435,22 +492,59 @@ mod tests {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
             assert!(started.load(Ordering::Acquire), "the thread took the job");
+            let order = Arc::new(Mutex::new(Vec::new()));
             let mut waiting = Vec::new();
             for _ in 0..MAX_QUEUED {
-                let p = p.clone();
-                waiting.push(glommio::spawn_local(
-                    async move { p.run(|| true, false).await },
-                ));
+                let (p, order) = (p.clone(), order.clone());
+                waiting.push(glommio::spawn_local(async move {
+                    p.run(
+                        move || {
+                            lock(&order).push(Standing::Suspect);
+                            true
+                        },
+                        Standing::Suspect,
+                    )
+                    .await
+                }));
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;
-            assert_eq!(p.run(|| true, true).await, None);
+            assert_eq!(p.run(|| true, Standing::Suspect).await, None);
+            // The flood keeps out neither clean clients nor known ones, and
+            // they are served first.
+            let (pc, oc) = (p.clone(), order.clone());
+            let clean = glommio::spawn_local(async move {
+                pc.run(
+                    move || {
+                        lock(&oc).push(Standing::Clean);
+                        true
+                    },
+                    Standing::Clean,
+                )
+                .await
+            });
+            let (pk, ok) = (p.clone(), order.clone());
+            let known = glommio::spawn_local(async move {
+                pk.run(
+                    move || {
+                        lock(&ok).push(Standing::Known);
+                        true
+                    },
+                    Standing::Known,
+                )
+                .await
+            });
+            glommio::timer::sleep(Duration::from_millis(50)).await;
             let (open, cv) = &*gate;
             *lock(open) = true;
             cv.notify_all();
             assert_eq!(blocker.await, Some(true));
+            assert_eq!(known.await, Some(true));
+            assert_eq!(clean.await, Some(true));
             for w in waiting {
                 assert_eq!(w.await, Some(true));
             }
+            let order = lock(&order);
+            assert_eq!(order[..2], [Standing::Known, Standing::Clean], "{order:?}");
         });
     }
 }
