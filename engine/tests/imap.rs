@@ -1380,10 +1380,11 @@ fn catenate_builds_a_message_from_text_and_urls() {
         .parse()
         .unwrap();
     let body = String::from_utf8(c.read_exact(size)).unwrap();
-    // Stored with CRLF line ends, the text's bare LF too.
+    // CATENATE's parts are kept octet for octet (a TEXT part may be
+    // binary), the bare LF too.
     assert_eq!(
         body,
-        "From: a@x.test\r\nSubject: original\r\n\r\nnew body\r\n"
+        "From: a@x.test\r\nSubject: original\r\n\r\nnew body\n"
     );
     c.line();
     assert!(c.line().starts_with("f OK"));
@@ -1636,6 +1637,11 @@ fn imap4rev1_sessions_see_names_in_modified_utf7() {
     ok(&mut rev2, "SELECT \"Entwürfe\"");
     let status = ok(&mut rev1, "STATUS \"Entw&APw-rfe\" (MESSAGES)");
     assert_eq!(status[0], "* STATUS Entw&APw-rfe (MESSAGES 0)\r\n");
+    // A reference is a prefix as written (RFC 3501 §6.3.8), its "/" kept.
+    ok(&mut rev1, "CREATE Work/a");
+    ok(&mut rev1, "CREATE Workshop");
+    let children = names(ok(&mut rev1, "LIST \"Work/\" \"%\""));
+    assert_eq!(children, ["Work/a"]);
     server.shutdown();
 }
 

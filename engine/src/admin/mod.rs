@@ -8,9 +8,10 @@
 //! commit writer like any session; it takes no lock a shard takes.
 //!
 //! Limits, since the port may be reachable by more than the operator: at
-//! most [`MAX_CONNECTIONS`] at once, and [`MAX_CONNECTIONS_PER_CLIENT`] from
-//! one client (an address, an IPv6 /64; loopback aside, where the
-//! operator's own tools run), more closed at accept; a request
+//! most [`MAX_CONNECTIONS`] at once, [`LOOPBACK_RESERVE`] of them for
+//! loopback alone (where the operator's own tools run), and
+//! [`MAX_CONNECTIONS_PER_CLIENT`] from one other client (an address, an
+//! IPv6 /64), more closed at accept; a request
 //! head within [`HEADER_TIMEOUT`], a connection no longer than
 //! [`CONNECTION_DEADLINE`], request bodies of at most [`MAX_BODY`]. The API
 //! wants the bearer token of [`token`]; `/metrics` and the health checks
@@ -40,6 +41,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Connections one client off loopback may hold at once: a few strangers
 /// must not take every slot (the health checks and the API with them).
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+/// Slots only loopback may take: however many strangers come, the
+/// operator's own tools and a local health check get in.
+pub const LOOPBACK_RESERVE: usize = 8;
 /// A request head must be in within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lasts longer, however busy.
@@ -197,13 +201,18 @@ struct ClientCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr,
 
 impl ClientCounts {
     /// A slot for a connection from `ip`, held until the guard drops;
-    /// `None` when its client has [`MAX_CONNECTIONS_PER_CLIENT`] already.
+    /// `None` when its client has [`MAX_CONNECTIONS_PER_CLIENT`] already,
+    /// or clients off loopback hold all but [`LOOPBACK_RESERVE`] slots.
     fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
         if ip.is_loopback() || ip.to_canonical().is_loopback() {
             return Some(ClientSlot(None));
         }
         let key = crate::limits::client_key(ip);
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let others: usize = counts.values().sum();
+        if others >= MAX_CONNECTIONS - LOOPBACK_RESERVE {
+            return None;
+        }
         let open = counts.entry(key).or_default();
         if *open >= MAX_CONNECTIONS_PER_CLIENT {
             return None;
@@ -260,5 +269,11 @@ mod tests {
             counts.0.lock().unwrap().is_empty(),
             "nothing kept for loopback or closed ones"
         );
+        // Strangers together leave the reserve to loopback.
+        let strangers: Vec<_> = (0..MAX_CONNECTIONS)
+            .filter_map(|n| counts.admit(std::net::IpAddr::from([192, 0, 2, n as u8])))
+            .collect();
+        assert_eq!(strangers.len(), MAX_CONNECTIONS - LOOPBACK_RESERVE);
+        assert!(counts.admit(loopback).is_some());
     }
 }

@@ -527,12 +527,15 @@ const BUDGET_WAIT: Duration = Duration::from_secs(10);
 /// An injection's body arrives within this, plus a second per
 /// [`BODY_RATE`] bytes.
 const BODY_GRACE: Duration = Duration::from_secs(30);
-/// The slowest upload an injection's body may come at, bytes per second.
-const BODY_RATE: usize = 256 * 1024;
+/// The slowest upload an injection's body may come at, bytes per second
+/// (half a megabit).
+const BODY_RATE: usize = 64 * 1024;
 
-/// The time a body of `bytes` may take to arrive.
+/// The time a body of `bytes` may take to arrive: never so long that the
+/// connection's deadline comes first, so the client hears 408.
 fn body_time(bytes: usize) -> Duration {
-    BODY_GRACE + Duration::from_secs((bytes / BODY_RATE) as u64)
+    let time = BODY_GRACE + Duration::from_secs((bytes / BODY_RATE) as u64);
+    time.min(super::CONNECTION_DEADLINE - Duration::from_secs(10))
 }
 
 /// 503 with a Retry-After: come back soon.

@@ -1,8 +1,8 @@
 //! The mailbox commands of RFC 9051 §6.3 and §6.4, run against the store.
 
 use super::convert::{
-    flags_from_imap, flags_to_imap, list_pattern, mailbox_name, matches_pattern, micros_of,
-    special_use, to_mailbox,
+    flags_from_imap, flags_to_imap, list_pattern, list_reference, mailbox_name, matches_pattern,
+    micros_of, special_use, to_mailbox,
 };
 use super::view::{condstore_on, ranges_text, send_flags, send_modseq, View};
 use super::{context, fetch, imap_tag::Tag, Conn};
@@ -117,14 +117,14 @@ impl Conn<'_> {
                         patterns: vec![mailbox_wildcard],
                     },
                 };
-                self.list(imap, &mailbox_name(&reference, rev2), &request)
+                self.list(imap, &list_reference(&reference, rev2), &request)
             }
             C::Lsub {
                 reference,
                 mailbox_wildcard,
             } => self.lsub(
                 imap,
-                &mailbox_name(&reference, rev2),
+                &list_reference(&reference, rev2),
                 &list_pattern(&mailbox_wildcard, rev2),
             ),
             C::Status {
@@ -797,10 +797,11 @@ impl Conn<'_> {
         for m in given {
             // Text is stored with CRLF line ends, whatever the client wrote:
             // RFC822.SIZE, POP3's sizes and what both send must agree.
-            // Binary content (a literal8) is kept octet for octet.
+            // Binary content (a literal8, and CATENATE's parts, which may
+            // be) is kept octet for octet.
             let bytes = match &m.catenate {
                 Some(parts) => match self.catenate(parts)? {
-                    Ok(bytes) => crlf(bytes),
+                    Ok(bytes) => bytes,
                     Err(refused) => return Ok(refused),
                 },
                 None => match m.message {

@@ -100,6 +100,16 @@ pub(crate) fn from_client(name: &str, rev2: bool) -> String {
     mutf7::decode(name).unwrap_or_else(|| name.to_owned())
 }
 
+/// A LIST or LSUB reference, in UTF-8 ([`from_client`]), its trailing
+/// delimiter kept: the pattern is appended to it as written (RFC 3501
+/// §6.3.8), so `LIST "Work/" "%"` lists Work's children.
+pub(crate) fn list_reference(reference: &Mailbox<'_>, rev2: bool) -> String {
+    match reference {
+        Mailbox::Inbox => INBOX.to_owned(),
+        Mailbox::Other(other) => from_client(&String::from_utf8_lossy(other.as_ref()), rev2),
+    }
+}
+
 /// A LIST pattern's text, in UTF-8 ([`from_client`]).
 pub(crate) fn list_pattern(pattern: &ListMailbox<'_>, rev2: bool) -> String {
     let written = match pattern {

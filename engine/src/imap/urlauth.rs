@@ -87,7 +87,11 @@ impl Conn<'_> {
         let outcome = match command {
             UrlAuthCommand::Generate(urls) => self.generate(imap, &urls).await,
             UrlAuthCommand::Fetch(urls) => self.fetch_urls(imap, &urls),
-            UrlAuthCommand::ResetKey(name) => self.reset_keys(name.as_deref()).await,
+            UrlAuthCommand::ResetKey(name) => {
+                // The client's spelling: modified UTF-7 from IMAP4rev1.
+                let name = name.map(|n| super::convert::from_client(&n, imap.is_rev2()));
+                self.reset_keys(name.as_deref()).await
+            }
         };
         self.answer(imap, tag, outcome);
     }

@@ -70,7 +70,8 @@ pub fn encode(name: &str) -> String {
 
 /// The UTF-8 name an IMAP4rev1 client's `name` stands for; `None` when it
 /// is not modified UTF-7 (a bare `&`, a shift left open, bad base64, an
-/// odd byte or a lone surrogate, a character outside printable ASCII).
+/// odd byte or a lone surrogate, printable ASCII shifted, a character
+/// outside printable ASCII unshifted).
 pub fn decode(name: &str) -> Option<String> {
     let engine = engine();
     let mut out = String::with_capacity(name.len());
@@ -93,7 +94,11 @@ pub fn decode(name: &str) -> Option<String> {
                 .chunks(2)
                 .map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
             for c in char::decode_utf16(units) {
-                out.push(c.ok()?);
+                // Printable ASCII is never shifted: one spelling per name.
+                match c.ok()? {
+                    ' '..='~' => return None,
+                    c => out.push(c),
+                }
             }
         }
         rest = &shifted[end + 1..];
@@ -132,6 +137,8 @@ mod tests {
             "&2D0-",     // a lone high surrogate
             "caf\u{e9}", // 8-bit: not IMAP4rev1's form
             "a\tb",      // a control character
+            "&AGE-",     // "a", shifted: printable ASCII stands for itself
+            "&AC8-",     // "/" the same way, a hierarchy delimiter in disguise
         ] {
             assert_eq!(decode(bad), None, "{bad}");
         }
