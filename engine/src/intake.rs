@@ -81,6 +81,68 @@ pub fn too_many_hops(message: &[u8]) -> bool {
     false
 }
 
+/// The originator fields RFC 5322 §3.6 asks every message for that
+/// `has(name)` says are missing, as lines to put on top: `Message-ID`
+/// (`<message_id>`) and `Date` (`unix_secs`). A submission server adds
+/// them (RFC 6409 §8.3), and receivers such as Gmail refuse mail without
+/// a Message-ID.
+pub fn missing_origin_fields(
+    has: impl Fn(&str) -> bool,
+    message_id: &str,
+    unix_secs: i64,
+) -> String {
+    let mut out = String::new();
+    if !has("message-id") {
+        let _ = write!(out, "Message-ID: <{message_id}>\r\n");
+    }
+    if !has("date") {
+        let date = chrono::DateTime::from_timestamp(unix_secs, 0)
+            .unwrap_or_default()
+            .to_rfc2822();
+        let _ = write!(out, "Date: {date}\r\n");
+    }
+    out
+}
+
+/// Put the originator fields `message` lacks on top of it
+/// ([`missing_origin_fields`]): what a submission server does for the mail
+/// its clients send. The Message-ID is the message's queue id at
+/// `hostname`. Whether any were added.
+pub fn complete_submission(
+    message: &mut Vec<u8>,
+    id: &MessageId,
+    hostname: &str,
+    now_micros: u64,
+) -> bool {
+    let message_id = format!("{}@{hostname}", id.to_hex());
+    let secs = i64::try_from(now_micros / 1_000_000).unwrap_or(0);
+    let added = missing_origin_fields(|name| has_field(message, name), &message_id, secs);
+    if added.is_empty() {
+        return false;
+    }
+    message.splice(0..0, added.bytes());
+    true
+}
+
+/// Whether the header section of `message` has a field called `name`
+/// (lowercase), continuation lines aside.
+pub fn has_field(message: &[u8], name: &str) -> bool {
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return false;
+        }
+        let named = line
+            .iter()
+            .position(|&b| b == b':')
+            .map(|colon| line[..colon].trim_ascii_end());
+        if named.is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes())) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Build the records for an accepted transaction; `signatures` (DKIM
 /// fields, or nothing) go on top, then our `Received:` field.
 ///
@@ -400,6 +462,34 @@ pub fn check_recipient(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_submission_gets_the_message_id_and_date_it_lacks() {
+        let id = MessageId::new(1_700_000_000_000_000, 1, 7);
+        let mut bare = b"From: a@x.test\r\nSubject: hi\r\n\r\nDate: not a field\r\n".to_vec();
+        assert!(complete_submission(
+            &mut bare,
+            &id,
+            "mx.test",
+            1_700_000_000_000_000
+        ));
+        let text = String::from_utf8(bare).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "Message-ID: <{}@mx.test>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\nFrom: a@x.test"
+            , id.to_hex())),
+            "{text}"
+        );
+        // A field in any case, with space before its colon, counts; the
+        // body's lines do not.
+        let mut whole =
+            b"message-id : <m@x>\r\nDATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nb\r\n".to_vec();
+        let before = whole.clone();
+        assert!(!complete_submission(&mut whole, &id, "mx.test", 0));
+        assert_eq!(whole, before);
+        assert!(!has_field(b"A: b\r\n\r\nDate: x\r\n", "date"));
+        assert!(has_field(b"A: b\r\n folded: no\r\nDate: x\r\n\r\n", "date"));
+    }
 
     #[test]
     fn a_hundred_hops_pass_one_more_is_a_loop() {

@@ -188,10 +188,17 @@ impl Smtp<'_> {
                 return smtp.message_failed(refusal);
             }
         };
-        let (tx, signatures) = self.dkim_sign(tx).await;
-        let signatures = [results, signatures].concat();
         let now = intake::unix_micros();
         let id = shard.next_id(now);
+        if tx.authenticated.is_some() {
+            // A submission lacking Message-ID or Date gets them (RFC 6409
+            // §8.3), before it is signed: DKIM's oversigning would make
+            // fields added after the signature break it. Mail from relay
+            // networks (applications, other MTAs) passes as it came.
+            intake::complete_submission(&mut tx.data, &id, &config.hostname, now);
+        }
+        let (tx, signatures) = self.dkim_sign(tx).await;
+        let signatures = [results, signatures].concat();
         let recipients = tx.recipients.len();
         let mut message = intake::new_message(id, &tx, &origin, now, &signatures);
         if quarantine {

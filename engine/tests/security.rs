@@ -120,6 +120,17 @@ fn real_clients_over_tls_and_submission_is_relayed() {
     // The trace header says how they came (RFC 3848).
     let text = String::from_utf8_lossy(&received[0].data);
     assert!(text.contains("with ESMTPSA"), "{text}");
+    // They had a Message-ID and no Date: a Date was added (RFC 6409 §8.3),
+    // and the Message-ID kept, once.
+    for r in &received {
+        let text = String::from_utf8_lossy(&r.data);
+        assert_eq!(
+            text.matches("\r\nDate: ").count() + usize::from(text.starts_with("Date: ")),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("Message-ID: ").count(), 1, "{text}");
+    }
     let metrics = common::http_get(server.metrics_addr().unwrap(), "/metrics");
     assert!(
         metrics.contains("ringpost_tls_handshakes_total{service=\"submissions\",result=\"ok\",version=\"TLSv1.3\"}"),

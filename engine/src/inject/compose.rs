@@ -309,12 +309,9 @@ fn raw(text: &str, letter: &Letter<'_>) -> Result<Vec<u8>, String> {
     }
 
     let mut out = Vec::with_capacity(head.len() + body.len() + 128);
-    if !names.iter().any(|n| n == "message-id") {
-        out.extend_from_slice(format!("Message-ID: <{}>\r\n", letter.message_id).as_bytes());
-    }
-    if !names.iter().any(|n| n == "date") {
-        out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(letter.date)).as_bytes());
-    }
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let added = crate::intake::missing_origin_fields(has, letter.message_id, letter.date);
+    out.extend_from_slice(added.as_bytes());
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
@@ -501,13 +498,6 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
-}
-
-/// `Thu, 13 Feb 1989 23:32:00 +0000`.
-fn rfc5322_date(unix_secs: i64) -> String {
-    chrono::DateTime::from_timestamp(unix_secs, 0)
-        .unwrap_or_default()
-        .to_rfc2822()
 }
 
 /// The start of a long line, for an error message.
