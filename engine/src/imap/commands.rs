@@ -1119,6 +1119,8 @@ impl Conn<'_> {
             max_seq: view.messages.len() as u32,
             max_uid: view.messages.last().map_or(0, |m| m.uid),
         };
+        // Sets resolved and sorted once, for every message.
+        let prepared = search::Prepared::new(all_of, bounds);
         let mut found = Vec::new();
         for index in indices {
             let message = &view.messages[index];
@@ -1142,7 +1144,7 @@ impl Conn<'_> {
                 })
                 .clone()
             };
-            if search::matches(all_of, &candidate, bounds, &mut load) {
+            if prepared.matches(&candidate, &mut load) {
                 found.push(index);
             }
         }
