@@ -165,10 +165,12 @@ async fn serve(
             },
         };
         let Some(client) = clients.admit(peer.ip()) else {
+            context.metrics.security().refused("admin", "per_ip");
             tracing::warn!(%peer, "admin: too many connections from this client; closed");
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            context.metrics.security().refused("admin", "full");
             tracing::warn!(%peer, "admin: too many connections; closed");
             continue;
         };
