@@ -1893,7 +1893,7 @@ fn injections_behind_a_stalled_upload_hear_503_not_silence() {
     server.shutdown();
 }
 
-/// Placeholders may fill a message to the request's own size or 1 MiB,
+/// Placeholders may fill a message to the request's own size or 256 KiB,
 /// not to the largest message: a small request cannot make the server
 /// hold gigabytes of rendered mail.
 #[test]
@@ -1916,7 +1916,7 @@ fn injected_placeholders_cannot_blow_a_small_request_up() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["success_count"], 1, "{answer}");
     let reason = answer["failed_recipients"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("over 1048576 bytes"), "{reason}");
+    assert!(reason.contains("over 262144 bytes"), "{reason}");
     server.shutdown();
 }
 

@@ -50,7 +50,7 @@ pub const CHUNK: usize = 32;
 /// What a request may render beyond its own size: placeholders may fill a
 /// message to the request's size or this, and this much or the request's
 /// size of messages may wait for their commit.
-pub const RENDER_FLOOR: usize = 1024 * 1024;
+pub const RENDER_FLOOR: usize = 256 * 1024;
 /// Requests up to this size are parsed and built on the control plane's
 /// thread; larger ones on the blocking pool.
 const INLINE_BYTES: usize = 64 * 1024;
