@@ -161,6 +161,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let live = Arc::new(LiveConfig::new(config.clone()));
     let (store, store_description) = open_store(&config)?;
+    if !config.store.sync {
+        tracing::warn!("store.sync is off: mail is acknowledged before the write-ahead log reaches the disk, and a crash or power loss loses it; never so in production");
+    }
 
     let metrics = Metrics::new();
     metrics.watch_store(store.clone());

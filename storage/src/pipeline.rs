@@ -160,7 +160,15 @@ impl CommitPipeline {
         };
         let thread = std::thread::Builder::new()
             .name("ringpost-commit".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                // Said at once (not only when the pipeline stops): from
+                // here on every commit fails, and the operator must know.
+                let run = std::panic::AssertUnwindSafe(|| writer.run());
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    tracing::error!("the commit writer stopped on a panic: every commit fails until the server restarts");
+                    std::panic::resume_unwind(panic);
+                }
+            })
             .expect("spawn the commit writer thread");
         let handle = CommitHandle {
             sender: sender.clone(),
@@ -201,6 +209,12 @@ impl Drop for CommitPipeline {
 }
 
 impl CommitHandle {
+    /// Whether the writer still takes commits (not stopped, not dead):
+    /// what a readiness check asks.
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_disconnected()
+    }
+
     /// Commit `batch` durably; resolves once it is on disk (or failed).
     /// Works on any executor (glommio, tokio, block_on): runtime-agnostic wakers.
     ///
@@ -459,5 +473,55 @@ impl Writer {
             // The waiter may have given up (its future dropped): nothing to tell.
             let _ = done.send(outcome.clone().map(|()| applied));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Family;
+
+    /// A store whose every write is a bug.
+    struct Panicking;
+
+    impl Store for Panicking {
+        fn write(&self, _: &[WriteBatch], _: bool) -> Result<(), StoreError> {
+            panic!("injected: a bug in the write path");
+        }
+        fn get(&self, _: Family, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn scan(
+            &self,
+            _: Family,
+            _: &[u8],
+            _: Option<&[u8]>,
+            _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_died_fails_every_commit_and_says_it_is_closed() {
+        let (pipeline, commits) =
+            CommitPipeline::start(Arc::new(Panicking), PipelineConfig::default(), None);
+        assert!(commits.is_open());
+        let mut batch = WriteBatch::new();
+        batch.put(Family::Mailboxes, b"k".to_vec(), b"v".to_vec());
+        assert!(matches!(
+            commits.commit_blocking(batch.clone()),
+            Err(StoreError::Closed)
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while commits.is_open() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!commits.is_open(), "a readiness check sees it");
+        assert!(matches!(
+            commits.commit_blocking(batch),
+            Err(StoreError::Closed)
+        ));
+        drop(pipeline);
     }
 }

@@ -70,7 +70,10 @@ pub async fn handle(
                 !context.metrics.disk_full()
                     || matches!(context.store.disk_room(), Ok(room) if room.is_none_or(|r| r.fits(0)))
             };
-            let ready = context.ready.load(Ordering::Acquire) && disk_has_room();
+            // A commit writer that died (a panic) takes no more mail.
+            let ready = context.ready.load(Ordering::Acquire)
+                && context.commits.is_open()
+                && disk_has_room();
             match ready {
                 true => text(StatusCode::OK, "ready\n"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

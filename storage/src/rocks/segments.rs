@@ -342,7 +342,10 @@ impl Segments {
     }
 
     fn read_place(&self, place: &Place) -> Result<Result<Vec<u8>, StoreError>, SegmentGone> {
-        let file = self.reader(place.segment)?;
+        let file = match self.reader(place.segment)? {
+            Ok(file) => file,
+            Err(e) => return Ok(Err(e)),
+        };
         // A damaged place must not make us allocate what it says.
         let size = match file.metadata() {
             Ok(meta) => meta.len(),
@@ -367,14 +370,20 @@ impl Segments {
         Ok(Ok(body))
     }
 
-    /// A read handle on segment `id`, opened on first use.
-    fn reader(&self, id: u32) -> Result<Arc<File>, SegmentGone> {
+    /// A read handle on segment `id`, opened on first use. Only a file
+    /// that is not there is gone; any other failure to open it (out of
+    /// descriptors, an I/O error) is an error to retry, not a missing body.
+    fn reader(&self, id: u32) -> Result<Result<Arc<File>, StoreError>, SegmentGone> {
         let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = readers.open.get(&id) {
-            return Ok(file.clone());
+            return Ok(Ok(file.clone()));
         }
         drop(readers);
-        let file = Arc::new(File::open(segment_path(&self.dir, id)).map_err(|_| SegmentGone)?);
+        let file = match File::open(segment_path(&self.dir, id)) {
+            Ok(file) => Arc::new(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SegmentGone),
+            Err(e) => return Ok(Err(StoreError::engine(e))),
+        };
         let mut readers = self.readers.write().unwrap_or_else(|p| p.into_inner());
         if readers.removed.contains(&id) {
             return Err(SegmentGone);
@@ -382,7 +391,7 @@ impl Segments {
         if readers.open.len() >= MAX_READERS {
             readers.open.clear();
         }
-        Ok(readers.open.entry(id).or_insert(file).clone())
+        Ok(Ok(readers.open.entry(id).or_insert(file).clone()))
     }
 
     /// Segment sizes now.
