@@ -238,6 +238,7 @@ pub fn stored(
     now_micros: u64,
 ) -> NewMessage {
     let due = now_micros / 1000;
+    let recipients = &once_each(recipients);
     let split = split_recipients(recipients, to);
     // In the order the client gave them, as the relay and DSNs report them.
     let remote = recipients
@@ -273,6 +274,24 @@ pub fn stored(
         mailboxes: split.local,
         junk: Vec::new(),
     }
+}
+
+/// `recipients` with each address once, at its first place: one given
+/// twice (in any case of its domain) gets the message once, as Postfix's
+/// duplicate filter has it, not two RCPTs and maybe two copies downstream.
+fn once_each(recipients: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(recipients.len());
+    recipients
+        .iter()
+        .filter(|r| {
+            let key = match r.rsplit_once('@') {
+                Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+                None => r.to_ascii_lowercase(),
+            };
+            seen.insert(key)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Where a message's recipients go.
@@ -597,6 +616,10 @@ mod tests {
                 "ann@ours.test",
                 "bo@OURS.TEST",
                 "y@far.test",
+                // Given twice: sent once (the domain's case aside; the
+                // local part's is the remote server's to judge).
+                "x@FAR.test",
+                "Y@far.test",
             ]),
             &origin,
             1_000,
@@ -604,8 +627,14 @@ mod tests {
         );
         assert_eq!(m.mailboxes, vec!["ann@ours.test", "bo@ours.test"]);
         assert_eq!(m.queue.len(), 1);
-        assert_eq!(m.queue[0].recipients, vec!["x@far.test", "y@far.test"]);
-        assert_eq!(m.envelope.recipients, vec!["x@far.test", "y@far.test"]);
+        assert_eq!(
+            m.queue[0].recipients,
+            vec!["x@far.test", "y@far.test", "Y@far.test"]
+        );
+        assert_eq!(
+            m.envelope.recipients,
+            vec!["x@far.test", "y@far.test", "Y@far.test"]
+        );
         let local_only = new_message(
             MessageId::default(),
             &tx(&["ann@ours.test"]),
