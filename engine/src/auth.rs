@@ -9,8 +9,9 @@
 //! an attacker cannot be there), then addresses with no recent failure,
 //! then the rest. Each queue is bounded on its own, so a flood in one (a
 //! botnet's fresh IPv6 /64s are all "clean" once) cannot keep the others
-//! out, and a full one answers "try again later" at once. Addresses and accounts that fail too
-//! often are refused before their password is looked at ([`AuthGuard`]).
+//! out, and a full one answers "try again later" at once. Addresses and
+//! accounts that fail too often are refused before their password is
+//! looked at ([`AuthGuard`]).
 //!
 //! A password that checked out is remembered for `auth_cache_secs` as a
 //! keyed hash (HMAC-SHA-256 with a key made at start), together with the
