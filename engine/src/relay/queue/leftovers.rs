@@ -26,37 +26,32 @@ const REMOVE_BATCH: usize = 1_000;
 /// scans read a snapshot ([`spool::orphaned_messages`]); the memory store
 /// keeps nothing across a restart anyway.
 pub(super) async fn look_from_time_to_time(relay: Rc<Relay>) {
+    // The task ends with the shard, waiting or looking: it holds the store
+    // open.
     let mut wait = FIRST_LOOK;
     loop {
-        // The task ends with the shard: it holds the store open.
-        let stopped = async {
-            relay.stopped().await;
-            true
-        };
-        let slept = async {
-            glommio::timer::sleep(wait).await;
-            false
-        };
-        if futures_lite::future::or(stopped, slept).await || relay.state.borrow().stopping {
+        let slept = unless_stopped(&relay, glommio::timer::sleep(wait)).await;
+        if slept.is_none() || relay.state.borrow().stopping {
             return;
         }
-        let stopped = async {
-            relay.stopped().await;
-            true
-        };
-        let removed = async {
-            remove(&relay).await;
-            false
-        };
-        if futures_lite::future::or(stopped, removed).await {
+        if unless_stopped(&relay, remove(&relay)).await.is_none() {
             return;
         }
         wait = LOOK_EVERY;
     }
 }
 
+/// `work`'s outcome, or `None` if the shard stops first.
+async fn unless_stopped<T>(relay: &Relay, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let stopped = async {
+        relay.stopped().await;
+        None
+    };
+    futures_lite::future::or(stopped, async { Some(work.await) }).await
+}
+
 /// Find leftovers and remove them; returns how many went.
-pub(super) async fn remove(relay: &Rc<Relay>) -> usize {
+async fn remove(relay: &Rc<Relay>) -> usize {
     let store = relay.store.clone();
     let found = glommio::executor()
         .spawn_blocking(move || spool::orphaned_messages(&*store))
