@@ -114,6 +114,11 @@ pub fn complete_submission(
     hostname: &str,
     now_micros: u64,
 ) -> bool {
+    // A message that starts with a folded line would fold it into what is
+    // put on top: it is left as it came.
+    if message.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+        return false;
+    }
     let message_id = format!("{}@{hostname}", id.to_hex());
     let secs = i64::try_from(now_micros / 1_000_000).unwrap_or(0);
     let added = missing_origin_fields(|name| has_field(message, name), &message_id, secs);
@@ -178,16 +183,23 @@ fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
         // The usual case: nothing asked, nothing to keep.
         return DsnRequest::default();
     }
-    let relayed: std::collections::HashSet<&str> = relayed.iter().map(String::as_str).collect();
-    let recipients = tx
-        .recipients
+    // An address given twice is relayed once ([`once_each`]): it keeps the
+    // first request any of its RCPTs made.
+    let mut asked = std::collections::HashMap::new();
+    for (address, request) in tx.recipients.iter().zip(&tx.recipient_requests) {
+        if !request.is_empty() {
+            asked.entry(address_key(address)).or_insert(request);
+        }
+    }
+    let recipients = relayed
         .iter()
-        .zip(&tx.recipient_requests)
-        .filter(|(address, request)| !request.is_empty() && relayed.contains(address.as_str()))
-        .map(|(address, request)| RecipientDsn {
-            recipient: address.clone(),
-            notify: request.notify.map(|n| n.bits()),
-            orcpt: request.orcpt.clone(),
+        .filter_map(|address| {
+            let request = asked.get(&address_key(address))?;
+            Some(RecipientDsn {
+                recipient: address.clone(),
+                notify: request.notify.map(|n| n.bits()),
+                orcpt: request.orcpt.clone(),
+            })
         })
         .collect();
     DsnRequest {
@@ -283,15 +295,18 @@ fn once_each(recipients: &[String]) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(recipients.len());
     recipients
         .iter()
-        .filter(|r| {
-            let key = match r.rsplit_once('@') {
-                Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
-                None => r.to_ascii_lowercase(),
-            };
-            seen.insert(key)
-        })
+        .filter(|r| seen.insert(address_key(r)))
         .cloned()
         .collect()
+}
+
+/// What makes two spellings of a recipient one address: the local part
+/// as written, the domain in any case.
+pub fn address_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => address.to_ascii_lowercase(),
+    }
 }
 
 /// Where a message's recipients go.
@@ -507,6 +522,9 @@ mod tests {
         assert!(!complete_submission(&mut whole, &id, "mx.test", 0));
         assert_eq!(whole, before);
         assert!(!has_field(b"A: b\r\n\r\nDate: x\r\n", "date"));
+        // A first line that is folded would fold into ours: left alone.
+        let mut folded = b" x\r\nFrom: a@x.test\r\n\r\nb\r\n".to_vec();
+        assert!(!complete_submission(&mut folded, &id, "mx.test", 0));
         assert!(has_field(b"A: b\r\n folded: no\r\nDate: x\r\n\r\n", "date"));
     }
 
@@ -535,6 +553,34 @@ mod tests {
             data: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_address_given_twice_keeps_the_first_dsn_request_made_for_it() {
+        use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
+        let origin = Origin {
+            pool: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            is_local: &|_| false,
+        };
+        let mut given = tx(&["x@far.test", "x@FAR.test", "y@far.test"]);
+        let success = RecipientRequest {
+            notify: Notify::parse("SUCCESS"),
+            orcpt: Some("rfc822;x@far.test".into()),
+        };
+        given.recipient_requests = vec![
+            RecipientRequest::default(),
+            success.clone(),
+            RecipientRequest::default(),
+        ];
+        let m = new_message(MessageId::default(), &given, &origin, 1_000, b"");
+        assert_eq!(m.envelope.recipients, vec!["x@far.test", "y@far.test"]);
+        let asked = &m.envelope.dsn.recipients;
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(asked[0].recipient, "x@far.test");
+        assert_eq!(asked[0].notify, success.notify.map(Notify::bits));
+        assert_eq!(asked[0].orcpt, success.orcpt);
     }
 
     #[test]

@@ -144,6 +144,10 @@ impl CommitPipeline {
         listener: Option<MailboxListener>,
     ) -> (CommitPipeline, CommitHandle) {
         let (sender, receiver) = flume::bounded(config.queue_capacity.max(1));
+        // Kept to empty the queue if the writer dies: a channel keeps what
+        // is queued while any sender lives, and the shards' handles live as
+        // long as the process, so those requests would wait for ever.
+        let leftover = receiver.clone();
         let writer = Writer {
             receiver,
             store,
@@ -166,6 +170,10 @@ impl CommitPipeline {
                 let run = std::panic::AssertUnwindSafe(|| writer.run());
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     tracing::error!("the commit writer stopped on a panic: every commit fails until the server restarts");
+                    // Each request dropped unanswered: its waiter hears
+                    // `Closed`. Later ones find the channel closed.
+                    while leftover.try_recv().is_ok() {}
+                    drop(leftover);
                     std::panic::resume_unwind(panic);
                 }
             })
@@ -522,6 +530,57 @@ mod tests {
             commits.commit_blocking(batch),
             Err(StoreError::Closed)
         ));
+        drop(pipeline);
+    }
+
+    #[test]
+    fn requests_queued_behind_a_dying_writer_are_answered_too() {
+        // The first write blocks until many requests are queued, then dies.
+        struct GatedPanic(std::sync::Mutex<bool>, std::sync::Condvar);
+        impl Store for GatedPanic {
+            fn write(&self, _: &[WriteBatch], _: bool) -> Result<(), StoreError> {
+                let open = self.0.lock().unwrap();
+                drop(self.1.wait_while(open, |open| !*open).unwrap());
+                panic!("injected: a bug in the write path");
+            }
+            fn get(&self, _: Family, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn scan(
+                &self,
+                _: Family,
+                _: &[u8],
+                _: Option<&[u8]>,
+                _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let store = Arc::new(GatedPanic(
+            std::sync::Mutex::new(false),
+            std::sync::Condvar::new(),
+        ));
+        let config = PipelineConfig {
+            max_batch_requests: 1,
+            ..PipelineConfig::default()
+        };
+        let (pipeline, commits) = CommitPipeline::start(store.clone(), config, None);
+        let waiters: Vec<_> = (0..8u8)
+            .map(|n| {
+                let commits = commits.clone();
+                std::thread::spawn(move || {
+                    let mut batch = WriteBatch::new();
+                    batch.put(Family::Mailboxes, vec![n], b"v".to_vec());
+                    commits.commit_blocking(batch)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        *store.0.lock().unwrap() = true;
+        store.1.notify_all();
+        for waiter in waiters {
+            assert!(matches!(waiter.join().unwrap(), Err(StoreError::Closed)));
+        }
         drop(pipeline);
     }
 }

@@ -145,9 +145,12 @@ pub struct Vars<'a> {
     pub own: &'a BTreeMap<String, String>,
     /// The request's substitutions.
     pub shared: &'a BTreeMap<String, String>,
-    /// The most bytes a filled-in text may come to (the largest message),
-    /// checked as it grows: placeholders must not blow a small request up.
+    /// The most bytes the filled-in texts of one message may come to,
+    /// all its fields together, checked as they grow: placeholders must
+    /// not blow a small request up.
     pub limit: usize,
+    /// What the texts filled so far came to.
+    pub filled: std::cell::Cell<usize>,
 }
 
 impl Vars<'_> {
@@ -229,7 +232,7 @@ fn fill<'t>(
             ));
         }
         out.push_str(value);
-        if out.len() > vars.limit {
+        if vars.filled.get() + out.len() > vars.limit {
             return Err(format!(
                 "filled in, the message is over {} bytes",
                 vars.limit
@@ -238,6 +241,13 @@ fn fill<'t>(
         rest = &after[close + 2..];
     }
     out.push_str(rest);
+    vars.filled.set(vars.filled.get() + out.len());
+    if vars.filled.get() > vars.limit {
+        return Err(format!(
+            "filled in, the message is over {} bytes",
+            vars.limit
+        ));
+    }
     Ok(Cow::Owned(out))
 }
 
@@ -578,6 +588,7 @@ mod tests {
             own,
             shared,
             limit: 1 << 20,
+            filled: Default::default(),
         }
     }
 
@@ -728,6 +739,20 @@ mod tests {
         vars.limit = 10_000;
         let raw = format!("From: a@x.test\r\n\r\n{}\r\n", "{{a}}".repeat(100));
         let problem = render(&Content::Raw(raw), &letter(None, Some(&vars))).unwrap_err();
+        assert!(problem.contains("over 10000 bytes"), "{problem}");
+        // The limit is the message's, all fields together: a header and a
+        // body each under it are not both taken when together over it.
+        let parts = BTreeMap::from([
+            ("a".to_owned(), "y".repeat(950)),
+            ("b".to_owned(), "z".repeat(900)),
+        ]);
+        let mut both = super::tests::vars(&parts, &shared);
+        both.limit = 10_000;
+        let raw = format!(
+            "From: a@x.test\r\nX-B: {{{{b}}}}\r\n\r\n{}",
+            "{{a}}\r\n".repeat(10)
+        );
+        let problem = render(&Content::Raw(raw), &letter(None, Some(&both))).unwrap_err();
         assert!(problem.contains("over 10000 bytes"), "{problem}");
         // A NUL the content could not carry cannot come in as a value.
         let nul = BTreeMap::from([("a".to_owned(), "x\0y".to_owned())]);

@@ -422,6 +422,7 @@ impl Injector {
                 .smtp
                 .max_message_size
                 .min(request.size.max(RENDER_FLOOR)),
+            filled: Default::default(),
         });
         let letter = Letter {
             recipient: one.map(|r| &r.person),

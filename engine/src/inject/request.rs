@@ -114,6 +114,7 @@ pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String
     }
     let substitutions = values(wire.substitutions, "substitutions")?;
     let mut recipients = Vec::with_capacity(wire.recipients.len());
+    let mut seen = std::collections::HashSet::new();
     for (n, wire) in wire.recipients.into_iter().enumerate() {
         let recipient = match wire {
             WireRecipient::Address(email) => Recipient {
@@ -137,6 +138,10 @@ pub fn parse(body: &[u8], max_recipients: usize) -> Result<InjectRequest, String
                 recipient.email()
             ));
         };
+        // One given twice gets one message, its first entry's.
+        if !seen.insert(crate::intake::address_key(&canonical)) {
+            continue;
+        }
         let recipient = Recipient {
             person: recipient.person.with_email(canonical),
             ..recipient
@@ -218,6 +223,14 @@ mod tests {
         assert_eq!(request.recipients[0].email(), "bob@y.test");
         assert_eq!(request.recipients[1].email(), "carol@y.test");
         assert_eq!(request.recipients[1].name(), Some("C"));
+        // bob again, however spelt: one message, the first entry's.
+        let twice = parsed(
+            r#"{"envelope_sender": "", "recipients": [{"email": "bob@y.test", "substitutions": {"n": 1}}, "\"bob\"@Y.test"],
+                "content": "From: b@x.test\r\n\r\nhi\r\n"}"#,
+        )
+        .unwrap();
+        assert_eq!(twice.recipients.len(), 1);
+        assert_eq!(twice.recipients[0].substitutions["n"], "1");
     }
 
     #[test]
