@@ -291,13 +291,30 @@ pub fn stored(
 /// `recipients` with each address once, at its first place: one given
 /// twice (in any case of its domain) gets the message once, as Postfix's
 /// duplicate filter has it, not two RCPTs and maybe two copies downstream.
-fn once_each(recipients: &[String]) -> Vec<String> {
+fn once_each(recipients: &[String]) -> std::borrow::Cow<'_, [String]> {
+    use std::borrow::Cow;
+    // The usual message has one recipient, or a few all different: no
+    // copy then, and no allocation to find out.
+    let same = |a: &str, b: &str| match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => a.eq_ignore_ascii_case(b),
+    };
+    let few_and_apart = recipients.len() <= 16
+        && !recipients
+            .iter()
+            .enumerate()
+            .any(|(i, r)| recipients[..i].iter().any(|earlier| same(earlier, r)));
+    if recipients.len() < 2 || few_and_apart {
+        return Cow::Borrowed(recipients);
+    }
     let mut seen = std::collections::HashSet::with_capacity(recipients.len());
-    recipients
-        .iter()
-        .filter(|r| seen.insert(address_key(r)))
-        .cloned()
-        .collect()
+    Cow::Owned(
+        recipients
+            .iter()
+            .filter(|r| seen.insert(address_key(r)))
+            .cloned()
+            .collect(),
+    )
 }
 
 /// What makes two spellings of a recipient one address: the local part
