@@ -489,11 +489,31 @@ mod tests {
     use super::*;
     use crate::Family;
 
-    /// A store whose every write is a bug.
-    struct Panicking;
+    /// A store whose every write is a bug: it panics, once `open` (a
+    /// gate the test may hold shut to queue requests behind the first).
+    struct Panicking {
+        open: std::sync::Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Panicking {
+        fn new(open: bool) -> Arc<Panicking> {
+            Arc::new(Panicking {
+                open: std::sync::Mutex::new(open),
+                opened: std::sync::Condvar::new(),
+            })
+        }
+
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
 
     impl Store for Panicking {
         fn write(&self, _: &[WriteBatch], _: bool) -> Result<(), StoreError> {
+            let open = self.open.lock().unwrap();
+            drop(self.opened.wait_while(open, |open| !*open).unwrap());
             panic!("injected: a bug in the write path");
         }
         fn get(&self, _: Family, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -513,7 +533,7 @@ mod tests {
     #[test]
     fn a_writer_that_died_fails_every_commit_and_says_it_is_closed() {
         let (pipeline, commits) =
-            CommitPipeline::start(Arc::new(Panicking), PipelineConfig::default(), None);
+            CommitPipeline::start(Panicking::new(true), PipelineConfig::default(), None);
         assert!(commits.is_open());
         let mut batch = WriteBatch::new();
         batch.put(Family::Mailboxes, b"k".to_vec(), b"v".to_vec());
@@ -535,31 +555,8 @@ mod tests {
 
     #[test]
     fn requests_queued_behind_a_dying_writer_are_answered_too() {
-        // The first write blocks until many requests are queued, then dies.
-        struct GatedPanic(std::sync::Mutex<bool>, std::sync::Condvar);
-        impl Store for GatedPanic {
-            fn write(&self, _: &[WriteBatch], _: bool) -> Result<(), StoreError> {
-                let open = self.0.lock().unwrap();
-                drop(self.1.wait_while(open, |open| !*open).unwrap());
-                panic!("injected: a bug in the write path");
-            }
-            fn get(&self, _: Family, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-                Ok(None)
-            }
-            fn scan(
-                &self,
-                _: Family,
-                _: &[u8],
-                _: Option<&[u8]>,
-                _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-            ) -> Result<(), StoreError> {
-                Ok(())
-            }
-        }
-        let store = Arc::new(GatedPanic(
-            std::sync::Mutex::new(false),
-            std::sync::Condvar::new(),
-        ));
+        // The first write waits until many requests are queued, then dies.
+        let store = Panicking::new(false);
         let config = PipelineConfig {
             max_batch_requests: 1,
             ..PipelineConfig::default()
@@ -576,8 +573,7 @@ mod tests {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(200));
-        *store.0.lock().unwrap() = true;
-        store.1.notify_all();
+        store.open();
         for waiter in waiters {
             assert!(matches!(waiter.join().unwrap(), Err(StoreError::Closed)));
         }
