@@ -189,6 +189,16 @@ pub struct SmtpConfig {
     pub relay_networks: Vec<IpNet>,
     /// Domains this server receives mail for from anyone.
     pub local_domains: Vec<String>,
+    /// What separates an account from a detail in a local address
+    /// (`alice+news@` is alice's when no account is called
+    /// `alice+news`); empty: no subaddresses.
+    pub recipient_delimiter: String,
+    /// Addresses at local domains whose mail goes elsewhere: to accounts,
+    /// to remote addresses, or both (`"info@ours.test" = ["alice@ours.test",
+    /// "bob@far.test"]`); `"@ours.test"` catches every address of the
+    /// domain that is no account. Targets are not looked up as aliases
+    /// again.
+    pub aliases: BTreeMap<String, Vec<String>>,
 }
 
 /// Mail submission (RFC 6409): mail clients send here, authenticated.
@@ -936,6 +946,8 @@ impl Default for SmtpConfig {
             max_rejected_recipients: 20,
             relay_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             local_domains: Vec::new(),
+            recipient_delimiter: "+".into(),
+            aliases: BTreeMap::new(),
         }
     }
 }
@@ -1125,6 +1137,45 @@ impl Config {
             return invalid("store.commit_queue", "must be at least 1");
         }
         let s = &self.smtp;
+        for (alias, targets) in &s.aliases {
+            let domain = match alias.strip_prefix('@') {
+                Some(domain) => Some(domain),
+                None if ringpost_protocols::smtp::is_mailbox(alias) => {
+                    alias.rsplit_once('@').map(|(_, d)| d)
+                }
+                None => None,
+            };
+            let Some(domain) = domain.filter(|d| !d.is_empty()) else {
+                return invalid(
+                    "smtp.aliases",
+                    format!("`{alias}` is neither an address nor `@domain`"),
+                );
+            };
+            if *alias != alias.to_lowercase() {
+                return invalid("smtp.aliases", format!("write `{alias}` in lowercase"));
+            }
+            if !self.is_local_domain(domain) {
+                return invalid(
+                    "smtp.aliases",
+                    format!("`{alias}`: {domain} is not a local domain (hostname or smtp.local_domains)"),
+                );
+            }
+            if targets.is_empty() {
+                return invalid("smtp.aliases", format!("`{alias}` goes nowhere"));
+            }
+            if let Some(bad) = targets
+                .iter()
+                .find(|t| !ringpost_protocols::smtp::is_mailbox(t))
+            {
+                return invalid(
+                    "smtp.aliases",
+                    format!("`{alias}`: `{bad}` is not an address"),
+                );
+            }
+        }
+        if s.recipient_delimiter.contains(['@', ' ']) {
+            return invalid("smtp.recipient_delimiter", "must not hold `@` or spaces");
+        }
         let web_url = |url: &str| {
             url.parse::<hyper::Uri>().is_ok_and(|uri| {
                 matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
@@ -1546,6 +1597,30 @@ impl Config {
         }
     }
 
+    /// Where mail for the local `address` goes when it is no account: its
+    /// alias's targets (the address itself, lowercased, or its domain's
+    /// catch-all `@domain`).
+    pub fn alias_targets(&self, address: &str) -> Option<&[String]> {
+        let address = address.to_lowercase();
+        let catch_all = address.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+        self.smtp
+            .aliases
+            .get(&address)
+            .or_else(|| catch_all.and_then(|c| self.smtp.aliases.get(&c)))
+            .map(Vec::as_slice)
+    }
+
+    /// The account part of a local address with a detail (`alice+news@x`
+    /// is `alice@x` for the delimiter `+`); `None` without one.
+    pub fn without_detail(&self, address: &str) -> Option<String> {
+        let delimiter = self.smtp.recipient_delimiter.as_str();
+        let (local, domain) = address.rsplit_once('@')?;
+        let (account, _detail) = local
+            .split_once(delimiter)
+            .filter(|_| !delimiter.is_empty())?;
+        (!account.is_empty()).then(|| format!("{account}@{domain}"))
+    }
+
     /// Whether `domain` (any case) is one of ours: our `hostname` or one of
     /// `local_domains`. Mail for it goes into mailboxes, never to the relay.
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -1745,6 +1820,41 @@ mod tests {
         assert_eq!(c.smtp.listen.port(), 2626);
         assert!(c.is_local_domain("example.test"));
         assert_eq!(c.store.engine, StoreEngine::Memory);
+    }
+
+    #[test]
+    fn aliases_are_checked() {
+        let c = Config::parse(
+            "[smtp]\nlocal_domains = [\"ours.test\"]\n[smtp.aliases]\n\"info@ours.test\" = [\"a@ours.test\", \"b@far.test\"]\n\"@ours.test\" = [\"a@ours.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.alias_targets("INFO@ours.test").unwrap().len(), 2);
+        assert_eq!(c.alias_targets("who@ours.test").unwrap(), ["a@ours.test"]);
+        assert_eq!(
+            c.without_detail("a+b+c@ours.test").as_deref(),
+            Some("a@ours.test")
+        );
+        assert_eq!(c.without_detail("+b@ours.test"), None);
+        for (aliases, problem) in [
+            (
+                "\"info@far.test\" = [\"a@ours.test\"]",
+                "not a local domain",
+            ),
+            ("\"Info@ours.test\" = [\"a@ours.test\"]", "lowercase"),
+            ("\"info\" = [\"a@ours.test\"]", "neither an address"),
+            ("\"info@ours.test\" = []", "goes nowhere"),
+            (
+                "\"info@ours.test\" = [\"not an address\"]",
+                "is not an address",
+            ),
+        ] {
+            let text = Config::parse(&format!(
+                "[smtp]\nlocal_domains = [\"ours.test\"]\n[smtp.aliases]\n{aliases}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(text.contains(problem), "{aliases}: {text}");
+        }
     }
 
     #[test]

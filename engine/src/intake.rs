@@ -6,6 +6,7 @@
 //! one queue entry per domain. It is committed as one batch, so a crash
 //! leaves either all of it or none of it, and the body is stored once.
 
+use crate::config::Config;
 use ringpost_protocols::smtp::dsn_request::Ret;
 use ringpost_protocols::smtp::{replies, Reply, Transaction};
 use ringpost_storage::spool::{
@@ -47,7 +48,14 @@ pub struct Origin<'a> {
     pub is_local: &'a dyn Fn(&str) -> bool,
     /// The egress pool remote recipients' queue entries use.
     pub pool: Option<&'a str>,
+    /// Where mail for a local address goes ([`local_targets`]); `None`:
+    /// to the account it names.
+    pub local_targets: Option<LocalTargets<'a>>,
 }
+
+/// Where mail for a local address goes: [`local_targets`], with the
+/// store's accounts.
+pub type LocalTargets<'a> = &'a dyn Fn(&str) -> Vec<String>;
 
 /// Microseconds since the Unix epoch.
 pub fn unix_micros() -> u64 {
@@ -169,6 +177,7 @@ pub fn new_message(
         hostname: origin.hostname,
         is_local: origin.is_local,
         pool: origin.pool,
+        local_targets: origin.local_targets,
     };
     let mut message = stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros);
     message.envelope.dsn = dsn_request(tx, &message.envelope.recipients);
@@ -236,6 +245,9 @@ pub struct Recipients<'a> {
     pub is_local: &'a dyn Fn(&str) -> bool,
     /// The egress pool of the queue entries (None: the default).
     pub pool: Option<&'a str>,
+    /// Where mail for a local address goes ([`local_targets`]); `None`:
+    /// to the account it names.
+    pub local_targets: Option<LocalTargets<'a>>,
 }
 
 /// The records of a message stored for `recipients`: INBOX rows for the
@@ -252,17 +264,11 @@ pub fn stored(
     let due = now_micros / 1000;
     let recipients = &once_each(recipients);
     let split = split_recipients(recipients, to);
-    // In the order the client gave them, as the relay and DSNs report them.
-    let remote = recipients
-        .iter()
-        .filter(|r| !(to.is_local)(&recipient_domain(r, to.hostname)))
-        .cloned()
-        .collect();
     let envelope = Envelope {
         sender: sender.to_owned(),
         received_at: now_micros,
         size: body.len() as u64,
-        recipients: remote,
+        recipients: split.relayed,
         dsn: DsnRequest::default(),
     };
     let queue = split
@@ -333,29 +339,89 @@ struct Split {
     local: Vec<String>,
     /// Remote recipients by lowercased domain, for the relay.
     remote: BTreeMap<String, Vec<String>>,
+    /// The same, in the order the client gave them (aliases' remote
+    /// targets in their place), as the envelope, the relay and DSNs
+    /// report them.
+    relayed: Vec<String>,
 }
 
 /// Sort recipients into local accounts and remote domains. A bare
 /// `postmaster` is `postmaster@hostname`; if no such account exists the
-/// mail waits in that mailbox until the operator creates it.
+/// mail waits in that mailbox until the operator creates it. A local
+/// address goes where [`Recipients::local_targets`] says (an account, the
+/// account without a detail, an alias's targets).
 fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
     let mut split = Split::default();
     for rcpt in recipients {
         let domain = recipient_domain(rcpt, to.hostname);
-        if (to.is_local)(&domain) {
-            let account = match rcpt.contains('@') {
-                // Folded as account names are (KELVIN SIGN, Ä: one account).
-                true => rcpt.to_lowercase(),
-                false => format!("postmaster@{domain}"),
-            };
-            if !split.local.contains(&account) {
-                split.local.push(account);
+        if !(to.is_local)(&domain) {
+            split.relay(rcpt.clone(), domain);
+            continue;
+        }
+        let targets = match (rcpt.contains('@'), to.local_targets) {
+            (false, _) => vec![format!("postmaster@{domain}")],
+            (true, Some(resolve)) => resolve(rcpt),
+            // Folded as account names are (KELVIN SIGN, Ä: one account).
+            (true, None) => vec![rcpt.to_lowercase()],
+        };
+        for target in targets {
+            let domain = recipient_domain(&target, to.hostname);
+            if !(to.is_local)(&domain) {
+                split.relay(target, domain);
+            } else if !split.local.contains(&target) {
+                split.local.push(target);
             }
-        } else {
-            split.remote.entry(domain).or_default().push(rcpt.clone());
         }
     }
     split
+}
+
+impl Split {
+    /// `address` goes to the relay, once.
+    fn relay(&mut self, address: String, domain: String) {
+        let same = self.remote.entry(domain).or_default();
+        if !same.contains(&address) {
+            same.push(address.clone());
+            self.relayed.push(address);
+        }
+    }
+}
+
+/// Whether an account called `name` exists in `store` (a failed read
+/// says no: the mail then waits in the mailbox of the name as written).
+pub fn account_exists(store: &dyn ringpost_storage::Store, name: &str) -> bool {
+    matches!(ringpost_storage::users::get_user(store, name), Ok(Some(_)))
+}
+
+/// Where mail for the local `address` goes, lowercased: the account it
+/// names; else the account without its detail (`alice+news@` is alice's,
+/// `smtp.recipient_delimiter`); else its alias's targets, local or remote
+/// (`smtp.aliases`, a domain's catch-all last; targets are not aliases
+/// again); else the address itself (its mailbox waits for its account).
+pub fn local_targets(
+    config: &Config,
+    address: &str,
+    is_account: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let address = address.to_lowercase();
+    if is_account(&address) {
+        return vec![address];
+    }
+    let base = config.without_detail(&address);
+    if let Some(base) = base.as_ref().filter(|base| is_account(base)) {
+        return vec![base.clone()];
+    }
+    let aliased = config
+        .smtp
+        .aliases
+        .get(&address)
+        .or_else(|| base.as_ref().and_then(|b| config.smtp.aliases.get(b)))
+        .map(Vec::as_slice)
+        .or_else(|| config.alias_targets(&address));
+    match aliased {
+        Some(targets) => targets.iter().map(|t| t.to_lowercase()).collect(),
+        None => vec![address],
+    }
 }
 
 /// The queue domain of a recipient: its domain, lowercased; a bare
@@ -480,27 +546,40 @@ pub fn refusal_reason(reply: &Reply) -> &'static str {
 /// `<postmaster>` (RFC 5321 §4.5.1). A lookup that fails gets `451 4.3.0`:
 /// the client tries again later.
 ///
+/// An address that is no account may still be one with a detail
+/// (`alice+news@`, `smtp.recipient_delimiter`) or an alias
+/// (`smtp.aliases`, a domain's catch-all included): see [`local_targets`].
+///
 /// Other domains are accepted only from clients that may relay: those in
 /// `relay_networks`, and authenticated ones.
 pub fn check_recipient(
     address: &str,
     client_may_relay: bool,
-    is_local: impl Fn(&str) -> bool,
-    account: impl FnOnce(&str) -> Result<LocalAccount, StoreError>,
+    config: &Config,
+    account: impl Fn(&str) -> Result<LocalAccount, StoreError>,
 ) -> Result<(), Reply> {
     let Some((local_part, domain)) = address.rsplit_once('@') else {
         // RFC 5321 §4.5.1: <postmaster> must always be accepted.
         return Ok(());
     };
-    if is_local(domain) {
+    if config.is_local_domain(domain) {
         if local_part.eq_ignore_ascii_case("postmaster") {
             return Ok(());
         }
-        return match account(address) {
-            Ok(LocalAccount::Open) => Ok(()),
-            Ok(LocalAccount::Missing) => Err(replies::NO_SUCH_USER),
-            Ok(LocalAccount::Full) => Err(replies::MAILBOX_FULL),
-            Err(_) => Err(replies::STORAGE_FAILED),
+        let without_detail = config.without_detail(address);
+        for name in std::iter::once(address).chain(without_detail.as_deref()) {
+            match account(name) {
+                Ok(LocalAccount::Open) => return Ok(()),
+                Ok(LocalAccount::Full) => return Err(replies::MAILBOX_FULL),
+                Ok(LocalAccount::Missing) => {}
+                Err(_) => return Err(replies::STORAGE_FAILED),
+            }
+        }
+        let aliased = config.alias_targets(address).is_some()
+            || without_detail.is_some_and(|base| config.alias_targets(&base).is_some());
+        return match aliased {
+            true => Ok(()),
+            false => Err(replies::NO_SUCH_USER),
         };
     }
     if client_may_relay {
@@ -577,6 +656,7 @@ mod tests {
         use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
         let origin = Origin {
             pool: None,
+            local_targets: None,
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|_| false,
@@ -604,6 +684,7 @@ mod tests {
     fn one_queue_entry_per_domain_and_trace_header_first() {
         let origin = Origin {
             pool: None,
+            local_targets: None,
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|_| false,
@@ -643,6 +724,7 @@ mod tests {
     fn single_recipient_is_named_and_ids_are_unique() {
         let origin = Origin {
             pool: None,
+            local_targets: None,
             ip: "::1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|d| d.eq_ignore_ascii_case("mx.test"),
@@ -667,6 +749,7 @@ mod tests {
     fn local_recipients_get_mailboxes_and_the_rest_the_queue() {
         let origin = Origin {
             pool: None,
+            local_targets: None,
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local: &|d| d.eq_ignore_ascii_case("ours.test"),
@@ -708,19 +791,26 @@ mod tests {
         assert!(local_only.queue.is_empty() && local_only.envelope.recipients.is_empty());
     }
 
+    /// A configuration whose local domain is ours.test.
+    fn ours() -> Config {
+        let mut config = Config::default();
+        config.smtp.local_domains = vec!["ours.test".into()];
+        config
+    }
+
     #[test]
     fn relay_policy() {
-        let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
+        let local = ours();
         let nobody = |_: &str| -> Result<LocalAccount, StoreError> { panic!("no lookup expected") };
-        assert!(check_recipient("postmaster", false, local, nobody).is_ok());
-        assert!(check_recipient("a@else.test", true, local, nobody).is_ok());
-        let err = check_recipient("a@else.test", false, local, nobody).unwrap_err();
+        assert!(check_recipient("postmaster", false, &local, nobody).is_ok());
+        assert!(check_recipient("a@else.test", true, &local, nobody).is_ok());
+        let err = check_recipient("a@else.test", false, &local, nobody).unwrap_err();
         assert_eq!((err.code, err.status), (550, "5.7.1"));
     }
 
     #[test]
     fn local_recipients_must_be_accounts() {
-        let local = |d: &str| d.eq_ignore_ascii_case("ours.test");
+        let local = ours();
         let known = |name: &str| {
             Ok(match name.to_ascii_lowercase().as_str() {
                 "alice@ours.test" => LocalAccount::Open,
@@ -729,19 +819,101 @@ mod tests {
             })
         };
         for may_relay in [false, true] {
-            assert!(check_recipient("alice@ours.test", may_relay, local, known).is_ok());
-            assert!(check_recipient("ALICE@Ours.Test", may_relay, local, known).is_ok());
-            let err = check_recipient("bob@ours.test", may_relay, local, known).unwrap_err();
+            assert!(check_recipient("alice@ours.test", may_relay, &local, known).is_ok());
+            assert!(check_recipient("ALICE@Ours.Test", may_relay, &local, known).is_ok());
+            let err = check_recipient("bob@ours.test", may_relay, &local, known).unwrap_err();
             assert_eq!((err.code, err.status), (550, "5.1.1"), "relay: {may_relay}");
-            let err = check_recipient("full@ours.test", may_relay, local, known).unwrap_err();
+            let err = check_recipient("full@ours.test", may_relay, &local, known).unwrap_err();
             assert_eq!((err.code, err.status), (452, "4.2.2"), "relay: {may_relay}");
         }
         // postmaster at a local domain needs no account.
         let nobody = |_: &str| -> Result<LocalAccount, StoreError> { panic!("no lookup expected") };
-        assert!(check_recipient("PostMaster@ours.test", false, local, nobody).is_ok());
+        assert!(check_recipient("PostMaster@ours.test", false, &local, nobody).is_ok());
         // A failed lookup is temporary.
         let broken = |_: &str| Err(StoreError::Engine("disk on fire".into()));
-        let err = check_recipient("alice@ours.test", false, local, broken).unwrap_err();
+        let err = check_recipient("alice@ours.test", false, &local, broken).unwrap_err();
         assert_eq!((err.code, err.status), (451, "4.3.0"));
+    }
+
+    #[test]
+    fn subaddresses_and_aliases_are_recipients_and_go_where_they_say() {
+        let mut config = ours();
+        config.smtp.aliases = BTreeMap::from([
+            (
+                "info@ours.test".to_owned(),
+                vec!["alice@ours.test".to_owned(), "Bob@Far.test".to_owned()],
+            ),
+            ("@ours.test".to_owned(), vec!["alice@ours.test".to_owned()]),
+        ]);
+        config.validate().unwrap();
+        let known = |name: &str| {
+            Ok(match name.to_ascii_lowercase().as_str() {
+                "alice@ours.test" => LocalAccount::Open,
+                "full@ours.test" => LocalAccount::Full,
+                _ => LocalAccount::Missing,
+            })
+        };
+        for address in [
+            "alice+news@ours.test",
+            "info@ours.test",
+            "Info+x@ours.test",
+            "anyone@ours.test",
+        ] {
+            assert!(
+                check_recipient(address, false, &config, known).is_ok(),
+                "{address}"
+            );
+        }
+        let err = check_recipient("full+x@ours.test", false, &config, known).unwrap_err();
+        assert_eq!(err.code, 452, "the account's quota, with a detail too");
+        // Without the catch-all, an unknown address is still unknown.
+        config.smtp.aliases.remove("@ours.test");
+        let err = check_recipient("anyone@ours.test", false, &config, known).unwrap_err();
+        assert_eq!(err.code, 550);
+        config.smtp.recipient_delimiter = String::new();
+        let err = check_recipient("alice+news@ours.test", false, &config, known).unwrap_err();
+        assert_eq!(err.code, 550, "no subaddresses without a delimiter");
+        config.smtp.recipient_delimiter = "+".into();
+
+        let is_account = |name: &str| name == "alice@ours.test";
+        assert_eq!(
+            local_targets(&config, "Alice+News@ours.test", &is_account),
+            ["alice@ours.test"]
+        );
+        assert_eq!(
+            local_targets(&config, "info@ours.test", &is_account),
+            ["alice@ours.test", "bob@far.test"]
+        );
+        assert_eq!(
+            local_targets(&config, "ghost@ours.test", &is_account),
+            ["ghost@ours.test"]
+        );
+
+        // In a message: alice once, bob relayed, in the client's order.
+        let origin_config = config.clone();
+        let resolve = |a: &str| local_targets(&origin_config, a, &is_account);
+        let is_local = |d: &str| origin_config.is_local_domain(d);
+        let origin = Origin {
+            pool: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            is_local: &is_local,
+            local_targets: Some(&resolve),
+        };
+        let m = new_message(
+            MessageId::default(),
+            &tx(&[
+                "x@else.test",
+                "info@ours.test",
+                "alice+a@ours.test",
+                "bob@far.test",
+            ]),
+            &origin,
+            1_000,
+            b"",
+        );
+        assert_eq!(m.mailboxes, ["alice@ours.test"]);
+        assert_eq!(m.envelope.recipients, ["x@else.test", "bob@far.test"]);
+        assert_eq!(m.queue.len(), 2);
     }
 }

@@ -67,12 +67,9 @@ impl Smtp<'_> {
     fn recipient(&self, smtp: &mut ServerSession, address: &str) {
         let shard = self.shard;
         let may_relay = self.may_relay || smtp.authenticated().is_some();
-        let checked = intake::check_recipient(
-            address,
-            may_relay,
-            |d| shard.config().is_local_domain(d),
-            |name| local_account(shard, name),
-        );
+        let checked = intake::check_recipient(address, may_relay, &shard.config(), |name| {
+            local_account(shard, name)
+        });
         if let Err(reply) = checked {
             self.count_rejection(&reply);
             return smtp.reject_recipient(reply);
@@ -161,11 +158,18 @@ impl Smtp<'_> {
         let shard = self.shard;
         let is_local = |domain: &str| shard.config().is_local_domain(domain);
         let config = shard.config();
+        let store = &*shard.store;
+        let resolve = |address: &str| {
+            intake::local_targets(&config, address, &|name| {
+                intake::account_exists(store, name)
+            })
+        };
         let origin = Origin {
             ip: self.peer.ip(),
             hostname: &config.hostname,
             is_local: &is_local,
             pool: config.relay.pool_for(&tx.mail_from),
+            local_targets: Some(&resolve),
         };
         if intake::too_many_hops(&tx.data) {
             tracing::warn!(shard = shard.id, peer = %self.peer, "message with too many Received: fields; answered 554 (a mail loop)");
@@ -332,6 +336,7 @@ impl Smtp<'_> {
             hostname: &config.hostname,
             is_local: &is_local,
             pool: config.relay.default_pool.as_deref(),
+            local_targets: None,
         };
         let id = shard.next_id(now);
         Some(bounce::new_dsn(

@@ -43,6 +43,65 @@ fn send(addr: std::net::SocketAddr, rcpts: &[&str], data: &str) -> String {
     reply
 }
 
+/// `alice+news@` is alice's; an alias sends to its accounts and remote
+/// addresses; a catch-all takes what no account does; an unknown address
+/// without one is still refused.
+#[test]
+fn subaddresses_aliases_and_catch_alls_reach_their_accounts() {
+    let (server, _dir) = start_server(|c| {
+        local_config(c);
+        c.smtp.aliases = std::collections::BTreeMap::from([
+            (
+                "team@ours.test".to_owned(),
+                vec![
+                    "ann@ours.test".to_owned(),
+                    "bo@ours.test".to_owned(),
+                    "far@remote.test".to_owned(),
+                ],
+            ),
+            ("@ours.test".to_owned(), vec!["bo@ours.test".to_owned()]),
+        ]);
+    });
+    add_user(&server, "ann@ours.test");
+    add_user(&server, "bo@ours.test");
+    for rcpt in ["ann+news@ours.test", "team@ours.test", "nobody@ours.test"] {
+        let reply = send(
+            server.smtp_addr(),
+            &[rcpt],
+            &format!("Subject: to {rcpt}\r\n\r\nhi\r\n"),
+        );
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    let store = server.store();
+    let rows = |user: &str| {
+        let meta = mailbox::meta(&*store, user, INBOX).unwrap().expect("INBOX");
+        mailbox::all_rows(&*store, user, meta.uidvalidity)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(rows("ann@ours.test"), 2, "ann+news and team");
+    assert_eq!(rows("bo@ours.test"), 2, "team and the catch-all");
+    assert!(mailbox::meta(&*store, "ann+news@ours.test", INBOX)
+        .unwrap()
+        .is_none());
+    // The alias's remote target went to the relay.
+    let queued = spool::list_envelopes(&*store).unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].1.recipients, vec!["far@remote.test"]);
+    server.shutdown();
+
+    // Without the catch-all an unknown address is refused at RCPT.
+    let (server, _dir) = start_server(local_config);
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    assert!(c
+        .cmd("RCPT TO:<nobody+x@ours.test>")
+        .starts_with("550 5.1.1"));
+    c.cmd("QUIT");
+    server.shutdown();
+}
+
 #[test]
 fn local_recipients_share_one_stored_body() {
     let (server, _dir) = start_server(local_config);

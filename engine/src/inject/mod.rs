@@ -364,20 +364,15 @@ impl Injector {
     /// must be accounts with room, and suppressed addresses are refused.
     fn check(&self, config: &Config, sender: &str, recipient: &str) -> Result<(), Reply> {
         let default = config.quota.default_quota();
-        intake::check_recipient(
-            recipient,
-            true,
-            |domain| config.is_local_domain(domain),
-            |name| {
-                ringpost_storage::quota::room_for(&*self.store, name, default, 1, 0).map(|room| {
-                    match room {
-                        None => intake::LocalAccount::Missing,
-                        Some(true) => intake::LocalAccount::Open,
-                        Some(false) => intake::LocalAccount::Full,
-                    }
-                })
-            },
-        )
+        intake::check_recipient(recipient, true, config, |name| {
+            ringpost_storage::quota::room_for(&*self.store, name, default, 1, 0).map(|room| {
+                match room {
+                    None => intake::LocalAccount::Missing,
+                    Some(true) => intake::LocalAccount::Open,
+                    Some(false) => intake::LocalAccount::Full,
+                }
+            })
+        })
         .inspect_err(|reply| {
             self.security
                 .rejected("inject", intake::refusal_reason(reply), reply.code)
@@ -481,7 +476,14 @@ impl Injector {
             .map(|&i| request.recipients[i].email().to_owned())
             .collect();
         let is_local = |domain: &str| config.is_local_domain(domain);
+        let store = &*self.store;
+        let resolve = |address: &str| {
+            intake::local_targets(&config, address, &|name| {
+                intake::account_exists(store, name)
+            })
+        };
         let to = Recipients {
+            local_targets: Some(&resolve),
             hostname: &config.hostname,
             is_local: &is_local,
             pool: request

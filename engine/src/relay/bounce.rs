@@ -171,6 +171,7 @@ mod tests {
         let id = MessageId::new(1_700_000_001_000_000, 0x8001, 1);
         let original = MessageId::new(1_700_000_000_000_000, 1, 1);
         let to = intake::Recipients {
+            local_targets: None,
             hostname: "relay.test",
             is_local: &|d| d == "relay.test",
             pool: None,
@@ -282,6 +283,7 @@ mod tests {
         assert_eq!(relayed[0].remote_mta.as_deref(), Some("mx.d.test"));
 
         let to = intake::Recipients {
+            local_targets: None,
             hostname: "relay.test",
             is_local: &|d| d == "relay.test",
             pool: None,

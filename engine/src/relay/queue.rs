@@ -1444,6 +1444,7 @@ impl Relay {
                 // Bounces leave through the default pool.
                 let config = self.config();
                 let to = intake::Recipients {
+                    local_targets: None,
                     hostname: &config.hostname,
                     is_local: &is_local,
                     pool: config.relay.default_pool.as_deref(),
