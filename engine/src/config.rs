@@ -1173,8 +1173,13 @@ impl Config {
                 );
             }
         }
-        if s.recipient_delimiter.contains(['@', ' ']) {
-            return invalid("smtp.recipient_delimiter", "must not hold `@` or spaces");
+        if s.recipient_delimiter.contains(['@', ' '])
+            || s.recipient_delimiter != s.recipient_delimiter.to_lowercase()
+        {
+            return invalid(
+                "smtp.recipient_delimiter",
+                "must not hold `@`, spaces or capital letters",
+            );
         }
         let web_url = |url: &str| {
             url.parse::<hyper::Uri>().is_ok_and(|uri| {

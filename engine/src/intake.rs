@@ -358,11 +358,14 @@ fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
             split.relay(rcpt.clone(), domain);
             continue;
         }
-        let targets = match (rcpt.contains('@'), to.local_targets) {
-            (false, _) => vec![format!("postmaster@{domain}")],
-            (true, Some(resolve)) => resolve(rcpt),
+        let named = match rcpt.contains('@') {
+            true => rcpt.clone(),
+            false => format!("postmaster@{domain}"),
+        };
+        let targets = match to.local_targets {
+            Some(resolve) => resolve(&named),
             // Folded as account names are (KELVIN SIGN, Ä: one account).
-            (true, None) => vec![rcpt.to_lowercase()],
+            None => vec![named.to_lowercase()],
         };
         for target in targets {
             let domain = recipient_domain(&target, to.hostname);
@@ -377,20 +380,30 @@ fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
 }
 
 impl Split {
-    /// `address` goes to the relay, once.
+    /// `address` goes to the relay, once (its domain's case aside).
     fn relay(&mut self, address: String, domain: String) {
         let same = self.remote.entry(domain).or_default();
-        if !same.contains(&address) {
+        let key = address_key(&address);
+        if !same.iter().any(|a| address_key(a) == key) {
             same.push(address.clone());
             self.relayed.push(address);
         }
     }
 }
 
-/// Whether an account called `name` exists in `store` (a failed read
-/// says no: the mail then waits in the mailbox of the name as written).
+/// Whether an account called `name` exists in `store`. A failed read
+/// says yes: the mail then waits in the mailbox of the name as written,
+/// rather than going to an alias or catch-all it was not meant for.
 pub fn account_exists(store: &dyn ringpost_storage::Store, name: &str) -> bool {
-    matches!(ringpost_storage::users::get_user(store, name), Ok(Some(_)))
+    !matches!(ringpost_storage::users::get_user(store, name), Ok(None))
+}
+
+/// [`local_targets`], with `store`'s accounts.
+pub fn local_targets_in<'a>(
+    config: &'a Config,
+    store: &'a dyn ringpost_storage::Store,
+) -> impl Fn(&str) -> Vec<String> + 'a {
+    move |address| local_targets(config, address, &|name| account_exists(store, name))
 }
 
 /// Where mail for the local `address` goes, lowercased: the account it
@@ -418,10 +431,25 @@ pub fn local_targets(
         .or_else(|| base.as_ref().and_then(|b| config.smtp.aliases.get(b)))
         .map(Vec::as_slice)
         .or_else(|| config.alias_targets(&address));
-    match aliased {
-        Some(targets) => targets.iter().map(|t| t.to_lowercase()).collect(),
-        None => vec![address],
-    }
+    let Some(targets) = aliased else {
+        return vec![address];
+    };
+    // A local target is an account, or one with a detail (never an alias
+    // again: no loops); a remote one goes as the operator wrote it.
+    targets
+        .iter()
+        .map(|target| {
+            let local = domain_of(target).is_some_and(|d| config.is_local_domain(d));
+            if !local {
+                return target.clone();
+            }
+            let target = target.to_lowercase();
+            match config.without_detail(&target) {
+                Some(base) if !is_account(&target) && is_account(&base) => base,
+                _ => target,
+            }
+        })
+        .collect()
 }
 
 /// The queue domain of a recipient: its domain, lowercased; a bare
@@ -841,7 +869,7 @@ mod tests {
         config.smtp.aliases = BTreeMap::from([
             (
                 "info@ours.test".to_owned(),
-                vec!["alice@ours.test".to_owned(), "Bob@Far.test".to_owned()],
+                vec!["alice@ours.test".to_owned(), "bob@Far.test".to_owned()],
             ),
             ("@ours.test".to_owned(), vec!["alice@ours.test".to_owned()]),
         ]);
@@ -882,11 +910,53 @@ mod tests {
         );
         assert_eq!(
             local_targets(&config, "info@ours.test", &is_account),
-            ["alice@ours.test", "bob@far.test"]
+            ["alice@ours.test", "bob@Far.test"]
         );
         assert_eq!(
             local_targets(&config, "ghost@ours.test", &is_account),
             ["ghost@ours.test"]
+        );
+
+        // An alias's local targets are accounts, with a detail too (never
+        // aliases again); its remote ones go as written.
+        let mut two = config.clone();
+        two.smtp.aliases = BTreeMap::from([(
+            "desk@ours.test".to_owned(),
+            vec![
+                "alice+desk@ours.test".to_owned(),
+                "info@ours.test".to_owned(),
+                "carol@Far.test".to_owned(),
+            ],
+        )]);
+        assert_eq!(
+            local_targets(&two, "desk@ours.test", &is_account),
+            ["alice@ours.test", "info@ours.test", "carol@Far.test"]
+        );
+        // A bare postmaster is postmaster@hostname, aliased like any.
+        two.smtp
+            .aliases
+            .insert("postmaster@mx.test".into(), vec!["alice@ours.test".into()]);
+        let resolve = |a: &str| local_targets(&two, a, &is_account);
+        let is_local = |d: &str| d == "mx.test" || two.is_local_domain(d);
+        let origin = Origin {
+            pool: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            is_local: &is_local,
+            local_targets: Some(&resolve),
+        };
+        let m = new_message(
+            MessageId::default(),
+            &tx(&["postmaster", "carol@far.test", "desk@ours.test"]),
+            &origin,
+            1_000,
+            b"",
+        );
+        assert_eq!(m.mailboxes, ["alice@ours.test", "info@ours.test"]);
+        assert_eq!(
+            m.envelope.recipients,
+            ["carol@far.test"],
+            "once, the domain's case aside"
         );
 
         // In a message: alice once, bob relayed, in the client's order.
@@ -913,7 +983,7 @@ mod tests {
             b"",
         );
         assert_eq!(m.mailboxes, ["alice@ours.test"]);
-        assert_eq!(m.envelope.recipients, ["x@else.test", "bob@far.test"]);
+        assert_eq!(m.envelope.recipients, ["x@else.test", "bob@Far.test"]);
         assert_eq!(m.queue.len(), 2);
     }
 }

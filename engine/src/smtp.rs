@@ -158,12 +158,7 @@ impl Smtp<'_> {
         let shard = self.shard;
         let is_local = |domain: &str| shard.config().is_local_domain(domain);
         let config = shard.config();
-        let store = &*shard.store;
-        let resolve = |address: &str| {
-            intake::local_targets(&config, address, &|name| {
-                intake::account_exists(store, name)
-            })
-        };
+        let resolve = intake::local_targets_in(&config, &*shard.store);
         let origin = Origin {
             ip: self.peer.ip(),
             hostname: &config.hostname,
@@ -332,11 +327,12 @@ impl Smtp<'_> {
         if reported.is_empty() {
             return None;
         }
+        let resolve = intake::local_targets_in(&config, &*shard.store);
         let to = intake::Recipients {
             hostname: &config.hostname,
             is_local: &is_local,
             pool: config.relay.default_pool.as_deref(),
-            local_targets: None,
+            local_targets: Some(&resolve),
         };
         let id = shard.next_id(now);
         Some(bounce::new_dsn(

@@ -476,12 +476,7 @@ impl Injector {
             .map(|&i| request.recipients[i].email().to_owned())
             .collect();
         let is_local = |domain: &str| config.is_local_domain(domain);
-        let store = &*self.store;
-        let resolve = |address: &str| {
-            intake::local_targets(&config, address, &|name| {
-                intake::account_exists(store, name)
-            })
-        };
+        let resolve = intake::local_targets_in(&config, &*self.store);
         let to = Recipients {
             local_targets: Some(&resolve),
             hostname: &config.hostname,

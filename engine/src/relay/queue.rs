@@ -1443,8 +1443,10 @@ impl Relay {
                 let is_local = |d: &str| self.config().is_local_domain(d);
                 // Bounces leave through the default pool.
                 let config = self.config();
+                // A local sender's report goes where its mail would.
+                let resolve = intake::local_targets_in(&config, &*self.store);
                 let to = intake::Recipients {
-                    local_targets: None,
+                    local_targets: Some(&resolve),
                     hostname: &config.hostname,
                     is_local: &is_local,
                     pool: config.relay.default_pool.as_deref(),
