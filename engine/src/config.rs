@@ -875,6 +875,10 @@ pub struct AdminConfig {
     /// Largest `POST /api/v1/inject` body, bytes (JSON, attachments in
     /// base64): keep it above `smtp.max_message_size` × 4/3.
     pub inject_max_request_bytes: usize,
+    /// Connections one client off loopback (an address, an IPv6 /64) may
+    /// hold at once; 0: no cap of its own (the listener's 64 remain). Raise
+    /// it for a proxy, a container bridge or a pool of injecting workers.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for AdminConfig {
@@ -884,6 +888,7 @@ impl Default for AdminConfig {
             inject_max_recipients: 10_000,
             // 50 MiB of message in base64, and room for the JSON around it.
             inject_max_request_bytes: 70 * 1024 * 1024,
+            max_connections_per_client: 8,
         }
     }
 }

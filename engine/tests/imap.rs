@@ -1579,6 +1579,11 @@ fn a_quoted_utf8_mailbox_name_is_a_name() {
     assert!(reply.last().unwrap().starts_with("c OK"), "{reply:?}");
     let reply = c.tagged("s", "SELECT \"Entwürfe\"");
     assert!(reply.last().unwrap().starts_with("s OK"), "{reply:?}");
+    // An empty mailbox: a script's `1:*` is nothing to do, a number is BAD.
+    let reply = c.tagged("d", "STORE 1:* +FLAGS (\\Deleted)");
+    assert!(reply.last().unwrap().starts_with("d OK"), "{reply:?}");
+    let reply = c.tagged("f", "FETCH 1 (FLAGS)");
+    assert!(reply.last().unwrap().starts_with("f BAD"), "{reply:?}");
     server.shutdown();
 }
 

@@ -10,8 +10,8 @@
 //! Limits, since the port may be reachable by more than the operator: at
 //! most [`MAX_CONNECTIONS`] at once, [`LOOPBACK_RESERVE`] of them for
 //! loopback alone (where the operator's own tools run), and
-//! [`MAX_CONNECTIONS_PER_CLIENT`] from one other client (an address, an
-//! IPv6 /64), more closed at accept; a request
+//! `admin.max_connections_per_client` from one other client (an address,
+//! an IPv6 /64), more answered 503 and closed at accept; a request
 //! head within [`HEADER_TIMEOUT`], a connection no longer than
 //! [`CONNECTION_DEADLINE`], request bodies of at most [`MAX_BODY`]. The API
 //! wants the bearer token of [`token`]; `/metrics` and the health checks
@@ -38,9 +38,6 @@ pub use token::{address_path, token_path, Token};
 
 /// Connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Connections one client off loopback may hold at once: a few strangers
-/// must not take every slot (the health checks and the API with them).
-pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
 /// Slots only loopback may take: however many strangers come, the
 /// operator's own tools and a local health check get in.
 pub const LOOPBACK_RESERVE: usize = 8;
@@ -164,14 +161,17 @@ async fn serve(
                 }
             },
         };
-        let Some(client) = clients.admit(peer.ip()) else {
+        let per_client = context.config().admin.max_connections_per_client;
+        let Some(client) = clients.admit(peer.ip(), per_client) else {
             context.metrics.security().refused("admin", "per_ip");
-            tracing::warn!(%peer, "admin: too many connections from this client; closed");
+            tracing::warn!(%peer, "admin: too many connections from this client; answered 503");
+            tokio::spawn(turn_away(stream));
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             context.metrics.security().refused("admin", "full");
-            tracing::warn!(%peer, "admin: too many connections; closed");
+            tracing::warn!(%peer, "admin: too many connections; answered 503");
+            tokio::spawn(turn_away(stream));
             continue;
         };
         let context = context.clone();
@@ -197,15 +197,24 @@ async fn serve(
     }
 }
 
+/// A connection there is no room for hears 503 (best effort, within a
+/// second) and is closed: a client retries a 503, a reset looks like a
+/// fault.
+async fn turn_away(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+}
+
 /// Connections open per client off loopback.
 #[derive(Default)]
 struct ClientCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
 
 impl ClientCounts {
     /// A slot for a connection from `ip`, held until the guard drops;
-    /// `None` when its client has [`MAX_CONNECTIONS_PER_CLIENT`] already,
+    /// `None` when its client has `per_client` already (0: no such cap),
     /// or clients off loopback hold all but [`LOOPBACK_RESERVE`] slots.
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, per_client: usize) -> Option<ClientSlot> {
         if ip.is_loopback() || ip.to_canonical().is_loopback() {
             return Some(ClientSlot(None));
         }
@@ -216,7 +225,7 @@ impl ClientCounts {
             return None;
         }
         let open = counts.entry(key).or_default();
-        if *open >= MAX_CONNECTIONS_PER_CLIENT {
+        if per_client > 0 && *open >= per_client {
             return None;
         }
         *open += 1;
@@ -247,25 +256,35 @@ mod tests {
 
     #[test]
     fn one_client_holds_a_few_connections_loopback_any() {
+        const PER_CLIENT: usize = 8;
         let counts = Arc::new(ClientCounts::default());
         let stranger: std::net::IpAddr = "192.0.2.7".parse().unwrap();
-        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
-            .map(|_| counts.admit(stranger).expect("room"))
+        let held: Vec<_> = (0..PER_CLIENT)
+            .map(|_| counts.admit(stranger, PER_CLIENT).expect("room"))
             .collect();
-        assert!(counts.admit(stranger).is_none(), "one too many");
+        assert!(counts.admit(stranger, PER_CLIENT).is_none(), "one too many");
         // Another address of the same IPv6 /64 is the same client.
         let a: std::net::IpAddr = "2001:db8::1".parse().unwrap();
         let b: std::net::IpAddr = "2001:db8::2".parse().unwrap();
-        let v6: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
-            .map(|_| counts.admit(a).expect("room"))
+        let v6: Vec<_> = (0..PER_CLIENT)
+            .map(|_| counts.admit(a, PER_CLIENT).expect("room"))
             .collect();
-        assert!(counts.admit(b).is_none());
+        assert!(counts.admit(b, PER_CLIENT).is_none());
         drop(v6);
-        assert!(counts.admit(b).is_some());
+        assert!(counts.admit(b, PER_CLIENT).is_some());
         drop(held);
-        assert!(counts.admit(stranger).is_some(), "slots come back");
+        assert!(
+            counts.admit(stranger, PER_CLIENT).is_some(),
+            "slots come back"
+        );
+        // 0: no cap per client (a proxy's, a container bridge's).
+        let proxied: Vec<_> = (0..20).map(|_| counts.admit(stranger, 0)).collect();
+        assert!(proxied.iter().all(Option::is_some));
+        drop(proxied);
         let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let many: Vec<_> = (0..100).map(|_| counts.admit(loopback)).collect();
+        let many: Vec<_> = (0..100)
+            .map(|_| counts.admit(loopback, PER_CLIENT))
+            .collect();
         assert!(many.iter().all(Option::is_some));
         assert!(
             counts.0.lock().unwrap().is_empty(),
@@ -273,9 +292,9 @@ mod tests {
         );
         // Strangers together leave the reserve to loopback.
         let strangers: Vec<_> = (0..MAX_CONNECTIONS)
-            .filter_map(|n| counts.admit(std::net::IpAddr::from([192, 0, 2, n as u8])))
+            .filter_map(|n| counts.admit(std::net::IpAddr::from([192, 0, 2, n as u8]), PER_CLIENT))
             .collect();
         assert_eq!(strangers.len(), MAX_CONNECTIONS - LOOPBACK_RESERVE);
-        assert!(counts.admit(loopback).is_some());
+        assert!(counts.admit(loopback, PER_CLIENT).is_some());
     }
 }

@@ -483,7 +483,7 @@ async fn inject(
     // A request waits a little for its share of the memory budget, then
     // hears to come back: a queue behind a stalled upload would hold every
     // later one until the connection deadline.
-    let Ok(room) = tokio::time::timeout(BUDGET_WAIT, injector.room_for(declared)).await else {
+    let Ok(mut room) = tokio::time::timeout(BUDGET_WAIT, injector.room_for(declared)).await else {
         injector.metrics().request("busy");
         return busy("other injections hold the memory budget; try again shortly");
     };
@@ -508,6 +508,7 @@ async fn inject(
         }
     };
     let body = Vec::from(body);
+    injector.fit_room(&mut room, body.len());
     let report = match injector.inject(peer.ip(), body, room).await {
         Ok(report) => report,
         Err(Refusal::BadRequest(problem)) => return error(StatusCode::BAD_REQUEST, &problem),

@@ -293,20 +293,18 @@ impl View {
         Ok(true)
     }
 
-    /// Whether a sequence set names a number past the last message (or
-    /// `*` in an empty mailbox): RFC 9051 §9 asks for BAD then. A range to
-    /// `*` is let through while there is a last message (clients poll for
-    /// new mail with `N:*`). UID sets may name UIDs that are gone or never
-    /// were, and are not asked about.
+    /// Whether a sequence set names a number past the last message:
+    /// RFC 9051 §9 asks for BAD then. Anything with `*` is let through,
+    /// in an empty mailbox too: clients poll with `N:*`, and scripts clean
+    /// a folder with `STORE 1:* +FLAGS (\Deleted)` whether or not it holds
+    /// anything. UID sets may name UIDs that are gone or never were, and
+    /// are not asked about.
     pub fn beyond_the_end(&self, set: &SequenceSet) -> bool {
         let count = self.messages.len() as u32;
-        let past = |v: &SeqOrUid| match v {
-            SeqOrUid::Value(n) => n.get() > count,
-            SeqOrUid::Asterisk => count == 0,
-        };
+        let past = |v: &SeqOrUid| matches!(v, SeqOrUid::Value(n) if n.get() > count);
         set.0.as_ref().iter().any(|sequence| match sequence {
             Sequence::Single(one) => past(one),
-            Sequence::Range(a, b) if count > 0 && [a, b].contains(&&SeqOrUid::Asterisk) => false,
+            Sequence::Range(a, b) if [a, b].contains(&&SeqOrUid::Asterisk) => false,
             Sequence::Range(a, b) => past(a) || past(b),
         })
     }

@@ -189,15 +189,30 @@ impl Injector {
     /// [`Injector::inject`], which holds it until the work is done.
     pub async fn room_for(&self, declared: Option<usize>) -> tokio::sync::OwnedSemaphorePermit {
         let max = self.max_request_bytes();
-        let body = declared.unwrap_or(max).min(max);
-        let held = body.saturating_add(2 * body.max(RENDER_FLOOR));
-        // Never more than the budget holds, or the request would wait for ever.
-        let kib = held.div_ceil(1024).clamp(1, self.budget_kib);
+        let kib = self.kib_for(declared.unwrap_or(max).min(max));
         self.budget
             .clone()
             .acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
             .await
             .expect("the injection budget is never closed")
+    }
+
+    /// Give back what `room` holds beyond what a body of `bytes` needs: a
+    /// request that declared no length (a chunked upload) or more than it
+    /// sent was given room for the largest.
+    pub fn fit_room(&self, room: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
+        let extra = room.num_permits().saturating_sub(self.kib_for(bytes));
+        if extra > 0 {
+            drop(room.split(extra));
+        }
+    }
+
+    /// The budget, in KiB, a request body of `bytes` holds: the body, and
+    /// what it renders at once. Never more than the budget holds, or the
+    /// request would wait for ever.
+    fn kib_for(&self, bytes: usize) -> usize {
+        let held = bytes.saturating_add(2 * bytes.max(RENDER_FLOOR));
+        held.div_ceil(1024).clamp(1, self.budget_kib)
     }
 
     /// The largest request body taken.
