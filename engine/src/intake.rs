@@ -668,6 +668,20 @@ mod tests {
         assert!(!too_many_hops(with(1, &quoted).as_bytes()));
     }
 
+    /// A client on loopback to `mx.test`, whose local domains `is_local` says.
+    fn client<'a>(
+        is_local: &'a dyn Fn(&str) -> bool,
+        local_targets: Option<LocalTargets<'a>>,
+    ) -> Origin<'a> {
+        Origin {
+            pool: None,
+            local_targets,
+            ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            is_local,
+        }
+    }
+
     fn tx(rcpts: &[&str]) -> Transaction {
         Transaction {
             helo: "client.example".into(),
@@ -682,13 +696,7 @@ mod tests {
     #[test]
     fn an_address_given_twice_keeps_the_first_dsn_request_made_for_it() {
         use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
-        let origin = Origin {
-            pool: None,
-            local_targets: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &|_| false,
-        };
+        let origin = client(&|_| false, None);
         let mut given = tx(&["x@far.test", "x@FAR.test", "y@far.test"]);
         let success = RecipientRequest {
             notify: Notify::parse("SUCCESS"),
@@ -710,13 +718,7 @@ mod tests {
 
     #[test]
     fn one_queue_entry_per_domain_and_trace_header_first() {
-        let origin = Origin {
-            pool: None,
-            local_targets: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &|_| false,
-        };
+        let origin = client(&|_| false, None);
         let mut ids = IdGenerator::new(3);
         let id = ids.next(1_700_000_000_000_000);
         let m = new_message(
@@ -751,11 +753,8 @@ mod tests {
     #[test]
     fn single_recipient_is_named_and_ids_are_unique() {
         let origin = Origin {
-            pool: None,
-            local_targets: None,
             ip: "::1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &|d| d.eq_ignore_ascii_case("mx.test"),
+            ..client(&|d| d.eq_ignore_ascii_case("mx.test"), None)
         };
         let mut ids = IdGenerator::new(0);
         let (a, b) = (ids.next(5), ids.next(5));
@@ -775,13 +774,7 @@ mod tests {
 
     #[test]
     fn local_recipients_get_mailboxes_and_the_rest_the_queue() {
-        let origin = Origin {
-            pool: None,
-            local_targets: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &|d| d.eq_ignore_ascii_case("ours.test"),
-        };
+        let origin = client(&|d| d.eq_ignore_ascii_case("ours.test"), None);
         let m = new_message(
             MessageId::default(),
             &tx(&[
@@ -938,13 +931,7 @@ mod tests {
             .insert("postmaster@mx.test".into(), vec!["alice@ours.test".into()]);
         let resolve = |a: &str| local_targets(&two, a, &is_account);
         let is_local = |d: &str| d == "mx.test" || two.is_local_domain(d);
-        let origin = Origin {
-            pool: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &is_local,
-            local_targets: Some(&resolve),
-        };
+        let origin = client(&is_local, Some(&resolve));
         let m = new_message(
             MessageId::default(),
             &tx(&["postmaster", "carol@far.test", "desk@ours.test"]),
@@ -963,13 +950,7 @@ mod tests {
         let origin_config = config.clone();
         let resolve = |a: &str| local_targets(&origin_config, a, &is_account);
         let is_local = |d: &str| origin_config.is_local_domain(d);
-        let origin = Origin {
-            pool: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            hostname: "mx.test",
-            is_local: &is_local,
-            local_targets: Some(&resolve),
-        };
+        let origin = client(&is_local, Some(&resolve));
         let m = new_message(
             MessageId::default(),
             &tx(&[
