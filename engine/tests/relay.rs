@@ -825,6 +825,56 @@ fn starttls_is_used_when_offered() {
 }
 
 #[test]
+fn eight_bit_mail_is_made_7bit_for_a_server_without_8bitmime_or_bounced() {
+    let mx = TlsMx::start("127.0.0.1", TlsMode::SevenBit);
+    let (server, _dir) = start_server(|c| {
+        route_to_tls(&mx)(c);
+        // The sender's domain too, so that its DSN arrives there.
+        c.relay
+            .routes
+            .insert("origin.test".into(), mx.addr().to_string());
+    });
+    let convertible = "Subject: menu\r\n\r\ncaf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e\r\n";
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@tls.test"],
+        convertible,
+    );
+    wait_until("the converted message", || mx.received().len() == 1);
+    let got = mx.received()[0].data.clone();
+    assert!(got.is_ascii(), "{}", String::from_utf8_lossy(&got));
+    let text = String::from_utf8(got).unwrap();
+    assert!(
+        text.ends_with(
+            "Subject: menu\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+             MIME-Version: 1.0\r\n\r\ncaf=C3=A9 cr=C3=A8me br=C3=BBl=C3=A9e\r\n"
+        ),
+        "{text}"
+    );
+
+    // 8-bit in a header field cannot be encoded away: refused, and said so.
+    let unconvertible = "Subject: cr\u{e8}me\r\n\r\nbody\r\n";
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["c@tls.test"],
+        unconvertible,
+    );
+    wait_until("the DSN", || mx.received().len() == 2);
+    let dsn = &mx.received()[1];
+    assert_eq!(dsn.mail_from, "");
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(
+        text.contains("Final-Recipient: rfc822;c@tls.test"),
+        "{text}"
+    );
+    assert!(text.contains("Status: 5.6.3"), "{text}");
+    assert!(dsn.data.is_ascii(), "the DSN was made 7-bit too: {text}");
+    server.shutdown();
+}
+
+#[test]
 fn failed_opportunistic_tls_falls_back_to_plain() {
     let mx = TlsMx::start("127.0.0.1", TlsMode::Broken);
     let (server, _dir) = start_server(route_to_tls(&mx));

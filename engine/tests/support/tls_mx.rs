@@ -17,6 +17,8 @@ pub enum TlsMode {
     Broken,
     /// Offers no STARTTLS at all.
     Absent,
+    /// Offers neither STARTTLS nor 8BITMIME: a 7-bit server of old.
+    SevenBit,
 }
 
 /// One received message.
@@ -104,12 +106,14 @@ fn serve(
             }
             let verb = line.trim_end().to_ascii_uppercase();
             let reply: &[u8] = if verb.starts_with("EHLO") {
-                if tls || mode == TlsMode::Absent {
+                if mode == TlsMode::SevenBit {
+                    b"250-tls.test\r\n250 PIPELINING\r\n"
+                } else if tls || mode == TlsMode::Absent {
                     b"250-tls.test\r\n250 8BITMIME\r\n"
                 } else {
                     b"250-tls.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
                 }
-            } else if verb == "STARTTLS" && !tls {
+            } else if verb == "STARTTLS" && !tls && mode != TlsMode::SevenBit {
                 reader.get_mut().write_all(b"220 2.0.0 go ahead\r\n")?;
                 drop(reader);
                 if mode == TlsMode::Broken {

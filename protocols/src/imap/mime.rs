@@ -130,21 +130,81 @@ pub(crate) fn part_body(
 /// and body are. Parts of a transfer-encoded message/rfc822 part are not
 /// among them: their bytes are not the message's.
 pub(crate) fn leaf_parts(message: &[u8]) -> Vec<(Range<usize>, Range<usize>)> {
-    fn walk(entity: &Entity<'_>, message: &[u8], out: &mut Vec<(Range<usize>, Range<usize>)>) {
+    entity_spans(message)
+        .into_iter()
+        .filter(|span| span.leaf)
+        .map(|span| (span.header, span.body))
+        .collect()
+}
+
+/// Where one MIME entity of a message lies in the message's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntitySpan {
+    /// The header, with the blank line that ends it.
+    pub header: Range<usize>,
+    pub body: Range<usize>,
+    /// Neither multipart nor message: the body is content, not entities.
+    pub leaf: bool,
+    /// A message (the root, or what a message part holds), not a body part.
+    pub message: bool,
+}
+
+/// Every MIME entity of a message that lies in its own bytes, the message
+/// itself first, each parent before its parts, in the order of the bytes.
+/// Parts of a transfer-encoded message/rfc822 part are not among them:
+/// their bytes are not the message's.
+pub(crate) fn entity_spans(message: &[u8]) -> Vec<EntitySpan> {
+    fn walk(entity: &Entity<'_>, is_message: bool, message: &[u8], out: &mut Vec<EntitySpan>) {
         if !std::ptr::eq(entity.raw, message) {
             return;
         }
+        out.push(EntitySpan {
+            header: entity.header.clone(),
+            body: entity.body.clone(),
+            leaf: matches!(entity.kind, Kind::Leaf),
+            message: is_message,
+        });
         match &entity.kind {
-            Kind::Leaf => out.push((entity.header.clone(), entity.body.clone())),
-            Kind::Multipart(parts) => parts.iter().for_each(|p| walk(p, message, out)),
-            Kind::Message(inner) => walk(inner, message, out),
+            Kind::Leaf => {}
+            Kind::Multipart(parts) => parts.iter().for_each(|p| walk(p, false, message, out)),
+            Kind::Message(inner) => walk(inner, true, message, out),
         }
     }
     let parsed = parse(message);
     let root = Entity::message(parsed.as_ref(), message, 0..message.len(), 0);
     let mut out = Vec::new();
-    walk(&root, message, &mut out);
+    walk(&root, true, message, &mut out);
     out
+}
+
+/// The value of a header's first `name` field: unfolded, trimmed, not
+/// decoded.
+pub(crate) fn field_value(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    Fields::of(header).value(name.as_bytes())
+}
+
+/// `header` with every field named in `fields` replaced by the value given
+/// there, added after the others, CRLF-ended. `None` when the header has
+/// no blank line to end it (the body would run into the new fields).
+pub(crate) fn with_fields(header: &[u8], fields: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let parsed = Fields::of(header);
+    if parsed.end.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(header.len() + 64);
+    for field in &parsed.fields {
+        let replaced = fields
+            .iter()
+            .any(|(name, _)| name.as_bytes().eq_ignore_ascii_case(field.name));
+        if !replaced {
+            out.extend_from_slice(parsed.lines(field));
+        }
+    }
+    for (name, value) in fields {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(parsed.end);
+    Some(out)
 }
 
 /// How many lines the bytes hold (LF or CRLF terminated; an unterminated

@@ -32,6 +32,7 @@ pub mod check;
 pub mod client;
 mod command;
 mod data;
+pub mod downgrade;
 pub mod dsn;
 pub mod dsn_request;
 mod params;

@@ -38,8 +38,9 @@
 //!   QUIT, as RFC 5321 §3.1 asks after a 554 greeting.
 //! - The reply to RSET is not judged: RSET only makes sure no transaction is
 //!   left over, and the MAIL reply that follows says whether one can start.
-//! - A body with 8-bit bytes goes to a server without 8BITMIME as it is,
-//!   unconverted (as Postfix does by default); most servers take it.
+//! - A body with 8-bit bytes goes to a server without 8BITMIME converted
+//!   to 7-bit where MIME allows it, as Postfix does ([`downgrade`]), and is
+//!   refused locally (554 5.6.3) where it does not, as RFC 6152 §3 asks.
 //! - An address with control characters is refused locally (553), as are
 //!   non-ASCII addresses for a server without SMTPUTF8 even when the message
 //!   did not ask for SMTPUTF8: a command line is never written with them.
@@ -62,6 +63,7 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
+use crate::smtp::downgrade;
 use crate::smtp::dsn_request::{RecipientRequest, Ret};
 use command::{MailDsn, MailParams};
 pub use extensions::Extensions;
@@ -417,7 +419,9 @@ impl ClientSession {
     /// Start a transaction for `message`; its outcome comes as
     /// [`ClientEvent::Finished`], possibly at once (nothing written) when the
     /// server cannot take it: over the SIZE limit (local 552 5.3.4), or
-    /// SMTPUTF8 needed and not offered (local 553 5.6.7).
+    /// SMTPUTF8 needed and not offered (local 553 5.6.7), or 8-bit content
+    /// that cannot be made 7-bit for a server without 8BITMIME (local 554
+    /// 5.6.3).
     ///
     /// Only when [`Self::can_send`]: after `Ready` or `Finished`, or with
     /// earlier transactions still waiting for replies when the server
@@ -450,10 +454,19 @@ impl ClientSession {
         let needs_utf8 = message.smtputf8
             || !message.mail_from.is_ascii()
             || message.recipients.iter().any(|r| !r.is_ascii());
+        let mut message = message;
+        let mut unconvertible = false;
+        if !ext.eightbitmime && !message.body.is_ascii() {
+            match downgrade::to_seven_bit(&message.body) {
+                Some(seven_bit) => message.body = seven_bit,
+                None => unconvertible = true,
+            }
+        }
         let size = message.body.len() as u64;
         let refusal = match ext.size {
             Some(limit) if limit > 0 && size > limit => Some(reply::too_big(limit)),
             _ if needs_utf8 && !ext.smtputf8 => Some(reply::needs_smtputf8()),
+            _ if unconvertible => Some(reply::needs_8bitmime()),
             _ if command::has_control(&message.mail_from) => Some(reply::bad_sender()),
             _ => None,
         };

@@ -168,6 +168,16 @@ pub(super) fn needs_smtputf8() -> ServerReply {
     ServerReply::local(553, "5.6.7", "server does not support SMTPUTF8")
 }
 
+/// 8-bit content that cannot be made 7-bit for a server without 8BITMIME
+/// (RFC 6152 §3): 554 5.6.3, conversion required and not possible.
+pub(super) fn needs_8bitmime() -> ServerReply {
+    ServerReply::local(
+        554,
+        "5.6.3",
+        "server does not support 8BITMIME and the message cannot be made 7-bit",
+    )
+}
+
 /// A sender that cannot be written into a command line: 553 5.1.7.
 pub(super) fn bad_sender() -> ServerReply {
     ServerReply::local(553, "5.1.7", "sender address contains control characters")

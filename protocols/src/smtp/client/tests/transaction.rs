@@ -255,9 +255,25 @@ fn eight_bit_bodies_are_declared_when_possible() {
         .send(message(&["1@d.test"], body))
         .client("MAIL FROM:<a@b.test> BODY=8BITMIME\r\nRCPT TO:<1@d.test>\r\nDATA\r\n")
         .run();
+}
+
+#[test]
+fn eight_bit_bodies_are_made_7bit_for_a_server_without_8bitmime() {
+    let message_8bit = "Subject: s\r\n\r\ncaf\u{e9}\r\n";
     Script::greeted(EHLO_PIPELINING)
-        .send(message(&["1@d.test"], body))
+        .send(message(&["1@d.test"], message_8bit))
         .client("MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\nDATA\r\n")
+        .server("250 ok\r\n250 ok\r\n354 go\r\n")
+        .client(
+            "Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+             MIME-Version: 1.0\r\n\r\ncaf=C3=A9\r\n.\r\n",
+        )
+        .server("250 ok\r\n")
+        .event(finished(&[("1@d.test", reply("250 ok"))]))
+        // An 8-bit header field cannot be: refused here, nothing written.
+        .send(message(&["2@d.test"], "Subject: caf\u{e9}\r\n\r\nx\r\n"))
+        .client("")
+        .event(finished(&[("2@d.test", reply::needs_8bitmime())]))
         .run();
 }
 
