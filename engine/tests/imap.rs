@@ -1697,6 +1697,21 @@ fn urlfetch_is_bounded_status_has_size_and_numbers_past_the_end_are_bad() {
         status[0],
         format!("* STATUS INBOX (MESSAGES 1 SIZE {})\r\n", message.len())
     );
+    // DELETED and DELETED-STORAGE (RFC 9208): what EXPUNGE would free, in KiB.
+    let status = alice.tagged("d", "STATUS INBOX (DELETED DELETED-STORAGE)");
+    assert_eq!(
+        status[0],
+        "* STATUS INBOX (DELETED 0 DELETED-STORAGE 0)\r\n"
+    );
+    alice.tagged("f", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    let status = alice.tagged("d", "STATUS INBOX (DELETED DELETED-STORAGE)");
+    assert_eq!(
+        status[0],
+        format!(
+            "* STATUS INBOX (DELETED 1 DELETED-STORAGE {})\r\n",
+            message.len().div_ceil(1024)
+        )
+    );
     let many = vec![format!("\"{url}\""); 100].join(" ");
     let reply = alice.tagged("m", &format!("URLFETCH {many}"));
     assert!(

@@ -755,6 +755,15 @@ impl Conn<'_> {
                     StatusDataItem::Unseen(rows.len() as u32 - count(flag::SEEN))
                 }
                 StatusDataItemName::Deleted => StatusDataItem::Deleted(count(flag::DELETED)),
+                // RFC 9208 §4.2.2: what EXPUNGE would free, in the STORAGE
+                // resource's unit (1024 octets, rounded up as GETQUOTA does).
+                StatusDataItemName::DeletedStorage => StatusDataItem::DeletedStorage(
+                    rows.iter()
+                        .filter(|(_, r)| r.flags.has(flag::DELETED))
+                        .map(|(_, r)| r.size)
+                        .sum::<u64>()
+                        .div_ceil(1024),
+                ),
                 // RFC 9051 §6.3.11: the mailbox's total size, in octets.
                 StatusDataItemName::Size => {
                     StatusDataItem::Size(rows.iter().map(|(_, r)| r.size).sum())
@@ -763,7 +772,6 @@ impl Conn<'_> {
                     condstore_on(imap, self.view.as_ref());
                     StatusDataItem::HighestModSeq(meta.highest_modseq.max(1))
                 }
-                _ => continue,
             });
         }
         let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
