@@ -7,13 +7,13 @@
 //! leaves either all of it or none of it, and the body is stored once.
 
 use crate::config::Config;
-use ringpost_protocols::smtp::dsn_request::Ret;
+use ringpost_protocols::smtp::dsn_request::{self, Notify, Ret};
 use ringpost_protocols::smtp::{replies, Reply, Transaction};
 use ringpost_storage::spool::{
     DsnRequest, Envelope, MessageId, NewMessage, QueueEntry, RecipientDsn,
 };
 use ringpost_storage::StoreError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -180,13 +180,20 @@ pub fn new_message(
         local_targets: origin.local_targets,
     };
     let mut message = stored(id, body, &tx.mail_from, &tx.recipients, &to, now_micros);
-    message.envelope.dsn = dsn_request(tx, &message.envelope.recipients);
+    message.envelope.dsn = dsn_request(tx, &message.envelope.recipients, &to);
     message
 }
 
 /// The DSN parameters of `tx` (RFC 3461) the relay needs: ENVID, RET, and
 /// the NOTIFY and ORCPT of the recipients in `relayed`.
-fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
+///
+/// A remote address an alias leads to carries the alias's request on
+/// (RFC 3461 §6.2.7.3), its ORCPT the alias's own address when the client
+/// gave none, so the sender hears of it as of the address they wrote. An
+/// alias of several addresses is reported "expanded" at once when the
+/// sender asked for success ([`expansion`]): its addresses are not
+/// reported successful again.
+fn dsn_request(tx: &Transaction, relayed: &[String], to: &Recipients<'_>) -> DsnRequest {
     if tx.envid.is_none() && tx.ret.is_none() && tx.recipient_requests.iter().all(|r| r.is_empty())
     {
         // The usual case: nothing asked, nothing to keep.
@@ -194,20 +201,36 @@ fn dsn_request(tx: &Transaction, relayed: &[String]) -> DsnRequest {
     }
     // An address given twice is relayed once ([`once_each`]): it keeps the
     // first request any of its RCPTs made.
-    let mut asked = std::collections::HashMap::new();
+    let mut asked: HashMap<String, (Option<u8>, Option<String>)> = HashMap::new();
+    let mut forwarded = Vec::new();
     for (address, request) in tx.recipients.iter().zip(&tx.recipient_requests) {
-        if !request.is_empty() {
-            asked.entry(address_key(address)).or_insert(request);
+        if request.is_empty() {
+            continue;
         }
+        let notify = request.notify.map(|n| n.bits());
+        asked
+            .entry(address_key(address))
+            .or_insert((notify, request.orcpt.clone()));
+        if let Some(expansion) = expansion(address, to) {
+            let notify = request.notify.map(|n| expansion.notify_on(n).bits());
+            let orcpt = request.orcpt.clone().or_else(|| orcpt_of(address));
+            for target in expansion.remote {
+                forwarded.push((address_key(&target), (notify, orcpt.clone())));
+            }
+        }
+    }
+    // What the client asked for an address itself comes first.
+    for (key, request) in forwarded {
+        asked.entry(key).or_insert(request);
     }
     let recipients = relayed
         .iter()
         .filter_map(|address| {
-            let request = asked.get(&address_key(address))?;
+            let (notify, orcpt) = asked.get(&address_key(address))?;
             Some(RecipientDsn {
                 recipient: address.clone(),
-                notify: request.notify.map(|n| n.bits()),
-                orcpt: request.orcpt.clone(),
+                notify: *notify,
+                orcpt: orcpt.clone(),
             })
         })
         .collect();
@@ -345,11 +368,71 @@ struct Split {
     relayed: Vec<String>,
 }
 
-/// Sort recipients into local accounts and remote domains. A bare
-/// `postmaster` is `postmaster@hostname`; if no such account exists the
-/// mail waits in that mailbox until the operator creates it. A local
-/// address goes where [`Recipients::local_targets`] says (an account, the
-/// account without a detail, an alias's targets).
+/// Where a local recipient's mail goes: a bare `postmaster` is
+/// `postmaster@hostname`, and a local address goes where
+/// [`Recipients::local_targets`] says (an account, the account without a
+/// detail, an alias's targets).
+pub fn targets_of(rcpt: &str, to: &Recipients<'_>) -> Vec<String> {
+    let named = match rcpt.contains('@') {
+        true => rcpt.to_owned(),
+        false => format!("postmaster@{}", recipient_domain(rcpt, to.hostname)),
+    };
+    match to.local_targets {
+        Some(resolve) => resolve(&named),
+        // Folded as account names are (KELVIN SIGN, Ä: one account).
+        None => vec![named.to_lowercase()],
+    }
+}
+
+/// A local recipient that is an alias of remote addresses, or of several.
+pub struct Expansion {
+    /// It leads to more than one address.
+    pub several: bool,
+    /// The remote ones among them.
+    pub remote: Vec<String>,
+}
+
+impl Expansion {
+    /// What a target is asked to report when the client asked `notify`
+    /// for the alias: the same, less success when the alias has several
+    /// (the alias itself is reported "expanded", RFC 3461 §6.2.7.3).
+    pub fn notify_on(&self, notify: Notify) -> Notify {
+        match self.several {
+            true => notify.without_success(),
+            false => notify,
+        }
+    }
+}
+
+/// `rcpt`'s expansion when it is a local address that leads to several
+/// addresses or to a remote one; `None` for a remote address or one that
+/// is simply an account's.
+pub fn expansion(rcpt: &str, to: &Recipients<'_>) -> Option<Expansion> {
+    if !(to.is_local)(&recipient_domain(rcpt, to.hostname)) {
+        return None;
+    }
+    let targets = targets_of(rcpt, to);
+    let remote: Vec<String> = targets
+        .iter()
+        .filter(|t| !(to.is_local)(&recipient_domain(t, to.hostname)))
+        .cloned()
+        .collect();
+    let several = targets.len() > 1;
+    (several || !remote.is_empty()).then_some(Expansion { several, remote })
+}
+
+/// The ORCPT that names `address` (RFC 3461 §4.2), if it can be written
+/// as one (xtext is ASCII).
+fn orcpt_of(address: &str) -> Option<String> {
+    address
+        .is_ascii()
+        .then(|| format!("rfc822;{}", dsn_request::xtext_encode(address)))
+}
+
+/// Sort recipients into local accounts and remote domains ([`targets_of`]
+/// says where a local one's mail goes). If a bare `postmaster`'s account
+/// does not exist the mail waits in that mailbox until the operator
+/// creates it.
 fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
     let mut split = Split::default();
     for rcpt in recipients {
@@ -358,16 +441,7 @@ fn split_recipients(recipients: &[String], to: &Recipients<'_>) -> Split {
             split.relay(rcpt.clone(), domain);
             continue;
         }
-        let named = match rcpt.contains('@') {
-            true => rcpt.clone(),
-            false => format!("postmaster@{domain}"),
-        };
-        let targets = match to.local_targets {
-            Some(resolve) => resolve(&named),
-            // Folded as account names are (KELVIN SIGN, Ä: one account).
-            None => vec![named.to_lowercase()],
-        };
-        for target in targets {
+        for target in targets_of(rcpt, to) {
             let domain = recipient_domain(&target, to.hostname);
             if !(to.is_local)(&domain) {
                 split.relay(target, domain);
@@ -714,6 +788,55 @@ mod tests {
         assert_eq!(asked[0].recipient, "x@far.test");
         assert_eq!(asked[0].notify, success.notify.map(Notify::bits));
         assert_eq!(asked[0].orcpt, success.orcpt);
+    }
+
+    #[test]
+    fn an_aliases_remote_addresses_carry_its_dsn_request_on() {
+        use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
+        let is_local = |d: &str| d == "ours.test";
+        let resolve = |address: &str| match address {
+            "fwd@ours.test" => vec!["Bob+x@far.test".into()],
+            "team@ours.test" => vec!["ann@ours.test".into(), "c@far.test".into()],
+            other => vec![other.to_owned()],
+        };
+        let origin = client(&is_local, Some(&resolve));
+        let mut given = tx(&["fwd@ours.test", "team@ours.test", "c@far.test"]);
+        let all = RecipientRequest {
+            notify: Notify::parse("SUCCESS,FAILURE"),
+            orcpt: None,
+        };
+        let own = RecipientRequest {
+            notify: Notify::parse("DELAY"),
+            orcpt: Some("rfc822;c@far.test".into()),
+        };
+        given.recipient_requests = vec![all.clone(), all, own.clone()];
+        let m = new_message(MessageId::default(), &given, &origin, 1_000, b"");
+        assert_eq!(m.envelope.recipients, vec!["Bob+x@far.test", "c@far.test"]);
+        let asked = &m.envelope.dsn.recipients;
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        // Forwarded: the same request, the alias as the original address.
+        assert_eq!(asked[0].recipient, "Bob+x@far.test");
+        assert_eq!(
+            asked[0].notify,
+            Notify::parse("SUCCESS,FAILURE").map(Notify::bits)
+        );
+        assert_eq!(asked[0].orcpt.as_deref(), Some("rfc822;fwd@ours.test"));
+        // Asked for itself too: its own request wins over the alias's.
+        assert_eq!(asked[1].recipient, "c@far.test");
+        assert_eq!(asked[1].notify, own.notify.map(Notify::bits));
+        assert_eq!(asked[1].orcpt, own.orcpt);
+
+        // Given only through an alias of several: no success asked of it.
+        let mut given = tx(&["team@ours.test"]);
+        given.recipient_requests = vec![RecipientRequest {
+            notify: Notify::parse("SUCCESS,FAILURE"),
+            orcpt: None,
+        }];
+        let m = new_message(MessageId::default(), &given, &origin, 1_000, b"");
+        let asked = &m.envelope.dsn.recipients;
+        assert_eq!(asked[0].recipient, "c@far.test");
+        assert_eq!(asked[0].notify, Notify::parse("FAILURE").map(Notify::bits));
+        assert_eq!(asked[0].orcpt.as_deref(), Some("rfc822;team@ours.test"));
     }
 
     #[test]

@@ -323,10 +323,6 @@ impl Smtp<'_> {
         let shard = self.shard;
         let config = shard.config();
         let is_local = |domain: &str| config.is_local_domain(domain);
-        let reported = bounce::delivered_to_report(tx, &is_local);
-        if reported.is_empty() {
-            return None;
-        }
         let resolve = intake::local_targets_in(&config, &*shard.store);
         let to = intake::Recipients {
             hostname: &config.hostname,
@@ -334,6 +330,10 @@ impl Smtp<'_> {
             pool: config.relay.default_pool.as_deref(),
             local_targets: Some(&resolve),
         };
+        let reported = bounce::delivered_to_report(tx, &to);
+        if reported.is_empty() {
+            return None;
+        }
         let id = shard.next_id(now);
         Some(bounce::new_dsn(
             id,

@@ -58,23 +58,31 @@ pub fn relayed_to_report(
         .collect()
 }
 
-/// The recipients of `tx` in `local` (the ones whose mail went into a
-/// mailbox here) that asked to hear of success: reported "delivered".
-pub fn delivered_to_report(
-    tx: &Transaction,
-    is_local: &dyn Fn(&str) -> bool,
-) -> Vec<RecipientStatus> {
+/// The local recipients of `tx` (addresses at a domain of `to`'s) that
+/// asked to hear of success: "delivered" when their mail went into a
+/// mailbox here, "expanded" for an alias of several addresses (RFC 3461
+/// §6.2.7.3). An alias of one remote address is left to the next server
+/// to report: the request went on with it ([`intake::expansion`]).
+pub fn delivered_to_report(tx: &Transaction, to: &intake::Recipients<'_>) -> Vec<RecipientStatus> {
     // An address given twice is one mailbox, reported once.
     let mut seen = HashSet::new();
     tx.recipients
         .iter()
         .zip(&tx.recipient_requests)
         .filter(|(_, request)| request.notify.is_some_and(Notify::on_success))
-        .filter(|(address, _)| intake::domain_of(address).is_none_or(is_local))
+        .filter(|(address, _)| intake::domain_of(address).is_none_or(|d| (to.is_local)(d)))
         .filter(|(address, _)| seen.insert(address.to_ascii_lowercase()))
-        .map(|(address, request)| RecipientStatus {
+        .filter_map(|(address, request)| {
+            let action = match intake::expansion(address, to) {
+                None => Action::Delivered,
+                Some(expansion) if expansion.several => Action::Expanded,
+                Some(_) => return None,
+            };
+            Some((address, request, action))
+        })
+        .map(|(address, request, action)| RecipientStatus {
             recipient: address.clone(),
-            action: Action::Delivered,
+            action,
             status: "2.0.0".into(),
             remote_mta: None,
             diagnostic: None,
@@ -325,22 +333,42 @@ mod tests {
                 "far@d.test".into(),
                 "quiet@relay.test".into(),
                 "Me@Relay.test".into(),
+                "team@relay.test".into(),
+                "away@relay.test".into(),
             ],
             recipient_requests: vec![
                 asks.clone(),
                 asks.clone(),
                 RecipientRequest::default(),
+                asks.clone(),
+                asks.clone(),
                 asks,
             ],
             ..Transaction::default()
         };
-        let reported = delivered_to_report(&tx, &|d| d.eq_ignore_ascii_case("relay.test"));
-        assert_eq!(reported.len(), 1, "one mailbox, one report: {reported:?}");
+        let is_local = |d: &str| d.eq_ignore_ascii_case("relay.test");
+        // Two aliases: one of several addresses, one forwarding elsewhere.
+        let resolve = |address: &str| match address {
+            "team@relay.test" => vec!["me@relay.test".into(), "x@d.test".into()],
+            "away@relay.test" => vec!["away@elsewhere.test".into()],
+            other => vec![other.to_lowercase()],
+        };
+        let to = intake::Recipients {
+            hostname: "relay.test",
+            is_local: &is_local,
+            pool: None,
+            local_targets: Some(&resolve),
+        };
+        let reported = delivered_to_report(&tx, &to);
+        assert_eq!(reported.len(), 2, "one mailbox, one report: {reported:?}");
         assert_eq!(reported[0].recipient, "me@relay.test");
         assert_eq!(reported[0].action, Action::Delivered);
         assert_eq!(
             reported[0].original_recipient.as_deref(),
             Some("rfc822;Me@relay.test")
         );
+        // The forwarding alias is the next server's to report.
+        assert_eq!(reported[1].recipient, "team@relay.test");
+        assert_eq!(reported[1].action, Action::Expanded);
     }
 }

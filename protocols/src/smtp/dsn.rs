@@ -92,6 +92,9 @@ pub enum Action {
     /// Handed to a server that does not offer DSN, so no further report
     /// will come (RFC 3461 §5.2.2).
     Relayed,
+    /// Delivered to an alias that passed it on to several addresses, of
+    /// which no success will be reported (RFC 3461 §6.2.7.3).
+    Expanded,
 }
 
 impl Action {
@@ -102,6 +105,7 @@ impl Action {
             Action::Delayed => "delayed",
             Action::Delivered => "delivered",
             Action::Relayed => "relayed",
+            Action::Expanded => "expanded",
         }
     }
 
@@ -111,13 +115,13 @@ impl Action {
         match self {
             Action::Failed => "5.0.0",
             Action::Delayed => "4.0.0",
-            Action::Delivered | Action::Relayed => "2.0.0",
+            Action::Delivered | Action::Relayed | Action::Expanded => "2.0.0",
         }
     }
 
     /// Whether it reports a success.
     fn is_success(self) -> bool {
-        matches!(self, Action::Delivered | Action::Relayed)
+        matches!(self, Action::Delivered | Action::Relayed | Action::Expanded)
     }
 }
 
@@ -474,6 +478,16 @@ fn explanation(report: &Report<'_>, mta: &str, queue_id: &str) -> String {
         push_line(
             &mut out,
             &["those servers do not send delivery reports, so none will follow."],
+        );
+    }
+    if any(Action::Expanded) {
+        push_line(
+            &mut out,
+            &["Your message was delivered to the aliases marked \"expanded\", which"],
+        );
+        push_line(
+            &mut out,
+            &["passed it on to several addresses; no success is reported for those."],
         );
     }
     push_line(&mut out, &[]);

@@ -59,6 +59,12 @@ impl Notify {
         Notify(bits & (Self::SUCCESS | Self::FAILURE | Self::DELAY))
     }
 
+    /// The same conditions less success (what an alias's several
+    /// addresses are asked once the alias is reported expanded).
+    pub fn without_success(self) -> Notify {
+        Notify(self.0 & !Self::SUCCESS)
+    }
+
     /// Whether a successful delivery is to be reported.
     pub fn on_success(self) -> bool {
         self.0 & Self::SUCCESS != 0
@@ -220,6 +226,20 @@ pub fn is_xtext(value: &str) -> bool {
     xtext_decode(value).is_some()
 }
 
+/// `text` (printable ASCII) as xtext: `+`, `=` and anything else outside
+/// `!`..`~` written `+XX`.
+pub fn xtext_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'+' | b'=' => out.push_str(&format!("+{byte:02X}")),
+            33..=126 => out.push(char::from(byte)),
+            _ => out.push_str(&format!("+{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// The text an xtext stands for; None when `value` is not xtext or
 /// decodes to something other than printable ASCII and spaces.
 pub fn xtext_decode(value: &str) -> Option<String> {
@@ -286,6 +306,22 @@ mod tests {
         assert_eq!(Ret::parse("HDRS"), Some(Ret::Headers));
         assert_eq!(Ret::parse("HEADERS"), None);
         assert_eq!(Ret::Headers.value(), "HDRS");
+    }
+
+    #[test]
+    fn xtext_encoding_round_trips() {
+        for text in ["bob@example.test", "a+b=c@x.test", "with space@x"] {
+            let encoded = xtext_encode(text);
+            assert!(is_xtext(&encoded), "{encoded}");
+            assert_eq!(xtext_decode(&encoded).as_deref(), Some(text));
+        }
+        assert_eq!(xtext_encode("a+b=c"), "a+2Bb+3Dc");
+        let all = Notify::parse("SUCCESS,FAILURE,DELAY").unwrap();
+        assert_eq!(all.without_success().value(), "FAILURE,DELAY");
+        assert_eq!(
+            Notify::parse("SUCCESS").unwrap().without_success(),
+            Notify::NEVER
+        );
     }
 
     #[test]
