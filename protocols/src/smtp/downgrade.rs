@@ -132,41 +132,60 @@ pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Quoted-printable decoded, as strictly as [`quoted_printable`] encodes.
+#[cfg(any(test, feature = "fuzzing"))]
+fn decode(encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < encoded.len() {
+        match encoded[at] {
+            b'=' if encoded[at + 1..].starts_with(b"\r\n") => at += 3,
+            b'=' => {
+                let hex = std::str::from_utf8(&encoded[at + 1..at + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                at += 3;
+            }
+            octet => {
+                out.push(octet);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+fn lines_fit(encoded: &[u8]) {
+    for line in encoded.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        assert!(
+            line.len() <= LINE_LIMIT,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+/// What the fuzz target checks of any input: quoted-printable is 7-bit,
+/// keeps its lines short and decodes to the input; a conversion never
+/// panics, comes back 7-bit, and leaves 7-bit input as it was.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn check(input: &[u8]) {
+    let encoded = quoted_printable(input);
+    assert!(encoded.is_ascii());
+    lines_fit(&encoded);
+    assert_eq!(decode(&encoded), input);
+    if let Some(converted) = to_seven_bit(input) {
+        assert!(converted.is_ascii());
+        if input.is_ascii() {
+            assert_eq!(converted, input);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Decodes quoted-printable, for checking that encoding loses nothing.
-    fn decode(encoded: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < encoded.len() {
-            match encoded[at] {
-                b'=' if encoded[at + 1..].starts_with(b"\r\n") => at += 3,
-                b'=' => {
-                    let hex = std::str::from_utf8(&encoded[at + 1..at + 3]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    at += 3;
-                }
-                octet => {
-                    out.push(octet);
-                    at += 1;
-                }
-            }
-        }
-        out
-    }
-
-    fn lines_fit(encoded: &[u8]) {
-        for line in encoded.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            assert!(
-                line.len() <= LINE_LIMIT,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
-    }
 
     #[test]
     fn quoted_printable_round_trips_and_keeps_lines_short() {
@@ -308,9 +327,7 @@ mod tests {
                 state ^= state << 17;
                 message.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
             }
-            if let Some(converted) = to_seven_bit(&message) {
-                assert!(converted.is_ascii());
-            }
+            check(&message);
         }
     }
 }
