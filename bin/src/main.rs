@@ -197,11 +197,17 @@ fn main() -> ExitCode {
             // the check refuses.
             let checked = Config::load(&file)
                 .map_err(|e| e.to_string())
-                .and_then(|config| ringpost_engine::server::check_files(&config));
+                .and_then(|config| {
+                    let loaded = ringpost_engine::server::check_files(&config)?;
+                    Ok((loaded, config.cautions()))
+                });
             match checked {
-                Ok(loaded) => {
+                Ok((loaded, cautions)) => {
                     for line in loaded {
                         println!("  {line}");
+                    }
+                    for caution in cautions {
+                        eprintln!("warning: {caution}");
                     }
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
@@ -451,22 +457,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             // already up keep theirs), and the mail log file opened again
             // (logrotate).
             Some(signal_hook::consts::SIGHUP) => {
-                server.reopen_logs();
-                // A failure is logged by the reload itself.
-                if let Ok(reloaded) = server.reload() {
+                // The reload opens the mail log again first, whatever
+                // the outcome, and logs a failure too.
+                let reloaded = match server.reload() {
+                    Ok(reloaded) => reloaded,
+                    Err(why) => {
+                        say!("ringpost: reload failed, keeping the configuration in force: {why}");
+                        continue;
+                    }
+                };
+                say!(
+                    "ringpost: configuration reloaded (generation {})",
+                    reloaded.generation
+                );
+                if !reloaded.needs_restart.is_empty() {
                     say!(
-                        "ringpost: configuration reloaded (generation {})",
-                        reloaded.generation
+                        "ringpost: these settings need a restart; their old values stay: {}",
+                        reloaded.needs_restart.join(", ")
                     );
-                    if !reloaded.needs_restart.is_empty() {
-                        say!(
-                            "ringpost: these settings need a restart; their old values stay: {}",
-                            reloaded.needs_restart.join(", ")
-                        );
-                    }
-                    if let Some(described) = reloaded.certificates {
-                        say!("ringpost: certificates reloaded: {described}");
-                    }
+                }
+                if let Some(described) = reloaded.certificates {
+                    say!("ringpost: certificates reloaded: {described}");
                 }
             }
             other => break other,

@@ -38,7 +38,7 @@ asked for twice on the terminal.";
 /// What to do.
 #[derive(clap::Subcommand)]
 pub enum UserCommand {
-    /// Create an account. With --config, its domain must be in smtp.local_domains.
+    /// Create an account. With --config, its domain must be local (hostname or smtp.local_domains).
     Add {
         /// The account name: a full address, local@domain (stored lowercased).
         name: String,
@@ -93,7 +93,7 @@ pub struct StoreArgs {
     /// Store directory [default: the config's data_dir, else ./ringpost-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Configuration file; `add` then accepts only names in its smtp.local_domains.
+    /// Configuration file; `add` then accepts only names at its hostname or smtp.local_domains.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -140,7 +140,8 @@ pub fn run(command: UserCommand) -> ExitCode {
 
 fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed> {
     let (config, data_dir) = settings(args)?;
-    let local_domains = config.as_ref().map(|c| c.smtp.local_domains.as_slice());
+    let locals = config.as_ref().map(Config::local_domain_list);
+    let local_domains = locals.as_deref();
     // Check the name before asking for a password.
     let key = rules::validate_name(name, local_domains).map_err(|e| e.to_string())?;
     // A new store is made only where one was named: by default (the
@@ -150,7 +151,7 @@ fn add(name: &str, password_stdin: bool, args: &StoreArgs) -> Result<(), Failed>
     let target = target(&data_dir, named)?;
     if local_domains.is_none() && matches!(target, Target::Store(_)) {
         eprintln!(
-            "note: no --config given, so the domain is not checked against smtp.local_domains"
+            "note: no --config given, so the domain is not checked against the local domains"
         );
     }
     let password = read_password(password_stdin)?;

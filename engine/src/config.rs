@@ -1103,6 +1103,12 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest `smtp.max_line_length` that still takes every valid MAIL
+/// and RCPT line with the parameters offered in EHLO: 512 octets (RFC 5321
+/// §4.5.3.1.4) plus SIZE's 26 (RFC 1870 §3), DSN's 100 on MAIL and 500 on
+/// RCPT (RFC 3461 §4), AUTH='s 500 (RFC 4954 §5), rounded up.
+const MIN_COMMAND_LINE: usize = 1200;
+
 impl Config {
     /// Read and check a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1131,6 +1137,14 @@ impl Config {
                 key,
                 problem: problem.into(),
             })
+        }
+        /// The first of `keys` whose value is 0 named as wrong, so the
+        /// operator is sent to the setting that is.
+        fn none_zero(keys: &[(&'static str, u64)], problem: &str) -> Result<(), ConfigError> {
+            match keys.iter().find(|(_, value)| *value == 0) {
+                Some((key, _)) => invalid(key, problem),
+                None => Ok(()),
+            }
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             return invalid("hostname", "must be a non-empty name without spaces");
@@ -1241,12 +1255,13 @@ impl Config {
         if self.webhook.max_event_age_hours == 0 {
             return invalid("webhook.max_event_age_hours", "must be at least 1");
         }
-        if self.webhook.timeout_secs == 0 || self.webhook.retry_max_secs == 0 {
-            return invalid(
-                "webhook.timeout_secs",
-                "timeouts and pauses are at least 1 second",
-            );
-        }
+        none_zero(
+            &[
+                ("webhook.timeout_secs", self.webhook.timeout_secs),
+                ("webhook.retry_max_secs", self.webhook.retry_max_secs),
+            ],
+            "timeouts and pauses are at least 1 second",
+        )?;
         if self.admin.inject_max_recipients == 0 {
             return invalid("admin.inject_max_recipients", "must be at least 1");
         }
@@ -1265,21 +1280,23 @@ impl Config {
                 "must be at least 1 (RFC 5321 asks for 100)",
             );
         }
-        if s.max_line_length < 512 {
+        if s.max_line_length < MIN_COMMAND_LINE {
             return invalid(
                 "smtp.max_line_length",
-                "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+                "must be at least 1200: RFC 5321's 512 (§4.5.3.1.4) and what the \
+                 extensions offered add to a MAIL line (SIZE 26, DSN 100, AUTH= 500)",
             );
         }
         if s.max_connections_per_shard == 0 {
             return invalid("smtp.max_connections_per_shard", "must be at least 1");
         }
-        if s.command_timeout_secs == 0 || s.data_timeout_secs == 0 {
-            return invalid(
-                "smtp.command_timeout_secs",
-                "timeouts must be at least 1 second",
-            );
-        }
+        none_zero(
+            &[
+                ("smtp.command_timeout_secs", s.command_timeout_secs),
+                ("smtp.data_timeout_secs", s.data_timeout_secs),
+            ],
+            "timeouts must be at least 1 second",
+        )?;
         let r = &self.relay;
         for (n, source) in r.sources.iter().enumerate() {
             if source.address.is_unspecified() || source.address.is_multicast() {
@@ -1406,15 +1423,23 @@ impl Config {
                 );
             }
         }
-        if r.max_connections_per_destination == 0
-            || r.max_connections_per_shard == 0
-            || r.max_messages_per_connection == 0
-        {
-            return invalid(
-                "relay.max_connections_per_destination",
-                "connection and message limits must be at least 1",
-            );
-        }
+        none_zero(
+            &[
+                (
+                    "relay.max_connections_per_destination",
+                    r.max_connections_per_destination as u64,
+                ),
+                (
+                    "relay.max_connections_per_shard",
+                    r.max_connections_per_shard as u64,
+                ),
+                (
+                    "relay.max_messages_per_connection",
+                    r.max_messages_per_connection as u64,
+                ),
+            ],
+            "connection and message limits must be at least 1",
+        )?;
         if r.max_queued_per_shard < 16 {
             return invalid("relay.max_queued_per_shard", "must be at least 16");
         }
@@ -1424,30 +1449,37 @@ impl Config {
                 "must be at least retry_initial_secs (a shorter life bounces mail at its first delay)",
             );
         }
-        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
+        if r.retry_initial_secs == 0 {
+            return invalid("relay.retry_initial_secs", "must be at least 1");
+        }
+        if r.retry_max_secs < r.retry_initial_secs {
             return invalid(
                 "relay.retry_max_secs",
-                "retry_initial_secs must be at least 1 and at most retry_max_secs",
+                "must be at least retry_initial_secs",
             );
         }
-        if [
-            r.dns_timeout_secs,
-            r.connect_timeout_secs,
-            r.greeting_timeout_secs,
-            r.command_timeout_secs,
-            r.data_init_timeout_secs,
-            r.data_block_timeout_secs,
-            r.data_done_timeout_secs,
-        ]
-        .contains(&0)
-        {
-            return invalid(
-                "relay.command_timeout_secs",
-                "timeouts must be at least 1 second",
-            );
-        }
+        none_zero(
+            &[
+                ("relay.dns_timeout_secs", r.dns_timeout_secs),
+                ("relay.connect_timeout_secs", r.connect_timeout_secs),
+                ("relay.greeting_timeout_secs", r.greeting_timeout_secs),
+                ("relay.command_timeout_secs", r.command_timeout_secs),
+                ("relay.data_init_timeout_secs", r.data_init_timeout_secs),
+                ("relay.data_block_timeout_secs", r.data_block_timeout_secs),
+                ("relay.data_done_timeout_secs", r.data_done_timeout_secs),
+            ],
+            "timeouts must be at least 1 second",
+        )?;
         if r.ca_file.is_some() && !r.starttls {
             return invalid("relay.ca_file", "is only used with starttls = true");
+        }
+        if r.verify_certificates && !r.starttls {
+            // Said otherwise, mail would go out in the clear while the
+            // operator believes it goes over verified TLS.
+            return invalid(
+                "relay.verify_certificates",
+                "asks for verified TLS while starttls = false",
+            );
         }
         if !r.starttls
             && r.tls_policy
@@ -1489,12 +1521,16 @@ impl Config {
             return invalid("pop3.login_timeout_secs", "must be at least 1");
         }
         let i = &self.imap;
-        if i.login_timeout_secs == 0 || i.max_sessions_per_account == 0 {
-            return invalid(
-                "imap.login_timeout_secs",
-                "login timeout and sessions per account must be at least 1",
-            );
-        }
+        none_zero(
+            &[
+                ("imap.login_timeout_secs", i.login_timeout_secs),
+                (
+                    "imap.max_sessions_per_account",
+                    i.max_sessions_per_account as u64,
+                ),
+            ],
+            "must be at least 1",
+        )?;
         if self.submission.login_timeout_secs == 0 {
             return invalid("submission.login_timeout_secs", "must be at least 1");
         }
@@ -1507,16 +1543,21 @@ impl Config {
                 "must be at least 4 (MiB per shard)",
             );
         }
-        if self.limits.auth_window_secs == 0 || self.limits.lockout_secs == 0 {
-            return invalid(
-                "limits.auth_window_secs",
-                "the failure window and the lockout must be at least 1 second",
-            );
-        }
+        none_zero(
+            &[
+                ("limits.auth_window_secs", self.limits.auth_window_secs),
+                ("limits.lockout_secs", self.limits.lockout_secs),
+            ],
+            "the failure window and the lockout must be at least 1 second",
+        )?;
         // 0 would turn password-guessing lockouts off altogether.
         if self.limits.auth_failures_per_ip == 0 || self.limits.auth_failures_per_account == 0 {
+            let key = match self.limits.auth_failures_per_ip {
+                0 => "limits.auth_failures_per_ip",
+                _ => "limits.auth_failures_per_account",
+            };
             return invalid(
-                "limits.auth_failures_per_ip",
+                key,
                 "auth_failures_per_ip and auth_failures_per_account must be at least 1 \
                  (0 would allow unlimited password guessing)",
             );
@@ -1524,12 +1565,16 @@ impl Config {
         if s.max_rejected_recipients == 0 {
             return invalid("smtp.max_rejected_recipients", "must be at least 1");
         }
-        if i.max_connections_per_shard == 0 || i.max_errors == 0 {
-            return invalid(
-                "imap.max_connections_per_shard",
-                "connection and error limits must be at least 1",
-            );
-        }
+        none_zero(
+            &[
+                (
+                    "imap.max_connections_per_shard",
+                    i.max_connections_per_shard as u64,
+                ),
+                ("imap.max_errors", i.max_errors as u64),
+            ],
+            "connection and error limits must be at least 1",
+        )?;
         if i.idle_timeout_secs < 1800 {
             return invalid(
                 "imap.idle_timeout_secs",
@@ -1631,6 +1676,14 @@ impl Config {
         (!account.is_empty()).then(|| format!("{account}@{domain}"))
     }
 
+    /// The domains [`Config::is_local_domain`] takes: the hostname, then
+    /// `smtp.local_domains` (where accounts may be made).
+    pub fn local_domain_list(&self) -> Vec<String> {
+        let mut domains = vec![self.hostname.clone()];
+        domains.extend(self.smtp.local_domains.iter().cloned());
+        domains
+    }
+
     /// Whether `domain` (any case) is one of ours: our `hostname` or one of
     /// `local_domains`. Mail for it goes into mailboxes, never to the relay.
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -1680,6 +1733,66 @@ fn optional_addr_out<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S
 }
 
 impl Config {
+    /// Settings that are valid but risky on a server others can reach,
+    /// each in words: `serve` logs them as warnings at start and `config
+    /// check` prints them.
+    pub fn cautions(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        let reachable = |addr: &SocketAddr| !addr.ip().is_loopback();
+        let login_listeners = [
+            (
+                "submission.listen",
+                self.submission.enabled,
+                self.submission.listen,
+            ),
+            ("imap.listen", self.imap.enabled, self.imap.listen),
+            ("pop3.listen", self.pop3.enabled, self.pop3.listen),
+        ];
+        let reached: Vec<&str> = login_listeners
+            .iter()
+            .filter(|(_, enabled, addr)| *enabled && reachable(addr))
+            .map(|(key, _, _)| *key)
+            .collect();
+        if !self.store.sync {
+            said.push(
+                "store.sync is off: mail is acknowledged before the write-ahead log reaches \
+                 the disk, and a crash or power loss loses it; never so in production"
+                    .to_owned(),
+            );
+        }
+        if self.tls.plaintext_auth == PlaintextAuth::Always && !reached.is_empty() {
+            said.push(format!(
+                "tls.plaintext_auth = \"always\" with {} off loopback: passwords may cross \
+                 the network in the clear",
+                reached.join(", ")
+            ));
+        }
+        if !self.tls.enabled && !reached.is_empty() {
+            said.push(format!(
+                "tls.enabled = false with {} off loopback: no STARTTLS, mail and logins \
+                 in the clear",
+                reached.join(", ")
+            ));
+        }
+        if !self.tls.enabled && self.tls.plaintext_auth == PlaintextAuth::Never {
+            said.push(
+                "tls.enabled = false with tls.plaintext_auth = \"never\": no client can log in"
+                    .to_owned(),
+            );
+        }
+        if let Some(addr) = self.metrics.listen.filter(reachable) {
+            let metrics = match self.admin.metrics_need_token {
+                true => "",
+                false => " /metrics answers anyone (admin.metrics_need_token), and",
+            };
+            said.push(format!(
+                "metrics.listen = {addr} is off loopback:{metrics} the API's token crosses \
+                 plain HTTP; keep it on loopback or behind a TLS proxy"
+            ));
+        }
+        said
+    }
+
     /// The configuration as TOML, every setting with its value (defaults
     /// included): what `ringpost config show` prints.
     pub fn to_toml(&self) -> Result<String, String> {
@@ -1937,7 +2050,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_key() {
-        let text = Config::parse("[smtp]\nmax_line_length = 100\n")
+        let text = Config::parse("[smtp]\nmax_line_length = 1000\n")
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("smtp.max_line_length:"), "{text}");
@@ -1978,8 +2091,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.starts_with("relay.retry_max_secs:"), "{text}");
-        // Values that would switch a protection off, or cannot work.
+        // Values that would switch a protection off, or cannot work; each
+        // error names the setting that is wrong, not a neighbour of it.
         for (toml, key) in [
+            ("[relay]\ndns_timeout_secs = 0\n", "relay.dns_timeout_secs:"),
+            ("[smtp]\ndata_timeout_secs = 0\n", "smtp.data_timeout_secs:"),
+            (
+                "[relay]\nmax_messages_per_connection = 0\n",
+                "relay.max_messages_per_connection:",
+            ),
+            (
+                "[imap]\nmax_sessions_per_account = 0\n",
+                "imap.max_sessions_per_account:",
+            ),
+            ("[limits]\nlockout_secs = 0\n", "limits.lockout_secs:"),
+            (
+                "[limits]\nauth_failures_per_account = 0\n",
+                "limits.auth_failures_per_account:",
+            ),
+            (
+                "[relay]\nretry_initial_secs = 0\n",
+                "relay.retry_initial_secs:",
+            ),
+            ("[webhook]\nretry_max_secs = 0\n", "webhook.retry_max_secs:"),
+            ("[imap]\nmax_errors = 0\n", "imap.max_errors:"),
             (
                 "[relay]\nmax_lifetime_secs = 0\n",
                 "relay.max_lifetime_secs:",
@@ -1988,14 +2123,35 @@ mod tests {
                 "[limits]\nauth_failures_per_ip = 0\n",
                 "limits.auth_failures_per_ip:",
             ),
-            (
-                "[limits]\nauth_failures_per_account = 0\n",
-                "limits.auth_failures_per_ip:",
-            ),
         ] {
             let text = Config::parse(toml).unwrap_err().to_string();
             assert!(text.starts_with(key), "{toml}: {text}");
         }
+    }
+
+    #[test]
+    fn risky_settings_are_cautioned_and_plain_relaying_under_verify_refused() {
+        assert_eq!(Config::default().cautions(), Vec::<String>::new());
+        let exposed = Config::parse(
+            "[tls]\nplaintext_auth = \"always\"\n[submission]\nlisten = \"0.0.0.0:587\"\n\
+             [metrics]\nlisten = \"0.0.0.0:9090\"\n",
+        )
+        .unwrap()
+        .cautions();
+        assert_eq!(exposed.len(), 2, "{exposed:?}");
+        assert!(exposed[0].contains("submission.listen"), "{exposed:?}");
+        assert!(
+            exposed[1].contains("/metrics answers anyone"),
+            "{exposed:?}"
+        );
+        let locked = Config::parse("[tls]\nenabled = false\nplaintext_auth = \"never\"\n")
+            .unwrap()
+            .cautions();
+        assert!(locked[0].contains("no client can log in"), "{locked:?}");
+        let text = Config::parse("[relay]\nstarttls = false\nverify_certificates = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("relay.verify_certificates:"), "{text}");
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct Reloader {
     sites: Arc<crate::relay::shaping::Sites>,
     certificates: Option<Arc<crate::tls::CertStore>>,
     security: crate::metrics::SecurityMetrics,
+    /// Opened again at every reload, however asked: a logrotate
+    /// `postrotate` may use SIGHUP or `ringpost config reload`.
+    maillog: Arc<crate::maillog::MailLog>,
     source: RwLock<Option<ConfigSource>>,
     applying: std::sync::Mutex<()>,
 }
@@ -101,6 +104,7 @@ impl Reloader {
         sites: Arc<crate::relay::shaping::Sites>,
         certificates: Option<Arc<crate::tls::CertStore>>,
         security: crate::metrics::SecurityMetrics,
+        maillog: Arc<crate::maillog::MailLog>,
     ) -> Reloader {
         Reloader {
             live,
@@ -109,6 +113,7 @@ impl Reloader {
             sites,
             certificates,
             security,
+            maillog,
             source: RwLock::new(None),
             applying: std::sync::Mutex::new(()),
         }
@@ -127,10 +132,12 @@ impl Reloader {
         self.live.get()
     }
 
-    /// Read the source again and put it in force. An unreadable or invalid
+    /// Open the mail log file again, read the source again and put it in
+    /// force. An unreadable or invalid
     /// configuration changes nothing (the error says why); certificates
     /// that fail to load keep the old ones and fail the reload.
     pub fn reload(&self) -> Result<Reloaded, String> {
+        self.maillog.reopen();
         let reloaded = self.read_and_apply();
         if let Err(error) = &reloaded {
             // Said in the log (as JSON when that is its format), whoever

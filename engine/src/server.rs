@@ -68,8 +68,13 @@ pub enum StartError {
     #[error("cannot set up TLS for the listeners: {0}")]
     Certificates(String),
     /// The mail log file could not be opened.
-    #[error("cannot open the mail log: {0}")]
-    MailLog(std::io::Error),
+    #[error("cannot open the mail log {path} (log.mail_log): {source}")]
+    MailLog {
+        /// The file.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// A DKIM key could not be loaded.
     #[error("cannot set up DKIM signing: {0}")]
     Dkim(String),
@@ -161,8 +166,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let live = Arc::new(LiveConfig::new(config.clone()));
     let (store, store_description) = open_store(&config)?;
-    if !config.store.sync {
-        tracing::warn!("store.sync is off: mail is acknowledged before the write-ahead log reaches the disk, and a crash or power loss loses it; never so in production");
+    for caution in config.cautions() {
+        tracing::warn!("{caution}");
     }
 
     let metrics = Metrics::new();
@@ -203,7 +208,16 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     } else {
         (None, None)
     };
-    let (maillog, maillog_writer) = MailLog::open(&config.log).map_err(StartError::MailLog)?;
+    let (maillog, maillog_writer) =
+        MailLog::open(&config.log).map_err(|source| StartError::MailLog {
+            path: config
+                .log
+                .mail_log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source,
+        })?;
     let maillog = Arc::new(maillog);
     let counted = maillog.clone();
     metrics.watch_log_drops("mail", move || counted.dropped());
@@ -248,6 +262,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         shared.sites.clone(),
         certificates.clone(),
         metrics.security(),
+        maillog.clone(),
     ));
     let shard_count = config.shard_count();
     let bind = |addr| {

@@ -47,7 +47,9 @@ pub enum UserError {
         problem: &'static str,
     },
     /// The name's domain is not one this server receives mail for.
-    #[error("`{domain}` is not one of the local domains (smtp.local_domains: {local})")]
+    #[error(
+        "`{domain}` is not one of the local domains (hostname and smtp.local_domains: {local})"
+    )]
     NotLocal {
         /// The domain of the name.
         domain: String,

@@ -121,10 +121,10 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             };
             blocking(context, move |c| {
                 let config = c.config();
-                let locals = &config.smtp.local_domains;
+                let locals = config.local_domain_list();
                 let now = crate::intake::unix_micros() / 1_000_000;
                 let commit = |batch| c.commits.commit_blocking(batch);
-                let user = accounts::add(&*c.store, &commit, &name, &password, Some(locals), now)?;
+                let user = accounts::add(&*c.store, &commit, &name, &password, Some(&locals), now)?;
                 tracing::info!(%peer, user = %user.name, "admin: account added");
                 Ok((StatusCode::CREATED, json!({ "name": user.name })))
             })

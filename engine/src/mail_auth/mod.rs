@@ -141,8 +141,14 @@ async fn with_dmarc(
 /// The `Authentication-Results:` field (RFC 8601) for `verdicts`, by
 /// `authserv_id` (our hostname), folded, CRLF-terminated.
 pub fn authentication_results(authserv_id: &str, verdicts: &Verdicts) -> String {
-    let clean = |text: &str| text.replace(['(', ')', '\r', '\n', ';'], " ");
-    let token = |text: &str| text.replace(['\r', '\n', ' ', ';', '(', ')'], "");
+    let clean = |text: &str| -> String {
+        let odd = |c: char| c.is_control() || matches!(c, '(' | ')' | ';');
+        text.chars().map(|c| if odd(c) { ' ' } else { c }).collect()
+    };
+    let token = |text: &str| -> String {
+        let odd = |c: char| c.is_control() || matches!(c, ' ' | ';' | '(' | ')');
+        text.chars().filter(|&c| !odd(c)).collect()
+    };
     let spf = &verdicts.spf;
     let property = match spf.identity {
         "helo" => "smtp.helo",

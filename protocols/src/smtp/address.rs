@@ -10,7 +10,7 @@
 //! transaction may use them (the SMTPUTF8 parameter) is the session's call.
 
 use std::borrow::Cow;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Longest local part, in octets (RFC 5321 §4.5.3.1.1).
 pub(super) const MAX_LOCAL_PART: usize = 64;
@@ -269,7 +269,7 @@ fn address_literal(cur: &mut Cursor<'_>) -> Result<(), PathError> {
     let inner = std::str::from_utf8(&cur.s[start..cur.pos]).map_err(|_| PathError::Syntax)?;
     cur.expect(b']')?;
     let valid = match inner.split_once(':') {
-        None => inner.parse::<Ipv4Addr>().is_ok(),
+        None => is_ipv4_literal(inner),
         Some((tag, addr)) if tag.eq_ignore_ascii_case("IPv6") => addr.parse::<Ipv6Addr>().is_ok(),
         // General-address-literal: Standardized-tag ":" 1*dcontent. Tags are
         // registered with IANA; none but IPv6 exists, so only the shape is checked.
@@ -291,9 +291,40 @@ fn address_literal(cur: &mut Cursor<'_>) -> Result<(), PathError> {
     }
 }
 
+/// RFC 5321's IPv4-address-literal: four `Snum`s of one to three digits,
+/// each at most 255. Leading zeros are allowed there (`192.000.002.001`),
+/// though Rust's `Ipv4Addr` parser refuses them.
+fn is_ipv4_literal(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|part| {
+            (1..=3).contains(&part.len())
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && part.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_literals_may_have_leading_zeros() {
+        for ok in ["192.0.2.1", "192.000.002.001", "0.0.0.0", "255.255.255.255"] {
+            assert!(is_ipv4_literal(ok), "{ok}");
+        }
+        for bad in [
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "0001.2.3.4",
+            "a.b.c.d",
+            "",
+        ] {
+            assert!(!is_ipv4_literal(bad), "{bad}");
+        }
+    }
 
     fn mailbox(arg: &str) -> (&'static str, &str) {
         match parse_path(arg) {

@@ -6,7 +6,8 @@
 //!
 //! # What is checked (a violation panics)
 //! - `feed` consumes no more than it was given, and stops early only at a
-//!   question for the driver or at the end of the session;
+//!   question for the driver, at the end of the session, or to let its
+//!   replies go out first;
 //! - at most one question is out at a time, and nothing is consumed until it
 //!   is answered;
 //! - a closed session consumes nothing and says nothing more;

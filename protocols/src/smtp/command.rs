@@ -65,6 +65,12 @@ pub(super) enum ParseError {
     NotImplemented,
     /// A known verb with bad arguments; the reply says which.
     Syntax(Reply),
+    /// BDAT with a size but something other than LAST after it: its
+    /// octets follow all the same, and must not be read as commands.
+    BdatKeyword {
+        /// The chunk's size, to be read and dropped.
+        size: u64,
+    },
 }
 
 impl ParseError {
@@ -75,6 +81,7 @@ impl ParseError {
             ParseError::Unknown => replies::UNKNOWN_COMMAND,
             ParseError::NotImplemented => replies::NOT_IMPLEMENTED,
             ParseError::Syntax(reply) => reply,
+            ParseError::BdatKeyword { .. } => replies::BDAT_SYNTAX,
         }
     }
 }
@@ -95,7 +102,10 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
 
     if is("EHLO") || is("HELO") {
         let esmtp = is("EHLO");
-        if arg.is_empty() {
+        // A name with control characters (NUL, escapes, tabs) is no domain
+        // or address literal (RFC 5321 §4.1.1.1), and would travel on into
+        // trace and Authentication-Results fields.
+        if arg.is_empty() || arg.chars().any(char::is_control) {
             return syntax(if esmtp {
                 replies::EHLO_SYNTAX
             } else {
@@ -118,7 +128,7 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     } else if is("DATA") {
         no_argument(arg, Command::Data, replies::DATA_SYNTAX)
     } else if is("BDAT") {
-        parse_bdat(arg).ok_or(ParseError::Syntax(replies::BDAT_SYNTAX))
+        parse_bdat(arg)
     } else if is("RSET") {
         no_argument(arg, Command::Rset, replies::RSET_SYNTAX)
     } else if is("NOOP") {
@@ -171,21 +181,19 @@ fn no_argument<'a>(
     }
 }
 
-/// `size [LAST]` of BDAT; `None` for anything else.
-fn parse_bdat(arg: &str) -> Option<Command<'static>> {
+/// `size [LAST]` of BDAT.
+fn parse_bdat(arg: &str) -> Result<Command<'static>, ParseError> {
     let (size, rest) = match arg.split_once(' ') {
         Some((size, rest)) => (size, rest.trim_start_matches(' ')),
         None => (arg, ""),
     };
+    let size = parse_decimal(size).ok_or(ParseError::Syntax(replies::BDAT_SYNTAX))?;
     let last = match rest {
         "" => false,
         _ if rest.eq_ignore_ascii_case("LAST") => true,
-        _ => return None,
+        _ => return Err(ParseError::BdatKeyword { size }),
     };
-    Some(Command::Bdat {
-        size: parse_decimal(size)?,
-        last,
-    })
+    Ok(Command::Bdat { size, last })
 }
 
 /// A decimal number of ASCII digits only: no sign, no spaces, no overflow.

@@ -170,14 +170,14 @@ pub const START_DATA: Reply = Reply::fixed(354, "", "End data with <CR><LF>.<CR>
 /// VRFY is answered without looking anything up (RFC 5321 §3.5.3).
 pub const CANNOT_VRFY: Reply = Reply::fixed(
     252,
-    "2.1.5",
+    "2.0.0",
     "Cannot VRFY user, but will accept message and attempt delivery",
 );
 /// The answer to HELP.
 pub const HELP: Reply = Reply::fixed(
     214,
     "2.0.0",
-    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
 );
 
 /// `250 2.0.0 Ok: queued as <queue_id>`: the message is durable.
@@ -309,8 +309,9 @@ pub const BARE_LINE_ENDING: Reply = Reply::fixed(
 
 /// STARTTLS accepted: the handshake starts after this reply.
 pub const READY_FOR_TLS: Reply = Reply::fixed(220, "2.0.0", "Ready to start TLS");
-/// STARTTLS where no certificate is loaded.
-pub const TLS_UNAVAILABLE: Reply = Reply::fixed(454, "4.7.0", "TLS not available");
+/// STARTTLS where no certificate is loaded: not offered, so a command not
+/// implemented here (RFC 5321 §4.2.4; 454 would invite retries for ever).
+pub const TLS_UNAVAILABLE: Reply = Reply::fixed(502, "5.5.1", "STARTTLS not offered here");
 /// STARTTLS when TLS is already on (RFC 3207 §4: only once).
 pub const TLS_ALREADY_ACTIVE: Reply = Reply::fixed(503, "5.5.1", "TLS already active");
 /// AUTH accepted.

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use super::address::{self, Path, PathError};
 use super::bdat::{Chunk, LineEndings};
 use super::body::Body;
-use super::command::{self, Command};
+use super::command::{self, Command, ParseError};
 use super::data::DataReceiver;
 use super::dsn_request::{RecipientRequest, Ret};
 use super::params::{self, MailParams};
@@ -54,6 +54,10 @@ use super::replies::{self, EhloOffer, Reply};
 use crate::line::{Line, LineReader};
 use crate::sasl::{self, Credentials, Exchange, Failure, Mechanism, Step};
 use crate::session::{Deadline, Session, Timers};
+
+/// Replies waiting to be written past which [`ServerSession::feed`] takes
+/// no more commands.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// Limits and identity for server sessions; shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -348,13 +352,22 @@ impl ServerSession {
     /// Everything is consumed unless the session stops at a question for the
     /// driver (see [`Self::poll_event`]) or closes; the driver keeps the rest
     /// and feeds it again after answering. Incomplete command lines are kept
-    /// inside the session (at most `max_line_len` bytes).
+    /// inside the session (at most `max_line_len` bytes). It stops too once
+    /// [`OUTPUT_HIGH_WATER`] bytes of replies wait to be written: the rest is
+    /// fed after they are, so a client pipelining thousands of EHLOs (each
+    /// answer twenty times its command) cannot make the output grow without
+    /// bound while it reads slowly.
     #[must_use = "unconsumed input must be fed again"]
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
         while used < input.len() {
             let rest = &input[used..];
             used += match &mut self.phase {
+                Phase::Command | Phase::SaslResponse(_)
+                    if self.output.len() >= OUTPUT_HIGH_WATER =>
+                {
+                    break
+                }
                 Phase::Command => self.read_command(rest),
                 Phase::Data(receiver) => {
                     let (n, done) = receiver.ingest(rest, &mut self.body);
@@ -652,6 +665,7 @@ impl ServerSession {
     fn execute(&mut self, line: &[u8]) {
         let command = match command::parse(line) {
             Ok(command) => command,
+            Err(ParseError::BdatKeyword { size }) => return self.bad_bdat(size),
             Err(error) => return self.reply(error.into_reply()),
         };
         match command {
@@ -907,6 +921,25 @@ impl ServerSession {
             }
         };
         self.phase = Phase::Chunk(Chunk::new(size, last, refusal));
+        if size == 0 {
+            self.finish_chunk();
+        }
+    }
+
+    /// BDAT with a size and a keyword other than LAST: its octets are read
+    /// and dropped rather than run as commands, and the transaction fails
+    /// (a message missing a chunk must not be taken), as do the chunks
+    /// pipelined behind it.
+    fn bad_bdat(&mut self, size: u64) {
+        self.open = None;
+        self.body.discard();
+        self.content_started = None;
+        self.count_error();
+        if self.is_closed() {
+            return;
+        }
+        self.chunks_failed = true;
+        self.phase = Phase::Chunk(Chunk::new(size, false, Some(replies::BDAT_SYNTAX)));
         if size == 0 {
             self.finish_chunk();
         }

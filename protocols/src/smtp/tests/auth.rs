@@ -74,7 +74,7 @@ fn ehlo_offers_starttls_before_tls_and_auth_only_where_usable() {
 #[test]
 fn starttls_once_and_only_with_a_certificate() {
     let run = run_peer(config(), Peer::default(), b"EHLO c\r\nSTARTTLS\r\n");
-    assert_eq!(run.after_ehlo(), ["454 4.7.0"]);
+    assert_eq!(run.after_ehlo(), ["502 5.5.1"]);
     let run = run_peer(
         tls_config(),
         Peer::default(),

@@ -53,13 +53,20 @@ fn a_last_line_without_crlf_gets_one() {
 }
 
 #[test]
-fn bdat_syntax_errors_consume_nothing() {
+fn bdat_syntax_errors_consume_nothing_unless_a_size_was_given() {
     assert_eq!(
-        bdat_codes(&format!(
-            "{ENVELOPE}BDAT\r\nBDAT x\r\nBDAT 1 MORE\r\nNOOP\r\n"
-        ))[2..],
-        ["501 5.5.4", "501 5.5.4", "501 5.5.4", "250 2.0.0"]
+        bdat_codes(&format!("{ENVELOPE}BDAT\r\nBDAT x\r\nNOOP\r\n"))[2..],
+        ["501 5.5.4", "501 5.5.4", "250 2.0.0"]
     );
+    // With a size, its octets follow whatever came after it: they are read
+    // and dropped, never run as commands, and the transaction is over.
+    let run =
+        ehlo_run(format!("{ENVELOPE}BDAT 6 MORE\r\nRSET\r\nBDAT 3 LAST\r\nabcNOOP\r\n").as_bytes());
+    assert_eq!(
+        run.after_ehlo()[2..],
+        ["501 5.5.4", "503 5.5.1", "250 2.0.0"]
+    );
+    assert!(run.messages().is_empty());
 }
 
 #[test]
