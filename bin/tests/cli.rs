@@ -388,6 +388,25 @@ fn config_check_names_the_problem_and_its_place() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+
+    // Valid but risky: passes, with a warning that says why.
+    let risky = dir.path().join("risky.toml");
+    std::fs::write(
+        &risky,
+        "[tls]\nplaintext_auth = \"always\"\n[imap]\nlisten = \"0.0.0.0:1143\"\n",
+    )
+    .unwrap();
+    let out = Command::new(RINGPOST)
+        .args(["config", "check"])
+        .arg(&risky)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: tls.plaintext_auth") && err.contains("imap.listen"),
+        "{err}"
+    );
 }
 
 /// `config show` prints every setting, defaults included, as a file that
@@ -739,7 +758,7 @@ fn user_add_refuses_bad_names_and_passwords() {
     );
     assert!(ok, "{out}{err}");
     assert!(
-        err.contains("not checked against smtp.local_domains"),
+        err.contains("not checked against the local domains"),
         "{err}"
     );
 
@@ -807,6 +826,9 @@ fn user_accounts_and_a_running_server() {
     );
     let (ok, _, err) = add("carol@elsewhere.test");
     assert!(!ok && err.contains("not one of the local domains"), "{err}");
+    // The hostname's domain is local too (postmaster lives there).
+    let (ok, _, err) = add("postmaster@mx.example.test");
+    assert!(ok, "{err}");
     let (ok, _, err) = ringpost(
         &["user", "passwd", "bob@example.test", "--password-stdin"],
         &data,

@@ -1235,7 +1235,23 @@ fn the_mail_log_has_a_line_per_acceptance_and_per_recipient_delivered() {
             .collect()
     };
     wait_until("three mail log lines", || lines().len() >= 3);
+    // logrotate moved the file: a reload (however asked) opens a new one.
+    let rotated = dir.path().join("mail.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let config = server.live_config();
+    server.set_config_source(std::sync::Arc::new(move || Ok((*config).clone())));
+    server.reload().expect("reloads");
+    send(
+        server.smtp_addr(),
+        "a@origin.test",
+        &["b@dest.test"],
+        &message(2),
+    );
+    wait_until("a line in the new file", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() >= 2)
+    });
     server.shutdown();
+    std::fs::rename(&rotated, &log).unwrap();
     let lines = lines();
     assert_eq!(lines.len(), 3, "{lines:?}");
     let accepted = &lines[0];
