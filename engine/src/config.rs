@@ -1514,6 +1514,9 @@ impl Config {
         if p.max_errors == 0 {
             return invalid("pop3.max_errors", "must be at least 1");
         }
+        if self.submission.auth_failure_delay_secs > 60 {
+            return invalid("submission.auth_failure_delay_secs", "must be at most 60");
+        }
         if p.auth_failure_delay_secs > 60 {
             return invalid("pop3.auth_failure_delay_secs", "must be at most 60");
         }
@@ -1606,8 +1609,20 @@ impl Config {
             let Some(addr) = addr.filter(|a| a.port() != 0) else {
                 continue;
             };
-            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| *a == Some(addr)) {
-                return invalid(key, format!("{addr} is also {other}"));
+            // A wildcard address takes its port on every address of its
+            // family ([::] on both, dual-stack), so the bind would fail.
+            let covers = |wide: SocketAddr, other: SocketAddr| {
+                wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+            };
+            let overlaps = |other: SocketAddr| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip() || covers(other, addr) || covers(addr, other))
+            };
+            if let Some((other, used)) =
+                listeners[..i].iter().find(|(_, a)| a.is_some_and(overlaps))
+            {
+                let used = used.map(|a| a.to_string()).unwrap_or_default();
+                return invalid(key, format!("{addr} takes the port of {other} ({used})"));
             }
         }
         Ok(())
@@ -2061,7 +2076,21 @@ mod tests {
         let text = Config::parse("[pop3]\nlisten = \"127.0.0.1:2525\"\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(text, "pop3.listen: 127.0.0.1:2525 is also smtp.listen");
+        assert_eq!(
+            text,
+            "pop3.listen: 127.0.0.1:2525 takes the port of smtp.listen (127.0.0.1:2525)"
+        );
+        // A wildcard takes its port on every address: [::] on both families.
+        for (a, b, clash) in [
+            ("0.0.0.0:2525", "127.0.0.1:2525", true),
+            ("[::]:2525", "127.0.0.1:2525", true),
+            ("0.0.0.0:2525", "[::]:2525", true),
+            ("0.0.0.0:2525", "[::1]:2525", false),
+            ("0.0.0.0:2525", "127.0.0.1:2526", false),
+        ] {
+            let toml = format!("[smtp]\nlisten = \"{a}\"\n[pop3]\nlisten = \"{b}\"\n");
+            assert_eq!(Config::parse(&toml).is_err(), clash, "{a} {b}");
+        }
         let text = Config::parse("[pop3]\nidle_timeout_secs = 60\n")
             .unwrap_err()
             .to_string();
@@ -2254,7 +2283,10 @@ mod tests {
         let text = Config::parse("[imap]\ntls_listen = \"127.0.0.1:2525\"\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(text, "imap.tls_listen: 127.0.0.1:2525 is also smtp.listen");
+        assert_eq!(
+            text,
+            "imap.tls_listen: 127.0.0.1:2525 takes the port of smtp.listen (127.0.0.1:2525)"
+        );
     }
 
     #[test]
