@@ -172,7 +172,10 @@ pub(crate) enum Reach {
 /// (read-only unless `write`).
 pub(crate) fn reach(data_dir: &Path, write: bool) -> Result<Reach, String> {
     if !data_dir.join("CURRENT").is_file() {
-        return Err(format!("no store at {}", data_dir.display()));
+        return Err(format!(
+            "no store at {} (name the server's data dir with --data-dir, e.g. /var/lib/ringpost)",
+            data_dir.display()
+        ));
     }
     if !write {
         // A running server answers through its API. Otherwise the store is
