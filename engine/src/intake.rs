@@ -677,11 +677,23 @@ pub fn check_recipient(
                 Err(_) => return Err(replies::STORAGE_FAILED),
             }
         }
-        let aliased = config.alias_targets(address).is_some()
-            || without_detail.is_some_and(|base| config.alias_targets(&base).is_some());
-        return match aliased {
-            true => Ok(()),
-            false => Err(replies::NO_SUCH_USER),
+        let targets = config.alias_targets(address).or_else(|| {
+            without_detail
+                .as_deref()
+                .and_then(|base| config.alias_targets(base))
+        });
+        let Some(targets) = targets else {
+            return Err(replies::NO_SUCH_USER);
+        };
+        // An alias whose every address is a local account over its quota
+        // cannot take the message either (one that goes anywhere else can).
+        let full = |target: &String| {
+            domain_of(target).is_some_and(|d| config.is_local_domain(d))
+                && matches!(account(target), Ok(LocalAccount::Full))
+        };
+        return match !targets.is_empty() && targets.iter().all(full) {
+            true => Err(replies::MAILBOX_FULL),
+            false => Ok(()),
         };
     }
     if client_may_relay {
@@ -1010,6 +1022,18 @@ mod tests {
         }
         let err = check_recipient("full+x@ours.test", false, &config, known).unwrap_err();
         assert_eq!(err.code, 452, "the account's quota, with a detail too");
+        // An alias of full accounts only is full; one with another way is not.
+        config
+            .smtp
+            .aliases
+            .insert("desk@ours.test".into(), vec!["full@ours.test".into()]);
+        let err = check_recipient("desk@ours.test", false, &config, known).unwrap_err();
+        assert_eq!(err.code, 452, "an alias of a full account");
+        config.smtp.aliases.insert(
+            "desk@ours.test".into(),
+            vec!["full@ours.test".into(), "alice@ours.test".into()],
+        );
+        assert!(check_recipient("desk@ours.test", false, &config, known).is_ok());
         // Without the catch-all, an unknown address is still unknown.
         config.smtp.aliases.remove("@ours.test");
         let err = check_recipient("anyone@ours.test", false, &config, known).unwrap_err();
