@@ -411,7 +411,10 @@ pub fn expansion(rcpt: &str, to: &Recipients<'_>) -> Option<Expansion> {
     if !(to.is_local)(&recipient_domain(rcpt, to.hostname)) {
         return None;
     }
-    let targets = targets_of(rcpt, to);
+    let mut targets = targets_of(rcpt, to);
+    // An address listed twice (or in two spellings) is still one.
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| seen.insert(address_key(t)));
     let remote: Vec<String> = targets
         .iter()
         .filter(|t| !(to.is_local)(&recipient_domain(t, to.hostname)))

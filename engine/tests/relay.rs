@@ -848,7 +848,8 @@ fn eight_bit_mail_is_made_7bit_for_a_server_without_8bitmime_or_bounced() {
     assert!(
         text.ends_with(
             "Subject: menu\r\nContent-Transfer-Encoding: quoted-printable\r\n\
-             MIME-Version: 1.0\r\n\r\ncaf=C3=A9 cr=C3=A8me br=C3=BBl=C3=A9e\r\n"
+             Content-Type: text/plain; charset=utf-8\r\nMIME-Version: 1.0\r\n\r\n\
+             caf=C3=A9 cr=C3=A8me br=C3=BBl=C3=A9e\r\n"
         ),
         "{text}"
     );
@@ -871,6 +872,19 @@ fn eight_bit_mail_is_made_7bit_for_a_server_without_8bitmime_or_bounced() {
     );
     assert!(text.contains("Status: 5.6.3"), "{text}");
     assert!(dsn.data.is_ascii(), "the DSN was made 7-bit too: {text}");
+
+    // A large one is converted off the shard thread, to the same effect.
+    let line = format!("{}\r\n", "\u{e9}t\u{e9}".repeat(30));
+    let large = format!("Subject: big\r\n\r\n{}", line.repeat(3_000));
+    assert!(large.len() > 256 * 1024);
+    send(server.smtp_addr(), "a@origin.test", &["d@tls.test"], &large);
+    wait_until("the large message", || mx.received().len() == 3);
+    let got = &mx.received()[2].data;
+    assert!(got.is_ascii());
+    let text = String::from_utf8_lossy(got);
+    assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n"));
+    let unwrapped = text.replace("=\r\n", "");
+    assert_eq!(unwrapped.matches("=C3=A9t=C3=A9").count(), 30 * 3_000);
     server.shutdown();
 }
 

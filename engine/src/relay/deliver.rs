@@ -22,11 +22,11 @@ use crate::config::TlsPolicy;
 use crate::intake;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
-use ringpost_protocols::smtp::bounce_class;
 use ringpost_protocols::smtp::client::{
     ClientEvent, ClientSession, OutgoingMessage, Phase, RecipientResult, ServerReply,
 };
 use ringpost_protocols::smtp::dsn_request::{Notify, RecipientRequest};
+use ringpost_protocols::smtp::{bounce_class, downgrade};
 use ringpost_storage::spool::{Envelope, InMemory, MessageId, QueueEntry};
 use ringpost_storage::StoreError;
 use std::collections::VecDeque;
@@ -595,14 +595,18 @@ impl Over<'_> {
         connection: &mut Connection,
         id: MessageId,
     ) -> Result<Option<Loaded>, StoreError> {
-        match self.relay.load_in_memory(id)? {
-            InMemory::Found(envelope, body) => Ok(Some(Loaded { envelope, body })),
-            InMemory::Gone => Ok(None),
+        let loaded = match self.relay.load_in_memory(id)? {
+            InMemory::Found(envelope, body) => Loaded { envelope, body },
+            InMemory::Gone => return Ok(None),
             InMemory::OnDisk => {
                 connection.write_pending(&self.relay.config().relay).await;
-                self.relay.load_from_disk(id).await
+                match self.relay.load_from_disk(id).await? {
+                    Some(loaded) => loaded,
+                    None => return Ok(None),
+                }
             }
-        }
+        };
+        Ok(Some(seven_bit_for(connection, loaded).await))
     }
 
     /// [`Self::deliver_over`]'s work; entries to give back go to `returned`.
@@ -861,6 +865,27 @@ impl Over<'_> {
         };
         glommio::spawn_local(relay.clone().finish(entry, results, Some(via), loaded)).detach();
     }
+}
+
+/// Bodies larger than this are made 7-bit off the shard thread.
+const CONVERT_INLINE_MAX: usize = 256 * 1024;
+
+/// `loaded` made 7-bit for a server without 8BITMIME when its body is
+/// large: the conversion parses and re-encodes the whole message, which
+/// for a big one would hold up every other session on the shard.
+/// `ClientSession::send` converts (or refuses) whatever is left, inline.
+async fn seven_bit_for(connection: &Connection, mut loaded: Loaded) -> Loaded {
+    if connection.session.extensions().eightbitmime
+        || loaded.body.len() <= CONVERT_INLINE_MAX
+        || loaded.body.is_ascii()
+    {
+        return loaded;
+    }
+    let body = std::mem::take(&mut loaded.body);
+    loaded.body = glommio::executor()
+        .spawn_blocking(move || downgrade::to_seven_bit(&body).unwrap_or(body))
+        .await;
+    loaded
 }
 
 /// The transaction for `recipients` of the message `envelope` describes,

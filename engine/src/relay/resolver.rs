@@ -18,7 +18,7 @@
 //! to go.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -1138,11 +1138,10 @@ fn parse_target(domain: &str) -> Target {
             Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => {
                 inner[5..].parse::<Ipv6Addr>().map(IpAddr::V6).ok()
             }
-            _ => inner
-                .parse::<Ipv4Addr>()
+            // Leading zeros are allowed in a literal (RFC 5321 §4.1.3).
+            _ => ringpost_protocols::smtp::ipv4_literal(inner)
                 .map(IpAddr::V4)
-                .or_else(|_| inner.parse::<Ipv6Addr>().map(IpAddr::V6))
-                .ok(),
+                .or_else(|| inner.parse::<Ipv6Addr>().map(IpAddr::V6).ok()),
         };
         return match ip {
             Some(ip) => Target::Literal(domain.to_ascii_lowercase(), ip),
@@ -1373,6 +1372,11 @@ mod tests {
         assert_eq!(
             parse_target("[2001:db8::1]"),
             Target::Literal("[2001:db8::1]".into(), v6)
+        );
+        // What RCPT accepts, the relay reaches: leading zeros included.
+        assert_eq!(
+            parse_target("[127.000.000.001]"),
+            Target::Literal("[127.000.000.001]".into(), v4)
         );
     }
 

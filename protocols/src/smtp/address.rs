@@ -269,7 +269,7 @@ fn address_literal(cur: &mut Cursor<'_>) -> Result<(), PathError> {
     let inner = std::str::from_utf8(&cur.s[start..cur.pos]).map_err(|_| PathError::Syntax)?;
     cur.expect(b']')?;
     let valid = match inner.split_once(':') {
-        None => is_ipv4_literal(inner),
+        None => ipv4_literal(inner).is_some(),
         Some((tag, addr)) if tag.eq_ignore_ascii_case("IPv6") => addr.parse::<Ipv6Addr>().is_ok(),
         // General-address-literal: Standardized-tag ":" 1*dcontent. Tags are
         // registered with IANA; none but IPv6 exists, so only the shape is checked.
@@ -291,17 +291,24 @@ fn address_literal(cur: &mut Cursor<'_>) -> Result<(), PathError> {
     }
 }
 
-/// RFC 5321's IPv4-address-literal: four `Snum`s of one to three digits,
-/// each at most 255. Leading zeros are allowed there (`192.000.002.001`),
-/// though Rust's `Ipv4Addr` parser refuses them.
-fn is_ipv4_literal(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('.').collect();
-    parts.len() == 4
-        && parts.iter().all(|part| {
-            (1..=3).contains(&part.len())
-                && part.bytes().all(|b| b.is_ascii_digit())
-                && part.parse::<u16>().is_ok_and(|n| n <= 255)
-        })
+/// RFC 5321's IPv4-address-literal (the text between the brackets): four
+/// `Snum`s of one to three digits, each at most 255. Leading zeros are
+/// allowed there (`192.000.002.001`), though Rust's `Ipv4Addr` parser
+/// refuses them.
+pub fn ipv4_literal(text: &str) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if !(1..=3).contains(&part.len()) || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *octet = part.parse().ok()?;
+    }
+    parts
+        .next()
+        .is_none()
+        .then_some(std::net::Ipv4Addr::from(octets))
 }
 
 #[cfg(test)]
@@ -310,9 +317,10 @@ mod tests {
 
     #[test]
     fn ipv4_literals_may_have_leading_zeros() {
-        for ok in ["192.0.2.1", "192.000.002.001", "0.0.0.0", "255.255.255.255"] {
-            assert!(is_ipv4_literal(ok), "{ok}");
+        for ok in ["192.0.2.1", "0.0.0.0", "255.255.255.255"] {
+            assert_eq!(ipv4_literal(ok), ok.parse().ok(), "{ok}");
         }
+        assert_eq!(ipv4_literal("192.000.002.001"), "192.0.2.1".parse().ok());
         for bad in [
             "256.0.0.1",
             "1.2.3",
@@ -322,7 +330,7 @@ mod tests {
             "a.b.c.d",
             "",
         ] {
-            assert!(!is_ipv4_literal(bad), "{bad}");
+            assert_eq!(ipv4_literal(bad), None, "{bad}");
         }
     }
 

@@ -38,6 +38,7 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
         let header = message.get(span.header.clone())?;
         let encoding = field_value(header, "content-transfer-encoding")
             .map(|value| value.to_ascii_lowercase());
+        let content_type = field_value(header, "content-type");
         let mut fields = Vec::new();
         if span.leaf {
             match encoding.as_deref() {
@@ -46,7 +47,29 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
                 // text we could re-encode without guessing.
                 Some(_) => return None,
             }
+            // A composite type read as a leaf (nested too deep, or
+            // message/partial): RFC 2046 §5.2 forbids it any encoding.
+            let declared = content_type.as_deref().unwrap_or_default();
+            let is = |prefix: &[u8]| {
+                declared.len() >= prefix.len()
+                    && declared[..prefix.len()].eq_ignore_ascii_case(prefix)
+            };
+            if is(b"message/") || is(b"multipart/") {
+                return None;
+            }
             fields.push(("Content-Transfer-Encoding", "quoted-printable"));
+            if span.message && content_type.is_none() {
+                // Untyped text is US-ASCII by default (RFC 2045 §5.2): say
+                // what its 8-bit octets are, or readers would show them
+                // as question marks.
+                fields.push((
+                    "Content-Type",
+                    match std::str::from_utf8(body) {
+                        Ok(_) => "text/plain; charset=utf-8",
+                        Err(_) => "text/plain; charset=unknown-8bit",
+                    },
+                ));
+            }
         } else if matches!(encoding.as_deref(), Some(b"8bit" | b"binary")) {
             // Its parts are about to be 7-bit; RFC 2045 §6.4 forbids any
             // other encoding of a composite type.
@@ -72,7 +95,8 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
 fn apply(message: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Option<Vec<u8>> {
     edits.sort_by_key(|(range, _)| range.start);
     let added: usize = edits.iter().map(|(_, bytes)| bytes.len()).sum();
-    let mut out = Vec::with_capacity(message.len() + added);
+    let removed: usize = edits.iter().map(|(range, _)| range.len()).sum();
+    let mut out = Vec::with_capacity((message.len() + added).saturating_sub(removed));
     let mut at = 0;
     for (range, bytes) in edits {
         out.extend_from_slice(message.get(at..range.start)?);
@@ -84,7 +108,10 @@ fn apply(message: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Option<Vec<
 }
 
 /// `body` quoted-printable: CRLF ends stay hard line breaks, any other
-/// CR or LF is encoded, lines are wrapped with soft breaks.
+/// CR or LF is encoded, lines are wrapped with soft breaks. A line that a
+/// soft break starts never begins with a literal `-` or `.`: it could
+/// otherwise read as a MIME boundary (`--b1--` cut out of the middle of
+/// a line) and end the part, or the message, early.
 pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(body.len() + body.len() / 4 + 8);
@@ -106,7 +133,8 @@ pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
             33..=126 => true,
             _ => false,
         };
-        let width = if literal { 1 } else { 3 };
+        let mut literal = literal;
+        let mut width = if literal { 1 } else { 3 };
         // Room is kept for the `=` of a soft break, except after the last
         // octet of a line, which needs none.
         let room = if line_ends {
@@ -117,6 +145,9 @@ pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
         if column + width > room {
             out.extend_from_slice(b"=\r\n");
             column = 0;
+            if matches!(octet, b'-' | b'.') {
+                (literal, width) = (false, 3);
+            }
         }
         if literal {
             out.push(octet);
@@ -217,6 +248,11 @@ mod tests {
             );
         }
         assert_eq!(quoted_printable(b"a b \r\n"), b"a b=20\r\n");
+        // A boundary cut out of the middle of a line stays inside it.
+        let line = ["\u{e9}", &"x".repeat(69), "--b1--\r\n"].concat();
+        let encoded = String::from_utf8(quoted_printable(line.as_bytes())).unwrap();
+        assert!(encoded.lines().all(|l| !l.starts_with('-')), "{encoded}");
+        assert_eq!(decode(encoded.as_bytes()), line.as_bytes());
         assert_eq!(quoted_printable("ü=\r\n".as_bytes()), b"=C3=BC=3D\r\n");
     }
 
@@ -227,7 +263,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(converted).unwrap(),
             "From: a@x.test\r\nSubject: hi\r\nContent-Transfer-Encoding: quoted-printable\r\n\
-             MIME-Version: 1.0\r\n\r\nGr=C3=BC=C3=9Fe\r\n"
+             Content-Type: text/plain; charset=utf-8\r\nMIME-Version: 1.0\r\n\r\n\
+             Gr=C3=BC=C3=9Fe\r\n"
         );
     }
 
@@ -269,6 +306,7 @@ mod tests {
             Content-Transfer-Encoding: quoted-printable\r\n\r\nna=C3=AFve\r\n\
             --b1\r\nContent-Type: message/rfc822\r\n\r\n\
             Subject: inner\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+            Content-Type: text/plain; charset=utf-8\r\n\
             MIME-Version: 1.0\r\n\r\nsm=C3=B6rg=C3=A5sbord\r\n\
             --b1--\r\nepilogue\r\n"
         );
@@ -276,7 +314,7 @@ mod tests {
 
     #[test]
     fn what_cannot_be_made_7bit_is_refused() {
-        let refused: [&[u8]; 4] = [
+        let refused: [&[u8]; 5] = [
             // An 8-bit header field needs SMTPUTF8, not a new encoding.
             "Subject: Grüße\r\n\r\nbody\r\n".as_bytes(),
             // base64 does not hold 8-bit octets; re-encoding would guess.
@@ -285,6 +323,8 @@ mod tests {
             "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
              préambule\r\n--b\r\n\r\nx\r\n--b--\r\n"
                 .as_bytes(),
+            // A fragment of a message may be given no encoding (RFC 2046 §5.2.2).
+            "MIME-Version: 1.0\r\nContent-Type: message/partial; id=x\r\n\r\n\u{e9}\r\n".as_bytes(),
             // A header without its blank line.
             "From: a@x.test\r\nX: \u{e9}".as_bytes(),
         ];

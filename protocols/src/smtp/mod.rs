@@ -42,6 +42,6 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use address::{canonical_mailbox, is_mailbox};
+pub use address::{canonical_mailbox, ipv4_literal, is_mailbox};
 pub use replies::Reply;
 pub use server::{BodyType, Event, Peer, SenderPolicy, ServerConfig, ServerSession, Transaction};

@@ -266,7 +266,8 @@ fn eight_bit_bodies_are_made_7bit_for_a_server_without_8bitmime() {
         .server("250 ok\r\n250 ok\r\n354 go\r\n")
         .client(
             "Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\
-             MIME-Version: 1.0\r\n\r\ncaf=C3=A9\r\n.\r\n",
+             Content-Type: text/plain; charset=utf-8\r\nMIME-Version: 1.0\r\n\r\n\
+             caf=C3=A9\r\n.\r\n",
         )
         .server("250 ok\r\n")
         .event(finished(&[("1@d.test", reply("250 ok"))]))
