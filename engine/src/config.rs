@@ -774,6 +774,15 @@ pub struct InboundAuthConfig {
     /// `p=quarantine` to the recipient's Junk mailbox (INBOX when it has
     /// none); otherwise it is only marked.
     pub dmarc_quarantine_to_junk: bool,
+    /// Send DMARC aggregate reports (RFC 7489 §7.2) to the domains whose
+    /// record asks for them (`rua=mailto:`).
+    pub dmarc_reports: bool,
+    /// The period one report covers, seconds (a day).
+    pub dmarc_report_interval_secs: u64,
+    /// The `From:` of reports; empty: `dmarc-noreply@` the hostname.
+    pub dmarc_report_from: String,
+    /// The reporting organization's name in reports; empty: the hostname.
+    pub dmarc_report_org: String,
 }
 
 impl Default for InboundAuthConfig {
@@ -783,6 +792,10 @@ impl Default for InboundAuthConfig {
             spf_reject_fail: false,
             dmarc_reject: true,
             dmarc_quarantine_to_junk: true,
+            dmarc_reports: false,
+            dmarc_report_interval_secs: 86_400,
+            dmarc_report_from: String::new(),
+            dmarc_report_org: String::new(),
         }
     }
 }
@@ -1253,6 +1266,21 @@ impl Config {
         if !(1..=10_000).contains(&self.webhook.batch_size) {
             return invalid("webhook.batch_size", "must be 1 to 10000");
         }
+        let auth = &self.inbound_auth;
+        if auth.dmarc_report_interval_secs == 0 {
+            return invalid(
+                "inbound_auth.dmarc_report_interval_secs",
+                "must be at least 1",
+            );
+        }
+        if !auth.dmarc_report_from.is_empty()
+            && !ringpost_protocols::smtp::is_mailbox(&auth.dmarc_report_from)
+        {
+            return invalid(
+                "inbound_auth.dmarc_report_from",
+                "must be an address (local@domain)",
+            );
+        }
         if self.webhook.max_event_age_hours == 0 {
             return invalid("webhook.max_event_age_hours", "must be at least 1");
         }
@@ -1689,6 +1717,22 @@ impl Config {
             .split_once(delimiter)
             .filter(|_| !delimiter.is_empty())?;
         (!account.is_empty()).then(|| format!("{account}@{domain}"))
+    }
+
+    /// The `From:` of DMARC aggregate reports.
+    pub fn dmarc_report_from(&self) -> String {
+        match self.inbound_auth.dmarc_report_from.as_str() {
+            "" => format!("dmarc-noreply@{}", self.hostname),
+            from => from.to_owned(),
+        }
+    }
+
+    /// The organization that signs DMARC aggregate reports.
+    pub fn dmarc_report_org(&self) -> &str {
+        match self.inbound_auth.dmarc_report_org.as_str() {
+            "" => &self.hostname,
+            org => org,
+        }
     }
 
     /// The domains [`Config::is_local_domain`] takes: the hostname, then
@@ -2151,6 +2195,14 @@ mod tests {
             ),
             ("[webhook]\nretry_max_secs = 0\n", "webhook.retry_max_secs:"),
             ("[imap]\nmax_errors = 0\n", "imap.max_errors:"),
+            (
+                "[inbound_auth]\ndmarc_report_interval_secs = 0\n",
+                "inbound_auth.dmarc_report_interval_secs:",
+            ),
+            (
+                "[inbound_auth]\ndmarc_report_from = \"nobody\"\n",
+                "inbound_auth.dmarc_report_from:",
+            ),
             (
                 "[relay]\nmax_lifetime_secs = 0\n",
                 "relay.max_lifetime_secs:",

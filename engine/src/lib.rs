@@ -43,6 +43,7 @@ mod budget;
 pub mod config;
 mod conn;
 pub mod dkim;
+pub mod dmarc_reports;
 pub mod events;
 mod gather;
 pub mod http_client;

@@ -121,6 +121,7 @@ pub struct SecurityMetrics {
     spf: Family<Labels, Counter>,
     dkim: Family<Labels, Counter>,
     dmarc: Family<Labels, Counter>,
+    dmarc_reports: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -204,6 +205,14 @@ impl SecurityMetrics {
         self.dmarc.get_or_create(&labels).inc();
     }
 
+    /// A DMARC aggregate report for a domain ended with `result`
+    /// (`queued`, `no_destination`), or rows past the memory bound were
+    /// not counted (`rows_dropped`).
+    pub fn dmarc_report(&self, result: &str) {
+        let labels = vec![("result", result.to_owned())];
+        self.dmarc_reports.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -270,6 +279,11 @@ impl SecurityMetrics {
                 "dmarc_results",
                 "DMARC evaluations of mail from untrusted clients, by result (RFC 7489)",
                 &self.dmarc,
+            ),
+            (
+                "dmarc_reports",
+                "DMARC aggregate reports by result: queued, no_destination (no rua address agreed to take them), rows_dropped (past the memory bound)",
+                &self.dmarc_reports,
             ),
             (
                 "smtp_recipients_rejected",

@@ -223,6 +223,8 @@ pub(crate) struct Shard {
     pub events: Option<crate::events::EventSpool>,
     /// DNS for SPF checks of inbound mail (None: SPF is off).
     pub spf_dns: Option<crate::relay::resolver::Resolver>,
+    /// What the inbound checks saw, for DMARC aggregate reports.
+    pub dmarc_counter: crate::dmarc_reports::Counter,
     limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
     /// Client data the shard's sessions hold.
@@ -285,6 +287,7 @@ impl Shard {
                 &config.webhook,
             ),
             spf_dns,
+            dmarc_counter: crate::dmarc_reports::Counter::default(),
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
             pop3_active: Cell::new(0),
@@ -439,10 +442,12 @@ pub(crate) async fn run(
         })
         .collect();
     let sample = glommio::spawn_local(sample_budget(shard.clone(), shutdown.clone()));
+    let reports = glommio::spawn_local(crate::dmarc_reports::run(shard.clone(), shutdown.clone()));
     for accept_loop in loops {
         accept_loop.await;
     }
     sample.await;
+    reports.await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let sessions = || shard.smtp_active.get() + shard.pop3_active.get() + shard.imap_active.get();
     let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());

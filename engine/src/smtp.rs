@@ -475,9 +475,24 @@ impl Smtp<'_> {
             from = dmarc.map_or("-", |d| d.from.as_str()),
             "inbound authentication"
         );
+        // Counted for the From domain's aggregate report as handled: refused,
+        // to Junk, or delivered.
+        let report = |disposition| {
+            if config.inbound_auth.dmarc_reports {
+                let interval = config.inbound_auth.dmarc_report_interval_secs;
+                let ip = self.peer.ip();
+                if !shard
+                    .dmarc_counter
+                    .observe(now, interval, ip, &verdicts, disposition)
+                {
+                    shard.security.dmarc_report("rows_dropped");
+                }
+            }
+        };
         if spf.result == ringpost_protocols::spf::SpfResult::Fail
             && config.inbound_auth.spf_reject_fail
         {
+            report(mail_auth::dmarc::Policy::Reject);
             return Err(replies::Reply::new(
                 550,
                 "5.7.23",
@@ -489,6 +504,7 @@ impl Smtp<'_> {
                 && dmarc.disposition == mail_auth::dmarc::Policy::Reject
                 && config.inbound_auth.dmarc_reject
             {
+                report(mail_auth::dmarc::Policy::Reject);
                 return Err(replies::Reply::new(
                     550,
                     "5.7.1",
@@ -502,6 +518,10 @@ impl Smtp<'_> {
         let quarantine = dmarc.is_some_and(|d| {
             d.result == "fail" && d.disposition == mail_auth::dmarc::Policy::Quarantine
         }) && config.inbound_auth.dmarc_quarantine_to_junk;
+        report(match quarantine {
+            true => mail_auth::dmarc::Policy::Quarantine,
+            false => mail_auth::dmarc::Policy::None,
+        });
         let field = mail_auth::authentication_results(&config.hostname, &verdicts);
         Ok(Inbound {
             results: field.into_bytes(),

@@ -2460,6 +2460,128 @@ fn events_past_their_age_limit_are_dropped() {
 /// Mail from the internet gets an SPF verdict in Authentication-Results;
 /// a forged one in our name is taken out; with `reject_fail`, a failing
 /// sender is refused; trusted clients are not checked.
+/// A DMARC aggregate report as a report processor reads it
+/// (`clients/dmarc_report_read.py`: Python's email, gzip and ElementTree).
+fn read_dmarc_report(data: &[u8]) -> serde_json::Value {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), data).expect("write the report");
+    let script = format!(
+        "{}/tests/clients/dmarc_report_read.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "dmarc_report_read.py: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(data)
+    );
+    serde_json::from_slice(&out.stdout).expect("dmarc_report_read.py prints JSON")
+}
+
+#[test]
+fn dmarc_aggregate_reports_go_to_the_addresses_that_agreed() {
+    let (port, sinks) = sinks_on_one_port(&[(SINK_A, Faults::default())]);
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::txt("pass.test", "v=spf1 ip4:127.0.0.0/8 -all"),
+            TestRecord::txt(
+                "_dmarc.pass.test",
+                "v=DMARC1; p=quarantine; rua=mailto:agg@pass.test,mailto:x@reports.test,mailto:y@stranger.test",
+            ),
+            // reports.test takes pass.test's reports; stranger.test did not agree.
+            TestRecord::txt("pass.test._report._dmarc.reports.test", "v=DMARC1"),
+            TestRecord::mx("pass.test", 10, "mx.pass.test"),
+            TestRecord::a("mx.pass.test", SINK_A),
+            TestRecord::mx("reports.test", 10, "mx.reports.test"),
+            TestRecord::a("mx.reports.test", SINK_A),
+            TestRecord::mx("stranger.test", 10, "mx.stranger.test"),
+            TestRecord::a("mx.stranger.test", SINK_A),
+        ],
+    );
+    let dns_addr = dns.addr();
+    let (server, _dir) = start_server(move |c| {
+        relay_to(dns_addr, port)(c);
+        c.inbound_auth.enabled = true;
+        c.inbound_auth.dmarc_reports = true;
+        c.inbound_auth.dmarc_report_interval_secs = 2;
+        // 127.0.0.1 is a stranger, its mail checked.
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    common::add_user(&server, "ann@ours.test");
+    let message =
+        |n: usize| format!("From: a@pass.test\r\nTo: ann@ours.test\r\nSubject: {n}\r\n\r\nhi\r\n");
+    for n in 0..3 {
+        send(
+            server.smtp_addr(),
+            "a@pass.test",
+            &["ann@ours.test"],
+            &message(n),
+        );
+    }
+    assert!(
+        sinks[0].wait_for_messages(2, WAIT),
+        "a report to each domain that takes them"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = sinks[0].messages();
+    assert_eq!(reports.len(), 2, "none to stranger.test, none twice");
+    let mut to: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.recipients.iter().map(String::as_str))
+        .collect();
+    to.sort();
+    assert_eq!(to, ["agg@pass.test", "x@reports.test"]);
+    assert!(
+        reports.iter().all(|r| r.mail_from.is_empty()),
+        "from the null sender"
+    );
+    let read = read_dmarc_report(&reports[0].data);
+    assert!(
+        read["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Report Domain: pass.test Submitter: mx.test Report-ID: <"),
+        "{read}"
+    );
+    assert!(
+        read["filename"]
+            .as_str()
+            .unwrap()
+            .starts_with("mx.test!pass.test!"),
+        "{read}"
+    );
+    assert_eq!(read["domain"], "pass.test");
+    assert_eq!(read["p"], "quarantine");
+    assert_eq!(
+        read["end"].as_u64().unwrap() - read["begin"].as_u64().unwrap(),
+        2
+    );
+    let records = read["records"].as_array().unwrap();
+    let total: u64 = records.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 3, "{read}");
+    let record = &records[0];
+    assert_eq!(record["source_ip"], "127.0.0.1");
+    assert_eq!(record["disposition"], "none");
+    assert_eq!(record["spf"], "pass");
+    assert_eq!(record["dkim"], "fail");
+    assert_eq!(record["header_from"], "pass.test");
+    assert_eq!(record["spf_domain"], "pass.test");
+    let metrics = metrics_of(&server);
+    assert!(
+        metrics.contains("ringpost_dmarc_reports_total{result=\"queued\"} 1"),
+        "{metrics}"
+    );
+    server.shutdown();
+}
+
 #[test]
 fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
     let dns = TestDns::start(

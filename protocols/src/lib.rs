@@ -22,6 +22,8 @@
 //!   next deadline out), and the deadlines they share.
 //! - [`dkim`]: DKIM signatures (RFC 6376, 8463): relaxed canonicalization
 //!   and the `DKIM-Signature` field, with ring's RSA and Ed25519.
+//! - [`dmarc_report`]: DMARC aggregate reports (RFC 7489 §7.2): the XML
+//!   document and the message that carries it.
 //! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
 //!   AUTHENTICATE and POP3 AUTH share.
 //! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
@@ -32,6 +34,7 @@
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod check;
 pub mod dkim;
+pub mod dmarc_report;
 pub mod imap;
 mod line;
 pub mod line_ends;

@@ -26,6 +26,31 @@ pub fn with_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<Vec<u8>>, Stor
     Ok(values)
 }
 
+/// The names and values stored under every name that starts with
+/// `prefix`, in name order.
+pub fn entries_with_prefix(
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let end = crate::mailbox::prefix_end(prefix.as_bytes());
+    let mut entries = Vec::new();
+    store.scan(
+        Family::State,
+        prefix.as_bytes(),
+        end.as_deref(),
+        &mut |key, value| {
+            entries.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+            true
+        },
+    )?;
+    Ok(entries)
+}
+
+/// Remove `name` with `batch`.
+pub fn delete(batch: &mut WriteBatch, name: &str) {
+    batch.delete(Family::State, name.as_bytes().to_vec());
+}
+
 /// Store `value` under `name` with `batch`.
 pub fn put(batch: &mut WriteBatch, name: &str, value: Vec<u8>) {
     batch.put(Family::State, name.as_bytes().to_vec(), value);

@@ -52,6 +52,34 @@ pub struct Record {
     pub strict_spf: bool,
     /// `pct=`: the share of failing mail the policy applies to.
     pub percent: u8,
+    /// `rua=`'s `mailto:` addresses (size limits dropped): where aggregate
+    /// reports go (RFC 7489 §7.2). Other schemes are not used.
+    pub reports: Vec<String>,
+}
+
+/// `rua=` addresses kept, at most: a record may not make us send many.
+const MAX_REPORT_ADDRESSES: usize = 4;
+
+/// The `mailto:` addresses of a `rua=` value: `mailto:a@x.test!10m,
+/// mailto:b@y.test` (RFC 7489 §6.2: a size limit may follow `!`).
+fn report_addresses(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .filter_map(|uri| {
+            let uri = uri.trim();
+            let scheme = uri.get(..7)?;
+            if !scheme.eq_ignore_ascii_case("mailto:") {
+                return None;
+            }
+            let address = uri[7..].split('!').next()?.trim();
+            let (local, domain) = address.rsplit_once('@')?;
+            let plain = |part: &str| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_graphic() && b != b'%')
+            };
+            (plain(local) && plain(domain)).then(|| address.to_owned())
+        })
+        .take(MAX_REPORT_ADDRESSES)
+        .collect()
 }
 
 /// What one TXT string at `_dmarc.domain` is.
@@ -86,6 +114,7 @@ pub fn classify(text: &str) -> Parsed {
         strict_dkim: false,
         strict_spf: false,
         percent: 100,
+        reports: Vec::new(),
     };
     let (mut policy, mut reports, mut bad_subdomain_policy) = (None, false, false);
     for tag in tags {
@@ -108,7 +137,10 @@ pub fn classify(text: &str) -> Parsed {
                     .filter(|&p| p <= 100)
                     .unwrap_or(100)
             }
-            "rua" => reports = true,
+            "rua" => {
+                reports = true;
+                record.reports = report_addresses(value);
+            }
             _ => {}
         }
     }
@@ -151,6 +183,13 @@ pub struct Verdict {
     pub disposition: Policy,
     /// In words.
     pub why: String,
+    /// The record that decided, and the domain it was found at (the From
+    /// domain or its organizational domain); `None` when there was none.
+    pub published: Option<(String, Record)>,
+    /// SPF passed for a domain aligned with From.
+    pub spf_aligned: bool,
+    /// DKIM passed for a domain aligned with From.
+    pub dkim_aligned: bool,
 }
 
 /// The DMARC verdict for mail from `from` (the From domain, lowercase)
@@ -162,6 +201,9 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         from: from.clone(),
         disposition,
         why,
+        published: None,
+        spf_aligned: false,
+        dkim_aligned: false,
     };
     let organization = organizational(&from);
     let mut found = lookup(dns, &from).await;
@@ -192,13 +234,28 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
     let dkim_aligned = dkim
         .iter()
         .any(|d| d.result == "pass" && aligned(&d.domain, &from, record.strict_dkim));
+    let found_at = match at_organization {
+        true => organization.clone(),
+        false => from.clone(),
+    };
+    // What a report needs besides the outcome.
+    let decided = |verdict: Verdict| Verdict {
+        published: Some((found_at.clone(), record.clone())),
+        spf_aligned,
+        dkim_aligned,
+        ..verdict
+    };
     if spf_aligned || dkim_aligned {
         let by = match (spf_aligned, dkim_aligned) {
             (true, true) => "SPF and DKIM",
             (true, false) => "SPF",
             _ => "DKIM",
         };
-        return verdict("pass", Policy::None, format!("{by} aligned with {from}"));
+        return decided(verdict(
+            "pass",
+            Policy::None,
+            format!("{by} aligned with {from}"),
+        ));
     }
     let policy = match at_organization {
         true => record.subdomain_policy.unwrap_or(record.policy),
@@ -223,16 +280,16 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
     };
     if unsure {
         let why = format!("a DNS error left alignment with {from} unknown");
-        return verdict("temperror", disposition, why);
+        return decided(verdict("temperror", disposition, why));
     }
-    verdict(
+    decided(verdict(
         "fail",
         disposition,
         format!(
             "neither SPF nor DKIM aligned with {from}; p={}",
             policy.name()
         ),
-    )
+    ))
 }
 
 /// What `_dmarc.domain` holds.
@@ -281,6 +338,12 @@ mod tests {
         assert_eq!(r.subdomain_policy, Some(Policy::Quarantine));
         assert!(r.strict_dkim && !r.strict_spf);
         assert_eq!(r.percent, 50);
+        assert_eq!(r.reports, ["d@x.test"]);
+        let many = parse(
+            "v=DMARC1; p=none; rua=mailto:a@x.test!10m, https://x.test/r, MAILTO:b@y.test,mailto:%bad@x",
+        )
+        .unwrap();
+        assert_eq!(many.reports, ["a@x.test", "b@y.test"]);
         assert_eq!(
             parse("v=DMARC1; rua=mailto:x@y.test").unwrap().policy,
             Policy::None

@@ -133,6 +133,9 @@ async fn with_dmarc(
                 "From names {} domains; only {MAX_AUTHOR_DOMAINS} are checked",
                 authors.len()
             ),
+            published: None,
+            spf_aligned: false,
+            dkim_aligned: false,
         });
     }
     Verdicts { spf, dkim, dmarc }

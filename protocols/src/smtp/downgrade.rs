@@ -211,6 +211,14 @@ pub fn check(input: &[u8]) {
         if input.is_ascii() {
             assert_eq!(converted, input);
         }
+        // The MIME structure is the same: no part lost, none made up.
+        let shape = |message: &[u8]| {
+            entity_spans(message)
+                .iter()
+                .map(|span| (span.leaf, span.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&converted), shape(input));
     }
 }
 
