@@ -34,6 +34,14 @@ pub const MAX_ROWS: usize = 10_000;
 /// Where the counts wait in the store.
 const PREFIX: &str = "dmarc/";
 
+/// Stored counts one round of sending reads at most, bytes: the rest
+/// waits for the next round, so a busy day's counts never all sit in
+/// memory at once.
+const MAX_READ: usize = 32 << 20;
+
+/// Rows one report carries at most; the rarest are left out.
+const MAX_REPORT_ROWS: usize = 100_000;
+
 /// Messages alike in everything a report says of them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct RowKey {
@@ -235,7 +243,24 @@ async fn send_due(shard: &Shard) {
     let now = crate::intake::unix_micros() / 1_000_000;
     let store = shard.store.clone();
     let stored = glommio::executor()
-        .spawn_blocking(move || state::entries_with_prefix(&*store, PREFIX))
+        .spawn_blocking(move || {
+            // Names hold the period first: the oldest come first, and the
+            // scan stops at the first period not due yet.
+            let mut entries = Vec::new();
+            let mut read = 0;
+            state::scan_prefix(&*store, PREFIX, &mut |name, value| {
+                // A name that does not read is due: it is removed.
+                let due = period_of(name)
+                    .is_none_or(|p| p.saturating_add(interval).saturating_add(settle) <= now);
+                if !due || read > MAX_READ {
+                    return false;
+                }
+                read += value.len();
+                entries.push((name.to_owned(), value.to_vec()));
+                true
+            })
+            .map(|()| entries)
+        })
         .await;
     let entries = match stored {
         Ok(entries) => entries,
@@ -247,16 +272,7 @@ async fn send_due(shard: &Shard) {
     // Period → (names to remove, counts by domain).
     let mut due: BTreeMap<u64, (Vec<String>, BTreeMap<String, DomainCounts>)> = BTreeMap::new();
     for (name, value) in entries {
-        let period = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|p| p.parse::<u64>().ok());
-        let Some(period) = period else {
-            continue;
-        };
-        if period.saturating_add(interval).saturating_add(settle) > now {
-            continue;
-        }
+        let period = period_of(&name).unwrap_or(0);
         let (names, domains) = due.entry(period).or_default();
         names.push(name);
         // A value that does not read is dropped with its key.
@@ -268,6 +284,11 @@ async fn send_due(shard: &Shard) {
     for (period, (names, domains)) in due {
         send_period(shard, period, period + interval, names, domains).await;
     }
+}
+
+/// The period a stored name's counts belong to.
+fn period_of(name: &str) -> Option<u64> {
+    name.strip_prefix(PREFIX)?.split('/').next()?.parse().ok()
 }
 
 /// `counts` added to what `domains` holds for its domain.
@@ -362,9 +383,11 @@ fn report_message(
         subdomain_policy: p.subdomain_policy.clone(),
         percent: p.percent,
     };
-    let mut rows: Vec<Row> = counts
-        .rows
-        .iter()
+    let mut by_count: Vec<&(RowKey, u64)> = counts.rows.iter().collect();
+    by_count.sort_by_key(|row| std::cmp::Reverse(row.1));
+    by_count.truncate(MAX_REPORT_ROWS);
+    let mut rows: Vec<Row> = by_count
+        .into_iter()
         .map(|(key, count)| Row {
             source_ip: key.ip,
             count: *count,

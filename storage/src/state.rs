@@ -26,24 +26,20 @@ pub fn with_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<Vec<u8>>, Stor
     Ok(values)
 }
 
-/// The names and values stored under every name that starts with
-/// `prefix`, in name order.
-pub fn entries_with_prefix(
+/// Each name that starts with `prefix` and its value, in name order,
+/// until `each` returns false.
+pub fn scan_prefix(
     store: &dyn Store,
     prefix: &str,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    each: &mut dyn FnMut(&str, &[u8]) -> bool,
+) -> Result<(), StoreError> {
     let end = crate::mailbox::prefix_end(prefix.as_bytes());
-    let mut entries = Vec::new();
     store.scan(
         Family::State,
         prefix.as_bytes(),
         end.as_deref(),
-        &mut |key, value| {
-            entries.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
-            true
-        },
-    )?;
-    Ok(entries)
+        &mut |key, value| each(&String::from_utf8_lossy(key), value),
+    )
 }
 
 /// Remove `name` with `batch`.
