@@ -76,5 +76,24 @@ mod tests {
             with_prefix(&store, "egress/192.0.2.1").unwrap(),
             vec![vec![1, 2, 3], vec![4]]
         );
+        // Names and values in order, as far as the caller reads; removed
+        // names are gone.
+        let mut seen = Vec::new();
+        scan_prefix(&store, "egress/", &mut |name, value| {
+            seen.push((name.to_owned(), value.to_vec()));
+            seen.len() < 2
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                ("egress/192.0.2.1".to_owned(), vec![1, 2, 3]),
+                ("egress/192.0.2.10".to_owned(), vec![4])
+            ]
+        );
+        let mut batch = WriteBatch::new();
+        delete(&mut batch, "egress/192.0.2.1");
+        store.write(&[batch], false).unwrap();
+        assert_eq!(get(&store, "egress/192.0.2.1").unwrap(), None);
     }
 }
