@@ -15,20 +15,22 @@
 //!   §7.1), and queues one message per domain (from the null sender, so a
 //!   report never bounces back) in the commit that removes the counts.
 
+use crate::config::Config;
 use crate::mail_auth::{dmarc, Dns, Verdicts};
-use crate::relay::resolver::RecordKind;
+use crate::relay::resolver::{LookupFailure, RecordKind};
 use crate::shard::Shard;
 use ringpost_protocols::dmarc_report::{self, DkimResult, Feedback, Published, Row, SpfResult};
-use ringpost_storage::{state, WriteBatch};
+use ringpost_storage::spool::MessageId;
+use ringpost_storage::{state, Store, StoreError, WriteBatch};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Rows one shard keeps in memory between flushes.
+/// Rows (and domains) one shard keeps in memory between flushes.
 pub const MAX_ROWS: usize = 10_000;
 
 /// Where the counts wait in the store.
@@ -42,12 +44,22 @@ const MAX_READ: usize = 32 << 20;
 /// Rows one report carries at most; the rarest are left out.
 const MAX_REPORT_ROWS: usize = 100_000;
 
+/// Longest identifier kept in a row (a domain name's limit): a row's
+/// size is bounded, whatever a message's signatures claim.
+const MAX_NAME: usize = 255;
+
+/// How long a report waits for a destination's consent record that could
+/// not be looked up (a DNS error) before it goes to those that agreed.
+const RETRY_FOR_SECS: u64 = 86_400;
+
 /// Messages alike in everything a report says of them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct RowKey {
     ip: IpAddr,
     header_from: String,
     disposition: String,
+    /// Why the disposition is not what the policy asked, if it is not.
+    reason: Option<String>,
     dkim_aligned: bool,
     spf_aligned: bool,
     /// Each signature: domain, selector, result.
@@ -75,20 +87,33 @@ struct DomainCounts {
     rows: Vec<(RowKey, u64)>,
 }
 
+/// A period: its begin and end, Unix seconds.
+type Period = (u64, u64);
+
 /// A domain's policy as last seen and its rows' counts, in memory.
 type Counting = (Policy, HashMap<RowKey, u64>);
 
 /// What one shard counted since its last flush.
 #[derive(Default)]
 pub struct Counter {
-    /// By period start (Unix seconds), then policy domain.
-    periods: RefCell<BTreeMap<u64, HashMap<String, Counting>>>,
-    rows: std::cell::Cell<usize>,
+    /// By period, then policy domain.
+    periods: RefCell<BTreeMap<Period, HashMap<String, Counting>>>,
+    /// Rows held (a domain's first row counts for the domain too).
+    rows: Cell<usize>,
+}
+
+/// `text` cut to [`MAX_NAME`] bytes on a character boundary.
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_NAME);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 impl Counter {
     /// Count a message from `ip` whose checks gave `verdicts`, handled as
-    /// `disposition` (`none`, `quarantine` or `reject`), at `now` (Unix
+    /// `disposition` (refused, to Junk, or delivered), at `now` (Unix
     /// seconds) in periods of `interval` seconds. Nothing for a message
     /// whose DMARC record asks for no reports. Returns false when the row
     /// was dropped (memory bound).
@@ -114,19 +139,27 @@ impl Counter {
             Some((_, domain)) => domain,
             None => spf.value.as_str(),
         };
+        // What DMARC asked for; anything else was this server's choice
+        // (an SPF refusal, a policy not honoured by configuration).
+        let asked = match verdict.result {
+            "fail" => verdict.disposition,
+            _ => dmarc::Policy::None,
+        };
         let key = RowKey {
             ip,
-            header_from: verdict.from.clone(),
+            header_from: clip(&verdict.from),
             disposition: disposition.name().to_owned(),
+            reason: (disposition != asked).then(|| "local_policy".to_owned()),
             dkim_aligned: verdict.dkim_aligned,
             spf_aligned: verdict.spf_aligned,
             dkim: verdicts
                 .dkim
                 .iter()
-                .map(|d| (d.domain.clone(), d.selector.clone(), d.result.to_owned()))
+                .filter(|d| !d.domain.is_empty())
+                .map(|d| (clip(&d.domain), clip(&d.selector), d.result.to_owned()))
                 .collect(),
             spf: (
-                spf_domain.to_ascii_lowercase(),
+                clip(&spf_domain.to_ascii_lowercase()),
                 match spf.identity {
                     "helo" => "helo",
                     _ => "mfrom",
@@ -144,44 +177,54 @@ impl Counter {
             percent: record.percent,
             rua: record.reports.clone(),
         };
-        let period = now - now % interval.max(1);
+        let interval = interval.max(1);
+        let begin = now - now % interval;
+        let period = (begin, begin + interval);
         let mut periods = self.periods.borrow_mut();
-        let (kept, rows) = periods
-            .entry(period)
-            .or_default()
-            .entry(domain.clone())
-            .or_insert_with(|| (policy.clone(), HashMap::new()));
-        // The record as last seen is the one reported.
-        *kept = policy;
-        if let Some(count) = rows.get_mut(&key) {
-            *count += 1;
-            return true;
+        let known = periods
+            .get_mut(&period)
+            .and_then(|domains| domains.get_mut(domain));
+        if let Some((kept, rows)) = known {
+            // The record as last seen is the one reported.
+            *kept = policy.clone();
+            if let Some(count) = rows.get_mut(&key) {
+                *count += 1;
+                return true;
+            }
         }
         if self.rows.get() >= MAX_ROWS {
             return false;
         }
         self.rows.set(self.rows.get() + 1);
+        let (_, rows) = periods
+            .entry(period)
+            .or_default()
+            .entry(domain.clone())
+            .or_insert_with(|| (policy, HashMap::new()));
         rows.insert(key, 1);
         true
     }
 
     /// Everything counted, by period, emptied.
-    fn take(&self) -> BTreeMap<u64, Vec<DomainCounts>> {
+    fn take(&self) -> BTreeMap<Period, Vec<DomainCounts>> {
         self.rows.set(0);
         std::mem::take(&mut *self.periods.borrow_mut())
             .into_iter()
-            .map(|(period, domains)| {
-                let counts = domains
-                    .into_values()
-                    .map(|(policy, rows)| DomainCounts {
-                        policy,
-                        rows: rows.into_iter().collect(),
-                    })
-                    .collect();
-                (period, counts)
-            })
+            .map(|(period, domains)| (period, into_counts(domains)))
             .collect()
     }
+}
+
+/// Domains' counts in memory as stored, domains with no rows left out.
+fn into_counts(domains: HashMap<String, Counting>) -> Vec<DomainCounts> {
+    domains
+        .into_values()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(policy, rows)| DomainCounts {
+            policy,
+            rows: rows.into_iter().collect(),
+        })
+        .collect()
 }
 
 /// How often counts go to the store: a quarter of the period, between a
@@ -190,9 +233,11 @@ pub fn flush_every(interval_secs: u64) -> Duration {
     Duration::from_secs((interval_secs / 4).clamp(1, 60))
 }
 
-/// Flush the shard's counts every [`flush_every`] (and once more at
-/// shutdown); on shard 0, send the reports of the periods that ended.
+/// Flush the shard's counts every [`flush_every`]; on shard 0, start a
+/// round of sending after each flush unless one is still going (it runs
+/// as a task of its own, so flushing never waits for it).
 pub(crate) async fn run(shard: Rc<Shard>, shutdown: crate::shard::ShutdownSignal) {
+    let sending = Rc::new(Cell::new(false));
     loop {
         let interval = shard.config().inbound_auth.dmarc_report_interval_secs;
         let tick = async {
@@ -203,119 +248,184 @@ pub(crate) async fn run(shard: Rc<Shard>, shutdown: crate::shard::ShutdownSignal
             shutdown.clone().await.ok();
             true
         };
-        let stopping = futures_lite::FutureExt::or(tick, stop).await;
-        flush(&shard).await;
-        if stopping {
+        if futures_lite::FutureExt::or(tick, stop).await {
             return;
         }
-        if shard.id == 0 && shard.config().inbound_auth.dmarc_reports {
-            send_due(&shard).await;
+        flush(&shard).await;
+        // Without the relay nothing would carry them: the counts wait.
+        let wanted =
+            shard.id == 0 && shard.config().inbound_auth.dmarc_reports && shard.hub.is_some();
+        if wanted && !sending.get() {
+            sending.set(true);
+            let (shard, sending) = (shard.clone(), sending.clone());
+            glommio::spawn_local(async move {
+                send_due(&shard).await;
+                sending.set(false);
+            })
+            .detach();
         }
     }
 }
 
-/// The shard's counts into the store, one key per period.
-async fn flush(shard: &Shard) {
+/// The shard's counts into the store, one key per period (also once the
+/// shard's sessions are over at shutdown).
+pub(crate) async fn flush(shard: &Shard) {
     let periods = shard.dmarc_counter.take();
     if periods.is_empty() {
         return;
     }
     let now = crate::intake::unix_micros();
     let mut batch = WriteBatch::new();
-    for (period, counts) in periods {
+    for ((begin, end), counts) in periods {
+        if counts.is_empty() {
+            continue;
+        }
         let Ok(json) = serde_json::to_vec(&counts) else {
             continue;
         };
-        let name = format!("{PREFIX}{period:020}/{:04}/{now:020}", shard.id);
-        state::put(&mut batch, &name, json);
+        state::put(&mut batch, &name_for((begin, end), shard.id, now), json);
     }
     if let Err(e) = shard.commits.commit(batch).await {
         tracing::warn!(shard = shard.id, error = %e, "DMARC report counts could not be stored; they are lost");
     }
 }
 
-/// Send the reports of every period that ended (and whose counts every
-/// shard has flushed by now).
-async fn send_due(shard: &Shard) {
-    let config = shard.config();
-    let interval = config.inbound_auth.dmarc_report_interval_secs.max(1);
-    let settle = 2 * flush_every(interval).as_secs();
-    let now = crate::intake::unix_micros() / 1_000_000;
-    let store = shard.store.clone();
-    let stored = glommio::executor()
-        .spawn_blocking(move || {
-            // Names hold the period first: the oldest come first, and the
-            // scan stops at the first period not due yet.
-            let mut entries = Vec::new();
-            let mut read = 0;
-            state::scan_prefix(&*store, PREFIX, &mut |name, value| {
-                // A name that does not read is due: it is removed.
-                let due = period_of(name)
-                    .is_none_or(|p| p.saturating_add(interval).saturating_add(settle) <= now);
-                if !due || read > MAX_READ {
-                    return false;
-                }
-                read += value.len();
-                entries.push((name.to_owned(), value.to_vec()));
-                true
-            })
-            .map(|()| entries)
-        })
-        .await;
-    let entries = match stored {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(error = %e, "DMARC report counts could not be read; will retry");
-            return;
-        }
-    };
-    // Period → (names to remove, counts by domain).
-    let mut due: BTreeMap<u64, (Vec<String>, BTreeMap<String, DomainCounts>)> = BTreeMap::new();
-    for (name, value) in entries {
-        let period = period_of(&name).unwrap_or(0);
-        let (names, domains) = due.entry(period).or_default();
-        names.push(name);
-        // A value that does not read is dropped with its key.
-        let counts: Vec<DomainCounts> = serde_json::from_slice(&value).unwrap_or_default();
-        for counts in counts {
-            merge(domains, counts);
-        }
-    }
-    for (period, (names, domains)) in due {
-        send_period(shard, period, period + interval, names, domains).await;
-    }
+/// Where counts of `period` stored by `shard` at `now_micros` go: the
+/// period first, so a scan meets the oldest first.
+fn name_for((begin, end): Period, shard: usize, now_micros: u64) -> String {
+    format!("{PREFIX}{begin:020}/{end:020}/{shard:04}/{now_micros:020}")
 }
 
 /// The period a stored name's counts belong to.
-fn period_of(name: &str) -> Option<u64> {
-    name.strip_prefix(PREFIX)?.split('/').next()?.parse().ok()
+fn period_of(name: &str) -> Option<Period> {
+    let mut parts = name.strip_prefix(PREFIX)?.split('/');
+    let begin = parts.next()?.parse().ok()?;
+    let end = parts.next()?.parse().ok()?;
+    Some((begin, end))
 }
 
-/// `counts` added to what `domains` holds for its domain.
-fn merge(domains: &mut BTreeMap<String, DomainCounts>, counts: DomainCounts) {
-    let kept = domains
-        .entry(counts.policy.domain.clone())
-        .or_insert_with(|| DomainCounts {
-            policy: counts.policy.clone(),
-            rows: Vec::new(),
-        });
-    kept.policy = counts.policy;
-    let mut rows: HashMap<RowKey, u64> = std::mem::take(&mut kept.rows).into_iter().collect();
-    for (key, count) in counts.rows {
-        *rows.entry(key).or_default() += count;
-    }
-    kept.rows = rows.into_iter().collect();
-}
-
-/// Queue the reports of one period and remove its counts, in one commit.
-async fn send_period(
-    shard: &Shard,
-    begin: u64,
-    end: u64,
+/// Counts of an ended period, merged over shards and flushes.
+struct Due {
+    period: Period,
+    /// The stored names read.
     names: Vec<String>,
-    domains: BTreeMap<String, DomainCounts>,
-) {
+    domains: Vec<DomainCounts>,
+}
+
+/// Send the reports of the periods that ended, once every shard has
+/// flushed them.
+async fn send_due(shard: &Shard) {
+    let interval = shard.config().inbound_auth.dmarc_report_interval_secs;
+    let settle = 2 * flush_every(interval).as_secs();
+    let now = crate::intake::unix_micros() / 1_000_000;
+    let store = shard.store.clone();
+    let read = glommio::executor()
+        .spawn_blocking(move || read_due(&*store, now, settle))
+        .await;
+    match read {
+        Ok(periods) => {
+            for due in periods {
+                send_period(shard, due).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "DMARC report counts could not be read; will retry");
+        }
+    }
+}
+
+/// Read and merge the stored counts of periods that ended at least
+/// `settle` seconds before `now`: oldest first, stopping at the first not
+/// due or past [`MAX_READ`] bytes. Blocking: run off the shard.
+fn read_due(store: &dyn Store, now: u64, settle: u64) -> Result<Vec<Due>, StoreError> {
+    let mut periods: BTreeMap<Period, (Vec<String>, HashMap<String, Counting>)> = BTreeMap::new();
+    let mut read = 0;
+    state::scan_prefix(store, PREFIX, &mut |name, value| {
+        // A name that does not read is due: it is removed.
+        let period = period_of(name);
+        let due = period.is_none_or(|(_, end)| end.saturating_add(settle) <= now);
+        if !due || read > MAX_READ {
+            return false;
+        }
+        read += value.len();
+        let (names, domains) = periods.entry(period.unwrap_or_default()).or_default();
+        names.push(name.to_owned());
+        // A value that does not read is dropped with its name.
+        let counts: Vec<DomainCounts> = serde_json::from_slice(value).unwrap_or_default();
+        for counts in counts {
+            let (kept, rows) = domains
+                .entry(counts.policy.domain.clone())
+                .or_insert_with(|| (counts.policy.clone(), HashMap::new()));
+            *kept = counts.policy;
+            for (key, count) in counts.rows {
+                *rows.entry(key).or_default() += count;
+            }
+        }
+        true
+    })?;
+    Ok(periods
+        .into_iter()
+        .map(|(period, (names, domains))| Due {
+            period,
+            names,
+            domains: into_counts(domains),
+        })
+        .collect())
+}
+
+/// Queue the reports of one period, one message per domain and agreeing
+/// address, and remove the counts read, in one commit. A domain whose
+/// destinations could not all be checked (a DNS error) keeps its counts,
+/// stored again, for a later round within [`RETRY_FOR_SECS`].
+async fn send_period(shard: &Shard, due: Due) {
     let config = shard.config();
+    let now = crate::intake::unix_micros();
+    let mut batch = WriteBatch::new();
+    let mut reports = Vec::new();
+    for counts in due.domains {
+        let domain = counts.policy.domain.clone();
+        let Some(dns) = &shard.spf_dns else {
+            continue;
+        };
+        let (addresses, unsure) = agreed(dns, &domain, &counts.policy.rua).await;
+        if unsure && due.period.1 + RETRY_FOR_SECS > now / 1_000_000 {
+            let kept = serde_json::to_vec(&[&counts]).unwrap_or_default();
+            let name = name_for(due.period, shard.id, now + reports.len() as u64);
+            state::put(&mut batch, &name, kept);
+            continue;
+        }
+        if addresses.is_empty() {
+            shard.security.dmarc_report("no_destination");
+            tracing::info!(%domain, "DMARC report not sent: no rua address agreed to take it");
+            continue;
+        }
+        for address in addresses {
+            reports.push((shard.next_id(now), counts.clone(), address));
+        }
+    }
+    // The documents are built, gzipped and signed off the shard.
+    let signer = shard.dkim.clone();
+    let built_for = config.clone();
+    let period = due.period;
+    let built = glommio::executor()
+        .spawn_blocking(move || {
+            reports
+                .into_iter()
+                .map(|(id, counts, address)| {
+                    let body = report_message(
+                        &built_for,
+                        signer.as_deref(),
+                        &id,
+                        period,
+                        &counts,
+                        &address,
+                        now,
+                    );
+                    (id, counts.policy.domain, address, body)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
     let is_local = |domain: &str| config.is_local_domain(domain);
     let resolve = crate::intake::local_targets_in(&config, &*shard.store);
     let to = crate::intake::Recipients {
@@ -324,28 +434,15 @@ async fn send_period(
         pool: config.relay.default_pool.as_deref(),
         local_targets: Some(&resolve),
     };
-    let mut batch = WriteBatch::new();
     let mut queue = Vec::new();
     let mut queued = Vec::new();
-    for (domain, counts) in domains {
-        let addresses = match &shard.spf_dns {
-            Some(dns) => agreed(dns, &domain, &counts.policy.rua).await,
-            None => Vec::new(),
-        };
-        if addresses.is_empty() {
-            shard.security.dmarc_report("no_destination");
-            tracing::info!(%domain, "DMARC report not sent: no rua address agreed to take it");
-            continue;
-        }
-        let now = crate::intake::unix_micros();
-        let id = shard.next_id(now);
-        let body = report_message(&config, &id, begin, end, &counts, &addresses, now);
-        let message = crate::intake::stored(id, body, "", &addresses, &to, now);
+    for (id, domain, address, body) in built {
+        let message = crate::intake::stored(id, body, "", std::slice::from_ref(&address), &to, now);
         queue.extend(message.queue.iter().cloned());
         batch.append(message.into_batch());
-        queued.push((domain, id.to_hex(), addresses));
+        queued.push((domain, id.to_hex(), address));
     }
-    for name in &names {
+    for name in &due.names {
         state::delete(&mut batch, name);
     }
     match shard.commits.commit(batch).await {
@@ -353,25 +450,28 @@ async fn send_period(
             if let Some(hub) = &shard.hub {
                 hub.route(queue);
             }
-            for (domain, queue_id, addresses) in queued {
+            let (begin, end) = due.period;
+            for (domain, queue_id, address) in queued {
                 shard.security.dmarc_report("queued");
-                tracing::info!(%domain, %queue_id, to = %addresses.join(","), begin, end, "DMARC aggregate report queued");
+                tracing::info!(%domain, %queue_id, to = %address, begin, end, "DMARC aggregate report queued");
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, begin, "DMARC reports could not be queued; will retry");
+            tracing::warn!(error = %e, "DMARC reports could not be queued; will retry");
         }
     }
 }
 
-/// The report message for `counts`: the document gzipped, attached.
+/// The report message for `counts` to `address`: the document gzipped,
+/// attached, and DKIM-signed when a key signs for its `From:` (§7.2.1.1:
+/// a report should pass DMARC itself).
 fn report_message(
-    config: &crate::config::Config,
-    id: &ringpost_storage::spool::MessageId,
-    begin: u64,
-    end: u64,
+    config: &Config,
+    signer: Option<&crate::dkim::DkimSigner>,
+    id: &MessageId,
+    (begin, end): Period,
     counts: &DomainCounts,
-    addresses: &[String],
+    address: &str,
     now_micros: u64,
 ) -> Vec<u8> {
     let p = &counts.policy;
@@ -392,6 +492,7 @@ fn report_message(
             source_ip: key.ip,
             count: *count,
             disposition: key.disposition.clone(),
+            reason: key.reason.clone(),
             dkim_aligned: key.dkim_aligned,
             spf_aligned: key.spf_aligned,
             header_from: key.header_from.clone(),
@@ -433,49 +534,58 @@ fn report_message(
         .unwrap_or_default()
         .to_rfc2822();
     let message_id = format!("{report_id}@{}", config.hostname);
-    dmarc_report::compose(
+    let message = dmarc_report::compose(
         &feedback,
         &dmarc_report::Envelope {
             receiver: &config.hostname,
             from: &from,
-            to: addresses,
+            to: address,
             date: &date,
             message_id: &message_id,
         },
         &gzipped,
-    )
+    );
+    let keys = signer.map(|s| s.keys_for(&message)).unwrap_or_default();
+    match keys.is_empty() {
+        true => message,
+        false => [crate::dkim::sign(&message, &keys), message].concat(),
+    }
 }
 
 /// The `rua` addresses of `domain` that may receive its reports: those in
 /// the domain's own organization, and those elsewhere whose domain says so
 /// at `<domain>._report._dmarc.<their domain>` (RFC 7489 §7.1), so a record
-/// cannot make us send reports to a stranger.
-async fn agreed(dns: &impl Dns, domain: &str, rua: &[String]) -> Vec<String> {
+/// cannot make us send reports to a stranger. True with them when some
+/// consent record could not be looked up (a DNS error): maybe later.
+async fn agreed(dns: &impl Dns, domain: &str, rua: &[String]) -> (Vec<String>, bool) {
     let organization = dmarc::organizational(domain);
     let mut agreed = Vec::new();
+    let mut unsure = false;
     for address in rua {
         let Some((_, destination)) = address.rsplit_once('@') else {
             continue;
         };
         let destination = destination.trim_end_matches('.').to_ascii_lowercase();
-        let ours = dmarc::organizational(&destination) == organization;
-        let consents = ours || {
+        let consents = dmarc::organizational(&destination) == organization || {
             let name = format!("{domain}._report._dmarc.{destination}");
-            dns.records(&name, RecordKind::Txt)
-                .await
-                .is_ok_and(|texts| {
-                    texts.iter().any(|t| {
-                        t.trim_start()
-                            .get(..8)
-                            .is_some_and(|v| v.eq_ignore_ascii_case("v=DMARC1"))
-                    })
-                })
+            match dns.records(&name, RecordKind::Txt).await {
+                Ok(texts) => texts.iter().any(|t| {
+                    t.trim_start()
+                        .get(..8)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("v=DMARC1"))
+                }),
+                Err(LookupFailure::None) => false,
+                Err(LookupFailure::Temporary(_)) => {
+                    unsure = true;
+                    false
+                }
+            }
         };
         if consents && !agreed.contains(address) {
             agreed.push(address.clone());
         }
     }
-    agreed
+    (agreed, unsure)
 }
 
 #[cfg(test)]
@@ -538,8 +648,11 @@ mod tests {
             dmarc::Policy::None,
         );
         let taken = counter.take();
-        assert_eq!(taken.keys().copied().collect::<Vec<_>>(), [1_000, 1_100]);
-        let first = &taken[&1_000];
+        assert_eq!(
+            taken.keys().copied().collect::<Vec<_>>(),
+            [(1_000, 1_100), (1_100, 1_200)]
+        );
+        let first = &taken[&(1_000, 1_100)];
         assert_eq!(first.len(), 1);
         let mut counts: Vec<u64> = first[0].rows.iter().map(|(_, c)| *c).collect();
         counts.sort();
@@ -564,21 +677,49 @@ mod tests {
     }
 
     #[test]
-    fn shards_counts_merge_per_row() {
-        let counter = Counter::default();
+    fn stored_counts_merge_per_row_and_only_ended_periods_are_read() {
+        let store = ringpost_storage::memory::MemoryStore::new();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let v = verdicts("example.com", &["d@example.com"]);
-        counter.observe(0, 100, ip, &v, dmarc::Policy::None);
-        let a = counter.take().remove(&0).unwrap();
-        counter.observe(0, 100, ip, &v, dmarc::Policy::None);
-        counter.observe(0, 100, ip, &v, dmarc::Policy::None);
-        let b = counter.take().remove(&0).unwrap();
-        let mut domains = BTreeMap::new();
-        for counts in a.into_iter().chain(b) {
-            merge(&mut domains, counts);
+        let counter = Counter::default();
+        // Two shards, two flushes of the first period, one of the next.
+        let mut batch = WriteBatch::new();
+        for (shard, times, now) in [(0, 1, 10), (1, 2, 20), (0, 1, 30), (0, 1, 150)] {
+            for _ in 0..times {
+                counter.observe(now, 100, ip, &v, dmarc::Policy::None);
+            }
+            for (period, counts) in counter.take() {
+                let json = serde_json::to_vec(&counts).unwrap();
+                state::put(&mut batch, &name_for(period, shard, now), json);
+            }
         }
-        assert_eq!(domains["example.com"].rows.len(), 1);
-        assert_eq!(domains["example.com"].rows[0].1, 3);
+        store.write(&[batch], false).unwrap();
+        let due = read_due(&store, 160, 10).unwrap();
+        assert_eq!(due.len(), 1, "the second period has not ended");
+        assert_eq!(due[0].period, (0, 100));
+        assert_eq!(due[0].names.len(), 3);
+        let rows = &due[0].domains[0].rows;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1, 4);
+        assert_eq!(read_due(&store, 300, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_disposition_the_policy_did_not_ask_for_says_why() {
+        let counter = Counter::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // DMARC passed, but the message was refused (its SPF failed).
+        let v = verdicts("example.com", &["d@example.com"]);
+        counter.observe(0, 100, ip, &v, dmarc::Policy::Reject);
+        counter.observe(0, 100, ip, &v, dmarc::Policy::None);
+        let taken = counter.take();
+        let mut reasons: Vec<Option<String>> = taken[&(0, 100)][0]
+            .rows
+            .iter()
+            .map(|(key, _)| key.reason.clone())
+            .collect();
+        reasons.sort();
+        assert_eq!(reasons, [None, Some("local_policy".into())]);
     }
 
     struct Table(Vec<(&'static str, &'static str)>);
@@ -610,7 +751,8 @@ mod tests {
             "x@reports.test".to_owned(),
             "y@stranger.test".to_owned(),
         ];
-        let agreed = futures::executor::block_on(agreed(&dns, "example.com", &rua));
+        let (agreed, unsure) = futures::executor::block_on(agreed(&dns, "example.com", &rua));
+        assert!(!unsure);
         assert_eq!(
             agreed,
             ["d@example.com", "d@sub.example.com", "x@reports.test"]

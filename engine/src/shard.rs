@@ -475,6 +475,8 @@ pub(crate) async fn run(
             "sessions still open after the shutdown grace period"
         );
     }
+    // What the sessions counted for DMARC reports up to their end.
+    crate::dmarc_reports::flush(&shard).await;
 }
 
 /// Export the memory budget's use every second until shutdown.

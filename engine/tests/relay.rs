@@ -2457,9 +2457,6 @@ fn events_past_their_age_limit_are_dropped() {
 
 // -- SPF on inbound mail ----------------------------------------------------
 
-/// Mail from the internet gets an SPF verdict in Authentication-Results;
-/// a forged one in our name is taken out; with `reject_fail`, a failing
-/// sender is refused; trusted clients are not checked.
 /// A DMARC aggregate report as a report processor reads it
 /// (`clients/dmarc_report_read.py`: Python's email, gzip and ElementTree).
 fn read_dmarc_report(data: &[u8]) -> serde_json::Value {
@@ -2539,6 +2536,12 @@ fn dmarc_aggregate_reports_go_to_the_addresses_that_agreed() {
         .collect();
     to.sort();
     assert_eq!(to, ["agg@pass.test", "x@reports.test"]);
+    for report in &reports {
+        // Each destination its own message: none learns another's address.
+        let text = String::from_utf8_lossy(&report.data);
+        let header = format!("\r\nTo: {}\r\n", report.recipients[0]);
+        assert!(text.contains(&header), "{text}");
+    }
     assert!(
         reports.iter().all(|r| r.mail_from.is_empty()),
         "from the null sender"
@@ -2576,12 +2579,15 @@ fn dmarc_aggregate_reports_go_to_the_addresses_that_agreed() {
     assert_eq!(record["spf_domain"], "pass.test");
     let metrics = metrics_of(&server);
     assert!(
-        metrics.contains("ringpost_dmarc_reports_total{result=\"queued\"} 1"),
+        metrics.contains("ringpost_dmarc_reports_total{result=\"queued\"} 2"),
         "{metrics}"
     );
     server.shutdown();
 }
 
+/// Mail from the internet gets an SPF verdict in Authentication-Results;
+/// a forged one in our name is taken out; with `reject_fail`, a failing
+/// sender is refused; trusted clients are not checked.
 #[test]
 fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
     let dns = TestDns::start(

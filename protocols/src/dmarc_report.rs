@@ -56,6 +56,9 @@ pub struct Row {
     pub count: u64,
     /// What the receiver did: `none`, `quarantine` or `reject`.
     pub disposition: String,
+    /// Why that differs from what the policy asked (Appendix C's
+    /// `PolicyOverrideType`: `local_policy`, `sampled_out`, ...).
+    pub reason: Option<String>,
     /// DKIM passed for a domain aligned with From.
     pub dkim_aligned: bool,
     /// SPF passed for a domain aligned with From.
@@ -121,6 +124,11 @@ pub fn xml(feedback: &Feedback<'_>) -> String {
         element(&mut out, 8, "disposition", &row.disposition);
         element(&mut out, 8, "dkim", verdict(row.dkim_aligned));
         element(&mut out, 8, "spf", verdict(row.spf_aligned));
+        if let Some(reason) = &row.reason {
+            out.push_str("        <reason>\n");
+            element(&mut out, 10, "type", reason);
+            out.push_str("        </reason>\n");
+        }
         out.push_str("      </policy_evaluated>\n    </row>\n    <identifiers>\n");
         element(&mut out, 6, "header_from", &row.header_from);
         out.push_str("    </identifiers>\n    <auth_results>\n");
@@ -173,12 +181,14 @@ pub fn file_name(receiver: &str, feedback: &Feedback<'_>) -> String {
 /// Who a report message is from and to, and its own fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a> {
-    /// Our name (the receiver in the file name).
+    /// Our name: the receiver in the file name, the submitter in the
+    /// subject (both domain names, §7.2.1.1).
     pub receiver: &'a str,
     /// `From:`.
     pub from: &'a str,
-    /// `To:`: the `rua=` addresses.
-    pub to: &'a [String],
+    /// `To:`: one `rua=` address (each gets its own message, so no
+    /// destination learns another's).
+    pub to: &'a str,
     /// `Date:`, RFC 5322.
     pub date: &'a str,
     /// `Message-ID:`, without brackets.
@@ -199,10 +209,10 @@ pub fn compose(feedback: &Feedback<'_>, envelope: &Envelope<'_>, gzipped: &[u8])
         out.push_str("\r\n");
     };
     line(&format!("From: {}", envelope.from));
-    line(&format!("To: {}", envelope.to.join(", ")));
+    line(&format!("To: {}", envelope.to));
     line(&format!(
         "Subject: Report Domain: {domain} Submitter: {} Report-ID: <{}>",
-        feedback.org_name, feedback.report_id
+        envelope.receiver, feedback.report_id
     ));
     line(&format!("Date: {}", envelope.date));
     line(&format!("Message-ID: <{}>", envelope.message_id));
@@ -259,6 +269,7 @@ mod tests {
             source_ip: "192.0.2.7".parse().unwrap(),
             count: 3,
             disposition: "quarantine".into(),
+            reason: Some("local_policy".into()),
             dkim_aligned: false,
             spf_aligned: true,
             header_from: "example.com".into(),
@@ -302,6 +313,7 @@ mod tests {
             "<disposition>quarantine</disposition>",
             "<dkim>fail</dkim>",
             "<spf>pass</spf>",
+            "<reason>\n          <type>local_policy</type>\n        </reason>",
             "<header_from>example.com</header_from>",
             "<selector>s1</selector>",
             "<scope>mfrom</scope>",
@@ -334,13 +346,13 @@ mod tests {
             published: &published,
             rows: &rows,
         };
-        let to = ["d@example.com".to_owned()];
+        let to = "d@example.com";
         let message = compose(
             &feedback,
             &Envelope {
                 receiver: "mx.ours.test",
                 from: "dmarc-noreply@mx.ours.test",
-                to: &to,
+                to,
                 date: "Mon, 7 Dec 2026 00:00:00 +0000",
                 message_id: "r1@mx.ours.test",
             },
