@@ -199,6 +199,10 @@ pub struct SmtpConfig {
     /// domain that is no account. Targets are not looked up as aliases
     /// again.
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// DNS blocklists (RFC 5782) asked about clients that may not relay:
+    /// `"zone"` or `"zone=127.0.0.2,127.0.0.4"` ([`crate::dnsbl`]); a
+    /// listed client's recipients get `554 5.7.1`.
+    pub dnsbl: Vec<String>,
 }
 
 /// Mail submission (RFC 6409): mail clients send here, authenticated.
@@ -966,6 +970,7 @@ impl Default for SmtpConfig {
             local_domains: Vec::new(),
             recipient_delimiter: "+".into(),
             aliases: BTreeMap::new(),
+            dnsbl: Vec::new(),
         }
     }
 }
@@ -1265,6 +1270,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.webhook.batch_size) {
             return invalid("webhook.batch_size", "must be 1 to 10000");
+        }
+        for zone in &self.smtp.dnsbl {
+            if let Err(problem) = crate::dnsbl::parse_zone(zone) {
+                return invalid("smtp.dnsbl", problem);
+            }
         }
         let auth = &self.inbound_auth;
         if auth.dmarc_report_interval_secs == 0 {
@@ -1717,6 +1727,15 @@ impl Config {
             .split_once(delimiter)
             .filter(|_| !delimiter.is_empty())?;
         (!account.is_empty()).then(|| format!("{account}@{domain}"))
+    }
+
+    /// The DNS blocklists of `smtp.dnsbl` (checked at start and reload).
+    pub fn dnsbl_zones(&self) -> Vec<crate::dnsbl::Zone> {
+        self.smtp
+            .dnsbl
+            .iter()
+            .filter_map(|zone| crate::dnsbl::parse_zone(zone).ok())
+            .collect()
     }
 
     /// The `From:` of DMARC aggregate reports.

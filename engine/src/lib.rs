@@ -44,6 +44,7 @@ pub mod config;
 mod conn;
 pub mod dkim;
 pub mod dmarc_reports;
+pub mod dnsbl;
 pub mod events;
 mod gather;
 pub mod http_client;

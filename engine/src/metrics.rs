@@ -122,6 +122,7 @@ pub struct SecurityMetrics {
     dkim: Family<Labels, Counter>,
     dmarc: Family<Labels, Counter>,
     dmarc_reports: Family<Labels, Counter>,
+    dnsbl: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -213,6 +214,13 @@ impl SecurityMetrics {
         self.dmarc_reports.get_or_create(&labels).inc();
     }
 
+    /// A DNS blocklist `zone` answered `result` (`listed`, `clear`,
+    /// `error`) about a client.
+    pub fn dnsbl(&self, zone: &str, result: &str) {
+        let labels = vec![("zone", zone.to_owned()), ("result", result.to_owned())];
+        self.dnsbl.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -279,6 +287,11 @@ impl SecurityMetrics {
                 "dmarc_results",
                 "DMARC evaluations of mail from untrusted clients, by result (RFC 7489)",
                 &self.dmarc,
+            ),
+            (
+                "dnsbl_lookups",
+                "DNS blocklist lookups of clients that may not relay, by zone and result (listed, clear, error)",
+                &self.dnsbl,
             ),
             (
                 "dmarc_reports",

@@ -342,7 +342,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         false => None,
     };
     // DNS for the relay and for SPF checks of inbound mail.
-    let (resolver, resolver_thread) = if config.relay.enabled || config.inbound_auth.enabled {
+    let wants_dns =
+        config.relay.enabled || config.inbound_auth.enabled || !config.smtp.dnsbl.is_empty();
+    let (resolver, resolver_thread) = if wants_dns {
         let mta_sts = match config.relay.enabled && config.relay.mta_sts {
             true => Some(resolver::MtaStsSetup {
                 tls: crate::relay::tls::client_config(&config.relay, true)
@@ -455,7 +457,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
             (store.clone(), hub.clone(), resolver.clone(), tls.clone());
         let inbox = inboxes.get_mut(id).and_then(Option::take);
         let ourselves = ourselves.clone();
-        let spf_dns = resolver.clone().filter(|_| config.inbound_auth.enabled);
+        let dns = resolver.clone();
         let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard{id}"))
             .io_memory(SHARD_IO_MEMORY);
@@ -496,7 +498,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                     _ => None,
                 };
                 let shard = Rc::new(Shard::new(
-                    id, live, commits, store, &metrics, hub, &shared, spf_dns,
+                    id, live, commits, store, &metrics, hub, &shared, dns,
                 ));
                 shard::run(shard, listeners, shutdown, relay).await;
             })

@@ -223,6 +223,9 @@ pub(crate) struct Shard {
     pub events: Option<crate::events::EventSpool>,
     /// DNS for SPF checks of inbound mail (None: SPF is off).
     pub spf_dns: Option<crate::relay::resolver::Resolver>,
+    /// DNS for anything else the sessions ask (blocklists); None when the
+    /// server runs without a resolver.
+    pub dns: Option<crate::relay::resolver::Resolver>,
     /// What the inbound checks saw, for DMARC aggregate reports.
     pub dmarc_counter: crate::dmarc_reports::Counter,
     limits: Arc<ConnectionLimits>,
@@ -256,7 +259,7 @@ impl Shard {
         metrics: &Metrics,
         hub: Option<Arc<Hub>>,
         shared: &SharedState,
-        spf_dns: Option<crate::relay::resolver::Resolver>,
+        dns: Option<crate::relay::resolver::Resolver>,
     ) -> Shard {
         let imap_metrics = metrics.imap_shard(id);
         let tls = shared.tls.is_some();
@@ -286,7 +289,8 @@ impl Shard {
                 crate::events::source::smtp(id),
                 &config.webhook,
             ),
-            spf_dns,
+            spf_dns: dns.clone().filter(|_| config.inbound_auth.enabled),
+            dns,
             dmarc_counter: crate::dmarc_reports::Counter::default(),
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
@@ -600,6 +604,7 @@ async fn serve(
                 service,
                 peer,
                 may_relay,
+                dnsbl: None,
             };
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }

@@ -30,6 +30,9 @@ pub(crate) struct Smtp<'a> {
     pub peer: SocketAddr,
     /// The client is in `relay_networks`.
     pub may_relay: bool,
+    /// What the DNS blocklists said of the client, once asked (at its
+    /// first recipient).
+    pub dnsbl: Option<crate::dnsbl::Verdict>,
 }
 
 impl Protocol for Smtp<'_> {
@@ -42,7 +45,7 @@ impl Protocol for Smtp<'_> {
         conn: &mut Connection,
     ) -> io::Result<()> {
         match event {
-            Event::Recipient { address } => self.recipient(smtp, &address),
+            Event::Recipient { address } => self.recipient(smtp, &address).await,
             Event::Message(tx) => self.accept_message(smtp, tx).await,
             Event::Authenticate(credentials) => self.authenticate(smtp, credentials).await,
             Event::StartTls => {
@@ -64,7 +67,7 @@ impl Protocol for Smtp<'_> {
 }
 
 impl Smtp<'_> {
-    fn recipient(&self, smtp: &mut ServerSession, address: &str) {
+    async fn recipient(&mut self, smtp: &mut ServerSession, address: &str) {
         let shard = self.shard;
         let may_relay = self.may_relay || smtp.authenticated().is_some();
         let checked = intake::check_recipient(address, may_relay, &shard.config(), |name| {
@@ -73,6 +76,14 @@ impl Smtp<'_> {
         if let Err(reply) = checked {
             self.count_rejection(&reply);
             return smtp.reject_recipient(reply);
+        }
+        if !may_relay && !is_postmaster(address) {
+            if let Some(reply) = self.blocklisted().await {
+                shard
+                    .security
+                    .rejected(self.service.label(), "dnsbl", reply.code);
+                return smtp.reject_recipient(reply);
+            }
         }
         if let Err(reply) = self.check_suppression(smtp, address) {
             shard
@@ -89,6 +100,41 @@ impl Smtp<'_> {
             }
         }
         smtp.accept_recipient();
+    }
+
+    /// The refusal for a client a DNS blocklist names ([`crate::dnsbl`]),
+    /// asked once per session, on the SMTP port only (submission needs a
+    /// login, and a logged-in client is not asked).
+    async fn blocklisted(&mut self) -> Option<replies::Reply> {
+        let shard = self.shard;
+        if self.service != Service::Smtp {
+            return None;
+        }
+        if self.dnsbl.is_none() {
+            let zones = shard.config().dnsbl_zones();
+            let verdict = match (&shard.dns, zones.is_empty()) {
+                (Some(dns), false) => {
+                    let looked_up = |zone: &str, result: &str| shard.security.dnsbl(zone, result);
+                    crate::dnsbl::check(dns, self.peer.ip(), &zones, looked_up).await
+                }
+                _ => crate::dnsbl::Verdict::Clear,
+            };
+            if let crate::dnsbl::Verdict::Listed(zone) = &verdict {
+                tracing::info!(shard = shard.id, peer = %self.peer, %zone, "client listed in a DNS blocklist; its recipients are refused");
+            }
+            self.dnsbl = Some(verdict);
+        }
+        match &self.dnsbl {
+            Some(crate::dnsbl::Verdict::Listed(zone)) => Some(replies::Reply::new(
+                554,
+                "5.7.1",
+                format!(
+                    "Service unavailable; client [{}] blocked using {zone}",
+                    self.peer.ip()
+                ),
+            )),
+            _ => None,
+        }
     }
 
     /// Relayed mail to an address on the suppression list is refused
@@ -577,6 +623,13 @@ impl Smtp<'_> {
         self.shard.metrics.dkim_signed.inc();
         signed
     }
+}
+
+/// Whether `address` is a postmaster: bare, or at any domain (RFC 5321
+/// §4.5.1 wants their mail taken whoever sends it).
+fn is_postmaster(address: &str) -> bool {
+    let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+    local.trim_matches('"').eq_ignore_ascii_case("postmaster")
 }
 
 /// Whether a local recipient is an account with room: one point read of

@@ -2731,6 +2731,89 @@ fn connect_from_addr(from: &str, to: SocketAddr) -> std::net::TcpStream {
     stream
 }
 
+/// The replies to EHLO, MAIL and each RCPT of a session from `from`.
+fn rcpt_replies_from(from: &str, to: SocketAddr, rcpts: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = connect_from_addr(from, to);
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut reply = || {
+        let mut full = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            full.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return full;
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    let mut replies = Vec::new();
+    let mut commands = vec![
+        "EHLO client.test".to_owned(),
+        "MAIL FROM:<a@far.test>".into(),
+    ];
+    commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+    for command in commands {
+        w.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        replies.push(reply());
+    }
+    w.write_all(b"QUIT\r\n").unwrap();
+    replies
+}
+
+/// Postfix's `reject_rbl_client`: a client a blocklist names has its
+/// recipients refused, postmaster excepted; a list's error codes, clients
+/// that may relay and unlisted ones pass.
+#[test]
+fn clients_a_dns_blocklist_names_have_their_recipients_refused() {
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::a("1.0.0.127.bl.test", "127.0.0.2".parse().unwrap()),
+            // A list's "refused query" answer is not a listing.
+            TestRecord::a("4.0.0.127.bl.test", "127.255.255.254".parse().unwrap()),
+            TestRecord::a("2.0.0.127.bl.test", "127.0.0.2".parse().unwrap()),
+        ],
+    );
+    let nameserver = dns.addr();
+    let (server, _dir) = start_server(move |c| {
+        c.relay.nameservers = vec![nameserver];
+        c.relay.dns_timeout_secs = 2;
+        // 127.0.0.2 may relay (and is listed): it is never looked up.
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.dnsbl = vec!["nothing.test".into(), "bl.test".into()];
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    common::add_user(&server, "ann@ours.test");
+    let rcpts = ["ann@ours.test", "postmaster@ours.test", "ann@ours.test"];
+    let listed = rcpt_replies_from("127.0.0.1", server.smtp_addr(), &rcpts);
+    assert_eq!(
+        listed[2].trim_end(),
+        "554 5.7.1 Service unavailable; client [127.0.0.1] blocked using bl.test"
+    );
+    assert!(
+        listed[3].starts_with("250"),
+        "postmaster still takes mail: {listed:?}"
+    );
+    assert!(listed[4].starts_with("554 5.7.1"), "{listed:?}");
+    for from in ["127.0.0.3", "127.0.0.4", "127.0.0.2"] {
+        let replies = rcpt_replies_from(from, server.smtp_addr(), &rcpts[..1]);
+        assert!(replies[2].starts_with("250"), "{from}: {replies:?}");
+    }
+    let metrics = metrics_of(&server);
+    for line in [
+        "ringpost_dnsbl_lookups_total{zone=\"bl.test\",result=\"listed\"} 1",
+        "ringpost_dnsbl_lookups_total{zone=\"bl.test\",result=\"clear\"} 2",
+        "ringpost_dnsbl_lookups_total{zone=\"nothing.test\",result=\"clear\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+    server.shutdown();
+}
+
 // -- egress sources ---------------------------------------------------------
 
 /// Outbound connections come from the configured sources, by weight, each
