@@ -299,9 +299,9 @@ fn name_for((begin, end): Period, shard: usize, now_micros: u64) -> String {
 /// The period a stored name's counts belong to.
 fn period_of(name: &str) -> Option<Period> {
     let mut parts = name.strip_prefix(PREFIX)?.split('/');
-    let begin = parts.next()?.parse().ok()?;
-    let end = parts.next()?.parse().ok()?;
-    Some((begin, end))
+    let begin: u64 = parts.next()?.parse().ok()?;
+    let end: u64 = parts.next()?.parse().ok()?;
+    (end > begin).then_some((begin, end))
 }
 
 /// Counts of an ended period, merged over shards and flushes.
@@ -320,7 +320,13 @@ async fn send_due(shard: &Shard) {
     let now = crate::intake::unix_micros() / 1_000_000;
     let store = shard.store.clone();
     let read = glommio::executor()
-        .spawn_blocking(move || read_due(&*store, now, settle))
+        .spawn_blocking(move || {
+            // A panic here must not leave the round waiting for ever.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_due(&*store, now, settle)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Engine("reading the counts panicked".into())))
+        })
         .await;
     match read {
         Ok(periods) => {
@@ -380,18 +386,25 @@ fn read_due(store: &dyn Store, now: u64, settle: u64) -> Result<Vec<Due>, StoreE
 async fn send_period(shard: &Shard, due: Due) {
     let config = shard.config();
     let now = crate::intake::unix_micros();
+    // The relay runs (the caller saw to it), so there is a resolver.
+    let Some(dns) = &shard.dns else {
+        return;
+    };
     let mut batch = WriteBatch::new();
     let mut reports = Vec::new();
+    let mut kept = 0;
     for counts in due.domains {
         let domain = counts.policy.domain.clone();
-        let Some(dns) = &shard.spf_dns else {
-            continue;
-        };
         let (addresses, unsure) = agreed(dns, &domain, &counts.policy.rua).await;
         if unsure && due.period.1 + RETRY_FOR_SECS > now / 1_000_000 {
-            let kept = serde_json::to_vec(&[&counts]).unwrap_or_default();
-            let name = name_for(due.period, shard.id, now + reports.len() as u64);
-            state::put(&mut batch, &name, kept);
+            let json = serde_json::to_vec(&[&counts]).unwrap_or_default();
+            // A name of its own for each domain kept (the time is the same).
+            kept += 1;
+            state::put(
+                &mut batch,
+                &name_for(due.period, shard.id, now + kept),
+                json,
+            );
             continue;
         }
         if addresses.is_empty() {
@@ -409,23 +422,30 @@ async fn send_period(shard: &Shard, due: Due) {
     let period = due.period;
     let built = glommio::executor()
         .spawn_blocking(move || {
-            reports
-                .into_iter()
-                .map(|(id, counts, address)| {
-                    let body = report_message(
-                        &built_for,
-                        signer.as_deref(),
-                        &id,
-                        period,
-                        &counts,
-                        &address,
-                        now,
-                    );
-                    (id, counts.policy.domain, address, body)
-                })
-                .collect::<Vec<_>>()
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reports
+                    .into_iter()
+                    .map(|(id, counts, address)| {
+                        let body = report_message(
+                            &built_for,
+                            signer.as_deref(),
+                            &id,
+                            period,
+                            &counts,
+                            &address,
+                            now,
+                        );
+                        (id, counts.policy.domain, address, body)
+                    })
+                    .collect::<Vec<_>>()
+            }))
+            .ok()
         })
         .await;
+    let Some(built) = built else {
+        tracing::error!("building DMARC reports panicked; their counts are kept");
+        return;
+    };
     let is_local = |domain: &str| config.is_local_domain(domain);
     let resolve = crate::intake::local_targets_in(&config, &*shard.store);
     let to = crate::intake::Recipients {

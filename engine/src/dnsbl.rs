@@ -37,7 +37,8 @@ pub fn parse_zone(entry: &str) -> Result<Zone, String> {
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    if name.len() > 200 || !name.contains('.') || !name.split('.').all(label) {
+    // An IPv6 query adds 64 octets; a name must stay within 253.
+    if name.len() > 180 || !name.contains('.') || !name.split('.').all(label) {
         return Err(format!("{entry}: not a DNS zone"));
     }
     let codes = match codes {
@@ -92,38 +93,81 @@ pub fn listed(zone: &Zone, answers: &[String]) -> bool {
 /// What the lists say of `ip`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Listed in this zone (the first that lists it).
-    Listed(String),
+    /// Listed in this zone (the first in `smtp.dnsbl`'s order that lists
+    /// it), with what the list says why (its TXT record), if anything.
+    Listed {
+        /// The zone.
+        zone: String,
+        /// The list's TXT record for the address, made safe for a reply.
+        reason: Option<String>,
+    },
     /// In none of them (or they could not be asked).
     Clear,
 }
 
-/// Ask each zone in turn whether `ip` is listed; `looked_up` hears of
-/// each answer (zone, `listed`, `clear` or `error`).
+/// The longest a session waits for the lists, all of them together:
+/// longer, and the client is let through (each list counted `error`).
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Ask every zone at once whether `ip` is listed; the first in order
+/// that lists it decides. `looked_up` hears of each answer (zone,
+/// `listed`, `clear` or `error`).
 pub async fn check(
     dns: &impl Dns,
     ip: IpAddr,
     zones: &[Zone],
     looked_up: impl Fn(&str, &str),
 ) -> Verdict {
-    for zone in zones {
-        match dns
-            .records(&query_name(ip, &zone.name), RecordKind::A)
-            .await
-        {
-            Ok(answers) if listed(zone, &answers) => {
-                looked_up(&zone.name, "listed");
-                return Verdict::Listed(zone.name.clone());
-            }
-            Ok(_) | Err(crate::relay::resolver::LookupFailure::None) => {
-                looked_up(&zone.name, "clear")
-            }
-            Err(crate::relay::resolver::LookupFailure::Temporary(_)) => {
-                looked_up(&zone.name, "error")
-            }
+    use crate::relay::resolver::LookupFailure;
+    use futures::future::{select, Either};
+    let names: Vec<String> = zones.iter().map(|z| query_name(ip, &z.name)).collect();
+    let lookups = futures::future::join_all(names.iter().map(|n| dns.records(n, RecordKind::A)));
+    let deadline = glommio::timer::sleep(DEADLINE);
+    let answers = match select(std::pin::pin!(lookups), std::pin::pin!(deadline)).await {
+        Either::Left((answers, _)) => answers,
+        Either::Right(_) => {
+            zones.iter().for_each(|zone| looked_up(&zone.name, "error"));
+            return Verdict::Clear;
+        }
+    };
+    let mut listing = None;
+    for (index, (zone, answer)) in zones.iter().zip(answers).enumerate() {
+        let result = match answer {
+            Ok(answers) if listed(zone, &answers) => "listed",
+            Ok(_) | Err(LookupFailure::None) => "clear",
+            Err(LookupFailure::Temporary(_)) => "error",
+        };
+        looked_up(&zone.name, result);
+        if result == "listed" && listing.is_none() {
+            listing = Some(index);
         }
     }
-    Verdict::Clear
+    let Some(index) = listing else {
+        return Verdict::Clear;
+    };
+    // Lists say why in a TXT record at the same name (often where to ask
+    // for removal); it goes into the reply, as Postfix puts it.
+    let txt = dns.records(&names[index], RecordKind::Txt);
+    let deadline = glommio::timer::sleep(DEADLINE / 4);
+    let reason = match select(std::pin::pin!(txt), std::pin::pin!(deadline)).await {
+        Either::Left((Ok(texts), _)) => texts.first().map(|t| reply_safe(t)),
+        _ => None,
+    };
+    Verdict::Listed {
+        zone: zones[index].name.clone(),
+        reason: reason.filter(|r| !r.is_empty()),
+    }
+}
+
+/// `text` fit for a reply line: printable ASCII and spaces, at most 200
+/// octets.
+fn reply_safe(text: &str) -> String {
+    let safe: String = text
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+        .take(200)
+        .collect();
+    safe.trim().to_owned()
 }
 
 #[cfg(test)]
@@ -170,54 +214,79 @@ mod tests {
         );
     }
 
-    struct Table(Vec<(&'static str, Records)>);
+    struct Table(Vec<(&'static str, RecordKind, Records)>);
 
     impl Dns for Table {
-        async fn records(&self, name: &str, _kind: RecordKind) -> Records {
+        async fn records(&self, name: &str, kind: RecordKind) -> Records {
             self.0
                 .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, r)| r.clone())
+                .find(|(n, k, _)| *n == name && *k == kind)
+                .map(|(_, _, r)| r.clone())
                 .unwrap_or(Err(LookupFailure::None))
         }
     }
 
-    #[test]
-    fn the_first_list_that_names_the_client_decides() {
-        let dns = Table(vec![
+    /// `check` run on a glommio executor of its own (it keeps time with
+    /// glommio's timers), with its verdict and what it counted.
+    fn run_check(dns: Table, ip: &str, zones: Vec<Zone>) -> (Verdict, Vec<String>) {
+        let ip: IpAddr = ip.parse().unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let seen = std::cell::RefCell::new(Vec::new());
+                let verdict = check(&dns, ip, &zones, |zone, result| {
+                    seen.borrow_mut().push(format!("{zone} {result}"))
+                })
+                .await;
+                (verdict, seen.into_inner())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn table() -> Table {
+        Table(vec![
             (
                 "1.2.0.192.broken.test",
+                RecordKind::A,
                 Err(LookupFailure::Temporary("timeout".into())),
             ),
-            ("1.2.0.192.second.test", Ok(vec!["127.0.0.2".into()])),
-        ]);
-        let zones = [
-            parse_zone("broken.test").unwrap(),
-            parse_zone("first.test").unwrap(),
-            parse_zone("second.test").unwrap(),
-        ];
-        let seen = std::cell::RefCell::new(Vec::new());
-        let verdict = futures::executor::block_on(check(
-            &dns,
-            "192.0.2.1".parse().unwrap(),
-            &zones,
-            |zone, result| seen.borrow_mut().push(format!("{zone} {result}")),
-        ));
-        assert_eq!(verdict, Verdict::Listed("second.test".into()));
+            (
+                "1.2.0.192.second.test",
+                RecordKind::A,
+                Ok(vec!["127.0.0.2".into()]),
+            ),
+            (
+                "1.2.0.192.second.test",
+                RecordKind::Txt,
+                Ok(vec!["Listed:\r\nsee https://bl.test/1".into()]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_first_list_in_order_that_names_the_client_decides() {
+        let zones: Vec<Zone> = ["broken.test", "first.test", "second.test"]
+            .iter()
+            .map(|z| parse_zone(z).unwrap())
+            .collect();
+        let (verdict, seen) = run_check(table(), "192.0.2.1", zones.clone());
         assert_eq!(
-            seen.into_inner(),
+            verdict,
+            Verdict::Listed {
+                zone: "second.test".into(),
+                reason: Some("Listed:  see https://bl.test/1".into()),
+            }
+        );
+        assert_eq!(
+            seen,
             [
                 "broken.test error",
                 "first.test clear",
                 "second.test listed"
             ]
         );
-        let clear = futures::executor::block_on(check(
-            &dns,
-            "192.0.2.2".parse().unwrap(),
-            &zones,
-            |_, _| {},
-        ));
+        let (clear, _) = run_check(table(), "192.0.2.2", zones);
         assert_eq!(clear, Verdict::Clear);
     }
 }

@@ -112,27 +112,34 @@ impl Smtp<'_> {
         }
         if self.dnsbl.is_none() {
             let zones = shard.config().dnsbl_zones();
-            let verdict = match (&shard.dns, zones.is_empty()) {
-                (Some(dns), false) => {
-                    let looked_up = |zone: &str, result: &str| shard.security.dnsbl(zone, result);
-                    crate::dnsbl::check(dns, self.peer.ip(), &zones, looked_up).await
+            let looked_up = |zone: &str, result: &str| shard.security.dnsbl(zone, result);
+            let verdict = match &shard.dns {
+                Some(dns) => crate::dnsbl::check(dns, self.peer.ip(), &zones, looked_up).await,
+                // Zones added by a reload to a server started without a
+                // resolver: nothing can be asked (counted as errors).
+                None => {
+                    zones.iter().for_each(|z| looked_up(&z.name, "error"));
+                    crate::dnsbl::Verdict::Clear
                 }
-                _ => crate::dnsbl::Verdict::Clear,
             };
-            if let crate::dnsbl::Verdict::Listed(zone) = &verdict {
+            if let crate::dnsbl::Verdict::Listed { zone, .. } = &verdict {
                 tracing::info!(shard = shard.id, peer = %self.peer, %zone, "client listed in a DNS blocklist; its recipients are refused");
             }
             self.dnsbl = Some(verdict);
         }
         match &self.dnsbl {
-            Some(crate::dnsbl::Verdict::Listed(zone)) => Some(replies::Reply::new(
-                554,
-                "5.7.1",
-                format!(
-                    "Service unavailable; client [{}] blocked using {zone}",
+            Some(crate::dnsbl::Verdict::Listed { zone, reason }) => {
+                // Postfix's words, so those who parse them are not surprised.
+                let mut text = format!(
+                    "Service unavailable; Client host [{}] blocked using {zone}",
                     self.peer.ip()
-                ),
-            )),
+                );
+                if let Some(reason) = reason {
+                    text.push_str("; ");
+                    text.push_str(reason);
+                }
+                Some(replies::Reply::new(554, "5.7.1", text))
+            }
             _ => None,
         }
     }
@@ -524,7 +531,8 @@ impl Smtp<'_> {
         // Counted for the From domain's aggregate report as handled: refused,
         // to Junk, or delivered.
         let report = |disposition| {
-            if config.inbound_auth.dmarc_reports {
+            // Without the relay no report could leave: nothing is counted.
+            if config.inbound_auth.dmarc_reports && shard.hub.is_some() {
                 let interval = config.inbound_auth.dmarc_report_interval_secs;
                 let ip = self.peer.ip();
                 if !shard

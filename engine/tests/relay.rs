@@ -2772,6 +2772,7 @@ fn clients_a_dns_blocklist_names_have_their_recipients_refused() {
         "test.",
         &[
             TestRecord::a("1.0.0.127.bl.test", "127.0.0.2".parse().unwrap()),
+            TestRecord::txt("1.0.0.127.bl.test", "see https://bl.test/?127.0.0.1"),
             // A list's "refused query" answer is not a listing.
             TestRecord::a("4.0.0.127.bl.test", "127.255.255.254".parse().unwrap()),
             TestRecord::a("2.0.0.127.bl.test", "127.0.0.2".parse().unwrap()),
@@ -2792,7 +2793,7 @@ fn clients_a_dns_blocklist_names_have_their_recipients_refused() {
     let listed = rcpt_replies_from("127.0.0.1", server.smtp_addr(), &rcpts);
     assert_eq!(
         listed[2].trim_end(),
-        "554 5.7.1 Service unavailable; client [127.0.0.1] blocked using bl.test"
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using bl.test; see https://bl.test/?127.0.0.1"
     );
     assert!(
         listed[3].starts_with("250"),
