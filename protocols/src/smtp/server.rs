@@ -59,6 +59,13 @@ use crate::session::{Deadline, Session, Timers};
 /// no more commands.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
+/// Whether a command line is EHLO or HELO with an argument.
+fn is_hello(line: &[u8]) -> bool {
+    line.len() > 5
+        && (line[..4].eq_ignore_ascii_case(b"EHLO") || line[..4].eq_ignore_ascii_case(b"HELO"))
+        && line[4] == b' '
+}
+
 /// Limits and identity for server sessions; shared by every session of a listener.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -663,6 +670,21 @@ impl ServerSession {
     }
 
     fn execute(&mut self, line: &[u8]) {
+        // Windows names a machine in its code page (`EHLO M\xfcller-PC`):
+        // refused, such a client could never get past its greeting. As
+        // Postfix does, the name is taken; its 8-bit bytes become `?`, so
+        // nothing 8-bit reaches a trace field.
+        let ascii;
+        let line = match std::str::from_utf8(line) {
+            Err(_) if is_hello(line) => {
+                ascii = line
+                    .iter()
+                    .map(|&b| if b.is_ascii() { b } else { b'?' })
+                    .collect::<Vec<u8>>();
+                &ascii[..]
+            }
+            _ => line,
+        };
         let command = match command::parse(line) {
             Ok(command) => command,
             Err(ParseError::BdatKeyword { size }) => return self.bad_bdat(size),

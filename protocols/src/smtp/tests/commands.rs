@@ -45,6 +45,15 @@ fn ehlo_and_helo_need_a_domain() {
         run(b"EHLO\r\nHELO \r\n").codes()[1..],
         ["501 5.5.4", "501 5.5.4"]
     );
+    // A name in a Windows code page is taken, its 8-bit bytes as `?`; any
+    // other command that is not UTF-8 is not.
+    let windows = run(b"EHLO M\xfcller-PC\r\nMAIL FROM:<\xe9@x.test>\r\n");
+    assert_eq!(
+        windows.codes()[1..],
+        ["250", "500 5.5.2"],
+        "{:?}",
+        windows.lines()
+    );
     // Nor is a name with control characters one (it would reach headers).
     assert_eq!(
         run(b"EHLO a\x00b\r\nHELO x\x1b[2J\r\nEHLO a\tb\r\n").codes()[1..],
