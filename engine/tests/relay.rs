@@ -118,21 +118,27 @@ fn without_trace(data: &[u8]) -> &[u8] {
 /// human part and each recipient's fields, the diagnostic split at its
 /// first `;` into type and text.
 fn read_dsn(data: &[u8]) -> serde_json::Value {
+    read_with_python("dsn_read.py", data)
+}
+
+/// What `tests/clients/<script>` (Python, reading a message file as a
+/// mail program would) prints about `data`, as JSON.
+fn read_with_python(script: &str, data: &[u8]) -> serde_json::Value {
     let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), data).expect("write the DSN");
-    let script = format!("{}/tests/clients/dsn_read.py", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(file.path(), data).expect("write the message");
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
-        .arg(script)
+        .arg(path)
         .arg(file.path())
         .output()
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "dsn_read.py: {}\n{}",
+        "{script}: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(data)
     );
-    serde_json::from_slice(&out.stdout).expect("dsn_read.py prints JSON")
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
 /// `dest.test` with one MX host, at `ip`: nothing to move on to.
@@ -2460,24 +2466,7 @@ fn events_past_their_age_limit_are_dropped() {
 /// A DMARC aggregate report as a report processor reads it
 /// (`clients/dmarc_report_read.py`: Python's email, gzip and ElementTree).
 fn read_dmarc_report(data: &[u8]) -> serde_json::Value {
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), data).expect("write the report");
-    let script = format!(
-        "{}/tests/clients/dmarc_report_read.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(file.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "dmarc_report_read.py: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(data)
-    );
-    serde_json::from_slice(&out.stdout).expect("dmarc_report_read.py prints JSON")
+    read_with_python("dmarc_report_read.py", data)
 }
 
 #[test]

@@ -286,19 +286,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_document_holds_the_policy_and_each_row() {
-        let published = published();
-        let rows = [row()];
-        let feedback = Feedback {
+    fn feedback<'a>(published: &'a Published, rows: &'a [Row]) -> Feedback<'a> {
+        Feedback {
             org_name: "mx.ours.test",
             email: "dmarc-noreply@mx.ours.test",
             report_id: "r1",
             begin: 100,
             end: 200,
-            published: &published,
-            rows: &rows,
-        };
+            published,
+            rows,
+        }
+    }
+
+    #[test]
+    fn the_document_holds_the_policy_and_each_row() {
+        let (published, rows) = (published(), [row()]);
+        let feedback = feedback(&published, &rows);
         let xml = xml(&feedback);
         for expected in [
             "<org_name>mx.ours.test</org_name>",
@@ -335,17 +338,8 @@ mod tests {
 
     #[test]
     fn the_message_carries_the_report_as_a_gzip_attachment() {
-        let published = published();
-        let rows = [row()];
-        let feedback = Feedback {
-            org_name: "mx.ours.test",
-            email: "dmarc-noreply@mx.ours.test",
-            report_id: "r1",
-            begin: 100,
-            end: 200,
-            published: &published,
-            rows: &rows,
-        };
+        let (published, rows) = (published(), [row()]);
+        let feedback = feedback(&published, &rows);
         let to = "d@example.com";
         let message = compose(
             &feedback,
