@@ -203,6 +203,11 @@ pub struct SmtpConfig {
     /// `"zone"` or `"zone=127.0.0.2,127.0.0.4"` ([`crate::dnsbl`]); a
     /// listed client's recipients get `554 5.7.1`.
     pub dnsbl: Vec<String>,
+    /// Refuse mail from clients that may not relay whose sender's domain
+    /// has no MX, A or AAAA record (`550 5.1.8`; `451 4.1.8` while DNS
+    /// fails), as Postfix's `reject_unknown_sender_domain`: a bounce to
+    /// it could never be delivered.
+    pub reject_unknown_sender_domain: bool,
 }
 
 /// Mail submission (RFC 6409): mail clients send here, authenticated.
@@ -971,6 +976,7 @@ impl Default for SmtpConfig {
             recipient_delimiter: "+".into(),
             aliases: BTreeMap::new(),
             dnsbl: Vec::new(),
+            reject_unknown_sender_domain: false,
         }
     }
 }

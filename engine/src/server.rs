@@ -342,8 +342,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
         false => None,
     };
     // DNS for the relay and for SPF checks of inbound mail.
-    let wants_dns =
-        config.relay.enabled || config.inbound_auth.enabled || !config.smtp.dnsbl.is_empty();
+    let wants_dns = config.relay.enabled
+        || config.inbound_auth.enabled
+        || !config.smtp.dnsbl.is_empty()
+        || config.smtp.reject_unknown_sender_domain;
     let (resolver, resolver_thread) = if wants_dns {
         let mta_sts = match config.relay.enabled && config.relay.mta_sts {
             true => Some(resolver::MtaStsSetup {

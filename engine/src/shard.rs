@@ -605,6 +605,7 @@ async fn serve(
                 peer,
                 may_relay,
                 dnsbl: None,
+                sender_domain: None,
             };
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }

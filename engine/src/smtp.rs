@@ -33,6 +33,9 @@ pub(crate) struct Smtp<'a> {
     /// What the DNS blocklists said of the client, once asked (at its
     /// first recipient).
     pub dnsbl: Option<crate::dnsbl::Verdict>,
+    /// The last sender domain looked up for
+    /// `smtp.reject_unknown_sender_domain`, and the refusal it earned.
+    pub sender_domain: Option<(String, Option<replies::Reply>)>,
 }
 
 impl Protocol for Smtp<'_> {
@@ -82,6 +85,13 @@ impl Smtp<'_> {
                 shard
                     .security
                     .rejected(self.service.label(), "dnsbl", reply.code);
+                return smtp.reject_recipient(reply);
+            }
+            let sender = smtp.sender().unwrap_or_default().to_owned();
+            if let Some(reply) = self.unknown_sender_domain(&sender).await {
+                shard
+                    .security
+                    .rejected(self.service.label(), "unknown_sender_domain", reply.code);
                 return smtp.reject_recipient(reply);
             }
         }
@@ -142,6 +152,61 @@ impl Smtp<'_> {
             }
             _ => None,
         }
+    }
+
+    /// The refusal for a sender whose domain does not exist in the DNS,
+    /// when `smtp.reject_unknown_sender_domain` asks for it; one lookup
+    /// per sender domain in a session. Not for the null sender, nor our
+    /// own domains.
+    async fn unknown_sender_domain(&mut self, sender: &str) -> Option<replies::Reply> {
+        use crate::relay::resolver::{LookupFailure, RecordKind};
+        let config = self.shard.config();
+        if !config.smtp.reject_unknown_sender_domain {
+            return None;
+        }
+        let domain = sender.rsplit_once('@')?.1.to_ascii_lowercase();
+        if config.is_local_domain(&domain) || domain.starts_with('[') {
+            return None;
+        }
+        if let Some((known, refusal)) = &self.sender_domain {
+            if *known == domain {
+                return refusal.clone();
+            }
+        }
+        let dns = self.shard.dns.as_ref()?;
+        // A domain takes mail if it has an MX, or an address (RFC 5321 §5.1).
+        let mut temporary = false;
+        let mut exists = false;
+        for kind in [RecordKind::Mx, RecordKind::A, RecordKind::Aaaa] {
+            match dns.records(&domain, kind).await {
+                Ok(found) if !found.is_empty() => {
+                    exists = true;
+                    break;
+                }
+                Ok(_) | Err(LookupFailure::None) => {}
+                Err(LookupFailure::Temporary(_)) => temporary = true,
+            }
+        }
+        let refusal = match (exists, temporary) {
+            (true, _) => None,
+            (false, true) => Some(replies::Reply::new(
+                451,
+                "4.1.8",
+                format!(
+                    "<{sender}>: Sender address rejected: Domain not found (DNS failed; try again)"
+                ),
+            )),
+            (false, false) => Some(replies::Reply::new(
+                550,
+                "5.1.8",
+                format!("<{sender}>: Sender address rejected: Domain not found"),
+            )),
+        };
+        if refusal.is_some() {
+            tracing::info!(shard = self.shard.id, peer = %self.peer, %domain, "sender domain not found in the DNS; recipient refused");
+        }
+        self.sender_domain = Some((domain, refusal.clone()));
+        refusal
     }
 
     /// Relayed mail to an address on the suppression list is refused

@@ -2722,33 +2722,15 @@ fn connect_from_addr(from: &str, to: SocketAddr) -> std::net::TcpStream {
 
 /// The replies to EHLO, MAIL and each RCPT of a session from `from`.
 fn rcpt_replies_from(from: &str, to: SocketAddr, rcpts: &[&str]) -> Vec<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = connect_from_addr(from, to);
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut reply = || {
-        let mut full = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            full.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return full;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut replies = Vec::new();
+    let mut c = Client::from_stream(connect_from_addr(from, to));
+    assert!(c.reply().starts_with("220"));
     let mut commands = vec![
         "EHLO client.test".to_owned(),
         "MAIL FROM:<a@far.test>".into(),
     ];
     commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
-    for command in commands {
-        w.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-        replies.push(reply());
-    }
-    w.write_all(b"QUIT\r\n").unwrap();
+    let replies = commands.iter().map(|command| c.cmd(command)).collect();
+    c.cmd("QUIT");
     replies
 }
 
@@ -2801,6 +2783,50 @@ fn clients_a_dns_blocklist_names_have_their_recipients_refused() {
     ] {
         assert!(metrics.contains(line), "{line}: {metrics}");
     }
+    server.shutdown();
+}
+
+/// Postfix's `reject_unknown_sender_domain`: a stranger's sender domain
+/// must have an MX or an address, or its recipients get 550 5.1.8.
+#[test]
+fn senders_at_domains_the_dns_does_not_know_are_refused() {
+    let dns = TestDns::start(
+        "test.",
+        &[
+            TestRecord::mx("mx.test", 10, "mx1.mx.test"),
+            TestRecord::a("mx1.mx.test", SINK_A),
+            TestRecord::a("bare.test", SINK_A),
+        ],
+    );
+    let nameserver = dns.addr();
+    let (server, _dir) = start_server(move |c| {
+        c.relay.nameservers = vec![nameserver];
+        c.relay.dns_timeout_secs = 2;
+        c.smtp.relay_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.reject_unknown_sender_domain = true;
+    });
+    common::add_user(&server, "ann@ours.test");
+    let rcpt = |from: &str, sender: &str| {
+        let mut c = Client::from_stream(connect_from_addr(from, server.smtp_addr()));
+        assert!(c.reply().starts_with("220"));
+        c.cmd("EHLO client.test");
+        c.cmd(&format!("MAIL FROM:<{sender}>"));
+        c.cmd("RCPT TO:<ann@ours.test>")
+    };
+    assert!(rcpt("127.0.0.1", "a@mx.test").starts_with("250"));
+    assert!(
+        rcpt("127.0.0.1", "a@bare.test").starts_with("250"),
+        "an A record will do"
+    );
+    assert!(rcpt("127.0.0.1", "").starts_with("250"), "the null sender");
+    let refused = rcpt("127.0.0.1", "a@nowhere.test");
+    assert_eq!(
+        refused.trim_end(),
+        "550 5.1.8 <a@nowhere.test>: Sender address rejected: Domain not found"
+    );
+    // A client that may relay is not asked.
+    assert!(rcpt("127.0.0.2", "a@nowhere.test").starts_with("250"));
     server.shutdown();
 }
 
