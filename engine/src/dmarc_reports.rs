@@ -149,7 +149,11 @@ impl Counter {
             ip,
             header_from: clip(&verdict.from),
             disposition: disposition.name().to_owned(),
-            reason: (disposition != asked).then(|| "local_policy".to_owned()),
+            reason: match (disposition != asked, verdict.sampled_out) {
+                (true, _) => Some("local_policy".to_owned()),
+                (false, true) => Some("sampled_out".to_owned()),
+                (false, false) => None,
+            },
             dkim_aligned: verdict.dkim_aligned,
             spf_aligned: verdict.spf_aligned,
             dkim: verdicts
@@ -645,6 +649,7 @@ mod tests {
                 published: Some((from.to_owned(), record)),
                 spf_aligned: true,
                 dkim_aligned: false,
+                sampled_out: false,
             }),
         }
     }

@@ -190,6 +190,9 @@ pub struct Verdict {
     pub spf_aligned: bool,
     /// DKIM passed for a domain aligned with From.
     pub dkim_aligned: bool,
+    /// The message fell outside `pct=`: its disposition is the policy's
+    /// next one down (RFC 7489 §6.6.4), reported as `sampled_out`.
+    pub sampled_out: bool,
 }
 
 /// The DMARC verdict for mail from `from` (the From domain, lowercase)
@@ -204,6 +207,7 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         published: None,
         spf_aligned: false,
         dkim_aligned: false,
+        sampled_out: false,
     };
     let organization = organizational(&from);
     let mut found = lookup(dns, &from).await;
@@ -277,6 +281,10 @@ pub async fn check(dns: &impl Dns, from: &str, spf: &SpfVerdict, dkim: &[DkimVer
         (true, policy) => policy,
         (false, Policy::Reject) => Policy::Quarantine,
         (false, _) => Policy::None,
+    };
+    let decided = |verdict: Verdict| Verdict {
+        sampled_out: !applies && policy != Policy::None,
+        ..decided(verdict)
     };
     if unsure {
         let why = format!("a DNS error left alignment with {from} unknown");
@@ -478,5 +486,21 @@ mod tests {
         assert_eq!((v.result, v.disposition), ("fail", Policy::Reject));
         assert_eq!(classify("v=spf1 -all"), Parsed::NotDmarc);
         assert_eq!(classify("v=DMARC1; p=x"), Parsed::Unusable);
+    }
+
+    #[test]
+    fn mail_outside_pct_gets_the_next_policy_and_says_so() {
+        let dns = Records(&[(
+            "bank.test",
+            "v=DMARC1; p=reject; pct=0; rua=mailto:d@bank.test",
+        )]);
+        let v = run(&dns, "bank.test", spf(SpfResult::Fail, "x@evil.test"), &[]);
+        assert_eq!((v.result, v.disposition), ("fail", Policy::Quarantine));
+        assert!(v.sampled_out);
+        let published = v.published.unwrap();
+        assert_eq!(published.0, "bank.test");
+        assert_eq!(published.1.reports, ["d@bank.test"]);
+        let passed = run(&dns, "bank.test", spf(SpfResult::Pass, "x@bank.test"), &[]);
+        assert!(!passed.sampled_out && passed.spf_aligned);
     }
 }

@@ -136,6 +136,7 @@ async fn with_dmarc(
             published: None,
             spf_aligned: false,
             dkim_aligned: false,
+            sampled_out: false,
         });
     }
     Verdicts { spf, dkim, dmarc }
