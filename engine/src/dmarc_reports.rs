@@ -7,13 +7,15 @@
 //!   domain, per row of messages alike in what is reported. At most
 //!   [`MAX_ROWS`] rows per shard wait in memory; more are dropped, counted.
 //! - Every [`flush_every`] a shard's counts go into the store (the `state`
-//!   family, `dmarc/<period>/<shard>/<time>`), so a crash loses at most that
-//!   much and memory stays small over a day.
-//! - Shard 0 then sends the reports of the periods that ended: it reads
-//!   every shard's counts, merges them per domain, keeps the `rua=`
-//!   addresses that may receive them (one outside the domain must agree,
-//!   §7.1), and queues one message per domain (from the null sender, so a
-//!   report never bounces back) in the commit that removes the counts.
+//!   family, `dmarc/<begin>/<end>/<shard>/<time>`), so a crash loses at
+//!   most that much and memory stays small over a day.
+//! - Shard 0 then sends the reports of the periods that ended, in a task
+//!   of its own: it reads every shard's counts (off the shard), merges them
+//!   per domain, keeps the `rua=` addresses that may receive them (one
+//!   outside the domain must agree, §7.1), and queues one message per
+//!   domain and address (from the null sender, so a report never bounces
+//!   back; built, gzipped and DKIM-signed off the shard) in the commit that
+//!   removes the counts.
 
 use crate::config::Config;
 use crate::mail_auth::{dmarc, Dns, Verdicts};
