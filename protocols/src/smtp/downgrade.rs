@@ -29,15 +29,43 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
         return Some(message.to_vec());
     }
     let spans = entity_spans(message);
+    // The parser is lenient: it takes a boundary in the middle of a line
+    // for a delimiter (RFC 2046 §5.1.1 wants one at a line's start), and
+    // an edit there would land inside a real part's text. Such a message
+    // is refused rather than rewritten in the wrong place.
+    if spans
+        .iter()
+        .any(|span| !span.message && !after_delimiter_line(message, span.header.start))
+    {
+        return None;
+    }
     let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
     for span in &spans {
         let body = message.get(span.body.clone())?;
+        let header = message.get(span.header.clone())?;
+        let encoding = field_value(header, "content-transfer-encoding").map(|value| {
+            // The value without comments (`8bit (raw)`) or blanks.
+            let mut depth = 0usize;
+            let mut bare = Vec::with_capacity(value.len());
+            for b in value {
+                match b {
+                    b'(' => depth += 1,
+                    b')' => depth = depth.saturating_sub(1),
+                    _ if depth > 0 || b.is_ascii_whitespace() => {}
+                    _ => bare.push(b.to_ascii_lowercase()),
+                }
+            }
+            bare
+        });
         if body.is_ascii() {
+            // Labelled 8-bit with nothing 8-bit in it: told the truth, as
+            // the rest of the message is about to be 7-bit.
+            if matches!(encoding.as_deref(), Some(b"8bit")) {
+                let fields = [("Content-Transfer-Encoding", "7bit")];
+                edits.push((span.header.clone(), with_fields(header, &fields)?));
+            }
             continue;
         }
-        let header = message.get(span.header.clone())?;
-        let encoding = field_value(header, "content-transfer-encoding")
-            .map(|value| value.to_ascii_lowercase());
         let content_type = field_value(header, "content-type");
         let mut fields = Vec::new();
         if span.leaf {
@@ -88,6 +116,16 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
     }
     let converted = apply(message, edits)?;
     converted.is_ascii().then_some(converted)
+}
+
+/// Whether the line before `at` (where a body part's header starts) is a
+/// boundary delimiter line: it starts with `--`.
+fn after_delimiter_line(message: &[u8], at: usize) -> bool {
+    let Some(before) = message.get(..at).and_then(|b| b.strip_suffix(b"\n")) else {
+        return false;
+    };
+    let line_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+    before[line_start..].starts_with(b"--")
 }
 
 /// `message` with each range replaced; `None` if ranges overlap (a part
@@ -322,7 +360,7 @@ mod tests {
 
     #[test]
     fn what_cannot_be_made_7bit_is_refused() {
-        let refused: [&[u8]; 5] = [
+        let refused: [&[u8]; 6] = [
             // An 8-bit header field needs SMTPUTF8, not a new encoding.
             "Subject: Grüße\r\n\r\nbody\r\n".as_bytes(),
             // base64 does not hold 8-bit octets; re-encoding would guess.
@@ -333,6 +371,11 @@ mod tests {
                 .as_bytes(),
             // A fragment of a message may be given no encoding (RFC 2046 §5.2.2).
             "MIME-Version: 1.0\r\nContent-Type: message/partial; id=x\r\n\r\n\u{e9}\r\n".as_bytes(),
+            // A boundary in the middle of a line is no delimiter: the
+            // lenient parser's parts cannot be trusted for an edit.
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+             --b\r\n\r\nsee x--b\r\nContent-Type: text/plain\r\n\r\nfake \u{e9}\r\n--b--\r\n"
+                .as_bytes(),
             // A header without its blank line.
             "From: a@x.test\r\nX: \u{e9}".as_bytes(),
         ];
@@ -344,6 +387,21 @@ mod tests {
                 String::from_utf8_lossy(message)
             );
         }
+    }
+
+    #[test]
+    fn labels_are_read_without_comments_and_made_true() {
+        let message = "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+            --b\r\nContent-Transfer-Encoding: 8bit (raw)\r\n\r\n\u{e9}\r\n\
+            --b\r\nContent-Transfer-Encoding: 8BIT\r\n\r\nascii\r\n--b--\r\n"
+            .as_bytes();
+        let converted = String::from_utf8(to_seven_bit(message).unwrap()).unwrap();
+        assert_eq!(
+            converted,
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+            --b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=A9\r\n\
+            --b\r\nContent-Transfer-Encoding: 7bit\r\n\r\nascii\r\n--b--\r\n"
+        );
     }
 
     #[test]
