@@ -597,7 +597,7 @@ impl Trace<'_> {
         let _ = write!(
             h,
             "Received: from {from} ([{ip}])\r\n\tby {by} (ringpost) with {with} id {qid}",
-            from = sanitize(self.from),
+            from = trace_name(self.from),
             ip = self.ip,
             by = self.by,
             with = self.with,
@@ -609,6 +609,19 @@ impl Trace<'_> {
         let _ = write!(h, ";\r\n\t{date}\r\n");
         h
     }
+}
+
+/// The name a client gave, as a trace field may show it: what a domain
+/// or an address literal holds, anything else `?` (no comment, clause or
+/// 8-bit octet of a client's making in our own field: `EHLO evil) by
+/// mx.google.com (` or a UTF-8 name would forge or 8-bit it).
+fn trace_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' | ':' | '[' | ']' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// Keep header text on one line and free of control characters.
@@ -852,6 +865,29 @@ mod tests {
         assert_eq!(asked[0].recipient, "c@far.test");
         assert_eq!(asked[0].notify, Notify::parse("FAILURE").map(Notify::bits));
         assert_eq!(asked[0].orcpt.as_deref(), Some("rfc822;team@ours.test"));
+    }
+
+    #[test]
+    fn a_client_cannot_write_clauses_or_8bit_into_our_trace_field() {
+        let mut given = tx(&["x@far.test"]);
+        for (helo, shown) in [
+            (
+                "evil) by mx.google.com (Postfix",
+                "evil??by?mx.google.com??Postfix",
+            ),
+            ("x;y=z", "x?y?z"),
+            ("\u{fc}.example", "?.example"),
+            ("[IPv6:::1]", "[IPv6:::1]"),
+        ] {
+            given.helo = helo.into();
+            let origin = client(&|_| false, None);
+            let m = new_message(MessageId::default(), &given, &origin, 1_000, b"");
+            let text = String::from_utf8(m.body).unwrap();
+            assert!(
+                text.starts_with(&format!("Received: from {shown} ([127.0.0.1])")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl ParseError {
     }
 }
 
-/// Longest BDAT size we parse: 20 digits is `u64::MAX`'s width.
+/// Significant digits past which a BDAT size is `u64::MAX`'s width.
 const MAX_SIZE_DIGITS: usize = 20;
 
 /// Parse a command line, terminator already stripped.
@@ -196,15 +196,22 @@ fn parse_bdat(arg: &str) -> Result<Command<'static>, ParseError> {
     Ok(Command::Bdat { size, last })
 }
 
-/// A decimal number of ASCII digits only: no sign, no spaces, no overflow.
+/// A decimal number of ASCII digits only (RFC 3030's `1*DIGIT`: leading
+/// zeros allowed), no sign, no spaces; one past `u64::MAX` is `u64::MAX`,
+/// a chunk no message can hold, read and dropped like any too big.
 fn parse_decimal(digits: &str) -> Option<u64> {
-    if digits.is_empty()
-        || digits.len() > MAX_SIZE_DIGITS
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > MAX_SIZE_DIGITS {
+        return Some(u64::MAX);
+    }
+    Some(
+        significant
+            .parse()
+            .unwrap_or(if significant.is_empty() { 0 } else { u64::MAX }),
+    )
 }
 
 #[cfg(test)]
@@ -269,16 +276,21 @@ mod tests {
                 last: false
             }
         );
-        for bad in [
-            "BDAT",
-            "BDAT -1",
-            "BDAT +1",
-            "BDAT 1x",
-            "BDAT 18446744073709551616",
-            "BDAT 1 LATER",
-            "BDAT 1 LAST x",
+        // Any number of digits (RFC 3030): leading zeros, and sizes past
+        // u64 (a chunk no message holds, read and dropped).
+        for (line, size) in [
+            ("BDAT 000000000000000000006", 6),
+            ("BDAT 18446744073709551616", u64::MAX),
+            ("BDAT 99999999999999999999999", u64::MAX),
+            ("BDAT 000", 0),
         ] {
+            assert_eq!(ok(line), Command::Bdat { size, last: false }, "{line}");
+        }
+        for bad in ["BDAT", "BDAT -1", "BDAT +1", "BDAT 1x"] {
             assert_eq!(err(bad.as_bytes()), replies::BDAT_SYNTAX, "{bad}");
+        }
+        for keyword in ["BDAT 1 LATER", "BDAT 1 LAST x"] {
+            assert_eq!(err(keyword.as_bytes()), replies::BDAT_SYNTAX, "{keyword}");
         }
     }
 
