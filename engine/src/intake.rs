@@ -325,7 +325,11 @@ fn once_each(recipients: &[String]) -> std::borrow::Cow<'_, [String]> {
     // The usual message has one recipient, or a few all different: no
     // copy then, and no allocation to find out.
     let same = |a: &str, b: &str| match (a.rsplit_once('@'), b.rsplit_once('@')) {
-        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        (Some((la, da)), Some((lb, db))) => {
+            la == lb
+                && (da.eq_ignore_ascii_case(db)
+                    || da.starts_with('[') && domain_key(da) == domain_key(db))
+        }
         _ => a.eq_ignore_ascii_case(b),
     };
     let few_and_apart = recipients.len() <= 16
@@ -350,9 +354,27 @@ fn once_each(recipients: &[String]) -> std::borrow::Cow<'_, [String]> {
 /// as written, the domain in any case.
 pub fn address_key(address: &str) -> String {
     match address.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        Some((local, domain)) => format!("{local}@{}", domain_key(domain)),
         None => address.to_ascii_lowercase(),
     }
+}
+
+/// A domain in any case, and an address literal in any spelling
+/// (`[127.000.000.001]` is `[127.0.0.1]`, `[IPv6:0::1]` is `[IPv6:::1]`),
+/// as one.
+fn domain_key(domain: &str) -> String {
+    let literal = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']'));
+    let canonical = literal.and_then(|inner| {
+        if let Some(v4) = ringpost_protocols::smtp::ipv4_literal(inner) {
+            return Some(format!("[{v4}]"));
+        }
+        let v6 = inner
+            .get(..5)
+            .filter(|tag| tag.eq_ignore_ascii_case("ipv6:"))?;
+        let ip: std::net::Ipv6Addr = inner[v6.len()..].parse().ok()?;
+        Some(format!("[IPv6:{ip}]"))
+    });
+    canonical.unwrap_or_else(|| domain.to_ascii_lowercase())
 }
 
 /// Where a message's recipients go.
@@ -865,6 +887,19 @@ mod tests {
         assert_eq!(asked[0].recipient, "c@far.test");
         assert_eq!(asked[0].notify, Notify::parse("FAILURE").map(Notify::bits));
         assert_eq!(asked[0].orcpt.as_deref(), Some("rfc822;team@ours.test"));
+    }
+
+    #[test]
+    fn an_address_literal_in_two_spellings_is_one_recipient() {
+        let origin = client(&|_| false, None);
+        let given = tx(&[
+            "a@[127.0.0.1]",
+            "a@[127.000.000.001]",
+            "b@[IPv6:::1]",
+            "b@[ipv6:0:0:0:0:0:0:0:1]",
+        ]);
+        let m = new_message(MessageId::default(), &given, &origin, 1_000, b"");
+        assert_eq!(m.envelope.recipients, ["a@[127.0.0.1]", "b@[IPv6:::1]"]);
     }
 
     #[test]
