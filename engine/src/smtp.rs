@@ -87,8 +87,7 @@ impl Smtp<'_> {
                     .rejected(self.service.label(), "dnsbl", reply.code);
                 return smtp.reject_recipient(reply);
             }
-            let sender = smtp.sender().unwrap_or_default().to_owned();
-            if let Some(reply) = self.unknown_sender_domain(&sender).await {
+            if let Some(reply) = self.unknown_sender_domain(smtp).await {
                 shard
                     .security
                     .rejected(self.service.label(), "unknown_sender_domain", reply.code);
@@ -158,12 +157,13 @@ impl Smtp<'_> {
     /// when `smtp.reject_unknown_sender_domain` asks for it; one lookup
     /// per sender domain in a session. Not for the null sender, nor our
     /// own domains.
-    async fn unknown_sender_domain(&mut self, sender: &str) -> Option<replies::Reply> {
+    async fn unknown_sender_domain(&mut self, smtp: &ServerSession) -> Option<replies::Reply> {
         use crate::relay::resolver::{LookupFailure, RecordKind};
         let config = self.shard.config();
         if !config.smtp.reject_unknown_sender_domain {
             return None;
         }
+        let sender = smtp.sender()?;
         let domain = sender.rsplit_once('@')?.1.to_ascii_lowercase();
         if config.is_local_domain(&domain) || domain.starts_with('[') {
             return None;
