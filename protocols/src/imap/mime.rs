@@ -280,7 +280,7 @@ fn content_type_value(line: &[u8]) -> Option<&[u8]> {
 }
 
 /// A field value lowercased, without whitespace or `(comments)`.
-fn squeezed(value: &[u8]) -> Vec<u8> {
+pub(crate) fn squeezed(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     let mut depth = 0usize;
     for &b in value {

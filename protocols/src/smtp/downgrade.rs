@@ -15,7 +15,7 @@
 //! verifies; servers without 8BITMIME are rare enough today that this is
 //! the price of delivering at all.
 
-use crate::imap::mime::{entity_spans, field_value, with_fields};
+use crate::imap::mime::{entity_spans, field_value, squeezed, with_fields};
 use std::ops::Range;
 
 /// The longest encoded line, soft line break included (RFC 2045 §6.7 (5)).
@@ -43,20 +43,8 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
     for span in &spans {
         let body = message.get(span.body.clone())?;
         let header = message.get(span.header.clone())?;
-        let encoding = field_value(header, "content-transfer-encoding").map(|value| {
-            // The value without comments (`8bit (raw)`) or blanks.
-            let mut depth = 0usize;
-            let mut bare = Vec::with_capacity(value.len());
-            for b in value {
-                match b {
-                    b'(' => depth += 1,
-                    b')' => depth = depth.saturating_sub(1),
-                    _ if depth > 0 || b.is_ascii_whitespace() => {}
-                    _ => bare.push(b.to_ascii_lowercase()),
-                }
-            }
-            bare
-        });
+        // Without comments (`8bit (raw)`) or blanks, in lower case.
+        let encoding = field_value(header, "content-transfer-encoding").map(|v| squeezed(&v));
         if body.is_ascii() {
             // Labelled 8-bit with nothing 8-bit in it: told the truth, as
             // the rest of the message is about to be 7-bit.
