@@ -1,4 +1,5 @@
-//! `ringpost user add|passwd|del|list`: accounts in the store's `users` family.
+//! `ringpost user add|passwd|del|quota|sieve|list`: accounts in the store's
+//! `users` family, and their Sieve filters.
 //!
 //! `add`, `passwd`, `del` and `quota` change a stopped server's store
 //! directly, and a running server's through its admin API (RocksDB lets
@@ -9,6 +10,7 @@
 use crate::admin_client::{path_segment, AdminClient};
 use ringpost_engine::accounts::{self, AccountError, Limit};
 use ringpost_engine::config::StoreEngine;
+use ringpost_engine::sieve::scripts::{self, ScriptError};
 use ringpost_engine::{users as rules, Config};
 use ringpost_storage::{CommitPipeline, PipelineConfig, RocksOptions, RocksStore};
 use ringpost_storage::{Store, StoreError};
@@ -79,6 +81,23 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// An account's Sieve filter: with FILE (`-` for standard input),
+    /// check it, store it and make it the one delivery runs; with --off,
+    /// run none; with neither, list the scripts and print the active one.
+    Sieve {
+        /// The account name.
+        name: String,
+        /// The script to store.
+        file: Option<PathBuf>,
+        /// The script's name (ManageSieve clients see it by this name).
+        #[arg(long, default_value = "main")]
+        script: String,
+        /// Turn filtering off (the scripts stay stored).
+        #[arg(long, conflicts_with = "file")]
+        off: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List the accounts with their usage and quota (read-only: works
     /// beside a running server).
     List {
@@ -107,6 +126,12 @@ impl From<String> for Failed {
     }
 }
 
+impl From<ScriptError> for Failed {
+    fn from(e: ScriptError) -> Self {
+        Failed(e.to_string())
+    }
+}
+
 /// Run one `ringpost user` command.
 pub fn run(command: UserCommand) -> ExitCode {
     let result = match command {
@@ -127,6 +152,13 @@ pub fn run(command: UserCommand) -> ExitCode {
             messages,
             store,
         } => set_quota(&name, storage_mb, messages, &store),
+        UserCommand::Sieve {
+            name,
+            file,
+            script,
+            off,
+            store,
+        } => sieve(&name, file.as_deref(), &script, off, &store),
         UserCommand::List { store } => list(&store),
     };
     match result {
@@ -276,6 +308,98 @@ fn set_quota(
     Ok(())
 }
 
+fn sieve(
+    name: &str,
+    file: Option<&Path>,
+    script: &str,
+    off: bool,
+    args: &StoreArgs,
+) -> Result<(), Failed> {
+    let (_, data_dir) = settings(args)?;
+    let key = name.to_lowercase();
+    if file.is_none() && !off {
+        return show_sieve(&key, &data_dir);
+    }
+    let text = match file {
+        None => None,
+        Some(path) if path == Path::new("-") => {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            Some(text)
+        }
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+        }
+    };
+    // Checked here too, so a mistake is named before anything is opened.
+    if let Some(text) = &text {
+        scripts::check(text).map_err(|e| {
+            let shown = file.map_or("standard input".into(), |p| p.display().to_string());
+            format!("{shown}: {e}")
+        })?;
+    }
+    match target(&data_dir, false)? {
+        Target::Store(store) => {
+            let store_ref = &*store;
+            let result = with_writer_of(&store, &data_dir, |commit| match &text {
+                Some(text) => scripts::put(store_ref, commit, &key, script, text, true),
+                None => scripts::activate(store_ref, commit, &key, None),
+            });
+            result?;
+        }
+        Target::Server(api) => {
+            let user = path_segment(&key);
+            match &text {
+                Some(text) => {
+                    let path = format!("/api/v1/users/{user}/sieve/{}", path_segment(script));
+                    let text = String::from_utf8_lossy(text);
+                    api.call(
+                        "PUT",
+                        &path,
+                        Some(json!({ "text": text, "activate": true })),
+                    )?;
+                }
+                None => {
+                    let path = format!("/api/v1/users/{user}/sieve/activate");
+                    api.call("POST", &path, Some(json!({ "name": null })))?;
+                }
+            }
+        }
+    }
+    match text {
+        Some(_) => println!("{key} now filters with the Sieve script {script:?}"),
+        None => println!("{key} has no active Sieve script now"),
+    }
+    Ok(())
+}
+
+/// List `user`'s scripts and print the active one (read-only).
+fn show_sieve(user: &str, data_dir: &Path) -> Result<(), Failed> {
+    let store = RocksStore::open(
+        data_dir,
+        RocksOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot open {} read-only: {e}", data_dir.display()))?;
+    accounts::existing(&store, user).map_err(|e| failed(data_dir, e))?;
+    let listed = scripts::list(&store, user).map_err(|e| e.to_string())?;
+    if listed.is_empty() {
+        println!("{user} has no Sieve scripts");
+    }
+    for script in &listed {
+        let active = if script.active { "  (active)" } else { "" };
+        println!("# {}  {} bytes{active}", script.name, script.size);
+    }
+    if let Some(active) = listed.iter().find(|s| s.active) {
+        let text = scripts::get(&store, user, &active.name).map_err(|e| e.to_string())?;
+        print!("{}", String::from_utf8_lossy(&text));
+    }
+    Ok(())
+}
+
 fn list(args: &StoreArgs) -> Result<(), Failed> {
     let (config, data_dir) = settings(args)?;
     let default = config.map(|c| c.quota.default_quota()).unwrap_or_default();
@@ -380,12 +504,23 @@ fn with_writer<T>(
     data_dir: &Path,
     change: impl FnOnce(accounts::Commit<'_>) -> Result<T, AccountError>,
 ) -> Result<T, Failed> {
+    with_writer_of(store, data_dir, |commit| {
+        change(commit).map_err(|e| failed(data_dir, e))
+    })
+}
+
+/// [`with_writer`] for a change with failures of its own.
+fn with_writer_of<T, E: Into<Failed>>(
+    store: &Arc<RocksStore>,
+    data_dir: &Path,
+    change: impl FnOnce(accounts::Commit<'_>) -> Result<T, E>,
+) -> Result<T, Failed> {
     let (pipeline, commits) = CommitPipeline::start(store.clone(), PipelineConfig::default(), None);
     let commit = |batch| commits.commit_blocking(batch);
     let result = change(&commit);
     drop(commits);
     pipeline.shutdown();
-    let value = result.map_err(|e| failed(data_dir, e))?;
+    let value = result.map_err(Into::into)?;
     store
         .flush()
         .map_err(|e| Failed(format!("writing {} failed: {e}", data_dir.display())))?;

@@ -524,6 +524,7 @@ fn deliver_locally(data_dir: &Path, user: &str) -> ringpost_storage::spool::Mess
         queue: Vec::new(),
         mailboxes: vec![user.to_owned()],
         junk: Vec::new(),
+        filed: Vec::new(),
     };
     commits.commit_blocking(message.into_batch()).unwrap();
     drop(commits);

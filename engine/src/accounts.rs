@@ -145,6 +145,7 @@ pub fn delete(store: &dyn Store, commit: Commit<'_>, name: &str) -> Result<usize
     // The commit writer resolves the deletion into rows, references and
     // bodies.
     users::delete_user(&mut batch, &user.name);
+    ringpost_storage::sieve::delete_all(store, &mut batch, &user.name)?;
     commit(batch)?;
     Ok(mailboxes)
 }

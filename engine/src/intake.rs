@@ -314,6 +314,45 @@ pub fn stored(
         queue,
         mailboxes: split.local,
         junk: Vec::new(),
+        filed: Vec::new(),
+    }
+}
+
+/// Send `message` to `addresses` as well: local ones into their INBOX,
+/// remote ones into the queue entry of their domain (one made if there
+/// is none) and the envelope. An address it goes to already is skipped.
+pub fn add_recipients(message: &mut NewMessage, addresses: &[String], to: &Recipients<'_>) {
+    let split = split_recipients(addresses, to);
+    for user in split.local {
+        if !message.mailboxes.contains(&user) {
+            message.mailboxes.push(user);
+        }
+    }
+    let due = message.envelope.received_at / 1000;
+    for (domain, recipients) in split.remote {
+        let at = match message.queue.iter().position(|e| e.domain == domain) {
+            Some(at) => at,
+            None => {
+                message.queue.push(QueueEntry {
+                    pool: to.pool.map(str::to_owned),
+                    due,
+                    id: message.id,
+                    domain,
+                    recipients: Vec::new(),
+                    attempts: 0,
+                    last_error: None,
+                });
+                message.queue.len() - 1
+            }
+        };
+        let entry = &mut message.queue[at];
+        for address in recipients {
+            let key = address_key(&address);
+            if !entry.recipients.iter().any(|r| address_key(r) == key) {
+                entry.recipients.push(address.clone());
+                message.envelope.recipients.push(address);
+            }
+        }
     }
 }
 

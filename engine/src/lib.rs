@@ -30,6 +30,8 @@
 //! - [`access`]: what POP3 and IMAP sessions share: maildrop locks, session
 //!   counts, news of changed mailboxes.
 //! - [`intake`]: recipient policy; from finished transaction to stored records.
+//! - [`sieve`]: users' Sieve filters, run on each local delivery before its
+//!   commit (fileinto, flags, redirect, reject, vacation).
 //! - [`users`]: password hashing, account name and password rules.
 //! - [`relay`]: outbound delivery: ownership, schedule, MX, SMTP client, bounces.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -62,6 +64,7 @@ pub mod queue_admin;
 pub mod relay;
 pub mod server;
 mod shard;
+pub mod sieve;
 mod smtp;
 pub mod suppressions;
 pub mod tls;

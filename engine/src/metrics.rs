@@ -123,6 +123,7 @@ pub struct SecurityMetrics {
     dmarc: Family<Labels, Counter>,
     dmarc_reports: Family<Labels, Counter>,
     dnsbl: Family<Labels, Counter>,
+    sieve: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -221,6 +222,14 @@ impl SecurityMetrics {
         self.dnsbl.get_or_create(&labels).inc();
     }
 
+    /// A user's Sieve filter did `action` with a delivery (`fileinto`,
+    /// `keep`, `discard`, `redirect`, `reject`, `vacation`,
+    /// `vacation_skipped`, `error`).
+    pub fn sieve(&self, action: &str) {
+        let labels = vec![("action", action.to_owned())];
+        self.sieve.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -292,6 +301,11 @@ impl SecurityMetrics {
                 "dnsbl_lookups",
                 "DNS blocklist lookups of clients that may not relay, by zone and result (listed, clear, error)",
                 &self.dnsbl,
+            ),
+            (
+                "sieve_actions",
+                "What users' Sieve filters did with deliveries, by action (fileinto, keep, discard, redirect, reject, vacation, vacation_skipped, error)",
+                &self.sieve,
             ),
             (
                 "dmarc_reports",

@@ -325,6 +325,15 @@ impl Smtp<'_> {
             .windows(b"DKIM-Signature:".len())
             .filter(|w| *w == b"DKIM-Signature:")
             .count();
+        let filtered =
+            match crate::sieve::filter(shard, &tx, &mut message, sender_vouched, now).await {
+                Ok(filtered) => filtered,
+                Err(reply) => {
+                    self.count_rejection(&reply);
+                    smtp.recycle(tx.data);
+                    return smtp.message_failed(reply);
+                }
+            };
         let account = tx.authenticated.clone();
         let notice = match sender_vouched {
             true => self.delivered_notice(&tx, &message, now),
@@ -332,11 +341,12 @@ impl Smtp<'_> {
         };
         smtp.recycle(tx.data);
         let size = message.body.len() as u64;
-        let local = message.mailboxes.len() + message.junk.len();
+        let local = message.mailboxes.len() + message.junk.len() + message.filed.len();
         // The owners of the entries hear of them once they are durable.
         let mut queue = shard.hub.is_some().then(|| message.queue.clone());
-        if let (Some(queue), Some(notice)) = (&mut queue, &notice) {
-            queue.extend(notice.queue.iter().cloned());
+        if let Some(queue) = &mut queue {
+            let notices = notice.iter().chain(&filtered.messages);
+            queue.extend(notices.flat_map(|n| n.queue.iter().cloned()));
         }
         let queue_id = id.to_hex();
         let accepted = Accepted {
@@ -364,11 +374,20 @@ impl Smtp<'_> {
                 return smtp.message_failed(replies::SENDING_RATE_EXCEEDED);
             }
         }
-        let mut batch = message.into_batch();
+        // Filters may have discarded every copy: then nothing refers to the
+        // body and it is not stored at all.
+        let mut batch = match message.goes_nowhere() {
+            true => ringpost_storage::WriteBatch::new(),
+            false => message.into_batch(),
+        };
         let notice_id = notice.as_ref().map(|n| n.id);
         if let Some(notice) = notice {
             batch.append(notice.into_batch());
         }
+        for extra in filtered.messages {
+            batch.append(extra.into_batch());
+        }
+        batch.append(filtered.state);
         if let Some(events) = &shard.events {
             events.add(&mut batch, "reception", accepted.fields());
         }
@@ -476,7 +495,13 @@ impl Smtp<'_> {
         message: &ringpost_storage::spool::NewMessage,
     ) -> Result<(), replies::Reply> {
         let shard = self.shard;
-        let local: Vec<&String> = message.mailboxes.iter().chain(&message.junk).collect();
+        let filed = message.filed.iter().map(|f| &f.user);
+        let local: Vec<&String> = message
+            .mailboxes
+            .iter()
+            .chain(&message.junk)
+            .chain(filed)
+            .collect();
         if local.is_empty() || !message.queue.is_empty() {
             return Ok(());
         }

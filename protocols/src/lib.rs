@@ -26,6 +26,8 @@
 //!   document and the message that carries it.
 //! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
 //!   AUTHENTICATE and POP3 AUTH share.
+//! - [`sieve`]: Sieve filters (RFC 5228 and the extensions mail clients
+//!   use): scripts checked at upload, run per delivery to an outcome.
 //! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
 //!   for a server session, the trace, the cut comparison, the token mapping,
 //!   the pseudo-random generator and the smoke tests' case loop.
@@ -41,6 +43,7 @@ pub mod line_ends;
 pub mod pop3;
 pub mod sasl;
 pub mod session;
+pub mod sieve;
 pub mod smtp;
 pub mod spf;
 

@@ -21,6 +21,7 @@
 //! - [`pipeline`]: group commit.
 //! - [`spool`]: typed records of the spool.
 //! - [`users`]: accounts (name, password hash, settings).
+//! - [`sieve`]: users' Sieve scripts and their vacation memory.
 //! - [`mailbox`]: mailboxes, their rows, and the changes the commit writer
 //!   sequences (UIDs, modseqs, body references).
 //! - [`conformance`]: the test suite every engine passes.
@@ -36,6 +37,7 @@ pub mod pipeline;
 pub mod quota;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+pub mod sieve;
 pub mod spool;
 pub mod state;
 pub mod suppression;

@@ -431,9 +431,32 @@ pub struct NewMessage {
     /// Local accounts whose Junk mailbox gets it instead (mail whose
     /// domain's DMARC policy says quarantine), each once.
     pub junk: Vec<String>,
+    /// Other copies for local accounts: where their Sieve filters put it,
+    /// with the flags the filter gave.
+    pub filed: Vec<Filing>,
+}
+
+/// A copy for a mailbox that a user's filter chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filing {
+    /// The account.
+    pub user: String,
+    /// Its mailbox (which must exist when the batch commits).
+    pub mailbox: String,
+    /// The copy's flags.
+    pub flags: crate::mailbox::Flags,
 }
 
 impl NewMessage {
+    /// Whether no mailbox and no queue entry gets it (every copy was
+    /// discarded): its body then has nothing to be kept for.
+    pub fn goes_nowhere(&self) -> bool {
+        self.queue.is_empty()
+            && self.mailboxes.is_empty()
+            && self.junk.is_empty()
+            && self.filed.is_empty()
+    }
+
     /// The batch that stores the body once, and with it the envelope and
     /// queue entries (when the relay has recipients) and one INBOX (or
     /// Junk) row per local account.
@@ -456,14 +479,19 @@ impl NewMessage {
             .junk
             .into_iter()
             .map(|user| (user, crate::mailbox::JUNK));
-        for (user, mailbox) in inbox.chain(junk) {
+        let filed = self.filed.into_iter().map(|f| (f.user, f.mailbox, f.flags));
+        let plain = inbox
+            .chain(junk)
+            .map(|(user, mailbox)| (user, mailbox.to_owned(), Default::default()));
+        for (user, mailbox, flags) in plain.chain(filed) {
             batch.change(crate::mailbox::Change::Append {
                 user,
-                mailbox: mailbox.to_owned(),
+                mailbox,
                 row: crate::mailbox::MailboxRow {
                     message: self.id,
                     internal_date: self.envelope.received_at,
                     size,
+                    flags,
                     ..Default::default()
                 },
             });
@@ -1033,6 +1061,7 @@ mod tests {
             ],
             mailboxes: Vec::new(),
             junk: Vec::new(),
+            filed: Vec::new(),
         };
         let batch = message.clone().into_batch();
         assert_eq!(batch.len(), 4);

@@ -40,6 +40,7 @@ fn message(seq: u64) -> NewMessage {
         }],
         mailboxes: Vec::new(),
         junk: Vec::new(),
+        filed: Vec::new(),
     }
 }
 

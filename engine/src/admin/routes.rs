@@ -12,6 +12,11 @@
 //! | PUT | `/api/v1/users/NAME/password` | `{"password"}`: change it |
 //! | PUT | `/api/v1/users/NAME/quota` | `{"storage_bytes", "messages"}`: each a number, `"none"` or `"default"`; absent: unchanged |
 //! | DELETE | `/api/v1/users/NAME` | delete the account, its mailboxes and mail; its sessions are logged out |
+//! | GET | `/api/v1/users/NAME/sieve` | the account's Sieve scripts: name, size, active |
+//! | GET | `/api/v1/users/NAME/sieve/SCRIPT` | `{"name", "text"}` |
+//! | PUT | `/api/v1/users/NAME/sieve/SCRIPT` | `{"text", "activate"?}`: store (and by default activate) a script; 422 with the line and why when it does not parse |
+//! | DELETE | `/api/v1/users/NAME/sieve/SCRIPT` | delete a script (409 while it is active) |
+//! | POST | `/api/v1/users/NAME/sieve/activate` | `{"name"}`: the script delivery runs; `null` for none |
 //! | GET | `/api/v1/queue?domain=&sender=&recipient=&min_age=&state=&ids=&limit=` | queue entries, in due order |
 //! | GET | `/api/v1/queue/stats` | entries by destination: ready, deferred, held, the oldest |
 //! | GET | `/api/v1/queue/ID` | one message: envelope, entries, header |
@@ -29,6 +34,7 @@ use super::{exposition, AdminContext, MAX_BODY};
 use crate::accounts::{self, AccountError, Limit};
 use crate::inject::Refusal;
 use crate::queue_admin::{self, Action, Filter, Outcome, State};
+use crate::sieve::scripts::{self, ScriptError};
 use crate::suppressions::{self, SuppressionError};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -183,6 +189,70 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
             })
             .await
         }
+        (&Method::GET, ["api", "v1", "users", name, "sieve"]) => {
+            let name = name.to_string();
+            blocking(context, move |c| {
+                let scripts = scripts::list(&*c.store, &accounts::existing(&*c.store, &name)?.name)?;
+                Ok((StatusCode::OK, json!({ "scripts": scripts })))
+            })
+            .await
+        }
+        (&Method::GET, ["api", "v1", "users", name, "sieve", script]) => {
+            let (name, script) = (name.to_string(), script.to_string());
+            blocking(context, move |c| {
+                let user = accounts::existing(&*c.store, &name)?.name;
+                let text = scripts::get(&*c.store, &user, &script)?;
+                let text = String::from_utf8_lossy(&text).into_owned();
+                Ok((StatusCode::OK, json!({ "name": script, "text": text })))
+            })
+            .await
+        }
+        (&Method::PUT, ["api", "v1", "users", name, "sieve", script]) => {
+            let (name, script) = (name.to_string(), script.to_string());
+            // A script may be larger than other requests (JSON escapes
+            // can double it).
+            let limit = 2 * ringpost_protocols::sieve::MAX_SCRIPT_SIZE + 1024;
+            let body = match json_body_up_to(request, limit).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let Some(text) = string(&body, "text") else {
+                return error(StatusCode::BAD_REQUEST, "give \"text\", the script");
+            };
+            let activate = body.get("activate").and_then(Value::as_bool).unwrap_or(true);
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                scripts::put(&*c.store, &commit, &name, &script, text.as_bytes(), activate)?;
+                tracing::info!(%peer, user = %name.to_lowercase(), script, activate, "admin: Sieve script stored");
+                Ok((StatusCode::OK, json!({ "name": script, "active": activate })))
+            })
+            .await
+        }
+        (&Method::DELETE, ["api", "v1", "users", name, "sieve", script]) => {
+            let (name, script) = (name.to_string(), script.to_string());
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                scripts::delete(&*c.store, &commit, &name, &script)?;
+                tracing::info!(%peer, user = %name.to_lowercase(), script, "admin: Sieve script deleted");
+                Ok((StatusCode::OK, json!({ "name": script })))
+            })
+            .await
+        }
+        (&Method::POST, ["api", "v1", "users", name, "sieve", "activate"]) => {
+            let name = name.to_string();
+            let body = match json_body(request).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let script = string(&body, "name");
+            blocking(context, move |c| {
+                let commit = |batch| c.commits.commit_blocking(batch);
+                scripts::activate(&*c.store, &commit, &name, script.as_deref())?;
+                tracing::info!(%peer, user = %name.to_lowercase(), script = script.as_deref().unwrap_or("-"), "admin: active Sieve script set");
+                Ok((StatusCode::OK, json!({ "active": script })))
+            })
+            .await
+        }
         (&Method::GET, ["api", "v1", "config"]) => match serde_json::to_value(context.config().without_secrets()) {
             Ok(config) => json_answer(StatusCode::OK, &config),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -318,6 +388,9 @@ async fn api(context: &Arc<AdminContext>, peer: SocketAddr, request: Request<Inc
         (_, ["api", "v1", "queue", "stats"]) => not_allowed("GET"),
         (_, ["api", "v1", "queue", _]) => not_allowed("GET, POST"),
         (_, ["api", "v1", "users", _, "password" | "quota"]) => not_allowed("PUT"),
+        (_, ["api", "v1", "users", _, "sieve"]) => not_allowed("GET"),
+        (_, ["api", "v1", "users", _, "sieve", "activate"]) => not_allowed("POST"),
+        (_, ["api", "v1", "users", _, "sieve", _]) => not_allowed("GET, PUT, DELETE"),
         (_, ["api", "v1", "users", _]) => not_allowed("DELETE"),
         _ => error(StatusCode::NOT_FOUND, "no such API path"),
     }
@@ -335,6 +408,21 @@ impl From<AccountError> for Failure {
             AccountError::Store(e) => return Failure::from(e.clone()),
         };
         Failure(status, e.to_string())
+    }
+}
+
+impl From<ScriptError> for Failure {
+    fn from(e: ScriptError) -> Self {
+        let message = e.to_string();
+        let status = match e {
+            ScriptError::Account(e) => return Failure::from(e),
+            ScriptError::Invalid(_) | ScriptError::BadName(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ScriptError::NoSuchScript(_) => StatusCode::NOT_FOUND,
+            ScriptError::Active(_) | ScriptError::Exists(_) | ScriptError::TooMany => {
+                StatusCode::CONFLICT
+            }
+        };
+        Failure(status, message)
     }
 }
 
@@ -691,7 +779,12 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, An
 
 /// The request's body as JSON, at most [`MAX_BODY`] bytes.
 async fn json_body(request: Request<Incoming>) -> Result<Value, Answer> {
-    let bytes = read_body(request, MAX_BODY).await?;
+    json_body_up_to(request, MAX_BODY).await
+}
+
+/// The request's body as JSON, at most `limit` bytes.
+async fn json_body_up_to(request: Request<Incoming>, limit: usize) -> Result<Value, Answer> {
+    let bytes = read_body(request, limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

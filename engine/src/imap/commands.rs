@@ -431,32 +431,14 @@ impl Conn<'_> {
     }
 
     async fn create(&self, name: &str) -> Outcome {
-        if !valid_name(name) {
-            return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
-        }
-        let store = &*self.shard.store;
-        if mailbox::list(store, self.user())?.len() >= MAX_MAILBOXES {
-            return Ok(Done::No(Some("LIMIT"), "too many mailboxes"));
-        }
-        // Superior names come into being too (RFC 9051 §6.3.4).
-        let mut batch = WriteBatch::new();
-        let mut prefix = String::new();
-        let levels: Vec<&str> = name.split('/').collect();
-        for (i, level) in levels.iter().enumerate() {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(level);
-            let last = i + 1 == levels.len();
-            if last || mailbox::meta(store, self.user(), &prefix)?.is_none() {
-                batch.change(Change::Create {
-                    user: self.user().to_owned(),
-                    mailbox: prefix.clone(),
-                });
+        match creation(&*self.shard.store, self.user(), name)? {
+            Creation::Invalid => Ok(Done::No(Some("CANNOT"), "invalid mailbox name")),
+            Creation::TooMany => Ok(Done::No(Some("LIMIT"), "too many mailboxes")),
+            Creation::Batch(batch) => {
+                self.commit(batch).await?;
+                Ok(Done::Ok("CREATE completed"))
             }
         }
-        self.commit(batch).await?;
-        Ok(Done::Ok("CREATE completed"))
     }
 
     async fn delete(&mut self, imap: &mut ImapSession, name: &str) -> Outcome {
@@ -1668,6 +1650,49 @@ fn refusal_text(error: &StoreError) -> (&'static str, &'static str) {
 }
 
 /// A mailbox name the store and clients can live with.
+/// What creating a mailbox takes ([`creation`]).
+pub(crate) enum Creation {
+    /// This batch (the mailbox and any superior names it lacks).
+    Batch(WriteBatch),
+    /// The name cannot be a mailbox.
+    Invalid,
+    /// The account has [`MAX_MAILBOXES`] already.
+    TooMany,
+}
+
+/// The changes that create `user`'s mailbox `name`, as IMAP CREATE and
+/// Sieve's `fileinto :create` make it: superior names come into being too
+/// (RFC 9051 §6.3.4), and an account holds at most [`MAX_MAILBOXES`].
+pub(crate) fn creation(
+    store: &dyn ringpost_storage::Store,
+    user: &str,
+    name: &str,
+) -> Result<Creation, StoreError> {
+    if !valid_name(name) {
+        return Ok(Creation::Invalid);
+    }
+    if mailbox::list(store, user)?.len() >= MAX_MAILBOXES {
+        return Ok(Creation::TooMany);
+    }
+    let mut batch = WriteBatch::new();
+    let mut prefix = String::new();
+    let levels: Vec<&str> = name.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(level);
+        let last = i + 1 == levels.len();
+        if last || mailbox::meta(store, user, &prefix)?.is_none() {
+            batch.change(Change::Create {
+                user: user.to_owned(),
+                mailbox: prefix.clone(),
+            });
+        }
+    }
+    Ok(Creation::Batch(batch))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 1024

@@ -16,6 +16,7 @@ mod notify;
 mod rows_cache;
 mod urlauth;
 
+pub(crate) use commands::{creation, Creation};
 pub(crate) use rows_cache::RowsCache;
 mod view;
 

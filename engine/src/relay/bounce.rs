@@ -148,7 +148,7 @@ pub fn new_dsn(
     )
 }
 
-fn rfc2822(micros: u64) -> String {
+pub(crate) fn rfc2822(micros: u64) -> String {
     chrono::DateTime::from_timestamp_micros(micros as i64)
         .unwrap_or_default()
         .to_rfc2822()

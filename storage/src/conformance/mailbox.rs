@@ -49,6 +49,7 @@ fn delivery(seq: u64, locals: &[&str], remote: Option<&str>) -> NewMessage {
         queue,
         mailboxes: locals.iter().map(|u| u.to_string()).collect(),
         junk: Vec::new(),
+        filed: Vec::new(),
     }
 }
 

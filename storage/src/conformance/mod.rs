@@ -739,6 +739,7 @@ fn message(micros: u64, seq: u64, domains: &[&str], due: u64) -> NewMessage {
         body,
         mailboxes: Vec::new(),
         junk: Vec::new(),
+        filed: Vec::new(),
     }
 }
 

@@ -1,0 +1,448 @@
+//! Users' Sieve filters at delivery: for each local account a message is
+//! about to go into, its active script (if any) decides where the copy
+//! goes instead, with which flags, whether it also goes on elsewhere, is
+//! refused, or is answered while they are away.
+//!
+//! Everything the filters decide is carried out in the delivery's own
+//! commit: the filed copies, the redirects' queue entries, the vacation
+//! replies and their memory. A `250` still means all of it is on disk.
+//! A script that fails at run time keeps the message in INBOX (RFC 5228
+//! §2.10.6), and so does a `fileinto` to a mailbox that does not exist.
+//!
+//! [`scripts`] is how scripts get there: the rules for names and sizes,
+//! shared by `ringpost user sieve`, the admin API and ManageSieve.
+
+pub mod scripts;
+
+use crate::intake;
+use crate::shard::Shard;
+use ringpost_protocols::sieve::{self, vacation, Mail, Outcome};
+use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
+use ringpost_protocols::smtp::{replies::Reply, Transaction};
+use ringpost_storage::mailbox::{self, flag, Flags};
+use ringpost_storage::spool::{Filing, NewMessage};
+use ringpost_storage::{state, StoreError, WriteBatch};
+
+/// What the filters add to the delivery's commit.
+#[derive(Default)]
+pub(crate) struct Filtered {
+    /// Messages of their own: vacation replies, reports of rejections.
+    pub messages: Vec<NewMessage>,
+    /// State to write with it (when each sender may hear again).
+    pub state: WriteBatch,
+}
+
+/// Run the active script of each account in `message.mailboxes` and
+/// rewrite `message` by their outcomes. `Err`: the message is to be
+/// refused with this reply (every local recipient rejected it and it has
+/// nowhere else to go).
+pub(crate) async fn filter(
+    shard: &Shard,
+    tx: &Transaction,
+    message: &mut NewMessage,
+    sender_vouched: bool,
+    now_micros: u64,
+) -> Result<Filtered, Reply> {
+    let mut filtered = Filtered::default();
+    let users = message.mailboxes.clone();
+    let mut rejected: Vec<(String, String)> = Vec::new();
+    let mut redirects: Vec<String> = Vec::new();
+    for user in users {
+        let script = match ringpost_storage::sieve::active(&*shard.store, &user) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(shard = shard.id, user, error = %e, "could not read the Sieve script; kept in INBOX");
+                continue;
+            }
+        };
+        let script = match sieve::check(&script) {
+            Ok(script) => script,
+            Err(e) => {
+                // Checked at upload; a script from an older version that
+                // no longer parses must still not lose mail.
+                shard.security.sieve("error");
+                tracing::warn!(shard = shard.id, user, error = %e, "Sieve script does not parse; kept in INBOX");
+                continue;
+            }
+        };
+        let config = shard.config();
+        let envelope_to = envelope_recipient(shard, tx, &user);
+        let separator = config.smtp.recipient_delimiter.chars().next();
+        let outcome = sieve::run(
+            &script,
+            &Mail {
+                message: &message.body,
+                envelope_from: &tx.mail_from,
+                envelope_to: &envelope_to,
+                detail_separator: separator,
+            },
+        );
+        if let Some(error) = &outcome.error {
+            shard.security.sieve("error");
+            tracing::warn!(shard = shard.id, user, error = %error, "Sieve script failed; kept in INBOX");
+        }
+        if let Some(reason) = &outcome.reject {
+            shard.security.sieve("reject");
+            message.mailboxes.retain(|u| *u != user);
+            rejected.push((user.clone(), reason.clone()));
+            continue;
+        }
+        if let Some(vacation) = &outcome.vacation {
+            match vacation_reply(shard, tx, message, &user, vacation, now_micros) {
+                Ok(Some((reply, key, until))) => {
+                    shard.security.sieve("vacation");
+                    state::put(&mut filtered.state, &key, until.to_be_bytes().to_vec());
+                    filtered.messages.push(reply);
+                }
+                Ok(None) => shard.security.sieve("vacation_skipped"),
+                Err(e) => {
+                    tracing::error!(shard = shard.id, user, error = %e, "vacation memory unreadable; no reply sent")
+                }
+            }
+        }
+        file(shard, message, &user, &outcome).await;
+        for address in &outcome.redirects {
+            shard.security.sieve("redirect");
+            tracing::info!(shard = shard.id, user, to = %address, "Sieve redirect");
+            if !redirects.iter().any(|r| r.eq_ignore_ascii_case(address)) {
+                redirects.push(address.clone());
+            }
+        }
+    }
+    if !redirects.is_empty() {
+        redirect(shard, message, redirects);
+    }
+    if !rejected.is_empty() {
+        let nowhere_else = message.mailboxes.is_empty()
+            && message.filed.is_empty()
+            && message.queue.is_empty()
+            && message.junk.is_empty();
+        if nowhere_else {
+            let reason = reply_text(&rejected[0].1);
+            tracing::info!(
+                shard = shard.id,
+                users = rejected.len(),
+                "Sieve reject; answered 550"
+            );
+            return Err(Reply::new(550, "5.7.1", reason));
+        }
+        // Others take the message: the refusal goes to the sender as a
+        // DSN, if the sender is theirs to trust (else it would be
+        // backscatter to a forged address).
+        if !tx.mail_from.is_empty() && sender_vouched {
+            filtered
+                .messages
+                .push(rejection_report(shard, message, &rejected, now_micros));
+        } else {
+            tracing::info!(shard = shard.id, users = rejected.len(), sender = %tx.mail_from, "Sieve reject of mail from an unverified sender: dropped without a report");
+        }
+    }
+    Ok(filtered)
+}
+
+/// The address this delivery came to `user` by: the first recipient of
+/// the transaction whose targets include them (an alias, an address
+/// with a detail), else the account name.
+fn envelope_recipient(shard: &Shard, tx: &Transaction, user: &str) -> String {
+    let config = shard.config();
+    let is_local = |domain: &str| config.is_local_domain(domain);
+    let resolve = intake::local_targets_in(&config, &*shard.store);
+    let to = intake::Recipients {
+        hostname: &config.hostname,
+        is_local: &is_local,
+        pool: None,
+        local_targets: Some(&resolve),
+    };
+    tx.recipients
+        .iter()
+        .find(|rcpt| intake::targets_of(rcpt, &to).iter().any(|t| t == user))
+        .cloned()
+        .unwrap_or_else(|| user.to_owned())
+}
+
+/// Where `user`'s copy goes by `outcome`: INBOX (in `message.mailboxes`)
+/// when it is kept there without flags, otherwise a [`Filing`]. A
+/// mailbox that does not exist is made when the script said `:create`;
+/// otherwise the copy goes to INBOX.
+async fn file(shard: &Shard, message: &mut NewMessage, user: &str, outcome: &Outcome) {
+    message.mailboxes.retain(|u| u != user);
+    if outcome.filings.is_empty() && outcome.redirects.is_empty() {
+        shard.security.sieve("discard");
+        tracing::info!(shard = shard.id, user, "Sieve discard");
+    }
+    for filing in &outcome.filings {
+        let inbox = filing.mailbox.eq_ignore_ascii_case(mailbox::INBOX);
+        let mut name = match inbox {
+            true => mailbox::INBOX.to_owned(),
+            false => filing.mailbox.clone(),
+        };
+        if !inbox && !mailbox_ready(shard, user, &name, filing.create).await {
+            tracing::info!(shard = shard.id, user, mailbox = %name, "Sieve fileinto a missing mailbox; filed in INBOX");
+            name = mailbox::INBOX.to_owned();
+        }
+        shard.security.sieve(match inbox {
+            true => "keep",
+            false => "fileinto",
+        });
+        let flags = flags_of(&filing.flags);
+        let is_inbox = name == mailbox::INBOX;
+        if is_inbox && flags == Flags::default() {
+            if !message.mailboxes.iter().any(|u| u == user) {
+                message.mailboxes.push(user.to_owned());
+            }
+            continue;
+        }
+        let taken = |f: &Filing| f.user == user && f.mailbox == name;
+        if is_inbox && message.mailboxes.iter().any(|u| u == user)
+            || message.filed.iter().any(taken)
+        {
+            continue;
+        }
+        message.filed.push(Filing {
+            user: user.to_owned(),
+            mailbox: name,
+            flags,
+        });
+    }
+}
+
+/// Whether `user`'s mailbox `name` exists, made first if `create`.
+async fn mailbox_ready(shard: &Shard, user: &str, name: &str, create: bool) -> bool {
+    match mailbox::meta(&*shard.store, user, name) {
+        Ok(Some(_)) => return true,
+        Ok(None) if create => {}
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::error!(shard = shard.id, user, error = %e, "mailbox lookup failed");
+            return false;
+        }
+    }
+    let batch = match crate::imap::creation(&*shard.store, user, name) {
+        Ok(crate::imap::Creation::Batch(batch)) => batch,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::error!(shard = shard.id, user, error = %e, "mailbox lookup failed");
+            return false;
+        }
+    };
+    match shard.commits.commit(batch).await {
+        Ok(()) => true,
+        Err(StoreError::Refused(ringpost_storage::mailbox::Refusal::MailboxExists)) => true,
+        Err(e) => {
+            tracing::warn!(shard = shard.id, user, mailbox = name, error = %e, "Sieve :create failed");
+            false
+        }
+    }
+}
+
+/// IMAP flags as stored: system flags by bit, keywords as atoms (others,
+/// and `\Recent`, which no one may set, are left out).
+fn flags_of(names: &[String]) -> Flags {
+    let mut flags = Flags::default();
+    for name in names {
+        let bit = match name.to_ascii_lowercase().as_str() {
+            "\\seen" => flag::SEEN,
+            "\\answered" => flag::ANSWERED,
+            "\\flagged" => flag::FLAGGED,
+            "\\deleted" => flag::DELETED,
+            "\\draft" => flag::DRAFT,
+            _ => 0,
+        };
+        if bit != 0 {
+            flags.system |= bit;
+            continue;
+        }
+        let atom = !name.is_empty()
+            && name.len() <= 100
+            && name.bytes().all(|b| {
+                b.is_ascii_graphic()
+                    && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+            });
+        if atom && !flags.keywords.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+            flags.keywords.push(name.clone());
+        }
+    }
+    flags
+}
+
+/// Send the message on to `addresses` as well: local ones into their
+/// INBOX (their own filters are not run again: no loops), remote ones
+/// through the queue with the original sender. Without the relay, remote
+/// ones cannot go; the filter's owners keep their copy then.
+fn redirect(shard: &Shard, message: &mut NewMessage, addresses: Vec<String>) {
+    let config = shard.config();
+    let is_local = |domain: &str| config.is_local_domain(domain);
+    let resolve = intake::local_targets_in(&config, &*shard.store);
+    let to = intake::Recipients {
+        hostname: &config.hostname,
+        is_local: &is_local,
+        pool: config.relay.default_pool.as_deref(),
+        local_targets: Some(&resolve),
+    };
+    let (local, remote): (Vec<String>, Vec<String>) = addresses
+        .into_iter()
+        .partition(|a| is_local(&intake::recipient_domain(a, &config.hostname)));
+    let remote = match shard.hub.is_some() {
+        true => remote,
+        false => {
+            for address in &remote {
+                tracing::warn!(shard = shard.id, to = %address, "Sieve redirect to a remote address with the relay off: not sent");
+            }
+            Vec::new()
+        }
+    };
+    intake::add_recipients(message, &[local, remote].concat(), &to);
+}
+
+/// A vacation reply to the sender, with the key and expiry (Unix
+/// seconds) that keep them from hearing again too soon; `None` when the
+/// message gets no reply.
+fn vacation_reply(
+    shard: &Shard,
+    tx: &Transaction,
+    message: &NewMessage,
+    user: &str,
+    vacation: &sieve::script::Vacation,
+    now_micros: u64,
+) -> Result<Option<(NewMessage, String, u64)>, StoreError> {
+    let sender = match vacation::reply_to(&message.body, &tx.mail_from, user, vacation) {
+        Ok(sender) => sender,
+        Err(why) => {
+            tracing::debug!(shard = shard.id, user, ?why, "no vacation reply");
+            return Ok(None);
+        }
+    };
+    let key = ringpost_storage::sieve::vacation_key(
+        user,
+        &vacation::tracking_key(user, &sender, vacation),
+    );
+    let now = now_micros / 1_000_000;
+    if let Some(until) = state::get(&*shard.store, &key)? {
+        let until = u64::from_be_bytes(until.try_into().unwrap_or_default());
+        if now < until {
+            return Ok(None);
+        }
+    }
+    let remote = !shard
+        .config()
+        .is_local_domain(&intake::recipient_domain(&sender, &shard.config().hostname));
+    if remote && shard.hub.is_none() {
+        return Ok(None);
+    }
+    let config = shard.config();
+    let id = shard.next_id(now_micros);
+    let message_id = format!("{}@{}", id.to_hex(), config.hostname);
+    let date = crate::relay::bounce::rfc2822(now_micros);
+    let body = vacation::compose(
+        vacation,
+        &vacation::Reply {
+            original: &message.body,
+            user,
+            to: &sender,
+            message_id: &message_id,
+            date: &date,
+        },
+    );
+    let is_local = |domain: &str| config.is_local_domain(domain);
+    let to = intake::Recipients {
+        hostname: &config.hostname,
+        is_local: &is_local,
+        pool: config.relay.default_pool.as_deref(),
+        local_targets: None,
+    };
+    // From the null sender: nothing may answer an automatic reply.
+    let reply = intake::stored(id, body, "", std::slice::from_ref(&sender), &to, now_micros);
+    tracing::info!(shard = shard.id, user, to = %sender, "Sieve vacation reply queued");
+    Ok(Some((reply, key, now + vacation.days * 86_400)))
+}
+
+/// A DSN to the sender saying these accounts refused the message, with
+/// the reasons their filters gave.
+fn rejection_report(
+    shard: &Shard,
+    message: &NewMessage,
+    rejected: &[(String, String)],
+    now_micros: u64,
+) -> NewMessage {
+    let config = shard.config();
+    let is_local = |domain: &str| config.is_local_domain(domain);
+    let to = intake::Recipients {
+        hostname: &config.hostname,
+        is_local: &is_local,
+        pool: config.relay.default_pool.as_deref(),
+        local_targets: None,
+    };
+    let statuses: Vec<RecipientStatus> = rejected
+        .iter()
+        .map(|(user, reason)| RecipientStatus {
+            recipient: user.clone(),
+            action: Action::Failed,
+            status: "5.7.1".into(),
+            remote_mta: None,
+            diagnostic: Some(Diagnostic::Local(format!(
+                "550 5.7.1 {}",
+                reply_text(reason)
+            ))),
+            meaning: Some("The recipient's mail filter refused the message.".into()),
+            original_recipient: None,
+        })
+        .collect();
+    let mut envelope = message.envelope.clone();
+    envelope.sender = message.envelope.sender.clone();
+    crate::relay::bounce::new_dsn(
+        shard.next_id(now_micros),
+        &to,
+        &message.id,
+        &envelope,
+        &message.body,
+        &statuses,
+        now_micros,
+    )
+}
+
+/// A reason as reply text: one line of printable ASCII, not too long.
+fn reply_text(reason: &str) -> String {
+    let line: String = reason
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(200)
+        .collect();
+    let line = line.trim();
+    match line.is_empty() {
+        true => "Message refused by the recipient's filter".into(),
+        false => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_by_name() {
+        let flags = flags_of(&[
+            "\\Seen".into(),
+            "\\FLAGGED".into(),
+            "\\Recent".into(),
+            "$Work".into(),
+            "$work".into(),
+            "bad(atom".into(),
+        ]);
+        assert_eq!(flags.system, flag::SEEN | flag::FLAGGED);
+        assert_eq!(flags.keywords, ["$Work"]);
+    }
+
+    #[test]
+    fn reasons_become_one_clean_line() {
+        assert_eq!(reply_text("No\r\nthanks,\tbye é"), "No thanks, bye");
+        assert_eq!(
+            reply_text("\r\n"),
+            "Message refused by the recipient's filter"
+        );
+        assert_eq!(reply_text(&"x".repeat(500)).len(), 200);
+    }
+}

@@ -1,0 +1,251 @@
+//! Sieve filters end to end: scripts stored through the admin API, mail
+//! sent over SMTP, and what each filter did read back from the store, the
+//! relay's smarthost and the metrics.
+
+mod common;
+mod support;
+
+use common::{add_user, admin_call, metrics_with, start_server, Client};
+use ringpost_engine::RunningServer;
+use ringpost_storage::mailbox::{self, flag};
+use std::time::{Duration, Instant};
+use support::tls_mx::{TlsMode, TlsMx};
+
+const SCRIPT: &str = r#"require ["fileinto", "mailbox", "imap4flags", "reject", "vacation", "copy"];
+# Lists into their own folder, read already.
+if header :contains "subject" "[list]" {
+    fileinto :create :flags "\\Seen" "Lists/Dev";
+    stop;
+}
+if address :is "from" "spam@bad.test" { discard; stop; }
+if header :contains "subject" "refuse me" { reject "I do not take such mail"; stop; }
+if header :contains "subject" "forward" {
+    redirect "bob@ours.test";
+    redirect :copy "friend@far.test";
+    stop;
+}
+if header :contains "subject" "missing box" { fileinto "Nowhere"; stop; }
+if header :contains "subject" "flag me" { addflag "$Important"; }
+vacation :days 3 :subject "Away" text:
+I am away until Monday.
+.
+;
+"#;
+
+fn count(server: &RunningServer, user: &str, name: &str) -> u32 {
+    mailbox::meta(&*server.store(), user, name)
+        .unwrap()
+        .map_or(0, |m| m.messages)
+}
+
+/// Each row's flags in `user`'s mailbox `name`.
+fn flags(server: &RunningServer, user: &str, name: &str) -> Vec<mailbox::Flags> {
+    let store = server.store();
+    let meta = mailbox::meta(&*store, user, name).unwrap().unwrap();
+    let mut out = Vec::new();
+    mailbox::rows(&*store, user, meta.uidvalidity, &mut |_, row| {
+        out.push(row.flags);
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// Send one message; the reply to its end of data.
+fn send(server: &RunningServer, from: &str, to: &[&str], subject: &str) -> String {
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for rcpt in to {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with("250"), "{rcpt}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let reply = c.cmd(&format!(
+        "From: <{from}>\r\nTo: <alice@ours.test>\r\nSubject: {subject}\r\n\
+         Message-ID: <{}@client.test>\r\n\r\nbody\r\n.",
+        subject.len()
+    ));
+    c.cmd("QUIT");
+    reply
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn filters_file_flag_discard_reject_redirect_and_answer_while_away() {
+    let smarthost = TlsMx::start("sink.test", TlsMode::Working);
+    let smarthost_addr = smarthost.addr().to_string();
+    let (server, _data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.relay.enabled = true;
+        c.relay.smarthost = Some(smarthost_addr);
+        c.relay.retry_initial_secs = 1;
+    });
+    for user in ["alice@ours.test", "bob@ours.test", "carol@ours.test"] {
+        add_user(&server, user);
+    }
+
+    // A script with a mistake is refused with its line; nothing is stored.
+    let (status, answer) = admin_call(
+        &server,
+        "PUT",
+        "/api/v1/users/alice@ours.test/sieve/main",
+        r#"{"text": "require \"fileinto\";\nfileinto \"A\""}"#,
+        true,
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("line 2: "),
+        "{answer}"
+    );
+    let body = serde_json::json!({ "text": SCRIPT }).to_string();
+    let (status, answer) = admin_call(
+        &server,
+        "PUT",
+        "/api/v1/users/alice@ours.test/sieve/main",
+        &body,
+        true,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = admin_call(
+        &server,
+        "GET",
+        "/api/v1/users/alice@ours.test/sieve",
+        "",
+        true,
+    );
+    assert_eq!(listed["scripts"][0]["name"], "main");
+    assert_eq!(listed["scripts"][0]["active"], true);
+
+    let alice = "alice@ours.test";
+    let inbox = |server: &RunningServer, user: &str| count(server, user, "INBOX");
+
+    // fileinto :create :flags: a new mailbox (and its parent), seen.
+    let reply = send(&server, "carol@ours.test", &[alice], "[list] release notes");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, alice, "Lists/Dev"), 1);
+    assert!(mailbox::meta(&*server.store(), alice, "Lists")
+        .unwrap()
+        .is_some());
+    assert!(flags(&server, alice, "Lists/Dev")[0].has(flag::SEEN));
+    assert_eq!(inbox(&server, alice), 0);
+
+    // discard: accepted, stored nowhere.
+    let reply = send(&server, "spam@bad.test", &[alice], "cheap pills");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, alice), 0);
+
+    // reject with no one else to take it: refused at the protocol level.
+    let reply = send(&server, "carol@ours.test", &[alice], "refuse me");
+    assert!(
+        reply.starts_with("550 5.7.1 I do not take such mail"),
+        "{reply}"
+    );
+    // With another recipient: taken for bob; carol (a sender this server
+    // trusts) hears of alice's refusal in a DSN.
+    let (bob_before, carol_before) = (
+        inbox(&server, "bob@ours.test"),
+        inbox(&server, "carol@ours.test"),
+    );
+    let reply = send(
+        &server,
+        "carol@ours.test",
+        &[alice, "bob@ours.test"],
+        "refuse me",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, "bob@ours.test"), bob_before + 1);
+    assert_eq!(inbox(&server, "carol@ours.test"), carol_before + 1);
+    assert_eq!(inbox(&server, alice), 0);
+
+    // A fileinto to a mailbox that does not exist keeps the mail in INBOX.
+    let reply = send(&server, "carol@ours.test", &[alice], "missing box");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, alice), 1);
+    assert!(mailbox::meta(&*server.store(), alice, "Nowhere")
+        .unwrap()
+        .is_none());
+
+    // redirect: to bob's INBOX and, as a copy, through the relay; alice's
+    // own copy is cancelled by the first.
+    let bob_before = inbox(&server, "bob@ours.test");
+    let reply = send(&server, "dave@far.test", &[alice], "forward this");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, "bob@ours.test"), bob_before + 1);
+    assert_eq!(inbox(&server, alice), 1);
+    wait_for("the redirected copy", || {
+        smarthost.received().iter().any(|r| {
+            r.mail_from == "dave@far.test"
+                && String::from_utf8_lossy(&r.data).contains("Subject: forward this")
+        })
+    });
+
+    // vacation: one reply per sender in :days, from the null sender, with
+    // the flags the script added on the kept copy.
+    let carol_before = inbox(&server, "carol@ours.test");
+    let reply = send(&server, "carol@ours.test", &[alice], "flag me, lunch?");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, alice), 2);
+    assert_eq!(flags(&server, alice, "INBOX")[1].keywords, ["$Important"]);
+    assert_eq!(inbox(&server, "carol@ours.test"), carol_before + 1);
+    let reply = send(&server, "carol@ours.test", &[alice], "lunch again?");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(inbox(&server, alice), 3);
+    assert_eq!(
+        inbox(&server, "carol@ours.test"),
+        carol_before + 1,
+        "one vacation reply per sender"
+    );
+    // A remote sender's reply leaves through the relay.
+    let reply = send(&server, "erin@far.test", &[alice], "hello");
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for("the vacation reply", || {
+        smarthost.received().iter().any(|r| {
+            let text = String::from_utf8_lossy(&r.data);
+            r.mail_from.is_empty()
+                && text.contains("To: <erin@far.test>")
+                && text.contains("Subject: Away")
+                && text.contains("Auto-Submitted: auto-replied")
+                && text.contains("In-Reply-To: <5@client.test>")
+                && text.contains("I am away until Monday.")
+        })
+    });
+
+    let metrics = metrics_with(
+        &server,
+        &[
+            "ringpost_sieve_actions_total{action=\"fileinto\"} 2",
+            "ringpost_sieve_actions_total{action=\"discard\"} 1",
+            "ringpost_sieve_actions_total{action=\"reject\"} 2",
+            "ringpost_sieve_actions_total{action=\"redirect\"} 2",
+            "ringpost_sieve_actions_total{action=\"vacation\"} 2",
+            "ringpost_sieve_actions_total{action=\"vacation_skipped\"} 1",
+        ],
+    );
+    assert!(
+        metrics.contains("ringpost_sieve_actions_total"),
+        "{metrics}"
+    );
+
+    // Turned off: mail goes to INBOX as before.
+    let (status, _) = admin_call(
+        &server,
+        "POST",
+        "/api/v1/users/alice@ours.test/sieve/activate",
+        r#"{"name": null}"#,
+        true,
+    );
+    assert_eq!(status, 200);
+    let reply = send(&server, "carol@ours.test", &[alice], "[list] after");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, alice, "Lists/Dev"), 1);
+    assert_eq!(inbox(&server, alice), 5);
+    server.shutdown();
+}
