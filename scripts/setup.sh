@@ -7,7 +7,7 @@
 #                                     one a line
 #
 # `test` adds what `make test` drives besides the build: the mail clients
-# swaks and openssl's s_client, promtool, and dkimpy.
+# swaks and openssl's s_client, sieve-connect, promtool, and dkimpy.
 #
 # Each check asks the question the build itself will ask, so that something
 # with a similar name cannot pass for the real thing:
@@ -23,6 +23,8 @@
 # - swaks and openssl (test only): independent SMTP, IMAP and POP3 clients
 #   over TLS; each must run (`--version`), not merely be on PATH, and swaks
 #   must say it supports TLS (it needs Net::SSLeay for that).
+# - sieve-connect (test only): an independent ManageSieve client; it must
+#   run (`--version`).
 # - promtool (test only, Debian's prometheus package): lints /metrics.
 # - dkimpy (test only, python3-dkim for the system python3): verifies DKIM
 #   signatures as a receiver would.
@@ -110,6 +112,11 @@ have_dkimpy() {
     [[ -x $python ]] && "$python" -c 'import dkim, dns.resolver, nacl' >/dev/null 2>&1
 }
 
+# sieve-connect stores Sieve scripts over ManageSieve, as operators do.
+have_sieve_connect() {
+    command -v sieve-connect >/dev/null 2>&1 && sieve-connect --version >/dev/null 2>&1
+}
+
 # promtool (Debian's prometheus package) lints what /metrics serves.
 have_promtool() {
     command -v promtool >/dev/null 2>&1 && promtool --version >/dev/null 2>&1
@@ -127,6 +134,7 @@ missing() {
             echo libnet-ssleay-perl
         fi
         have_openssl || echo openssl
+        have_sieve_connect || echo sieve-connect
         have_promtool || echo prometheus
         have_dkimpy || echo python3-dkim
     fi

@@ -96,13 +96,15 @@ fake_so "$work/test-tools/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_creat
 make_bin "$work/test-tools/bin" swaks 1
 make_bin "$work/test-tools/bin" openssl 0
 make_bin "$work/test-tools/bin" promtool 1
-check test-tools "swaks libnet-ssleay-perl prometheus" test
+make_bin "$work/test-tools/bin" sieve-connect 1
+check test-tools "swaks libnet-ssleay-perl sieve-connect prometheus" test
 # dkimpy is looked for with the system's python3: one that fails lacks it.
 base dkim-missing
 fake_so "$work/dkim-missing/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
 make_bin "$work/dkim-missing/bin" swaks 0
 make_bin "$work/dkim-missing/bin" openssl 0
 make_bin "$work/dkim-missing/bin" promtool 0
+make_bin "$work/dkim-missing/bin" sieve-connect 0
 printf '#!/bin/sh\n[ "$1" = -c ] && case "$2" in *dkim*) exit 1;; esac\nexit 0\n' >"$work/dkim-missing/bin/python3"
 chmod +x "$work/dkim-missing/bin/python3"
 printf '#!/bin/sh\n[ "$1" = --support ] && echo "=== TLS supported"\nexit 0\n' >"$work/dkim-missing/bin/swaks"
@@ -115,6 +117,7 @@ base swaks-no-tls
 fake_so "$work/swaks-no-tls/root/usr/lib/llvm-14/lib/libclang-14.so.1" clang_createIndex
 make_bin "$work/swaks-no-tls/bin" openssl 0
 make_bin "$work/swaks-no-tls/bin" promtool 0
+make_bin "$work/swaks-no-tls/bin" sieve-connect 0
 printf '#!/bin/sh\n[ "$1" = --support ] && echo "*** TLS not available: requires Net::SSLeay"\nexit 0\n' \
     >"$work/swaks-no-tls/bin/swaks"
 chmod +x "$work/swaks-no-tls/bin/swaks"

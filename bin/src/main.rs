@@ -106,7 +106,11 @@ struct ServeArgs {
     /// IMAPS listen address, or "off" (config: imap.tls_listen).
     #[arg(long, value_parser = optional_addr)]
     imaps: Option<ListenAddr>,
-    /// Every listener (SMTP, submission, IMAP, POP3, metrics) on this IP
+    /// ManageSieve listen address, or "off" (config: managesieve.listen
+    /// and managesieve.enabled).
+    #[arg(long, value_parser = optional_addr)]
+    managesieve: Option<ListenAddr>,
+    /// Every listener (SMTP, submission, IMAP, POP3, ManageSieve, metrics) on this IP
     /// with ports the OS picks (tests, side-by-side runs); the ready lines
     /// say which.
     #[arg(long)]
@@ -360,6 +364,12 @@ fn effective_config(args: &ServeArgs) -> Result<Config, String> {
     if let Some(a) = args.imaps {
         config.imap.tls_listen = a.0;
     }
+    if let Some(a) = args.managesieve {
+        match a.0 {
+            Some(addr) => config.managesieve.listen = addr,
+            None => config.managesieve.enabled = false,
+        }
+    }
     if let Some(a) = args.metrics {
         config.metrics.listen = a.0;
     }
@@ -428,7 +438,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     say!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     for (service, addr) in server.listeners() {
         let note = match service {
-            "smtp" | "imap" | "pop3" if server.certificates().is_some() => "  (STARTTLS)",
+            "smtp" | "imap" | "pop3" | "managesieve" if server.certificates().is_some() => {
+                "  (STARTTLS)"
+            }
             "submission" if server.certificates().is_some() => "  (STARTTLS, AUTH required)",
             "submission" => "  (AUTH required)",
             "submissions" | "imaps" | "pop3s" => "  (TLS)",

@@ -53,6 +53,8 @@ pub struct Config {
     pub pop3: Pop3ListenerConfig,
     /// IMAP listener settings.
     pub imap: ImapListenerConfig,
+    /// ManageSieve listener settings (RFC 5804): users' Sieve scripts.
+    pub managesieve: ManageSieveListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
     /// The admin API.
@@ -96,6 +98,41 @@ pub struct Pop3ListenerConfig {
     pub auth_failure_delay_secs: u64,
     /// Seconds a client may stay connected without logging in.
     pub login_timeout_secs: u64,
+}
+
+/// ManageSieve listener settings: where mail clients and webmail store
+/// users' Sieve filters (RFC 5804, port 4190).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManageSieveListenerConfig {
+    /// Serve ManageSieve at all.
+    pub enabled: bool,
+    /// Address the listener binds (STARTTLS offered).
+    pub listen: SocketAddr,
+    /// Concurrent connections per shard; more are refused.
+    pub max_connections_per_shard: usize,
+    /// Seconds of client silence before the session is closed.
+    pub idle_timeout_secs: u64,
+    /// Bad commands and failed logins tolerated before a session is closed.
+    pub max_errors: usize,
+    /// Seconds a failed login waits before it is answered (slows guessing).
+    pub auth_failure_delay_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    pub login_timeout_secs: u64,
+}
+
+impl Default for ManageSieveListenerConfig {
+    fn default() -> Self {
+        ManageSieveListenerConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4190)),
+            max_connections_per_shard: 100,
+            idle_timeout_secs: 600,
+            max_errors: 10,
+            auth_failure_delay_secs: 1,
+            login_timeout_secs: 120,
+        }
+    }
 }
 
 /// IMAP listener settings.
@@ -931,6 +968,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             pop3: Pop3ListenerConfig::default(),
             imap: ImapListenerConfig::default(),
+            managesieve: ManageSieveListenerConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig::default(),
             dkim: DkimConfig::default(),
@@ -1567,6 +1605,22 @@ impl Config {
         if p.login_timeout_secs == 0 {
             return invalid("pop3.login_timeout_secs", "must be at least 1");
         }
+        let m = &self.managesieve;
+        none_zero(
+            &[
+                (
+                    "managesieve.max_connections_per_shard",
+                    m.max_connections_per_shard as u64,
+                ),
+                ("managesieve.idle_timeout_secs", m.idle_timeout_secs),
+                ("managesieve.max_errors", m.max_errors as u64),
+                ("managesieve.login_timeout_secs", m.login_timeout_secs),
+            ],
+            "must be at least 1",
+        )?;
+        if m.auth_failure_delay_secs > 60 {
+            return invalid("managesieve.auth_failure_delay_secs", "must be at most 60");
+        }
         let i = &self.imap;
         none_zero(
             &[
@@ -1647,6 +1701,10 @@ impl Config {
             ("pop3.tls_listen", p.tls_listen.filter(|_| p.enabled && tls)),
             ("imap.listen", i.enabled.then_some(i.listen)),
             ("imap.tls_listen", i.tls_listen.filter(|_| i.enabled && tls)),
+            (
+                "managesieve.listen",
+                self.managesieve.enabled.then_some(self.managesieve.listen),
+            ),
             ("metrics.listen", self.metrics.listen),
         ];
         for (i, (key, addr)) in listeners.iter().enumerate() {
@@ -1687,8 +1745,8 @@ impl Config {
         in_networks(&self.smtp.relay_networks, ip)
     }
 
-    /// Every listener (SMTP, submission, IMAP, POP3, their TLS ports, the
-    /// metrics) on `ip` with a port the OS picks: tests, side-by-side runs.
+    /// Every listener (SMTP, submission, IMAP, POP3, their TLS ports,
+    /// ManageSieve, the metrics) on `ip` with a port the OS picks: tests, side-by-side runs.
     /// Listeners that are off stay off.
     pub fn use_ephemeral_ports(&mut self, ip: IpAddr) {
         let any = SocketAddr::new(ip, 0);
@@ -1699,6 +1757,7 @@ impl Config {
         self.pop3.tls_listen = self.pop3.tls_listen.map(|_| any);
         self.imap.listen = any;
         self.imap.tls_listen = self.imap.tls_listen.map(|_| any);
+        self.managesieve.listen = any;
         self.metrics.listen = self.metrics.listen.map(|_| any);
     }
 
@@ -1831,6 +1890,11 @@ impl Config {
             ),
             ("imap.listen", self.imap.enabled, self.imap.listen),
             ("pop3.listen", self.pop3.enabled, self.pop3.listen),
+            (
+                "managesieve.listen",
+                self.managesieve.enabled,
+                self.managesieve.listen,
+            ),
         ];
         let reached: Vec<&str> = login_listeners
             .iter()

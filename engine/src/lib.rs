@@ -24,6 +24,7 @@
 //! - `smtp`: the SMTP side of a connection (MX and submission).
 //! - `pop3`: one POP3 connection over the INBOX.
 //! - `imap`: one IMAP connection: mailbox commands against the store.
+//! - `managesieve`: one ManageSieve connection: users' Sieve scripts.
 //! - [`auth`]: logins for every protocol: lockouts, a cache of verified
 //!   passwords, Argon2 on its own threads.
 //! - [`limits`]: per-address connection limits, lockouts, sending rates.
@@ -57,6 +58,7 @@ pub mod limits;
 pub mod live;
 pub mod mail_auth;
 pub mod maillog;
+mod managesieve;
 pub mod metrics;
 mod pop3;
 mod process_metrics;

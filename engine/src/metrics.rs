@@ -81,6 +81,7 @@ pub struct Metrics {
     relay: RelayFamilies,
     pop3: Pop3Families,
     imap: ImapFamilies,
+    managesieve: ManageSieveFamilies,
     security: SecurityMetrics,
     dns: DnsMetrics,
     inject: InjectMetrics,
@@ -606,6 +607,38 @@ struct Pop3Families {
     timeouts: Family<Labels, Counter>,
 }
 
+#[derive(Default)]
+struct ManageSieveFamilies {
+    connections: Family<Labels, Counter>,
+    connections_active: Family<Labels, Gauge>,
+    connections_refused: Family<Labels, Counter>,
+    commands: Family<Labels, Counter>,
+}
+
+/// One shard's ManageSieve metric handles.
+#[derive(Clone)]
+pub struct ManageSieveMetrics {
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections refused because the shard was full.
+    pub connections_refused: Counter,
+    commands: Family<Labels, Counter>,
+}
+
+impl ManageSieveMetrics {
+    /// A script command (`putscript`, `setactive`...) ended with `result`
+    /// (`ok`, `no`, `error`).
+    pub fn command(&self, command: &str, result: &str) {
+        let labels = vec![
+            ("command", command.to_owned()),
+            ("result", result.to_owned()),
+        ];
+        self.commands.get_or_create(&labels).inc();
+    }
+}
+
 /// One shard's POP3 metric handles.
 #[derive(Clone)]
 pub struct Pop3Metrics {
@@ -831,6 +864,7 @@ impl Metrics {
             relay: RelayFamilies::new(),
             pop3: Pop3Families::default(),
             imap: ImapFamilies::default(),
+            managesieve: ManageSieveFamilies::default(),
             security: SecurityMetrics::default(),
             dns: DnsMetrics::new(),
             inject: InjectMetrics::default(),
@@ -1213,6 +1247,31 @@ impl Metrics {
             "POP3 connections open now",
             p.connections_active.clone(),
         );
+        let s = &m.managesieve;
+        for (name, help, family) in [
+            (
+                "managesieve_connections",
+                "ManageSieve connections accepted",
+                &s.connections,
+            ),
+            (
+                "managesieve_connections_refused",
+                "ManageSieve connections refused because the shard was full",
+                &s.connections_refused,
+            ),
+            (
+                "managesieve_commands",
+                "ManageSieve script commands by command and result (ok, no, error)",
+                &s.commands,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "managesieve_connections_active",
+            "ManageSieve connections open now",
+            s.connections_active.clone(),
+        );
         Arc::new(Metrics {
             registry,
             unprefixed,
@@ -1253,6 +1312,18 @@ impl Metrics {
             timeouts: i.timeouts.get_or_create(&labels).clone(),
             rows_read,
             rows_shared,
+        }
+    }
+
+    /// The ManageSieve handles one shard updates.
+    pub fn managesieve_shard(&self, shard: usize) -> ManageSieveMetrics {
+        let s = &self.managesieve;
+        let labels: Labels = vec![("shard", shard.to_string())];
+        ManageSieveMetrics {
+            connections: s.connections.get_or_create(&labels).clone(),
+            connections_active: s.connections_active.get_or_create(&labels).clone(),
+            connections_refused: s.connections_refused.get_or_create(&labels).clone(),
+            commands: s.commands.clone(),
         }
     }
 

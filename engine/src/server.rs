@@ -307,6 +307,13 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 .tls_listen
                 .filter(|_| config.imap.enabled && tls_on),
         ),
+        (
+            Service::ManageSieve,
+            config
+                .managesieve
+                .enabled
+                .then_some(config.managesieve.listen),
+        ),
     ];
     let mut listening = Vec::new();
     // Per shard, its socket of every service.
@@ -641,6 +648,11 @@ impl RunningServer {
     /// Where IMAP listens, if enabled (with the real port when 0 was configured).
     pub fn imap_addr(&self) -> Option<SocketAddr> {
         self.addr_of(Service::Imap)
+    }
+
+    /// Where ManageSieve listens, if enabled.
+    pub fn managesieve_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::ManageSieve)
     }
 
     /// Where IMAPS listens, if enabled.

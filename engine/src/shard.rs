@@ -19,16 +19,19 @@ use crate::conn::{self, Connection};
 use crate::intake::IdGenerator;
 use crate::limits::{ConnectionLimits, Refusal, SendRate};
 use crate::live::LiveConfig;
-use crate::metrics::{ImapMetrics, Metrics, Pop3Metrics, SecurityMetrics, ShardMetrics};
+use crate::metrics::{
+    ImapMetrics, ManageSieveMetrics, Metrics, Pop3Metrics, SecurityMetrics, ShardMetrics,
+};
 use crate::relay::queue::Relay;
 use crate::relay::Hub;
-use crate::{imap, pop3, smtp};
+use crate::{imap, managesieve, pop3, smtp};
 use futures::channel::oneshot;
 use futures::future::{FutureExt as _, Shared};
 use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use ringpost_protocols::imap::{ImapConfig, ImapSession};
+use ringpost_protocols::managesieve::{ManageSieveConfig, ManageSieveSession};
 use ringpost_protocols::pop3::{self as pop3_proto, replies as pop3_replies, Pop3Config};
 use ringpost_protocols::smtp::{self as smtp_proto, replies, ServerConfig, ServerSession};
 use ringpost_storage::spool::MessageId;
@@ -63,6 +66,8 @@ pub(crate) enum Service {
     Imap,
     /// IMAP over implicit TLS.
     Imaps,
+    /// ManageSieve with STARTTLS (RFC 5804).
+    ManageSieve,
 }
 
 /// The protocol a service speaks.
@@ -71,6 +76,7 @@ enum Kind {
     Smtp,
     Pop3,
     Imap,
+    ManageSieve,
 }
 
 impl Service {
@@ -84,6 +90,7 @@ impl Service {
             Service::Pop3s => "pop3s",
             Service::Imap => "imap",
             Service::Imaps => "imaps",
+            Service::ManageSieve => "managesieve",
         }
     }
 
@@ -92,6 +99,7 @@ impl Service {
             Service::Smtp | Service::Submission | Service::Submissions => Kind::Smtp,
             Service::Pop3 | Service::Pop3s => Kind::Pop3,
             Service::Imap | Service::Imaps => Kind::Imap,
+            Service::ManageSieve => Kind::ManageSieve,
         }
     }
 
@@ -131,6 +139,7 @@ struct View {
     smtp: Arc<ServerConfig>,
     pop3: Arc<Pop3Config>,
     imap: Arc<ImapConfig>,
+    managesieve: Arc<ManageSieveConfig>,
 }
 
 impl View {
@@ -174,12 +183,20 @@ impl View {
             idle_timeout: secs(config.imap.idle_timeout_secs),
             login_timeout: secs(config.imap.login_timeout_secs),
         });
+        let managesieve = Arc::new(ManageSieveConfig {
+            hostname: config.hostname.clone(),
+            tls_available: tls,
+            idle_timeout: secs(config.managesieve.idle_timeout_secs),
+            login_timeout: secs(config.managesieve.login_timeout_secs),
+            max_errors: config.managesieve.max_errors,
+        });
         View {
             generation,
             config: Arc::new(config.clone()),
             smtp,
             pop3,
             imap,
+            managesieve,
         }
     }
 }
@@ -201,6 +218,8 @@ pub(crate) struct Shard {
     pub metrics: ShardMetrics,
     /// This shard's POP3 metric handles.
     pub pop3_metrics: Pop3Metrics,
+    /// This shard's ManageSieve metric handles.
+    pub managesieve_metrics: ManageSieveMetrics,
     /// This shard's IMAP metric handles.
     pub imap_metrics: ImapMetrics,
     /// Mailbox rows its IMAP sessions read lately, shared among them.
@@ -235,6 +254,7 @@ pub(crate) struct Shard {
     ids: RefCell<IdGenerator>,
     smtp_active: Cell<usize>,
     pop3_active: Cell<usize>,
+    managesieve_active: Cell<usize>,
     imap_active: Cell<usize>,
 }
 
@@ -273,6 +293,7 @@ impl Shard {
             store,
             metrics: metrics.shard(id),
             pop3_metrics: metrics.pop3_shard(id),
+            managesieve_metrics: metrics.managesieve_shard(id),
             imap_rows: RefCell::new(crate::imap::RowsCache::counted(&imap_metrics)),
             imap_metrics,
             security: metrics.security(),
@@ -295,6 +316,7 @@ impl Shard {
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
             pop3_active: Cell::new(0),
+            managesieve_active: Cell::new(0),
             imap_active: Cell::new(0),
         }
     }
@@ -323,6 +345,12 @@ impl Shard {
         self.view.borrow().imap.clone()
     }
 
+    /// What a new ManageSieve session is handed.
+    pub fn managesieve_config(&self) -> Arc<ManageSieveConfig> {
+        self.refresh();
+        self.view.borrow().managesieve.clone()
+    }
+
     /// Take a reloaded configuration when there is one.
     fn refresh(&self) {
         let generation = self.live.generation();
@@ -338,6 +366,10 @@ impl Shard {
             Kind::Smtp => (&self.smtp_active, &self.metrics.connections_active),
             Kind::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
             Kind::Imap => (&self.imap_active, &self.imap_metrics.connections_active),
+            Kind::ManageSieve => (
+                &self.managesieve_active,
+                &self.managesieve_metrics.connections_active,
+            ),
         }
     }
 
@@ -351,6 +383,7 @@ impl Shard {
             Kind::Smtp => self.metrics.connections.inc(),
             Kind::Pop3 => self.pop3_metrics.connections.inc(),
             Kind::Imap => self.imap_metrics.connections.inc(),
+            Kind::ManageSieve => self.managesieve_metrics.connections.inc(),
         };
         ActiveSession(self, kind)
     }
@@ -367,6 +400,7 @@ impl Shard {
             Kind::Smtp => self.config().smtp.max_connections_per_shard,
             Kind::Pop3 => self.config().pop3.max_connections_per_shard,
             Kind::Imap => self.config().imap.max_connections_per_shard,
+            Kind::ManageSieve => self.config().managesieve.max_connections_per_shard,
         };
         self.active(kind).0.get() < max
     }
@@ -376,6 +410,7 @@ impl Shard {
         let secs = match service {
             "pop3" | "pop3s" => self.config().pop3.auth_failure_delay_secs,
             "imap" | "imaps" => self.config().imap.auth_failure_delay_secs,
+            "managesieve" => self.config().managesieve.auth_failure_delay_secs,
             _ => self.config().submission.auth_failure_delay_secs,
         };
         Duration::from_secs(secs)
@@ -453,7 +488,12 @@ pub(crate) async fn run(
     sample.await;
     reports.await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    let sessions = || shard.smtp_active.get() + shard.pop3_active.get() + shard.imap_active.get();
+    let sessions = || {
+        shard.smtp_active.get()
+            + shard.pop3_active.get()
+            + shard.imap_active.get()
+            + shard.managesieve_active.get()
+    };
     let busy = || sessions() > 0 || relay.as_ref().is_some_and(|r| r.busy());
     let mut next_report = Instant::now() + Duration::from_secs(5);
     while busy() && Instant::now() < deadline {
@@ -619,6 +659,11 @@ async fn serve(
             let mut protocol = imap::Conn::new(shard, service, peer);
             conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
         }
+        Kind::ManageSieve => {
+            let mut session = ManageSieveSession::new(shard.managesieve_config(), access_peer);
+            let mut protocol = managesieve::ManageSieve::new(shard, service, peer);
+            conn::drive(&mut protocol, &mut session, &mut conn, shutdown, budget).await
+        }
     };
     match ended {
         Ok(()) => {
@@ -657,6 +702,10 @@ async fn refuse(
             line.extend_from_slice(
                 b"* BYE [UNAVAILABLE] too many connections, try again later\r\n",
             );
+        }
+        Kind::ManageSieve => {
+            shard.managesieve_metrics.connections_refused.inc();
+            line.extend_from_slice(b"BYE (TRYLATER) \"Too many connections\"\r\n");
         }
     }
     if !service.implicit_tls() {

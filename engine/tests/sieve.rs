@@ -249,3 +249,135 @@ fn filters_file_flag_discard_reject_redirect_and_answer_while_away() {
     assert_eq!(inbox(&server, alice), 5);
     server.shutdown();
 }
+
+/// Run sieve-connect (a real ManageSieve client) against `server` as
+/// alice, with `args`; its exit status and what it printed.
+fn sieve_connect(server: &RunningServer, password: &str, args: &[&str]) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let addr = server.managesieve_addr().unwrap();
+    let mut child = Command::new("sieve-connect")
+        .args(["--server", &addr.ip().to_string()])
+        .args(["--port", &addr.port().to_string()])
+        .args(["--user", "alice@ours.test", "--passwordfd", "0"])
+        // The test server's certificate is its own self-signed one.
+        .arg("--notlsverify")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sieve-connect runs (scripts/setup.sh test installs it)");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_managesieve_client_uploads_checks_activates_and_lists_scripts() {
+    let (server, data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+    });
+    // add_user's password is "secret".
+    add_user(&server, "alice@ours.test");
+    let dir = data.path();
+    let script = dir.join("filters.sieve");
+    std::fs::write(
+        &script,
+        "require [\"fileinto\", \"mailbox\"];\nif header :contains \"subject\" \"[list]\" {\n  fileinto :create \"Lists\";\n}\n",
+    )
+    .unwrap();
+    let broken = dir.join("broken.sieve");
+    std::fs::write(&broken, "require \"fileinto\";\nfileinto \"A\"\n").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+
+    let (ok, said) = sieve_connect(&server, "wrong", &["--list"]);
+    assert!(!ok, "{said}");
+    let (ok, said) = sieve_connect(
+        &server,
+        "secret",
+        &["--checkscript", "--localsieve", &path(&broken)],
+    );
+    assert!(!ok && said.contains("line 2: "), "{said}");
+    let (ok, said) = sieve_connect(
+        &server,
+        "secret",
+        &[
+            "--upload",
+            "--localsieve",
+            &path(&broken),
+            "--remotesieve",
+            "broken",
+        ],
+    );
+    assert!(!ok, "a broken script is not stored: {said}");
+    let (ok, said) = sieve_connect(
+        &server,
+        "secret",
+        &[
+            "--upload",
+            "--localsieve",
+            &path(&script),
+            "--remotesieve",
+            "filters",
+        ],
+    );
+    assert!(ok, "{said}");
+    let (ok, said) = sieve_connect(
+        &server,
+        "secret",
+        &["--activate", "--remotesieve", "filters"],
+    );
+    assert!(ok, "{said}");
+    let (ok, said) = sieve_connect(&server, "secret", &["--list"]);
+    assert!(ok && said.contains("\"filters\" ACTIVE"), "{said}");
+    let fetched = dir.join("fetched.sieve");
+    let (ok, said) = sieve_connect(
+        &server,
+        "secret",
+        &[
+            "--download",
+            "--remotesieve",
+            "filters",
+            "--localsieve",
+            &path(&fetched),
+        ],
+    );
+    assert!(ok, "{said}");
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(&script).unwrap()
+    );
+    let (ok, said) = sieve_connect(&server, "secret", &["--delete", "--remotesieve", "filters"]);
+    assert!(
+        !ok && said.contains("ACTIVE"),
+        "the active script stays: {said}"
+    );
+
+    // The script it stored is the one delivery runs.
+    let reply = send(
+        &server,
+        "carol@ours.test",
+        &["alice@ours.test"],
+        "[list] news",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, "alice@ours.test", "Lists"), 1);
+
+    let (ok, said) = sieve_connect(&server, "secret", &["--deactivate"]);
+    assert!(ok, "{said}");
+    let (ok, said) = sieve_connect(&server, "secret", &["--delete", "--remotesieve", "filters"]);
+    assert!(ok, "{said}");
+    let (ok, said) = sieve_connect(&server, "secret", &["--list"]);
+    assert!(ok && !said.contains("filters"), "{said}");
+    metrics_with(
+        &server,
+        &["ringpost_managesieve_commands_total{command=\"putscript\",result=\"ok\"} 1"],
+    );
+    server.shutdown();
+}

@@ -26,6 +26,8 @@
 //!   document and the message that carries it.
 //! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
 //!   AUTHENTICATE and POP3 AUTH share.
+//! - [`managesieve`]: the ManageSieve session (RFC 5804) that stores
+//!   users' Sieve scripts.
 //! - [`sieve`]: Sieve filters (RFC 5228 and the extensions mail clients
 //!   use): scripts checked at upload, run per delivery to an outcome.
 //! - [`check`] (with `fuzzing`): what those checkers share: the driving loop
@@ -40,6 +42,7 @@ pub mod dmarc_report;
 pub mod imap;
 mod line;
 pub mod line_ends;
+pub mod managesieve;
 pub mod pop3;
 pub mod sasl;
 pub mod session;

@@ -102,6 +102,53 @@ pub fn put(
     text: &[u8],
     activate: bool,
 ) -> Result<(), ScriptError> {
+    commit_with(commit, put_batch(store, user, name, text, activate)?)
+}
+
+/// Make `name` `user`'s active script, or none (`None`).
+pub fn activate(
+    store: &dyn Store,
+    commit: Commit<'_>,
+    user: &str,
+    name: Option<&str>,
+) -> Result<(), ScriptError> {
+    commit_with(commit, activate_batch(store, user, name)?)
+}
+
+/// Delete `user`'s script `name`, which must not be the active one.
+pub fn delete(
+    store: &dyn Store,
+    commit: Commit<'_>,
+    user: &str,
+    name: &str,
+) -> Result<(), ScriptError> {
+    commit_with(commit, delete_batch(store, user, name)?)
+}
+
+/// Rename `user`'s script `from` to `to`; an active script stays active.
+pub fn rename(
+    store: &dyn Store,
+    commit: Commit<'_>,
+    user: &str,
+    from: &str,
+    to: &str,
+) -> Result<(), ScriptError> {
+    commit_with(commit, rename_batch(store, user, from, to)?)
+}
+
+fn commit_with(commit: Commit<'_>, batch: WriteBatch) -> Result<(), ScriptError> {
+    commit(batch).map_err(|e| ScriptError::Account(AccountError::Store(e)))
+}
+
+/// The batch [`put`] commits (for a caller that commits on its own, as a
+/// shard does without blocking).
+pub fn put_batch(
+    store: &dyn Store,
+    user: &str,
+    name: &str,
+    text: &[u8],
+    activate: bool,
+) -> Result<WriteBatch, ScriptError> {
     let user = existing(store, user)?.name;
     check_name(name)?;
     check(text)?;
@@ -114,17 +161,15 @@ pub fn put(
     if activate {
         stored::set_active(&mut batch, &user, Some(name));
     }
-    commit(batch).map_err(AccountError::Store)?;
-    Ok(())
+    Ok(batch)
 }
 
-/// Make `name` `user`'s active script, or none (`None`).
-pub fn activate(
+/// The batch [`activate`] commits.
+pub fn activate_batch(
     store: &dyn Store,
-    commit: Commit<'_>,
     user: &str,
     name: Option<&str>,
-) -> Result<(), ScriptError> {
+) -> Result<WriteBatch, ScriptError> {
     let user = existing(store, user)?.name;
     if let Some(name) = name {
         // A script stored by an older version is checked again: the one
@@ -133,17 +178,11 @@ pub fn activate(
     }
     let mut batch = WriteBatch::new();
     stored::set_active(&mut batch, &user, name);
-    commit(batch).map_err(AccountError::Store)?;
-    Ok(())
+    Ok(batch)
 }
 
-/// Delete `user`'s script `name`, which must not be the active one.
-pub fn delete(
-    store: &dyn Store,
-    commit: Commit<'_>,
-    user: &str,
-    name: &str,
-) -> Result<(), ScriptError> {
+/// The batch [`delete`] commits.
+pub fn delete_batch(store: &dyn Store, user: &str, name: &str) -> Result<WriteBatch, ScriptError> {
     let user = existing(store, user)?.name;
     get(store, &user, name)?;
     if stored::active_name(store, &user)?.as_deref() == Some(name) {
@@ -151,18 +190,16 @@ pub fn delete(
     }
     let mut batch = WriteBatch::new();
     stored::delete_script(&mut batch, &user, name);
-    commit(batch).map_err(AccountError::Store)?;
-    Ok(())
+    Ok(batch)
 }
 
-/// Rename `user`'s script `from` to `to`; an active script stays active.
-pub fn rename(
+/// The batch [`rename`] commits.
+pub fn rename_batch(
     store: &dyn Store,
-    commit: Commit<'_>,
     user: &str,
     from: &str,
     to: &str,
-) -> Result<(), ScriptError> {
+) -> Result<WriteBatch, ScriptError> {
     let user = existing(store, user)?.name;
     check_name(to)?;
     let text = get(store, &user, from)?;
@@ -175,8 +212,7 @@ pub fn rename(
     if stored::active_name(store, &user)?.as_deref() == Some(from) {
         stored::set_active(&mut batch, &user, Some(to));
     }
-    commit(batch).map_err(AccountError::Store)?;
-    Ok(())
+    Ok(batch)
 }
 
 #[cfg(test)]
