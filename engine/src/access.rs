@@ -1,5 +1,6 @@
-//! What the mail-access sessions (POP3, IMAP) share across shards: POP3
-//! maildrop locks, IMAP session counts per account, and news of changed
+//! What the mail-access sessions (POP3, IMAP, ManageSieve) share across
+//! shards: POP3 maildrop locks, locks on an account's Sieve scripts while
+//! one changes, IMAP session counts per account, and news of changed
 //! mailboxes. (Logins themselves are [`crate::auth`]'s.)
 //!
 //! A session on any shard may read a mailbox another shard just delivered
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct Access {
     /// Accounts whose maildrop a POP3 session holds (RFC 1939 §8).
     pop3_locks: Mutex<HashSet<String>>,
+    /// Accounts whose Sieve scripts a ManageSieve session is changing.
+    script_locks: Mutex<HashSet<String>>,
     /// IMAP sessions open per account.
     sessions: Mutex<HashMap<String, usize>>,
     /// Most IMAP sessions per account; 0: no limit.
@@ -23,15 +26,23 @@ pub struct Access {
     watchers: Mutex<HashMap<String, Vec<flume::Sender<()>>>>,
 }
 
-/// Held while a POP3 session has the maildrop; dropping it releases it.
+/// Held while a POP3 session has the maildrop, or while a change to an
+/// account's Sieve scripts is read, checked and committed (so two
+/// sessions cannot both pass a check the other's commit breaks);
+/// dropping it releases it.
 pub struct MaildropLock {
     access: Arc<Access>,
     user: String,
+    scripts: bool,
 }
 
 impl Drop for MaildropLock {
     fn drop(&mut self) {
-        lock(&self.access.pop3_locks).remove(&self.user);
+        let set = match self.scripts {
+            true => &self.access.script_locks,
+            false => &self.access.pop3_locks,
+        };
+        lock(set).remove(&self.user);
     }
 }
 
@@ -90,13 +101,28 @@ impl Access {
 
     /// Take `user`'s maildrop for a POP3 session, unless another holds it.
     pub fn lock_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
+        self.take(user, false)
+    }
+
+    /// Take `user`'s Sieve scripts for one change, unless another
+    /// session is changing them.
+    pub fn lock_scripts(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
+        self.take(user, true)
+    }
+
+    fn take(self: &Arc<Self>, user: &str, scripts: bool) -> Option<MaildropLock> {
         let user = user.to_lowercase();
-        if !lock(&self.pop3_locks).insert(user.clone()) {
+        let set = match scripts {
+            true => &self.script_locks,
+            false => &self.pop3_locks,
+        };
+        if !lock(set).insert(user.clone()) {
             return None;
         }
         Some(MaildropLock {
             access: self.clone(),
             user,
+            scripts,
         })
     }
 

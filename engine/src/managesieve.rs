@@ -108,7 +108,7 @@ impl ManageSieve<'_> {
             Request::Delete(_) => "deletescript",
             Request::Rename { .. } => "renamescript",
         };
-        let planned: Result<WriteBatch, ScriptError> = match &request {
+        match &request {
             Request::List => {
                 return match scripts::list(store, user) {
                     Ok(list) => {
@@ -127,10 +127,23 @@ impl ManageSieve<'_> {
                     Err(e) => self.refused(command, user, e),
                 }
             }
+            _ => {}
+        }
+        // One change per account at a time, on every shard: the checks
+        // below read what the commit then changes.
+        let Some(_lock) = shard.access.lock_scripts(user) else {
+            shard.managesieve_metrics.command(command, "no");
+            return Answer::No(
+                Some("TRYLATER"),
+                "another change to these scripts is in progress".into(),
+            );
+        };
+        let planned: Result<WriteBatch, ScriptError> = match &request {
             Request::Put { name, text } => scripts::put_batch(store, user, name, text, false),
             Request::Activate(name) => scripts::activate_batch(store, user, name.as_deref()),
             Request::Delete(name) => scripts::delete_batch(store, user, name),
             Request::Rename { from, to } => scripts::rename_batch(store, user, from, to),
+            Request::List | Request::Get(_) => unreachable!("answered above"),
         };
         let batch = match planned {
             Ok(batch) => batch,
@@ -160,14 +173,16 @@ impl ManageSieve<'_> {
             ScriptError::Account(_) => Some("TRYLATER"),
             ScriptError::Invalid(_) | ScriptError::BadName(_) => None,
         };
-        let result = match code {
-            Some("TRYLATER") => {
-                tracing::error!(shard = shard.id, peer = %self.peer, user, command, error = %e, "managesieve request failed");
-                "error"
-            }
-            _ => "no",
-        };
-        shard.managesieve_metrics.command(command, result);
+        if code == Some("TRYLATER") {
+            // The store's own words stay in the log.
+            tracing::error!(shard = shard.id, peer = %self.peer, user, command, error = %e, "managesieve request failed");
+            shard.managesieve_metrics.command(command, "error");
+            return Answer::No(
+                code,
+                "the server could not do this now; try again later".into(),
+            );
+        }
+        shard.managesieve_metrics.command(command, "no");
         Answer::No(code, e.to_string())
     }
 }

@@ -381,3 +381,104 @@ fn a_managesieve_client_uploads_checks_activates_and_lists_scripts() {
     );
     server.shutdown();
 }
+
+/// Store `script` as `user`'s active one through the admin API.
+fn activate(server: &RunningServer, user: &str, script: &str) {
+    let body = serde_json::json!({ "text": script }).to_string();
+    let path = format!("/api/v1/users/{user}/sieve/main");
+    let (status, answer) = admin_call(server, "PUT", &path, &body, true);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Send a message with this Message-ID and To; the reply to its data.
+fn send_as(server: &RunningServer, from: &str, rcpt: &str, to_header: &str, id: &str) -> String {
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let reply = c.cmd(&format!(
+        "From: <{from}>\r\nTo: <{to_header}>\r\nSubject: hi\r\nMessage-ID: <{id}>\r\n\r\nbody\r\n."
+    ));
+    c.cmd("QUIT");
+    reply
+}
+
+#[test]
+fn redirects_that_cannot_go_keep_the_mail_and_repeats_are_not_sent_again() {
+    // No relay: a remote redirect cannot go, so the message is kept.
+    let (server, _data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.recipient_delimiter = "+".into();
+    });
+    for user in ["alice@ours.test", "bob@ours.test", "carol@ours.test"] {
+        add_user(&server, user);
+    }
+    activate(&server, "alice@ours.test", "redirect \"friend@far.test\";");
+    let reply = send_as(
+        &server,
+        "carol@ours.test",
+        "alice@ours.test",
+        "alice@ours.test",
+        "m1@c",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(
+        count(&server, "alice@ours.test", "INBOX"),
+        1,
+        "kept, not lost"
+    );
+
+    // The same message redirected to the same address twice goes once.
+    activate(&server, "alice@ours.test", "redirect \"bob@ours.test\";");
+    for _ in 0..2 {
+        let reply = send_as(
+            &server,
+            "carol@ours.test",
+            "alice@ours.test",
+            "alice@ours.test",
+            "m2@c",
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    assert_eq!(count(&server, "bob@ours.test", "INBOX"), 1);
+    let reply = send_as(
+        &server,
+        "carol@ours.test",
+        "alice@ours.test",
+        "alice@ours.test",
+        "m3@c",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(
+        count(&server, "bob@ours.test", "INBOX"),
+        2,
+        "another message goes"
+    );
+
+    // Vacation answers mail that came by an address with a detail, from
+    // that address.
+    activate(
+        &server,
+        "alice@ours.test",
+        "require \"vacation\"; vacation :subject \"Away\" \"Back Monday.\";",
+    );
+    let carol = count(&server, "carol@ours.test", "INBOX");
+    let reply = send_as(
+        &server,
+        "carol@ours.test",
+        "alice+shop@ours.test",
+        "alice+shop@ours.test",
+        "m4@c",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, "carol@ours.test", "INBOX"), carol + 1);
+    metrics_with(
+        &server,
+        &[
+            "ringpost_sieve_actions_total{action=\"error\"} 1",
+            "ringpost_sieve_actions_total{action=\"redirect_duplicate\"} 1",
+        ],
+    );
+    server.shutdown();
+}

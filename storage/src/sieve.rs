@@ -4,9 +4,10 @@
 //! deleted account leaves nothing behind.
 //!
 //! Keys: `sieve\0USER\0script\0NAME` (the text), `sieve\0USER\0active`
-//! (the active script's name), `sieve\0USER\0vacation\0...` (when the
-//! next reply to a sender may go). NUL cannot occur in an account name
-//! or a script name, so one user's keys never run into another's.
+//! (the active script's name), `sieve\0USER\0memory\0KEY` (until when
+//! something done is remembered: a vacation reply to a sender, a message
+//! redirected to an address). NUL cannot occur in an account name or a
+//! script name, so one user's keys never run into another's.
 
 use crate::{state, Store, StoreError, WriteBatch};
 
@@ -22,9 +23,51 @@ fn active_key(user: &str) -> String {
     format!("{}active", user_prefix(user))
 }
 
-/// The key under which `user`'s vacation memory `key` is kept.
-pub fn vacation_key(user: &str, key: &str) -> String {
-    format!("{}vacation\0{key}", user_prefix(user))
+fn memory_prefix(user: &str) -> String {
+    format!("{}memory\0", user_prefix(user))
+}
+
+/// Whether `user` remembers `key` at `now` (Unix seconds).
+pub fn remembers(store: &dyn Store, user: &str, key: &str, now: u64) -> Result<bool, StoreError> {
+    let until = state::get(store, &format!("{}{key}", memory_prefix(user)))?;
+    Ok(until.is_some_and(|until| now < decode_until(&until)))
+}
+
+/// Remember `key` for `user` until `until` (Unix seconds), with `batch`.
+pub fn remember(batch: &mut WriteBatch, user: &str, key: &str, until: u64) {
+    state::put(
+        batch,
+        &format!("{}{key}", memory_prefix(user)),
+        until.to_be_bytes().to_vec(),
+    );
+}
+
+/// Forget, with `batch`, what `user` remembered until before `now`: at
+/// most `limit` keys are looked at.
+pub fn forget_expired(
+    store: &dyn Store,
+    batch: &mut WriteBatch,
+    user: &str,
+    now: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut expired = Vec::new();
+    let mut seen = 0;
+    state::scan_prefix(store, &memory_prefix(user), &mut |key, until| {
+        seen += 1;
+        if decode_until(until) <= now {
+            expired.push(key.to_owned());
+        }
+        seen < limit
+    })?;
+    for key in &expired {
+        state::delete(batch, key);
+    }
+    Ok(expired.len())
+}
+
+fn decode_until(value: &[u8]) -> u64 {
+    value.try_into().map_or(0, u64::from_be_bytes)
 }
 
 /// The text of `user`'s script `name`.
@@ -105,7 +148,7 @@ mod tests {
         );
         put_script(&mut batch, "alice@example.comx", "other", b"stop;".to_vec());
         set_active(&mut batch, "alice@example.com", Some("away"));
-        state::put(&mut batch, &vacation_key("alice@example.com", "k"), vec![1]);
+        remember(&mut batch, "alice@example.com", "k", 100);
         store.write(&[batch], false).unwrap();
         let user = "alice@example.com";
         assert_eq!(
@@ -113,6 +156,19 @@ mod tests {
             [("away".to_owned(), 8), ("main".to_owned(), 5)]
         );
         assert_eq!(active(&store, user).unwrap().unwrap(), b"discard;");
+        assert!(remembers(&store, user, "k", 99).unwrap());
+        assert!(!remembers(&store, user, "k", 100).unwrap());
+        assert!(!remembers(&store, user, "other", 1).unwrap());
+        let mut batch = WriteBatch::new();
+        remember(&mut batch, user, "old", 50);
+        store.write(&[batch], false).unwrap();
+        let mut batch = WriteBatch::new();
+        assert_eq!(
+            forget_expired(&store, &mut batch, user, 60, 100).unwrap(),
+            1
+        );
+        store.write(&[batch], false).unwrap();
+        assert!(remembers(&store, user, "k", 60).unwrap());
         let mut batch = WriteBatch::new();
         set_active(&mut batch, user, None);
         store.write(&[batch], false).unwrap();
@@ -122,7 +178,7 @@ mod tests {
         delete_all(&store, &mut batch, user).unwrap();
         store.write(&[batch], false).unwrap();
         assert!(list(&store, user).unwrap().is_empty());
-        assert!(state::get(&store, &vacation_key(user, "k"))
+        assert!(state::get(&store, &format!("{}k", memory_prefix(user)))
             .unwrap()
             .is_none());
         assert_eq!(list(&store, "alice@example.comx").unwrap().len(), 1);

@@ -21,7 +21,7 @@ use ringpost_protocols::smtp::dsn::{Action, Diagnostic, RecipientStatus};
 use ringpost_protocols::smtp::{replies::Reply, Transaction};
 use ringpost_storage::mailbox::{self, flag, Flags};
 use ringpost_storage::spool::{Filing, NewMessage};
-use ringpost_storage::{state, StoreError, WriteBatch};
+use ringpost_storage::{StoreError, WriteBatch};
 
 /// What the filters add to the delivery's commit.
 #[derive(Default)]
@@ -31,6 +31,16 @@ pub(crate) struct Filtered {
     /// State to write with it (when each sender may hear again).
     pub state: WriteBatch,
 }
+
+/// How long a redirect is remembered: the same message (by its
+/// Message-ID, or its body when it has none) reaching the same user again
+/// within it is not sent to the same address again. That ends forwarding
+/// loops between filters on the first round (Pigeonhole's duplicate
+/// check does the same), and a sender's retry is not forwarded twice.
+const REDIRECT_MEMORY_SECS: u64 = 86_400;
+
+/// Keys looked at when expired memory is cleared.
+const FORGET_SCAN: usize = 4096;
 
 /// Run the active script of each account in `message.mailboxes` and
 /// rewrite `message` by their outcomes. `Err`: the message is to be
@@ -44,32 +54,21 @@ pub(crate) async fn filter(
     now_micros: u64,
 ) -> Result<Filtered, Reply> {
     let mut filtered = Filtered::default();
+    if message.mailboxes.is_empty() {
+        return Ok(filtered);
+    }
+    let now = now_micros / 1_000_000;
     let users = message.mailboxes.clone();
     let mut rejected: Vec<(String, String)> = Vec::new();
     let mut redirects: Vec<String> = Vec::new();
     for user in users {
-        let script = match ringpost_storage::sieve::active(&*shard.store, &user) {
-            Ok(Some(text)) => text,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(shard = shard.id, user, error = %e, "could not read the Sieve script; kept in INBOX");
-                continue;
-            }
-        };
-        let script = match sieve::check(&script) {
-            Ok(script) => script,
-            Err(e) => {
-                // Checked at upload; a script from an older version that
-                // no longer parses must still not lose mail.
-                shard.security.sieve("error");
-                tracing::warn!(shard = shard.id, user, error = %e, "Sieve script does not parse; kept in INBOX");
-                continue;
-            }
+        let Some(script) = active_script(shard, &user) else {
+            continue;
         };
         let config = shard.config();
         let envelope_to = envelope_recipient(shard, tx, &user);
         let separator = config.smtp.recipient_delimiter.chars().next();
-        let outcome = sieve::run(
+        let mut outcome = sieve::run(
             &script,
             &Mail {
                 message: &message.body,
@@ -78,6 +77,13 @@ pub(crate) async fn filter(
                 detail_separator: separator,
             },
         );
+        let remote =
+            |a: &String| !config.is_local_domain(&intake::recipient_domain(a, &config.hostname));
+        if shard.hub.is_none() && outcome.redirects.iter().any(remote) {
+            outcome = Outcome::implicit_keep(Some(
+                "redirect to a remote address with the relay off".into(),
+            ));
+        }
         if let Some(error) = &outcome.error {
             shard.security.sieve("error");
             tracing::warn!(shard = shard.id, user, error = %error, "Sieve script failed; kept in INBOX");
@@ -85,14 +91,16 @@ pub(crate) async fn filter(
         if let Some(reason) = &outcome.reject {
             shard.security.sieve("reject");
             message.mailboxes.retain(|u| *u != user);
-            rejected.push((user.clone(), reason.clone()));
+            rejected.push((envelope_to.clone(), reason.clone()));
             continue;
         }
         if let Some(vacation) = &outcome.vacation {
-            match vacation_reply(shard, tx, message, &user, vacation, now_micros) {
+            let addresses = [user.as_str(), envelope_to.as_str()];
+            match vacation_reply(shard, tx, message, &addresses, vacation, now_micros) {
                 Ok(Some((reply, key, until))) => {
                     shard.security.sieve("vacation");
-                    state::put(&mut filtered.state, &key, until.to_be_bytes().to_vec());
+                    ringpost_storage::sieve::remember(&mut filtered.state, &user, &key, until);
+                    forget_sometimes(shard, &mut filtered.state, &user, &key, now);
                     filtered.messages.push(reply);
                 }
                 Ok(None) => shard.security.sieve("vacation_skipped"),
@@ -103,6 +111,25 @@ pub(crate) async fn filter(
         }
         file(shard, message, &user, &outcome).await;
         for address in &outcome.redirects {
+            let key = redirect_key(&message.body, address);
+            match ringpost_storage::sieve::remembers(&*shard.store, &user, &key, now) {
+                Ok(false) => {}
+                Ok(true) => {
+                    shard.security.sieve("redirect_duplicate");
+                    tracing::info!(shard = shard.id, user, to = %address, "Sieve redirect of a message sent there already (a loop, or a retry): not sent again");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(shard = shard.id, user, error = %e, "redirect memory unreadable");
+                }
+            }
+            ringpost_storage::sieve::remember(
+                &mut filtered.state,
+                &user,
+                &key,
+                now + REDIRECT_MEMORY_SECS,
+            );
+            forget_sometimes(shard, &mut filtered.state, &user, &key, now);
             shard.security.sieve("redirect");
             tracing::info!(shard = shard.id, user, to = %address, "Sieve redirect");
             if !redirects.iter().any(|r| r.eq_ignore_ascii_case(address)) {
@@ -114,11 +141,7 @@ pub(crate) async fn filter(
         redirect(shard, message, redirects);
     }
     if !rejected.is_empty() {
-        let nowhere_else = message.mailboxes.is_empty()
-            && message.filed.is_empty()
-            && message.queue.is_empty()
-            && message.junk.is_empty();
-        if nowhere_else {
+        if message.goes_nowhere() {
             let reason = reply_text(&rejected[0].1);
             tracing::info!(
                 shard = shard.id,
@@ -139,6 +162,69 @@ pub(crate) async fn filter(
         }
     }
     Ok(filtered)
+}
+
+/// `user`'s active script, parsed; `None` when there is none or it cannot
+/// be read (the message then goes to INBOX as without a filter).
+fn active_script(shard: &Shard, user: &str) -> Option<sieve::Script> {
+    let text = match ringpost_storage::sieve::active(&*shard.store, user) {
+        Ok(text) => text?,
+        Err(e) => {
+            tracing::error!(shard = shard.id, user, error = %e, "could not read the Sieve script; kept in INBOX");
+            return None;
+        }
+    };
+    match sieve::check(&text) {
+        Ok(script) => Some(script),
+        Err(e) => {
+            // Checked at upload; a script an older version took that no
+            // longer parses must still not lose mail.
+            shard.security.sieve("error");
+            tracing::warn!(shard = shard.id, user, error = %e, "Sieve script does not parse; kept in INBOX");
+            None
+        }
+    }
+}
+
+/// What a redirect of this message to `address` is remembered by: its
+/// Message-ID, or its body (below our trace fields, which differ at each
+/// pass) when it has none.
+fn redirect_key(message: &[u8], address: &str) -> String {
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 4);
+    let id = message[..header_end]
+        .split(|&b| b == b'\n')
+        .find(|line| line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:"))
+        .map(|line| line[11..].trim_ascii());
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    match id {
+        Some(id) if !id.is_empty() => context.update(id),
+        _ => context.update(&message[header_end..]),
+    }
+    context.update(b"\0");
+    context.update(address.to_ascii_lowercase().as_bytes());
+    let digest = context.finish();
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("redirect/{hex}")
+}
+
+/// Clear `user`'s expired memory now and then (one new key in 64, picked
+/// by the key's own hash), so it does not grow with every sender ever.
+fn forget_sometimes(shard: &Shard, batch: &mut WriteBatch, user: &str, key: &str, now: u64) {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    if digest.as_ref()[0] % 64 != 0 {
+        return;
+    }
+    if let Err(e) =
+        ringpost_storage::sieve::forget_expired(&*shard.store, batch, user, now, FORGET_SCAN)
+    {
+        tracing::warn!(shard = shard.id, user, error = %e, "could not clear expired Sieve memory");
+    }
 }
 
 /// The address this delivery came to `user` by: the first recipient of
@@ -162,15 +248,17 @@ fn envelope_recipient(shard: &Shard, tx: &Transaction, user: &str) -> String {
 }
 
 /// Where `user`'s copy goes by `outcome`: INBOX (in `message.mailboxes`)
-/// when it is kept there without flags, otherwise a [`Filing`]. A
-/// mailbox that does not exist is made when the script said `:create`;
-/// otherwise the copy goes to INBOX.
+/// when it is kept there without flags, otherwise a [`Filing`]; copies
+/// for one mailbox are one, their flags joined. A mailbox that does not
+/// exist is made when the script said `:create`; otherwise the copy goes
+/// to INBOX.
 async fn file(shard: &Shard, message: &mut NewMessage, user: &str, outcome: &Outcome) {
     message.mailboxes.retain(|u| u != user);
     if outcome.filings.is_empty() && outcome.redirects.is_empty() {
         shard.security.sieve("discard");
         tracing::info!(shard = shard.id, user, "Sieve discard");
     }
+    let mut plan: Vec<(String, Flags)> = Vec::new();
     for filing in &outcome.filings {
         let inbox = filing.mailbox.eq_ignore_ascii_case(mailbox::INBOX);
         let mut name = match inbox {
@@ -186,24 +274,32 @@ async fn file(shard: &Shard, message: &mut NewMessage, user: &str, outcome: &Out
             false => "fileinto",
         });
         let flags = flags_of(&filing.flags);
-        let is_inbox = name == mailbox::INBOX;
-        if is_inbox && flags == Flags::default() {
-            if !message.mailboxes.iter().any(|u| u == user) {
-                message.mailboxes.push(user.to_owned());
+        match plan.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, joined)) => {
+                joined.system |= flags.system;
+                for keyword in flags.keywords {
+                    if !joined
+                        .keywords
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(&keyword))
+                    {
+                        joined.keywords.push(keyword);
+                    }
+                }
             }
-            continue;
+            None => plan.push((name, flags)),
         }
-        let taken = |f: &Filing| f.user == user && f.mailbox == name;
-        if is_inbox && message.mailboxes.iter().any(|u| u == user)
-            || message.filed.iter().any(taken)
-        {
-            continue;
+    }
+    for (name, flags) in plan {
+        if name == mailbox::INBOX && flags == Flags::default() {
+            message.mailboxes.push(user.to_owned());
+        } else {
+            message.filed.push(Filing {
+                user: user.to_owned(),
+                mailbox: name,
+                flags,
+            });
         }
-        message.filed.push(Filing {
-            user: user.to_owned(),
-            mailbox: name,
-            flags,
-        });
     }
 }
 
@@ -271,6 +367,66 @@ fn flags_of(names: &[String]) -> Flags {
 /// through the queue with the original sender. Without the relay, remote
 /// ones cannot go; the filter's owners keep their copy then.
 fn redirect(shard: &Shard, message: &mut NewMessage, addresses: Vec<String>) {
+    // Remote ones with the relay off never get here: their run was made a
+    // failure (the message kept) before.
+    with_recipients(shard, |to| intake::add_recipients(message, &addresses, to));
+}
+
+/// A vacation reply to the sender, with the memory key and expiry (Unix
+/// seconds) that keep them from hearing again too soon; `None` when the
+/// message gets no reply. `addresses`: the account, then the address the
+/// mail came to (the reply is from that one, unless `:from`).
+fn vacation_reply(
+    shard: &Shard,
+    tx: &Transaction,
+    message: &NewMessage,
+    addresses: &[&str; 2],
+    vacation: &sieve::script::Vacation,
+    now_micros: u64,
+) -> Result<Option<(NewMessage, String, u64)>, StoreError> {
+    let [user, came_to] = *addresses;
+    let sender = match vacation::reply_to(&message.body, &tx.mail_from, addresses, vacation) {
+        Ok(sender) => sender,
+        Err(why) => {
+            tracing::debug!(shard = shard.id, user, ?why, "no vacation reply");
+            return Ok(None);
+        }
+    };
+    let key = vacation::tracking_key(user, &sender, vacation);
+    let now = now_micros / 1_000_000;
+    if ringpost_storage::sieve::remembers(&*shard.store, user, &key, now)? {
+        return Ok(None);
+    }
+    let config = shard.config();
+    let remote = !config.is_local_domain(&intake::recipient_domain(&sender, &config.hostname));
+    if remote && shard.hub.is_none() {
+        return Ok(None);
+    }
+    let id = shard.next_id(now_micros);
+    let message_id = format!("{}@{}", id.to_hex(), config.hostname);
+    let date = crate::relay::bounce::rfc2822(now_micros);
+    let body = vacation::compose(
+        vacation,
+        &vacation::Reply {
+            original: &message.body,
+            user: came_to,
+            to: &sender,
+            message_id: &message_id,
+            date: &date,
+        },
+    );
+    // From the null sender: nothing may answer an automatic reply.
+    let reply = with_recipients(shard, |to| {
+        intake::stored(id, body, "", std::slice::from_ref(&sender), to, now_micros)
+    });
+    tracing::info!(shard = shard.id, user, to = %sender, "Sieve vacation reply queued");
+    Ok(Some((reply, key, now + vacation.days * 86_400)))
+}
+
+/// `make` with how recipients are told apart now: local ones by their
+/// accounts and aliases, so an automatic message to a local alias reaches
+/// the account behind it.
+fn with_recipients<T>(shard: &Shard, make: impl FnOnce(&intake::Recipients<'_>) -> T) -> T {
     let config = shard.config();
     let is_local = |domain: &str| config.is_local_domain(domain);
     let resolve = intake::local_targets_in(&config, &*shard.store);
@@ -280,103 +436,21 @@ fn redirect(shard: &Shard, message: &mut NewMessage, addresses: Vec<String>) {
         pool: config.relay.default_pool.as_deref(),
         local_targets: Some(&resolve),
     };
-    let (local, remote): (Vec<String>, Vec<String>) = addresses
-        .into_iter()
-        .partition(|a| is_local(&intake::recipient_domain(a, &config.hostname)));
-    let remote = match shard.hub.is_some() {
-        true => remote,
-        false => {
-            for address in &remote {
-                tracing::warn!(shard = shard.id, to = %address, "Sieve redirect to a remote address with the relay off: not sent");
-            }
-            Vec::new()
-        }
-    };
-    intake::add_recipients(message, &[local, remote].concat(), &to);
+    make(&to)
 }
 
-/// A vacation reply to the sender, with the key and expiry (Unix
-/// seconds) that keep them from hearing again too soon; `None` when the
-/// message gets no reply.
-fn vacation_reply(
-    shard: &Shard,
-    tx: &Transaction,
-    message: &NewMessage,
-    user: &str,
-    vacation: &sieve::script::Vacation,
-    now_micros: u64,
-) -> Result<Option<(NewMessage, String, u64)>, StoreError> {
-    let sender = match vacation::reply_to(&message.body, &tx.mail_from, user, vacation) {
-        Ok(sender) => sender,
-        Err(why) => {
-            tracing::debug!(shard = shard.id, user, ?why, "no vacation reply");
-            return Ok(None);
-        }
-    };
-    let key = ringpost_storage::sieve::vacation_key(
-        user,
-        &vacation::tracking_key(user, &sender, vacation),
-    );
-    let now = now_micros / 1_000_000;
-    if let Some(until) = state::get(&*shard.store, &key)? {
-        let until = u64::from_be_bytes(until.try_into().unwrap_or_default());
-        if now < until {
-            return Ok(None);
-        }
-    }
-    let remote = !shard
-        .config()
-        .is_local_domain(&intake::recipient_domain(&sender, &shard.config().hostname));
-    if remote && shard.hub.is_none() {
-        return Ok(None);
-    }
-    let config = shard.config();
-    let id = shard.next_id(now_micros);
-    let message_id = format!("{}@{}", id.to_hex(), config.hostname);
-    let date = crate::relay::bounce::rfc2822(now_micros);
-    let body = vacation::compose(
-        vacation,
-        &vacation::Reply {
-            original: &message.body,
-            user,
-            to: &sender,
-            message_id: &message_id,
-            date: &date,
-        },
-    );
-    let is_local = |domain: &str| config.is_local_domain(domain);
-    let to = intake::Recipients {
-        hostname: &config.hostname,
-        is_local: &is_local,
-        pool: config.relay.default_pool.as_deref(),
-        local_targets: None,
-    };
-    // From the null sender: nothing may answer an automatic reply.
-    let reply = intake::stored(id, body, "", std::slice::from_ref(&sender), &to, now_micros);
-    tracing::info!(shard = shard.id, user, to = %sender, "Sieve vacation reply queued");
-    Ok(Some((reply, key, now + vacation.days * 86_400)))
-}
-
-/// A DSN to the sender saying these accounts refused the message, with
-/// the reasons their filters gave.
+/// A DSN to the sender saying these addresses refused the message, with
+/// the reasons their owners' filters gave.
 fn rejection_report(
     shard: &Shard,
     message: &NewMessage,
     rejected: &[(String, String)],
     now_micros: u64,
 ) -> NewMessage {
-    let config = shard.config();
-    let is_local = |domain: &str| config.is_local_domain(domain);
-    let to = intake::Recipients {
-        hostname: &config.hostname,
-        is_local: &is_local,
-        pool: config.relay.default_pool.as_deref(),
-        local_targets: None,
-    };
     let statuses: Vec<RecipientStatus> = rejected
         .iter()
-        .map(|(user, reason)| RecipientStatus {
-            recipient: user.clone(),
+        .map(|(address, reason)| RecipientStatus {
+            recipient: address.clone(),
             action: Action::Failed,
             status: "5.7.1".into(),
             remote_mta: None,
@@ -388,17 +462,17 @@ fn rejection_report(
             original_recipient: None,
         })
         .collect();
-    let mut envelope = message.envelope.clone();
-    envelope.sender = message.envelope.sender.clone();
-    crate::relay::bounce::new_dsn(
-        shard.next_id(now_micros),
-        &to,
-        &message.id,
-        &envelope,
-        &message.body,
-        &statuses,
-        now_micros,
-    )
+    with_recipients(shard, |to| {
+        crate::relay::bounce::new_dsn(
+            shard.next_id(now_micros),
+            to,
+            &message.id,
+            &message.envelope,
+            &message.body,
+            &statuses,
+            now_micros,
+        )
+    })
 }
 
 /// A reason as reply text: one line of printable ASCII, not too long.

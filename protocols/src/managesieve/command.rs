@@ -37,9 +37,25 @@ pub enum Parsed {
         /// Where the bad line ends, if known.
         used: Option<usize>,
     },
-    /// A literal larger than `limit` was announced.
-    TooLarge,
+    /// A literal larger than `limit` was announced: `size` octets that
+    /// start at `from`.
+    TooLarge {
+        /// Where its octets start.
+        from: usize,
+        /// How many were announced.
+        size: usize,
+    },
 }
+
+/// Longest quoted string (RFC 5804 §4: at most 1024 octets).
+pub const MAX_QUOTED: usize = 1024;
+
+/// Most arguments a command takes (AUTHENTICATE, PUTSCRIPT, RENAMESCRIPT
+/// and HAVESPACE take two).
+pub const MAX_ARGS: usize = 4;
+
+/// Most octets of a command outside its literals.
+pub const MAX_LINE: usize = 8 * 1024;
 
 /// Parse one command at the start of `input`; literals up to `limit`.
 pub fn parse(input: &[u8], limit: usize) -> Parsed {
@@ -53,9 +69,20 @@ pub fn parse(input: &[u8], limit: usize) -> Parsed {
     let name = String::from_utf8_lossy(&input[..name_end]).to_ascii_uppercase();
     let mut at = name_end;
     let mut args = Vec::new();
+    // Octets of literals so far: the rest of the command is its line.
+    let mut literals = 0;
     loop {
         while input.get(at) == Some(&b' ') {
             at += 1;
+        }
+        if at - literals > MAX_LINE {
+            return Parsed::Bad {
+                why: "Command line too long",
+                used: None,
+            };
+        }
+        if args.len() > MAX_ARGS {
+            return bad_line(input, at, "Too many arguments");
         }
         let Some(&c) = input.get(at) else {
             return Parsed::Incomplete(at + 1);
@@ -81,6 +108,9 @@ pub fn parse(input: &[u8], limit: usize) -> Parsed {
                 let mut value = Vec::new();
                 let mut i = at + 1;
                 loop {
+                    if value.len() > MAX_QUOTED {
+                        return bad_line(input, i, "Quoted string too long; send a literal");
+                    }
                     match input.get(i) {
                         None => return Parsed::Incomplete(i + 1),
                         Some(b'"') => break,
@@ -118,9 +148,6 @@ pub fn parse(input: &[u8], limit: usize) -> Parsed {
                 else {
                     return bad_line(input, at, "bad literal");
                 };
-                if size > limit {
-                    return Parsed::TooLarge;
-                }
                 let mut start = at + close + 1;
                 match (input.get(start), input.get(start + 1)) {
                     (Some(b'\r'), Some(b'\n')) => start += 2,
@@ -128,10 +155,14 @@ pub fn parse(input: &[u8], limit: usize) -> Parsed {
                     (None, _) | (Some(b'\r'), None) => return Parsed::Incomplete(start + 2),
                     _ => return bad_line(input, at, "a literal's size must end its line"),
                 }
+                if size > limit {
+                    return Parsed::TooLarge { from: start, size };
+                }
                 if input.len() < start + size {
                     return Parsed::Incomplete(start + size);
                 }
                 args.push(Arg::String(input[start..start + size].to_vec()));
+                literals += size;
                 at = start + size;
             }
             b'0'..=b'9' => {
@@ -201,7 +232,28 @@ mod tests {
             parse(b"PUTSCRIPT \"a\" {100+}\r\nkeep", 1000),
             Parsed::Incomplete(122)
         );
-        assert_eq!(parse(b"PUTSCRIPT \"a\" {100+}\r\n", 10), Parsed::TooLarge);
+        assert_eq!(
+            parse(b"PUTSCRIPT \"a\" {100+}\r\n", 10),
+            Parsed::TooLarge {
+                from: 22,
+                size: 100
+            }
+        );
+        let quoted = format!("GETSCRIPT \"{}\"\r\n", "x".repeat(MAX_QUOTED + 1));
+        assert!(matches!(
+            parse(quoted.as_bytes(), 10),
+            Parsed::Bad { used: Some(_), .. }
+        ));
+        let spaces = format!("NOOP{}", " ".repeat(MAX_LINE + 1));
+        assert!(matches!(
+            parse(spaces.as_bytes(), 10),
+            Parsed::Bad { used: None, .. }
+        ));
+        let many = format!("NOOP{}\r\n", " {1+}\r\nx".repeat(MAX_ARGS + 2));
+        assert!(matches!(
+            parse(many.as_bytes(), 10),
+            Parsed::Bad { used: Some(_), .. }
+        ));
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub const MAX_LOGIN_COMMAND: usize = 8 * 1024;
 /// Answers waiting to be written past which no more commands are run.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
+/// Largest script literal refused with `NO (QUOTA/MAXSIZE)` while the
+/// session goes on (its octets are dropped as they come); a larger one
+/// ends the session.
+pub const MAX_DISCARD: usize = 16 * 1024 * 1024;
+
 /// Settings shared by every session of a listener.
 #[derive(Debug, Clone)]
 pub struct ManageSieveConfig {
@@ -153,6 +158,10 @@ pub struct ManageSieveSession {
     input: Vec<u8>,
     /// Parse again only once the input holds this many octets.
     need: usize,
+    /// Octets of a refused literal still to drop.
+    discard: usize,
+    /// After them, drop the rest of the command's line, then answer it.
+    skip_line: bool,
     output: Vec<u8>,
     event: Option<Event>,
     errors: usize,
@@ -170,6 +179,8 @@ impl ManageSieveSession {
             user: None,
             input: Vec::new(),
             need: 0,
+            discard: 0,
+            skip_line: false,
             output: Vec::with_capacity(512),
             event: None,
             errors: 0,
@@ -218,6 +229,8 @@ impl ManageSieveSession {
             self.tls = true;
             self.input.clear();
             self.need = 0;
+            self.discard = 0;
+            self.skip_line = false;
             self.capabilities();
             self.ok(None, "TLS negotiation successful");
         }
@@ -277,13 +290,41 @@ impl ManageSieveSession {
         {
             return 0;
         }
+        // The octets of a refused literal pass straight through.
+        let skipped = self.skip(input);
+        let input = &input[skipped..];
         // Never hold more than one command may be: the rest waits in the
         // driver's buffer until this is run.
         let room = self.max_held().saturating_sub(self.input.len());
         let taken = input.len().min(room);
         self.input.extend_from_slice(&input[..taken]);
         self.run();
-        taken
+        skipped + taken
+    }
+
+    /// Drop what is left of a refused literal from the front of `input`,
+    /// then the rest of its command's line, then answer the command;
+    /// returns how much was dropped.
+    fn skip(&mut self, input: &[u8]) -> usize {
+        let mut used = 0;
+        if self.discard > 0 {
+            used = input.len().min(self.discard);
+            self.discard -= used;
+            if self.discard > 0 {
+                return used;
+            }
+        }
+        if !self.skip_line {
+            return used;
+        }
+        match memchr::memchr(b'\n', &input[used..]) {
+            None => input.len(),
+            Some(lf) => {
+                self.skip_line = false;
+                self.no(Some("QUOTA/MAXSIZE"), "Script too large");
+                used + lf + 1
+            }
+        }
     }
 
     /// The most input held at once: a command at its largest.
@@ -303,75 +344,99 @@ impl ManageSieveSession {
     }
 
     fn run(&mut self) {
+        // Commands are taken from `read` on; the buffer is moved down once,
+        // at the end, however many there were.
+        let mut read = 0;
         while !self.waiting()
             && !matches!(self.phase, Phase::Closed)
             && self.output.len() < OUTPUT_HIGH_WATER
-            && !self.input.is_empty()
-            && self.input.len() >= self.need
+            && read < self.input.len()
+            && self.input.len() - read >= self.need
         {
+            if self.discard > 0 || self.skip_line {
+                let input = std::mem::take(&mut self.input);
+                read += self.skip(&input[read..]);
+                self.input = input;
+                continue;
+            }
             let limit = self.limit();
             if let Phase::Sasl(_) = self.phase {
-                if !self.sasl_line(limit) {
-                    break;
+                match self.sasl_line(read, limit) {
+                    Some(used) => read += used,
+                    None => break,
                 }
                 continue;
             }
-            match command::parse(&self.input, limit) {
+            match command::parse(&self.input[read..], limit) {
                 Parsed::Incomplete(need) => {
                     let most = self.max_held();
-                    if need > most || self.input.len() >= most {
+                    if need > most || self.input.len() - read >= most {
                         return self.bye("Command too long");
                     }
                     self.need = need;
                     break;
                 }
-                Parsed::TooLarge => return self.bye("Literal too large"),
+                // After login a script too large is refused and the session
+                // goes on (RFC 5804 §2.6); a stranger's is the end of it.
+                Parsed::TooLarge { from, size } if self.user.is_some() && size <= MAX_DISCARD => {
+                    read += from;
+                    self.need = 0;
+                    self.discard = size;
+                    self.skip_line = true;
+                }
+                Parsed::TooLarge { .. } => return self.bye("Literal too large"),
                 Parsed::Bad { why, used } => {
                     let Some(used) = used else {
                         return self.bye(why);
                     };
-                    self.input.drain(..used);
+                    read += used;
                     self.need = 0;
                     self.no(None, why);
                     self.count_error();
                 }
                 Parsed::Command { name, args, used } => {
-                    self.input.drain(..used);
+                    read += used;
                     self.need = 0;
                     self.timers.expect_request(self.config.idle_timeout);
                     self.command(&name, args);
                 }
             }
         }
-        if self.input.is_empty() && self.input.capacity() > 64 * 1024 {
+        if matches!(self.phase, Phase::Closed) {
             self.input = Vec::new();
+            return;
+        }
+        self.input.drain(..read.min(self.input.len()));
+        // A script-sized buffer is not kept for the commands after it.
+        if self.input.capacity() > 64 * 1024 && self.input.len() < 16 * 1024 {
+            self.input.shrink_to(16 * 1024);
         }
     }
 
-    /// The client's answer in a SASL exchange: a string on its own line.
-    fn sasl_line(&mut self, limit: usize) -> bool {
-        let parsed = command::parse(&[b"X ", &self.input[..]].concat(), limit);
+    /// The client's answer in a SASL exchange, a string on its own line,
+    /// from `read` on; how much it took, `None` until it is whole.
+    fn sasl_line(&mut self, read: usize, limit: usize) -> Option<usize> {
+        let parsed = command::parse(&[b"X ", &self.input[read..]].concat(), limit);
         let (args, used) = match parsed {
             Parsed::Incomplete(need) => {
                 if need > limit {
                     self.bye("Response too long");
                 }
                 self.need = need.saturating_sub(2);
-                return false;
+                return None;
             }
             Parsed::Command { args, used, .. } => (args, used - 2),
             Parsed::Bad {
                 used: Some(used), ..
             } => (Vec::new(), used - 2),
-            Parsed::Bad { used: None, .. } | Parsed::TooLarge => {
+            Parsed::Bad { used: None, .. } | Parsed::TooLarge { .. } => {
                 self.bye("Malformed authentication response");
-                return false;
+                return None;
             }
         };
-        self.input.drain(..used);
         self.need = 0;
         let Phase::Sasl(mut exchange) = std::mem::replace(&mut self.phase, Phase::Command) else {
-            return true;
+            return Some(used);
         };
         let step = match args.as_slice() {
             [Arg::String(s)] => match std::str::from_utf8(s) {
@@ -381,7 +446,7 @@ impl ManageSieveSession {
             _ => Step::Failed(sasl::Failure::Malformed),
         };
         self.sasl_step(exchange, step);
-        true
+        Some(used)
     }
 
     fn sasl_step(&mut self, exchange: Exchange, step: Step) {
@@ -396,6 +461,11 @@ impl ManageSieveSession {
                 self.event = Some(Event::Authenticate(credentials));
             }
             Step::Failed(sasl::Failure::Cancelled) => self.no(None, "Authentication cancelled"),
+            // Acting as another user is not offered: a failed login.
+            Step::Failed(sasl::Failure::AuthzidRefused) => {
+                self.no(None, "Authentication failed");
+                self.count_error();
+            }
             Step::Failed(_) => {
                 self.no(None, "Malformed authentication response");
                 self.count_error();
@@ -539,7 +609,11 @@ impl ManageSieveSession {
     }
 
     fn capabilities(&mut self) {
-        let mechanisms = match self.tls || self.plaintext_auth {
+        // An empty list is only right where STARTTLS is offered (RFC 5804
+        // §1.7); without TLS at all the mechanisms are listed, and a
+        // login refused with ENCRYPT-NEEDED says why.
+        let usable = self.tls || self.plaintext_auth || !self.config.tls_available;
+        let mechanisms = match usable {
             true => sasl::MECHANISMS.map(Mechanism::name).join(" "),
             false => String::new(),
         };
@@ -690,6 +764,6 @@ impl Session for ManageSieveSession {
     }
 
     fn buffered(&self) -> usize {
-        self.input.len()
+        self.input.capacity()
     }
 }

@@ -225,10 +225,27 @@ fn strangers_cannot_make_it_hold_much() {
     assert!(take(&mut s).starts_with("BYE "));
     assert!(s.is_closed());
 
-    // After login a script-sized literal is fine, one larger is not.
+    // After login a script too large is refused, its octets dropped as
+    // they come, and the session goes on; one past all reason ends it.
     let mut s = logged_in();
     let big = crate::sieve::MAX_SCRIPT_SIZE + 1;
-    s.feed(format!("PUTSCRIPT \"x\" {{{big}+}}\r\n").as_bytes());
+    s.feed(format!("PUTSCRIPT \"x\" {{{big}+}}\r\nkeep;").as_bytes());
+    assert_eq!(take(&mut s), "");
+    let chunk = vec![b'#'; 64 * 1024];
+    let mut left = big - 5;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        assert_eq!(s.feed(&chunk[..n]), n);
+        left -= n;
+        assert!(s.buffered() < 64 * 1024, "{}", s.buffered());
+    }
+    s.feed(b"\r\nNOOP\r\n");
+    assert_eq!(
+        take(&mut s),
+        "NO (QUOTA/MAXSIZE) \"Script too large\"\r\nOK \"NOOP completed\"\r\n"
+    );
+    let huge = server::MAX_DISCARD + 1;
+    s.feed(format!("PUTSCRIPT \"x\" {{{huge}+}}\r\n").as_bytes());
     assert!(take(&mut s).starts_with("BYE \"Literal too large\""));
 }
 
@@ -269,4 +286,19 @@ fn commands_split_across_reads() {
             ..
         })
     ));
+}
+
+#[test]
+fn many_pipelined_commands_are_answered_in_order() {
+    let mut s = logged_in();
+    let noops = "NOOP\r\n".repeat(5000);
+    let mut fed = 0;
+    let mut out = String::new();
+    while fed < noops.len() {
+        fed += s.feed(&noops.as_bytes()[fed..]);
+        out.push_str(&take(&mut s));
+    }
+    s.feed(b"");
+    out.push_str(&take(&mut s));
+    assert_eq!(out.matches("OK \"NOOP completed\"\r\n").count(), 5000);
 }

@@ -13,6 +13,14 @@ use std::cmp::Ordering;
 /// into a mailing list (Dovecot allows one by default).
 pub const MAX_REDIRECTS: usize = 4;
 
+/// Character comparisons one run may make across all its tests: a script
+/// of many `:matches` against a large message must not hold the shard.
+/// Past it the run fails and the message is kept.
+pub const MAX_COMPARISONS: u64 = 100_000_000;
+
+/// The most of a body `body` tests look at, per part.
+pub const MAX_BODY_TEXT: usize = 1024 * 1024;
+
 /// One delivery a script decides on.
 pub struct Mail<'a> {
     /// The message as stored (our trace fields on top).
@@ -54,8 +62,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Only the implicit keep: what a failed run leaves.
-    fn kept(error: Option<String>) -> Outcome {
+    /// Only the implicit keep: what a failed run leaves (RFC 5228
+    /// §2.10.6), with why it failed.
+    pub fn implicit_keep(error: Option<String>) -> Outcome {
         Outcome {
             filings: vec![Filing {
                 mailbox: "INBOX".into(),
@@ -76,9 +85,14 @@ pub fn run(script: &Script, mail: &Mail<'_>) -> Outcome {
         flags: Vec::new(),
         outcome: Outcome::default(),
         keep_cancelled: false,
+        budget: MAX_COMPARISONS,
     };
-    match run.block(&script.commands) {
-        Err(error) => Outcome::kept(Some(error)),
+    let ran = run.block(&script.commands);
+    if run.budget == 0 {
+        return Outcome::implicit_keep(Some("the script took too long".into()));
+    }
+    match ran {
+        Err(error) => Outcome::implicit_keep(Some(error)),
         Ok(_) => {
             let mut outcome = run.outcome;
             if outcome.reject.is_some()
@@ -87,7 +101,7 @@ pub fn run(script: &Script, mail: &Mail<'_>) -> Outcome {
                     || outcome.vacation.is_some())
             {
                 // RFC 5429 §2.1: reject is incompatible with delivering.
-                return Outcome::kept(Some(
+                return Outcome::implicit_keep(Some(
                     "reject cannot be combined with keep, fileinto, redirect or vacation".into(),
                 ));
             }
@@ -113,6 +127,8 @@ struct Run<'a> {
     flags: Vec<String>,
     outcome: Outcome,
     keep_cancelled: bool,
+    /// Comparisons left ([`MAX_COMPARISONS`]).
+    budget: u64,
 }
 
 impl Run<'_> {
@@ -142,8 +158,11 @@ impl Run<'_> {
             }
             Command::Stop => return Ok(Flow::Stop),
             Command::Keep { flags } => {
+                // Like fileinto INBOX (RFC 5228 §4.3): the flags are those
+                // of this moment, and the implicit keep is done with.
                 let flags = self.flags_of(flags);
                 add_filing(&mut self.outcome.filings, "INBOX", flags, false);
+                self.keep_cancelled = true;
             }
             Command::Discard => self.keep_cancelled = true,
             Command::FileInto {
@@ -228,7 +247,7 @@ impl Run<'_> {
                 keys,
             } => {
                 let values: Vec<String> = names.iter().flat_map(|n| self.view.texts(n)).collect();
-                compare(matcher, &values, keys)
+                compare(matcher, &values, keys, &mut self.budget)
             }
             Test::Address {
                 part,
@@ -242,7 +261,7 @@ impl Run<'_> {
                     .flat_map(|n| self.view.addresses(n))
                     .filter_map(|a| address_part(&a, *part, sep))
                     .collect();
-                compare(matcher, &values, keys)
+                compare(matcher, &values, keys, &mut self.budget)
             }
             Test::Envelope {
                 part,
@@ -259,9 +278,11 @@ impl Run<'_> {
                     })
                     .filter_map(|a| address_part(a, *part, sep))
                     .collect();
-                compare(matcher, &values, keys)
+                compare(matcher, &values, keys, &mut self.budget)
             }
-            Test::HasFlag { matcher, keys } => compare(matcher, &self.flags.clone(), keys),
+            Test::HasFlag { matcher, keys } => {
+                compare(matcher, &self.flags.clone(), keys, &mut self.budget)
+            }
             Test::Body {
                 matcher,
                 transform,
@@ -270,7 +291,7 @@ impl Run<'_> {
                 let texts = self.view.body(transform);
                 // Substring and pattern tests only make sense on a body;
                 // `:is` is over the whole text.
-                compare(matcher, &texts, keys)
+                compare(matcher, &texts, keys, &mut self.budget)
             }
         }
     }
@@ -342,8 +363,14 @@ fn address_part(address: &str, part: AddressPart, separator: Option<char>) -> Op
     })
 }
 
-/// Whether any value stands in the matcher's relation to any key.
-fn compare(matcher: &Matcher, values: &[String], keys: &[String]) -> bool {
+/// Whether any value stands in the matcher's relation to any key, each
+/// comparison paid for from `budget` (none is made once it is spent).
+fn compare<S: AsRef<str>>(
+    matcher: &Matcher,
+    values: &[S],
+    keys: &[String],
+    budget: &mut u64,
+) -> bool {
     let comparator = matcher.comparator;
     match matcher.how {
         How::Count(relation) => {
@@ -351,13 +378,24 @@ fn compare(matcher: &Matcher, values: &[String], keys: &[String]) -> bool {
             keys.iter()
                 .any(|key| relation.holds(numeric_order(&count, key)))
         }
-        how => values.iter().any(|value| {
-            keys.iter().any(|key| match how {
-                How::Is => order(comparator, value, key) == Ordering::Equal,
-                How::Contains => contains(comparator, value, key),
-                How::Matches => wildcard(comparator, value, key),
-                How::Value(relation) => relation.holds(order(comparator, value, key)),
-                How::Count(_) => false,
+        how => values.iter().map(AsRef::as_ref).any(|value: &str| {
+            keys.iter().any(|key| {
+                let cost = match how {
+                    How::Matches => (value.len() as u64 + 1) * (key.len() as u64 + 1),
+                    _ => value.len() as u64 + key.len() as u64 + 1,
+                };
+                if *budget < cost {
+                    *budget = 0;
+                    return false;
+                }
+                *budget -= cost;
+                match how {
+                    How::Is => order(comparator, value, key) == Ordering::Equal,
+                    How::Contains => contains(comparator, value, key),
+                    How::Matches => wildcard(comparator, value, key),
+                    How::Value(relation) => relation.holds(order(comparator, value, key)),
+                    How::Count(_) => false,
+                }
             })
         }),
     }
@@ -391,13 +429,12 @@ fn numeric_order(a: &str, b: &str) -> Ordering {
 
 fn contains(comparator: Comparator, hay: &str, needle: &str) -> bool {
     match comparator {
-        Comparator::Octet => hay.contains(needle),
+        Comparator::Octet => memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some(),
         Comparator::AsciiCasemap => {
-            let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
-            needle.is_empty()
-                || hay
-                    .windows(needle.len())
-                    .any(|w| w.eq_ignore_ascii_case(needle))
+            // Linear whatever the two are (Two-Way), on lowercased copies.
+            let hay = hay.to_ascii_lowercase();
+            let needle = needle.to_ascii_lowercase();
+            memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some()
         }
         // i;ascii-numeric has no substring operation (RFC 4790 §9.1).
         Comparator::AsciiNumeric => false,
@@ -467,6 +504,10 @@ struct View<'a> {
     message: &'a [u8],
     /// Each field: lowercased name, unfolded value.
     fields: OnceCell<Vec<(String, Vec<u8>)>>,
+    /// The body as stored, for `body :raw`.
+    raw_body: OnceCell<String>,
+    /// The decoded parts, for `body :text` and `:content`.
+    parts: OnceCell<Vec<(String, String, String)>>,
 }
 
 impl<'a> View<'a> {
@@ -474,6 +515,8 @@ impl<'a> View<'a> {
         View {
             message,
             fields: OnceCell::new(),
+            raw_body: OnceCell::new(),
+            parts: OnceCell::new(),
         }
     }
 
@@ -505,22 +548,18 @@ impl<'a> View<'a> {
         self.raw_values(name).flat_map(header::addresses).collect()
     }
 
-    /// The texts `body` looks at.
-    fn body(&self, transform: &BodyTransform) -> Vec<String> {
+    /// The texts `body` looks at, each cut at [`MAX_BODY_TEXT`]; the
+    /// message is parsed once for every `body` test of the run.
+    fn body(&self, transform: &BodyTransform) -> Vec<&str> {
         if let BodyTransform::Raw = transform {
-            let start = header::header_end(self.message);
-            return vec![String::from_utf8_lossy(&self.message[start..]).into_owned()];
+            let raw = self.raw_body.get_or_init(|| {
+                let start = header::header_end(self.message);
+                let end = self.message.len().min(start + MAX_BODY_TEXT);
+                String::from_utf8_lossy(&self.message[start..end]).into_owned()
+            });
+            return vec![raw.as_str()];
         }
-        if crate::imap::mime::may_nest_too_deep(self.message) {
-            return Vec::new();
-        }
-        let message = self.message;
-        let Some(parsed) = std::panic::catch_unwind(|| MessageParser::new().parse(message))
-            .ok()
-            .flatten()
-        else {
-            return Vec::new();
-        };
+        let parts = self.parts.get_or_init(|| body_parts(self.message));
         let wanted = |kind: &str, sub: &str| match transform {
             BodyTransform::Content(types) => types.iter().any(|t| {
                 let t = t.to_ascii_lowercase();
@@ -531,28 +570,55 @@ impl<'a> View<'a> {
             }),
             _ => kind == "text",
         };
-        let mut out = Vec::new();
-        for part in &parsed.parts {
-            let (kind, sub) = part
-                .content_type()
-                .map(|ct| {
-                    (
-                        ct.ctype().to_ascii_lowercase(),
-                        ct.subtype().unwrap_or_default().to_ascii_lowercase(),
-                    )
-                })
-                .unwrap_or(("text".into(), "plain".into()));
-            if !wanted(&kind, &sub) {
-                continue;
-            }
-            match &part.body {
-                PartType::Text(text) | PartType::Html(text) => out.push(text.to_string()),
-                PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
-                    out.push(String::from_utf8_lossy(bytes).into_owned())
-                }
-                _ => {}
-            }
-        }
-        out
+        parts
+            .iter()
+            .filter(|(kind, sub, _)| wanted(kind, sub))
+            .map(|(_, _, text)| text.as_str())
+            .collect()
     }
+}
+
+/// Each leaf part's type, subtype and decoded text (cut at
+/// [`MAX_BODY_TEXT`]).
+fn body_parts(message: &[u8]) -> Vec<(String, String, String)> {
+    if crate::imap::mime::may_nest_too_deep(message) {
+        return Vec::new();
+    }
+    let Some(parsed) = std::panic::catch_unwind(|| MessageParser::new().parse(message))
+        .ok()
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let cut = |text: String| match text.len() > MAX_BODY_TEXT {
+        false => text,
+        true => {
+            let mut end = MAX_BODY_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_owned()
+        }
+    };
+    let mut out = Vec::new();
+    for part in &parsed.parts {
+        let (kind, sub) = part
+            .content_type()
+            .map(|ct| {
+                (
+                    ct.ctype().to_ascii_lowercase(),
+                    ct.subtype().unwrap_or_default().to_ascii_lowercase(),
+                )
+            })
+            .unwrap_or(("text".into(), "plain".into()));
+        let text = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => text.to_string(),
+            PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY_TEXT)]).into_owned()
+            }
+            _ => continue,
+        };
+        out.push((kind, sub, cut(text)));
+    }
+    out
 }

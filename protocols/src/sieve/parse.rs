@@ -355,7 +355,12 @@ impl Checker {
                     ));
                 }
                 for extension in args.strings()? {
-                    if !EXTENSIONS.split(' ').any(|known| known == extension) {
+                    // The two comparators every implementation has may be
+                    // required too (RFC 5228 §2.7.3).
+                    let built_in = ["comparator-i;octet", "comparator-i;ascii-casemap"];
+                    if !EXTENSIONS.split(' ').any(|known| known == extension)
+                        && !built_in.contains(&extension.as_str())
+                    {
                         return Err(SieveError::new(
                             line,
                             format!("extension \"{extension}\" is not supported"),
@@ -422,10 +427,12 @@ impl Checker {
                 let subject = args.tag_string("subject")?;
                 let from = args.tag_string("from")?;
                 if let Some(from) = &from {
-                    if super::eval::bare_address(from).is_none() {
+                    // An address, with a display name or without (§4.2).
+                    let one = super::header::addresses(from.as_bytes()).len() == 1;
+                    if !one || from.chars().any(char::is_control) {
                         return Err(SieveError::new(
                             line,
-                            format!(":from \"{from}\": not an address"),
+                            format!(":from \"{from}\": not one address"),
                         ));
                     }
                 }
@@ -632,6 +639,7 @@ impl Checker {
         if given > 1 {
             return Err(SieveError::new(line, "give one match type"));
         }
+        let substring = matches!(matcher.how, How::Contains | How::Matches);
         if let Some(name) = args.tag_string("comparator")? {
             matcher.comparator = match name.to_ascii_lowercase().as_str() {
                 "i;ascii-casemap" => Comparator::AsciiCasemap,
@@ -647,6 +655,13 @@ impl Checker {
                     ))
                 }
             };
+        }
+        if substring && matcher.comparator == Comparator::AsciiNumeric {
+            // RFC 4790 §9.1: i;ascii-numeric has no substring operation.
+            return Err(SieveError::new(
+                line,
+                "i;ascii-numeric cannot do :contains or :matches",
+            ));
         }
         Ok(matcher)
     }

@@ -321,7 +321,8 @@ mod vacation_replies {
 
     #[test]
     fn who_gets_an_answer() {
-        let user = "alice@example.com";
+        let me = "alice@example.com";
+        let user: &[&str] = &[me];
         let ok = message("", "Alice <ALICE@example.com>");
         assert_eq!(
             reply_to(&ok, "bob@example.org", user, &away()),
@@ -330,29 +331,29 @@ mod vacation_replies {
         let alias = message("", "alice@alias.example.com");
         assert!(reply_to(&alias, "bob@example.org", user, &away()).is_ok());
         for (extra, sender, to, why) in [
-            ("", "", user, Skip::NoSender),
+            ("", "", me, Skip::NoSender),
             (
                 "Auto-Submitted: auto-replied\r\n",
                 "bob@example.org",
-                user,
+                me,
                 Skip::Automatic,
             ),
             (
                 "List-Id: <dev.example.org>\r\n",
                 "bob@example.org",
-                user,
+                me,
                 Skip::Bulk,
             ),
-            ("Precedence: bulk\r\n", "bob@example.org", user, Skip::Bulk),
-            ("", "MAILER-DAEMON@example.org", user, Skip::SystemSender),
-            ("", "dev-request@example.org", user, Skip::SystemSender),
+            ("Precedence: bulk\r\n", "bob@example.org", me, Skip::Bulk),
+            ("", "MAILER-DAEMON@example.org", me, Skip::SystemSender),
+            ("", "dev-request@example.org", me, Skip::SystemSender),
             (
                 "",
                 "bob@example.org",
                 "team@example.com",
                 Skip::NotAddressed,
             ),
-            ("", "alice@example.com", user, Skip::FromSelf),
+            ("", "alice@example.com", me, Skip::FromSelf),
         ] {
             assert_eq!(
                 reply_to(&message(extra, to), sender, user, &away()),
@@ -360,8 +361,16 @@ mod vacation_replies {
                 "{extra} {sender} {to}"
             );
         }
+        // Mail to the address it came by (a detail, an alias) counts.
         assert!(reply_to(
-            &message("Auto-Submitted: no\r\n", user),
+            &message("", "alice+shop@example.com"),
+            "bob@example.org",
+            &["alice@example.com", "alice+shop@example.com"],
+            &away()
+        )
+        .is_ok());
+        assert!(reply_to(
+            &message("Auto-Submitted: no\r\n", me),
             "bob@example.org",
             user,
             &away()
@@ -429,6 +438,115 @@ mod vacation_replies {
         assert_eq!(
             tracking_key("alice@example.com", "bob@example.org", &other),
             tracking_key("alice@example.com", "bob@example.org", &same_handle)
+        );
+    }
+}
+
+#[test]
+fn keep_uses_the_flags_of_its_moment_and_is_the_only_copy() {
+    let got = outcome("require \"imap4flags\"; addflag \"\\\\Flagged\"; keep :flags \"\\\\Seen\";");
+    assert_eq!(got.filings.len(), 1);
+    assert_eq!(got.filings[0].flags, ["\\Seen"]);
+    let got = outcome("require \"imap4flags\"; keep; setflag \"\\\\Seen\";");
+    assert_eq!(got.filings.len(), 1);
+    assert!(got.filings[0].flags.is_empty(), "{got:?}");
+}
+
+#[test]
+fn built_in_comparators_may_be_required_and_numeric_has_no_substrings() {
+    assert!(
+        parse("require [\"comparator-i;octet\", \"comparator-i;ascii-casemap\"]; keep;").is_ok()
+    );
+    assert!(parse(
+        "require \"comparator-i;ascii-numeric\";\n\
+         if header :contains :comparator \"i;ascii-numeric\" \"x\" \"1\" { keep; }"
+    )
+    .is_err());
+}
+
+#[test]
+fn a_script_that_would_take_too_long_keeps_the_message() {
+    let big = "x".repeat(200_000);
+    let message = format!("Subject: {big}\r\n\r\nbody\r\n");
+    let pattern = "*a".repeat(300) + "b";
+    let tests: String = (0..40)
+        .map(|i| format!("if header :matches \"subject\" \"{pattern}{i}\" {{ discard; }}\n"))
+        .collect();
+    let script = parse(&tests).unwrap();
+    let mail = Mail {
+        message: message.as_bytes(),
+        envelope_from: "",
+        envelope_to: "a@b.test",
+        detail_separator: None,
+    };
+    let got = run(&script, &mail);
+    assert_eq!(got.error.as_deref(), Some("the script took too long"));
+    assert_eq!(got.filings[0].mailbox, "INBOX");
+}
+
+mod vacation_headers {
+    use super::super::vacation::*;
+    use super::*;
+
+    fn compose_for(original: &[u8], from: Option<&str>) -> String {
+        let vacation = Vacation {
+            days: 7,
+            subject: None,
+            from: from.map(str::to_owned),
+            addresses: Vec::new(),
+            mime: false,
+            handle: None,
+            reason: "away".into(),
+        };
+        let reply = compose(
+            &vacation,
+            &Reply {
+                original,
+                user: "alice@example.com",
+                to: "bob@example.org",
+                message_id: "r@mx",
+                date: "Mon, 7 Dec 2026 10:00:00 +0000",
+            },
+        );
+        String::from_utf8(reply).unwrap()
+    }
+
+    #[test]
+    fn encoded_line_ends_in_message_ids_never_reach_the_reply() {
+        let original = b"Message-ID: <x=?utf-8?q?=0D=0ABcc:_v@e=0D=0A=0D=0Aspam?=y>\r\n\
+            References: <a@b> junk <c\x01d> <e@f>\r\nSubject: hi\r\n\r\nbody\r\n";
+        let reply = compose_for(original, None);
+        let header = &reply[..reply.find("\r\n\r\n").unwrap()];
+        assert!(!header.contains("\r\nBcc"), "{reply}");
+        assert!(
+            header.contains("\r\nIn-Reply-To: <x=?utf-8?q?=0D=0ABcc:_v@e=0D=0A=0D=0Aspam?=y>\r\n"),
+            "kept as the raw, printable id: {reply}"
+        );
+        assert!(
+            header.contains("\r\nReferences: <a@b> <e@f> <x=?utf-8"),
+            "{reply}"
+        );
+    }
+
+    #[test]
+    fn from_may_carry_a_display_name() {
+        let script = parse(
+            "require \"vacation\"; vacation :from \"Alice Example <alice@example.com>\" \"away\";",
+        );
+        assert!(script.is_ok(), "{script:?}");
+        assert!(parse("require \"vacation\"; vacation :from \"a@b, c@d\" \"away\";").is_err());
+        let reply = compose_for(
+            b"Subject: hi\r\n\r\n",
+            Some("Alice Example <alice@example.com>"),
+        );
+        assert!(
+            reply.starts_with("From: Alice Example <alice@example.com>\r\n"),
+            "{reply}"
+        );
+        let reply = compose_for(b"Subject: hi\r\n\r\n", Some("<alice@example.com>"));
+        assert!(
+            reply.starts_with("From: <alice@example.com>\r\n"),
+            "{reply}"
         );
     }
 }

@@ -26,11 +26,12 @@ pub enum Skip {
 }
 
 /// Whom the reply goes to (the envelope sender), or why there is none.
-/// `user`: the recipient's address; `vacation.addresses` adds others.
+/// `user`: the recipient's addresses (the account, the address the mail
+/// came to); `vacation.addresses` adds others.
 pub fn reply_to(
     message: &[u8],
     envelope_from: &str,
-    user: &str,
+    user: &[&str],
     vacation: &Vacation,
 ) -> Result<String, Skip> {
     let sender = bare_address(envelope_from).ok_or(Skip::NoSender)?;
@@ -63,9 +64,15 @@ pub fn reply_to(
     {
         return Err(Skip::SystemSender);
     }
+    let given: Vec<String> = vacation
+        .addresses
+        .iter()
+        .filter_map(|a| bare_address(a))
+        .collect();
     let mine = |address: &str| {
-        std::iter::once(user)
-            .chain(vacation.addresses.iter().map(String::as_str))
+        user.iter()
+            .copied()
+            .chain(given.iter().map(String::as_str))
             .any(|m| m.trim().eq_ignore_ascii_case(address))
     };
     if mine(&sender) {
@@ -146,7 +153,20 @@ pub fn compose(vacation: &Vacation, reply: &Reply<'_>) -> Vec<u8> {
             None => "Automated reply".to_owned(),
         }
     });
-    let from = vacation.from.as_deref().unwrap_or(reply.user);
+    // `:from` as written when it has a display name; a bare address in
+    // brackets (control characters were refused when the script was read).
+    let from = match vacation.from.as_deref() {
+        Some(from) if from.contains('<') => from.trim().to_owned(),
+        Some(from) => format!("<{}>", from.trim()),
+        None => format!("<{}>", reply.user),
+    };
+    let raw = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| msg_ids(v))
+            .unwrap_or_default()
+    };
     let mut out = String::new();
     let mut field = |name: &str, value: &str| {
         out.push_str(name);
@@ -154,16 +174,17 @@ pub fn compose(vacation: &Vacation, reply: &Reply<'_>) -> Vec<u8> {
         out.push_str(value);
         out.push_str("\r\n");
     };
-    field("From", &format!("<{from}>"));
+    field("From", &from);
     field("To", &format!("<{}>", reply.to));
     field("Subject", &encoded_word(&subject));
     field("Date", reply.date);
     field("Message-ID", &format!("<{}>", reply.message_id));
-    let original_id = text("message-id").filter(|id| id.starts_with('<') && id.ends_with('>'));
-    if let Some(id) = &original_id {
-        field("In-Reply-To", id);
-        let references = text("references").unwrap_or_default();
-        let references: Vec<&str> = references.split_whitespace().chain([id.as_str()]).collect();
+    // Message ids from the raw fields, each checked: a decoded value could
+    // carry line ends into the reply's header.
+    if let Some(id) = raw("message-id").pop() {
+        field("In-Reply-To", &id);
+        let mut references = raw("references");
+        references.push(id);
         // The last few are enough to thread (RFC 5322 §3.6.4 allows trimming).
         let start = references.len().saturating_sub(10);
         field("References", &references[start..].join(" "));
@@ -218,4 +239,26 @@ fn encoded_word(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\r\n ")
+}
+
+/// The `<id>`s in a Message-ID, In-Reply-To or References value: each
+/// printable ASCII without spaces or brackets inside, at most 250 octets.
+fn msg_ids(value: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.iter().position(|&b| b == b'<') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.iter().position(|&b| b == b'>') else {
+            break;
+        };
+        let id = &after[..close];
+        let clean = !id.is_empty()
+            && id.len() <= 250
+            && id.iter().all(|&b| b.is_ascii_graphic() && b != b'<');
+        if clean {
+            out.push(format!("<{}>", String::from_utf8_lossy(id)));
+        }
+        rest = &after[close + 1..];
+    }
+    out
 }
