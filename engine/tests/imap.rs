@@ -2096,3 +2096,27 @@ fn sessions_on_one_mailbox_share_the_rows_they_read() {
     assert!(shared >= 3.0, "{shared} shared reads:\n{metrics}");
     server.shutdown();
 }
+
+/// WITHIN (RFC 5032): OLDER and YOUNGER count seconds back from now by
+/// INTERNALDATE, as the APPENDs set it.
+#[test]
+fn search_older_and_younger_by_internal_date() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let caps = a.tagged("c", "CAPABILITY");
+    assert!(caps[0].contains(" WITHIN"), "{caps:?}");
+    let old = a.tagged(
+        "p",
+        "APPEND INBOX \"01-Jan-2020 10:00:00 +0000\" {12+}\r\nSubject: x\r\n",
+    );
+    assert!(old.last().unwrap().starts_with("p OK"), "{old:?}");
+    append(&mut a, "INBOX", "Subject: y\r\n");
+    let older = a.tagged("s", "UID SEARCH OLDER 86400");
+    assert_eq!(older[0], "* SEARCH 1\r\n", "{older:?}");
+    let younger = a.tagged("s", "UID SEARCH YOUNGER 86400");
+    assert_eq!(younger[0], "* SEARCH 2\r\n", "{younger:?}");
+    let bad = a.tagged("s", "SEARCH YOUNGER 0");
+    assert!(bad.last().unwrap().starts_with("s BAD"), "{bad:?}");
+    server.shutdown();
+}

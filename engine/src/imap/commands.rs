@@ -1108,6 +1108,7 @@ impl Conn<'_> {
         let bounds = Bounds {
             max_seq: view.messages.len() as u32,
             max_uid: view.messages.last().map_or(0, |m| m.uid),
+            now: (crate::intake::unix_micros() / 1_000_000) as i64,
         };
         // Sets resolved and sorted once, for every message.
         let prepared = search::Prepared::new(all_of, bounds);

@@ -59,6 +59,9 @@ pub struct Bounds {
     pub max_seq: u32,
     /// Highest UID in the mailbox (0 when empty).
     pub max_uid: u32,
+    /// When the search runs, Unix seconds: OLDER and YOUNGER (RFC 5032
+    /// WITHIN) count back from it.
+    pub now: i64,
 }
 
 /// Whether `key` searches by MODSEQ anywhere (the SEARCH response then
@@ -311,6 +314,9 @@ fn eval(key: &SearchKey<'_>, env: &Env<'_>, content: Option<&Content<'_>>) -> Op
         SearchKey::Unkeyword(k) => Some(!has_keyword(c.flags, k.inner())),
 
         SearchKey::Larger(n) => Some(c.size > u64::from(*n)),
+        // RFC 5032: by INTERNALDATE, n seconds back from now.
+        SearchKey::Older(n) => Some(c.internal_date <= env.bounds.now - i64::from(n.get())),
+        SearchKey::Younger(n) => Some(c.internal_date > env.bounds.now - i64::from(n.get())),
         SearchKey::Smaller(n) => Some(c.size < u64::from(*n)),
 
         SearchKey::SequenceSet(set) if env.sets_sorted => Some(in_sorted_set(set, c.seq)),
@@ -713,6 +719,7 @@ mod tests {
     }
 
     const B: Bounds = Bounds {
+        now: 1_700_000_000,
         max_seq: 10,
         max_uid: 100,
     };
@@ -919,6 +926,20 @@ AAECAwQFBgc=\r\n\
     }
 
     #[test]
+    fn older_and_younger_count_back_from_now() {
+        // B.now is 1_700_000_000; 100 s before it:
+        let c = Candidate {
+            internal_date: 1_700_000_000 - 100,
+            ..cand(&[])
+        };
+        assert!(no_content("OLDER 100", &c));
+        assert!(!no_content("OLDER 101", &c));
+        assert!(no_content("YOUNGER 101", &c));
+        assert!(!no_content("YOUNGER 100", &c));
+        assert!(no_content("NOT YOUNGER 50", &c));
+    }
+
+    #[test]
     fn sequence_sets() {
         let c = cand(&[]); // seq 3 of 10
         assert!(no_content("3", &c));
@@ -968,6 +989,7 @@ AAECAwQFBgc=\r\n\
         assert_eq!(run_with(&SearchKey::Uid(set), &c, None), (true, 0));
         // Empty mailbox bounds: `*` is 0 and matches no real UID.
         let empty = Bounds {
+            now: 0,
             max_seq: 0,
             max_uid: 0,
         };
