@@ -455,6 +455,29 @@ enum Wake {
     Shutdown,
 }
 
+/// Write `bytes`, giving up at `deadline` (`ErrorKind::TimedOut`; the
+/// connection is closed then, so a write cut short does no harm).
+async fn write_within(
+    conn: &mut Connection,
+    bytes: &[u8],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(conn.write_all(bytes));
+    let Some(at) = deadline else {
+        return write.await;
+    };
+    // Most writes finish at once (the socket has room): no timer for them.
+    if let Some(done) = futures_lite::future::poll_once(&mut write).await {
+        return done;
+    }
+    let left = at.saturating_duration_since(Instant::now());
+    let late = async {
+        glommio::timer::sleep(left).await;
+        Err(io::Error::from(io::ErrorKind::TimedOut))
+    };
+    write.or(late).await
+}
+
 /// Run `session` over `conn` until it ends. Returns once the session is
 /// closed and its last output written, or the client went away.
 pub(crate) async fn drive<P: Protocol>(
@@ -487,7 +510,14 @@ pub(crate) async fn drive<P: Protocol>(
             }
         }
         if !session.output().is_empty() {
-            conn.write_all(session.output()).await?;
+            // A stranger that does not read what it asked for cannot hold
+            // the connection past its own deadline (a login's, a
+            // command's): WRITE_STALL alone restarts at each byte read.
+            let deadline = match protocol.trusted(session) {
+                true => None,
+                false => session.poll_timeout(),
+            };
+            write_within(conn, session.output(), deadline).await?;
             session.clear_output();
             session.output_written(Instant::now());
         }

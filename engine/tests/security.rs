@@ -897,3 +897,32 @@ fn sessions_of_one_account_at_once_share_its_sending_rate() {
     assert_eq!((stored, waiting), (2, 3), "{replies:?}");
     server.shutdown();
 }
+
+/// A client that asks for much and reads nothing (pipelined CAPABILITYs
+/// before login) is let go at its login deadline, not held for as long as
+/// its writes wait (WRITE_STALL restarts at every byte it reads).
+#[test]
+fn a_stranger_that_stops_reading_is_dropped_at_its_deadline() {
+    let (server, _data) = start_server(|c| {
+        c.imap.login_timeout_secs = 2;
+    });
+    let stream = TcpStream::connect(server.imap_addr().unwrap()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // Tens of megabytes of answers asked for: the server's writes fill the
+    // buffers and wait, it stops reading, and this writer blocks until the
+    // server hangs up (its writes then fail). Nothing is ever read.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = "a CAPABILITY\r\n".repeat(1000);
+        for _ in 0..2000 {
+            if writer.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+    let hung_up = finished.recv_timeout(Duration::from_secs(15)).is_ok();
+    assert!(hung_up, "the server still holds the connection");
+    drop(stream);
+    server.shutdown();
+}
