@@ -245,6 +245,12 @@ pub struct SmtpConfig {
     /// fails), as Postfix's `reject_unknown_sender_domain`: a bounce to
     /// it could never be delivered.
     pub reject_unknown_sender_domain: bool,
+    /// A Sieve script run on every message at the end of DATA, before
+    /// users' own filters (as Postfix's `header_checks`, in Sieve):
+    /// `reject` refuses it (`550 5.7.1`), `discard` takes it and delivers
+    /// it to no one, `redirect` sends a copy on (an archive), anything else
+    /// delivers it as addressed. Checked when the configuration is read.
+    pub sieve_filter: Option<PathBuf>,
 }
 
 /// Mail submission (RFC 6409): mail clients send here, authenticated.
@@ -1015,6 +1021,7 @@ impl Default for SmtpConfig {
             aliases: BTreeMap::new(),
             dnsbl: Vec::new(),
             reject_unknown_sender_domain: false,
+            sieve_filter: None,
         }
     }
 }
@@ -1314,6 +1321,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.webhook.batch_size) {
             return invalid("webhook.batch_size", "must be 1 to 10000");
+        }
+        if let Some(path) = &self.smtp.sieve_filter {
+            if let Err(problem) = crate::sieve::server_filter(path) {
+                return invalid("smtp.sieve_filter", problem);
+            }
         }
         for zone in &self.smtp.dnsbl {
             if let Err(problem) = crate::dnsbl::parse_zone(zone) {

@@ -225,7 +225,9 @@ impl SecurityMetrics {
 
     /// A user's Sieve filter did `action` with a delivery (`fileinto`,
     /// `keep`, `discard`, `redirect`, `redirect_duplicate`, `reject`,
-    /// `vacation`, `vacation_skipped`, `error`).
+    /// `vacation`, `vacation_skipped`, `error`; the server-wide filter's
+    /// as `server_reject`, `server_discard`, `server_redirect`,
+    /// `server_error`).
     pub fn sieve(&self, action: &str) {
         let labels = vec![("action", action.to_owned())];
         self.sieve.get_or_create(&labels).inc();
@@ -305,7 +307,7 @@ impl SecurityMetrics {
             ),
             (
                 "sieve_actions",
-                "What users' Sieve filters did with deliveries, by action (fileinto, keep, discard, redirect, redirect_duplicate, reject, vacation, vacation_skipped, error)",
+                "What users' Sieve filters did with deliveries, by action (fileinto, keep, discard, redirect, redirect_duplicate, reject, vacation, vacation_skipped, error; the server filter's as server_reject, server_discard, server_redirect, server_error)",
                 &self.sieve,
             ),
             (

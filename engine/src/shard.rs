@@ -140,6 +140,8 @@ struct View {
     pop3: Arc<Pop3Config>,
     imap: Arc<ImapConfig>,
     managesieve: Arc<ManageSieveConfig>,
+    /// `smtp.sieve_filter`, read and parsed once per configuration.
+    sieve_filter: Option<Arc<ringpost_protocols::sieve::Script>>,
 }
 
 impl View {
@@ -190,6 +192,12 @@ impl View {
             login_timeout: secs(config.managesieve.login_timeout_secs),
             max_errors: config.managesieve.max_errors,
         });
+        let sieve_filter = config.smtp.sieve_filter.as_deref().and_then(|path| {
+            crate::sieve::server_filter(path)
+                .inspect_err(|e| tracing::error!(error = %e, "smtp.sieve_filter not in force"))
+                .ok()
+                .map(Arc::new)
+        });
         View {
             generation,
             config: Arc::new(config.clone()),
@@ -197,6 +205,7 @@ impl View {
             pop3,
             imap,
             managesieve,
+            sieve_filter,
         }
     }
 }
@@ -343,6 +352,12 @@ impl Shard {
     pub fn imap_config(&self) -> Arc<ImapConfig> {
         self.refresh();
         self.view.borrow().imap.clone()
+    }
+
+    /// The server-wide Sieve filter (`smtp.sieve_filter`), if any.
+    pub fn sieve_filter(&self) -> Option<Arc<ringpost_protocols::sieve::Script>> {
+        self.refresh();
+        self.view.borrow().sieve_filter.clone()
     }
 
     /// What a new ManageSieve session is handed.

@@ -325,6 +325,13 @@ impl Smtp<'_> {
             .windows(b"DKIM-Signature:".len())
             .filter(|w| *w == b"DKIM-Signature:")
             .count();
+        if let Some(script) = shard.sieve_filter() {
+            if let Err(reply) = crate::sieve::server_verdict(shard, &script, &tx, &mut message) {
+                self.count_rejection(&reply);
+                smtp.recycle(tx.data);
+                return smtp.message_failed(reply);
+            }
+        }
         let filtered =
             match crate::sieve::filter(shard, &tx, &mut message, sender_vouched, now).await {
                 Ok(filtered) => filtered,
@@ -335,7 +342,8 @@ impl Smtp<'_> {
                 }
             };
         let account = tx.authenticated.clone();
-        let notice = match sender_vouched {
+        // Mail a filter delivered to no one was not delivered.
+        let notice = match sender_vouched && !message.goes_nowhere() {
             true => self.delivered_notice(&tx, &message, now),
             false => None,
         };

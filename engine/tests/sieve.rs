@@ -482,3 +482,67 @@ fn redirects_that_cannot_go_keep_the_mail_and_repeats_are_not_sent_again() {
     );
     server.shutdown();
 }
+
+#[test]
+fn a_server_filter_rejects_discards_and_archives_before_users_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = dir.path().join("filter.sieve");
+    std::fs::write(
+        &filter,
+        "require [\"reject\", \"copy\"];\n\
+         if header :contains \"subject\" \"viagra\" { reject \"Spam is not welcome here\"; stop; }\n\
+         if address :domain :is \"from\" \"spammer.test\" { discard; stop; }\n\
+         redirect :copy \"archive@ours.test\";\n",
+    )
+    .unwrap();
+    // A broken one is refused with its line when the configuration is read.
+    let broken = dir.path().join("broken.sieve");
+    std::fs::write(&broken, "discard\n").unwrap();
+    let toml = format!(
+        "[smtp]\nsieve_filter = {:?}\n",
+        broken.display().to_string()
+    );
+    let error = ringpost_engine::Config::parse(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("smtp.sieve_filter") && error.contains("line 1: "),
+        "{error}"
+    );
+
+    let path = filter.clone();
+    let (server, _data) = start_server(move |c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.sieve_filter = Some(path);
+    });
+    for user in ["alice@ours.test", "archive@ours.test"] {
+        add_user(&server, user);
+    }
+    let reply = send(
+        &server,
+        "bob@far.test",
+        &["alice@ours.test"],
+        "cheap viagra",
+    );
+    assert!(
+        reply.starts_with("550 5.7.1 Spam is not welcome here"),
+        "{reply}"
+    );
+    let reply = send(&server, "x@spammer.test", &["alice@ours.test"], "hello");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, "alice@ours.test", "INBOX"), 0);
+    assert_eq!(count(&server, "archive@ours.test", "INBOX"), 0);
+    let reply = send(&server, "bob@far.test", &["alice@ours.test"], "lunch");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, "alice@ours.test", "INBOX"), 1);
+    assert_eq!(count(&server, "archive@ours.test", "INBOX"), 1);
+    metrics_with(
+        &server,
+        &[
+            "ringpost_sieve_actions_total{action=\"server_reject\"} 1",
+            "ringpost_sieve_actions_total{action=\"server_discard\"} 1",
+            "ringpost_sieve_actions_total{action=\"server_redirect\"} 1",
+        ],
+    );
+    server.shutdown();
+}

@@ -32,6 +32,71 @@ pub(crate) struct Filtered {
     pub state: WriteBatch,
 }
 
+/// The server-wide filter at `path` (`smtp.sieve_filter`), read and
+/// checked; the error names the file and the line.
+pub fn server_filter(path: &std::path::Path) -> Result<sieve::Script, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    sieve::check(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Run the server-wide filter (`smtp.sieve_filter`) over `message`: its
+/// redirects become recipients (copies to an archive), and once the keep
+/// is cancelled (`discard`, a plain `redirect`) the recipients given get
+/// nothing; `Err` refuses the message (`reject`). Its other actions
+/// (fileinto, flags, vacation) are for users' own scripts and do nothing
+/// here. A run that fails delivers the message as addressed.
+pub(crate) fn server_verdict(
+    shard: &Shard,
+    script: &sieve::Script,
+    tx: &Transaction,
+    message: &mut NewMessage,
+) -> Result<(), Reply> {
+    let config = shard.config();
+    let outcome = sieve::run(
+        script,
+        &Mail {
+            message: &message.body,
+            envelope_from: &tx.mail_from,
+            envelope_to: tx.recipients.first().map_or("", String::as_str),
+            detail_separator: config.smtp.recipient_delimiter.chars().next(),
+        },
+    );
+    if let Some(error) = &outcome.error {
+        shard.security.sieve("server_error");
+        tracing::warn!(shard = shard.id, error = %error, "server Sieve filter failed; delivered as addressed");
+        return Ok(());
+    }
+    if let Some(reason) = &outcome.reject {
+        shard.security.sieve("server_reject");
+        tracing::info!(shard = shard.id, reason = %reason, "server Sieve filter rejected a message");
+        return Err(Reply::new(550, "5.7.1", reply_text(reason)));
+    }
+    let remote =
+        |a: &String| !config.is_local_domain(&intake::recipient_domain(a, &config.hostname));
+    if shard.hub.is_none() && outcome.redirects.iter().any(remote) {
+        shard.security.sieve("server_error");
+        tracing::warn!(shard = shard.id, "server Sieve filter redirects to a remote address with the relay off; delivered as addressed");
+        return Ok(());
+    }
+    if outcome.filings.is_empty() {
+        // The keep was cancelled: the recipients given get nothing.
+        message.mailboxes.clear();
+        message.junk.clear();
+        message.filed.clear();
+        message.queue.clear();
+        message.envelope.recipients.clear();
+    }
+    if !outcome.redirects.is_empty() {
+        shard.security.sieve("server_redirect");
+        redirect(shard, message, outcome.redirects);
+    }
+    if message.goes_nowhere() {
+        shard.security.sieve("server_discard");
+        tracing::info!(shard = shard.id, sender = %tx.mail_from, "server Sieve filter discarded a message");
+    }
+    Ok(())
+}
+
 /// How long a redirect is remembered: the same message (by its
 /// Message-ID, or its body when it has none) reaching the same user again
 /// within it is not sent to the same address again. That ends forwarding
