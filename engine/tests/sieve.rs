@@ -455,6 +455,29 @@ fn redirects_that_cannot_go_keep_the_mail_and_repeats_are_not_sent_again() {
         2,
         "another message goes"
     );
+    // What a filter sends to another account here meets that account's
+    // own filter; two filters sending to each other deliver once each.
+    activate(
+        &server,
+        "bob@ours.test",
+        "require [\"fileinto\", \"mailbox\", \"copy\"];\n\
+         redirect :copy \"alice@ours.test\";\nfileinto :create \"From alice\";",
+    );
+    let reply = send_as(
+        &server,
+        "carol@ours.test",
+        "alice@ours.test",
+        "alice@ours.test",
+        "m5@c",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(count(&server, "bob@ours.test", "From alice"), 1);
+    assert_eq!(count(&server, "bob@ours.test", "INBOX"), 2);
+    assert_eq!(
+        count(&server, "alice@ours.test", "INBOX"),
+        1,
+        "no copy back"
+    );
 
     // Vacation answers mail that came by an address with a detail, from
     // that address.

@@ -123,15 +123,24 @@ pub(crate) async fn filter(
         return Ok(filtered);
     }
     let now = now_micros / 1_000_000;
-    let users = message.mailboxes.clone();
+    // Each account's script runs once per message: those the message was
+    // sent to, then those a script redirected it to here (whose own
+    // filters see it as mail for them), each at most once, so filters
+    // that send to each other end.
+    let mut work: std::collections::VecDeque<(String, Option<String>)> = message
+        .mailboxes
+        .iter()
+        .map(|u| (u.clone(), None))
+        .collect();
+    let mut seen: std::collections::HashSet<String> = message.mailboxes.iter().cloned().collect();
     let mut rejected: Vec<(String, String)> = Vec::new();
     let mut redirects: Vec<String> = Vec::new();
-    for user in users {
+    while let Some((user, redirected_to)) = work.pop_front() {
         let Some(script) = active_script(shard, &user) else {
             continue;
         };
         let config = shard.config();
-        let envelope_to = envelope_recipient(shard, tx, &user);
+        let envelope_to = redirected_to.unwrap_or_else(|| envelope_recipient(shard, tx, &user));
         let separator = config.smtp.recipient_delimiter.chars().next();
         let mut outcome = sieve::run(
             &script,
@@ -197,8 +206,27 @@ pub(crate) async fn filter(
             forget_sometimes(shard, &mut filtered.state, &user, &key, now);
             shard.security.sieve("redirect");
             tracing::info!(shard = shard.id, user, to = %address, "Sieve redirect");
-            if !redirects.iter().any(|r| r.eq_ignore_ascii_case(address)) {
-                redirects.push(address.clone());
+            let local =
+                config.is_local_domain(&intake::recipient_domain(address, &config.hostname));
+            if !local {
+                if !redirects.iter().any(|r| r.eq_ignore_ascii_case(address)) {
+                    redirects.push(address.clone());
+                }
+                continue;
+            }
+            // Mail for a local address: its account's filter runs too (an
+            // alias's remote targets go through the relay).
+            for target in intake::local_targets_in(&config, &*shard.store)(address) {
+                let target_local =
+                    config.is_local_domain(&intake::recipient_domain(&target, &config.hostname));
+                if !target_local {
+                    if !redirects.iter().any(|r| r.eq_ignore_ascii_case(&target)) {
+                        redirects.push(target);
+                    }
+                } else if seen.insert(target.clone()) {
+                    message.mailboxes.push(target.clone());
+                    work.push_back((target, Some(address.clone())));
+                }
             }
         }
     }
@@ -427,10 +455,9 @@ fn flags_of(names: &[String]) -> Flags {
     flags
 }
 
-/// Send the message on to `addresses` as well: local ones into their
-/// INBOX (their own filters are not run again: no loops), remote ones
-/// through the queue with the original sender. Without the relay, remote
-/// ones cannot go; the filter's owners keep their copy then.
+/// Send the message on to the remote `addresses` through the queue, with
+/// the original sender (local ones were made recipients already, their
+/// own filters run).
 fn redirect(shard: &Shard, message: &mut NewMessage, addresses: Vec<String>) {
     // Remote ones with the relay off never get here: their run was made a
     // failure (the message kept) before.

@@ -592,6 +592,7 @@ impl Checker {
 
     fn address_part(&self, args: &mut Args) -> Result<AddressPart, SieveError> {
         let mut part = AddressPart::All;
+        let mut given = 0;
         for (tag, value) in [
             ("all", AddressPart::All),
             ("localpart", AddressPart::LocalPart),
@@ -604,7 +605,11 @@ impl Checker {
                     self.need("subaddress", args.line, &format!(":{tag}"))?;
                 }
                 part = value;
+                given += 1;
             }
+        }
+        if given > 1 {
+            return Err(SieveError::new(args.line, "give one address part"));
         }
         Ok(part)
     }

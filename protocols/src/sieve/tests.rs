@@ -250,6 +250,10 @@ fn scripts_with_errors_are_refused_with_their_line() {
         ),
         ("if true { stop; } keep \"extra\";", 1),
         ("discard [\"a\" \"b\"];", 1),
+        (
+            "require \"subaddress\"; if address :user :domain \"to\" \"x\" { keep; }",
+            1,
+        ),
         ("if anyof () { keep; }", 1),
         ("/* unterminated", 1),
     ] {

@@ -155,9 +155,15 @@ pub fn compose(vacation: &Vacation, reply: &Reply<'_>) -> Vec<u8> {
     });
     // `:from` as written when it has a display name; a bare address in
     // brackets (control characters were refused when the script was read).
-    let from = match vacation.from.as_deref() {
-        Some(from) if from.contains('<') => from.trim().to_owned(),
-        Some(from) => format!("<{}>", from.trim()),
+    let from = match vacation.from.as_deref().map(str::trim) {
+        // A display name in UTF-8 goes in an encoded word, as the subject.
+        Some(from) if from.contains('<') => match from.split_once('<') {
+            Some((name, address)) if !name.is_ascii() => {
+                format!("{} <{address}", encoded_word(name.trim().trim_matches('"')))
+            }
+            _ => from.to_owned(),
+        },
+        Some(from) => format!("<{from}>"),
         None => format!("<{}>", reply.user),
     };
     let raw = |name: &str| {
