@@ -287,6 +287,10 @@ pub fn stored(
     let due = now_micros / 1000;
     let recipients = &once_each(recipients);
     let split = split_recipients(recipients, to);
+    let body = match split.local.is_empty() {
+        true => body,
+        false => with_return_path(body, sender),
+    };
     let envelope = Envelope {
         sender: sender.to_owned(),
         received_at: now_micros,
@@ -352,6 +356,29 @@ pub fn add_recipients(message: &mut NewMessage, addresses: &[String], to: &Recip
                 entry.recipients.push(address.clone());
                 message.envelope.recipients.push(address);
             }
+        }
+    }
+}
+
+/// `body` with `Return-Path: <sender>` on top: what final delivery adds
+/// (RFC 5321 §4.4), so a mailbox shows the envelope sender (`<>` for
+/// bounces and automatic replies). The relay takes it off again before
+/// the same body goes on to other servers ([`without_return_path`]).
+fn with_return_path(body: Vec<u8>, sender: &str) -> Vec<u8> {
+    let line = format!("Return-Path: <{sender}>\r\n");
+    let mut out = Vec::with_capacity(line.len() + body.len());
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// `body` without the `Return-Path:` line [`stored`] put on top of a
+/// message that also went to local mailboxes (a client's own such field
+/// would be below our trace fields, never first).
+pub fn without_return_path(body: &mut Vec<u8>) {
+    if body.starts_with(b"Return-Path: ") {
+        if let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+            body.drain(..end + 2);
         }
     }
 }
@@ -1014,7 +1041,16 @@ mod tests {
             5,
             b"DKIM-Signature: x\r\n",
         );
-        assert!(m.body.starts_with(b"DKIM-Signature: x\r\nReceived: "));
+        // Local delivery: the envelope sender on top (RFC 5321 §4.4).
+        let sender = format!("Return-Path: <{}>\r\n", tx(&["postmaster"]).mail_from);
+        let rest = m
+            .body
+            .strip_prefix(sender.as_bytes())
+            .expect("Return-Path first");
+        assert!(rest.starts_with(b"DKIM-Signature: x\r\nReceived: "));
+        let mut relayed = m.body.clone();
+        without_return_path(&mut relayed);
+        assert_eq!(relayed, rest, "the relay sends it without");
         assert!(String::from_utf8_lossy(&m.body).contains("\tfor <postmaster>;"));
         assert!(m.queue.is_empty());
         assert_eq!(m.mailboxes, vec!["postmaster@mx.test"]);

@@ -172,6 +172,11 @@ pub fn metrics_with(server: &RunningServer, lines: &[&str]) -> String {
 
 /// Split a stored message into its leading Received: header and the rest.
 pub fn split_trace_header(stored: &[u8]) -> (&[u8], &[u8]) {
+    // Local delivery puts the envelope sender on top (RFC 5321 §4.4).
+    let stored = match stored.starts_with(b"Return-Path: ") {
+        true => &stored[stored.iter().position(|&b| b == b'\n').unwrap() + 1..],
+        false => stored,
+    };
     assert!(
         stored.starts_with(b"Received: "),
         "stored message starts with a trace header"

@@ -254,7 +254,8 @@ fn inbound_mail_is_not_signed() {
         .unwrap();
     assert_eq!(bodies.len(), 1);
     let text = String::from_utf8_lossy(&bodies[0]);
-    assert!(text.starts_with("Received: "), "{text}");
+    assert!(text.starts_with("Return-Path: <"), "{text}");
+    assert!(text.contains("\r\nReceived: "), "{text}");
     assert!(!text.contains("DKIM-Signature"), "{text}");
     server.shutdown();
 }

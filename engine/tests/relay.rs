@@ -2606,7 +2606,11 @@ fn inbound_mail_gets_an_spf_verdict_and_forged_ones_go() {
         let id = reply.split_whitespace().last().unwrap();
         let id = spool::MessageId::from_hex(id).unwrap();
         let body = spool::read_body(&*server.store(), &id).unwrap().unwrap();
-        String::from_utf8(body).unwrap()
+        // Local delivery put the envelope sender on top (RFC 5321 §4.4).
+        let body = String::from_utf8(body).unwrap();
+        let (return_path, rest) = body.split_once("\r\n").unwrap();
+        assert!(return_path.starts_with("Return-Path: <"), "{body}");
+        rest.to_owned()
     };
     let forged = "Authentication-Results: mx.test; spf=pass (trust me)\r\n\
                   Authentication-Results: elsewhere.test; spf=none\r\nSubject: s\r\n\r\nhi\r\n";

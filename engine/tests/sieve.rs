@@ -186,6 +186,12 @@ fn filters_file_flag_discard_reject_redirect_and_answer_while_away() {
                 && String::from_utf8_lossy(&r.data).contains("Subject: forward this")
         })
     });
+    // The Return-Path local delivery added is not sent on (RFC 5321 §4.4:
+    // the server that delivers adds its own).
+    assert!(smarthost
+        .received()
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.data).contains("Return-Path")));
 
     // vacation: one reply per sender in :days, from the null sender, with
     // the flags the script added on the kept copy.

@@ -595,7 +595,7 @@ impl Over<'_> {
         connection: &mut Connection,
         id: MessageId,
     ) -> Result<Option<Loaded>, StoreError> {
-        let loaded = match self.relay.load_in_memory(id)? {
+        let mut loaded = match self.relay.load_in_memory(id)? {
             InMemory::Found(envelope, body) => Loaded { envelope, body },
             InMemory::Gone => return Ok(None),
             InMemory::OnDisk => {
@@ -606,6 +606,9 @@ impl Over<'_> {
                 }
             }
         };
+        // The envelope sender travels in MAIL FROM; the server that
+        // delivers adds its own Return-Path (RFC 5321 §4.4).
+        crate::intake::without_return_path(&mut loaded.body);
         Ok(Some(seven_bit_for(connection, loaded).await))
     }
 

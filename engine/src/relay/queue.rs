@@ -963,11 +963,18 @@ impl Relay {
     /// memory (mail just taken usually is), else off the executor thread,
     /// which must not wait for the disk.
     pub async fn load(&self, id: MessageId) -> Result<Option<Loaded>, StoreError> {
-        match self.load_in_memory(id)? {
-            InMemory::Found(envelope, body) => Ok(Some(Loaded { envelope, body })),
-            InMemory::Gone => Ok(None),
-            InMemory::OnDisk => self.load_from_disk(id).await,
-        }
+        let mut loaded = match self.load_in_memory(id)? {
+            InMemory::Found(envelope, body) => Loaded { envelope, body },
+            InMemory::Gone => return Ok(None),
+            InMemory::OnDisk => match self.load_from_disk(id).await? {
+                Some(loaded) => loaded,
+                None => return Ok(None),
+            },
+        };
+        // The envelope sender travels in MAIL FROM; the next server adds
+        // its own Return-Path when it delivers (RFC 5321 §4.4).
+        crate::intake::without_return_path(&mut loaded.body);
+        Ok(Some(loaded))
     }
 
     /// A message's envelope and body if the store has them in memory.

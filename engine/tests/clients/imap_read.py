@@ -69,7 +69,10 @@ def send(data, rcpts=(USER,)):
 
 
 def strip_trace(stored):
-    """The message without the server's leading Received: header."""
+    """The message without the server's Return-Path: (the envelope
+    sender, RFC 5321 section 4.4) and Received: header on top."""
+    assert stored.startswith(b"Return-Path: <"), stored[:40]
+    stored = stored.split(b"\r\n", 1)[1]
     assert stored.startswith(b"Received: "), stored[:40]
     lines = stored.split(b"\r\n")
     i = 1

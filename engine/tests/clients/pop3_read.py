@@ -57,7 +57,10 @@ def send_all():
 
 
 def strip_trace(lines):
-    """The message without the server's leading Received: header."""
+    """The message without the server's Return-Path: (the envelope
+    sender, RFC 5321 section 4.4) and Received: header on top."""
+    assert lines[0].startswith(b"Return-Path: <"), lines[0]
+    lines = lines[1:]
     assert lines[0].startswith(b"Received: "), lines[0]
     i = 1
     while lines[i][:1] in (b" ", b"\t"):
