@@ -168,7 +168,19 @@ pub fn new_message(
     signatures: &[u8],
 ) -> NewMessage {
     let trace = received_header(tx, origin, &id, now_micros);
-    let mut body = Vec::with_capacity(signatures.len() + trace.len() + tx.data.len());
+    // Written first here when a recipient is local, so that `stored` need
+    // not copy the body to put it on top.
+    let local = tx
+        .recipients
+        .iter()
+        .any(|r| (origin.is_local)(&recipient_domain(r, origin.hostname)));
+    let return_path = match local {
+        true => return_path_line(&tx.mail_from),
+        false => String::new(),
+    };
+    let mut body =
+        Vec::with_capacity(return_path.len() + signatures.len() + trace.len() + tx.data.len());
+    body.extend_from_slice(return_path.as_bytes());
     body.extend_from_slice(signatures);
     body.extend_from_slice(trace.as_bytes());
     body.extend_from_slice(&tx.data);
@@ -287,7 +299,7 @@ pub fn stored(
     let due = now_micros / 1000;
     let recipients = &once_each(recipients);
     let split = split_recipients(recipients, to);
-    let body = match split.local.is_empty() {
+    let body = match split.local.is_empty() || body.starts_with(b"Return-Path: ") {
         true => body,
         false => with_return_path(body, sender),
     };
@@ -365,11 +377,15 @@ pub fn add_recipients(message: &mut NewMessage, addresses: &[String], to: &Recip
 /// bounces and automatic replies). The relay takes it off again before
 /// the same body goes on to other servers ([`without_return_path`]).
 fn with_return_path(body: Vec<u8>, sender: &str) -> Vec<u8> {
-    let line = format!("Return-Path: <{sender}>\r\n");
+    let line = return_path_line(sender);
     let mut out = Vec::with_capacity(line.len() + body.len());
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+fn return_path_line(sender: &str) -> String {
+    format!("Return-Path: <{sender}>\r\n")
 }
 
 /// `body` without the `Return-Path:` line [`stored`] put on top of a
