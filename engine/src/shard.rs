@@ -354,6 +354,26 @@ impl Shard {
         self.view.borrow().imap.clone()
     }
 
+    /// `make` with how recipients are told apart now: local domains by
+    /// the configuration, local addresses by accounts and aliases (so
+    /// mail the server writes itself to a local alias reaches the account
+    /// behind it), remote ones into the default pool.
+    pub(crate) fn with_recipients<T>(
+        &self,
+        make: impl FnOnce(&crate::intake::Recipients<'_>) -> T,
+    ) -> T {
+        let config = self.config();
+        let is_local = |domain: &str| config.is_local_domain(domain);
+        let resolve = crate::intake::local_targets_in(&config, &*self.store);
+        let to = crate::intake::Recipients {
+            hostname: &config.hostname,
+            is_local: &is_local,
+            pool: config.relay.default_pool.as_deref(),
+            local_targets: Some(&resolve),
+        };
+        make(&to)
+    }
+
     /// The server-wide Sieve filter (`smtp.sieve_filter`), if any.
     pub fn sieve_filter(&self) -> Option<Arc<ringpost_protocols::sieve::Script>> {
         self.refresh();

@@ -466,29 +466,22 @@ impl Smtp<'_> {
             return None;
         }
         let shard = self.shard;
-        let config = shard.config();
-        let is_local = |domain: &str| config.is_local_domain(domain);
-        let resolve = intake::local_targets_in(&config, &*shard.store);
-        let to = intake::Recipients {
-            hostname: &config.hostname,
-            is_local: &is_local,
-            pool: config.relay.default_pool.as_deref(),
-            local_targets: Some(&resolve),
-        };
-        let reported = bounce::delivered_to_report(tx, &to);
-        if reported.is_empty() {
-            return None;
-        }
-        let id = shard.next_id(now);
-        Some(bounce::new_dsn(
-            id,
-            &to,
-            &message.id,
-            &message.envelope,
-            &message.body,
-            &reported,
-            now,
-        ))
+        shard.with_recipients(|to| {
+            let reported = bounce::delivered_to_report(tx, to);
+            if reported.is_empty() {
+                return None;
+            }
+            let id = shard.next_id(now);
+            Some(bounce::new_dsn(
+                id,
+                to,
+                &message.id,
+                &message.envelope,
+                &message.body,
+                &reported,
+                now,
+            ))
+        })
     }
 
     /// Whether the message may still go to the local accounts it is for.

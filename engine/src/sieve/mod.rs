@@ -324,20 +324,13 @@ fn forget_sometimes(shard: &Shard, batch: &mut WriteBatch, user: &str, key: &str
 /// the transaction whose targets include them (an alias, an address
 /// with a detail), else the account name.
 fn envelope_recipient(shard: &Shard, tx: &Transaction, user: &str) -> String {
-    let config = shard.config();
-    let is_local = |domain: &str| config.is_local_domain(domain);
-    let resolve = intake::local_targets_in(&config, &*shard.store);
-    let to = intake::Recipients {
-        hostname: &config.hostname,
-        is_local: &is_local,
-        pool: None,
-        local_targets: Some(&resolve),
-    };
-    tx.recipients
-        .iter()
-        .find(|rcpt| intake::targets_of(rcpt, &to).iter().any(|t| t == user))
-        .cloned()
-        .unwrap_or_else(|| user.to_owned())
+    shard.with_recipients(|to| {
+        tx.recipients
+            .iter()
+            .find(|rcpt| intake::targets_of(rcpt, to).iter().any(|t| t == user))
+            .cloned()
+            .unwrap_or_else(|| user.to_owned())
+    })
 }
 
 /// Where `user`'s copy goes by `outcome`: INBOX (in `message.mailboxes`)
@@ -461,7 +454,7 @@ fn flags_of(names: &[String]) -> Flags {
 fn redirect(shard: &Shard, message: &mut NewMessage, addresses: Vec<String>) {
     // Remote ones with the relay off never get here: their run was made a
     // failure (the message kept) before.
-    with_recipients(shard, |to| intake::add_recipients(message, &addresses, to));
+    shard.with_recipients(|to| intake::add_recipients(message, &addresses, to));
 }
 
 /// A vacation reply to the sender, with the memory key and expiry (Unix
@@ -508,27 +501,11 @@ fn vacation_reply(
         },
     );
     // From the null sender: nothing may answer an automatic reply.
-    let reply = with_recipients(shard, |to| {
+    let reply = shard.with_recipients(|to| {
         intake::stored(id, body, "", std::slice::from_ref(&sender), to, now_micros)
     });
     tracing::info!(shard = shard.id, user, to = %sender, "Sieve vacation reply queued");
     Ok(Some((reply, key, now + vacation.days * 86_400)))
-}
-
-/// `make` with how recipients are told apart now: local ones by their
-/// accounts and aliases, so an automatic message to a local alias reaches
-/// the account behind it.
-fn with_recipients<T>(shard: &Shard, make: impl FnOnce(&intake::Recipients<'_>) -> T) -> T {
-    let config = shard.config();
-    let is_local = |domain: &str| config.is_local_domain(domain);
-    let resolve = intake::local_targets_in(&config, &*shard.store);
-    let to = intake::Recipients {
-        hostname: &config.hostname,
-        is_local: &is_local,
-        pool: config.relay.default_pool.as_deref(),
-        local_targets: Some(&resolve),
-    };
-    make(&to)
 }
 
 /// A DSN to the sender saying these addresses refused the message, with
@@ -554,7 +531,7 @@ fn rejection_report(
             original_recipient: None,
         })
         .collect();
-    with_recipients(shard, |to| {
+    shard.with_recipients(|to| {
         crate::relay::bounce::new_dsn(
             shard.next_id(now_micros),
             to,
