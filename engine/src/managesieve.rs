@@ -81,11 +81,16 @@ impl ManageSieve<'_> {
                 tracing::info!(shard = shard.id, %peer, user = %account, "managesieve login");
                 session.auth_succeeded(account);
             }
-            LoginOutcome::Rejected | LoginOutcome::LockedOut => {
+            LoginOutcome::Rejected => {
                 shard.security.auth(service, mechanism, "failed");
                 tracing::info!(shard = shard.id, %peer, user, mechanism, "managesieve login failed");
                 glommio::timer::sleep(shard.auth_failure_delay(service)).await;
                 session.auth_failed();
+            }
+            LoginOutcome::LockedOut => {
+                shard.security.auth(service, mechanism, "locked_out");
+                glommio::timer::sleep(shard.auth_failure_delay(service)).await;
+                session.auth_locked_out();
             }
             LoginOutcome::Unavailable(e) => {
                 shard.security.auth(service, mechanism, "unavailable");

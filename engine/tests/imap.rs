@@ -2120,3 +2120,34 @@ fn search_older_and_younger_by_internal_date() {
     assert!(bad.last().unwrap().starts_with("s BAD"), "{bad:?}");
     server.shutdown();
 }
+
+/// A URL the client sent with a line end in it comes back harmless: never
+/// a response line of its own (`* BYE ...`).
+#[test]
+fn line_ends_in_urls_are_not_echoed_as_responses() {
+    let (server, _dir) = start_server(local_config);
+    add_user(&server, "alice@ours.test");
+    let mut a = alice_in_inbox(&server);
+    let url = "imap://x\r\n* BYE [ALERT] injected";
+    let reply = a.tagged(
+        "p",
+        &format!("APPEND INBOX CATENATE (URL {{{}+}}\r\n{url})", url.len()),
+    );
+    assert!(
+        reply.iter().all(|line| !line.starts_with("* BYE")),
+        "{reply:?}"
+    );
+    assert!(
+        reply.last().unwrap().starts_with("p NO [BADURL "),
+        "{reply:?}"
+    );
+    // URLFETCH names the URL back: as a literal, which holds the line end.
+    let fetched = a.tagged("u", &format!("URLFETCH {{{}+}}\r\n{url}", url.len()));
+    assert_eq!(
+        fetched[0],
+        format!("* URLFETCH {{{}}}\r\n", url.len()),
+        "{fetched:?}"
+    );
+    assert!(fetched.last().unwrap().starts_with("u OK"), "{fetched:?}");
+    server.shutdown();
+}

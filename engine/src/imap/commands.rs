@@ -836,9 +836,10 @@ impl Conn<'_> {
                 CatenatePart::Url(url) => match self.resolve(url)? {
                     Some(bytes) => out.extend_from_slice(&bytes),
                     None => {
-                        let quoted = url.replace('\\', "\\\\").replace('"', "\\\"");
+                        // In a response code: quoted, its controls made harmless.
+                        let quoted = ringpost_protocols::imap::quoted(url);
                         return Ok(Err(Done::NoCode(
-                            format!("BADURL \"{quoted}\""),
+                            format!("BADURL {quoted}"),
                             "the URL names no message of yours",
                         )));
                     }

@@ -17,6 +17,7 @@
 
 use super::commands::{Done, Outcome};
 use super::Conn;
+use ringpost_protocols::imap::string as imap_string;
 use ringpost_protocols::imap::types::fetch::{Part, Section};
 use ringpost_protocols::imap::url::ImapUrl;
 use ringpost_protocols::imap::urlauth::{self, FetchWant, UrlAuthCommand, UrlFetch};
@@ -69,11 +70,6 @@ fn key_of<'k>(keys: &'k [(String, Vec<u8>)], name: &str) -> Option<&'k [u8]> {
     keys.iter()
         .find(|(n, _)| mailbox::normalize_name(n) == mailbox::normalize_name(name))
         .map(|(_, key)| key.as_slice())
-}
-
-/// An IMAP quoted string.
-fn quoted(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 impl Conn<'_> {
@@ -148,7 +144,7 @@ impl Conn<'_> {
                 }
             };
             let token = urlauth::token(&key, &auth.rump);
-            answers.push(quoted(&format!("{}:internal:{token}", auth.rump)));
+            answers.push(imap_string(&format!("{}:internal:{token}", auth.rump)));
         }
         if made {
             set_keys(&mut account, &keys);
@@ -171,7 +167,7 @@ impl Conn<'_> {
                 break;
             }
             line.push(b' ');
-            line.extend_from_slice(quoted(&request.url).as_bytes());
+            line.extend_from_slice(imap_string(&request.url).as_bytes());
             let found = self.authorized_message(&request.url)?;
             // A section that cannot be read names nothing.
             let Some((message, named, section)) =

@@ -83,7 +83,7 @@ impl SearchReturn {
     /// `ESEARCH (TAG ...) [UID]` and MIN, MAX (the first and last of
     /// `numbers`) and COUNT as asked.
     fn head(&self, tag: &str, uid: bool, numbers: &[u32]) -> String {
-        let mut line = format!("ESEARCH (TAG {})", quoted(tag));
+        let mut line = format!("ESEARCH (TAG {})", super::quoted(tag));
         if uid {
             line.push_str(" UID");
         }
@@ -157,7 +157,7 @@ pub enum Delta {
 /// unsorted SEARCH, whose order is the mailbox's). `numbers` are listed
 /// in the order given, as [`SearchReturn::sorted_response`] lists them.
 pub fn update_line(tag: &str, uid: bool, delta: Delta, position: u32, numbers: &[u32]) -> String {
-    let mut line = format!("ESEARCH (TAG {})", quoted(tag));
+    let mut line = format!("ESEARCH (TAG {})", super::quoted(tag));
     if uid {
         line.push_str(" UID");
     }
@@ -199,20 +199,6 @@ pub fn parse_cancel_update(command: &[u8]) -> Option<Result<(String, Vec<String>
         return Some(Err(BadReturn));
     }
     Some(Ok((tag, tags)))
-}
-
-/// An IMAP quoted string (tags are atoms, but quote anyway as the RFC does).
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// Ascending numbers as a compact set: `1:3,5,8:9` (ESEARCH ALL,

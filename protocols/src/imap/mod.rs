@@ -47,3 +47,37 @@ pub use imap_codec::imap_types as types;
 pub use server::{
     Event, Extra, FetchItem, ImapConfig, ImapSession, CAPABILITIES, MAX_LOGIN_COMMAND,
 };
+
+/// `text` as an IMAP string in a response: quoted when it can be, a
+/// literal when it holds a line end (in a quoted string it would end the
+/// response line, and the rest would read as a response of its own). NUL,
+/// which no IMAP string may carry, is left out.
+pub fn string(text: &str) -> String {
+    let text: std::borrow::Cow<'_, str> = match text.contains('\0') {
+        true => text.replace('\0', "").into(),
+        false => text.into(),
+    };
+    if text.contains(['\r', '\n']) {
+        return format!("{{{}}}\r\n{text}", text.len());
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `text` as an IMAP quoted string where a literal may not stand (a
+/// response code's argument): line ends and other controls become `?`.
+pub fn quoted(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    string(&clean)
+}

@@ -74,7 +74,8 @@ impl Default for ManageSieveConfig {
 pub enum Event {
     /// Check these credentials; answer with
     /// [`ManageSieveSession::auth_succeeded`],
-    /// [`ManageSieveSession::auth_failed`] or
+    /// [`ManageSieveSession::auth_failed`],
+    /// [`ManageSieveSession::auth_locked_out`] or
     /// [`ManageSieveSession::auth_unavailable`].
     Authenticate(Credentials),
     /// STARTTLS was accepted: write the output, drop unread input, run the
@@ -209,6 +210,15 @@ impl ManageSieveSession {
     pub fn auth_failed(&mut self) {
         if self.resume(|p| matches!(p, Phase::AwaitAuth)) {
             self.no(None, "Authentication failed");
+            self.count_error();
+        }
+    }
+
+    /// Too many failed logins from this client or for this account: no
+    /// password is checked until the lockout ends.
+    pub fn auth_locked_out(&mut self) {
+        if self.resume(|p| matches!(p, Phase::AwaitAuth)) {
+            self.no(Some("TRYLATER"), "Too many failed logins; try again later");
             self.count_error();
         }
     }

@@ -112,6 +112,20 @@ fn authenticate_with_a_continuation_and_failure() {
     assert_eq!(take(&mut s), "NO \"Authentication cancelled\"\r\n");
     s.feed(b"LISTSCRIPTS\r\n");
     assert_eq!(take(&mut s), "NO \"Log in first\"\r\n");
+    // Locked out: told to come back later, not that the password is wrong.
+    s.feed(
+        format!(
+            "AUTHENTICATE \"PLAIN\" \"{}\"\r\n",
+            plain("a@x.test", "right")
+        )
+        .as_bytes(),
+    );
+    assert!(matches!(s.poll_event(), Some(Event::Authenticate(_))));
+    s.auth_locked_out();
+    assert_eq!(
+        take(&mut s),
+        "NO (TRYLATER) \"Too many failed logins; try again later\"\r\n"
+    );
     s.feed(b"AUTHENTICATE \"CRAM-MD5\"\r\n");
     assert!(take(&mut s).starts_with("NO "));
 }

@@ -57,6 +57,9 @@ use crate::session::{Deadline, Session, Timers};
 
 /// Replies waiting to be written past which [`ServerSession::feed`] takes
 /// no more commands.
+/// What a stranger's size claim may reserve ahead of its bytes.
+const UNTRUSTED_RESERVE: usize = 64 * 1024;
+
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// Whether a command line is EHLO or HELO with an argument.
@@ -308,6 +311,8 @@ pub struct ServerSession {
     timers: Timers,
     /// When the content of the current message (or BDAT chunk) began.
     content_started: Option<Instant>,
+    /// When content last arrived.
+    content_progress: Option<Instant>,
     /// Octets of the message received before that (earlier chunks): each
     /// chunk has its own allowance, so a pause between chunks, which the
     /// command timeout governs, does not eat into the next chunk's.
@@ -348,6 +353,7 @@ impl ServerSession {
             account: None,
             timers: Timers::default(),
             content_started: None,
+            content_progress: None,
             content_base: 0,
             chunks_failed: false,
             stopping: false,
@@ -366,6 +372,11 @@ impl ServerSession {
     /// bound while it reads slowly.
     #[must_use = "unconsumed input must be fed again"]
     pub fn feed(&mut self, input: &[u8]) -> usize {
+        if self.in_data() && !input.is_empty() {
+            // Content arrived: the idle bound of `content_deadline` starts
+            // again (the rate bound does not).
+            self.content_progress = self.timers.now();
+        }
         let mut used = 0;
         while used < input.len() {
             let rest = &input[used..];
@@ -550,6 +561,17 @@ impl ServerSession {
     /// The client is trusted: a relay network, or authenticated.
     pub fn is_trusted(&self) -> bool {
         self.peer.trusted || self.account.is_some()
+    }
+
+    /// Most of a size claim (SIZE=, a BDAT chunk's size) reserved before
+    /// its bytes come: a stranger's claim costs no more than a read's
+    /// worth (else a hundred bytes of `BDAT 52428000` would pin a
+    /// megabyte); the buffer grows as bytes arrive.
+    fn reserve_cap(&self) -> usize {
+        match self.is_trusted() {
+            true => usize::MAX,
+            false => UNTRUSTED_RESERVE,
+        }
     }
 
     /// Give back the `data` buffer of a [`Transaction`] once it is stored, so
@@ -916,8 +938,8 @@ impl ServerSession {
         if open.tx.recipients.is_empty() {
             return self.reply(replies::NO_VALID_RECIPIENTS);
         }
-        self.body
-            .begin(self.config.max_message_size, open.size_hint);
+        let hint = open.size_hint.min(self.reserve_cap());
+        self.body.begin(self.config.max_message_size, hint);
         self.content_started = self.timers.now();
         self.content_base = 0;
         self.phase = Phase::Data(DataReceiver::default());
@@ -926,19 +948,20 @@ impl ServerSession {
 
     /// BDAT: decide the chunk's fate now, answer once its octets are read.
     fn bdat(&mut self, size: u64, last: bool) {
+        let cap = self.reserve_cap();
         let refusal = match &mut self.open {
             None => Some(replies::NEED_MAIL),
             Some(open) if open.tx.recipients.is_empty() => Some(replies::NO_VALID_RECIPIENTS),
             Some(open) => {
                 if open.chunks.is_none() {
                     open.chunks = Some(LineEndings::default());
-                    self.body
-                        .begin(self.config.max_message_size, open.size_hint);
+                    let hint = open.size_hint.min(cap);
+                    self.body.begin(self.config.max_message_size, hint);
                 }
                 self.content_started = self.timers.now();
                 self.content_base = self.body.received();
                 self.body
-                    .reserve(usize::try_from(size).unwrap_or(usize::MAX));
+                    .reserve(usize::try_from(size).unwrap_or(usize::MAX).min(cap));
                 None
             }
         };
@@ -1082,12 +1105,22 @@ impl ServerSession {
         if !self.in_data() {
             return None;
         }
-        Some(Deadline::for_content(
+        let rate = Deadline::for_content(
             started,
             self.config.data_timeout,
             self.body.received().saturating_sub(self.content_base),
             self.config.min_data_rate,
-        ))
+        );
+        // Time earned by a fast start is not a licence to fall silent: no
+        // content for data_timeout ends it too (RFC 5321 §4.5.3.2.5's
+        // data block timeout), so a client that sent megabytes quickly
+        // cannot then hold them, and the memory, for hours.
+        let progress = self
+            .content_progress
+            .filter(|p| *p > started)
+            .unwrap_or(started);
+        let idle = Deadline::after(progress, self.config.data_timeout);
+        Some(if idle.at() < rate.at() { idle } else { rate })
     }
 
     /// Waiting for the driver's answer to an event.

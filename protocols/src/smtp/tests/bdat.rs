@@ -239,3 +239,30 @@ fn bare_line_ending_and_size_together_do_not_depend_on_cuts() {
         ["250 2.1.0", "250 2.1.5", "552 5.3.4", "250 2.1.0"]
     );
 }
+
+#[test]
+fn a_strangers_size_claim_reserves_little() {
+    use crate::session::Session;
+    // `BDAT 52428000` and a hundred bytes must not pin megabytes per
+    // connection (a thousand such connections would be gigabytes); the
+    // buffer grows with the bytes that really come.
+    let mut session = crate::smtp::ServerSession::new(std::sync::Arc::new(config()));
+    let setup = b"EHLO c\r\nMAIL FROM:<a@b.test> SIZE=52428000\r\nRCPT TO:<c@d.test>\r\n";
+    assert_eq!(session.feed(setup), setup.len());
+    session.accept_recipient();
+    let chunk = [b"BDAT 52428000 LAST\r\n".as_slice(), &[b'x'; 100]].concat();
+    assert_eq!(session.feed(&chunk), chunk.len());
+    assert!(session.buffered() <= 128 * 1024, "{}", session.buffered());
+    // A trusted client's claim is taken at its word (up to the usual cap).
+    let mut trusted = crate::smtp::ServerSession::with_peer(
+        std::sync::Arc::new(config()),
+        crate::smtp::Peer {
+            trusted: true,
+            ..crate::smtp::Peer::default()
+        },
+    );
+    assert_eq!(trusted.feed(setup), setup.len());
+    trusted.accept_recipient();
+    assert_eq!(trusted.feed(&chunk), chunk.len());
+    assert!(trusted.buffered() >= 1024 * 1024, "{}", trusted.buffered());
+}

@@ -237,3 +237,38 @@ fn shutdown_waits_for_the_transaction() {
     assert!(said(&mut s)
         .ends_with("250 2.0.0 Ok: queued as Q1\r\n421 4.3.2 mx.test Service shutting down\r\n"));
 }
+
+#[test]
+fn time_earned_by_fast_content_does_not_cover_silence() {
+    // 100 KB at once earns 1,000 s at 100 bytes/s, but with nothing more
+    // the message ends at the data timeout (5 s) after the last bytes.
+    let t0 = Instant::now();
+    let mut s = in_transaction(t0);
+    s.receive(t0, b"DATA\r\n");
+    let content = vec![b'x'; 100_000];
+    assert_eq!(s.receive(t0 + secs(1), &content), content.len());
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(6)));
+    // More content moves it on; the rate bound still stands behind it.
+    s.receive(t0 + secs(4), b"more");
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(9)));
+    s.handle_timeout(t0 + secs(9));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn a_busy_strangers_session_ends_at_its_cap() {
+    let config = ServerConfig {
+        command_timeout: secs(300),
+        max_session: Some(secs(60)),
+        ..config()
+    };
+    let t0 = Instant::now();
+    let mut s = session(config, Peer::default(), t0);
+    for i in 0..12 {
+        s.receive(t0 + secs(5 * i), b"NOOP\r\n");
+        assert!(!s.is_closed(), "closed at {}", 5 * i);
+    }
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(60)));
+    s.receive(t0 + secs(61), b"NOOP\r\n");
+    assert!(s.is_closed());
+}
