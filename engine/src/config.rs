@@ -1798,12 +1798,35 @@ impl Config {
     /// The account part of a local address with a detail (`alice+news@x`
     /// is `alice@x` for the delimiter `+`); `None` without one.
     pub fn without_detail(&self, address: &str) -> Option<String> {
-        let delimiter = self.smtp.recipient_delimiter.as_str();
-        let (local, domain) = address.rsplit_once('@')?;
-        let (account, _detail) = local
-            .split_once(delimiter)
-            .filter(|_| !delimiter.is_empty())?;
-        (!account.is_empty()).then(|| format!("{account}@{domain}"))
+        ringpost_protocols::smtp::without_detail(address, &self.smtp.recipient_delimiter)
+    }
+
+    /// The addresses besides its name an account may send from under the
+    /// `own` sender policy: its name with a detail, and the aliases
+    /// (`smtp.aliases`, not a domain's catch-all) that lead to it.
+    pub fn sender_addresses(&self) -> ringpost_protocols::smtp::SenderAddresses {
+        let mut aliases = std::collections::HashMap::new();
+        for (alias, targets) in &self.smtp.aliases {
+            if alias.starts_with('@') {
+                continue;
+            }
+            let accounts: Vec<String> = targets
+                .iter()
+                .filter(|t| crate::intake::domain_of(t).is_some_and(|d| self.is_local_domain(d)))
+                .flat_map(|t| {
+                    let t = t.to_lowercase();
+                    let base = self.without_detail(&t);
+                    std::iter::once(t).chain(base)
+                })
+                .collect();
+            if !accounts.is_empty() {
+                aliases.insert(alias.to_lowercase(), accounts);
+            }
+        }
+        ringpost_protocols::smtp::SenderAddresses {
+            delimiter: self.smtp.recipient_delimiter.clone(),
+            aliases,
+        }
     }
 
     /// The DNS blocklists of `smtp.dnsbl` (checked at start and reload).
@@ -2465,5 +2488,37 @@ mod tests {
         assert!(c.may_relay("::1".parse().unwrap()));
         assert!(c.may_relay("::ffff:127.0.0.9".parse().unwrap()));
         assert!(!c.may_relay("192.0.2.1".parse().unwrap()));
+    }
+
+    /// The aliases that lead to local accounts are their senders' own;
+    /// a catch-all and remote targets give no one anything.
+    #[test]
+    fn sender_addresses_come_from_the_alias_table() {
+        let mut c = Config::default();
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.aliases = [
+            (
+                "info@ours.test",
+                vec!["Alice+Info@ours.test", "bob@far.test"],
+            ),
+            ("@ours.test", vec!["alice@ours.test"]),
+            ("out@ours.test", vec!["carol@far.test"]),
+        ]
+        .into_iter()
+        .map(|(a, t)| (a.to_owned(), t.into_iter().map(str::to_owned).collect()))
+        .collect();
+        let owned = c.sender_addresses();
+        assert_eq!(owned.delimiter, "+");
+        assert_eq!(
+            owned.aliases,
+            [(
+                "info@ours.test".to_owned(),
+                vec![
+                    "alice+info@ours.test".to_owned(),
+                    "alice@ours.test".to_owned()
+                ]
+            )]
+            .into()
+        );
     }
 }

@@ -319,14 +319,13 @@ impl AuthGuard {
             .get(&ip)
             .filter(|f| !f.failures.stale(now, self.window));
         if let Some(f) = from_ip {
-            // Failures and the checks under way that could each add one,
-            // once the address has failed: one that never did is not held
-            // back however many of its logins run at once (a busy NAT).
+            // Failures and the checks under way that could each add one:
+            // together they stay within the limit, so guesses sent at once
+            // cannot pass it. An address that never failed may have as
+            // many checks under way as the limit (a busy NAT's logins are
+            // short: a remembered password is checked in microseconds).
             let in_doubt = f.failures.count + f.in_flight;
-            let full = self.per_ip > 0
-                && f.failures.count > 0
-                && f.in_flight > 0
-                && in_doubt >= self.per_ip;
+            let full = self.per_ip > 0 && f.in_flight > 0 && in_doubt >= self.per_ip;
             let busy = f.in_flight >= MAX_CHECKS_AT_ONCE;
             if f.failures.locked(now) || full || busy {
                 return AuthVerdict::LockedOut;
@@ -813,10 +812,14 @@ mod tests {
     }
 
     /// However clean, one address has at most MAX_CHECKS_AT_ONCE checks
-    /// under way: a few addresses cannot fill the shared pool.
+    /// under way (when no failure limit is lower): a few addresses cannot
+    /// fill the shared pool.
     #[test]
     fn one_address_cannot_take_the_whole_password_pool() {
-        let guard = AuthGuard::new(&config());
+        let guard = AuthGuard::new(&LimitsConfig {
+            auth_failures_per_ip: 0,
+            ..config()
+        });
         let ip = "192.0.2.5".parse().unwrap();
         let t = Instant::now();
         let running: Vec<_> = (0..MAX_CHECKS_AT_ONCE)
@@ -839,14 +842,15 @@ mod tests {
         let guard = AuthGuard::new(&config());
         let ip = "192.0.2.5".parse().unwrap();
         let t = Instant::now();
-        // Clean, any number at once (a busy NAT is not held back).
+        // Clean, as many at once as the limit: guesses sent together
+        // cannot pass it before the first of them fails.
         let first = guard.attempt(ip, "ann", t).unwrap();
         assert!(first.clean());
-        let clean: Vec<_> = (0..5)
+        let clean: Vec<_> = (0..2)
             .map(|_| guard.attempt(ip, "bob", t).unwrap())
             .collect();
-        // The first fails while the others run: they count now, so the
-        // limit is reached without another check starting.
+        assert_eq!(guard.attempt(ip, "dee", t).err(), Some(Locked));
+        // The first fails while the others run: they count with it.
         assert!(first.failed(t).is_empty());
         assert_eq!(guard.attempt(ip, "dee", t).err(), Some(Locked));
         drop(clean);

@@ -107,6 +107,7 @@ impl ManageSieve<'_> {
         let store = &*shard.store;
         let command = match &request {
             Request::Put { .. } => "putscript",
+            Request::HaveSpace(_) => "havespace",
             Request::List => "listscripts",
             Request::Activate(_) => "setactive",
             Request::Get(_) => "getscript",
@@ -119,6 +120,15 @@ impl ManageSieve<'_> {
                     Ok(list) => {
                         shard.managesieve_metrics.command(command, "ok");
                         Answer::Listing(list.into_iter().map(|s| (s.name, s.active)).collect())
+                    }
+                    Err(e) => self.refused(command, user, e),
+                }
+            }
+            Request::HaveSpace(name) => {
+                return match scripts::room(store, user, name) {
+                    Ok(()) => {
+                        shard.managesieve_metrics.command(command, "ok");
+                        Answer::Done
                     }
                     Err(e) => self.refused(command, user, e),
                 }
@@ -148,7 +158,9 @@ impl ManageSieve<'_> {
             Request::Activate(name) => scripts::activate_batch(store, user, name.as_deref()),
             Request::Delete(name) => scripts::delete_batch(store, user, name),
             Request::Rename { from, to } => scripts::rename_batch(store, user, from, to),
-            Request::List | Request::Get(_) => unreachable!("answered above"),
+            Request::List | Request::Get(_) | Request::HaveSpace(_) => {
+                unreachable!("answered above")
+            }
         };
         let batch = match planned {
             Ok(batch) => batch,

@@ -167,6 +167,7 @@ impl View {
                 crate::config::SenderPolicyConfig::Domain => smtp_proto::SenderPolicy::Domain,
                 crate::config::SenderPolicyConfig::Any => smtp_proto::SenderPolicy::Any,
             },
+            sender_addresses: config.sender_addresses(),
         });
         let pop3 = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),

@@ -556,6 +556,26 @@ fn quotas_refuse_new_mail_at_rcpt_append_and_copy_and_imap_reports_them() {
         "{reply:?}"
     );
     assert_eq!(a.tagged("g", "GETQUOTA \"\"")[0], reply[1]);
+    // A mailbox that is not there has no quota root; a name sent as a
+    // non-synchronizing literal comes back in the server's own form.
+    assert_eq!(
+        a.tagged("q", "GETQUOTAROOT Nowhere"),
+        ["q NO [NONEXISTENT] no such mailbox\r\n"]
+    );
+    let reply = a.tagged("q", "GETQUOTAROOT {5+}\r\nSaved");
+    assert_eq!(reply[0], "* QUOTAROOT Saved \"\"\r\n", "{reply:?}");
+    // \Recent is the server's to set (RFC 9051 §2.3.2).
+    for command in [
+        "STORE 1 +FLAGS (\\Recent)",
+        "STORE 1 FLAGS (\\Seen \\Frob)",
+        "APPEND INBOX (\\Recent) {12+}\r\nSubject: x\r\n",
+    ] {
+        let reply = a.tagged("r", command);
+        assert!(
+            reply.last().unwrap().starts_with("r BAD"),
+            "{command}: {reply:?}"
+        );
+    }
     assert!(a
         .tagged("s", "SETQUOTA \"\" (STORAGE 10)")
         .last()

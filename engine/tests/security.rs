@@ -926,3 +926,45 @@ fn a_stranger_that_stops_reading_is_dropped_at_its_deadline() {
     drop(stream);
     server.shutdown();
 }
+
+/// A stranger that keeps its session busy (a NOOP every second, each
+/// within the command timeout) is still let go at `max_session_secs`; a
+/// client in `relay_networks` is not capped.
+#[test]
+fn a_busy_strangers_session_ends_at_max_session_secs() {
+    let (server, _data) = start_server(|c| {
+        c.smtp.relay_networks = vec![];
+        c.smtp.max_session_secs = 3;
+    });
+    let stream = TcpStream::connect(server.smtp_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    assert!(read_line(&mut reader).starts_with("220"));
+    let started = Instant::now();
+    let mut closing = None;
+    while started.elapsed() < Duration::from_secs(12) {
+        if writer.write_all(b"NOOP\r\n").is_err() {
+            break;
+        }
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line.starts_with("421") => {
+                closing = Some(line);
+                break;
+            }
+            Ok(_) => assert!(line.starts_with("250"), "{line}"),
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted < Duration::from_secs(6),
+        "the session lasted {lasted:?} against a 3 s cap"
+    );
+    assert!(closing.is_some(), "no 421 before the close");
+    server.shutdown();
+}

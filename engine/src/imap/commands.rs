@@ -21,8 +21,7 @@ use ringpost_protocols::imap::types::extensions::binary::LiteralOrLiteral8;
 use ringpost_protocols::imap::types::extensions::quota::{QuotaGet, Resource};
 use ringpost_protocols::imap::types::extensions::sort::{SortCriterion, SortKey};
 use ringpost_protocols::imap::types::extensions::thread::ThreadingAlgorithm;
-use ringpost_protocols::imap::types::flag::{FlagNameAttribute, StoreResponse, StoreType};
-use ringpost_protocols::imap::types::mailbox::Mailbox;
+use ringpost_protocols::imap::types::flag::{Flag, FlagNameAttribute, StoreResponse, StoreType};
 use ringpost_protocols::imap::types::response::Data;
 use ringpost_protocols::imap::types::search::SearchKey;
 use ringpost_protocols::imap::types::sequence::SequenceSet;
@@ -148,8 +147,15 @@ impl Conn<'_> {
                         catenate: None,
                     }],
                 };
-                self.append_command(&mailbox_name(&mailbox, rev2), messages)
-                    .await
+                let unsettable =
+                    |m: &AppendMessage| m.flags.iter().any(|f| matches!(f, Flag::Extension(_)));
+                match messages.iter().any(unsettable) {
+                    true => Ok(Done::Bad(UNSETTABLE_FLAG)),
+                    false => {
+                        self.append_command(&mailbox_name(&mailbox, rev2), messages)
+                            .await
+                    }
+                }
             }
             // One key, so a message is read and parsed at most once.
             C::Search {
@@ -208,6 +214,9 @@ impl Conn<'_> {
                     )
                     .await?
                 }
+            }
+            C::Store { flags, .. } if flags.iter().any(|f| matches!(f, Flag::Extension(_))) => {
+                Ok(Done::Bad(UNSETTABLE_FLAG))
             }
             C::Store {
                 sequence_set,
@@ -288,7 +297,7 @@ impl Conn<'_> {
                 Some(refused) => Ok(refused),
                 None => self.thread(imap, &algorithm, &SearchKey::And(search_criteria), uid),
             },
-            C::GetQuotaRoot { mailbox } => self.quota_root(imap, mailbox),
+            C::GetQuotaRoot { mailbox } => self.quota_root(imap, &mailbox_name(&mailbox, rev2)),
             C::GetQuota { root } => self.quota(imap, root),
             C::SetQuota { .. } => Ok(Done::No(
                 Some("NOPERM"),
@@ -1492,6 +1501,10 @@ pub(super) enum Done {
 
 pub(super) type Outcome = Result<Done, StoreError>;
 
+/// The answer to a STORE or APPEND that names `\Recent` or another
+/// backslash flag no client may set (RFC 9051 §2.3.2), as Dovecot says it.
+const UNSETTABLE_FLAG: &str = "Invalid system flag: \\Recent and unknown \\ flags cannot be set";
+
 /// `message` with CRLF line ends ([`line_ends`]), not copied when it has.
 fn crlf(message: Vec<u8>) -> Vec<u8> {
     match line_ends::with_crlf(&message) {
@@ -1585,8 +1598,17 @@ impl Conn<'_> {
     }
 
     /// GETQUOTAROOT (RFC 9208 §4.3): every mailbox of an account is under
-    /// its one quota root, "" (none when the account has no limit).
-    fn quota_root(&self, imap: &mut ImapSession, mailbox: Mailbox<'static>) -> Outcome {
+    /// its one quota root, "" (none when the account has no limit). The
+    /// mailbox must exist; its name is said back as this server writes
+    /// names, never in the client's form (a `{n+}` literal is the
+    /// client's alone).
+    fn quota_root(&self, imap: &mut ImapSession, name: &str) -> Outcome {
+        if name != INBOX && mailbox::meta(&*self.shard.store, self.user(), name)?.is_none() {
+            return Ok(Done::No(Some("NONEXISTENT"), "no such mailbox"));
+        }
+        let Some(mailbox) = to_mailbox(name, imap.is_rev2()) else {
+            return Ok(Done::No(Some("CANNOT"), "invalid mailbox name"));
+        };
         let (limits, usage) = self.quota_state()?;
         let roots = if limits.is_unlimited() {
             Vec::new()

@@ -140,6 +140,19 @@ fn commit_with(commit: Commit<'_>, batch: WriteBatch) -> Result<(), ScriptError>
     commit(batch).map_err(|e| ScriptError::Account(AccountError::Store(e)))
 }
 
+/// Whether `user` may store a script named `name` (ManageSieve's
+/// HAVESPACE, and PUTSCRIPT's own check): a good name, and a place for it
+/// among [`MAX_SCRIPTS`] unless it replaces one.
+pub fn room(store: &dyn Store, user: &str, name: &str) -> Result<(), ScriptError> {
+    let user = existing(store, user)?.name;
+    check_name(name)?;
+    let scripts = stored::list(store, &user)?;
+    if scripts.len() >= MAX_SCRIPTS && !scripts.iter().any(|(n, _)| n == name) {
+        return Err(ScriptError::TooMany);
+    }
+    Ok(())
+}
+
 /// The batch [`put`] commits (for a caller that commits on its own, as a
 /// shard does without blocking).
 pub fn put_batch(
@@ -150,12 +163,8 @@ pub fn put_batch(
     activate: bool,
 ) -> Result<WriteBatch, ScriptError> {
     let user = existing(store, user)?.name;
-    check_name(name)?;
     check(text)?;
-    let scripts = stored::list(store, &user)?;
-    if scripts.len() >= MAX_SCRIPTS && !scripts.iter().any(|(n, _)| n == name) {
-        return Err(ScriptError::TooMany);
-    }
+    room(store, &user, name)?;
     let mut batch = WriteBatch::new();
     stored::put_script(&mut batch, &user, name, text.to_vec());
     if activate {
@@ -297,6 +306,17 @@ mod tests {
         assert!(matches!(
             put(store, &commit, user, "one more", b"keep;", false),
             Err(ScriptError::TooMany)
+        ));
+        // HAVESPACE says so before the script is sent; replacing one
+        // still has room.
+        assert!(matches!(
+            room(store, user, "one more"),
+            Err(ScriptError::TooMany)
+        ));
+        assert!(room(store, user, "s0").is_ok());
+        assert!(matches!(
+            room(store, user, "bad\nname"),
+            Err(ScriptError::BadName(_))
         ));
         // Deleting the account leaves none of its scripts.
         crate::accounts::delete(store, &commit, user).unwrap();

@@ -101,6 +101,9 @@ pub enum Request {
         /// Its text.
         text: Vec<u8>,
     },
+    /// HAVESPACE of a size within the limit: is there a place for a
+    /// script of this name? Answer [`Answer::Done`] or `QUOTA/MAXSCRIPTS`.
+    HaveSpace(String),
     /// LISTSCRIPTS. Answer [`Answer::Listing`].
     List,
     /// SETACTIVE; `None` for the empty name (no script active).
@@ -528,12 +531,12 @@ impl ManageSieveSession {
                 },
                 _ => self.bad_args(),
             },
-            ("HAVESPACE", Some(_)) => match (text(0), args.get(1)) {
-                (Some(_), Some(Arg::Number(size))) if args.len() == 2 => {
+            ("HAVESPACE", Some(user)) => match (text(0), args.get(1)) {
+                (Some(name), Some(Arg::Number(size))) if args.len() == 2 => {
                     if *size as usize > sieve::MAX_SCRIPT_SIZE {
                         self.no(Some("QUOTA/MAXSIZE"), "Script too large");
                     } else {
-                        self.ok(None, "Putscript would succeed");
+                        self.ask(user, Request::HaveSpace(name));
                     }
                 }
                 _ => self.bad_args(),

@@ -143,10 +143,26 @@ fn script_commands_go_to_the_driver_after_checks() {
     s.feed(
         b"CHECKSCRIPT {5+}\r\nkeep;\r\nHAVESPACE \"main\" 999999999\r\nHAVESPACE \"main\" 100\r\n",
     );
+    // A size within the limit: the driver says whether there is a
+    // place for the name (the number of scripts is its to count).
     assert_eq!(
         take(&mut s),
-        "OK \"Script is valid\"\r\nNO (QUOTA/MAXSIZE) \"Script too large\"\r\n\
-         OK \"Putscript would succeed\"\r\n"
+        "OK \"Script is valid\"\r\nNO (QUOTA/MAXSIZE) \"Script too large\"\r\n"
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Scripts {
+            user: "alice@x.test".into(),
+            request: Request::HaveSpace("main".into())
+        })
+    );
+    s.answer(Answer::No(
+        Some("QUOTA/MAXSCRIPTS"),
+        "at most 32 scripts".into(),
+    ));
+    assert_eq!(
+        take(&mut s),
+        "NO (QUOTA/MAXSCRIPTS) \"at most 32 scripts\"\r\n"
     );
     // Pipelined: the second waits for the first's answer.
     s.feed(b"PUTSCRIPT \"main\" {5+}\r\nkeep;\r\nLISTSCRIPTS\r\n");

@@ -134,6 +134,18 @@ pub fn canonical_mailbox(address: &str) -> Option<String> {
     }
 }
 
+/// The account part of an address with a detail: `alice+news@x` is
+/// `alice@x` for the delimiter `+` (RFC 5233's subaddress); `None` without
+/// one, or with no delimiter.
+pub fn without_detail(address: &str, delimiter: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    if delimiter.is_empty() {
+        return None;
+    }
+    let (account, _detail) = local.split_once(delimiter)?;
+    (!account.is_empty()).then(|| format!("{account}@{domain}"))
+}
+
 /// A read position over the path bytes.
 struct Cursor<'a> {
     s: &'a [u8],

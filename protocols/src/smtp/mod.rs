@@ -42,6 +42,8 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use address::{canonical_mailbox, ipv4_literal, is_mailbox};
+pub use address::{canonical_mailbox, ipv4_literal, is_mailbox, without_detail};
 pub use replies::Reply;
-pub use server::{BodyType, Event, Peer, SenderPolicy, ServerConfig, ServerSession, Transaction};
+pub use server::{
+    BodyType, Event, Peer, SenderAddresses, SenderPolicy, ServerConfig, ServerSession, Transaction,
+};

@@ -40,6 +40,7 @@
 //! - After [`ServerConfig::max_errors`] protocol errors the reply to the last
 //!   one is followed by 421 and the session closes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,9 @@ pub struct ServerConfig {
     pub tls_available: bool,
     /// Which MAIL FROM an authenticated client may use.
     pub sender_policy: SenderPolicy,
+    /// Under [`SenderPolicy::Own`], the addresses besides its own that
+    /// an account may send from.
+    pub sender_addresses: SenderAddresses,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(180),
             tls_available: false,
             sender_policy: SenderPolicy::Own,
+            sender_addresses: SenderAddresses::default(),
         }
     }
 }
@@ -141,9 +146,39 @@ pub enum SenderPolicy {
     Any,
 }
 
+/// The addresses an account owns besides its name, as its mail finds it:
+/// the name with a detail (`alice+lists@`), and the aliases that lead to
+/// it (`info@` when `info@` goes to alice, alone or with others: Postfix's
+/// `smtpd_sender_login_maps` built from the alias table). A domain's
+/// catch-all gives no one its every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderAddresses {
+    /// `smtp.recipient_delimiter`; empty: no details.
+    pub delimiter: String,
+    /// An alias address, lowercased, and the accounts it leads to
+    /// (lowercased, without their detail).
+    pub aliases: HashMap<String, Vec<String>>,
+}
+
+impl SenderAddresses {
+    /// Whether `sender`'s mail comes to `account` (both lowercased).
+    fn owned_by(&self, account: &str, sender: &str) -> bool {
+        let base = super::address::without_detail(sender, &self.delimiter);
+        let leads_here = |address: &str| {
+            self.aliases
+                .get(address)
+                .is_some_and(|accounts| accounts.iter().any(|a| a == account))
+        };
+        base.as_deref() == Some(account)
+            || leads_here(sender)
+            || base.as_deref().is_some_and(leads_here)
+    }
+}
+
 impl SenderPolicy {
-    /// Whether `account` may send as `sender` (both `local@domain`).
-    pub fn allows(self, account: &str, sender: &str) -> bool {
+    /// Whether `account` may send as `sender` (both `local@domain`);
+    /// `owned` are the addresses besides its name that are its own.
+    pub fn allows(self, account: &str, sender: &str, owned: &SenderAddresses) -> bool {
         if sender.is_empty() {
             return true;
         }
@@ -151,7 +186,10 @@ impl SenderPolicy {
         match self {
             SenderPolicy::Any => true,
             // Folded as account names are, non-ASCII letters too.
-            SenderPolicy::Own => sender.to_lowercase() == account.to_lowercase(),
+            SenderPolicy::Own => {
+                let (account, sender) = (account.to_lowercase(), sender.to_lowercase());
+                sender == account || owned.owned_by(&account, &sender)
+            }
             SenderPolicy::Domain => match (domain(sender), domain(account)) {
                 (Some(s), Some(a)) => s.eq_ignore_ascii_case(&a),
                 _ => false,
@@ -862,7 +900,11 @@ impl ServerSession {
             return self.reply(replies::NEEDS_SMTPUTF8);
         }
         if let Some(account) = &self.account {
-            if !self.config.sender_policy.allows(account, mail_from) {
+            let config = &self.config;
+            if !config
+                .sender_policy
+                .allows(account, mail_from, &config.sender_addresses)
+            {
                 let reply = replies::sender_not_owned(account);
                 return self.reply(reply);
             }

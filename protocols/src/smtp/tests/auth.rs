@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::sasl::{encode, Mechanism};
-use crate::smtp::{Peer, SenderPolicy, ServerSession};
+use crate::smtp::{Peer, SenderAddresses, SenderPolicy, ServerSession};
 
 fn tls_config() -> ServerConfig {
     ServerConfig {
@@ -295,8 +295,41 @@ fn mail_from_must_belong_to_the_account() {
     assert_eq!(login(SenderPolicy::Domain, "boss@y.test"), "553 5.7.1");
     assert_eq!(login(SenderPolicy::Any, "boss@y.test"), "250 2.1.0");
     // Non-ASCII letters fold too, as account names do.
-    assert!(SenderPolicy::Own.allows("änn@x.test", "ÄNN@X.test"));
-    assert!(!SenderPolicy::Own.allows("änn@x.test", "ann@x.test"));
+    let none = SenderAddresses::default();
+    assert!(SenderPolicy::Own.allows("änn@x.test", "ÄNN@X.test", &none));
+    assert!(!SenderPolicy::Own.allows("änn@x.test", "ann@x.test", &none));
+}
+
+/// Her address with a detail and the aliases that lead to her are hers;
+/// others' details, aliases of others and lookalikes are not.
+#[test]
+fn an_accounts_details_and_aliases_are_its_own() {
+    let owned = SenderAddresses {
+        delimiter: "+".into(),
+        aliases: [
+            (
+                "info@x.test".to_owned(),
+                vec!["ann@x.test".to_owned(), "bob@x.test".to_owned()],
+            ),
+            ("boss@x.test".to_owned(), vec!["bob@x.test".to_owned()]),
+        ]
+        .into(),
+    };
+    let own = |sender: &str| SenderPolicy::Own.allows("ann@x.test", sender, &owned);
+    assert!(own("ann+lists@x.test"));
+    assert!(own("Ann+Lists@X.test"));
+    assert!(own("info@x.test"));
+    assert!(own("info+sales@x.test"));
+    assert!(!own("boss@x.test"));
+    assert!(!own("bob+ann@x.test"));
+    assert!(!own("ann+x@y.test"), "another domain");
+    assert!(!own("+ann@x.test"));
+    assert!(!own("annie@x.test"));
+    let no_details = SenderAddresses {
+        delimiter: String::new(),
+        ..owned.clone()
+    };
+    assert!(!SenderPolicy::Own.allows("ann@x.test", "ann+lists@x.test", &no_details));
 }
 
 #[test]
