@@ -89,6 +89,18 @@ pub fn is_slow(keys: &[Arc<SigningKey>]) -> bool {
     keys.iter().any(|k| k.algorithm() == Algorithm::RsaSha256)
 }
 
+/// Mail this server writes itself (vacation replies, reports) with the
+/// signatures of its From domain's keys on top, as submitted mail gets:
+/// an unsigned reply from a domain with a DMARC policy is refused where
+/// it goes. Signed here and now: such mail is one message at a time.
+pub fn signed_generated(signer: Option<&DkimSigner>, message: Vec<u8>) -> Vec<u8> {
+    let keys = signer.map(|s| s.keys_for(&message)).unwrap_or_default();
+    match keys.is_empty() {
+        true => message,
+        false => [sign(&message, &keys), message].concat(),
+    }
+}
+
 /// The DKIM-Signature fields for `message`, signed now.
 pub fn sign(message: &[u8], keys: &[Arc<SigningKey>]) -> Vec<u8> {
     let now = crate::intake::unix_micros() / 1_000_000;

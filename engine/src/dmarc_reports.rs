@@ -571,11 +571,7 @@ fn report_message(
         },
         &gzipped,
     );
-    let keys = signer.map(|s| s.keys_for(&message)).unwrap_or_default();
-    match keys.is_empty() {
-        true => message,
-        false => [crate::dkim::sign(&message, &keys), message].concat(),
-    }
+    crate::dkim::signed_generated(signer, message)
 }
 
 /// The `rua` addresses of `domain` that may receive its reports: those in

@@ -87,6 +87,11 @@ fn filters_file_flag_discard_reject_redirect_and_answer_while_away() {
         c.relay.enabled = true;
         c.relay.smarthost = Some(smarthost_addr);
         c.relay.retry_initial_secs = 1;
+        c.dkim.keys = vec![ringpost_engine::config::DkimKeyConfig {
+            domain: "ours.test".into(),
+            selector: "s1".into(),
+            key: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dkim-rsa2048.pem").into(),
+        }];
     });
     for user in ["alice@ours.test", "bob@ours.test", "carol@ours.test"] {
         add_user(&server, user);
@@ -221,6 +226,9 @@ fn filters_file_flag_discard_reject_redirect_and_answer_while_away() {
                 && text.contains("Auto-Submitted: auto-replied")
                 && text.contains("In-Reply-To: <5@client.test>")
                 && text.contains("I am away until Monday.")
+                // Signed as alice's own mail would be: it is From her.
+                && text.starts_with("DKIM-Signature:")
+                && text.contains("d=ours.test;")
         })
     });
 

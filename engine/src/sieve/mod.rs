@@ -500,6 +500,8 @@ fn vacation_reply(
             date: &date,
         },
     );
+    // Signed as the user's own mail is: it leaves From their address.
+    let body = crate::dkim::signed_generated(shard.dkim.as_deref(), body);
     // From the null sender: nothing may answer an automatic reply.
     let reply = shard.with_recipients(|to| {
         intake::stored(id, body, "", std::slice::from_ref(&sender), to, now_micros)
