@@ -110,6 +110,10 @@ struct ServeArgs {
     /// and managesieve.enabled).
     #[arg(long, value_parser = optional_addr)]
     managesieve: Option<ListenAddr>,
+    /// LMTP listen address, or "off" (config: lmtp.listen and
+    /// lmtp.enabled; off unless configured).
+    #[arg(long, value_parser = optional_addr)]
+    lmtp: Option<ListenAddr>,
     /// Every listener (SMTP, submission, IMAP, POP3, ManageSieve, metrics) on this IP
     /// with ports the OS picks (tests, side-by-side runs); the ready lines
     /// say which.
@@ -370,6 +374,12 @@ fn effective_config(args: &ServeArgs) -> Result<Config, String> {
             None => config.managesieve.enabled = false,
         }
     }
+    if let Some(a) = args.lmtp {
+        config.lmtp.enabled = a.0.is_some();
+        if let Some(addr) = a.0 {
+            config.lmtp.listen = addr;
+        }
+    }
     if let Some(a) = args.metrics {
         config.metrics.listen = a.0;
     }
@@ -438,7 +448,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     say!("ringpost {} ready", env!("CARGO_PKG_VERSION"));
     for (service, addr) in server.listeners() {
         let note = match service {
-            "smtp" | "imap" | "pop3" | "managesieve" if server.certificates().is_some() => {
+            "smtp" | "imap" | "pop3" | "managesieve" | "lmtp"
+                if server.certificates().is_some() =>
+            {
                 "  (STARTTLS)"
             }
             "submission" if server.certificates().is_some() => "  (STARTTLS, AUTH required)",

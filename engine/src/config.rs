@@ -55,6 +55,8 @@ pub struct Config {
     pub imap: ImapListenerConfig,
     /// ManageSieve listener settings (RFC 5804): users' Sieve scripts.
     pub managesieve: ManageSieveListenerConfig,
+    /// LMTP listener settings (RFC 2033): final delivery from another MTA.
+    pub lmtp: LmtpListenerConfig,
     /// Prometheus endpoint settings.
     pub metrics: MetricsConfig,
     /// The admin API.
@@ -131,6 +133,36 @@ impl Default for ManageSieveListenerConfig {
             max_errors: 10,
             auth_failure_delay_secs: 1,
             login_timeout_secs: 120,
+        }
+    }
+}
+
+/// LMTP listener settings: where another MTA in front (Postfix's
+/// `virtual_transport = lmtp:...`, a filtering gateway) hands mail for
+/// local accounts over for final delivery (RFC 2033), as to Dovecot's
+/// LMTP. Off unless configured.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpListenerConfig {
+    /// Serve LMTP at all.
+    pub enabled: bool,
+    /// Address the listener binds (STARTTLS offered).
+    pub listen: SocketAddr,
+    /// Clients that may connect: LMTP has no login, and the mail it brings
+    /// skips the checks the MTA in front made (SPF, DKIM, DMARC, DNS
+    /// blocklists). Others are refused at the greeting.
+    pub allowed_networks: Vec<IpNet>,
+    /// Concurrent connections per shard; more are refused.
+    pub max_connections_per_shard: usize,
+}
+
+impl Default for LmtpListenerConfig {
+    fn default() -> Self {
+        LmtpListenerConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 24)),
+            allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            max_connections_per_shard: 100,
         }
     }
 }
@@ -975,6 +1007,7 @@ impl Default for Config {
             pop3: Pop3ListenerConfig::default(),
             imap: ImapListenerConfig::default(),
             managesieve: ManageSieveListenerConfig::default(),
+            lmtp: LmtpListenerConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig::default(),
             dkim: DkimConfig::default(),
@@ -1633,6 +1666,9 @@ impl Config {
         if m.auth_failure_delay_secs > 60 {
             return invalid("managesieve.auth_failure_delay_secs", "must be at most 60");
         }
+        if self.lmtp.max_connections_per_shard == 0 {
+            return invalid("lmtp.max_connections_per_shard", "must be at least 1");
+        }
         let i = &self.imap;
         none_zero(
             &[
@@ -1717,6 +1753,7 @@ impl Config {
                 "managesieve.listen",
                 self.managesieve.enabled.then_some(self.managesieve.listen),
             ),
+            ("lmtp.listen", self.lmtp.enabled.then_some(self.lmtp.listen)),
             ("metrics.listen", self.metrics.listen),
         ];
         for (i, (key, addr)) in listeners.iter().enumerate() {
@@ -1757,6 +1794,11 @@ impl Config {
         in_networks(&self.smtp.relay_networks, ip)
     }
 
+    /// Whether a client at `ip` may hand mail over by LMTP.
+    pub fn may_use_lmtp(&self, ip: IpAddr) -> bool {
+        in_networks(&self.lmtp.allowed_networks, ip)
+    }
+
     /// Every listener (SMTP, submission, IMAP, POP3, their TLS ports,
     /// ManageSieve, the metrics) on `ip` with a port the OS picks: tests, side-by-side runs.
     /// Listeners that are off stay off.
@@ -1770,6 +1812,7 @@ impl Config {
         self.imap.listen = any;
         self.imap.tls_listen = self.imap.tls_listen.map(|_| any);
         self.managesieve.listen = any;
+        self.lmtp.listen = any;
         self.metrics.listen = self.metrics.listen.map(|_| any);
     }
 

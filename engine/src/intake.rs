@@ -51,6 +51,8 @@ pub struct Origin<'a> {
     /// Where mail for a local address goes ([`local_targets`]); `None`:
     /// to the account it names.
     pub local_targets: Option<LocalTargets<'a>>,
+    /// It came by LMTP (RFC 2033), not SMTP.
+    pub lmtp: bool,
 }
 
 /// Where mail for a local address goes: [`local_targets`], with the
@@ -652,10 +654,12 @@ fn received_header(
     now_micros: u64,
 ) -> String {
     // RFC 3848 and RFC 6531: S for TLS, A for an authenticated client.
-    let base = match (tx.smtputf8, tx.esmtp) {
-        (true, _) => "UTF8SMTP",
-        (false, true) => "ESMTP",
-        (false, false) => "SMTP",
+    let base = match (origin.lmtp, tx.smtputf8, tx.esmtp) {
+        (true, true, _) => "UTF8LMTP",
+        (true, false, _) => "LMTP",
+        (false, true, _) => "UTF8SMTP",
+        (false, false, true) => "ESMTP",
+        (false, false, false) => "SMTP",
     };
     let suffix = match (tx.tls, tx.authenticated.is_some()) {
         (false, false) => "",
@@ -885,6 +889,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
             is_local,
+            lmtp: false,
         }
     }
 

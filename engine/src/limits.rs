@@ -52,6 +52,9 @@ pub enum Refusal {
     Rate,
     /// The shard's listener is at `max_connections_per_shard`.
     Shard,
+    /// The address may not use this listener at all (LMTP's
+    /// `allowed_networks`).
+    Network,
 }
 
 impl Refusal {
@@ -61,6 +64,7 @@ impl Refusal {
             Refusal::PerIp => "per_ip",
             Refusal::Rate => "rate",
             Refusal::Shard => "shard_full",
+            Refusal::Network => "network",
         }
     }
 }

@@ -239,6 +239,10 @@ fn keep_fixed(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     fixed!(imap.listen);
     fixed!(imap.tls_listen);
     fixed!(imap.max_sessions_per_account);
+    fixed!(managesieve.enabled);
+    fixed!(managesieve.listen);
+    fixed!(lmtp.enabled);
+    fixed!(lmtp.listen);
     fixed!(tls.enabled);
     fixed!(relay.enabled);
     fixed!(relay.nameservers);

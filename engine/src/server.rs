@@ -314,6 +314,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
                 .enabled
                 .then_some(config.managesieve.listen),
         ),
+        (
+            Service::Lmtp,
+            config.lmtp.enabled.then_some(config.lmtp.listen),
+        ),
     ];
     let mut listening = Vec::new();
     // Per shard, its socket of every service.
@@ -653,6 +657,11 @@ impl RunningServer {
     /// Where ManageSieve listens, if enabled.
     pub fn managesieve_addr(&self) -> Option<SocketAddr> {
         self.addr_of(Service::ManageSieve)
+    }
+
+    /// Where LMTP listens, if enabled.
+    pub fn lmtp_addr(&self) -> Option<SocketAddr> {
+        self.addr_of(Service::Lmtp)
     }
 
     /// Where IMAPS listens, if enabled.

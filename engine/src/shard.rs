@@ -68,6 +68,8 @@ pub(crate) enum Service {
     Imaps,
     /// ManageSieve with STARTTLS (RFC 5804).
     ManageSieve,
+    /// LMTP (RFC 2033): final delivery handed over by another MTA.
+    Lmtp,
 }
 
 /// The protocol a service speaks.
@@ -91,12 +93,15 @@ impl Service {
             Service::Imap => "imap",
             Service::Imaps => "imaps",
             Service::ManageSieve => "managesieve",
+            Service::Lmtp => "lmtp",
         }
     }
 
     fn kind(self) -> Kind {
         match self {
-            Service::Smtp | Service::Submission | Service::Submissions => Kind::Smtp,
+            Service::Smtp | Service::Submission | Service::Submissions | Service::Lmtp => {
+                Kind::Smtp
+            }
             Service::Pop3 | Service::Pop3s => Kind::Pop3,
             Service::Imap | Service::Imaps => Kind::Imap,
             Service::ManageSieve => Kind::ManageSieve,
@@ -263,13 +268,14 @@ pub(crate) struct Shard {
     budget: MemoryBudget,
     ids: RefCell<IdGenerator>,
     smtp_active: Cell<usize>,
+    lmtp_active: Cell<usize>,
     pop3_active: Cell<usize>,
     managesieve_active: Cell<usize>,
     imap_active: Cell<usize>,
 }
 
 /// Counts a session as active until it ends, however it ends.
-pub(crate) struct ActiveSession<'a>(&'a Shard, Kind);
+pub(crate) struct ActiveSession<'a>(&'a Shard, Service);
 
 impl Drop for ActiveSession<'_> {
     fn drop(&mut self) {
@@ -325,6 +331,7 @@ impl Shard {
             dmarc_counter: crate::dmarc_reports::Counter::default(),
             ids: RefCell::new(IdGenerator::new(id as u16)),
             smtp_active: Cell::new(0),
+            lmtp_active: Cell::new(0),
             pop3_active: Cell::new(0),
             managesieve_active: Cell::new(0),
             imap_active: Cell::new(0),
@@ -396,9 +403,16 @@ impl Shard {
         }
     }
 
-    /// The session count and gauge of a protocol.
-    fn active(&self, kind: Kind) -> (&Cell<usize>, &prometheus_client::metrics::gauge::Gauge) {
-        match kind {
+    /// The session count and gauge of a service (LMTP's sessions are
+    /// counted apart from SMTP's, for its own limit, and shown with them).
+    fn active(
+        &self,
+        service: Service,
+    ) -> (&Cell<usize>, &prometheus_client::metrics::gauge::Gauge) {
+        match service.kind() {
+            Kind::Smtp if service == Service::Lmtp => {
+                (&self.lmtp_active, &self.metrics.connections_active)
+            }
             Kind::Smtp => (&self.smtp_active, &self.metrics.connections_active),
             Kind::Pop3 => (&self.pop3_active, &self.pop3_metrics.connections_active),
             Kind::Imap => (&self.imap_active, &self.imap_metrics.connections_active),
@@ -412,7 +426,7 @@ impl Shard {
     /// Count a new session of `service` (and its connection).
     fn enter(&self, service: Service) -> ActiveSession<'_> {
         let kind = service.kind();
-        let (count, gauge) = self.active(kind);
+        let (count, gauge) = self.active(service);
         count.set(count.get() + 1);
         gauge.inc();
         match kind {
@@ -421,7 +435,7 @@ impl Shard {
             Kind::Imap => self.imap_metrics.connections.inc(),
             Kind::ManageSieve => self.managesieve_metrics.connections.inc(),
         };
-        ActiveSession(self, kind)
+        ActiveSession(self, service)
     }
 
     /// A fresh message id, unique on this shard.
@@ -433,12 +447,13 @@ impl Shard {
     fn has_room(&self, service: Service) -> bool {
         let kind = service.kind();
         let max = match kind {
+            Kind::Smtp if service == Service::Lmtp => self.config().lmtp.max_connections_per_shard,
             Kind::Smtp => self.config().smtp.max_connections_per_shard,
             Kind::Pop3 => self.config().pop3.max_connections_per_shard,
             Kind::Imap => self.config().imap.max_connections_per_shard,
             Kind::ManageSieve => self.config().managesieve.max_connections_per_shard,
         };
-        self.active(kind).0.get() < max
+        self.active(service).0.get() < max
     }
 
     /// How long a failed login on `service` waits for its answer.
@@ -526,6 +541,7 @@ pub(crate) async fn run(
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let sessions = || {
         shard.smtp_active.get()
+            + shard.lmtp_active.get()
             + shard.pop3_active.get()
             + shard.imap_active.get()
             + shard.managesieve_active.get()
@@ -597,6 +613,12 @@ async fn accept(
                     Ok(peer) => peer,
                     Err(_) => continue, // already gone
                 };
+                if service == Service::Lmtp && !shard.config().may_use_lmtp(peer.ip()) {
+                    tracing::warn!(shard = shard.id, %peer, "LMTP connection from outside lmtp.allowed_networks refused");
+                    glommio::spawn_local(refuse(shard.clone(), service, stream, Refusal::Network))
+                        .detach();
+                    continue;
+                }
                 // Limits first: a refused client costs one lock and a write.
                 let admitted = match shard.limits.admit(peer.ip(), Instant::now()) {
                     Ok(admission) if shard.has_room(service) => admission,
@@ -665,14 +687,18 @@ async fn serve(
     let budget = &shard.budget;
     let ended = match service.kind() {
         Kind::Smtp => {
-            let may_relay = shard.config().may_relay(peer.ip());
+            // An LMTP client (let in by address) hands over mail for local
+            // accounts only, free of the limits strangers meet.
+            let lmtp = service == Service::Lmtp;
+            let may_relay = !lmtp && shard.config().may_relay(peer.ip());
             let mut session = ServerSession::with_peer(
                 shard.smtp_config(),
                 smtp_proto::Peer {
-                    submission: service != Service::Smtp,
+                    submission: matches!(service, Service::Submission | Service::Submissions),
                     implicit_tls: tls,
                     plaintext_auth,
-                    trusted: may_relay,
+                    trusted: may_relay || lmtp,
+                    lmtp,
                 },
             );
             let mut protocol = smtp::Smtp {
@@ -727,7 +753,11 @@ async fn refuse(
     match service.kind() {
         Kind::Smtp => {
             shard.metrics.connections_refused.inc();
-            replies::too_many_connections(&shard.config().hostname).write_to(&mut line);
+            let hostname = &shard.config().hostname;
+            match why {
+                Refusal::Network => replies::not_allowed_here(hostname).write_to(&mut line),
+                _ => replies::too_many_connections(hostname).write_to(&mut line),
+            }
         }
         Kind::Pop3 => {
             shard.pop3_metrics.connections_refused.inc();

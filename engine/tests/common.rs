@@ -319,3 +319,17 @@ pub fn admin_call(
     let status = head[9..12].parse().unwrap();
     (status, serde_json::from_str(body).unwrap())
 }
+
+/// A TCP connection to `to` from the loopback address `from` (another
+/// client, as far as the server can tell), with a read timeout.
+pub fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let here: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&here.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}

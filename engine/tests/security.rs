@@ -7,7 +7,7 @@
 mod common;
 mod support;
 
-use common::{add_user, run_python_client, start_server, Client, LineClient};
+use common::{add_user, connect_from, run_python_client, start_server, Client, LineClient};
 use ringpost_engine::config::PlaintextAuth;
 use ringpost_engine::{Config, RunningServer};
 use rustls::pki_types::ServerName;
@@ -690,20 +690,6 @@ fn a_self_signed_certificate_is_made_at_first_start_and_reloads() {
     assert!(reloaded.certificates.unwrap().contains("self-signed"));
     assert!(reloaded.needs_restart.is_empty());
     server.shutdown();
-}
-
-/// A TCP connection from the loopback address `from`.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
 }
 
 /// Mount a tmpfs of `mib` MiB at `dir` (root only); false if it cannot be.

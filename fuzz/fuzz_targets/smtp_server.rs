@@ -1,7 +1,7 @@
 //! Arbitrary bytes into an SMTP server session, cut at arbitrary points,
 //! with the driver's answers alternating yes and no.
 //!
-//! The first 8 bytes choose the limits, the cuts and whether the rest is fed
+//! The first 8 bytes choose the limits, the cuts, SMTP or LMTP, and whether the rest is fed
 //! raw or mapped onto SMTP tokens (commands, line endings, dots), which gets
 //! much deeper into a session than raw bytes do. `check_input` panics if the
 //! session breaks a promise: a panic inside `feed`, a malformed reply line,
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use ringpost_protocols::smtp::check;
+use ringpost_protocols::smtp::{check, Peer};
 
 /// Longest input mapped to tokens: each byte becomes up to ~40 bytes.
 const MAX_MAPPED: usize = 512;
@@ -24,10 +24,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let seed = u64::from_le_bytes(*head);
     let config = Arc::new(check::small_config(seed));
+    // One input in four is an LMTP client's (LHLO, an answer per recipient).
+    let lmtp = (seed >> 61) & 3 == 3;
+    let peer = Peer {
+        plaintext_auth: true,
+        trusted: lmtp,
+        lmtp,
+        ..Peer::default()
+    };
     if seed >> 63 == 1 {
-        let mapped = check::smtp_like(&rest[..rest.len().min(MAX_MAPPED)]);
-        check::check_input(config, &mapped, seed >> 32);
+        let tokens = &rest[..rest.len().min(MAX_MAPPED)];
+        let mapped = match lmtp {
+            true => check::lmtp_like(tokens),
+            false => check::smtp_like(tokens),
+        };
+        check::check_input_from(config, peer, &mapped, seed >> 32);
     } else {
-        check::check_input(config, rest, seed >> 32);
+        check::check_input_from(config, peer, rest, seed >> 32);
     }
 });

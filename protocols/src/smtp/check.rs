@@ -140,8 +140,17 @@ pub fn check_replies(output: &[u8]) -> Result<(), String> {
 /// byte by byte, answering [`Answers::Alternate`]; panics unless all three
 /// traces are identical (and each run keeps every promise). Returns the trace.
 pub fn check_input(config: Arc<ServerConfig>, input: &[u8], seed: u64) -> Trace {
+    let peer = Peer {
+        plaintext_auth: true,
+        ..Peer::default()
+    };
+    check_input_from(config, peer, input, seed)
+}
+
+/// [`check_input`] for a client `peer` describes (an LMTP client, say).
+pub fn check_input_from(config: Arc<ServerConfig>, peer: Peer, input: &[u8], seed: u64) -> Trace {
     shared::assert_same_when_cut(input, seed, |pieces| {
-        drive(config.clone(), pieces, Answers::Alternate)
+        drive_peer(config.clone(), peer, pieces, Answers::Alternate)
     })
 }
 
@@ -226,6 +235,17 @@ const CHUNK: &[u8] = b"BDAT 6 LAST\r\nbody\r\n";
 /// deep into a session; raw random bytes rarely get past the first command.
 pub fn smtp_like(bytes: &[u8]) -> Vec<u8> {
     shared::map_tokens(TOKENS, bytes)
+}
+
+/// [`smtp_like`] for an LMTP session: its greetings are LHLO.
+pub fn lmtp_like(bytes: &[u8]) -> Vec<u8> {
+    let mut input = smtp_like(bytes);
+    let mut at = 0;
+    while let Some(found) = memchr::memmem::find(&input[at..], b"EHLO c\r\n") {
+        input[at + found] = b'L';
+        at += found + 1;
+    }
+    input
 }
 
 fn answer(session: &mut ServerSession, event: &Event, earlier: &[Event], answers: Answers) {

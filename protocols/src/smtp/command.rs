@@ -17,6 +17,8 @@ pub(super) enum Command<'a> {
     Ehlo(&'a str),
     /// `HELO domain`
     Helo(&'a str),
+    /// `LHLO domain` (LMTP, RFC 2033 §4.1)
+    Lhlo(&'a str),
     /// `MAIL FROM:<path> [params]`: the text after `FROM:`.
     Mail(&'a str),
     /// `RCPT TO:<path> [params]`: the text after `TO:`.
@@ -100,23 +102,19 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let is = |name: &str| verb.eq_ignore_ascii_case(name);
     let syntax = |reply: Reply| Err(ParseError::Syntax(reply));
 
-    if is("EHLO") || is("HELO") {
-        let esmtp = is("EHLO");
+    if is("EHLO") || is("HELO") || is("LHLO") {
         // A name with control characters (NUL, escapes, tabs) is no domain
         // or address literal (RFC 5321 §4.1.1.1), and would travel on into
         // trace and Authentication-Results fields.
-        if arg.is_empty() || arg.chars().any(char::is_control) {
-            return syntax(if esmtp {
-                replies::EHLO_SYNTAX
-            } else {
-                replies::HELO_SYNTAX
-            });
+        let named = !arg.is_empty() && !arg.chars().any(char::is_control);
+        match (is("EHLO"), is("HELO"), named) {
+            (true, _, true) => Ok(Command::Ehlo(arg)),
+            (_, true, true) => Ok(Command::Helo(arg)),
+            (_, _, true) => Ok(Command::Lhlo(arg)),
+            (true, _, false) => syntax(replies::EHLO_SYNTAX),
+            (_, true, false) => syntax(replies::HELO_SYNTAX),
+            (_, _, false) => syntax(replies::LHLO_SYNTAX),
         }
-        Ok(if esmtp {
-            Command::Ehlo(arg)
-        } else {
-            Command::Helo(arg)
-        })
     } else if is("MAIL") {
         after_prefix(arg, "FROM:")
             .map(Command::Mail)
@@ -230,6 +228,7 @@ mod tests {
     fn verbs_are_case_insensitive() {
         assert_eq!(ok("ehlo a.b"), Command::Ehlo("a.b"));
         assert_eq!(ok("HeLo a.b"), Command::Helo("a.b"));
+        assert_eq!(ok("lhlo a.b"), Command::Lhlo("a.b"));
         assert_eq!(ok("mail from:<a@b> SIZE=1"), Command::Mail("<a@b> SIZE=1"));
         assert_eq!(ok("MAIL FROM: <a@b>"), Command::Mail("<a@b>"));
         assert_eq!(ok("rcpt To:<a@b>"), Command::Rcpt("<a@b>"));

@@ -94,6 +94,21 @@ pub fn greeting(hostname: &str) -> Reply {
     Reply::new(220, "", format!("{hostname} ESMTP ringpost"))
 }
 
+/// The 220 greeting of an LMTP connection.
+pub fn lmtp_greeting(hostname: &str) -> Reply {
+    Reply::new(220, "", format!("{hostname} LMTP ringpost"))
+}
+
+/// `250 2.1.5 <recipient> delivered (queue id)`: one LMTP recipient's
+/// answer at the end of the message (RFC 2033 §4.2).
+pub fn lmtp_delivered(recipient: &str, queue_id: &str) -> Reply {
+    Reply::new(
+        250,
+        "2.1.5",
+        format!("<{recipient}> delivered (queued as {queue_id})"),
+    )
+}
+
 /// The 250 reply to HELO.
 pub fn helo(hostname: &str) -> Reply {
     Reply::new(250, "", hostname.to_owned())
@@ -145,6 +160,16 @@ pub fn timeout(hostname: &str) -> Reply {
 /// `421 4.7.0 <hostname> Too many errors`: the error budget is spent.
 pub fn too_many_errors(hostname: &str) -> Reply {
     Reply::new(421, "4.7.0", format!("{hostname} Too many errors"))
+}
+
+/// 554 5.7.1 at the greeting: this listener is not for the client's
+/// address (RFC 5321 §3.1).
+pub fn not_allowed_here(hostname: &str) -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        format!("{hostname} This service is not open to your address"),
+    )
 }
 
 /// 421 4.7.0 at the greeting: the server is at its connection limit.
@@ -209,6 +234,10 @@ pub const EXPN_DISABLED: Reply = Reply::fixed(502, "5.5.1", "EXPN not available"
 
 /// EHLO without a domain.
 pub const EHLO_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: EHLO domain");
+/// LHLO without a domain.
+pub const LHLO_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: LHLO domain");
+/// HELO or EHLO on an LMTP connection (RFC 2033 §4.1: LHLO only).
+pub const LMTP_NEEDS_LHLO: Reply = Reply::fixed(500, "5.5.1", "This is LMTP: say LHLO");
 /// HELO without a domain.
 pub const HELO_SYNTAX: Reply = Reply::fixed(501, "5.5.4", "Syntax: HELO domain");
 /// MAIL not followed by `FROM:`.

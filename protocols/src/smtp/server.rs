@@ -210,6 +210,9 @@ pub struct Peer {
     /// The client may relay without AUTH (a relay network): untrusted
     /// limits do not apply.
     pub trusted: bool,
+    /// The connection speaks LMTP (RFC 2033): LHLO instead of HELO and
+    /// EHLO, and at the end of each message one answer per recipient.
+    pub lmtp: bool,
 }
 
 /// The BODY= parameter of MAIL FROM (RFC 6152).
@@ -362,6 +365,9 @@ pub struct ServerSession {
     chunks_failed: bool,
     /// The server is stopping: close once the transaction is done.
     stopping: bool,
+    /// LMTP: the recipients of the message awaiting its answer, each of
+    /// which gets one.
+    answering: Vec<String>,
 }
 
 impl ServerSession {
@@ -374,7 +380,10 @@ impl ServerSession {
     /// A new session for the client `peer` describes.
     pub fn with_peer(config: Arc<ServerConfig>, peer: Peer) -> Self {
         let mut output = Vec::with_capacity(512);
-        replies::greeting(&config.hostname).write_to(&mut output);
+        match peer.lmtp {
+            true => replies::lmtp_greeting(&config.hostname).write_to(&mut output),
+            false => replies::greeting(&config.hostname).write_to(&mut output),
+        }
         ServerSession {
             config,
             phase: Phase::Command,
@@ -395,6 +404,7 @@ impl ServerSession {
             content_base: 0,
             chunks_failed: false,
             stopping: false,
+            answering: Vec::new(),
         }
     }
 
@@ -503,18 +513,33 @@ impl ServerSession {
         }
     }
 
-    /// Answer a `Message` event: stored durably under `queue_id`.
+    /// Answer a `Message` event: stored durably under `queue_id`. Over
+    /// LMTP every recipient hears so.
     pub fn message_stored(&mut self, queue_id: &str) {
         if self.take_pending_message() {
-            self.send(&replies::queued(queue_id));
+            match self.peer.lmtp {
+                true => {
+                    for recipient in std::mem::take(&mut self.answering) {
+                        self.send(&replies::lmtp_delivered(&recipient, queue_id));
+                    }
+                }
+                false => self.send(&replies::queued(queue_id)),
+            }
             self.stop_if_asked();
         }
     }
 
-    /// Answer a `Message` event: not stored.
+    /// Answer a `Message` event: not stored. Over LMTP every recipient
+    /// hears so.
     pub fn message_failed(&mut self, reply: Reply) {
         if self.take_pending_message() {
-            self.send(&reply);
+            let answers = match self.peer.lmtp {
+                true => std::mem::take(&mut self.answering).len(),
+                false => 1,
+            };
+            for _ in 0..answers {
+                self.send(&reply);
+            }
             self.stop_if_asked();
         }
     }
@@ -751,6 +776,11 @@ impl ServerSession {
             Err(error) => return self.reply(error.into_reply()),
         };
         match command {
+            Command::Ehlo(_) | Command::Helo(_) if self.peer.lmtp => {
+                self.reply(replies::LMTP_NEEDS_LHLO)
+            }
+            Command::Lhlo(name) if self.peer.lmtp => self.hello(name, true),
+            Command::Lhlo(_) => self.reply(replies::UNKNOWN_COMMAND),
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
             Command::Mail(arg) => self.mail(arg),
@@ -794,6 +824,9 @@ impl ServerSession {
 
     /// AUTH (RFC 4954).
     fn auth(&mut self, mechanism: &str, initial: Option<&str>) {
+        if self.peer.lmtp {
+            return self.reply(replies::NOT_IMPLEMENTED);
+        }
         if self.greeting.is_none() {
             return self.reply(replies::NEED_HELO);
         }
@@ -858,9 +891,10 @@ impl ServerSession {
         });
         let host = &self.config.hostname;
         let reply = if esmtp {
+            // LMTP clients are let in by address, never by password.
             let offer = EhloOffer {
                 starttls: self.config.tls_available && !self.tls,
-                auth: self.account.is_none() && self.auth_allowed(),
+                auth: self.account.is_none() && self.auth_allowed() && !self.peer.lmtp,
             };
             replies::ehlo(host, self.config.max_message_size, offer)
         } else {
@@ -1096,6 +1130,9 @@ impl ServerSession {
         let outcome = self.body.finish();
         match (outcome, self.open.take()) {
             (Ok(mut data), Some(open)) => {
+                if self.peer.lmtp {
+                    self.answering = open.tx.recipients.clone();
+                }
                 let chunked = open.chunks.is_some();
                 if chunked && !data.is_empty() && !data.ends_with(b"\r\n") {
                     data.extend_from_slice(b"\r\n");

@@ -56,3 +56,24 @@ fn smtp_like_inputs_reach_deep_states() {
     });
     assert!(data > 50 && chunked > 50, "data {data}, chunked {chunked}");
 }
+
+#[test]
+fn lmtp_like_inputs_keep_every_promise_and_get_stored() {
+    let peer = crate::smtp::Peer {
+        lmtp: true,
+        trusted: true,
+        ..Default::default()
+    };
+    let mut stored = 0;
+    random_cases(SEED ^ 2, 1000, 48, |_, bytes, rng| {
+        let input = [&b"LHLO c\r\n"[..], &check::lmtp_like(&bytes)].concat();
+        let trace =
+            check::check_input_from(Arc::new(super::config()), peer, &input, rng.next_u64());
+        stored += trace
+            .events
+            .iter()
+            .filter(|e| matches!(e, crate::smtp::Event::Message(_)))
+            .count();
+    });
+    assert!(stored > 50, "{stored} messages");
+}

@@ -17,6 +17,7 @@ mod data;
 mod deadlines;
 mod envelope;
 mod fuzz_smoke;
+mod lmtp;
 mod pipelining;
 
 /// The configuration most tests use.
