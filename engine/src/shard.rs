@@ -672,6 +672,7 @@ async fn serve(
 ) {
     let _active = shard.enter(service);
     let _ = stream.set_nodelay(true);
+    let local_ip = stream.local_addr().ok().map(|a| a.ip());
     let handshake = Duration::from_secs(shard.config().tls.handshake_timeout_secs);
     let mut conn = Connection::plain(stream, peer, shard.tls.clone(), handshake);
     if service.implicit_tls() && !shard.start_tls(&mut conn, service).await {
@@ -705,6 +706,7 @@ async fn serve(
                 shard,
                 service,
                 peer,
+                local_ip,
                 may_relay,
                 dnsbl: None,
                 sender_domain: None,

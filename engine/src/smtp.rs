@@ -26,7 +26,7 @@ use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
 use ringpost_storage::StoreError;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// The SMTP side of one connection.
@@ -34,6 +34,9 @@ pub(crate) struct Smtp<'a> {
     pub shard: &'a Shard,
     pub service: Service,
     pub peer: SocketAddr,
+    /// The address the client reached us at: mail to its literal
+    /// (`postmaster@[192.0.2.1]`) is ours (RFC 1123 §5.2.17).
+    pub local_ip: Option<IpAddr>,
     /// The client is in `relay_networks`.
     pub may_relay: bool,
     /// What the DNS blocklists said of the client, once asked (at its
@@ -76,8 +79,12 @@ impl Protocol for Smtp<'_> {
 }
 
 impl Smtp<'_> {
-    async fn recipient(&mut self, smtp: &mut ServerSession, address: &str) {
+    async fn recipient(&mut self, smtp: &mut ServerSession, given: &str) {
         let shard = self.shard;
+        let ours = self
+            .local_ip
+            .and_then(|ip| at_own_literal(given, ip, &shard.config().hostname));
+        let address = ours.as_deref().unwrap_or(given);
         let may_relay = self.may_relay || smtp.authenticated().is_some();
         let checked = intake::check_recipient(address, may_relay, &shard.config(), |name| {
             local_account(shard, name)
@@ -114,7 +121,10 @@ impl Smtp<'_> {
                 return smtp.reject_recipient(replies::SENDING_RATE_EXCEEDED);
             }
         }
-        smtp.accept_recipient();
+        match &ours {
+            Some(address) => smtp.accept_recipient_as(address),
+            None => smtp.accept_recipient(),
+        }
     }
 
     /// The refusal for a client a DNS blocklist names ([`crate::dnsbl`]),
@@ -740,6 +750,21 @@ impl Smtp<'_> {
         self.shard.metrics.dkim_signed.inc();
         signed
     }
+}
+
+/// `address` at our `hostname` when its domain is the literal of `ip`,
+/// the address the client reached us at (`alice@[192.0.2.1]`,
+/// `alice@[IPv6:2001:db8::1]`): RFC 1123 §5.2.17 has a server take mail
+/// for its own address literals as its own.
+fn at_own_literal(address: &str, ip: IpAddr, hostname: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let literal = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let named: IpAddr = match literal.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => IpAddr::V6(literal[5..].parse().ok()?),
+        _ => IpAddr::V4(literal.parse().ok()?),
+    };
+    let canonical = crate::config::canonical;
+    (canonical(named) == canonical(ip)).then(|| format!("{local}@{hostname}"))
 }
 
 /// Whether `address` is a postmaster: bare, or at any domain (RFC 5321

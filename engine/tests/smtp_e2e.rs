@@ -236,6 +236,42 @@ fn local_recipients_must_be_accounts() {
     server.shutdown();
 }
 
+/// Mail to the literal of the address a client reached us at is ours
+/// (RFC 1123 §5.2.17), even from a client that may not relay: it goes to
+/// the account at our hostname. Other literals stay someone else's.
+#[test]
+fn mail_to_our_own_address_literal_is_ours() {
+    let (server, _dir) = start_server(|c| c.smtp.relay_networks = vec![]);
+    common::add_user(&server, "carol@mx.test");
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<x@example.org>").starts_with("250"));
+    for (rcpt, code) in [
+        ("postmaster@[127.0.0.1]", "250 2.1.5"),
+        ("Carol@[127.0.0.1]", "250 2.1.5"),
+        ("dave@[127.0.0.1]", "550 5.1.1"),
+        ("carol@[127.0.0.2]", "550 5.7.1"),
+        ("carol@[IPv6:::1]", "550 5.7.1"),
+    ] {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(reply.starts_with(code), "{rcpt}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: hi\r\n\r\nhello\r\n.")
+        .starts_with("250 2.0.0"));
+    let store = server.store();
+    assert!(
+        spool::list_envelopes(&*store).unwrap().is_empty(),
+        "nothing relayed"
+    );
+    for user in ["carol@mx.test", "postmaster@mx.test"] {
+        let inbox = mailbox::meta(&*store, user, mailbox::INBOX).unwrap();
+        assert_eq!(inbox.map(|m| m.messages), Some(1), "{user}");
+    }
+    server.shutdown();
+}
+
 #[test]
 fn idle_client_gets_421_timeout() {
     let (server, _dir) = start_server(|c| c.smtp.command_timeout_secs = 1);

@@ -316,6 +316,12 @@ pub const NO_VALID_RECIPIENTS: Reply = Reply::fixed(554, "5.5.1", "No valid reci
 
 /// More RCPTs than `max_recipients`.
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3", "Too many recipients");
+/// A BDAT chunk so large its octets are not read: the session ends.
+pub const CHUNK_BEYOND_READING: Reply = Reply::fixed(
+    552,
+    "5.3.4",
+    "Chunk far beyond the message size limit; closing the connection",
+);
 /// SIZE= or the message itself is over `max_message_size`.
 pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(
     552,

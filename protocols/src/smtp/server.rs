@@ -488,13 +488,27 @@ impl ServerSession {
     /// Answer a `Recipient` event: 250.
     pub fn accept_recipient(&mut self) {
         if let Some(address) = self.take_pending_recipient() {
-            if let Some(open) = &mut self.open {
-                open.tx.recipients.push(address);
-                let request = std::mem::take(&mut open.pending_request);
-                open.tx.recipient_requests.push(request);
-            }
-            self.send(&replies::RECIPIENT_OK);
+            self.add_recipient(address);
         }
+    }
+
+    /// Answer a `Recipient` event: 250, the recipient being `address`
+    /// (the same mailbox as the client wrote it, in the form the driver
+    /// keeps: `postmaster@[192.0.2.1]`, our own address literal, is
+    /// `postmaster@our.host`).
+    pub fn accept_recipient_as(&mut self, address: &str) {
+        if self.take_pending_recipient().is_some() {
+            self.add_recipient(address.to_owned());
+        }
+    }
+
+    fn add_recipient(&mut self, address: String) {
+        if let Some(open) = &mut self.open {
+            open.tx.recipients.push(address);
+            let request = std::mem::take(&mut open.pending_request);
+            open.tx.recipient_requests.push(request);
+        }
+        self.send(&replies::RECIPIENT_OK);
     }
 
     /// Answer a `Recipient` event with this refusal. An untrusted client
@@ -1024,6 +1038,9 @@ impl ServerSession {
 
     /// BDAT: decide the chunk's fate now, answer once its octets are read.
     fn bdat(&mut self, size: u64, last: bool) {
+        if size > self.hopeless_chunk() {
+            return self.close_with(&replies::CHUNK_BEYOND_READING);
+        }
         let cap = self.reserve_cap();
         let refusal = match &mut self.open {
             None => Some(replies::NEED_MAIL),
@@ -1047,11 +1064,25 @@ impl ServerSession {
         }
     }
 
+    /// A chunk size past which the octets are not read at all: many times
+    /// any message this server takes (or past what a number holds, which
+    /// parses as `u64::MAX`). Reading them would hold the session as long
+    /// as the client likes, and once a chunk is not read there is no way
+    /// back into step (RFC 3030 §2), so the session ends instead.
+    fn hopeless_chunk(&self) -> u64 {
+        (self.config.max_message_size as u64)
+            .saturating_mul(4)
+            .max(64 << 20)
+    }
+
     /// BDAT with a size and a keyword other than LAST: its octets are read
     /// and dropped rather than run as commands, and the transaction fails
     /// (a message missing a chunk must not be taken), as do the chunks
     /// pipelined behind it.
     fn bad_bdat(&mut self, size: u64) {
+        if size > self.hopeless_chunk() {
+            return self.close_with(&replies::CHUNK_BEYOND_READING);
+        }
         self.open = None;
         self.body.discard();
         self.content_started = None;

@@ -170,6 +170,37 @@ fn a_huge_chunk_is_counted_out_not_buffered() {
     );
 }
 
+/// A chunk no message could fit in, many times over (or past what a
+/// number holds), is not read for as long as the client likes: the
+/// session says why and ends, with or without LAST, good keyword or bad.
+#[test]
+fn a_chunk_beyond_reading_ends_the_session_at_once() {
+    for bdat in [
+        "BDAT 99999999999999999999999999999",
+        "BDAT 18446744073709551616 LAST",
+        "BDAT 300000000 LAST",
+        "BDAT 99999999999 MORE",
+    ] {
+        let input = format!("EHLO c\r\n{ENVELOPE}{bdat}\r\nNOOP\r\n");
+        let run = run_with(config(), input.as_bytes(), Answers::Accept);
+        assert_eq!(
+            run.codes()[2..],
+            ["250 2.1.0", "250 2.1.5", "552 5.3.4"],
+            "{bdat}: {:?}",
+            run.lines()
+        );
+        assert!(run.0.closed, "{bdat}");
+    }
+    // Within four times the limit, it is read and refused as before.
+    let config = ServerConfig {
+        max_message_size: 100 << 20,
+        ..config()
+    };
+    let input = format!("EHLO c\r\n{ENVELOPE}BDAT 400000000 LAST\r\n");
+    let run = run_with(config, input.as_bytes(), Answers::Accept);
+    assert!(!run.0.closed);
+}
+
 #[test]
 fn bare_line_endings_across_chunk_boundaries() {
     for chunks in [
