@@ -73,6 +73,32 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// SPF, DKIM and DMARC of inbound mail.
     pub inbound_auth: InboundAuthConfig,
+    /// The envelope sender of forwarded mail (SRS).
+    pub srs: SrsConfig,
+}
+
+/// The Sender Rewriting Scheme: mail this server forwards to another
+/// domain (an alias's remote address, a Sieve redirect) leaves from an
+/// address at `domain`, so the next server's SPF check sees a sender we
+/// may send for, and bounces come back here to be sent on to the original
+/// sender ([`crate::srs`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrsConfig {
+    /// Rewrite at all.
+    pub enabled: bool,
+    /// The domain of the rewritten addresses; empty: `hostname`. It must
+    /// be one of ours (it receives the bounces).
+    pub domain: String,
+}
+
+impl Default for SrsConfig {
+    fn default() -> Self {
+        SrsConfig {
+            enabled: true,
+            domain: String::new(),
+        }
+    }
 }
 
 /// POP3 listener settings.
@@ -1016,6 +1042,7 @@ impl Default for Config {
             suppression: SuppressionConfig::default(),
             webhook: WebhookConfig::default(),
             inbound_auth: InboundAuthConfig::default(),
+            srs: SrsConfig::default(),
         }
     }
 }
@@ -1669,6 +1696,12 @@ impl Config {
         if self.lmtp.max_connections_per_shard == 0 {
             return invalid("lmtp.max_connections_per_shard", "must be at least 1");
         }
+        if !self.srs.domain.is_empty() && !self.is_local_domain(&self.srs.domain) {
+            return invalid(
+                "srs.domain",
+                "must be hostname or one of smtp.local_domains (bounces to it must be taken)",
+            );
+        }
         let i = &self.imap;
         none_zero(
             &[
@@ -1792,6 +1825,14 @@ impl Config {
     /// Whether a client at `ip` may relay to domains that are not local.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         in_networks(&self.smtp.relay_networks, ip)
+    }
+
+    /// The domain of SRS addresses: `srs.domain`, else `hostname`.
+    pub fn srs_domain(&self) -> &str {
+        match self.srs.domain.is_empty() {
+            true => &self.hostname,
+            false => &self.srs.domain,
+        }
     }
 
     /// Whether a client at `ip` may hand mail over by LMTP.

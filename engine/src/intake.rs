@@ -374,6 +374,68 @@ pub fn add_recipients(message: &mut NewMessage, addresses: &[String], to: &Recip
     }
 }
 
+/// Relay `message` to `moved` (some of its relayed recipients) from
+/// `sender` instead of its own sender. The envelope sender matters only
+/// to the relay, so when they are every address it relays to, the
+/// envelope changes in place; otherwise they go into a copy with an id
+/// of its own (`id`), their DSN requests with them, and the others stay.
+pub fn split_off(
+    message: &mut NewMessage,
+    moved: &[String],
+    id: impl FnOnce() -> MessageId,
+    sender: &str,
+) -> Option<NewMessage> {
+    let keys: std::collections::HashSet<String> = moved.iter().map(|a| address_key(a)).collect();
+    let is_moved = |address: &String| keys.contains(&address_key(address));
+    if message.envelope.recipients.iter().all(is_moved) {
+        message.envelope.sender = sender.to_owned();
+        return None;
+    }
+    let id = id();
+    let envelope = &mut message.envelope;
+    let (gone, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut envelope.recipients)
+        .into_iter()
+        .partition(is_moved);
+    envelope.recipients = kept;
+    let (gone_dsn, kept_dsn) = std::mem::take(&mut envelope.dsn.recipients)
+        .into_iter()
+        .partition(|r| is_moved(&r.recipient));
+    envelope.dsn.recipients = kept_dsn;
+    let mut queue = Vec::new();
+    for entry in &mut message.queue {
+        let (away, stay) = std::mem::take(&mut entry.recipients)
+            .into_iter()
+            .partition(is_moved);
+        entry.recipients = stay;
+        let away: Vec<String> = away;
+        if !away.is_empty() {
+            queue.push(QueueEntry {
+                id,
+                recipients: away,
+                ..entry.clone()
+            });
+        }
+    }
+    message.queue.retain(|entry| !entry.recipients.is_empty());
+    Some(NewMessage {
+        id,
+        body: message.body.clone(),
+        envelope: Envelope {
+            sender: sender.to_owned(),
+            recipients: gone,
+            dsn: DsnRequest {
+                recipients: gone_dsn,
+                ..envelope.dsn.clone()
+            },
+            ..envelope.clone()
+        },
+        queue,
+        mailboxes: Vec::new(),
+        junk: Vec::new(),
+        filed: Vec::new(),
+    })
+}
+
 /// `body` with `Return-Path: <sender>` on top: what final delivery adds
 /// (RFC 5321 §4.4), so a mailbox shows the envelope sender (`<>` for
 /// bounces and automatic replies). The relay takes it off again before
@@ -581,12 +643,18 @@ pub fn account_exists(store: &dyn ringpost_storage::Store, name: &str) -> bool {
     !matches!(ringpost_storage::users::get_user(store, name), Ok(None))
 }
 
-/// [`local_targets`], with `store`'s accounts.
+/// [`local_targets`], with `store`'s accounts; a good SRS address of ours
+/// goes to the sender it stands for ([`crate::srs`]).
 pub fn local_targets_in<'a>(
     config: &'a Config,
     store: &'a dyn ringpost_storage::Store,
 ) -> impl Fn(&str) -> Vec<String> + 'a {
-    move |address| local_targets(config, address, &|name| account_exists(store, name))
+    move |address| {
+        if let Some(original) = crate::srs::original_sender(config, store, address) {
+            return vec![original];
+        }
+        local_targets(config, address, &|name| account_exists(store, name))
+    }
 }
 
 /// Where mail for the local `address` goes, lowercased: the account it
@@ -1044,6 +1112,68 @@ mod tests {
         );
         assert_eq!(m.envelope.size, m.body.len() as u64);
         assert_eq!(m.queue[0].due, 1_700_000_000_000);
+    }
+
+    /// Forwarded recipients leave with another sender: in place when they
+    /// are all the relay has, else in a copy that takes their queue
+    /// entries and DSN requests with it.
+    #[test]
+    fn split_off_moves_recipients_to_a_copy_or_rewrites_in_place() {
+        let is_local = |d: &str| d == "ours.test";
+        let to = Recipients {
+            hostname: "mx.test",
+            is_local: &is_local,
+            pool: None,
+            local_targets: None,
+        };
+        let recipients: Vec<String> = ["a@ours.test", "b@far.test", "c@far.test", "d@else.test"]
+            .map(str::to_owned)
+            .to_vec();
+        let id = MessageId::new(1_700_000_000_000_000, 1, 1);
+        let mut message = stored(id, b"x\r\n".to_vec(), "s@src.test", &recipients, &to, 1);
+        message.envelope.dsn.recipients = vec![RecipientDsn {
+            recipient: "c@far.test".into(),
+            notify: Some(1),
+            orcpt: None,
+        }];
+        let copy_id = MessageId::new(1_700_000_000_000_000, 1, 2);
+        let moved = ["c@FAR.test".to_owned(), "d@else.test".to_owned()];
+        let copy = split_off(&mut message, &moved, || copy_id, "SRS0=x@mx.test").unwrap();
+        assert_eq!(message.envelope.sender, "s@src.test");
+        assert_eq!(message.envelope.recipients, ["b@far.test"]);
+        assert!(message.envelope.dsn.recipients.is_empty());
+        assert_eq!(message.mailboxes, ["a@ours.test"]);
+        let domains = |m: &NewMessage| -> Vec<(String, Vec<String>)> {
+            m.queue
+                .iter()
+                .map(|e| (e.domain.clone(), e.recipients.clone()))
+                .collect()
+        };
+        assert_eq!(
+            domains(&message),
+            [("far.test".into(), vec!["b@far.test".into()])]
+        );
+        assert_eq!(copy.id, copy_id);
+        assert!(copy.queue.iter().all(|e| e.id == copy_id));
+        assert_eq!(copy.envelope.sender, "SRS0=x@mx.test");
+        assert_eq!(copy.envelope.recipients, ["c@far.test", "d@else.test"]);
+        assert_eq!(copy.envelope.dsn.recipients[0].recipient, "c@far.test");
+        assert!(copy.mailboxes.is_empty() && copy.body == message.body);
+        let mut copy_domains = domains(&copy);
+        copy_domains.sort();
+        assert_eq!(
+            copy_domains,
+            [
+                ("else.test".into(), vec!["d@else.test".into()]),
+                ("far.test".into(), vec!["c@far.test".into()])
+            ]
+        );
+        // Every relayed recipient moved: the envelope changes, no copy.
+        let mut all = stored(id, b"x\r\n".to_vec(), "s@src.test", &recipients, &to, 1);
+        let moved = ["b@far.test", "c@far.test", "d@else.test"].map(str::to_owned);
+        assert!(split_off(&mut all, &moved, || copy_id, "SRS0=y@mx.test").is_none());
+        assert_eq!(all.envelope.sender, "SRS0=y@mx.test");
+        assert_eq!(all.queue.len(), 2);
     }
 
     #[test]

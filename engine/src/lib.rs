@@ -68,6 +68,7 @@ pub mod server;
 mod shard;
 pub mod sieve;
 mod smtp;
+pub mod srs;
 pub mod suppressions;
 pub mod tls;
 pub mod users;

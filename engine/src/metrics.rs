@@ -125,6 +125,7 @@ pub struct SecurityMetrics {
     dmarc_reports: Family<Labels, Counter>,
     dnsbl: Family<Labels, Counter>,
     sieve: Family<Labels, Counter>,
+    srs: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -233,6 +234,15 @@ impl SecurityMetrics {
         self.sieve.get_or_create(&labels).inc();
     }
 
+    /// SRS did `action`: `forwarded` (a forwarded message's sender
+    /// rewritten), `returned` (a bounce to one of our SRS addresses
+    /// taken, to go on to the sender it stands for), `refused` (an SRS
+    /// address forged, mangled or too old).
+    pub fn srs(&self, action: &str) {
+        let labels = vec![("action", action.to_owned())];
+        self.srs.get_or_create(&labels).inc();
+    }
+
     /// The certificates served now: each one's name and notAfter (Unix
     /// seconds); those of a previous set are forgotten.
     pub fn certificates(&self, expiries: &[(String, i64)]) {
@@ -304,6 +314,11 @@ impl SecurityMetrics {
                 "dnsbl_lookups",
                 "DNS blocklist lookups of clients that may not relay, by zone and result (listed, clear, error)",
                 &self.dnsbl,
+            ),
+            (
+                "srs",
+                "Sender rewriting (SRS) of forwarded mail, by action (forwarded, returned, refused)",
+                &self.srs,
             ),
             (
                 "sieve_actions",

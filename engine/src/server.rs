@@ -166,6 +166,11 @@ pub fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let live = Arc::new(LiveConfig::new(config.clone()));
     let (store, store_description) = open_store(&config)?;
+    // Made once, kept with the mail: SRS addresses outlive restarts.
+    crate::srs::ensure_secret(&*store).map_err(|source| StartError::Store {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     for caution in config.cautions() {
         tracing::warn!("{caution}");
     }

@@ -22,6 +22,7 @@ use crate::mail_auth;
 use crate::maillog::Accepted;
 use crate::relay::bounce;
 use crate::shard::{Service, Shard};
+use crate::srs::{self, Srs};
 use ringpost_protocols::sasl::Credentials;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
 use ringpost_storage::StoreError;
@@ -86,9 +87,12 @@ impl Smtp<'_> {
             .and_then(|ip| at_own_literal(given, ip, &shard.config().hostname));
         let address = ours.as_deref().unwrap_or(given);
         let may_relay = self.may_relay || smtp.authenticated().is_some();
-        let checked = intake::check_recipient(address, may_relay, &shard.config(), |name| {
-            local_account(shard, name)
-        });
+        let checked = match self.srs_recipient(address) {
+            Some(checked) => checked,
+            None => intake::check_recipient(address, may_relay, &shard.config(), |name| {
+                local_account(shard, name)
+            }),
+        };
         if let Err(reply) = checked {
             self.count_rejection(&reply);
             return smtp.reject_recipient(reply);
@@ -125,6 +129,82 @@ impl Smtp<'_> {
             Some(address) => smtp.accept_recipient_as(address),
             None => smtp.accept_recipient(),
         }
+    }
+
+    /// An SRS address of ours (a bounce of mail we forwarded): taken when
+    /// good, from anyone, for the sender it stands for; `550 5.1.1` when
+    /// forged, mangled or too old. `None`: not one.
+    fn srs_recipient(&self, address: &str) -> Option<Result<(), replies::Reply>> {
+        let shard = self.shard;
+        let config = shard.config();
+        let (local, domain) = address.rsplit_once('@')?;
+        if !srs::is_srs(local) || !domain.eq_ignore_ascii_case(config.srs_domain()) {
+            return None;
+        }
+        let srs = match Srs::of(&config, &*shard.store) {
+            Ok(srs) => srs?,
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "SRS key unreadable; answered 451");
+                return Some(Err(replies::STORAGE_FAILED));
+            }
+        };
+        match srs.reverse(address, srs::day_of(intake::unix_micros())) {
+            srs::Reversed::Valid(original) => {
+                shard.security.srs("returned");
+                tracing::info!(shard = shard.id, peer = %self.peer, to = %original, "mail to an SRS address taken for the sender it stands for");
+                Some(Ok(()))
+            }
+            srs::Reversed::Invalid => {
+                shard.security.srs("refused");
+                tracing::info!(shard = shard.id, peer = %self.peer, "forged, mangled or expired SRS address refused");
+                Some(Err(replies::NO_SUCH_USER))
+            }
+            srs::Reversed::NotSrs => None,
+        }
+    }
+
+    /// Mail this server forwards for a stranger (an alias's remote
+    /// address, a filter's redirect: the relayed recipients the client did
+    /// not name) leaves from our SRS address for its sender, so the next
+    /// server's SPF check passes; a copy when others get it as sent.
+    fn rewrite_forwarded(
+        &self,
+        tx: &Transaction,
+        message: &mut ringpost_storage::spool::NewMessage,
+        now: u64,
+    ) -> Option<ringpost_storage::spool::NewMessage> {
+        let shard = self.shard;
+        let config = shard.config();
+        let (_, sender_domain) = tx.mail_from.rsplit_once('@')?;
+        if config.is_local_domain(sender_domain) {
+            return None;
+        }
+        let named: std::collections::HashSet<String> = tx
+            .recipients
+            .iter()
+            .map(|r| intake::address_key(r))
+            .collect();
+        let forwarded: Vec<String> = message
+            .envelope
+            .recipients
+            .iter()
+            .filter(|r| !named.contains(&intake::address_key(r)))
+            .cloned()
+            .collect();
+        if forwarded.is_empty() {
+            return None;
+        }
+        let srs = match Srs::of(&config, &*shard.store) {
+            Ok(srs) => srs?,
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "SRS key unreadable; forwarded with the sender as it came");
+                return None;
+            }
+        };
+        let sender = srs.forward(&tx.mail_from, srs::day_of(now));
+        shard.security.srs("forwarded");
+        tracing::debug!(shard = shard.id, from = %tx.mail_from, %sender, recipients = forwarded.len(), "forwarded mail's sender rewritten (SRS)");
+        intake::split_off(message, &forwarded, || shard.next_id(now), &sender)
     }
 
     /// The refusal for a client a DNS blocklist names ([`crate::dnsbl`]),
@@ -358,6 +438,7 @@ impl Smtp<'_> {
                     return smtp.message_failed(reply);
                 }
             };
+        let forwarded_copy = self.rewrite_forwarded(&tx, &mut message, now);
         let account = tx.authenticated.clone();
         // Mail a filter delivered to no one was not delivered. Over LMTP
         // the client reports delivery itself (RFC 2033 §4.2).
@@ -372,8 +453,11 @@ impl Smtp<'_> {
         // The owners of the entries hear of them once they are durable.
         let mut queue = shard.hub.is_some().then(|| message.queue.clone());
         if let Some(queue) = &mut queue {
-            let notices = notice.iter().chain(&filtered.messages);
-            queue.extend(notices.flat_map(|n| n.queue.iter().cloned()));
+            let others = notice
+                .iter()
+                .chain(&filtered.messages)
+                .chain(&forwarded_copy);
+            queue.extend(others.flat_map(|n| n.queue.iter().cloned()));
         }
         let queue_id = id.to_hex();
         let accepted = Accepted {
@@ -411,7 +495,7 @@ impl Smtp<'_> {
         if let Some(notice) = notice {
             batch.append(notice.into_batch());
         }
-        for extra in filtered.messages {
+        for extra in filtered.messages.into_iter().chain(forwarded_copy) {
             batch.append(extra.into_batch());
         }
         batch.append(filtered.state);

@@ -28,6 +28,8 @@ pub struct Received {
     pub tls: bool,
     /// MAIL FROM address.
     pub mail_from: String,
+    /// RCPT TO addresses, in order.
+    pub rcpt_to: Vec<String>,
     /// DATA content, unstuffed, without the final dot line.
     pub data: Vec<u8>,
 }
@@ -99,6 +101,7 @@ fn serve(
     'session: loop {
         let mut reader = BufReader::new(&mut io);
         let mut mail_from = String::new();
+        let mut rcpt_to = Vec::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -129,7 +132,14 @@ fn serve(
                     .trim_matches(|c| c == '<' || c == '>')
                     .to_owned();
                 b"250 2.1.0 ok\r\n"
-            } else if verb.starts_with("RCPT TO:") || verb == "RSET" || verb == "NOOP" {
+            } else if verb.starts_with("RCPT TO:") {
+                let address = line.trim_end()[8..].trim_matches(|c| c == '<' || c == '>');
+                rcpt_to.push(address.to_owned());
+                b"250 2.1.5 ok\r\n"
+            } else if verb == "RSET" || verb == "NOOP" {
+                if verb == "RSET" {
+                    rcpt_to.clear();
+                }
                 b"250 2.1.5 ok\r\n"
             } else if verb == "DATA" {
                 reader.get_mut().write_all(b"354 go\r\n")?;
@@ -147,6 +157,7 @@ fn serve(
                 sink.lock().unwrap().push(Received {
                     tls,
                     mail_from: std::mem::take(&mut mail_from),
+                    rcpt_to: std::mem::take(&mut rcpt_to),
                     data,
                 });
                 b"250 2.0.0 queued\r\n"
