@@ -1910,6 +1910,7 @@ impl Config {
         ringpost_protocols::smtp::SenderAddresses {
             delimiter: self.smtp.recipient_delimiter.clone(),
             aliases,
+            is_account: None,
         }
     }
 

@@ -318,17 +318,20 @@ impl AuthGuard {
     }
 
     fn verdict(&self, state: &GuardState, ip: IpAddr, account: &str, now: Instant) -> AuthVerdict {
-        let from_ip = state
-            .ips
-            .get(&ip)
-            .filter(|f| !f.failures.stale(now, self.window));
+        let from_ip = state.ips.get(&ip);
+        // Failures of a window gone by count no more; its checks under
+        // way still do.
+        let failures = |f: &IpFailures| match f.failures.stale(now, self.window) {
+            true => 0,
+            false => f.failures.count,
+        };
         if let Some(f) = from_ip {
             // Failures and the checks under way that could each add one:
             // together they stay within the limit, so guesses sent at once
             // cannot pass it. An address that never failed may have as
             // many checks under way as the limit (a busy NAT's logins are
             // short: a remembered password is checked in microseconds).
-            let in_doubt = f.failures.count + f.in_flight;
+            let in_doubt = failures(f) + f.in_flight;
             let full = self.per_ip > 0 && f.in_flight > 0 && in_doubt >= self.per_ip;
             let busy = f.in_flight >= MAX_CHECKS_AT_ONCE;
             if f.failures.locked(now) || full || busy {
@@ -342,7 +345,7 @@ impl AuthGuard {
                 return AuthVerdict::LockedOut;
             }
         }
-        let clean = from_ip.is_none_or(|f| f.failures.count == 0);
+        let clean = from_ip.is_none_or(|f| failures(f) == 0);
         AuthVerdict::Allowed { clean }
     }
 
@@ -837,6 +840,24 @@ mod tests {
         );
         drop(running);
         assert!(guard.attempt(ip, "ann", t).is_ok());
+    }
+
+    /// Failures of a window gone by are forgiven, but the checks under
+    /// way still count: waiting out the window and then sending hundreds
+    /// of guesses at once does not pass the limit.
+    #[test]
+    fn checks_under_way_count_after_the_window_too() {
+        let guard = AuthGuard::new(&config());
+        let ip = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        guard.failed(ip, "ann", t);
+        guard.failed(ip, "bob", t);
+        let later = t + Duration::from_secs(61);
+        let running: Vec<_> = (0..3)
+            .map(|_| guard.attempt(ip, "cy", later).unwrap())
+            .collect();
+        assert!(running[0].clean(), "the old failures are forgiven");
+        assert!(guard.attempt(ip, "cy", later).is_err(), "the limit holds");
     }
 
     #[test]

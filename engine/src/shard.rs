@@ -151,7 +151,7 @@ struct View {
 
 impl View {
     /// From `config` (copied, so the shard's reference count is its own).
-    fn new(config: &Config, tls: bool, generation: u64) -> View {
+    fn new(config: &Config, store: &Arc<dyn Store>, tls: bool, generation: u64) -> View {
         let secs = Duration::from_secs;
         let smtp = Arc::new(ServerConfig {
             hostname: config.hostname.clone(),
@@ -172,7 +172,15 @@ impl View {
                 crate::config::SenderPolicyConfig::Domain => smtp_proto::SenderPolicy::Domain,
                 crate::config::SenderPolicyConfig::Any => smtp_proto::SenderPolicy::Any,
             },
-            sender_addresses: config.sender_addresses(),
+            sender_addresses: {
+                let store = store.clone();
+                smtp_proto::SenderAddresses {
+                    is_account: Some(smtp_proto::AccountCheck(Arc::new(move |name: &str| {
+                        crate::intake::account_exists(&*store, name)
+                    }))),
+                    ..config.sender_addresses()
+                }
+            },
         });
         let pop3 = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
@@ -300,7 +308,7 @@ impl Shard {
         let imap_metrics = metrics.imap_shard(id);
         let tls = shared.tls.is_some();
         let config = live.get();
-        let view = View::new(&config, tls, live.generation());
+        let view = View::new(&config, &store, tls, live.generation());
         Shard {
             id,
             live,
@@ -398,7 +406,12 @@ impl Shard {
     fn refresh(&self) {
         let generation = self.live.generation();
         if self.view.borrow().generation != generation {
-            let view = View::new(&self.live.get(), self.tls.is_some(), generation);
+            let view = View::new(
+                &self.live.get(),
+                &self.store,
+                self.tls.is_some(),
+                generation,
+            );
             *self.view.borrow_mut() = view;
         }
     }
@@ -613,12 +626,6 @@ async fn accept(
                     Ok(peer) => peer,
                     Err(_) => continue, // already gone
                 };
-                if service == Service::Lmtp && !shard.config().may_use_lmtp(peer.ip()) {
-                    tracing::warn!(shard = shard.id, %peer, "LMTP connection from outside lmtp.allowed_networks refused");
-                    glommio::spawn_local(refuse(shard.clone(), service, stream, Refusal::Network))
-                        .detach();
-                    continue;
-                }
                 // Limits first: a refused client costs one lock and a write.
                 let admitted = match shard.limits.admit(peer.ip(), Instant::now()) {
                     Ok(admission) if shard.has_room(service) => admission,
@@ -638,6 +645,15 @@ async fn accept(
                         continue;
                     }
                 };
+                // LMTP is for its allowed networks only (after the limits,
+                // so that refusing costs a stranger as much as any client).
+                if service == Service::Lmtp && !shard.config().may_use_lmtp(peer.ip()) {
+                    drop(admitted);
+                    tracing::warn!(shard = shard.id, %peer, "LMTP connection from outside lmtp.allowed_networks refused");
+                    glommio::spawn_local(refuse(shard.clone(), service, stream, Refusal::Network))
+                        .detach();
+                    continue;
+                }
                 let (shard, shutdown) = (shard.clone(), shutdown.clone());
                 glommio::spawn_local(async move {
                     // A bug that panics on some input must end that one

@@ -87,8 +87,15 @@ impl Smtp<'_> {
             .and_then(|ip| at_own_literal(given, ip, &shard.config().hostname));
         let address = ours.as_deref().unwrap_or(given);
         let may_relay = self.may_relay || smtp.authenticated().is_some();
-        let checked = match self.srs_recipient(address) {
-            Some(checked) => checked,
+        // A bounce to an SRS address of ours is for the sender it stands
+        // for, from here on.
+        let mut sent_on = None;
+        let checked = match self.srs_recipient(smtp, address) {
+            Some(Ok(original)) => {
+                sent_on = Some(original);
+                Ok(())
+            }
+            Some(Err(reply)) => Err(reply),
             None => intake::check_recipient(address, may_relay, &shard.config(), |name| {
                 local_account(shard, name)
             }),
@@ -125,21 +132,36 @@ impl Smtp<'_> {
                 return smtp.reject_recipient(replies::SENDING_RATE_EXCEEDED);
             }
         }
-        match &ours {
+        match sent_on.as_ref().or(ours.as_ref()) {
             Some(address) => smtp.accept_recipient_as(address),
             None => smtp.accept_recipient(),
         }
     }
 
     /// An SRS address of ours (a bounce of mail we forwarded): taken when
-    /// good, from anyone, for the sender it stands for; `550 5.1.1` when
-    /// forged, mangled or too old. `None`: not one.
-    fn srs_recipient(&self, address: &str) -> Option<Result<(), replies::Reply>> {
+    /// good, from anyone, for the sender it stands for (`Ok`: that
+    /// address); `550 5.1.1` when forged, mangled or too old, and
+    /// `550 5.7.1` from a sender that is not null (bounces and automatic
+    /// replies come from `<>`; anything else would be relaying for
+    /// whoever saw the address). `None`: not one.
+    fn srs_recipient(
+        &self,
+        smtp: &ServerSession,
+        address: &str,
+    ) -> Option<Result<String, replies::Reply>> {
         let shard = self.shard;
         let config = shard.config();
         let (local, domain) = address.rsplit_once('@')?;
         if !srs::is_srs(local) || !domain.eq_ignore_ascii_case(config.srs_domain()) {
             return None;
+        }
+        if !config.srs.enabled {
+            return None;
+        }
+        if smtp.sender().is_some_and(|sender| !sender.is_empty()) {
+            shard.security.srs("refused");
+            tracing::info!(shard = shard.id, peer = %self.peer, "SRS address refused to a sender that is not null");
+            return Some(Err(replies::BOUNCES_ONLY));
         }
         let srs = match Srs::of(&config, &*shard.store) {
             Ok(srs) => srs?,
@@ -152,7 +174,7 @@ impl Smtp<'_> {
             srs::Reversed::Valid(original) => {
                 shard.security.srs("returned");
                 tracing::info!(shard = shard.id, peer = %self.peer, to = %original, "mail to an SRS address taken for the sender it stands for");
-                Some(Ok(()))
+                Some(Ok(original))
             }
             srs::Reversed::Invalid => {
                 shard.security.srs("refused");
@@ -636,17 +658,9 @@ impl Smtp<'_> {
     async fn check_inbound(&self, tx: &mut Transaction) -> Result<Inbound, replies::Reply> {
         let shard = self.shard;
         let config = shard.config();
-        // The MTA in front of LMTP made the checks, and its verdicts stand
-        // (it may well go by our name).
-        if self.service == Service::Lmtp {
-            return Ok(Inbound {
-                results: Vec::new(),
-                quarantine: false,
-                sender_vouched: true,
-            });
-        }
         // Whoever the client is, a verdict in our name that reaches a local
-        // mailbox must be ours.
+        // mailbox must be ours (an MTA in front of LMTP writes its own
+        // under its own name).
         let local = tx
             .recipients
             .iter()
@@ -656,6 +670,16 @@ impl Smtp<'_> {
                 tracing::info!(shard = shard.id, peer = %self.peer, "forged Authentication-Results of ours removed");
                 tx.data = stripped;
             }
+        }
+        // The MTA in front of LMTP made the checks; what it let through
+        // may still have a forged sender, which hears nothing from us
+        // (a filter's refusal is answered over LMTP, and that MTA bounces).
+        if self.service == Service::Lmtp {
+            return Ok(Inbound {
+                results: Vec::new(),
+                quarantine: false,
+                sender_vouched: false,
+            });
         }
         // A client we trust (a relay network, a login) vouches for its
         // sender; a stranger's only through SPF.
@@ -845,7 +869,7 @@ fn at_own_literal(address: &str, ip: IpAddr, hostname: &str) -> Option<String> {
     let literal = domain.strip_prefix('[')?.strip_suffix(']')?;
     let named: IpAddr = match literal.get(..5) {
         Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => IpAddr::V6(literal[5..].parse().ok()?),
-        _ => IpAddr::V4(literal.parse().ok()?),
+        _ => IpAddr::V4(ringpost_protocols::smtp::ipv4_literal(literal)?),
     };
     let canonical = crate::config::canonical;
     (canonical(named) == canonical(ip)).then(|| format!("{local}@{hostname}"))

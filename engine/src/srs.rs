@@ -187,12 +187,13 @@ pub fn is_srs(local: &str) -> bool {
     strip_tag(local, "SRS0").is_some() || strip_tag(local, "SRS1").is_some()
 }
 
-/// `local` after `tag=` (any case; `=`, `+` or `-` as the separator, as
-/// the scheme allows), if it starts so.
+/// `local` after `tag=` (any case), if it starts so. The scheme allows
+/// `+` and `-` as separators too, but this server writes `=`, and an
+/// account called `srs1-team` is no SRS address.
 fn strip_tag<'a>(local: &'a str, tag: &str) -> Option<&'a str> {
     let head = local.get(..tag.len())?;
     let rest = &local[tag.len()..];
-    (head.eq_ignore_ascii_case(tag) && rest.starts_with(['=', '+', '-'])).then(|| &rest[1..])
+    (head.eq_ignore_ascii_case(tag) && rest.starts_with('=')).then(|| &rest[1..])
 }
 
 /// The day stamp: days since 1970 modulo 1024, two base32 characters.

@@ -397,7 +397,8 @@ fn the_mx_port_is_never_an_open_relay() {
         })
         .unwrap_or_else(|| panic!("no relay_denied count: {metrics}"));
     let counted: u64 = relay_denied.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(counted >= 10, "{relay_denied}");
+    // victim@[127.0.0.1] is ours (the address it came to): no such user.
+    assert!(counted >= 9, "{relay_denied}");
     server.shutdown();
 }
 

@@ -70,6 +70,18 @@ fn send(server: &RunningServer, from: &str, to: &[&str], subject: &str) -> Strin
     reply
 }
 
+/// The stored text of the newest message in `user`'s INBOX.
+fn newest_body(server: &RunningServer, user: &str) -> String {
+    let store = server.store();
+    let meta = mailbox::meta(&*store, user, "INBOX").unwrap().unwrap();
+    let rows = mailbox::all_rows(&*store, user, meta.uidvalidity).unwrap();
+    let (_, row) = rows.last().unwrap();
+    let body = ringpost_storage::spool::read_body(&*store, &row.message)
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -428,7 +440,12 @@ fn redirects_that_cannot_go_keep_the_mail_and_repeats_are_not_sent_again() {
         c.smtp.local_domains = vec!["ours.test".into()];
         c.smtp.recipient_delimiter = "+".into();
     });
-    for user in ["alice@ours.test", "bob@ours.test", "carol@ours.test"] {
+    for user in [
+        "alice@ours.test",
+        "bob@ours.test",
+        "carol@ours.test",
+        "dave@ours.test",
+    ] {
         add_user(&server, user);
     }
     activate(&server, "alice@ours.test", "redirect \"friend@far.test\";");
@@ -513,6 +530,27 @@ fn redirects_that_cannot_go_keep_the_mail_and_repeats_are_not_sent_again() {
     );
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(count(&server, "carol@ours.test", "INBOX"), carol + 1);
+    // A `:from` she may not send from is not used: the reply is signed as
+    // her domain's mail, and must not speak for the boss.
+    activate(
+        &server,
+        "alice@ours.test",
+        "require \"vacation\"; vacation :from \"Boss <boss@ours.test>\" :subject \"Pay\" \"Wire it.\";",
+    );
+    let reply = send_as(
+        &server,
+        "dave@ours.test",
+        "alice@ours.test",
+        "alice@ours.test",
+        "m6@c",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let newest = newest_body(&server, "dave@ours.test");
+    assert!(
+        newest.contains("\r\nFrom: <alice@ours.test>\r\n"),
+        "{newest}"
+    );
+    assert!(!newest.contains("boss@"), "{newest}");
     metrics_with(
         &server,
         &[

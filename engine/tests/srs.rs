@@ -115,6 +115,10 @@ fn forwarded_mail_leaves_from_an_srs_address_and_its_bounce_goes_home() {
     assert_eq!(received[3].mail_from, "");
     assert_eq!(received[3].rcpt_to, ["dave@sender.test"]);
 
+    // Only bounces: anyone else who saw the address cannot send through
+    // us to the sender it stands for.
+    let reply = send(&mut c, "spammer@bad.test", &[&srs], "spam");
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
     // Forged or mangled: no such user.
     let forged = srs.replacen("=sender.test=", "=victim.test=", 1);
     let reply = send(&mut c, "", &[&forged], "forged");
@@ -133,7 +137,7 @@ fn forwarded_mail_leaves_from_an_srs_address_and_its_bounce_goes_home() {
         &[
             "ringpost_srs_total{action=\"forwarded\"} 2",
             "ringpost_srs_total{action=\"returned\"} 1",
-            "ringpost_srs_total{action=\"refused\"} 1",
+            "ringpost_srs_total{action=\"refused\"} 2",
         ],
     );
     server.shutdown();

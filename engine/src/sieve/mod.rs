@@ -487,11 +487,34 @@ fn vacation_reply(
     if remote && shard.hub.is_none() {
         return Ok(None);
     }
+    // A `:from` the user may not send from (the sender policy decides, as
+    // for submitted mail) is not used: the reply is signed by the keys of
+    // its From domain, and must not speak for someone else.
+    let submission = shard.smtp_config();
+    let vacation = match vacation::from_address(vacation) {
+        Some(from)
+            if !submission
+                .sender_policy
+                .allows(user, from, &submission.sender_addresses) =>
+        {
+            tracing::info!(
+                shard = shard.id,
+                user,
+                from,
+                "vacation :from is not the user's; replied from the address the mail came to"
+            );
+            std::borrow::Cow::Owned(sieve::script::Vacation {
+                from: None,
+                ..vacation.clone()
+            })
+        }
+        _ => std::borrow::Cow::Borrowed(vacation),
+    };
     let id = shard.next_id(now_micros);
     let message_id = format!("{}@{}", id.to_hex(), config.hostname);
     let date = crate::relay::bounce::rfc2822(now_micros);
     let body = vacation::compose(
-        vacation,
+        &vacation,
         &vacation::Reply {
             original: &message.body,
             user: came_to,

@@ -133,6 +133,19 @@ pub struct Reply<'a> {
     pub date: &'a str,
 }
 
+/// The address of `:from` (`"Name" <a@b>` or `a@b`), if given: the
+/// driver decides whether the user may send from it.
+pub fn from_address(vacation: &Vacation) -> Option<&str> {
+    let from = vacation.from.as_deref()?.trim();
+    Some(match from.split_once('<') {
+        Some((_, rest)) => rest
+            .split_once('>')
+            .map_or(rest, |(address, _)| address)
+            .trim(),
+        None => from,
+    })
+}
+
 /// The reply message (RFC 5230 §5): from the user to the sender, a
 /// subject of `Auto: ` and the original's unless `:subject`, threaded
 /// with In-Reply-To and References, marked `Auto-Submitted:

@@ -45,5 +45,6 @@ mod tests;
 pub use address::{canonical_mailbox, ipv4_literal, is_mailbox, without_detail};
 pub use replies::Reply;
 pub use server::{
-    BodyType, Event, Peer, SenderAddresses, SenderPolicy, ServerConfig, ServerSession, Transaction,
+    AccountCheck, BodyType, Event, Peer, SenderAddresses, SenderPolicy, ServerConfig,
+    ServerSession, Transaction,
 };

@@ -411,6 +411,14 @@ pub const SENDING_RATE_EXCEEDED: Reply =
     Reply::fixed(450, "4.7.1", "Sending rate limit exceeded, try again later");
 /// RCPT for a local user that does not exist.
 pub const NO_SUCH_USER: Reply = Reply::fixed(550, "5.1.1", "No such user");
+/// RCPT to an SRS address of ours from a sender that is not null: such an
+/// address takes bounces (and automatic replies) only, or anyone who saw
+/// one could send through us to the address it stands for.
+pub const BOUNCES_ONLY: Reply = Reply::fixed(
+    550,
+    "5.7.1",
+    "This address takes only bounces (MAIL FROM:<>)",
+);
 /// RCPT for an address on the suppression list (it bounced as unknown
 /// before): refused rather than sent again.
 pub fn suppressed(added: &str) -> Reply {

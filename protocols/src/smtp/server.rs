@@ -151,27 +151,58 @@ pub enum SenderPolicy {
 /// it (`info@` when `info@` goes to alice, alone or with others: Postfix's
 /// `smtpd_sender_login_maps` built from the alias table). A domain's
 /// catch-all gives no one its every address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct SenderAddresses {
     /// `smtp.recipient_delimiter`; empty: no details.
     pub delimiter: String,
     /// An alias address, lowercased, and the accounts it leads to
     /// (lowercased, without their detail).
     pub aliases: HashMap<String, Vec<String>>,
+    /// Whether an address is an account of its own (`john-admin@` beside
+    /// `john@` with the delimiter `-`): then it is that account's alone,
+    /// whatever its detail-less form. `None`: no account has a delimiter
+    /// in its name.
+    pub is_account: Option<AccountCheck>,
+}
+
+/// The driver's look-up of whether an address is an account.
+#[derive(Clone)]
+pub struct AccountCheck(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+// A look-up holds nothing a panic could leave half changed.
+impl std::panic::RefUnwindSafe for AccountCheck {}
+impl std::panic::UnwindSafe for AccountCheck {}
+
+impl std::fmt::Debug for SenderAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderAddresses")
+            .field("delimiter", &self.delimiter)
+            .field("aliases", &self.aliases)
+            .field("is_account", &self.is_account.is_some())
+            .finish()
+    }
 }
 
 impl SenderAddresses {
-    /// Whether `sender`'s mail comes to `account` (both lowercased).
+    /// Whether `sender`'s mail is `account`'s (both lowercased; `sender`
+    /// is not `account` itself). An alias decides by its own targets;
+    /// another account is its own; else the address without its detail.
     fn owned_by(&self, account: &str, sender: &str) -> bool {
-        let base = super::address::without_detail(sender, &self.delimiter);
         let leads_here = |address: &str| {
             self.aliases
                 .get(address)
-                .is_some_and(|accounts| accounts.iter().any(|a| a == account))
+                .map(|accounts| accounts.iter().any(|a| a == account))
         };
-        base.as_deref() == Some(account)
-            || leads_here(sender)
-            || base.as_deref().is_some_and(leads_here)
+        if let Some(decided) = leads_here(sender) {
+            return decided;
+        }
+        if self.is_account.as_ref().is_some_and(|is| (is.0)(sender)) {
+            return false;
+        }
+        let Some(base) = super::address::without_detail(sender, &self.delimiter) else {
+            return false;
+        };
+        base == account || leads_here(&base) == Some(true)
     }
 }
 
@@ -711,6 +742,23 @@ impl ServerSession {
         }
     }
 
+    /// How many answers the end of `open`'s message gets: one, or over
+    /// LMTP one per accepted recipient (RFC 2033 §4.2).
+    fn answers_for(&self, open: Option<&OpenTransaction>) -> usize {
+        match (self.peer.lmtp, open) {
+            (true, Some(open)) => open.tx.recipients.len().max(1),
+            _ => 1,
+        }
+    }
+
+    /// Refuse a message at its end with `reply`, said `answers` times.
+    fn refuse_message(&mut self, reply: Reply, answers: usize) {
+        for _ in 1..answers {
+            self.send(&reply);
+        }
+        self.reply(reply);
+    }
+
     fn count_error(&mut self) {
         self.errors += 1;
         if self.errors >= self.config.max_errors {
@@ -1132,10 +1180,16 @@ impl ServerSession {
             // RFC 3030 §4.2: the transaction has failed; later chunks
             // already in the pipeline find no transaction and are dropped.
             self.chunks_failed = !chunk.last;
-            self.open = None;
+            let open = self.open.take();
             self.body.discard();
             self.content_started = None;
-            self.reply(replies::MESSAGE_TOO_BIG);
+            // The last chunk answers for the message: over LMTP, once per
+            // recipient.
+            let answers = match chunk.last {
+                true => self.answers_for(open.as_ref()),
+                false => 1,
+            };
+            self.refuse_message(replies::MESSAGE_TOO_BIG, answers);
             return self.stop_if_asked();
         }
         if !chunk.last {
@@ -1175,8 +1229,9 @@ impl ServerSession {
                 }));
                 self.phase = Phase::AwaitMessage;
             }
-            (Err(reply), _) => {
-                self.reply(reply);
+            (Err(reply), open) => {
+                let answers = self.answers_for(open.as_ref());
+                self.refuse_message(reply, answers);
                 self.stop_if_asked();
             }
             // Content is only ever received inside a transaction.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::sasl::{encode, Mechanism};
-use crate::smtp::{Peer, SenderAddresses, SenderPolicy, ServerSession};
+use crate::smtp::{AccountCheck, Peer, SenderAddresses, SenderPolicy, ServerSession};
 
 fn tls_config() -> ServerConfig {
     ServerConfig {
@@ -314,6 +314,7 @@ fn an_accounts_details_and_aliases_are_its_own() {
             ("boss@x.test".to_owned(), vec!["bob@x.test".to_owned()]),
         ]
         .into(),
+        is_account: None,
     };
     let own = |sender: &str| SenderPolicy::Own.allows("ann@x.test", sender, &owned);
     assert!(own("ann+lists@x.test"));
@@ -330,6 +331,18 @@ fn an_accounts_details_and_aliases_are_its_own() {
         ..owned.clone()
     };
     assert!(!SenderPolicy::Own.allows("ann@x.test", "ann+lists@x.test", &no_details));
+    // An account or an alias of its own with a delimiter in its name is
+    // not the detail-less account's.
+    let with_accounts = SenderAddresses {
+        aliases: [("ann+eu@x.test".to_owned(), vec!["bob@x.test".to_owned()])].into(),
+        is_account: Some(AccountCheck(Arc::new(|a: &str| a == "ann+admin@x.test"))),
+        ..owned
+    };
+    let own = |sender: &str| SenderPolicy::Own.allows("ann@x.test", sender, &with_accounts);
+    assert!(own("ann+lists@x.test"));
+    assert!(!own("ann+admin@x.test"));
+    assert!(!own("ann+eu@x.test"));
+    assert!(SenderPolicy::Own.allows("bob@x.test", "ann+eu@x.test", &with_accounts));
 }
 
 #[test]

@@ -91,3 +91,42 @@ fn each_accepted_recipient_gets_its_own_answer_after_the_data() {
     let text = String::from_utf8_lossy(session.output()).into_owned();
     assert_eq!(text.matches("451 4.3.0").count(), 2, "{text}");
 }
+
+/// Content refused at its end (too big, a bare line ending) is refused
+/// for each recipient too, whether by DATA or BDAT LAST: an LMTP client
+/// waits for as many answers as it had recipients.
+#[test]
+fn content_refused_at_its_end_is_answered_once_per_recipient() {
+    let config = ServerConfig {
+        max_message_size: 10,
+        ..config()
+    };
+    let envelope = "LHLO c\r\nMAIL FROM:<s@c.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n";
+    for (content, code) in [
+        ("DATA\r\nfar more than ten octets\r\n.\r\n", "552 5.3.4"),
+        ("DATA\r\nbare\nline\r\n.\r\n", "550 5.6.0"),
+        (
+            "BDAT 31 LAST\r\nfar more than ten octets here\r\n",
+            "552 5.3.4",
+        ),
+    ] {
+        let input = format!("{envelope}{content}NOOP\r\n");
+        let run = run_with_peer(config.clone(), input.as_bytes());
+        let codes = run.codes();
+        let after = &codes[codes.len() - 3..];
+        assert_eq!(
+            after,
+            [code, code, "250 2.0.0"],
+            "{content}: {:?}",
+            run.lines()
+        );
+    }
+}
+
+fn run_with_peer(config: ServerConfig, input: &[u8]) -> Run {
+    let config = Arc::new(config);
+    let whole = check::drive_peer(config.clone(), lmtp(), [input], Answers::Accept);
+    let bytes = check::drive_peer(config, lmtp(), input.chunks(1), Answers::Accept);
+    assert_eq!(whole, bytes, "byte-by-byte input changed the outcome");
+    Run(whole)
+}
