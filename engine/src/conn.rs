@@ -487,7 +487,7 @@ pub(crate) async fn drive<P: Protocol>(
     shutdown: ShutdownSignal,
     budget: &MemoryBudget,
 ) -> io::Result<()> {
-    let mut lease = Lease::new(budget);
+    let mut lease = Lease::new(budget, conn.peer().ip());
     let mut stopping = false;
     session.handle_timeout(Instant::now());
     loop {
