@@ -75,6 +75,35 @@ pub struct Config {
     pub inbound_auth: InboundAuthConfig,
     /// The envelope sender of forwarded mail (SRS).
     pub srs: SrsConfig,
+    /// Reports about mail sent earlier (late bounces, complaints).
+    pub feedback: FeedbackConfig,
+}
+
+/// Reports that come back about relayed mail: delivery status
+/// notifications that arrive after the message was handed over
+/// ("out-of-band" bounces) and feedback loop complaints (ARF). Mail to
+/// any address at `domains` (the return-path domain senders use, and the
+/// address given to mailbox providers' feedback loops) is read, not
+/// delivered: a hard bounce suppresses the address as the relay's own
+/// bounces do, a complaint suppresses the address that complained, and
+/// each is a webhook event (`out_of_band_bounce`, `complaint`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Domains whose every address takes reports; empty: none.
+    pub domains: Vec<String>,
+    /// Suppress an address whose owner complained (`abuse` and `fraud`
+    /// reports), as with a hard bounce (`suppression.scope`, `ttl_days`).
+    pub suppress_complaints: bool,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            domains: Vec::new(),
+            suppress_complaints: true,
+        }
+    }
 }
 
 /// The Sender Rewriting Scheme: mail this server forwards to another
@@ -1043,6 +1072,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             inbound_auth: InboundAuthConfig::default(),
             srs: SrsConfig::default(),
+            feedback: FeedbackConfig::default(),
         }
     }
 }
@@ -1696,6 +1726,17 @@ impl Config {
         if self.lmtp.max_connections_per_shard == 0 {
             return invalid("lmtp.max_connections_per_shard", "must be at least 1");
         }
+        if let Some(both) = self
+            .feedback
+            .domains
+            .iter()
+            .find(|d| self.is_local_domain(d))
+        {
+            return invalid(
+                "feedback.domains",
+                format!("{both} is a local domain: its mail goes into mailboxes, reports are read elsewhere"),
+            );
+        }
         if !self.srs.domain.is_empty() && !self.is_local_domain(&self.srs.domain) {
             return invalid(
                 "srs.domain",
@@ -1825,6 +1866,14 @@ impl Config {
     /// Whether a client at `ip` may relay to domains that are not local.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         in_networks(&self.smtp.relay_networks, ip)
+    }
+
+    /// Whether mail to `domain` is reports to read (`feedback.domains`).
+    pub fn is_feedback_domain(&self, domain: &str) -> bool {
+        self.feedback
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     /// The domain of SRS addresses: `srs.domain`, else `hostname`.

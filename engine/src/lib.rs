@@ -49,6 +49,7 @@ pub mod dkim;
 pub mod dmarc_reports;
 pub mod dnsbl;
 pub mod events;
+mod feedback;
 mod gather;
 pub mod http_client;
 mod imap;

@@ -126,6 +126,7 @@ pub struct SecurityMetrics {
     dnsbl: Family<Labels, Counter>,
     sieve: Family<Labels, Counter>,
     srs: Family<Labels, Counter>,
+    feedback: Family<Labels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -234,6 +235,14 @@ impl SecurityMetrics {
         self.sieve.get_or_create(&labels).inc();
     }
 
+    /// A report came to a feedback address: `delivery` (a late bounce),
+    /// `complaint`, `unknown` (neither: dropped); and `suppressed` for each
+    /// address it stopped mail to.
+    pub fn feedback(&self, kind: &str, count: u64) {
+        let labels = vec![("kind", kind.to_owned())];
+        self.feedback.get_or_create(&labels).inc_by(count);
+    }
+
     /// SRS did `action`: `forwarded` (a forwarded message's sender
     /// rewritten), `returned` (a bounce to one of our SRS addresses
     /// taken, to go on to the sender it stands for), `refused` (an SRS
@@ -314,6 +323,11 @@ impl SecurityMetrics {
                 "dnsbl_lookups",
                 "DNS blocklist lookups of clients that may not relay, by zone and result (listed, clear, error)",
                 &self.dnsbl,
+            ),
+            (
+                "feedback_reports",
+                "Reports taken at feedback addresses, by kind (delivery: a late bounce, complaint, unknown), and addresses they suppressed (suppressed)",
+                &self.feedback,
             ),
             (
                 "srs",

@@ -90,12 +90,17 @@ impl Smtp<'_> {
         // A bounce to an SRS address of ours is for the sender it stands
         // for, from here on.
         let mut sent_on = None;
+        let feedback = address
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| shard.config().is_feedback_domain(domain));
         let checked = match self.srs_recipient(smtp, address) {
             Some(Ok(original)) => {
                 sent_on = Some(original);
                 Ok(())
             }
             Some(Err(reply)) => Err(reply),
+            // Reports about our mail come to any address there.
+            None if feedback => Ok(()),
             None => intake::check_recipient(address, may_relay, &shard.config(), |name| {
                 local_account(shard, name)
             }),
@@ -135,6 +140,69 @@ impl Smtp<'_> {
         match sent_on.as_ref().or(ours.as_ref()) {
             Some(address) => smtp.accept_recipient_as(address),
             None => smtp.accept_recipient(),
+        }
+    }
+
+    /// Take the recipients of `tx` at feedback domains out of it, and read
+    /// the message as a report for each: what to commit with it.
+    fn take_feedback(&self, tx: &mut Transaction) -> Option<ringpost_storage::WriteBatch> {
+        let shard = self.shard;
+        let config = shard.config();
+        let at_feedback = |r: &String| {
+            r.rsplit_once('@')
+                .is_some_and(|(_, d)| config.is_feedback_domain(d))
+        };
+        if !tx.recipients.iter().any(at_feedback) {
+            return None;
+        }
+        let requests = std::mem::take(&mut tx.recipient_requests);
+        let mut batch = ringpost_storage::WriteBatch::new();
+        let now = intake::unix_micros();
+        let (mut kept, mut kept_requests) = (Vec::new(), Vec::new());
+        let mut requests = requests.into_iter();
+        for recipient in std::mem::take(&mut tx.recipients) {
+            let request = requests.next().unwrap_or_default();
+            if !at_feedback(&recipient) {
+                kept.push(recipient);
+                kept_requests.push(request);
+                continue;
+            }
+            let taken =
+                crate::feedback::take(&config, shard.events.as_ref(), &recipient, &tx.data, now);
+            shard.security.feedback(taken.kind, 1);
+            shard
+                .security
+                .feedback("suppressed", taken.suppressed as u64);
+            tracing::info!(shard = shard.id, peer = %self.peer, to = %recipient, kind = taken.kind, suppressed = taken.suppressed, "feedback report taken");
+            batch.append(taken.batch);
+        }
+        tx.recipients = kept;
+        tx.recipient_requests = kept_requests;
+        Some(batch)
+    }
+
+    /// Commit what reports alone came to (the message had no other
+    /// recipient), and answer it.
+    async fn commit_feedback(
+        &self,
+        smtp: &mut ServerSession,
+        tx: Transaction,
+        feedback: Option<ringpost_storage::WriteBatch>,
+    ) {
+        let shard = self.shard;
+        smtp.recycle(tx.data);
+        let id = shard.next_id(intake::unix_micros()).to_hex();
+        match shard.commits.commit(feedback.unwrap_or_default()).await {
+            Ok(()) => smtp.message_stored(&id),
+            Err(StoreError::DiskFull { .. }) => {
+                shard.metrics.store_failures.inc();
+                smtp.message_failed(replies::DISK_FULL);
+            }
+            Err(e) => {
+                shard.metrics.store_failures.inc();
+                tracing::error!(shard = shard.id, error = %e, "could not store a report's outcome; answered 451");
+                smtp.message_failed(replies::STORAGE_FAILED);
+            }
         }
     }
 
@@ -409,10 +477,14 @@ impl Smtp<'_> {
             smtp.recycle(tx.data);
             return smtp.message_failed(replies::TOO_MANY_HOPS);
         }
-        // Inbound mail is checked (SPF, DKIM, DMARC), outbound mail signed
-        // (DKIM), both
-        // before it is stored (and so before 250).
+        // Reports to feedback addresses are read here, not delivered.
         let mut tx = tx;
+        let feedback = self.take_feedback(&mut tx);
+        if tx.recipients.is_empty() {
+            return self.commit_feedback(smtp, tx, feedback).await;
+        }
+        // Inbound mail is checked (SPF, DKIM, DMARC), outbound mail signed
+        // (DKIM), both before it is stored (and so before 250).
         let Inbound {
             results,
             quarantine,
@@ -521,6 +593,9 @@ impl Smtp<'_> {
             batch.append(extra.into_batch());
         }
         batch.append(filtered.state);
+        if let Some(feedback) = feedback {
+            batch.append(feedback);
+        }
         if let Some(events) = &shard.events {
             events.add(&mut batch, "reception", accepted.fields());
         }

@@ -536,7 +536,9 @@ fn unauthenticated_clients_cannot_make_the_server_hold_much() {
     assert!(other.reply().starts_with("220"));
     other.cmd("EHLO other.test");
     other.cmd("MAIL FROM:<b@other.test>");
-    assert!(other.cmd("RCPT TO:<postmaster@ours.test>").starts_with("250"));
+    assert!(other
+        .cmd("RCPT TO:<postmaster@ours.test>")
+        .starts_with("250"));
     assert!(other.cmd("DATA").starts_with("354"));
     let line = format!("{}\r\n", "y".repeat(998));
     other.send(line.repeat(2 << 10).as_bytes());

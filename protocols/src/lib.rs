@@ -24,6 +24,8 @@
 //!   and the `DKIM-Signature` field, with ring's RSA and Ed25519.
 //! - [`dmarc_report`]: DMARC aggregate reports (RFC 7489 §7.2): the XML
 //!   document and the message that carries it.
+//! - [`feedback`]: reports about mail sent earlier, read: delivery status
+//!   notifications that come back later and feedback loop complaints (ARF).
 //! - [`sasl`]: PLAIN and LOGIN, the SASL exchange SMTP AUTH, IMAP
 //!   AUTHENTICATE and POP3 AUTH share.
 //! - [`managesieve`]: the ManageSieve session (RFC 5804) that stores
@@ -39,6 +41,7 @@
 pub mod check;
 pub mod dkim;
 pub mod dmarc_report;
+pub mod feedback;
 pub mod imap;
 mod line;
 pub mod line_ends;
