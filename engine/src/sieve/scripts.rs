@@ -10,6 +10,7 @@ use ringpost_protocols::sieve;
 use ringpost_storage::sieve as stored;
 use ringpost_storage::{Store, StoreError, WriteBatch};
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// Most scripts one account may keep.
 pub const MAX_SCRIPTS: usize = 32;
@@ -87,9 +88,21 @@ pub fn list(store: &dyn Store, user: &str) -> Result<Vec<ScriptInfo>, ScriptErro
         .collect())
 }
 
+/// A script name in the one form it is kept in: Unicode NFC, as RFC 5804
+/// §1.6 has names be (RFC 5198), so that `é` typed as one character or
+/// as `e` and an accent names the same script.
+fn name_form(name: &str) -> Cow<'_, str> {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    match is_nfc_quick(name.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(name),
+        _ => Cow::Owned(name.nfc().collect()),
+    }
+}
+
 /// The text of `user`'s script `name`.
 pub fn get(store: &dyn Store, user: &str, name: &str) -> Result<Vec<u8>, ScriptError> {
-    stored::script(store, user, name)?.ok_or_else(|| ScriptError::NoSuchScript(name.to_owned()))
+    let name = name_form(name);
+    stored::script(store, user, &name)?.ok_or_else(|| ScriptError::NoSuchScript(name.into_owned()))
 }
 
 /// Store `text` as `user`'s script `name`, checked first; make it the
@@ -144,6 +157,7 @@ fn commit_with(commit: Commit<'_>, batch: WriteBatch) -> Result<(), ScriptError>
 /// HAVESPACE, and PUTSCRIPT's own check): a good name, and a place for it
 /// among [`MAX_SCRIPTS`] unless it replaces one.
 pub fn room(store: &dyn Store, user: &str, name: &str) -> Result<(), ScriptError> {
+    let name = &*name_form(name);
     let user = existing(store, user)?.name;
     check_name(name)?;
     let scripts = stored::list(store, &user)?;
@@ -162,6 +176,7 @@ pub fn put_batch(
     text: &[u8],
     activate: bool,
 ) -> Result<WriteBatch, ScriptError> {
+    let name = &*name_form(name);
     let user = existing(store, user)?.name;
     check(text)?;
     room(store, &user, name)?;
@@ -179,6 +194,8 @@ pub fn activate_batch(
     user: &str,
     name: Option<&str>,
 ) -> Result<WriteBatch, ScriptError> {
+    let name = name.map(name_form);
+    let name = name.as_deref();
     let user = existing(store, user)?.name;
     if let Some(name) = name {
         // A script stored by an older version is checked again: the one
@@ -192,6 +209,7 @@ pub fn activate_batch(
 
 /// The batch [`delete`] commits.
 pub fn delete_batch(store: &dyn Store, user: &str, name: &str) -> Result<WriteBatch, ScriptError> {
+    let name = &*name_form(name);
     let user = existing(store, user)?.name;
     get(store, &user, name)?;
     if stored::active_name(store, &user)?.as_deref() == Some(name) {
@@ -209,6 +227,7 @@ pub fn rename_batch(
     from: &str,
     to: &str,
 ) -> Result<WriteBatch, ScriptError> {
+    let (from, to) = (&*name_form(from), &*name_form(to));
     let user = existing(store, user)?.name;
     check_name(to)?;
     let text = get(store, &user, from)?;
@@ -314,6 +333,16 @@ mod tests {
             Err(ScriptError::TooMany)
         ));
         assert!(room(store, user, "s0").is_ok());
+        // One name, however its accents are written (NFC, RFC 5804 §1.6).
+        put(store, &commit, user, "s1", b"keep;", false).unwrap();
+        rename(store, &commit, user, "s1", "cafe\u{301}").unwrap();
+        assert_eq!(get(store, user, "caf\u{e9}").unwrap(), b"keep;");
+        assert!(matches!(
+            put(store, &commit, user, "one more", b"keep;", false),
+            Err(ScriptError::TooMany)
+        ));
+        put(store, &commit, user, "caf\u{e9}", b"discard;", false).unwrap();
+        assert_eq!(get(store, user, "cafe\u{301}").unwrap(), b"discard;");
         assert!(matches!(
             room(store, user, "bad\nname"),
             Err(ScriptError::BadName(_))
