@@ -24,6 +24,7 @@ use crate::relay::bounce;
 use crate::shard::{Service, Shard};
 use crate::srs::{self, Srs};
 use ringpost_protocols::sasl::Credentials;
+use ringpost_protocols::smtp::dsn_request::Notify;
 use ringpost_protocols::smtp::{replies, Event, ServerSession, Transaction};
 use ringpost_storage::StoreError;
 use std::io;
@@ -257,10 +258,15 @@ impl Smtp<'_> {
     /// address, a filter's redirect: the relayed recipients the client did
     /// not name) leaves from our SRS address for its sender, so the next
     /// server's SPF check passes; a copy when others get it as sent.
+    ///
+    /// A sender nobody vouched for (a stranger's, SPF not passing) hears
+    /// of the forwarded copies' failures only: the relay's success and
+    /// delay reports would go to whoever the stranger named.
     fn rewrite_forwarded(
         &self,
         tx: &Transaction,
         message: &mut ringpost_storage::spool::NewMessage,
+        sender_vouched: bool,
         now: u64,
     ) -> Option<ringpost_storage::spool::NewMessage> {
         let shard = self.shard;
@@ -269,16 +275,29 @@ impl Smtp<'_> {
         if config.is_local_domain(sender_domain) {
             return None;
         }
-        let named: std::collections::HashSet<String> = tx
-            .recipients
-            .iter()
-            .map(|r| intake::address_key(r))
-            .collect();
+        // As the client wrote it (the usual case: few recipients, no
+        // allocation; many, one set), or in another case of its domain.
+        let many = (tx.recipients.len() > 16).then(|| {
+            tx.recipients
+                .iter()
+                .map(String::as_str)
+                .collect::<std::collections::HashSet<_>>()
+        });
+        let named = |r: &String| {
+            let exact = match &many {
+                Some(set) => set.contains(r.as_str()),
+                None => tx.recipients.iter().any(|t| t == r),
+            };
+            exact || {
+                let key = intake::address_key(r);
+                tx.recipients.iter().any(|t| intake::address_key(t) == key)
+            }
+        };
         let forwarded: Vec<String> = message
             .envelope
             .recipients
             .iter()
-            .filter(|r| !named.contains(&intake::address_key(r)))
+            .filter(|r| !named(r))
             .cloned()
             .collect();
         if forwarded.is_empty() {
@@ -291,10 +310,23 @@ impl Smtp<'_> {
                 return None;
             }
         };
-        let sender = srs.forward(&tx.mail_from, srs::day_of(now));
+        let Some(sender) = srs.forward(&tx.mail_from, srs::day_of(now)) else {
+            tracing::info!(shard = shard.id, from = %tx.mail_from, "forwarded with its sender as it came: no SRS form of it is a valid address");
+            return None;
+        };
         shard.security.srs("forwarded");
         tracing::debug!(shard = shard.id, from = %tx.mail_from, %sender, recipients = forwarded.len(), "forwarded mail's sender rewritten (SRS)");
-        intake::split_off(message, &forwarded, || shard.next_id(now), &sender)
+        let mut copy = intake::split_off(message, &forwarded, || shard.next_id(now), &sender);
+        if !sender_vouched {
+            let relayed = copy.as_mut().unwrap_or(message);
+            for request in &mut relayed.envelope.dsn.recipients {
+                let forwarded_here = forwarded.contains(&request.recipient);
+                if let (true, Some(bits)) = (forwarded_here, request.notify) {
+                    request.notify = Some(Notify::from_bits(bits).failures_only().bits());
+                }
+            }
+        }
+        copy
     }
 
     /// The refusal for a client a DNS blocklist names ([`crate::dnsbl`]),
@@ -523,7 +555,7 @@ impl Smtp<'_> {
                 return smtp.message_failed(reply);
             }
         }
-        let filtered =
+        let mut filtered =
             match crate::sieve::filter(shard, &tx, &mut message, sender_vouched, now).await {
                 Ok(filtered) => filtered,
                 Err(reply) => {
@@ -532,7 +564,8 @@ impl Smtp<'_> {
                     return smtp.message_failed(reply);
                 }
             };
-        let forwarded_copy = self.rewrite_forwarded(&tx, &mut message, now);
+        let forwarded_copy = self.rewrite_forwarded(&tx, &mut message, sender_vouched, now);
+        let refused = std::mem::take(&mut filtered.refused);
         let account = tx.authenticated.clone();
         // Mail a filter delivered to no one was not delivered. Over LMTP
         // the client reports delivery itself (RFC 2033 §4.2).
@@ -621,7 +654,7 @@ impl Smtp<'_> {
                     shard.metrics.delivery_notices.inc();
                     tracing::info!(shard = shard.id, %queue_id, %dsn_id, to = %tx.mail_from, "DSN queued: delivered, as the sender asked (NOTIFY=SUCCESS)");
                 }
-                smtp.message_stored(&queue_id);
+                smtp.message_stored_except(&queue_id, &refused);
             }
             // The commit writer logs a full disk once per episode.
             Err(StoreError::DiskFull { .. }) => {

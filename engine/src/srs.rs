@@ -83,13 +83,18 @@ impl Srs {
     }
 
     /// The envelope sender for `sender`'s mail forwarded on `today` (days
-    /// since 1970). Already one of our own SRS addresses, it stays.
-    pub fn forward(&self, sender: &str, today: u64) -> String {
-        let Some((local, domain)) = sender.rsplit_once('@') else {
-            return sender.to_owned();
-        };
+    /// since 1970). Already one of our own SRS addresses, it stays. `None`
+    /// when the rewritten address would be no valid mailbox (a quoted
+    /// local part, an address literal, a local part past RFC 5321's 64
+    /// octets): the mail then goes with its sender as it came, rather than
+    /// from an address whose bounces could not come back.
+    pub fn forward(&self, sender: &str, today: u64) -> Option<String> {
+        let (local, domain) = sender.rsplit_once('@')?;
         if domain.eq_ignore_ascii_case(&self.domain) && is_srs(local) {
-            return sender.to_owned();
+            return Some(sender.to_owned());
+        }
+        if local.starts_with('"') || domain.starts_with('[') {
+            return None;
         }
         let rewritten = if let Some(rest) = strip_tag(local, "SRS0") {
             // Another forwarder's first hop: back to it, by SRS1.
@@ -106,7 +111,8 @@ impl Srs {
         } else {
             self.first_hop(local, domain, today)
         };
-        format!("{rewritten}@{}", self.domain)
+        let address = format!("{rewritten}@{}", self.domain);
+        ringpost_protocols::smtp::is_mailbox(&address).then_some(address)
     }
 
     fn first_hop(&self, local: &str, domain: &str, today: u64) -> String {
@@ -232,7 +238,7 @@ mod tests {
     #[test]
     fn a_forwarded_sender_comes_back_as_itself() {
         let srs = ours();
-        let rewritten = srs.forward("Alice@far.example", TODAY);
+        let rewritten = srs.forward("Alice@far.example", TODAY).unwrap();
         assert!(rewritten.starts_with("SRS0="), "{rewritten}");
         assert!(
             rewritten.ends_with("=far.example=Alice@fwd.example"),
@@ -248,13 +254,21 @@ mod tests {
             Reversed::Valid("ALICE@FAR.EXAMPLE".into())
         );
         // Our own SRS address is not wrapped again.
-        assert_eq!(srs.forward(&rewritten, TODAY), rewritten);
+        assert_eq!(srs.forward(&rewritten, TODAY), Some(rewritten.clone()));
+        // What cannot be written as a plain mailbox is not rewritten.
+        for odd in [
+            "\"odd person\"@far.example",
+            "user@[192.0.2.1]",
+            &format!("{}@far.example", "x".repeat(60)),
+        ] {
+            assert_eq!(srs.forward(odd, TODAY), None, "{odd}");
+        }
     }
 
     #[test]
     fn forged_mangled_and_old_addresses_are_refused() {
         let srs = ours();
-        let good = srs.forward("alice@far.example", TODAY);
+        let good = srs.forward("alice@far.example", TODAY).unwrap();
         assert_eq!(
             srs.reverse(&good, TODAY + MAX_AGE_DAYS),
             Reversed::Valid("alice@far.example".into())
@@ -291,10 +305,10 @@ mod tests {
     #[test]
     fn another_forwarders_address_goes_back_to_its_first_hop() {
         let first = Srs::new(b"first hop's", "hop1.example");
-        let srs0 = first.forward("alice@far.example", TODAY);
+        let srs0 = first.forward("alice@far.example", TODAY).unwrap();
         let (local, _) = srs0.rsplit_once('@').unwrap();
         let ours = ours();
-        let srs1 = ours.forward(&srs0, TODAY);
+        let srs1 = ours.forward(&srs0, TODAY).unwrap();
         assert_eq!(
             srs1,
             format!(
@@ -312,7 +326,7 @@ mod tests {
         );
         // Forwarded once more by a third server: still to the first hop.
         let third = Srs::new(b"third", "hop3.example");
-        let again = third.forward(&srs1, TODAY);
+        let again = third.forward(&srs1, TODAY).unwrap();
         assert!(
             again.starts_with("SRS1=") && again.contains("=hop1.example=="),
             "{again}"

@@ -124,6 +124,34 @@ fn lmtp_delivers_to_local_accounts_with_an_answer_per_recipient() {
     );
     assert!(c.cmd("QUIT").starts_with("221"));
     assert_eq!(count(&server, "alice@ours.test", "INBOX"), 3);
+
+    // A filter's refusal is that recipient's answer; the others get the
+    // message (and the MTA in front reports the refusal).
+    let script = serde_json::json!({
+        "text": "require \"reject\";\nif header :contains \"subject\" \"rejectme\" { reject \"not from you\"; }"
+    });
+    let (status, answer) = admin_call(
+        &server,
+        "PUT",
+        "/api/v1/users/alice@ours.test/sieve/main",
+        &script.to_string(),
+        true,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (mut c, _) = Client::connect(lmtp);
+    c.cmd("LHLO gateway.test");
+    assert!(c.cmd("MAIL FROM:<erin@far.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@ours.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let first = c.cmd("Subject: rejectme\r\n\r\nhi\r\n.");
+    let second = c.reply();
+    assert!(first.starts_with("550 5.7.1 not from you"), "{first}");
+    assert!(
+        second.starts_with("250 2.1.5 <bob@ours.test> delivered"),
+        "{second}"
+    );
+    assert_eq!(count(&server, "alice@ours.test", "INBOX"), 3);
     server.shutdown();
 }
 

@@ -47,10 +47,16 @@ fn forwarded_mail_leaves_from_an_srs_address_and_its_bounce_goes_home() {
         c.smtp.local_domains = vec!["ours.test".into()];
         // 127.0.0.1 is an application that may relay; 127.0.0.2 a stranger.
         c.smtp.relay_networks = vec!["127.0.0.1/32".parse().unwrap()];
-        c.smtp.aliases = [(
-            "info@ours.test".to_owned(),
-            vec!["alice@ours.test".to_owned(), "alice@far.test".to_owned()],
-        )]
+        c.smtp.aliases = [
+            (
+                "info@ours.test".to_owned(),
+                vec!["alice@ours.test".to_owned(), "alice@far.test".to_owned()],
+            ),
+            (
+                "fwd@ours.test".to_owned(),
+                vec!["carol@far.test".to_owned()],
+            ),
+        ]
         .into();
         c.relay.enabled = true;
         c.relay.smarthost = Some(smarthost_addr);
@@ -132,10 +138,41 @@ fn forwarded_mail_leaves_from_an_srs_address_and_its_bounce_goes_home() {
     let received = wait_for(&smarthost, 5);
     assert_eq!(received[4].mail_from, "carol@ours.test");
 
+    // A stranger asking for success reports gets none for the forwarded
+    // copy (an alias of one address passes the request on): it would go
+    // to whoever the stranger named.
+    let mut c = Client::from_stream(connect_from("127.0.0.2", server.smtp_addr()));
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO stranger.test").starts_with("250"));
+    assert!(c
+        .cmd("MAIL FROM:<victim@ext.test> RET=FULL")
+        .starts_with("250"));
+    assert!(c
+        .cmd("RCPT TO:<fwd@ours.test> NOTIFY=SUCCESS,FAILURE")
+        .starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: chosen by a stranger\r\n\r\nhi\r\n.")
+        .starts_with("250"));
+    let received = wait_for(&smarthost, 6);
+    assert!(
+        received[5].mail_from.starts_with("SRS0="),
+        "{:?}",
+        received[5].mail_from
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let reports: Vec<_> = smarthost
+        .received()
+        .into_iter()
+        .filter(|r| r.rcpt_to.iter().any(|t| t == "victim@ext.test"))
+        .collect();
+    assert!(reports.is_empty(), "a report went to the named sender");
+    drop(c);
+
     metrics_with(
         &server,
         &[
-            "ringpost_srs_total{action=\"forwarded\"} 2",
+            "ringpost_srs_total{action=\"forwarded\"} 3",
             "ringpost_srs_total{action=\"returned\"} 1",
             "ringpost_srs_total{action=\"refused\"} 2",
         ],

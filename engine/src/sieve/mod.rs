@@ -30,6 +30,10 @@ pub(crate) struct Filtered {
     pub messages: Vec<NewMessage>,
     /// State to write with it (when each sender may hear again).
     pub state: WriteBatch,
+    /// Recipients (as the client named them) whose filter refused the
+    /// message while others took it, with the refusal: over LMTP each is
+    /// answered so (RFC 2033 §4.2), and the MTA in front reports it.
+    pub refused: Vec<(String, Reply)>,
 }
 
 /// The server-wide filter at `path` (`smtp.sieve_filter`), read and
@@ -243,6 +247,15 @@ pub(crate) async fn filter(
             );
             return Err(Reply::new(550, "5.7.1", reason));
         }
+        filtered.refused = rejected
+            .iter()
+            .map(|(address, reason)| {
+                (
+                    address.clone(),
+                    Reply::new(550, "5.7.1", reply_text(reason)),
+                )
+            })
+            .collect();
         // Others take the message: the refusal goes to the sender as a
         // DSN, if the sender is theirs to trust (else it would be
         // backscatter to a forged address).

@@ -124,6 +124,14 @@ pub fn default_rules() -> Vec<Rule> {
     let status = |s: &str, class| Rule::new(Some(s), None, class);
     let words = |w: &str, class| Rule::new(None, Some(w), class);
     let mut rules = vec![
+        // The sender refused (at MAIL FROM, or its address looked up): it
+        // says nothing of the recipient, whose address must not be taken
+        // for bad (RFC 3463 puts X.1.7 and X.1.8 on the sender).
+        words("sender address", Policy),
+        words("sender domain", Policy),
+        status("5.1.7", Policy),
+        status("5.1.8", Policy),
+        status("4.1.8", Policy),
         // Codes that say it plainly (RFC 3463, 7372, 7505).
         status("5.1.10", InvalidDomain),
         status("5.1.1", InvalidRecipient),
@@ -272,6 +280,12 @@ mod tests {
         ("4.4.1", "cannot connect to 192.0.2.7:25: connection refused", Class::Network),
         ("4.7.5", "TLS is required for this destination (relay.tls_policy), but mx offered no STARTTLS", Class::Tls),
         ("5.0.0", "delivery cancelled by the mail administrator", Class::Other),
+        // Refusals of the sender, not the recipient (Postfix's words).
+        ("5.1.7", "Bad sender address syntax", Class::Policy),
+        ("5.1.8", "<x@a.example>: Sender address rejected: Domain not found", Class::Policy),
+        ("5.1.0", "<x@a.example>: Sender address rejected: User unknown in local recipient table", Class::Policy),
+        ("5.1.1", "<x@a.example>: Sender address rejected: undeliverable address", Class::Policy),
+        ("5.7.1", "<x@a.example>: Sender address rejected: Access denied", Class::Policy),
     ];
 
     #[test]

@@ -65,6 +65,13 @@ impl Notify {
         Notify(self.0 & !Self::SUCCESS)
     }
 
+    /// Failures alone of the same conditions (what is kept for mail whose
+    /// sender nobody vouched for: a success or delay report to a forged
+    /// sender would carry the stranger's message to whoever it names).
+    pub fn failures_only(self) -> Notify {
+        Notify(self.0 & Self::FAILURE)
+    }
+
     /// Whether a successful delivery is to be reported.
     pub fn on_success(self) -> bool {
         self.0 & Self::SUCCESS != 0

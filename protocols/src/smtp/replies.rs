@@ -300,6 +300,8 @@ pub const PARAMS_NEED_EHLO: Reply = Reply::fixed(555, "5.5.4", "Parameters need 
 
 /// MAIL before HELO/EHLO.
 pub const NEED_HELO: Reply = Reply::fixed(503, "5.5.1", "Send HELO or EHLO first");
+/// The same over LMTP.
+pub const NEED_LHLO: Reply = Reply::fixed(503, "5.5.1", "Send LHLO first");
 /// MAIL inside a transaction.
 pub const NESTED_MAIL: Reply = Reply::fixed(503, "5.5.1", "Sender already given");
 /// RCPT, DATA or BDAT outside a transaction.

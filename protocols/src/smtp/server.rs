@@ -561,11 +561,22 @@ impl ServerSession {
     /// Answer a `Message` event: stored durably under `queue_id`. Over
     /// LMTP every recipient hears so.
     pub fn message_stored(&mut self, queue_id: &str) {
+        self.message_stored_except(queue_id, &[]);
+    }
+
+    /// Answer a `Message` event: stored durably under `queue_id`, but
+    /// refused for these recipients (a user's filter said no). Over LMTP
+    /// each of those gets its refusal (RFC 2033 §4.2); over SMTP the
+    /// message was taken, and the one reply says so.
+    pub fn message_stored_except(&mut self, queue_id: &str, refused: &[(String, Reply)]) {
         if self.take_pending_message() {
             match self.peer.lmtp {
                 true => {
                     for recipient in std::mem::take(&mut self.answering) {
-                        self.send(&replies::lmtp_delivered(&recipient, queue_id));
+                        match refused.iter().find(|(address, _)| *address == recipient) {
+                            Some((_, reply)) => self.send(reply),
+                            None => self.send(&replies::lmtp_delivered(&recipient, queue_id)),
+                        }
                     }
                 }
                 false => self.send(&replies::queued(queue_id)),
@@ -742,6 +753,14 @@ impl ServerSession {
         }
     }
 
+    /// The reply to a command that needs the greeting first.
+    fn need_greeting(&self) -> Reply {
+        match self.peer.lmtp {
+            true => replies::NEED_LHLO,
+            false => replies::NEED_HELO,
+        }
+    }
+
     /// How many answers the end of `open`'s message gets: one, or over
     /// LMTP one per accepted recipient (RFC 2033 §4.2).
     fn answers_for(&self, open: Option<&OpenTransaction>) -> usize {
@@ -890,7 +909,7 @@ impl ServerSession {
             return self.reply(replies::NOT_IMPLEMENTED);
         }
         if self.greeting.is_none() {
-            return self.reply(replies::NEED_HELO);
+            return self.reply(self.need_greeting());
         }
         if self.account.is_some() {
             return self.reply(replies::ALREADY_AUTHENTICATED);
@@ -969,7 +988,7 @@ impl ServerSession {
     fn mail(&mut self, arg: &str) {
         self.chunks_failed = false;
         let Some(greeting) = &self.greeting else {
-            return self.reply(replies::NEED_HELO);
+            return self.reply(self.need_greeting());
         };
         if self.open.is_some() {
             return self.reply(replies::NESTED_MAIL);
