@@ -110,11 +110,12 @@ impl<'a> Lease<'a> {
         // A single request bigger than a pool could never be granted: cap
         // it at the pool (for a stranger, its address's share), which then
         // serializes such sessions.
-        let untrusted = match trusted {
-            true => 0,
-            false => target.min(self.budget.client_share()),
-        };
-        [untrusted, untrusted, target.min(self.budget.limit)]
+        match trusted {
+            true => [0, 0, target.min(self.budget.limit)],
+            // Counted the same in every pool, so strangers never hold more
+            // of the total than of their half.
+            false => [target.min(self.budget.client_share()); 3],
+        }
     }
 
     fn pools(&self) -> [&Semaphore; 3] {
@@ -133,7 +134,9 @@ impl<'a> Lease<'a> {
     /// Hold `bytes` (less the free part), waiting for room if it grows.
     /// A session that became trusted gives its untrusted shares back.
     /// Always in the same order (the address's share, the untrusted pool,
-    /// the total), so that two sessions never wait on each other.
+    /// the total); sessions that grow while others hold what they wait
+    /// for can still wait on each other, and the caller's deadline ends
+    /// any wait.
     pub(crate) async fn hold(&mut self, bytes: usize, trusted: bool) {
         let wanted = self.targets(bytes, trusted);
         adjust(&self.share, &mut self.held[0], wanted[0]).await;

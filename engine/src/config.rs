@@ -84,26 +84,20 @@ pub struct Config {
 /// ("out-of-band" bounces) and feedback loop complaints (ARF). Mail to
 /// any address at `domains` (the return-path domain senders use, and the
 /// address given to mailbox providers' feedback loops) is read, not
-/// delivered: a hard bounce suppresses the address as the relay's own
-/// bounces do, a complaint suppresses the address that complained, and
-/// each is a webhook event (`out_of_band_bounce`, `complaint`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// delivered, and each report is a webhook event (`out_of_band_bounce`,
+/// `complaint`). Anyone can write such a report, so suppressing on its
+/// word is the operator's choice: then a hard bounce or a complaint
+/// suppresses the address for mail from the feedback address's domain
+/// (never for every sender), for `suppression.ttl_days`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedbackConfig {
     /// Domains whose every address takes reports; empty: none.
     pub domains: Vec<String>,
-    /// Suppress an address whose owner complained (`abuse` and `fraud`
-    /// reports), as with a hard bounce (`suppression.scope`, `ttl_days`).
+    /// Suppress an address a late bounce says does not exist.
+    pub suppress_bounces: bool,
+    /// Suppress an address whose owner complained (`abuse` and `fraud`).
     pub suppress_complaints: bool,
-}
-
-impl Default for FeedbackConfig {
-    fn default() -> Self {
-        FeedbackConfig {
-            domains: Vec::new(),
-            suppress_complaints: true,
-        }
-    }
 }
 
 /// The Sender Rewriting Scheme: mail this server forwards to another

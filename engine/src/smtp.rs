@@ -145,7 +145,7 @@ impl Smtp<'_> {
     }
 
     /// Take the recipients of `tx` at feedback domains out of it, and read
-    /// the message as a report for each: what to commit with it.
+    /// the message as a report, once for all of them: what to commit.
     fn take_feedback(&self, tx: &mut Transaction) -> Option<ringpost_storage::WriteBatch> {
         let shard = self.shard;
         let config = shard.config();
@@ -156,30 +156,30 @@ impl Smtp<'_> {
         if !tx.recipients.iter().any(at_feedback) {
             return None;
         }
-        let requests = std::mem::take(&mut tx.recipient_requests);
-        let mut batch = ringpost_storage::WriteBatch::new();
-        let now = intake::unix_micros();
+        let mut requests = std::mem::take(&mut tx.recipient_requests).into_iter();
+        let mut reports_to = Vec::new();
         let (mut kept, mut kept_requests) = (Vec::new(), Vec::new());
-        let mut requests = requests.into_iter();
         for recipient in std::mem::take(&mut tx.recipients) {
             let request = requests.next().unwrap_or_default();
-            if !at_feedback(&recipient) {
-                kept.push(recipient);
-                kept_requests.push(request);
-                continue;
+            match at_feedback(&recipient) {
+                true => reports_to.push(recipient),
+                false => {
+                    kept.push(recipient);
+                    kept_requests.push(request);
+                }
             }
-            let taken =
-                crate::feedback::take(&config, shard.events.as_ref(), &recipient, &tx.data, now);
-            shard.security.feedback(taken.kind, 1);
-            shard
-                .security
-                .feedback("suppressed", taken.suppressed as u64);
-            tracing::info!(shard = shard.id, peer = %self.peer, to = %recipient, kind = taken.kind, suppressed = taken.suppressed, "feedback report taken");
-            batch.append(taken.batch);
         }
         tx.recipients = kept;
         tx.recipient_requests = kept_requests;
-        Some(batch)
+        let now = intake::unix_micros();
+        let taken =
+            crate::feedback::take(&config, shard.events.as_ref(), &reports_to, &tx.data, now);
+        shard.security.feedback(taken.kind, 1);
+        shard
+            .security
+            .feedback("suppressed", taken.suppressed as u64);
+        tracing::info!(shard = shard.id, peer = %self.peer, to = %reports_to[0], kind = taken.kind, suppressed = taken.suppressed, "feedback report taken");
+        Some(taken.batch)
     }
 
     /// Commit what reports alone came to (the message had no other
@@ -271,8 +271,7 @@ impl Smtp<'_> {
     ) -> Option<ringpost_storage::spool::NewMessage> {
         let shard = self.shard;
         let config = shard.config();
-        let (_, sender_domain) = tx.mail_from.rsplit_once('@')?;
-        if config.is_local_domain(sender_domain) {
+        if tx.mail_from.is_empty() || message.envelope.recipients.is_empty() {
             return None;
         }
         // As the client wrote it (the usual case: few recipients, no
@@ -303,6 +302,19 @@ impl Smtp<'_> {
         if forwarded.is_empty() {
             return None;
         }
+        // Whatever becomes of the sender below.
+        if !sender_vouched {
+            for request in &mut message.envelope.dsn.recipients {
+                if let (true, Some(bits)) = (forwarded.contains(&request.recipient), request.notify)
+                {
+                    request.notify = Some(Notify::from_bits(bits).failures_only().bits());
+                }
+            }
+        }
+        let (_, sender_domain) = tx.mail_from.rsplit_once('@')?;
+        if config.is_local_domain(sender_domain) {
+            return None;
+        }
         let srs = match Srs::of(&config, &*shard.store) {
             Ok(srs) => srs?,
             Err(e) => {
@@ -316,17 +328,7 @@ impl Smtp<'_> {
         };
         shard.security.srs("forwarded");
         tracing::debug!(shard = shard.id, from = %tx.mail_from, %sender, recipients = forwarded.len(), "forwarded mail's sender rewritten (SRS)");
-        let mut copy = intake::split_off(message, &forwarded, || shard.next_id(now), &sender);
-        if !sender_vouched {
-            let relayed = copy.as_mut().unwrap_or(message);
-            for request in &mut relayed.envelope.dsn.recipients {
-                let forwarded_here = forwarded.contains(&request.recipient);
-                if let (true, Some(bits)) = (forwarded_here, request.notify) {
-                    request.notify = Some(Notify::from_bits(bits).failures_only().bits());
-                }
-            }
-        }
-        copy
+        intake::split_off(message, &forwarded, || shard.next_id(now), &sender)
     }
 
     /// The refusal for a client a DNS blocklist names ([`crate::dnsbl`]),
@@ -565,7 +567,23 @@ impl Smtp<'_> {
                 }
             };
         let forwarded_copy = self.rewrite_forwarded(&tx, &mut message, sender_vouched, now);
-        let refused = std::mem::take(&mut filtered.refused);
+        // Over LMTP, a recipient every account of which refused it.
+        let refused = match self.service {
+            Service::Lmtp => std::mem::take(&mut filtered.refused),
+            _ => Vec::new(),
+        };
+        let refused: Vec<(String, replies::Reply)> = tx
+            .recipients
+            .iter()
+            .filter(|_| !refused.is_empty())
+            .filter_map(|recipient| {
+                let targets = resolve(recipient);
+                let reply = |target: &String| refused.iter().find(|(user, _)| user == target);
+                let all = targets.iter().all(|t| reply(t).is_some());
+                let first = targets.first().and_then(reply).filter(|_| all)?;
+                Some((recipient.clone(), first.1.clone()))
+            })
+            .collect();
         let account = tx.authenticated.clone();
         // Mail a filter delivered to no one was not delivered. Over LMTP
         // the client reports delivery itself (RFC 2033 §4.2).

@@ -88,6 +88,11 @@ fn late_bounces_and_complaints_suppress_and_are_reported() {
         c.smtp.local_domains = vec!["ours.test".into()];
         c.smtp.relay_networks = vec!["127.0.0.1/32".parse().unwrap()];
         c.feedback.domains = vec!["fb.test".into()];
+        c.feedback.suppress_bounces = true;
+        c.feedback.suppress_complaints = true;
+        // A report suppresses for the domain it came to, whatever the
+        // suppression list's scope.
+        c.suppression.scope = ringpost_engine::config::SuppressionScope::Global;
         c.webhook.url = Some(format!("http://{hook_addr}/events"));
         c.webhook.retry_max_secs = 1;
     });
@@ -184,6 +189,42 @@ fn late_bounces_and_complaints_suppress_and_are_reported() {
     );
     // Out of their transactions, so the shutdown need not wait for them.
     drop((c, app));
+    server.shutdown();
+}
+
+/// Anyone can write a report: by default it is an event, and stops no
+/// mail.
+#[test]
+fn reports_suppress_nothing_unless_the_operator_says_so() {
+    let (server, _data) = start_server(|c| {
+        c.feedback.domains = vec!["fb.test".into()];
+    });
+    let (mut c, _) = Client::connect(server.smtp_addr());
+    assert!(c.cmd("EHLO mx.far.test").starts_with("250"));
+    let reply = send(&mut c, "", &["bounces@fb.test"], &late_bounce());
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = send(
+        &mut c,
+        "fbl@isp.test",
+        &["fbl@fb.test"],
+        COMPLAINT.as_bytes(),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let now = ringpost_engine::intake::unix_micros();
+    let store = server.store();
+    for address in ["gone@far.test", "reader@isp.test"] {
+        assert!(suppression::find(&*store, "fb.test", address, now)
+            .unwrap()
+            .is_none());
+    }
+    metrics_with(
+        &server,
+        &[
+            "ringpost_feedback_reports_total{kind=\"delivery\"} 1",
+            "ringpost_feedback_reports_total{kind=\"complaint\"} 1",
+        ],
+    );
+    drop(c);
     server.shutdown();
 }
 

@@ -28,6 +28,11 @@ fn newest_header(server: &RunningServer, user: &str) -> String {
 fn lmtp_delivers_to_local_accounts_with_an_answer_per_recipient() {
     let (server, _data) = start_server(|c| {
         c.smtp.local_domains = vec!["ours.test".into()];
+        c.smtp.aliases = [(
+            "team@ours.test".to_owned(),
+            vec!["alice@ours.test".to_owned(), "bob@ours.test".to_owned()],
+        )]
+        .into();
         c.lmtp.enabled = true;
     });
     for user in ["alice@ours.test", "bob@ours.test"] {
@@ -143,13 +148,19 @@ fn lmtp_delivers_to_local_accounts_with_an_answer_per_recipient() {
     assert!(c.cmd("MAIL FROM:<erin@far.test>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<bob@ours.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<team@ours.test>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
     let first = c.cmd("Subject: rejectme\r\n\r\nhi\r\n.");
-    let second = c.reply();
+    let (second, third) = (c.reply(), c.reply());
     assert!(first.starts_with("550 5.7.1 not from you"), "{first}");
     assert!(
         second.starts_with("250 2.1.5 <bob@ours.test> delivered"),
         "{second}"
+    );
+    // The alias reached bob too: delivered.
+    assert!(
+        third.starts_with("250 2.1.5 <team@ours.test> delivered"),
+        "{third}"
     );
     assert_eq!(count(&server, "alice@ours.test", "INBOX"), 3);
     server.shutdown();

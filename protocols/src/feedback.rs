@@ -11,13 +11,15 @@
 //! wrong address: an address must be a mailbox, and only what the report
 //! itself says is taken.
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 /// Addresses, fields and texts longer than this are cut (reports are
 /// attacker-written).
 const MAX_FIELD: usize = 1000;
-/// Recipients read from one delivery report, at most.
-pub const MAX_RECIPIENTS: usize = 1000;
+/// Recipients read from one report, at most.
+pub const MAX_RECIPIENTS: usize = 100;
+/// Octets of a report's machine-readable part that are read, at most.
+const MAX_STATUS_TEXT: usize = 256 * 1024;
 
 /// What a report says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,23 +110,26 @@ pub fn read(message: &[u8]) -> Report {
     };
     let original = of_type(&[
         "message/rfc822",
+        "message/global",
         "text/rfc822-headers",
         "message/rfc822-headers",
+        "message/global-headers",
     ]);
-    let original_fields = original.and_then(|part| returned_header(&parsed, part));
+    let original_fields = original.and_then(returned_header);
     let original_message_id = original_fields
         .as_ref()
         .and_then(|fields| field(fields, "message-id"))
         .map(|id| clip(id.trim().trim_start_matches('<').trim_end_matches('>')))
         .filter(|id| !id.is_empty());
     match report_type.as_deref() {
-        Some("delivery-status") => {
+        // RFC 6533's internationalised form reads the same (in UTF-8).
+        Some("delivery-status" | "global-delivery-status") => {
             let Some(status) =
                 of_type(&["message/delivery-status", "message/global-delivery-status"])
             else {
                 return Report::Unknown;
             };
-            let text = String::from_utf8_lossy(status.contents()).into_owned();
+            let text = bounded_text(status.contents());
             let mut blocks = blocks(&text).into_iter();
             let per_message = blocks.next().unwrap_or_default();
             let recipients: Vec<RecipientStatus> = blocks
@@ -144,7 +149,7 @@ pub fn read(message: &[u8]) -> Report {
             let Some(feedback) = of_type(&["message/feedback-report"]) else {
                 return Report::Unknown;
             };
-            let text = String::from_utf8_lossy(feedback.contents()).into_owned();
+            let text = bounded_text(feedback.contents());
             let fields = blocks(&text).into_iter().flatten().collect::<Vec<_>>();
             let Some(feedback_type) = field(&fields, "feedback-type") else {
                 return Report::Unknown;
@@ -172,18 +177,25 @@ pub fn read(message: &[u8]) -> Report {
 }
 
 /// The header fields of the returned message (a `message/rfc822` part,
-/// or `text/rfc822-headers`).
-fn returned_header(parsed: &Message<'_>, part: &mail_parser::MessagePart<'_>) -> Option<Fields> {
+/// or `text/rfc822-headers` with its transfer encoding removed).
+fn returned_header(part: &mail_parser::MessagePart<'_>) -> Option<Fields> {
     let raw: &[u8] = match &part.body {
         PartType::Message(inner) => inner.raw_message(),
-        _ => &parsed.raw_message()[part.offset_body as usize..part.offset_end as usize],
+        _ => part.contents(),
     };
     let head = match raw.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(end) => &raw[..end + 2],
         None => raw,
     };
-    let text = String::from_utf8_lossy(head);
+    let text = bounded_text(head);
     Some(blocks(&text).into_iter().flatten().collect())
+}
+
+/// At most [`MAX_STATUS_TEXT`] octets of `bytes`, as text: a report's
+/// fields are few, and reading a stranger's megabytes of them would cost
+/// many times their size.
+fn bounded_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STATUS_TEXT)]).into_owned()
 }
 
 /// `(name, value)` fields.
@@ -380,6 +392,19 @@ mod tests {
             gone.diagnostic.as_deref(),
             Some("550 5.1.1 <gone@far.example>: Recipient address rejected")
         );
+        assert_eq!(
+            delivery.original_message_id.as_deref(),
+            Some("m2@shop.example")
+        );
+        // The internationalised form (RFC 6533) reads the same.
+        let global = String::from_utf8_lossy(text)
+            .replace("\"Delivery-Status\"", "global-delivery-status")
+            .replace("message/delivery-status", "message/global-delivery-status")
+            .replace("text/rfc822-headers", "message/global-headers");
+        let Report::Delivery(delivery) = read(global.as_bytes()) else {
+            panic!("not read");
+        };
+        assert_eq!(delivery.recipients[0].recipient, "Gone@far.example");
         assert_eq!(
             delivery.original_message_id.as_deref(),
             Some("m2@shop.example")

@@ -30,9 +30,10 @@ pub(crate) struct Filtered {
     pub messages: Vec<NewMessage>,
     /// State to write with it (when each sender may hear again).
     pub state: WriteBatch,
-    /// Recipients (as the client named them) whose filter refused the
-    /// message while others took it, with the refusal: over LMTP each is
-    /// answered so (RFC 2033 §4.2), and the MTA in front reports it.
+    /// Accounts whose filter refused the message while others took it,
+    /// with the refusal: over LMTP a recipient all of whose accounts
+    /// refused is answered so (RFC 2033 §4.2), and the MTA in front
+    /// reports it.
     pub refused: Vec<(String, Reply)>,
 }
 
@@ -138,6 +139,7 @@ pub(crate) async fn filter(
         .collect();
     let mut seen: std::collections::HashSet<String> = message.mailboxes.iter().cloned().collect();
     let mut rejected: Vec<(String, String)> = Vec::new();
+    let mut refused_users: Vec<(String, String)> = Vec::new();
     let mut redirects: Vec<String> = Vec::new();
     while let Some((user, redirected_to)) = work.pop_front() {
         let Some(script) = active_script(shard, &user) else {
@@ -170,6 +172,7 @@ pub(crate) async fn filter(
             shard.security.sieve("reject");
             message.mailboxes.retain(|u| *u != user);
             rejected.push((envelope_to.clone(), reason.clone()));
+            refused_users.push((user.clone(), reason.clone()));
             continue;
         }
         if let Some(vacation) = &outcome.vacation {
@@ -247,14 +250,9 @@ pub(crate) async fn filter(
             );
             return Err(Reply::new(550, "5.7.1", reason));
         }
-        filtered.refused = rejected
+        filtered.refused = refused_users
             .iter()
-            .map(|(address, reason)| {
-                (
-                    address.clone(),
-                    Reply::new(550, "5.7.1", reply_text(reason)),
-                )
-            })
+            .map(|(user, reason)| (user.clone(), Reply::new(550, "5.7.1", reply_text(reason))))
             .collect();
         // Others take the message: the refusal goes to the sender as a
         // DSN, if the sender is theirs to trust (else it would be

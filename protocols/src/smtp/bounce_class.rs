@@ -126,9 +126,10 @@ pub fn default_rules() -> Vec<Rule> {
     let mut rules = vec![
         // The sender refused (at MAIL FROM, or its address looked up): it
         // says nothing of the recipient, whose address must not be taken
-        // for bad (RFC 3463 puts X.1.7 and X.1.8 on the sender).
-        words("sender address", Policy),
-        words("sender domain", Policy),
+        // for bad (RFC 3463 puts X.1.7 and X.1.8 on the sender). A reply
+        // that names the recipient's address as the problem still does.
+        words("recipient address rejected", InvalidRecipient),
+        words("sender address rejected", Policy),
         status("5.1.7", Policy),
         status("5.1.8", Policy),
         status("4.1.8", Policy),
@@ -286,6 +287,9 @@ mod tests {
         ("5.1.0", "<x@a.example>: Sender address rejected: User unknown in local recipient table", Class::Policy),
         ("5.1.1", "<x@a.example>: Sender address rejected: undeliverable address", Class::Policy),
         ("5.7.1", "<x@a.example>: Sender address rejected: Access denied", Class::Policy),
+        // Both named: the recipient's refusal decides.
+        ("5.1.1", "<bob@b.example>: Recipient address rejected: user unknown (sender address rejected too)", Class::InvalidRecipient),
+        ("5.7.26", "Unauthenticated email from the sender domain a.example is not accepted due to its DMARC policy", Class::Authentication),
     ];
 
     #[test]
