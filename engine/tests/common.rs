@@ -333,3 +333,27 @@ pub fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
         .unwrap();
     stream
 }
+
+/// One transaction on `c`: MAIL, each RCPT, then `data` (CRLF lines, dot
+/// stuffed here) and the final dot. The reply to the first refused RCPT
+/// (the transaction then reset), else the reply to the message.
+pub fn transaction(c: &mut Client, from: &str, to: &[&str], data: &[u8]) -> String {
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for rcpt in to {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        if !reply.starts_with("250") {
+            c.cmd("RSET");
+            return reply;
+        }
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let mut stuffed = Vec::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            stuffed.push(b'.');
+        }
+        stuffed.extend_from_slice(line);
+    }
+    c.send(&stuffed);
+    c.cmd(".")
+}

@@ -60,24 +60,7 @@ const COMPLAINT: &str = "From: fbl@isp.test\r\nTo: fbl@fb.test\r\nSubject: repor
     --F--\r\n";
 
 fn send(c: &mut Client, from: &str, to: &[&str], data: &[u8]) -> String {
-    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
-    for rcpt in to {
-        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
-        if !reply.starts_with("250") {
-            c.cmd("RSET");
-            return reply;
-        }
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    let mut stuffed = Vec::new();
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b".") {
-            stuffed.push(b'.');
-        }
-        stuffed.extend_from_slice(line);
-    }
-    c.send(&stuffed);
-    c.cmd(".")
+    common::transaction(c, from, to, data)
 }
 
 #[test]

@@ -27,16 +27,8 @@ fn wait_for(smarthost: &TlsMx, count: usize) -> Vec<Received> {
 }
 
 fn send(c: &mut Client, from: &str, to: &[&str], subject: &str) -> String {
-    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
-    for rcpt in to {
-        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
-        if !reply.starts_with("250") {
-            c.cmd("RSET");
-            return reply;
-        }
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.cmd(&format!("Subject: {subject}\r\n\r\nhello\r\n."))
+    let data = format!("Subject: {subject}\r\n\r\nhello\r\n");
+    common::transaction(c, from, to, data.as_bytes())
 }
 
 #[test]
