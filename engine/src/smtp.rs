@@ -567,9 +567,15 @@ impl Smtp<'_> {
                 }
             };
         let forwarded_copy = self.rewrite_forwarded(&tx, &mut message, sender_vouched, now);
-        // Over LMTP, a recipient every account of which refused it.
+        // Over LMTP, a recipient every account of which refused it: by its
+        // filter, or because its mailbox filled since RCPT (each account
+        // has its own answer, as Dovecot's LMTP gives).
         let refused = match self.service {
-            Service::Lmtp => std::mem::take(&mut filtered.refused),
+            Service::Lmtp => {
+                let mut refused = std::mem::take(&mut filtered.refused);
+                refused.extend(self.take_full_mailboxes(&mut message));
+                refused
+            }
             _ => Vec::new(),
         };
         let refused: Vec<(String, replies::Reply)> = tx
@@ -733,6 +739,42 @@ impl Smtp<'_> {
                 now,
             ))
         })
+    }
+
+    /// Take the accounts whose mailbox filled since RCPT out of `message`
+    /// (LMTP answers them apart): each with `452 4.2.2`. A quota that
+    /// cannot be read is left to the commit.
+    fn take_full_mailboxes(
+        &self,
+        message: &mut ringpost_storage::spool::NewMessage,
+    ) -> Vec<(String, replies::Reply)> {
+        let shard = self.shard;
+        let default = shard.config().quota.default_quota();
+        let mut accounts: Vec<String> = message.mailboxes.clone();
+        accounts.extend(message.junk.iter().cloned());
+        accounts.extend(message.filed.iter().map(|f| f.user.clone()));
+        accounts.sort();
+        accounts.dedup();
+        let full: Vec<String> = accounts
+            .into_iter()
+            .filter(|user| {
+                matches!(
+                    ringpost_storage::quota::room_for(&*shard.store, user, default, 1, 0),
+                    Ok(Some(false))
+                )
+            })
+            .collect();
+        if full.is_empty() {
+            return Vec::new();
+        }
+        shard.security.over_quota("lmtp");
+        tracing::info!(shard = shard.id, peer = %self.peer, accounts = full.len(), "mailboxes filled since RCPT; those recipients answered 452");
+        message.mailboxes.retain(|u| !full.contains(u));
+        message.junk.retain(|u| !full.contains(u));
+        message.filed.retain(|f| !full.contains(&f.user));
+        full.into_iter()
+            .map(|user| (user, replies::MAILBOX_FULL))
+            .collect()
     }
 
     /// Whether the message may still go to the local accounts it is for.

@@ -166,6 +166,45 @@ fn lmtp_delivers_to_local_accounts_with_an_answer_per_recipient() {
     server.shutdown();
 }
 
+/// A mailbox that filled between RCPT and the end of the data is that
+/// recipient's own `452`; the others get the message.
+#[test]
+fn a_mailbox_filled_since_rcpt_is_answered_apart() {
+    let (server, _data) = start_server(|c| {
+        c.smtp.local_domains = vec!["ours.test".into()];
+        c.lmtp.enabled = true;
+        c.quota.messages = 1;
+    });
+    for user in ["alice@ours.test", "bob@ours.test"] {
+        add_user(&server, user);
+    }
+    let lmtp = server.lmtp_addr().unwrap();
+    let (mut a, _) = Client::connect(lmtp);
+    a.cmd("LHLO gateway.test");
+    assert!(a.cmd("MAIL FROM:<erin@far.test>").starts_with("250"));
+    assert!(a.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+    assert!(a.cmd("RCPT TO:<bob@ours.test>").starts_with("250"));
+    assert!(a.cmd("DATA").starts_with("354"));
+    // Meanwhile another session fills alice's mailbox.
+    let (mut b, _) = Client::connect(lmtp);
+    b.cmd("LHLO gateway.test");
+    assert!(b.cmd("MAIL FROM:<erin@far.test>").starts_with("250"));
+    assert!(b.cmd("RCPT TO:<alice@ours.test>").starts_with("250"));
+    assert!(b.cmd("DATA").starts_with("354"));
+    assert!(b.cmd("Subject: first\r\n\r\nhi\r\n.").starts_with("250"));
+    let alice = a.cmd("Subject: second\r\n\r\nhi\r\n.");
+    let bob = a.reply();
+    assert!(alice.starts_with("452 4.2.2"), "{alice}");
+    assert!(
+        bob.starts_with("250 2.1.5 <bob@ours.test> delivered"),
+        "{bob}"
+    );
+    assert_eq!(count(&server, "alice@ours.test", "INBOX"), 1);
+    assert_eq!(count(&server, "bob@ours.test", "INBOX"), 1);
+    drop((a, b));
+    server.shutdown();
+}
+
 #[test]
 fn lmtp_is_closed_to_addresses_outside_its_networks() {
     let (server, _data) = start_server(|c| {
