@@ -195,15 +195,7 @@ impl Smtp<'_> {
         let id = shard.next_id(intake::unix_micros()).to_hex();
         match shard.commits.commit(feedback.unwrap_or_default()).await {
             Ok(()) => smtp.message_stored(&id),
-            Err(StoreError::DiskFull { .. }) => {
-                shard.metrics.store_failures.inc();
-                smtp.message_failed(replies::DISK_FULL);
-            }
-            Err(e) => {
-                shard.metrics.store_failures.inc();
-                tracing::error!(shard = shard.id, error = %e, "could not store a report's outcome; answered 451");
-                smtp.message_failed(replies::STORAGE_FAILED);
-            }
+            Err(e) => self.commit_failed(smtp, e, "a report's outcome"),
         }
     }
 
@@ -680,16 +672,7 @@ impl Smtp<'_> {
                 }
                 smtp.message_stored_except(&queue_id, &refused);
             }
-            // The commit writer logs a full disk once per episode.
-            Err(StoreError::DiskFull { .. }) => {
-                shard.metrics.store_failures.inc();
-                smtp.message_failed(replies::DISK_FULL);
-            }
-            Err(e) => {
-                shard.metrics.store_failures.inc();
-                tracing::error!(shard = shard.id, error = %e, "could not store message; answered 451");
-                smtp.message_failed(replies::STORAGE_FAILED);
-            }
+            Err(e) => self.commit_failed(smtp, e, "message"),
         }
     }
 }
@@ -739,6 +722,20 @@ impl Smtp<'_> {
                 now,
             ))
         })
+    }
+
+    /// Answer a message whose commit failed: the full disk's reply (the
+    /// commit writer logs it once per episode), else 451 and the error.
+    fn commit_failed(&self, smtp: &mut ServerSession, error: StoreError, what: &str) {
+        let shard = self.shard;
+        shard.metrics.store_failures.inc();
+        match error {
+            StoreError::DiskFull { .. } => smtp.message_failed(replies::DISK_FULL),
+            e => {
+                tracing::error!(shard = shard.id, error = %e, what, "could not store; answered 451");
+                smtp.message_failed(replies::STORAGE_FAILED);
+            }
+        }
     }
 
     /// Take the accounts whose mailbox filled since RCPT out of `message`
