@@ -462,6 +462,26 @@ mod tests {
         assert_eq!(complaint.recipients, ["reader@isp.example"]);
     }
 
+    /// A stranger's report naming thousands of addresses yields at most
+    /// MAX_RECIPIENTS of them.
+    #[test]
+    fn a_report_names_at_most_max_recipients() {
+        let mut text = String::from(
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+             --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n",
+        );
+        for i in 0..5000 {
+            text.push_str(&format!(
+                "\r\nFinal-Recipient: rfc822; u{i}@far.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            ));
+        }
+        text.push_str("\r\n--B--\r\n");
+        let Report::Delivery(delivery) = read(text.as_bytes()) else {
+            panic!("not read");
+        };
+        assert_eq!(delivery.recipients.len(), MAX_RECIPIENTS);
+    }
+
     #[test]
     fn other_mail_and_broken_reports_are_unknown() {
         assert_eq!(read(b"Subject: hi\r\n\r\nhello\r\n"), Report::Unknown);
